@@ -1,0 +1,434 @@
+//! Pipeline files (`pipelines/*.toml`): one lake, one or more sources.
+//!
+//! ```toml
+//! [lake]
+//! url = "file:///var/lib/contacts-lake"     # or s3://bucket/prefix, or a path
+//!
+//! [[sources]]
+//! name = "shared_contacts"
+//! provider = "google"
+//! domain = "example.com"
+//! base_url = "https://www.google.com"
+//! auth = { kind = "service_account", key_file = "${GOOGLE_SA_KEY_FILE}", subject = "admin@example.com" }
+//!
+//! [[sources]]
+//! name = "crm_contacts"
+//! provider = "aurinko"
+//! base_url = "https://api.aurinko.io"
+//! accounts = [{ id = "101", token_env = "AURINKO_TOKEN_101" }]
+//! ```
+//!
+//! String values may use `${VAR}` to read an environment variable (`$${` is a literal
+//! `${`). Secrets never stand in the file: tokens are named by the environment variable
+//! that holds them (`token_env`), keys by the file that holds them (`key_file`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// A parsed, validated, interpolated pipeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    /// Where the Delta tables live.
+    pub lake: LakeConfig,
+    /// The sources to sync, each with a unique `name`.
+    pub sources: Vec<SourceConfig>,
+    /// The file it was read from (set by [`Pipeline::load`]).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// The `[lake]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeConfig {
+    /// `file:///abs/path`, `s3://bucket/prefix`, `memory://`, or a path (relative to the
+    /// pipeline file's folder).
+    pub url: String,
+    /// Extra object-store options (e.g. `AWS_ENDPOINT_URL`); the `AWS_*` environment is
+    /// read as well. Values may use `${VAR}`; put secrets in the environment, not here.
+    #[serde(default)]
+    pub storage_options: BTreeMap<String, String>,
+}
+
+/// One `[[sources]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// The source's name: the `source` column and the `--source` selector.
+    pub name: String,
+    /// Which API this source reads.
+    pub provider: Provider,
+    /// The API's base URL (the emulator's URL in tests).
+    pub base_url: String,
+    /// Google: the domain whose shared contacts are read.
+    pub domain: Option<String>,
+    /// Google: how to authenticate.
+    pub auth: Option<AuthConfig>,
+    /// Google: `full` (default), `thin` or `property-KEY`.
+    pub projection: Option<String>,
+    /// Google: entries per page (default 500; the API's own default is 25, and
+    /// `max-results=1000` has timed out on very large domains).
+    pub page_size: Option<u32>,
+    /// Aurinko: the accounts, each with the variable holding its token.
+    #[serde(default)]
+    pub accounts: Vec<AccountConfig>,
+    /// Aurinko: a CSV file (`id,token_env,token_file`, header optional) listing accounts,
+    /// relative to the pipeline file.
+    pub accounts_file: Option<String>,
+    /// How many requests (Google pages, Aurinko accounts) run at once (default 4).
+    pub concurrency: Option<usize>,
+    /// Per-request timeout in seconds (default 60).
+    pub timeout_secs: Option<u64>,
+    /// Retries of a failing request before giving up (default 6).
+    pub max_retries: Option<u32>,
+    /// First retry delay in milliseconds; doubles each time, with jitter (default 500).
+    pub retry_base_ms: Option<u64>,
+}
+
+/// The providers this build knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// Google Domain Shared Contacts API (GData v3).
+    Google,
+    /// Aurinko Contacts API.
+    Aurinko,
+}
+
+/// How a source authenticates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthConfig {
+    /// `Authorization: Bearer <token>`, the token read from `token_env` or `token_file`.
+    Bearer {
+        /// The environment variable holding the token.
+        token_env: Option<String>,
+        /// A file holding the token (e.g. a mounted Kubernetes secret), relative to the
+        /// pipeline file.
+        token_file: Option<String>,
+    },
+    /// A Google service account key file with domain-wide delegation.
+    ServiceAccount {
+        /// Path to the JSON key file.
+        key_file: String,
+        /// The admin to impersonate (`sub`).
+        subject: String,
+        /// OAuth scope (default `https://www.google.com/m8/feeds`).
+        scope: Option<String>,
+    },
+    /// Legacy ClientLogin: `Authorization: GoogleLogin auth=<token>`.
+    ClientLogin {
+        /// The environment variable holding the auth token.
+        token_env: Option<String>,
+        /// A file holding the auth token.
+        token_file: Option<String>,
+    },
+    /// Aurinko app credentials: Basic client id/secret plus `X-Aurinko-Account-Id`.
+    App {
+        /// The environment variable holding the client id.
+        client_id_env: String,
+        /// The environment variable holding the client secret.
+        client_secret_env: String,
+    },
+}
+
+/// One Aurinko account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// The Aurinko account id.
+    pub id: String,
+    /// The environment variable holding the account's bearer token (not needed with
+    /// `auth = { kind = "app", … }`).
+    pub token_env: Option<String>,
+    /// A file holding the account's bearer token, relative to the pipeline file.
+    pub token_file: Option<String>,
+}
+
+/// Keys that would put a secret in the file.
+const SECRET_KEYS: &[&str] = &["token", "secret", "password", "private_key", "client_secret", "access_token", "api_key"];
+
+impl Pipeline {
+    /// Reads, validates and interpolates a pipeline file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Pipeline> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(format!("cannot read pipeline file {}: {e}", path.display()))
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses pipeline text; `path` names the file in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Pipeline> {
+        let file = path.display();
+        let raw: toml::Value = toml::from_str(text)
+            .map_err(|e| Error::config(format!("{file}: {}", e.to_string().trim())))?;
+        check_no_inline_secrets(&raw, "", &file.to_string())?;
+        let mut p: Pipeline = toml::from_str(text)
+            .map_err(|e| Error::config(format!("{file}: {}", e.to_string().trim())))?;
+        p.path = path.to_path_buf();
+        p.interpolate()?;
+        p.validate()?;
+        Ok(p)
+    }
+
+    fn interpolate(&mut self) -> Result<()> {
+        let file = self.path.display().to_string();
+        let f = |key: &str, v: &mut String| -> Result<()> {
+            *v = interpolate(v).map_err(|var| {
+                Error::config(format!(
+                    "{file}: {key} uses ${{{var}}}, but the environment variable {var} is not set; export it or edit the file"
+                ))
+            })?;
+            Ok(())
+        };
+        f("lake.url", &mut self.lake.url)?;
+        for (k, v) in self.lake.storage_options.iter_mut() {
+            f(&format!("lake.storage_options.{k}"), v)?;
+        }
+        for (i, s) in self.sources.iter_mut().enumerate() {
+            let at = |k: &str| format!("sources[{i}].{k}");
+            f(&at("base_url"), &mut s.base_url)?;
+            if let Some(d) = s.domain.as_mut() {
+                f(&at("domain"), d)?;
+            }
+            if let Some(a) = s.accounts_file.as_mut() {
+                f(&at("accounts_file"), a)?;
+            }
+            match s.auth.as_mut() {
+                Some(AuthConfig::ServiceAccount { key_file, subject, .. }) => {
+                    f(&at("auth.key_file"), key_file)?;
+                    f(&at("auth.subject"), subject)?;
+                }
+                Some(AuthConfig::Bearer { token_file: Some(t), .. } | AuthConfig::ClientLogin { token_file: Some(t), .. }) => f(&at("auth.token_file"), t)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&mut self) -> Result<()> {
+        let file = self.path.display().to_string();
+        let err = |m: String| Err(Error::config(format!("{file}: {m}")));
+        if self.sources.is_empty() {
+            return err("no [[sources]]: add at least one source".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, s) in self.sources.iter_mut().enumerate() {
+            if s.name.is_empty() || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return err(format!("sources[{i}].name {:?} must be non-empty and use only letters, digits, _ and -", s.name));
+            }
+            if !seen.insert(s.name.clone()) {
+                return err(format!("sources[{i}].name {:?} is used twice; names must be unique", s.name));
+            }
+            if url::Url::parse(&s.base_url).is_err() {
+                return err(format!("sources[{i}].base_url {:?} is not a URL (e.g. https://www.google.com)", s.base_url));
+            }
+            match s.provider {
+                Provider::Google => {
+                    if s.domain.as_deref().is_none_or(str::is_empty) {
+                        return err(format!("sources[{i}] ({}) is a google source and needs domain = \"example.com\"", s.name));
+                    }
+                    if s.auth.is_none() {
+                        return err(format!("sources[{i}] ({}) needs auth = {{ kind = \"bearer\", token_env = \"GOOGLE_TOKEN\" }} or a service_account", s.name));
+                    }
+                    if let Some(AuthConfig::Bearer { token_env, token_file } | AuthConfig::ClientLogin { token_env, token_file }) = &s.auth
+                        && token_env.is_none() == token_file.is_none()
+                    {
+                        return err(format!("sources[{i}] ({}).auth needs exactly one of token_env or token_file", s.name));
+                    }
+                    if matches!(s.auth, Some(AuthConfig::App { .. })) {
+                        return err(format!("sources[{i}] ({}): auth kind \"app\" is for aurinko sources", s.name));
+                    }
+                    if let Some(p) = &s.projection
+                        && !(p == "full" || p == "thin" || p.starts_with("property-"))
+                    {
+                        return err(format!("sources[{i}].projection {p:?} must be full, thin or property-KEY"));
+                    }
+                    if s.page_size == Some(0) {
+                        return err(format!("sources[{i}].page_size must be at least 1"));
+                    }
+                }
+                Provider::Aurinko => {
+                    if let Some(file_name) = s.accounts_file.clone() {
+                        let base = self.path.parent().unwrap_or(Path::new("."));
+                        s.accounts.extend(read_accounts_file(&base.join(&file_name))?);
+                    }
+                    if s.accounts.is_empty() {
+                        return err(format!("sources[{i}] ({}) is an aurinko source and needs accounts = [{{ id = \"101\", token_env = \"AURINKO_TOKEN_101\" }}] or accounts_file", s.name));
+                    }
+                    let app = matches!(s.auth, Some(AuthConfig::App { .. }));
+                    for a in &s.accounts {
+                        if !app && a.token_env.is_none() == a.token_file.is_none() {
+                            return err(format!("sources[{i}] ({}): account {} needs exactly one of token_env or token_file (or use auth = {{ kind = \"app\", … }})", s.name, a.id));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The lake URL, with relative paths resolved against the pipeline file's folder.
+    pub fn lake_url(&self) -> Result<url::Url> {
+        resolve_lake_url(&self.lake.url, self.path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// The source named `name`.
+    pub fn source(&self, name: &str) -> Result<&SourceConfig> {
+        self.sources.iter().find(|s| s.name == name).ok_or_else(|| {
+            let names: Vec<_> = self.sources.iter().map(|s| s.name.as_str()).collect();
+            Error::config(format!("no source named {name:?} in {}; sources: {}", self.path.display(), names.join(", ")))
+        })
+    }
+}
+
+/// Resolves a lake location (URL or path) to a URL.
+pub fn resolve_lake_url(loc: &str, base: &Path) -> Result<url::Url> {
+    if loc.contains("://") {
+        return url::Url::parse(loc).map_err(|e| Error::config(format!("lake.url {loc:?} is not a URL: {e}")));
+    }
+    let p = Path::new(loc);
+    let abs = if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir()?.join(base).join(p) };
+    url::Url::from_directory_path(&abs).map_err(|_| Error::config(format!("lake.url {loc:?} is not a usable path")))
+}
+
+fn check_no_inline_secrets(v: &toml::Value, at: &str, file: &str) -> Result<()> {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let here = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                if SECRET_KEYS.contains(&k.as_str()) {
+                    return Err(Error::config(format!(
+                        "{file}: {here} would put a secret in the pipeline file; secrets are refused here. Put it in an environment variable and name that with {k}_env (e.g. token_env = \"MY_TOKEN\"), or use a key_file"
+                    )));
+                }
+                check_no_inline_secrets(v, &here, file)?;
+            }
+        }
+        toml::Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                check_no_inline_secrets(v, &format!("{at}[{i}]"), file)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Replaces `${VAR}` with the variable's value; `$${` stays a literal `${`.
+/// Returns the name of the first unset variable as the error.
+pub fn interpolate(s: &str) -> std::result::Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let tail = &rest[pos..];
+        if let Some(t) = tail.strip_prefix("$${") {
+            out.push_str("${");
+            rest = t;
+        } else if let Some(t) = tail.strip_prefix("${") {
+            let end = t.find('}').ok_or_else(|| t.to_string())?;
+            let var = &t[..end];
+            out.push_str(&std::env::var(var).map_err(|_| var.to_string())?);
+            rest = &t[end + 1..];
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn read_accounts_file(path: &Path) -> Result<Vec<AccountConfig>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::config(format!("cannot read accounts_file {}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || (n == 0 && line.starts_with("id")) {
+            continue;
+        }
+        let mut parts = line.split(',').map(str::trim);
+        let id = parts.next().unwrap_or_default().to_string();
+        let token_env = parts.next().filter(|s| !s.is_empty()).map(str::to_string);
+        let token_file = parts.next().filter(|s| !s.is_empty()).map(str::to_string);
+        if id.is_empty() {
+            return Err(Error::config(format!("{}:{}: empty account id", path.display(), n + 1)));
+        }
+        out.push(AccountConfig { id, token_env, token_file });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<Pipeline> {
+        Pipeline::parse(t, Path::new("p.toml"))
+    }
+
+    const GOOD: &str = r#"
+[lake]
+url = "file:///tmp/lake"
+[[sources]]
+name = "g"
+provider = "google"
+domain = "example.com"
+base_url = "http://127.0.0.1:1"
+auth = { kind = "bearer", token_env = "T" }
+[[sources]]
+name = "a"
+provider = "aurinko"
+base_url = "http://127.0.0.1:1"
+accounts = [{ id = "101", token_env = "A101" }]
+"#;
+
+    #[test]
+    fn parses_a_good_pipeline() {
+        let p = parse(GOOD).unwrap();
+        assert_eq!(p.sources.len(), 2);
+        assert_eq!(p.sources[0].provider, Provider::Google);
+        assert_eq!(p.sources[1].accounts[0].id, "101");
+    }
+
+    #[test]
+    fn refuses_inline_secrets() {
+        let t = GOOD.replace("token_env = \"T\"", "token = \"abc\"");
+        let e = parse(&t).unwrap_err().to_string();
+        assert!(e.contains("sources[0].auth.token") && e.contains("environment variable"), "{e}");
+        assert!(!e.contains("abc"), "the secret must not be echoed: {e}");
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key() {
+        let t = GOOD.replace("domain = \"example.com\"", "domain = \"example.com\"\npagesize = 3");
+        let e = parse(&t).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("pagesize"), "{e}");
+    }
+
+    #[test]
+    fn interpolation_and_missing_variables() {
+        assert_eq!(interpolate("a$${b}c").unwrap(), "a${b}c");
+        assert_eq!(interpolate("cost $5").unwrap(), "cost $5");
+        let t = GOOD.replace("example.com", "${CONTACTS_ETL_SURELY_UNSET_VAR}");
+        let e = parse(&t).unwrap_err().to_string();
+        assert!(e.contains("sources[0].domain") && e.contains("CONTACTS_ETL_SURELY_UNSET_VAR"), "{e}");
+    }
+
+    #[test]
+    fn missing_domain_and_duplicate_names() {
+        let e = parse(&GOOD.replace("domain = \"example.com\"\n", "")).unwrap_err().to_string();
+        assert!(e.contains("needs domain"), "{e}");
+        let e = parse(&GOOD.replace("name = \"a\"", "name = \"g\"")).unwrap_err().to_string();
+        assert!(e.contains("used twice"), "{e}");
+    }
+}

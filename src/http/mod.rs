@@ -1,0 +1,262 @@
+//! The HTTP pull loop's shared half, written once for every provider: one pooled client
+//! (rustls, gzip), timeouts, retries with exponential backoff and jitter on 408, 429, 5xx,
+//! connection resets and truncated bodies, `Retry-After` honoured, a cap on body size, and
+//! counters for the run summary. Providers supply the requests and decode the bodies.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+use reqwest::header::HeaderMap;
+
+use crate::error::{Error, Result};
+
+/// When and how often to retry.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// First backoff; doubles per retry, with full jitter.
+    pub base: Duration,
+    /// Longest single backoff.
+    pub cap: Duration,
+    /// Longest `Retry-After` obeyed.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { max_retries: 6, base: Duration::from_millis(500), cap: Duration::from_secs(30), max_retry_after: Duration::from_secs(120) }
+    }
+}
+
+/// Counters of one extract or apply, for `sync_runs` and the summary.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// HTTP requests sent, retries included.
+    pub requests: AtomicU64,
+    /// Retries.
+    pub retries: AtomicU64,
+    /// Response bytes received.
+    pub bytes: AtomicU64,
+    /// Pages decoded.
+    pub pages: AtomicU64,
+}
+
+impl Metrics {
+    /// A snapshot: (requests, retries, bytes, pages).
+    pub fn snapshot(&self) -> (u64, u64, u64, u64) {
+        (self.requests.load(Ordering::Relaxed), self.retries.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed), self.pages.load(Ordering::Relaxed))
+    }
+}
+
+/// A response whose body was read completely.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers.
+    pub headers: HeaderMap,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+impl HttpResponse {
+    /// True for 2xx.
+    pub fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+    /// A one-line reading of an error body (HTML title, GData reason, JSON message, text).
+    pub fn describe(&self) -> String {
+        describe_body(&self.body)
+    }
+}
+
+/// One pooled client plus a retry policy.
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    inner: reqwest::Client,
+    policy: RetryPolicy,
+}
+
+/// Whether a status is worth retrying.
+pub fn retriable_status(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+impl HttpClient {
+    /// A client with the given per-request timeout and retry policy.
+    pub fn try_new(timeout: Duration, policy: RetryPolicy) -> Result<HttpClient> {
+        let inner = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(32)
+            .gzip(true)
+            .user_agent(concat!("contacts-etl/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::other(format!("cannot build the HTTP client: {e}")))?;
+        Ok(HttpClient { inner, policy })
+    }
+
+    /// The underlying reqwest client.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.inner
+    }
+
+    /// The retry policy.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    /// Sends the request that `build` makes (called again for every attempt), retrying
+    /// transport failures, truncated bodies and retriable statuses. Returns the first
+    /// response with a non-retriable status (2xx or not), or an error naming `what`.
+    /// Bodies larger than `max_body` bytes are refused.
+    pub async fn send<F>(&self, what: &str, metrics: &Metrics, max_body: usize, build: F) -> Result<HttpResponse>
+    where
+        F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    {
+        let mut attempt = 0u32;
+        loop {
+            metrics.requests.fetch_add(1, Ordering::Relaxed);
+            let outcome = self.attempt(&build, metrics, max_body).await;
+            let (retry_after, failure) = match outcome {
+                Ok(resp) if !retriable_status(resp.status) => return Ok(resp),
+                Ok(resp) => {
+                    let ra = resp.headers.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
+                    (ra, Error::Http { status: Some(resp.status), message: format!("{what}: HTTP {}: {}", resp.status, resp.describe()) })
+                }
+                Err(AttemptError::Fatal(e)) => return Err(e.context(what)),
+                Err(AttemptError::Transient(m)) => (None, Error::Http { status: None, message: format!("{what}: {m}") }),
+            };
+            if attempt >= self.policy.max_retries {
+                return Err(match failure {
+                    Error::Http { status, message } => Error::Http { status, message: format!("{message} (gave up after {} attempts)", attempt + 1) },
+                    e => e,
+                });
+            }
+            let delay = match retry_after {
+                Some(ra) => ra.min(self.policy.max_retry_after),
+                None => {
+                    let exp = self.policy.base.saturating_mul(1u32 << attempt.min(16)).min(self.policy.cap);
+                    // Full jitter: spread retries of many workers apart.
+                    Duration::from_millis(rand::rng().random_range(exp.as_millis() as u64 / 2..=exp.as_millis() as u64))
+                }
+            };
+            tracing::debug!(what, attempt, delay_ms = delay.as_millis() as u64, error = %failure, "retrying");
+            metrics.retries.fetch_add(1, Ordering::Relaxed);
+            attempt += 1;
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn attempt<F>(&self, build: &F, metrics: &Metrics, max_body: usize) -> std::result::Result<HttpResponse, AttemptError>
+    where
+        F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    {
+        let mut resp = build(&self.inner).send().await.map_err(|e| {
+            if e.is_builder() { AttemptError::Fatal(Error::config(format!("bad request: {e}"))) } else { AttemptError::Transient(transport_message(&e)) }
+        })?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        if let Some(len) = resp.content_length()
+            && len as usize > max_body
+        {
+            return Err(AttemptError::Fatal(Error::decode(format!("the response is {len} bytes, more than the {max_body}-byte limit; lower page_size"))));
+        }
+        let mut body = Vec::with_capacity(resp.content_length().unwrap_or(16 * 1024) as usize);
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    metrics.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    if body.len() + chunk.len() > max_body {
+                        return Err(AttemptError::Fatal(Error::decode(format!("the response is more than the {max_body}-byte limit; lower page_size"))));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(AttemptError::Transient(format!("the response body was cut off ({})", transport_message(&e)))),
+            }
+        }
+        Ok(HttpResponse { status, headers, body: Bytes::from(body) })
+    }
+}
+
+enum AttemptError {
+    Transient(String),
+    Fatal(Error),
+}
+
+fn transport_message(e: &reqwest::Error) -> String {
+    // reqwest's Display hides the cause ("error sending request"); walk the chain.
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    // URLs carry no secrets here, but keep messages short.
+    if msg.len() > 400 {
+        msg.truncate(400);
+    }
+    msg
+}
+
+/// Reads an error body as one line: an HTML `<TITLE>`, a GData `<internalReason>`, a
+/// JSON `message` (Aurinko, with `code`), or the start of the text.
+pub fn describe_body(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let t = text.trim();
+    let between = |open: &str, close: &str| -> Option<String> {
+        let lower = t.to_ascii_lowercase();
+        let s = lower.find(open)? + open.len();
+        let e = lower[s..].find(close)? + s;
+        Some(t[s..e].trim().to_string())
+    };
+    if t.starts_with('{')
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(t)
+    {
+        let code = v.get("code").and_then(|c| c.as_str()).or_else(|| v.pointer("/error/code").and_then(|c| c.as_str()));
+        let msg = v.get("message").and_then(|c| c.as_str()).or_else(|| v.pointer("/error/message").and_then(|c| c.as_str())).or_else(|| v.get("error_description").and_then(|c| c.as_str()));
+        let orig = v.pointer("/originalError/error/message").and_then(|c| c.as_str());
+        return match (code, msg, orig) {
+            (Some(c), Some(m), Some(o)) => format!("{c}: {m} ({o})"),
+            (Some(c), Some(m), None) => format!("{c}: {m}"),
+            (None, Some(m), _) => m.to_string(),
+            (Some(c), None, _) => c.to_string(),
+            _ => truncate(t),
+        };
+    }
+    if let Some(r) = between("<internalreason>", "</internalreason>") {
+        let code = between("<code>", "</code>");
+        return match code {
+            Some(c) => format!("{c}: {r}"),
+            None => r,
+        };
+    }
+    if let Some(title) = between("<title>", "</title>") {
+        return title;
+    }
+    if t.is_empty() { "(empty body)".into() } else { truncate(t) }
+}
+
+fn truncate(t: &str) -> String {
+    let one_line: String = t.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() > 300 { format!("{}…", one_line.chars().take(300).collect::<String>()) } else { one_line }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_body;
+
+    #[test]
+    fn error_bodies_read_as_one_line() {
+        assert_eq!(describe_body(b"<HTML><HEAD><TITLE>Token invalid - Invalid token: Token not found</TITLE></HEAD><BODY><H2>Error 401</H2></BODY></HTML>"), "Token invalid - Invalid token: Token not found");
+        assert_eq!(describe_body(b"<errors xmlns='http://schemas.google.com/g/2005'><error><domain>GData</domain><code>etagsMismatch</code><internalReason>Etags mismatch</internalReason></error></errors>"), "etagsMismatch: Etags mismatch");
+        assert_eq!(describe_body(br#"{"code":"syncToken.expired","message":"syncToken expired.","requestId":"x"}"#), "syncToken.expired: syncToken expired.");
+        assert_eq!(describe_body(b"Temporary problem - please try again later"), "Temporary problem - please try again later");
+        assert_eq!(describe_body(b""), "(empty body)");
+    }
+}

@@ -1,0 +1,138 @@
+//! Table kinds, their schemas and the Delta column conversion.
+
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use deltalake::kernel::StructField;
+use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
+
+use super::RunFigures;
+use crate::error::{Error, Result};
+use crate::schema::contacts_schema;
+
+/// The lake's tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableKind {
+    /// Current state.
+    Contacts,
+    /// Append-only change log.
+    ContactChanges,
+    /// One row per source/account per run.
+    SyncRuns,
+    /// One row per reverse-sink operation.
+    WritebackResults,
+}
+
+impl TableKind {
+    /// Every table.
+    pub const ALL: [TableKind; 4] = [TableKind::Contacts, TableKind::ContactChanges, TableKind::SyncRuns, TableKind::WritebackResults];
+
+    /// The table's name (and folder under the lake URL).
+    pub fn name(&self) -> &'static str {
+        match self {
+            TableKind::Contacts => "contacts",
+            TableKind::ContactChanges => "contact_changes",
+            TableKind::SyncRuns => "sync_runs",
+            TableKind::WritebackResults => "writeback_results",
+        }
+    }
+
+    /// The table's Arrow schema.
+    pub fn schema(&self) -> SchemaRef {
+        match self {
+            TableKind::Contacts | TableKind::ContactChanges => contacts_schema(),
+            TableKind::SyncRuns => sync_runs_schema(),
+            TableKind::WritebackResults => writeback_results_schema(),
+        }
+    }
+
+    /// Partition columns.
+    pub fn partitions(&self) -> &'static [&'static str] {
+        &["source", "account"]
+    }
+
+    /// Looks a table up by name.
+    pub fn from_name(name: &str) -> Option<TableKind> {
+        TableKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+fn ts() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// Schema of `sync_runs`.
+pub fn sync_runs_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("account", DataType::Utf8, false),
+        Field::new("seq", DataType::Int64, true),
+        Field::new("mode", DataType::Utf8, false),
+        Field::new("started_at", ts(), false),
+        Field::new("finished_at", ts(), false),
+        Field::new("upserted", DataType::Int64, false),
+        Field::new("deleted", DataType::Int64, false),
+        Field::new("pages", DataType::Int64, false),
+        Field::new("requests", DataType::Int64, false),
+        Field::new("retries", DataType::Int64, false),
+        Field::new("bytes", DataType::Int64, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, true),
+        Field::new("cursor", DataType::Utf8, true),
+    ]))
+}
+
+/// Schema of `writeback_results`.
+pub fn writeback_results_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("apply_id", DataType::Utf8, false),
+        Field::new("op_index", DataType::Int64, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("account", DataType::Utf8, false),
+        Field::new("op", DataType::Utf8, false),
+        Field::new("key", DataType::Utf8, true),
+        Field::new("id", DataType::Utf8, true),
+        Field::new("http_status", DataType::Int64, true),
+        Field::new("result", DataType::Utf8, false),
+        Field::new("reason", DataType::Utf8, true),
+        Field::new("new_etag", DataType::Utf8, true),
+        Field::new("error", DataType::Utf8, true),
+        Field::new("applied_at", ts(), false),
+    ]))
+}
+
+/// Arrow fields → Delta columns.
+pub fn delta_fields(schema: &Schema) -> Result<Vec<StructField>> {
+    let st = deltalake::kernel::StructType::try_from_arrow(schema).map_err(|e| Error::lake(format!("schema conversion: {e}")))?;
+    Ok(st.fields().cloned().collect())
+}
+
+/// One `sync_runs` row.
+pub fn run_batch(source: &str, account: &str, seq: Option<i64>, f: &RunFigures, cursor: Option<&str>) -> Result<RecordBatch> {
+    let s = |v: &str| Arc::new(StringArray::from(vec![v.to_string()])) as arrow::array::ArrayRef;
+    let i = |v: i64| Arc::new(Int64Array::from(vec![v])) as arrow::array::ArrayRef;
+    let t = |v: i64| Arc::new(TimestampMicrosecondArray::from(vec![v]).with_timezone("UTC")) as arrow::array::ArrayRef;
+    Ok(RecordBatch::try_new(
+        sync_runs_schema(),
+        vec![
+            s(&f.run_id),
+            s(source),
+            s(account),
+            Arc::new(Int64Array::from(vec![seq])),
+            s(&f.mode),
+            t(f.started_at_us),
+            t(f.finished_at_us),
+            i(f.upserted),
+            i(f.deleted),
+            i(f.pages),
+            i(f.requests),
+            i(f.retries),
+            i(f.bytes),
+            s(&f.status),
+            Arc::new(StringArray::from(vec![f.error.clone()])),
+            Arc::new(StringArray::from(vec![cursor.map(str::to_string)])),
+        ],
+    )?)
+}

@@ -1,0 +1,41 @@
+//! # contacts-etl
+//!
+//! Moves contacts between contact APIs and a data lake:
+//!
+//! - **Sources** ([`providers`]) extract the full contact list, then incremental deltas,
+//!   from the Google Domain Shared Contacts API (GData v3, Atom XML) and the Aurinko
+//!   Contacts API (REST/JSON with sync tokens), into Arrow record batches of one unified
+//!   schema ([`schema`], `schemas/contacts.v1.json`).
+//! - **The lake** ([`lake`]) lands them as Delta Lake tables on local disk or S3; each
+//!   run's data and the cursor it advances to commit together.
+//! - **SQL** ([`sql`]) runs DataFusion over the lake.
+//! - **The emulator** ([`emulator`]) serves both APIs locally, for tests, benchmarks and
+//!   trying a pipeline before production.
+//!
+//! The command-line tool (`contacts-etl`) is a thin layer over this library: every command
+//! is a function here ([`sync::run_sync`], [`sync::status`], [`sql::query`], …).
+//!
+//! ```no_run
+//! # async fn demo() -> contacts_etl::Result<()> {
+//! use contacts_etl::{config::Pipeline, sync};
+//! let pipeline = Pipeline::load("pipelines/emulator.toml")?;
+//! let report = sync::run_sync(&pipeline, &sync::SyncOptions::default()).await?;
+//! println!("{}", report.summary());
+//! # Ok(()) }
+//! ```
+
+pub mod arrow_util;
+pub mod config;
+pub mod demo;
+pub mod emulator;
+pub mod http;
+pub mod lake;
+pub mod providers;
+pub mod error;
+pub mod schema;
+pub mod secret;
+pub mod sql;
+pub mod sync;
+pub mod verify;
+
+pub use error::{Error, Result};

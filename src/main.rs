@@ -1,0 +1,267 @@
+//! The `contacts-etl` command line: a thin layer over the library.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use contacts_etl::config::Pipeline;
+use contacts_etl::emulator::{Emulator, EmulatorConfig, FaultSpec};
+use contacts_etl::{Error, Result};
+
+/// Extract contacts from Google Domain Shared Contacts and Aurinko into Delta Lake tables,
+/// query them with SQL, and write cleaned data back.
+///
+/// Start with `contacts-etl demo`: it runs the whole loop on built-in emulators.
+/// A pipeline file (see pipelines/*.toml) names a lake and the sources to sync; secrets
+/// come from environment variables it names, never from the command line.
+///
+/// Exit codes: 0 success, 1 failure (e.g. an account failed), 2 bad usage or configuration.
+#[derive(Parser)]
+#[command(name = "contacts-etl", version, propagate_version = true)]
+struct Cli {
+    /// Log format on stderr: `text`, or `json` for schedulers (Airflow, Kubernetes).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log level filter (also RUST_LOG), e.g. `debug` or `contacts_etl=debug`.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole loop on built-in emulators and a local lake: full sync, simulated
+    /// changes, incremental sync, a check against the APIs, SQL.
+    Demo {
+        /// Folder for the pipeline file and the lake.
+        #[arg(long, default_value = "contacts-etl-demo")]
+        dir: PathBuf,
+        /// Google shared contacts to generate (each Aurinko account gets a third).
+        #[arg(long, default_value_t = 3000)]
+        contacts: usize,
+    },
+    /// Sync a pipeline's sources into its lake: a full extract the first time (or with
+    /// --full-refresh, or when the API says the cursor expired), incremental afterwards.
+    ///
+    /// Examples:
+    ///   contacts-etl sync pipelines/emulator.toml
+    ///   contacts-etl sync prod.toml --source crm_contacts --account 101 --account 102
+    ///   contacts-etl sync prod.toml --shard 0/4      # worker 0 of 4 sharing one S3 lake
+    Sync {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Only this source (repeatable).
+        #[arg(long)]
+        source: Vec<String>,
+        /// Only this account (repeatable).
+        #[arg(long)]
+        account: Vec<String>,
+        /// Ignore stored cursors: extract everything and delete what is gone.
+        #[arg(long)]
+        full_refresh: bool,
+        /// Only the accounts of shard I of N (0-based), e.g. 0/4.
+        #[arg(long, value_parser = parse_shard)]
+        shard: Option<(u32, u32)>,
+    },
+    /// Show, per source and account, the last run's mode, time, rows, cursor age and
+    /// failures since.
+    Status {
+        /// The pipeline file.
+        pipeline: PathBuf,
+    },
+    /// Run SQL over the lake's tables (contacts, contact_changes, sync_runs,
+    /// writeback_results) and views (contact_emails, contact_phones).
+    ///
+    /// Example: contacts-etl query p.toml "SELECT account, count(*) FROM contacts GROUP BY 1"
+    Query {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// The SQL statement.
+        sql: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutFormat,
+        /// Write to this path or URL (s3://bucket/key.parquet) instead of stdout.
+        #[arg(long)]
+        output: Option<String>,
+    },
+    /// Compute the diff between a desired state and the landed contacts (not built yet).
+    Plan {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        desired: String,
+    },
+    /// Apply a plan back to the API (not built yet).
+    Apply {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        desired: String,
+    },
+    /// Run the emulators of both APIs until interrupted; prints the base URL first.
+    ///
+    /// Google feed: {URL}/m8/feeds/contacts/{domain}/full (Bearer <token>).
+    /// Aurinko:     {URL}/v1/contacts/sync (Bearer <token>-<account id>, ids 101, 102, …).
+    /// Admin:       {URL}/_emulator/truth/google, /_emulator/mutate, /_emulator/stats.
+    Emulator {
+        /// Port on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        #[arg(long, default_value = "example.com")]
+        google_domain: String,
+        #[arg(long, default_value_t = 1000)]
+        google_contacts: usize,
+        #[arg(long, default_value_t = 3)]
+        aurinko_accounts: usize,
+        #[arg(long, default_value_t = 1000)]
+        aurinko_contacts: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Fault rates, e.g. "429=0.05,503=0.05,reset=0.01,truncate=0.01,slow=0.02".
+        #[arg(long, default_value = "")]
+        faults: String,
+        /// The emulator's test token (the one secret allowed on a command line: it is fake).
+        #[arg(long, default_value = "emulator-token")]
+        token: String,
+        /// Records per Aurinko sync page.
+        #[arg(long, default_value_t = 200)]
+        aurinko_page_size: usize,
+        /// PEM public key that verifies service-account JWTs at POST /token.
+        #[arg(long)]
+        service_account_public_key: Option<PathBuf>,
+    },
+    /// Print the unified contact schema as JSON (identical to schemas/contacts.v1.json).
+    Schema,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutFormat {
+    Table,
+    Csv,
+    Json,
+    Parquet,
+}
+
+fn parse_shard(s: &str) -> std::result::Result<(u32, u32), String> {
+    let (i, n) = s.split_once('/').ok_or("use I/N, e.g. 0/4")?;
+    let i: u32 = i.parse().map_err(|_| "I must be a number")?;
+    let n: u32 = n.parse().map_err(|_| "N must be a number")?;
+    if n == 0 || i >= n {
+        return Err("I must be below N (0-based), e.g. 0/4 … 3/4".into());
+    }
+    Ok((i, n))
+}
+
+fn init_logging(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        let lvl = &cli.log_level;
+        let spec = if lvl.contains('=') { lvl.clone() } else { format!("warn,deltalake_core=off,buoyant_kernel=off,contacts_etl={lvl}") };
+        tracing_subscriber::EnvFilter::new(spec)
+    });
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.with_target(false).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8> {
+    let progress = cli.log_format == LogFormat::Text && std::io::stderr().is_terminal();
+    match cli.command {
+        Command::Demo { dir, contacts } => {
+            contacts_etl::demo::run(&dir, contacts).await?;
+            Ok(0)
+        }
+        Command::Sync { pipeline, source, account, full_refresh, shard } => {
+            let p = Pipeline::load(&pipeline)?;
+            let opts = contacts_etl::sync::SyncOptions { sources: source, accounts: account, full_refresh, shard, progress };
+            let report = contacts_etl::sync::run_sync(&p, &opts).await?;
+            eprint!("{}", report.summary());
+            Ok(if report.failed().is_empty() { 0 } else { 1 })
+        }
+        Command::Status { pipeline } => {
+            let p = Pipeline::load(&pipeline)?;
+            print!("{}", contacts_etl::sync::status(&p).await?);
+            Ok(0)
+        }
+        Command::Query { pipeline, sql, format, output } => {
+            let p = Pipeline::load(&pipeline)?;
+            let lake = contacts_etl::sync::lake_of(&p)?;
+            let batches = contacts_etl::sql::query(&lake, &sql).await?;
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            match (format, output) {
+                (OutFormat::Parquet, Some(dest)) => {
+                    contacts_etl::sql::write_parquet(&lake, &batches, &dest).await?;
+                    eprintln!("{rows} rows written to {dest}");
+                }
+                (OutFormat::Parquet, None) => return Err(Error::config("--format parquet needs --output PATH_OR_URL")),
+                (f, out) => {
+                    let name = match f {
+                        OutFormat::Table => "table",
+                        OutFormat::Csv => "csv",
+                        _ => "json",
+                    };
+                    let text = contacts_etl::sql::render(&batches, name)?;
+                    match out {
+                        Some(path) => {
+                            std::fs::write(&path, text).map_err(|e| Error::config(format!("--output {path}: {e}")))?;
+                            eprintln!("{rows} rows written to {path}");
+                        }
+                        None => print!("{text}"),
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Command::Plan { .. } | Command::Apply { .. } => Err(Error::Other("plan and apply (the reverse sink) are not built yet; see the README's roadmap".into())),
+        Command::Emulator { port, google_domain, google_contacts, aurinko_accounts, aurinko_contacts, seed, faults, token, aurinko_page_size, service_account_public_key } => {
+            let key = match service_account_public_key {
+                Some(p) => Some(std::fs::read_to_string(&p).map_err(|e| Error::config(format!("--service-account-public-key {}: {e}", p.display())))?),
+                None => None,
+            };
+            let cfg = EmulatorConfig { google_domain, google_contacts, aurinko_accounts, aurinko_contacts, seed, faults: FaultSpec::parse(&faults)?, token, aurinko_page_size, service_account_public_key: key, ..Default::default() };
+            let emu = Emulator::start_on(cfg, &format!("127.0.0.1:{port}")).await?;
+            println!("{}", emu.url());
+            eprintln!("Google feed: {}/m8/feeds/contacts/{}/full   Aurinko: {}/v1/contacts/sync   (Ctrl-C stops)", emu.url(), emu.config().google_domain, emu.url());
+            tokio::signal::ctrl_c().await?;
+            emu.shutdown().await;
+            Ok(0)
+        }
+        Command::Schema => {
+            print!("{}", contacts_etl::schema::render_schema_json(&contacts_etl::schema::contacts_schema())?);
+            Ok(0)
+        }
+    }
+}

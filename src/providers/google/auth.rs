@@ -1,0 +1,153 @@
+//! Google authentication: a bearer token from the environment, a service-account key file
+//! (RS256 JWT → token endpoint, `sub` for domain-wide delegation, cached and refreshed
+//! before expiry), or the legacy `GoogleLogin auth=` header.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::config::AuthConfig;
+use crate::error::{Error, Result};
+use crate::http::{HttpClient, Metrics};
+use crate::secret::Secret;
+
+/// The scope of the Domain Shared Contacts feed.
+pub const SCOPE: &str = "https://www.google.com/m8/feeds";
+
+/// The fields of a service-account key file that are used.
+#[derive(Deserialize)]
+struct KeyFile {
+    client_email: String,
+    private_key: String,
+    #[serde(default = "default_token_uri")]
+    token_uri: String,
+}
+
+fn default_token_uri() -> String {
+    "https://oauth2.googleapis.com/token".into()
+}
+
+/// How requests are authorized.
+pub enum GoogleAuth {
+    /// A fixed bearer token.
+    Bearer { token: Secret, env: String },
+    /// Legacy ClientLogin.
+    ClientLogin { token: Secret, env: String },
+    /// A service account with domain-wide delegation.
+    ServiceAccount(Box<ServiceAccount>),
+}
+
+/// A service account and its cached access token.
+pub struct ServiceAccount {
+    client_email: String,
+    key: jsonwebtoken::EncodingKey,
+    token_uri: String,
+    subject: String,
+    scope: String,
+    key_path: String,
+    cache: tokio::sync::Mutex<Option<(Secret, Instant)>>,
+}
+
+
+impl GoogleAuth {
+    /// Builds the auth a pipeline entry describes.
+    pub fn from_config(cfg: Option<&AuthConfig>, source: &str, base: &Path) -> Result<GoogleAuth> {
+        match cfg {
+            Some(AuthConfig::Bearer { token_env, token_file }) => Ok(GoogleAuth::Bearer {
+                token: crate::secret::load(token_env.as_deref(), token_file.as_deref(), base, &format!("source {source}"))?,
+                env: token_env.clone().or_else(|| token_file.clone()).unwrap_or_default(),
+            }),
+            Some(AuthConfig::ClientLogin { token_env, token_file }) => Ok(GoogleAuth::ClientLogin {
+                token: crate::secret::load(token_env.as_deref(), token_file.as_deref(), base, &format!("source {source}"))?,
+                env: token_env.clone().or_else(|| token_file.clone()).unwrap_or_default(),
+            }),
+            Some(AuthConfig::ServiceAccount { key_file, subject, scope }) => {
+                let path = base.join(key_file);
+                let text = std::fs::read_to_string(&path).map_err(|e| Error::config(format!("source {source}: cannot read the service-account key file {}: {e}", path.display())))?;
+                let kf: KeyFile = serde_json::from_str(&text).map_err(|e| Error::config(format!("source {source}: {} is not a service-account key file ({e}); download a JSON key for the service account", path.display())))?;
+                let key = jsonwebtoken::EncodingKey::from_rsa_pem(kf.private_key.as_bytes()).map_err(|_| Error::config(format!("source {source}: the private_key in {} is not an RSA PEM key", path.display())))?;
+                Ok(GoogleAuth::ServiceAccount(Box::new(ServiceAccount {
+                    client_email: kf.client_email,
+                    key,
+                    token_uri: kf.token_uri,
+                    subject: subject.clone(),
+                    scope: scope.clone().unwrap_or_else(|| SCOPE.into()),
+                    key_path: path.display().to_string(),
+                    cache: tokio::sync::Mutex::new(None),
+                })))
+            }
+            Some(AuthConfig::App { .. }) | None => Err(Error::config(format!("source {source}: google sources need auth = bearer, service_account or client_login"))),
+        }
+    }
+
+    /// Whether a 401 is worth one token refresh.
+    pub fn can_refresh(&self) -> bool {
+        matches!(self, GoogleAuth::ServiceAccount(_))
+    }
+
+    /// What to check when the API refuses the credentials.
+    pub fn hint(&self) -> String {
+        match self {
+            GoogleAuth::Bearer { env, .. } | GoogleAuth::ClientLogin { env, .. } => format!("check the token in {env}"),
+            GoogleAuth::ServiceAccount(sa) => format!("check that {} has domain-wide delegation for scope {} and that {} is an administrator", sa.client_email, sa.scope, sa.subject),
+        }
+    }
+
+    /// The `Authorization` header value; `refresh` forces a new service-account token.
+    pub async fn header(&self, http: &HttpClient, metrics: &Metrics, refresh: bool) -> Result<Secret> {
+        match self {
+            GoogleAuth::Bearer { token, .. } => Ok(Secret::new(format!("Bearer {}", token.expose()))),
+            GoogleAuth::ClientLogin { token, .. } => Ok(Secret::new(format!("GoogleLogin auth={}", token.expose()))),
+            GoogleAuth::ServiceAccount(sa) => {
+                let mut cache = sa.cache.lock().await;
+                if !refresh
+                    && let Some((tok, exp)) = cache.as_ref()
+                    && *exp > Instant::now() + Duration::from_secs(60)
+                {
+                    return Ok(Secret::new(format!("Bearer {}", tok.expose())));
+                }
+                let (tok, ttl) = sa.fetch(http, metrics).await?;
+                let header = Secret::new(format!("Bearer {}", tok.expose()));
+                *cache = Some((tok, Instant::now() + ttl));
+                Ok(header)
+            }
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Claims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    scope: &'a str,
+    aud: &'a str,
+    iat: i64,
+    exp: i64,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    expires_in: Option<u64>,
+}
+
+impl ServiceAccount {
+    async fn fetch(&self, http: &HttpClient, metrics: &Metrics) -> Result<(Secret, Duration)> {
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims { iss: &self.client_email, sub: &self.subject, scope: &self.scope, aud: &self.token_uri, iat: now, exp: now + 3600 };
+        let jwt = jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &claims, &self.key).map_err(|e| Error::Auth(format!("cannot sign the service-account JWT with {}: {e}", self.key_path)))?;
+        let jwt = Secret::new(jwt);
+        let what = format!("token request for {} to {}", self.client_email, self.token_uri);
+        let resp = http
+            .send(&what, metrics, 1 << 20, |c| {
+                c.post(&self.token_uri).form(&[("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), ("assertion", jwt.expose())])
+            })
+            .await?;
+        if !resp.ok() {
+            return Err(Error::Auth(format!("{what}: HTTP {}: {}; check the key file {} and the delegation for {}", resp.status, resp.describe(), self.key_path, self.subject)));
+        }
+        let t: TokenResponse = serde_json::from_slice(&resp.body).map_err(|e| Error::Auth(format!("{what}: unreadable answer: {e}")))?;
+        Ok((Secret::new(t.access_token), Duration::from_secs(t.expires_in.unwrap_or(3600))))
+    }
+}

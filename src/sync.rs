@@ -1,0 +1,261 @@
+//! `sync` and `status`: runs a pipeline's sources into its lake, account by account.
+//!
+//! Each account is independent: one failing (bad token, API down) is recorded in
+//! `sync_runs` with its error, and the others go on. An expired cursor turns into a full
+//! extract (mode `resync`) whose absent contacts are deleted and logged.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+
+use crate::config::Pipeline;
+use crate::error::{Error, Result};
+use crate::http::Metrics;
+use crate::lake::{Lake, RunFigures, TableKind};
+use crate::providers::{AnySource, RunContext, SyncMode};
+
+/// Which accounts a `sync` covers and how.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    /// Only these sources (all when empty).
+    pub sources: Vec<String>,
+    /// Only these accounts (all when empty).
+    pub accounts: Vec<String>,
+    /// Ignore stored cursors: full extract, absent contacts deleted.
+    pub full_refresh: bool,
+    /// `(i, n)`: only accounts whose stable hash falls in shard `i` of `n` (0-based).
+    pub shard: Option<(u32, u32)>,
+    /// Show progress bars (on a terminal).
+    pub progress: bool,
+}
+
+/// One account's outcome.
+#[derive(Debug, Clone)]
+pub struct AccountReport {
+    pub source: String,
+    pub account: String,
+    pub mode: String,
+    pub upserted: i64,
+    pub deleted: i64,
+    pub pages: u64,
+    pub requests: u64,
+    pub retries: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub seq: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// A whole run's outcome.
+#[derive(Debug, Clone, Default)]
+pub struct SyncReport {
+    pub run_id: String,
+    pub accounts: Vec<AccountReport>,
+}
+
+impl SyncReport {
+    /// Accounts that failed.
+    pub fn failed(&self) -> Vec<&AccountReport> {
+        self.accounts.iter().filter(|a| a.error.is_some()).collect()
+    }
+
+    /// The one-screen summary printed at the end of a run.
+    pub fn summary(&self) -> String {
+        let mut s = format!("sync run {}\n", self.run_id);
+        s.push_str(&format!("{:<20} {:<24} {:<12} {:>9} {:>8} {:>6} {:>8} {:>7} {:>8}\n", "source", "account", "mode", "upserted", "deleted", "pages", "requests", "retries", "seconds"));
+        for a in &self.accounts {
+            s.push_str(&format!("{:<20} {:<24} {:<12} {:>9} {:>8} {:>6} {:>8} {:>7} {:>8.2}\n", a.source, a.account, a.mode, a.upserted, a.deleted, a.pages, a.requests, a.retries, a.seconds));
+        }
+        let failed = self.failed();
+        if failed.is_empty() {
+            s.push_str(&format!("all {} account(s) synced\n", self.accounts.len()));
+        } else {
+            s.push_str(&format!("{} of {} account(s) FAILED:\n", failed.len(), self.accounts.len()));
+            for f in failed {
+                s.push_str(&format!("  {}/{}: {}\n", f.source, f.account, f.error.as_deref().unwrap_or("")));
+            }
+        }
+        s
+    }
+}
+
+/// A stable hash for sharding (FNV-1a), the same on every machine and build.
+pub fn shard_of(source: &str, account: &str, n: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in source.bytes().chain([b'/']).chain(account.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % u64::from(n.max(1))) as u32
+}
+
+/// A new run id: UTC time plus a random suffix, sortable and unique.
+pub fn new_run_id() -> String {
+    format!("{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"), &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// Opens the pipeline's lake.
+pub fn lake_of(p: &Pipeline) -> Result<Lake> {
+    Ok(Lake::new(p.lake_url()?, p.lake.storage_options.clone().into_iter().collect()))
+}
+
+/// Runs the pipeline's sources into its lake.
+pub async fn run_sync(p: &Pipeline, opts: &SyncOptions) -> Result<SyncReport> {
+    for s in &opts.sources {
+        p.source(s)?;
+    }
+    if let Some((i, n)) = opts.shard
+        && (n == 0 || i >= n)
+    {
+        return Err(Error::config(format!("--shard {i}/{n}: the shard must be below the count (e.g. 0/4 … 3/4)")));
+    }
+    let lake = Arc::new(lake_of(p)?);
+    lake.ensure_tables().await?;
+    let dir = p.path.parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
+    let run_id = new_run_id();
+    let multi = opts.progress.then(indicatif::MultiProgress::new);
+    let mut report = SyncReport { run_id: run_id.clone(), accounts: vec![] };
+    for cfg in &p.sources {
+        if !opts.sources.is_empty() && !opts.sources.contains(&cfg.name) {
+            continue;
+        }
+        let source = Arc::new(AnySource::try_new(cfg, &dir)?);
+        let accounts: Vec<String> = source
+            .accounts()
+            .into_iter()
+            .filter(|a| opts.accounts.is_empty() || opts.accounts.contains(a))
+            .filter(|a| opts.shard.is_none_or(|(i, n)| shard_of(source.name(), a, n) == i))
+            .collect();
+        let results: Vec<AccountReport> = futures::stream::iter(accounts)
+            .map(|account| {
+                let (source, lake, run_id, multi) = (source.clone(), lake.clone(), run_id.clone(), multi.clone());
+                let full = opts.full_refresh;
+                async move { sync_account(&source, &lake, &account, &run_id, full, multi.as_ref()).await }
+            })
+            .buffer_unordered(source.account_concurrency())
+            .collect()
+            .await;
+        report.accounts.extend(results);
+    }
+    report.accounts.sort_by(|a, b| (&a.source, &a.account).cmp(&(&b.source, &b.account)));
+    Ok(report)
+}
+
+async fn sync_account(source: &AnySource, lake: &Lake, account: &str, run_id: &str, full_refresh: bool, multi: Option<&indicatif::MultiProgress>) -> AccountReport {
+    let started = Instant::now();
+    let started_us = chrono::Utc::now().timestamp_micros();
+    let metrics = Arc::new(Metrics::default());
+    let progress = multi.map(|m| {
+        let pb = m.add(indicatif::ProgressBar::new(0));
+        pb.set_style(indicatif::ProgressStyle::with_template("{prefix:>28} {bar:30} {pos}/{len} contacts {elapsed}").unwrap());
+        pb.set_prefix(format!("{}/{}", source.name(), account));
+        pb
+    });
+    let ctx = RunContext { run_id: run_id.to_string(), synced_at_us: started_us, metrics: metrics.clone(), progress: progress.clone() };
+    let mut mode = if full_refresh { SyncMode::Full } else { SyncMode::Incremental };
+    let outcome: Result<(SyncMode, crate::lake::CommitOutcome)> = async {
+        let state = lake.recover(source.name(), account).await?;
+        let cursor = if full_refresh { None } else { state.cursor.clone() };
+        if cursor.is_none() {
+            mode = SyncMode::Full;
+        }
+        let extract = match source.extract(account, cursor.as_deref(), &ctx).await {
+            Err(Error::CursorExpired(why)) => {
+                tracing::warn!(source = source.name(), account, reason = %why, "cursor expired: running a full extract and reconciling deletes");
+                mode = SyncMode::Resync;
+                let mut e = source.extract(account, None, &ctx).await?;
+                e.mode = SyncMode::Resync;
+                e
+            }
+            other => other?,
+        };
+        mode = extract.mode;
+        let (requests, retries, bytes, pages) = metrics.snapshot();
+        let figures = RunFigures {
+            run_id: run_id.to_string(),
+            mode: mode.as_str().into(),
+            started_at_us: started_us,
+            finished_at_us: chrono::Utc::now().timestamp_micros(),
+            pages: pages as i64,
+            requests: requests as i64,
+            retries: retries as i64,
+            bytes: bytes as i64,
+            status: "ok".into(),
+            ..Default::default()
+        };
+        let out = lake.commit_extract(source.name(), account, &state, extract, figures).await?;
+        Ok((mode, out))
+    }
+    .await;
+    if let Some(pb) = progress {
+        pb.finish_and_clear();
+    }
+    let (requests, retries, bytes, pages) = metrics.snapshot();
+    let mut rep = AccountReport {
+        source: source.name().into(),
+        account: account.into(),
+        mode: mode.as_str().into(),
+        upserted: 0,
+        deleted: 0,
+        pages,
+        requests,
+        retries,
+        bytes,
+        seconds: started.elapsed().as_secs_f64(),
+        seq: None,
+        error: None,
+    };
+    match outcome {
+        Ok((m, o)) => {
+            rep.mode = m.as_str().into();
+            rep.upserted = o.upserted;
+            rep.deleted = o.deleted;
+            rep.seq = Some(o.seq);
+            tracing::info!(source = source.name(), account, mode = m.as_str(), upserted = o.upserted, deleted = o.deleted, pages, requests, retries, seconds = rep.seconds, "account synced");
+        }
+        Err(e) => {
+            tracing::error!(source = source.name(), account, error = %e, "account failed");
+            rep.error = Some(e.to_string());
+            let f = RunFigures {
+                run_id: run_id.to_string(),
+                mode: mode.as_str().into(),
+                started_at_us: started_us,
+                finished_at_us: chrono::Utc::now().timestamp_micros(),
+                pages: pages as i64,
+                requests: requests as i64,
+                retries: retries as i64,
+                bytes: bytes as i64,
+                status: "failed".into(),
+                error: Some(e.to_string()),
+                ..Default::default()
+            };
+            if let Err(e2) = lake.record_failure(source.name(), account, &f).await {
+                tracing::error!(error = %e2, "could not record the failure in sync_runs");
+            }
+        }
+    }
+    rep
+}
+
+/// `status`: per source and account, the last run's mode, time, rows, cursor age and
+/// failures since, as a printable table.
+pub async fn status(p: &Pipeline) -> Result<String> {
+    let lake = lake_of(p)?;
+    let Some(runs) = lake.open(TableKind::SyncRuns).await? else {
+        return Ok(format!("no runs yet: the lake at {} has no sync_runs table. Run `contacts-etl sync {}` first.\n", lake.url(), p.path.display()));
+    };
+    let ctx = datafusion::prelude::SessionContext::new();
+    ctx.register_table("sync_runs", runs.table_provider().await?)?;
+    let sql = "WITH ok AS (SELECT source, account, max(seq) AS seq FROM sync_runs WHERE status = 'ok' GROUP BY source, account),
+        last AS (SELECT r.source, r.account, r.seq, r.mode, r.finished_at, r.upserted, r.deleted FROM sync_runs r JOIN ok ON r.source = ok.source AND r.account = ok.account AND r.seq = ok.seq),
+        fails AS (SELECT f.source, f.account, count(*) AS failures, max(f.error) AS last_error FROM sync_runs f LEFT JOIN last l ON f.source = l.source AND f.account = l.account
+                  WHERE f.status = 'failed' AND (l.finished_at IS NULL OR f.finished_at > l.finished_at) GROUP BY f.source, f.account)
+        SELECT coalesce(l.source, f.source) AS source, coalesce(l.account, f.account) AS account, l.seq AS runs, l.mode AS last_mode,
+               l.finished_at AS last_success, l.upserted, l.deleted,
+               CAST(date_part('epoch', now()) - date_part('epoch', l.finished_at) AS BIGINT) AS cursor_age_s,
+               coalesce(f.failures, 0) AS failures_since, f.last_error
+        FROM last l FULL OUTER JOIN fails f ON l.source = f.source AND l.account = f.account ORDER BY 1, 2";
+    let batches = ctx.sql(sql).await?.collect().await?;
+    Ok(format!("{}\n", arrow::util::pretty::pretty_format_batches(&batches)?))
+}
