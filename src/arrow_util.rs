@@ -15,7 +15,10 @@ pub fn normalize_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<Record
     if batch.schema() == *schema {
         return Ok(batch.clone());
     }
-    let opts = CastOptions { safe: false, ..Default::default() };
+    let opts = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
     let cols = schema
         .fields()
         .iter()
@@ -26,17 +29,20 @@ pub fn normalize_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<Record
             None => Ok(new_null_array(f.data_type(), batch.num_rows())),
         })
         .collect::<Result<Vec<ArrayRef>>>()?;
-    Ok(RecordBatch::try_new_with_options(
+    RecordBatch::try_new_with_options(
         schema.clone(),
         cols,
         &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
     )
-    .map_err(|e| Error::other(format!("normalizing a batch: {e}")))?)
+    .map_err(|e| Error::other(format!("normalizing a batch: {e}")))
 }
 
 /// Concatenates batches (normalized to `schema`) into one.
 pub fn concat(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch> {
-    let normalized = batches.iter().map(|b| normalize_batch(b, schema)).collect::<Result<Vec<_>>>()?;
+    let normalized = batches
+        .iter()
+        .map(|b| normalize_batch(b, schema))
+        .collect::<Result<Vec<_>>>()?;
     Ok(arrow::compute::concat_batches(schema, &normalized)?)
 }
 

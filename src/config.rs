@@ -151,7 +151,15 @@ pub struct AccountConfig {
 }
 
 /// Keys that would put a secret in the file.
-const SECRET_KEYS: &[&str] = &["token", "secret", "password", "private_key", "client_secret", "access_token", "api_key"];
+const SECRET_KEYS: &[&str] = &[
+    "token",
+    "secret",
+    "password",
+    "private_key",
+    "client_secret",
+    "access_token",
+    "api_key",
+];
 
 impl Pipeline {
     /// Reads, validates and interpolates a pipeline file.
@@ -165,6 +173,15 @@ impl Pipeline {
 
     /// Parses pipeline text; `path` names the file in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Pipeline> {
+        Self::parse_with_env(text, path, &|var| std::env::var(var).ok())
+    }
+
+    /// Like [`Pipeline::parse`], reading `${VAR}` values through `lookup`.
+    pub fn parse_with_env(
+        text: &str,
+        path: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Pipeline> {
         let file = path.display();
         let raw: toml::Value = toml::from_str(text)
             .map_err(|e| Error::config(format!("{file}: {}", e.to_string().trim())))?;
@@ -172,15 +189,15 @@ impl Pipeline {
         let mut p: Pipeline = toml::from_str(text)
             .map_err(|e| Error::config(format!("{file}: {}", e.to_string().trim())))?;
         p.path = path.to_path_buf();
-        p.interpolate()?;
+        p.interpolate(lookup)?;
         p.validate()?;
         Ok(p)
     }
 
-    fn interpolate(&mut self) -> Result<()> {
+    fn interpolate(&mut self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<()> {
         let file = self.path.display().to_string();
         let f = |key: &str, v: &mut String| -> Result<()> {
-            *v = interpolate(v).map_err(|var| {
+            *v = interpolate_with(v, lookup).map_err(|var| {
                 Error::config(format!(
                     "{file}: {key} uses ${{{var}}}, but the environment variable {var} is not set; export it or edit the file"
                 ))
@@ -201,11 +218,22 @@ impl Pipeline {
                 f(&at("accounts_file"), a)?;
             }
             match s.auth.as_mut() {
-                Some(AuthConfig::ServiceAccount { key_file, subject, .. }) => {
+                Some(AuthConfig::ServiceAccount {
+                    key_file, subject, ..
+                }) => {
                     f(&at("auth.key_file"), key_file)?;
                     f(&at("auth.subject"), subject)?;
                 }
-                Some(AuthConfig::Bearer { token_file: Some(t), .. } | AuthConfig::ClientLogin { token_file: Some(t), .. }) => f(&at("auth.token_file"), t)?,
+                Some(
+                    AuthConfig::Bearer {
+                        token_file: Some(t),
+                        ..
+                    }
+                    | AuthConfig::ClientLogin {
+                        token_file: Some(t),
+                        ..
+                    },
+                ) => f(&at("auth.token_file"), t)?,
                 _ => {}
             }
         }
@@ -220,35 +248,72 @@ impl Pipeline {
         }
         let mut seen = std::collections::HashSet::new();
         for (i, s) in self.sources.iter_mut().enumerate() {
-            if s.name.is_empty() || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                return err(format!("sources[{i}].name {:?} must be non-empty and use only letters, digits, _ and -", s.name));
+            if s.name.is_empty()
+                || !s
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return err(format!(
+                    "sources[{i}].name {:?} must be non-empty and use only letters, digits, _ and -",
+                    s.name
+                ));
             }
             if !seen.insert(s.name.clone()) {
-                return err(format!("sources[{i}].name {:?} is used twice; names must be unique", s.name));
+                return err(format!(
+                    "sources[{i}].name {:?} is used twice; names must be unique",
+                    s.name
+                ));
             }
             if url::Url::parse(&s.base_url).is_err() {
-                return err(format!("sources[{i}].base_url {:?} is not a URL (e.g. https://www.google.com)", s.base_url));
+                return err(format!(
+                    "sources[{i}].base_url {:?} is not a URL (e.g. https://www.google.com)",
+                    s.base_url
+                ));
             }
             match s.provider {
                 Provider::Google => {
                     if s.domain.as_deref().is_none_or(str::is_empty) {
-                        return err(format!("sources[{i}] ({}) is a google source and needs domain = \"example.com\"", s.name));
+                        return err(format!(
+                            "sources[{i}] ({}) is a google source and needs domain = \"example.com\"",
+                            s.name
+                        ));
                     }
                     if s.auth.is_none() {
-                        return err(format!("sources[{i}] ({}) needs auth = {{ kind = \"bearer\", token_env = \"GOOGLE_TOKEN\" }} or a service_account", s.name));
+                        return err(format!(
+                            "sources[{i}] ({}) needs auth = {{ kind = \"bearer\", token_env = \"GOOGLE_TOKEN\" }} or a service_account",
+                            s.name
+                        ));
                     }
-                    if let Some(AuthConfig::Bearer { token_env, token_file } | AuthConfig::ClientLogin { token_env, token_file }) = &s.auth
+                    if let Some(
+                        AuthConfig::Bearer {
+                            token_env,
+                            token_file,
+                        }
+                        | AuthConfig::ClientLogin {
+                            token_env,
+                            token_file,
+                        },
+                    ) = &s.auth
                         && token_env.is_none() == token_file.is_none()
                     {
-                        return err(format!("sources[{i}] ({}).auth needs exactly one of token_env or token_file", s.name));
+                        return err(format!(
+                            "sources[{i}] ({}).auth needs exactly one of token_env or token_file",
+                            s.name
+                        ));
                     }
                     if matches!(s.auth, Some(AuthConfig::App { .. })) {
-                        return err(format!("sources[{i}] ({}): auth kind \"app\" is for aurinko sources", s.name));
+                        return err(format!(
+                            "sources[{i}] ({}): auth kind \"app\" is for aurinko sources",
+                            s.name
+                        ));
                     }
                     if let Some(p) = &s.projection
                         && !(p == "full" || p == "thin" || p.starts_with("property-"))
                     {
-                        return err(format!("sources[{i}].projection {p:?} must be full, thin or property-KEY"));
+                        return err(format!(
+                            "sources[{i}].projection {p:?} must be full, thin or property-KEY"
+                        ));
                     }
                     if s.page_size == Some(0) {
                         return err(format!("sources[{i}].page_size must be at least 1"));
@@ -257,15 +322,22 @@ impl Pipeline {
                 Provider::Aurinko => {
                     if let Some(file_name) = s.accounts_file.clone() {
                         let base = self.path.parent().unwrap_or(Path::new("."));
-                        s.accounts.extend(read_accounts_file(&base.join(&file_name))?);
+                        s.accounts
+                            .extend(read_accounts_file(&base.join(&file_name))?);
                     }
                     if s.accounts.is_empty() {
-                        return err(format!("sources[{i}] ({}) is an aurinko source and needs accounts = [{{ id = \"101\", token_env = \"AURINKO_TOKEN_101\" }}] or accounts_file", s.name));
+                        return err(format!(
+                            "sources[{i}] ({}) is an aurinko source and needs accounts = [{{ id = \"101\", token_env = \"AURINKO_TOKEN_101\" }}] or accounts_file",
+                            s.name
+                        ));
                     }
                     let app = matches!(s.auth, Some(AuthConfig::App { .. }));
                     for a in &s.accounts {
                         if !app && a.token_env.is_none() == a.token_file.is_none() {
-                            return err(format!("sources[{i}] ({}): account {} needs exactly one of token_env or token_file (or use auth = {{ kind = \"app\", … }})", s.name, a.id));
+                            return err(format!(
+                                "sources[{i}] ({}): account {} needs exactly one of token_env or token_file (or use auth = {{ kind = \"app\", … }})",
+                                s.name, a.id
+                            ));
                         }
                     }
                 }
@@ -283,7 +355,11 @@ impl Pipeline {
     pub fn source(&self, name: &str) -> Result<&SourceConfig> {
         self.sources.iter().find(|s| s.name == name).ok_or_else(|| {
             let names: Vec<_> = self.sources.iter().map(|s| s.name.as_str()).collect();
-            Error::config(format!("no source named {name:?} in {}; sources: {}", self.path.display(), names.join(", ")))
+            Error::config(format!(
+                "no source named {name:?} in {}; sources: {}",
+                self.path.display(),
+                names.join(", ")
+            ))
         })
     }
 }
@@ -291,18 +367,28 @@ impl Pipeline {
 /// Resolves a lake location (URL or path) to a URL.
 pub fn resolve_lake_url(loc: &str, base: &Path) -> Result<url::Url> {
     if loc.contains("://") {
-        return url::Url::parse(loc).map_err(|e| Error::config(format!("lake.url {loc:?} is not a URL: {e}")));
+        return url::Url::parse(loc)
+            .map_err(|e| Error::config(format!("lake.url {loc:?} is not a URL: {e}")));
     }
     let p = Path::new(loc);
-    let abs = if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir()?.join(base).join(p) };
-    url::Url::from_directory_path(&abs).map_err(|_| Error::config(format!("lake.url {loc:?} is not a usable path")))
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(base).join(p)
+    };
+    url::Url::from_directory_path(&abs)
+        .map_err(|_| Error::config(format!("lake.url {loc:?} is not a usable path")))
 }
 
 fn check_no_inline_secrets(v: &toml::Value, at: &str, file: &str) -> Result<()> {
     match v {
         toml::Value::Table(t) => {
             for (k, v) in t {
-                let here = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                let here = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
                 if SECRET_KEYS.contains(&k.as_str()) {
                     return Err(Error::config(format!(
                         "{file}: {here} would put a secret in the pipeline file; secrets are refused here. Put it in an environment variable and name that with {k}_env (e.g. token_env = \"MY_TOKEN\"), or use a key_file"
@@ -324,6 +410,14 @@ fn check_no_inline_secrets(v: &toml::Value, at: &str, file: &str) -> Result<()> 
 /// Replaces `${VAR}` with the variable's value; `$${` stays a literal `${`.
 /// Returns the name of the first unset variable as the error.
 pub fn interpolate(s: &str) -> std::result::Result<String, String> {
+    interpolate_with(s, &|var| std::env::var(var).ok())
+}
+
+/// [`interpolate`] with a custom variable lookup.
+pub fn interpolate_with(
+    s: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> std::result::Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(pos) = rest.find('$') {
@@ -335,7 +429,7 @@ pub fn interpolate(s: &str) -> std::result::Result<String, String> {
         } else if let Some(t) = tail.strip_prefix("${") {
             let end = t.find('}').ok_or_else(|| t.to_string())?;
             let var = &t[..end];
-            out.push_str(&std::env::var(var).map_err(|_| var.to_string())?);
+            out.push_str(&lookup(var).ok_or_else(|| var.to_string())?);
             rest = &t[end + 1..];
         } else {
             out.push('$');
@@ -360,9 +454,17 @@ fn read_accounts_file(path: &Path) -> Result<Vec<AccountConfig>> {
         let token_env = parts.next().filter(|s| !s.is_empty()).map(str::to_string);
         let token_file = parts.next().filter(|s| !s.is_empty()).map(str::to_string);
         if id.is_empty() {
-            return Err(Error::config(format!("{}:{}: empty account id", path.display(), n + 1)));
+            return Err(Error::config(format!(
+                "{}:{}: empty account id",
+                path.display(),
+                n + 1
+            )));
         }
-        out.push(AccountConfig { id, token_env, token_file });
+        out.push(AccountConfig {
+            id,
+            token_env,
+            token_file,
+        });
     }
     Ok(out)
 }
@@ -403,13 +505,19 @@ accounts = [{ id = "101", token_env = "A101" }]
     fn refuses_inline_secrets() {
         let t = GOOD.replace("token_env = \"T\"", "token = \"abc\"");
         let e = parse(&t).unwrap_err().to_string();
-        assert!(e.contains("sources[0].auth.token") && e.contains("environment variable"), "{e}");
+        assert!(
+            e.contains("sources[0].auth.token") && e.contains("environment variable"),
+            "{e}"
+        );
         assert!(!e.contains("abc"), "the secret must not be echoed: {e}");
     }
 
     #[test]
     fn unknown_keys_name_the_key() {
-        let t = GOOD.replace("domain = \"example.com\"", "domain = \"example.com\"\npagesize = 3");
+        let t = GOOD.replace(
+            "domain = \"example.com\"",
+            "domain = \"example.com\"\npagesize = 3",
+        );
         let e = parse(&t).unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert!(e.to_string().contains("pagesize"), "{e}");
@@ -421,14 +529,21 @@ accounts = [{ id = "101", token_env = "A101" }]
         assert_eq!(interpolate("cost $5").unwrap(), "cost $5");
         let t = GOOD.replace("example.com", "${CONTACTS_ETL_SURELY_UNSET_VAR}");
         let e = parse(&t).unwrap_err().to_string();
-        assert!(e.contains("sources[0].domain") && e.contains("CONTACTS_ETL_SURELY_UNSET_VAR"), "{e}");
+        assert!(
+            e.contains("sources[0].domain") && e.contains("CONTACTS_ETL_SURELY_UNSET_VAR"),
+            "{e}"
+        );
     }
 
     #[test]
     fn missing_domain_and_duplicate_names() {
-        let e = parse(&GOOD.replace("domain = \"example.com\"\n", "")).unwrap_err().to_string();
+        let e = parse(&GOOD.replace("domain = \"example.com\"\n", ""))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("needs domain"), "{e}");
-        let e = parse(&GOOD.replace("name = \"a\"", "name = \"g\"")).unwrap_err().to_string();
+        let e = parse(&GOOD.replace("name = \"a\"", "name = \"g\""))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("used twice"), "{e}");
     }
 }

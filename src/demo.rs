@@ -19,9 +19,19 @@ pub fn write_pipeline(dir: &Path, url: &str, domain: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(&secrets)?;
     std::fs::write(secrets.join("google.token"), &token)?;
     for i in 0..DEMO_ACCOUNTS {
-        std::fs::write(secrets.join(format!("aurinko-{}.token", 101 + i)), format!("{token}-{}", 101 + i))?;
+        std::fs::write(
+            secrets.join(format!("aurinko-{}.token", 101 + i)),
+            format!("{token}-{}", 101 + i),
+        )?;
     }
-    let accounts: Vec<String> = (0..DEMO_ACCOUNTS).map(|i| format!("{{ id = \"{id}\", token_file = \"secrets/aurinko-{id}.token\" }}", id = 101 + i)).collect();
+    let accounts: Vec<String> = (0..DEMO_ACCOUNTS)
+        .map(|i| {
+            format!(
+                "{{ id = \"{id}\", token_file = \"secrets/aurinko-{id}.token\" }}",
+                id = 101 + i
+            )
+        })
+        .collect();
     let text = format!(
         r#"# Written by `contacts-etl demo`: the built-in emulators and a local lake.
 [lake]
@@ -60,9 +70,22 @@ pub async fn run(dir: &Path, contacts: usize) -> Result<()> {
     if lake_dir.exists() {
         std::fs::remove_dir_all(&lake_dir)?;
     }
-    let cfg = EmulatorConfig { google_contacts: contacts, aurinko_accounts: DEMO_ACCOUNTS, aurinko_contacts: (contacts / 3).max(1), aurinko_page_size: 250, ..Default::default() };
+    let cfg = EmulatorConfig {
+        google_contacts: contacts,
+        aurinko_accounts: DEMO_ACCOUNTS,
+        aurinko_contacts: (contacts / 3).max(1),
+        aurinko_page_size: 250,
+        ..Default::default()
+    };
     let emu = Emulator::start(cfg).await?;
-    println!("1. Emulators up at {} — Google domain {} with {} shared contacts, {} Aurinko accounts with {} contacts each", emu.url(), emu.config().google_domain, contacts, DEMO_ACCOUNTS, (contacts / 3).max(1));
+    println!(
+        "1. Emulators up at {} — Google domain {} with {} shared contacts, {} Aurinko accounts with {} contacts each",
+        emu.url(),
+        emu.config().google_domain,
+        contacts,
+        DEMO_ACCOUNTS,
+        (contacts / 3).max(1)
+    );
     let path = write_pipeline(&dir, emu.url(), &emu.config().google_domain)?;
     println!("   pipeline file: {}", path.display());
     let pipeline = Pipeline::load(&path)?;
@@ -71,7 +94,10 @@ pub async fn run(dir: &Path, contacts: usize) -> Result<()> {
         let up: i64 = r.accounts.iter().map(|a| a.upserted).sum();
         let del: i64 = r.accounts.iter().map(|a| a.deleted).sum();
         let pages: u64 = r.accounts.iter().map(|a| a.pages).sum();
-        println!("{n}. {what}: {} accounts, {up} upserted, {del} deleted, {pages} pages in {secs:.2}s", r.accounts.len());
+        println!(
+            "{n}. {what}: {} accounts, {up} upserted, {del} deleted, {pages} pages in {secs:.2}s",
+            r.accounts.len()
+        );
     };
     let t = Instant::now();
     let r = run_sync(&pipeline, &SyncOptions::default()).await?;
@@ -80,7 +106,15 @@ pub async fn run(dir: &Path, contacts: usize) -> Result<()> {
 
     let g = emu.mutate_google(25, 25, 10);
     let a = emu.mutate_aurinko(None, 10, 10, 5);
-    println!("3. Changed the APIs: Google +{} ~{} -{}, Aurinko +{} ~{} -{}", g.inserted.len(), g.updated.len(), g.deleted.len(), a.inserted.len(), a.updated.len(), a.deleted.len());
+    println!(
+        "3. Changed the APIs: Google +{} ~{} -{}, Aurinko +{} ~{} -{}",
+        g.inserted.len(),
+        g.updated.len(),
+        g.deleted.len(),
+        a.inserted.len(),
+        a.updated.len(),
+        a.deleted.len()
+    );
 
     let t = Instant::now();
     let r = run_sync(&pipeline, &SyncOptions::default()).await?;
@@ -88,12 +122,24 @@ pub async fn run(dir: &Path, contacts: usize) -> Result<()> {
     step(4, "Incremental sync", &r, t.elapsed().as_secs_f64());
 
     let lake = crate::sync::lake_of(&pipeline)?;
-    let mut mismatches = crate::verify::diff(&lake.contacts_of("shared_contacts", &emu.config().google_domain).await?, &emu.google_truth().contacts);
+    let mut mismatches = crate::verify::diff(
+        &lake
+            .contacts_of("shared_contacts", &emu.config().google_domain)
+            .await?,
+        &emu.google_truth().contacts,
+    );
     for acct in emu.aurinko_accounts() {
-        mismatches.extend(crate::verify::diff(&lake.contacts_of("crm_contacts", &acct).await?, &emu.aurinko_truth(&acct).unwrap().contacts));
+        mismatches.extend(crate::verify::diff(
+            &lake.contacts_of("crm_contacts", &acct).await?,
+            &emu.aurinko_truth(&acct).unwrap().contacts,
+        ));
     }
     if !mismatches.is_empty() {
-        return Err(Error::other(format!("the lake does not match the APIs ({} differences), first: {}", mismatches.len(), mismatches[0])));
+        return Err(Error::other(format!(
+            "the lake does not match the APIs ({} differences), first: {}",
+            mismatches.len(),
+            mismatches[0]
+        )));
     }
     println!("5. Checked: every landed contact equals the API's, field by field (0 differences)");
 
@@ -109,15 +155,27 @@ pub async fn run(dir: &Path, contacts: usize) -> Result<()> {
     fail_on(&r)?;
     step(7, "Rerun (idempotent)", &r, t.elapsed().as_secs_f64());
 
-    println!("\nDone in {:.1}s. The lake is at {}", t0.elapsed().as_secs_f64(), lake_dir.display());
-    println!("Next, try:\n  contacts-etl status {p}\n  contacts-etl query {p} \"SELECT * FROM contact_changes LIMIT 5\"\n  contacts-etl emulator --port 8080   # then point a pipeline at it", p = path.display());
+    println!(
+        "\nDone in {:.1}s. The lake is at {}",
+        t0.elapsed().as_secs_f64(),
+        lake_dir.display()
+    );
+    println!(
+        "Next, try:\n  contacts-etl status {p}\n  contacts-etl query {p} \"SELECT * FROM contact_changes LIMIT 5\"\n  contacts-etl emulator --port 8080   # then point a pipeline at it",
+        p = path.display()
+    );
     emu.shutdown().await;
     Ok(())
 }
 
 fn fail_on(r: &crate::sync::SyncReport) -> Result<()> {
     if let Some(f) = r.failed().first() {
-        return Err(Error::other(format!("{}/{} failed: {}", f.source, f.account, f.error.as_deref().unwrap_or(""))));
+        return Err(Error::other(format!(
+            "{}/{} failed: {}",
+            f.source,
+            f.account,
+            f.error.as_deref().unwrap_or("")
+        )));
     }
     Ok(())
 }

@@ -76,7 +76,10 @@ impl Error {
             Error::Config(m) => Error::Config(wrap(m)),
             Error::Auth(m) => Error::Auth(wrap(m)),
             Error::CursorExpired(m) => Error::CursorExpired(wrap(m)),
-            Error::Http { status, message } => Error::Http { status, message: wrap(message) },
+            Error::Http { status, message } => Error::Http {
+                status,
+                message: wrap(message),
+            },
             Error::Decode(m) => Error::Decode(wrap(m)),
             Error::Concurrent(m) => Error::Concurrent(wrap(m)),
             Error::Lake(m) => Error::Lake(wrap(m)),

@@ -168,10 +168,16 @@ fn parse_shard(s: &str) -> std::result::Result<(u32, u32), String> {
 fn init_logging(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         let lvl = &cli.log_level;
-        let spec = if lvl.contains('=') { lvl.clone() } else { format!("warn,deltalake_core=off,buoyant_kernel=off,contacts_etl={lvl}") };
+        let spec = if lvl.contains('=') {
+            lvl.clone()
+        } else {
+            format!("warn,deltalake_core=off,buoyant_kernel=off,contacts_etl={lvl}")
+        };
         tracing_subscriber::EnvFilter::new(spec)
     });
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Json => b.json().init(),
         LogFormat::Text => b.with_target(false).init(),
@@ -181,7 +187,10 @@ fn init_logging(cli: &Cli) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -204,9 +213,21 @@ async fn run(cli: Cli) -> Result<u8> {
             contacts_etl::demo::run(&dir, contacts).await?;
             Ok(0)
         }
-        Command::Sync { pipeline, source, account, full_refresh, shard } => {
+        Command::Sync {
+            pipeline,
+            source,
+            account,
+            full_refresh,
+            shard,
+        } => {
             let p = Pipeline::load(&pipeline)?;
-            let opts = contacts_etl::sync::SyncOptions { sources: source, accounts: account, full_refresh, shard, progress };
+            let opts = contacts_etl::sync::SyncOptions {
+                sources: source,
+                accounts: account,
+                full_refresh,
+                shard,
+                progress,
+            };
             let report = contacts_etl::sync::run_sync(&p, &opts).await?;
             eprint!("{}", report.summary());
             Ok(if report.failed().is_empty() { 0 } else { 1 })
@@ -216,7 +237,12 @@ async fn run(cli: Cli) -> Result<u8> {
             print!("{}", contacts_etl::sync::status(&p).await?);
             Ok(0)
         }
-        Command::Query { pipeline, sql, format, output } => {
+        Command::Query {
+            pipeline,
+            sql,
+            format,
+            output,
+        } => {
             let p = Pipeline::load(&pipeline)?;
             let lake = contacts_etl::sync::lake_of(&p)?;
             let batches = contacts_etl::sql::query(&lake, &sql).await?;
@@ -226,7 +252,9 @@ async fn run(cli: Cli) -> Result<u8> {
                     contacts_etl::sql::write_parquet(&lake, &batches, &dest).await?;
                     eprintln!("{rows} rows written to {dest}");
                 }
-                (OutFormat::Parquet, None) => return Err(Error::config("--format parquet needs --output PATH_OR_URL")),
+                (OutFormat::Parquet, None) => {
+                    return Err(Error::config("--format parquet needs --output PATH_OR_URL"));
+                }
                 (f, out) => {
                     let name = match f {
                         OutFormat::Table => "table",
@@ -236,7 +264,8 @@ async fn run(cli: Cli) -> Result<u8> {
                     let text = contacts_etl::sql::render(&batches, name)?;
                     match out {
                         Some(path) => {
-                            std::fs::write(&path, text).map_err(|e| Error::config(format!("--output {path}: {e}")))?;
+                            std::fs::write(&path, text)
+                                .map_err(|e| Error::config(format!("--output {path}: {e}")))?;
                             eprintln!("{rows} rows written to {path}");
                         }
                         None => print!("{text}"),
@@ -245,22 +274,56 @@ async fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
-        Command::Plan { .. } | Command::Apply { .. } => Err(Error::Other("plan and apply (the reverse sink) are not built yet; see the README's roadmap".into())),
-        Command::Emulator { port, google_domain, google_contacts, aurinko_accounts, aurinko_contacts, seed, faults, token, aurinko_page_size, service_account_public_key } => {
+        Command::Plan { .. } | Command::Apply { .. } => Err(Error::Other(
+            "plan and apply (the reverse sink) are not built yet; see the README's roadmap".into(),
+        )),
+        Command::Emulator {
+            port,
+            google_domain,
+            google_contacts,
+            aurinko_accounts,
+            aurinko_contacts,
+            seed,
+            faults,
+            token,
+            aurinko_page_size,
+            service_account_public_key,
+        } => {
             let key = match service_account_public_key {
-                Some(p) => Some(std::fs::read_to_string(&p).map_err(|e| Error::config(format!("--service-account-public-key {}: {e}", p.display())))?),
+                Some(p) => Some(std::fs::read_to_string(&p).map_err(|e| {
+                    Error::config(format!("--service-account-public-key {}: {e}", p.display()))
+                })?),
                 None => None,
             };
-            let cfg = EmulatorConfig { google_domain, google_contacts, aurinko_accounts, aurinko_contacts, seed, faults: FaultSpec::parse(&faults)?, token, aurinko_page_size, service_account_public_key: key, ..Default::default() };
+            let cfg = EmulatorConfig {
+                google_domain,
+                google_contacts,
+                aurinko_accounts,
+                aurinko_contacts,
+                seed,
+                faults: FaultSpec::parse(&faults)?,
+                token,
+                aurinko_page_size,
+                service_account_public_key: key,
+                ..Default::default()
+            };
             let emu = Emulator::start_on(cfg, &format!("127.0.0.1:{port}")).await?;
             println!("{}", emu.url());
-            eprintln!("Google feed: {}/m8/feeds/contacts/{}/full   Aurinko: {}/v1/contacts/sync   (Ctrl-C stops)", emu.url(), emu.config().google_domain, emu.url());
+            eprintln!(
+                "Google feed: {}/m8/feeds/contacts/{}/full   Aurinko: {}/v1/contacts/sync   (Ctrl-C stops)",
+                emu.url(),
+                emu.config().google_domain,
+                emu.url()
+            );
             tokio::signal::ctrl_c().await?;
             emu.shutdown().await;
             Ok(0)
         }
         Command::Schema => {
-            print!("{}", contacts_etl::schema::render_schema_json(&contacts_etl::schema::contacts_schema())?);
+            print!(
+                "{}",
+                contacts_etl::schema::render_schema_json(&contacts_etl::schema::contacts_schema())?
+            );
             Ok(0)
         }
     }

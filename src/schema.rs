@@ -65,7 +65,10 @@ fn parse_field(v: &Value) -> Result<Field> {
     )?;
     let mut field = Field::new(name, ty, nullable);
     if let Some(d) = v.get(DESCRIPTION_KEY).and_then(Value::as_str) {
-        field.set_metadata(HashMap::from([(DESCRIPTION_KEY.to_string(), d.to_string())]));
+        field.set_metadata(HashMap::from([(
+            DESCRIPTION_KEY.to_string(),
+            d.to_string(),
+        )]));
     }
     Ok(field)
 }
@@ -76,7 +79,10 @@ fn parse_type(v: &Value) -> Result<DataType> {
             "utf8" => Ok(DataType::Utf8),
             "bool" => Ok(DataType::Boolean),
             "int64" => Ok(DataType::Int64),
-            "timestamp_us_utc" => Ok(DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))),
+            "timestamp_us_utc" => Ok(DataType::Timestamp(
+                TimeUnit::Microsecond,
+                Some("UTC".into()),
+            )),
             other => Err(Error::config(format!("unknown schema type {other:?}"))),
         },
         Value::Object(o) if o.contains_key("list") => {
@@ -104,12 +110,19 @@ pub fn render_schema_json(schema: &Schema) -> Result<String> {
         doc.insert("name".into(), json!(n));
     }
     if let Some(v) = meta.get("version") {
-        doc.insert("version".into(), serde_json::from_str(v).unwrap_or(json!(v)));
+        doc.insert(
+            "version".into(),
+            serde_json::from_str(v).unwrap_or(json!(v)),
+        );
     }
     if let Some(d) = meta.get("description") {
         doc.insert("description".into(), json!(d));
     }
-    let fields = schema.fields().iter().map(|f| render_field(f)).collect::<Result<Vec<_>>>()?;
+    let fields = schema
+        .fields()
+        .iter()
+        .map(|f| render_field(f))
+        .collect::<Result<Vec<_>>>()?;
     doc.insert("fields".into(), Value::Array(fields));
     let mut out = serde_json::to_string_pretty(&Value::Object(doc))
         .map_err(|e| Error::other(format!("rendering the schema: {e}")))?;
@@ -138,10 +151,17 @@ fn render_type(t: &DataType) -> Result<Value> {
         }
         DataType::List(item) => json!({ "list": render_type(item.data_type())? }),
         DataType::Struct(fields) => {
-            let fs = fields.iter().map(|f| render_field(f)).collect::<Result<Vec<_>>>()?;
+            let fs = fields
+                .iter()
+                .map(|f| render_field(f))
+                .collect::<Result<Vec<_>>>()?;
             json!({ "struct": fs })
         }
-        other => return Err(Error::other(format!("type {other} has no schema JSON form"))),
+        other => {
+            return Err(Error::other(format!(
+                "type {other} has no schema JSON form"
+            )));
+        }
     })
 }
 
@@ -312,15 +332,18 @@ pub fn batches_to_records(batches: &[RecordBatch]) -> Result<Vec<ContactRecord>>
         let mut buf = Vec::new();
         {
             let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
-            w.write(&batch).map_err(|e| Error::other(format!("reading contacts: {e}")))?;
-            w.finish().map_err(|e| Error::other(format!("reading contacts: {e}")))?;
+            w.write(&batch)
+                .map_err(|e| Error::other(format!("reading contacts: {e}")))?;
+            w.finish()
+                .map_err(|e| Error::other(format!("reading contacts: {e}")))?;
         }
         for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             let mut v: Value = serde_json::from_slice(line)
                 .map_err(|e| Error::other(format!("reading contacts: {e}")))?;
             fix_timestamps(&mut v);
             out.push(
-                serde_json::from_value(v).map_err(|e| Error::other(format!("reading contacts: {e}")))?,
+                serde_json::from_value(v)
+                    .map_err(|e| Error::other(format!("reading contacts: {e}")))?,
             );
         }
     }
@@ -342,7 +365,18 @@ fn fix_timestamps(v: &mut Value) {
         }
     }
     if let Some(obj) = v.as_object_mut() {
-        for key in ["emails", "phones", "addresses", "ims", "organizations", "websites", "relations", "events", "groups", "extended_properties"] {
+        for key in [
+            "emails",
+            "phones",
+            "addresses",
+            "ims",
+            "organizations",
+            "websites",
+            "relations",
+            "events",
+            "groups",
+            "extended_properties",
+        ] {
             if obj.get(key).is_none_or(Value::is_null) {
                 obj.insert(key.to_string(), json!([]));
             }
@@ -368,7 +402,11 @@ mod tests {
     fn every_field_has_a_description() {
         fn check(fields: &Fields) {
             for f in fields {
-                assert!(f.metadata().contains_key(DESCRIPTION_KEY), "{} lacks a description", f.name());
+                assert!(
+                    f.metadata().contains_key(DESCRIPTION_KEY),
+                    "{} lacks a description",
+                    f.name()
+                );
                 match f.data_type() {
                     DataType::Struct(fs) => check(fs),
                     DataType::List(item) => {
@@ -392,9 +430,17 @@ mod tests {
             etag: Some("\"x.\"".into()),
             updated: Some(1_700_000_000_123_000),
             display_name: Some("Zoë <&> 李".into()),
-            emails: vec![Email { address: Some("z@x.org".into()), kind: Some("work".into()), primary: Some(true), ..Default::default() }],
+            emails: vec![Email {
+                address: Some("z@x.org".into()),
+                kind: Some("work".into()),
+                primary: Some(true),
+                ..Default::default()
+            }],
             groups: vec!["g1".into()],
-            photo: Some(Photo { href: Some("h".into()), etag: None }),
+            photo: Some(Photo {
+                href: Some("h".into()),
+                etag: None,
+            }),
             _run_id: "r".into(),
             _synced_at: 1_700_000_000_000_000,
             ..Default::default()

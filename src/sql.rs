@@ -27,8 +27,14 @@ pub async fn session(lake: &Lake) -> Result<SessionContext> {
     }
     if ctx.table_exist("contacts")? {
         for (name, sql) in [
-            ("contact_emails", "SELECT source, account, id, display_name, e['address'] AS address, e['type'] AS type, e['label'] AS label, e['primary'] AS \"primary\" FROM (SELECT source, account, id, display_name, unnest(emails) AS e FROM contacts)"),
-            ("contact_phones", "SELECT source, account, id, display_name, p['number'] AS number, p['type'] AS type, p['label'] AS label, p['primary'] AS \"primary\" FROM (SELECT source, account, id, display_name, unnest(phones) AS p FROM contacts)"),
+            (
+                "contact_emails",
+                "SELECT source, account, id, display_name, e['address'] AS address, e['type'] AS type, e['label'] AS label, e['primary'] AS \"primary\" FROM (SELECT source, account, id, display_name, unnest(emails) AS e FROM contacts)",
+            ),
+            (
+                "contact_phones",
+                "SELECT source, account, id, display_name, p['number'] AS number, p['type'] AS type, p['label'] AS label, p['primary'] AS \"primary\" FROM (SELECT source, account, id, display_name, unnest(phones) AS p FROM contacts)",
+            ),
         ] {
             let df = ctx.sql(sql).await?;
             ctx.register_table(name, df.into_view())?;
@@ -47,9 +53,20 @@ pub async fn query(lake: &Lake, sql: &str) -> Result<Vec<arrow::array::RecordBat
 fn explain(ctx: &SessionContext, e: datafusion::error::DataFusionError) -> Error {
     let msg = e.to_string();
     if msg.contains("not found") && msg.contains("table") {
-        let mut names: Vec<String> = ctx.catalog("datafusion").and_then(|c| c.schema("public")).map(|s| s.table_names()).unwrap_or_default();
+        let mut names: Vec<String> = ctx
+            .catalog("datafusion")
+            .and_then(|c| c.schema("public"))
+            .map(|s| s.table_names())
+            .unwrap_or_default();
         names.sort();
-        return Error::Sql(format!("{msg}. Tables here: {}", if names.is_empty() { "none yet; run sync first".into() } else { names.join(", ") }));
+        return Error::Sql(format!(
+            "{msg}. Tables here: {}",
+            if names.is_empty() {
+                "none yet; run sync first".into()
+            } else {
+                names.join(", ")
+            }
+        ));
     }
     Error::Sql(msg)
 }
@@ -57,11 +74,16 @@ fn explain(ctx: &SessionContext, e: datafusion::error::DataFusionError) -> Error
 /// Renders batches as `table`, `csv` or `json` (JSON lines) text.
 pub fn render(batches: &[arrow::array::RecordBatch], format: &str) -> Result<String> {
     match format {
-        "table" => Ok(format!("{}\n", arrow::util::pretty::pretty_format_batches(batches)?)),
+        "table" => Ok(format!(
+            "{}\n",
+            arrow::util::pretty::pretty_format_batches(batches)?
+        )),
         "csv" => {
             let mut buf = Vec::new();
             {
-                let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut buf);
+                let mut w = arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut buf);
                 for b in batches {
                     w.write(&flatten_for_text(b)?)?;
                 }
@@ -79,7 +101,9 @@ pub fn render(batches: &[arrow::array::RecordBatch], format: &str) -> Result<Str
             }
             Ok(String::from_utf8_lossy(&buf).into_owned())
         }
-        other => Err(Error::config(format!("unknown format {other:?}: use table, csv, json or parquet"))),
+        other => Err(Error::config(format!(
+            "unknown format {other:?}: use table, csv, json or parquet"
+        ))),
     }
 }
 
@@ -90,7 +114,10 @@ fn flatten_for_text(b: &arrow::array::RecordBatch) -> Result<arrow::array::Recor
     let mut cols = Vec::new();
     for (f, c) in b.schema().fields().iter().zip(b.columns()) {
         match f.data_type() {
-            DataType::List(_) | DataType::LargeList(_) | DataType::Struct(_) | DataType::Map(..) => {
+            DataType::List(_)
+            | DataType::LargeList(_)
+            | DataType::Struct(_)
+            | DataType::Map(..) => {
                 let one = arrow::array::RecordBatch::try_from_iter(vec![("v", c.clone())])?;
                 let mut buf = Vec::new();
                 {
@@ -100,10 +127,15 @@ fn flatten_for_text(b: &arrow::array::RecordBatch) -> Result<arrow::array::Recor
                 }
                 let vals: Vec<Option<String>> = String::from_utf8_lossy(&buf)
                     .lines()
-                    .map(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v.get("v").map(|x| x.to_string())))
+                    .map(|l| {
+                        serde_json::from_str::<serde_json::Value>(l)
+                            .ok()
+                            .and_then(|v| v.get("v").map(|x| x.to_string()))
+                    })
                     .collect();
                 fields.push(arrow::datatypes::Field::new(f.name(), DataType::Utf8, true));
-                cols.push(std::sync::Arc::new(arrow::array::StringArray::from(vals)) as arrow::array::ArrayRef);
+                cols.push(std::sync::Arc::new(arrow::array::StringArray::from(vals))
+                    as arrow::array::ArrayRef);
             }
             _ => {
                 fields.push(f.as_ref().clone());
@@ -111,13 +143,23 @@ fn flatten_for_text(b: &arrow::array::RecordBatch) -> Result<arrow::array::Recor
             }
         }
     }
-    Ok(arrow::array::RecordBatch::try_new(std::sync::Arc::new(arrow::datatypes::Schema::new(fields)), cols)?)
+    Ok(arrow::array::RecordBatch::try_new(
+        std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
+        cols,
+    )?)
 }
 
 /// Writes batches as one Parquet file to a local path or an object-store URL.
-pub async fn write_parquet(lake: &Lake, batches: &[arrow::array::RecordBatch], dest: &str) -> Result<u64> {
+pub async fn write_parquet(
+    lake: &Lake,
+    batches: &[arrow::array::RecordBatch],
+    dest: &str,
+) -> Result<u64> {
     use object_store::ObjectStoreExt;
-    let schema = batches.first().map(|b| b.schema()).ok_or_else(|| Error::Sql("the query returned no columns".into()))?;
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .ok_or_else(|| Error::Sql("the query returned no columns".into()))?;
     let mut buf = Vec::new();
     {
         let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema, None)?;
@@ -128,8 +170,14 @@ pub async fn write_parquet(lake: &Lake, batches: &[arrow::array::RecordBatch], d
     }
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     if dest.contains("://") {
-        let url = url::Url::parse(dest).map_err(|e| Error::config(format!("--output {dest:?}: {e}")))?;
-        let (store, path) = object_store::parse_url_opts(&url, lake.storage_options().iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())))?;
+        let url =
+            url::Url::parse(dest).map_err(|e| Error::config(format!("--output {dest:?}: {e}")))?;
+        let (store, path) = object_store::parse_url_opts(
+            &url,
+            lake.storage_options()
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone())),
+        )?;
         store.put(&path, buf.into()).await?;
     } else {
         std::fs::write(dest, buf).map_err(|e| Error::config(format!("--output {dest}: {e}")))?;

@@ -63,17 +63,48 @@ impl SyncReport {
     /// The one-screen summary printed at the end of a run.
     pub fn summary(&self) -> String {
         let mut s = format!("sync run {}\n", self.run_id);
-        s.push_str(&format!("{:<20} {:<24} {:<12} {:>9} {:>8} {:>6} {:>8} {:>7} {:>8}\n", "source", "account", "mode", "upserted", "deleted", "pages", "requests", "retries", "seconds"));
+        s.push_str(&format!(
+            "{:<20} {:<24} {:<12} {:>9} {:>8} {:>6} {:>8} {:>7} {:>8}\n",
+            "source",
+            "account",
+            "mode",
+            "upserted",
+            "deleted",
+            "pages",
+            "requests",
+            "retries",
+            "seconds"
+        ));
         for a in &self.accounts {
-            s.push_str(&format!("{:<20} {:<24} {:<12} {:>9} {:>8} {:>6} {:>8} {:>7} {:>8.2}\n", a.source, a.account, a.mode, a.upserted, a.deleted, a.pages, a.requests, a.retries, a.seconds));
+            s.push_str(&format!(
+                "{:<20} {:<24} {:<12} {:>9} {:>8} {:>6} {:>8} {:>7} {:>8.2}\n",
+                a.source,
+                a.account,
+                a.mode,
+                a.upserted,
+                a.deleted,
+                a.pages,
+                a.requests,
+                a.retries,
+                a.seconds
+            ));
         }
         let failed = self.failed();
         if failed.is_empty() {
             s.push_str(&format!("all {} account(s) synced\n", self.accounts.len()));
         } else {
-            s.push_str(&format!("{} of {} account(s) FAILED:\n", failed.len(), self.accounts.len()));
+            s.push_str(&format!(
+                "{} of {} account(s) FAILED:\n",
+                failed.len(),
+                self.accounts.len()
+            ));
             for f in failed {
-                s.push_str(&format!("  {}/{}: {}\n", f.source, f.account, f.error.as_deref().unwrap_or("")));
+                s.push_str(&format!(
+                    "  {}/{}: {}\n",
+                    f.source,
+                    f.account,
+                    f.error.as_deref().unwrap_or("")
+                ));
             }
         }
         s
@@ -92,12 +123,19 @@ pub fn shard_of(source: &str, account: &str, n: u32) -> u32 {
 
 /// A new run id: UTC time plus a random suffix, sortable and unique.
 pub fn new_run_id() -> String {
-    format!("{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"), &uuid::Uuid::new_v4().simple().to_string()[..8])
+    format!(
+        "{}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 /// Opens the pipeline's lake.
 pub fn lake_of(p: &Pipeline) -> Result<Lake> {
-    Ok(Lake::new(p.lake_url()?, p.lake.storage_options.clone().into_iter().collect()))
+    Ok(Lake::new(
+        p.lake_url()?,
+        p.lake.storage_options.clone().into_iter().collect(),
+    ))
 }
 
 /// Runs the pipeline's sources into its lake.
@@ -108,14 +146,23 @@ pub async fn run_sync(p: &Pipeline, opts: &SyncOptions) -> Result<SyncReport> {
     if let Some((i, n)) = opts.shard
         && (n == 0 || i >= n)
     {
-        return Err(Error::config(format!("--shard {i}/{n}: the shard must be below the count (e.g. 0/4 … 3/4)")));
+        return Err(Error::config(format!(
+            "--shard {i}/{n}: the shard must be below the count (e.g. 0/4 … 3/4)"
+        )));
     }
     let lake = Arc::new(lake_of(p)?);
     lake.ensure_tables().await?;
-    let dir = p.path.parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
+    let dir = p
+        .path
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
     let run_id = new_run_id();
     let multi = opts.progress.then(indicatif::MultiProgress::new);
-    let mut report = SyncReport { run_id: run_id.clone(), accounts: vec![] };
+    let mut report = SyncReport {
+        run_id: run_id.clone(),
+        accounts: vec![],
+    };
     for cfg in &p.sources {
         if !opts.sources.is_empty() && !opts.sources.contains(&cfg.name) {
             continue;
@@ -125,35 +172,64 @@ pub async fn run_sync(p: &Pipeline, opts: &SyncOptions) -> Result<SyncReport> {
             .accounts()
             .into_iter()
             .filter(|a| opts.accounts.is_empty() || opts.accounts.contains(a))
-            .filter(|a| opts.shard.is_none_or(|(i, n)| shard_of(source.name(), a, n) == i))
+            .filter(|a| {
+                opts.shard
+                    .is_none_or(|(i, n)| shard_of(source.name(), a, n) == i)
+            })
             .collect();
         let results: Vec<AccountReport> = futures::stream::iter(accounts)
             .map(|account| {
-                let (source, lake, run_id, multi) = (source.clone(), lake.clone(), run_id.clone(), multi.clone());
+                let (source, lake, run_id, multi) =
+                    (source.clone(), lake.clone(), run_id.clone(), multi.clone());
                 let full = opts.full_refresh;
-                async move { sync_account(&source, &lake, &account, &run_id, full, multi.as_ref()).await }
+                async move {
+                    sync_account(&source, &lake, &account, &run_id, full, multi.as_ref()).await
+                }
             })
             .buffer_unordered(source.account_concurrency())
             .collect()
             .await;
         report.accounts.extend(results);
     }
-    report.accounts.sort_by(|a, b| (&a.source, &a.account).cmp(&(&b.source, &b.account)));
+    report
+        .accounts
+        .sort_by(|a, b| (&a.source, &a.account).cmp(&(&b.source, &b.account)));
     Ok(report)
 }
 
-async fn sync_account(source: &AnySource, lake: &Lake, account: &str, run_id: &str, full_refresh: bool, multi: Option<&indicatif::MultiProgress>) -> AccountReport {
+async fn sync_account(
+    source: &AnySource,
+    lake: &Lake,
+    account: &str,
+    run_id: &str,
+    full_refresh: bool,
+    multi: Option<&indicatif::MultiProgress>,
+) -> AccountReport {
     let started = Instant::now();
     let started_us = chrono::Utc::now().timestamp_micros();
     let metrics = Arc::new(Metrics::default());
     let progress = multi.map(|m| {
         let pb = m.add(indicatif::ProgressBar::new(0));
-        pb.set_style(indicatif::ProgressStyle::with_template("{prefix:>28} {bar:30} {pos}/{len} contacts {elapsed}").unwrap());
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix:>28} {bar:30} {pos}/{len} contacts {elapsed}",
+            )
+            .unwrap(),
+        );
         pb.set_prefix(format!("{}/{}", source.name(), account));
         pb
     });
-    let ctx = RunContext { run_id: run_id.to_string(), synced_at_us: started_us, metrics: metrics.clone(), progress: progress.clone() };
-    let mut mode = if full_refresh { SyncMode::Full } else { SyncMode::Incremental };
+    let ctx = RunContext {
+        run_id: run_id.to_string(),
+        synced_at_us: started_us,
+        metrics: metrics.clone(),
+        progress: progress.clone(),
+    };
+    let mut mode = if full_refresh {
+        SyncMode::Full
+    } else {
+        SyncMode::Incremental
+    };
     let outcome: Result<(SyncMode, crate::lake::CommitOutcome)> = async {
         let state = lake.recover(source.name(), account).await?;
         let cursor = if full_refresh { None } else { state.cursor.clone() };
@@ -212,7 +288,18 @@ async fn sync_account(source: &AnySource, lake: &Lake, account: &str, run_id: &s
             rep.upserted = o.upserted;
             rep.deleted = o.deleted;
             rep.seq = Some(o.seq);
-            tracing::info!(source = source.name(), account, mode = m.as_str(), upserted = o.upserted, deleted = o.deleted, pages, requests, retries, seconds = rep.seconds, "account synced");
+            tracing::info!(
+                source = source.name(),
+                account,
+                mode = m.as_str(),
+                upserted = o.upserted,
+                deleted = o.deleted,
+                pages,
+                requests,
+                retries,
+                seconds = rep.seconds,
+                "account synced"
+            );
         }
         Err(e) => {
             tracing::error!(source = source.name(), account, error = %e, "account failed");
@@ -243,7 +330,11 @@ async fn sync_account(source: &AnySource, lake: &Lake, account: &str, run_id: &s
 pub async fn status(p: &Pipeline) -> Result<String> {
     let lake = lake_of(p)?;
     let Some(runs) = lake.open(TableKind::SyncRuns).await? else {
-        return Ok(format!("no runs yet: the lake at {} has no sync_runs table. Run `contacts-etl sync {}` first.\n", lake.url(), p.path.display()));
+        return Ok(format!(
+            "no runs yet: the lake at {} has no sync_runs table. Run `contacts-etl sync {}` first.\n",
+            lake.url(),
+            p.path.display()
+        ));
     };
     let ctx = datafusion::prelude::SessionContext::new();
     ctx.register_table("sync_runs", runs.table_provider().await?)?;
@@ -257,5 +348,8 @@ pub async fn status(p: &Pipeline) -> Result<String> {
                coalesce(f.failures, 0) AS failures_since, f.last_error
         FROM last l FULL OUTER JOIN fails f ON l.source = f.source AND l.account = f.account ORDER BY 1, 2";
     let batches = ctx.sql(sql).await?.collect().await?;
-    Ok(format!("{}\n", arrow::util::pretty::pretty_format_batches(&batches)?))
+    Ok(format!(
+        "{}\n",
+        arrow::util::pretty::pretty_format_batches(&batches)?
+    ))
 }

@@ -28,7 +28,11 @@ pub fn diff(landed: &[ContactRecord], expected: &[ContactRecord]) -> Vec<String>
                     let ys = serde_json::to_value(y).unwrap();
                     for (k, v) in xs.as_object().unwrap() {
                         if ys.get(k) != Some(v) {
-                            out.push(format!("{}: {k}: landed {v} != expected {}", x.id, ys.get(k).cloned().unwrap_or_default()));
+                            out.push(format!(
+                                "{}: {k}: landed {v} != expected {}",
+                                x.id,
+                                ys.get(k).cloned().unwrap_or_default()
+                            ));
                         }
                     }
                 }

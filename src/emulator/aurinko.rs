@@ -19,9 +19,36 @@ use super::data::{ExtValue, Generator, Kind, Person};
 use super::{EmulatorConfig, MutationSummary, Shared, Truth, hash64};
 use crate::schema::{self, ContactRecord};
 
-const PHONE_TYPES: &[&str] = &["work", "home", "other", "mobile", "workMobile", "main", "companyMain", "assistant", "workFax", "homeFax", "otherFax", "callback", "pager", "workPager", "radio", "telex", "tty"];
+const PHONE_TYPES: &[&str] = &[
+    "work",
+    "home",
+    "other",
+    "mobile",
+    "workMobile",
+    "main",
+    "companyMain",
+    "assistant",
+    "workFax",
+    "homeFax",
+    "otherFax",
+    "callback",
+    "pager",
+    "workPager",
+    "radio",
+    "telex",
+    "tty",
+];
 const ADDRESS_TYPES: &[&str] = &["work", "home", "other"];
-const URL_TYPES: &[&str] = &["work", "home", "other", "blog", "profile", "homePage", "ftp", "reservations"];
+const URL_TYPES: &[&str] = &[
+    "work",
+    "home",
+    "other",
+    "blog",
+    "profile",
+    "homePage",
+    "ftp",
+    "reservations",
+];
 const RELATION_TYPES: &[&str] = &["manager", "assistant", "spouse"];
 const READ_ONLY: &[&str] = &["id", "etag", "createdTime", "lastModifiedTime", "hasPhoto"];
 
@@ -80,11 +107,19 @@ fn enc(t: &Tok) -> String {
 }
 
 fn dec(s: &str) -> Option<Tok> {
-    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok()?).ok()
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s)
+            .ok()?,
+    )
+    .ok()
 }
 
 fn ms_to_iso(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().format("%Y-%m-%dT%H:%M:%S%.3f+00:00").to_string()
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S%.3f+00:00")
+        .to_string()
 }
 
 fn kind_word(k: &Kind) -> String {
@@ -114,7 +149,14 @@ fn phone_type(k: &Kind) -> &'static str {
 fn person_to_body(p: &Person) -> Map<String, Value> {
     let mut m = Map::new();
     let mut name = Map::new();
-    for (k, v) in [("displayName", &p.full), ("givenName", &p.given), ("middleName", &p.middle), ("familyName", &p.family), ("prefix", &p.prefix), ("suffix", &p.suffix)] {
+    for (k, v) in [
+        ("displayName", &p.full),
+        ("givenName", &p.given),
+        ("middleName", &p.middle),
+        ("familyName", &p.family),
+        ("prefix", &p.prefix),
+        ("suffix", &p.suffix),
+    ] {
         if let Some(v) = v {
             name.insert(k.into(), json!(v));
         }
@@ -140,37 +182,89 @@ fn person_to_body(p: &Person) -> Map<String, Value> {
         m.insert("company".into(), Value::Object(c));
     }
     if !p.emails.is_empty() {
-        m.insert("emailAddresses".into(), p.emails.iter().map(|(a, k, _, dn)| {
-            let mut e = json!({"address": a, "type": kind_word(k)});
-            if let Some(dn) = dn {
-                e["name"] = json!(dn);
-            }
-            e
-        }).collect());
+        m.insert(
+            "emailAddresses".into(),
+            p.emails
+                .iter()
+                .map(|(a, k, _, dn)| {
+                    let mut e = json!({"address": a, "type": kind_word(k)});
+                    if let Some(dn) = dn {
+                        e["name"] = json!(dn);
+                    }
+                    e
+                })
+                .collect(),
+        );
     }
     if !p.phones.is_empty() {
-        m.insert("phoneNumbers".into(), p.phones.iter().map(|(n, k, _)| json!({"number": n, "type": phone_type(k)})).collect());
+        m.insert(
+            "phoneNumbers".into(),
+            p.phones
+                .iter()
+                .map(|(n, k, _)| json!({"number": n, "type": phone_type(k)}))
+                .collect(),
+        );
     }
     if !p.addresses.is_empty() {
-        m.insert("addresses".into(), p.addresses.iter().map(|a| {
-            let mut o = Map::new();
-            for (k, v) in [("street", &a.street), ("poBox", &a.pobox), ("city", &a.city), ("state", &a.region), ("postalCode", &a.postcode), ("country", &a.country)] {
-                if let Some(v) = v {
-                    o.insert(k.into(), json!(v));
-                }
-            }
-            o.insert("type".into(), json!(a.kind.as_ref().map(kind_word).filter(|k| ADDRESS_TYPES.contains(&k.as_str())).unwrap_or_else(|| "other".into())));
-            Value::Object(o)
-        }).collect());
+        m.insert(
+            "addresses".into(),
+            p.addresses
+                .iter()
+                .map(|a| {
+                    let mut o = Map::new();
+                    for (k, v) in [
+                        ("street", &a.street),
+                        ("poBox", &a.pobox),
+                        ("city", &a.city),
+                        ("state", &a.region),
+                        ("postalCode", &a.postcode),
+                        ("country", &a.country),
+                    ] {
+                        if let Some(v) = v {
+                            o.insert(k.into(), json!(v));
+                        }
+                    }
+                    o.insert(
+                        "type".into(),
+                        json!(
+                            a.kind
+                                .as_ref()
+                                .map(kind_word)
+                                .filter(|k| ADDRESS_TYPES.contains(&k.as_str()))
+                                .unwrap_or_else(|| "other".into())
+                        ),
+                    );
+                    Value::Object(o)
+                })
+                .collect(),
+        );
     }
     if !p.websites.is_empty() {
-        m.insert("urls".into(), p.websites.iter().map(|(h, k)| {
-            let t = match kind_word(k).as_str() { "home-page" => "homePage", "blog" => "blog", "profile" => "profile", "work" => "work", _ => "other" };
-            json!({"href": h, "type": t})
-        }).collect());
+        m.insert(
+            "urls".into(),
+            p.websites
+                .iter()
+                .map(|(h, k)| {
+                    let t = match kind_word(k).as_str() {
+                        "home-page" => "homePage",
+                        "blog" => "blog",
+                        "profile" => "profile",
+                        "work" => "work",
+                        _ => "other",
+                    };
+                    json!({"href": h, "type": t})
+                })
+                .collect(),
+        );
     }
     if !p.relations.is_empty() {
-        m.insert("relations".into(), p.relations.iter().map(|(n, k)| json!({"name": n, "type": kind_word(k)})).collect());
+        m.insert(
+            "relations".into(),
+            p.relations
+                .iter()
+                .map(|(n, k)| json!({"name": n, "type": kind_word(k)}))
+                .collect(),
+        );
     }
     if let Some(b) = &p.birthday {
         m.insert("birthday".into(), json!(b));
@@ -181,7 +275,14 @@ fn person_to_body(p: &Person) -> Map<String, Value> {
     if let Some(n) = &p.notes {
         m.insert("notes".into(), json!(n));
     }
-    let native: Map<String, Value> = p.ext_props.iter().filter_map(|(k, v)| match v { ExtValue::Value(v) => Some((k.clone(), json!(v))), ExtValue::Xml(_) => None }).collect();
+    let native: Map<String, Value> = p
+        .ext_props
+        .iter()
+        .filter_map(|(k, v)| match v {
+            ExtValue::Value(v) => Some((k.clone(), json!(v))),
+            ExtValue::Xml(_) => None,
+        })
+        .collect();
     if !native.is_empty() {
         m.insert("nativeProperties".into(), Value::Object(native));
     }
@@ -193,13 +294,18 @@ fn validate(body: &Map<String, Value>) -> Result<(), String> {
         if let Some(v) = body.get(field) {
             let arr = v.as_array().ok_or(format!("{field} must be an array"))?;
             for item in arr {
-                let obj = item.as_object().ok_or(format!("{field} items must be objects"))?;
+                let obj = item
+                    .as_object()
+                    .ok_or(format!("{field} items must be objects"))?;
                 if let Some(t) = obj.get("type")
                     && !t.is_null()
                 {
                     let t = t.as_str().ok_or(format!("{field}.type must be a string"))?;
                     if !allowed.is_empty() && !allowed.contains(&t) {
-                        return Err(format!("Invalid {field}.type value '{t}'; allowed: {}", allowed.join(", ")));
+                        return Err(format!(
+                            "Invalid {field}.type value '{t}'; allowed: {}",
+                            allowed.join(", ")
+                        ));
                     }
                 }
             }
@@ -242,7 +348,18 @@ impl AurinkoStore {
         };
         for i in 0..cfg.aurinko_accounts {
             let id = (101 + i).to_string();
-            s.accounts.insert(id.clone(), Account { contacts: HashMap::new(), by_seq: BTreeMap::new(), deletes: BTreeMap::new(), seq: 0, sync_calls: 0, next_n: 0, last_ms: now_ms - 86_400_000 - 1000 * cfg.aurinko_contacts as i64 });
+            s.accounts.insert(
+                id.clone(),
+                Account {
+                    contacts: HashMap::new(),
+                    by_seq: BTreeMap::new(),
+                    deletes: BTreeMap::new(),
+                    seq: 0,
+                    sync_calls: 0,
+                    next_n: 0,
+                    last_ms: now_ms - 86_400_000 - 1000 * cfg.aurinko_contacts as i64,
+                },
+            );
             for _ in 0..cfg.aurinko_contacts {
                 let t = s.accounts[&id].last_ms + 1000;
                 s.insert_person(&id, t);
@@ -275,14 +392,28 @@ impl AurinkoStore {
         let seed = self.seed;
         let a = self.accounts.get_mut(account).unwrap();
         a.next_n += 1;
-        let id = format!("AAMkAD{:020x}", u128::from(hash64(seed, &format!("{account}/{}", a.next_n))) << 16 | u128::from(a.next_n as u16));
+        let id = format!(
+            "AAMkAD{:020x}",
+            u128::from(hash64(seed, &format!("{account}/{}", a.next_n))) << 16
+                | u128::from(a.next_n as u16)
+        );
         let id = id[..26].to_string() + &format!("{:04x}", a.next_n % 0x10000);
         a.seq += 1;
         a.last_ms = now_ms.max(a.last_ms + 1);
         let (seq, t) = (a.seq, a.last_ms);
         a.by_seq.insert(seq, id.clone());
         let etag = self.etag(&id, 1);
-        self.accounts.get_mut(account).unwrap().contacts.insert(id.clone(), AContact { body, etag, modseq: seq, created_ms: t, modified_ms: t, version: 1 });
+        self.accounts.get_mut(account).unwrap().contacts.insert(
+            id.clone(),
+            AContact {
+                body,
+                etag,
+                modseq: seq,
+                created_ms: t,
+                modified_ms: t,
+                version: 1,
+            },
+        );
         id
     }
 
@@ -299,7 +430,13 @@ impl AurinkoStore {
         c.version += 1;
         let v = c.version;
         let etag = self.etag(id, v);
-        self.accounts.get_mut(account).unwrap().contacts.get_mut(id).unwrap().etag = etag;
+        self.accounts
+            .get_mut(account)
+            .unwrap()
+            .contacts
+            .get_mut(id)
+            .unwrap()
+            .etag = etag;
     }
 
     fn remove(&mut self, account: &str, id: &str, now_ms: i64) {
@@ -313,7 +450,14 @@ impl AurinkoStore {
     }
 
     /// Random inserts, updates and deletes in one account or all.
-    pub fn mutate(&mut self, account: Option<&str>, inserts: usize, updates: usize, deletes: usize, now_ms: i64) -> MutationSummary {
+    pub fn mutate(
+        &mut self,
+        account: Option<&str>,
+        inserts: usize,
+        updates: usize,
+        deletes: usize,
+        now_ms: i64,
+    ) -> MutationSummary {
         let mut out = MutationSummary::default();
         let ids: Vec<String> = match account {
             Some(a) if self.accounts.contains_key(a) => vec![a.to_string()],
@@ -330,10 +474,19 @@ impl AurinkoStore {
                 let id = live.swap_remove(self.people.index(live.len()));
                 let word = self.people.word();
                 let phone = format!("+1 555 {:04}", self.people.index(10_000));
-                let c = self.accounts.get_mut(&acct).unwrap().contacts.get_mut(&id).unwrap();
+                let c = self
+                    .accounts
+                    .get_mut(&acct)
+                    .unwrap()
+                    .contacts
+                    .get_mut(&id)
+                    .unwrap();
                 c.body.insert("notes".into(), json!(word));
                 let phones = c.body.entry("phoneNumbers").or_insert_with(|| json!([]));
-                phones.as_array_mut().unwrap().push(json!({"number": phone, "type": "mobile"}));
+                phones
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"number": phone, "type": "mobile"}));
                 self.touch(&acct, &id, now_ms);
                 out.updated.push(id);
             }
@@ -362,7 +515,11 @@ impl AurinkoStore {
     /// One account's truth, as the emulator reads its own records.
     pub fn truth(&self, account: &str) -> Option<Truth> {
         let a = self.accounts.get(account)?;
-        let mut contacts: Vec<ContactRecord> = a.contacts.iter().map(|(id, c)| record(account, id, c)).collect();
+        let mut contacts: Vec<ContactRecord> = a
+            .contacts
+            .iter()
+            .map(|(id, c)| record(account, id, c))
+            .collect();
         contacts.sort_by(|x, y| x.id.cmp(&y.id));
         let mut deleted: Vec<String> = a.deletes.values().map(|(id, _)| id.clone()).collect();
         deleted.sort();
@@ -372,9 +529,18 @@ impl AurinkoStore {
 
 fn record(account: &str, id: &str, c: &AContact) -> ContactRecord {
     let b = &c.body;
-    let s = |v: Option<&Value>| v.and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+    let s = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
     let name = b.get("name");
-    let arr = |k: &str| b.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
+    let arr = |k: &str| {
+        b.get(k)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
     let company = b.get("company");
     ContactRecord {
         account: account.to_string(),
@@ -389,22 +555,82 @@ fn record(account: &str, id: &str, c: &AContact) -> ContactRecord {
         suffix: s(name.and_then(|n| n.get("suffix"))),
         nickname: s(b.get("nickName")),
         file_as: s(b.get("fileAs")),
-        emails: arr("emailAddresses").iter().map(|e| schema::Email { address: s(e.get("address")), kind: s(e.get("type")), label: None, primary: None, display_name: s(e.get("name")) }).collect(),
-        phones: arr("phoneNumbers").iter().map(|e| schema::Phone { number: s(e.get("number")), kind: s(e.get("type")), label: None, primary: None, uri: None }).collect(),
-        addresses: arr("addresses").iter().map(|e| {
-            let street = match (s(e.get("street")), s(e.get("streetLine2"))) {
-                (Some(a), Some(b)) => Some(format!("{a}\n{b}")),
-                (a, b) => a.or(b),
-            };
-            schema::Address { kind: s(e.get("type")), street, po_box: s(e.get("poBox")), city: s(e.get("city")), region: s(e.get("state")), postcode: s(e.get("postalCode")), country: s(e.get("country")), ..Default::default() }
-        }).collect(),
-        organizations: company.filter(|c| c.is_object()).map(|c| vec![schema::Organization { name: s(c.get("name")), title: s(c.get("jobTitle")), department: s(c.get("department")), ..Default::default() }]).unwrap_or_default(),
-        websites: arr("urls").iter().map(|e| schema::Website { href: s(e.get("href")), kind: s(e.get("type")), ..Default::default() }).collect(),
-        relations: arr("relations").iter().map(|e| schema::Relation { name: s(e.get("name")), kind: s(e.get("type")), label: None }).collect(),
+        emails: arr("emailAddresses")
+            .iter()
+            .map(|e| schema::Email {
+                address: s(e.get("address")),
+                kind: s(e.get("type")),
+                label: None,
+                primary: None,
+                display_name: s(e.get("name")),
+            })
+            .collect(),
+        phones: arr("phoneNumbers")
+            .iter()
+            .map(|e| schema::Phone {
+                number: s(e.get("number")),
+                kind: s(e.get("type")),
+                label: None,
+                primary: None,
+                uri: None,
+            })
+            .collect(),
+        addresses: arr("addresses")
+            .iter()
+            .map(|e| {
+                let street = match (s(e.get("street")), s(e.get("streetLine2"))) {
+                    (Some(a), Some(b)) => Some(format!("{a}\n{b}")),
+                    (a, b) => a.or(b),
+                };
+                schema::Address {
+                    kind: s(e.get("type")),
+                    street,
+                    po_box: s(e.get("poBox")),
+                    city: s(e.get("city")),
+                    region: s(e.get("state")),
+                    postcode: s(e.get("postalCode")),
+                    country: s(e.get("country")),
+                    ..Default::default()
+                }
+            })
+            .collect(),
+        organizations: company
+            .filter(|c| c.is_object())
+            .map(|c| {
+                vec![schema::Organization {
+                    name: s(c.get("name")),
+                    title: s(c.get("jobTitle")),
+                    department: s(c.get("department")),
+                    ..Default::default()
+                }]
+            })
+            .unwrap_or_default(),
+        websites: arr("urls")
+            .iter()
+            .map(|e| schema::Website {
+                href: s(e.get("href")),
+                kind: s(e.get("type")),
+                ..Default::default()
+            })
+            .collect(),
+        relations: arr("relations")
+            .iter()
+            .map(|e| schema::Relation {
+                name: s(e.get("name")),
+                kind: s(e.get("type")),
+                label: None,
+            })
+            .collect(),
         notes: s(b.get("notes")),
         birthday: s(b.get("birthday")),
-        groups: arr("keywords").iter().filter_map(|k| k.as_str().map(str::to_string)).collect(),
-        native: b.get("nativeProperties").filter(|v| !v.is_null()).map(|v| v.to_string()),
+        groups: arr("keywords")
+            .iter()
+            .filter_map(|k| k.as_str().map(str::to_string))
+            .collect(),
+        native: b
+            .get("nativeProperties")
+            .filter(|v| !v.is_null())
+            .map(|v| v.to_string()),
         ..Default::default()
     }
 }
@@ -424,20 +650,58 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
     (status, axum::Json(json!({"code": code, "message": message, "requestId": uuid::Uuid::new_v4().to_string()}))).into_response()
 }
 
+// Handlers answer errors as ready responses; boxing them would only add noise.
+#[allow(clippy::result_large_err)]
 fn account_of(store: &AurinkoStore, headers: &HeaderMap) -> Result<String, Response> {
     let unauthorized = || error_response(StatusCode::UNAUTHORIZED, "unauthorized", "unauthorized");
-    let h = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(unauthorized)?;
+    let h = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(unauthorized)?;
     if let Some(t) = h.strip_prefix("Bearer ") {
-        let acct = t.strip_prefix(&format!("{}-", store.token)).ok_or_else(|| error_response(StatusCode::UNAUTHORIZED, "token.dead", "Not authorized"))?;
-        return if store.accounts.contains_key(acct) { Ok(acct.to_string()) } else { Err(error_response(StatusCode::UNAUTHORIZED, "token.dead", "Not authorized")) };
+        let acct = t
+            .strip_prefix(&format!("{}-", store.token))
+            .ok_or_else(|| {
+                error_response(StatusCode::UNAUTHORIZED, "token.dead", "Not authorized")
+            })?;
+        return if store.accounts.contains_key(acct) {
+            Ok(acct.to_string())
+        } else {
+            Err(error_response(
+                StatusCode::UNAUTHORIZED,
+                "token.dead",
+                "Not authorized",
+            ))
+        };
     }
     if let Some(b) = h.strip_prefix("Basic ") {
-        let creds = base64::engine::general_purpose::STANDARD.decode(b).ok().and_then(|v| String::from_utf8(v).ok()).ok_or_else(unauthorized)?;
+        let creds = base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .ok()
+            .and_then(|v| String::from_utf8(v).ok())
+            .ok_or_else(unauthorized)?;
         if creds != format!("emulator:{}", store.token) {
             return Err(unauthorized());
         }
-        let acct = headers.get("X-Aurinko-Account-Id").and_then(|v| v.to_str().ok()).ok_or_else(|| error_response(StatusCode::UNAUTHORIZED, "unauthorized", "X-Aurinko-Account-Id header is required with app credentials"))?;
-        return if store.accounts.contains_key(acct) { Ok(acct.to_string()) } else { Err(error_response(StatusCode::UNAUTHORIZED, "token.dead", "Not authorized")) };
+        let acct = headers
+            .get("X-Aurinko-Account-Id")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                error_response(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "X-Aurinko-Account-Id header is required with app credentials",
+                )
+            })?;
+        return if store.accounts.contains_key(acct) {
+            Ok(acct.to_string())
+        } else {
+            Err(error_response(
+                StatusCode::UNAUTHORIZED,
+                "token.dead",
+                "Not authorized",
+            ))
+        };
     }
     Err(unauthorized())
 }
@@ -457,8 +721,22 @@ async fn sync_start(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Respons
     if a.sync_calls <= ready_after {
         return axum::Json(json!({"ready": false})).into_response();
     }
-    let u = enc(&Tok { a: acct.clone(), s: "u".into(), q: 0, h: None, e: epoch, t: now });
-    let d = enc(&Tok { a: acct.clone(), s: "d".into(), q: a.seq, h: None, e: epoch, t: now });
+    let u = enc(&Tok {
+        a: acct.clone(),
+        s: "u".into(),
+        q: 0,
+        h: None,
+        e: epoch,
+        t: now,
+    });
+    let d = enc(&Tok {
+        a: acct.clone(),
+        s: "d".into(),
+        q: a.seq,
+        h: None,
+        e: epoch,
+        t: now,
+    });
     axum::Json(json!({"syncUpdatedToken": u, "syncDeletedToken": d, "ready": true})).into_response()
 }
 
@@ -470,12 +748,20 @@ struct SyncQuery {
     page_token: Option<String>,
 }
 
-async fn sync_updated(State(s): State<Arc<Shared>>, headers: HeaderMap, Query(q): Query<SyncQuery>) -> Response {
+async fn sync_updated(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Query<SyncQuery>,
+) -> Response {
     s.count("aurinko.sync.updated");
     sync_page(&s, &headers, q, "u")
 }
 
-async fn sync_deleted(State(s): State<Arc<Shared>>, headers: HeaderMap, Query(q): Query<SyncQuery>) -> Response {
+async fn sync_deleted(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Query<SyncQuery>,
+) -> Response {
     s.count("aurinko.sync.deleted");
     sync_page(&s, &headers, q, "d")
 }
@@ -490,13 +776,27 @@ fn sync_page(s: &Shared, headers: &HeaderMap, q: SyncQuery, stream: &str) -> Res
     let (tok, is_page) = match (&q.page_token, &q.delta_token) {
         (Some(p), _) => (dec(p), true),
         (None, Some(d)) => (dec(d), false),
-        (None, None) => return error_response(StatusCode::BAD_REQUEST, "badRequest", "deltaToken or pageToken is required"),
+        (None, None) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "badRequest",
+                "deltaToken or pageToken is required",
+            );
+        }
     };
     let Some(tok) = tok.filter(|t| t.a == acct && t.s == stream && t.h.is_some() == is_page) else {
         return if is_page {
-            error_response(StatusCode::BAD_REQUEST, "token.notValid", "Page token is invalid")
+            error_response(
+                StatusCode::BAD_REQUEST,
+                "token.notValid",
+                "Page token is invalid",
+            )
         } else {
-            error_response(StatusCode::BAD_REQUEST, "token.notValid", "Delta token is invalid")
+            error_response(
+                StatusCode::BAD_REQUEST,
+                "token.notValid",
+                "Delta token is invalid",
+            )
         };
     };
     if tok.e != store.epoch || store.token_ttl_ms.is_some_and(|ttl| now - tok.t > ttl) {
@@ -510,7 +810,10 @@ fn sync_page(s: &Shared, headers: &HeaderMap, q: SyncQuery, stream: &str) -> Res
     let mut last = after;
     let mut more = false;
     if stream == "u" {
-        for (seq, id) in a.by_seq.range((std::ops::Bound::Excluded(after), std::ops::Bound::Included(hi))) {
+        for (seq, id) in a.by_seq.range((
+            std::ops::Bound::Excluded(after),
+            std::ops::Bound::Included(hi),
+        )) {
             if records.len() == store.page_size {
                 more = true;
                 break;
@@ -519,7 +822,10 @@ fn sync_page(s: &Shared, headers: &HeaderMap, q: SyncQuery, stream: &str) -> Res
             last = *seq;
         }
     } else {
-        for (seq, (id, ts)) in a.deletes.range((std::ops::Bound::Excluded(after), std::ops::Bound::Included(hi))) {
+        for (seq, (id, ts)) in a.deletes.range((
+            std::ops::Bound::Excluded(after),
+            std::ops::Bound::Included(hi),
+        )) {
             if records.len() == store.page_size {
                 more = true;
                 break;
@@ -530,16 +836,40 @@ fn sync_page(s: &Shared, headers: &HeaderMap, q: SyncQuery, stream: &str) -> Res
     }
     let mut body = Map::new();
     if more {
-        body.insert("nextPageToken".into(), json!(enc(&Tok { a: acct.clone(), s: stream.into(), q: last, h: Some(hi), e: store.epoch, t: now })));
+        body.insert(
+            "nextPageToken".into(),
+            json!(enc(&Tok {
+                a: acct.clone(),
+                s: stream.into(),
+                q: last,
+                h: Some(hi),
+                e: store.epoch,
+                t: now
+            })),
+        );
     } else {
-        body.insert("nextDeltaToken".into(), json!(enc(&Tok { a: acct.clone(), s: stream.into(), q: hi, h: None, e: store.epoch, t: now })));
+        body.insert(
+            "nextDeltaToken".into(),
+            json!(enc(&Tok {
+                a: acct.clone(),
+                s: stream.into(),
+                q: hi,
+                h: None,
+                e: store.epoch,
+                t: now
+            })),
+        );
     }
     body.insert("length".into(), json!(records.len()));
     body.insert("records".into(), Value::Array(records));
     axum::Json(Value::Object(body)).into_response()
 }
 
-async fn read(State(s): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn read(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     s.count("aurinko.get");
     let store = s.aurinko.lock().unwrap();
     let acct = match account_of(&store, &headers) {
@@ -548,10 +878,15 @@ async fn read(State(s): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<S
     };
     match store.accounts[&acct].contacts.get(&id) {
         Some(c) => axum::Json(store.render(&id, c)).into_response(),
-        None => error_response(StatusCode::NOT_FOUND, "not_found", "The record could not be found"),
+        None => error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "The record could not be found",
+        ),
     }
 }
 
+#[allow(clippy::result_large_err)]
 fn parse_body(body: &Bytes) -> Result<Map<String, Value>, Response> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(mut m)) => {
@@ -560,8 +895,16 @@ fn parse_body(body: &Bytes) -> Result<Map<String, Value>, Response> {
             }
             Ok(m)
         }
-        Ok(_) => Err(error_response(StatusCode::BAD_REQUEST, "badRequest", "The body must be a JSON object")),
-        Err(e) => Err(error_response(StatusCode::BAD_REQUEST, "badRequest", &format!("Malformed JSON: {e}"))),
+        Ok(_) => Err(error_response(
+            StatusCode::BAD_REQUEST,
+            "badRequest",
+            "The body must be a JSON object",
+        )),
+        Err(e) => Err(error_response(
+            StatusCode::BAD_REQUEST,
+            "badRequest",
+            &format!("Malformed JSON: {e}"),
+        )),
     }
 }
 
@@ -582,10 +925,19 @@ async fn create(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -
     }
     let id = store.insert_body(&acct, m, now);
     let c = &store.accounts[&acct].contacts[&id];
-    (StatusCode::CREATED, axum::Json(json!({"id": id, "etag": c.etag, "record": store.render(&id, c)}))).into_response()
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({"id": id, "etag": c.etag, "record": store.render(&id, c)})),
+    )
+        .into_response()
 }
 
-async fn patch(State(s): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+async fn patch(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     s.count("aurinko.patch");
     let now = s.clock.now_ms();
     let mut store = s.aurinko.lock().unwrap();
@@ -594,11 +946,27 @@ async fn patch(State(s): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<
         Err(r) => return r,
     };
     let Some(c) = store.accounts[&acct].contacts.get(&id) else {
-        return error_response(StatusCode::NOT_FOUND, "not_found", "The record could not be found");
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "The record could not be found",
+        );
     };
     match headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
-        None if store.require_if_match => return error_response(StatusCode::BAD_REQUEST, "badRequest", "If-Match header is required"),
-        Some(m) if m != c.etag && m != "*" => return error_response(StatusCode::PRECONDITION_FAILED, "preconditionFailed", "ETag mismatch: the contact changed since it was read"),
+        None if store.require_if_match => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "badRequest",
+                "If-Match header is required",
+            );
+        }
+        Some(m) if m != c.etag && m != "*" => {
+            return error_response(
+                StatusCode::PRECONDITION_FAILED,
+                "preconditionFailed",
+                "ETag mismatch: the contact changed since it was read",
+            );
+        }
         _ => {}
     }
     let m = match parse_body(&body) {
@@ -616,13 +984,24 @@ async fn patch(State(s): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<
     if let Err(e) = validate(&merged) {
         return error_response(StatusCode::BAD_REQUEST, "badRequest", &e);
     }
-    store.accounts.get_mut(&acct).unwrap().contacts.get_mut(&id).unwrap().body = merged;
+    store
+        .accounts
+        .get_mut(&acct)
+        .unwrap()
+        .contacts
+        .get_mut(&id)
+        .unwrap()
+        .body = merged;
     store.touch(&acct, &id, now);
     let c = &store.accounts[&acct].contacts[&id];
     axum::Json(json!({"id": id, "etag": c.etag, "record": store.render(&id, c)})).into_response()
 }
 
-async fn remove(State(s): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn remove(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     s.count("aurinko.delete");
     let now = s.clock.now_ms();
     let mut store = s.aurinko.lock().unwrap();

@@ -72,10 +72,52 @@ pub struct PostalAddress {
 }
 
 const GIVEN: &[&str] = &[
-    "Alice", "Bob", "Zoë", "José", "Łukasz", "Søren", "Chloé", "Mar\u{ed}a", "李", "さくら", "Ольга", "محمد", "דניאל", "Nguyễn", "O'Neil", "Amélie", "Björn", "Ἀλέξανδρος", "Priya", "Kwame", "Dmitrij", "Jürgen", "François", "Anaïs",
+    "Alice",
+    "Bob",
+    "Zoë",
+    "José",
+    "Łukasz",
+    "Søren",
+    "Chloé",
+    "Mar\u{ed}a",
+    "李",
+    "さくら",
+    "Ольга",
+    "محمد",
+    "דניאל",
+    "Nguyễn",
+    "O'Neil",
+    "Amélie",
+    "Björn",
+    "Ἀλέξανδρος",
+    "Priya",
+    "Kwame",
+    "Dmitrij",
+    "Jürgen",
+    "François",
+    "Anaïs",
 ];
 const FAMILY: &[&str] = &[
-    "Smith", "Müller", "García", "王", "田中", "Иванова", "الحسيني", "כהן", "Trần", "O'Brien", "Dupont & Fils", "<Script>", "van der Berg", "Ødegård", "Kowalski", "Nakamura", "Ferreira", "Okafor", "Schmidt", "Rossi",
+    "Smith",
+    "Müller",
+    "García",
+    "王",
+    "田中",
+    "Иванова",
+    "الحسيني",
+    "כהן",
+    "Trần",
+    "O'Brien",
+    "Dupont & Fils",
+    "<Script>",
+    "van der Berg",
+    "Ødegård",
+    "Kowalski",
+    "Nakamura",
+    "Ferreira",
+    "Okafor",
+    "Schmidt",
+    "Rossi",
 ];
 const CITIES: &[(&str, &str, &str)] = &[
     ("Zürich", "ZH", "Switzerland"),
@@ -86,8 +128,23 @@ const CITIES: &[(&str, &str, &str)] = &[
     ("Kraków", "Małopolska", "Poland"),
     ("Tel Aviv", "", "Israel"),
 ];
-const DOMAINS: &[&str] = &["example.com", "example.org", "exämple.net", "mail.example.co.uk", "corp.example"];
-const PHONE_RELS: &[&str] = &["work", "home", "mobile", "work_mobile", "main", "fax", "other", "pager"];
+const DOMAINS: &[&str] = &[
+    "example.com",
+    "example.org",
+    "exämple.net",
+    "mail.example.co.uk",
+    "corp.example",
+];
+const PHONE_RELS: &[&str] = &[
+    "work",
+    "home",
+    "mobile",
+    "work_mobile",
+    "main",
+    "fax",
+    "other",
+    "pager",
+];
 const LABELS: &[&str] = &["Obsolete", "Après-ski", "Büro \"2\"", "<old>", "家"];
 const EMOJI: &[&str] = &["🎉", "👩‍💻", "🇯🇵", "❤️"];
 
@@ -99,7 +156,9 @@ pub struct Generator {
 impl Generator {
     /// A generator whose output depends only on `seed`.
     pub fn new(seed: u64) -> Self {
-        Generator { rng: StdRng::seed_from_u64(seed) }
+        Generator {
+            rng: StdRng::seed_from_u64(seed),
+        }
     }
 
     fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
@@ -111,7 +170,11 @@ impl Generator {
     }
 
     fn kind(&mut self, rels: &[&str]) -> Kind {
-        if self.chance(0.1) { Kind::Label(self.pick(LABELS).to_string()) } else { Kind::Rel(self.pick(rels).to_string()) }
+        if self.chance(0.1) {
+            Kind::Label(self.pick(LABELS).to_string())
+        } else {
+            Kind::Rel(self.pick(rels).to_string())
+        }
     }
 
     /// The next person; `n` makes addresses unique.
@@ -119,7 +182,12 @@ impl Generator {
         let mut p = Person::default();
         // About 3% are near-empty: a single e-mail and nothing else.
         if self.chance(0.03) {
-            p.emails.push((format!("lonely{n}@{}", self.pick(DOMAINS)), Kind::Rel("other".into()), false, None));
+            p.emails.push((
+                format!("lonely{n}@{}", self.pick(DOMAINS)),
+                Kind::Rel("other".into()),
+                false,
+                None,
+            ));
             return p;
         }
         let given = self.pick(GIVEN).to_string();
@@ -135,64 +203,141 @@ impl Generator {
         if self.chance(0.05) {
             p.suffix = Some("Jr.".into());
         }
-        let emoji = if self.chance(0.05) { format!(" {}", self.pick(EMOJI)) } else { String::new() };
+        let emoji = if self.chance(0.05) {
+            format!(" {}", self.pick(EMOJI))
+        } else {
+            String::new()
+        };
         p.full = Some(format!("{given} {family}{emoji}"));
         if self.chance(0.2) {
-            p.nickname = Some(format!("{}{}", &given.chars().take(3).collect::<String>(), self.pick(EMOJI)));
+            p.nickname = Some(format!(
+                "{}{}",
+                &given.chars().take(3).collect::<String>(),
+                self.pick(EMOJI)
+            ));
         }
         if self.chance(0.1) {
             p.file_as = Some(format!("{family}, {given}"));
         }
         let n_emails = self.rng.random_range(0..4) + usize::from(self.chance(0.02)) * 8;
         for i in 0..n_emails {
-            let local: String = given.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_lowercase();
-            let local = if local.is_empty() { "user".to_string() } else { local };
+            let local: String = given
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .collect::<String>()
+                .to_lowercase();
+            let local = if local.is_empty() {
+                "user".to_string()
+            } else {
+                local
+            };
             let addr = format!("{local}.{n}.{i}@{}", self.pick(DOMAINS));
             let kind = self.kind(&["work", "home", "other"]);
-            let dn = if self.chance(0.1) { Some(format!("{given} <{family}>")) } else { None };
+            let dn = if self.chance(0.1) {
+                Some(format!("{given} <{family}>"))
+            } else {
+                None
+            };
             p.emails.push((addr, kind, i == 0 && n_emails > 1, dn));
         }
         for i in 0..self.rng.random_range(0..3) {
-            let num = format!("+{} {} {:03}-{:04}", self.rng.random_range(1..99), self.rng.random_range(100..999), n % 1000, self.rng.random_range(0..9999));
+            let num = format!(
+                "+{} {} {:03}-{:04}",
+                self.rng.random_range(1..99),
+                self.rng.random_range(100..999),
+                n % 1000,
+                self.rng.random_range(0..9999)
+            );
             let kind = self.kind(PHONE_RELS);
             p.phones.push((num, kind, i == 0));
         }
         if self.chance(0.5) {
             let (city, region, country) = CITIES[self.rng.random_range(0..CITIES.len())];
-            let street = if self.chance(0.3) { format!("{} Main St\nApt {}", n % 997, n % 13) } else { format!("{} Rue d'Ève", n % 400) };
+            let street = if self.chance(0.3) {
+                format!("{} Main St\nApt {}", n % 997, n % 13)
+            } else {
+                format!("{} Rue d'Ève", n % 400)
+            };
             p.addresses.push(PostalAddress {
                 kind: Some(self.kind(&["work", "home", "other"])),
                 primary: self.chance(0.5),
                 street: Some(street.clone()),
-                pobox: if self.chance(0.1) { Some(format!("PO {}", n % 100)) } else { None },
+                pobox: if self.chance(0.1) {
+                    Some(format!("PO {}", n % 100))
+                } else {
+                    None
+                },
                 neighborhood: None,
                 city: Some(city.to_string()),
-                region: if region.is_empty() { None } else { Some(region.to_string()) },
+                region: if region.is_empty() {
+                    None
+                } else {
+                    Some(region.to_string())
+                },
                 postcode: Some(format!("{:05}", n % 99999)),
                 country: Some(country.to_string()),
                 formatted: Some(format!("{street}\n{city}\n{country}")),
             });
         }
         if self.chance(0.15) {
-            p.ims.push((format!("{}{n}", given.to_lowercase()), "GOOGLE_TALK".into(), self.kind(&["work", "home", "other"])));
+            p.ims.push((
+                format!("{}{n}", given.to_lowercase()),
+                "GOOGLE_TALK".into(),
+                self.kind(&["work", "home", "other"]),
+            ));
         }
         if self.chance(0.6) {
-            let name = format!("{} {}", self.pick(&["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Ünïcode"]), self.pick(&["Inc.", "GmbH", "& Co.", "株式会社", "<Ltd>"]));
-            let title = if self.chance(0.7) { Some(self.pick(&["Engineer", "CEO", "Sales \"Ninja\"", "Directeur général", "エンジニア"]).to_string()) } else { None };
-            let dept = if self.chance(0.3) { Some("R&D".to_string()) } else { None };
-            p.orgs.push((name, title, dept, self.kind(&["work", "other"])));
+            let name = format!(
+                "{} {}",
+                self.pick(&["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Ünïcode"]),
+                self.pick(&["Inc.", "GmbH", "& Co.", "株式会社", "<Ltd>"])
+            );
+            let title = if self.chance(0.7) {
+                Some(
+                    self.pick(&[
+                        "Engineer",
+                        "CEO",
+                        "Sales \"Ninja\"",
+                        "Directeur général",
+                        "エンジニア",
+                    ])
+                    .to_string(),
+                )
+            } else {
+                None
+            };
+            let dept = if self.chance(0.3) {
+                Some("R&D".to_string())
+            } else {
+                None
+            };
+            p.orgs
+                .push((name, title, dept, self.kind(&["work", "other"])));
         }
         if self.chance(0.2) {
-            p.websites.push((format!("https://{}/~{n}?a=1&b=2", self.pick(DOMAINS)), Kind::Rel(self.pick(&["home-page", "blog", "profile", "work"]).into())));
+            p.websites.push((
+                format!("https://{}/~{n}?a=1&b=2", self.pick(DOMAINS)),
+                Kind::Rel(self.pick(&["home-page", "blog", "profile", "work"]).into()),
+            ));
         }
         if self.chance(0.1) {
-            p.relations.push((self.pick(GIVEN).to_string(), Kind::Rel(self.pick(&["spouse", "manager", "assistant"]).into())));
+            p.relations.push((
+                self.pick(GIVEN).to_string(),
+                Kind::Rel(self.pick(&["spouse", "manager", "assistant"]).into()),
+            ));
         }
         if self.chance(0.1) {
-            p.events.push((format!("20{:02}-0{}-1{}", n % 24, 1 + n % 9, n % 10), Kind::Rel("anniversary".into())));
+            p.events.push((
+                format!("20{:02}-0{}-1{}", n % 24, 1 + n % 9, n % 10),
+                Kind::Rel("anniversary".into()),
+            ));
         }
         if self.chance(0.3) {
-            p.birthday = Some(if self.chance(0.2) { format!("--0{}-1{}", 1 + n % 9, n % 10) } else { format!("19{:02}-0{}-2{}", 50 + n % 50, 1 + n % 9, n % 10) });
+            p.birthday = Some(if self.chance(0.2) {
+                format!("--0{}-1{}", 1 + n % 9, n % 10)
+            } else {
+                format!("19{:02}-0{}-2{}", 50 + n % 50, 1 + n % 9, n % 10)
+            });
         }
         if self.chance(0.05) {
             // Near the 2 KB data limit: long notes with specials and newlines.
@@ -203,20 +348,31 @@ impl Generator {
             }
             p.notes = Some(s);
         } else if self.chance(0.3) {
-            p.notes = Some(format!("Met at conference #{n}.\nFollow up: <soon> & often."));
+            p.notes = Some(format!(
+                "Met at conference #{n}.\nFollow up: <soon> & often."
+            ));
         }
         for g in 0..self.rng.random_range(0..3) {
             p.groups.push(format!("g{}", (n + g) % 5));
         }
         if self.chance(0.1) {
-            p.ext_props.push(("crm-id".into(), ExtValue::Value(format!("CRM-{n}"))));
+            p.ext_props
+                .push(("crm-id".into(), ExtValue::Value(format!("CRM-{n}"))));
         }
         if self.chance(0.05) {
-            p.ext_props.push(("sync-info".into(), ExtValue::Xml(format!("<info xmlns=\"urn:example:crm\" rev=\"{n}\">a &amp; b</info>"))));
+            p.ext_props.push((
+                "sync-info".into(),
+                ExtValue::Xml(format!(
+                    "<info xmlns=\"urn:example:crm\" rev=\"{n}\">a &amp; b</info>"
+                )),
+            ));
         }
         p.has_photo = self.chance(0.2);
         if self.chance(0.1) {
-            p.user_defined.push(("Favourite colour".into(), self.pick(&["blue", "vert", "赤"]).into()));
+            p.user_defined.push((
+                "Favourite colour".into(),
+                self.pick(&["blue", "vert", "赤"]).into(),
+            ));
         }
         p
     }
@@ -228,7 +384,11 @@ impl Generator {
 
     /// A short random word for updates.
     pub fn word(&mut self) -> String {
-        format!("{} {}", self.pick(&["Updated", "Geändert", "更新", "Mis à jour"]), self.rng.random_range(0..1_000_000))
+        format!(
+            "{} {}",
+            self.pick(&["Updated", "Geändert", "更新", "Mis à jour"]),
+            self.rng.random_range(0..1_000_000)
+        )
     }
 
     /// A 64-bit random value.

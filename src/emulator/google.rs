@@ -66,7 +66,10 @@ fn rel(k: &Kind, gd_uri: bool) -> (&'static str, String) {
 }
 
 fn ms_to_rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
 }
 
 fn parse_time_ms(s: &str) -> Option<i64> {
@@ -75,7 +78,10 @@ fn parse_time_ms(s: &str) -> Option<i64> {
     }
     // The guide's example has no zone: read it as UTC.
     chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-        .or_else(|_| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map(|d| d.and_hms_opt(0, 0, 0).unwrap()))
+        .or_else(|_| {
+            chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .map(|d| d.and_hms_opt(0, 0, 0).unwrap())
+        })
         .ok()
         .map(|d| d.and_utc().timestamp_millis())
 }
@@ -84,10 +90,21 @@ fn parse_time_ms(s: &str) -> Option<i64> {
 pub fn person_to_content(p: &Person, base: &str, domain: &str) -> Vec<El> {
     let mut c = Vec::new();
     if let Some(n) = &p.notes {
-        c.push(El::new(ATOM, "content").attr("type", "text").text(n.clone()));
+        c.push(
+            El::new(ATOM, "content")
+                .attr("type", "text")
+                .text(n.clone()),
+        );
     }
     let mut name = El::new(GD, "name");
-    for (tag, v) in [("givenName", &p.given), ("additionalName", &p.middle), ("familyName", &p.family), ("namePrefix", &p.prefix), ("nameSuffix", &p.suffix), ("fullName", &p.full)] {
+    for (tag, v) in [
+        ("givenName", &p.given),
+        ("additionalName", &p.middle),
+        ("familyName", &p.family),
+        ("namePrefix", &p.prefix),
+        ("nameSuffix", &p.suffix),
+        ("fullName", &p.full),
+    ] {
         if let Some(v) = v {
             name = name.child(El::new(GD, tag).text(v.clone()));
         }
@@ -103,7 +120,9 @@ pub fn person_to_content(p: &Person, base: &str, domain: &str) -> Vec<El> {
     }
     for (addr, k, primary, dn) in &p.emails {
         let (a, v) = rel(k, true);
-        let mut e = El::new(GD, "email").attr(a, v).attr("address", addr.clone());
+        let mut e = El::new(GD, "email")
+            .attr(a, v)
+            .attr("address", addr.clone());
         if *primary {
             e = e.attr("primary", "true");
         }
@@ -119,14 +138,22 @@ pub fn person_to_content(p: &Person, base: &str, domain: &str) -> Vec<El> {
             e = e.attr("primary", "true");
         }
         if i % 2 == 0 {
-            let digits: String = num.chars().map(|c| if c == ' ' { '-' } else { c }).collect();
+            let digits: String = num
+                .chars()
+                .map(|c| if c == ' ' { '-' } else { c })
+                .collect();
             e = e.attr("uri", format!("tel:{digits}"));
         }
         c.push(e.text(num.clone()));
     }
     for (addr, proto, k) in &p.ims {
         let (a, v) = rel(k, true);
-        c.push(El::new(GD, "im").attr("address", addr.clone()).attr("protocol", format!("{GD}#{proto}")).attr(a, v));
+        c.push(
+            El::new(GD, "im")
+                .attr("address", addr.clone())
+                .attr("protocol", format!("{GD}#{proto}"))
+                .attr(a, v),
+        );
     }
     for ad in &p.addresses {
         let mut e = El::new(GD, "structuredPostalAddress");
@@ -137,7 +164,16 @@ pub fn person_to_content(p: &Person, base: &str, domain: &str) -> Vec<El> {
         if ad.primary {
             e = e.attr("primary", "true");
         }
-        for (tag, v) in [("street", &ad.street), ("pobox", &ad.pobox), ("neighborhood", &ad.neighborhood), ("city", &ad.city), ("region", &ad.region), ("postcode", &ad.postcode), ("country", &ad.country), ("formattedAddress", &ad.formatted)] {
+        for (tag, v) in [
+            ("street", &ad.street),
+            ("pobox", &ad.pobox),
+            ("neighborhood", &ad.neighborhood),
+            ("city", &ad.city),
+            ("region", &ad.region),
+            ("postcode", &ad.postcode),
+            ("country", &ad.country),
+            ("formattedAddress", &ad.formatted),
+        ] {
             if let Some(v) = v {
                 e = e.child(El::new(GD, tag).text(v.clone()));
             }
@@ -146,7 +182,9 @@ pub fn person_to_content(p: &Person, base: &str, domain: &str) -> Vec<El> {
     }
     for (name, title, dept, k) in &p.orgs {
         let (a, v) = rel(k, true);
-        let mut e = El::new(GD, "organization").attr(a, v).child(El::new(GD, "orgName").text(name.clone()));
+        let mut e = El::new(GD, "organization")
+            .attr(a, v)
+            .child(El::new(GD, "orgName").text(name.clone()));
         if let Some(t) = title {
             e = e.child(El::new(GD, "orgTitle").text(t.clone()));
         }
@@ -157,7 +195,11 @@ pub fn person_to_content(p: &Person, base: &str, domain: &str) -> Vec<El> {
     }
     for (href, k) in &p.websites {
         let (a, v) = rel(k, false);
-        c.push(El::new(GCONTACT, "website").attr("href", href.clone()).attr(a, v));
+        c.push(
+            El::new(GCONTACT, "website")
+                .attr("href", href.clone())
+                .attr(a, v),
+        );
     }
     for (name, k) in &p.relations {
         let (a, v) = rel(k, false);
@@ -165,7 +207,11 @@ pub fn person_to_content(p: &Person, base: &str, domain: &str) -> Vec<El> {
     }
     for (start, k) in &p.events {
         let (a, v) = rel(k, false);
-        c.push(El::new(GCONTACT, "event").attr(a, v).child(El::new(GD, "when").attr("startTime", start.clone())));
+        c.push(
+            El::new(GCONTACT, "event")
+                .attr(a, v)
+                .child(El::new(GD, "when").attr("startTime", start.clone())),
+        );
     }
     if let Some(b) = &p.birthday {
         c.push(El::new(GCONTACT, "birthday").attr("when", b.clone()));
@@ -178,10 +224,18 @@ pub fn person_to_content(p: &Person, base: &str, domain: &str) -> Vec<El> {
         });
     }
     for g in &p.groups {
-        c.push(El::new(GCONTACT, "groupMembershipInfo").attr("deleted", "false").attr("href", format!("{base}/m8/feeds/groups/{domain}/base/{g}")));
+        c.push(
+            El::new(GCONTACT, "groupMembershipInfo")
+                .attr("deleted", "false")
+                .attr("href", format!("{base}/m8/feeds/groups/{domain}/base/{g}")),
+        );
     }
     for (k, v) in &p.user_defined {
-        c.push(El::new(GCONTACT, "userDefinedField").attr("key", k.clone()).attr("value", v.clone()));
+        c.push(
+            El::new(GCONTACT, "userDefinedField")
+                .attr("key", k.clone())
+                .attr("value", v.clone()),
+        );
     }
     c
 }
@@ -230,7 +284,9 @@ impl GoogleStore {
     fn new_etag(&self, id: &str, version: u64) -> String {
         let h = hash64(self.seed ^ version, id);
         let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let s: String = (0..16).map(|i| alphabet[((h >> (i * 4)) & 63) as usize ^ (i & 1)] as char).collect();
+        let s: String = (0..16)
+            .map(|i| alphabet[((h >> (i * 4)) & 63) as usize ^ (i & 1)] as char)
+            .collect();
         format!("\"{s}.\"")
     }
 
@@ -239,15 +295,39 @@ impl GoogleStore {
         let p = self.people.person(n);
         let id = self.new_id();
         let content = person_to_content(&p, &self.base_url, &self.domain);
-        let photo = p.has_photo.then(|| (self.new_etag(&id, 999), format!("photo-of-{id}").into_bytes(), "image/jpeg".to_string()));
+        let photo = p.has_photo.then(|| {
+            (
+                self.new_etag(&id, 999),
+                format!("photo-of-{id}").into_bytes(),
+                "image/jpeg".to_string(),
+            )
+        });
         let t = self.tick(now_ms);
         self.store_new(id.clone(), content, t, photo);
         id
     }
 
-    fn store_new(&mut self, id: String, content: Vec<El>, t: i64, photo: Option<(String, Vec<u8>, String)>) {
+    fn store_new(
+        &mut self,
+        id: String,
+        content: Vec<El>,
+        t: i64,
+        photo: Option<(String, Vec<u8>, String)>,
+    ) {
         let etag = self.new_etag(&id, 1);
-        self.contacts.insert(id.clone(), GContact { id, etag, updated_ms: t, deleted_ms: None, content, photo, version: 1, rendered: None });
+        self.contacts.insert(
+            id.clone(),
+            GContact {
+                id,
+                etag,
+                updated_ms: t,
+                deleted_ms: None,
+                content,
+                photo,
+                version: 1,
+                rendered: None,
+            },
+        );
         self.order = None;
     }
 
@@ -272,20 +352,32 @@ impl GoogleStore {
     fn purge_tombstones(&mut self, now_ms: i64) {
         let limit = now_ms - self.retention_ms;
         let before = self.contacts.len();
-        self.contacts.retain(|_, c| c.deleted_ms.is_none_or(|d| d >= limit));
+        self.contacts
+            .retain(|_, c| c.deleted_ms.is_none_or(|d| d >= limit));
         if self.contacts.len() != before {
             self.order = None;
         }
     }
 
     fn live_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.contacts.values().filter(|c| c.deleted_ms.is_none()).map(|c| c.id.clone()).collect();
+        let mut ids: Vec<String> = self
+            .contacts
+            .values()
+            .filter(|c| c.deleted_ms.is_none())
+            .map(|c| c.id.clone())
+            .collect();
         ids.sort();
         ids
     }
 
     /// Random inserts, updates and deletes.
-    pub fn mutate(&mut self, inserts: usize, updates: usize, deletes: usize, now_ms: i64) -> MutationSummary {
+    pub fn mutate(
+        &mut self,
+        inserts: usize,
+        updates: usize,
+        deletes: usize,
+        now_ms: i64,
+    ) -> MutationSummary {
         let mut out = MutationSummary::default();
         for _ in 0..inserts {
             out.inserted.push(self.insert_person(now_ms));
@@ -296,9 +388,14 @@ impl GoogleStore {
             let word = self.people.word();
             let c = self.contacts.get_mut(&id).unwrap();
             c.content.retain(|e| !e.is(ATOM, "content"));
-            c.content.insert(0, El::new(ATOM, "content").attr("type", "text").text(word));
+            c.content
+                .insert(0, El::new(ATOM, "content").attr("type", "text").text(word));
             let phone = format!("+1 555 {:04}", self.people.index(10_000));
-            self.contacts.get_mut(&id).unwrap().content.push(El::new(GD, "phoneNumber").attr("rel", format!("{GD}#mobile")).text(phone));
+            self.contacts.get_mut(&id).unwrap().content.push(
+                El::new(GD, "phoneNumber")
+                    .attr("rel", format!("{GD}#mobile"))
+                    .text(phone),
+            );
             self.touch(&id, now_ms);
             out.updated.push(id);
         }
@@ -312,9 +409,19 @@ impl GoogleStore {
 
     /// Live contacts and placeholder ids, as the emulator reads them.
     pub fn truth(&self, base: &str) -> Truth {
-        let mut contacts: Vec<ContactRecord> = self.contacts.values().filter(|c| c.deleted_ms.is_none()).map(|c| self.record(c, base)).collect();
+        let mut contacts: Vec<ContactRecord> = self
+            .contacts
+            .values()
+            .filter(|c| c.deleted_ms.is_none())
+            .map(|c| self.record(c, base))
+            .collect();
         contacts.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut deleted: Vec<String> = self.contacts.values().filter(|c| c.deleted_ms.is_some()).map(|c| c.id.clone()).collect();
+        let mut deleted: Vec<String> = self
+            .contacts
+            .values()
+            .filter(|c| c.deleted_ms.is_some())
+            .map(|c| c.id.clone())
+            .collect();
         deleted.sort();
         Truth { contacts, deleted }
     }
@@ -323,7 +430,10 @@ impl GoogleStore {
     fn record(&self, c: &GContact, base: &str) -> ContactRecord {
         let txt = |e: Option<&El>| e.map(El::text_content).filter(|s| !s.is_empty());
         let attr = |e: &El, n: &str| e.get(n).map(str::to_string).filter(|s| !s.is_empty());
-        let short = |e: &El| e.get("rel").map(|r| r.rsplit('#').next().unwrap_or(r).to_string());
+        let short = |e: &El| {
+            e.get("rel")
+                .map(|r| r.rsplit('#').next().unwrap_or(r).to_string())
+        };
         let primary = |e: &El| Some(e.get("primary") == Some("true"));
         let mut r = ContactRecord {
             account: self.domain.clone(),
@@ -345,30 +455,89 @@ impl GoogleStore {
                 }
                 (GCONTACT, "nickname") => r.nickname = txt(Some(e)),
                 (GCONTACT, "fileAs") => r.file_as = txt(Some(e)),
-                (GD, "email") => r.emails.push(schema::Email { address: attr(e, "address"), kind: short(e), label: attr(e, "label"), primary: primary(e), display_name: attr(e, "displayName") }),
-                (GD, "phoneNumber") => r.phones.push(schema::Phone { number: txt(Some(e)), kind: short(e), label: attr(e, "label"), primary: primary(e), uri: attr(e, "uri") }),
-                (GD, "im") => r.ims.push(schema::Im { address: attr(e, "address"), protocol: e.get("protocol").map(|p| p.rsplit('#').next().unwrap_or(p).to_string()), kind: short(e), label: attr(e, "label"), primary: primary(e) }),
-                (GD, "structuredPostalAddress") => r.addresses.push(schema::Address {
-                    kind: short(e), label: attr(e, "label"), primary: primary(e),
-                    street: txt(e.find(GD, "street")), po_box: txt(e.find(GD, "pobox")), neighborhood: txt(e.find(GD, "neighborhood")),
-                    city: txt(e.find(GD, "city")), region: txt(e.find(GD, "region")), postcode: txt(e.find(GD, "postcode")),
-                    country: txt(e.find(GD, "country")), formatted: txt(e.find(GD, "formattedAddress")),
+                (GD, "email") => r.emails.push(schema::Email {
+                    address: attr(e, "address"),
+                    kind: short(e),
+                    label: attr(e, "label"),
+                    primary: primary(e),
+                    display_name: attr(e, "displayName"),
                 }),
-                (GD, "organization") => r.organizations.push(schema::Organization { name: txt(e.find(GD, "orgName")), title: txt(e.find(GD, "orgTitle")), department: txt(e.find(GD, "orgDepartment")), kind: short(e), label: attr(e, "label"), primary: primary(e) }),
-                (GCONTACT, "website") => r.websites.push(schema::Website { href: attr(e, "href"), kind: short(e), label: attr(e, "label"), primary: primary(e) }),
-                (GCONTACT, "relation") => r.relations.push(schema::Relation { name: txt(Some(e)), kind: short(e), label: attr(e, "label") }),
-                (GCONTACT, "event") => r.events.push(schema::Event { kind: short(e), label: attr(e, "label"), start: e.find(GD, "when").and_then(|w| attr(w, "startTime")) }),
+                (GD, "phoneNumber") => r.phones.push(schema::Phone {
+                    number: txt(Some(e)),
+                    kind: short(e),
+                    label: attr(e, "label"),
+                    primary: primary(e),
+                    uri: attr(e, "uri"),
+                }),
+                (GD, "im") => r.ims.push(schema::Im {
+                    address: attr(e, "address"),
+                    protocol: e
+                        .get("protocol")
+                        .map(|p| p.rsplit('#').next().unwrap_or(p).to_string()),
+                    kind: short(e),
+                    label: attr(e, "label"),
+                    primary: primary(e),
+                }),
+                (GD, "structuredPostalAddress") => r.addresses.push(schema::Address {
+                    kind: short(e),
+                    label: attr(e, "label"),
+                    primary: primary(e),
+                    street: txt(e.find(GD, "street")),
+                    po_box: txt(e.find(GD, "pobox")),
+                    neighborhood: txt(e.find(GD, "neighborhood")),
+                    city: txt(e.find(GD, "city")),
+                    region: txt(e.find(GD, "region")),
+                    postcode: txt(e.find(GD, "postcode")),
+                    country: txt(e.find(GD, "country")),
+                    formatted: txt(e.find(GD, "formattedAddress")),
+                }),
+                (GD, "organization") => r.organizations.push(schema::Organization {
+                    name: txt(e.find(GD, "orgName")),
+                    title: txt(e.find(GD, "orgTitle")),
+                    department: txt(e.find(GD, "orgDepartment")),
+                    kind: short(e),
+                    label: attr(e, "label"),
+                    primary: primary(e),
+                }),
+                (GCONTACT, "website") => r.websites.push(schema::Website {
+                    href: attr(e, "href"),
+                    kind: short(e),
+                    label: attr(e, "label"),
+                    primary: primary(e),
+                }),
+                (GCONTACT, "relation") => r.relations.push(schema::Relation {
+                    name: txt(Some(e)),
+                    kind: short(e),
+                    label: attr(e, "label"),
+                }),
+                (GCONTACT, "event") => r.events.push(schema::Event {
+                    kind: short(e),
+                    label: attr(e, "label"),
+                    start: e.find(GD, "when").and_then(|w| attr(w, "startTime")),
+                }),
                 (GCONTACT, "birthday") => r.birthday = attr(e, "when"),
-                (GCONTACT, "groupMembershipInfo") if e.get("deleted") != Some("true") => r.groups.extend(attr(e, "href")),
+                (GCONTACT, "groupMembershipInfo") if e.get("deleted") != Some("true") => {
+                    r.groups.extend(attr(e, "href"))
+                }
                 (GD, "extendedProperty") => r.extended_properties.push(schema::ExtendedProperty {
                     name: attr(e, "name"),
                     value: e.get("value").map(str::to_string),
-                    xml: e.elements().next().map(|x| { let mut s = String::new(); xml::write(x, &mut s, ATOM); s }),
+                    xml: e.elements().next().map(|x| {
+                        let mut s = String::new();
+                        xml::write(x, &mut s, ATOM);
+                        s
+                    }),
                 }),
                 _ => {}
             }
         }
-        r.photo = Some(schema::Photo { href: Some(format!("{base}/m8/feeds/photos/media/{}/{}", self.domain, c.id)), etag: c.photo.as_ref().map(|p| p.0.clone()) });
+        r.photo = Some(schema::Photo {
+            href: Some(format!(
+                "{base}/m8/feeds/photos/media/{}/{}",
+                self.domain, c.id
+            )),
+            etag: c.photo.as_ref().map(|p| p.0.clone()),
+        });
         r
     }
 
@@ -381,7 +550,10 @@ impl GoogleStore {
         out.push_str("<entry gd:etag=\"");
         xml::esc(&c.etag, out);
         out.push_str("\"><id>");
-        out.push_str(&format!("{}/m8/feeds/contacts/{}/base/{}", self.base_url, self.domain, c.id));
+        out.push_str(&format!(
+            "{}/m8/feeds/contacts/{}/base/{}",
+            self.base_url, self.domain, c.id
+        ));
         let t = ms_to_rfc3339(c.updated_ms);
         out.push_str(&format!("</id><updated>{t}</updated><app:edited>{t}</app:edited><category scheme=\"{KIND_SCHEME}\" term=\"{CONTACT_KIND}\"/>"));
         if c.deleted_ms.is_some() {
@@ -400,7 +572,10 @@ impl GoogleStore {
         for e in content_first {
             xml::write(e, out, ATOM);
         }
-        out.push_str(&format!("<link rel=\"{PHOTO_REL}\" type=\"image/*\" href=\"{}/m8/feeds/photos/media/{}/{}\"", self.base_url, self.domain, c.id));
+        out.push_str(&format!(
+            "<link rel=\"{PHOTO_REL}\" type=\"image/*\" href=\"{}/m8/feeds/photos/media/{}/{}\"",
+            self.base_url, self.domain, c.id
+        ));
         if let Some((etag, _, _)) = &c.photo {
             out.push_str(" gd:etag=\"");
             xml::esc(etag, out);
@@ -409,10 +584,15 @@ impl GoogleStore {
         out.push_str(&format!("/><link rel=\"self\" type=\"application/atom+xml\" href=\"{feed}/{id}\"/><link rel=\"edit\" type=\"application/atom+xml\" href=\"{feed}/{id}\"/>", id = c.id));
         if c.deleted_ms.is_some() {
             out.push_str("<gd:deleted/>");
-            for g in c.content.iter().filter(|e| e.is(GCONTACT, "groupMembershipInfo")) {
+            for g in c
+                .content
+                .iter()
+                .filter(|e| e.is(GCONTACT, "groupMembershipInfo"))
+            {
                 let mut g = g.clone();
                 g.attrs.retain(|a| a.1 != "deleted");
-                g.attrs.insert(0, (String::new(), "deleted".into(), "true".into()));
+                g.attrs
+                    .insert(0, (String::new(), "deleted".into(), "true".into()));
                 xml::write(&g, out, ATOM);
             }
         } else {
@@ -442,12 +622,20 @@ impl GoogleStore {
 
     fn standalone_entry(&mut self, id: &str, projection: &Projection) -> String {
         let e = self.entry_xml(id, projection);
-        format!("<?xml version='1.0' encoding='UTF-8'?><entry{}{}", xml::root_decls(false, false), &e["<entry".len()..])
+        format!(
+            "<?xml version='1.0' encoding='UTF-8'?><entry{}{}",
+            xml::root_decls(false, false),
+            &e["<entry".len()..]
+        )
     }
 
     fn shuffled_order(&mut self) -> &Vec<String> {
         if self.order.is_none() {
-            let mut ids: Vec<(u64, String)> = self.contacts.keys().map(|id| (hash64(self.seed ^ 0x5eed, id), id.clone())).collect();
+            let mut ids: Vec<(u64, String)> = self
+                .contacts
+                .keys()
+                .map(|id| (hash64(self.seed ^ 0x5eed, id), id.clone()))
+                .collect();
             ids.sort();
             self.order = Some(ids.into_iter().map(|(_, id)| id).collect());
         }
@@ -456,11 +644,16 @@ impl GoogleStore {
 }
 
 fn title_of(content: &[El]) -> String {
-    let Some(name) = content.iter().find(|e| e.is(GD, "name")) else { return String::new() };
+    let Some(name) = content.iter().find(|e| e.is(GD, "name")) else {
+        return String::new();
+    };
     if let Some(f) = name.find(GD, "fullName") {
         return f.text_content();
     }
-    let parts: Vec<String> = ["givenName", "familyName"].iter().filter_map(|t| name.find(GD, t).map(El::text_content)).collect();
+    let parts: Vec<String> = ["givenName", "familyName"]
+        .iter()
+        .filter_map(|t| name.find(GD, t).map(El::text_content))
+        .collect();
     parts.join(" ")
 }
 
@@ -476,7 +669,10 @@ impl Projection {
         match s {
             "full" => Some(Projection::Full),
             "thin" | "base" => Some(Projection::Thin),
-            _ => s.strip_prefix("property-").filter(|k| !k.is_empty()).map(|k| Projection::Property(k.to_string())),
+            _ => s
+                .strip_prefix("property-")
+                .filter(|k| !k.is_empty())
+                .map(|k| Projection::Property(k.to_string())),
         }
     }
     fn shows(&self, prop: &str) -> bool {
@@ -490,36 +686,81 @@ impl Projection {
 
 /// Routes of the Google emulator.
 pub fn routes() -> Router<Arc<Shared>> {
-    Router::new().route("/m8/feeds/{*rest}", any(handle)).route("/token", post(token_endpoint))
+    Router::new()
+        .route("/m8/feeds/{*rest}", any(handle))
+        .route("/token", post(token_endpoint))
 }
 
 fn html_error(status: StatusCode, title: &str) -> Response {
-    let body = format!("<HTML>\n<HEAD>\n<TITLE>{title}</TITLE>\n</HEAD>\n<BODY BGCOLOR=\"#FFFFFF\" TEXT=\"#000000\">\n<H1>{title}</H1>\n<H2>Error {}</H2>\n</BODY>\n</HTML>\n", status.as_u16());
-    (status, [(header::CONTENT_TYPE, "text/html; charset=UTF-8")], body).into_response()
+    let body = format!(
+        "<HTML>\n<HEAD>\n<TITLE>{title}</TITLE>\n</HEAD>\n<BODY BGCOLOR=\"#FFFFFF\" TEXT=\"#000000\">\n<H1>{title}</H1>\n<H2>Error {}</H2>\n</BODY>\n</HTML>\n",
+        status.as_u16()
+    );
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=UTF-8")],
+        body,
+    )
+        .into_response()
 }
 
 /// A GData XML error body.
 pub fn gdata_error(status: StatusCode, code: &str, reason: &str) -> Response {
     let mut r = String::new();
     xml::esc(reason, &mut r);
-    let body = format!("<errors xmlns='http://schemas.google.com/g/2005'><error><domain>GData</domain><code>{code}</code><internalReason>{r}</internalReason></error></errors>");
-    (status, [(header::CONTENT_TYPE, "application/vnd.google.gdata.error+xml")], body).into_response()
+    let body = format!(
+        "<errors xmlns='http://schemas.google.com/g/2005'><error><domain>GData</domain><code>{code}</code><internalReason>{r}</internalReason></error></errors>"
+    );
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            "application/vnd.google.gdata.error+xml",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 fn text_error(status: StatusCode, text: &str) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], text.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
+        text.to_string(),
+    )
+        .into_response()
 }
 
 fn atom(status: StatusCode, kind: &str, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, format!("application/atom+xml; charset=UTF-8; type={kind}"))], body).into_response()
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            format!("application/atom+xml; charset=UTF-8; type={kind}"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 fn query_pairs(req: &Request) -> Vec<(String, String)> {
-    req.uri().query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
+    req.uri()
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn authorized(store: &mut GoogleStore, headers: &HeaderMap, now_ms: i64) -> bool {
-    let Some(h) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
+    let Some(h) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
     if let Some(t) = h.strip_prefix("Bearer ") {
         if t == store.token {
             return true;
@@ -540,21 +781,52 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
     let path = req.uri().path().to_string();
     let body = match axum::body::to_bytes(req.into_body(), 64 << 20).await {
         Ok(b) => b,
-        Err(_) => return text_error(StatusCode::BAD_REQUEST, "Request body too large or unreadable"),
+        Err(_) => {
+            return text_error(
+                StatusCode::BAD_REQUEST,
+                "Request body too large or unreadable",
+            );
+        }
     };
-    let segs: Vec<&str> = path.trim_start_matches("/m8/feeds/").split('/').filter(|x| !x.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_start_matches("/m8/feeds/")
+        .split('/')
+        .filter(|x| !x.is_empty())
+        .collect();
     let mut store = s.google.lock().unwrap();
     if !authorized(&mut store, &headers, now) {
         s.count("google.unauthorized");
-        return html_error(StatusCode::UNAUTHORIZED, "Token invalid - Invalid token: Token not found");
+        return html_error(
+            StatusCode::UNAUTHORIZED,
+            "Token invalid - Invalid token: Token not found",
+        );
     }
-    let version_ok = headers.get("GData-Version").and_then(|v| v.to_str().ok()).map(|v| v.trim().split('.').next().and_then(|m| m.parse::<u32>().ok()).unwrap_or(0) >= 3)
+    let version_ok = headers
+        .get("GData-Version")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim()
+                .split('.')
+                .next()
+                .and_then(|m| m.parse::<u32>().ok())
+                .unwrap_or(0)
+                >= 3
+        })
         .unwrap_or_else(|| query.iter().any(|(k, v)| k == "v" && v.starts_with('3')));
     if !version_ok {
         s.count("google.bad_version");
-        return gdata_error(StatusCode::BAD_REQUEST, "versionNotSupported", "This emulator serves GData-Version 3.0 only: send the header GData-Version: 3.0");
+        return gdata_error(
+            StatusCode::BAD_REQUEST,
+            "versionNotSupported",
+            "This emulator serves GData-Version 3.0 only: send the header GData-Version: 3.0",
+        );
     }
-    let method = match (method, headers.get("X-HTTP-Method-Override").and_then(|v| v.to_str().ok())) {
+    let method = match (
+        method,
+        headers
+            .get("X-HTTP-Method-Override")
+            .and_then(|v| v.to_str().ok()),
+    ) {
         (Method::POST, Some(m)) => match m.to_ascii_uppercase().as_str() {
             "PUT" => Method::PUT,
             "DELETE" => Method::DELETE,
@@ -567,10 +839,17 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
         ["contacts", domain, rest @ ..] => {
             if *domain != store.domain {
                 s.count("google.wrong_domain");
-                return html_error(StatusCode::FORBIDDEN, &format!("Cannot request contacts belonging to another domain ({domain})."));
+                return html_error(
+                    StatusCode::FORBIDDEN,
+                    &format!("Cannot request contacts belonging to another domain ({domain})."),
+                );
             }
             let Some(projection) = rest.first().and_then(|p| Projection::parse(p)) else {
-                return gdata_error(StatusCode::BAD_REQUEST, "invalidParameterValue", "Invalid projection: use full, thin or property-KEY");
+                return gdata_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalidParameterValue",
+                    "Invalid projection: use full, thin or property-KEY",
+                );
             };
             store.purge_tombstones(now);
             match (&method, &rest[1..]) {
@@ -586,7 +865,11 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
                     s.count("google.batch");
                     let interrupt = {
                         let f = s.faults.read().unwrap();
-                        f.batch_interrupt > 0.0 && (hash64(s.config.seed, &format!("b{now}{}", body.len())) % 10_000) as f64 / 10_000.0 < f.batch_interrupt
+                        f.batch_interrupt > 0.0
+                            && (hash64(s.config.seed, &format!("b{now}{}", body.len())) % 10_000)
+                                as f64
+                                / 10_000.0
+                                < f.batch_interrupt
                     };
                     batch(&mut store, &projection, &headers, &body, now, interrupt)
                 }
@@ -594,22 +877,46 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
                     s.count("google.get");
                     match store.contacts.get(*id) {
                         Some(c) if c.deleted_ms.is_none() => {
-                            if let Some(inm) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok())
+                            if let Some(inm) = headers
+                                .get(header::IF_NONE_MATCH)
+                                .and_then(|v| v.to_str().ok())
                                 && inm == c.etag
                             {
                                 return StatusCode::NOT_MODIFIED.into_response();
                             }
-                            atom(StatusCode::OK, "entry", store.standalone_entry(id, &projection))
+                            atom(
+                                StatusCode::OK,
+                                "entry",
+                                store.standalone_entry(id, &projection),
+                            )
                         }
-                        _ => gdata_error(StatusCode::NOT_FOUND, "notFound", &format!("Contact not found: {id}")),
+                        _ => gdata_error(
+                            StatusCode::NOT_FOUND,
+                            "notFound",
+                            &format!("Contact not found: {id}"),
+                        ),
                     }
                 }
                 (&Method::PUT, [id]) => {
                     s.count("google.update");
-                    let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::to_string);
+                    let if_match = headers
+                        .get(header::IF_MATCH)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
                     match parse_entry(&body) {
-                        Ok(entry) => match update(&mut store, id, &projection, &entry, if_match.as_deref(), now) {
-                            Ok(()) => atom(StatusCode::OK, "entry", store.standalone_entry(id, &projection)),
+                        Ok(entry) => match update(
+                            &mut store,
+                            id,
+                            &projection,
+                            &entry,
+                            if_match.as_deref(),
+                            now,
+                        ) {
+                            Ok(()) => atom(
+                                StatusCode::OK,
+                                "entry",
+                                store.standalone_entry(id, &projection),
+                            ),
                             Err(OpError(st, code, reason)) => op_error_response(st, code, &reason),
                         },
                         Err(e) => text_error(StatusCode::BAD_REQUEST, &e),
@@ -617,18 +924,28 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
                 }
                 (&Method::DELETE, [id]) => {
                     s.count("google.delete");
-                    let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::to_string);
+                    let if_match = headers
+                        .get(header::IF_MATCH)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
                     match delete(&mut store, id, if_match.as_deref(), None, now) {
                         Ok(()) => StatusCode::OK.into_response(),
                         Err(OpError(st, code, reason)) => op_error_response(st, code, &reason),
                     }
                 }
-                _ => gdata_error(StatusCode::METHOD_NOT_ALLOWED, "methodNotAllowed", "Method not allowed on this URL"),
+                _ => gdata_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "methodNotAllowed",
+                    "Method not allowed on this URL",
+                ),
             }
         }
         ["photos", "media", domain, id] => {
             if *domain != store.domain {
-                return html_error(StatusCode::FORBIDDEN, &format!("Cannot request contacts belonging to another domain ({domain})."));
+                return html_error(
+                    StatusCode::FORBIDDEN,
+                    &format!("Cannot request contacts belonging to another domain ({domain})."),
+                );
             }
             s.count("google.photo");
             photo(&mut store, &method, id, &headers, &body, now)
@@ -645,14 +962,33 @@ fn op_error_response(st: StatusCode, code: &str, reason: &str) -> Response {
     }
 }
 
-fn photo(store: &mut GoogleStore, method: &Method, id: &str, headers: &HeaderMap, body: &Bytes, now: i64) -> Response {
+fn photo(
+    store: &mut GoogleStore,
+    method: &Method,
+    id: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+    now: i64,
+) -> Response {
     let Some(c) = store.contacts.get(id).filter(|c| c.deleted_ms.is_none()) else {
-        return gdata_error(StatusCode::NOT_FOUND, "notFound", &format!("Contact not found: {id}"));
+        return gdata_error(
+            StatusCode::NOT_FOUND,
+            "notFound",
+            &format!("Contact not found: {id}"),
+        );
     };
     let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
     match *method {
         Method::GET => match &c.photo {
-            Some((etag, bytes, ct)) => (StatusCode::OK, [(header::CONTENT_TYPE, ct.clone()), (header::ETAG, etag.clone())], bytes.clone()).into_response(),
+            Some((etag, bytes, ct)) => (
+                StatusCode::OK,
+                [
+                    (header::CONTENT_TYPE, ct.clone()),
+                    (header::ETAG, etag.clone()),
+                ],
+                bytes.clone(),
+            )
+                .into_response(),
             None => gdata_error(StatusCode::NOT_FOUND, "notFound", "Photo not found"),
         },
         Method::PUT | Method::DELETE => {
@@ -660,13 +996,32 @@ fn photo(store: &mut GoogleStore, method: &Method, id: &str, headers: &HeaderMap
             match (if_match, &current) {
                 (Some("*"), _) => {}
                 (Some(m), Some(e)) if m == e => {}
-                (None, Some(_)) => return gdata_error(StatusCode::FORBIDDEN, "matchHeaderRequired", "If-Match or If-None-Match header required"),
-                (Some(_), _) => return gdata_error(StatusCode::PRECONDITION_FAILED, "etagsMismatch", "Etags mismatch"),
+                (None, Some(_)) => {
+                    return gdata_error(
+                        StatusCode::FORBIDDEN,
+                        "matchHeaderRequired",
+                        "If-Match or If-None-Match header required",
+                    );
+                }
+                (Some(_), _) => {
+                    return gdata_error(
+                        StatusCode::PRECONDITION_FAILED,
+                        "etagsMismatch",
+                        "Etags mismatch",
+                    );
+                }
                 (None, None) => {}
             }
-            let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
             if *method == Method::PUT && !ct.starts_with("image/") {
-                return text_error(StatusCode::BAD_REQUEST, "Photo content type must be image/*");
+                return text_error(
+                    StatusCode::BAD_REQUEST,
+                    "Photo content type must be image/*",
+                );
             }
             let v = store.contacts[id].version + 1000;
             let new = (*method == Method::PUT).then(|| (store.new_etag(id, v), body.to_vec(), ct));
@@ -674,61 +1029,111 @@ fn photo(store: &mut GoogleStore, method: &Method, id: &str, headers: &HeaderMap
             store.touch(id, now);
             StatusCode::OK.into_response()
         }
-        _ => gdata_error(StatusCode::METHOD_NOT_ALLOWED, "methodNotAllowed", "Method not allowed"),
+        _ => gdata_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "methodNotAllowed",
+            "Method not allowed",
+        ),
     }
 }
 
-fn feed(store: &mut GoogleStore, projection: &Projection, query: &[(String, String)], now: i64) -> Response {
+fn feed(
+    store: &mut GoogleStore,
+    projection: &Projection,
+    query: &[(String, String)],
+    now: i64,
+) -> Response {
     let q = |k: &str| query.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str());
     if q("q").is_some() {
-        return gdata_error(StatusCode::BAD_REQUEST, "unsupportedQueryParam", "Full-text search (q) is not supported on the domain shared contacts feed");
+        return gdata_error(
+            StatusCode::BAD_REQUEST,
+            "unsupportedQueryParam",
+            "Full-text search (q) is not supported on the domain shared contacts feed",
+        );
     }
     if let Some(alt) = q("alt")
         && alt != "atom"
     {
-        return gdata_error(StatusCode::BAD_REQUEST, "invalidParameterValue", "This emulator serves alt=atom only");
+        return gdata_error(
+            StatusCode::BAD_REQUEST,
+            "invalidParameterValue",
+            "This emulator serves alt=atom only",
+        );
     }
     let max = match q("max-results").map(str::parse::<usize>) {
         None => 25,
         Some(Ok(n)) if n >= 1 => n.min(store.max_results),
-        _ => return gdata_error(StatusCode::BAD_REQUEST, "invalidParameterValue", "max-results must be a positive integer"),
+        _ => {
+            return gdata_error(
+                StatusCode::BAD_REQUEST,
+                "invalidParameterValue",
+                "max-results must be a positive integer",
+            );
+        }
     };
     let start = match q("start-index").map(str::parse::<usize>) {
         None => 1,
         Some(Ok(n)) if n >= 1 => n,
-        _ => return gdata_error(StatusCode::BAD_REQUEST, "invalidParameterValue", "start-index must be a positive integer"),
+        _ => {
+            return gdata_error(
+                StatusCode::BAD_REQUEST,
+                "invalidParameterValue",
+                "start-index must be a positive integer",
+            );
+        }
     };
     let updated_min = match q("updated-min") {
         None => None,
         Some(v) => match parse_time_ms(v) {
             Some(t) => Some(t),
-            None => return gdata_error(StatusCode::BAD_REQUEST, "invalidParameterValue", &format!("Invalid updated-min: {v}")),
+            None => {
+                return gdata_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalidParameterValue",
+                    &format!("Invalid updated-min: {v}"),
+                );
+            }
         },
     };
     let show_deleted = q("showdeleted") == Some("true");
-    if show_deleted && q("requirealldeleted") == Some("true")
+    if show_deleted
+        && q("requirealldeleted") == Some("true")
         && let Some(t) = updated_min
         && t < now - store.retention_ms
     {
-        return text_error(StatusCode::GONE, "Gone: some deletion placeholders older than updated-min are no longer kept. Do a full sync.");
+        return text_error(
+            StatusCode::GONE,
+            "Gone: some deletion placeholders older than updated-min are no longer kept. Do a full sync.",
+        );
     }
     let ordered = match q("orderby") {
         Some("lastmodified") | Some("edited") => {
-            let mut v: Vec<(i64, String)> = store.contacts.values().map(|c| (c.updated_ms, c.id.clone())).collect();
+            let mut v: Vec<(i64, String)> = store
+                .contacts
+                .values()
+                .map(|c| (c.updated_ms, c.id.clone()))
+                .collect();
             v.sort();
             if q("sortorder") == Some("descending") {
                 v.reverse();
             }
             v.into_iter().map(|x| x.1).collect()
         }
-        Some(other) => return gdata_error(StatusCode::BAD_REQUEST, "invalidParameterValue", &format!("Unsupported orderby: {other}")),
+        Some(other) => {
+            return gdata_error(
+                StatusCode::BAD_REQUEST,
+                "invalidParameterValue",
+                &format!("Unsupported orderby: {other}"),
+            );
+        }
         None => store.shuffled_order().clone(),
     };
     let selected: Vec<String> = ordered
         .into_iter()
         .filter(|id| {
             let c = &store.contacts[id];
-            (show_deleted || c.deleted_ms.is_none()) && updated_min.is_none_or(|t| c.updated_ms >= t)
+            (show_deleted || c.deleted_ms.is_none())
+                && updated_min.is_none_or(|t| c.updated_ms >= t)
         })
         .collect();
     let total = selected.len();
@@ -745,7 +1150,12 @@ fn feed(store: &mut GoogleStore, projection: &Projection, query: &[(String, Stri
     out.push_str(&format!("<id>{}</id><updated>{}</updated><category scheme=\"{KIND_SCHEME}\" term=\"{CONTACT_KIND}\"/>", store.domain, ms_to_rfc3339(now)));
     out.push_str(&format!("<title>{}'s Contacts</title><link rel=\"alternate\" type=\"text/html\" href=\"http://www.google.com/\"/>", store.domain));
     out.push_str(&format!("<link rel=\"http://schemas.google.com/g/2005#feed\" type=\"application/atom+xml\" href=\"{feed_url}\"/><link rel=\"http://schemas.google.com/g/2005#post\" type=\"application/atom+xml\" href=\"{feed_url}\"/><link rel=\"http://schemas.google.com/g/2005#batch\" type=\"application/atom+xml\" href=\"{feed_url}/batch\"/>"));
-    let this_url = format!("{}/m8/feeds/contacts/{}/{}", store.base_url, store.domain, projection_name(projection));
+    let this_url = format!(
+        "{}/m8/feeds/contacts/{}/{}",
+        store.base_url,
+        store.domain,
+        projection_name(projection)
+    );
     out.push_str("<link rel=\"self\" type=\"application/atom+xml\" href=\"");
     xml::esc(&format!("{this_url}{self_q}"), &mut out);
     out.push_str("\"/>");
@@ -779,7 +1189,10 @@ fn encode_query(query: &[(String, String)], start: Option<usize>) -> String {
     for (k, v) in query {
         if k == "start-index" {
             had_start = true;
-            ser.append_pair(k, &start.map(|s| s.to_string()).unwrap_or_else(|| v.clone()));
+            ser.append_pair(
+                k,
+                &start.map(|s| s.to_string()).unwrap_or_else(|| v.clone()),
+            );
         } else {
             ser.append_pair(k, v);
         }
@@ -797,7 +1210,10 @@ struct OpError(StatusCode, &'static str, String);
 fn parse_entry(body: &[u8]) -> Result<El, String> {
     let el = xml::parse(body).map_err(|e| format!("[Line 1, Column 0] Parse error: {e}"))?;
     if !el.is(ATOM, "entry") {
-        return Err(format!("[Line 1, Column 0] Expected an Atom entry, found {}", el.name));
+        return Err(format!(
+            "[Line 1, Column 0] Expected an Atom entry, found {}",
+            el.name
+        ));
     }
     Ok(el)
 }
@@ -806,7 +1222,13 @@ fn parse_entry(body: &[u8]) -> Result<El, String> {
 fn content_of(entry: &El) -> Vec<El> {
     entry
         .elements()
-        .filter(|e| !(e.ns == ATOM && matches!(e.name.as_str(), "id" | "updated" | "category" | "title" | "link" | "author")))
+        .filter(|e| {
+            !(e.ns == ATOM
+                && matches!(
+                    e.name.as_str(),
+                    "id" | "updated" | "category" | "title" | "link" | "author"
+                ))
+        })
         .filter(|e| !e.is(APP, "edited") && !e.is(GD, "deleted") && e.ns != BATCH)
         .cloned()
         .collect()
@@ -815,15 +1237,31 @@ fn content_of(entry: &El) -> Vec<El> {
 fn validate(content: &[El]) -> Result<(), OpError> {
     let bad = |m: String| Err(OpError(StatusCode::BAD_REQUEST, "invalid", m));
     for e in content {
-        if e.ns == GD && matches!(e.name.as_str(), "email" | "im" | "organization" | "phoneNumber" | "structuredPostalAddress" | "postalAddress") {
+        if e.ns == GD
+            && matches!(
+                e.name.as_str(),
+                "email"
+                    | "im"
+                    | "organization"
+                    | "phoneNumber"
+                    | "structuredPostalAddress"
+                    | "postalAddress"
+            )
+        {
             let has_rel = e.get("rel").is_some_and(|v| !v.is_empty());
             let has_label = e.get("label").is_some_and(|v| !v.is_empty());
             if has_rel == has_label {
-                return bad(format!("[Line 1, Column 0, element gd:{}] Exactly one of rel or label is required.", e.name));
+                return bad(format!(
+                    "[Line 1, Column 0, element gd:{}] Exactly one of rel or label is required.",
+                    e.name
+                ));
             }
         }
         if (e.is(GD, "email") || e.is(GD, "im")) && e.get("address").is_none_or(str::is_empty) {
-            return bad(format!("[Line 1, Column 0, element gd:{}] gd:{}/@address is required.", e.name, e.name));
+            return bad(format!(
+                "[Line 1, Column 0, element gd:{}] gd:{}/@address is required.",
+                e.name, e.name
+            ));
         }
         if e.is(GD, "extendedProperty") {
             if e.get("name").is_none_or(str::is_empty) {
@@ -835,18 +1273,30 @@ fn validate(content: &[El]) -> Result<(), OpError> {
             }
         }
     }
-    let props = content.iter().filter(|e| e.is(GD, "extendedProperty")).count();
+    let props = content
+        .iter()
+        .filter(|e| e.is(GD, "extendedProperty"))
+        .count();
     if props > MAX_EXT_PROPS {
-        return bad(format!("Too many extended properties: {props}; at most {MAX_EXT_PROPS} are allowed per contact."));
+        return bad(format!(
+            "Too many extended properties: {props}; at most {MAX_EXT_PROPS} are allowed per contact."
+        ));
     }
     let bytes: usize = content.iter().map(El::data_bytes).sum();
     if bytes > MAX_DATA_BYTES {
-        return bad(format!("Contact data is {bytes} bytes; at most {MAX_DATA_BYTES} bytes are allowed per contact."));
+        return bad(format!(
+            "Contact data is {bytes} bytes; at most {MAX_DATA_BYTES} bytes are allowed per contact."
+        ));
     }
     Ok(())
 }
 
-fn insert_content(store: &mut GoogleStore, projection: &Projection, entry: &El, now: i64) -> Result<String, OpError> {
+fn insert_content(
+    store: &mut GoogleStore,
+    projection: &Projection,
+    entry: &El,
+    now: i64,
+) -> Result<String, OpError> {
     let mut content = content_of(entry);
     if matches!(projection, Projection::Thin) {
         content.retain(|e| !e.is(GD, "extendedProperty"));
@@ -858,23 +1308,44 @@ fn insert_content(store: &mut GoogleStore, projection: &Projection, entry: &El, 
     Ok(id)
 }
 
-fn insert_one(store: &mut GoogleStore, projection: &Projection, body: &Bytes, now: i64) -> Response {
+fn insert_one(
+    store: &mut GoogleStore,
+    projection: &Projection,
+    body: &Bytes,
+    now: i64,
+) -> Response {
     let entry = match parse_entry(body) {
         Ok(e) => e,
         Err(e) => return text_error(StatusCode::BAD_REQUEST, &e),
     };
     match insert_content(store, projection, &entry, now) {
-        Ok(id) => atom(StatusCode::CREATED, "entry", store.standalone_entry(&id, projection)),
+        Ok(id) => atom(
+            StatusCode::CREATED,
+            "entry",
+            store.standalone_entry(&id, projection),
+        ),
         Err(OpError(st, code, r)) => op_error_response(st, code, &r),
     }
 }
 
-fn check_etag(c: &GContact, if_match: Option<&str>, body_etag: Option<&str>) -> Result<(), OpError> {
+fn check_etag(
+    c: &GContact,
+    if_match: Option<&str>,
+    body_etag: Option<&str>,
+) -> Result<(), OpError> {
     match if_match.or(body_etag) {
-        None => Err(OpError(StatusCode::FORBIDDEN, "matchHeaderRequired", "If-Match or If-None-Match header or entry etag attribute required".into())),
+        None => Err(OpError(
+            StatusCode::FORBIDDEN,
+            "matchHeaderRequired",
+            "If-Match or If-None-Match header or entry etag attribute required".into(),
+        )),
         Some("*") => Ok(()),
         Some(e) if e == c.etag => Ok(()),
-        Some(_) => Err(OpError(StatusCode::PRECONDITION_FAILED, "etagsMismatch", "Etags mismatch".into())),
+        Some(_) => Err(OpError(
+            StatusCode::PRECONDITION_FAILED,
+            "etagsMismatch",
+            "Etags mismatch".into(),
+        )),
     }
 }
 
@@ -882,18 +1353,38 @@ fn short_id(s: &str) -> &str {
     s.trim_end_matches('/').rsplit('/').next().unwrap_or(s)
 }
 
-fn update(store: &mut GoogleStore, id: &str, projection: &Projection, entry: &El, if_match: Option<&str>, now: i64) -> Result<(), OpError> {
+fn update(
+    store: &mut GoogleStore,
+    id: &str,
+    projection: &Projection,
+    entry: &El,
+    if_match: Option<&str>,
+    now: i64,
+) -> Result<(), OpError> {
     let Some(c) = store.contacts.get(id).filter(|c| c.deleted_ms.is_none()) else {
-        return Err(OpError(StatusCode::NOT_FOUND, "notFound", format!("Contact not found: {id}")));
+        return Err(OpError(
+            StatusCode::NOT_FOUND,
+            "notFound",
+            format!("Contact not found: {id}"),
+        ));
     };
     if let Some(eid) = entry.find(ATOM, "id").map(El::text_content)
         && short_id(&eid) != id
     {
-        return Err(OpError(StatusCode::BAD_REQUEST, "invalid", format!("Entry id {eid} does not match the URL's contact {id}")));
+        return Err(OpError(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("Entry id {eid} does not match the URL's contact {id}"),
+        ));
     }
     check_etag(c, if_match, entry.get_ns(GD, "etag"))?;
     let mut content = content_of(entry);
-    let old_props: Vec<El> = c.content.iter().filter(|e| e.is(GD, "extendedProperty")).cloned().collect();
+    let old_props: Vec<El> = c
+        .content
+        .iter()
+        .filter(|e| e.is(GD, "extendedProperty"))
+        .cloned()
+        .collect();
     match projection {
         Projection::Full => {}
         Projection::Thin => {
@@ -911,54 +1402,136 @@ fn update(store: &mut GoogleStore, id: &str, projection: &Projection, entry: &El
     Ok(())
 }
 
-fn delete(store: &mut GoogleStore, id: &str, if_match: Option<&str>, body_etag: Option<&str>, now: i64) -> Result<(), OpError> {
+fn delete(
+    store: &mut GoogleStore,
+    id: &str,
+    if_match: Option<&str>,
+    body_etag: Option<&str>,
+    now: i64,
+) -> Result<(), OpError> {
     let Some(c) = store.contacts.get(id).filter(|c| c.deleted_ms.is_none()) else {
-        return Err(OpError(StatusCode::NOT_FOUND, "notFound", format!("Contact not found: {id}")));
+        return Err(OpError(
+            StatusCode::NOT_FOUND,
+            "notFound",
+            format!("Contact not found: {id}"),
+        ));
     };
     check_etag(c, if_match, body_etag)?;
     store.delete(id, now);
     Ok(())
 }
 
-fn batch(store: &mut GoogleStore, projection: &Projection, headers: &HeaderMap, body: &Bytes, now: i64, interrupt: bool) -> Response {
+fn batch(
+    store: &mut GoogleStore,
+    projection: &Projection,
+    headers: &HeaderMap,
+    body: &Bytes,
+    now: i64,
+    interrupt: bool,
+) -> Response {
     let feed = match xml::parse(body) {
         Ok(f) if f.is(ATOM, "feed") => f,
-        Ok(f) => return text_error(StatusCode::BAD_REQUEST, &format!("[Line 1, Column 0] Expected a batch feed, found {}", f.name)),
-        Err(e) => return text_error(StatusCode::BAD_REQUEST, &format!("[Line 1, Column 0] Parse error: {e}")),
+        Ok(f) => {
+            return text_error(
+                StatusCode::BAD_REQUEST,
+                &format!("[Line 1, Column 0] Expected a batch feed, found {}", f.name),
+            );
+        }
+        Err(e) => {
+            return text_error(
+                StatusCode::BAD_REQUEST,
+                &format!("[Line 1, Column 0] Parse error: {e}"),
+            );
+        }
     };
     let entries: Vec<&El> = feed.find_all(ATOM, "entry").collect();
     if entries.len() > MAX_BATCH {
-        return text_error(StatusCode::BAD_REQUEST, &format!("A batch request may hold at most {MAX_BATCH} operations; this one has {}.", entries.len()));
+        return text_error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "A batch request may hold at most {MAX_BATCH} operations; this one has {}.",
+                entries.len()
+            ),
+        );
     }
-    let default_op = feed.find(BATCH, "operation").and_then(|o| o.get("type")).unwrap_or("insert").to_string();
+    let default_op = feed
+        .find(BATCH, "operation")
+        .and_then(|o| o.get("type"))
+        .unwrap_or("insert")
+        .to_string();
     let force = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) == Some("*");
-    let stop_at = if interrupt && entries.len() > 1 { entries.len() / 2 } else { entries.len() };
+    let stop_at = if interrupt && entries.len() > 1 {
+        entries.len() / 2
+    } else {
+        entries.len()
+    };
     let mut out = String::new();
     out.push_str("<?xml version='1.0' encoding='UTF-8'?><feed");
     out.push_str(&xml::root_decls(true, true));
-    out.push_str(&format!("><id>{}/batch/{now}</id><updated>{}</updated><title>Batch Feed</title>", store.feed_url(), ms_to_rfc3339(now)));
+    out.push_str(&format!(
+        "><id>{}/batch/{now}</id><updated>{}</updated><title>Batch Feed</title>",
+        store.feed_url(),
+        ms_to_rfc3339(now)
+    ));
     let (mut ok, mut failed) = (0usize, 0usize);
     for entry in entries.iter().take(stop_at) {
-        let op = entry.find(BATCH, "operation").and_then(|o| o.get("type")).unwrap_or(&default_op).to_string();
+        let op = entry
+            .find(BATCH, "operation")
+            .and_then(|o| o.get("type"))
+            .unwrap_or(&default_op)
+            .to_string();
         let bid = entry.find(BATCH, "id").map(El::text_content);
-        let target = entry.find(ATOM, "id").map(|e| short_id(&e.text_content()).to_string());
+        let target = entry
+            .find(ATOM, "id")
+            .map(|e| short_id(&e.text_content()).to_string());
         let if_match = force.then_some("*");
         let result: Result<(u16, &str, Option<String>), OpError> = match op.as_str() {
-            "insert" => insert_content(store, projection, entry, now).map(|id| (201, "Created", Some(id))),
+            "insert" => {
+                insert_content(store, projection, entry, now).map(|id| (201, "Created", Some(id)))
+            }
             "update" => match &target {
-                Some(id) => update(store, id, projection, entry, if_match, now).map(|_| (200, "Success", Some(id.clone()))),
-                None => Err(OpError(StatusCode::BAD_REQUEST, "invalid", "update needs an atom:id".into())),
+                Some(id) => update(store, id, projection, entry, if_match, now)
+                    .map(|_| (200, "Success", Some(id.clone()))),
+                None => Err(OpError(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    "update needs an atom:id".into(),
+                )),
             },
             "delete" => match &target {
-                Some(id) => delete(store, id, if_match, entry.get_ns(GD, "etag"), now).map(|_| (200, "Success", None)),
-                None => Err(OpError(StatusCode::BAD_REQUEST, "invalid", "delete needs an atom:id".into())),
+                Some(id) => delete(store, id, if_match, entry.get_ns(GD, "etag"), now)
+                    .map(|_| (200, "Success", None)),
+                None => Err(OpError(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    "delete needs an atom:id".into(),
+                )),
             },
             "query" => match &target {
-                Some(id) if store.contacts.get(id).is_some_and(|c| c.deleted_ms.is_none()) => Ok((200, "Success", Some(id.clone()))),
-                Some(id) => Err(OpError(StatusCode::NOT_FOUND, "notFound", format!("Contact not found: {id}"))),
-                None => Err(OpError(StatusCode::BAD_REQUEST, "invalid", "query needs an atom:id".into())),
+                Some(id)
+                    if store
+                        .contacts
+                        .get(id)
+                        .is_some_and(|c| c.deleted_ms.is_none()) =>
+                {
+                    Ok((200, "Success", Some(id.clone())))
+                }
+                Some(id) => Err(OpError(
+                    StatusCode::NOT_FOUND,
+                    "notFound",
+                    format!("Contact not found: {id}"),
+                )),
+                None => Err(OpError(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    "query needs an atom:id".into(),
+                )),
             },
-            other => Err(OpError(StatusCode::BAD_REQUEST, "invalidBatchOperationType", format!("Unknown batch operation {other}"))),
+            other => Err(OpError(
+                StatusCode::BAD_REQUEST,
+                "invalidBatchOperationType",
+                format!("Unknown batch operation {other}"),
+            )),
         };
         let mut tail = String::new();
         if let Some(b) = &bid {
@@ -966,11 +1539,20 @@ fn batch(store: &mut GoogleStore, projection: &Projection, headers: &HeaderMap, 
             xml::esc(b, &mut tail);
             tail.push_str("</batch:id>");
         }
-        tail.push_str(&format!("<batch:operation type=\"{}\"/>", if ["insert", "update", "delete", "query"].contains(&op.as_str()) { op.as_str() } else { "insert" }));
+        tail.push_str(&format!(
+            "<batch:operation type=\"{}\"/>",
+            if ["insert", "update", "delete", "query"].contains(&op.as_str()) {
+                op.as_str()
+            } else {
+                "insert"
+            }
+        ));
         match result {
             Ok((code, reason, id)) => {
                 ok += 1;
-                tail.push_str(&format!("<batch:status code=\"{code}\" reason=\"{reason}\"/>"));
+                tail.push_str(&format!(
+                    "<batch:status code=\"{code}\" reason=\"{reason}\"/>"
+                ));
                 match id {
                     Some(id) => {
                         let e = store.entry_xml(&id, projection);
@@ -981,7 +1563,10 @@ fn batch(store: &mut GoogleStore, projection: &Projection, headers: &HeaderMap, 
                     None => {
                         out.push_str("<entry>");
                         if let Some(t) = &target {
-                            out.push_str(&format!("<id>{}/m8/feeds/contacts/{}/base/{t}</id>", store.base_url, store.domain));
+                            out.push_str(&format!(
+                                "<id>{}/m8/feeds/contacts/{}/base/{t}</id>",
+                                store.base_url, store.domain
+                            ));
                         }
                         out.push_str(&tail);
                         out.push_str("</entry>");
@@ -992,7 +1577,10 @@ fn batch(store: &mut GoogleStore, projection: &Projection, headers: &HeaderMap, 
                 failed += 1;
                 out.push_str("<entry>");
                 if let Some(t) = &target {
-                    out.push_str(&format!("<id>{}/m8/feeds/contacts/{}/base/{t}</id>", store.base_url, store.domain));
+                    out.push_str(&format!(
+                        "<id>{}/m8/feeds/contacts/{}/base/{t}</id>",
+                        store.base_url, store.domain
+                    ));
                 }
                 tail.push_str(&format!("<batch:status code=\"{}\" reason=\"", st.as_u16()));
                 xml::esc(&reason, &mut tail);
@@ -1023,14 +1611,28 @@ async fn token_endpoint(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     s.count("google.token");
     let now = s.clock.now_ms();
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let fail = |desc: &str| (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error": "invalid_grant", "error_description": desc}))).into_response();
-    if form.get("grant_type").map(String::as_str) != Some("urn:ietf:params:oauth:grant-type:jwt-bearer") {
+    let fail = |desc: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({"error": "invalid_grant", "error_description": desc})),
+        )
+            .into_response()
+    };
+    if form.get("grant_type").map(String::as_str)
+        != Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
+    {
         return (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error": "unsupported_grant_type", "error_description": "Invalid grant_type"}))).into_response();
     }
-    let Some(assertion) = form.get("assertion") else { return fail("Missing assertion") };
+    let Some(assertion) = form.get("assertion") else {
+        return fail("Missing assertion");
+    };
     let mut store = s.google.lock().unwrap();
-    let Some(pem) = store.sa_public_key.clone() else { return fail("No service account is configured on this emulator") };
-    let Ok(key) = jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()) else { return fail("Bad configured public key") };
+    let Some(pem) = store.sa_public_key.clone() else {
+        return fail("No service account is configured on this emulator");
+    };
+    let Ok(key) = jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()) else {
+        return fail("Bad configured public key");
+    };
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
     v.validate_exp = false;
     v.validate_aud = false;
@@ -1041,13 +1643,17 @@ async fn token_endpoint(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     };
     let now_s = now / 1000;
     if claims.exp <= now_s || claims.iat > now_s + 300 || claims.exp - claims.iat > 3600 {
-        return fail("Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe");
+        return fail(
+            "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe",
+        );
     }
     let expected_aud = format!("{}/token", s.base_url);
     if claims.aud != expected_aud {
         return fail(&format!("Invalid JWT: aud must be {expected_aud}"));
     }
-    if !claims.scope.split(' ').any(|sc| sc == "https://www.google.com/m8/feeds" || sc == "https://www.google.com/m8/feeds/contacts") {
+    if !claims.scope.split(' ').any(|sc| {
+        sc == "https://www.google.com/m8/feeds" || sc == "https://www.google.com/m8/feeds/contacts"
+    }) {
         return fail("Invalid scope: the contacts feed needs https://www.google.com/m8/feeds");
     }
     if claims.iss.is_empty() || claims.sub.as_deref().is_none_or(|s| !s.contains('@')) {
@@ -1068,7 +1674,12 @@ pub fn feed_url(base: &str, domain: &str) -> String {
 pub fn count_by_kind(store: &GoogleStore) -> BTreeMap<&'static str, usize> {
     let mut m = BTreeMap::new();
     for c in store.contacts.values() {
-        *m.entry(if c.deleted_ms.is_some() { "deleted" } else { "live" }).or_default() += 1;
+        *m.entry(if c.deleted_ms.is_some() {
+            "deleted"
+        } else {
+            "live"
+        })
+        .or_default() += 1;
     }
     m
 }

@@ -120,12 +120,26 @@ pub struct FaultSpec {
 impl FaultSpec {
     /// Parses the `--faults` syntax.
     pub fn parse(spec: &str) -> Result<FaultSpec> {
-        let mut f = FaultSpec { retry_after_secs: 1, slow_ms: 300, ..Default::default() };
+        let mut f = FaultSpec {
+            retry_after_secs: 1,
+            slow_ms: 300,
+            ..Default::default()
+        };
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (k, v) = part.split_once('=').ok_or_else(|| Error::config(format!("fault {part:?} must look like 429=0.05")))?;
-            let num: f64 = v.parse().map_err(|_| Error::config(format!("fault {k}: {v:?} is not a number")))?;
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| Error::config(format!("fault {part:?} must look like 429=0.05")))?;
+            let num: f64 = v
+                .parse()
+                .map_err(|_| Error::config(format!("fault {k}: {v:?} is not a number")))?;
             let rate = || -> Result<f64> {
-                if (0.0..=1.0).contains(&num) { Ok(num) } else { Err(Error::config(format!("fault {k}: rate {num} must be between 0 and 1"))) }
+                if (0.0..=1.0).contains(&num) {
+                    Ok(num)
+                } else {
+                    Err(Error::config(format!(
+                        "fault {k}: rate {num} must be between 0 and 1"
+                    )))
+                }
             };
             match k {
                 "429" => f.too_many = rate()?,
@@ -137,7 +151,11 @@ impl FaultSpec {
                 "batch_interrupt" => f.batch_interrupt = rate()?,
                 "retry_after" => f.retry_after_secs = num as u64,
                 "slow_ms" => f.slow_ms = num as u64,
-                other => return Err(Error::config(format!("unknown fault {other:?}; known: 429, 503, 500, reset, truncate, slow, batch_interrupt, retry_after, slow_ms"))),
+                other => {
+                    return Err(Error::config(format!(
+                        "unknown fault {other:?}; known: 429, 503, 500, reset, truncate, slow, batch_interrupt, retry_after, slow_ms"
+                    )));
+                }
             }
         }
         Ok(f)
@@ -184,7 +202,12 @@ pub struct Shared {
 impl Shared {
     /// Counts one request under `key`.
     pub fn count(&self, key: &str) {
-        *self.stats.lock().unwrap().entry(key.to_string()).or_default() += 1;
+        *self
+            .stats
+            .lock()
+            .unwrap()
+            .entry(key.to_string())
+            .or_default() += 1;
     }
 }
 
@@ -206,7 +229,9 @@ impl Emulator {
 
     /// Starts on the given address (`127.0.0.1:0` picks a free port).
     pub async fn start_on(config: EmulatorConfig, addr: &str) -> Result<Emulator> {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| Error::config(format!("cannot listen on {addr}: {e}")))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::config(format!("cannot listen on {addr}: {e}")))?;
         let local = listener.local_addr()?;
         let base_url = format!("http://{local}");
         let clock = Clock::default();
@@ -225,10 +250,16 @@ impl Emulator {
         let api = Router::new()
             .merge(google::routes())
             .merge(aurinko::routes())
-            .layer(axum::middleware::from_fn_with_state(shared.clone(), inject_faults));
+            .layer(axum::middleware::from_fn_with_state(
+                shared.clone(),
+                inject_faults,
+            ));
         let admin = Router::new()
             .route("/_emulator/truth/google", get(admin_google_truth))
-            .route("/_emulator/truth/aurinko/{account}", get(admin_aurinko_truth))
+            .route(
+                "/_emulator/truth/aurinko/{account}",
+                get(admin_aurinko_truth),
+            )
             .route("/_emulator/mutate", post(admin_mutate))
             .route("/_emulator/stats", get(admin_stats))
             .route("/_emulator/clock", post(admin_clock))
@@ -237,9 +268,17 @@ impl Emulator {
         let app = api.merge(admin).with_state(shared.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).with_graceful_shutdown(async { let _ = rx.await; }).await;
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
         });
-        Ok(Emulator { shared, shutdown: Some(tx), task: Some(task) })
+        Ok(Emulator {
+            shared,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
     }
 
     /// The base URL, e.g. `http://127.0.0.1:41234`.
@@ -256,7 +295,11 @@ impl Emulator {
     }
     /// The Google domain's truth.
     pub fn google_truth(&self) -> Truth {
-        self.shared.google.lock().unwrap().truth(&self.shared.base_url)
+        self.shared
+            .google
+            .lock()
+            .unwrap()
+            .truth(&self.shared.base_url)
     }
     /// One Aurinko account's truth (`None` for an unknown account).
     pub fn aurinko_truth(&self, account: &str) -> Option<Truth> {
@@ -273,12 +316,26 @@ impl Emulator {
     /// Applies random inserts, updates and deletes to the Google domain.
     pub fn mutate_google(&self, inserts: usize, updates: usize, deletes: usize) -> MutationSummary {
         let now = self.shared.clock.now_ms();
-        self.shared.google.lock().unwrap().mutate(inserts, updates, deletes, now)
+        self.shared
+            .google
+            .lock()
+            .unwrap()
+            .mutate(inserts, updates, deletes, now)
     }
     /// Applies random inserts, updates and deletes to every Aurinko account (or one).
-    pub fn mutate_aurinko(&self, account: Option<&str>, inserts: usize, updates: usize, deletes: usize) -> MutationSummary {
+    pub fn mutate_aurinko(
+        &self,
+        account: Option<&str>,
+        inserts: usize,
+        updates: usize,
+        deletes: usize,
+    ) -> MutationSummary {
         let now = self.shared.clock.now_ms();
-        self.shared.aurinko.lock().unwrap().mutate(account, inserts, updates, deletes, now)
+        self.shared
+            .aurinko
+            .lock()
+            .unwrap()
+            .mutate(account, inserts, updates, deletes, now)
     }
     /// Request counts per route, plus `fault.*` counts.
     pub fn stats(&self) -> Stats {
@@ -336,7 +393,8 @@ fn splitmix(mut x: u64) -> u64 {
 
 /// A stable pseudo-random hash (orders, ids, etags).
 pub fn hash64(seed: u64, s: &str) -> u64 {
-    s.bytes().fold(splitmix(seed), |h, b| splitmix(h ^ u64::from(b)))
+    s.bytes()
+        .fold(splitmix(seed), |h, b| splitmix(h ^ u64::from(b)))
 }
 
 async fn inject_faults(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
@@ -352,17 +410,33 @@ async fn inject_faults(State(shared): State<Arc<Shared>>, req: Request, next: Ne
     if hit(spec.too_many) {
         shared.count("fault.429");
         let mut resp = if aurinko {
-            aurinko::error_response(StatusCode::TOO_MANY_REQUESTS, "rateLimitExceeded", "Rate limit exceeded by the remote provider")
+            aurinko::error_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rateLimitExceeded",
+                "Rate limit exceeded by the remote provider",
+            )
         } else {
-            (StatusCode::TOO_MANY_REQUESTS, [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], "Too Many Requests").into_response()
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
+                "Too Many Requests",
+            )
+                .into_response()
         };
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(spec.retry_after_secs));
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(spec.retry_after_secs),
+        );
         return resp;
     }
     if hit(spec.unavailable) {
         shared.count("fault.503");
         return if aurinko {
-            aurinko::error_response(StatusCode::SERVICE_UNAVAILABLE, "serviceUnavailable", "Service unavailable")
+            aurinko::error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "serviceUnavailable",
+                "Service unavailable",
+            )
         } else {
             (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], "Temporary problem - please try again later and consider using batch operations. The user is over quota.").into_response()
         };
@@ -370,9 +444,17 @@ async fn inject_faults(State(shared): State<Arc<Shared>>, req: Request, next: Ne
     if hit(spec.internal) {
         shared.count("fault.500");
         return if aurinko {
-            aurinko::error_response(StatusCode::INTERNAL_SERVER_ERROR, "internalError", "Internal error")
+            aurinko::error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internalError",
+                "Internal error",
+            )
         } else {
-            google::gdata_error(StatusCode::INTERNAL_SERVER_ERROR, "internalError", "Internal Error")
+            google::gdata_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internalError",
+                "Internal Error",
+            )
         };
     }
     if hit(spec.reset) {
@@ -389,11 +471,15 @@ async fn inject_faults(State(shared): State<Arc<Shared>>, req: Request, next: Ne
     if truncate {
         shared.count("fault.truncate");
         let (parts, body) = resp.into_parts();
-        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+        let bytes = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .unwrap_or_default();
         let mut broken = broken_body(bytes[..bytes.len() / 2].to_vec(), bytes.len().max(1) as u64);
         *broken.status_mut() = parts.status;
         if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
-            broken.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
+            broken
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, ct.clone());
         }
         return broken;
     }
@@ -404,10 +490,14 @@ async fn inject_faults(State(shared): State<Arc<Shared>>, req: Request, next: Ne
 fn broken_body(prefix: Vec<u8>, len: u64) -> Response {
     let stream = futures::stream::iter(vec![
         Ok::<_, std::io::Error>(bytes::Bytes::from(prefix)),
-        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "emulated connection reset")),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "emulated connection reset",
+        )),
     ]);
     let mut resp = Response::new(Body::from_stream(stream));
-    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     resp
 }
 
@@ -415,7 +505,10 @@ async fn admin_google_truth(State(s): State<Arc<Shared>>) -> Response {
     axum::Json(s.google.lock().unwrap().truth(&s.base_url)).into_response()
 }
 
-async fn admin_aurinko_truth(State(s): State<Arc<Shared>>, Path(account): Path<String>) -> Response {
+async fn admin_aurinko_truth(
+    State(s): State<Arc<Shared>>,
+    Path(account): Path<String>,
+) -> Response {
     match s.aurinko.lock().unwrap().truth(&account) {
         Some(t) => axum::Json(t).into_response(),
         None => (StatusCode::NOT_FOUND, "unknown account").into_response(),
@@ -439,10 +532,23 @@ struct MutateRequest {
     aurinko: Option<MutateCounts>,
 }
 
-async fn admin_mutate(State(s): State<Arc<Shared>>, axum::Json(req): axum::Json<MutateRequest>) -> Response {
+async fn admin_mutate(
+    State(s): State<Arc<Shared>>,
+    axum::Json(req): axum::Json<MutateRequest>,
+) -> Response {
     let now = s.clock.now_ms();
-    let g = req.google.map(|m| s.google.lock().unwrap().mutate(m.inserts, m.updates, m.deletes, now));
-    let a = req.aurinko.map(|m| s.aurinko.lock().unwrap().mutate(m.account.as_deref(), m.inserts, m.updates, m.deletes, now));
+    let g = req.google.map(|m| {
+        s.google
+            .lock()
+            .unwrap()
+            .mutate(m.inserts, m.updates, m.deletes, now)
+    });
+    let a = req.aurinko.map(|m| {
+        s.aurinko
+            .lock()
+            .unwrap()
+            .mutate(m.account.as_deref(), m.inserts, m.updates, m.deletes, now)
+    });
     axum::Json(serde_json::json!({ "google": g, "aurinko": a })).into_response()
 }
 
@@ -455,7 +561,10 @@ struct ClockRequest {
     advance_secs: i64,
 }
 
-async fn admin_clock(State(s): State<Arc<Shared>>, axum::Json(req): axum::Json<ClockRequest>) -> Response {
+async fn admin_clock(
+    State(s): State<Arc<Shared>>,
+    axum::Json(req): axum::Json<ClockRequest>,
+) -> Response {
     s.clock.advance(req.advance_secs);
     axum::Json(serde_json::json!({ "now_ms": s.clock.now_ms() })).into_response()
 }
@@ -465,7 +574,10 @@ struct FaultsRequest {
     spec: String,
 }
 
-async fn admin_faults(State(s): State<Arc<Shared>>, axum::Json(req): axum::Json<FaultsRequest>) -> Response {
+async fn admin_faults(
+    State(s): State<Arc<Shared>>,
+    axum::Json(req): axum::Json<FaultsRequest>,
+) -> Response {
     match FaultSpec::parse(&req.spec) {
         Ok(f) => {
             *s.faults.write().unwrap() = f;
@@ -486,10 +598,17 @@ mod tests {
 
     #[test]
     fn fault_spec_parses_and_rejects() {
-        let f = FaultSpec::parse("429=0.05,503=0.1,reset=0.01,truncate=0.01,slow=0.02,retry_after=0").unwrap();
+        let f =
+            FaultSpec::parse("429=0.05,503=0.1,reset=0.01,truncate=0.01,slow=0.02,retry_after=0")
+                .unwrap();
         assert_eq!(f.too_many, 0.05);
         assert_eq!(f.retry_after_secs, 0);
-        assert!(FaultSpec::parse("418=0.1").unwrap_err().to_string().contains("unknown fault"));
+        assert!(
+            FaultSpec::parse("418=0.1")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown fault")
+        );
         assert!(FaultSpec::parse("429=2").is_err());
     }
 }

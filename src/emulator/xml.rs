@@ -15,7 +15,13 @@ pub const APP: &str = "http://www.w3.org/2007/app";
 pub const OPENSEARCH: &str = "http://a9.com/-/spec/opensearch/1.1/";
 
 /// Known namespaces and the prefixes the emulator writes for them (atom is the default).
-const PREFIXES: &[(&str, &str)] = &[(GD, "gd"), (GCONTACT, "gContact"), (BATCH, "batch"), (APP, "app"), (OPENSEARCH, "openSearch")];
+const PREFIXES: &[(&str, &str)] = &[
+    (GD, "gd"),
+    (GCONTACT, "gContact"),
+    (BATCH, "batch"),
+    (APP, "app"),
+    (OPENSEARCH, "openSearch"),
+];
 
 /// An element: namespace URI (empty for none), local name, attributes, children.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,7 +42,12 @@ pub enum Node {
 
 impl El {
     pub fn new(ns: &str, name: &str) -> El {
-        El { ns: ns.into(), name: name.into(), attrs: vec![], children: vec![] }
+        El {
+            ns: ns.into(),
+            name: name.into(),
+            attrs: vec![],
+            children: vec![],
+        }
     }
     pub fn attr(mut self, name: &str, value: impl Into<String>) -> El {
         self.attrs.push((String::new(), name.into(), value.into()));
@@ -58,13 +69,21 @@ impl El {
         self.ns == ns && self.name == name
     }
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.attrs.iter().find(|(ns, n, _)| ns.is_empty() && n == name).map(|(_, _, v)| v.as_str())
+        self.attrs
+            .iter()
+            .find(|(ns, n, _)| ns.is_empty() && n == name)
+            .map(|(_, _, v)| v.as_str())
     }
     pub fn get_ns(&self, ns: &str, name: &str) -> Option<&str> {
-        self.attrs.iter().find(|(a, n, _)| a == ns && n == name).map(|(_, _, v)| v.as_str())
+        self.attrs
+            .iter()
+            .find(|(a, n, _)| a == ns && n == name)
+            .map(|(_, _, v)| v.as_str())
     }
     pub fn elements(&self) -> impl Iterator<Item = &El> {
-        self.children.iter().filter_map(|c| if let Node::El(e) = c { Some(e) } else { None })
+        self.children
+            .iter()
+            .filter_map(|c| if let Node::El(e) = c { Some(e) } else { None })
     }
     pub fn find(&self, ns: &str, name: &str) -> Option<&El> {
         self.elements().find(|e| e.is(ns, name))
@@ -86,10 +105,14 @@ impl El {
     /// Bytes of "contact data": text and attribute values, not markup.
     pub fn data_bytes(&self) -> usize {
         self.attrs.iter().map(|a| a.2.len()).sum::<usize>()
-            + self.children.iter().map(|c| match c {
-                Node::Text(t) => t.trim().len(),
-                Node::El(e) => e.data_bytes(),
-            }).sum::<usize>()
+            + self
+                .children
+                .iter()
+                .map(|c| match c {
+                    Node::Text(t) => t.trim().len(),
+                    Node::El(e) => e.data_bytes(),
+                })
+                .sum::<usize>()
     }
 }
 
@@ -102,7 +125,9 @@ pub fn parse(input: &[u8]) -> Result<El, String> {
     let mut root: Option<El> = None;
     loop {
         let pos = r.buffer_position();
-        let (res, ev) = r.read_resolved_event().map_err(|e| format!("XML error after byte {pos}: {e}"))?;
+        let (res, ev) = r
+            .read_resolved_event()
+            .map_err(|e| format!("XML error after byte {pos}: {e}"))?;
         match ev {
             Event::Start(s) | Event::Empty(s) if root.is_some() => {
                 let _ = s;
@@ -112,7 +137,12 @@ pub fn parse(input: &[u8]) -> Result<El, String> {
                 let ns = match res {
                     ResolveResult::Bound(n) => String::from_utf8_lossy(n.as_ref()).into_owned(),
                     ResolveResult::Unbound => String::new(),
-                    ResolveResult::Unknown(p) => return Err(format!("unknown namespace prefix {}", String::from_utf8_lossy(&p))),
+                    ResolveResult::Unknown(p) => {
+                        return Err(format!(
+                            "unknown namespace prefix {}",
+                            String::from_utf8_lossy(&p)
+                        ));
+                    }
                 };
                 let mut el = El::new(&ns, &String::from_utf8_lossy(s.local_name().as_ref()));
                 for a in s.attributes() {
@@ -125,10 +155,21 @@ pub fn parse(input: &[u8]) -> Result<El, String> {
                     let ans = match ans {
                         ResolveResult::Bound(n) => String::from_utf8_lossy(n.as_ref()).into_owned(),
                         ResolveResult::Unbound => String::new(),
-                        ResolveResult::Unknown(p) => return Err(format!("unknown namespace prefix {}", String::from_utf8_lossy(&p))),
+                        ResolveResult::Unknown(p) => {
+                            return Err(format!(
+                                "unknown namespace prefix {}",
+                                String::from_utf8_lossy(&p)
+                            ));
+                        }
                     };
-                    let v = a.decode_and_unescape_value(r.decoder()).map_err(|e| format!("bad attribute value: {e}"))?;
-                    el.attrs.push((ans, String::from_utf8_lossy(local.as_ref()).into_owned(), v.into_owned()));
+                    let v = a
+                        .decode_and_unescape_value(r.decoder())
+                        .map_err(|e| format!("bad attribute value: {e}"))?;
+                    el.attrs.push((
+                        ans,
+                        String::from_utf8_lossy(local.as_ref()).into_owned(),
+                        v.into_owned(),
+                    ));
                 }
                 if matches!(ev, Event::Empty(_)) {
                     match stack.last_mut() {
@@ -154,7 +195,9 @@ pub fn parse(input: &[u8]) -> Result<El, String> {
             }
             Event::GeneralRef(g) => {
                 let c = if g.is_char_ref() {
-                    g.resolve_char_ref().map_err(|e| format!("bad character reference: {e}"))?.ok_or("bad character reference")?
+                    g.resolve_char_ref()
+                        .map_err(|e| format!("bad character reference: {e}"))?
+                        .ok_or("bad character reference")?
                 } else {
                     match g.decode().map_err(|e| format!("bad entity: {e}"))?.as_ref() {
                         "lt" => '<',
@@ -162,7 +205,11 @@ pub fn parse(input: &[u8]) -> Result<El, String> {
                         "amp" => '&',
                         "apos" => '\'',
                         "quot" => '"',
-                        other => return Err(format!("unknown entity &{other}; (only the five predefined entities are allowed)")),
+                        other => {
+                            return Err(format!(
+                                "unknown entity &{other}; (only the five predefined entities are allowed)"
+                            ));
+                        }
                     }
                 };
                 if let Some(p) = stack.last_mut() {
@@ -279,7 +326,9 @@ fn write_inner(el: &El, out: &mut String, default_ns: &str, counter: &mut usize)
 
 /// The namespace declarations the emulator puts on a feed or standalone entry.
 pub fn root_decls(with_batch: bool, with_opensearch: bool) -> String {
-    let mut s = format!(" xmlns=\"{ATOM}\" xmlns:gd=\"{GD}\" xmlns:gContact=\"{GCONTACT}\" xmlns:app=\"{APP}\"");
+    let mut s = format!(
+        " xmlns=\"{ATOM}\" xmlns:gd=\"{GD}\" xmlns:gContact=\"{GCONTACT}\" xmlns:app=\"{APP}\""
+    );
     if with_batch {
         s.push_str(&format!(" xmlns:batch=\"{BATCH}\""));
     }
@@ -302,7 +351,10 @@ mod tests {
         assert_eq!(email.get("address"), Some("a&b@x"));
         let mut out = String::new();
         write(&el, &mut out, ATOM);
-        assert_eq!(out, r#"<entry><gd:email address="a&amp;b@x" rel="http://schemas.google.com/g/2005#work"/><foo xmlns="urn:x" k="v">t</foo></entry>"#);
+        assert_eq!(
+            out,
+            r#"<entry><gd:email address="a&amp;b@x" rel="http://schemas.google.com/g/2005#work"/><foo xmlns="urn:x" k="v">t</foo></entry>"#
+        );
     }
 
     #[test]

@@ -27,7 +27,12 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_retries: 6, base: Duration::from_millis(500), cap: Duration::from_secs(30), max_retry_after: Duration::from_secs(120) }
+        RetryPolicy {
+            max_retries: 6,
+            base: Duration::from_millis(500),
+            cap: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(120),
+        }
     }
 }
 
@@ -47,7 +52,12 @@ pub struct Metrics {
 impl Metrics {
     /// A snapshot: (requests, retries, bytes, pages).
     pub fn snapshot(&self) -> (u64, u64, u64, u64) {
-        (self.requests.load(Ordering::Relaxed), self.retries.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed), self.pages.load(Ordering::Relaxed))
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.retries.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+            self.pages.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -113,7 +123,13 @@ impl HttpClient {
     /// transport failures, truncated bodies and retriable statuses. Returns the first
     /// response with a non-retriable status (2xx or not), or an error naming `what`.
     /// Bodies larger than `max_body` bytes are refused.
-    pub async fn send<F>(&self, what: &str, metrics: &Metrics, max_body: usize, build: F) -> Result<HttpResponse>
+    pub async fn send<F>(
+        &self,
+        what: &str,
+        metrics: &Metrics,
+        max_body: usize,
+        build: F,
+    ) -> Result<HttpResponse>
     where
         F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     {
@@ -124,24 +140,51 @@ impl HttpClient {
             let (retry_after, failure) = match outcome {
                 Ok(resp) if !retriable_status(resp.status) => return Ok(resp),
                 Ok(resp) => {
-                    let ra = resp.headers.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
-                    (ra, Error::Http { status: Some(resp.status), message: format!("{what}: HTTP {}: {}", resp.status, resp.describe()) })
+                    let ra = resp
+                        .headers
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    (
+                        ra,
+                        Error::Http {
+                            status: Some(resp.status),
+                            message: format!("{what}: HTTP {}: {}", resp.status, resp.describe()),
+                        },
+                    )
                 }
                 Err(AttemptError::Fatal(e)) => return Err(e.context(what)),
-                Err(AttemptError::Transient(m)) => (None, Error::Http { status: None, message: format!("{what}: {m}") }),
+                Err(AttemptError::Transient(m)) => (
+                    None,
+                    Error::Http {
+                        status: None,
+                        message: format!("{what}: {m}"),
+                    },
+                ),
             };
             if attempt >= self.policy.max_retries {
                 return Err(match failure {
-                    Error::Http { status, message } => Error::Http { status, message: format!("{message} (gave up after {} attempts)", attempt + 1) },
+                    Error::Http { status, message } => Error::Http {
+                        status,
+                        message: format!("{message} (gave up after {} attempts)", attempt + 1),
+                    },
                     e => e,
                 });
             }
             let delay = match retry_after {
                 Some(ra) => ra.min(self.policy.max_retry_after),
                 None => {
-                    let exp = self.policy.base.saturating_mul(1u32 << attempt.min(16)).min(self.policy.cap);
+                    let exp = self
+                        .policy
+                        .base
+                        .saturating_mul(1u32 << attempt.min(16))
+                        .min(self.policy.cap);
                     // Full jitter: spread retries of many workers apart.
-                    Duration::from_millis(rand::rng().random_range(exp.as_millis() as u64 / 2..=exp.as_millis() as u64))
+                    Duration::from_millis(
+                        rand::rng()
+                            .random_range(exp.as_millis() as u64 / 2..=exp.as_millis() as u64),
+                    )
                 }
             };
             tracing::debug!(what, attempt, delay_ms = delay.as_millis() as u64, error = %failure, "retrying");
@@ -151,35 +194,59 @@ impl HttpClient {
         }
     }
 
-    async fn attempt<F>(&self, build: &F, metrics: &Metrics, max_body: usize) -> std::result::Result<HttpResponse, AttemptError>
+    async fn attempt<F>(
+        &self,
+        build: &F,
+        metrics: &Metrics,
+        max_body: usize,
+    ) -> std::result::Result<HttpResponse, AttemptError>
     where
         F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     {
         let mut resp = build(&self.inner).send().await.map_err(|e| {
-            if e.is_builder() { AttemptError::Fatal(Error::config(format!("bad request: {e}"))) } else { AttemptError::Transient(transport_message(&e)) }
+            if e.is_builder() {
+                AttemptError::Fatal(Error::config(format!("bad request: {e}")))
+            } else {
+                AttemptError::Transient(transport_message(&e))
+            }
         })?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         if let Some(len) = resp.content_length()
             && len as usize > max_body
         {
-            return Err(AttemptError::Fatal(Error::decode(format!("the response is {len} bytes, more than the {max_body}-byte limit; lower page_size"))));
+            return Err(AttemptError::Fatal(Error::decode(format!(
+                "the response is {len} bytes, more than the {max_body}-byte limit; lower page_size"
+            ))));
         }
         let mut body = Vec::with_capacity(resp.content_length().unwrap_or(16 * 1024) as usize);
         loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
-                    metrics.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    metrics
+                        .bytes
+                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                     if body.len() + chunk.len() > max_body {
-                        return Err(AttemptError::Fatal(Error::decode(format!("the response is more than the {max_body}-byte limit; lower page_size"))));
+                        return Err(AttemptError::Fatal(Error::decode(format!(
+                            "the response is more than the {max_body}-byte limit; lower page_size"
+                        ))));
                     }
                     body.extend_from_slice(&chunk);
                 }
                 Ok(None) => break,
-                Err(e) => return Err(AttemptError::Transient(format!("the response body was cut off ({})", transport_message(&e)))),
+                Err(e) => {
+                    return Err(AttemptError::Transient(format!(
+                        "the response body was cut off ({})",
+                        transport_message(&e)
+                    )));
+                }
             }
         }
-        Ok(HttpResponse { status, headers, body: Bytes::from(body) })
+        Ok(HttpResponse {
+            status,
+            headers,
+            body: Bytes::from(body),
+        })
     }
 }
 
@@ -218,9 +285,18 @@ pub fn describe_body(body: &[u8]) -> String {
     if t.starts_with('{')
         && let Ok(v) = serde_json::from_str::<serde_json::Value>(t)
     {
-        let code = v.get("code").and_then(|c| c.as_str()).or_else(|| v.pointer("/error/code").and_then(|c| c.as_str()));
-        let msg = v.get("message").and_then(|c| c.as_str()).or_else(|| v.pointer("/error/message").and_then(|c| c.as_str())).or_else(|| v.get("error_description").and_then(|c| c.as_str()));
-        let orig = v.pointer("/originalError/error/message").and_then(|c| c.as_str());
+        let code = v
+            .get("code")
+            .and_then(|c| c.as_str())
+            .or_else(|| v.pointer("/error/code").and_then(|c| c.as_str()));
+        let msg = v
+            .get("message")
+            .and_then(|c| c.as_str())
+            .or_else(|| v.pointer("/error/message").and_then(|c| c.as_str()))
+            .or_else(|| v.get("error_description").and_then(|c| c.as_str()));
+        let orig = v
+            .pointer("/originalError/error/message")
+            .and_then(|c| c.as_str());
         return match (code, msg, orig) {
             (Some(c), Some(m), Some(o)) => format!("{c}: {m} ({o})"),
             (Some(c), Some(m), None) => format!("{c}: {m}"),
@@ -239,12 +315,20 @@ pub fn describe_body(body: &[u8]) -> String {
     if let Some(title) = between("<title>", "</title>") {
         return title;
     }
-    if t.is_empty() { "(empty body)".into() } else { truncate(t) }
+    if t.is_empty() {
+        "(empty body)".into()
+    } else {
+        truncate(t)
+    }
 }
 
 fn truncate(t: &str) -> String {
     let one_line: String = t.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.chars().count() > 300 { format!("{}…", one_line.chars().take(300).collect::<String>()) } else { one_line }
+    if one_line.chars().count() > 300 {
+        format!("{}…", one_line.chars().take(300).collect::<String>())
+    } else {
+        one_line
+    }
 }
 
 #[cfg(test)]
@@ -255,8 +339,16 @@ mod tests {
     fn error_bodies_read_as_one_line() {
         assert_eq!(describe_body(b"<HTML><HEAD><TITLE>Token invalid - Invalid token: Token not found</TITLE></HEAD><BODY><H2>Error 401</H2></BODY></HTML>"), "Token invalid - Invalid token: Token not found");
         assert_eq!(describe_body(b"<errors xmlns='http://schemas.google.com/g/2005'><error><domain>GData</domain><code>etagsMismatch</code><internalReason>Etags mismatch</internalReason></error></errors>"), "etagsMismatch: Etags mismatch");
-        assert_eq!(describe_body(br#"{"code":"syncToken.expired","message":"syncToken expired.","requestId":"x"}"#), "syncToken.expired: syncToken expired.");
-        assert_eq!(describe_body(b"Temporary problem - please try again later"), "Temporary problem - please try again later");
+        assert_eq!(
+            describe_body(
+                br#"{"code":"syncToken.expired","message":"syncToken expired.","requestId":"x"}"#
+            ),
+            "syncToken.expired: syncToken expired."
+        );
+        assert_eq!(
+            describe_body(b"Temporary problem - please try again later"),
+            "Temporary problem - please try again later"
+        );
         assert_eq!(describe_body(b""), "(empty body)");
     }
 }

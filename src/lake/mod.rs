@@ -27,7 +27,6 @@
 mod tables;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::SchemaRef;
@@ -99,7 +98,9 @@ fn sql_str(s: &str) -> String {
 impl Lake {
     /// A lake at `url`; `options` are object-store settings added to the `AWS_*` environment.
     pub fn new(url: url::Url, options: HashMap<String, String>) -> Lake {
-        let mut opts: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("AWS_")).collect();
+        let mut opts: HashMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("AWS_"))
+            .collect();
         // object_store reads AWS_ENDPOINT_URL; the S3 test notes export AWS_ENDPOINT.
         if let Some(e) = opts.get("AWS_ENDPOINT").cloned() {
             opts.entry("AWS_ENDPOINT_URL".into()).or_insert(e);
@@ -124,18 +125,26 @@ impl Lake {
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
-        base.join(&format!("{}/", kind.name())).map_err(|e| Error::config(format!("bad lake URL {}: {e}", self.url)))
+        base.join(&format!("{}/", kind.name()))
+            .map_err(|e| Error::config(format!("bad lake URL {}: {e}", self.url)))
     }
 
     /// Opens a table, or `None` when it does not exist yet.
     pub async fn open(&self, kind: TableKind) -> Result<Option<DeltaTable>> {
         let url = self.table_url(kind)?;
-        let builder = DeltaTableBuilder::from_url(url.clone()).map_err(|e| Error::lake(format!("{}: {e}", url)))?.with_storage_options(self.options.clone());
+        let builder = DeltaTableBuilder::from_url(url.clone())
+            .map_err(|e| Error::lake(format!("{}: {e}", url)))?
+            .with_storage_options(self.options.clone());
         match builder.load().await {
             Ok(t) => Ok(Some(t)),
             Err(deltalake::DeltaTableError::NotATable(_)) => Ok(None),
             // A local folder that does not exist yet is a table not created yet.
-            Err(e) if e.to_string().contains("does not exist") || e.to_string().contains("not a Delta table") => Ok(None),
+            Err(e)
+                if e.to_string().contains("does not exist")
+                    || e.to_string().contains("not a Delta table") =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(Error::lake(format!("opening {url}: {e}"))),
         }
     }
@@ -149,11 +158,21 @@ impl Lake {
         if url.scheme() == "file"
             && let Ok(path) = url.to_file_path()
         {
-            std::fs::create_dir_all(&path).map_err(|e| Error::lake(format!("cannot create {}: {e}", path.display())))?;
+            std::fs::create_dir_all(&path)
+                .map_err(|e| Error::lake(format!("cannot create {}: {e}", path.display())))?;
         }
-        let t = DeltaTable::try_from_url_with_storage_options(url.clone(), self.options.clone()).await.map_err(|e| Error::lake(format!("{url}: {e}")))?;
+        let t = DeltaTable::try_from_url_with_storage_options(url.clone(), self.options.clone())
+            .await
+            .map_err(|e| Error::lake(format!("{url}: {e}")))?;
         let fields = tables::delta_fields(&kind.schema())?;
-        match t.create().with_table_name(kind.name()).with_columns(fields).with_partition_columns(kind.partitions().to_vec()).with_save_mode(SaveMode::Ignore).await {
+        match t
+            .create()
+            .with_table_name(kind.name())
+            .with_columns(fields)
+            .with_partition_columns(kind.partitions().to_vec())
+            .with_save_mode(SaveMode::Ignore)
+            .await
+        {
             Ok(t) => Ok(t),
             // Another process created it meanwhile.
             Err(_) if self.open(kind).await?.is_some() => Ok(self.open(kind).await?.unwrap()),
@@ -170,7 +189,11 @@ impl Lake {
     }
 
     async fn txn_version(&self, table: &DeltaTable, app: &str) -> Result<i64> {
-        Ok(table.snapshot()?.transaction_version(table.log_store().as_ref(), app).await?.unwrap_or(0))
+        Ok(table
+            .snapshot()?
+            .transaction_version(table.log_store().as_ref(), app)
+            .await?
+            .unwrap_or(0))
     }
 
     /// Runs SQL over one table registered as `t`.
@@ -189,24 +212,50 @@ impl Lake {
         let c_seq = self.txn_version(&changes, &app).await?;
         let r_seq = self.txn_version(&runs, &app).await?;
         if r_seq < c_seq {
-            tracing::warn!(source, account, seq = c_seq, "the last run was interrupted after its changes committed; replaying it into contacts and sync_runs");
+            tracing::warn!(
+                source,
+                account,
+                seq = c_seq,
+                "the last run was interrupted after its changes committed; replaying it into contacts and sync_runs"
+            );
             let meta = self.commit_metadata(&changes, &app, c_seq).await?.ok_or_else(|| {
                 Error::lake(format!("{app}: run {c_seq} committed changes but its commit metadata is gone (log cleanup?); run with --full-refresh"))
             })?;
-            let figures: RunFigures = serde_json::from_value(meta.get("app.figures").cloned().unwrap_or_default()).map_err(|e| Error::lake(format!("{app}: unreadable run figures: {e}")))?;
-            let cursor = meta.get("app.cursor").and_then(|v| v.as_str()).map(str::to_string);
+            let figures: RunFigures =
+                serde_json::from_value(meta.get("app.figures").cloned().unwrap_or_default())
+                    .map_err(|e| Error::lake(format!("{app}: unreadable run figures: {e}")))?;
+            let cursor = meta
+                .get("app.cursor")
+                .and_then(|v| v.as_str())
+                .map(str::to_string);
             let batches = self
-                .query_table(changes, &format!("SELECT * FROM t WHERE source = '{}' AND account = '{}' AND _run_id = '{}'", sql_str(source), sql_str(account), sql_str(&figures.run_id)))
+                .query_table(
+                    changes,
+                    &format!(
+                        "SELECT * FROM t WHERE source = '{}' AND account = '{}' AND _run_id = '{}'",
+                        sql_str(source),
+                        sql_str(account),
+                        sql_str(&figures.run_id)
+                    ),
+                )
                 .await?;
             self.merge_contacts(source, account, &batches).await?;
-            self.append_run(source, account, c_seq, &figures, cursor.as_deref()).await?;
+            self.append_run(source, account, c_seq, &figures, cursor.as_deref())
+                .await?;
             return Ok(AccountState { seq: c_seq, cursor });
         }
         if r_seq == 0 {
             return Ok(AccountState::default());
         }
         let rows = self
-            .query_table(runs, &format!("SELECT cursor FROM t WHERE source = '{}' AND account = '{}' AND seq = {r_seq}", sql_str(source), sql_str(account)))
+            .query_table(
+                runs,
+                &format!(
+                    "SELECT cursor FROM t WHERE source = '{}' AND account = '{}' AND seq = {r_seq}",
+                    sql_str(source),
+                    sql_str(account)
+                ),
+            )
             .await?;
         let cursor = rows.iter().find(|b| b.num_rows() > 0).and_then(|b| {
             let c = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).ok()?;
@@ -216,10 +265,17 @@ impl Lake {
         Ok(AccountState { seq: r_seq, cursor })
     }
 
-    async fn commit_metadata(&self, table: &DeltaTable, app: &str, seq: i64) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
+    async fn commit_metadata(
+        &self,
+        table: &DeltaTable,
+        app: &str,
+        seq: i64,
+    ) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
         let mut history = table.history(None);
         while let Some(ci) = history.try_next().await? {
-            if ci.info.get("app.id").and_then(|v| v.as_str()) == Some(app) && ci.info.get("app.seq").and_then(|v| v.as_i64()) == Some(seq) {
+            if ci.info.get("app.id").and_then(|v| v.as_str()) == Some(app)
+                && ci.info.get("app.seq").and_then(|v| v.as_i64()) == Some(seq)
+            {
                 return Ok(Some(ci.info.into_iter().collect()));
             }
         }
@@ -227,16 +283,34 @@ impl Lake {
     }
 
     /// `(id → etag)` of the account's landed contacts.
-    pub async fn landed_etags(&self, source: &str, account: &str) -> Result<HashMap<String, Option<String>>> {
-        let Some(t) = self.open(TableKind::Contacts).await? else { return Ok(HashMap::new()) };
-        let batches = self.query_table(t, &format!("SELECT id, etag FROM t WHERE source = '{}' AND account = '{}'", sql_str(source), sql_str(account))).await?;
+    pub async fn landed_etags(
+        &self,
+        source: &str,
+        account: &str,
+    ) -> Result<HashMap<String, Option<String>>> {
+        let Some(t) = self.open(TableKind::Contacts).await? else {
+            return Ok(HashMap::new());
+        };
+        let batches = self
+            .query_table(
+                t,
+                &format!(
+                    "SELECT id, etag FROM t WHERE source = '{}' AND account = '{}'",
+                    sql_str(source),
+                    sql_str(account)
+                ),
+            )
+            .await?;
         let mut out = HashMap::new();
         for b in batches {
             let ids = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
             let etags = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8)?;
             let (ids, etags) = (ids.as_string::<i32>(), etags.as_string::<i32>());
             for i in 0..b.num_rows() {
-                out.insert(ids.value(i).to_string(), (!etags.is_null(i)).then(|| etags.value(i).to_string()));
+                out.insert(
+                    ids.value(i).to_string(),
+                    (!etags.is_null(i)).then(|| etags.value(i).to_string()),
+                );
             }
         }
         Ok(out)
@@ -244,7 +318,14 @@ impl Lake {
 
     /// Commits one account's extract (see the module docs). `figures` carries the run's
     /// counters; upserted/deleted are filled in here.
-    pub async fn commit_extract(&self, source: &str, account: &str, state: &AccountState, extract: Extract, mut figures: RunFigures) -> Result<CommitOutcome> {
+    pub async fn commit_extract(
+        &self,
+        source: &str,
+        account: &str,
+        state: &AccountState,
+        extract: Extract,
+        mut figures: RunFigures,
+    ) -> Result<CommitOutcome> {
         let app = app_id(source, account);
         let landed = self.landed_etags(source, account).await?;
         // Only changed contacts become changes: new ids or a different etag.
@@ -267,11 +348,20 @@ impl Lake {
             }
         }
         let deletes: Vec<String> = if extract.mode.is_full() {
-            let mut d: Vec<String> = landed.keys().filter(|id| !seen.contains(*id)).cloned().collect();
+            let mut d: Vec<String> = landed
+                .keys()
+                .filter(|id| !seen.contains(*id))
+                .cloned()
+                .collect();
             d.sort();
             d
         } else {
-            extract.deletes.iter().filter(|id| landed.contains_key(*id) && !seen.contains(*id)).cloned().collect()
+            extract
+                .deletes
+                .iter()
+                .filter(|id| landed.contains_key(*id) && !seen.contains(*id))
+                .cloned()
+                .collect()
         };
         let upserted: i64 = changed.iter().map(|b| b.num_rows() as i64).sum();
         figures.upserted = upserted;
@@ -279,40 +369,78 @@ impl Lake {
         if !deletes.is_empty() {
             let rows: Vec<ContactRecord> = deletes
                 .iter()
-                .map(|id| ContactRecord { source: source.into(), account: account.into(), id: id.clone(), deleted: true, _run_id: figures.run_id.clone(), _synced_at: figures.started_at_us, ..Default::default() })
+                .map(|id| ContactRecord {
+                    source: source.into(),
+                    account: account.into(),
+                    id: id.clone(),
+                    deleted: true,
+                    _run_id: figures.run_id.clone(),
+                    _synced_at: figures.started_at_us,
+                    ..Default::default()
+                })
                 .collect();
             changed.push(records_to_batch(&rows)?);
         }
         let seq = state.seq + 1;
         let schema = contacts_schema();
-        let data = if changed.is_empty() { vec![RecordBatch::new_empty(schema.clone())] } else { changed.clone() };
+        let data = if changed.is_empty() {
+            vec![RecordBatch::new_empty(schema.clone())]
+        } else {
+            changed.clone()
+        };
         let props = CommitProperties::default()
             .with_metadata([
                 ("app.id".to_string(), json!(app)),
                 ("app.seq".to_string(), json!(seq)),
                 ("app.cursor".to_string(), json!(extract.cursor)),
-                ("app.figures".to_string(), serde_json::to_value(&figures).unwrap()),
+                (
+                    "app.figures".to_string(),
+                    serde_json::to_value(&figures).unwrap(),
+                ),
             ])
             .with_application_transaction(Transaction::new(&app, seq));
         let changes = self.open_or_create(TableKind::ContactChanges).await?;
         if self.txn_version(&changes, &app).await? != state.seq {
-            return Err(Error::Concurrent(format!("{app}: another sync of this account committed while this one ran; nothing of this run was kept. Rerun to continue from where it stopped")));
+            return Err(Error::Concurrent(format!(
+                "{app}: another sync of this account committed while this one ran; nothing of this run was kept. Rerun to continue from where it stopped"
+            )));
         }
-        match changes.write(data).with_save_mode(SaveMode::Append).with_commit_properties(props).await {
+        match changes
+            .write(data)
+            .with_save_mode(SaveMode::Append)
+            .with_commit_properties(props)
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.to_string().contains("oncurrent") => {
-                return Err(Error::Concurrent(format!("{app}: another sync of this account committed run {seq} first; nothing of this run was kept ({e}). Rerun to continue")));
+                return Err(Error::Concurrent(format!(
+                    "{app}: another sync of this account committed run {seq} first; nothing of this run was kept ({e}). Rerun to continue"
+                )));
             }
-            Err(e) => return Err(Error::lake(format!("{app}: committing run {seq} to contact_changes: {e}"))),
+            Err(e) => {
+                return Err(Error::lake(format!(
+                    "{app}: committing run {seq} to contact_changes: {e}"
+                )));
+            }
         }
         self.merge_contacts(source, account, &changed).await?;
         figures.status = "ok".into();
-        self.append_run(source, account, seq, &figures, Some(&extract.cursor)).await?;
-        Ok(CommitOutcome { seq, upserted, deleted: figures.deleted })
+        self.append_run(source, account, seq, &figures, Some(&extract.cursor))
+            .await?;
+        Ok(CommitOutcome {
+            seq,
+            upserted,
+            deleted: figures.deleted,
+        })
     }
 
     /// Applies change rows (upserts and `deleted` rows) to `contacts` in one MERGE.
-    async fn merge_contacts(&self, source: &str, account: &str, changes: &[RecordBatch]) -> Result<()> {
+    async fn merge_contacts(
+        &self,
+        source: &str,
+        account: &str,
+        changes: &[RecordBatch],
+    ) -> Result<()> {
         let rows: usize = changes.iter().map(|b| b.num_rows()).sum();
         if rows == 0 {
             return Ok(());
@@ -320,11 +448,19 @@ impl Lake {
         let schema = contacts_schema();
         let batch = crate::arrow_util::concat(&schema, changes)?;
         let ctx = SessionContext::new();
-        let cols: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).filter(|n| n != "deleted").collect();
+        let cols: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|n| n != "deleted")
+            .collect();
         for attempt in 0..5 {
             let table = self.open_or_create(TableKind::Contacts).await?;
             let df = ctx.read_batch(batch.clone())?;
-            let predicate = col("target.source").eq(lit(source)).and(col("target.account").eq(lit(account))).and(col("target.id").eq(col("source.id")));
+            let predicate = col("target.source")
+                .eq(lit(source))
+                .and(col("target.account").eq(lit(account)))
+                .and(col("target.id").eq(col("source.id")));
             let cols = cols.clone();
             let res = table
                 .merge(df, predicate)
@@ -353,13 +489,25 @@ impl Lake {
                     tracing::info!(source, account, error = %e, "contacts merge conflicted; retrying");
                     tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
                 }
-                Err(e) => return Err(Error::lake(format!("{}: merging into contacts: {e}", app_id(source, account)))),
+                Err(e) => {
+                    return Err(Error::lake(format!(
+                        "{}: merging into contacts: {e}",
+                        app_id(source, account)
+                    )));
+                }
             }
         }
         unreachable!()
     }
 
-    async fn append_run(&self, source: &str, account: &str, seq: i64, f: &RunFigures, cursor: Option<&str>) -> Result<()> {
+    async fn append_run(
+        &self,
+        source: &str,
+        account: &str,
+        seq: i64,
+        f: &RunFigures,
+        cursor: Option<&str>,
+    ) -> Result<()> {
         let batch = tables::run_batch(source, account, Some(seq), f, cursor)?;
         let app = app_id(source, account);
         for attempt in 0..5 {
@@ -367,10 +515,18 @@ impl Lake {
             if self.txn_version(&runs, &app).await? >= seq {
                 return Ok(());
             }
-            let props = CommitProperties::default().with_application_transaction(Transaction::new(&app, seq));
-            match runs.write(vec![batch.clone()]).with_save_mode(SaveMode::Append).with_commit_properties(props).await {
+            let props = CommitProperties::default()
+                .with_application_transaction(Transaction::new(&app, seq));
+            match runs
+                .write(vec![batch.clone()])
+                .with_save_mode(SaveMode::Append)
+                .with_commit_properties(props)
+                .await
+            {
                 Ok(_) => return Ok(()),
-                Err(e) if e.to_string().contains("oncurrent") && attempt < 4 => tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await,
+                Err(e) if e.to_string().contains("oncurrent") && attempt < 4 => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await
+                }
                 Err(e) => return Err(Error::lake(format!("{app}: appending to sync_runs: {e}"))),
             }
         }
@@ -382,32 +538,59 @@ impl Lake {
         let batch = tables::run_batch(source, account, None, f, None)?;
         for attempt in 0..5 {
             let runs = self.open_or_create(TableKind::SyncRuns).await?;
-            match runs.write(vec![batch.clone()]).with_save_mode(SaveMode::Append).await {
+            match runs
+                .write(vec![batch.clone()])
+                .with_save_mode(SaveMode::Append)
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(e) if attempt < 4 => {
                     tracing::debug!(error = %e, "retrying the failure record");
                     tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
                 }
-                Err(e) => return Err(Error::lake(format!("appending a failure to sync_runs: {e}"))),
+                Err(e) => {
+                    return Err(Error::lake(format!(
+                        "appending a failure to sync_runs: {e}"
+                    )));
+                }
             }
         }
         unreachable!()
     }
 
     /// Reads every row of a table (tests, status), normalized to its declared schema.
-    pub async fn read_all(&self, kind: TableKind, filter: Option<&str>) -> Result<Vec<RecordBatch>> {
-        let Some(t) = self.open(kind).await? else { return Ok(vec![]) };
+    pub async fn read_all(
+        &self,
+        kind: TableKind,
+        filter: Option<&str>,
+    ) -> Result<Vec<RecordBatch>> {
+        let Some(t) = self.open(kind).await? else {
+            return Ok(vec![]);
+        };
         let sql = match filter {
             Some(f) => format!("SELECT * FROM t WHERE {f}"),
             None => "SELECT * FROM t".into(),
         };
         let schema: SchemaRef = kind.schema();
-        self.query_table(t, &sql).await?.iter().map(|b| crate::arrow_util::normalize_batch(b, &schema)).collect()
+        self.query_table(t, &sql)
+            .await?
+            .iter()
+            .map(|b| crate::arrow_util::normalize_batch(b, &schema))
+            .collect()
     }
 
     /// The landed contacts of one account as records, sorted by id.
     pub async fn contacts_of(&self, source: &str, account: &str) -> Result<Vec<ContactRecord>> {
-        let batches = self.read_all(TableKind::Contacts, Some(&format!("source = '{}' AND account = '{}'", sql_str(source), sql_str(account)))).await?;
+        let batches = self
+            .read_all(
+                TableKind::Contacts,
+                Some(&format!(
+                    "source = '{}' AND account = '{}'",
+                    sql_str(source),
+                    sql_str(account)
+                )),
+            )
+            .await?;
         let mut recs = crate::schema::batches_to_records(&batches)?;
         recs.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(recs)
@@ -417,9 +600,4 @@ impl Lake {
 /// Whether an extract mode needs the lake to reconcile deletes by absence.
 pub fn reconciles(mode: SyncMode) -> bool {
     mode.is_full()
-}
-
-#[allow(dead_code)]
-fn _assert_send(l: Lake) -> Arc<Lake> {
-    Arc::new(l)
 }

@@ -26,7 +26,12 @@ pub enum TableKind {
 
 impl TableKind {
     /// Every table.
-    pub const ALL: [TableKind; 4] = [TableKind::Contacts, TableKind::ContactChanges, TableKind::SyncRuns, TableKind::WritebackResults];
+    pub const ALL: [TableKind; 4] = [
+        TableKind::Contacts,
+        TableKind::ContactChanges,
+        TableKind::SyncRuns,
+        TableKind::WritebackResults,
+    ];
 
     /// The table's name (and folder under the lake URL).
     pub fn name(&self) -> &'static str {
@@ -105,15 +110,25 @@ pub fn writeback_results_schema() -> SchemaRef {
 
 /// Arrow fields → Delta columns.
 pub fn delta_fields(schema: &Schema) -> Result<Vec<StructField>> {
-    let st = deltalake::kernel::StructType::try_from_arrow(schema).map_err(|e| Error::lake(format!("schema conversion: {e}")))?;
+    let st = deltalake::kernel::StructType::try_from_arrow(schema)
+        .map_err(|e| Error::lake(format!("schema conversion: {e}")))?;
     Ok(st.fields().cloned().collect())
 }
 
 /// One `sync_runs` row.
-pub fn run_batch(source: &str, account: &str, seq: Option<i64>, f: &RunFigures, cursor: Option<&str>) -> Result<RecordBatch> {
+pub fn run_batch(
+    source: &str,
+    account: &str,
+    seq: Option<i64>,
+    f: &RunFigures,
+    cursor: Option<&str>,
+) -> Result<RecordBatch> {
     let s = |v: &str| Arc::new(StringArray::from(vec![v.to_string()])) as arrow::array::ArrayRef;
     let i = |v: i64| Arc::new(Int64Array::from(vec![v])) as arrow::array::ArrayRef;
-    let t = |v: i64| Arc::new(TimestampMicrosecondArray::from(vec![v]).with_timezone("UTC")) as arrow::array::ArrayRef;
+    let t = |v: i64| {
+        Arc::new(TimestampMicrosecondArray::from(vec![v]).with_timezone("UTC"))
+            as arrow::array::ArrayRef
+    };
     Ok(RecordBatch::try_new(
         sync_runs_schema(),
         vec![

@@ -79,8 +79,12 @@ impl AnySource {
     pub fn try_new(cfg: &SourceConfig, pipeline_dir: &std::path::Path) -> Result<AnySource> {
         let http = http_client(cfg)?;
         Ok(match cfg.provider {
-            Provider::Google => AnySource::Google(google::GoogleSource::try_new(cfg, http, pipeline_dir)?),
-            Provider::Aurinko => AnySource::Aurinko(aurinko::AurinkoSource::try_new(cfg, http, pipeline_dir)?),
+            Provider::Google => {
+                AnySource::Google(google::GoogleSource::try_new(cfg, http, pipeline_dir)?)
+            }
+            Provider::Aurinko => {
+                AnySource::Aurinko(aurinko::AurinkoSource::try_new(cfg, http, pipeline_dir)?)
+            }
         })
     }
 
@@ -110,7 +114,12 @@ impl AnySource {
 
     /// Extracts one account: full when `cursor` is `None` or `full` is set, else
     /// incremental. An expired cursor yields [`crate::Error::CursorExpired`].
-    pub async fn extract(&self, account: &str, cursor: Option<&str>, ctx: &RunContext) -> Result<Extract> {
+    pub async fn extract(
+        &self,
+        account: &str,
+        cursor: Option<&str>,
+        ctx: &RunContext,
+    ) -> Result<Extract> {
         match self {
             AnySource::Google(s) => s.extract(account, cursor, ctx).await,
             AnySource::Aurinko(s) => s.extract(account, cursor, ctx).await,

@@ -124,27 +124,51 @@ fn ne(s: Option<String>) -> Option<String> {
 
 /// Parses a page body. `what` names account and page in errors.
 pub fn parse_page<'a>(body: &'a [u8], what: &str) -> Result<Page<'a>> {
-    let text = std::str::from_utf8(body).map_err(|e| Error::decode(format!("{what}: the body is not UTF-8: {e}")))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|e| Error::decode(format!("{what}: the body is not UTF-8: {e}")))?;
     let trimmed = text.trim_start();
     if trimmed.starts_with('<') {
-        return Err(Error::decode(format!("{what}: an HTML or XML page ({}) came back where JSON was expected; check base_url", crate::http::describe_body(body))));
+        return Err(Error::decode(format!(
+            "{what}: an HTML or XML page ({}) came back where JSON was expected; check base_url",
+            crate::http::describe_body(body)
+        )));
     }
-    serde_json::from_str(text).map_err(|e| Error::decode(format!("{what}: malformed JSON ({e}); the body may be truncated")))
+    serde_json::from_str(text).map_err(|e| {
+        Error::decode(format!(
+            "{what}: malformed JSON ({e}); the body may be truncated"
+        ))
+    })
 }
 
 /// Decodes `/sync/updated` records. Records flagged `deleted:true` come back as deletes.
-pub fn decode_contacts(records: &[&RawValue], ctx: &RecordContext, what: &str) -> Result<(Vec<ContactRecord>, Vec<String>)> {
+pub fn decode_contacts(
+    records: &[&RawValue],
+    ctx: &RecordContext,
+    what: &str,
+) -> Result<(Vec<ContactRecord>, Vec<String>)> {
     let mut out = Vec::with_capacity(records.len());
     let mut deleted = Vec::new();
     for (i, raw) in records.iter().enumerate() {
-        let c: ContactJ = serde_json::from_str(raw.get()).map_err(|e| Error::decode(format!("{what}, record #{}: not a contact ({e})", i + 1)))?;
-        let id = ne(c.id).ok_or_else(|| Error::decode(format!("{what}, record #{}: the contact has no id", i + 1)))?;
+        let c: ContactJ = serde_json::from_str(raw.get()).map_err(|e| {
+            Error::decode(format!("{what}, record #{}: not a contact ({e})", i + 1))
+        })?;
+        let id = ne(c.id).ok_or_else(|| {
+            Error::decode(format!("{what}, record #{}: the contact has no id", i + 1))
+        })?;
         if c.deleted == Some(true) {
             deleted.push(id);
             continue;
         }
         let updated = match c.last_modified_time.as_deref() {
-            Some(t) => Some(chrono::DateTime::parse_from_rfc3339(t).map_err(|e| Error::decode(format!("{what}, contact {id}: lastModifiedTime {t:?} is not a date-time ({e})")))?.timestamp_micros()),
+            Some(t) => Some(
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .map_err(|e| {
+                        Error::decode(format!(
+                            "{what}, contact {id}: lastModifiedTime {t:?} is not a date-time ({e})"
+                        ))
+                    })?
+                    .timestamp_micros(),
+            ),
             None => None,
         };
         let name = c.name.unwrap_or_default();
@@ -163,24 +187,82 @@ pub fn decode_contacts(records: &[&RawValue], ctx: &RecordContext, what: &str) -
             suffix: ne(name.suffix),
             nickname: ne(c.nick_name),
             file_as: ne(c.file_as),
-            emails: c.email_addresses.unwrap_or_default().into_iter().map(|e| Email { address: ne(e.address), kind: ne(e.kind), label: None, primary: None, display_name: ne(e.name) }).collect(),
-            phones: c.phone_numbers.unwrap_or_default().into_iter().map(|p| Phone { number: ne(p.number), kind: ne(p.kind), label: None, primary: None, uri: None }).collect(),
-            addresses: c.addresses.unwrap_or_default().into_iter().map(|a| Address {
-                kind: ne(a.kind),
-                street: match (ne(a.street), ne(a.street_line2)) {
-                    (Some(x), Some(y)) => Some(format!("{x}\n{y}")),
-                    (x, y) => x.or(y),
-                },
-                po_box: ne(a.po_box),
-                city: ne(a.city),
-                region: ne(a.state),
-                postcode: ne(a.postal_code),
-                country: ne(a.country),
-                ..Default::default()
-            }).collect(),
-            organizations: c.company.map(|co| vec![Organization { name: ne(co.name), title: ne(co.job_title), department: ne(co.department), kind: None, label: None, primary: None }]).unwrap_or_default(),
-            websites: c.urls.unwrap_or_default().into_iter().map(|u| Website { href: ne(u.href), kind: ne(u.kind), label: None, primary: None }).collect(),
-            relations: c.relations.unwrap_or_default().into_iter().map(|r| Relation { name: ne(r.name), kind: ne(r.kind), label: None }).collect(),
+            emails: c
+                .email_addresses
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| Email {
+                    address: ne(e.address),
+                    kind: ne(e.kind),
+                    label: None,
+                    primary: None,
+                    display_name: ne(e.name),
+                })
+                .collect(),
+            phones: c
+                .phone_numbers
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| Phone {
+                    number: ne(p.number),
+                    kind: ne(p.kind),
+                    label: None,
+                    primary: None,
+                    uri: None,
+                })
+                .collect(),
+            addresses: c
+                .addresses
+                .unwrap_or_default()
+                .into_iter()
+                .map(|a| Address {
+                    kind: ne(a.kind),
+                    street: match (ne(a.street), ne(a.street_line2)) {
+                        (Some(x), Some(y)) => Some(format!("{x}\n{y}")),
+                        (x, y) => x.or(y),
+                    },
+                    po_box: ne(a.po_box),
+                    city: ne(a.city),
+                    region: ne(a.state),
+                    postcode: ne(a.postal_code),
+                    country: ne(a.country),
+                    ..Default::default()
+                })
+                .collect(),
+            organizations: c
+                .company
+                .map(|co| {
+                    vec![Organization {
+                        name: ne(co.name),
+                        title: ne(co.job_title),
+                        department: ne(co.department),
+                        kind: None,
+                        label: None,
+                        primary: None,
+                    }]
+                })
+                .unwrap_or_default(),
+            websites: c
+                .urls
+                .unwrap_or_default()
+                .into_iter()
+                .map(|u| Website {
+                    href: ne(u.href),
+                    kind: ne(u.kind),
+                    label: None,
+                    primary: None,
+                })
+                .collect(),
+            relations: c
+                .relations
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| Relation {
+                    name: ne(r.name),
+                    kind: ne(r.kind),
+                    label: None,
+                })
+                .collect(),
             ims: vec![],
             events: vec![],
             notes: ne(c.notes),
@@ -188,7 +270,10 @@ pub fn decode_contacts(records: &[&RawValue], ctx: &RecordContext, what: &str) -
             groups: c.keywords.unwrap_or_default(),
             photo: None,
             extended_properties: vec![],
-            native: c.native_properties.filter(|v| !v.is_null()).map(|v| v.to_string()),
+            native: c
+                .native_properties
+                .filter(|v| !v.is_null())
+                .map(|v| v.to_string()),
             raw: Some(raw.get().to_string()),
             _run_id: ctx.run_id.clone(),
             _synced_at: ctx.synced_at_us,
@@ -203,8 +288,14 @@ pub fn decode_deleted(records: &[&RawValue], what: &str) -> Result<Vec<String>> 
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let d: DeletedJ = serde_json::from_str(r.get()).map_err(|e| Error::decode(format!("{what}, record #{}: {e}", i + 1)))?;
-            ne(d.id).ok_or_else(|| Error::decode(format!("{what}, record #{}: a deleted record without id", i + 1)))
+            let d: DeletedJ = serde_json::from_str(r.get())
+                .map_err(|e| Error::decode(format!("{what}, record #{}: {e}", i + 1)))?;
+            ne(d.id).ok_or_else(|| {
+                Error::decode(format!(
+                    "{what}, record #{}: a deleted record without id",
+                    i + 1
+                ))
+            })
         })
         .collect()
 }
@@ -214,7 +305,12 @@ mod tests {
     use super::*;
 
     fn ctx() -> RecordContext {
-        RecordContext { source: "crm".into(), account: "101".into(), run_id: "r".into(), synced_at_us: 0 }
+        RecordContext {
+            source: "crm".into(),
+            account: "101".into(),
+            run_id: "r".into(),
+            synced_at_us: 0,
+        }
     }
 
     #[test]
@@ -233,7 +329,10 @@ mod tests {
         assert_eq!(deleted, vec!["AAMk2".to_string()]);
         let r = &recs[0];
         assert_eq!(r.display_name.as_deref(), Some("Sam Black"));
-        assert_eq!(r.organizations[0].title.as_deref(), Some("Support engineer"));
+        assert_eq!(
+            r.organizations[0].title.as_deref(),
+            Some("Support engineer")
+        );
         assert_eq!(r.emails[0].primary, None);
         assert_eq!(r.addresses[0].street.as_deref(), Some("1 Road\nUnit 3"));
         assert_eq!(r.addresses[0].region.as_deref(), Some("CA"));
@@ -246,9 +345,27 @@ mod tests {
 
     #[test]
     fn bad_pages_give_clear_errors() {
-        assert!(parse_page(b"<html><title>Bad Gateway</title></html>", "account 101, page 2").unwrap_err().to_string().contains("Bad Gateway"));
-        assert!(parse_page(br#"{"records":[{"id":"a""#, "p").unwrap_err().to_string().contains("truncated"));
+        assert!(
+            parse_page(
+                b"<html><title>Bad Gateway</title></html>",
+                "account 101, page 2"
+            )
+            .unwrap_err()
+            .to_string()
+            .contains("Bad Gateway")
+        );
+        assert!(
+            parse_page(br#"{"records":[{"id":"a""#, "p")
+                .unwrap_err()
+                .to_string()
+                .contains("truncated")
+        );
         let page = parse_page(br#"{"records":[{"name":{}}]}"#, "p").unwrap();
-        assert!(decode_contacts(&page.records, &ctx(), "p").unwrap_err().to_string().contains("no id"));
+        assert!(
+            decode_contacts(&page.records, &ctx(), "p")
+                .unwrap_err()
+                .to_string()
+                .contains("no id")
+        );
     }
 }

@@ -58,7 +58,9 @@ fn env(var: &str, source: &str, account: Option<&str>) -> Result<Secret> {
         Ok(v) if !v.is_empty() => Ok(Secret::new(v)),
         _ => Err(Error::config(format!(
             "source {source}{}: the environment variable {var} is not set; export it with the credential",
-            account.map(|a| format!(", account {a}")).unwrap_or_default()
+            account
+                .map(|a| format!(", account {a}"))
+                .unwrap_or_default()
         ))),
     }
 }
@@ -72,21 +74,44 @@ fn bad_token(resp: &HttpResponse) -> bool {
 
 impl AurinkoSource {
     /// Builds the source from its pipeline entry; every token must be in the environment.
-    pub fn try_new(cfg: &SourceConfig, http: HttpClient, base: &std::path::Path) -> Result<AurinkoSource> {
+    pub fn try_new(
+        cfg: &SourceConfig,
+        http: HttpClient,
+        base: &std::path::Path,
+    ) -> Result<AurinkoSource> {
         let mut auth = HashMap::new();
         let app = match &cfg.auth {
-            Some(AuthConfig::App { client_id_env, client_secret_env }) => {
+            Some(AuthConfig::App {
+                client_id_env,
+                client_secret_env,
+            }) => {
                 let id = env(client_id_env, &cfg.name, None)?;
                 let secret = env(client_secret_env, &cfg.name, None)?;
-                Some(Secret::new(base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", id.expose(), secret.expose()))))
+                Some(Secret::new(
+                    base64::engine::general_purpose::STANDARD.encode(format!(
+                        "{}:{}",
+                        id.expose(),
+                        secret.expose()
+                    )),
+                ))
             }
             Some(AuthConfig::Bearer { .. }) | None => None,
-            Some(_) => return Err(Error::config(format!("source {}: aurinko sources use per-account token_env or auth = {{ kind = \"app\", … }}", cfg.name))),
+            Some(_) => {
+                return Err(Error::config(format!(
+                    "source {}: aurinko sources use per-account token_env or auth = {{ kind = \"app\", … }}",
+                    cfg.name
+                )));
+            }
         };
         for a in &cfg.accounts {
             let v = match (&app, &a.token_env) {
                 (Some(b), _) => AccountAuth::App { basic: b.clone() },
-                (None, _) => AccountAuth::Bearer(crate::secret::load(a.token_env.as_deref(), a.token_file.as_deref(), base, &format!("source {}, account {}", cfg.name, a.id))?),
+                (None, _) => AccountAuth::Bearer(crate::secret::load(
+                    a.token_env.as_deref(),
+                    a.token_file.as_deref(),
+                    base,
+                    &format!("source {}, account {}", cfg.name, a.id),
+                )?),
             };
             auth.insert(a.id.clone(), v);
         }
@@ -113,24 +138,58 @@ impl AurinkoSource {
         self.concurrency
     }
 
-    fn authorize(&self, account: &str, rb: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder> {
+    fn authorize(
+        &self,
+        account: &str,
+        rb: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder> {
         Ok(match self.auth.get(account) {
-            Some(AccountAuth::Bearer(t)) => rb.header(reqwest::header::AUTHORIZATION, format!("Bearer {}", t.expose())),
-            Some(AccountAuth::App { basic }) => rb.header(reqwest::header::AUTHORIZATION, format!("Basic {}", basic.expose())).header("X-Aurinko-Account-Id", account),
-            None => return Err(Error::config(format!("source {}: account {account} is not configured", self.name))),
+            Some(AccountAuth::Bearer(t)) => rb.header(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {}", t.expose()),
+            ),
+            Some(AccountAuth::App { basic }) => rb
+                .header(
+                    reqwest::header::AUTHORIZATION,
+                    format!("Basic {}", basic.expose()),
+                )
+                .header("X-Aurinko-Account-Id", account),
+            None => {
+                return Err(Error::config(format!(
+                    "source {}: account {account} is not configured",
+                    self.name
+                )));
+            }
         })
     }
 
-    async fn request(&self, account: &str, what: &str, ctx: &RunContext, method: reqwest::Method, url: &str, query: &[(&str, &str)]) -> Result<HttpResponse> {
+    async fn request(
+        &self,
+        account: &str,
+        what: &str,
+        ctx: &RunContext,
+        method: reqwest::Method,
+        url: &str,
+        query: &[(&str, &str)],
+    ) -> Result<HttpResponse> {
         // Build once to surface configuration errors before the retry loop.
         let _ = self.authorize(account, self.http.client().get(url))?;
         let resp = self
             .http
-            .send(what, &ctx.metrics, MAX_PAGE_BYTES, |c| self.authorize(account, c.request(method.clone(), url).query(query)).expect("checked above"))
+            .send(what, &ctx.metrics, MAX_PAGE_BYTES, |c| {
+                self.authorize(account, c.request(method.clone(), url).query(query))
+                    .expect("checked above")
+            })
             .await?;
         match resp.status {
-            401 => Err(Error::Auth(format!("{what}: the API refused the account's credentials (401 {}); refresh the account token", resp.describe()))),
-            403 => Err(Error::Auth(format!("{what}: access denied (403 {}); the token needs the Contacts.Read scope", resp.describe()))),
+            401 => Err(Error::Auth(format!(
+                "{what}: the API refused the account's credentials (401 {}); refresh the account token",
+                resp.describe()
+            ))),
+            403 => Err(Error::Auth(format!(
+                "{what}: access denied (403 {}); the token needs the Contacts.Read scope",
+                resp.describe()
+            ))),
             _ => Ok(resp),
         }
     }
@@ -139,12 +198,28 @@ impl AurinkoSource {
         let url = format!("{}/v1/contacts/sync", self.base_url);
         let mut delay = self.http.policy().base;
         for attempt in 1..=MAX_READY_POLLS {
-            let what = format!("{} account {account}: sync start (attempt {attempt})", self.name);
-            let resp = self.request(account, &what, ctx, reqwest::Method::POST, &url, &[("awaitReady", "true")]).await?;
+            let what = format!(
+                "{} account {account}: sync start (attempt {attempt})",
+                self.name
+            );
+            let resp = self
+                .request(
+                    account,
+                    &what,
+                    ctx,
+                    reqwest::Method::POST,
+                    &url,
+                    &[("awaitReady", "true")],
+                )
+                .await?;
             if !resp.ok() {
-                return Err(Error::Http { status: Some(resp.status), message: format!("{what}: HTTP {}: {}", resp.status, resp.describe()) });
+                return Err(Error::Http {
+                    status: Some(resp.status),
+                    message: format!("{what}: HTTP {}: {}", resp.status, resp.describe()),
+                });
             }
-            let s: SyncStatus = serde_json::from_slice(&resp.body).map_err(|e| Error::decode(format!("{what}: unreadable SyncStatus ({e})")))?;
+            let s: SyncStatus = serde_json::from_slice(&resp.body)
+                .map_err(|e| Error::decode(format!("{what}: unreadable SyncStatus ({e})")))?;
             if s.ready == Some(true)
                 && let (Some(u), Some(d)) = (s.updated, s.deleted)
             {
@@ -153,11 +228,23 @@ impl AurinkoSource {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(std::time::Duration::from_secs(10));
         }
-        Err(Error::Http { status: None, message: format!("{} account {account}: the sync was still not ready after {MAX_READY_POLLS} polls of POST /v1/contacts/sync; try again later", self.name) })
+        Err(Error::Http {
+            status: None,
+            message: format!(
+                "{} account {account}: the sync was still not ready after {MAX_READY_POLLS} polls of POST /v1/contacts/sync; try again later",
+                self.name
+            ),
+        })
     }
 
     /// Reads one stream to its `nextDeltaToken`. Returns (raw pages, next delta token).
-    async fn stream(&self, account: &str, stream: &str, delta: &str, ctx: &RunContext) -> Result<(Vec<bytes::Bytes>, String)> {
+    async fn stream(
+        &self,
+        account: &str,
+        stream: &str,
+        delta: &str,
+        ctx: &RunContext,
+    ) -> Result<(Vec<bytes::Bytes>, String)> {
         let url = format!("{}/v1/contacts/sync/{stream}", self.base_url);
         let mut pages = Vec::new();
         let mut page_token: Option<String> = None;
@@ -170,7 +257,9 @@ impl AurinkoSource {
                 Some(p) => vec![("pageToken", p.as_str())],
                 None => vec![("deltaToken", delta)],
             };
-            let resp = self.request(account, &what, ctx, reqwest::Method::GET, &url, &query).await?;
+            let resp = self
+                .request(account, &what, ctx, reqwest::Method::GET, &url, &query)
+                .await?;
             if resp.status == 410 || bad_token(&resp) {
                 if page_token.is_some() && !page_retry_used && resp.status != 410 {
                     // A bad page token: start the stream again from the delta token, once.
@@ -179,12 +268,21 @@ impl AurinkoSource {
                     pages.clear();
                     continue;
                 }
-                return Err(Error::CursorExpired(format!("{what}: the sync token is no longer valid (HTTP {} {})", resp.status, resp.describe())));
+                return Err(Error::CursorExpired(format!(
+                    "{what}: the sync token is no longer valid (HTTP {} {})",
+                    resp.status,
+                    resp.describe()
+                )));
             }
             if !resp.ok() {
-                return Err(Error::Http { status: Some(resp.status), message: format!("{what}: HTTP {}: {}", resp.status, resp.describe()) });
+                return Err(Error::Http {
+                    status: Some(resp.status),
+                    message: format!("{what}: HTTP {}: {}", resp.status, resp.describe()),
+                });
             }
-            ctx.metrics.pages.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ctx.metrics
+                .pages
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let (next_page, next_delta) = {
                 let p = decode::parse_page(&resp.body, &what)?;
                 if let Some(pb) = &ctx.progress {
@@ -196,13 +294,22 @@ impl AurinkoSource {
             match (next_page, next_delta) {
                 (Some(p), _) => page_token = Some(p),
                 (None, Some(d)) => return Ok((pages, d)),
-                (None, None) => return Err(Error::decode(format!("{what}: the page has neither nextPageToken nor nextDeltaToken"))),
+                (None, None) => {
+                    return Err(Error::decode(format!(
+                        "{what}: the page has neither nextPageToken nor nextDeltaToken"
+                    )));
+                }
             }
         }
     }
 
     /// Extracts one account.
-    pub async fn extract(&self, account: &str, cursor: Option<&str>, ctx: &RunContext) -> Result<Extract> {
+    pub async fn extract(
+        &self,
+        account: &str,
+        cursor: Option<&str>,
+        ctx: &RunContext,
+    ) -> Result<Extract> {
         let (mode, up_tok, del_tok) = match cursor {
             Some(c) => {
                 let c: Cursor = serde_json::from_str(c).map_err(|e| Error::decode(format!("{} account {account}: stored cursor is unreadable ({e}); run with --full-refresh", self.name)))?;
@@ -213,19 +320,39 @@ impl AurinkoSource {
                 (SyncMode::Full, u, d)
             }
         };
-        let (up, del) = tokio::join!(self.stream(account, "updated", &up_tok, ctx), self.stream(account, "deleted", &del_tok, ctx));
+        let (up, del) = tokio::join!(
+            self.stream(account, "updated", &up_tok, ctx),
+            self.stream(account, "deleted", &del_tok, ctx)
+        );
         let ((up_pages, next_up), (del_pages, next_del)) = (up?, del?);
-        let rctx = RecordContext { source: self.name.clone(), account: account.to_string(), run_id: ctx.run_id.clone(), synced_at_us: ctx.synced_at_us };
+        let rctx = RecordContext {
+            source: self.name.clone(),
+            account: account.to_string(),
+            run_id: ctx.run_id.clone(),
+            synced_at_us: ctx.synced_at_us,
+        };
         let mut deletes: HashSet<String> = HashSet::new();
         for (i, body) in del_pages.iter().enumerate() {
-            let what = format!("{} account {account}: /sync/deleted page {}", self.name, i + 1);
-            deletes.extend(decode::decode_deleted(&decode::parse_page(body, &what)?.records, &what)?);
+            let what = format!(
+                "{} account {account}: /sync/deleted page {}",
+                self.name,
+                i + 1
+            );
+            deletes.extend(decode::decode_deleted(
+                &decode::parse_page(body, &what)?.records,
+                &what,
+            )?);
         }
         // Later pages win; a deleted id never comes back (ids are not reused).
         let mut latest: HashMap<String, crate::schema::ContactRecord> = HashMap::new();
         for (i, body) in up_pages.iter().enumerate() {
-            let what = format!("{} account {account}: /sync/updated page {}", self.name, i + 1);
-            let (recs, dels) = decode::decode_contacts(&decode::parse_page(body, &what)?.records, &rctx, &what)?;
+            let what = format!(
+                "{} account {account}: /sync/updated page {}",
+                self.name,
+                i + 1
+            );
+            let (recs, dels) =
+                decode::decode_contacts(&decode::parse_page(body, &what)?.records, &rctx, &what)?;
             deletes.extend(dels);
             for r in recs {
                 latest.insert(r.id.clone(), r);
@@ -236,7 +363,22 @@ impl AurinkoSource {
         recs.sort_by(|a, b| a.id.cmp(&b.id));
         let mut deletes: Vec<String> = deletes.into_iter().collect();
         deletes.sort();
-        let upserts = if recs.is_empty() { vec![] } else { recs.chunks(8192).map(records_to_batch).collect::<Result<Vec<_>>>()? };
-        Ok(Extract { mode, upserts, deletes, cursor: serde_json::to_string(&Cursor { updated: next_up, deleted: next_del }).unwrap() })
+        let upserts = if recs.is_empty() {
+            vec![]
+        } else {
+            recs.chunks(8192)
+                .map(records_to_batch)
+                .collect::<Result<Vec<_>>>()?
+        };
+        Ok(Extract {
+            mode,
+            upserts,
+            deletes,
+            cursor: serde_json::to_string(&Cursor {
+                updated: next_up,
+                deleted: next_del,
+            })
+            .unwrap(),
+        })
     }
 }

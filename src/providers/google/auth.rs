@@ -49,24 +49,60 @@ pub struct ServiceAccount {
     cache: tokio::sync::Mutex<Option<(Secret, Instant)>>,
 }
 
-
 impl GoogleAuth {
     /// Builds the auth a pipeline entry describes.
     pub fn from_config(cfg: Option<&AuthConfig>, source: &str, base: &Path) -> Result<GoogleAuth> {
         match cfg {
-            Some(AuthConfig::Bearer { token_env, token_file }) => Ok(GoogleAuth::Bearer {
-                token: crate::secret::load(token_env.as_deref(), token_file.as_deref(), base, &format!("source {source}"))?,
-                env: token_env.clone().or_else(|| token_file.clone()).unwrap_or_default(),
+            Some(AuthConfig::Bearer {
+                token_env,
+                token_file,
+            }) => Ok(GoogleAuth::Bearer {
+                token: crate::secret::load(
+                    token_env.as_deref(),
+                    token_file.as_deref(),
+                    base,
+                    &format!("source {source}"),
+                )?,
+                env: token_env
+                    .clone()
+                    .or_else(|| token_file.clone())
+                    .unwrap_or_default(),
             }),
-            Some(AuthConfig::ClientLogin { token_env, token_file }) => Ok(GoogleAuth::ClientLogin {
-                token: crate::secret::load(token_env.as_deref(), token_file.as_deref(), base, &format!("source {source}"))?,
-                env: token_env.clone().or_else(|| token_file.clone()).unwrap_or_default(),
+            Some(AuthConfig::ClientLogin {
+                token_env,
+                token_file,
+            }) => Ok(GoogleAuth::ClientLogin {
+                token: crate::secret::load(
+                    token_env.as_deref(),
+                    token_file.as_deref(),
+                    base,
+                    &format!("source {source}"),
+                )?,
+                env: token_env
+                    .clone()
+                    .or_else(|| token_file.clone())
+                    .unwrap_or_default(),
             }),
-            Some(AuthConfig::ServiceAccount { key_file, subject, scope }) => {
+            Some(AuthConfig::ServiceAccount {
+                key_file,
+                subject,
+                scope,
+            }) => {
                 let path = base.join(key_file);
-                let text = std::fs::read_to_string(&path).map_err(|e| Error::config(format!("source {source}: cannot read the service-account key file {}: {e}", path.display())))?;
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    Error::config(format!(
+                        "source {source}: cannot read the service-account key file {}: {e}",
+                        path.display()
+                    ))
+                })?;
                 let kf: KeyFile = serde_json::from_str(&text).map_err(|e| Error::config(format!("source {source}: {} is not a service-account key file ({e}); download a JSON key for the service account", path.display())))?;
-                let key = jsonwebtoken::EncodingKey::from_rsa_pem(kf.private_key.as_bytes()).map_err(|_| Error::config(format!("source {source}: the private_key in {} is not an RSA PEM key", path.display())))?;
+                let key = jsonwebtoken::EncodingKey::from_rsa_pem(kf.private_key.as_bytes())
+                    .map_err(|_| {
+                        Error::config(format!(
+                            "source {source}: the private_key in {} is not an RSA PEM key",
+                            path.display()
+                        ))
+                    })?;
                 Ok(GoogleAuth::ServiceAccount(Box::new(ServiceAccount {
                     client_email: kf.client_email,
                     key,
@@ -77,7 +113,9 @@ impl GoogleAuth {
                     cache: tokio::sync::Mutex::new(None),
                 })))
             }
-            Some(AuthConfig::App { .. }) | None => Err(Error::config(format!("source {source}: google sources need auth = bearer, service_account or client_login"))),
+            Some(AuthConfig::App { .. }) | None => Err(Error::config(format!(
+                "source {source}: google sources need auth = bearer, service_account or client_login"
+            ))),
         }
     }
 
@@ -89,16 +127,30 @@ impl GoogleAuth {
     /// What to check when the API refuses the credentials.
     pub fn hint(&self) -> String {
         match self {
-            GoogleAuth::Bearer { env, .. } | GoogleAuth::ClientLogin { env, .. } => format!("check the token in {env}"),
-            GoogleAuth::ServiceAccount(sa) => format!("check that {} has domain-wide delegation for scope {} and that {} is an administrator", sa.client_email, sa.scope, sa.subject),
+            GoogleAuth::Bearer { env, .. } | GoogleAuth::ClientLogin { env, .. } => {
+                format!("check the token in {env}")
+            }
+            GoogleAuth::ServiceAccount(sa) => format!(
+                "check that {} has domain-wide delegation for scope {} and that {} is an administrator",
+                sa.client_email, sa.scope, sa.subject
+            ),
         }
     }
 
     /// The `Authorization` header value; `refresh` forces a new service-account token.
-    pub async fn header(&self, http: &HttpClient, metrics: &Metrics, refresh: bool) -> Result<Secret> {
+    pub async fn header(
+        &self,
+        http: &HttpClient,
+        metrics: &Metrics,
+        refresh: bool,
+    ) -> Result<Secret> {
         match self {
-            GoogleAuth::Bearer { token, .. } => Ok(Secret::new(format!("Bearer {}", token.expose()))),
-            GoogleAuth::ClientLogin { token, .. } => Ok(Secret::new(format!("GoogleLogin auth={}", token.expose()))),
+            GoogleAuth::Bearer { token, .. } => {
+                Ok(Secret::new(format!("Bearer {}", token.expose())))
+            }
+            GoogleAuth::ClientLogin { token, .. } => {
+                Ok(Secret::new(format!("GoogleLogin auth={}", token.expose())))
+            }
             GoogleAuth::ServiceAccount(sa) => {
                 let mut cache = sa.cache.lock().await;
                 if !refresh
@@ -135,19 +187,52 @@ struct TokenResponse {
 impl ServiceAccount {
     async fn fetch(&self, http: &HttpClient, metrics: &Metrics) -> Result<(Secret, Duration)> {
         let now = chrono::Utc::now().timestamp();
-        let claims = Claims { iss: &self.client_email, sub: &self.subject, scope: &self.scope, aud: &self.token_uri, iat: now, exp: now + 3600 };
-        let jwt = jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &claims, &self.key).map_err(|e| Error::Auth(format!("cannot sign the service-account JWT with {}: {e}", self.key_path)))?;
+        let claims = Claims {
+            iss: &self.client_email,
+            sub: &self.subject,
+            scope: &self.scope,
+            aud: &self.token_uri,
+            iat: now,
+            exp: now + 3600,
+        };
+        let jwt = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            &claims,
+            &self.key,
+        )
+        .map_err(|e| {
+            Error::Auth(format!(
+                "cannot sign the service-account JWT with {}: {e}",
+                self.key_path
+            ))
+        })?;
         let jwt = Secret::new(jwt);
-        let what = format!("token request for {} to {}", self.client_email, self.token_uri);
+        let what = format!(
+            "token request for {} to {}",
+            self.client_email, self.token_uri
+        );
         let resp = http
             .send(&what, metrics, 1 << 20, |c| {
-                c.post(&self.token_uri).form(&[("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), ("assertion", jwt.expose())])
+                c.post(&self.token_uri).form(&[
+                    ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                    ("assertion", jwt.expose()),
+                ])
             })
             .await?;
         if !resp.ok() {
-            return Err(Error::Auth(format!("{what}: HTTP {}: {}; check the key file {} and the delegation for {}", resp.status, resp.describe(), self.key_path, self.subject)));
+            return Err(Error::Auth(format!(
+                "{what}: HTTP {}: {}; check the key file {} and the delegation for {}",
+                resp.status,
+                resp.describe(),
+                self.key_path,
+                self.subject
+            )));
         }
-        let t: TokenResponse = serde_json::from_slice(&resp.body).map_err(|e| Error::Auth(format!("{what}: unreadable answer: {e}")))?;
-        Ok((Secret::new(t.access_token), Duration::from_secs(t.expires_in.unwrap_or(3600))))
+        let t: TokenResponse = serde_json::from_slice(&resp.body)
+            .map_err(|e| Error::Auth(format!("{what}: unreadable answer: {e}")))?;
+        Ok((
+            Secret::new(t.access_token),
+            Duration::from_secs(t.expires_in.unwrap_or(3600)),
+        ))
     }
 }

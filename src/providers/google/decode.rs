@@ -8,7 +8,10 @@ use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 
 use crate::error::{Error, Result};
-use crate::schema::{Address, ContactRecord, Email, Event as CEvent, ExtendedProperty, Im, Organization, Phone, Photo, Relation, Website};
+use crate::schema::{
+    Address, ContactRecord, Email, Event as CEvent, ExtendedProperty, Im, Organization, Phone,
+    Photo, Relation, Website,
+};
 
 const ATOM: &[u8] = b"http://www.w3.org/2005/Atom";
 const GD: &[u8] = b"http://schemas.google.com/g/2005";
@@ -93,7 +96,11 @@ enum Open {
 }
 
 fn non_empty(s: std::borrow::Cow<'_, str>) -> Option<String> {
-    if s.is_empty() { None } else { Some(s.into_owned()) }
+    if s.is_empty() {
+        None
+    } else {
+        Some(s.into_owned())
+    }
 }
 
 fn short_rel(v: &str) -> String {
@@ -117,20 +124,32 @@ impl Attrs {
                 ResolveResult::Unbound => Ns::Atom, // unprefixed attributes: no namespace
                 other => ns_of(&other),
             };
-            let v = a.decode_and_unescape_value(r.decoder()).map_err(|e| Error::decode(format!("bad attribute value: {e}")))?;
-            items.push((ns, String::from_utf8_lossy(local.as_ref()).into_owned(), v.into_owned()));
+            let v = a
+                .decode_and_unescape_value(r.decoder())
+                .map_err(|e| Error::decode(format!("bad attribute value: {e}")))?;
+            items.push((
+                ns,
+                String::from_utf8_lossy(local.as_ref()).into_owned(),
+                v.into_owned(),
+            ));
         }
         Ok(Attrs { items })
     }
     /// An unprefixed attribute.
     fn get(&self, name: &str) -> Option<&str> {
-        self.items.iter().find(|(ns, n, _)| *ns == Ns::Atom && n == name).map(|(_, _, v)| v.as_str())
+        self.items
+            .iter()
+            .find(|(ns, n, _)| *ns == Ns::Atom && n == name)
+            .map(|(_, _, v)| v.as_str())
     }
     fn opt(&self, name: &str) -> Option<String> {
         self.get(name).filter(|v| !v.is_empty()).map(str::to_string)
     }
     fn gd(&self, name: &str) -> Option<&str> {
-        self.items.iter().find(|(ns, n, _)| *ns == Ns::Gd && n == name).map(|(_, _, v)| v.as_str())
+        self.items
+            .iter()
+            .find(|(ns, n, _)| *ns == Ns::Gd && n == name)
+            .map(|(_, _, v)| v.as_str())
     }
     fn primary(&self) -> Option<bool> {
         Some(self.get("primary") == Some("true"))
@@ -158,7 +177,8 @@ pub fn decode_feed(body: &[u8], ctx: &RecordContext, what: &str) -> Result<FeedP
 }
 
 fn decode_feed_inner(body: &[u8], ctx: &RecordContext) -> Result<FeedPage> {
-    let text = std::str::from_utf8(body).map_err(|e| Error::decode(format!("the body is not UTF-8: {e}")))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|e| Error::decode(format!("the body is not UTF-8: {e}")))?;
     let mut r = NsReader::from_str(text);
     let mut page = FeedPage::default();
     let mut depth = 0usize;
@@ -176,7 +196,9 @@ fn decode_feed_inner(body: &[u8], ctx: &RecordContext) -> Result<FeedPage> {
     let mut entry_count = 0usize;
     loop {
         let before = r.buffer_position() as usize;
-        let (res, ev) = r.read_resolved_event().map_err(|e| Error::decode(format!("malformed XML near byte {before}: {e}")))?;
+        let (res, ev) = r
+            .read_resolved_event()
+            .map_err(|e| Error::decode(format!("malformed XML near byte {before}: {e}")))?;
         match ev {
             Event::Start(ref s) | Event::Empty(ref s) => {
                 let empty = matches!(ev, Event::Empty(_));
@@ -189,7 +211,9 @@ fn decode_feed_inner(body: &[u8], ctx: &RecordContext) -> Result<FeedPage> {
                         let name = String::from_utf8_lossy(s.name().as_ref()).into_owned();
                         let hint = if name.eq_ignore_ascii_case("html") {
                             let title = crate::http::describe_body(body);
-                            format!("an HTML page ({title}) came back where an Atom feed was expected; check base_url and auth")
+                            format!(
+                                "an HTML page ({title}) came back where an Atom feed was expected; check base_url and auth"
+                            )
                         } else {
                             format!("expected an Atom <feed>, found <{name}>")
                         };
@@ -201,7 +225,9 @@ fn decode_feed_inner(body: &[u8], ctx: &RecordContext) -> Result<FeedPage> {
                             root_decls.push(' ');
                             root_decls.push_str(&String::from_utf8_lossy(a.key.as_ref()));
                             root_decls.push_str("=\"");
-                            root_decls.push_str(&String::from_utf8_lossy(&a.value).replace('"', "&quot;"));
+                            root_decls.push_str(
+                                &String::from_utf8_lossy(&a.value).replace('"', "&quot;"),
+                            );
                             root_decls.push('"');
                         }
                     }
@@ -239,10 +265,11 @@ fn decode_feed_inner(body: &[u8], ctx: &RecordContext) -> Result<FeedPage> {
                         (3, Ns::Atom, b"updated") => target = Some(Target::Updated),
                         (3, Ns::Atom, b"content") => target = Some(Target::Notes),
                         (3, Ns::Gd, b"deleted") => rec.deleted = true,
-                        (3, Ns::Atom, b"link") => {
-                            if at.get("rel") == Some(PHOTO_REL) {
-                                rec.photo = Some(Photo { href: at.opt("href"), etag: at.gd("etag").map(str::to_string) });
-                            }
+                        (3, Ns::Atom, b"link") if at.get("rel") == Some(PHOTO_REL) => {
+                            rec.photo = Some(Photo {
+                                href: at.opt("href"),
+                                etag: at.gd("etag").map(str::to_string),
+                            });
                         }
                         (3, Ns::GContact, b"nickname") => target = Some(Target::Nickname),
                         (3, Ns::GContact, b"fileAs") => target = Some(Target::FileAs),
@@ -252,13 +279,38 @@ fn decode_feed_inner(body: &[u8], ctx: &RecordContext) -> Result<FeedPage> {
                         (4, Ns::Gd, b"namePrefix") => target = Some(Target::Prefix),
                         (4, Ns::Gd, b"nameSuffix") => target = Some(Target::Suffix),
                         (4, Ns::Gd, b"fullName") => target = Some(Target::Full),
-                        (3, Ns::Gd, b"email") => rec.emails.push(Email { address: at.opt("address"), kind: at.rel(), label: at.opt("label"), primary: at.primary(), display_name: at.opt("displayName") }),
+                        (3, Ns::Gd, b"email") => rec.emails.push(Email {
+                            address: at.opt("address"),
+                            kind: at.rel(),
+                            label: at.opt("label"),
+                            primary: at.primary(),
+                            display_name: at.opt("displayName"),
+                        }),
                         (3, Ns::Gd, b"phoneNumber") => {
-                            phone = Some(Phone { number: None, kind: at.rel(), label: at.opt("label"), primary: at.primary(), uri: at.opt("uri") });
+                            phone = Some(Phone {
+                                number: None,
+                                kind: at.rel(),
+                                label: at.opt("label"),
+                                primary: at.primary(),
+                                uri: at.opt("uri"),
+                            });
                             target = Some(Target::PhoneNumber);
                         }
-                        (3, Ns::Gd, b"im") => rec.ims.push(Im { address: at.opt("address"), protocol: at.get("protocol").filter(|v| !v.is_empty()).map(short_rel), kind: at.rel(), label: at.opt("label"), primary: at.primary() }),
-                        (3, Ns::Gd, b"structuredPostalAddress") => open = Open::Address(Address { kind: at.rel(), label: at.opt("label"), primary: at.primary(), ..Default::default() }),
+                        (3, Ns::Gd, b"im") => rec.ims.push(Im {
+                            address: at.opt("address"),
+                            protocol: at.get("protocol").filter(|v| !v.is_empty()).map(short_rel),
+                            kind: at.rel(),
+                            label: at.opt("label"),
+                            primary: at.primary(),
+                        }),
+                        (3, Ns::Gd, b"structuredPostalAddress") => {
+                            open = Open::Address(Address {
+                                kind: at.rel(),
+                                label: at.opt("label"),
+                                primary: at.primary(),
+                                ..Default::default()
+                            })
+                        }
                         (4, Ns::Gd, b"street") => target = Some(Target::Street),
                         (4, Ns::Gd, b"pobox") => target = Some(Target::PoBox),
                         (4, Ns::Gd, b"neighborhood") => target = Some(Target::Neighborhood),
@@ -267,16 +319,38 @@ fn decode_feed_inner(body: &[u8], ctx: &RecordContext) -> Result<FeedPage> {
                         (4, Ns::Gd, b"postcode") => target = Some(Target::Postcode),
                         (4, Ns::Gd, b"country") => target = Some(Target::Country),
                         (4, Ns::Gd, b"formattedAddress") => target = Some(Target::Formatted),
-                        (3, Ns::Gd, b"organization") => open = Open::Org(Organization { kind: at.rel(), label: at.opt("label"), primary: at.primary(), ..Default::default() }),
+                        (3, Ns::Gd, b"organization") => {
+                            open = Open::Org(Organization {
+                                kind: at.rel(),
+                                label: at.opt("label"),
+                                primary: at.primary(),
+                                ..Default::default()
+                            })
+                        }
                         (4, Ns::Gd, b"orgName") => target = Some(Target::OrgName),
                         (4, Ns::Gd, b"orgTitle") => target = Some(Target::OrgTitle),
                         (4, Ns::Gd, b"orgDepartment") => target = Some(Target::OrgDept),
-                        (3, Ns::GContact, b"website") => rec.websites.push(Website { href: at.opt("href"), kind: at.rel(), label: at.opt("label"), primary: at.primary() }),
+                        (3, Ns::GContact, b"website") => rec.websites.push(Website {
+                            href: at.opt("href"),
+                            kind: at.rel(),
+                            label: at.opt("label"),
+                            primary: at.primary(),
+                        }),
                         (3, Ns::GContact, b"relation") => {
-                            relation = Some(Relation { name: None, kind: at.rel(), label: at.opt("label") });
+                            relation = Some(Relation {
+                                name: None,
+                                kind: at.rel(),
+                                label: at.opt("label"),
+                            });
                             target = Some(Target::RelationName);
                         }
-                        (3, Ns::GContact, b"event") => open = Open::Event(CEvent { kind: at.rel(), label: at.opt("label"), start: None }),
+                        (3, Ns::GContact, b"event") => {
+                            open = Open::Event(CEvent {
+                                kind: at.rel(),
+                                label: at.opt("label"),
+                                start: None,
+                            })
+                        }
                         (4, Ns::Gd, b"when") => {
                             if let Open::Event(e) = &mut open {
                                 e.start = at.opt("startTime");
@@ -290,23 +364,45 @@ fn decode_feed_inner(body: &[u8], ctx: &RecordContext) -> Result<FeedPage> {
                                 rec.groups.push(h);
                             }
                         }
-                        (3, Ns::Gd, b"extendedProperty") => open = Open::ExtProp(ExtendedProperty { name: at.opt("name"), value: at.get("value").map(str::to_string), xml: None }),
+                        (3, Ns::Gd, b"extendedProperty") => {
+                            open = Open::ExtProp(ExtendedProperty {
+                                name: at.opt("name"),
+                                value: at.get("value").map(str::to_string),
+                                xml: None,
+                            })
+                        }
                         _ => {}
                     }
-                    if matches!(target, Some(_)) {
+                    if target.is_some() {
                         buf.clear();
                     }
                     if empty {
-                        close(rec, &mut open, &mut target, &mut buf, &mut phone, &mut relation, d)?;
+                        close(
+                            rec,
+                            &mut open,
+                            &mut target,
+                            &mut buf,
+                            &mut phone,
+                            &mut relation,
+                            d,
+                        )?;
                     }
                 } else if d == 2 && ns == Ns::Atom && local == b"entry" {
                     entry_count += 1;
                     entry_start = before;
-                    let mut fresh = ContactRecord { source: ctx.source.clone(), account: ctx.account.clone(), _run_id: ctx.run_id.clone(), _synced_at: ctx.synced_at_us, ..Default::default() };
+                    let mut fresh = ContactRecord {
+                        source: ctx.source.clone(),
+                        account: ctx.account.clone(),
+                        _run_id: ctx.run_id.clone(),
+                        _synced_at: ctx.synced_at_us,
+                        ..Default::default()
+                    };
                     fresh.etag = Attrs::read(&r, s)?.gd("etag").map(str::to_string);
                     rec = Some(fresh);
                     if empty {
-                        return Err(Error::decode(format!("entry #{entry_count} is empty (no <id>)")));
+                        return Err(Error::decode(format!(
+                            "entry #{entry_count} is empty (no <id>)"
+                        )));
                     }
                 } else if d == 2 {
                     match (ns, local) {
@@ -355,14 +451,24 @@ fn decode_feed_inner(body: &[u8], ctx: &RecordContext) -> Result<FeedPage> {
                         let end = r.buffer_position() as usize;
                         let mut done = rec.take().unwrap();
                         if done.id.is_empty() {
-                            return Err(Error::decode(format!("entry #{entry_count} has no <id>; the server sent an incomplete entry")));
+                            return Err(Error::decode(format!(
+                                "entry #{entry_count} has no <id>; the server sent an incomplete entry"
+                            )));
                         }
                         done.raw = Some(standalone(&text[entry_start..end], &root_decls));
                         page.entries.push(done);
                         continue;
                     }
                     let _ = e;
-                    close(rc, &mut open, &mut target, &mut buf, &mut phone, &mut relation, d)?;
+                    close(
+                        rc,
+                        &mut open,
+                        &mut target,
+                        &mut buf,
+                        &mut phone,
+                        &mut relation,
+                        d,
+                    )?;
                 } else if d == 2 {
                     match target.take() {
                         Some(Target::FeedUpdated) => page.updated = Some(buf.trim().to_string()),
@@ -371,31 +477,42 @@ fn decode_feed_inner(body: &[u8], ctx: &RecordContext) -> Result<FeedPage> {
                     }
                 }
             }
-            Event::Text(t) => {
-                if target.is_some() && ext_child_start.is_none() {
-                    buf.push_str(&t.decode().map_err(|e| Error::decode(format!("bad text: {e}")))?);
-                }
+            Event::Text(t) if target.is_some() && ext_child_start.is_none() => {
+                buf.push_str(
+                    &t.decode()
+                        .map_err(|e| Error::decode(format!("bad text: {e}")))?,
+                );
             }
             Event::GeneralRef(g) => {
                 let c = if g.is_char_ref() {
-                    g.resolve_char_ref().map_err(|e| Error::decode(format!("bad character reference: {e}")))?.ok_or_else(|| Error::decode("bad character reference"))?
+                    g.resolve_char_ref()
+                        .map_err(|e| Error::decode(format!("bad character reference: {e}")))?
+                        .ok_or_else(|| Error::decode("bad character reference"))?
                 } else {
-                    let name = g.decode().map_err(|e| Error::decode(format!("bad entity: {e}")))?;
+                    let name = g
+                        .decode()
+                        .map_err(|e| Error::decode(format!("bad entity: {e}")))?;
                     match quick_xml::escape::resolve_predefined_entity(&name) {
                         Some(s) => s.chars().next().unwrap_or('?'),
-                        None => return Err(Error::decode(format!("undefined entity &{name}; (custom entities are refused)"))),
+                        None => {
+                            return Err(Error::decode(format!(
+                                "undefined entity &{name}; (custom entities are refused)"
+                            )));
+                        }
                     }
                 };
                 if target.is_some() && ext_child_start.is_none() {
                     buf.push(c);
                 }
             }
-            Event::CData(c) => {
-                if target.is_some() && ext_child_start.is_none() {
-                    buf.push_str(&String::from_utf8_lossy(&c));
-                }
+            Event::CData(c) if target.is_some() && ext_child_start.is_none() => {
+                buf.push_str(&String::from_utf8_lossy(&c));
             }
-            Event::DocType(_) => return Err(Error::decode("a DOCTYPE is not allowed in a feed (entity expansion is refused)")),
+            Event::DocType(_) => {
+                return Err(Error::decode(
+                    "a DOCTYPE is not allowed in a feed (entity expansion is refused)",
+                ));
+            }
             Event::Eof => break,
             _ => {}
         }
@@ -409,16 +526,38 @@ fn decode_feed_inner(body: &[u8], ctx: &RecordContext) -> Result<FeedPage> {
     Ok(page)
 }
 
-fn close(rec: &mut ContactRecord, open: &mut Open, target: &mut Option<Target>, buf: &mut String, phone: &mut Option<Phone>, relation: &mut Option<Relation>, d: usize) -> Result<()> {
+fn close(
+    rec: &mut ContactRecord,
+    open: &mut Open,
+    target: &mut Option<Target>,
+    buf: &mut String,
+    phone: &mut Option<Phone>,
+    relation: &mut Option<Relation>,
+    d: usize,
+) -> Result<()> {
     if let Some(t) = target.take() {
         let v = non_empty(std::borrow::Cow::Borrowed(buf.as_str()));
         match t {
             Target::Id => {
                 let full = buf.trim();
-                rec.id = full.trim_end_matches('/').rsplit('/').next().unwrap_or(full).to_string();
+                rec.id = full
+                    .trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(full)
+                    .to_string();
             }
             Target::Updated => {
-                rec.updated = Some(chrono::DateTime::parse_from_rfc3339(buf.trim()).map_err(|e| Error::decode(format!("entry <updated> {:?} is not RFC 3339: {e}", buf.trim())))?.timestamp_micros());
+                rec.updated = Some(
+                    chrono::DateTime::parse_from_rfc3339(buf.trim())
+                        .map_err(|e| {
+                            Error::decode(format!(
+                                "entry <updated> {:?} is not RFC 3339: {e}",
+                                buf.trim()
+                            ))
+                        })?
+                        .timestamp_micros(),
+                );
             }
             Target::Notes => rec.notes = v,
             Target::Given => rec.given_name = v,
@@ -441,17 +580,61 @@ fn close(rec: &mut ContactRecord, open: &mut Open, target: &mut Option<Target>, 
                     rec.relations.push(x);
                 }
             }
-            Target::Street => if let Open::Address(a) = open { a.street = v },
-            Target::PoBox => if let Open::Address(a) = open { a.po_box = v },
-            Target::Neighborhood => if let Open::Address(a) = open { a.neighborhood = v },
-            Target::City => if let Open::Address(a) = open { a.city = v },
-            Target::Region => if let Open::Address(a) = open { a.region = v },
-            Target::Postcode => if let Open::Address(a) = open { a.postcode = v },
-            Target::Country => if let Open::Address(a) = open { a.country = v },
-            Target::Formatted => if let Open::Address(a) = open { a.formatted = v },
-            Target::OrgName => if let Open::Org(o) = open { o.name = v },
-            Target::OrgTitle => if let Open::Org(o) = open { o.title = v },
-            Target::OrgDept => if let Open::Org(o) = open { o.department = v },
+            Target::Street => {
+                if let Open::Address(a) = open {
+                    a.street = v
+                }
+            }
+            Target::PoBox => {
+                if let Open::Address(a) = open {
+                    a.po_box = v
+                }
+            }
+            Target::Neighborhood => {
+                if let Open::Address(a) = open {
+                    a.neighborhood = v
+                }
+            }
+            Target::City => {
+                if let Open::Address(a) = open {
+                    a.city = v
+                }
+            }
+            Target::Region => {
+                if let Open::Address(a) = open {
+                    a.region = v
+                }
+            }
+            Target::Postcode => {
+                if let Open::Address(a) = open {
+                    a.postcode = v
+                }
+            }
+            Target::Country => {
+                if let Open::Address(a) = open {
+                    a.country = v
+                }
+            }
+            Target::Formatted => {
+                if let Open::Address(a) = open {
+                    a.formatted = v
+                }
+            }
+            Target::OrgName => {
+                if let Open::Org(o) = open {
+                    o.name = v
+                }
+            }
+            Target::OrgTitle => {
+                if let Open::Org(o) = open {
+                    o.title = v
+                }
+            }
+            Target::OrgDept => {
+                if let Open::Org(o) = open {
+                    o.department = v
+                }
+            }
             Target::FeedUpdated | Target::Total => {}
         }
         buf.clear();
@@ -472,7 +655,10 @@ fn close(rec: &mut ContactRecord, open: &mut Open, target: &mut Option<Target>, 
 /// Makes an entry cut from a feed parse on its own: adds the feed's namespace
 /// declarations to the entry's start tag, except prefixes the entry declares itself.
 fn standalone(entry: &str, root_decls: &str) -> String {
-    let name_end = entry[1..].find(|c: char| c.is_whitespace() || c == '>' || c == '/').map(|i| i + 1).unwrap_or(entry.len());
+    let name_end = entry[1..]
+        .find(|c: char| c.is_whitespace() || c == '>' || c == '/')
+        .map(|i| i + 1)
+        .unwrap_or(entry.len());
     let tag_end = entry.find('>').unwrap_or(entry.len());
     let own = &entry[..tag_end];
     let mut decls = String::new();
@@ -481,7 +667,10 @@ fn standalone(entry: &str, root_decls: &str) -> String {
         let after = &rest[start + 1..];
         let eq = after.find('=').unwrap_or(after.len());
         let key = &after[..eq];
-        let close = after[eq + 2..].find('"').map(|i| eq + 2 + i + 1).unwrap_or(after.len());
+        let close = after[eq + 2..]
+            .find('"')
+            .map(|i| eq + 2 + i + 1)
+            .unwrap_or(after.len());
         if !own.contains(&format!("{key}=")) {
             decls.push(' ');
             decls.push_str(&after[..close]);
@@ -500,7 +689,12 @@ mod tests {
     use super::*;
 
     fn ctx() -> RecordContext {
-        RecordContext { source: "s".into(), account: "example.com".into(), run_id: "r".into(), synced_at_us: 0 }
+        RecordContext {
+            source: "s".into(),
+            account: "example.com".into(),
+            run_id: "r".into(),
+            synced_at_us: 0,
+        }
     }
 
     /// A v3-shaped feed (captured shapes, prefixes as an ElementTree client writes them).
@@ -570,14 +764,23 @@ Apt 2</gd:street><gd:city>東京</gd:city><gd:country code='JP'>Japan</gd:countr
         assert_eq!(e.relations[0].name.as_deref(), Some("Sam"));
         assert_eq!(e.events[0].start.as_deref(), Some("2010-05-01"));
         assert_eq!(e.birthday.as_deref(), Some("--05-06"));
-        assert_eq!(e.groups, vec!["http://www.google.com/m8/feeds/groups/example.com/base/6".to_string()]);
+        assert_eq!(
+            e.groups,
+            vec!["http://www.google.com/m8/feeds/groups/example.com/base/6".to_string()]
+        );
         assert_eq!(e.extended_properties[0].value.as_deref(), Some("42"));
-        assert_eq!(e.extended_properties[1].xml.as_deref(), Some("<info xmlns='urn:x' a='1'>x &amp; y</info>"));
+        assert_eq!(
+            e.extended_properties[1].xml.as_deref(),
+            Some("<info xmlns='urn:x' a='1'>x &amp; y</info>")
+        );
         assert_eq!(e.photo.as_ref().unwrap().etag.as_deref(), Some("\"ph.\""));
         assert!(!e.deleted);
         // raw parses on its own and keeps the unknown element.
         let raw = e.raw.as_deref().unwrap();
-        assert!(raw.contains("urn:unknown") && raw.contains("xmlns:gd="), "{raw}");
+        assert!(
+            raw.contains("urn:unknown") && raw.contains("xmlns:gd="),
+            "{raw}"
+        );
         crate::emulator::xml::parse(raw.as_bytes()).unwrap();
         let d = &p.entries[1];
         assert_eq!(d.id, "aa");
@@ -588,14 +791,37 @@ Apt 2</gd:street><gd:city>東京</gd:city><gd:country code='JP'>Japan</gd:countr
     #[test]
     fn bad_bodies_give_clear_errors() {
         let html = b"<HTML><HEAD><TITLE>Cannot request contacts belonging to another domain (x.com).</TITLE></HEAD><BODY><H2>Error 403</H2></BODY></HTML>";
-        let e = decode_feed(html, &ctx(), "page 1 of example.com").unwrap_err().to_string();
-        assert!(e.contains("HTML page") && e.contains("another domain") && e.contains("page 1 of example.com"), "{e}");
+        let e = decode_feed(html, &ctx(), "page 1 of example.com")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("HTML page")
+                && e.contains("another domain")
+                && e.contains("page 1 of example.com"),
+            "{e}"
+        );
         let bomb = br#"<?xml version="1.0"?><!DOCTYPE feed [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><feed xmlns="http://www.w3.org/2005/Atom">&b;</feed>"#;
-        assert!(decode_feed(bomb, &ctx(), "p").unwrap_err().to_string().contains("DOCTYPE"));
+        assert!(
+            decode_feed(bomb, &ctx(), "p")
+                .unwrap_err()
+                .to_string()
+                .contains("DOCTYPE")
+        );
         let cut = &FEED.as_bytes()[..FEED.len() / 2];
         assert!(decode_feed(cut, &ctx(), "p").is_err());
-        let no_id = br#"<feed xmlns="http://www.w3.org/2005/Atom"><entry><title>x</title></entry></feed>"#;
-        assert!(decode_feed(no_id, &ctx(), "p").unwrap_err().to_string().contains("no <id>"));
-        assert!(decode_feed(b"", &ctx(), "p").unwrap_err().to_string().contains("empty"));
+        let no_id =
+            br#"<feed xmlns="http://www.w3.org/2005/Atom"><entry><title>x</title></entry></feed>"#;
+        assert!(
+            decode_feed(no_id, &ctx(), "p")
+                .unwrap_err()
+                .to_string()
+                .contains("no <id>")
+        );
+        assert!(
+            decode_feed(b"", &ctx(), "p")
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
     }
 }

@@ -99,7 +99,11 @@ impl Collected {
 
     /// Live winners as batches, deleted winners as ids.
     fn finish(self) -> Result<(Vec<RecordBatch>, Vec<String>)> {
-        let mut keep: Vec<Vec<bool>> = self.batches.iter().map(|b| vec![false; b.num_rows()]).collect();
+        let mut keep: Vec<Vec<bool>> = self
+            .batches
+            .iter()
+            .map(|b| vec![false; b.num_rows()])
+            .collect();
         let mut deletes = Vec::new();
         for (id, (_, b, row, del)) in self.latest {
             if del {
@@ -122,8 +126,15 @@ impl Collected {
 
 impl GoogleSource {
     /// Builds the source from its pipeline entry.
-    pub fn try_new(cfg: &SourceConfig, http: HttpClient, pipeline_dir: &std::path::Path) -> Result<GoogleSource> {
-        let domain = cfg.domain.clone().ok_or_else(|| Error::config(format!("source {}: domain is required", cfg.name)))?;
+    pub fn try_new(
+        cfg: &SourceConfig,
+        http: HttpClient,
+        pipeline_dir: &std::path::Path,
+    ) -> Result<GoogleSource> {
+        let domain = cfg
+            .domain
+            .clone()
+            .ok_or_else(|| Error::config(format!("source {}: domain is required", cfg.name)))?;
         let auth = GoogleAuth::from_config(cfg.auth.as_ref(), &cfg.name, pipeline_dir)?;
         Ok(GoogleSource {
             name: cfg.name.clone(),
@@ -148,27 +159,42 @@ impl GoogleSource {
     }
 
     fn feed_url(&self) -> String {
-        format!("{}/m8/feeds/contacts/{}/{}", self.base_url, self.domain, self.projection)
+        format!(
+            "{}/m8/feeds/contacts/{}/{}",
+            self.base_url, self.domain, self.projection
+        )
     }
 
     fn record_ctx(&self, ctx: &RunContext) -> RecordContext {
-        RecordContext { source: self.name.clone(), account: self.domain.clone(), run_id: ctx.run_id.clone(), synced_at_us: ctx.synced_at_us }
+        RecordContext {
+            source: self.name.clone(),
+            account: self.domain.clone(),
+            run_id: ctx.run_id.clone(),
+            synced_at_us: ctx.synced_at_us,
+        }
     }
 
     /// GETs one feed page with auth (refreshed once on 401) and decodes it.
     async fn page(&self, url: &str, what: &str, ctx: &RunContext) -> Result<decode::FeedPage> {
         let mut refreshed = false;
         loop {
-            let header = self.auth.header(&self.http, &ctx.metrics, refreshed).await?;
+            let header = self
+                .auth
+                .header(&self.http, &ctx.metrics, refreshed)
+                .await?;
             let resp = self
                 .http
                 .send(what, &ctx.metrics, MAX_PAGE_BYTES, |c| {
-                    c.get(url).header("GData-Version", "3.0").header(reqwest::header::AUTHORIZATION, header.expose())
+                    c.get(url)
+                        .header("GData-Version", "3.0")
+                        .header(reqwest::header::AUTHORIZATION, header.expose())
                 })
                 .await?;
             match resp.status {
                 200 => {
-                    ctx.metrics.pages.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    ctx.metrics
+                        .pages
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let page = decode_feed(&resp.body, &self.record_ctx(ctx), what)?;
                     if let Some(pb) = &ctx.progress {
                         pb.inc(page.entries.len() as u64);
@@ -176,10 +202,32 @@ impl GoogleSource {
                     return Ok(page);
                 }
                 401 if !refreshed && self.auth.can_refresh() => refreshed = true,
-                401 => return Err(Error::Auth(format!("{what}: the API refused the credentials (401: {}); {}", resp.describe(), self.auth.hint()))),
-                403 => return Err(Error::Auth(format!("{what}: access denied (403: {}); the token must belong to an administrator of {}", resp.describe(), self.domain))),
-                410 => return Err(Error::CursorExpired(format!("{what}: the API answered 410 Gone ({}): deletions since the stored cursor are no longer kept", resp.describe()))),
-                s => return Err(Error::Http { status: Some(s), message: format!("{what}: HTTP {s}: {}", resp.describe()) }),
+                401 => {
+                    return Err(Error::Auth(format!(
+                        "{what}: the API refused the credentials (401: {}); {}",
+                        resp.describe(),
+                        self.auth.hint()
+                    )));
+                }
+                403 => {
+                    return Err(Error::Auth(format!(
+                        "{what}: access denied (403: {}); the token must belong to an administrator of {}",
+                        resp.describe(),
+                        self.domain
+                    )));
+                }
+                410 => {
+                    return Err(Error::CursorExpired(format!(
+                        "{what}: the API answered 410 Gone ({}): deletions since the stored cursor are no longer kept",
+                        resp.describe()
+                    )));
+                }
+                s => {
+                    return Err(Error::Http {
+                        status: Some(s),
+                        message: format!("{what}: HTTP {s}: {}", resp.describe()),
+                    });
+                }
             }
         }
     }
@@ -197,14 +245,23 @@ impl GoogleSource {
 
     /// Reads every page of a query; pages after the first go in parallel by
     /// `start-index` when `parallel`, then `next` links are followed to the end.
-    async fn scan(&self, base: &[(&str, String)], parallel: bool, label: &str, ctx: &RunContext) -> Result<(String, Collected)> {
+    async fn scan(
+        &self,
+        base: &[(&str, String)],
+        parallel: bool,
+        label: &str,
+        ctx: &RunContext,
+    ) -> Result<(String, Collected)> {
         let ps = self.page_size as usize;
         let mut params = base.to_vec();
         params.push(("max-results", ps.to_string()));
         let first_url = self.url_with(&params);
         let what = |n: usize| format!("{label} of {} ({}), page {n}", self.domain, self.name);
         let first = self.page(&first_url, &what(1), ctx).await?;
-        let updated = first.updated.clone().ok_or_else(|| Error::decode(format!("{}: the feed has no <updated>", what(1))))?;
+        let updated = first
+            .updated
+            .clone()
+            .ok_or_else(|| Error::decode(format!("{}: the feed has no <updated>", what(1))))?;
         if let (Some(pb), Some(t)) = (&ctx.progress, first.total_results) {
             pb.set_length(t as u64);
         }
@@ -247,31 +304,80 @@ impl GoogleSource {
     }
 
     /// Extracts the domain (see the module docs for the strategy).
-    pub async fn extract(&self, account: &str, cursor: Option<&str>, ctx: &RunContext) -> Result<Extract> {
+    pub async fn extract(
+        &self,
+        account: &str,
+        cursor: Option<&str>,
+        ctx: &RunContext,
+    ) -> Result<Extract> {
         if account != self.domain {
-            return Err(Error::config(format!("source {} syncs domain {}, not {account}", self.name, self.domain)));
+            return Err(Error::config(format!(
+                "source {} syncs domain {}, not {account}",
+                self.name, self.domain
+            )));
         }
         let desc = |extra: Vec<(&'static str, String)>| {
-            let mut p = vec![("orderby", "lastmodified".to_string()), ("sortorder", "descending".to_string()), ("showdeleted", "true".to_string())];
+            let mut p = vec![
+                ("orderby", "lastmodified".to_string()),
+                ("sortorder", "descending".to_string()),
+                ("showdeleted", "true".to_string()),
+            ];
             p.extend(extra);
             p
         };
         if let Some(c) = cursor {
-            let c: Cursor = serde_json::from_str(c).map_err(|e| Error::decode(format!("stored cursor of {} is unreadable ({e}); run with --full-refresh", self.name)))?;
-            let (updated, collected) = self.scan(&desc(vec![("updated-min", c.updated_min.clone()), ("requirealldeleted", "true".into())]), false, "incremental read", ctx).await?;
+            let c: Cursor = serde_json::from_str(c).map_err(|e| {
+                Error::decode(format!(
+                    "stored cursor of {} is unreadable ({e}); run with --full-refresh",
+                    self.name
+                ))
+            })?;
+            let (updated, collected) = self
+                .scan(
+                    &desc(vec![
+                        ("updated-min", c.updated_min.clone()),
+                        ("requirealldeleted", "true".into()),
+                    ]),
+                    false,
+                    "incremental read",
+                    ctx,
+                )
+                .await?;
             let (upserts, deletes) = collected.finish()?;
-            return Ok(Extract { mode: SyncMode::Incremental, upserts, deletes, cursor: serde_json::to_string(&Cursor { updated_min: updated }).unwrap() });
+            return Ok(Extract {
+                mode: SyncMode::Incremental,
+                upserts,
+                deletes,
+                cursor: serde_json::to_string(&Cursor {
+                    updated_min: updated,
+                })
+                .unwrap(),
+            });
         }
         let mut parallel = true;
         for round in 0..3 {
             let (t1, mut main) = self.scan(&desc(vec![]), parallel, "full read", ctx).await?;
-            let (t2, catch_up) = self.scan(&desc(vec![("updated-min", t1.clone())]), false, "catch-up read", ctx).await?;
-            let t1_us = chrono::DateTime::parse_from_rfc3339(&t1).map(|d| d.timestamp_micros()).unwrap_or(i64::MAX);
+            let (t2, catch_up) = self
+                .scan(
+                    &desc(vec![("updated-min", t1.clone())]),
+                    false,
+                    "catch-up read",
+                    ctx,
+                )
+                .await?;
+            let t1_us = chrono::DateTime::parse_from_rfc3339(&t1)
+                .map(|d| d.timestamp_micros())
+                .unwrap_or(i64::MAX);
             let changed = catch_up.changed_since(t1_us);
             main.merge(catch_up)?;
             if changed == 0 || !parallel || round == 2 {
                 let (upserts, deletes) = main.finish()?;
-                return Ok(Extract { mode: SyncMode::Full, upserts, deletes, cursor: serde_json::to_string(&Cursor { updated_min: t2 }).unwrap() });
+                return Ok(Extract {
+                    mode: SyncMode::Full,
+                    upserts,
+                    deletes,
+                    cursor: serde_json::to_string(&Cursor { updated_min: t2 }).unwrap(),
+                });
             }
             // The domain changed during a parallel read: redo it sequentially.
             tracing::info!(source = %self.name, changed, "contacts changed during the parallel read; re-reading sequentially");

@@ -1,0 +1,130 @@
+//! The command line: schema, help, exit codes, shipped pipelines, and the demo.
+
+use std::path::Path;
+use std::process::Command;
+
+use contacts_etl::config::Pipeline;
+
+#[test]
+fn schema_command_prints_the_schema_file() {
+    let out = Command::new(crate::bin()).arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let file = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/contacts.v1.json"),
+    )
+    .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), file);
+}
+
+#[test]
+fn help_teaches() {
+    let out = Command::new(crate::bin()).arg("--help").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for cmd in [
+        "demo",
+        "sync",
+        "status",
+        "query",
+        "plan",
+        "apply",
+        "emulator",
+        "schema",
+        "--log-format",
+    ] {
+        assert!(text.contains(cmd), "--help lacks {cmd}:\n{text}");
+    }
+    let out = Command::new(crate::bin())
+        .args(["sync", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("--full-refresh") && text.contains("--shard") && text.contains("Examples"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_usage_and_bad_pipelines_exit_2_with_a_clear_message() {
+    let out = Command::new(crate::bin())
+        .args(["sync", "--shard", "4/4", "x.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.toml");
+    std::fs::write(&p, "[lake]\nurl = \"lake\"\n[[sources]]\nname = \"g\"\nprovider = \"google\"\nbase_url = \"http://127.0.0.1:1\"\ndomain = \"example.com\"\nauth = { kind = \"bearer\", token = \"sekrit-value\" }\n").unwrap();
+    let out = Command::new(crate::bin())
+        .args(["sync", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("bad.toml")
+            && err.contains("sources[0].auth.token")
+            && err.contains("token_env"),
+        "{err}"
+    );
+    assert!(!err.contains("sekrit-value"), "the secret leaked: {err}");
+    std::fs::write(
+        &p,
+        "[lake]\nurl = \"lake\"\n[[sources]]\nname = \"g\"\nprovider = \"gogle\"\n",
+    )
+    .unwrap();
+    let out = Command::new(crate::bin())
+        .args(["sync", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("gogle"));
+}
+
+#[test]
+fn every_shipped_pipeline_parses() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let p = Pipeline::parse_with_env(&text, &path, &|v| Some(format!("/run/secrets/{v}")))
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(!p.sources.is_empty());
+            p.lake_url().unwrap();
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "expected the shipped examples, found {n}");
+}
+
+#[test]
+fn demo_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(crate::bin())
+        .args([
+            "demo",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--contacts",
+            "150",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Full sync: 4 accounts, 300 upserted"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(0 differences)"), "{stdout}");
+    assert!(
+        stdout.contains("Rerun (idempotent): 4 accounts, 0 upserted, 0 deleted"),
+        "{stdout}"
+    );
+    assert!(dir.path().join("lake/contacts/_delta_log").exists());
+}

@@ -1,0 +1,357 @@
+//! The lake's guarantees with real processes and real servers: the same suite on S3 as on
+//! local disk, kill -9 at random moments, concurrent runs, shards, an independent reader.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use contacts_etl::config::Pipeline;
+use contacts_etl::emulator::{Emulator, EmulatorConfig};
+use contacts_etl::lake::TableKind;
+use rand::Rng;
+
+use crate::{PipelineSpec, assert_lake_matches, assert_ok, sync, write_pipeline};
+
+fn mixed() -> EmulatorConfig {
+    EmulatorConfig {
+        google_contacts: 600,
+        aurinko_accounts: 2,
+        aurinko_contacts: 300,
+        aurinko_page_size: 50,
+        ..Default::default()
+    }
+}
+
+async fn suite(lake_url: &str) {
+    let emu = Emulator::start(mixed()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        &emu,
+        &PipelineSpec {
+            lake_url,
+            aurinko_accounts: vec!["101".into(), "102".into()],
+            page_size: 100,
+            ..Default::default()
+        },
+    );
+    assert_ok(&sync(&p, false).await);
+    assert_lake_matches(&p, &emu).await;
+    emu.mutate_google(20, 20, 10);
+    emu.mutate_aurinko(None, 5, 5, 5);
+    let r = sync(&p, false).await;
+    assert_ok(&r);
+    assert!(r.accounts.iter().all(|a| a.mode == "incremental"));
+    assert_lake_matches(&p, &emu).await;
+    // Idempotent, and a full refresh of an unchanged API changes nothing either.
+    let r = sync(&p, false).await;
+    assert!(
+        r.accounts.iter().all(|a| a.upserted == 0 && a.deleted == 0),
+        "{}",
+        r.summary()
+    );
+    let r = sync(&p, true).await;
+    assert!(
+        r.accounts
+            .iter()
+            .all(|a| a.mode == "full" && a.upserted == 0 && a.deleted == 0),
+        "{}",
+        r.summary()
+    );
+    assert_lake_matches(&p, &emu).await;
+    // `status` reads the lake back.
+    let status = contacts_etl::sync::status(&Pipeline::load(&p).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        status.contains("example.com") && status.contains("101") && status.contains("full"),
+        "{status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lake_suite_on_local_disk() {
+    suite("lake").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lake_suite_on_the_s3_server() {
+    if crate::require_s3("lake_suite_on_the_s3_server").is_none() {
+        return;
+    }
+    suite(&crate::s3_lake_url("suite")).await;
+}
+
+/// Kills `contacts-etl sync` with SIGKILL at random moments, reruns to completion, and
+/// checks the lake against the truth each time. `CONTACTS_ETL_CRASH_TRIALS` sets the
+/// number of trials (default 6 here; the long run uses 25).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
+    let trials: usize = std::env::var("CONTACTS_ETL_CRASH_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let emu = Emulator::start(EmulatorConfig {
+        google_contacts: 1500,
+        aurinko_accounts: 2,
+        aurinko_contacts: 400,
+        aurinko_page_size: 50,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        &emu,
+        &PipelineSpec {
+            aurinko_accounts: vec!["101".into(), "102".into()],
+            page_size: 100,
+            ..Default::default()
+        },
+    );
+    // How long an uninterrupted full run takes, to spread the kills over it.
+    let t = Instant::now();
+    let full = Command::new(crate::bin())
+        .args(["sync", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        full.status.success(),
+        "{}",
+        String::from_utf8_lossy(&full.stderr)
+    );
+    let span = t.elapsed();
+    let mut killed_mid_run = 0;
+    for trial in 0..trials {
+        if trial % 2 == 0 {
+            // Every other trial starts over from an empty lake, so kills land in full extracts too.
+            let _ = std::fs::remove_dir_all(dir.path().join("lake"));
+        }
+        emu.mutate_google(30, 30, 15);
+        emu.mutate_aurinko(None, 10, 10, 5);
+        let mut child = Command::new(crate::bin())
+            .args(["sync", p.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let at = Duration::from_millis(rand::rng().random_range(0..span.as_millis().max(1) as u64));
+        tokio::time::sleep(at).await;
+        if child.try_wait().unwrap().is_none() {
+            killed_mid_run += 1;
+        }
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let out = Command::new(crate::bin())
+            .args(["sync", p.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "trial {trial}: the rerun failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_lake_matches(&p, &emu).await;
+        // The cursor is consistent: completed runs are numbered 1, 2, … with no gap or repeat.
+        let lake = contacts_etl::sync::lake_of(&Pipeline::load(&p).unwrap()).unwrap();
+        let runs = contacts_etl::sql::query(&lake, "SELECT source, account, count(*) AS n, count(DISTINCT seq) AS d, max(seq) AS m FROM sync_runs WHERE status = 'ok' GROUP BY 1, 2").await.unwrap();
+        for b in &runs {
+            let n = arrow::compute::cast(b.column(2), &arrow::datatypes::DataType::Int64).unwrap();
+            let d = arrow::compute::cast(b.column(3), &arrow::datatypes::DataType::Int64).unwrap();
+            let m = arrow::compute::cast(b.column(4), &arrow::datatypes::DataType::Int64).unwrap();
+            use arrow::array::AsArray;
+            for i in 0..b.num_rows() {
+                let (n, d, m) = (
+                    n.as_primitive::<arrow::datatypes::Int64Type>().value(i),
+                    d.as_primitive::<arrow::datatypes::Int64Type>().value(i),
+                    m.as_primitive::<arrow::datatypes::Int64Type>().value(i),
+                );
+                assert!(
+                    n == d && d == m,
+                    "trial {trial}: sync_runs seqs not contiguous: {n} rows, {d} distinct, max {m}"
+                );
+            }
+        }
+        // The change log holds no row twice for one run.
+        let dupes = contacts_etl::sql::query(&lake, "SELECT count(*) FROM (SELECT source, account, id, _run_id, count(*) AS c FROM contact_changes GROUP BY 1, 2, 3, 4 HAVING count(*) > 1)").await.unwrap();
+        let dupes =
+            arrow::compute::cast(dupes[0].column(0), &arrow::datatypes::DataType::Int64).unwrap();
+        use arrow::array::AsArray;
+        assert_eq!(
+            dupes.as_primitive::<arrow::datatypes::Int64Type>().value(0),
+            0,
+            "trial {trial}: duplicate change rows"
+        );
+    }
+    eprintln!("{trials} trials, {killed_mid_run} killed mid-run");
+    assert!(killed_mid_run > 0, "no kill landed inside a run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_syncs_never_corrupt_the_lake() {
+    let emu = Emulator::start(mixed()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        &emu,
+        &PipelineSpec {
+            aurinko_accounts: vec!["101".into(), "102".into()],
+            page_size: 100,
+            ..Default::default()
+        },
+    );
+    assert_ok(&sync(&p, false).await);
+    for _ in 0..2 {
+        emu.mutate_google(20, 20, 10);
+        emu.mutate_aurinko(None, 5, 5, 5);
+        let a = Command::new(crate::bin())
+            .args(["sync", p.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let b = Command::new(crate::bin())
+            .args(["sync", p.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        for out in [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()] {
+            let err = String::from_utf8_lossy(&out.stderr);
+            // Either it won, or it says another sync got there first; never anything else.
+            assert!(
+                out.status.success() || err.contains("another sync"),
+                "{err}"
+            );
+        }
+        assert_lake_matches(&p, &emu).await;
+    }
+    assert_ok(&sync(&p, false).await);
+    assert_lake_matches(&p, &emu).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_shards_over_40_accounts_land_every_account_exactly_once() {
+    let s3 =
+        crate::require_s3("four_shards_over_40_accounts_land_every_account_exactly_once").is_some();
+    let emu = Emulator::start(EmulatorConfig {
+        aurinko_page_size: 50,
+        ..crate::aurinko_only(40, 20)
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = if s3 {
+        crate::s3_lake_url("shards")
+    } else {
+        "lake".into()
+    };
+    let accounts: Vec<String> = emu.aurinko_accounts();
+    let p = write_pipeline(
+        dir.path(),
+        &emu,
+        &PipelineSpec {
+            lake_url: &url,
+            google: false,
+            aurinko_accounts: accounts.clone(),
+            ..Default::default()
+        },
+    );
+    // Create the tables once, as a deployment would, before the workers start.
+    contacts_etl::sync::lake_of(&Pipeline::load(&p).unwrap())
+        .unwrap()
+        .ensure_tables()
+        .await
+        .unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            Command::new(crate::bin())
+                .args(["sync", p.to_str().unwrap(), "--shard", &format!("{i}/4")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_lake_matches(&p, &emu).await;
+    let lake = contacts_etl::sync::lake_of(&Pipeline::load(&p).unwrap()).unwrap();
+    let runs = lake
+        .read_all(TableKind::SyncRuns, Some("status = 'ok'"))
+        .await
+        .unwrap();
+    let mut seen: Vec<String> = Vec::new();
+    for b in &runs {
+        use arrow::array::AsArray;
+        let a = b.column_by_name("account").unwrap().as_string::<i32>();
+        seen.extend((0..b.num_rows()).map(|i| a.value(i).to_string()));
+    }
+    seen.sort();
+    let mut want = accounts.clone();
+    want.sort();
+    assert_eq!(seen, want, "each account synced by exactly one shard");
+    // The shards partition the accounts deterministically.
+    let per: Vec<usize> = (0..4)
+        .map(|i| {
+            accounts
+                .iter()
+                .filter(|a| contacts_etl::sync::shard_of("crm", a, 4) == i)
+                .count()
+        })
+        .collect();
+    assert_eq!(per.iter().sum::<usize>(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_independent_reader_sees_the_same_rows() {
+    let Some(py) = crate::require_python("an_independent_reader_sees_the_same_rows") else {
+        return;
+    };
+    let emu = Emulator::start(mixed()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        &emu,
+        &PipelineSpec {
+            aurinko_accounts: vec!["101".into()],
+            ..Default::default()
+        },
+    );
+    assert_ok(&sync(&p, false).await);
+    emu.mutate_google(10, 10, 10);
+    assert_ok(&sync(&p, false).await);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/read_lake.py");
+    let out = Command::new(py)
+        .arg(script)
+        .arg(dir.path().join("lake/contacts"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lake = contacts_etl::sync::lake_of(&Pipeline::load(&p).unwrap()).unwrap();
+    for (source, account) in [("shared", "example.com"), ("crm", "101")] {
+        let ours = lake.contacts_of(source, account).await.unwrap();
+        let theirs = &got[format!("{source}/{account}")];
+        let ids: Vec<String> = ours.iter().map(|r| r.id.clone()).collect();
+        assert_eq!(
+            theirs["ids"],
+            serde_json::json!(ids),
+            "{source}/{account}: ids differ"
+        );
+        let emails: usize = ours.iter().map(|r| r.emails.len()).sum();
+        assert_eq!(theirs["emails"], serde_json::json!(emails));
+        let names: Vec<Option<String>> = ours.iter().map(|r| r.display_name.clone()).collect();
+        assert_eq!(theirs["display_names"], serde_json::json!(names));
+    }
+}

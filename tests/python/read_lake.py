@@ -1,0 +1,18 @@
+"""Reads the contacts Delta table with the `deltalake` package (delta-rs's Python
+binding, not this project's code) and prints, per source/account, the sorted ids, the
+display names in id order and the number of e-mails, as JSON."""
+import json
+import sys
+
+from deltalake import DeltaTable
+
+table = DeltaTable(sys.argv[1]).to_pyarrow_table()
+rows = table.to_pylist()
+out = {}
+for r in sorted(rows, key=lambda r: (r["source"], r["account"], r["id"])):
+    key = f'{r["source"]}/{r["account"]}'
+    o = out.setdefault(key, {"ids": [], "display_names": [], "emails": 0})
+    o["ids"].append(r["id"])
+    o["display_names"].append(r["display_name"])
+    o["emails"] += len(r["emails"] or [])
+print(json.dumps(out))
