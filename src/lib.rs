@@ -31,6 +31,7 @@ pub mod emulator;
 pub mod error;
 pub mod http;
 pub mod lake;
+pub mod plan;
 pub mod providers;
 pub mod schema;
 pub mod secret;

@@ -93,23 +93,53 @@ enum Command {
         #[arg(long)]
         output: Option<String>,
     },
-    /// Compute the diff between a desired state and the landed contacts (not built yet).
+    /// Compute the diff between a desired state and the landed contacts: counts per
+    /// operation, a sample, and invalid rows. Writes nothing anywhere, advances nothing.
+    ///
+    /// The desired state is a SQL query over the lake or a .parquet/.csv file with contact
+    /// columns; rows without `id` are new contacts. Only the columns it has are compared.
+    ///
+    /// Example (lower-case every e-mail):
+    ///   contacts-etl plan p.toml --source shared_contacts --desired \
+    ///     "SELECT account, id, etag, transform(emails, e -> named_struct('address', lower(e['address']), 'type', e['type'], 'label', e['label'], 'primary', e['primary'], 'display_name', e['display_name'])) AS emails FROM contacts WHERE source = 'shared_contacts'"
     Plan {
         /// The pipeline file.
         pipeline: PathBuf,
+        /// The source to write to.
         #[arg(long)]
         source: String,
+        /// SQL over the lake, or a .parquet/.csv file.
         #[arg(long)]
         desired: String,
+        /// upsert (insert + update), update (update only) or mirror (also delete what is absent).
+        #[arg(long, default_value = "upsert")]
+        mode: String,
+        /// Sample operations to print.
+        #[arg(long, default_value_t = 10)]
+        sample: usize,
     },
-    /// Apply a plan back to the API (not built yet).
+    /// Sync the source, compute the plan, and write it back to the API: Google batches of
+    /// at most 100 operations, Aurinko POST/PATCH/DELETE, each conditional on the etag.
+    /// Records one `writeback_results` row per operation, syncs again, and exits 1 if any
+    /// row failed or conflicted. Rerunning retries only what did not apply.
     Apply {
         /// The pipeline file.
         pipeline: PathBuf,
+        /// The source to write to.
         #[arg(long)]
         source: String,
+        /// SQL over the lake, or a .parquet/.csv file.
         #[arg(long)]
         desired: String,
+        /// upsert, update or mirror.
+        #[arg(long, default_value = "upsert")]
+        mode: String,
+        /// Refuse to start when the plan deletes more than N contacts or P% of them.
+        #[arg(long)]
+        max_delete: Option<String>,
+        /// Overwrite contacts changed by someone else (412 conflicts).
+        #[arg(long)]
+        force: bool,
     },
     /// Run the emulators of both APIs until interrupted; prints the base URL first.
     ///
@@ -274,9 +304,40 @@ async fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
-        Command::Plan { .. } | Command::Apply { .. } => Err(Error::Other(
-            "plan and apply (the reverse sink) are not built yet; see the README's roadmap".into(),
-        )),
+        Command::Plan {
+            pipeline,
+            source,
+            desired,
+            mode,
+            sample,
+        } => {
+            let p = Pipeline::load(&pipeline)?;
+            let plan =
+                contacts_etl::plan::apply::plan(&p, &source, &desired, mode.parse()?).await?;
+            print!("{}", plan.render(sample));
+            Ok(0)
+        }
+        Command::Apply {
+            pipeline,
+            source,
+            desired,
+            mode,
+            max_delete,
+            force,
+        } => {
+            let p = Pipeline::load(&pipeline)?;
+            let opts = contacts_etl::plan::apply::ApplyOptions {
+                source,
+                desired,
+                mode: mode.parse()?,
+                max_delete: max_delete.map(|m| m.parse()).transpose()?,
+                force,
+            };
+            let report = contacts_etl::plan::apply::apply(&p, &opts).await?;
+            print!("{}", report.plan.render(10));
+            eprint!("{}", report.summary());
+            Ok(if report.failures() == 0 { 0 } else { 1 })
+        }
         Command::Emulator {
             port,
             google_domain,

@@ -301,6 +301,15 @@ impl Emulator {
             .unwrap()
             .truth(&self.shared.base_url)
     }
+    /// How many live Google contacts hold an element `ns`:`local` (e.g. unknown XML that
+    /// must survive updates).
+    pub fn google_count_elements(&self, ns: &str, local: &str) -> usize {
+        let g = self.shared.google.lock().unwrap();
+        g.contacts
+            .values()
+            .filter(|c| c.deleted_ms.is_none() && c.content.iter().any(|e| e.is(ns, local)))
+            .count()
+    }
     /// One Aurinko account's truth (`None` for an unknown account).
     pub fn aurinko_truth(&self, account: &str) -> Option<Truth> {
         self.shared.aurinko.lock().unwrap().truth(account)

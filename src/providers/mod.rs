@@ -66,6 +66,38 @@ pub struct RunContext {
     pub progress: Option<indicatif::ProgressBar>,
 }
 
+/// The outcome of one write operation.
+#[derive(Debug, Clone, Default)]
+pub struct OpResult {
+    /// The operation's index in the plan.
+    pub index: usize,
+    /// HTTP (or batch) status.
+    pub http_status: Option<u16>,
+    /// `ok`, `conflict` or `failed`.
+    pub result: String,
+    /// The status reason.
+    pub reason: Option<String>,
+    /// The contact id (new for inserts).
+    pub id: Option<String>,
+    /// The contact's etag after the write.
+    pub new_etag: Option<String>,
+    /// What went wrong.
+    pub error: Option<String>,
+}
+
+impl OpResult {
+    /// A failed operation.
+    pub fn failed(index: usize, status: Option<u16>, error: String) -> OpResult {
+        OpResult {
+            index,
+            http_status: status,
+            result: "failed".into(),
+            error: Some(error),
+            ..Default::default()
+        }
+    }
+}
+
 /// A configured source of any provider.
 pub enum AnySource {
     /// Google Domain Shared Contacts.
@@ -123,6 +155,30 @@ impl AnySource {
         match self {
             AnySource::Google(s) => s.extract(account, cursor, ctx).await,
             AnySource::Aurinko(s) => s.extract(account, cursor, ctx).await,
+        }
+    }
+}
+
+impl AnySource {
+    /// Applies planned operations; one result per operation.
+    pub async fn apply(
+        &self,
+        ops: &[crate::plan::Op],
+        managed: &[String],
+        force: bool,
+        metrics: &Metrics,
+    ) -> Result<Vec<OpResult>> {
+        match self {
+            AnySource::Google(s) => s.apply(ops, managed, force, metrics).await,
+            AnySource::Aurinko(s) => s.apply(ops, managed, force, metrics).await,
+        }
+    }
+
+    /// The provider.
+    pub fn provider(&self) -> crate::config::Provider {
+        match self {
+            AnySource::Google(_) => crate::config::Provider::Google,
+            AnySource::Aurinko(_) => crate::config::Provider::Aurinko,
         }
     }
 }

@@ -12,6 +12,7 @@ mod conformance;
 mod google;
 mod lake;
 mod storage;
+mod writeback;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

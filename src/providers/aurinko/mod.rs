@@ -5,6 +5,7 @@
 //! token, means the cursor expired; a bad page token is retried once from the delta token.
 
 pub mod decode;
+pub mod writeback;
 
 use std::collections::{HashMap, HashSet};
 

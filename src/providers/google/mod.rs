@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod decode;
+pub mod writeback;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,0 +1,298 @@
+//! `plan` and `apply` for one source of a pipeline.
+
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use deltalake::protocol::SaveMode;
+
+use super::{Mode, OpKind, Plan, diff, load_desired};
+use crate::config::Pipeline;
+use crate::error::{Error, Result};
+use crate::http::Metrics;
+use crate::lake::{Lake, TableKind, writeback_results_schema};
+use crate::providers::{AnySource, OpResult};
+use crate::sync::{SyncOptions, lake_of, run_sync};
+
+/// The `--max-delete` guard.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxDelete {
+    /// At most this many deletes.
+    Count(usize),
+    /// At most this share (0–100) of the landed contacts.
+    Percent(f64),
+}
+
+impl std::str::FromStr for MaxDelete {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<MaxDelete> {
+        let bad = || {
+            Error::config(format!(
+                "--max-delete {s:?}: use a count (e.g. 50) or a percentage (e.g. 5%)"
+            ))
+        };
+        match s.strip_suffix('%') {
+            Some(p) => p
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|p| (0.0..=100.0).contains(p))
+                .map(MaxDelete::Percent)
+                .ok_or_else(bad),
+            None => s.trim().parse().map(MaxDelete::Count).map_err(|_| bad()),
+        }
+    }
+}
+
+/// What `apply` is asked to do.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub source: String,
+    pub desired: String,
+    pub mode: Mode,
+    pub max_delete: Option<MaxDelete>,
+    pub force: bool,
+}
+
+/// What `apply` did.
+#[derive(Debug, Clone)]
+pub struct ApplyReport {
+    pub apply_id: String,
+    pub plan: Plan,
+    pub results: Vec<OpResult>,
+}
+
+impl ApplyReport {
+    /// Rows that did not apply (failed, conflict) plus invalid rows.
+    pub fn failures(&self) -> usize {
+        self.results.iter().filter(|r| r.result != "ok").count() + self.plan.invalid.len()
+    }
+
+    /// The printed summary.
+    pub fn summary(&self) -> String {
+        let count = |s: &str| self.results.iter().filter(|r| r.result == s).count();
+        let mut out = format!(
+            "apply {}: {} ok, {} conflict(s), {} failed, {} invalid row(s) not sent\n",
+            self.apply_id,
+            count("ok"),
+            count("conflict"),
+            count("failed"),
+            self.plan.invalid.len()
+        );
+        for r in self.results.iter().filter(|r| r.result != "ok").take(20) {
+            let op = &self.plan.ops[r.index];
+            out.push_str(&format!(
+                "  {} {} {}/{}: {}\n",
+                r.result.to_uppercase(),
+                op.kind.as_str(),
+                op.account,
+                op.id.as_deref().or(r.id.as_deref()).unwrap_or("(new)"),
+                r.error.as_deref().unwrap_or("")
+            ));
+        }
+        if count("conflict") > 0 {
+            out.push_str("Conflicts were changed by someone else since the desired state was computed; rerun after a sync, or use --force to overwrite.\n");
+        }
+        out
+    }
+}
+
+async fn landed_for(lake: &Lake, source: &str) -> Result<Vec<crate::schema::ContactRecord>> {
+    let batches = lake
+        .read_all(
+            TableKind::Contacts,
+            Some(&format!("source = '{}'", source.replace('\'', "''"))),
+        )
+        .await?;
+    crate::schema::batches_to_records(&batches)
+}
+
+/// Computes the plan. Writes nothing anywhere and advances nothing.
+pub async fn plan(p: &Pipeline, source: &str, desired: &str, mode: Mode) -> Result<Plan> {
+    let cfg = p.source(source)?;
+    let lake = lake_of(p)?;
+    let desired = load_desired(&lake, desired, source).await?;
+    let landed = landed_for(&lake, source).await?;
+    Ok(diff(
+        source,
+        cfg.provider,
+        cfg.domain.as_deref(),
+        &desired,
+        &landed,
+        mode,
+    ))
+}
+
+fn check_max_delete(plan: &Plan, max: Option<MaxDelete>) -> Result<()> {
+    let deletes = plan.count(OpKind::Delete);
+    let limit = match max {
+        None => return Ok(()),
+        Some(MaxDelete::Count(n)) => n as f64,
+        Some(MaxDelete::Percent(p)) => plan.landed as f64 * p / 100.0,
+    };
+    if deletes as f64 > limit {
+        return Err(Error::Other(format!(
+            "refusing to start: the plan deletes {deletes} of {} contacts, more than --max-delete allows ({limit:.0}). Check the desired state, or raise --max-delete",
+            plan.landed
+        )));
+    }
+    Ok(())
+}
+
+/// Syncs the source, plans, checks `--max-delete`, applies, records one
+/// `writeback_results` row per operation (and per invalid row), and syncs again.
+pub async fn apply(p: &Pipeline, opts: &ApplyOptions) -> Result<ApplyReport> {
+    let cfg = p.source(&opts.source)?;
+    let dir = p
+        .path
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+    let source = AnySource::try_new(cfg, &dir)?;
+    let sync_opts = SyncOptions {
+        sources: vec![opts.source.clone()],
+        ..Default::default()
+    };
+    // Bring the lake up to date first: the diff is against the API's current state, and
+    // contacts created by an interrupted earlier apply are seen (by their key) and skipped.
+    let r = run_sync(p, &sync_opts).await?;
+    if let Some(f) = r.failed().first() {
+        return Err(Error::Other(format!(
+            "apply needs a current lake, but syncing {}/{} failed: {}",
+            f.source,
+            f.account,
+            f.error.as_deref().unwrap_or("")
+        )));
+    }
+    let plan = plan(p, &opts.source, &opts.desired, opts.mode).await?;
+    check_max_delete(&plan, opts.max_delete)?;
+    let apply_id = crate::sync::new_run_id();
+    let metrics = Metrics::default();
+    let results = if plan.ops.is_empty() {
+        vec![]
+    } else {
+        source
+            .apply(&plan.ops, &plan.managed, opts.force, &metrics)
+            .await?
+    };
+    let lake = lake_of(p)?;
+    record(&lake, &apply_id, &opts.source, &plan, &results).await?;
+    let r = run_sync(p, &sync_opts).await?;
+    if let Some(f) = r.failed().first() {
+        tracing::warn!(account = %f.account, error = f.error.as_deref().unwrap_or(""), "the sync after apply failed; the next sync will catch up");
+    }
+    Ok(ApplyReport {
+        apply_id,
+        plan,
+        results,
+    })
+}
+
+async fn record(
+    lake: &Lake,
+    apply_id: &str,
+    source: &str,
+    plan: &Plan,
+    results: &[OpResult],
+) -> Result<()> {
+    if results.is_empty() && plan.invalid.is_empty() {
+        return Ok(());
+    }
+    let now = chrono::Utc::now().timestamp_micros();
+    let mut rows: Vec<(
+        i64,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<i64>,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    )> = Vec::new();
+    for r in results {
+        let op = &plan.ops[r.index];
+        rows.push((
+            r.index as i64,
+            op.account.clone(),
+            op.kind.as_str().into(),
+            Some(op.key.clone()),
+            r.id.clone().or(op.id.clone()),
+            r.http_status.map(i64::from),
+            r.result.clone(),
+            r.reason.clone(),
+            r.new_etag.clone(),
+            r.error.clone(),
+        ));
+    }
+    for (i, inv) in plan.invalid.iter().enumerate() {
+        rows.push((
+            (plan.ops.len() + i) as i64,
+            inv.account.clone(),
+            "invalid".into(),
+            None,
+            inv.id.clone(),
+            None,
+            "invalid".into(),
+            Some(inv.reason.clone()),
+            None,
+            Some(format!("desired row {}: {}", inv.row + 1, inv.reason)),
+        ));
+    }
+    let n = rows.len();
+    let s = |f: &dyn Fn(
+        &(
+            i64,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        ),
+    ) -> Option<String>| {
+        Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
+            as arrow::array::ArrayRef
+    };
+    let batch = RecordBatch::try_new(
+        writeback_results_schema(),
+        vec![
+            Arc::new(StringArray::from(vec![apply_id; n])),
+            Arc::new(Int64Array::from(
+                rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(vec![source; n])),
+            s(&|r| Some(r.1.clone())),
+            s(&|r| Some(r.2.clone())),
+            s(&|r| r.3.clone()),
+            s(&|r| r.4.clone()),
+            Arc::new(Int64Array::from(
+                rows.iter().map(|r| r.5).collect::<Vec<_>>(),
+            )),
+            s(&|r| Some(r.6.clone())),
+            s(&|r| r.7.clone()),
+            s(&|r| r.8.clone()),
+            s(&|r| r.9.clone()),
+            Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
+        ],
+    )?;
+    for attempt in 0..5 {
+        let t = lake.open_or_create(TableKind::WritebackResults).await?;
+        match t
+            .write(vec![batch.clone()])
+            .with_save_mode(SaveMode::Append)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if attempt < 4 => {
+                tracing::debug!(error = %e, "retrying the writeback_results append");
+                tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+            }
+            Err(e) => return Err(Error::lake(format!("appending to writeback_results: {e}"))),
+        }
+    }
+    unreachable!()
+}

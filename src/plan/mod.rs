@@ -1,0 +1,718 @@
+//! The reverse sink: a desired state (SQL over the lake, or a Parquet/CSV file) → a diff
+//! against the landed `contacts` → validated operations → batched, conflict-safe writes.
+//!
+//! Only the contact columns present in the desired table are compared and written
+//! ("managed" columns); everything else of a contact is left as it is. Rows without `id`
+//! are inserts; `--mode update` refuses them; `--mode mirror` also deletes landed contacts
+//! absent from the desired state (guarded by `--max-delete`).
+//!
+//! Inserts are idempotent across a crash and rerun: each carries a key derived from its
+//! content, stamped on the created contact (Google: extended property `contacts-etl-key`;
+//! Aurinko: `nativeProperties["contacts-etl-key"]`). `apply` syncs the source before
+//! planning, so a contact created by an interrupted apply is seen and not created again.
+
+pub mod apply;
+
+use std::collections::{HashMap, HashSet};
+
+use arrow::array::RecordBatch;
+use serde_json::Value;
+use sha2::Digest;
+
+use crate::config::Provider;
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::schema::{ContactRecord, ExtendedProperty, contacts_schema};
+
+/// Name of the idempotency key stamped on created contacts.
+pub const KEY_PROPERTY: &str = "contacts-etl-key";
+/// Google's limits.
+pub const MAX_EXTENDED_PROPERTIES: usize = 10;
+/// Bytes of contact data Google accepts.
+pub const MAX_CONTACT_BYTES: usize = 2048;
+
+/// Columns the reverse sink can write.
+pub const WRITABLE: &[&str] = &[
+    "display_name",
+    "given_name",
+    "family_name",
+    "middle_name",
+    "prefix",
+    "suffix",
+    "nickname",
+    "file_as",
+    "emails",
+    "phones",
+    "addresses",
+    "ims",
+    "organizations",
+    "websites",
+    "relations",
+    "events",
+    "notes",
+    "birthday",
+    "groups",
+    "extended_properties",
+];
+
+/// Which operations a plan may contain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Inserts and updates.
+    #[default]
+    Upsert,
+    /// Updates only.
+    Update,
+    /// Inserts, updates, and deletes of contacts absent from the desired state.
+    Mirror,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Mode> {
+        match s {
+            "upsert" => Ok(Mode::Upsert),
+            "update" => Ok(Mode::Update),
+            "mirror" => Ok(Mode::Mirror),
+            o => Err(Error::config(format!(
+                "--mode {o:?}: use upsert, update or mirror"
+            ))),
+        }
+    }
+}
+
+/// An operation's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    Insert,
+    Update,
+    Delete,
+}
+
+impl OpKind {
+    /// The name used in `writeback_results.op`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OpKind::Insert => "insert",
+            OpKind::Update => "update",
+            OpKind::Delete => "delete",
+        }
+    }
+}
+
+/// One planned operation.
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub index: usize,
+    pub kind: OpKind,
+    pub account: String,
+    /// The contact id (none for inserts).
+    pub id: Option<String>,
+    /// The insert's idempotency key, or `account/id`.
+    pub key: String,
+    /// The etag the write is conditional on.
+    pub etag: Option<String>,
+    /// The desired contact (inserts, updates).
+    pub desired: Option<ContactRecord>,
+    /// The landed contact (updates, deletes).
+    pub landed: Option<ContactRecord>,
+    /// Managed columns whose value changes.
+    pub changed: Vec<String>,
+}
+
+/// A desired row that will not be sent, and why.
+#[derive(Debug, Clone)]
+pub struct Invalid {
+    pub row: usize,
+    pub account: String,
+    pub id: Option<String>,
+    pub reason: String,
+}
+
+/// The diff.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub source: String,
+    pub ops: Vec<Op>,
+    pub invalid: Vec<Invalid>,
+    pub unchanged: usize,
+    /// Inserts skipped because a contact with their key already exists.
+    pub already_applied: usize,
+    /// Contacts landed for the source (the base of `--max-delete P%`).
+    pub landed: usize,
+    pub managed: Vec<String>,
+}
+
+impl Plan {
+    /// Operations of one kind.
+    pub fn count(&self, k: OpKind) -> usize {
+        self.ops.iter().filter(|o| o.kind == k).count()
+    }
+
+    /// The printed plan: counts per operation, a sample, validation failures.
+    pub fn render(&self, sample: usize) -> String {
+        let mut s = format!(
+            "plan for source {}: {} insert(s), {} update(s), {} delete(s), {} unchanged, {} invalid{}\nmanaged columns: {}\n",
+            self.source,
+            self.count(OpKind::Insert),
+            self.count(OpKind::Update),
+            self.count(OpKind::Delete),
+            self.unchanged,
+            self.invalid.len(),
+            if self.already_applied > 0 {
+                format!(", {} insert(s) already applied", self.already_applied)
+            } else {
+                String::new()
+            },
+            self.managed.join(", ")
+        );
+        for op in self.ops.iter().take(sample) {
+            let who = op
+                .desired
+                .as_ref()
+                .or(op.landed.as_ref())
+                .and_then(|r| {
+                    r.display_name
+                        .clone()
+                        .or_else(|| r.emails.first().and_then(|e| e.address.clone()))
+                })
+                .unwrap_or_default();
+            s.push_str(&format!(
+                "  {:<6} {}/{} {} {}\n",
+                op.kind.as_str(),
+                op.account,
+                op.id.as_deref().unwrap_or("(new)"),
+                who,
+                if op.changed.is_empty() {
+                    String::new()
+                } else {
+                    format!("[{}]", op.changed.join(", "))
+                }
+            ));
+        }
+        if self.ops.len() > sample {
+            s.push_str(&format!("  … and {} more\n", self.ops.len() - sample));
+        }
+        for inv in &self.invalid {
+            s.push_str(&format!(
+                "  INVALID row {} ({}/{}): {}\n",
+                inv.row + 1,
+                inv.account,
+                inv.id.as_deref().unwrap_or("(new)"),
+                inv.reason
+            ));
+        }
+        s
+    }
+}
+
+/// The desired state as records plus the columns it manages.
+pub struct Desired {
+    pub rows: Vec<ContactRecord>,
+    pub columns: HashSet<String>,
+}
+
+/// Loads the desired state: a `.parquet` or `.csv` file, or else SQL over the lake.
+pub async fn load_desired(lake: &Lake, spec: &str, source: &str) -> Result<Desired> {
+    let path = std::path::Path::new(spec);
+    let batches: Vec<RecordBatch> = if spec.ends_with(".parquet") && path.exists() {
+        let file = std::fs::File::open(path)
+            .map_err(|e| Error::config(format!("--desired {spec}: {e}")))?;
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
+            .build()?
+            .collect::<std::result::Result<Vec<_>, _>>()?
+    } else if spec.ends_with(".csv") && path.exists() {
+        let file = std::fs::File::open(path)
+            .map_err(|e| Error::config(format!("--desired {spec}: {e}")))?;
+        let (schema, _) = arrow::csv::reader::Format::default()
+            .with_header(true)
+            .infer_schema(std::fs::File::open(path)?, Some(1000))?;
+        arrow::csv::ReaderBuilder::new(std::sync::Arc::new(schema))
+            .with_header(true)
+            .build(file)?
+            .collect::<std::result::Result<Vec<_>, _>>()?
+    } else if spec.ends_with(".parquet") || spec.ends_with(".csv") {
+        return Err(Error::config(format!("--desired {spec}: no such file")));
+    } else {
+        crate::sql::query(lake, spec).await?
+    };
+    let columns: HashSet<String> = batches
+        .first()
+        .map(|b| {
+            b.schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !batches.is_empty() && !columns.contains("id") {
+        return Err(Error::config(
+            "the desired state needs an `id` column (null for new contacts)",
+        ));
+    }
+    let schema = contacts_schema();
+    let mut rows = Vec::new();
+    for b in &batches {
+        // Fill the bookkeeping columns a user's table may lack, then read as records.
+        let n = b.num_rows();
+        let mut cols = Vec::new();
+        for f in schema.fields() {
+            let col = match b.column_by_name(f.name()) {
+                Some(c) => arrow::compute::cast(c, f.data_type())
+                    .map_err(|e| Error::config(format!("desired column {}: {e}", f.name())))?,
+                None => match f.name().as_str() {
+                    "source" => {
+                        std::sync::Arc::new(arrow::array::StringArray::from(vec![source; n])) as _
+                    }
+                    "account" | "id" | "_run_id" => {
+                        std::sync::Arc::new(arrow::array::StringArray::from(vec![""; n])) as _
+                    }
+                    "deleted" => {
+                        std::sync::Arc::new(arrow::array::BooleanArray::from(vec![false; n])) as _
+                    }
+                    "_synced_at" => std::sync::Arc::new(
+                        arrow::array::TimestampMicrosecondArray::from(vec![0; n])
+                            .with_timezone("UTC"),
+                    ) as _,
+                    _ => arrow::array::new_null_array(f.data_type(), n),
+                },
+            };
+            // Non-nullable bookkeeping columns: nulls (e.g. a null id) become "".
+            let col = if !f.is_nullable() && col.null_count() > 0 {
+                match f.data_type() {
+                    arrow::datatypes::DataType::Utf8 => {
+                        let s = arrow::array::AsArray::as_string::<i32>(&col);
+                        std::sync::Arc::new(arrow::array::StringArray::from_iter_values(
+                            s.iter().map(|v| v.unwrap_or("").to_string()),
+                        )) as _
+                    }
+                    _ => col,
+                }
+            } else {
+                col
+            };
+            cols.push(col);
+        }
+        let nb = RecordBatch::try_new_with_options(
+            schema.clone(),
+            cols,
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
+        )?;
+        rows.extend(crate::schema::batches_to_records(&[nb])?);
+    }
+    Ok(Desired { rows, columns })
+}
+
+fn field(r: &ContactRecord, name: &str) -> Value {
+    let v = serde_json::to_value(r).unwrap_or_default();
+    let mut f = v.get(name).cloned().unwrap_or(Value::Null);
+    // The stamped insert key is bookkeeping, not data.
+    if name == "extended_properties"
+        && let Some(a) = f.as_array_mut()
+    {
+        a.retain(|p| p.get("name").and_then(Value::as_str) != Some(KEY_PROPERTY));
+    }
+    f
+}
+
+/// The insert key of a desired row: a hash of the source, account and managed content.
+pub fn insert_key(source: &str, r: &ContactRecord, managed: &[String]) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update(source.as_bytes());
+    h.update([0]);
+    h.update(r.account.as_bytes());
+    for m in managed {
+        h.update([0]);
+        h.update(field(r, m).to_string().as_bytes());
+    }
+    format!("cetl-{}", &hex::encode(h.finalize())[..20])
+}
+
+fn landed_key(r: &ContactRecord) -> Option<String> {
+    if let Some(p) = r
+        .extended_properties
+        .iter()
+        .find(|p| p.name.as_deref() == Some(KEY_PROPERTY))
+    {
+        return p.value.clone();
+    }
+    r.native
+        .as_deref()
+        .and_then(|n| serde_json::from_str::<Value>(n).ok())
+        .and_then(|v| {
+            v.get(KEY_PROPERTY)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+}
+
+/// Validates a desired contact against the provider's rules; returns the reasons.
+pub fn validate(r: &ContactRecord, provider: Provider, managed: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let has = |c: &str| managed.iter().any(|m| m == c);
+    if provider == Provider::Google {
+        let one = |what: &str,
+                   i: usize,
+                   t: &Option<String>,
+                   l: &Option<String>,
+                   out: &mut Vec<String>| {
+            let (t, l) = (
+                t.as_deref().is_some_and(|s| !s.is_empty()),
+                l.as_deref().is_some_and(|s| !s.is_empty()),
+            );
+            if t == l {
+                out.push(format!("{what}[{i}] needs exactly one of type or label (Google refuses both or neither)"));
+            }
+        };
+        for (i, e) in r.emails.iter().enumerate() {
+            one("emails", i, &e.kind, &e.label, &mut out);
+        }
+        for (i, e) in r.phones.iter().enumerate() {
+            one("phones", i, &e.kind, &e.label, &mut out);
+        }
+        for (i, e) in r.addresses.iter().enumerate() {
+            one("addresses", i, &e.kind, &e.label, &mut out);
+        }
+        for (i, e) in r.ims.iter().enumerate() {
+            one("ims", i, &e.kind, &e.label, &mut out);
+        }
+        for (i, e) in r.organizations.iter().enumerate() {
+            one("organizations", i, &e.kind, &e.label, &mut out);
+        }
+        let props = r
+            .extended_properties
+            .iter()
+            .filter(|p| p.name.as_deref() != Some(KEY_PROPERTY))
+            .count()
+            + 1;
+        if props > MAX_EXTENDED_PROPERTIES {
+            out.push(format!("{props} extended properties (with the insert key); Google allows {MAX_EXTENDED_PROPERTIES}"));
+        }
+        for (i, p) in r.extended_properties.iter().enumerate() {
+            if p.name.as_deref().is_none_or(str::is_empty) {
+                out.push(format!("extended_properties[{i}] has no name"));
+            }
+            if p.value.is_some() == p.xml.is_some() {
+                out.push(format!(
+                    "extended_properties[{i}] needs exactly one of value or xml"
+                ));
+            }
+        }
+        let bytes = crate::providers::google::writeback::data_bytes(r);
+        if bytes > MAX_CONTACT_BYTES {
+            out.push(format!(
+                "{bytes} bytes of contact data; Google allows {MAX_CONTACT_BYTES}"
+            ));
+        }
+    }
+    for (i, e) in r.emails.iter().enumerate() {
+        if e.address.as_deref().is_none_or(|a| !a.contains('@')) {
+            out.push(format!(
+                "emails[{i}].address {:?} is not an e-mail address",
+                e.address.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    for (i, p) in r.phones.iter().enumerate() {
+        if p.number.as_deref().is_none_or(str::is_empty) {
+            out.push(format!("phones[{i}] has no number"));
+        }
+    }
+    if r.id.is_empty()
+        && ![&r.display_name, &r.given_name, &r.family_name]
+            .iter()
+            .any(|v| v.is_some())
+        && r.emails.is_empty()
+        && (has("display_name") || has("emails"))
+    {
+        out.push("a new contact needs a name or an e-mail address".into());
+    }
+    out
+}
+
+/// Computes the plan for one source.
+pub fn diff(
+    source: &str,
+    provider: Provider,
+    default_account: Option<&str>,
+    desired: &Desired,
+    landed: &[ContactRecord],
+    mode: Mode,
+) -> Plan {
+    let managed: Vec<String> = WRITABLE
+        .iter()
+        .filter(|c| desired.columns.contains(**c))
+        .map(|c| c.to_string())
+        .collect();
+    let by_id: HashMap<(String, String), &ContactRecord> = landed
+        .iter()
+        .map(|r| ((r.account.clone(), r.id.clone()), r))
+        .collect();
+    let keys: HashSet<String> = landed.iter().filter_map(landed_key).collect();
+    let mut plan = Plan {
+        source: source.into(),
+        landed: landed.len(),
+        managed: managed.clone(),
+        ..Default::default()
+    };
+    let mut seen: HashSet<(String, String)> = HashSet::new();
+    let mut insert_keys: HashSet<String> = HashSet::new();
+    for (row, d) in desired.rows.iter().enumerate() {
+        let mut d = d.clone();
+        d.source = source.into();
+        if d.account.is_empty() {
+            d.account = default_account.unwrap_or_default().to_string();
+        }
+        let invalid = |reason: String| Invalid {
+            row,
+            account: d.account.clone(),
+            id: (!d.id.is_empty()).then(|| d.id.clone()),
+            reason,
+        };
+        if d.account.is_empty() {
+            plan.invalid
+                .push(invalid("no account: add an `account` column".into()));
+            continue;
+        }
+        // An update is judged on the contact it produces: landed plus the managed columns.
+        let landed_row = if d.id.is_empty() {
+            None
+        } else {
+            by_id.get(&(d.account.clone(), d.id.clone())).copied()
+        };
+        let subject = match landed_row {
+            Some(l) => {
+                let mut m = l.clone();
+                crate::providers::google::writeback::merge_managed(&mut m, &d, &managed);
+                m
+            }
+            None => d.clone(),
+        };
+        let problems = validate(&subject, provider, &managed);
+        if !problems.is_empty() {
+            plan.invalid.push(invalid(problems.join("; ")));
+            continue;
+        }
+        if d.id.is_empty() {
+            if mode == Mode::Update {
+                plan.invalid.push(invalid(
+                    "a row without id is an insert, and --mode update does not insert".into(),
+                ));
+                continue;
+            }
+            let key = insert_key(source, &d, &managed);
+            if keys.contains(&key) || !insert_keys.insert(key.clone()) {
+                plan.already_applied += 1;
+                continue;
+            }
+            plan.ops.push(Op {
+                index: plan.ops.len(),
+                kind: OpKind::Insert,
+                account: d.account.clone(),
+                id: None,
+                key,
+                etag: None,
+                desired: Some(d),
+                landed: None,
+                changed: managed.clone(),
+            });
+            continue;
+        }
+        let Some(l) = by_id.get(&(d.account.clone(), d.id.clone())).copied() else {
+            plan.invalid.push(invalid(format!(
+                "no landed contact {}/{}: it was deleted, or the id is wrong",
+                d.account, d.id
+            )));
+            continue;
+        };
+        seen.insert((d.account.clone(), d.id.clone()));
+        let changed: Vec<String> = managed
+            .iter()
+            .filter(|m| field(&d, m) != field(l, m))
+            .cloned()
+            .collect();
+        if changed.is_empty() {
+            plan.unchanged += 1;
+            continue;
+        }
+        // The write is conditional on the version the desired row was based on.
+        let etag = d
+            .etag
+            .clone()
+            .filter(|e| !e.is_empty())
+            .or_else(|| l.etag.clone());
+        plan.ops.push(Op {
+            index: plan.ops.len(),
+            kind: OpKind::Update,
+            account: d.account.clone(),
+            id: Some(d.id.clone()),
+            key: format!("{}/{}", d.account, d.id),
+            etag,
+            desired: Some(d),
+            landed: Some(l.clone()),
+            changed,
+        });
+    }
+    if mode == Mode::Mirror {
+        for l in landed {
+            if !seen.contains(&(l.account.clone(), l.id.clone())) {
+                plan.ops.push(Op {
+                    index: plan.ops.len(),
+                    kind: OpKind::Delete,
+                    account: l.account.clone(),
+                    id: Some(l.id.clone()),
+                    key: format!("{}/{}", l.account, l.id),
+                    etag: l.etag.clone(),
+                    desired: None,
+                    landed: Some(l.clone()),
+                    changed: vec![],
+                });
+            }
+        }
+    }
+    plan
+}
+
+/// The extended property that stamps an insert key.
+pub fn key_property(key: &str) -> ExtendedProperty {
+    ExtendedProperty {
+        name: Some(KEY_PROPERTY.into()),
+        value: Some(key.into()),
+        xml: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Email;
+
+    fn rec(id: &str, name: &str) -> ContactRecord {
+        ContactRecord {
+            account: "example.com".into(),
+            id: id.into(),
+            etag: Some(format!("\"{id}\"")),
+            display_name: Some(name.into()),
+            emails: vec![Email {
+                address: Some(format!("{id}@x.org")),
+                kind: Some("work".into()),
+                primary: Some(false),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn diff_finds_inserts_updates_deletes_and_invalid_rows() {
+        let landed = vec![rec("a", "Ann"), rec("b", "Bob"), rec("c", "Cy")];
+        let mut bad = rec("", "New");
+        bad.emails[0].label = Some("both".into());
+        let desired = Desired {
+            rows: vec![
+                rec("a", "Ann"),
+                rec("b", "Robert"),
+                rec("", "Neu"),
+                bad,
+                rec("zz", "Ghost"),
+            ],
+            columns: ["id", "account", "display_name", "emails"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        let p = diff(
+            "s",
+            Provider::Google,
+            Some("example.com"),
+            &desired,
+            &landed,
+            Mode::Mirror,
+        );
+        assert_eq!(
+            (
+                p.count(OpKind::Insert),
+                p.count(OpKind::Update),
+                p.count(OpKind::Delete),
+                p.unchanged
+            ),
+            (1, 1, 1, 1)
+        );
+        assert_eq!(p.invalid.len(), 2, "{:?}", p.invalid);
+        assert!(
+            p.invalid
+                .iter()
+                .any(|i| i.reason.contains("exactly one of type or label"))
+        );
+        assert!(
+            p.invalid
+                .iter()
+                .any(|i| i.reason.contains("no landed contact"))
+        );
+        let upd = p.ops.iter().find(|o| o.kind == OpKind::Update).unwrap();
+        assert_eq!(upd.changed, vec!["display_name".to_string()]);
+        assert_eq!(upd.etag.as_deref(), Some("\"b\""));
+        // Update mode refuses inserts and never deletes.
+        let p = diff(
+            "s",
+            Provider::Google,
+            Some("example.com"),
+            &desired,
+            &landed,
+            Mode::Update,
+        );
+        assert_eq!((p.count(OpKind::Insert), p.count(OpKind::Delete)), (0, 0));
+    }
+
+    #[test]
+    fn an_insert_whose_key_already_landed_is_not_planned_again() {
+        let desired = Desired {
+            rows: vec![rec("", "Neu")],
+            columns: ["id", "display_name", "emails"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        let managed = vec!["display_name".to_string(), "emails".to_string()];
+        let mut d = desired.rows[0].clone();
+        d.account = "example.com".into();
+        let key = insert_key("s", &d, &managed);
+        let mut created = rec("n1", "Neu");
+        created.extended_properties.push(key_property(&key));
+        let p = diff(
+            "s",
+            Provider::Google,
+            Some("example.com"),
+            &desired,
+            &[created],
+            Mode::Upsert,
+        );
+        assert_eq!((p.ops.len(), p.already_applied), (0, 1));
+    }
+
+    #[test]
+    fn the_2kb_and_10_property_limits_are_checked() {
+        let mut r = rec("", "Big");
+        r.notes = Some("x".repeat(3000));
+        assert!(
+            validate(&r, Provider::Google, &[])
+                .iter()
+                .any(|e| e.contains("2048"))
+        );
+        let mut r = rec("", "Props");
+        r.extended_properties = (0..10)
+            .map(|i| ExtendedProperty {
+                name: Some(format!("p{i}")),
+                value: Some("v".into()),
+                xml: None,
+            })
+            .collect();
+        assert!(
+            validate(&r, Provider::Google, &[])
+                .iter()
+                .any(|e| e.contains("extended properties"))
+        );
+        assert!(validate(&r, Provider::Aurinko, &[]).is_empty());
+    }
+}

@@ -1,0 +1,307 @@
+//! Aurinko writes: POST creates (with the insert key in `nativeProperties`), PATCH sends
+//! only the changed top-level fields with `If-Match`, DELETE; bounded concurrency. On 412
+//! the row is a conflict; with `force`, the contact is read again and the change re-applied
+//! on the fresh etag.
+
+use futures::StreamExt;
+use serde_json::{Map, Value, json};
+
+use super::AurinkoSource;
+use crate::error::Result;
+use crate::http::{HttpResponse, Metrics};
+use crate::plan::{KEY_PROPERTY, Op, OpKind};
+use crate::providers::OpResult;
+use crate::schema::ContactRecord;
+
+fn opt(v: &Option<String>) -> Value {
+    v.as_ref().map(|s| json!(s)).unwrap_or(Value::Null)
+}
+
+/// The Aurinko top-level field a schema column is written through.
+fn top_level(column: &str) -> Option<&'static str> {
+    Some(match column {
+        "display_name" | "given_name" | "family_name" | "middle_name" | "prefix" | "suffix" => {
+            "name"
+        }
+        "nickname" => "nickName",
+        "file_as" => "fileAs",
+        "notes" => "notes",
+        "birthday" => "birthday",
+        "groups" => "keywords",
+        "emails" => "emailAddresses",
+        "phones" => "phoneNumbers",
+        "addresses" => "addresses",
+        "organizations" => "company",
+        "websites" => "urls",
+        "relations" => "relations",
+        _ => return None,
+    })
+}
+
+fn render(field: &str, r: &ContactRecord) -> Value {
+    match field {
+        "name" => {
+            let mut m = Map::new();
+            for (k, v) in [("displayName", &r.display_name), ("givenName", &r.given_name), ("middleName", &r.middle_name), ("familyName", &r.family_name), ("prefix", &r.prefix), ("suffix", &r.suffix)] {
+                if v.is_some() {
+                    m.insert(k.into(), opt(v));
+                }
+            }
+            Value::Object(m)
+        }
+        "nickName" => opt(&r.nickname),
+        "fileAs" => opt(&r.file_as),
+        "notes" => opt(&r.notes),
+        "birthday" => opt(&r.birthday),
+        "keywords" => json!(r.groups),
+        "emailAddresses" => r.emails.iter().map(|e| json!({"address": e.address, "name": e.display_name, "type": e.kind})).map(strip_nulls).collect(),
+        "phoneNumbers" => r.phones.iter().map(|p| json!({"number": p.number, "type": p.kind})).map(strip_nulls).collect(),
+        "addresses" => r.addresses.iter().map(|a| json!({"street": a.street, "poBox": a.po_box, "city": a.city, "state": a.region, "postalCode": a.postcode, "country": a.country, "type": a.kind})).map(strip_nulls).collect(),
+        "company" => r.organizations.first().map(|o| strip_nulls(json!({"name": o.name, "jobTitle": o.title, "department": o.department}))).unwrap_or(Value::Null),
+        "urls" => r.websites.iter().map(|w| json!({"href": w.href, "type": w.kind})).map(strip_nulls).collect(),
+        "relations" => r.relations.iter().map(|x| json!({"name": x.name, "type": x.kind})).map(strip_nulls).collect(),
+        _ => Value::Null,
+    }
+}
+
+fn strip_nulls(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.retain(|_, v| !v.is_null());
+    }
+    v
+}
+
+fn body(r: &ContactRecord, columns: &[String]) -> Map<String, Value> {
+    let mut m = Map::new();
+    for c in columns {
+        if let Some(f) = top_level(c) {
+            m.insert(f.into(), render(f, r));
+        }
+    }
+    m
+}
+
+fn outcome(op: &Op, resp: &HttpResponse) -> OpResult {
+    let v: Value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
+    let mut r = OpResult {
+        index: op.index,
+        http_status: Some(resp.status),
+        id: v
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or(op.id.clone()),
+        new_etag: v.get("etag").and_then(Value::as_str).map(str::to_string),
+        ..Default::default()
+    };
+    r.result = match resp.status {
+        200..=299 => "ok",
+        412 => "conflict",
+        404 if op.kind == OpKind::Delete => {
+            r.reason = Some("already deleted".into());
+            "ok"
+        }
+        _ => "failed",
+    }
+    .into();
+    if r.result != "ok" {
+        r.error = Some(format!("HTTP {}: {}", resp.status, resp.describe()));
+        r.reason = Some(resp.describe());
+    }
+    r
+}
+
+impl AurinkoSource {
+    /// Applies operations with bounded concurrency.
+    pub async fn apply(
+        &self,
+        ops: &[Op],
+        managed: &[String],
+        force: bool,
+        metrics: &Metrics,
+    ) -> Result<Vec<OpResult>> {
+        let results: Vec<OpResult> = futures::stream::iter(ops)
+            .map(|op| async move {
+                match self.apply_one(op, managed, force, metrics).await {
+                    Ok(r) => r,
+                    Err(e) => OpResult::failed(op.index, None, e.to_string()),
+                }
+            })
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        let mut results = results;
+        results.sort_by_key(|r| r.index);
+        Ok(results)
+    }
+
+    async fn apply_one(
+        &self,
+        op: &Op,
+        managed: &[String],
+        force: bool,
+        metrics: &Metrics,
+    ) -> Result<OpResult> {
+        let ctx = crate::providers::RunContext {
+            run_id: String::new(),
+            synced_at_us: 0,
+            metrics: std::sync::Arc::new(Metrics::default()),
+            progress: None,
+        };
+        let what = format!(
+            "{} account {}: {} {}",
+            self.name,
+            op.account,
+            op.kind.as_str(),
+            op.id.as_deref().unwrap_or("(new)")
+        );
+        let result = match op.kind {
+            OpKind::Insert => {
+                let mut b = body(op.desired.as_ref().unwrap(), managed);
+                let mut native: Map<String, Value> = op
+                    .desired
+                    .as_ref()
+                    .and_then(|d| d.native.as_deref())
+                    .and_then(|n| serde_json::from_str(n).ok())
+                    .unwrap_or_default();
+                native.insert(KEY_PROPERTY.into(), json!(op.key));
+                b.insert("nativeProperties".into(), Value::Object(native));
+                let url = format!("{}/v1/contacts", self.base_url);
+                let resp = self
+                    .write(
+                        &op.account,
+                        &what,
+                        &ctx,
+                        reqwest::Method::POST,
+                        &url,
+                        Some(Value::Object(b)),
+                        None,
+                    )
+                    .await?;
+                outcome(op, &resp)
+            }
+            OpKind::Update => {
+                let id = op.id.as_deref().unwrap();
+                let url = format!("{}/v1/contacts/{}", self.base_url, urlencode(id));
+                let b = Value::Object(body(op.desired.as_ref().unwrap(), &op.changed));
+                let resp = self
+                    .write(
+                        &op.account,
+                        &what,
+                        &ctx,
+                        reqwest::Method::PATCH,
+                        &url,
+                        Some(b.clone()),
+                        op.etag.as_deref(),
+                    )
+                    .await?;
+                if resp.status == 412 && force {
+                    // Read the current version and apply the change on top of it.
+                    let cur = self
+                        .write(
+                            &op.account,
+                            &what,
+                            &ctx,
+                            reqwest::Method::GET,
+                            &url,
+                            None,
+                            None,
+                        )
+                        .await?;
+                    let etag = serde_json::from_slice::<Value>(&cur.body)
+                        .ok()
+                        .and_then(|v| v.get("etag").and_then(Value::as_str).map(str::to_string));
+                    let resp = self
+                        .write(
+                            &op.account,
+                            &what,
+                            &ctx,
+                            reqwest::Method::PATCH,
+                            &url,
+                            Some(b),
+                            etag.as_deref(),
+                        )
+                        .await?;
+                    outcome(op, &resp)
+                } else {
+                    outcome(op, &resp)
+                }
+            }
+            OpKind::Delete => {
+                let url = format!(
+                    "{}/v1/contacts/{}",
+                    self.base_url,
+                    urlencode(op.id.as_deref().unwrap())
+                );
+                let resp = self
+                    .write(
+                        &op.account,
+                        &what,
+                        &ctx,
+                        reqwest::Method::DELETE,
+                        &url,
+                        None,
+                        None,
+                    )
+                    .await?;
+                outcome(op, &resp)
+            }
+        };
+        let (requests, retries, bytes, pages) = ctx.metrics.snapshot();
+        metrics
+            .requests
+            .fetch_add(requests, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .retries
+            .fetch_add(retries, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .bytes
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .pages
+            .fetch_add(pages, std::sync::atomic::Ordering::Relaxed);
+        Ok(result)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn write(
+        &self,
+        account: &str,
+        what: &str,
+        ctx: &crate::providers::RunContext,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<Value>,
+        if_match: Option<&str>,
+    ) -> Result<HttpResponse> {
+        let _ = self.authorize(account, self.http.client().get(url))?;
+        let resp = self
+            .http
+            .send(what, &ctx.metrics, 16 << 20, |c| {
+                let mut rb = self
+                    .authorize(account, c.request(method.clone(), url))
+                    .expect("checked above");
+                if let Some(b) = &body {
+                    rb = rb
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(b.to_string());
+                }
+                if let Some(e) = if_match {
+                    rb = rb.header(reqwest::header::IF_MATCH, e);
+                }
+                rb
+            })
+            .await?;
+        if resp.status == 401 {
+            return Err(crate::Error::Auth(format!(
+                "{what}: the API refused the account's credentials (401 {})",
+                resp.describe()
+            )));
+        }
+        Ok(resp)
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

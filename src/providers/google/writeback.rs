@@ -1,0 +1,914 @@
+//! Google writes: batch feeds of at most 100 operations. An update is the landed `raw`
+//! entry with only the changed elements replaced (every element the schema does not model
+//! survives) and the etag the change was based on; a delete carries the etag too; an
+//! insert carries the plan's idempotency key as an extended property. Results are matched
+//! by `batch:id`, else `atom:id`, else position; after `batch:interrupted` the unprocessed
+//! tail is sent again.
+
+use std::collections::HashMap;
+
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::ResolveResult;
+use quick_xml::reader::NsReader;
+
+use super::GoogleSource;
+use crate::error::{Error, Result};
+use crate::http::Metrics;
+use crate::plan::{Op, OpKind, key_property};
+use crate::providers::OpResult;
+use crate::schema::ContactRecord;
+
+const ATOM: &str = "http://www.w3.org/2005/Atom";
+const GD: &str = "http://schemas.google.com/g/2005";
+const GCONTACT: &str = "http://schemas.google.com/contact/2008";
+const BATCH: &str = "http://schemas.google.com/gdata/batch";
+/// Operations per batch request (the API's limit).
+pub const BATCH_SIZE: usize = 100;
+const MAX_RESUBMITS: usize = 5;
+
+fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&apos;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+fn rel_or_label(kind: &Option<String>, label: &Option<String>, uri: bool) -> String {
+    match (kind, label) {
+        (Some(k), _) if !k.is_empty() => {
+            if uri && !k.contains('#') {
+                format!(" rel=\"{GD}#{}\"", esc(k))
+            } else {
+                format!(" rel=\"{}\"", esc(k))
+            }
+        }
+        (_, Some(l)) => format!(" label=\"{}\"", esc(l)),
+        _ => String::new(),
+    }
+}
+
+fn primary(p: Option<bool>) -> &'static str {
+    if p == Some(true) {
+        " primary=\"true\""
+    } else {
+        ""
+    }
+}
+
+fn text_el(ns_prefix: &str, name: &str, v: &Option<String>) -> String {
+    v.as_ref()
+        .map(|v| format!("<{ns_prefix}:{name}>{}</{ns_prefix}:{name}>", esc(v)))
+        .unwrap_or_default()
+}
+
+/// The elements that hold one schema column, as (namespace, local names).
+fn elements_of(column: &str) -> (&'static str, &'static [&'static str]) {
+    match column {
+        "display_name" | "given_name" | "family_name" | "middle_name" | "prefix" | "suffix" => {
+            (GD, &["name"])
+        }
+        "nickname" => (GCONTACT, &["nickname"]),
+        "file_as" => (GCONTACT, &["fileAs"]),
+        "notes" => (ATOM, &["content"]),
+        "emails" => (GD, &["email"]),
+        "phones" => (GD, &["phoneNumber"]),
+        "addresses" => (GD, &["structuredPostalAddress", "postalAddress"]),
+        "ims" => (GD, &["im"]),
+        "organizations" => (GD, &["organization"]),
+        "websites" => (GCONTACT, &["website"]),
+        "relations" => (GCONTACT, &["relation"]),
+        "events" => (GCONTACT, &["event"]),
+        "birthday" => (GCONTACT, &["birthday"]),
+        "groups" => (GCONTACT, &["groupMembershipInfo"]),
+        "extended_properties" => (GD, &["extendedProperty"]),
+        _ => (ATOM, &[]),
+    }
+}
+
+/// Renders the elements of one column group from a record. Each element declares the
+/// namespaces it uses, so it is valid wherever it is placed.
+fn render_column(column: &str, r: &ContactRecord) -> String {
+    let d = format!("xmlns:gd=\"{GD}\"");
+    let c = format!("xmlns:gContact=\"{GCONTACT}\" xmlns:gd=\"{GD}\"");
+    match column {
+        "display_name" | "given_name" | "family_name" | "middle_name" | "prefix" | "suffix" => {
+            let inner = [
+                text_el("gd", "givenName", &r.given_name),
+                text_el("gd", "additionalName", &r.middle_name),
+                text_el("gd", "familyName", &r.family_name),
+                text_el("gd", "namePrefix", &r.prefix),
+                text_el("gd", "nameSuffix", &r.suffix),
+                text_el("gd", "fullName", &r.display_name),
+            ]
+            .concat();
+            if inner.is_empty() {
+                String::new()
+            } else {
+                format!("<gd:name {d}>{inner}</gd:name>")
+            }
+        }
+        "nickname" => r
+            .nickname
+            .as_ref()
+            .map(|v| format!("<gContact:nickname {c}>{}</gContact:nickname>", esc(v)))
+            .unwrap_or_default(),
+        "file_as" => r
+            .file_as
+            .as_ref()
+            .map(|v| format!("<gContact:fileAs {c}>{}</gContact:fileAs>", esc(v)))
+            .unwrap_or_default(),
+        "notes" => r
+            .notes
+            .as_ref()
+            .map(|v| {
+                format!(
+                    "<content xmlns=\"{ATOM}\" type=\"text\">{}</content>",
+                    esc(v)
+                )
+            })
+            .unwrap_or_default(),
+        "emails" => r
+            .emails
+            .iter()
+            .map(|e| {
+                format!(
+                    "<gd:email {d}{}{} address=\"{}\"{}/>",
+                    rel_or_label(&e.kind, &e.label, true),
+                    primary(e.primary),
+                    esc(e.address.as_deref().unwrap_or("")),
+                    e.display_name
+                        .as_ref()
+                        .map(|n| format!(" displayName=\"{}\"", esc(n)))
+                        .unwrap_or_default()
+                )
+            })
+            .collect(),
+        "phones" => r
+            .phones
+            .iter()
+            .map(|p| {
+                format!(
+                    "<gd:phoneNumber {d}{}{}{}>{}</gd:phoneNumber>",
+                    rel_or_label(&p.kind, &p.label, true),
+                    primary(p.primary),
+                    p.uri
+                        .as_ref()
+                        .map(|u| format!(" uri=\"{}\"", esc(u)))
+                        .unwrap_or_default(),
+                    esc(p.number.as_deref().unwrap_or(""))
+                )
+            })
+            .collect(),
+        "addresses" => r
+            .addresses
+            .iter()
+            .map(|a| {
+                let inner = [
+                    text_el("gd", "street", &a.street),
+                    text_el("gd", "pobox", &a.po_box),
+                    text_el("gd", "neighborhood", &a.neighborhood),
+                    text_el("gd", "city", &a.city),
+                    text_el("gd", "region", &a.region),
+                    text_el("gd", "postcode", &a.postcode),
+                    text_el("gd", "country", &a.country),
+                    text_el("gd", "formattedAddress", &a.formatted),
+                ]
+                .concat();
+                format!(
+                    "<gd:structuredPostalAddress {d}{}{}>{inner}</gd:structuredPostalAddress>",
+                    rel_or_label(&a.kind, &a.label, true),
+                    primary(a.primary)
+                )
+            })
+            .collect(),
+        "ims" => r
+            .ims
+            .iter()
+            .map(|i| {
+                format!(
+                    "<gd:im {d} address=\"{}\"{}{}{}/>",
+                    esc(i.address.as_deref().unwrap_or("")),
+                    i.protocol
+                        .as_ref()
+                        .map(|p| format!(" protocol=\"{GD}#{}\"", esc(p)))
+                        .unwrap_or_default(),
+                    rel_or_label(&i.kind, &i.label, true),
+                    primary(i.primary)
+                )
+            })
+            .collect(),
+        "organizations" => r
+            .organizations
+            .iter()
+            .map(|o| {
+                format!(
+                    "<gd:organization {d}{}{}>{}{}{}</gd:organization>",
+                    rel_or_label(&o.kind, &o.label, true),
+                    primary(o.primary),
+                    text_el("gd", "orgName", &o.name),
+                    text_el("gd", "orgTitle", &o.title),
+                    text_el("gd", "orgDepartment", &o.department)
+                )
+            })
+            .collect(),
+        "websites" => r
+            .websites
+            .iter()
+            .map(|w| {
+                format!(
+                    "<gContact:website {c} href=\"{}\"{}{}/>",
+                    esc(w.href.as_deref().unwrap_or("")),
+                    rel_or_label(&w.kind, &w.label, false),
+                    primary(w.primary)
+                )
+            })
+            .collect(),
+        "relations" => r
+            .relations
+            .iter()
+            .map(|x| {
+                format!(
+                    "<gContact:relation {c}{}>{}</gContact:relation>",
+                    rel_or_label(&x.kind, &x.label, false),
+                    esc(x.name.as_deref().unwrap_or(""))
+                )
+            })
+            .collect(),
+        "events" => r
+            .events
+            .iter()
+            .map(|e| {
+                format!(
+                    "<gContact:event {c}{}><gd:when startTime=\"{}\"/></gContact:event>",
+                    rel_or_label(&e.kind, &e.label, false),
+                    esc(e.start.as_deref().unwrap_or(""))
+                )
+            })
+            .collect(),
+        "birthday" => r
+            .birthday
+            .as_ref()
+            .map(|b| format!("<gContact:birthday {c} when=\"{}\"/>", esc(b)))
+            .unwrap_or_default(),
+        "groups" => r
+            .groups
+            .iter()
+            .map(|g| {
+                format!(
+                    "<gContact:groupMembershipInfo {c} deleted=\"false\" href=\"{}\"/>",
+                    esc(g)
+                )
+            })
+            .collect(),
+        "extended_properties" => r
+            .extended_properties
+            .iter()
+            .map(|p| match (&p.value, &p.xml) {
+                (Some(v), _) => format!(
+                    "<gd:extendedProperty {d} name=\"{}\" value=\"{}\"/>",
+                    esc(p.name.as_deref().unwrap_or("")),
+                    esc(v)
+                ),
+                (None, Some(x)) => format!(
+                    "<gd:extendedProperty {d} name=\"{}\">{x}</gd:extendedProperty>",
+                    esc(p.name.as_deref().unwrap_or(""))
+                ),
+                _ => String::new(),
+            })
+            .collect(),
+        _ => String::new(),
+    }
+}
+
+/// Bytes of contact data as Google counts it (text and attribute values of the entry,
+/// not markup), measured on the entry this record would be written as (insert key
+/// included, so an insert that passes here also passes with its key).
+pub fn data_bytes(r: &ContactRecord) -> usize {
+    let cols: Vec<String> = crate::plan::WRITABLE
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    let mut rec = r.clone();
+    rec.extended_properties
+        .retain(|p| p.name.as_deref() != Some(crate::plan::KEY_PROPERTY));
+    let xml = insert_entry(&rec, &cols, "");
+    let mut reader = NsReader::from_str(&xml);
+    let mut n = 0;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(s)) | Ok(Event::Empty(s)) => {
+                if s.local_name().as_ref() == b"category" {
+                    continue;
+                }
+                for a in s
+                    .attributes()
+                    .flatten()
+                    .filter(|a| a.key.as_namespace_binding().is_none())
+                {
+                    n += a
+                        .decode_and_unescape_value(reader.decoder())
+                        .map(|v| v.len())
+                        .unwrap_or(0);
+                }
+            }
+            Ok(Event::Text(t)) => n += t.decode().map(|t| t.trim().len()).unwrap_or(0),
+            Ok(Event::GeneralRef(_)) => n += 1,
+            Ok(Event::Eof) | Err(_) => break,
+            _ => {}
+        }
+    }
+    n
+}
+
+/// The group a column belongs to (the name parts share `gd:name`).
+fn group(column: &str) -> &str {
+    match column {
+        "display_name" | "given_name" | "family_name" | "middle_name" | "prefix" | "suffix" => {
+            "name"
+        }
+        c => c,
+    }
+}
+
+/// A new entry with every managed column and the insert key.
+pub fn insert_entry(r: &ContactRecord, managed: &[String], key: &str) -> String {
+    let mut rec = r.clone();
+    rec.extended_properties
+        .retain(|p| p.name.as_deref() != Some(crate::plan::KEY_PROPERTY));
+    rec.extended_properties.push(key_property(key));
+    let mut cols: Vec<&str> = managed.iter().map(String::as_str).collect();
+    cols.push("extended_properties");
+    let mut done = std::collections::HashSet::new();
+    let mut body = String::new();
+    for c in cols {
+        if done.insert(group(c).to_string()) {
+            body.push_str(&render_column(c, &rec));
+        }
+    }
+    format!(
+        "<entry xmlns=\"{ATOM}\" xmlns:gd=\"{GD}\" xmlns:gContact=\"{GCONTACT}\"><category scheme=\"http://schemas.google.com/g/2005#kind\" term=\"http://schemas.google.com/contact/2008#contact\"/>{body}</entry>"
+    )
+}
+
+fn ns_eq(r: &ResolveResult, ns: &str) -> bool {
+    matches!(r, ResolveResult::Bound(n) if n.as_ref() == ns.as_bytes())
+}
+
+/// The landed entry with the changed column groups replaced and `gd:etag` set to `etag`.
+pub fn update_entry(
+    raw: &str,
+    merged: &ContactRecord,
+    changed: &[String],
+    etag: Option<&str>,
+) -> Result<String> {
+    let mut drop: Vec<(&str, &str)> = Vec::new();
+    let mut groups: Vec<&str> = Vec::new();
+    for c in changed {
+        let (ns, names) = elements_of(c);
+        drop.extend(names.iter().map(|n| (ns, *n)));
+        if !groups.contains(&group(c)) {
+            groups.push(group(c));
+        }
+    }
+    let mut r = NsReader::from_str(raw);
+    let mut w = quick_xml::Writer::new(Vec::new());
+    let mut depth = 0usize;
+    let mut skip_until: Option<usize> = None;
+    let bad = |e: String| {
+        Error::decode(format!(
+            "the landed raw entry does not parse ({e}); run sync --full-refresh"
+        ))
+    };
+    loop {
+        let (res, ev) = r.read_resolved_event().map_err(|e| bad(e.to_string()))?;
+        match ev {
+            Event::Eof => break,
+            Event::Start(ref s) | Event::Empty(ref s) => {
+                let empty = matches!(ev, Event::Empty(_));
+                let level = depth + 1;
+                if !empty {
+                    depth += 1;
+                }
+                if skip_until.is_some() {
+                    continue;
+                }
+                if level == 2
+                    && drop
+                        .iter()
+                        .any(|(ns, n)| ns_eq(&res, ns) && s.local_name().as_ref() == n.as_bytes())
+                {
+                    if !empty {
+                        skip_until = Some(level);
+                    }
+                    continue;
+                }
+                if level == 1 {
+                    // Set gd:etag to the version this change was based on.
+                    let mut start =
+                        BytesStart::new(String::from_utf8_lossy(s.name().as_ref()).into_owned());
+                    for a in s.attributes().flatten() {
+                        let (ans, local) = r.resolver().resolve_attribute(a.key);
+                        if ns_eq(&ans, GD) && local.as_ref() == b"etag" {
+                            continue;
+                        }
+                        start.push_attribute(a);
+                    }
+                    let has_gd = s
+                        .attributes()
+                        .flatten()
+                        .any(|a| a.key.as_ref() == b"xmlns:gd");
+                    if !has_gd {
+                        start.push_attribute(("xmlns:gd", GD));
+                    }
+                    if let Some(e) = etag {
+                        start.push_attribute(("gd:etag", e));
+                    }
+                    w.write_event(if empty {
+                        Event::Empty(start)
+                    } else {
+                        Event::Start(start)
+                    })
+                    .map_err(|e| bad(e.to_string()))?;
+                    continue;
+                }
+                w.write_event(ev.borrow()).map_err(|e| bad(e.to_string()))?;
+            }
+            Event::End(ref e) => {
+                let level = depth;
+                depth = depth.saturating_sub(1);
+                if let Some(l) = skip_until {
+                    if level == l {
+                        skip_until = None;
+                    }
+                    continue;
+                }
+                if level == 1 {
+                    let mut new = String::new();
+                    for g in &groups {
+                        new.push_str(&render_column(
+                            if *g == "name" { "display_name" } else { g },
+                            merged,
+                        ));
+                    }
+                    w.get_mut().extend_from_slice(new.as_bytes());
+                }
+                w.write_event(Event::End(e.clone()))
+                    .map_err(|e| bad(e.to_string()))?;
+            }
+            other => {
+                if skip_until.is_none() {
+                    w.write_event(other).map_err(|e| bad(e.to_string()))?;
+                }
+            }
+        }
+    }
+    String::from_utf8(w.into_inner()).map_err(|e| bad(e.to_string()))
+}
+
+/// The `atom:id` text of a raw entry.
+pub fn atom_id(raw: &str) -> Option<String> {
+    let mut r = NsReader::from_str(raw);
+    let mut depth = 0;
+    let mut in_id = false;
+    loop {
+        match r.read_resolved_event().ok()? {
+            (res, Event::Start(s)) => {
+                depth += 1;
+                in_id = depth == 2 && ns_eq(&res, ATOM) && s.local_name().as_ref() == b"id";
+            }
+            (_, Event::Text(t)) if in_id => return Some(t.decode().ok()?.trim().to_string()),
+            (_, Event::End(_)) => {
+                depth -= 1;
+                in_id = false;
+            }
+            (_, Event::Eof) => return None,
+            _ => {}
+        }
+    }
+}
+
+/// One result entry of a batch response.
+#[derive(Debug, Default, Clone)]
+pub struct BatchResult {
+    pub batch_id: Option<String>,
+    pub atom_id: Option<String>,
+    pub code: Option<u16>,
+    pub reason: Option<String>,
+    pub etag: Option<String>,
+}
+
+/// Parses a batch response: the result entries and whether it was interrupted.
+pub fn parse_batch_response(body: &[u8]) -> Result<(Vec<BatchResult>, Option<String>)> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| Error::decode(format!("batch response is not UTF-8: {e}")))?;
+    let mut r = NsReader::from_str(text);
+    let mut out = Vec::new();
+    let mut cur: Option<BatchResult> = None;
+    let mut interrupted = None;
+    let mut depth = 0;
+    let mut field: Option<&str> = None;
+    let mut saw_feed = false;
+    let decoder = r.decoder();
+    loop {
+        let (res, ev) = r
+            .read_resolved_event()
+            .map_err(|e| Error::decode(format!("malformed batch response: {e}")))?;
+        match ev {
+            Event::Start(ref s) | Event::Empty(ref s) => {
+                let empty = matches!(ev, Event::Empty(_));
+                let level = depth + 1;
+                if !empty {
+                    depth += 1;
+                }
+                let local = s.local_name();
+                let attr = |name: &[u8]| {
+                    s.attributes()
+                        .flatten()
+                        .find(|a| a.key.as_ref() == name)
+                        .and_then(|a| a.decode_and_unescape_value(decoder).ok())
+                        .map(|v| v.into_owned())
+                };
+                if level == 1 {
+                    saw_feed = ns_eq(&res, ATOM) && local.as_ref() == b"feed";
+                    if !saw_feed {
+                        return Err(Error::decode(format!(
+                            "expected a batch <feed>, got: {}",
+                            crate::http::describe_body(body)
+                        )));
+                    }
+                } else if level == 2 && ns_eq(&res, ATOM) && local.as_ref() == b"entry" {
+                    let mut b = BatchResult::default();
+                    b.etag = s
+                        .attributes()
+                        .flatten()
+                        .find(|a| a.key.as_ref().ends_with(b":etag"))
+                        .and_then(|a| a.decode_and_unescape_value(decoder).ok())
+                        .map(|v| v.into_owned());
+                    cur = Some(b);
+                } else if level == 2 && ns_eq(&res, BATCH) && local.as_ref() == b"interrupted" {
+                    interrupted = Some(format!(
+                        "reason={:?} parsed={:?} success={:?} failures={:?}",
+                        attr(b"reason").unwrap_or_default(),
+                        attr(b"parsed").unwrap_or_default(),
+                        attr(b"success").unwrap_or_default(),
+                        attr(b"failures")
+                            .or_else(|| attr(b"error"))
+                            .unwrap_or_default()
+                    ));
+                } else if level == 3
+                    && let Some(c) = cur.as_mut()
+                {
+                    if ns_eq(&res, BATCH) && local.as_ref() == b"status" {
+                        c.code = attr(b"code").and_then(|v| v.parse().ok());
+                        c.reason = attr(b"reason");
+                    } else if ns_eq(&res, BATCH) && local.as_ref() == b"id" {
+                        field = Some("bid");
+                    } else if ns_eq(&res, ATOM) && local.as_ref() == b"id" {
+                        field = Some("aid");
+                    }
+                }
+            }
+            Event::Text(t) => {
+                if let (Some(f), Some(c)) = (field, cur.as_mut()) {
+                    let v = t
+                        .decode()
+                        .map_err(|e| Error::decode(e.to_string()))?
+                        .trim()
+                        .to_string();
+                    if f == "bid" {
+                        c.batch_id = Some(v);
+                    } else {
+                        c.atom_id = Some(
+                            v.trim_end_matches('/')
+                                .rsplit('/')
+                                .next()
+                                .unwrap_or(&v)
+                                .to_string(),
+                        );
+                    }
+                }
+            }
+            Event::End(_) => {
+                if depth == 2
+                    && let Some(c) = cur.take()
+                {
+                    out.push(c);
+                }
+                field = None;
+                depth -= 1;
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if !saw_feed {
+        return Err(Error::decode("empty batch response"));
+    }
+    Ok((out, interrupted))
+}
+
+impl GoogleSource {
+    /// Applies operations in batches of at most 100. `force` sends `If-Match: *`.
+    pub async fn apply(
+        &self,
+        ops: &[Op],
+        managed: &[String],
+        force: bool,
+        metrics: &Metrics,
+    ) -> Result<Vec<OpResult>> {
+        let url = format!("{}/batch", self.feed_url());
+        let mut results: HashMap<usize, OpResult> = HashMap::new();
+        for chunk in ops.chunks(BATCH_SIZE) {
+            let mut pending: Vec<&Op> = chunk.iter().collect();
+            for round in 0..=MAX_RESUBMITS {
+                if pending.is_empty() {
+                    break;
+                }
+                let mut feed =
+                    format!("<feed xmlns=\"{ATOM}\" xmlns:batch=\"{BATCH}\" xmlns:gd=\"{GD}\">");
+                let mut local_fail = Vec::new();
+                for op in &pending {
+                    let tail = format!(
+                        "<batch:id xmlns:batch=\"{BATCH}\">{}</batch:id><batch:operation xmlns:batch=\"{BATCH}\" type=\"{}\"/></entry>",
+                        op.index,
+                        op.kind.as_str()
+                    );
+                    let entry = match op.kind {
+                        OpKind::Insert => {
+                            Ok(insert_entry(op.desired.as_ref().unwrap(), managed, &op.key))
+                        }
+                        OpKind::Update => {
+                            let landed = op.landed.as_ref().unwrap();
+                            let mut merged = landed.clone();
+                            merge_managed(&mut merged, op.desired.as_ref().unwrap(), managed);
+                            match landed.raw.as_deref() {
+                                Some(raw) => {
+                                    update_entry(raw, &merged, &op.changed, op.etag.as_deref())
+                                }
+                                None => Err(Error::decode(
+                                    "the landed contact has no raw entry; run sync --full-refresh",
+                                )),
+                            }
+                        }
+                        OpKind::Delete => {
+                            let landed = op.landed.as_ref().unwrap();
+                            let id = landed.raw.as_deref().and_then(atom_id).unwrap_or_else(|| {
+                                format!(
+                                    "http://www.google.com/m8/feeds/contacts/{}/base/{}",
+                                    self.domain, landed.id
+                                )
+                            });
+                            Ok(format!(
+                                "<entry xmlns=\"{ATOM}\" xmlns:gd=\"{GD}\" gd:etag=\"{}\"><id>{}</id></entry>",
+                                esc(op.etag.as_deref().unwrap_or("*")),
+                                esc(&id)
+                            ))
+                        }
+                    };
+                    match entry {
+                        Ok(e) => {
+                            feed.push_str(&e[..e.len() - "</entry>".len()]);
+                            feed.push_str(&tail);
+                        }
+                        Err(e) => local_fail.push((op.index, e.to_string())),
+                    }
+                }
+                feed.push_str("</feed>");
+                for (i, e) in local_fail {
+                    results.insert(i, OpResult::failed(i, None, e));
+                    pending.retain(|o| o.index != i);
+                }
+                if pending.is_empty() {
+                    break;
+                }
+                let what = format!(
+                    "{} batch of {} operation(s) to {} (round {})",
+                    self.name,
+                    pending.len(),
+                    self.domain,
+                    round + 1
+                );
+                let mut refreshed = false;
+                let resp = loop {
+                    let header = self.auth.header(&self.http, metrics, refreshed).await?;
+                    let resp = self
+                        .http
+                        .send(&what, metrics, super::MAX_PAGE_BYTES * 4, |c| {
+                            let mut rb = c
+                                .post(&url)
+                                .header("GData-Version", "3.0")
+                                .header(
+                                    reqwest::header::CONTENT_TYPE,
+                                    "application/atom+xml; charset=UTF-8; type=feed",
+                                )
+                                .header(reqwest::header::AUTHORIZATION, header.expose())
+                                .body(feed.clone());
+                            if force {
+                                rb = rb.header(reqwest::header::IF_MATCH, "*");
+                            }
+                            rb
+                        })
+                        .await;
+                    match resp {
+                        Ok(r) if r.status == 401 && !refreshed && self.auth.can_refresh() => {
+                            refreshed = true
+                        }
+                        other => break other,
+                    }
+                };
+                let resp = match resp {
+                    Ok(r) if r.ok() => r,
+                    Ok(r) => {
+                        for op in &pending {
+                            results.insert(
+                                op.index,
+                                OpResult::failed(
+                                    op.index,
+                                    Some(r.status),
+                                    format!("{what}: HTTP {}: {}", r.status, r.describe()),
+                                ),
+                            );
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        for op in &pending {
+                            results
+                                .insert(op.index, OpResult::failed(op.index, None, e.to_string()));
+                        }
+                        break;
+                    }
+                };
+                let (entries, interrupted) = parse_batch_response(&resp.body)?;
+                let mut unmatched: Vec<BatchResult> = Vec::new();
+                for (pos, b) in entries.into_iter().enumerate() {
+                    // Match by batch:id, else atom:id, else position.
+                    let op = b
+                        .batch_id
+                        .as_ref()
+                        .and_then(|bid| pending.iter().find(|o| o.index.to_string() == *bid))
+                        .or_else(|| {
+                            b.atom_id.as_ref().and_then(|aid| {
+                                pending
+                                    .iter()
+                                    .find(|o| o.id.as_deref() == Some(aid.as_str()))
+                            })
+                        })
+                        .or_else(|| {
+                            if b.batch_id.is_none() && b.atom_id.is_none() {
+                                pending.get(pos)
+                            } else {
+                                None
+                            }
+                        });
+                    match op {
+                        Some(op) => {
+                            results.insert(op.index, result_of(op, &b));
+                        }
+                        None => unmatched.push(b),
+                    }
+                }
+                if !unmatched.is_empty() {
+                    tracing::warn!(
+                        count = unmatched.len(),
+                        "batch results that match no operation"
+                    );
+                }
+                pending.retain(|o| !results.contains_key(&o.index));
+                if interrupted.is_some() {
+                    tracing::info!(
+                        what,
+                        interrupted,
+                        remaining = pending.len(),
+                        "batch interrupted; resubmitting the unprocessed tail"
+                    );
+                } else {
+                    for op in &pending {
+                        results.insert(
+                            op.index,
+                            OpResult::failed(
+                                op.index,
+                                None,
+                                "the batch response has no result for this operation".into(),
+                            ),
+                        );
+                    }
+                    break;
+                }
+            }
+            for op in pending {
+                results.entry(op.index).or_insert_with(|| {
+                    OpResult::failed(
+                        op.index,
+                        None,
+                        format!("still unprocessed after {MAX_RESUBMITS} resubmissions"),
+                    )
+                });
+            }
+        }
+        let mut out: Vec<OpResult> = results.into_values().collect();
+        out.sort_by_key(|r| r.index);
+        Ok(out)
+    }
+}
+
+fn result_of(op: &Op, b: &BatchResult) -> OpResult {
+    let code = b.code.unwrap_or(0);
+    let mut r = OpResult {
+        index: op.index,
+        http_status: b.code,
+        id: b.atom_id.clone().or(op.id.clone()),
+        reason: b.reason.clone(),
+        new_etag: b.etag.clone(),
+        ..Default::default()
+    };
+    r.result = match code {
+        200..=299 => "ok",
+        412 | 409 => "conflict",
+        404 if op.kind == OpKind::Delete => {
+            r.reason = Some("already deleted".into());
+            "ok"
+        }
+        _ => "failed",
+    }
+    .into();
+    if r.result != "ok" {
+        r.error = Some(format!(
+            "HTTP {code}: {}",
+            b.reason.as_deref().unwrap_or("")
+        ));
+    }
+    r
+}
+
+/// Copies the managed columns of `desired` onto `target`.
+pub fn merge_managed(target: &mut ContactRecord, desired: &ContactRecord, managed: &[String]) {
+    let mut t = serde_json::to_value(&*target).unwrap();
+    let d = serde_json::to_value(desired).unwrap();
+    for m in managed {
+        t[m.as_str()] = d[m.as_str()].clone();
+    }
+    *target = serde_json::from_value(t).unwrap();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RAW: &str = r#"<entry xmlns="http://www.w3.org/2005/Atom" xmlns:gd="http://schemas.google.com/g/2005" xmlns:gContact="http://schemas.google.com/contact/2008" gd:etag="&quot;old.&quot;"><id>http://www.google.com/m8/feeds/contacts/example.com/base/abc</id><content type="text">old notes</content><gd:email rel="http://schemas.google.com/g/2005#work" address="a@x.org"/><gContact:userDefinedField key="k" value="kept &amp; sound"/><x:unknown xmlns:x="urn:x">stays</x:unknown></entry>"#;
+
+    #[test]
+    fn an_update_replaces_only_changed_elements() {
+        let merged = ContactRecord {
+            notes: Some("new <notes>".into()),
+            emails: vec![crate::schema::Email {
+                address: Some("a@x.org".into()),
+                kind: Some("work".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let out = update_entry(RAW, &merged, &["notes".into()], Some("\"old.\"")).unwrap();
+        assert!(
+            out.contains("new &lt;notes&gt;") && !out.contains("old notes"),
+            "{out}"
+        );
+        assert!(
+            out.contains("userDefinedField")
+                && out.contains("kept &amp; sound")
+                && out.contains("<x:unknown xmlns:x=\"urn:x\">stays</x:unknown>"),
+            "{out}"
+        );
+        assert!(out.contains("gd:email"), "{out}");
+        assert_eq!(out.matches("gd:etag").count(), 1, "{out}");
+        // Still a valid standalone entry.
+        crate::emulator::xml::parse(out.as_bytes()).unwrap();
+        assert_eq!(
+            atom_id(RAW).as_deref(),
+            Some("http://www.google.com/m8/feeds/contacts/example.com/base/abc")
+        );
+    }
+
+    #[test]
+    fn batch_responses_parse_with_both_interrupted_spellings() {
+        let body = br#"<feed xmlns="http://www.w3.org/2005/Atom" xmlns:batch="http://schemas.google.com/gdata/batch" xmlns:gd="http://schemas.google.com/g/2005">
+<entry gd:etag="&quot;n.&quot;"><id>http://x/base/abc</id><batch:id>0</batch:id><batch:status code="200" reason="Success"/></entry>
+<entry><title>Error</title><batch:status code="412" reason="Etags mismatch"/></entry>
+<batch:interrupted reason="x" parsed="3" success="1" error="1"/></feed>"#;
+        let (r, i) = parse_batch_response(body).unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].batch_id.as_deref(), Some("0"));
+        assert_eq!(r[0].atom_id.as_deref(), Some("abc"));
+        assert_eq!(r[0].etag.as_deref(), Some("\"n.\""));
+        assert_eq!(r[1].code, Some(412));
+        assert!(i.unwrap().contains("failures=\"1\""));
+    }
+}

@@ -1,0 +1,385 @@
+//! The reverse sink against the emulators: plan, apply, conflicts, mirror, crash safety.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use contacts_etl::config::Pipeline;
+use contacts_etl::emulator::{Emulator, EmulatorConfig, FaultSpec};
+use contacts_etl::plan::Mode;
+use contacts_etl::plan::apply::{ApplyOptions, MaxDelete, apply, plan};
+use rand::Rng;
+
+use crate::{PipelineSpec, assert_lake_matches, assert_ok, google_only, sync, write_pipeline};
+
+fn opts(source: &str, desired: &str, mode: Mode) -> ApplyOptions {
+    ApplyOptions {
+        source: source.into(),
+        desired: desired.into(),
+        mode,
+        max_delete: None,
+        force: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_google_updates_take_exactly_100_batches_and_keep_unknown_xml() {
+    let emu = Emulator::start(google_only(10_000)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        &emu,
+        &PipelineSpec {
+            page_size: 1000,
+            ..Default::default()
+        },
+    );
+    assert_ok(&sync(&p, false).await);
+    let pipeline = Pipeline::load(&p).unwrap();
+    let unknown_before =
+        emu.google_count_elements("http://schemas.google.com/contact/2008", "userDefinedField");
+    assert!(unknown_before > 100);
+    // Short notes keep every contact within Google's 2 KB, so all 10,000 are valid updates.
+    let desired = "SELECT account, id, etag, concat('[cleaned] ', coalesce(substr(notes, 1, 40), '')) AS notes FROM contacts WHERE source = 'shared'";
+    // plan writes nothing and advances nothing.
+    let before = emu.stats();
+    let pl = plan(&pipeline, "shared", desired, Mode::Update)
+        .await
+        .unwrap();
+    assert_eq!(pl.ops.len(), 10_000);
+    assert_eq!(emu.stats(), before, "plan must not call the API");
+    emu.reset_stats();
+    let report = apply(&pipeline, &opts("shared", desired, Mode::Update))
+        .await
+        .unwrap();
+    assert_eq!(report.failures(), 0, "{}", report.summary());
+    assert_eq!(report.results.len(), 10_000);
+    assert_eq!(
+        emu.stats()["google.batch"],
+        100,
+        "exactly 100 batch requests: {:?}",
+        emu.stats()
+    );
+    let truth = emu.google_truth();
+    assert!(truth.contacts.iter().all(|c| {
+        c.notes
+            .as_deref()
+            .is_some_and(|n| n.starts_with("[cleaned] "))
+    }));
+    assert_eq!(
+        emu.google_count_elements("http://schemas.google.com/contact/2008", "userDefinedField"),
+        unknown_before,
+        "unknown XML must survive updates"
+    );
+    // apply synced afterwards: the lake equals the API, and a new plan is empty.
+    assert_lake_matches(&p, &emu).await;
+    let lake = contacts_etl::sync::lake_of(&pipeline).unwrap();
+    let rows = contacts_etl::sql::query(
+        &lake,
+        "SELECT count(*) FROM writeback_results WHERE result = 'ok' AND op = 'update'",
+    )
+    .await
+    .unwrap();
+    let n = arrow::compute::cast(rows[0].column(0), &arrow::datatypes::DataType::Int64).unwrap();
+    assert_eq!(
+        arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(&n).value(0),
+        10_000
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_etag_is_a_conflict_and_force_overwrites() {
+    let emu = Emulator::start(google_only(200)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(dir.path(), &emu, &PipelineSpec::default());
+    assert_ok(&sync(&p, false).await);
+    let pipeline = Pipeline::load(&p).unwrap();
+    let lake = contacts_etl::sync::lake_of(&pipeline).unwrap();
+    // The desired state is computed now and saved; someone else then edits 30 contacts.
+    let file = dir.path().join("desired.parquet");
+    let batches = contacts_etl::sql::query(
+        &lake,
+        "SELECT account, id, etag, 'mine' AS notes FROM contacts",
+    )
+    .await
+    .unwrap();
+    contacts_etl::sql::write_parquet(&lake, &batches, file.to_str().unwrap())
+        .await
+        .unwrap();
+    let m = emu.mutate_google(0, 30, 0);
+    let report = apply(
+        &pipeline,
+        &opts("shared", file.to_str().unwrap(), Mode::Update),
+    )
+    .await
+    .unwrap();
+    let conflicts: Vec<_> = report
+        .results
+        .iter()
+        .filter(|r| r.result == "conflict")
+        .collect();
+    assert_eq!(conflicts.len(), m.updated.len(), "{}", report.summary());
+    assert_eq!(
+        report.results.iter().filter(|r| r.result == "ok").count(),
+        200 - m.updated.len()
+    );
+    assert!(report.summary().contains("--force"));
+    // The other writer's changes were not overwritten.
+    let truth = emu.google_truth();
+    for id in &m.updated {
+        assert_ne!(
+            truth
+                .contacts
+                .iter()
+                .find(|c| &c.id == id)
+                .unwrap()
+                .notes
+                .as_deref(),
+            Some("mine")
+        );
+    }
+    // Rerunning apply retries only what did not apply; --force overwrites.
+    emu.reset_stats();
+    let report = apply(
+        &pipeline,
+        &ApplyOptions {
+            force: true,
+            ..opts("shared", file.to_str().unwrap(), Mode::Update)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.results.len(), m.updated.len());
+    assert_eq!(report.failures(), 0, "{}", report.summary());
+    assert!(
+        emu.google_truth()
+            .contacts
+            .iter()
+            .all(|c| c.notes.as_deref() == Some("mine"))
+    );
+    assert_eq!(emu.stats()["google.batch"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_deletes_what_is_absent_and_max_delete_guards_it() {
+    let emu = Emulator::start(google_only(100)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(dir.path(), &emu, &PipelineSpec::default());
+    assert_ok(&sync(&p, false).await);
+    let pipeline = Pipeline::load(&p).unwrap();
+    let desired = "SELECT account, id, etag, notes FROM contacts ORDER BY id LIMIT 80";
+    for guard in [MaxDelete::Count(10), MaxDelete::Percent(5.0)] {
+        let err = apply(
+            &pipeline,
+            &ApplyOptions {
+                max_delete: Some(guard),
+                ..opts("shared", desired, Mode::Mirror)
+            },
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("refusing to start") && err.contains("deletes 20"),
+            "{err}"
+        );
+        assert_eq!(
+            emu.google_truth().contacts.len(),
+            100,
+            "nothing may be deleted past the guard"
+        );
+    }
+    let report = apply(
+        &pipeline,
+        &ApplyOptions {
+            max_delete: Some(MaxDelete::Percent(25.0)),
+            ..opts("shared", desired, Mode::Mirror)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.failures(), 0, "{}", report.summary());
+    assert_eq!(report.plan.count(contacts_etl::plan::OpKind::Delete), 20);
+    assert_eq!(emu.google_truth().contacts.len(), 80);
+    assert_lake_matches(&p, &emu).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_batches_resubmit_their_tail_and_invalid_rows_are_not_sent() {
+    let faults = FaultSpec::parse("batch_interrupt=0.5,503=0.05,retry_after=0").unwrap();
+    let emu = Emulator::start(EmulatorConfig {
+        faults,
+        ..google_only(300)
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        &emu,
+        &PipelineSpec {
+            page_size: 100,
+            ..Default::default()
+        },
+    );
+    assert_ok(&sync(&p, false).await);
+    let pipeline = Pipeline::load(&p).unwrap();
+    // Every row gets a new e-mail with both a type and a label for one in ten: invalid.
+    let desired = "SELECT account, id, etag, [named_struct('address', concat(id, '@clean.example'), 'type', CASE WHEN substr(id, 1, 1) = 'a' THEN NULL ELSE 'work' END, 'label', CASE WHEN substr(id, 1, 1) = 'a' THEN NULL ELSE NULL END, 'primary', true, 'display_name', CAST(NULL AS VARCHAR))] AS emails FROM contacts";
+    let report = apply(&pipeline, &opts("shared", desired, Mode::Update))
+        .await
+        .unwrap();
+    let invalid = report.plan.invalid.len();
+    assert!(
+        invalid > 0,
+        "ids starting with 'a' have neither type nor label"
+    );
+    assert_eq!(
+        report.results.iter().filter(|r| r.result == "ok").count(),
+        300 - invalid,
+        "{}",
+        report.summary()
+    );
+    assert!(
+        emu.stats()["google.batch"] > 3,
+        "interruptions force resubmissions: {:?}",
+        emu.stats()
+    );
+    let truth = emu.google_truth();
+    let cleaned = truth
+        .contacts
+        .iter()
+        .filter(|c| {
+            c.emails.len() == 1
+                && c.emails[0]
+                    .address
+                    .as_deref()
+                    .is_some_and(|a| a.ends_with("@clean.example"))
+        })
+        .count();
+    assert_eq!(cleaned, 300 - invalid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aurinko_inserts_updates_deletes_and_conflicts() {
+    let emu = Emulator::start(crate::aurinko_only(2, 60)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        &emu,
+        &PipelineSpec {
+            google: false,
+            aurinko_accounts: vec!["101".into(), "102".into()],
+            ..Default::default()
+        },
+    );
+    assert_ok(&sync(&p, false).await);
+    let pipeline = Pipeline::load(&p).unwrap();
+    let desired = "SELECT account, id, etag, upper(display_name) AS display_name, notes FROM contacts WHERE account = '101' \
+                   UNION ALL SELECT '102' AS account, CAST(NULL AS VARCHAR) AS id, CAST(NULL AS VARCHAR) AS etag, 'Brand New' AS display_name, 'hello' AS notes";
+    emu.reset_stats();
+    let report = apply(&pipeline, &opts("crm", desired, Mode::Upsert))
+        .await
+        .unwrap();
+    assert_eq!(report.failures(), 0, "{}", report.summary());
+    assert_eq!(report.plan.count(contacts_etl::plan::OpKind::Insert), 1);
+    assert!(emu.stats()["aurinko.patch"] > 0 && emu.stats()["aurinko.create"] == 1);
+    let t101 = emu.aurinko_truth("101").unwrap();
+    assert!(t101.contacts.iter().all(|c| {
+        c.display_name
+            .as_deref()
+            .is_none_or(|n| n == n.to_uppercase())
+    }));
+    assert_eq!(
+        emu.aurinko_truth("102")
+            .unwrap()
+            .contacts
+            .iter()
+            .filter(|c| c.display_name.as_deref() == Some("Brand New"))
+            .count(),
+        1
+    );
+    assert_lake_matches(&p, &emu).await;
+    // Applying again inserts nothing twice and updates nothing.
+    let report = apply(&pipeline, &opts("crm", desired, Mode::Upsert))
+        .await
+        .unwrap();
+    assert_eq!(report.results.len(), 0, "{}", report.plan.render(5));
+    assert_eq!(report.plan.already_applied, 1);
+}
+
+/// kill -9 during apply, then rerun: no insert lands twice, no update is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_apply_then_rerun_duplicates_and_loses_nothing() {
+    let emu = Emulator::start(google_only(400)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        &emu,
+        &PipelineSpec {
+            page_size: 100,
+            ..Default::default()
+        },
+    );
+    assert_ok(&sync(&p, false).await);
+    for trial in 0..3 {
+        // 150 new contacts in a CSV file, plus an update of every landed contact's notes.
+        let csv = dir.path().join(format!("new-{trial}.csv"));
+        let mut text = String::from("id,account,display_name,notes\n");
+        for i in 0..150 {
+            text.push_str(&format!(
+                ",example.com,New {trial}-{i},created by trial {trial}\n"
+            ));
+        }
+        std::fs::write(&csv, text).unwrap();
+        let t = Instant::now();
+        let mut child = Command::new(crate::bin())
+            .args([
+                "apply",
+                p.to_str().unwrap(),
+                "--source",
+                "shared",
+                "--desired",
+                csv.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(200..2500))).await;
+        let _ = child.kill();
+        let _ = child.wait();
+        let out = Command::new(crate::bin())
+            .args([
+                "apply",
+                p.to_str().unwrap(),
+                "--source",
+                "shared",
+                "--desired",
+                csv.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "trial {trial}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let truth = emu.google_truth();
+        for i in 0..150 {
+            let name = format!("New {trial}-{i}");
+            let n = truth
+                .contacts
+                .iter()
+                .filter(|c| c.display_name.as_deref() == Some(name.as_str()))
+                .count();
+            assert_eq!(
+                n,
+                1,
+                "trial {trial}: {name} landed {n} times (killed after {:?})",
+                t.elapsed()
+            );
+        }
+        assert_lake_matches(&p, &emu).await;
+    }
+}
