@@ -150,10 +150,83 @@ pub async fn run(dir: &Path, contacts: usize) -> Result<()> {
     let batches = crate::sql::query(&lake, sql2).await?;
     println!("   SQL: {sql2}\n{}", crate::sql::render(&batches, "table")?);
 
+    // A clean-up written back to both APIs: File As = "Family, Given".
+    let t = Instant::now();
+    let mut invalid = 0;
+    for source in ["shared_contacts", "crm_contacts"] {
+        let desired = format!(
+            "SELECT account, id, etag, concat(family_name, ', ', given_name) AS file_as FROM contacts \
+             WHERE source = '{source}' AND family_name IS NOT NULL AND given_name IS NOT NULL"
+        );
+        let plan = crate::plan::apply::plan(&pipeline, source, &desired, crate::plan::Mode::Update)
+            .await?;
+        println!(
+            "7. Plan for {source}: {} update(s), {} unchanged, {} invalid",
+            plan.count(crate::plan::OpKind::Update),
+            plan.unchanged,
+            plan.invalid.len()
+        );
+        for inv in plan.invalid.iter().take(2) {
+            println!(
+                "   invalid {}/{}: {}",
+                inv.account,
+                inv.id.as_deref().unwrap_or(""),
+                inv.reason
+            );
+        }
+        let opts = crate::plan::apply::ApplyOptions {
+            source: source.into(),
+            desired,
+            mode: crate::plan::Mode::Update,
+            max_delete: Some(crate::plan::apply::MaxDelete::Count(0)),
+            force: false,
+        };
+        let report = crate::plan::apply::apply(&pipeline, &opts).await?;
+        let ok = report.results.iter().filter(|r| r.result == "ok").count();
+        let failed = report.results.len() - ok;
+        invalid += report.plan.invalid.len();
+        println!(
+            "   Applied to {source}: {ok} written, {failed} failed, recorded in writeback_results"
+        );
+        if failed > 0 {
+            return Err(Error::other(report.summary()));
+        }
+    }
+    let g = emu.stats().get("google.batch").copied().unwrap_or(0);
+    println!(
+        "   ({g} Google batch request(s); {:.2}s)",
+        t.elapsed().as_secs_f64()
+    );
+
+    let left = crate::sql::query(&lake, "SELECT count(*) AS n FROM contacts WHERE family_name IS NOT NULL AND given_name IS NOT NULL AND file_as IS DISTINCT FROM concat(family_name, ', ', given_name)").await?;
+    let left = arrow::compute::cast(left[0].column(0), &arrow::datatypes::DataType::Int64)?;
+    let left = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(&left).value(0);
+    let mut mismatches = crate::verify::diff(
+        &lake
+            .contacts_of("shared_contacts", &emu.config().google_domain)
+            .await?,
+        &emu.google_truth().contacts,
+    );
+    for acct in emu.aurinko_accounts() {
+        mismatches.extend(crate::verify::diff(
+            &lake.contacts_of("crm_contacts", &acct).await?,
+            &emu.aurinko_truth(&acct).unwrap().contacts,
+        ));
+    }
+    if !mismatches.is_empty() || left as usize > invalid {
+        return Err(Error::other(format!(
+            "after the write-back the lake does not match: {} differences, {left} contacts not cleaned",
+            mismatches.len()
+        )));
+    }
+    println!(
+        "8. Synced again: the lake equals both APIs (0 differences); {left} contact(s) left as they were because they were invalid"
+    );
+
     let t = Instant::now();
     let r = run_sync(&pipeline, &SyncOptions::default()).await?;
     fail_on(&r)?;
-    step(7, "Rerun (idempotent)", &r, t.elapsed().as_secs_f64());
+    step(9, "Rerun (idempotent)", &r, t.elapsed().as_secs_f64());
 
     println!(
         "\nDone in {:.1}s. The lake is at {}",
@@ -161,7 +234,7 @@ pub async fn run(dir: &Path, contacts: usize) -> Result<()> {
         lake_dir.display()
     );
     println!(
-        "Next, try:\n  contacts-etl status {p}\n  contacts-etl query {p} \"SELECT * FROM contact_changes LIMIT 5\"\n  contacts-etl emulator --port 8080   # then point a pipeline at it",
+        "Next, try:\n  contacts-etl status {p}\n  contacts-etl query {p} \"SELECT op, result, count(*) FROM writeback_results GROUP BY 1, 2\"\n  contacts-etl query {p} \"SELECT * FROM contact_changes LIMIT 5\"\n  contacts-etl emulator --port 8080   # then point a pipeline at it",
         p = path.display()
     );
     emu.shutdown().await;

@@ -294,7 +294,20 @@ impl GoogleStore {
         let n = self.next_n;
         let p = self.people.person(n);
         let id = self.new_id();
-        let content = person_to_content(&p, &self.base_url, &self.domain);
+        let mut p = p;
+        let mut content = person_to_content(&p, &self.base_url, &self.domain);
+        // A real server never holds a contact over its own limit: shorten long notes until
+        // the contact fits, with room left for edits.
+        while content.iter().map(El::data_bytes).sum::<usize>() > MAX_DATA_BYTES - 150
+            && let Some(n) = p.notes.as_mut().filter(|n| !n.is_empty())
+        {
+            let mut cut = n.len().saturating_sub(200);
+            while !n.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            n.truncate(cut);
+            content = person_to_content(&p, &self.base_url, &self.domain);
+        }
         let photo = p.has_photo.then(|| {
             (
                 self.new_etag(&id, 999),

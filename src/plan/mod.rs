@@ -489,7 +489,22 @@ pub fn diff(
             }
             None => d.clone(),
         };
-        let problems = validate(&subject, provider, &managed);
+        let mut problems = validate(&subject, provider, &managed);
+        // Google counts every element of the entry, the ones the schema does not model
+        // too: measure the update as it will be sent.
+        if provider == Provider::Google
+            && problems.is_empty()
+            && let Some(raw) = landed_row.and_then(|l| l.raw.as_deref())
+        {
+            if let Ok(entry) =
+                crate::providers::google::writeback::update_entry(raw, &subject, &managed, None)
+            {
+                let bytes = crate::providers::google::writeback::entry_data_bytes(&entry);
+                if bytes > MAX_CONTACT_BYTES {
+                    problems.push(format!("{bytes} bytes of contact data after the change; Google allows {MAX_CONTACT_BYTES}"));
+                }
+            }
+        }
         if !problems.is_empty() {
             plan.invalid.push(invalid(problems.join("; ")));
             continue;

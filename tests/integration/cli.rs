@@ -128,3 +128,22 @@ fn demo_runs_end_to_end() {
     );
     assert!(dir.path().join("lake/contacts/_delta_log").exists());
 }
+
+/// The examples in examples/ run offline and assert their own results.
+#[test]
+fn the_examples_run_and_pass() {
+    // cargo test builds the examples next to the test binary's folder.
+    let deps = std::env::current_exe().unwrap();
+    let examples = deps.parent().unwrap().parent().unwrap().join("examples");
+    for name in ["sync_to_lake", "query_lake", "writeback"] {
+        let exe = examples.join(name);
+        assert!(exe.exists(), "{} is not built", exe.display());
+        let out = Command::new(&exe).output().unwrap();
+        assert!(
+            out.status.success(),
+            "example {name} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -288,9 +288,8 @@ fn render_column(column: &str, r: &ContactRecord) -> String {
     }
 }
 
-/// Bytes of contact data as Google counts it (text and attribute values of the entry,
-/// not markup), measured on the entry this record would be written as (insert key
-/// included, so an insert that passes here also passes with its key).
+/// Bytes of contact data as Google counts it (text and attribute values, not markup),
+/// measured on the entry this record would be written as (insert key included).
 pub fn data_bytes(r: &ContactRecord) -> usize {
     let cols: Vec<String> = crate::plan::WRITABLE
         .iter()
@@ -299,29 +298,80 @@ pub fn data_bytes(r: &ContactRecord) -> usize {
     let mut rec = r.clone();
     rec.extended_properties
         .retain(|p| p.name.as_deref() != Some(crate::plan::KEY_PROPERTY));
-    let xml = insert_entry(&rec, &cols, "");
-    let mut reader = NsReader::from_str(&xml);
-    let mut n = 0;
+    entry_data_bytes(&insert_entry(&rec, &cols, ""))
+}
+
+/// Bytes of contact data in an entry document: text and attribute values of the
+/// contact's own elements; the server-controlled ones (id, updated, edited, category,
+/// title, links) and the entry's own attributes do not count.
+pub fn entry_data_bytes(xml: &str) -> usize {
+    let mut reader = NsReader::from_str(xml);
+    let decoder = reader.decoder();
+    let (mut n, mut depth, mut skip) = (0usize, 0usize, None::<usize>);
+    // Text between two tags counts once, trimmed (entity references split it in events).
+    let mut text = String::new();
     loop {
-        match reader.read_event() {
-            Ok(Event::Start(s)) | Ok(Event::Empty(s)) => {
-                if s.local_name().as_ref() == b"category" {
+        let Ok(ev) = reader.read_event() else { break };
+        if matches!(
+            ev,
+            Event::Start(_) | Event::Empty(_) | Event::End(_) | Event::Eof
+        ) {
+            n += text.trim().len();
+            text.clear();
+        }
+        match ev {
+            Event::Start(ref s) | Event::Empty(ref s) => {
+                let empty = matches!(ev, Event::Empty(_));
+                let level = depth + 1;
+                if !empty {
+                    depth += 1;
+                }
+                if skip.is_some() {
                     continue;
                 }
-                for a in s
-                    .attributes()
-                    .flatten()
-                    .filter(|a| a.key.as_namespace_binding().is_none())
+                if level == 2
+                    && matches!(
+                        s.local_name().as_ref(),
+                        b"id" | b"updated" | b"edited" | b"category" | b"title" | b"link"
+                    )
                 {
-                    n += a
-                        .decode_and_unescape_value(reader.decoder())
-                        .map(|v| v.len())
-                        .unwrap_or(0);
+                    if !empty {
+                        skip = Some(level);
+                    }
+                    continue;
+                }
+                if level >= 2 {
+                    for a in s
+                        .attributes()
+                        .flatten()
+                        .filter(|a| a.key.as_namespace_binding().is_none())
+                    {
+                        n += a
+                            .decode_and_unescape_value(decoder)
+                            .map(|v| v.len())
+                            .unwrap_or(0);
+                    }
                 }
             }
-            Ok(Event::Text(t)) => n += t.decode().map(|t| t.trim().len()).unwrap_or(0),
-            Ok(Event::GeneralRef(_)) => n += 1,
-            Ok(Event::Eof) | Err(_) => break,
+            Event::End(_) => {
+                if skip == Some(depth) {
+                    skip = None;
+                }
+                depth = depth.saturating_sub(1);
+            }
+            Event::Text(t) if skip.is_none() => text.push_str(&t.decode().unwrap_or_default()),
+            Event::GeneralRef(g) if skip.is_none() => {
+                let c = if g.is_char_ref() {
+                    g.resolve_char_ref().ok().flatten()
+                } else {
+                    g.decode()
+                        .ok()
+                        .and_then(|n| quick_xml::escape::resolve_predefined_entity(&n))
+                        .and_then(|s| s.chars().next())
+                };
+                text.push(c.unwrap_or('?'));
+            }
+            Event::Eof => break,
             _ => {}
         }
     }
