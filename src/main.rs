@@ -92,6 +92,10 @@ enum Command {
         /// Write to this path or URL (s3://bucket/key.parquet) instead of stdout.
         #[arg(long)]
         output: Option<String>,
+        /// Time travel: every table as it was right after this sync run (a run_id from
+        /// sync_runs). One table at a Delta version: quote "contacts@v3" in the SQL.
+        #[arg(long)]
+        as_of_run: Option<String>,
     },
     /// Compute the diff between a desired state and the landed contacts: counts per
     /// operation, a sample, and invalid rows. Writes nothing anywhere, advances nothing.
@@ -272,10 +276,14 @@ async fn run(cli: Cli) -> Result<u8> {
             sql,
             format,
             output,
+            as_of_run,
         } => {
             let p = Pipeline::load(&pipeline)?;
             let lake = contacts_etl::sync::lake_of(&p)?;
-            let batches = contacts_etl::sql::query(&lake, &sql).await?;
+            let as_of = as_of_run
+                .map(contacts_etl::sql::AsOf::Run)
+                .unwrap_or_default();
+            let batches = contacts_etl::sql::query_as_of(&lake, &sql, &as_of).await?;
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
             match (format, output) {
                 (OutFormat::Parquet, Some(dest)) => {

@@ -17,11 +17,33 @@ use datafusion::prelude::SessionContext;
 use crate::error::{Error, Result};
 use crate::lake::{Lake, TableKind};
 
+/// Which state of the lake a session sees.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum AsOf {
+    /// The latest version of every table.
+    #[default]
+    Latest,
+    /// Every table as it was right after this sync run (or apply).
+    Run(String),
+}
+
 /// A DataFusion session with every existing lake table and the convenience views.
 pub async fn session(lake: &Lake) -> Result<SessionContext> {
+    session_as_of(lake, &AsOf::Latest).await
+}
+
+/// Like [`session`], with the tables as of a run.
+///
+/// A single table at a Delta version is reachable from any session too: quote
+/// `"contacts@v3"` in the SQL (see [`query_as_of`]).
+pub async fn session_as_of(lake: &Lake, as_of: &AsOf) -> Result<SessionContext> {
     let ctx = SessionContext::new();
     for kind in TableKind::ALL {
-        if let Some(t) = lake.open(kind).await? {
+        let t = match as_of {
+            AsOf::Latest => lake.open(kind).await?,
+            AsOf::Run(r) => lake.open_as_of_run(kind, r).await?,
+        };
+        if let Some(t) = t {
             ctx.register_table(kind.name(), t.table_provider().await?)?;
         }
     }
@@ -45,7 +67,32 @@ pub async fn session(lake: &Lake) -> Result<SessionContext> {
 
 /// Runs one SQL statement over the lake and collects the result.
 pub async fn query(lake: &Lake, sql: &str) -> Result<Vec<arrow::array::RecordBatch>> {
-    let ctx = session(lake).await?;
+    query_as_of(lake, sql, &AsOf::Latest).await
+}
+
+/// Runs SQL over the lake as of a run. Quoted names `"TABLE@vN"` (a Delta version) and
+/// `"TABLE@RUN_ID"` (as of a run) name one table at that point, e.g.
+/// `SELECT count(*) FROM "contacts@v2"`.
+pub async fn query_as_of(
+    lake: &Lake,
+    sql: &str,
+    as_of: &AsOf,
+) -> Result<Vec<arrow::array::RecordBatch>> {
+    let ctx = session_as_of(lake, as_of).await?;
+    for quoted in sql.split('"').skip(1).step_by(2) {
+        let Some((name, at)) = quoted.split_once('@') else {
+            continue;
+        };
+        let kind = TableKind::from_name(name).ok_or_else(|| Error::Sql(format!("\"{quoted}\": no table {name}; tables: contacts, contact_changes, sync_runs, writeback_results")))?;
+        let t = match at.strip_prefix('v').and_then(|v| v.parse::<i64>().ok()) {
+            Some(v) => lake.open_version(kind, v).await?,
+            None => lake.open_as_of_run(kind, at).await?,
+        };
+        let t = t.ok_or_else(|| {
+            Error::Sql(format!("\"{quoted}\": the table has no such version yet"))
+        })?;
+        ctx.register_table(quoted, t.table_provider().await?)?;
+    }
     let df = ctx.sql(sql).await.map_err(|e| explain(&ctx, e))?;
     df.collect().await.map_err(|e| Error::Sql(e.to_string()))
 }

@@ -239,7 +239,8 @@ impl Lake {
                     ),
                 )
                 .await?;
-            self.merge_contacts(source, account, &batches).await?;
+            self.merge_contacts(source, account, &batches, &figures.run_id)
+                .await?;
             self.append_run(source, account, c_seq, &figures, cursor.as_deref())
                 .await?;
             return Ok(AccountState { seq: c_seq, cursor });
@@ -397,6 +398,7 @@ impl Lake {
                     "app.figures".to_string(),
                     serde_json::to_value(&figures).unwrap(),
                 ),
+                ("app.run_id".to_string(), json!(figures.run_id)),
             ])
             .with_application_transaction(Transaction::new(&app, seq));
         let changes = self.open_or_create(TableKind::ContactChanges).await?;
@@ -423,7 +425,8 @@ impl Lake {
                 )));
             }
         }
-        self.merge_contacts(source, account, &changed).await?;
+        self.merge_contacts(source, account, &changed, &figures.run_id)
+            .await?;
         figures.status = "ok".into();
         self.append_run(source, account, seq, &figures, Some(&extract.cursor))
             .await?;
@@ -440,6 +443,7 @@ impl Lake {
         source: &str,
         account: &str,
         changes: &[RecordBatch],
+        run_id: &str,
     ) -> Result<()> {
         let rows: usize = changes.iter().map(|b| b.num_rows()).sum();
         if rows == 0 {
@@ -466,6 +470,10 @@ impl Lake {
                 .merge(df, predicate)
                 .with_source_alias("source")
                 .with_target_alias("target")
+                .with_commit_properties(
+                    CommitProperties::default()
+                        .with_metadata([("app.run_id".to_string(), json!(run_id))]),
+                )
                 .when_matched_delete(|d| d.predicate(col("source.deleted").eq(lit(true))))?
                 .when_matched_update(|mut u| {
                     u = u.predicate(col("source.deleted").eq(lit(false)));
@@ -516,7 +524,8 @@ impl Lake {
                 return Ok(());
             }
             let props = CommitProperties::default()
-                .with_application_transaction(Transaction::new(&app, seq));
+                .with_application_transaction(Transaction::new(&app, seq))
+                .with_metadata([("app.run_id".to_string(), json!(f.run_id))]);
             match runs
                 .write(vec![batch.clone()])
                 .with_save_mode(SaveMode::Append)
@@ -556,6 +565,46 @@ impl Lake {
             }
         }
         unreachable!()
+    }
+
+    /// Opens a table as of a Delta version.
+    pub async fn open_version(&self, kind: TableKind, version: i64) -> Result<Option<DeltaTable>> {
+        let Some(mut t) = self.open(kind).await? else {
+            return Ok(None);
+        };
+        t.load_version(version as u64)
+            .await
+            .map_err(|e| Error::Sql(format!("{} has no version {version}: {e}", kind.name())))?;
+        Ok(Some(t))
+    }
+
+    /// Opens a table as it was right after run `run_id`: its newest version whose commit
+    /// belongs to that run or an earlier one (run ids sort by time).
+    pub async fn open_as_of_run(
+        &self,
+        kind: TableKind,
+        run_id: &str,
+    ) -> Result<Option<DeltaTable>> {
+        let Some(t) = self.open(kind).await? else {
+            return Ok(None);
+        };
+        let latest = t.version().unwrap_or(0);
+        let store = t.log_store();
+        for v in (0..=latest).rev() {
+            let Some(bytes) = store.read_commit_entry(v).await? else {
+                continue;
+            };
+            let run = String::from_utf8_lossy(&bytes).lines().find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                v.pointer("/commitInfo/app.run_id")
+                    .and_then(|r| r.as_str())
+                    .map(str::to_string)
+            });
+            if run.as_deref().is_none_or(|r| r <= run_id) {
+                return self.open_version(kind, v as i64).await;
+            }
+        }
+        Ok(None)
     }
 
     /// Reads every row of a table (tests, status), normalized to its declared schema.

@@ -281,9 +281,12 @@ async fn record(
     )?;
     for attempt in 0..5 {
         let t = lake.open_or_create(TableKind::WritebackResults).await?;
+        let props = deltalake::kernel::transaction::CommitProperties::default()
+            .with_metadata([("app.run_id".to_string(), serde_json::json!(apply_id))]);
         match t
             .write(vec![batch.clone()])
             .with_save_mode(SaveMode::Append)
+            .with_commit_properties(props)
             .await
         {
             Ok(_) => return Ok(()),
