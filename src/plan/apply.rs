@@ -187,6 +187,20 @@ pub async fn apply(p: &Pipeline, opts: &ApplyOptions) -> Result<ApplyReport> {
     })
 }
 
+/// One `writeback_results` row.
+struct ResultRow {
+    op_index: i64,
+    account: String,
+    op: String,
+    key: Option<String>,
+    id: Option<String>,
+    http_status: Option<i64>,
+    result: String,
+    reason: Option<String>,
+    new_etag: Option<String>,
+    error: Option<String>,
+}
+
 async fn record(
     lake: &Lake,
     apply_id: &str,
@@ -198,62 +212,38 @@ async fn record(
         return Ok(());
     }
     let now = chrono::Utc::now().timestamp_micros();
-    let mut rows: Vec<(
-        i64,
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-        Option<i64>,
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    )> = Vec::new();
+    let mut rows: Vec<ResultRow> = Vec::new();
     for r in results {
         let op = &plan.ops[r.index];
-        rows.push((
-            r.index as i64,
-            op.account.clone(),
-            op.kind.as_str().into(),
-            Some(op.key.clone()),
-            r.id.clone().or(op.id.clone()),
-            r.http_status.map(i64::from),
-            r.result.clone(),
-            r.reason.clone(),
-            r.new_etag.clone(),
-            r.error.clone(),
-        ));
+        rows.push(ResultRow {
+            op_index: r.index as i64,
+            account: op.account.clone(),
+            op: op.kind.as_str().into(),
+            key: Some(op.key.clone()),
+            id: r.id.clone().or(op.id.clone()),
+            http_status: r.http_status.map(i64::from),
+            result: r.result.clone(),
+            reason: r.reason.clone(),
+            new_etag: r.new_etag.clone(),
+            error: r.error.clone(),
+        });
     }
     for (i, inv) in plan.invalid.iter().enumerate() {
-        rows.push((
-            (plan.ops.len() + i) as i64,
-            inv.account.clone(),
-            "invalid".into(),
-            None,
-            inv.id.clone(),
-            None,
-            "invalid".into(),
-            Some(inv.reason.clone()),
-            None,
-            Some(format!("desired row {}: {}", inv.row + 1, inv.reason)),
-        ));
+        rows.push(ResultRow {
+            op_index: (plan.ops.len() + i) as i64,
+            account: inv.account.clone(),
+            op: "invalid".into(),
+            key: None,
+            id: inv.id.clone(),
+            http_status: None,
+            result: "invalid".into(),
+            reason: Some(inv.reason.clone()),
+            new_etag: None,
+            error: Some(format!("desired row {}: {}", inv.row + 1, inv.reason)),
+        });
     }
     let n = rows.len();
-    let s = |f: &dyn Fn(
-        &(
-            i64,
-            String,
-            String,
-            Option<String>,
-            Option<String>,
-            Option<i64>,
-            String,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        ),
-    ) -> Option<String>| {
+    let s = |f: fn(&ResultRow) -> Option<String>| {
         Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
             as arrow::array::ArrayRef
     };
@@ -262,20 +252,20 @@ async fn record(
         vec![
             Arc::new(StringArray::from(vec![apply_id; n])),
             Arc::new(Int64Array::from(
-                rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+                rows.iter().map(|r| r.op_index).collect::<Vec<_>>(),
             )),
             Arc::new(StringArray::from(vec![source; n])),
-            s(&|r| Some(r.1.clone())),
-            s(&|r| Some(r.2.clone())),
-            s(&|r| r.3.clone()),
-            s(&|r| r.4.clone()),
+            s(|r| Some(r.account.clone())),
+            s(|r| Some(r.op.clone())),
+            s(|r| r.key.clone()),
+            s(|r| r.id.clone()),
             Arc::new(Int64Array::from(
-                rows.iter().map(|r| r.5).collect::<Vec<_>>(),
+                rows.iter().map(|r| r.http_status).collect::<Vec<_>>(),
             )),
-            s(&|r| Some(r.6.clone())),
-            s(&|r| r.7.clone()),
-            s(&|r| r.8.clone()),
-            s(&|r| r.9.clone()),
+            s(|r| Some(r.result.clone())),
+            s(|r| r.reason.clone()),
+            s(|r| r.new_etag.clone()),
+            s(|r| r.error.clone()),
             Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
         ],
     )?;

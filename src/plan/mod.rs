@@ -495,14 +495,12 @@ pub fn diff(
         if provider == Provider::Google
             && problems.is_empty()
             && let Some(raw) = landed_row.and_then(|l| l.raw.as_deref())
-        {
-            if let Ok(entry) =
+            && let Ok(entry) =
                 crate::providers::google::writeback::update_entry(raw, &subject, &managed, None)
-            {
-                let bytes = crate::providers::google::writeback::entry_data_bytes(&entry);
-                if bytes > MAX_CONTACT_BYTES {
-                    problems.push(format!("{bytes} bytes of contact data after the change; Google allows {MAX_CONTACT_BYTES}"));
-                }
+        {
+            let bytes = crate::providers::google::writeback::entry_data_bytes(&entry);
+            if bytes > MAX_CONTACT_BYTES {
+                problems.push(format!("{bytes} bytes of contact data after the change; Google allows {MAX_CONTACT_BYTES}"));
             }
         }
         if !problems.is_empty() {

@@ -310,8 +310,7 @@ pub fn entry_data_bytes(xml: &str) -> usize {
     let (mut n, mut depth, mut skip) = (0usize, 0usize, None::<usize>);
     // Text between two tags counts once, trimmed (entity references split it in events).
     let mut text = String::new();
-    loop {
-        let Ok(ev) = reader.read_event() else { break };
+    while let Ok(ev) = reader.read_event() {
         if matches!(
             ev,
             Event::Start(_) | Event::Empty(_) | Event::End(_) | Event::Eof
@@ -595,14 +594,16 @@ pub fn parse_batch_response(body: &[u8]) -> Result<(Vec<BatchResult>, Option<Str
                         )));
                     }
                 } else if level == 2 && ns_eq(&res, ATOM) && local.as_ref() == b"entry" {
-                    let mut b = BatchResult::default();
-                    b.etag = s
+                    let etag = s
                         .attributes()
                         .flatten()
                         .find(|a| a.key.as_ref().ends_with(b":etag"))
                         .and_then(|a| a.decode_and_unescape_value(decoder).ok())
                         .map(|v| v.into_owned());
-                    cur = Some(b);
+                    cur = Some(BatchResult {
+                        etag,
+                        ..Default::default()
+                    });
                 } else if level == 2 && ns_eq(&res, BATCH) && local.as_ref() == b"interrupted" {
                     interrupted = Some(format!(
                         "reason={:?} parsed={:?} success={:?} failures={:?}",

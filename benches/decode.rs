@@ -1,0 +1,165 @@
+//! B7: decode throughput (MB/s on one core) of a 1,000-entry Google feed page and a
+//! 1,000-record Aurinko page, each beside its anchor measured on the same bytes: a bare
+//! quick-xml `NsReader` scan that resolves namespaces and unescapes text, and
+//! `serde_json::from_slice::<Value>`.
+//!
+//! Run: `cargo bench --bench decode`.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+
+use contacts_etl::emulator::{Emulator, EmulatorConfig};
+use contacts_etl::providers::aurinko::decode::{decode_contacts, parse_page};
+use contacts_etl::providers::google::decode::{RecordContext, decode_feed};
+use contacts_etl::schema::records_to_batch;
+
+fn pages() -> (Vec<u8>, Vec<u8>) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let emu = Emulator::start(EmulatorConfig {
+            google_contacts: 1000,
+            aurinko_accounts: 1,
+            aurinko_contacts: 1000,
+            aurinko_page_size: 1000,
+            aurinko_ready_after: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let c = reqwest::Client::new();
+        let tok = emu.config().token.clone();
+        let g = c
+            .get(format!(
+                "{}/m8/feeds/contacts/example.com/full?max-results=1000",
+                emu.url()
+            ))
+            .header("Authorization", format!("Bearer {tok}"))
+            .header("GData-Version", "3.0")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let s: serde_json::Value = c
+            .post(format!("{}/v1/contacts/sync", emu.url()))
+            .header(
+                "Authorization",
+                format!("Bearer {}", emu.aurinko_token("101")),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let d = s["syncUpdatedToken"].as_str().unwrap().to_string();
+        let a = c
+            .get(format!("{}/v1/contacts/sync/updated", emu.url()))
+            .query(&[("deltaToken", d)])
+            .header(
+                "Authorization",
+                format!("Bearer {}", emu.aurinko_token("101")),
+            )
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        (g.to_vec(), a.to_vec())
+    })
+}
+
+fn nsreader_scan(xml: &[u8]) -> usize {
+    let mut r = quick_xml::reader::NsReader::from_reader(xml);
+    let mut buf = Vec::new();
+    let mut n = 0;
+    loop {
+        match r.read_resolved_event_into(&mut buf).unwrap() {
+            (_, quick_xml::events::Event::Text(t)) => n += t.decode().unwrap().len(),
+            (_, quick_xml::events::Event::GeneralRef(g)) => n += g.decode().unwrap().len(),
+            (res, quick_xml::events::Event::Start(s))
+            | (res, quick_xml::events::Event::Empty(s)) => {
+                n += matches!(res, quick_xml::name::ResolveResult::Bound(_)) as usize;
+                for a in s.attributes() {
+                    n += a.unwrap().unescape_value().unwrap().len();
+                }
+            }
+            (_, quick_xml::events::Event::Eof) => break,
+            _ => {}
+        }
+        buf.clear();
+    }
+    n
+}
+
+fn bench(c: &mut Criterion) {
+    let (google, aurinko) = pages();
+    let ctx = RecordContext {
+        source: "s".into(),
+        account: "example.com".into(),
+        run_id: "r".into(),
+        synced_at_us: 0,
+    };
+    let mut g = c.benchmark_group("google_page_1000_entries");
+    g.throughput(Throughput::Bytes(google.len() as u64));
+    g.bench_function("anchor_nsreader_scan", |b| {
+        b.iter(|| black_box(nsreader_scan(black_box(&google))))
+    });
+    g.bench_function("decode_to_records", |b| {
+        b.iter(|| black_box(decode_feed(black_box(&google), &ctx, "p").unwrap()))
+    });
+    g.bench_function("decode_to_record_batch", |b| {
+        b.iter(|| {
+            black_box(
+                records_to_batch(&decode_feed(black_box(&google), &ctx, "p").unwrap().entries)
+                    .unwrap(),
+            )
+        })
+    });
+    g.finish();
+    let mut a = c.benchmark_group("aurinko_page_1000_records");
+    a.throughput(Throughput::Bytes(aurinko.len() as u64));
+    a.bench_function("anchor_serde_json_value", |b| {
+        b.iter(|| {
+            black_box(serde_json::from_slice::<serde_json::Value>(black_box(&aurinko)).unwrap())
+        })
+    });
+    a.bench_function("decode_to_records", |b| {
+        b.iter(|| {
+            black_box(
+                decode_contacts(
+                    &parse_page(black_box(&aurinko), "p").unwrap().records,
+                    &ctx,
+                    "p",
+                )
+                .unwrap(),
+            )
+        })
+    });
+    a.bench_function("decode_to_record_batch", |b| {
+        b.iter(|| {
+            black_box(
+                records_to_batch(
+                    &decode_contacts(
+                        &parse_page(black_box(&aurinko), "p").unwrap().records,
+                        &ctx,
+                        "p",
+                    )
+                    .unwrap()
+                    .0,
+                )
+                .unwrap(),
+            )
+        })
+    });
+    a.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(4));
+    targets = bench
+}
+criterion_main!(benches);

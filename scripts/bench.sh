@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Benchmarks B1-B8 of BENCHMARKS.md, side by side in one run, on the release build and the
+# built-in emulator. Prints a results table (medians of RUNS runs, peak RSS from
+# /usr/bin/time -v) to stdout and to target/bench/results.md.
+#   scripts/bench.sh                 # the full suite (50,000 / 500,000 / 1,000,000 contacts)
+#   SCALE=0.1 scripts/bench.sh       # everything at a tenth of the size, for a quick look
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SCALE="${SCALE:-1}"
+RUNS="${RUNS:-3}"
+N=$(python3 -c "print(int(50000*$SCALE))")
+N_BIG=$(python3 -c "print(int(500000*$SCALE))")
+N_SQL_PER=$(python3 -c "print(int(50000*$SCALE))")
+CACHE="${CONTACTS_ETL_CACHE:-$HOME/.cache/contacts-etl}"
+OUT=target/bench; mkdir -p "$OUT"
+command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time; }
+command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
+PEER="$CACHE/bench-peer"
+if [ ! -x "$PEER/bin/python" ]; then
+  python3 -m venv "$PEER" && "$PEER/bin/pip" install --quiet --disable-pip-version-check requests==2.34.2 lxml==6.1.3 pyarrow==26.0.1
+fi
+cargo build --release --quiet
+BIN=target/release/contacts-etl
+TOKEN=emulator-token
+WORK=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
+
+start_emu() { # args… ; sets URL
+  "$BIN" emulator --port 0 --aurinko-page-size 1000 "$@" >"$WORK/emu.url" 2>"$WORK/emu.log" &
+  for _ in $(seq 600); do [ -s "$WORK/emu.url" ] && break; sleep 0.1; done
+  URL=$(head -1 "$WORK/emu.url")
+}
+stop_emu() { kill %1 2>/dev/null || true; wait 2>/dev/null || true; }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+timed() { # label cmd… → prints wall seconds; RSS (KiB) to $WORK/rss.$label
+  local label=$1; shift
+  /usr/bin/time -v -o "$WORK/time.$label" "$@" >/dev/null 2>>"$WORK/log"
+  awk -F': ' '/Elapsed \(wall clock\)/ {split($2,t,":"); s=(length(t)==3? t[1]*3600+t[2]*60+t[3] : t[1]*60+t[2]); print s}' "$WORK/time.$label"
+  awk -F': ' '/Maximum resident/ {print $2}' "$WORK/time.$label" > "$WORK/rss.$label"
+}
+pipeline() { # dir, google|aurinko|both, accounts
+  local d=$1 kind=$2 accts=${3:-1}
+  mkdir -p "$d"; printf '%s' "$TOKEN" > "$d/g.token"
+  { echo "[lake]"; echo "url = \"lake\""
+    if [ "$kind" != aurinko ]; then
+      printf '[[sources]]\nname = "shared"\nprovider = "google"\ndomain = "example.com"\nbase_url = "%s"\nauth = { kind = "bearer", token_file = "g.token" }\npage_size = 1000\nconcurrency = 4\n' "$URL"
+    fi
+    if [ "$kind" != google ]; then
+      printf '[[sources]]\nname = "crm"\nprovider = "aurinko"\nbase_url = "%s"\nconcurrency = 4\naccounts = [' "$URL"
+      for i in $(seq 101 $((100+accts))); do printf '%s' "$TOKEN-$i" > "$d/$i.token"; printf '{ id = "%s", token_file = "%s.token" },' "$i" "$i"; done
+      echo "]"
+    fi; } > "$d/p.toml"
+}
+curl_google() { local s=1; while [ $s -le "$1" ]; do curl -sf -o /dev/null -H "Authorization: Bearer $TOKEN" -H "GData-Version: 3.0" "$URL/m8/feeds/contacts/example.com/full?max-results=1000&start-index=$s"; s=$((s+1000)); done; }
+curl_google_p4() { seq 1 1000 "$1" | xargs -P4 -I{} curl -sf -o /dev/null -H "Authorization: Bearer $TOKEN" -H "GData-Version: 3.0" "$URL/m8/feeds/contacts/example.com/full?max-results=1000&start-index={}"; }
+curl_aurinko() {
+  local auth="Authorization: Bearer $TOKEN-101" tok q
+  curl -sf -o /dev/null -X POST -H "$auth" "$URL/v1/contacts/sync"
+  tok=$(curl -sf -X POST -H "$auth" "$URL/v1/contacts/sync" | sed -E 's/.*"syncUpdatedToken":"([^"]+)".*/\1/')
+  q="deltaToken=$tok"
+  while :; do
+    body=$(curl -sf -H "$auth" "$URL/v1/contacts/sync/updated?$q")
+    case "$body" in *nextPageToken*) q="pageToken=$(printf '%s' "$body" | sed -E 's/.*"nextPageToken":"([^"]+)".*/\1/')";; *) break;; esac
+  done
+}
+declare -A R
+
+echo "== B1/B3/B4/B5/B6: Google, $N contacts"
+start_emu --google-contacts "$N" --aurinko-accounts 0
+for i in $(seq "$RUNS"); do
+  echo "$(timed curl bash -c "$(declare -f curl_google); URL=$URL TOKEN=$TOKEN curl_google $N")" >> "$WORK/b1.curl"
+  echo "$(timed curlp bash -c "$(declare -f curl_google_p4); URL=$URL TOKEN=$TOKEN curl_google_p4 $N")" >> "$WORK/b1.curlp"
+  rm -rf "$WORK/g$i"; pipeline "$WORK/g$i" google
+  echo "$(timed etl "$BIN" sync "$WORK/g$i/p.toml")" >> "$WORK/b1.etl"; cp "$WORK/rss.etl" "$WORK/rss.g50.$i"
+  echo "$(timed peer "$PEER/bin/python" scripts/bench/python_peer.py google "$URL" "$TOKEN" "$WORK/peer.parquet")" >> "$WORK/b3.google"
+done
+R[b1_curl]=$(median < "$WORK/b1.curl"); R[b1_curlp]=$(median < "$WORK/b1.curlp"); R[b1_etl]=$(median < "$WORK/b1.etl"); R[b3_g]=$(median < "$WORK/b3.google")
+R[b6_50]=$(cat "$WORK"/rss.g50.* | median)
+for i in $(seq "$RUNS"); do
+  curl -sf -X POST -H 'content-type: application/json' -d '{"google":{"inserts":100,"updates":300,"deletes":100}}' "$URL/_emulator/mutate" >/dev/null
+  echo "$(timed inc "$BIN" sync "$WORK/g1/p.toml")" >> "$WORK/b4"
+done
+R[b4]=$(median < "$WORK/b4")
+before=$(curl -sf "$URL/_emulator/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("google.batch",0))')
+R[b5_wall]=$(timed apply "$BIN" apply "$WORK/g1/p.toml" --source shared --mode update --desired "SELECT account, id, etag, concat('[bench] ', coalesce(substr(notes, 1, 40), '')) AS notes FROM contacts ORDER BY id LIMIT 10000")
+after=$(curl -sf "$URL/_emulator/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("google.batch",0))')
+R[b5_batches]=$((after - before))
+stop_emu
+
+echo "== B2/B3: Aurinko, $N contacts in one account"
+start_emu --google-contacts 0 --aurinko-accounts 1 --aurinko-contacts "$N"
+for i in $(seq "$RUNS"); do
+  echo "$(timed curla bash -c "$(declare -f curl_aurinko); URL=$URL TOKEN=$TOKEN curl_aurinko")" >> "$WORK/b2.curl"
+  rm -rf "$WORK/a$i"; pipeline "$WORK/a$i" aurinko 1
+  echo "$(timed etla "$BIN" sync "$WORK/a$i/p.toml")" >> "$WORK/b2.etl"
+  echo "$(timed peera "$PEER/bin/python" scripts/bench/python_peer.py aurinko "$URL" "$TOKEN-101" "$WORK/peer.parquet")" >> "$WORK/b3.aurinko"
+done
+R[b2_curl]=$(median < "$WORK/b2.curl"); R[b2_etl]=$(median < "$WORK/b2.etl"); R[b3_a]=$(median < "$WORK/b3.aurinko")
+stop_emu
+
+echo "== B6: Google, $N_BIG contacts (memory)"
+start_emu --google-contacts "$N_BIG" --aurinko-accounts 0
+rm -rf "$WORK/big"; pipeline "$WORK/big" google
+R[b6_big_wall]=$(timed big "$BIN" sync "$WORK/big/p.toml"); R[b6_big]=$(cat "$WORK/rss.big")
+stop_emu
+
+echo "== B8: SQL over 20 accounts x $N_SQL_PER contacts"
+start_emu --google-contacts 0 --aurinko-accounts 20 --aurinko-contacts "$N_SQL_PER"
+rm -rf "$WORK/sql"; pipeline "$WORK/sql" aurinko 20
+R[b8_load]=$(timed load "$BIN" sync "$WORK/sql/p.toml")
+Q="SELECT account, lower(split_part(address, '@', 2)) AS domain, count(*) FROM contact_emails GROUP BY 1, 2"
+for i in $(seq "$RUNS"); do echo "$(timed q "$BIN" query "$WORK/sql/p.toml" "$Q")" >> "$WORK/b8"; done
+R[b8]=$(median < "$WORK/b8")
+stop_emu
+
+echo "== B7: decoders (criterion)"
+cargo bench --quiet --bench decode -- --noplot 2>/dev/null | grep -E "^google|^aurinko|thrpt" > "$WORK/b7" || true
+
+ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
+{
+echo "| id | what | result | bar |"
+echo "|---|---|---|---|"
+echo "| B1 | Google full sync, $N contacts | ${R[b1_etl]} s; raw curl ${R[b1_curl]} s sequential, ${R[b1_curlp]} s 4-way; ratio $(ratio ${R[b1_etl]} ${R[b1_curl]})× / $(ratio ${R[b1_etl]} ${R[b1_curlp]})× | ≤ 1.5× raw |"
+echo "| B2 | Aurinko full sync, $N contacts | ${R[b2_etl]} s; raw curl ${R[b2_curl]} s; ratio $(ratio ${R[b2_etl]} ${R[b2_curl]})× | ≤ 1.5× raw |"
+echo "| B3 | Python peer (requests+lxml+pyarrow) | Google ${R[b3_g]} s ($(ratio ${R[b3_g]} ${R[b1_etl]})× contacts-etl), Aurinko ${R[b3_a]} s ($(ratio ${R[b3_a]} ${R[b2_etl]})×) | contacts-etl ≥ 10× faster |"
+echo "| B4 | incremental after 500 changes | ${R[b4]} s = $(python3 -c "print(f'{100*${R[b4]}/${R[b1_etl]}:.0f}')")% of B1 | ≤ 5% of B1 |"
+echo "| B5 | apply 10,000 Google updates | ${R[b5_batches]} batch requests, ${R[b5_wall]} s wall (sync before and after included) | exactly 100 |"
+echo "| B6 | peak RSS, full sync | $N: ${R[b6_50]} KiB; $N_BIG: ${R[b6_big]} KiB (${R[b6_big_wall]} s); ratio $(ratio ${R[b6_big]} ${R[b6_50]})× | ≤ 1.3× |"
+echo "| B8 | SQL over $((20*N_SQL_PER)) contacts, 20 accounts | ${R[b8]} s (process start included; load took ${R[b8_load]} s) | < 1 s |"
+echo
+echo "B7 (criterion, one core):"; echo '```'; cat "$WORK/b7"; echo '```'
+} | tee "$OUT/results.md"
