@@ -8,7 +8,9 @@
 //!   schema ([`schema`], `schemas/contacts.v1.json`).
 //! - **The lake** ([`lake`]) lands them as Delta Lake tables on local disk or S3; each
 //!   run's data and the cursor it advances to commit together.
-//! - **SQL** ([`sql`]) runs DataFusion over the lake.
+//! - **SQL** ([`sql`]) runs DataFusion over the lake, with time travel.
+//! - **The reverse sink** ([`plan`]) diffs a desired state against the landed contacts and
+//!   applies it back through batched, conflict-safe writes.
 //! - **The emulator** ([`emulator`]) serves both APIs locally, for tests, benchmarks and
 //!   trying a pipeline before production.
 //!
