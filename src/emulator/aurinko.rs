@@ -145,22 +145,25 @@ fn phone_type(k: &Kind) -> &'static str {
     }
 }
 
+/// A JSON object of the fields that have a value.
+fn present(fields: &[(&str, &Option<String>)]) -> Map<String, Value> {
+    fields
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), json!(v))))
+        .collect()
+}
+
 /// Renders a synthetic person as an Aurinko contact body.
 fn person_to_body(p: &Person) -> Map<String, Value> {
     let mut m = Map::new();
-    let mut name = Map::new();
-    for (k, v) in [
+    let name = present(&[
         ("displayName", &p.full),
         ("givenName", &p.given),
         ("middleName", &p.middle),
         ("familyName", &p.family),
         ("prefix", &p.prefix),
         ("suffix", &p.suffix),
-    ] {
-        if let Some(v) = v {
-            name.insert(k.into(), json!(v));
-        }
-    }
+    ]);
     if !name.is_empty() {
         m.insert("name".into(), Value::Object(name));
     }
@@ -211,19 +214,14 @@ fn person_to_body(p: &Person) -> Map<String, Value> {
             p.addresses
                 .iter()
                 .map(|a| {
-                    let mut o = Map::new();
-                    for (k, v) in [
+                    let mut o = present(&[
                         ("street", &a.street),
                         ("poBox", &a.pobox),
                         ("city", &a.city),
                         ("state", &a.region),
                         ("postalCode", &a.postcode),
                         ("country", &a.country),
-                    ] {
-                        if let Some(v) = v {
-                            o.insert(k.into(), json!(v));
-                        }
-                    }
+                    ]);
                     o.insert(
                         "type".into(),
                         json!(

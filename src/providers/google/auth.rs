@@ -53,36 +53,32 @@ impl GoogleAuth {
     /// Builds the auth a pipeline entry describes.
     pub fn from_config(cfg: Option<&AuthConfig>, source: &str, base: &Path) -> Result<GoogleAuth> {
         match cfg {
-            Some(AuthConfig::Bearer {
-                token_env,
-                token_file,
-            }) => Ok(GoogleAuth::Bearer {
-                token: crate::secret::load(
+            Some(
+                kind @ (AuthConfig::Bearer {
+                    token_env,
+                    token_file,
+                }
+                | AuthConfig::ClientLogin {
+                    token_env,
+                    token_file,
+                }),
+            ) => {
+                let token = crate::secret::load(
                     token_env.as_deref(),
                     token_file.as_deref(),
                     base,
                     &format!("source {source}"),
-                )?,
-                env: token_env
+                )?;
+                // Where the token came from, for error hints (never the token itself).
+                let env = token_env
                     .clone()
                     .or_else(|| token_file.clone())
-                    .unwrap_or_default(),
-            }),
-            Some(AuthConfig::ClientLogin {
-                token_env,
-                token_file,
-            }) => Ok(GoogleAuth::ClientLogin {
-                token: crate::secret::load(
-                    token_env.as_deref(),
-                    token_file.as_deref(),
-                    base,
-                    &format!("source {source}"),
-                )?,
-                env: token_env
-                    .clone()
-                    .or_else(|| token_file.clone())
-                    .unwrap_or_default(),
-            }),
+                    .unwrap_or_default();
+                Ok(match kind {
+                    AuthConfig::ClientLogin { .. } => GoogleAuth::ClientLogin { token, env },
+                    _ => GoogleAuth::Bearer { token, env },
+                })
+            }
             Some(AuthConfig::ServiceAccount {
                 key_file,
                 subject,
