@@ -90,6 +90,23 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(6);
+    crash_trials("lake", trials).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_on_the_s3_lake_loses_and_duplicates_nothing() {
+    if crate::require_s3("kill_9_on_the_s3_lake_loses_and_duplicates_nothing").is_none() {
+        return;
+    }
+    let trials: usize = std::env::var("CONTACTS_ETL_CRASH_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(|n: usize| n / 2)
+        .unwrap_or(3);
+    crash_trials(&crate::s3_lake_url("crash"), trials).await;
+}
+
+async fn crash_trials(lake_url: &str, trials: usize) {
     let emu = Emulator::start(EmulatorConfig {
         google_contacts: 1500,
         aurinko_accounts: 2,
@@ -100,15 +117,14 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let p = write_pipeline(
-        dir.path(),
-        &emu,
-        &PipelineSpec {
-            aurinko_accounts: vec!["101".into(), "102".into()],
-            page_size: 100,
-            ..Default::default()
-        },
-    );
+    let spec = |url: &str| {
+        write_pipeline(
+            dir.path(),
+            &emu,
+            &PipelineSpec { lake_url: url, aurinko_accounts: vec!["101".into(), "102".into()], page_size: 100, ..Default::default() },
+        )
+    };
+    let p = spec(lake_url);
     // How long an uninterrupted full run takes, to spread the kills over it.
     let t = Instant::now();
     let full = Command::new(crate::bin())
@@ -124,8 +140,9 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     let mut killed_mid_run = 0;
     for trial in 0..trials {
         if trial % 2 == 0 {
-            // Every other trial starts over from an empty lake, so kills land in full extracts too.
-            let _ = std::fs::remove_dir_all(dir.path().join("lake"));
+            // Every other trial starts over with an empty lake, so kills land in full extracts too.
+            let fresh = if lake_url.starts_with("s3://") { crate::s3_lake_url("crash") } else { format!("lake-{trial}") };
+            spec(&fresh);
         }
         emu.mutate_google(30, 30, 15);
         emu.mutate_aurinko(None, 10, 10, 5);
