@@ -283,6 +283,23 @@ impl Lake {
         Ok(None)
     }
 
+    async fn partition_is_empty(&self, source: &str, account: &str) -> Result<bool> {
+        let Some(t) = self.open(TableKind::Contacts).await? else {
+            return Ok(true);
+        };
+        let rows = self
+            .query_table(
+                t,
+                &format!(
+                    "SELECT 1 FROM t WHERE source = '{}' AND account = '{}' LIMIT 1",
+                    sql_str(source),
+                    sql_str(account)
+                ),
+            )
+            .await?;
+        Ok(rows.iter().all(|b| b.num_rows() == 0))
+    }
+
     /// `(id → etag)` of the account's landed contacts.
     pub async fn landed_etags(
         &self,
@@ -458,6 +475,30 @@ impl Lake {
             .map(|f| f.name().clone())
             .filter(|n| n != "deleted")
             .collect();
+        // A first load of an account (nothing landed, nothing to delete) is a plain append:
+        // the same result as the MERGE, one commit, no join. A replay of it finds the rows
+        // there and takes the (idempotent) MERGE path instead.
+        let has_deletes = arrow::compute::kernels::aggregate::max_boolean(
+            batch.column_by_name("deleted").unwrap().as_boolean(),
+        )
+        .unwrap_or(false);
+        if !has_deletes && self.partition_is_empty(source, account).await? {
+            let table = self.open_or_create(TableKind::Contacts).await?;
+            let props = CommitProperties::default()
+                .with_metadata([("app.run_id".to_string(), json!(run_id))]);
+            match table
+                .write(vec![batch.clone()])
+                .with_save_mode(SaveMode::Append)
+                .with_commit_properties(props)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // Someone else wrote meanwhile: fall through to the MERGE.
+                Err(e) => {
+                    tracing::info!(source, account, error = %e, "first-load append conflicted; merging instead")
+                }
+            }
+        }
         for attempt in 0..5 {
             let table = self.open_or_create(TableKind::Contacts).await?;
             let df = ctx.read_batch(batch.clone())?;

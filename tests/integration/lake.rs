@@ -121,7 +121,12 @@ async fn crash_trials(lake_url: &str, trials: usize) {
         write_pipeline(
             dir.path(),
             &emu,
-            &PipelineSpec { lake_url: url, aurinko_accounts: vec!["101".into(), "102".into()], page_size: 100, ..Default::default() },
+            &PipelineSpec {
+                lake_url: url,
+                aurinko_accounts: vec!["101".into(), "102".into()],
+                page_size: 100,
+                ..Default::default()
+            },
         )
     };
     let p = spec(lake_url);
@@ -141,7 +146,11 @@ async fn crash_trials(lake_url: &str, trials: usize) {
     for trial in 0..trials {
         if trial % 2 == 0 {
             // Every other trial starts over with an empty lake, so kills land in full extracts too.
-            let fresh = if lake_url.starts_with("s3://") { crate::s3_lake_url("crash") } else { format!("lake-{trial}") };
+            let fresh = if lake_url.starts_with("s3://") {
+                crate::s3_lake_url("crash")
+            } else {
+                format!("lake-{trial}")
+            };
             spec(&fresh);
         }
         emu.mutate_google(30, 30, 15);
