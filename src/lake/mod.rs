@@ -87,6 +87,9 @@ pub struct Lake {
     options: HashMap<String, String>,
 }
 
+/// Version retries delta-rs makes per commit (its default is 15; shards append at once).
+const COMMIT_RETRIES: usize = 100;
+
 fn app_id(source: &str, account: &str) -> String {
     format!("{source}/{account}")
 }
@@ -417,29 +420,34 @@ impl Lake {
                 ),
                 ("app.run_id".to_string(), json!(figures.run_id)),
             ])
-            .with_application_transaction(Transaction::new(&app, seq));
-        let changes = self.open_or_create(TableKind::ContactChanges).await?;
-        if self.txn_version(&changes, &app).await? != state.seq {
-            return Err(Error::Concurrent(format!(
-                "{app}: another sync of this account committed while this one ran; nothing of this run was kept. Rerun to continue from where it stopped"
-            )));
-        }
-        match changes
-            .write(data)
-            .with_save_mode(SaveMode::Append)
-            .with_commit_properties(props)
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.to_string().contains("oncurrent") => {
+            .with_application_transaction(Transaction::new(&app, seq))
+            .with_max_retries(COMMIT_RETRIES);
+        // Many writers append to contact_changes at once (accounts, shards); when delta-rs
+        // runs out of version retries, try again. The txn (app, seq) fences it: if that
+        // seq is taken after a failure, another sync of this account won.
+        for attempt in 0.. {
+            let changes = self.open_or_create(TableKind::ContactChanges).await?;
+            if self.txn_version(&changes, &app).await? != state.seq {
                 return Err(Error::Concurrent(format!(
-                    "{app}: another sync of this account committed run {seq} first; nothing of this run was kept ({e}). Rerun to continue"
+                    "{app}: another sync of this account committed run {seq} first; nothing of this run was kept. Rerun to continue from where it stopped"
                 )));
             }
-            Err(e) => {
-                return Err(Error::lake(format!(
-                    "{app}: committing run {seq} to contact_changes: {e}"
-                )));
+            match changes
+                .write(data.clone())
+                .with_save_mode(SaveMode::Append)
+                .with_commit_properties(props.clone())
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if attempt < 8 => {
+                    tracing::info!(app, attempt, error = %e, "committing the run to contact_changes failed; checking and retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                }
+                Err(e) => {
+                    return Err(Error::lake(format!(
+                        "{app}: committing run {seq} to contact_changes: {e}"
+                    )));
+                }
             }
         }
         self.merge_contacts(source, account, &changed, &figures.run_id)
@@ -534,7 +542,11 @@ impl Lake {
             match res {
                 Ok(_) => return Ok(()),
                 // Another writer touched the table; the merge is idempotent, so redo it.
-                Err(e) if e.to_string().contains("oncurrent") && attempt < 4 => {
+                Err(e)
+                    if (e.to_string().contains("oncurrent")
+                        || e.to_string().contains("Failed to commit"))
+                        && attempt < 4 =>
+                {
                     tracing::info!(source, account, error = %e, "contacts merge conflicted; retrying");
                     tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
                 }
@@ -566,7 +578,8 @@ impl Lake {
             }
             let props = CommitProperties::default()
                 .with_application_transaction(Transaction::new(&app, seq))
-                .with_metadata([("app.run_id".to_string(), json!(f.run_id))]);
+                .with_metadata([("app.run_id".to_string(), json!(f.run_id))])
+                .with_max_retries(COMMIT_RETRIES);
             match runs
                 .write(vec![batch.clone()])
                 .with_save_mode(SaveMode::Append)
@@ -574,7 +587,11 @@ impl Lake {
                 .await
             {
                 Ok(_) => return Ok(()),
-                Err(e) if e.to_string().contains("oncurrent") && attempt < 4 => {
+                Err(e)
+                    if (e.to_string().contains("oncurrent")
+                        || e.to_string().contains("Failed to commit"))
+                        && attempt < 4 =>
+                {
                     tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await
                 }
                 Err(e) => return Err(Error::lake(format!("{app}: appending to sync_runs: {e}"))),
