@@ -55,6 +55,7 @@ pub struct GoogleStore {
     oauth_tokens: HashMap<String, i64>,
     sa_public_key: Option<String>,
     oauth_ttl_secs: i64,
+    batch_count: u64,
 }
 
 fn rel(k: &Kind, gd_uri: bool) -> (&'static str, String) {
@@ -258,6 +259,7 @@ impl GoogleStore {
             oauth_tokens: HashMap::new(),
             sa_public_key: cfg.service_account_public_key.clone(),
             oauth_ttl_secs: cfg.oauth_token_ttl_secs,
+            batch_count: 0,
         };
         for _ in 0..cfg.google_contacts {
             // Spread history over the past: one contact per second, ending a day ago.
@@ -876,14 +878,13 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
                 }
                 (&Method::POST, ["batch"]) => {
                     s.count("google.batch");
-                    let interrupt = {
-                        let f = s.faults.read().unwrap();
-                        f.batch_interrupt > 0.0
-                            && (hash64(s.config.seed, &format!("b{now}{}", body.len())) % 10_000)
-                                as f64
-                                / 10_000.0
-                                < f.batch_interrupt
-                    };
+                    // Deterministic: a rate r interrupts r of all batches, evenly spread
+                    // (0.5 = every second one).
+                    let rate = s.faults.read().unwrap().batch_interrupt;
+                    let n = store.batch_count;
+                    store.batch_count += 1;
+                    let interrupt =
+                        rate > 0.0 && ((n + 1) as f64 * rate).floor() > (n as f64 * rate).floor();
                     batch(&mut store, &projection, &headers, &body, now, interrupt)
                 }
                 (&Method::GET, [id]) => {

@@ -111,7 +111,8 @@ pub struct FaultSpec {
     pub reset: f64,
     pub truncate: f64,
     pub slow: f64,
-    /// Probability that a Google batch stops half-way with `batch:interrupted`.
+    /// Share of Google batches that stop half-way with `batch:interrupted`, spread evenly
+    /// (0.5 interrupts every second batch), so tests are deterministic.
     pub batch_interrupt: f64,
     pub retry_after_secs: u64,
     pub slow_ms: u64,
