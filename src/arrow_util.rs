@@ -1,8 +1,6 @@
 //! Small Arrow helpers: bring batches read back from Delta (Utf8View strings, dictionary
 //! partition columns, `element` list children) to a declared schema.
 
-use std::sync::Arc;
-
 use arrow::array::{ArrayRef, RecordBatch, new_null_array};
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::SchemaRef;
@@ -44,9 +42,4 @@ pub fn concat(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch
         .map(|b| normalize_batch(b, schema))
         .collect::<Result<Vec<_>>>()?;
     Ok(arrow::compute::concat_batches(schema, &normalized)?)
-}
-
-/// A shared-pointer helper for building schemas.
-pub fn schema_ref(s: arrow::datatypes::Schema) -> SchemaRef {
-    Arc::new(s)
 }

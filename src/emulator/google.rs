@@ -2,7 +2,7 @@
 //! deletion placeholders, single-entry writes with ETags, batch, validation, error bodies
 //! as Google sends them, and an OAuth2 token endpoint for service-account JWTs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -1677,23 +1677,4 @@ async fn token_endpoint(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     let ttl = store.oauth_ttl_secs;
     store.oauth_tokens.insert(token.clone(), now + ttl * 1000);
     axum::Json(serde_json::json!({"access_token": token, "expires_in": store.oauth_ttl_secs, "token_type": "Bearer"})).into_response()
-}
-
-/// The URL of an entry's own feed, for tests.
-pub fn feed_url(base: &str, domain: &str) -> String {
-    format!("{base}/m8/feeds/contacts/{domain}/full")
-}
-
-/// For the unit tests: count entries by kind.
-pub fn count_by_kind(store: &GoogleStore) -> BTreeMap<&'static str, usize> {
-    let mut m = BTreeMap::new();
-    for c in store.contacts.values() {
-        *m.entry(if c.deleted_ms.is_some() {
-            "deleted"
-        } else {
-            "live"
-        })
-        .or_default() += 1;
-    }
-    m
 }

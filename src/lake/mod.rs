@@ -39,7 +39,7 @@ use futures::TryStreamExt;
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::providers::{Extract, SyncMode};
+use crate::providers::Extract;
 use crate::schema::{ContactRecord, contacts_schema, records_to_batch};
 pub use tables::{TableKind, sync_runs_schema, writeback_results_schema};
 
@@ -702,9 +702,4 @@ impl Lake {
         recs.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(recs)
     }
-}
-
-/// Whether an extract mode needs the lake to reconcile deletes by absence.
-pub fn reconciles(mode: SyncMode) -> bool {
-    mode.is_full()
 }

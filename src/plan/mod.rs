@@ -304,8 +304,13 @@ pub async fn load_desired(lake: &Lake, spec: &str, source: &str) -> Result<Desir
     Ok(Desired { rows, columns })
 }
 
-fn field(r: &ContactRecord, name: &str) -> Value {
-    let v = serde_json::to_value(r).unwrap_or_default();
+/// A record as JSON, computed once per record and read by [`field`].
+fn as_json(r: &ContactRecord) -> Value {
+    serde_json::to_value(r).unwrap_or_default()
+}
+
+/// One column of a record (as JSON), without the stamped insert key.
+fn field(v: &Value, name: &str) -> Value {
     let mut f = v.get(name).cloned().unwrap_or(Value::Null);
     // The stamped insert key is bookkeeping, not data.
     if name == "extended_properties"
@@ -322,9 +327,10 @@ pub fn insert_key(source: &str, r: &ContactRecord, managed: &[String]) -> String
     h.update(source.as_bytes());
     h.update([0]);
     h.update(r.account.as_bytes());
+    let v = as_json(r);
     for m in managed {
         h.update([0]);
-        h.update(field(r, m).to_string().as_bytes());
+        h.update(field(&v, m).to_string().as_bytes());
     }
     format!("cetl-{}", &hex::encode(h.finalize())[..20])
 }
@@ -540,9 +546,10 @@ pub fn diff(
             continue;
         };
         seen.insert((d.account.clone(), d.id.clone()));
+        let (dj, lj) = (as_json(&d), as_json(l));
         let changed: Vec<String> = managed
             .iter()
-            .filter(|m| field(&d, m) != field(l, m))
+            .filter(|m| field(&dj, m) != field(&lj, m))
             .cloned()
             .collect();
         if changed.is_empty() {
