@@ -86,6 +86,12 @@ pub struct SourceConfig {
     pub timeout_secs: Option<u64>,
     /// Retries of a failing request before giving up (default 6).
     pub max_retries: Option<u32>,
+    /// Google: also land contact photos in `contact_photos` (default false). Only photos
+    /// whose etag is new or changed since the lake last saw them are fetched.
+    #[serde(default)]
+    pub photos: bool,
+    /// Google: photo downloads at once (default 8).
+    pub photo_concurrency: Option<usize>,
     /// First retry delay in milliseconds; doubles each time, with jitter (default 500).
     pub retry_base_ms: Option<u64>,
 }
@@ -318,8 +324,17 @@ impl Pipeline {
                     if s.page_size == Some(0) {
                         return err(format!("sources[{i}].page_size must be at least 1"));
                     }
+                    if s.photo_concurrency == Some(0) {
+                        return err(format!("sources[{i}].photo_concurrency must be at least 1"));
+                    }
                 }
                 Provider::Aurinko => {
+                    if s.photos {
+                        return err(format!(
+                            "sources[{i}] ({}): photos = true is supported for google sources only; remove it",
+                            s.name
+                        ));
+                    }
                     if let Some(file_name) = s.accounts_file.clone() {
                         let base = self.path.parent().unwrap_or(Path::new("."));
                         s.accounts

@@ -37,6 +37,7 @@ pub mod plan;
 pub mod providers;
 pub mod schema;
 pub mod secret;
+pub mod spill;
 pub mod sql;
 pub mod sync;
 pub mod verify;

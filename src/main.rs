@@ -106,6 +106,12 @@ enum Command {
     /// Example (lower-case every e-mail):
     ///   contacts-etl plan p.toml --source shared_contacts --desired \
     ///     "SELECT account, id, etag, transform(emails, e -> named_struct('address', lower(e['address']), 'type', e['type'], 'label', e['label'], 'primary', e['primary'], 'display_name', e['display_name'])) AS emails FROM contacts WHERE source = 'shared_contacts'"
+    ///
+    /// Photos instead of contact fields (the source needs photos = true):
+    ///   contacts-etl plan p.toml --source shared_contacts --photos ./headshots/
+    /// where ./headshots/ holds <contact id>.jpg|.png files, or --photos takes SQL or a
+    /// .parquet file with columns id, bytes (null removes the photo), content_type, etag.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["desired", "photos"])))]
     Plan {
         /// The pipeline file.
         pipeline: PathBuf,
@@ -114,7 +120,10 @@ enum Command {
         source: String,
         /// SQL over the lake, or a .parquet/.csv file.
         #[arg(long)]
-        desired: String,
+        desired: Option<String>,
+        /// Desired photos: a folder of <contact id>.jpg|.png files, SQL, or a .parquet file.
+        #[arg(long)]
+        photos: Option<String>,
         /// upsert (insert + update), update (update only) or mirror (also delete what is absent).
         #[arg(long, default_value = "upsert")]
         mode: String,
@@ -126,6 +135,9 @@ enum Command {
     /// at most 100 operations, Aurinko POST/PATCH/DELETE, each conditional on the etag.
     /// Records one `writeback_results` row per operation, syncs again, and exits 1 if any
     /// row failed or conflicted. Rerunning retries only what did not apply.
+    ///
+    /// With --photos: PUT or DELETE each changed photo, conditional on its landed etag.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["desired", "photos"])))]
     Apply {
         /// The pipeline file.
         pipeline: PathBuf,
@@ -134,7 +146,10 @@ enum Command {
         source: String,
         /// SQL over the lake, or a .parquet/.csv file.
         #[arg(long)]
-        desired: String,
+        desired: Option<String>,
+        /// Desired photos: a folder of <contact id>.jpg|.png files, SQL, or a .parquet file.
+        #[arg(long)]
+        photos: Option<String>,
         /// upsert, update or mirror.
         #[arg(long, default_value = "upsert")]
         mode: String,
@@ -316,10 +331,19 @@ async fn run(cli: Cli) -> Result<u8> {
             pipeline,
             source,
             desired,
+            photos,
             mode,
             sample,
         } => {
             let p = Pipeline::load(&pipeline)?;
+            if let Some(photos) = photos {
+                let plan =
+                    contacts_etl::plan::photos::plan_photos(&p, &source, &photos, mode.parse()?)
+                        .await?;
+                print!("{}", plan.render(sample));
+                return Ok(0);
+            }
+            let desired = desired.unwrap_or_default();
             let plan =
                 contacts_etl::plan::apply::plan(&p, &source, &desired, mode.parse()?).await?;
             print!("{}", plan.render(sample));
@@ -329,11 +353,26 @@ async fn run(cli: Cli) -> Result<u8> {
             pipeline,
             source,
             desired,
+            photos,
             mode,
             max_delete,
             force,
         } => {
             let p = Pipeline::load(&pipeline)?;
+            if let Some(photos) = photos {
+                let opts = contacts_etl::plan::photos::PhotoApplyOptions {
+                    source,
+                    photos,
+                    mode: mode.parse()?,
+                    max_delete: max_delete.map(|m| m.parse()).transpose()?,
+                    force,
+                };
+                let report = contacts_etl::plan::photos::apply_photos(&p, &opts).await?;
+                print!("{}", report.plan.render(10));
+                eprint!("{}", report.summary());
+                return Ok(if report.failures() == 0 { 0 } else { 1 });
+            }
+            let desired = desired.unwrap_or_default();
             let opts = contacts_etl::plan::apply::ApplyOptions {
                 source,
                 desired,

@@ -44,7 +44,20 @@ pub struct AccountReport {
     pub bytes: u64,
     pub seconds: f64,
     pub seq: Option<i64>,
+    /// Photos downloaded and removed (sources with `photos = true`).
+    pub photos: Option<PhotoCounts>,
     pub error: Option<String>,
+}
+
+/// What one account's photo step did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PhotoCounts {
+    /// Photos downloaded (new or changed etag).
+    pub fetched: i64,
+    /// Photos removed from `contact_photos`.
+    pub removed: i64,
+    /// Photos already landed with their current etag.
+    pub unchanged: i64,
 }
 
 /// A whole run's outcome.
@@ -88,6 +101,14 @@ impl SyncReport {
                 a.retries,
                 a.seconds
             ));
+        }
+        for a in &self.accounts {
+            if let Some(p) = a.photos {
+                s.push_str(&format!(
+                    "photos {}/{}: {} fetched, {} removed, {} unchanged\n",
+                    a.source, a.account, p.fetched, p.removed, p.unchanged
+                ));
+            }
         }
         let failed = self.failed();
         if failed.is_empty() {
@@ -264,6 +285,14 @@ async fn sync_account(
         Ok((mode, out))
     }
     .await;
+    // Photos come after the run's commit: they are reconciled from the landed tables, so a
+    // failure here loses nothing and the next sync picks up exactly what is missing.
+    let photos: Option<Result<PhotoCounts>> = match (source, &outcome) {
+        (AnySource::Google(g), Ok(_)) if g.photos_enabled() => {
+            Some(sync_photos(g, lake, account, run_id, &ctx).await)
+        }
+        _ => None,
+    };
     if let Some(pb) = progress {
         pb.finish_and_clear();
     }
@@ -280,7 +309,21 @@ async fn sync_account(
         bytes,
         seconds: started.elapsed().as_secs_f64(),
         seq: None,
+        photos: None,
         error: None,
+    };
+    let outcome = match (outcome, photos) {
+        (Ok(o), Some(Err(e))) => {
+            rep.seq = Some(o.1.seq);
+            rep.upserted = o.1.upserted;
+            rep.deleted = o.1.deleted;
+            Err(e)
+        }
+        (Ok(o), Some(Ok(p))) => {
+            rep.photos = Some(p);
+            Ok(o)
+        }
+        (o, _) => o,
     };
     match outcome {
         Ok((m, o)) => {
@@ -297,6 +340,8 @@ async fn sync_account(
                 pages,
                 requests,
                 retries,
+                photos_fetched = rep.photos.map(|p| p.fetched),
+                photos_removed = rep.photos.map(|p| p.removed),
                 seconds = rep.seconds,
                 "account synced"
             );
@@ -323,6 +368,51 @@ async fn sync_account(
         }
     }
     rep
+}
+
+/// Downloads the account's new and changed photos and removes gone ones (see
+/// [`crate::lake::PhotoWork`]), then commits them to `contact_photos` in one commit. Photos
+/// that fail to download are left for the next sync, and reported as this run's error.
+async fn sync_photos(
+    source: &crate::providers::google::GoogleSource,
+    lake: &Lake,
+    account: &str,
+    run_id: &str,
+    ctx: &RunContext,
+) -> Result<PhotoCounts> {
+    let work = lake.photo_work(source.name(), account).await?;
+    if let Some(pb) = &ctx.progress {
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix:>28} {bar:30} {pos}/{len} photos {elapsed}",
+            )
+            .unwrap(),
+        );
+        pb.set_length(work.fetch.len() as u64);
+        pb.set_position(0);
+    }
+    let (fetched, gone, failed) = source
+        .fetch_photos(&work.fetch, &ctx.metrics, ctx.progress.as_ref())
+        .await;
+    let mut removed = work.remove.clone();
+    removed.extend(gone);
+    removed.sort();
+    lake.commit_photos(source.name(), account, &fetched, &removed, run_id)
+        .await?;
+    let counts = PhotoCounts {
+        fetched: fetched.len() as i64,
+        removed: removed.len() as i64,
+        unchanged: work.unchanged as i64,
+    };
+    if let Some((id, e)) = failed.first() {
+        return Err(Error::other(format!(
+            "{}/{account}: {} of {} photo(s) could not be downloaded and will be tried on the next sync (the rest landed); first, contact {id}: {e}",
+            source.name(),
+            failed.len(),
+            work.fetch.len()
+        )));
+    }
+    Ok(counts)
 }
 
 /// `status`: per source and account, the last run's mode, time, rows, cursor age and

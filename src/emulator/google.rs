@@ -56,6 +56,8 @@ pub struct GoogleStore {
     sa_public_key: Option<String>,
     oauth_ttl_secs: i64,
     batch_count: u64,
+    photo_touches_contact: bool,
+    photo_writes: u64,
 }
 
 fn rel(k: &Kind, gd_uri: bool) -> (&'static str, String) {
@@ -260,6 +262,8 @@ impl GoogleStore {
             sa_public_key: cfg.service_account_public_key.clone(),
             oauth_ttl_secs: cfg.oauth_token_ttl_secs,
             batch_count: 0,
+            photo_touches_contact: cfg.photo_touches_contact,
+            photo_writes: 0,
         };
         for _ in 0..cfg.google_contacts {
             // Spread history over the past: one contact per second, ending a day ago.
@@ -313,7 +317,7 @@ impl GoogleStore {
         let photo = p.has_photo.then(|| {
             (
                 self.new_etag(&id, 999),
-                format!("photo-of-{id}").into_bytes(),
+                photo_bytes(self.seed, &id, 0),
                 "image/jpeg".to_string(),
             )
         });
@@ -976,6 +980,21 @@ fn op_error_response(st: StatusCode, code: &str, reason: &str) -> Response {
     }
 }
 
+/// A seeded photo: a JPEG start-of-image marker, 1–8 KB of pseudo-random bytes, and the
+/// end marker, so sizes vary and equal bytes mean the same photo.
+pub fn photo_bytes(seed: u64, id: &str, version: u64) -> Vec<u8> {
+    let mut h = super::hash64(seed ^ version.wrapping_mul(0x9E37), id);
+    let len = 1024 + (h % 7168) as usize;
+    let mut out = Vec::with_capacity(len + 4);
+    out.extend_from_slice(&[0xFF, 0xD8, 0xFF, 0xE0]);
+    while out.len() < len {
+        h = super::hash64(h, "p");
+        out.extend_from_slice(&h.to_le_bytes());
+    }
+    out.extend_from_slice(&[0xFF, 0xD9]);
+    out
+}
+
 fn photo(
     store: &mut GoogleStore,
     method: &Method,
@@ -992,6 +1011,9 @@ fn photo(
         );
     };
     let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
+    let if_none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
     match *method {
         Method::GET => match &c.photo {
             Some((etag, bytes, ct)) => (
@@ -1007,24 +1029,35 @@ fn photo(
         },
         Method::PUT | Method::DELETE => {
             let current = c.photo.as_ref().map(|p| p.0.clone());
-            match (if_match, &current) {
-                (Some("*"), _) => {}
-                (Some(m), Some(e)) if m == e => {}
-                (None, Some(_)) => {
-                    return gdata_error(
-                        StatusCode::FORBIDDEN,
-                        "matchHeaderRequired",
-                        "If-Match or If-None-Match header required",
-                    );
-                }
-                (Some(_), _) => {
+            // If-None-Match: * = "only if there is no photo yet" (a conflict-safe add).
+            if if_match.is_none() && if_none_match == Some("*") {
+                if current.is_some() {
                     return gdata_error(
                         StatusCode::PRECONDITION_FAILED,
                         "etagsMismatch",
-                        "Etags mismatch",
+                        "Etags mismatch: the contact already has a photo",
                     );
                 }
-                (None, None) => {}
+            } else {
+                match (if_match, &current) {
+                    (Some("*"), _) => {}
+                    (Some(m), Some(e)) if m == e => {}
+                    (None, Some(_)) => {
+                        return gdata_error(
+                            StatusCode::FORBIDDEN,
+                            "matchHeaderRequired",
+                            "If-Match or If-None-Match header required",
+                        );
+                    }
+                    (Some(_), _) => {
+                        return gdata_error(
+                            StatusCode::PRECONDITION_FAILED,
+                            "etagsMismatch",
+                            "Etags mismatch",
+                        );
+                    }
+                    (None, None) => {}
+                }
             }
             let ct = headers
                 .get(header::CONTENT_TYPE)
@@ -1037,11 +1070,20 @@ fn photo(
                     "Photo content type must be image/*",
                 );
             }
-            let v = store.contacts[id].version + 1000;
+            store.photo_writes += 1;
+            let v = store.contacts[id].version + 1000 + store.photo_writes;
             let new = (*method == Method::PUT).then(|| (store.new_etag(id, v), body.to_vec(), ct));
-            store.contacts.get_mut(id).unwrap().photo = new;
-            store.touch(id, now);
-            StatusCode::OK.into_response()
+            let etag = new.as_ref().map(|n| n.0.clone());
+            let c = store.contacts.get_mut(id).unwrap();
+            c.photo = new;
+            c.rendered = None;
+            if store.photo_touches_contact {
+                store.touch(id, now);
+            }
+            match etag {
+                Some(e) => (StatusCode::OK, [(header::ETAG, e)]).into_response(),
+                None => StatusCode::OK.into_response(),
+            }
         }
         _ => gdata_error(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -77,6 +77,10 @@ pub struct EmulatorConfig {
     pub service_account_public_key: Option<String>,
     /// Lifetime of access tokens issued by `POST /token`.
     pub oauth_token_ttl_secs: i64,
+    /// Whether a photo PUT or DELETE also bumps the contact's `updated` and etag (the
+    /// real behaviour is a gap in the notes; with `false` only the photo link's etag
+    /// changes, so an incremental read does not see it and a full refresh must).
+    pub photo_touches_contact: bool,
 }
 
 impl Default for EmulatorConfig {
@@ -97,6 +101,7 @@ impl Default for EmulatorConfig {
             tombstone_retention_secs: 30 * 24 * 3600,
             service_account_public_key: None,
             oauth_token_ttl_secs: 3600,
+            photo_touches_contact: true,
         }
     }
 }
@@ -301,6 +306,15 @@ impl Emulator {
             .lock()
             .unwrap()
             .truth(&self.shared.base_url)
+    }
+    /// The photos of live Google contacts: id → (photo etag, bytes, content type).
+    pub fn google_photos(&self) -> std::collections::BTreeMap<String, (String, Vec<u8>, String)> {
+        let g = self.shared.google.lock().unwrap();
+        g.contacts
+            .values()
+            .filter(|c| c.deleted_ms.is_none())
+            .filter_map(|c| c.photo.clone().map(|p| (c.id.clone(), p)))
+            .collect()
     }
     /// How many live Google contacts hold an element `ns`:`local` (e.g. unknown XML that
     /// must survive updates).

@@ -7,6 +7,7 @@
 //! | `contact_changes` | append-only log of every upsert and delete observed, per run |
 //! | `sync_runs` | one row per source/account per run, with the cursor it advanced to |
 //! | `writeback_results` | one row per reverse-sink operation |
+//! | `contact_photos` | the photo bytes of contacts that have one (`photos = true`) |
 //!
 //! ## How a run commits, and how recovery works
 //!
@@ -24,6 +25,7 @@
 //! read from `sync_runs` (data, kept forever), or from the commit metadata while a replay
 //! is pending.
 
+mod photos;
 mod tables;
 
 use std::collections::{HashMap, HashSet};
@@ -31,17 +33,20 @@ use std::collections::{HashMap, HashSet};
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use datafusion::prelude::{SessionContext, col, lit};
-use deltalake::kernel::Transaction;
-use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Transaction};
+use deltalake::protocol::DeltaOperation;
 use deltalake::protocol::SaveMode;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use futures::TryStreamExt;
 use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::providers::Extract;
-use crate::schema::{ContactRecord, contacts_schema, records_to_batch};
-pub use tables::{TableKind, sync_runs_schema, writeback_results_schema};
+use crate::schema::{ContactRecord, records_to_batch};
+pub use photos::{FetchedPhoto, LandedPhoto, PhotoWant, PhotoWork, photo_sha256};
+pub use tables::{TableKind, contact_photos_schema, sync_runs_schema, writeback_results_schema};
 
 /// Figures of one account's run.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -87,11 +92,55 @@ pub struct Lake {
     options: HashMap<String, String>,
 }
 
+/// The extra column of merge rows that marks a removal (tables without `deleted`).
+const REMOVE_FLAG: &str = "_remove";
+
+/// Rows per Parquet row group of streamed writes.
+const ROW_GROUP_ROWS: usize = 8192;
+/// Streamed writes roll to a new file past this size.
+const TARGET_FILE_BYTES: u64 = 128 << 20;
+
+/// Commits data files written by a [`RecordBatchWriter`] as one append (a commit with no
+/// files still records the transaction and metadata).
+async fn commit_files(
+    table: &DeltaTable,
+    files: &[deltalake::kernel::Add],
+    props: CommitProperties,
+) -> std::result::Result<(), deltalake::DeltaTableError> {
+    let snapshot = table.snapshot()?;
+    let operation = DeltaOperation::Write {
+        mode: SaveMode::Append,
+        partition_by: Some(snapshot.metadata().partition_columns().to_vec()),
+        predicate: None,
+    };
+    CommitBuilder::from(props)
+        .with_actions(files.iter().cloned().map(Action::Add).collect())
+        .build(Some(snapshot), table.log_store(), operation)
+        .await?;
+    Ok(())
+}
+
 /// Version retries delta-rs makes per commit (its default is 15; shards append at once).
 const COMMIT_RETRIES: usize = 100;
 
 fn app_id(source: &str, account: &str) -> String {
     format!("{source}/{account}")
+}
+
+/// The photo etag of each row of a contacts batch (null when there is no photo).
+fn photo_etags(b: &RecordBatch) -> Result<Vec<Option<String>>> {
+    let Some(photo) = b.column_by_name("photo") else {
+        return Ok(vec![None; b.num_rows()]);
+    };
+    let photo = photo.as_struct();
+    let Some(etag) = photo.column_by_name("etag") else {
+        return Ok(vec![None; b.num_rows()]);
+    };
+    let etag = arrow::compute::cast(etag, &arrow::datatypes::DataType::Utf8)?;
+    let etag = etag.as_string::<i32>();
+    Ok((0..b.num_rows())
+        .map(|i| (photo.is_valid(i) && etag.is_valid(i)).then(|| etag.value(i).to_string()))
+        .collect())
 }
 
 fn sql_str(s: &str) -> String {
@@ -286,8 +335,13 @@ impl Lake {
         Ok(None)
     }
 
-    async fn partition_is_empty(&self, source: &str, account: &str) -> Result<bool> {
-        let Some(t) = self.open(TableKind::Contacts).await? else {
+    async fn partition_is_empty(
+        &self,
+        kind: TableKind,
+        source: &str,
+        account: &str,
+    ) -> Result<bool> {
+        let Some(t) = self.open(kind).await? else {
             return Ok(true);
         };
         let rows = self
@@ -303,12 +357,12 @@ impl Lake {
         Ok(rows.iter().all(|b| b.num_rows() == 0))
     }
 
-    /// `(id → etag)` of the account's landed contacts.
+    /// `(id → (etag, photo etag))` of the account's landed contacts.
     pub async fn landed_etags(
         &self,
         source: &str,
         account: &str,
-    ) -> Result<HashMap<String, Option<String>>> {
+    ) -> Result<HashMap<String, (Option<String>, Option<String>)>> {
         let Some(t) = self.open(TableKind::Contacts).await? else {
             return Ok(HashMap::new());
         };
@@ -316,7 +370,7 @@ impl Lake {
             .query_table(
                 t,
                 &format!(
-                    "SELECT id, etag FROM t WHERE source = '{}' AND account = '{}'",
+                    "SELECT id, etag, get_field(photo, 'etag') FROM t WHERE source = '{}' AND account = '{}'",
                     sql_str(source),
                     sql_str(account)
                 ),
@@ -326,11 +380,19 @@ impl Lake {
         for b in batches {
             let ids = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
             let etags = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8)?;
-            let (ids, etags) = (ids.as_string::<i32>(), etags.as_string::<i32>());
+            let photos = arrow::compute::cast(b.column(2), &arrow::datatypes::DataType::Utf8)?;
+            let (ids, etags, photos) = (
+                ids.as_string::<i32>(),
+                etags.as_string::<i32>(),
+                photos.as_string::<i32>(),
+            );
             for i in 0..b.num_rows() {
                 out.insert(
                     ids.value(i).to_string(),
-                    (!etags.is_null(i)).then(|| etags.value(i).to_string()),
+                    (
+                        (!etags.is_null(i)).then(|| etags.value(i).to_string()),
+                        (!photos.is_null(i)).then(|| photos.value(i).to_string()),
+                    ),
                 );
             }
         }
@@ -339,6 +401,12 @@ impl Lake {
 
     /// Commits one account's extract (see the module docs). `figures` carries the run's
     /// counters; upserted/deleted are filled in here.
+    ///
+    /// Rows stream from the extract (spilled on local disk for Google) through the change
+    /// filter into Parquet files as they come, so memory does not grow with the account:
+    /// the files are written first and referenced by one commit at the end. On an
+    /// account's first load the same rows also stream into `contacts` files (an append);
+    /// later runs MERGE their (few) changed rows.
     pub async fn commit_extract(
         &self,
         source: &str,
@@ -349,23 +417,47 @@ impl Lake {
     ) -> Result<CommitOutcome> {
         let app = app_id(source, account);
         let landed = self.landed_etags(source, account).await?;
-        // Only changed contacts become changes: new ids or a different etag.
+        let first_load = landed.is_empty();
+        let mut changes_writer =
+            self.streaming_writer(&self.open_or_create(TableKind::ContactChanges).await?)?;
+        let mut contacts_writer = if first_load {
+            Some(self.streaming_writer(&self.open_or_create(TableKind::Contacts).await?)?)
+        } else {
+            None
+        };
+        // Changed rows kept for the MERGE of later runs (first loads append instead).
+        let mut changed: Vec<RecordBatch> = Vec::new();
+        let mut upserted = 0i64;
+        // Only changed contacts become changes: new ids, a different etag, or a different
+        // photo etag (a server may change a photo without touching the contact's etag).
         let mut seen: HashSet<String> = HashSet::new();
-        let mut changed = Vec::new();
-        for b in &extract.upserts {
+        for b in extract.upserts.batches()? {
+            let b = b?;
             let ids = b.column_by_name("id").unwrap().as_string::<i32>();
             let etags = b.column_by_name("etag").unwrap().as_string::<i32>();
+            let photo_etags = photo_etags(&b)?;
             let mask: BooleanArray = (0..b.num_rows())
                 .map(|i| {
                     let id = ids.value(i);
                     seen.insert(id.to_string());
                     let etag = (!etags.is_null(i)).then(|| etags.value(i).to_string());
-                    Some(landed.get(id).is_none_or(|e| *e != etag || etag.is_none()))
+                    let photo = photo_etags[i].clone();
+                    Some(
+                        landed
+                            .get(id)
+                            .is_none_or(|(e, p)| *e != etag || etag.is_none() || *p != photo),
+                    )
                 })
                 .collect();
-            let f = arrow::compute::filter_record_batch(b, &mask)?;
-            if f.num_rows() > 0 {
-                changed.push(f);
+            let f = arrow::compute::filter_record_batch(&b, &mask)?;
+            if f.num_rows() == 0 {
+                continue;
+            }
+            upserted += f.num_rows() as i64;
+            changes_writer.write(f.clone()).await?;
+            match &mut contacts_writer {
+                Some(w) => w.write(f).await?,
+                None => changed.push(f),
             }
         }
         let deletes: Vec<String> = if extract.mode.is_full() {
@@ -384,7 +476,7 @@ impl Lake {
                 .cloned()
                 .collect()
         };
-        let upserted: i64 = changed.iter().map(|b| b.num_rows() as i64).sum();
+        drop(seen);
         figures.upserted = upserted;
         figures.deleted = deletes.len() as i64;
         if !deletes.is_empty() {
@@ -400,15 +492,12 @@ impl Lake {
                     ..Default::default()
                 })
                 .collect();
-            changed.push(records_to_batch(&rows)?);
+            let b = records_to_batch(&rows)?;
+            changes_writer.write(b.clone()).await?;
+            changed.push(b);
         }
+        let change_files = changes_writer.flush().await?;
         let seq = state.seq + 1;
-        let schema = contacts_schema();
-        let data = if changed.is_empty() {
-            vec![RecordBatch::new_empty(schema.clone())]
-        } else {
-            changed.clone()
-        };
         let props = CommitProperties::default()
             .with_metadata([
                 ("app.id".to_string(), json!(app)),
@@ -432,13 +521,8 @@ impl Lake {
                     "{app}: another sync of this account committed run {seq} first; nothing of this run was kept. Rerun to continue from where it stopped"
                 )));
             }
-            match changes
-                .write(data.clone())
-                .with_save_mode(SaveMode::Append)
-                .with_commit_properties(props.clone())
-                .await
-            {
-                Ok(_) => break,
+            match commit_files(&changes, &change_files, props.clone()).await {
+                Ok(()) => break,
                 Err(e) if attempt < 8 => {
                     tracing::info!(app, attempt, error = %e, "committing the run to contact_changes failed; checking and retrying");
                     tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
@@ -450,8 +534,22 @@ impl Lake {
                 }
             }
         }
-        self.merge_contacts(source, account, &changed, &figures.run_id)
-            .await?;
+        match contacts_writer {
+            Some(mut w) => {
+                let files = w.flush().await?;
+                let props = CommitProperties::default()
+                    .with_metadata([("app.run_id".to_string(), json!(figures.run_id))])
+                    .with_max_retries(COMMIT_RETRIES);
+                let contacts = self.open_or_create(TableKind::Contacts).await?;
+                commit_files(&contacts, &files, props).await.map_err(|e| {
+                    Error::lake(format!("{app}: appending run {seq} to contacts: {e}"))
+                })?;
+            }
+            None => {
+                self.merge_contacts(source, account, &changed, &figures.run_id)
+                    .await?
+            }
+        }
         figures.status = "ok".into();
         self.append_run(source, account, seq, &figures, Some(&extract.cursor))
             .await?;
@@ -462,6 +560,18 @@ impl Lake {
         })
     }
 
+    /// A writer that streams batches into Parquet files of `table` (not yet committed).
+    fn streaming_writer(&self, table: &DeltaTable) -> Result<RecordBatchWriter> {
+        let props = deltalake::parquet::file::properties::WriterProperties::builder()
+            .set_compression(deltalake::parquet::basic::Compression::SNAPPY)
+            // Small row groups bound what the encoder holds before it streams to storage.
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .build();
+        Ok(RecordBatchWriter::for_table(table)?
+            .with_writer_properties(props)
+            .with_target_file_size(TARGET_FILE_BYTES))
+    }
+
     /// Applies change rows (upserts and `deleted` rows) to `contacts` in one MERGE.
     async fn merge_contacts(
         &self,
@@ -470,32 +580,67 @@ impl Lake {
         changes: &[RecordBatch],
         run_id: &str,
     ) -> Result<()> {
-        let rows: usize = changes.iter().map(|b| b.num_rows()).sum();
-        if rows == 0 {
+        self.merge_rows(
+            TableKind::Contacts,
+            source,
+            account,
+            changes,
+            "deleted",
+            run_id,
+        )
+        .await
+    }
+
+    /// Applies rows keyed by `id` to one account of a table in one commit: a row whose
+    /// boolean `flag` column is true deletes, any other upserts. `flag` may be a column of
+    /// the table (contacts' `deleted`, written false) or an extra one.
+    async fn merge_rows(
+        &self,
+        kind: TableKind,
+        source: &str,
+        account: &str,
+        rows: &[RecordBatch],
+        flag: &str,
+        run_id: &str,
+    ) -> Result<()> {
+        let n: usize = rows.iter().map(|b| b.num_rows()).sum();
+        if n == 0 {
             return Ok(());
         }
-        let schema = contacts_schema();
-        let batch = crate::arrow_util::concat(&schema, changes)?;
+        let table_schema = kind.schema();
+        let batch = crate::arrow_util::concat(&rows[0].schema(), rows)?;
         let ctx = SessionContext::new();
-        let cols: Vec<String> = schema
+        let flag_in_table = table_schema.field_with_name(flag).is_ok();
+        let cols: Vec<String> = table_schema
             .fields()
             .iter()
             .map(|f| f.name().clone())
-            .filter(|n| n != "deleted")
+            .filter(|n| n != flag)
             .collect();
+        let set_flag = |c: &str| format!("source.{c}");
         // A first load of an account (nothing landed, nothing to delete) is a plain append:
         // the same result as the MERGE, one commit, no join. A replay of it finds the rows
         // there and takes the (idempotent) MERGE path instead.
         let has_deletes = arrow::compute::kernels::aggregate::max_boolean(
-            batch.column_by_name("deleted").unwrap().as_boolean(),
+            batch
+                .column_by_name(flag)
+                .ok_or_else(|| Error::lake(format!("merge rows lack the {flag} column")))?
+                .as_boolean(),
         )
         .unwrap_or(false);
-        if !has_deletes && self.partition_is_empty(source, account).await? {
-            let table = self.open_or_create(TableKind::Contacts).await?;
+        if !has_deletes && self.partition_is_empty(kind, source, account).await? {
+            let table = self.open_or_create(kind).await?;
             let props = CommitProperties::default()
                 .with_metadata([("app.run_id".to_string(), json!(run_id))]);
+            let appended = batch.project(
+                &table_schema
+                    .fields()
+                    .iter()
+                    .map(|f| batch.schema().index_of(f.name()))
+                    .collect::<std::result::Result<Vec<_>, _>>()?,
+            )?;
             match table
-                .write(vec![batch.clone()])
+                .write(vec![appended])
                 .with_save_mode(SaveMode::Append)
                 .with_commit_properties(props)
                 .await
@@ -503,12 +648,12 @@ impl Lake {
                 Ok(_) => return Ok(()),
                 // Someone else wrote meanwhile: fall through to the MERGE.
                 Err(e) => {
-                    tracing::info!(source, account, error = %e, "first-load append conflicted; merging instead")
+                    tracing::info!(source, account, table = kind.name(), error = %e, "first-load append conflicted; merging instead")
                 }
             }
         }
         for attempt in 0..5 {
-            let table = self.open_or_create(TableKind::Contacts).await?;
+            let table = self.open_or_create(kind).await?;
             let df = ctx.read_batch(batch.clone())?;
             let predicate = col("target.source")
                 .eq(lit(source))
@@ -523,20 +668,26 @@ impl Lake {
                     CommitProperties::default()
                         .with_metadata([("app.run_id".to_string(), json!(run_id))]),
                 )
-                .when_matched_delete(|d| d.predicate(col("source.deleted").eq(lit(true))))?
+                .when_matched_delete(|d| d.predicate(col(set_flag(flag)).eq(lit(true))))?
                 .when_matched_update(|mut u| {
-                    u = u.predicate(col("source.deleted").eq(lit(false)));
+                    u = u.predicate(col(set_flag(flag)).eq(lit(false)));
                     for c in &cols {
                         u = u.update(c.as_str(), col(format!("source.{c}")));
                     }
-                    u.update("deleted", lit(false))
+                    if flag_in_table {
+                        u = u.update(flag, lit(false));
+                    }
+                    u
                 })?
                 .when_not_matched_insert(|mut i| {
-                    i = i.predicate(col("source.deleted").eq(lit(false)));
+                    i = i.predicate(col(set_flag(flag)).eq(lit(false)));
                     for c in &cols {
                         i = i.set(c.as_str(), col(format!("source.{c}")));
                     }
-                    i.set("deleted", lit(false))
+                    if flag_in_table {
+                        i = i.set(flag, lit(false));
+                    }
+                    i
                 })?
                 .await;
             match res {
@@ -547,13 +698,14 @@ impl Lake {
                         || e.to_string().contains("Failed to commit"))
                         && attempt < 4 =>
                 {
-                    tracing::info!(source, account, error = %e, "contacts merge conflicted; retrying");
+                    tracing::info!(source, account, table = kind.name(), error = %e, "merge conflicted; retrying");
                     tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
                 }
                 Err(e) => {
                     return Err(Error::lake(format!(
-                        "{}: merging into contacts: {e}",
-                        app_id(source, account)
+                        "{}: merging into {}: {e}",
+                        app_id(source, account),
+                        kind.name()
                     )));
                 }
             }

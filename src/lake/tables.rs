@@ -22,15 +22,18 @@ pub enum TableKind {
     SyncRuns,
     /// One row per reverse-sink operation.
     WritebackResults,
+    /// Contact photos (sources with `photos = true`).
+    ContactPhotos,
 }
 
 impl TableKind {
     /// Every table.
-    pub const ALL: [TableKind; 4] = [
+    pub const ALL: [TableKind; 5] = [
         TableKind::Contacts,
         TableKind::ContactChanges,
         TableKind::SyncRuns,
         TableKind::WritebackResults,
+        TableKind::ContactPhotos,
     ];
 
     /// The table's name (and folder under the lake URL).
@@ -40,6 +43,7 @@ impl TableKind {
             TableKind::ContactChanges => "contact_changes",
             TableKind::SyncRuns => "sync_runs",
             TableKind::WritebackResults => "writeback_results",
+            TableKind::ContactPhotos => "contact_photos",
         }
     }
 
@@ -49,6 +53,7 @@ impl TableKind {
             TableKind::Contacts | TableKind::ContactChanges => contacts_schema(),
             TableKind::SyncRuns => sync_runs_schema(),
             TableKind::WritebackResults => writeback_results_schema(),
+            TableKind::ContactPhotos => contact_photos_schema(),
         }
     }
 
@@ -105,6 +110,22 @@ pub fn writeback_results_schema() -> SchemaRef {
         Field::new("new_etag", DataType::Utf8, true),
         Field::new("error", DataType::Utf8, true),
         Field::new("applied_at", ts(), false),
+    ]))
+}
+
+/// Schema of `contact_photos`: one row per contact that has a photo.
+pub fn contact_photos_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("account", DataType::Utf8, false),
+        Field::new("id", DataType::Utf8, false),
+        Field::new("etag", DataType::Utf8, true),
+        Field::new("content_type", DataType::Utf8, true),
+        Field::new("bytes", DataType::Binary, false),
+        Field::new("size", DataType::Int64, false),
+        Field::new("sha256", DataType::Utf8, false),
+        Field::new("fetched_run_id", DataType::Utf8, false),
+        Field::new("fetched_at", ts(), false),
     ]))
 }
 

@@ -122,18 +122,53 @@ pub async fn plan(p: &Pipeline, source: &str, desired: &str, mode: Mode) -> Resu
     ))
 }
 
-fn check_max_delete(plan: &Plan, max: Option<MaxDelete>) -> Result<()> {
-    let deletes = plan.count(OpKind::Delete);
+/// Refuses a plan that deletes more than `--max-delete` allows, before anything is sent.
+pub(crate) fn check_max_delete(
+    deletes: usize,
+    landed: usize,
+    what: &str,
+    max: Option<MaxDelete>,
+) -> Result<()> {
     let limit = match max {
         None => return Ok(()),
         Some(MaxDelete::Count(n)) => n as f64,
-        Some(MaxDelete::Percent(p)) => plan.landed as f64 * p / 100.0,
+        Some(MaxDelete::Percent(p)) => landed as f64 * p / 100.0,
     };
     if deletes as f64 > limit {
         return Err(Error::Other(format!(
-            "refusing to start: the plan deletes {deletes} of {} contacts, more than --max-delete allows ({limit:.0}). Check the desired state, or raise --max-delete",
-            plan.landed
+            "refusing to start: the plan deletes {deletes} of {landed} {what}, more than --max-delete allows ({limit:.0}). Check the desired state, or raise --max-delete"
         )));
+    }
+    Ok(())
+}
+
+/// Syncs one source so a plan is computed against the API's current state.
+pub(crate) async fn sync_first(p: &Pipeline, source: &str) -> Result<()> {
+    let sync_opts = SyncOptions {
+        sources: vec![source.to_string()],
+        ..Default::default()
+    };
+    let r = run_sync(p, &sync_opts).await?;
+    if let Some(f) = r.failed().first() {
+        return Err(Error::Other(format!(
+            "apply needs a current lake, but syncing {}/{} failed: {}",
+            f.source,
+            f.account,
+            f.error.as_deref().unwrap_or("")
+        )));
+    }
+    Ok(())
+}
+
+/// Syncs one source after writing, so the lake shows what was written.
+pub(crate) async fn sync_after(p: &Pipeline, source: &str) -> Result<()> {
+    let sync_opts = SyncOptions {
+        sources: vec![source.to_string()],
+        ..Default::default()
+    };
+    let r = run_sync(p, &sync_opts).await?;
+    if let Some(f) = r.failed().first() {
+        tracing::warn!(account = %f.account, error = f.error.as_deref().unwrap_or(""), "the sync after apply failed; the next sync will catch up");
     }
     Ok(())
 }
@@ -148,23 +183,16 @@ pub async fn apply(p: &Pipeline, opts: &ApplyOptions) -> Result<ApplyReport> {
         .unwrap_or(std::path::Path::new("."))
         .to_path_buf();
     let source = AnySource::try_new(cfg, &dir)?;
-    let sync_opts = SyncOptions {
-        sources: vec![opts.source.clone()],
-        ..Default::default()
-    };
     // Bring the lake up to date first: the diff is against the API's current state, and
     // contacts created by an interrupted earlier apply are seen (by their key) and skipped.
-    let r = run_sync(p, &sync_opts).await?;
-    if let Some(f) = r.failed().first() {
-        return Err(Error::Other(format!(
-            "apply needs a current lake, but syncing {}/{} failed: {}",
-            f.source,
-            f.account,
-            f.error.as_deref().unwrap_or("")
-        )));
-    }
+    sync_first(p, &opts.source).await?;
     let plan = plan(p, &opts.source, &opts.desired, opts.mode).await?;
-    check_max_delete(&plan, opts.max_delete)?;
+    check_max_delete(
+        plan.count(OpKind::Delete),
+        plan.landed,
+        "contacts",
+        opts.max_delete,
+    )?;
     let apply_id = crate::sync::new_run_id();
     let metrics = Metrics::default();
     let results = if plan.ops.is_empty() {
@@ -176,10 +204,7 @@ pub async fn apply(p: &Pipeline, opts: &ApplyOptions) -> Result<ApplyReport> {
     };
     let lake = lake_of(p)?;
     record(&lake, &apply_id, &opts.source, &plan, &results).await?;
-    let r = run_sync(p, &sync_opts).await?;
-    if let Some(f) = r.failed().first() {
-        tracing::warn!(account = %f.account, error = f.error.as_deref().unwrap_or(""), "the sync after apply failed; the next sync will catch up");
-    }
+    sync_after(p, &opts.source).await?;
     Ok(ApplyReport {
         apply_id,
         plan,
@@ -188,17 +213,35 @@ pub async fn apply(p: &Pipeline, opts: &ApplyOptions) -> Result<ApplyReport> {
 }
 
 /// One `writeback_results` row.
-struct ResultRow {
-    op_index: i64,
-    account: String,
-    op: String,
-    key: Option<String>,
-    id: Option<String>,
-    http_status: Option<i64>,
-    result: String,
-    reason: Option<String>,
-    new_etag: Option<String>,
-    error: Option<String>,
+pub(crate) struct ResultRow {
+    pub(crate) op_index: i64,
+    pub(crate) account: String,
+    pub(crate) op: String,
+    pub(crate) key: Option<String>,
+    pub(crate) id: Option<String>,
+    pub(crate) http_status: Option<i64>,
+    pub(crate) result: String,
+    pub(crate) reason: Option<String>,
+    pub(crate) new_etag: Option<String>,
+    pub(crate) error: Option<String>,
+}
+
+impl ResultRow {
+    /// The row recorded for a desired row that was not sent.
+    pub(crate) fn invalid(op_index: usize, inv: &super::Invalid) -> ResultRow {
+        ResultRow {
+            op_index: op_index as i64,
+            account: inv.account.clone(),
+            op: "invalid".into(),
+            key: None,
+            id: inv.id.clone(),
+            http_status: None,
+            result: "invalid".into(),
+            reason: Some(inv.reason.clone()),
+            new_etag: None,
+            error: Some(format!("desired row {}: {}", inv.row + 1, inv.reason)),
+        }
+    }
 }
 
 async fn record(
@@ -211,7 +254,6 @@ async fn record(
     if results.is_empty() && plan.invalid.is_empty() {
         return Ok(());
     }
-    let now = chrono::Utc::now().timestamp_micros();
     let mut rows: Vec<ResultRow> = Vec::new();
     for r in results {
         let op = &plan.ops[r.index];
@@ -229,19 +271,22 @@ async fn record(
         });
     }
     for (i, inv) in plan.invalid.iter().enumerate() {
-        rows.push(ResultRow {
-            op_index: (plan.ops.len() + i) as i64,
-            account: inv.account.clone(),
-            op: "invalid".into(),
-            key: None,
-            id: inv.id.clone(),
-            http_status: None,
-            result: "invalid".into(),
-            reason: Some(inv.reason.clone()),
-            new_etag: None,
-            error: Some(format!("desired row {}: {}", inv.row + 1, inv.reason)),
-        });
+        rows.push(ResultRow::invalid(plan.ops.len() + i, inv));
     }
+    record_rows(lake, apply_id, source, &rows).await
+}
+
+/// Appends `writeback_results` rows of one apply.
+pub(crate) async fn record_rows(
+    lake: &Lake,
+    apply_id: &str,
+    source: &str,
+    rows: &[ResultRow],
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let now = chrono::Utc::now().timestamp_micros();
     let n = rows.len();
     let s = |f: fn(&ResultRow) -> Option<String>| {
         Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))

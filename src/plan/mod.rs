@@ -12,6 +12,7 @@
 //! planning, so a contact created by an interrupted apply is seen and not created again.
 
 pub mod apply;
+pub mod photos;
 
 use std::collections::{HashMap, HashSet};
 

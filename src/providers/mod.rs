@@ -8,8 +8,6 @@ pub mod google;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::RecordBatch;
-
 use crate::config::{Provider, SourceConfig};
 use crate::error::Result;
 use crate::http::{HttpClient, Metrics, RetryPolicy};
@@ -46,7 +44,7 @@ pub struct Extract {
     /// Full or incremental.
     pub mode: SyncMode,
     /// Upserted contacts (schema of [`crate::schema::contacts_schema`]), deduplicated by id.
-    pub upserts: Vec<RecordBatch>,
+    pub upserts: crate::spill::Rows,
     /// Ids seen deleted.
     pub deletes: Vec<String>,
     /// The cursor to store with this data (opaque to the lake).

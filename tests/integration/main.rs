@@ -11,6 +11,7 @@ mod cli;
 mod conformance;
 mod google;
 mod lake;
+mod photos;
 mod sql;
 mod storage;
 mod writeback;

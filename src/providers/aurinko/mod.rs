@@ -373,7 +373,7 @@ impl AurinkoSource {
         };
         Ok(Extract {
             mode,
-            upserts,
+            upserts: crate::spill::Rows::Memory(upserts),
             deletes,
             cursor: serde_json::to_string(&Cursor {
                 updated: next_up,

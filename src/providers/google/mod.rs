@@ -15,12 +15,12 @@
 
 pub mod auth;
 pub mod decode;
+pub mod photos;
 pub mod writeback;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{BooleanArray, RecordBatch};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::config::SourceConfig;
@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::providers::{Extract, RunContext, SyncMode};
 use crate::schema::records_to_batch;
+use crate::spill::{Rows, Spill};
 use auth::GoogleAuth;
 use decode::{RecordContext, decode_feed};
 
@@ -45,6 +46,8 @@ pub struct GoogleSource {
     projection: String,
     page_size: u32,
     concurrency: usize,
+    photos: bool,
+    photo_concurrency: usize,
     http: HttpClient,
     auth: Arc<GoogleAuth>,
 }
@@ -56,19 +59,40 @@ struct Cursor {
     updated_min: String,
 }
 
-/// The newest version seen of each id across pages.
-#[derive(Default)]
+/// The newest version seen of each id across pages. Pages go to a [`Spill`] on local
+/// disk as they are decoded; only the winners' positions stay in memory.
 struct Collected {
-    batches: Vec<RecordBatch>,
+    spill: Spill,
     /// id → (updated µs, batch index, row, deleted)
     latest: HashMap<String, (i64, usize, usize, bool)>,
+    /// Rows per spilled batch.
+    rows: Vec<usize>,
+    /// Records added with `updated` at or after this instant are counted in `recent`.
+    recent_since: i64,
+    recent: usize,
 }
 
 impl Collected {
+    fn try_new() -> Result<Collected> {
+        Ok(Collected {
+            spill: Spill::try_new(&crate::schema::contacts_schema())?,
+            latest: HashMap::new(),
+            rows: Vec::new(),
+            recent_since: i64::MAX,
+            recent: 0,
+        })
+    }
+
     fn add(&mut self, records: Vec<crate::schema::ContactRecord>) -> Result<()> {
-        let bi = self.batches.len();
+        if records.is_empty() {
+            return Ok(());
+        }
+        let bi = self.spill.len();
         for (row, r) in records.iter().enumerate() {
             let upd = r.updated.unwrap_or(i64::MIN);
+            if upd >= self.recent_since {
+                self.recent += 1;
+            }
             match self.latest.get(&r.id) {
                 Some((u, ..)) if *u > upd => {}
                 _ => {
@@ -76,35 +100,20 @@ impl Collected {
                 }
             }
         }
-        self.batches.push(records_to_batch(&records)?);
+        self.rows.push(records.len());
+        self.spill.push(&records_to_batch(&records)?)?;
         Ok(())
     }
 
-    fn changed_since(&self, min_us: i64) -> usize {
-        self.latest.values().filter(|(u, ..)| *u >= min_us).count()
+    /// Starts counting records whose `updated` is at or after `min_us`.
+    fn count_recent(&mut self, min_us: i64) {
+        self.recent_since = min_us;
+        self.recent = 0;
     }
 
-    fn merge(&mut self, other: Collected) -> Result<()> {
-        let offset = self.batches.len();
-        for (id, (u, b, row, del)) in other.latest {
-            match self.latest.get(&id) {
-                Some((mine, ..)) if *mine > u => {}
-                _ => {
-                    self.latest.insert(id, (u, b + offset, row, del));
-                }
-            }
-        }
-        self.batches.extend(other.batches);
-        Ok(())
-    }
-
-    /// Live winners as batches, deleted winners as ids.
-    fn finish(self) -> Result<(Vec<RecordBatch>, Vec<String>)> {
-        let mut keep: Vec<Vec<bool>> = self
-            .batches
-            .iter()
-            .map(|b| vec![false; b.num_rows()])
-            .collect();
+    /// Live winners as rows, deleted winners as ids.
+    fn finish(self) -> Result<(Rows, Vec<String>)> {
+        let mut keep: Vec<Vec<bool>> = self.rows.iter().map(|n| vec![false; *n]).collect();
         let mut deletes = Vec::new();
         for (id, (_, b, row, del)) in self.latest {
             if del {
@@ -114,14 +123,7 @@ impl Collected {
             }
         }
         deletes.sort();
-        let mut out = Vec::new();
-        for (batch, mask) in self.batches.into_iter().zip(keep) {
-            let filtered = arrow::compute::filter_record_batch(&batch, &BooleanArray::from(mask))?;
-            if filtered.num_rows() > 0 {
-                out.push(filtered);
-            }
-        }
-        Ok((out, deletes))
+        Ok((self.spill.finish(keep)?, deletes))
     }
 }
 
@@ -144,6 +146,8 @@ impl GoogleSource {
             projection: cfg.projection.clone().unwrap_or_else(|| "full".into()),
             page_size: cfg.page_size.unwrap_or(DEFAULT_PAGE_SIZE),
             concurrency: cfg.concurrency.unwrap_or(4).max(1),
+            photos: cfg.photos,
+            photo_concurrency: cfg.photo_concurrency.unwrap_or(8).max(1),
             http,
             auth: Arc::new(auth),
         })
@@ -244,15 +248,17 @@ impl GoogleSource {
         u.to_string()
     }
 
-    /// Reads every page of a query; pages after the first go in parallel by
-    /// `start-index` when `parallel`, then `next` links are followed to the end.
+    /// Reads every page of a query into `collected`; pages after the first go in
+    /// parallel by `start-index` when `parallel` (added in order as they arrive), then
+    /// `next` links are followed to the end. Returns the first page's feed `<updated>`.
     async fn scan(
         &self,
         base: &[(&str, String)],
         parallel: bool,
         label: &str,
         ctx: &RunContext,
-    ) -> Result<(String, Collected)> {
+        collected: &mut Collected,
+    ) -> Result<String> {
         let ps = self.page_size as usize;
         let mut params = base.to_vec();
         params.push(("max-results", ps.to_string()));
@@ -266,8 +272,8 @@ impl GoogleSource {
         if let (Some(pb), Some(t)) = (&ctx.progress, first.total_results) {
             pb.set_length(t as u64);
         }
-        let mut collected = Collected::default();
         let mut next = first.next.clone();
+        let mut n = 1;
         let total = first.total_results;
         collected.add(first.entries)?;
         if parallel
@@ -282,26 +288,25 @@ impl GoogleSource {
                     (k + 1, self.url_with(&p))
                 })
                 .collect();
-            let mut results: Vec<(usize, decode::FeedPage)> = futures::stream::iter(urls)
-                .map(|(n, url)| async move { self.page(&url, &what(n), ctx).await.map(|p| (n, p)) })
-                .buffered(self.concurrency)
-                .try_collect()
-                .await?;
-            results.sort_by_key(|(n, _)| *n);
-            next = results.last().map(|(_, p)| p.next.clone()).unwrap_or(next);
-            for (_, p) in results {
+            // `buffered` yields pages in order while `concurrency` are in flight, so each
+            // page is spilled as soon as it and its predecessors are in.
+            let mut pages = futures::stream::iter(urls)
+                .map(|(n, url)| async move { self.page(&url, &what(n), ctx).await })
+                .buffered(self.concurrency);
+            while let Some(p) = pages.try_next().await? {
+                n += 1;
+                // The set may have grown while reading: follow `next` from the last page.
+                next = p.next.clone();
                 collected.add(p.entries)?;
             }
-            // The set grew while reading: follow `next` from the last page.
         }
-        let mut n = collected.batches.len();
         while let Some(url) = next {
             n += 1;
             let p = self.page(&url, &what(n), ctx).await?;
             next = p.next.clone();
             collected.add(p.entries)?;
         }
-        Ok((updated, collected))
+        Ok(updated)
     }
 
     /// Extracts the domain (see the module docs for the strategy).
@@ -333,7 +338,8 @@ impl GoogleSource {
                     self.name
                 ))
             })?;
-            let (updated, collected) = self
+            let mut collected = Collected::try_new()?;
+            let updated = self
                 .scan(
                     &desc(vec![
                         ("updated-min", c.updated_min.clone()),
@@ -342,6 +348,7 @@ impl GoogleSource {
                     false,
                     "incremental read",
                     ctx,
+                    &mut collected,
                 )
                 .await?;
             let (upserts, deletes) = collected.finish()?;
@@ -357,20 +364,24 @@ impl GoogleSource {
         }
         let mut parallel = true;
         for round in 0..3 {
-            let (t1, mut main) = self.scan(&desc(vec![]), parallel, "full read", ctx).await?;
-            let (t2, catch_up) = self
+            let mut main = Collected::try_new()?;
+            let t1 = self
+                .scan(&desc(vec![]), parallel, "full read", ctx, &mut main)
+                .await?;
+            let t1_us = chrono::DateTime::parse_from_rfc3339(&t1)
+                .map(|d| d.timestamp_micros())
+                .unwrap_or(i64::MAX);
+            main.count_recent(t1_us);
+            let t2 = self
                 .scan(
                     &desc(vec![("updated-min", t1.clone())]),
                     false,
                     "catch-up read",
                     ctx,
+                    &mut main,
                 )
                 .await?;
-            let t1_us = chrono::DateTime::parse_from_rfc3339(&t1)
-                .map(|d| d.timestamp_micros())
-                .unwrap_or(i64::MAX);
-            let changed = catch_up.changed_since(t1_us);
-            main.merge(catch_up)?;
+            let changed = main.recent;
             if changed == 0 || !parallel || round == 2 {
                 let (upserts, deletes) = main.finish()?;
                 return Ok(Extract {

@@ -1,0 +1,549 @@
+//! Photo write-back: a desired `contact_photos` state → PUT or DELETE on the photo URL,
+//! each conditional on the photo etag.
+//!
+//! The desired state is one of:
+//! - a folder of image files named by contact id (`c0ffee.jpg`, `2fc6.png`): the content
+//!   type comes from the extension;
+//! - a `.parquet` file or SQL over the lake with columns `id`, `bytes` (binary; null = the
+//!   contact should have no photo) and optionally `content_type`, `etag` (the condition,
+//!   e.g. from an earlier `contact_photos` state) and `account`.
+//!
+//! A photo whose bytes equal the landed ones is unchanged. `--mode update` only replaces
+//! existing photos; `--mode mirror` also deletes landed photos that are absent from the
+//! desired state (guarded by `--max-delete`). The comparison is against `contact_photos`,
+//! so the source needs `photos = true`.
+
+use std::collections::{HashMap, HashSet};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::DataType;
+
+use super::apply::{ResultRow, check_max_delete, record_rows, sync_after, sync_first};
+use super::{Invalid, Mode};
+use crate::config::{Pipeline, Provider};
+use crate::error::{Error, Result};
+use crate::http::Metrics;
+use crate::lake::{Lake, LandedPhoto, TableKind, photo_sha256};
+use crate::providers::{AnySource, OpResult};
+use crate::sync::lake_of;
+
+/// Largest photo the write-back sends.
+pub const MAX_PHOTO_BYTES: usize = crate::providers::google::photos::MAX_PHOTO_BYTES;
+
+/// A photo operation's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhotoOpKind {
+    /// Upload (add or replace) the photo.
+    Put,
+    /// Remove the photo.
+    Delete,
+}
+
+impl PhotoOpKind {
+    /// The name used in `writeback_results.op`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PhotoOpKind::Put => "photo_put",
+            PhotoOpKind::Delete => "photo_delete",
+        }
+    }
+}
+
+/// One planned photo operation.
+#[derive(Debug, Clone)]
+pub struct PhotoOp {
+    pub index: usize,
+    pub kind: PhotoOpKind,
+    pub account: String,
+    /// The contact id.
+    pub id: String,
+    /// The photo etag the write is conditional on (none: no photo is expected).
+    pub etag: Option<String>,
+    /// The image to upload (PUT).
+    pub bytes: Option<Vec<u8>>,
+    /// Its content type (PUT).
+    pub content_type: Option<String>,
+}
+
+/// One desired photo row.
+#[derive(Debug, Clone, Default)]
+pub struct DesiredPhoto {
+    /// Position in the desired state (for messages).
+    pub row: usize,
+    pub account: String,
+    pub id: String,
+    /// The condition, when the desired state carries one.
+    pub etag: Option<String>,
+    /// The image; `None` = the contact should have no photo.
+    pub bytes: Option<Vec<u8>>,
+    pub content_type: Option<String>,
+}
+
+/// The photo diff.
+#[derive(Debug, Clone, Default)]
+pub struct PhotoPlan {
+    pub source: String,
+    pub ops: Vec<PhotoOp>,
+    pub invalid: Vec<Invalid>,
+    pub unchanged: usize,
+    /// Photos landed for the source (the base of `--max-delete P%`).
+    pub landed: usize,
+}
+
+impl PhotoPlan {
+    /// Operations of one kind.
+    pub fn count(&self, k: PhotoOpKind) -> usize {
+        self.ops.iter().filter(|o| o.kind == k).count()
+    }
+
+    /// The printed plan.
+    pub fn render(&self, sample: usize) -> String {
+        let mut s = format!(
+            "photo plan for source {}: {} upload(s), {} removal(s), {} unchanged, {} invalid\n",
+            self.source,
+            self.count(PhotoOpKind::Put),
+            self.count(PhotoOpKind::Delete),
+            self.unchanged,
+            self.invalid.len()
+        );
+        for op in self.ops.iter().take(sample) {
+            s.push_str(&format!(
+                "  {:<12} {}/{} {}\n",
+                op.kind.as_str(),
+                op.account,
+                op.id,
+                match (&op.bytes, &op.content_type) {
+                    (Some(b), ct) => format!("{} bytes {}", b.len(), ct.as_deref().unwrap_or("")),
+                    _ => String::new(),
+                }
+            ));
+        }
+        if self.ops.len() > sample {
+            s.push_str(&format!("  … and {} more\n", self.ops.len() - sample));
+        }
+        for inv in &self.invalid {
+            s.push_str(&format!(
+                "  INVALID row {} ({}/{}): {}\n",
+                inv.row + 1,
+                inv.account,
+                inv.id.as_deref().unwrap_or("?"),
+                inv.reason
+            ));
+        }
+        s
+    }
+}
+
+/// The content type of an image file, by extension.
+pub fn content_type_of(path: &std::path::Path) -> Option<&'static str> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    Some(match ext.as_str() {
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "bmp" => "image/bmp",
+        _ => return None,
+    })
+}
+
+fn read_folder(dir: &std::path::Path, account: &str) -> Result<(Vec<DesiredPhoto>, Vec<Invalid>)> {
+    let mut entries: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::config(format!("--photos {}: {e}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .filter(|p| {
+            // Editor and OS droppings (.DS_Store, .#x) are not photos.
+            !p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'))
+        })
+        .collect();
+    entries.sort();
+    let mut rows = Vec::new();
+    let mut invalid = Vec::new();
+    for (row, path) in entries.into_iter().enumerate() {
+        let id = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("")
+            .to_string();
+        let Some(ct) = content_type_of(&path) else {
+            invalid.push(Invalid {
+                row,
+                account: account.to_string(),
+                id: Some(id),
+                reason: format!(
+                    "{}: not an image file name (use <contact id>.jpg, .jpeg, .png, .gif, .webp or .bmp)",
+                    path.display()
+                ),
+            });
+            continue;
+        };
+        let bytes = std::fs::read(&path)
+            .map_err(|e| Error::config(format!("--photos {}: {e}", path.display())))?;
+        rows.push(DesiredPhoto {
+            row,
+            account: account.to_string(),
+            id,
+            etag: None,
+            bytes: Some(bytes),
+            content_type: Some(ct.to_string()),
+        });
+    }
+    Ok((rows, invalid))
+}
+
+fn read_batches(batches: &[RecordBatch], account: &str) -> Result<Vec<DesiredPhoto>> {
+    let mut rows = Vec::new();
+    for b in batches {
+        let col = |name: &str| -> Result<Option<arrow::array::ArrayRef>> {
+            b.column_by_name(name)
+                .map(|c| arrow::compute::cast(c, &DataType::Utf8))
+                .transpose()
+                .map_err(|e| Error::config(format!("desired photo column {name}: {e}")))
+        };
+        let ids = col("id")?.ok_or_else(|| {
+            Error::config(
+                "the desired photos need an `id` column (the contact id) and a `bytes` column",
+            )
+        })?;
+        let bytes = b.column_by_name("bytes").ok_or_else(|| {
+            Error::config(
+                "the desired photos need a `bytes` column (binary; null removes the photo)",
+            )
+        })?;
+        let bytes = arrow::compute::cast(bytes, &DataType::LargeBinary).map_err(|e| {
+            Error::config(format!("desired photo column bytes must be binary: {e}"))
+        })?;
+        let bytes = bytes.as_binary::<i64>();
+        let (etags, types, accounts) = (col("etag")?, col("content_type")?, col("account")?);
+        let text = |a: &Option<arrow::array::ArrayRef>, i: usize| {
+            a.as_ref().and_then(|a| {
+                let s = a.as_string::<i32>();
+                s.is_valid(i).then(|| s.value(i).to_string())
+            })
+        };
+        let ids = ids.as_string::<i32>();
+        for i in 0..b.num_rows() {
+            rows.push(DesiredPhoto {
+                row: rows.len(),
+                account: text(&accounts, i).unwrap_or_else(|| account.to_string()),
+                id: if ids.is_valid(i) {
+                    ids.value(i).to_string()
+                } else {
+                    String::new()
+                },
+                etag: text(&etags, i),
+                bytes: bytes.is_valid(i).then(|| bytes.value(i).to_vec()),
+                content_type: text(&types, i),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Loads the desired photos: a folder of image files, a `.parquet` file, or SQL over the
+/// lake. `account` is the account of rows that do not name one (Google: the domain).
+pub async fn load_desired_photos(
+    lake: &Lake,
+    spec: &str,
+    account: &str,
+) -> Result<(Vec<DesiredPhoto>, Vec<Invalid>)> {
+    let path = std::path::Path::new(spec);
+    if path.is_dir() {
+        return read_folder(path, account);
+    }
+    let batches = if spec.ends_with(".parquet") {
+        let file = std::fs::File::open(path)
+            .map_err(|e| Error::config(format!("--photos {spec}: {e}")))?;
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
+            .build()?
+            .collect::<std::result::Result<Vec<_>, _>>()?
+    } else {
+        crate::sql::query(lake, spec).await?
+    };
+    Ok((read_batches(&batches, account)?, vec![]))
+}
+
+/// The diff of desired photos against the landed ones. `live` holds the `(account, id)`
+/// of every landed contact; `landed` the landed photos by `(account, id)`.
+pub fn diff_photos(
+    source: &str,
+    desired: Vec<DesiredPhoto>,
+    mut invalid: Vec<Invalid>,
+    live: &HashSet<(String, String)>,
+    landed: &HashMap<(String, String), LandedPhoto>,
+    mode: Mode,
+) -> PhotoPlan {
+    let mut plan = PhotoPlan {
+        source: source.to_string(),
+        landed: landed.len(),
+        ..Default::default()
+    };
+    let mut seen: HashSet<(String, String)> = HashSet::new();
+    for d in desired {
+        let key = (d.account.clone(), d.id.clone());
+        let bad = |reason: String| Invalid {
+            row: d.row,
+            account: d.account.clone(),
+            id: Some(d.id.clone()),
+            reason,
+        };
+        if d.id.is_empty() {
+            invalid.push(bad("no contact id".into()));
+            continue;
+        }
+        if !seen.insert(key.clone()) {
+            invalid.push(bad(
+                "the same contact appears twice in the desired photos".into()
+            ));
+            continue;
+        }
+        if !live.contains(&key) {
+            invalid.push(bad(
+                "no such contact in the lake (photos can only be set on existing contacts; sync first)".into(),
+            ));
+            continue;
+        }
+        let have = landed.get(&key);
+        let etag = d.etag.clone().or_else(|| have.and_then(|h| h.etag.clone()));
+        match &d.bytes {
+            None => match have {
+                Some(_) => plan.ops.push(PhotoOp {
+                    index: 0,
+                    kind: PhotoOpKind::Delete,
+                    account: d.account.clone(),
+                    id: d.id.clone(),
+                    etag,
+                    bytes: None,
+                    content_type: None,
+                }),
+                None => plan.unchanged += 1,
+            },
+            Some(bytes) => {
+                let ct = d
+                    .content_type
+                    .clone()
+                    .unwrap_or_else(|| "image/jpeg".into());
+                if !ct.starts_with("image/") {
+                    invalid.push(bad(format!("content type {ct:?} is not image/*")));
+                    continue;
+                }
+                if bytes.is_empty() {
+                    invalid.push(bad(
+                        "the photo is empty (use a null `bytes` to remove a photo)".into(),
+                    ));
+                    continue;
+                }
+                if bytes.len() > MAX_PHOTO_BYTES {
+                    invalid.push(bad(format!(
+                        "the photo is {} bytes, more than the {MAX_PHOTO_BYTES}-byte limit",
+                        bytes.len()
+                    )));
+                    continue;
+                }
+                match have {
+                    Some(h) if h.sha256 == photo_sha256(bytes) => plan.unchanged += 1,
+                    None if mode == Mode::Update => {
+                        invalid.push(bad(
+                            "the contact has no photo and --mode update only replaces photos"
+                                .into(),
+                        ));
+                    }
+                    _ => plan.ops.push(PhotoOp {
+                        index: 0,
+                        kind: PhotoOpKind::Put,
+                        account: d.account.clone(),
+                        id: d.id.clone(),
+                        etag,
+                        bytes: Some(bytes.clone()),
+                        content_type: Some(ct),
+                    }),
+                }
+            }
+        }
+    }
+    if mode == Mode::Mirror {
+        let mut gone: Vec<(&(String, String), &LandedPhoto)> =
+            landed.iter().filter(|(k, _)| !seen.contains(*k)).collect();
+        gone.sort_by(|a, b| a.0.cmp(b.0));
+        for ((account, id), h) in gone {
+            plan.ops.push(PhotoOp {
+                index: 0,
+                kind: PhotoOpKind::Delete,
+                account: account.clone(),
+                id: id.clone(),
+                etag: h.etag.clone(),
+                bytes: None,
+                content_type: None,
+            });
+        }
+    }
+    for (i, op) in plan.ops.iter_mut().enumerate() {
+        op.index = i;
+    }
+    plan.invalid = invalid;
+    plan
+}
+
+fn google_source(p: &Pipeline, source: &str) -> Result<(String, bool)> {
+    let cfg = p.source(source)?;
+    if cfg.provider != Provider::Google {
+        return Err(Error::config(format!(
+            "source {source}: photo write-back is supported for google sources only"
+        )));
+    }
+    Ok((cfg.domain.clone().unwrap_or_default(), cfg.photos))
+}
+
+/// Computes the photo plan. Writes nothing anywhere.
+pub async fn plan_photos(p: &Pipeline, source: &str, spec: &str, mode: Mode) -> Result<PhotoPlan> {
+    let (domain, photos) = google_source(p, source)?;
+    if !photos {
+        return Err(Error::config(format!(
+            "source {source}: photo write-back compares with the landed photos; set photos = true on the source in {} and sync first",
+            p.path.display()
+        )));
+    }
+    let lake = lake_of(p)?;
+    let (desired, invalid) = load_desired_photos(&lake, spec, &domain).await?;
+    let contacts = lake
+        .read_all(
+            TableKind::Contacts,
+            Some(&format!("source = '{}'", source.replace('\'', "''"))),
+        )
+        .await?;
+    let mut live = HashSet::new();
+    for b in &contacts {
+        let (a, i) = (
+            b.column_by_name("account").unwrap().as_string::<i32>(),
+            b.column_by_name("id").unwrap().as_string::<i32>(),
+        );
+        for r in 0..b.num_rows() {
+            live.insert((a.value(r).to_string(), i.value(r).to_string()));
+        }
+    }
+    let accounts: HashSet<&String> = live.iter().map(|(a, _)| a).collect();
+    let mut landed = HashMap::new();
+    for a in accounts {
+        for (id, l) in lake.landed_photos(source, a).await? {
+            landed.insert((a.clone(), id), l);
+        }
+    }
+    Ok(diff_photos(source, desired, invalid, &live, &landed, mode))
+}
+
+/// What a photo apply is asked to do.
+#[derive(Debug, Clone)]
+pub struct PhotoApplyOptions {
+    pub source: String,
+    /// A folder, a `.parquet` file, or SQL.
+    pub photos: String,
+    pub mode: Mode,
+    pub max_delete: Option<super::apply::MaxDelete>,
+    pub force: bool,
+}
+
+/// What a photo apply did.
+#[derive(Debug, Clone)]
+pub struct PhotoApplyReport {
+    pub apply_id: String,
+    pub plan: PhotoPlan,
+    pub results: Vec<OpResult>,
+}
+
+impl PhotoApplyReport {
+    /// Operations that did not apply (failed, conflict) plus invalid rows.
+    pub fn failures(&self) -> usize {
+        self.results.iter().filter(|r| r.result != "ok").count() + self.plan.invalid.len()
+    }
+
+    /// The printed summary.
+    pub fn summary(&self) -> String {
+        let count = |s: &str| self.results.iter().filter(|r| r.result == s).count();
+        let mut out = format!(
+            "photo apply {}: {} ok, {} conflict(s), {} failed, {} invalid row(s) not sent\n",
+            self.apply_id,
+            count("ok"),
+            count("conflict"),
+            count("failed"),
+            self.plan.invalid.len()
+        );
+        for r in self.results.iter().filter(|r| r.result != "ok").take(20) {
+            let op = &self.plan.ops[r.index];
+            out.push_str(&format!(
+                "  {} {} {}/{}: {}\n",
+                r.result.to_uppercase(),
+                op.kind.as_str(),
+                op.account,
+                op.id,
+                r.error.as_deref().unwrap_or("")
+            ));
+        }
+        if count("conflict") > 0 {
+            out.push_str("Conflicts are photos changed by someone else since their etag was read; rerun after a sync, or use --force to overwrite.\n");
+        }
+        out
+    }
+}
+
+/// Syncs the source, plans, checks `--max-delete`, writes, records one
+/// `writeback_results` row per operation and invalid row, and syncs again.
+pub async fn apply_photos(p: &Pipeline, opts: &PhotoApplyOptions) -> Result<PhotoApplyReport> {
+    let cfg = p.source(&opts.source)?;
+    let dir = p
+        .path
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+    let source = AnySource::try_new(cfg, &dir)?;
+    let AnySource::Google(google) = &source else {
+        return Err(Error::config(format!(
+            "source {}: photo write-back is supported for google sources only",
+            opts.source
+        )));
+    };
+    sync_first(p, &opts.source).await?;
+    let plan = plan_photos(p, &opts.source, &opts.photos, opts.mode).await?;
+    check_max_delete(
+        plan.count(PhotoOpKind::Delete),
+        plan.landed,
+        "photos",
+        opts.max_delete,
+    )?;
+    let apply_id = crate::sync::new_run_id();
+    let metrics = Metrics::default();
+    let results = google.apply_photos(&plan.ops, opts.force, &metrics).await;
+    let lake = lake_of(p)?;
+    let mut rows: Vec<ResultRow> = results
+        .iter()
+        .map(|r| {
+            let op = &plan.ops[r.index];
+            ResultRow {
+                op_index: r.index as i64,
+                account: op.account.clone(),
+                op: op.kind.as_str().into(),
+                key: Some(format!("{}/{}", op.account, op.id)),
+                id: Some(op.id.clone()),
+                http_status: r.http_status.map(i64::from),
+                result: r.result.clone(),
+                reason: r.reason.clone(),
+                new_etag: r.new_etag.clone(),
+                error: r.error.clone(),
+            }
+        })
+        .collect();
+    for (i, inv) in plan.invalid.iter().enumerate() {
+        rows.push(ResultRow::invalid(plan.ops.len() + i, inv));
+    }
+    record_rows(&lake, &apply_id, &opts.source, &rows).await?;
+    if !plan.ops.is_empty() {
+        sync_after(p, &opts.source).await?;
+    }
+    Ok(PhotoApplyReport {
+        apply_id,
+        plan,
+        results,
+    })
+}

@@ -1,0 +1,232 @@
+//! Contact photos: download (`GET`), upload (`PUT image/*`) and removal (`DELETE`) on the
+//! photo URL, each write conditional on the photo etag.
+//!
+//! The photo link in an entry carries `gd:etag` only when a photo exists. Its `href` is
+//! used when it points at the configured API; otherwise (a server that writes the public
+//! host into its links) the URL is built from `base_url` as the protocol documents it:
+//! `{base}/m8/feeds/photos/media/{domain}/{id}`.
+
+use futures::StreamExt;
+
+use super::GoogleSource;
+use crate::error::{Error, Result};
+use crate::http::{HttpResponse, Metrics};
+use crate::lake::{FetchedPhoto, PhotoWant};
+use crate::plan::photos::{PhotoOp, PhotoOpKind};
+use crate::providers::OpResult;
+
+/// Largest photo accepted.
+pub const MAX_PHOTO_BYTES: usize = 10 << 20;
+
+impl GoogleSource {
+    /// Whether the pipeline asked for photos (`photos = true`).
+    pub fn photos_enabled(&self) -> bool {
+        self.photos
+    }
+
+    /// The photo URL of a contact.
+    fn photo_url(&self, id: &str, href: Option<&str>) -> String {
+        match href {
+            Some(h) if h.starts_with(&format!("{}/", self.base_url)) => h.to_string(),
+            _ => format!(
+                "{}/m8/feeds/photos/media/{}/{}",
+                self.base_url, self.domain, id
+            ),
+        }
+    }
+
+    /// Sends one photo request with auth, refreshing a service-account token once on 401.
+    async fn photo_request<F>(
+        &self,
+        what: &str,
+        metrics: &Metrics,
+        build: F,
+    ) -> Result<HttpResponse>
+    where
+        F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    {
+        let mut refreshed = false;
+        loop {
+            let header = self.auth.header(&self.http, metrics, refreshed).await?;
+            let resp = self
+                .http
+                .send(what, metrics, MAX_PHOTO_BYTES, |c| {
+                    build(c, header.expose()).header("GData-Version", "3.0")
+                })
+                .await?;
+            match resp.status {
+                401 if !refreshed && self.auth.can_refresh() => refreshed = true,
+                401 => {
+                    return Err(Error::Auth(format!(
+                        "{what}: the API refused the credentials (401: {}); {}",
+                        resp.describe(),
+                        self.auth.hint()
+                    )));
+                }
+                _ => return Ok(resp),
+            }
+        }
+    }
+
+    /// Downloads one photo; `None` when it is gone (404: removed since the extract).
+    pub async fn fetch_photo(
+        &self,
+        want: &PhotoWant,
+        metrics: &Metrics,
+    ) -> Result<Option<FetchedPhoto>> {
+        let url = self.photo_url(&want.id, want.href.as_deref());
+        let what = format!(
+            "{} photo of contact {} in {}",
+            self.name, want.id, self.domain
+        );
+        let resp = self
+            .photo_request(&what, metrics, |c, auth| {
+                c.get(&url).header(reqwest::header::AUTHORIZATION, auth)
+            })
+            .await?;
+        let header = |name: reqwest::header::HeaderName| {
+            resp.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        match resp.status {
+            200 => Ok(Some(FetchedPhoto {
+                id: want.id.clone(),
+                // The response's ETag names the bytes actually read; a server that sends
+                // none leaves the link's etag, read with the entry.
+                etag: header(reqwest::header::ETAG).or_else(|| Some(want.etag.clone())),
+                content_type: header(reqwest::header::CONTENT_TYPE),
+                bytes: resp.body.to_vec(),
+            })),
+            404 => Ok(None),
+            s => Err(Error::Http {
+                status: Some(s),
+                message: format!("{what}: HTTP {s}: {}", resp.describe()),
+            }),
+        }
+    }
+
+    /// Downloads photos with bounded concurrency. Returns the photos read, the ids found
+    /// gone (404), and the failures (id, error) — one failure does not stop the others.
+    pub async fn fetch_photos(
+        &self,
+        wants: &[PhotoWant],
+        metrics: &Metrics,
+        progress: Option<&indicatif::ProgressBar>,
+    ) -> (Vec<FetchedPhoto>, Vec<String>, Vec<(String, Error)>) {
+        let mut fetched = Vec::new();
+        let mut gone = Vec::new();
+        let mut failed = Vec::new();
+        let mut results = futures::stream::iter(wants)
+            .map(|w| async move { (w, self.fetch_photo(w, metrics).await) })
+            .buffer_unordered(self.photo_concurrency);
+        while let Some((w, r)) = results.next().await {
+            if let Some(pb) = progress {
+                pb.inc(1);
+            }
+            match r {
+                Ok(Some(p)) => fetched.push(p),
+                Ok(None) => gone.push(w.id.clone()),
+                Err(e) => failed.push((w.id.clone(), e)),
+            }
+        }
+        fetched.sort_by(|a, b| a.id.cmp(&b.id));
+        gone.sort();
+        (fetched, gone, failed)
+    }
+
+    /// Writes planned photo operations, `photo_concurrency` at a time. A PUT or DELETE is
+    /// conditional on the landed photo etag (`If-Match`); a PUT where no photo was landed
+    /// asks for "no photo yet" (`If-None-Match: *`). `force` sends `If-Match: *`.
+    pub async fn apply_photos(
+        &self,
+        ops: &[PhotoOp],
+        force: bool,
+        metrics: &Metrics,
+    ) -> Vec<OpResult> {
+        let mut out: Vec<OpResult> = futures::stream::iter(ops)
+            .map(|op| async move { self.apply_photo(op, force, metrics).await })
+            .buffer_unordered(self.photo_concurrency)
+            .collect()
+            .await;
+        out.sort_by_key(|r| r.index);
+        out
+    }
+
+    async fn apply_photo(&self, op: &PhotoOp, force: bool, metrics: &Metrics) -> OpResult {
+        let url = self.photo_url(&op.id, None);
+        let what = format!(
+            "{} photo {} of contact {} in {}",
+            self.name,
+            op.kind.as_str(),
+            op.id,
+            self.domain
+        );
+        let condition = match (&op.etag, force) {
+            (_, true) => ("If-Match", "*".to_string()),
+            (Some(e), false) => ("If-Match", e.clone()),
+            (None, false) => ("If-None-Match", "*".to_string()),
+        };
+        let resp = self
+            .photo_request(&what, metrics, |c, auth| {
+                let rb = match op.kind {
+                    PhotoOpKind::Put => c
+                        .put(&url)
+                        .header(
+                            reqwest::header::CONTENT_TYPE,
+                            op.content_type.as_deref().unwrap_or("image/jpeg"),
+                        )
+                        .body(op.bytes.clone().unwrap_or_default()),
+                    PhotoOpKind::Delete => c.delete(&url),
+                };
+                rb.header(reqwest::header::AUTHORIZATION, auth)
+                    .header(condition.0, condition.1.as_str())
+            })
+            .await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => return OpResult::failed(op.index, None, e.to_string()),
+        };
+        let reason = reqwest::StatusCode::from_u16(resp.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .map(str::to_string);
+        match resp.status {
+            200..=299 => OpResult {
+                index: op.index,
+                http_status: Some(resp.status),
+                result: "ok".into(),
+                reason,
+                id: Some(op.id.clone()),
+                new_etag: resp
+                    .headers
+                    .get(reqwest::header::ETAG)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
+                error: None,
+            },
+            412 => OpResult {
+                index: op.index,
+                http_status: Some(412),
+                result: "conflict".into(),
+                reason,
+                id: Some(op.id.clone()),
+                new_etag: None,
+                error: Some(format!(
+                    "{what}: the photo changed since it was landed (412: {})",
+                    resp.describe()
+                )),
+            },
+            s => OpResult {
+                reason,
+                id: Some(op.id.clone()),
+                ..OpResult::failed(
+                    op.index,
+                    Some(s),
+                    format!("{what}: HTTP {s}: {}", resp.describe()),
+                )
+            },
+        }
+    }
+}
