@@ -44,6 +44,9 @@ pub struct GoogleStore {
     pub domain: String,
     pub contacts: HashMap<String, GContact>,
     order: Option<Vec<String>>,
+    /// `(updated, id)` ascending, cached between changes: sorting every contact for
+    /// every page made large domains quadratic.
+    by_updated: Option<std::sync::Arc<Vec<(i64, String)>>>,
     people: Generator,
     seed: u64,
     next_n: u64,
@@ -250,6 +253,7 @@ impl GoogleStore {
             domain: cfg.google_domain.clone(),
             contacts: HashMap::with_capacity(cfg.google_contacts),
             order: None,
+            by_updated: None,
             people: Generator::new(cfg.seed),
             seed: cfg.seed,
             next_n: 0,
@@ -348,9 +352,25 @@ impl GoogleStore {
             },
         );
         self.order = None;
+        self.by_updated = None;
+    }
+
+    /// Every contact as `(updated, id)`, ascending.
+    fn sorted_by_updated(&mut self) -> std::sync::Arc<Vec<(i64, String)>> {
+        if self.by_updated.is_none() {
+            let mut v: Vec<(i64, String)> = self
+                .contacts
+                .values()
+                .map(|c| (c.updated_ms, c.id.clone()))
+                .collect();
+            v.sort();
+            self.by_updated = Some(std::sync::Arc::new(v));
+        }
+        self.by_updated.clone().unwrap()
     }
 
     fn touch(&mut self, id: &str, now_ms: i64) {
+        self.by_updated = None;
         let t = self.tick(now_ms);
         let c = self.contacts.get_mut(id).unwrap();
         c.version += 1;
@@ -375,6 +395,7 @@ impl GoogleStore {
             .retain(|_, c| c.deleted_ms.is_none_or(|d| d >= limit));
         if self.contacts.len() != before {
             self.order = None;
+            self.by_updated = None;
         }
     }
 
@@ -1162,18 +1183,32 @@ fn feed(
             "Gone: some deletion placeholders older than updated-min are no longer kept. Do a full sync.",
         );
     }
-    let ordered = match q("orderby") {
+    let sorted;
+    let shuffled;
+    let mut range_total = None;
+    let ordered: Box<dyn Iterator<Item = &String>> = match q("orderby") {
         Some("lastmodified") | Some("edited") => {
-            let mut v: Vec<(i64, String)> = store
-                .contacts
-                .values()
-                .map(|c| (c.updated_ms, c.id.clone()))
-                .collect();
-            v.sort();
-            if q("sortorder") == Some("descending") {
-                v.reverse();
+            sorted = store.sorted_by_updated();
+            // Everything at or after updated-min is one range of the sorted ids; with
+            // deleted entries shown, every id in it matches, so the page is a slice.
+            let from = updated_min.map_or(0, |t| sorted.partition_point(|x| x.0 < t));
+            let range = &sorted[from..];
+            let desc = q("sortorder") == Some("descending");
+            if show_deleted {
+                range_total = Some(range.len());
+                let skip = (start - 1).min(range.len());
+                let n = max.min(range.len() - skip);
+                if desc {
+                    let end = range.len() - skip;
+                    Box::new(range[end - n..end].iter().rev().map(|x| &x.1))
+                } else {
+                    Box::new(range[skip..skip + n].iter().map(|x| &x.1))
+                }
+            } else if desc {
+                Box::new(range.iter().rev().map(|x| &x.1))
+            } else {
+                Box::new(range.iter().map(|x| &x.1))
             }
-            v.into_iter().map(|x| x.1).collect()
         }
         Some(other) => {
             return gdata_error(
@@ -1182,18 +1217,31 @@ fn feed(
                 &format!("Unsupported orderby: {other}"),
             );
         }
-        None => store.shuffled_order().clone(),
+        None => {
+            shuffled = store.shuffled_order().clone();
+            Box::new(shuffled.iter())
+        }
     };
-    let selected: Vec<String> = ordered
-        .into_iter()
-        .filter(|id| {
+    // One pass: count every match (totalResults), keep only this page's ids.
+    let mut total = 0;
+    let mut page: Vec<String> = Vec::with_capacity(max.min(10_000));
+    if let Some(t) = range_total {
+        // `ordered` is exactly this page.
+        page.extend(ordered.cloned());
+        total = t;
+    } else {
+        for id in ordered {
             let c = &store.contacts[id];
-            (show_deleted || c.deleted_ms.is_none())
+            if (show_deleted || c.deleted_ms.is_none())
                 && updated_min.is_none_or(|t| c.updated_ms >= t)
-        })
-        .collect();
-    let total = selected.len();
-    let page: Vec<String> = selected.into_iter().skip(start - 1).take(max).collect();
+            {
+                if total >= start - 1 && page.len() < max {
+                    page.push(id.clone());
+                }
+                total += 1;
+            }
+        }
+    }
     let feed_url = store.feed_url();
     let self_q = encode_query(query, None);
     let mut out = String::with_capacity(2048 + page.len() * 1500);

@@ -98,7 +98,7 @@ const REMOVE_FLAG: &str = "_remove";
 /// Rows per Parquet row group of streamed writes.
 const ROW_GROUP_ROWS: usize = 8192;
 /// Streamed writes roll to a new file past this size.
-const TARGET_FILE_BYTES: u64 = 128 << 20;
+const TARGET_FILE_BYTES: u64 = 64 << 20;
 
 /// Commits data files written by a [`RecordBatchWriter`] as one append (a commit with no
 /// files still records the transaction and metadata).
@@ -439,7 +439,10 @@ impl Lake {
             let mask: BooleanArray = (0..b.num_rows())
                 .map(|i| {
                     let id = ids.value(i);
-                    seen.insert(id.to_string());
+                    // Deletes are found among landed ids only: a first load needs no set.
+                    if !landed.is_empty() {
+                        seen.insert(id.to_string());
+                    }
                     let etag = (!etags.is_null(i)).then(|| etags.value(i).to_string());
                     let photo = photo_etags[i].clone();
                     Some(

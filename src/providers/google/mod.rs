@@ -18,7 +18,6 @@ pub mod decode;
 pub mod photos;
 pub mod writeback;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
@@ -59,12 +58,78 @@ struct Cursor {
     updated_min: String,
 }
 
+/// The newest version seen of one id: where its row is in the spill.
+#[derive(Clone, Copy)]
+struct Slot {
+    /// The id's bytes in the arena.
+    off: u32,
+    len: u32,
+    updated: i64,
+    batch: u32,
+    /// Row in the batch; the high bit marks a deletion placeholder.
+    row: u32,
+}
+
+const DELETED: u32 = 1 << 31;
+
+/// id → newest version, with the ids packed into one arena: a `HashMap<String, …>` costs
+/// about 100 bytes per contact, this about 45, which is most of what a full extract of a
+/// large domain keeps in memory.
+#[derive(Default)]
+struct Latest {
+    arena: Vec<u8>,
+    table: hashbrown::HashTable<Slot>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Latest {
+    fn id<'a>(arena: &'a [u8], s: &Slot) -> &'a [u8] {
+        &arena[s.off as usize..(s.off + s.len) as usize]
+    }
+
+    /// Records a version; the newest `updated` wins, and on a tie the later one.
+    fn offer(&mut self, id: &str, updated: i64, batch: usize, row: usize, deleted: bool) {
+        use std::hash::BuildHasher;
+        let Latest {
+            arena,
+            table,
+            hasher,
+        } = self;
+        let h = hasher.hash_one(id.as_bytes());
+        let row = row as u32 | if deleted { DELETED } else { 0 };
+        match table.entry(
+            h,
+            |s| Self::id(arena, s) == id.as_bytes(),
+            |s| hasher.hash_one(Self::id(arena, s)),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut o) => {
+                let s = o.get_mut();
+                if s.updated <= updated {
+                    s.updated = updated;
+                    s.batch = batch as u32;
+                    s.row = row;
+                }
+            }
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                let off = arena.len() as u32;
+                arena.extend_from_slice(id.as_bytes());
+                v.insert(Slot {
+                    off,
+                    len: id.len() as u32,
+                    updated,
+                    batch: batch as u32,
+                    row,
+                });
+            }
+        }
+    }
+}
+
 /// The newest version seen of each id across pages. Pages go to a [`Spill`] on local
 /// disk as they are decoded; only the winners' positions stay in memory.
 struct Collected {
     spill: Spill,
-    /// id → (updated µs, batch index, row, deleted)
-    latest: HashMap<String, (i64, usize, usize, bool)>,
+    latest: Latest,
     /// Rows per spilled batch.
     rows: Vec<usize>,
     /// Records added with `updated` at or after this instant are counted in `recent`.
@@ -76,7 +141,7 @@ impl Collected {
     fn try_new() -> Result<Collected> {
         Ok(Collected {
             spill: Spill::try_new(&crate::schema::contacts_schema())?,
-            latest: HashMap::new(),
+            latest: Latest::default(),
             rows: Vec::new(),
             recent_since: i64::MAX,
             recent: 0,
@@ -93,12 +158,7 @@ impl Collected {
             if upd >= self.recent_since {
                 self.recent += 1;
             }
-            match self.latest.get(&r.id) {
-                Some((u, ..)) if *u > upd => {}
-                _ => {
-                    self.latest.insert(r.id.clone(), (upd, bi, row, r.deleted));
-                }
-            }
+            self.latest.offer(&r.id, upd, bi, row, r.deleted);
         }
         self.rows.push(records.len());
         self.spill.push(&records_to_batch(&records)?)?;
@@ -115,11 +175,12 @@ impl Collected {
     fn finish(self) -> Result<(Rows, Vec<String>)> {
         let mut keep: Vec<Vec<bool>> = self.rows.iter().map(|n| vec![false; *n]).collect();
         let mut deletes = Vec::new();
-        for (id, (_, b, row, del)) in self.latest {
-            if del {
-                deletes.push(id);
+        for s in self.latest.table.iter() {
+            if s.row & DELETED != 0 {
+                deletes
+                    .push(String::from_utf8_lossy(Latest::id(&self.latest.arena, s)).into_owned());
             } else {
-                keep[b][row] = true;
+                keep[s.batch as usize][s.row as usize] = true;
             }
         }
         deletes.sort();
