@@ -64,36 +64,59 @@ pub struct ApplyReport {
 impl ApplyReport {
     /// Rows that did not apply (failed, conflict) plus invalid rows.
     pub fn failures(&self) -> usize {
-        self.results.iter().filter(|r| r.result != "ok").count() + self.plan.invalid.len()
+        failures(&self.results, self.plan.invalid.len())
     }
 
     /// The printed summary.
     pub fn summary(&self) -> String {
-        let count = |s: &str| self.results.iter().filter(|r| r.result == s).count();
-        let mut out = format!(
-            "apply {}: {} ok, {} conflict(s), {} failed, {} invalid row(s) not sent\n",
-            self.apply_id,
-            count("ok"),
-            count("conflict"),
-            count("failed"),
-            self.plan.invalid.len()
-        );
-        for r in self.results.iter().filter(|r| r.result != "ok").take(20) {
-            let op = &self.plan.ops[r.index];
-            out.push_str(&format!(
-                "  {} {} {}/{}: {}\n",
-                r.result.to_uppercase(),
-                op.kind.as_str(),
-                op.account,
-                op.id.as_deref().or(r.id.as_deref()).unwrap_or("(new)"),
-                r.error.as_deref().unwrap_or("")
-            ));
-        }
-        if count("conflict") > 0 {
-            out.push_str("Conflicts were changed by someone else since the desired state was computed; rerun after a sync, or use --force to overwrite.\n");
-        }
-        out
+        summarize(
+            &format!("apply {}", self.apply_id),
+            &self.results,
+            self.plan.invalid.len(),
+            |r| {
+                let op = &self.plan.ops[r.index];
+                let id = op.id.as_deref().or(r.id.as_deref()).unwrap_or("(new)");
+                format!("{} {}/{id}", op.kind.as_str(), op.account)
+            },
+            "Conflicts were changed by someone else since the desired state was computed; rerun after a sync, or use --force to overwrite.",
+        )
     }
+}
+
+/// Operations that did not apply (failed, conflict) plus invalid rows.
+pub(crate) fn failures(results: &[OpResult], invalid: usize) -> usize {
+    results.iter().filter(|r| r.result != "ok").count() + invalid
+}
+
+/// The summary of an apply: counts per result, the first 20 rows that did not apply
+/// (`what` names each one's operation and contact), and `conflict_hint` when any conflicted.
+pub(crate) fn summarize(
+    title: &str,
+    results: &[OpResult],
+    invalid: usize,
+    what: impl Fn(&OpResult) -> String,
+    conflict_hint: &str,
+) -> String {
+    let count = |s: &str| results.iter().filter(|r| r.result == s).count();
+    let mut out = format!(
+        "{title}: {} ok, {} conflict(s), {} failed, {invalid} invalid row(s) not sent\n",
+        count("ok"),
+        count("conflict"),
+        count("failed"),
+    );
+    for r in results.iter().filter(|r| r.result != "ok").take(20) {
+        out.push_str(&format!(
+            "  {} {}: {}\n",
+            r.result.to_uppercase(),
+            what(r),
+            r.error.as_deref().unwrap_or("")
+        ));
+    }
+    if count("conflict") > 0 {
+        out.push_str(conflict_hint);
+        out.push('\n');
+    }
+    out
 }
 
 async fn landed_for(lake: &Lake, source: &str) -> Result<Vec<crate::schema::ContactRecord>> {

@@ -456,35 +456,21 @@ pub struct PhotoApplyReport {
 impl PhotoApplyReport {
     /// Operations that did not apply (failed, conflict) plus invalid rows.
     pub fn failures(&self) -> usize {
-        self.results.iter().filter(|r| r.result != "ok").count() + self.plan.invalid.len()
+        super::apply::failures(&self.results, self.plan.invalid.len())
     }
 
     /// The printed summary.
     pub fn summary(&self) -> String {
-        let count = |s: &str| self.results.iter().filter(|r| r.result == s).count();
-        let mut out = format!(
-            "photo apply {}: {} ok, {} conflict(s), {} failed, {} invalid row(s) not sent\n",
-            self.apply_id,
-            count("ok"),
-            count("conflict"),
-            count("failed"),
-            self.plan.invalid.len()
-        );
-        for r in self.results.iter().filter(|r| r.result != "ok").take(20) {
-            let op = &self.plan.ops[r.index];
-            out.push_str(&format!(
-                "  {} {} {}/{}: {}\n",
-                r.result.to_uppercase(),
-                op.kind.as_str(),
-                op.account,
-                op.id,
-                r.error.as_deref().unwrap_or("")
-            ));
-        }
-        if count("conflict") > 0 {
-            out.push_str("Conflicts are photos changed by someone else since their etag was read; rerun after a sync, or use --force to overwrite.\n");
-        }
-        out
+        super::apply::summarize(
+            &format!("photo apply {}", self.apply_id),
+            &self.results,
+            self.plan.invalid.len(),
+            |r| {
+                let op = &self.plan.ops[r.index];
+                format!("{} {}/{}", op.kind.as_str(), op.account, op.id)
+            },
+            "Conflicts are photos changed by someone else since their etag was read; rerun after a sync, or use --force to overwrite.",
+        )
     }
 }
 
