@@ -53,6 +53,16 @@ pub struct LakeConfig {
     /// read as well. Values may use `${VAR}`; put secrets in the environment, not here.
     #[serde(default)]
     pub storage_options: BTreeMap<String, String>,
+    /// Keep `contacts` up to date with Delta deletion vectors: a run marks the replaced
+    /// and deleted rows in a small vector file and appends the new rows, instead of
+    /// rewriting every data file that holds a changed contact. Incremental runs then cost
+    /// what their changes cost, not what the account weighs. Off by default because the
+    /// table then needs readers with deletion-vector support (Spark 3.4+, Trino, DuckDB,
+    /// delta-rs `DeltaTable.scan()`/DataFusion; not `to_pyarrow_table()`/`to_pandas()`).
+    /// Turning it on upgrades the table's protocol (reader 3, writer 7) at the next run;
+    /// turning it off again leaves the upgrade in place but stops writing vectors.
+    #[serde(default)]
+    pub deletion_vectors: bool,
 }
 
 /// One `[[sources]]` entry.

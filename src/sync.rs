@@ -156,7 +156,8 @@ pub fn lake_of(p: &Pipeline) -> Result<Lake> {
     Ok(Lake::new(
         p.lake_url()?,
         p.lake.storage_options.clone().into_iter().collect(),
-    ))
+    )
+    .with_deletion_vectors(p.lake.deletion_vectors))
 }
 
 /// Runs the pipeline's sources into its lake.

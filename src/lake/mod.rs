@@ -25,6 +25,7 @@
 //! read from `sync_runs` (data, kept forever), or from the commit metadata while a replay
 //! is pending.
 
+mod keyed;
 mod photos;
 mod tables;
 
@@ -32,7 +33,7 @@ use std::collections::{HashMap, HashSet};
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::SchemaRef;
-use datafusion::prelude::{SessionContext, col, lit};
+use datafusion::prelude::SessionContext;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Transaction};
 use deltalake::protocol::DeltaOperation;
@@ -45,6 +46,7 @@ use serde_json::json;
 use crate::error::{Error, Result};
 use crate::providers::Extract;
 use crate::schema::{ContactRecord, records_to_batch};
+pub use keyed::KeyedOutcome;
 pub use photos::{FetchedPhoto, LandedPhoto, PhotoWant, PhotoWork, photo_sha256};
 pub use tables::{TableKind, contact_photos_schema, sync_runs_schema, writeback_results_schema};
 
@@ -90,6 +92,7 @@ pub struct AccountState {
 pub struct Lake {
     url: url::Url,
     options: HashMap<String, String>,
+    deletion_vectors: bool,
 }
 
 /// The extra column of merge rows that marks a removal (tables without `deleted`).
@@ -158,7 +161,19 @@ impl Lake {
             opts.entry("AWS_ENDPOINT_URL".into()).or_insert(e);
         }
         opts.extend(options);
-        Lake { url, options: opts }
+        Lake {
+            url,
+            options: opts,
+            deletion_vectors: false,
+        }
+    }
+
+    /// Whether changes to `contacts` mark replaced rows in deletion vectors instead of
+    /// rewriting their files (see [`LakeConfig::deletion_vectors`](crate::config::LakeConfig)).
+    /// Turning it on upgrades the table's protocol at the next change.
+    pub fn with_deletion_vectors(mut self, on: bool) -> Lake {
+        self.deletion_vectors = on;
+        self
     }
 
     /// The lake's URL.
@@ -217,14 +232,19 @@ impl Lake {
             .await
             .map_err(|e| Error::lake(format!("{url}: {e}")))?;
         let fields = tables::delta_fields(&kind.schema())?;
-        match t
+        let mut create = t
             .create()
             .with_table_name(kind.name())
             .with_columns(fields)
             .with_partition_columns(kind.partitions().to_vec())
-            .with_save_mode(SaveMode::Ignore)
-            .await
-        {
+            .with_save_mode(SaveMode::Ignore);
+        if kind == TableKind::Contacts && self.deletion_vectors {
+            create = create.with_configuration_property(
+                deltalake::TableProperty::EnableDeletionVectors,
+                Some("true"),
+            );
+        }
+        match create.await {
             Ok(t) => Ok(t),
             // Another process created it meanwhile.
             Err(_) if self.open(kind).await?.is_some() => Ok(self.open(kind).await?.unwrap()),
@@ -333,28 +353,6 @@ impl Lake {
             }
         }
         Ok(None)
-    }
-
-    async fn partition_is_empty(
-        &self,
-        kind: TableKind,
-        source: &str,
-        account: &str,
-    ) -> Result<bool> {
-        let Some(t) = self.open(kind).await? else {
-            return Ok(true);
-        };
-        let rows = self
-            .query_table(
-                t,
-                &format!(
-                    "SELECT 1 FROM t WHERE source = '{}' AND account = '{}' LIMIT 1",
-                    sql_str(source),
-                    sql_str(account)
-                ),
-            )
-            .await?;
-        Ok(rows.iter().all(|b| b.num_rows() == 0))
     }
 
     /// `(id → (etag, photo etag))` of the account's landed contacts.
@@ -575,7 +573,7 @@ impl Lake {
             .with_target_file_size(TARGET_FILE_BYTES))
     }
 
-    /// Applies change rows (upserts and `deleted` rows) to `contacts` in one MERGE.
+    /// Applies change rows (upserts and `deleted` rows) to `contacts` in one commit.
     async fn merge_contacts(
         &self,
         source: &str,
@@ -583,7 +581,18 @@ impl Lake {
         changes: &[RecordBatch],
         run_id: &str,
     ) -> Result<()> {
-        self.merge_rows(
+        if self.deletion_vectors && !changes.is_empty() {
+            let table = self.open_or_create(TableKind::Contacts).await?;
+            if !keyed::dv_enabled(&table) {
+                tracing::info!(
+                    "turning deletion vectors on for the contacts table (lake.deletion_vectors)"
+                );
+                self.enable_dv(table).await.map_err(|e| {
+                    Error::lake(format!("turning deletion vectors on for contacts: {e}"))
+                })?;
+            }
+        }
+        self.apply_keyed(
             TableKind::Contacts,
             source,
             account,
@@ -591,129 +600,8 @@ impl Lake {
             "deleted",
             run_id,
         )
-        .await
-    }
-
-    /// Applies rows keyed by `id` to one account of a table in one commit: a row whose
-    /// boolean `flag` column is true deletes, any other upserts. `flag` may be a column of
-    /// the table (contacts' `deleted`, written false) or an extra one.
-    async fn merge_rows(
-        &self,
-        kind: TableKind,
-        source: &str,
-        account: &str,
-        rows: &[RecordBatch],
-        flag: &str,
-        run_id: &str,
-    ) -> Result<()> {
-        let n: usize = rows.iter().map(|b| b.num_rows()).sum();
-        if n == 0 {
-            return Ok(());
-        }
-        let table_schema = kind.schema();
-        let batch = crate::arrow_util::concat(&rows[0].schema(), rows)?;
-        let ctx = SessionContext::new();
-        let flag_in_table = table_schema.field_with_name(flag).is_ok();
-        let cols: Vec<String> = table_schema
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .filter(|n| n != flag)
-            .collect();
-        let set_flag = |c: &str| format!("source.{c}");
-        // A first load of an account (nothing landed, nothing to delete) is a plain append:
-        // the same result as the MERGE, one commit, no join. A replay of it finds the rows
-        // there and takes the (idempotent) MERGE path instead.
-        let has_deletes = arrow::compute::kernels::aggregate::max_boolean(
-            batch
-                .column_by_name(flag)
-                .ok_or_else(|| Error::lake(format!("merge rows lack the {flag} column")))?
-                .as_boolean(),
-        )
-        .unwrap_or(false);
-        if !has_deletes && self.partition_is_empty(kind, source, account).await? {
-            let table = self.open_or_create(kind).await?;
-            let props = CommitProperties::default()
-                .with_metadata([("app.run_id".to_string(), json!(run_id))]);
-            let appended = batch.project(
-                &table_schema
-                    .fields()
-                    .iter()
-                    .map(|f| batch.schema().index_of(f.name()))
-                    .collect::<std::result::Result<Vec<_>, _>>()?,
-            )?;
-            match table
-                .write(vec![appended])
-                .with_save_mode(SaveMode::Append)
-                .with_commit_properties(props)
-                .await
-            {
-                Ok(_) => return Ok(()),
-                // Someone else wrote meanwhile: fall through to the MERGE.
-                Err(e) => {
-                    tracing::info!(source, account, table = kind.name(), error = %e, "first-load append conflicted; merging instead")
-                }
-            }
-        }
-        for attempt in 0..5 {
-            let table = self.open_or_create(kind).await?;
-            let df = ctx.read_batch(batch.clone())?;
-            let predicate = col("target.source")
-                .eq(lit(source))
-                .and(col("target.account").eq(lit(account)))
-                .and(col("target.id").eq(col("source.id")));
-            let cols = cols.clone();
-            let res = table
-                .merge(df, predicate)
-                .with_source_alias("source")
-                .with_target_alias("target")
-                .with_commit_properties(
-                    CommitProperties::default()
-                        .with_metadata([("app.run_id".to_string(), json!(run_id))]),
-                )
-                .when_matched_delete(|d| d.predicate(col(set_flag(flag)).eq(lit(true))))?
-                .when_matched_update(|mut u| {
-                    u = u.predicate(col(set_flag(flag)).eq(lit(false)));
-                    for c in &cols {
-                        u = u.update(c.as_str(), col(format!("source.{c}")));
-                    }
-                    if flag_in_table {
-                        u = u.update(flag, lit(false));
-                    }
-                    u
-                })?
-                .when_not_matched_insert(|mut i| {
-                    i = i.predicate(col(set_flag(flag)).eq(lit(false)));
-                    for c in &cols {
-                        i = i.set(c.as_str(), col(format!("source.{c}")));
-                    }
-                    if flag_in_table {
-                        i = i.set(flag, lit(false));
-                    }
-                    i
-                })?
-                .await;
-            match res {
-                Ok(_) => return Ok(()),
-                // Another writer touched the table; the merge is idempotent, so redo it.
-                Err(e)
-                    if (e.to_string().contains("oncurrent")
-                        || e.to_string().contains("Failed to commit"))
-                        && attempt < 4 =>
-                {
-                    tracing::info!(source, account, table = kind.name(), error = %e, "merge conflicted; retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
-                }
-                Err(e) => {
-                    return Err(Error::lake(format!(
-                        "{}: merging into {}: {e}",
-                        app_id(source, account),
-                        kind.name()
-                    )));
-                }
-            }
-        }
-        unreachable!()
+        .await?;
+        Ok(())
     }
 
     async fn append_run(

@@ -227,7 +227,7 @@ impl Lake {
                 Arc::new(BooleanArray::from(flags)),
             ],
         )?;
-        self.merge_rows(
+        self.apply_keyed(
             TableKind::ContactPhotos,
             source,
             account,
@@ -235,6 +235,7 @@ impl Lake {
             super::REMOVE_FLAG,
             run_id,
         )
-        .await
+        .await?;
+        Ok(())
     }
 }

@@ -74,6 +74,8 @@ pub struct PipelineSpec<'a> {
     pub page_size: u32,
     pub extra_google: &'a str,
     pub bad_token_for: Option<&'a str>,
+    /// Lines added to the `[lake]` table.
+    pub lake_extra: &'a str,
 }
 
 impl Default for PipelineSpec<'_> {
@@ -85,6 +87,7 @@ impl Default for PipelineSpec<'_> {
             page_size: 500,
             extra_google: "",
             bad_token_for: None,
+            lake_extra: "",
         }
     }
 }
@@ -93,7 +96,7 @@ impl Default for PipelineSpec<'_> {
 pub fn write_pipeline(dir: &Path, emu: &Emulator, spec: &PipelineSpec) -> PathBuf {
     std::fs::create_dir_all(dir.join("secrets")).unwrap();
     std::fs::write(dir.join("secrets/google.token"), &emu.config().token).unwrap();
-    let mut text = format!("[lake]\nurl = \"{}\"\n", spec.lake_url);
+    let mut text = format!("[lake]\nurl = \"{}\"\n{}\n", spec.lake_url, spec.lake_extra);
     if spec.google {
         text.push_str(&format!(
             "\n[[sources]]\nname = \"shared\"\nprovider = \"google\"\ndomain = \"{}\"\nbase_url = \"{}\"\npage_size = {}\nconcurrency = 4\nretry_base_ms = 5\nmax_retries = 12\n{}\n",

@@ -1,0 +1,485 @@
+//! Applying rows keyed by `id` to one partition (`source`, `account`) of a table in one
+//! commit, without a join.
+//!
+//! The rows of a run are few next to the partition, so the work is driven by them: read
+//! only the `id` column of the partition's files, find the rows whose id is changed or
+//! deleted, and then, per file that holds such rows, either
+//! - mark them in a **deletion vector** (when the table has deletion vectors enabled and
+//!   the file stays more than half live): only the `id` column is read and a few bytes
+//!   written, whatever the partition's size; or
+//! - **rewrite** the file's live rows (copy-on-write, the only way for tables read by
+//!   engines without deletion-vector support), or drop it when nothing in it is live.
+//!
+//! The new versions of the changed rows are appended, and everything lands in one commit
+//! whose conflict check covers the partition, so a concurrent writer to the same
+//! partition makes the commit fail and the whole step is redone from the new snapshot.
+//! The step is idempotent: replaying it removes the rows it appended the first time and
+//! appends them again.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
+use arrow::datatypes::DataType;
+use deltalake::DeltaTable;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{
+    Action, DeletionVectorDescriptor, LogicalFileView, StorageType, TableFeatures,
+};
+use deltalake::protocol::DeltaOperation;
+use deltalake::writer::DeltaWriter;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::ProjectionMask;
+#[allow(deprecated)] // still the object-store reader of parquet 59; its successor is not out
+use parquet::arrow::async_reader::ParquetObjectReader;
+use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+use roaring::RoaringTreemap;
+use serde_json::json;
+
+use super::{Lake, TableKind, app_id, sql_str};
+use crate::arrow_util::normalize_batch;
+use crate::error::{Error, Result};
+
+/// The Delta table property that lets writers mark rows deleted instead of rewriting.
+pub(super) const ENABLE_DV: &str = "delta.enableDeletionVectors";
+
+/// Magic number of the `RoaringBitmapArray` serialization (little endian).
+const DV_MAGIC: u32 = 1681511377;
+
+/// Files whose `id` column is read at once.
+const ID_READS: usize = 8;
+
+/// Whether `table` may carry deletion vectors: the property is on and the protocol has
+/// the feature (a table whose protocol lacks it must not get one, whatever the property).
+pub(super) fn dv_enabled(table: &DeltaTable) -> bool {
+    let Ok(snapshot) = table.snapshot() else {
+        return false;
+    };
+    let on = snapshot
+        .metadata()
+        .configuration()
+        .get(ENABLE_DV)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let protocol = snapshot.protocol();
+    // The kernel's feature type is not public here; its name is the protocol's string.
+    on && has_dv(protocol.writer_features()) && has_dv(protocol.reader_features())
+}
+
+fn has_dv<T: std::fmt::Display>(features: Option<&[T]>) -> bool {
+    features.is_some_and(|f| f.iter().any(|x| x.to_string() == "deletionVectors"))
+}
+
+/// What one keyed step changed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeyedOutcome {
+    /// Files whose matching rows were marked in a deletion vector.
+    pub marked_files: usize,
+    /// Files rewritten without their matching rows (or dropped).
+    pub rewritten_files: usize,
+    /// Rows appended.
+    pub appended: usize,
+}
+
+impl Lake {
+    /// Applies `rows` to one account of `kind` (see the module docs): a row whose boolean
+    /// `flag` column is true removes its id, any other replaces or inserts it. `flag` may
+    /// be a column of the table (contacts' `deleted`, written false) or an extra one.
+    pub(super) async fn apply_keyed(
+        &self,
+        kind: TableKind,
+        source: &str,
+        account: &str,
+        rows: &[RecordBatch],
+        flag: &str,
+        run_id: &str,
+    ) -> Result<KeyedOutcome> {
+        let n: usize = rows.iter().map(|b| b.num_rows()).sum();
+        if n == 0 {
+            return Ok(KeyedOutcome::default());
+        }
+        let app = app_id(source, account);
+        let batch = crate::arrow_util::concat(&rows[0].schema(), rows)?;
+        let (keys, upserts) = split_rows(kind, &batch, flag)?;
+        for attempt in 0..6 {
+            let table = self.open_or_create(kind).await?;
+            match self
+                .apply_keyed_once(&table, kind, source, account, &keys, &upserts, run_id)
+                .await
+            {
+                Ok(outcome) => {
+                    tracing::debug!(app, table = kind.name(), ?outcome, "keyed rows applied");
+                    return Ok(outcome);
+                }
+                Err(e) if is_conflict(&e) && attempt < 5 => {
+                    tracing::info!(app, table = kind.name(), attempt, error = %e, "another writer changed the partition; redoing the step");
+                    tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+                }
+                Err(e) => {
+                    return Err(Error::lake(format!(
+                        "{app}: applying {n} changed rows to {}: {e}",
+                        kind.name()
+                    )));
+                }
+            }
+        }
+        unreachable!()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_keyed_once(
+        &self,
+        table: &DeltaTable,
+        kind: TableKind,
+        source: &str,
+        account: &str,
+        keys: &HashSet<String>,
+        upserts: &Option<RecordBatch>,
+        run_id: &str,
+    ) -> Result<KeyedOutcome> {
+        let snapshot = table.snapshot()?;
+        let use_dv = dv_enabled(table);
+        let store = table.log_store().object_store(None);
+        let files: Vec<LogicalFileView> = snapshot
+            .log_data()
+            .iter()
+            .filter(|f| {
+                let pv = f.partition_values_map();
+                pv.get("source").and_then(|v| v.as_deref()) == Some(source)
+                    && pv.get("account").and_then(|v| v.as_deref()) == Some(account)
+            })
+            .collect();
+        // Row positions of the keyed ids, per file.
+        let hits: Vec<(LogicalFileView, Vec<u64>)> = futures::stream::iter(files)
+            .map(|f| {
+                let store = store.clone();
+                async move {
+                    let pos = id_positions(store, &f, keys).await?;
+                    Ok::<_, Error>((f, pos))
+                }
+            })
+            .buffer_unordered(ID_READS)
+            .try_filter(|(_, pos)| futures::future::ready(!pos.is_empty()))
+            .try_collect()
+            .await?;
+        let mut writer = self.streaming_writer(table)?;
+        let mut actions: Vec<Action> = Vec::new();
+        let mut marks: Vec<(LogicalFileView, RoaringTreemap)> = Vec::new();
+        let mut outcome = KeyedOutcome::default();
+        for (f, pos) in hits {
+            let old = match f.deletion_vector_descriptor() {
+                Some(d) => read_dv(store.as_ref(), &d).await.map_err(|e| {
+                    Error::lake(format!("reading the deletion vector of {}: {e}", f.path()))
+                })?,
+                None => RoaringTreemap::new(),
+            };
+            let new: RoaringTreemap = pos.into_iter().collect();
+            if new.is_subset(&old) {
+                continue;
+            }
+            let gone = &old | &new;
+            let physical = f.num_records().map(|n| n as u64);
+            if use_dv && physical.is_some_and(|n| gone.len() * 2 <= n) {
+                marks.push((f, gone));
+                continue;
+            }
+            if physical != Some(gone.len()) {
+                rewrite_live_rows(store.clone(), &f, &gone, kind, source, account, &mut writer)
+                    .await?;
+            }
+            actions.push(Action::Remove(f.remove_action(true)));
+            outcome.rewritten_files += 1;
+        }
+        if !marks.is_empty() {
+            outcome.marked_files = marks.len();
+            actions.extend(write_dvs(store.as_ref(), marks).await?);
+        }
+        if let Some(u) = upserts {
+            outcome.appended = u.num_rows();
+            writer.write(u.clone()).await?;
+        }
+        actions.extend(writer.flush().await?.into_iter().map(Action::Add));
+        if actions.is_empty() {
+            return Ok(outcome);
+        }
+        let partition = format!(
+            "source = '{}' AND account = '{}'",
+            sql_str(source),
+            sql_str(account)
+        );
+        let operation = DeltaOperation::Merge {
+            predicate: Some(partition.clone()),
+            merge_predicate: Some(format!("{partition} AND target.id = source.id")),
+            matched_predicates: vec![],
+            not_matched_predicates: vec![],
+            not_matched_by_source_predicates: vec![],
+        };
+        let props = CommitProperties::default()
+            .with_metadata([("app.run_id".to_string(), json!(run_id))])
+            // A conflict is redone from a new snapshot by the caller, not retried blindly.
+            .with_max_retries(0);
+        CommitBuilder::from(props)
+            .with_actions(actions)
+            .build(Some(snapshot), table.log_store(), operation)
+            .await?;
+        Ok(outcome)
+    }
+
+    /// Turns deletion vectors on for `kind` when they are not (a protocol upgrade to
+    /// reader 3 / writer 7 with the `deletionVectors` feature, and the table property).
+    pub(super) async fn enable_dv(&self, table: DeltaTable) -> Result<DeltaTable> {
+        if dv_enabled(&table) {
+            return Ok(table);
+        }
+        let table = table
+            .add_feature()
+            .with_feature(TableFeatures::DeletionVectors)
+            .with_allow_protocol_versions_increase(true)
+            .await?;
+        Ok(table
+            .set_tbl_properties()
+            .with_properties(HashMap::from([(ENABLE_DV.to_string(), "true".to_string())]))
+            .await?)
+    }
+}
+
+/// The ids of every row, and the rows to write (not flagged, the last of each id, in the
+/// table's schema with the flag column, if the table has one, false).
+fn split_rows(
+    kind: TableKind,
+    batch: &RecordBatch,
+    flag: &str,
+) -> Result<(HashSet<String>, Option<RecordBatch>)> {
+    let ids = arrow::compute::cast(
+        batch
+            .column_by_name("id")
+            .ok_or_else(|| Error::lake("keyed rows lack the id column"))?,
+        &DataType::Utf8,
+    )?;
+    let ids = ids.as_string::<i32>();
+    let flags = batch
+        .column_by_name(flag)
+        .ok_or_else(|| Error::lake(format!("keyed rows lack the {flag} column")))?
+        .as_boolean();
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for i in 0..batch.num_rows() {
+        last.insert(ids.value(i), i);
+    }
+    let keys: HashSet<String> = last.keys().map(|s| s.to_string()).collect();
+    let keep: BooleanArray = (0..batch.num_rows())
+        .map(|i| Some(last.get(ids.value(i)) == Some(&i) && !(flags.is_valid(i) && flags.value(i))))
+        .collect();
+    let kept = arrow::compute::filter_record_batch(batch, &keep)?;
+    if kept.num_rows() == 0 {
+        return Ok((keys, None));
+    }
+    let schema = kind.schema();
+    let mut out = normalize_batch(&kept, &schema)?;
+    if let Ok(i) = schema.index_of(flag) {
+        let mut cols = out.columns().to_vec();
+        cols[i] = Arc::new(BooleanArray::from(vec![false; out.num_rows()]));
+        out = RecordBatch::try_new(schema.clone(), cols)?;
+    }
+    Ok((keys, Some(out)))
+}
+
+/// Whether an error is a commit conflict with another writer.
+fn is_conflict(e: &Error) -> bool {
+    let s = e.to_string();
+    s.contains("oncurrent") || s.contains("Failed to commit") || s.contains("onflict")
+}
+
+#[allow(deprecated)]
+fn reader(store: Arc<dyn ObjectStore>, f: &LogicalFileView) -> ParquetObjectReader {
+    ParquetObjectReader::new(store, f.object_store_path()).with_file_size(f.size() as u64)
+}
+
+/// The physical row positions of `f` whose id is in `keys` (reading only that column).
+async fn id_positions(
+    store: Arc<dyn ObjectStore>,
+    f: &LogicalFileView,
+    keys: &HashSet<String>,
+) -> Result<Vec<u64>> {
+    let builder = ParquetRecordBatchStreamBuilder::new(reader(store, f)).await?;
+    let leaf = builder
+        .parquet_schema()
+        .columns()
+        .iter()
+        .position(|c| c.path().parts() == ["id"])
+        .ok_or_else(|| Error::lake(format!("{} has no id column", f.path())))?;
+    let mask = ProjectionMask::leaves(builder.parquet_schema(), [leaf]);
+    let mut stream = builder
+        .with_projection(mask)
+        .with_batch_size(8192)
+        .build()?;
+    let mut pos = Vec::new();
+    let mut offset = 0u64;
+    while let Some(b) = stream.try_next().await? {
+        let ids = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
+        let ids = ids.as_string::<i32>();
+        for i in 0..ids.len() {
+            if ids.is_valid(i) && keys.contains(ids.value(i)) {
+                pos.push(offset + i as u64);
+            }
+        }
+        offset += b.num_rows() as u64;
+    }
+    Ok(pos)
+}
+
+/// Streams the rows of `f` not in `gone` into `writer`, with the partition values put
+/// back (Delta keeps them out of the files).
+async fn rewrite_live_rows(
+    store: Arc<dyn ObjectStore>,
+    f: &LogicalFileView,
+    gone: &RoaringTreemap,
+    kind: TableKind,
+    source: &str,
+    account: &str,
+    writer: &mut deltalake::writer::RecordBatchWriter,
+) -> Result<()> {
+    let schema = kind.schema();
+    let mut stream = ParquetRecordBatchStreamBuilder::new(reader(store, f))
+        .await?
+        .with_batch_size(8192)
+        .build()?;
+    let mut offset = 0u64;
+    while let Some(b) = stream.try_next().await? {
+        let n = b.num_rows() as u64;
+        let keep: BooleanArray = (offset..offset + n)
+            .map(|i| Some(!gone.contains(i)))
+            .collect();
+        offset += n;
+        let b = arrow::compute::filter_record_batch(&b, &keep)?;
+        if b.num_rows() == 0 {
+            continue;
+        }
+        let n = b.num_rows();
+        let (mut fields, mut cols): (Vec<_>, Vec<ArrayRef>) = b
+            .schema()
+            .fields()
+            .iter()
+            .cloned()
+            .zip(b.columns().iter().cloned())
+            .collect();
+        for (name, value) in [("source", source), ("account", account)] {
+            fields.push(Arc::new(arrow::datatypes::Field::new(
+                name,
+                DataType::Utf8,
+                false,
+            )));
+            cols.push(Arc::new(StringArray::from(vec![value; n])));
+        }
+        let b = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), cols)?;
+        writer.write(normalize_batch(&b, &schema)?).await?;
+    }
+    Ok(())
+}
+
+/// Reads a deletion vector of the table whose store is `store` (stored in a file under
+/// the table, inline in the log, or at an absolute path inside the table).
+async fn read_dv(store: &dyn ObjectStore, d: &DeletionVectorDescriptor) -> Result<RoaringTreemap> {
+    let bitmap = |bytes: &[u8]| -> Result<RoaringTreemap> {
+        if bytes.len() < 4 || u32::from_le_bytes(bytes[..4].try_into().unwrap()) != DV_MAGIC {
+            return Err(Error::lake("not a RoaringBitmapArray (bad magic)"));
+        }
+        RoaringTreemap::deserialize_from(&bytes[4..])
+            .map_err(|e| Error::lake(format!("bad deletion vector bitmap: {e}")))
+    };
+    let path = match d.storage_type {
+        StorageType::Inline => {
+            let bytes = z85::decode(&d.path_or_inline_dv)
+                .map_err(|e| Error::lake(format!("bad inline deletion vector: {e}")))?;
+            return bitmap(&bytes);
+        }
+        StorageType::UuidRelativePath => {
+            let p = d.path_or_inline_dv.as_bytes();
+            if p.len() < 20 {
+                return Err(Error::lake("deletion vector path too short"));
+            }
+            let (prefix, encoded) = d.path_or_inline_dv.split_at(p.len() - 20);
+            let uuid = uuid::Uuid::from_slice(
+                &z85::decode(encoded).map_err(|e| Error::lake(format!("bad DV uuid: {e}")))?,
+            )
+            .map_err(|e| Error::lake(format!("bad DV uuid: {e}")))?;
+            if prefix.is_empty() {
+                Path::from(format!("deletion_vector_{uuid}.bin"))
+            } else {
+                Path::from(format!("{prefix}/deletion_vector_{uuid}.bin"))
+            }
+        }
+        StorageType::AbsolutePath => {
+            return Err(Error::lake(format!(
+                "deletion vectors at absolute paths ({}) are not supported; run OPTIMIZE or REORG on the table",
+                d.path_or_inline_dv
+            )));
+        }
+    };
+    let start = d.offset.unwrap_or(1) as u64;
+    let size = d.size_in_bytes as u64;
+    let bytes = store.get_range(&path, start..start + 4 + size + 4).await?;
+    let stated = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as u64;
+    if stated != size {
+        return Err(Error::lake(format!(
+            "{path}: deletion vector size {stated}, the log says {size}"
+        )));
+    }
+    let body = &bytes[4..4 + size as usize];
+    let crc = u32::from_be_bytes(bytes[4 + size as usize..].try_into().unwrap());
+    if crc32fast::hash(body) != crc {
+        return Err(Error::lake(format!(
+            "{path}: deletion vector checksum mismatch"
+        )));
+    }
+    bitmap(body)
+}
+
+/// Writes the deletion vectors of one commit into one file at the table's root and
+/// returns, per file, the remove of its old version and the add with the new vector.
+async fn write_dvs(
+    store: &dyn ObjectStore,
+    marks: Vec<(LogicalFileView, RoaringTreemap)>,
+) -> Result<Vec<Action>> {
+    let uuid = uuid::Uuid::new_v4();
+    let path = Path::from(format!("deletion_vector_{uuid}.bin"));
+    let encoded = z85::encode(uuid.as_bytes());
+    let mut file: Vec<u8> = vec![1];
+    let mut actions = Vec::new();
+    for (f, bitmap) in marks {
+        let mut body = DV_MAGIC.to_le_bytes().to_vec();
+        bitmap
+            .serialize_into(&mut body)
+            .map_err(|e| Error::lake(format!("serializing a deletion vector: {e}")))?;
+        let offset = file.len() as i32;
+        file.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        file.extend_from_slice(&body);
+        file.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+        #[allow(deprecated)] // the only public way to get the file's whole add action
+        let mut add = f.add_action();
+        add.deletion_vector = Some(DeletionVectorDescriptor {
+            storage_type: StorageType::UuidRelativePath,
+            path_or_inline_dv: encoded.clone(),
+            offset: Some(offset),
+            size_in_bytes: body.len() as i32,
+            cardinality: bitmap.len() as i64,
+        });
+        add.data_change = true;
+        // The file's min/max cover rows that are gone now: say the bounds are wide.
+        add.stats = add.stats.map(|s| loosen_bounds(&s));
+        actions.push(Action::Remove(f.remove_action(true)));
+        actions.push(Action::Add(add));
+    }
+    store.put(&path, file.into()).await?;
+    Ok(actions)
+}
+
+fn loosen_bounds(stats: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(stats) {
+        Ok(serde_json::Value::Object(mut m)) => {
+            m.insert("tightBounds".into(), json!(false));
+            serde_json::Value::Object(m).to_string()
+        }
+        _ => stats.to_string(),
+    }
+}
