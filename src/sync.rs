@@ -254,6 +254,7 @@ async fn sync_account(
     };
     let outcome: Result<(SyncMode, crate::lake::CommitOutcome)> = async {
         let state = lake.recover(source.name(), account).await?;
+        tracing::debug!(source = source.name(), account, ms = started.elapsed().as_millis() as u64, "recovered the lake state");
         let cursor = if full_refresh { None } else { state.cursor.clone() };
         if cursor.is_none() {
             mode = SyncMode::Full;
@@ -269,6 +270,7 @@ async fn sync_account(
             other => other?,
         };
         mode = extract.mode;
+        tracing::debug!(source = source.name(), account, ms = started.elapsed().as_millis() as u64, "extracted");
         let (requests, retries, bytes, pages) = metrics.snapshot();
         let figures = RunFigures {
             run_id: run_id.to_string(),

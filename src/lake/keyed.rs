@@ -71,6 +71,24 @@ fn has_dv<T: std::fmt::Display>(features: Option<&[T]>) -> bool {
     features.is_some_and(|f| f.iter().any(|x| x.to_string() == "deletionVectors"))
 }
 
+/// The live data files of one account.
+pub(super) fn partition_files(
+    table: &DeltaTable,
+    source: &str,
+    account: &str,
+) -> Result<Vec<LogicalFileView>> {
+    Ok(table
+        .snapshot()?
+        .log_data()
+        .iter()
+        .filter(|f| {
+            let pv = f.partition_values_map();
+            pv.get("source").and_then(|v| v.as_deref()) == Some(source)
+                && pv.get("account").and_then(|v| v.as_deref()) == Some(account)
+        })
+        .collect())
+}
+
 /// What one keyed step changed.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct KeyedOutcome {
@@ -141,15 +159,7 @@ impl Lake {
         let snapshot = table.snapshot()?;
         let use_dv = dv_enabled(table);
         let store = table.log_store().object_store(None);
-        let files: Vec<LogicalFileView> = snapshot
-            .log_data()
-            .iter()
-            .filter(|f| {
-                let pv = f.partition_values_map();
-                pv.get("source").and_then(|v| v.as_deref()) == Some(source)
-                    && pv.get("account").and_then(|v| v.as_deref()) == Some(account)
-            })
-            .collect();
+        let files = partition_files(table, source, account)?;
         // Row positions of the keyed ids, per file.
         let hits: Vec<(LogicalFileView, Vec<u64>)> = futures::stream::iter(files)
             .map(|f| {

@@ -17,11 +17,11 @@
 //! fails), and commit metadata with the cursor, the run id and the run's figures. That
 //! commit is the moment a run happens: data and cursor land together or not at all.
 //!
-//! Then `contacts` is brought up to date (one MERGE of the run's changes: upserts,
-//! deletes) and a `sync_runs` row with the same seq and the cursor is appended. If the
-//! process dies between these steps, the next run finds `sync_runs` behind
-//! `contact_changes` and replays the missing run from `contact_changes` first: the MERGE
-//! is idempotent, so replaying it twice is harmless. The cursor for the next extract is
+//! Then `contacts` is brought up to date (one commit that replaces the rows of the run's
+//! changed and deleted ids, see [`keyed`]) and a `sync_runs` row with the same seq and the
+//! cursor is appended. If the process dies between these steps, the next run finds
+//! `sync_runs` behind `contact_changes` and replays the missing run from `contact_changes`
+//! first: that step is idempotent, so replaying it twice is harmless. The cursor for the next extract is
 //! read from `sync_runs` (data, kept forever), or from the commit metadata while a replay
 //! is pending.
 
@@ -355,11 +355,21 @@ impl Lake {
         Ok(None)
     }
 
-    /// `(id → (etag, photo etag))` of the account's landed contacts.
+    /// Whether the account has any data file in `kind` (read from the log, not the data).
+    async fn has_files(&self, kind: TableKind, source: &str, account: &str) -> Result<bool> {
+        let Some(t) = self.open(kind).await? else {
+            return Ok(false);
+        };
+        Ok(!keyed::partition_files(&t, source, account)?.is_empty())
+    }
+
+    /// `(id → (etag, photo etag))` of the account's landed contacts; with `only`, just
+    /// those ids (an incremental run needs its own few, not the whole account in memory).
     pub async fn landed_etags(
         &self,
         source: &str,
         account: &str,
+        only: Option<&HashSet<String>>,
     ) -> Result<HashMap<String, (Option<String>, Option<String>)>> {
         let Some(t) = self.open(TableKind::Contacts).await? else {
             return Ok(HashMap::new());
@@ -385,6 +395,9 @@ impl Lake {
                 photos.as_string::<i32>(),
             );
             for i in 0..b.num_rows() {
+                if only.is_some_and(|o| !o.contains(ids.value(i))) {
+                    continue;
+                }
                 out.insert(
                     ids.value(i).to_string(),
                     (
@@ -404,7 +417,7 @@ impl Lake {
     /// filter into Parquet files as they come, so memory does not grow with the account:
     /// the files are written first and referenced by one commit at the end. On an
     /// account's first load the same rows also stream into `contacts` files (an append);
-    /// later runs MERGE their (few) changed rows.
+    /// later runs apply their (few) changed rows by id.
     pub async fn commit_extract(
         &self,
         source: &str,
@@ -414,8 +427,32 @@ impl Lake {
         mut figures: RunFigures,
     ) -> Result<CommitOutcome> {
         let app = app_id(source, account);
-        let landed = self.landed_etags(source, account).await?;
-        let first_load = landed.is_empty();
+        let t0 = std::time::Instant::now();
+        // A full extract compares with every landed id (the missing ones are deletes); an
+        // incremental one only with the ids it carries.
+        let wanted = if extract.mode.is_full() {
+            None
+        } else {
+            let mut ids: HashSet<String> = extract.deletes.iter().cloned().collect();
+            for b in extract.upserts.batches()? {
+                let b = b?;
+                let col = b.column_by_name("id").unwrap().as_string::<i32>();
+                ids.extend(col.iter().flatten().map(str::to_string));
+            }
+            Some(ids)
+        };
+        let first_load = !self.has_files(TableKind::Contacts, source, account).await?;
+        let landed = if first_load {
+            HashMap::new()
+        } else {
+            self.landed_etags(source, account, wanted.as_ref()).await?
+        };
+        tracing::debug!(
+            app,
+            ms = t0.elapsed().as_millis() as u64,
+            rows = landed.len(),
+            "read the landed etags"
+        );
         let mut changes_writer =
             self.streaming_writer(&self.open_or_create(TableKind::ContactChanges).await?)?;
         let mut contacts_writer = if first_load {
@@ -423,7 +460,7 @@ impl Lake {
         } else {
             None
         };
-        // Changed rows kept for the MERGE of later runs (first loads append instead).
+        // Changed rows kept for the keyed update of later runs (first loads append instead).
         let mut changed: Vec<RecordBatch> = Vec::new();
         let mut upserted = 0i64;
         // Only changed contacts become changes: new ids, a different etag, or a different
@@ -438,7 +475,7 @@ impl Lake {
                 .map(|i| {
                     let id = ids.value(i);
                     // Deletes are found among landed ids only: a first load needs no set.
-                    if !landed.is_empty() {
+                    if !first_load {
                         seen.insert(id.to_string());
                     }
                     let etag = (!etags.is_null(i)).then(|| etags.value(i).to_string());

@@ -167,7 +167,7 @@ impl Lake {
         Ok(work)
     }
 
-    /// Lands fetched photos and removes gone ones in one commit (a MERGE keyed by id).
+    /// Lands fetched photos and removes gone ones in one commit keyed by id.
     pub async fn commit_photos(
         &self,
         source: &str,
