@@ -233,6 +233,14 @@ fn init_logging(cli: &Cli) {
     }
 }
 
+/// mimalloc instead of glibc's malloc. A full sync allocates many page-sized buffers on
+/// several threads; with glibc's per-thread arenas the resident size grew with the domain
+/// (144 MiB at 50,000 contacts, 241 MiB at 500,000) although the heap itself grew by
+/// about the id index. With mimalloc it stays flat (266 / 313 MiB) and the sync is 10-15 %
+/// faster; a fixed glibc mmap threshold was flatter still but 25 % slower (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
