@@ -499,6 +499,9 @@ mod tests {
                 );
             }
         }
-        assert!(recs.iter().any(|r| !r.emails.is_empty() && r.photo.is_some()));
+        assert!(
+            recs.iter()
+                .any(|r| !r.emails.is_empty() && r.photo.is_some())
+        );
     }
 }

@@ -227,8 +227,10 @@ impl Lake {
         };
         let props = CommitProperties::default()
             .with_metadata([("app.run_id".to_string(), json!(run_id))])
-            // A conflict is redone from a new snapshot by the caller, not retried blindly.
-            .with_max_retries(0);
+            // delta-rs's conflict check lets commits to other partitions through (shards and
+            // accounts commit at once); a real conflict in this partition fails here and
+            // the caller redoes the step from a new snapshot.
+            .with_max_retries(super::COMMIT_RETRIES);
         CommitBuilder::from(props)
             .with_actions(actions)
             .build(Some(snapshot), table.log_store(), operation)

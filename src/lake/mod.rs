@@ -40,7 +40,7 @@ use deltalake::protocol::DeltaOperation;
 use deltalake::protocol::SaveMode;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableBuilder};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 
 use crate::error::{Error, Result};
@@ -119,6 +119,39 @@ async fn commit_files(
     CommitBuilder::from(props)
         .with_actions(files.iter().cloned().map(Action::Add).collect())
         .build(Some(snapshot), table.log_store(), operation)
+        .await?;
+    Ok(())
+}
+
+/// Copies data files (added to `from`, not yet to `to`) to the same relative paths under
+/// `to`, streaming, a few at a time.
+async fn copy_files(
+    from: &DeltaTable,
+    to: &DeltaTable,
+    files: &[deltalake::kernel::Add],
+) -> std::result::Result<(), object_store::Error> {
+    use object_store::{ObjectStoreExt, WriteMultipart};
+    let (src, dst) = (
+        from.log_store().object_store(None),
+        to.log_store().object_store(None),
+    );
+    futures::stream::iter(files)
+        .map(|a| {
+            let (src, dst) = (src.clone(), dst.clone());
+            async move {
+                let path = object_store::path::Path::from_url_path(&a.path)?;
+                let mut body = src.get(&path).await?.into_stream();
+                let mut upload = WriteMultipart::new(dst.put_multipart(&path).await?);
+                while let Some(chunk) = body.try_next().await? {
+                    upload.wait_for_capacity(4).await?;
+                    upload.write(&chunk);
+                }
+                upload.finish().await?;
+                Ok::<(), object_store::Error>(())
+            }
+        })
+        .buffer_unordered(4)
+        .try_collect::<Vec<()>>()
         .await?;
     Ok(())
 }
@@ -460,11 +493,7 @@ impl Lake {
         );
         let mut changes_writer =
             self.streaming_writer(&self.open_or_create(TableKind::ContactChanges).await?)?;
-        let mut contacts_writer = if first_load {
-            Some(self.streaming_writer(&self.open_or_create(TableKind::Contacts).await?)?)
-        } else {
-            None
-        };
+
         // Changed rows kept for the keyed update of later runs (first loads append instead).
         let mut changed: Vec<RecordBatch> = Vec::new();
         let mut upserted = 0i64;
@@ -497,11 +526,10 @@ impl Lake {
                 continue;
             }
             upserted += f.num_rows() as i64;
-            changes_writer.write(f.clone()).await?;
-            match &mut contacts_writer {
-                Some(w) => w.write(f).await?,
-                None => changed.push(f),
+            if !first_load {
+                changed.push(f.clone());
             }
+            changes_writer.write(f).await?;
         }
         let deletes: Vec<String> = if extract.mode.is_full() {
             let mut d: Vec<String> = landed
@@ -577,9 +605,18 @@ impl Lake {
                 }
             }
         }
-        match contacts_writer {
-            Some(mut w) => {
-                let files = w.flush().await?;
+        match first_load {
+            true => {
+                // A first load's contacts are exactly its change rows: the same Parquet
+                // files, copied instead of encoded a second time.
+                let changes = self.open_or_create(TableKind::ContactChanges).await?;
+                let contacts = self.open_or_create(TableKind::Contacts).await?;
+                copy_files(&changes, &contacts, &change_files)
+                    .await
+                    .map_err(|e| {
+                        Error::lake(format!("{app}: copying run {seq}'s files to contacts: {e}"))
+                    })?;
+                let files = change_files;
                 let props = CommitProperties::default()
                     .with_metadata([("app.run_id".to_string(), json!(figures.run_id))])
                     .with_max_retries(COMMIT_RETRIES);
@@ -588,7 +625,7 @@ impl Lake {
                     Error::lake(format!("{app}: appending run {seq} to contacts: {e}"))
                 })?;
             }
-            None => {
+            false => {
                 self.merge_contacts(source, account, &changed, &figures.run_id)
                     .await?
             }

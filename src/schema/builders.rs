@@ -197,10 +197,9 @@ pub(super) fn build(schema: &SchemaRef, records: &[ContactRecord]) -> Result<Arr
                 "websites" => struct_list(f, records.iter().map(|r| r.websites.as_slice()))?,
                 "relations" => struct_list(f, records.iter().map(|r| r.relations.as_slice()))?,
                 "events" => struct_list(f, records.iter().map(|r| r.events.as_slice()))?,
-                "extended_properties" => struct_list(
-                    f,
-                    records.iter().map(|r| r.extended_properties.as_slice()),
-                )?,
+                "extended_properties" => {
+                    struct_list(f, records.iter().map(|r| r.extended_properties.as_slice()))?
+                }
                 "groups" => {
                     let DataType::List(item) = f.data_type() else {
                         return Err(mistyped(f));
