@@ -340,6 +340,98 @@ async fn id_positions(
     Ok(pos)
 }
 
+/// One landed row's `(id, (etag, photo etag))`.
+type LandedRow = (String, (Option<String>, Option<String>));
+
+/// `(id → (etag, photo etag))` of the live rows of one account whose id is in `only`,
+/// read straight from the files (only the three columns, deletion vectors applied): an
+/// incremental run looks up its few ids without a query engine.
+pub(super) async fn landed_of_ids(
+    table: &DeltaTable,
+    source: &str,
+    account: &str,
+    only: &HashSet<String>,
+) -> Result<HashMap<String, (Option<String>, Option<String>)>> {
+    let store = table.log_store().object_store(None);
+    let files = partition_files(table, source, account)?;
+    let parts: Vec<Vec<LandedRow>> = futures::stream::iter(files)
+        .map(|f| {
+            let store = store.clone();
+            async move { landed_in_file(store, &f, only).await }
+        })
+        .buffer_unordered(ID_READS)
+        .try_collect()
+        .await?;
+    Ok(parts.into_iter().flatten().collect())
+}
+
+async fn landed_in_file(
+    store: Arc<dyn ObjectStore>,
+    f: &LogicalFileView,
+    only: &HashSet<String>,
+) -> Result<Vec<LandedRow>> {
+    let gone = match f.deletion_vector_descriptor() {
+        Some(d) => read_dv(store.as_ref(), &d).await?,
+        None => RoaringTreemap::new(),
+    };
+    let builder = ParquetRecordBatchStreamBuilder::new(reader(store, f)).await?;
+    let leaf = |path: &[&str]| {
+        builder
+            .parquet_schema()
+            .columns()
+            .iter()
+            .position(|c| c.path().parts() == path)
+            .ok_or_else(|| Error::lake(format!("{} has no {} column", f.path(), path.join("."))))
+    };
+    let leaves = [leaf(&["id"])?, leaf(&["etag"])?, leaf(&["photo", "etag"])?];
+    let mask = ProjectionMask::leaves(builder.parquet_schema(), leaves);
+    let mut stream = builder
+        .with_projection(mask)
+        .with_batch_size(8192)
+        .build()?;
+    let mut out = Vec::new();
+    let mut offset = 0u64;
+    while let Some(b) = stream.try_next().await? {
+        let col = |name: &str| -> Result<ArrayRef> {
+            let c = b
+                .column_by_name(name)
+                .ok_or_else(|| Error::lake(format!("{}: no {name} column", f.path())))?;
+            Ok(arrow::compute::cast(c, &DataType::Utf8)?)
+        };
+        let (ids, etags) = (col("id")?, col("etag")?);
+        let photo = b
+            .column_by_name("photo")
+            .ok_or_else(|| Error::lake(format!("{}: no photo column", f.path())))?
+            .as_struct();
+        let photo_etags = arrow::compute::cast(
+            photo
+                .column_by_name("etag")
+                .ok_or_else(|| Error::lake(format!("{}: no photo.etag column", f.path())))?,
+            &DataType::Utf8,
+        )?;
+        let (ids, etags, photo_etags) = (
+            ids.as_string::<i32>(),
+            etags.as_string::<i32>(),
+            photo_etags.as_string::<i32>(),
+        );
+        for i in 0..b.num_rows() {
+            if ids.is_null(i) || gone.contains(offset + i as u64) || !only.contains(ids.value(i)) {
+                continue;
+            }
+            let value =
+                |a: &arrow::array::StringArray| a.is_valid(i).then(|| a.value(i).to_string());
+            let photo_etag = if photo.is_valid(i) {
+                value(photo_etags)
+            } else {
+                None
+            };
+            out.push((ids.value(i).to_string(), (value(etags), photo_etag)));
+        }
+        offset += b.num_rows() as u64;
+    }
+    Ok(out)
+}
+
 /// Streams the rows of `f` not in `gone` into `writer`, with the partition values put
 /// back (Delta keeps them out of the files).
 async fn rewrite_live_rows(

@@ -389,16 +389,14 @@ impl Lake {
         Ok(None)
     }
 
-    /// `(id → (etag, photo etag))` of the account's landed contacts; with `only`, just
-    /// those ids (an incremental run needs its own few, not the whole account in memory).
+    /// `(id → (etag, photo etag))` of the account's landed contacts.
     pub async fn landed_etags(
         &self,
         source: &str,
         account: &str,
-        only: Option<&HashSet<String>>,
     ) -> Result<HashMap<String, (Option<String>, Option<String>)>> {
         match self.open(TableKind::Contacts).await? {
-            Some(t) => self.landed_in(t, source, account, only).await,
+            Some(t) => self.landed_in(t, source, account).await,
             None => Ok(HashMap::new()),
         }
     }
@@ -408,7 +406,6 @@ impl Lake {
         t: DeltaTable,
         source: &str,
         account: &str,
-        only: Option<&HashSet<String>>,
     ) -> Result<HashMap<String, (Option<String>, Option<String>)>> {
         let batches = self
             .query_table(
@@ -431,9 +428,6 @@ impl Lake {
                 photos.as_string::<i32>(),
             );
             for i in 0..b.num_rows() {
-                if only.is_some_and(|o| !o.contains(ids.value(i))) {
-                    continue;
-                }
                 out.insert(
                     ids.value(i).to_string(),
                     (
@@ -481,7 +475,10 @@ impl Lake {
         let (first_load, landed) = match self.open(TableKind::Contacts).await? {
             Some(t) if !keyed::partition_files(&t, source, account)?.is_empty() => (
                 false,
-                self.landed_in(t, source, account, wanted.as_ref()).await?,
+                match &wanted {
+                    Some(ids) => keyed::landed_of_ids(&t, source, account, ids).await?,
+                    None => self.landed_in(t, source, account).await?,
+                },
             ),
             _ => (true, HashMap::new()),
         };
