@@ -307,24 +307,41 @@ fn reader(store: Arc<dyn ObjectStore>, f: &LogicalFileView) -> ParquetObjectRead
     ParquetObjectReader::new(store, f.object_store_path()).with_file_size(f.size() as u64)
 }
 
+/// A stream of the given leaf columns (paths of names) of `f`, in physical row order.
+#[allow(deprecated)]
+async fn read_leaves(
+    store: Arc<dyn ObjectStore>,
+    f: &LogicalFileView,
+    paths: &[&[&str]],
+) -> Result<parquet::arrow::async_reader::ParquetRecordBatchStream<ParquetObjectReader>> {
+    let builder = ParquetRecordBatchStreamBuilder::new(reader(store, f)).await?;
+    let leaves = paths
+        .iter()
+        .map(|path| {
+            builder
+                .parquet_schema()
+                .columns()
+                .iter()
+                .position(|c| c.path().parts() == *path)
+                .ok_or_else(|| {
+                    Error::lake(format!("{} has no {} column", f.path(), path.join(".")))
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mask = ProjectionMask::leaves(builder.parquet_schema(), leaves);
+    Ok(builder
+        .with_projection(mask)
+        .with_batch_size(8192)
+        .build()?)
+}
+
 /// The physical row positions of `f` whose id is in `keys` (reading only that column).
 async fn id_positions(
     store: Arc<dyn ObjectStore>,
     f: &LogicalFileView,
     keys: &HashSet<String>,
 ) -> Result<Vec<u64>> {
-    let builder = ParquetRecordBatchStreamBuilder::new(reader(store, f)).await?;
-    let leaf = builder
-        .parquet_schema()
-        .columns()
-        .iter()
-        .position(|c| c.path().parts() == ["id"])
-        .ok_or_else(|| Error::lake(format!("{} has no id column", f.path())))?;
-    let mask = ProjectionMask::leaves(builder.parquet_schema(), [leaf]);
-    let mut stream = builder
-        .with_projection(mask)
-        .with_batch_size(8192)
-        .build()?;
+    let mut stream = read_leaves(store, f, &[&["id"]]).await?;
     let mut pos = Vec::new();
     let mut offset = 0u64;
     while let Some(b) = stream.try_next().await? {
@@ -374,21 +391,7 @@ async fn landed_in_file(
         Some(d) => read_dv(store.as_ref(), &d).await?,
         None => RoaringTreemap::new(),
     };
-    let builder = ParquetRecordBatchStreamBuilder::new(reader(store, f)).await?;
-    let leaf = |path: &[&str]| {
-        builder
-            .parquet_schema()
-            .columns()
-            .iter()
-            .position(|c| c.path().parts() == path)
-            .ok_or_else(|| Error::lake(format!("{} has no {} column", f.path(), path.join("."))))
-    };
-    let leaves = [leaf(&["id"])?, leaf(&["etag"])?, leaf(&["photo", "etag"])?];
-    let mask = ProjectionMask::leaves(builder.parquet_schema(), leaves);
-    let mut stream = builder
-        .with_projection(mask)
-        .with_batch_size(8192)
-        .build()?;
+    let mut stream = read_leaves(store, f, &[&["id"], &["etag"], &["photo", "etag"]]).await?;
     let mut out = Vec::new();
     let mut offset = 0u64;
     while let Some(b) = stream.try_next().await? {
