@@ -107,12 +107,13 @@ fn short_rel(v: &str) -> String {
     v.rsplit('#').next().unwrap_or(v).to_string()
 }
 
-struct Attrs {
-    items: Vec<(Ns, String, String)>,
+/// The attributes of one element, borrowed from it (no copy unless a value has escapes).
+struct Attrs<'a> {
+    items: Vec<(Ns, &'a [u8], std::borrow::Cow<'a, str>)>,
 }
 
-impl Attrs {
-    fn read(r: &NsReader<&[u8]>, s: &BytesStart<'_>) -> Result<Attrs> {
+impl<'a> Attrs<'a> {
+    fn read(r: &NsReader<&[u8]>, s: &'a BytesStart<'_>) -> Result<Attrs<'a>> {
         let mut items = Vec::new();
         for a in s.attributes() {
             let a = a.map_err(|e| Error::decode(format!("bad attribute: {e}")))?;
@@ -127,11 +128,7 @@ impl Attrs {
             let v = a
                 .decode_and_unescape_value(r.decoder())
                 .map_err(|e| Error::decode(format!("bad attribute value: {e}")))?;
-            items.push((
-                ns,
-                String::from_utf8_lossy(local.as_ref()).into_owned(),
-                v.into_owned(),
-            ));
+            items.push((ns, local.into_inner(), v));
         }
         Ok(Attrs { items })
     }
@@ -139,8 +136,8 @@ impl Attrs {
     fn get(&self, name: &str) -> Option<&str> {
         self.items
             .iter()
-            .find(|(ns, n, _)| *ns == Ns::Atom && n == name)
-            .map(|(_, _, v)| v.as_str())
+            .find(|(ns, n, _)| *ns == Ns::Atom && *n == name.as_bytes())
+            .map(|(_, _, v)| v.as_ref())
     }
     fn opt(&self, name: &str) -> Option<String> {
         self.get(name).filter(|v| !v.is_empty()).map(str::to_string)
@@ -148,8 +145,8 @@ impl Attrs {
     fn gd(&self, name: &str) -> Option<&str> {
         self.items
             .iter()
-            .find(|(ns, n, _)| *ns == Ns::Gd && n == name)
-            .map(|(_, _, v)| v.as_str())
+            .find(|(ns, n, _)| *ns == Ns::Gd && *n == name.as_bytes())
+            .map(|(_, _, v)| v.as_ref())
     }
     fn primary(&self) -> Option<bool> {
         Some(self.get("primary") == Some("true"))
