@@ -263,6 +263,7 @@ impl Pipeline {
             return err("no [[sources]]: add at least one source".into());
         }
         let mut seen = std::collections::HashSet::new();
+        let dir = self.dir();
         for (i, s) in self.sources.iter_mut().enumerate() {
             if s.name.is_empty()
                 || !s
@@ -346,9 +347,8 @@ impl Pipeline {
                         ));
                     }
                     if let Some(file_name) = s.accounts_file.clone() {
-                        let base = self.path.parent().unwrap_or(Path::new("."));
                         s.accounts
-                            .extend(read_accounts_file(&base.join(&file_name))?);
+                            .extend(read_accounts_file(&dir.join(&file_name))?);
                     }
                     if s.accounts.is_empty() {
                         return err(format!(
@@ -371,9 +371,17 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The pipeline file's folder, against which relative paths (token files, keys) resolve.
+    pub fn dir(&self) -> std::path::PathBuf {
+        self.path
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .to_path_buf()
+    }
+
     /// The lake URL, with relative paths resolved against the pipeline file's folder.
     pub fn lake_url(&self) -> Result<url::Url> {
-        resolve_lake_url(&self.lake.url, self.path.parent().unwrap_or(Path::new(".")))
+        resolve_lake_url(&self.lake.url, &self.dir())
     }
 
     /// The source named `name`.

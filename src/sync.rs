@@ -174,11 +174,7 @@ pub async fn run_sync(p: &Pipeline, opts: &SyncOptions) -> Result<SyncReport> {
     }
     let lake = Arc::new(lake_of(p)?);
     lake.ensure_tables().await?;
-    let dir = p
-        .path
-        .parent()
-        .unwrap_or(std::path::Path::new("."))
-        .to_path_buf();
+    let dir = p.dir();
     let run_id = new_run_id();
     let multi = opts.progress.then(indicatif::MultiProgress::new);
     let mut report = SyncReport {

@@ -419,9 +419,11 @@ impl Lake {
             .await?;
         let mut out = HashMap::new();
         for b in batches {
-            let ids = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
-            let etags = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8)?;
-            let photos = arrow::compute::cast(b.column(2), &arrow::datatypes::DataType::Utf8)?;
+            let (ids, etags, photos) = (
+                photos::strings(&b, 0)?,
+                photos::strings(&b, 1)?,
+                photos::strings(&b, 2)?,
+            );
             let (ids, etags, photos) = (
                 ids.as_string::<i32>(),
                 etags.as_string::<i32>(),
@@ -602,30 +604,25 @@ impl Lake {
                 }
             }
         }
-        match first_load {
-            true => {
-                // A first load's contacts are exactly its change rows: the same Parquet
-                // files, copied instead of encoded a second time.
-                let changes = self.open_or_create(TableKind::ContactChanges).await?;
-                let contacts = self.open_or_create(TableKind::Contacts).await?;
-                copy_files(&changes, &contacts, &change_files)
-                    .await
-                    .map_err(|e| {
-                        Error::lake(format!("{app}: copying run {seq}'s files to contacts: {e}"))
-                    })?;
-                let files = change_files;
-                let props = CommitProperties::default()
-                    .with_metadata([("app.run_id".to_string(), json!(figures.run_id))])
-                    .with_max_retries(COMMIT_RETRIES);
-                let contacts = self.open_or_create(TableKind::Contacts).await?;
-                commit_files(&contacts, &files, props).await.map_err(|e| {
-                    Error::lake(format!("{app}: appending run {seq} to contacts: {e}"))
+        if first_load {
+            // A first load's contacts are exactly its change rows: the same Parquet files,
+            // copied instead of encoded a second time, then appended in one commit.
+            let changes = self.open_or_create(TableKind::ContactChanges).await?;
+            let contacts = self.open_or_create(TableKind::Contacts).await?;
+            copy_files(&changes, &contacts, &change_files)
+                .await
+                .map_err(|e| {
+                    Error::lake(format!("{app}: copying run {seq}'s files to contacts: {e}"))
                 })?;
-            }
-            false => {
-                self.merge_contacts(source, account, &changed, &figures.run_id)
-                    .await?
-            }
+            let props = CommitProperties::default()
+                .with_metadata([("app.run_id".to_string(), json!(figures.run_id))])
+                .with_max_retries(COMMIT_RETRIES);
+            commit_files(&contacts, &change_files, props)
+                .await
+                .map_err(|e| Error::lake(format!("{app}: appending run {seq} to contacts: {e}")))?;
+        } else {
+            self.merge_contacts(source, account, &changed, &figures.run_id)
+                .await?;
         }
         figures.status = "ok".into();
         self.append_run(source, account, seq, &figures, Some(&extract.cursor))

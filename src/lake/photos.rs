@@ -70,7 +70,8 @@ pub fn photo_sha256(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-fn strings(b: &RecordBatch, i: usize) -> Result<arrow::array::ArrayRef> {
+/// Column `i` of `b` as plain UTF-8 strings (Delta reads may give views or dictionaries).
+pub(super) fn strings(b: &RecordBatch, i: usize) -> Result<arrow::array::ArrayRef> {
     Ok(arrow::compute::cast(b.column(i), &DataType::Utf8)?)
 }
 

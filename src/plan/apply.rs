@@ -200,11 +200,7 @@ pub(crate) async fn sync_after(p: &Pipeline, source: &str) -> Result<()> {
 /// `writeback_results` row per operation (and per invalid row), and syncs again.
 pub async fn apply(p: &Pipeline, opts: &ApplyOptions) -> Result<ApplyReport> {
     let cfg = p.source(&opts.source)?;
-    let dir = p
-        .path
-        .parent()
-        .unwrap_or(std::path::Path::new("."))
-        .to_path_buf();
+    let dir = p.dir();
     let source = AnySource::try_new(cfg, &dir)?;
     // Bring the lake up to date first: the diff is against the API's current state, and
     // contacts created by an interrupted earlier apply are seen (by their key) and skipped.

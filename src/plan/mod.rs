@@ -191,19 +191,31 @@ impl Plan {
                 }
             ));
         }
-        if self.ops.len() > sample {
-            s.push_str(&format!("  … and {} more\n", self.ops.len() - sample));
-        }
-        for inv in &self.invalid {
-            s.push_str(&format!(
-                "  INVALID row {} ({}/{}): {}\n",
-                inv.row + 1,
-                inv.account,
-                inv.id.as_deref().unwrap_or("(new)"),
-                inv.reason
-            ));
-        }
+        render_tail(&mut s, self.ops.len(), sample, &self.invalid, "(new)");
         s
+    }
+}
+
+/// The end of a printed plan: how many operations the sample left out, then every invalid
+/// row (`no_id` stands for a row without an id).
+pub(crate) fn render_tail(
+    s: &mut String,
+    ops: usize,
+    sample: usize,
+    invalid: &[Invalid],
+    no_id: &str,
+) {
+    if ops > sample {
+        s.push_str(&format!("  … and {} more\n", ops - sample));
+    }
+    for inv in invalid {
+        s.push_str(&format!(
+            "  INVALID row {} ({}/{}): {}\n",
+            inv.row + 1,
+            inv.account,
+            inv.id.as_deref().unwrap_or(no_id),
+            inv.reason
+        ));
     }
 }
 

@@ -118,18 +118,7 @@ impl PhotoPlan {
                 }
             ));
         }
-        if self.ops.len() > sample {
-            s.push_str(&format!("  … and {} more\n", self.ops.len() - sample));
-        }
-        for inv in &self.invalid {
-            s.push_str(&format!(
-                "  INVALID row {} ({}/{}): {}\n",
-                inv.row + 1,
-                inv.account,
-                inv.id.as_deref().unwrap_or("?"),
-                inv.reason
-            ));
-        }
+        super::render_tail(&mut s, self.ops.len(), sample, &self.invalid, "?");
         s
     }
 }
@@ -478,11 +467,7 @@ impl PhotoApplyReport {
 /// `writeback_results` row per operation and invalid row, and syncs again.
 pub async fn apply_photos(p: &Pipeline, opts: &PhotoApplyOptions) -> Result<PhotoApplyReport> {
     let cfg = p.source(&opts.source)?;
-    let dir = p
-        .path
-        .parent()
-        .unwrap_or(std::path::Path::new("."))
-        .to_path_buf();
+    let dir = p.dir();
     let source = AnySource::try_new(cfg, &dir)?;
     let AnySource::Google(google) = &source else {
         return Err(Error::config(format!(

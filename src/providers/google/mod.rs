@@ -240,61 +240,77 @@ impl GoogleSource {
         }
     }
 
-    /// GETs one feed page with auth (refreshed once on 401) and decodes it.
-    async fn page(&self, url: &str, what: &str, ctx: &RunContext) -> Result<decode::FeedPage> {
+    /// Sends a request with the auth and version headers. On a 401 that a token refresh
+    /// can cure (service accounts), it refreshes once and sends again; the last response
+    /// is returned whatever its status.
+    async fn send_authorized<F>(
+        &self,
+        what: &str,
+        metrics: &crate::http::Metrics,
+        max_bytes: usize,
+        build: F,
+    ) -> Result<crate::http::HttpResponse>
+    where
+        F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    {
         let mut refreshed = false;
         loop {
-            let header = self
-                .auth
-                .header(&self.http, &ctx.metrics, refreshed)
-                .await?;
+            let header = self.auth.header(&self.http, metrics, refreshed).await?;
             let resp = self
                 .http
-                .send(what, &ctx.metrics, MAX_PAGE_BYTES, |c| {
-                    c.get(url)
+                .send(what, metrics, max_bytes, |c| {
+                    build(c)
                         .header("GData-Version", "3.0")
                         .header(reqwest::header::AUTHORIZATION, header.expose())
                 })
                 .await?;
-            match resp.status {
-                200 => {
-                    ctx.metrics
-                        .pages
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let page = decode_feed(&resp.body, &self.record_ctx(ctx), what)?;
-                    if let Some(pb) = &ctx.progress {
-                        pb.inc(page.entries.len() as u64);
-                    }
-                    return Ok(page);
-                }
-                401 if !refreshed && self.auth.can_refresh() => refreshed = true,
-                401 => {
-                    return Err(Error::Auth(format!(
-                        "{what}: the API refused the credentials (401: {}); {}",
-                        resp.describe(),
-                        self.auth.hint()
-                    )));
-                }
-                403 => {
-                    return Err(Error::Auth(format!(
-                        "{what}: access denied (403: {}); the token must belong to an administrator of {}",
-                        resp.describe(),
-                        self.domain
-                    )));
-                }
-                410 => {
-                    return Err(Error::CursorExpired(format!(
-                        "{what}: the API answered 410 Gone ({}): deletions since the stored cursor are no longer kept",
-                        resp.describe()
-                    )));
-                }
-                s => {
-                    return Err(Error::Http {
-                        status: Some(s),
-                        message: format!("{what}: HTTP {s}: {}", resp.describe()),
-                    });
-                }
+            if resp.status == 401 && !refreshed && self.auth.can_refresh() {
+                refreshed = true;
+                continue;
             }
+            return Ok(resp);
+        }
+    }
+
+    /// The error for a 401 that stands after a refresh.
+    fn refused(&self, what: &str, resp: &crate::http::HttpResponse) -> Error {
+        Error::Auth(format!(
+            "{what}: the API refused the credentials (401: {}); {}",
+            resp.describe(),
+            self.auth.hint()
+        ))
+    }
+
+    /// GETs one feed page with auth (refreshed once on 401) and decodes it.
+    async fn page(&self, url: &str, what: &str, ctx: &RunContext) -> Result<decode::FeedPage> {
+        let resp = self
+            .send_authorized(what, &ctx.metrics, MAX_PAGE_BYTES, |c| c.get(url))
+            .await?;
+        match resp.status {
+            200 => {
+                ctx.metrics
+                    .pages
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let page = decode_feed(&resp.body, &self.record_ctx(ctx), what)?;
+                if let Some(pb) = &ctx.progress {
+                    pb.inc(page.entries.len() as u64);
+                }
+                Ok(page)
+            }
+            401 => Err(self.refused(what, &resp)),
+            403 => Err(Error::Auth(format!(
+                "{what}: access denied (403: {}); the token must belong to an administrator of {}",
+                resp.describe(),
+                self.domain
+            ))),
+            410 => Err(Error::CursorExpired(format!(
+                "{what}: the API answered 410 Gone ({}): deletions since the stored cursor are no longer kept",
+                resp.describe()
+            ))),
+            s => Err(Error::Http {
+                status: Some(s),
+                message: format!("{what}: HTTP {s}: {}", resp.describe()),
+            }),
         }
     }
 

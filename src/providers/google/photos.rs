@@ -35,7 +35,7 @@ impl GoogleSource {
         }
     }
 
-    /// Sends one photo request with auth, refreshing a service-account token once on 401.
+    /// Sends one photo request with auth; a 401 that a refresh did not cure is an error.
     async fn photo_request<F>(
         &self,
         what: &str,
@@ -43,28 +43,14 @@ impl GoogleSource {
         build: F,
     ) -> Result<HttpResponse>
     where
-        F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+        F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     {
-        let mut refreshed = false;
-        loop {
-            let header = self.auth.header(&self.http, metrics, refreshed).await?;
-            let resp = self
-                .http
-                .send(what, metrics, MAX_PHOTO_BYTES, |c| {
-                    build(c, header.expose()).header("GData-Version", "3.0")
-                })
-                .await?;
-            match resp.status {
-                401 if !refreshed && self.auth.can_refresh() => refreshed = true,
-                401 => {
-                    return Err(Error::Auth(format!(
-                        "{what}: the API refused the credentials (401: {}); {}",
-                        resp.describe(),
-                        self.auth.hint()
-                    )));
-                }
-                _ => return Ok(resp),
-            }
+        let resp = self
+            .send_authorized(what, metrics, MAX_PHOTO_BYTES, build)
+            .await?;
+        match resp.status {
+            401 => Err(self.refused(what, &resp)),
+            _ => Ok(resp),
         }
     }
 
@@ -79,11 +65,7 @@ impl GoogleSource {
             "{} photo of contact {} in {}",
             self.name, want.id, self.domain
         );
-        let resp = self
-            .photo_request(&what, metrics, |c, auth| {
-                c.get(&url).header(reqwest::header::AUTHORIZATION, auth)
-            })
-            .await?;
+        let resp = self.photo_request(&what, metrics, |c| c.get(&url)).await?;
         let header = |name: reqwest::header::HeaderName| {
             resp.headers
                 .get(name)
@@ -169,7 +151,7 @@ impl GoogleSource {
             (None, false) => ("If-None-Match", "*".to_string()),
         };
         let resp = self
-            .photo_request(&what, metrics, |c, auth| {
+            .photo_request(&what, metrics, |c| {
                 let rb = match op.kind {
                     PhotoOpKind::Put => c
                         .put(&url)
@@ -180,8 +162,7 @@ impl GoogleSource {
                         .body(op.bytes.clone().unwrap_or_default()),
                     PhotoOpKind::Delete => c.delete(&url),
                 };
-                rb.header(reqwest::header::AUTHORIZATION, auth)
-                    .header(condition.0, condition.1.as_str())
+                rb.header(condition.0, condition.1.as_str())
             })
             .await;
         let resp = match resp {

@@ -747,34 +747,22 @@ impl GoogleSource {
                     self.domain,
                     round + 1
                 );
-                let mut refreshed = false;
-                let resp = loop {
-                    let header = self.auth.header(&self.http, metrics, refreshed).await?;
-                    let resp = self
-                        .http
-                        .send(&what, metrics, super::MAX_PAGE_BYTES * 4, |c| {
-                            let mut rb = c
-                                .post(&url)
-                                .header("GData-Version", "3.0")
-                                .header(
-                                    reqwest::header::CONTENT_TYPE,
-                                    "application/atom+xml; charset=UTF-8; type=feed",
-                                )
-                                .header(reqwest::header::AUTHORIZATION, header.expose())
-                                .body(feed.clone());
-                            if force {
-                                rb = rb.header(reqwest::header::IF_MATCH, "*");
-                            }
+                let resp = self
+                    .send_authorized(&what, metrics, super::MAX_PAGE_BYTES * 4, |c| {
+                        let rb = c
+                            .post(&url)
+                            .header(
+                                reqwest::header::CONTENT_TYPE,
+                                "application/atom+xml; charset=UTF-8; type=feed",
+                            )
+                            .body(feed.clone());
+                        if force {
+                            rb.header(reqwest::header::IF_MATCH, "*")
+                        } else {
                             rb
-                        })
-                        .await;
-                    match resp {
-                        Ok(r) if r.status == 401 && !refreshed && self.auth.can_refresh() => {
-                            refreshed = true
                         }
-                        other => break other,
-                    }
-                };
+                    })
+                    .await;
                 let resp = match resp {
                     Ok(r) if r.ok() => r,
                     Ok(r) => {
