@@ -14,7 +14,8 @@
 //! Admin endpoints (outside the API paths) serve the same from another process:
 //! `GET /_emulator/truth/google`, `GET /_emulator/truth/aurinko/{account}`,
 //! `POST /_emulator/mutate` (`{"google":{"inserts":1,"updates":2,"deletes":3},"aurinko":{…}}`),
-//! `GET /_emulator/stats`, `POST /_emulator/clock` (`{"advance_secs":N}`),
+//! `GET /_emulator/stats` (request counts; `google.batch.us` is the time spent handling
+//! batch requests, in microseconds), `POST /_emulator/clock` (`{"advance_secs":N}`),
 //! `POST /_emulator/aurinko/expire-tokens`, `POST /_emulator/faults` (`{"spec":"429=0.1"}`).
 //!
 //! The emulator shares no protocol code with the clients in `providers/`: it has its own
@@ -208,12 +209,18 @@ pub struct Shared {
 impl Shared {
     /// Counts one request under `key`.
     pub fn count(&self, key: &str) {
+        self.add(key, 1);
+    }
+
+    /// Adds `n` to the counter `key` (used for the microseconds spent handling a kind of
+    /// request, so benchmarks can compare a client's wall time with the server's own work).
+    pub fn add(&self, key: &str, n: u64) {
         *self
             .stats
             .lock()
             .unwrap()
             .entry(key.to_string())
-            .or_default() += 1;
+            .or_default() += n;
     }
 }
 

@@ -802,6 +802,32 @@ impl Lake {
             .collect()
     }
 
+    /// Streams the rows of a table (optionally filtered by a SQL predicate) to `each`,
+    /// batch by batch and normalized to the table's schema, without holding the table
+    /// in memory. A table that does not exist yet has no rows.
+    pub async fn for_each_batch(
+        &self,
+        kind: TableKind,
+        filter: Option<&str>,
+        mut each: impl FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        let Some(t) = self.open(kind).await? else {
+            return Ok(());
+        };
+        let sql = match filter {
+            Some(f) => format!("SELECT * FROM t WHERE {f}"),
+            None => "SELECT * FROM t".into(),
+        };
+        let ctx = SessionContext::new();
+        ctx.register_table("t", t.table_provider().await?)?;
+        let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
+        let schema = kind.schema();
+        while let Some(b) = stream.next().await {
+            each(crate::arrow_util::normalize_batch(&b?, &schema)?)?;
+        }
+        Ok(())
+    }
+
     /// The landed contacts of one account as records, sorted by id.
     pub async fn contacts_of(&self, source: &str, account: &str) -> Result<Vec<ContactRecord>> {
         let batches = self

@@ -2,10 +2,14 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use std::collections::HashSet;
+
+use arrow::array::{
+    AsArray, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use deltalake::protocol::SaveMode;
 
-use super::{Mode, OpKind, Plan, diff, load_desired};
+use super::{Landed, Mode, OpKind, Plan, diff, load_desired};
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::http::Metrics;
@@ -119,14 +123,45 @@ pub(crate) fn summarize(
     out
 }
 
-async fn landed_for(lake: &Lake, source: &str) -> Result<Vec<crate::schema::ContactRecord>> {
-    let batches = lake
-        .read_all(
-            TableKind::Contacts,
-            Some(&format!("source = '{}'", source.replace('\'', "''"))),
-        )
-        .await?;
-    crate::schema::batches_to_records(&batches)
+/// The landed state a plan compares with. Only the rows the plan can touch become
+/// records: with `wanted`, the (account, id) pairs of the desired rows; without, all of
+/// them (mirror mode deletes the rest). The insert keys and the count cover every row.
+/// The table is streamed, so memory holds the wanted rows, not the account.
+async fn landed_for(
+    lake: &Lake,
+    source: &str,
+    wanted: Option<&HashSet<(String, String)>>,
+) -> Result<Landed> {
+    let mut landed = Landed::default();
+    let filter = format!("source = '{}'", source.replace('\'', "''"));
+    lake.for_each_batch(TableKind::Contacts, Some(&filter), |batch| {
+        landed.count += batch.num_rows();
+        super::landed_keys(&batch, &mut landed.keys);
+        let batch = match wanted {
+            Some(w) => {
+                let column = |name: &str| {
+                    batch
+                        .column_by_name(name)
+                        .and_then(|c| c.as_string_opt::<i32>().cloned())
+                        .ok_or_else(|| Error::lake(format!("contacts has no string column {name}")))
+                };
+                let (accounts, ids) = (column("account")?, column("id")?);
+                let keep: BooleanArray = (0..batch.num_rows())
+                    .map(|i| {
+                        Some(w.contains(&(accounts.value(i).to_string(), ids.value(i).to_string())))
+                    })
+                    .collect();
+                arrow::compute::filter_record_batch(&batch, &keep)?
+            }
+            None => batch,
+        };
+        landed
+            .rows
+            .extend(crate::schema::batches_to_records(&[batch])?);
+        Ok(())
+    })
+    .await?;
+    Ok(landed)
 }
 
 /// Computes the plan. Writes nothing anywhere and advances nothing.
@@ -134,7 +169,22 @@ pub async fn plan(p: &Pipeline, source: &str, desired: &str, mode: Mode) -> Resu
     let cfg = p.source(source)?;
     let lake = lake_of(p)?;
     let desired = load_desired(&lake, desired, source).await?;
-    let landed = landed_for(&lake, source).await?;
+    // Mirror mode deletes what the desired state lacks, so it needs every landed row.
+    let wanted: Option<HashSet<(String, String)>> = (mode != Mode::Mirror).then(|| {
+        desired
+            .rows
+            .iter()
+            .filter(|d| !d.id.is_empty())
+            .map(|d| {
+                let account = match d.account.as_str() {
+                    "" => cfg.domain.clone().unwrap_or_default(),
+                    a => a.to_string(),
+                };
+                (account, d.id.clone())
+            })
+            .collect()
+    });
+    let landed = landed_for(&lake, source, wanted.as_ref()).await?;
     Ok(diff(
         source,
         cfg.provider,
@@ -204,8 +254,17 @@ pub async fn apply(p: &Pipeline, opts: &ApplyOptions) -> Result<ApplyReport> {
     let source = AnySource::try_new(cfg, &dir)?;
     // Bring the lake up to date first: the diff is against the API's current state, and
     // contacts created by an interrupted earlier apply are seen (by their key) and skipped.
+    // Phase times at debug level: where an apply spends its time (B5 compares the write
+    // phase with the server's own handling time).
+    let phase = |name: &str, t: std::time::Instant| {
+        tracing::debug!(source = %opts.source, ms = t.elapsed().as_millis() as u64, "{name}");
+        std::time::Instant::now()
+    };
+    let t = std::time::Instant::now();
     sync_first(p, &opts.source).await?;
+    let t = phase("synced before planning", t);
     let plan = plan(p, &opts.source, &opts.desired, opts.mode).await?;
+    let t = phase("planned", t);
     check_max_delete(
         plan.count(OpKind::Delete),
         plan.landed,
@@ -221,9 +280,12 @@ pub async fn apply(p: &Pipeline, opts: &ApplyOptions) -> Result<ApplyReport> {
             .apply(&plan.ops, &plan.managed, opts.force, &metrics)
             .await?
     };
+    let t = phase("wrote to the API", t);
     let lake = lake_of(p)?;
     record(&lake, &apply_id, &opts.source, &plan, &results).await?;
+    let t = phase("recorded the results", t);
     sync_after(p, &opts.source).await?;
+    phase("synced after writing", t);
     Ok(ApplyReport {
         apply_id,
         plan,

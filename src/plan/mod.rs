@@ -348,6 +348,68 @@ pub fn insert_key(source: &str, r: &ContactRecord, managed: &[String]) -> String
     format!("cetl-{}", &hex::encode(h.finalize())[..20])
 }
 
+/// The landed side of a plan: the rows it may touch, every insert key stamped on a landed
+/// contact, and how many contacts the source has.
+#[derive(Debug, Default)]
+pub struct Landed {
+    pub rows: Vec<ContactRecord>,
+    pub keys: HashSet<String>,
+    pub count: usize,
+}
+
+impl Landed {
+    /// All of `rows`, with their keys.
+    pub fn from_rows(rows: Vec<ContactRecord>) -> Landed {
+        Landed {
+            keys: rows.iter().filter_map(landed_key).collect(),
+            count: rows.len(),
+            rows,
+        }
+    }
+}
+
+/// Adds the insert keys stamped on the contacts of `batch` (contacts schema) to `keys`:
+/// the value of the Google extended property, or the Aurinko native property, read
+/// straight from the columns so rows a plan does not touch never become records.
+pub(crate) fn landed_keys(batch: &RecordBatch, keys: &mut HashSet<String>) {
+    use arrow::array::{Array, AsArray};
+    if let Some(list) = batch
+        .column_by_name("extended_properties")
+        .and_then(|c| c.as_list_opt::<i32>())
+        && let Some(props) = list.values().as_struct_opt()
+        && let (Some(names), Some(values)) = (
+            props
+                .column_by_name("name")
+                .and_then(|c| c.as_string_opt::<i32>()),
+            props
+                .column_by_name("value")
+                .and_then(|c| c.as_string_opt::<i32>()),
+        )
+    {
+        let offsets = list.value_offsets();
+        let range = offsets[0] as usize..offsets[list.len()] as usize;
+        for j in range {
+            if names.is_valid(j) && names.value(j) == KEY_PROPERTY && values.is_valid(j) {
+                keys.insert(values.value(j).to_string());
+            }
+        }
+    }
+    if let Some(native) = batch
+        .column_by_name("native")
+        .and_then(|c| c.as_string_opt::<i32>())
+    {
+        for n in native.iter().flatten() {
+            if n.contains(KEY_PROPERTY)
+                && let Some(k) = serde_json::from_str::<Value>(n)
+                    .ok()
+                    .and_then(|v| v.get(KEY_PROPERTY)?.as_str().map(str::to_string))
+            {
+                keys.insert(k);
+            }
+        }
+    }
+}
+
 fn landed_key(r: &ContactRecord) -> Option<String> {
     if let Some(p) = r
         .extended_properties
@@ -456,7 +518,7 @@ pub fn diff(
     provider: Provider,
     default_account: Option<&str>,
     desired: &Desired,
-    landed: &[ContactRecord],
+    landed: &Landed,
     mode: Mode,
 ) -> Plan {
     let managed: Vec<String> = WRITABLE
@@ -465,13 +527,14 @@ pub fn diff(
         .map(|c| c.to_string())
         .collect();
     let by_id: HashMap<(String, String), &ContactRecord> = landed
+        .rows
         .iter()
         .map(|r| ((r.account.clone(), r.id.clone()), r))
         .collect();
-    let keys: HashSet<String> = landed.iter().filter_map(landed_key).collect();
+    let keys = &landed.keys;
     let mut plan = Plan {
         source: source.into(),
-        landed: landed.len(),
+        landed: landed.count,
         managed: managed.clone(),
         ..Default::default()
     };
@@ -588,7 +651,7 @@ pub fn diff(
         });
     }
     if mode == Mode::Mirror {
-        for l in landed {
+        for l in &landed.rows {
             if !seen.contains(&(l.account.clone(), l.id.clone())) {
                 plan.ops.push(Op {
                     index: plan.ops.len(),
@@ -639,7 +702,7 @@ mod tests {
 
     #[test]
     fn diff_finds_inserts_updates_deletes_and_invalid_rows() {
-        let landed = vec![rec("a", "Ann"), rec("b", "Bob"), rec("c", "Cy")];
+        let landed = Landed::from_rows(vec![rec("a", "Ann"), rec("b", "Bob"), rec("c", "Cy")]);
         let mut bad = rec("", "New");
         bad.emails[0].label = Some("both".into());
         let desired = Desired {
@@ -718,10 +781,20 @@ mod tests {
             Provider::Google,
             Some("example.com"),
             &desired,
-            &[created],
+            &Landed::from_rows(vec![created.clone()]),
             Mode::Upsert,
         );
         assert_eq!((p.ops.len(), p.already_applied), (0, 1));
+        // The keys read straight from Arrow columns are the records' keys: the Google
+        // property and the Aurinko native property alike.
+        let mut native = rec("n2", "Neu");
+        native.native = Some(format!(r#"{{"x":1,"{KEY_PROPERTY}":"cetl-native"}}"#));
+        let rows = vec![rec("plain", "P"), created, native];
+        let batch = crate::schema::records_to_batch(&rows).unwrap();
+        let mut keys = HashSet::new();
+        landed_keys(&batch.slice(1, 2), &mut keys);
+        assert_eq!(keys, Landed::from_rows(rows).keys);
+        assert_eq!(keys.len(), 2);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Records → Arrow arrays column by column, straight into typed builders (no serde, no
 //! intermediate JSON tape): each column of the schema is built in one pass over the
-//! records, so a page of contacts costs a few allocations per column.
+//! records, so a page of contacts costs a few allocations per column. [`read`] is the way
+//! back, column by column into records.
 //!
 //! The schema stays the source of truth: columns are looked up by the names of
 //! `schemas/contacts.v1.json`, and a schema field this code does not know is an error,
@@ -9,11 +10,11 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, ListArray, ListBuilder, StringBuilder, StructArray,
-    TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, BooleanBuilder, ListArray, ListBuilder, RecordBatch, StringBuilder,
+    StructArray, TimestampMicrosecondArray,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer};
-use arrow::datatypes::{DataType, Field, Fields, SchemaRef};
+use arrow::datatypes::{DataType, Field, Fields, SchemaRef, TimestampMicrosecondType};
 
 use super::{
     Address, ContactRecord, Email, Event, ExtendedProperty, Im, Organization, Phone, Photo,
@@ -30,8 +31,10 @@ enum Cell<'a> {
 
 /// A struct whose scalar fields can be read by schema name; the getter is resolved once
 /// per column, not per value.
-trait Cells {
+trait Cells: Default {
     fn getter(name: &str) -> Option<fn(&Self) -> Cell<'_>>;
+    /// The way back: stores a value read from Arrow into the field called `name`.
+    fn setter(name: &str) -> Option<fn(&mut Self, Cell<'_>)>;
 }
 
 macro_rules! cells {
@@ -48,8 +51,23 @@ macro_rules! cells {
                     _ => None,
                 }
             }
+            fn setter(name: &str) -> Option<fn(&mut Self, Cell<'_>)> {
+                match name {
+                    $($name => {
+                        fn set(x: &mut $t, c: Cell<'_>) {
+                            cells!(@set $kind x.$f, c)
+                        }
+                        Some(set)
+                    })*
+                    _ => None,
+                }
+            }
         }
     };
+    (@set s $e:expr, $c:ident) => { if let Cell::Str(v) = $c { $e = v.map(str::to_string) } };
+    (@set r $e:expr, $c:ident) => { if let Cell::Str(v) = $c { $e = v.unwrap_or_default().to_string() } };
+    (@set b $e:expr, $c:ident) => { if let Cell::Bool(v) = $c { $e = v } };
+    (@set rb $e:expr, $c:ident) => { if let Cell::Bool(v) = $c { $e = v.unwrap_or_default() } };
     (@cell s $e:expr) => { Cell::Str($e.as_deref()) };
     (@cell r $e:expr) => { Cell::Str(Some($e.as_str())) };
     (@cell b $e:expr) => { Cell::Bool($e) };
@@ -240,3 +258,123 @@ pub(super) fn build(schema: &SchemaRef, records: &[ContactRecord]) -> Result<Arr
 
 /// The columns of one batch.
 pub(super) type ArrayRefs = Vec<ArrayRef>;
+
+/// Reads one scalar column into `items` (one per value of `col`).
+fn read_scalar<T: Cells>(field: &Field, col: &dyn Array, items: &mut [T]) -> Result<()> {
+    let set = T::setter(field.name()).ok_or_else(|| unknown(field))?;
+    match col.data_type() {
+        DataType::Utf8 => {
+            let a = col.as_string::<i32>();
+            for (i, x) in items.iter_mut().enumerate() {
+                set(x, Cell::Str(a.is_valid(i).then(|| a.value(i))));
+            }
+        }
+        DataType::Boolean => {
+            let a = col.as_boolean();
+            for (i, x) in items.iter_mut().enumerate() {
+                set(x, Cell::Bool(a.is_valid(i).then(|| a.value(i))));
+            }
+        }
+        _ => return Err(mistyped(field)),
+    }
+    Ok(())
+}
+
+/// Reads a struct array into one `T` per row (a null row reads as its children's values,
+/// which are null).
+fn read_structs<T: Cells>(field: &Field, col: &dyn Array) -> Result<Vec<T>> {
+    let structs = col.as_struct_opt().ok_or_else(|| mistyped(field))?;
+    let mut items: Vec<T> = (0..structs.len()).map(|_| T::default()).collect();
+    for (f, child) in structs.fields().iter().zip(structs.columns()) {
+        read_scalar(f, child.as_ref(), &mut items)?;
+    }
+    Ok(items)
+}
+
+/// Reads a `list<struct>` column into each record's list (a null list reads as empty).
+fn read_struct_list<T: Cells>(
+    field: &Field,
+    col: &dyn Array,
+    records: &mut [ContactRecord],
+    slot: fn(&mut ContactRecord) -> &mut Vec<T>,
+) -> Result<()> {
+    let list = col.as_list_opt::<i32>().ok_or_else(|| mistyped(field))?;
+    let offsets = list.value_offsets();
+    let mut items = read_structs::<T>(field, list.values().as_ref())?.into_iter();
+    let mut at = 0usize;
+    for (i, r) in records.iter_mut().enumerate() {
+        let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+        // Offsets only grow; the values before `start` belong to no row of this slice.
+        let _ = items.by_ref().take(start - at).count();
+        let values: Vec<T> = items.by_ref().take(end - start).collect();
+        at = end;
+        if list.is_valid(i) {
+            *slot(r) = values;
+        }
+    }
+    Ok(())
+}
+
+/// Reads records from `batch`, which has exactly the contacts schema's columns and types
+/// (see [`crate::arrow_util::normalize_batch`]).
+pub(super) fn read(batch: &RecordBatch) -> Result<Vec<ContactRecord>> {
+    let mut records: Vec<ContactRecord> = (0..batch.num_rows())
+        .map(|_| ContactRecord::default())
+        .collect();
+    let schema = batch.schema();
+    for (f, col) in schema.fields().iter().zip(batch.columns()) {
+        let col = col.as_ref();
+        match f.name().as_str() {
+            "updated" | "_synced_at" => {
+                let a = col
+                    .as_primitive_opt::<TimestampMicrosecondType>()
+                    .ok_or_else(|| mistyped(f))?;
+                for (i, r) in records.iter_mut().enumerate() {
+                    let v = a.is_valid(i).then(|| a.value(i));
+                    if f.name() == "updated" {
+                        r.updated = v;
+                    } else {
+                        r._synced_at = v.unwrap_or_default();
+                    }
+                }
+            }
+            "emails" => read_struct_list(f, col, &mut records, |r| &mut r.emails)?,
+            "phones" => read_struct_list(f, col, &mut records, |r| &mut r.phones)?,
+            "addresses" => read_struct_list(f, col, &mut records, |r| &mut r.addresses)?,
+            "ims" => read_struct_list(f, col, &mut records, |r| &mut r.ims)?,
+            "organizations" => read_struct_list(f, col, &mut records, |r| &mut r.organizations)?,
+            "websites" => read_struct_list(f, col, &mut records, |r| &mut r.websites)?,
+            "relations" => read_struct_list(f, col, &mut records, |r| &mut r.relations)?,
+            "events" => read_struct_list(f, col, &mut records, |r| &mut r.events)?,
+            "extended_properties" => {
+                read_struct_list(f, col, &mut records, |r| &mut r.extended_properties)?
+            }
+            "groups" => {
+                let list = col.as_list_opt::<i32>().ok_or_else(|| mistyped(f))?;
+                let values = list
+                    .values()
+                    .as_string_opt::<i32>()
+                    .ok_or_else(|| mistyped(f))?;
+                for (i, r) in records.iter_mut().enumerate() {
+                    if list.is_valid(i) {
+                        let range =
+                            list.value_offsets()[i] as usize..list.value_offsets()[i + 1] as usize;
+                        // A null group name cannot be sent anywhere; it reads as absent.
+                        r.groups = range
+                            .filter(|&j| values.is_valid(j))
+                            .map(|j| values.value(j).to_string())
+                            .collect();
+                    }
+                }
+            }
+            "photo" => {
+                let photos = read_structs::<Photo>(f, col)?;
+                for (i, (r, p)) in records.iter_mut().zip(photos).enumerate() {
+                    r.photo = col.is_valid(i).then_some(p);
+                }
+            }
+            _ => read_scalar(f, col, &mut records)?,
+        }
+    }
+    Ok(records)
+}
