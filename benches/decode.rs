@@ -9,7 +9,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
 use contacts_etl::emulator::{Emulator, EmulatorConfig};
-use contacts_etl::providers::aurinko::decode::{decode_contacts, parse_page};
+use contacts_etl::providers::aurinko::decode::{ContactJ, decode_contacts, parse_page};
 use contacts_etl::providers::google::decode::{RecordContext, decode_feed};
 use contacts_etl::schema::records_to_batch;
 
@@ -135,7 +135,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             black_box(
                 decode_contacts(
-                    &parse_page(black_box(&aurinko), "p").unwrap().records,
+                    parse_page::<ContactJ>(black_box(&aurinko), "p")
+                        .unwrap()
+                        .records,
                     &ctx,
                     "p",
                 )
@@ -148,7 +150,9 @@ fn bench(c: &mut Criterion) {
             black_box(
                 records_to_batch(
                     &decode_contacts(
-                        &parse_page(black_box(&aurinko), "p").unwrap().records,
+                        parse_page::<ContactJ>(black_box(&aurinko), "p")
+                            .unwrap()
+                            .records,
                         &ctx,
                         "p",
                     )

@@ -238,14 +238,17 @@ impl AurinkoSource {
         })
     }
 
-    /// Reads one stream to its `nextDeltaToken`. Returns (raw pages, next delta token).
-    async fn stream(
+    /// Reads one stream to its `nextDeltaToken`, decoding each page as it arrives with
+    /// `decode` (body, what → page tokens and the page's output). Returns (outputs of the
+    /// pages, next delta token).
+    async fn stream<O>(
         &self,
         account: &str,
         stream: &str,
         delta: &str,
         ctx: &RunContext,
-    ) -> Result<(Vec<bytes::Bytes>, String)> {
+        decode: impl Fn(&[u8], &str) -> Result<(PageTokens, O)>,
+    ) -> Result<(Vec<O>, String)> {
         let url = format!("{}/v1/contacts/sync/{stream}", self.base_url);
         let mut pages = Vec::new();
         let mut page_token: Option<String> = None;
@@ -284,15 +287,12 @@ impl AurinkoSource {
             ctx.metrics
                 .pages
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let (next_page, next_delta) = {
-                let p = decode::parse_page(&resp.body, &what)?;
-                if let Some(pb) = &ctx.progress {
-                    pb.inc(p.records.len() as u64);
-                }
-                (p.next_page_token, p.next_delta_token)
-            };
-            pages.push(resp.body);
-            match (next_page, next_delta) {
+            let (tokens, out) = decode(&resp.body, &what)?;
+            if let Some(pb) = &ctx.progress {
+                pb.inc(tokens.records as u64);
+            }
+            pages.push(out);
+            match (tokens.next_page, tokens.next_delta) {
                 (Some(p), _) => page_token = Some(p),
                 (None, Some(d)) => return Ok((pages, d)),
                 (None, None) => {
@@ -321,39 +321,30 @@ impl AurinkoSource {
                 (SyncMode::Full, u, d)
             }
         };
-        let (up, del) = tokio::join!(
-            self.stream(account, "updated", &up_tok, ctx),
-            self.stream(account, "deleted", &del_tok, ctx)
-        );
-        let ((up_pages, next_up), (del_pages, next_del)) = (up?, del?);
         let rctx = RecordContext {
             source: self.name.clone(),
             account: account.to_string(),
             run_id: ctx.run_id.clone(),
             synced_at_us: ctx.synced_at_us,
         };
-        let mut deletes: HashSet<String> = HashSet::new();
-        for (i, body) in del_pages.iter().enumerate() {
-            let what = format!(
-                "{} account {account}: /sync/deleted page {}",
-                self.name,
-                i + 1
-            );
-            deletes.extend(decode::decode_deleted(
-                &decode::parse_page(body, &what)?.records,
-                &what,
-            )?);
-        }
+        // Pages are decoded as they arrive: each body is read once and then dropped.
+        let (up, del) = tokio::join!(
+            self.stream(account, "updated", &up_tok, ctx, |body, what| {
+                let page = decode::parse_page::<decode::ContactJ>(body, what)?;
+                let tokens = PageTokens::of(&page);
+                Ok((tokens, decode::decode_contacts(page.records, &rctx, what)?))
+            }),
+            self.stream(account, "deleted", &del_tok, ctx, |body, what| {
+                let page = decode::parse_page::<decode::DeletedJ>(body, what)?;
+                let tokens = PageTokens::of(&page);
+                Ok((tokens, decode::decode_deleted(page.records, what)?))
+            })
+        );
+        let ((up_pages, next_up), (del_pages, next_del)) = (up?, del?);
+        let mut deletes: HashSet<String> = del_pages.into_iter().flatten().collect();
         // Later pages win; a deleted id never comes back (ids are not reused).
         let mut latest: HashMap<String, crate::schema::ContactRecord> = HashMap::new();
-        for (i, body) in up_pages.iter().enumerate() {
-            let what = format!(
-                "{} account {account}: /sync/updated page {}",
-                self.name,
-                i + 1
-            );
-            let (recs, dels) =
-                decode::decode_contacts(&decode::parse_page(body, &what)?.records, &rctx, &what)?;
+        for (recs, dels) in up_pages {
             deletes.extend(dels);
             for r in recs {
                 latest.insert(r.id.clone(), r);
@@ -381,5 +372,22 @@ impl AurinkoSource {
             })
             .unwrap(),
         })
+    }
+}
+
+/// What the page loop needs from a page: where to go next, and how many records it had.
+struct PageTokens {
+    next_page: Option<String>,
+    next_delta: Option<String>,
+    records: usize,
+}
+
+impl PageTokens {
+    fn of<T>(page: &decode::Page<'_, T>) -> PageTokens {
+        PageTokens {
+            next_page: page.next_page_token.clone(),
+            next_delta: page.next_delta_token.clone(),
+            records: page.records.len(),
+        }
     }
 }
