@@ -460,6 +460,9 @@ impl Lake {
     ) -> Result<CommitOutcome> {
         let app = app_id(source, account);
         let t0 = std::time::Instant::now();
+        // Where a run's commit spends its time, at debug level.
+        let phase =
+            |what: &str| tracing::debug!(app, ms = t0.elapsed().as_millis() as u64, "{what}");
         // A full extract compares with every landed id (the missing ones are deletes); an
         // incremental one only with the ids it carries.
         let wanted = if extract.mode.is_full() {
@@ -490,8 +493,10 @@ impl Lake {
             rows = landed.len(),
             "read the landed etags"
         );
-        let mut changes_writer =
-            self.streaming_writer(&self.open_or_create(TableKind::ContactChanges).await?)?;
+        let changes_table = self.open_or_create(TableKind::ContactChanges).await?;
+        let mut changes_writer = self.streaming_writer(&changes_table)?;
+        // The first commit attempt uses the table opened above; retries reopen it.
+        let mut changes_table = Some(changes_table);
 
         // Changed rows kept for the keyed update of later runs (first loads append instead).
         let mut changed: Vec<RecordBatch> = Vec::new();
@@ -567,6 +572,7 @@ impl Lake {
             changed.push(b);
         }
         let change_files = changes_writer.flush().await?;
+        phase("wrote the change files");
         let seq = state.seq + 1;
         let props = CommitProperties::default()
             .with_metadata([
@@ -585,7 +591,10 @@ impl Lake {
         // runs out of version retries, try again. The txn (app, seq) fences it: if that
         // seq is taken after a failure, another sync of this account won.
         for attempt in 0.. {
-            let changes = self.open_or_create(TableKind::ContactChanges).await?;
+            let changes = match changes_table.take() {
+                Some(t) => t,
+                None => self.open_or_create(TableKind::ContactChanges).await?,
+            };
             if self.txn_version(&changes, &app).await? != state.seq {
                 return Err(Error::Concurrent(format!(
                     "{app}: another sync of this account committed run {seq} first; nothing of this run was kept. Rerun to continue from where it stopped"
@@ -604,6 +613,7 @@ impl Lake {
                 }
             }
         }
+        phase("committed the changes");
         if first_load {
             // A first load's contacts are exactly its change rows: the same Parquet files,
             // copied instead of encoded a second time, then appended in one commit.
@@ -624,9 +634,11 @@ impl Lake {
             self.merge_contacts(source, account, &changed, &figures.run_id)
                 .await?;
         }
+        phase("updated contacts");
         figures.status = "ok".into();
         self.append_run(source, account, seq, &figures, Some(&extract.cursor))
             .await?;
+        phase("recorded the run");
         Ok(CommitOutcome {
             seq,
             upserted,
@@ -696,12 +708,7 @@ impl Lake {
                 .with_application_transaction(Transaction::new(&app, seq))
                 .with_metadata([("app.run_id".to_string(), json!(f.run_id))])
                 .with_max_retries(COMMIT_RETRIES);
-            match runs
-                .write(vec![batch.clone()])
-                .with_save_mode(SaveMode::Append)
-                .with_commit_properties(props)
-                .await
-            {
+            match self.append_batch(&runs, &batch, props).await {
                 Ok(_) => return Ok(()),
                 Err(e)
                     if (e.to_string().contains("oncurrent")
@@ -716,14 +723,30 @@ impl Lake {
         unreachable!()
     }
 
+    /// Appends one small batch to `table` in one commit. Written by the Parquet writer and
+    /// committed directly: a fraction of the cost of delta-rs's planned write, which starts
+    /// a query engine for it.
+    async fn append_batch(
+        &self,
+        table: &DeltaTable,
+        batch: &RecordBatch,
+        props: CommitProperties,
+    ) -> std::result::Result<(), deltalake::DeltaTableError> {
+        let mut writer = self
+            .streaming_writer(table)
+            .map_err(|e| deltalake::DeltaTableError::Generic(e.to_string()))?;
+        writer.write(batch.clone()).await?;
+        let files = writer.flush().await?;
+        commit_files(table, &files, props.with_max_retries(COMMIT_RETRIES)).await
+    }
+
     /// Records a failed run (no seq, no cursor) in `sync_runs`.
     pub async fn record_failure(&self, source: &str, account: &str, f: &RunFigures) -> Result<()> {
         let batch = tables::run_batch(source, account, None, f, None)?;
         for attempt in 0..5 {
             let runs = self.open_or_create(TableKind::SyncRuns).await?;
-            match runs
-                .write(vec![batch.clone()])
-                .with_save_mode(SaveMode::Append)
+            match self
+                .append_batch(&runs, &batch, CommitProperties::default())
                 .await
             {
                 Ok(_) => return Ok(()),
