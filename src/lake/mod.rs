@@ -32,7 +32,6 @@ mod tables;
 use std::collections::{HashMap, HashSet};
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
-use arrow::datatypes::SchemaRef;
 use datafusion::prelude::SessionContext;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Transaction};
@@ -810,19 +809,13 @@ impl Lake {
         kind: TableKind,
         filter: Option<&str>,
     ) -> Result<Vec<RecordBatch>> {
-        let Some(t) = self.open(kind).await? else {
-            return Ok(vec![]);
-        };
-        let sql = match filter {
-            Some(f) => format!("SELECT * FROM t WHERE {f}"),
-            None => "SELECT * FROM t".into(),
-        };
-        let schema: SchemaRef = kind.schema();
-        self.query_table(t, &sql)
-            .await?
-            .iter()
-            .map(|b| crate::arrow_util::normalize_batch(b, &schema))
-            .collect()
+        let mut out = Vec::new();
+        self.for_each_batch(kind, filter, |b| {
+            out.push(b);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
     }
 
     /// Streams the rows of a table (optionally filtered by a SQL predicate) to `each`,

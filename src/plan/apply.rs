@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use arrow::array::{
     AsArray, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::http::Metrics;
 use crate::lake::{Lake, TableKind, writeback_results_schema};
 use crate::providers::{AnySource, OpResult};
-use crate::sync::{SyncOptions, lake_of, run_sync};
+use crate::sync::{AccountReport, SyncOptions, lake_of, run_sync};
 
 /// The `--max-delete` guard.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -123,15 +123,14 @@ pub(crate) fn summarize(
     out
 }
 
+/// Ids by account: looked up per landed row with borrowed strings, no allocation.
+type WantedIds = HashMap<String, HashSet<String>>;
+
 /// The landed state a plan compares with. Only the rows the plan can touch become
 /// records: with `wanted`, the (account, id) pairs of the desired rows; without, all of
 /// them (mirror mode deletes the rest). The insert keys and the count cover every row.
 /// The table is streamed, so memory holds the wanted rows, not the account.
-async fn landed_for(
-    lake: &Lake,
-    source: &str,
-    wanted: Option<&HashSet<(String, String)>>,
-) -> Result<Landed> {
+async fn landed_for(lake: &Lake, source: &str, wanted: Option<&WantedIds>) -> Result<Landed> {
     let mut landed = Landed::default();
     let filter = format!("source = '{}'", source.replace('\'', "''"));
     lake.for_each_batch(TableKind::Contacts, Some(&filter), |batch| {
@@ -148,7 +147,10 @@ async fn landed_for(
                 let (accounts, ids) = (column("account")?, column("id")?);
                 let keep: BooleanArray = (0..batch.num_rows())
                     .map(|i| {
-                        Some(w.contains(&(accounts.value(i).to_string(), ids.value(i).to_string())))
+                        Some(
+                            w.get(accounts.value(i))
+                                .is_some_and(|of_account| of_account.contains(ids.value(i))),
+                        )
                     })
                     .collect();
                 arrow::compute::filter_record_batch(&batch, &keep)?
@@ -170,19 +172,16 @@ pub async fn plan(p: &Pipeline, source: &str, desired: &str, mode: Mode) -> Resu
     let lake = lake_of(p)?;
     let desired = load_desired(&lake, desired, source).await?;
     // Mirror mode deletes what the desired state lacks, so it needs every landed row.
-    let wanted: Option<HashSet<(String, String)>> = (mode != Mode::Mirror).then(|| {
-        desired
-            .rows
-            .iter()
-            .filter(|d| !d.id.is_empty())
-            .map(|d| {
-                let account = match d.account.as_str() {
-                    "" => cfg.domain.clone().unwrap_or_default(),
-                    a => a.to_string(),
-                };
-                (account, d.id.clone())
-            })
-            .collect()
+    let wanted: Option<WantedIds> = (mode != Mode::Mirror).then(|| {
+        let mut w = WantedIds::new();
+        for d in desired.rows.iter().filter(|d| !d.id.is_empty()) {
+            let account = match d.account.as_str() {
+                "" => cfg.domain.clone().unwrap_or_default(),
+                a => a.to_string(),
+            };
+            w.entry(account).or_default().insert(d.id.clone());
+        }
+        w
     });
     let landed = landed_for(&lake, source, wanted.as_ref()).await?;
     Ok(diff(
@@ -215,14 +214,19 @@ pub(crate) fn check_max_delete(
     Ok(())
 }
 
-/// Syncs one source so a plan is computed against the API's current state.
-pub(crate) async fn sync_first(p: &Pipeline, source: &str) -> Result<()> {
+/// Syncs one source; returns the report of the first account that failed, if any.
+async fn sync_source(p: &Pipeline, source: &str) -> Result<Option<AccountReport>> {
     let sync_opts = SyncOptions {
         sources: vec![source.to_string()],
         ..Default::default()
     };
     let r = run_sync(p, &sync_opts).await?;
-    if let Some(f) = r.failed().first() {
+    Ok(r.failed().first().map(|f| (*f).clone()))
+}
+
+/// Syncs one source so a plan is computed against the API's current state.
+pub(crate) async fn sync_first(p: &Pipeline, source: &str) -> Result<()> {
+    if let Some(f) = sync_source(p, source).await? {
         return Err(Error::Other(format!(
             "apply needs a current lake, but syncing {}/{} failed: {}",
             f.source,
@@ -235,12 +239,7 @@ pub(crate) async fn sync_first(p: &Pipeline, source: &str) -> Result<()> {
 
 /// Syncs one source after writing, so the lake shows what was written.
 pub(crate) async fn sync_after(p: &Pipeline, source: &str) -> Result<()> {
-    let sync_opts = SyncOptions {
-        sources: vec![source.to_string()],
-        ..Default::default()
-    };
-    let r = run_sync(p, &sync_opts).await?;
-    if let Some(f) = r.failed().first() {
+    if let Some(f) = sync_source(p, source).await? {
         tracing::warn!(account = %f.account, error = f.error.as_deref().unwrap_or(""), "the sync after apply failed; the next sync will catch up");
     }
     Ok(())
