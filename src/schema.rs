@@ -4,8 +4,9 @@
 //! [`SchemaRef`] (descriptions become field metadata) and renders an Arrow schema back to the
 //! same JSON, so `contacts-etl schema` and the file can be compared byte for byte.
 //!
-//! Both providers decode into [`ContactRecord`], a serde struct with exactly the schema's
-//! columns, which `arrow-json` turns into a `RecordBatch` (see [`records_to_batch`]).
+//! [`ContactRecord`] is a serde struct with exactly the schema's columns. Typed builders
+//! turn records, or anything else that implements `builders::Row`, into a `RecordBatch`
+//! (see [`records_to_batch`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -15,7 +16,7 @@ use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-mod builders;
+pub(crate) mod builders;
 
 use crate::error::{Error, Result};
 
@@ -313,6 +314,11 @@ pub struct ContactRecord {
 /// Turns records into one `RecordBatch` of the contacts schema, column by column with
 /// typed builders.
 pub fn records_to_batch(records: &[ContactRecord]) -> Result<RecordBatch> {
+    rows_to_batch(records)
+}
+
+/// Turns rows of any [`builders::Row`] kind into one `RecordBatch` of the contacts schema.
+pub(crate) fn rows_to_batch<R: builders::Row>(records: &[R]) -> Result<RecordBatch> {
     let schema = contacts_schema();
     let columns = builders::build(&schema, records)?;
     RecordBatch::try_new_with_options(

@@ -1,6 +1,8 @@
-//! Records → Arrow arrays column by column, straight into typed builders (no serde, no
+//! Rows → Arrow arrays column by column, straight into typed builders (no serde, no
 //! intermediate JSON tape): each column of the schema is built in one pass over the
-//! records, so a page of contacts costs a few allocations per column. [`read`] is the way
+//! rows, so a page of contacts costs a few allocations per column. A row is anything that
+//! implements [`Row`]: a [`ContactRecord`], or what a decoder parsed, borrowing the page's
+//! text, so that a page goes to Arrow with each string copied once. [`read`] is the way
 //! back, column by column into records.
 //!
 //! The schema stays the source of truth: columns are looked up by the names of
@@ -22,19 +24,109 @@ use super::{
 };
 use crate::error::{Error, Result};
 
-/// One scalar value of a record or of a list item.
+/// One scalar value of a row or of a list item.
 #[derive(Clone, Copy)]
-enum Cell<'a> {
+pub(crate) enum Cell<'a> {
     Str(Option<&'a str>),
     Bool(Option<bool>),
+    /// A value the source never has, null in a column of either type.
+    Null,
 }
 
 /// A struct whose scalar fields can be read by schema name; the getter is resolved once
-/// per column, not per value.
-trait Cells: Default {
+/// per column, not per value. A name the type does not know is `None`, which the
+/// builders report as an error, so a schema change cannot be silently dropped.
+pub(crate) trait Cells {
     fn getter(name: &str) -> Option<fn(&Self) -> Cell<'_>>;
-    /// The way back: stores a value read from Arrow into the field called `name`.
+}
+
+/// The way back: a struct whose scalar fields can be set by schema name.
+trait SetCells: Cells + Default {
+    /// Stores a value read from Arrow into the field called `name`.
     fn setter(name: &str) -> Option<fn(&mut Self, Cell<'_>)>;
+}
+
+/// A contact as the builders read it: the scalar columns through [`Cells`], the
+/// timestamps, lists and photo through accessors.
+pub(crate) trait Row: Cells {
+    type Email: Cells;
+    type Phone: Cells;
+    type Address: Cells;
+    type Im: Cells;
+    type Organization: Cells;
+    type Website: Cells;
+    type Relation: Cells;
+    type Event: Cells;
+    type ExtendedProperty: Cells;
+    type Group: AsRef<str>;
+    /// A missing photo reads as the default's (null) fields.
+    type Photo: Cells + Default;
+    fn updated(&self) -> Option<i64>;
+    fn synced_at(&self) -> i64;
+    fn emails(&self) -> &[Self::Email];
+    fn phones(&self) -> &[Self::Phone];
+    fn addresses(&self) -> &[Self::Address];
+    fn ims(&self) -> &[Self::Im];
+    fn organizations(&self) -> &[Self::Organization];
+    fn websites(&self) -> &[Self::Website];
+    fn relations(&self) -> &[Self::Relation];
+    fn events(&self) -> &[Self::Event];
+    fn extended_properties(&self) -> &[Self::ExtendedProperty];
+    fn groups(&self) -> &[Self::Group];
+    fn photo(&self) -> Option<&Self::Photo>;
+}
+
+impl Row for ContactRecord {
+    type Email = Email;
+    type Phone = Phone;
+    type Address = Address;
+    type Im = Im;
+    type Organization = Organization;
+    type Website = Website;
+    type Relation = Relation;
+    type Event = Event;
+    type ExtendedProperty = ExtendedProperty;
+    type Group = String;
+    type Photo = Photo;
+    fn updated(&self) -> Option<i64> {
+        self.updated
+    }
+    fn synced_at(&self) -> i64 {
+        self._synced_at
+    }
+    fn emails(&self) -> &[Email] {
+        &self.emails
+    }
+    fn phones(&self) -> &[Phone] {
+        &self.phones
+    }
+    fn addresses(&self) -> &[Address] {
+        &self.addresses
+    }
+    fn ims(&self) -> &[Im] {
+        &self.ims
+    }
+    fn organizations(&self) -> &[Organization] {
+        &self.organizations
+    }
+    fn websites(&self) -> &[Website] {
+        &self.websites
+    }
+    fn relations(&self) -> &[Relation] {
+        &self.relations
+    }
+    fn events(&self) -> &[Event] {
+        &self.events
+    }
+    fn extended_properties(&self) -> &[ExtendedProperty] {
+        &self.extended_properties
+    }
+    fn groups(&self) -> &[String] {
+        &self.groups
+    }
+    fn photo(&self) -> Option<&Photo> {
+        self.photo.as_ref()
+    }
 }
 
 macro_rules! cells {
@@ -51,6 +143,8 @@ macro_rules! cells {
                     _ => None,
                 }
             }
+        }
+        impl SetCells for $t {
             fn setter(name: &str) -> Option<fn(&mut Self, Cell<'_>)> {
                 match name {
                     $($name => {
@@ -110,13 +204,14 @@ fn scalar_column<T: Cells>(field: &Field, items: &[&T]) -> Result<ArrayRef> {
                 .iter()
                 .map(|x| match get(x) {
                     Cell::Str(s) => s.map_or(0, str::len),
-                    Cell::Bool(_) => 0,
+                    Cell::Bool(_) | Cell::Null => 0,
                 })
                 .sum();
             let mut b = StringBuilder::with_capacity(items.len(), bytes);
             for x in items {
                 match get(x) {
                     Cell::Str(s) => b.append_option(s),
+                    Cell::Null => b.append_null(),
                     Cell::Bool(_) => return Err(mistyped(field)),
                 }
             }
@@ -127,6 +222,7 @@ fn scalar_column<T: Cells>(field: &Field, items: &[&T]) -> Result<ArrayRef> {
             for x in items {
                 match get(x) {
                     Cell::Bool(v) => b.append_option(v),
+                    Cell::Null => b.append_null(),
                     Cell::Str(_) => return Err(mistyped(field)),
                 }
             }
@@ -188,8 +284,8 @@ fn mistyped(field: &Field) -> Error {
 }
 
 /// Builds one batch of `schema` (the contacts schema) from `records`.
-pub(super) fn build(schema: &SchemaRef, records: &[ContactRecord]) -> Result<ArrayRefs> {
-    let all: Vec<&ContactRecord> = records.iter().collect();
+pub(super) fn build<R: Row>(schema: &SchemaRef, records: &[R]) -> Result<ArrayRefs> {
+    let all: Vec<&R> = records.iter().collect();
     let n = records.len();
     schema
         .fields()
@@ -203,20 +299,18 @@ pub(super) fn build(schema: &SchemaRef, records: &[ContactRecord]) -> Result<Arr
                 Arc::new(TimestampMicrosecondArray::from(v).with_timezone_opt(tz))
             };
             Ok(match f.name().as_str() {
-                "updated" => ts(records.iter().map(|r| r.updated).collect()),
-                "_synced_at" => ts(records.iter().map(|r| Some(r._synced_at)).collect()),
-                "emails" => struct_list(f, records.iter().map(|r| r.emails.as_slice()))?,
-                "phones" => struct_list(f, records.iter().map(|r| r.phones.as_slice()))?,
-                "addresses" => struct_list(f, records.iter().map(|r| r.addresses.as_slice()))?,
-                "ims" => struct_list(f, records.iter().map(|r| r.ims.as_slice()))?,
-                "organizations" => {
-                    struct_list(f, records.iter().map(|r| r.organizations.as_slice()))?
-                }
-                "websites" => struct_list(f, records.iter().map(|r| r.websites.as_slice()))?,
-                "relations" => struct_list(f, records.iter().map(|r| r.relations.as_slice()))?,
-                "events" => struct_list(f, records.iter().map(|r| r.events.as_slice()))?,
+                "updated" => ts(records.iter().map(Row::updated).collect()),
+                "_synced_at" => ts(records.iter().map(|r| Some(r.synced_at())).collect()),
+                "emails" => struct_list(f, records.iter().map(Row::emails))?,
+                "phones" => struct_list(f, records.iter().map(Row::phones))?,
+                "addresses" => struct_list(f, records.iter().map(Row::addresses))?,
+                "ims" => struct_list(f, records.iter().map(Row::ims))?,
+                "organizations" => struct_list(f, records.iter().map(Row::organizations))?,
+                "websites" => struct_list(f, records.iter().map(Row::websites))?,
+                "relations" => struct_list(f, records.iter().map(Row::relations))?,
+                "events" => struct_list(f, records.iter().map(Row::events))?,
                 "extended_properties" => {
-                    struct_list(f, records.iter().map(|r| r.extended_properties.as_slice()))?
+                    struct_list(f, records.iter().map(Row::extended_properties))?
                 }
                 "groups" => {
                     let DataType::List(item) = f.data_type() else {
@@ -225,8 +319,8 @@ pub(super) fn build(schema: &SchemaRef, records: &[ContactRecord]) -> Result<Arr
                     let mut b = ListBuilder::with_capacity(StringBuilder::new(), n)
                         .with_field(item.clone());
                     for r in records {
-                        for g in &r.groups {
-                            b.values().append_value(g);
+                        for g in r.groups() {
+                            b.values().append_value(g.as_ref());
                         }
                         b.append(true);
                     }
@@ -237,12 +331,12 @@ pub(super) fn build(schema: &SchemaRef, records: &[ContactRecord]) -> Result<Arr
                         return Err(mistyped(f));
                     };
                     // A missing photo is a null struct; its children hold nulls there.
-                    let empty = Photo::default();
-                    let photos: Vec<&Photo> = records
+                    let empty = R::Photo::default();
+                    let photos: Vec<&R::Photo> = records
                         .iter()
-                        .map(|r| r.photo.as_ref().unwrap_or(&empty))
+                        .map(|r| r.photo().unwrap_or(&empty))
                         .collect();
-                    let nulls = NullBuffer::from_iter(records.iter().map(|r| r.photo.is_some()));
+                    let nulls = NullBuffer::from_iter(records.iter().map(|r| r.photo().is_some()));
                     Arc::new(StructArray::try_new_with_length(
                         children.clone(),
                         struct_children(children, &photos)?,
@@ -260,7 +354,7 @@ pub(super) fn build(schema: &SchemaRef, records: &[ContactRecord]) -> Result<Arr
 pub(super) type ArrayRefs = Vec<ArrayRef>;
 
 /// Reads one scalar column into `items` (one per value of `col`).
-fn read_scalar<T: Cells>(field: &Field, col: &dyn Array, items: &mut [T]) -> Result<()> {
+fn read_scalar<T: SetCells>(field: &Field, col: &dyn Array, items: &mut [T]) -> Result<()> {
     let set = T::setter(field.name()).ok_or_else(|| unknown(field))?;
     match col.data_type() {
         DataType::Utf8 => {
@@ -282,7 +376,7 @@ fn read_scalar<T: Cells>(field: &Field, col: &dyn Array, items: &mut [T]) -> Res
 
 /// Reads a struct array into one `T` per row (a null row reads as its children's values,
 /// which are null).
-fn read_structs<T: Cells>(field: &Field, col: &dyn Array) -> Result<Vec<T>> {
+fn read_structs<T: SetCells>(field: &Field, col: &dyn Array) -> Result<Vec<T>> {
     let structs = col.as_struct_opt().ok_or_else(|| mistyped(field))?;
     let mut items: Vec<T> = (0..structs.len()).map(|_| T::default()).collect();
     for (f, child) in structs.fields().iter().zip(structs.columns()) {
@@ -292,7 +386,7 @@ fn read_structs<T: Cells>(field: &Field, col: &dyn Array) -> Result<Vec<T>> {
 }
 
 /// Reads a `list<struct>` column into each record's list (a null list reads as empty).
-fn read_struct_list<T: Cells>(
+fn read_struct_list<T: SetCells>(
     field: &Field,
     col: &dyn Array,
     records: &mut [ContactRecord],

@@ -2,11 +2,15 @@
 //! (`name{}`, `company{}`, `emailAddresses`, …); unknown fields are tolerated; each record
 //! is kept as received in `raw`, and `nativeProperties` goes to `native` as JSON.
 
+use std::borrow::Cow;
+
+use arrow::array::RecordBatch;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::providers::google::decode::RecordContext;
-use crate::schema::{Address, ContactRecord, Email, Organization, Phone, Relation, Website};
+use crate::schema::builders::{Cell, Cells, Row};
+use crate::schema::{Event, ExtendedProperty, Im, Photo};
 
 /// One page of `/sync/updated` or `/sync/deleted`, its records parsed as `T`.
 #[derive(Debug)]
@@ -23,107 +27,306 @@ pub struct Rec<'a, T> {
     pub value: T,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Name {
-    display_name: Option<String>,
-    given_name: Option<String>,
-    middle_name: Option<String>,
-    family_name: Option<String>,
-    prefix: Option<String>,
-    suffix: Option<String>,
+/// A JSON string: borrowed from the page when it has no escapes, owned when serde had to
+/// unescape it. (`Option<Cow<str>>` would always be owned: serde borrows only from a
+/// type that asks for it.)
+#[derive(Debug, Default, Clone)]
+pub struct JStr<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for JStr<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = JStr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<JStr<'de>, E> {
+                Ok(JStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<JStr<'de>, E> {
+                Ok(JStr(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> std::result::Result<JStr<'de>, E> {
+                Ok(JStr(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl AsRef<str> for JStr<'_> {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A string field as the schema stores it: an empty string is absent.
+fn ne<'x>(s: &'x Option<JStr<'_>>) -> Option<&'x str> {
+    s.as_ref().map(|s| s.as_ref()).filter(|v| !v.is_empty())
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Company {
-    name: Option<String>,
-    job_title: Option<String>,
-    department: Option<String>,
+struct Name<'a> {
+    #[serde(borrow)]
+    display_name: Option<JStr<'a>>,
+    #[serde(borrow)]
+    given_name: Option<JStr<'a>>,
+    #[serde(borrow)]
+    middle_name: Option<JStr<'a>>,
+    #[serde(borrow)]
+    family_name: Option<JStr<'a>>,
+    #[serde(borrow)]
+    prefix: Option<JStr<'a>>,
+    #[serde(borrow)]
+    suffix: Option<JStr<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Company<'a> {
+    #[serde(borrow)]
+    name: Option<JStr<'a>>,
+    #[serde(borrow)]
+    job_title: Option<JStr<'a>>,
+    #[serde(borrow)]
+    department: Option<JStr<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct EmailJ {
-    address: Option<String>,
-    name: Option<String>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
+struct EmailJ<'a> {
+    #[serde(borrow)]
+    address: Option<JStr<'a>>,
+    #[serde(borrow)]
+    name: Option<JStr<'a>>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<JStr<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct PhoneJ {
-    number: Option<String>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
+struct PhoneJ<'a> {
+    #[serde(borrow)]
+    number: Option<JStr<'a>>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<JStr<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct AddressJ {
-    street: Option<String>,
-    street_line2: Option<String>,
-    po_box: Option<String>,
-    city: Option<String>,
-    state: Option<String>,
-    postal_code: Option<String>,
-    country: Option<String>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
+struct AddressJ<'a> {
+    #[serde(borrow)]
+    street: Option<JStr<'a>>,
+    #[serde(borrow)]
+    street_line2: Option<JStr<'a>>,
+    #[serde(borrow)]
+    po_box: Option<JStr<'a>>,
+    #[serde(borrow)]
+    city: Option<JStr<'a>>,
+    #[serde(borrow)]
+    state: Option<JStr<'a>>,
+    #[serde(borrow)]
+    postal_code: Option<JStr<'a>>,
+    #[serde(borrow)]
+    country: Option<JStr<'a>>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<JStr<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct UrlJ {
-    href: Option<String>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
+struct UrlJ<'a> {
+    #[serde(borrow)]
+    href: Option<JStr<'a>>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<JStr<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct RelationJ {
+struct RelationJ<'a> {
     // The first OAS version called it `value`.
-    #[serde(alias = "value")]
-    name: Option<String>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
+    #[serde(borrow, alias = "value")]
+    name: Option<JStr<'a>>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<JStr<'a>>,
 }
 
-/// The Contact object (OAS `components.schemas.Contact`), the fields this tool maps.
+/// The Contact object (OAS `components.schemas.Contact`), the fields this tool maps, with
+/// its strings borrowed from the page where they need no unescaping.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ContactJ {
-    id: Option<String>,
-    etag: Option<String>,
-    last_modified_time: Option<String>,
-    name: Option<Name>,
-    nick_name: Option<String>,
-    file_as: Option<String>,
-    company: Option<Company>,
-    #[serde(default)]
-    email_addresses: Option<Vec<EmailJ>>,
-    #[serde(default)]
-    phone_numbers: Option<Vec<PhoneJ>>,
-    #[serde(default)]
-    addresses: Option<Vec<AddressJ>>,
-    #[serde(default)]
-    urls: Option<Vec<UrlJ>>,
-    #[serde(default)]
-    relations: Option<Vec<RelationJ>>,
-    birthday: Option<String>,
-    #[serde(default)]
-    keywords: Option<Vec<String>>,
-    notes: Option<String>,
+pub struct ContactJ<'a> {
+    #[serde(borrow)]
+    id: Option<JStr<'a>>,
+    #[serde(borrow)]
+    etag: Option<JStr<'a>>,
+    #[serde(borrow)]
+    last_modified_time: Option<JStr<'a>>,
+    #[serde(borrow)]
+    name: Option<Name<'a>>,
+    #[serde(borrow)]
+    nick_name: Option<JStr<'a>>,
+    #[serde(borrow)]
+    file_as: Option<JStr<'a>>,
+    #[serde(borrow)]
+    company: Option<Company<'a>>,
+    #[serde(borrow, default)]
+    email_addresses: Option<Vec<EmailJ<'a>>>,
+    #[serde(borrow, default)]
+    phone_numbers: Option<Vec<PhoneJ<'a>>>,
+    #[serde(borrow, default)]
+    addresses: Option<Vec<AddressJ<'a>>>,
+    #[serde(borrow, default)]
+    urls: Option<Vec<UrlJ<'a>>>,
+    #[serde(borrow, default)]
+    relations: Option<Vec<RelationJ<'a>>>,
+    #[serde(borrow)]
+    birthday: Option<JStr<'a>>,
+    #[serde(borrow, default)]
+    keywords: Option<Vec<JStr<'a>>>,
+    #[serde(borrow)]
+    notes: Option<JStr<'a>>,
     native_properties: Option<serde_json::Value>,
     deleted: Option<bool>,
 }
 
 /// A record of `/sync/deleted`.
 #[derive(Debug, Deserialize)]
-pub struct DeletedJ {
-    id: Option<String>,
+pub struct DeletedJ<'a> {
+    #[serde(borrow)]
+    id: Option<JStr<'a>>,
 }
 
-fn ne(s: Option<String>) -> Option<String> {
-    s.filter(|v| !v.is_empty())
+/// Schema columns of a list item, each read from a field of the Aurinko object (through
+/// [`ne`]) or null because Aurinko has no such field.
+macro_rules! json_cells {
+    ($t:ident { $($name:literal => $f:ident),* ; null: $($null:literal),* }) => {
+        impl Cells for $t<'_> {
+            fn getter(name: &str) -> Option<fn(&Self) -> Cell<'_>> {
+                match name {
+                    $($name => {
+                        fn get<'x>(x: &'x $t<'_>) -> Cell<'x> {
+                            Cell::Str(ne(&x.$f))
+                        }
+                        Some(get)
+                    })*
+                    $($null)|* => {
+                        fn null(_: &$t<'_>) -> Cell<'static> {
+                            Cell::Null
+                        }
+                        Some(null)
+                    }
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+json_cells!(EmailJ { "address" => address, "type" => kind, "display_name" => name; null: "label", "primary" });
+json_cells!(PhoneJ { "number" => number, "type" => kind; null: "label", "primary", "uri" });
+json_cells!(AddressJ {
+    "type" => kind, "street" => street, "po_box" => po_box, "city" => city,
+    "region" => state, "postcode" => postal_code, "country" => country;
+    null: "label", "primary", "neighborhood", "formatted"
+});
+json_cells!(Company { "name" => name, "title" => job_title, "department" => department; null: "type", "label", "primary" });
+json_cells!(UrlJ { "href" => href, "type" => kind; null: "label", "primary" });
+json_cells!(RelationJ { "name" => name, "type" => kind; null: "label" });
+
+/// One live contact of a page on its way to Arrow: the parsed object, its text, and the
+/// values computed from it.
+struct JsonRow<'a> {
+    c: ContactJ<'a>,
+    raw: &'a str,
+    updated: Option<i64>,
+    native: Option<String>,
+    ctx: &'a RecordContext,
+}
+
+impl Cells for JsonRow<'_> {
+    fn getter(name: &str) -> Option<fn(&Self) -> Cell<'_>> {
+        fn name_part<'x>(
+            x: &'x JsonRow<'x>,
+            f: fn(&'x Name<'x>) -> &'x Option<JStr<'x>>,
+        ) -> Option<&'x str> {
+            x.c.name.as_ref().and_then(|n| ne(f(n)))
+        }
+        let get: fn(&Self) -> Cell<'_> = match name {
+            "source" => |x| Cell::Str(Some(&x.ctx.source)),
+            "account" => |x| Cell::Str(Some(&x.ctx.account)),
+            "_run_id" => |x| Cell::Str(Some(&x.ctx.run_id)),
+            "id" => |x| Cell::Str(ne(&x.c.id)),
+            "etag" => |x| Cell::Str(ne(&x.c.etag)),
+            "deleted" => |_| Cell::Bool(Some(false)),
+            "display_name" => |x| Cell::Str(name_part(x, |n| &n.display_name)),
+            "given_name" => |x| Cell::Str(name_part(x, |n| &n.given_name)),
+            "family_name" => |x| Cell::Str(name_part(x, |n| &n.family_name)),
+            "middle_name" => |x| Cell::Str(name_part(x, |n| &n.middle_name)),
+            "prefix" => |x| Cell::Str(name_part(x, |n| &n.prefix)),
+            "suffix" => |x| Cell::Str(name_part(x, |n| &n.suffix)),
+            "nickname" => |x| Cell::Str(ne(&x.c.nick_name)),
+            "file_as" => |x| Cell::Str(ne(&x.c.file_as)),
+            "notes" => |x| Cell::Str(ne(&x.c.notes)),
+            "birthday" => |x| Cell::Str(ne(&x.c.birthday)),
+            "native" => |x| Cell::Str(x.native.as_deref()),
+            "raw" => |x| Cell::Str(Some(x.raw)),
+            _ => return None,
+        };
+        Some(get)
+    }
+}
+
+impl<'a> Row for JsonRow<'a> {
+    type Email = EmailJ<'a>;
+    type Phone = PhoneJ<'a>;
+    type Address = AddressJ<'a>;
+    type Im = Im;
+    type Organization = Company<'a>;
+    type Website = UrlJ<'a>;
+    type Relation = RelationJ<'a>;
+    type Event = Event;
+    type ExtendedProperty = ExtendedProperty;
+    type Group = JStr<'a>;
+    type Photo = Photo;
+    fn updated(&self) -> Option<i64> {
+        self.updated
+    }
+    fn synced_at(&self) -> i64 {
+        self.ctx.synced_at_us
+    }
+    fn emails(&self) -> &[EmailJ<'a>] {
+        self.c.email_addresses.as_deref().unwrap_or_default()
+    }
+    fn phones(&self) -> &[PhoneJ<'a>] {
+        self.c.phone_numbers.as_deref().unwrap_or_default()
+    }
+    fn addresses(&self) -> &[AddressJ<'a>] {
+        self.c.addresses.as_deref().unwrap_or_default()
+    }
+    fn ims(&self) -> &[Im] {
+        &[]
+    }
+    fn organizations(&self) -> &[Company<'a>] {
+        self.c.company.as_slice()
+    }
+    fn websites(&self) -> &[UrlJ<'a>] {
+        self.c.urls.as_deref().unwrap_or_default()
+    }
+    fn relations(&self) -> &[RelationJ<'a>] {
+        self.c.relations.as_deref().unwrap_or_default()
+    }
+    fn events(&self) -> &[Event] {
+        &[]
+    }
+    fn extended_properties(&self) -> &[ExtendedProperty] {
+        &[]
+    }
+    fn groups(&self) -> &[JStr<'a>] {
+        self.c.keywords.as_deref().unwrap_or_default()
+    }
+    fn photo(&self) -> Option<&Photo> {
+        None
+    }
 }
 
 /// Parses a page body in one pass: the page's tokens, and each record both as text (a
@@ -271,23 +474,35 @@ impl<'a> JsonCursor<'a> {
     }
 }
 
-/// Decodes `/sync/updated` records. Records flagged `deleted:true` come back as deletes.
+/// A decoded page of `/sync/updated`: its live contacts as one batch of the contacts
+/// schema, and the ids of records flagged `deleted:true`.
+#[derive(Debug)]
+pub struct DecodedPage {
+    pub batch: RecordBatch,
+    pub deleted: Vec<String>,
+}
+
+/// Decodes `/sync/updated` records straight into Arrow: each string is copied once, from
+/// the page into its column. Records flagged `deleted:true` come back as deletes.
 pub fn decode_contacts(
-    records: Vec<Rec<'_, ContactJ>>,
+    records: Vec<Rec<'_, ContactJ<'_>>>,
     ctx: &RecordContext,
     what: &str,
-) -> Result<(Vec<ContactRecord>, Vec<String>)> {
-    let mut out = Vec::with_capacity(records.len());
+) -> Result<DecodedPage> {
+    let mut rows = Vec::with_capacity(records.len());
     let mut deleted = Vec::new();
-    for (i, Rec { raw, value: c }) in records.into_iter().enumerate() {
-        let id = ne(c.id).ok_or_else(|| {
-            Error::decode(format!("{what}, record #{}: the contact has no id", i + 1))
-        })?;
+    for (i, Rec { raw, value: mut c }) in records.into_iter().enumerate() {
+        let Some(id) = ne(&c.id) else {
+            return Err(Error::decode(format!(
+                "{what}, record #{}: the contact has no id",
+                i + 1
+            )));
+        };
         if c.deleted == Some(true) {
-            deleted.push(id);
+            deleted.push(id.to_string());
             continue;
         }
-        let updated = match c.last_modified_time.as_deref() {
+        let updated = match ne(&c.last_modified_time) {
             Some(t) => Some(
                 chrono::DateTime::parse_from_rfc3339(t)
                     .map_err(|e| {
@@ -299,124 +514,45 @@ pub fn decode_contacts(
             ),
             None => None,
         };
-        let name = c.name.unwrap_or_default();
-        out.push(ContactRecord {
-            source: ctx.source.clone(),
-            account: ctx.account.clone(),
-            id,
-            etag: ne(c.etag),
+        // The schema has one street: Aurinko's second line goes under the first.
+        for a in c.addresses.iter_mut().flatten() {
+            let joined = match (ne(&a.street), ne(&a.street_line2)) {
+                (Some(x), Some(y)) => Some(format!("{x}\n{y}")),
+                (None, Some(y)) => Some(y.to_string()),
+                _ => None,
+            };
+            if let Some(j) = joined {
+                a.street = Some(JStr(Cow::Owned(j)));
+            }
+        }
+        // Re-serialized compactly: the same properties read the same however the server
+        // spaced them.
+        let native = c
+            .native_properties
+            .take()
+            .filter(|v| !v.is_null())
+            .map(|v| v.to_string());
+        rows.push(JsonRow {
+            c,
+            raw,
             updated,
-            deleted: false,
-            display_name: ne(name.display_name),
-            given_name: ne(name.given_name),
-            family_name: ne(name.family_name),
-            middle_name: ne(name.middle_name),
-            prefix: ne(name.prefix),
-            suffix: ne(name.suffix),
-            nickname: ne(c.nick_name),
-            file_as: ne(c.file_as),
-            emails: c
-                .email_addresses
-                .unwrap_or_default()
-                .into_iter()
-                .map(|e| Email {
-                    address: ne(e.address),
-                    kind: ne(e.kind),
-                    label: None,
-                    primary: None,
-                    display_name: ne(e.name),
-                })
-                .collect(),
-            phones: c
-                .phone_numbers
-                .unwrap_or_default()
-                .into_iter()
-                .map(|p| Phone {
-                    number: ne(p.number),
-                    kind: ne(p.kind),
-                    label: None,
-                    primary: None,
-                    uri: None,
-                })
-                .collect(),
-            addresses: c
-                .addresses
-                .unwrap_or_default()
-                .into_iter()
-                .map(|a| Address {
-                    kind: ne(a.kind),
-                    street: match (ne(a.street), ne(a.street_line2)) {
-                        (Some(x), Some(y)) => Some(format!("{x}\n{y}")),
-                        (x, y) => x.or(y),
-                    },
-                    po_box: ne(a.po_box),
-                    city: ne(a.city),
-                    region: ne(a.state),
-                    postcode: ne(a.postal_code),
-                    country: ne(a.country),
-                    ..Default::default()
-                })
-                .collect(),
-            organizations: c
-                .company
-                .map(|co| {
-                    vec![Organization {
-                        name: ne(co.name),
-                        title: ne(co.job_title),
-                        department: ne(co.department),
-                        kind: None,
-                        label: None,
-                        primary: None,
-                    }]
-                })
-                .unwrap_or_default(),
-            websites: c
-                .urls
-                .unwrap_or_default()
-                .into_iter()
-                .map(|u| Website {
-                    href: ne(u.href),
-                    kind: ne(u.kind),
-                    label: None,
-                    primary: None,
-                })
-                .collect(),
-            relations: c
-                .relations
-                .unwrap_or_default()
-                .into_iter()
-                .map(|r| Relation {
-                    name: ne(r.name),
-                    kind: ne(r.kind),
-                    label: None,
-                })
-                .collect(),
-            ims: vec![],
-            events: vec![],
-            notes: ne(c.notes),
-            birthday: ne(c.birthday),
-            groups: c.keywords.unwrap_or_default(),
-            photo: None,
-            extended_properties: vec![],
-            native: c
-                .native_properties
-                .filter(|v| !v.is_null())
-                .map(|v| v.to_string()),
-            raw: Some(raw.to_string()),
-            _run_id: ctx.run_id.clone(),
-            _synced_at: ctx.synced_at_us,
+            native,
+            ctx,
         });
     }
-    Ok((out, deleted))
+    Ok(DecodedPage {
+        batch: crate::schema::rows_to_batch(&rows)?,
+        deleted,
+    })
 }
 
 /// Decodes `/sync/deleted` records into ids.
-pub fn decode_deleted(records: Vec<Rec<'_, DeletedJ>>, what: &str) -> Result<Vec<String>> {
+pub fn decode_deleted(records: Vec<Rec<'_, DeletedJ<'_>>>, what: &str) -> Result<Vec<String>> {
     records
-        .into_iter()
+        .iter()
         .enumerate()
         .map(|(i, r)| {
-            ne(r.value.id).ok_or_else(|| {
+            ne(&r.value.id).map(str::to_string).ok_or_else(|| {
                 Error::decode(format!(
                     "{what}, record #{}: a deleted record without id",
                     i + 1
@@ -429,6 +565,135 @@ pub fn decode_deleted(records: Vec<Rec<'_, DeletedJ>>, what: &str) -> Result<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema::{
+        Address, ContactRecord, Email, Organization, Phone, Relation, Website, batches_to_records,
+        records_to_batch,
+    };
+
+    /// The mapping written out record by record, as it was before pages went straight
+    /// to Arrow: the oracle the builders are held to.
+    fn oracle(
+        records: Vec<Rec<'_, ContactJ<'_>>>,
+        ctx: &RecordContext,
+    ) -> (Vec<ContactRecord>, Vec<String>) {
+        let own = |s: &Option<JStr<'_>>| ne(s).map(str::to_string);
+        let mut out = Vec::new();
+        let mut deleted = Vec::new();
+        for Rec { raw, value: c } in records {
+            let id = own(&c.id).unwrap();
+            if c.deleted == Some(true) {
+                deleted.push(id);
+                continue;
+            }
+            let name = c.name.unwrap_or_default();
+            out.push(ContactRecord {
+                source: ctx.source.clone(),
+                account: ctx.account.clone(),
+                id,
+                etag: own(&c.etag),
+                updated: own(&c.last_modified_time).map(|t| {
+                    chrono::DateTime::parse_from_rfc3339(&t)
+                        .unwrap()
+                        .timestamp_micros()
+                }),
+                deleted: false,
+                display_name: own(&name.display_name),
+                given_name: own(&name.given_name),
+                family_name: own(&name.family_name),
+                middle_name: own(&name.middle_name),
+                prefix: own(&name.prefix),
+                suffix: own(&name.suffix),
+                nickname: own(&c.nick_name),
+                file_as: own(&c.file_as),
+                emails: (c.email_addresses.unwrap_or_default().iter())
+                    .map(|e| Email {
+                        address: own(&e.address),
+                        kind: own(&e.kind),
+                        display_name: own(&e.name),
+                        ..Default::default()
+                    })
+                    .collect(),
+                phones: (c.phone_numbers.unwrap_or_default().iter())
+                    .map(|p| Phone {
+                        number: own(&p.number),
+                        kind: own(&p.kind),
+                        ..Default::default()
+                    })
+                    .collect(),
+                addresses: (c.addresses.unwrap_or_default().iter())
+                    .map(|a| Address {
+                        kind: own(&a.kind),
+                        street: match (own(&a.street), own(&a.street_line2)) {
+                            (Some(x), Some(y)) => Some(format!("{x}\n{y}")),
+                            (x, y) => x.or(y),
+                        },
+                        po_box: own(&a.po_box),
+                        city: own(&a.city),
+                        region: own(&a.state),
+                        postcode: own(&a.postal_code),
+                        country: own(&a.country),
+                        ..Default::default()
+                    })
+                    .collect(),
+                organizations: (c.company.iter())
+                    .map(|co| Organization {
+                        name: own(&co.name),
+                        title: own(&co.job_title),
+                        department: own(&co.department),
+                        ..Default::default()
+                    })
+                    .collect(),
+                websites: (c.urls.unwrap_or_default().iter())
+                    .map(|u| Website {
+                        href: own(&u.href),
+                        kind: own(&u.kind),
+                        ..Default::default()
+                    })
+                    .collect(),
+                relations: (c.relations.unwrap_or_default().iter())
+                    .map(|r| Relation {
+                        name: own(&r.name),
+                        kind: own(&r.kind),
+                        label: None,
+                    })
+                    .collect(),
+                notes: own(&c.notes),
+                birthday: own(&c.birthday),
+                groups: (c.keywords.unwrap_or_default().iter())
+                    .map(|k| k.as_ref().to_string())
+                    .collect(),
+                native: c
+                    .native_properties
+                    .filter(|v| !v.is_null())
+                    .map(|v| v.to_string()),
+                raw: Some(raw.to_string()),
+                _run_id: ctx.run_id.clone(),
+                _synced_at: ctx.synced_at_us,
+                ..Default::default()
+            });
+        }
+        (out, deleted)
+    }
+
+    /// Decodes `body` both ways and checks they agree column by column; returns the rows.
+    fn decode_both(body: &[u8]) -> (Vec<ContactRecord>, Vec<String>) {
+        let page = decode_contacts(parse_page(body, "p").unwrap().records, &ctx(), "p").unwrap();
+        let (recs, deleted) = oracle(parse_page(body, "p").unwrap().records, &ctx());
+        let want = records_to_batch(&recs).unwrap();
+        assert_eq!(page.batch.schema(), want.schema());
+        for (i, f) in want.schema().fields().iter().enumerate() {
+            assert_eq!(
+                page.batch.column(i).as_ref(),
+                want.column(i).as_ref(),
+                "column {}",
+                f.name()
+            );
+        }
+        assert_eq!(page.deleted, deleted);
+        let back = batches_to_records(&[page.batch]).unwrap();
+        assert_eq!(back, recs);
+        (back, page.deleted)
+    }
 
     fn ctx() -> RecordContext {
         RecordContext {
@@ -451,7 +716,7 @@ mod tests {
         let page = parse_page::<ContactJ>(body, "p").unwrap();
         assert_eq!(page.next_delta_token.as_deref(), Some("d2"));
         assert!(page.next_page_token.is_none());
-        let (recs, deleted) = decode_contacts(page.records, &ctx(), "p").unwrap();
+        let (recs, deleted) = decode_both(body);
         assert_eq!(deleted, vec!["AAMk2".to_string()]);
         let r = &recs[0];
         assert_eq!(r.display_name.as_deref(), Some("Sam Black"));
@@ -467,6 +732,86 @@ mod tests {
         assert_eq!(r.groups, vec!["vip".to_string()]);
         assert!(r.raw.as_deref().unwrap().contains("somethingNew"));
         assert_eq!(r.updated, Some(948_603_367_000_000));
+    }
+
+    #[test]
+    fn escaped_empty_and_odd_fields_go_to_arrow_as_the_records_say() {
+        let body = br#"{"records":[
+          {"id":"e\u00e9","etag":"","name":{"displayName":"A \"B\" \\ C","givenName":""},
+           "addresses":[{"streetLine2":"only line 2","city":"\u674e"},{"street":"","streetLine2":""},{"street":"s\n1","streetLine2":"l2"}],
+           "company":{},"keywords":["","k\t1"],"emailAddresses":[],"phoneNumbers":null,
+           "nativeProperties":{ "b" : 1, "a":[true, null]},"notes":"\ud83d\ude00"},
+          {"id":"d1","deleted":true},
+          {"id":"n","nativeProperties":null,"relations":[{"name":"x"},{"value":"y","type":"t"}],"urls":[{"href":"h"}]}
+        ],"nextDeltaToken":"d"}"#;
+        let (recs, deleted) = decode_both(body);
+        assert_eq!(deleted, vec!["d1".to_string()]);
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0].display_name.as_deref(), Some(r#"A "B" \ C"#));
+        assert_eq!(recs[0].given_name, None);
+        assert_eq!(recs[0].addresses[0].street.as_deref(), Some("only line 2"));
+        assert_eq!(recs[0].addresses[1].street, None);
+        assert_eq!(recs[0].addresses[2].street.as_deref(), Some("s\n1\nl2"));
+        assert_eq!(recs[0].organizations.len(), 1);
+        assert_eq!(recs[0].groups, vec!["".to_string(), "k\t1".to_string()]);
+        assert_eq!(
+            recs[0].native.as_deref(),
+            Some(r#"{"b":1,"a":[true,null]}"#)
+        );
+        assert_eq!(recs[0].notes.as_deref(), Some("\u{1f600}"));
+        assert_eq!(recs[1].native, None);
+        assert_eq!(recs[1].relations[1].name.as_deref(), Some("y"));
+    }
+
+    #[tokio::test]
+    async fn emulator_pages_go_to_arrow_as_the_records_say() {
+        let emu = crate::emulator::Emulator::start(crate::emulator::EmulatorConfig {
+            aurinko_accounts: 1,
+            aurinko_contacts: 600,
+            aurinko_page_size: 200,
+            aurinko_ready_after: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let c = reqwest::Client::new();
+        let auth = format!("Bearer {}", emu.aurinko_token("101"));
+        let s: serde_json::Value = c
+            .post(format!("{}/v1/contacts/sync", emu.url()))
+            .header("Authorization", &auth)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut query = (
+            "deltaToken",
+            s["syncUpdatedToken"].as_str().unwrap().to_string(),
+        );
+        let mut landed = Vec::new();
+        loop {
+            let body = c
+                .get(format!("{}/v1/contacts/sync/updated", emu.url()))
+                .query(&[query.clone()])
+                .header("Authorization", &auth)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            landed.extend(decode_both(&body).0);
+            let page = parse_page::<serde::de::IgnoredAny>(&body, "p").unwrap();
+            match page.next_page_token {
+                Some(t) => query = ("pageToken", t),
+                None => break,
+            }
+        }
+        let truth = emu.aurinko_truth("101").unwrap().contacts;
+        assert_eq!(landed.len(), 600);
+        let diff = crate::verify::diff(&landed, &truth);
+        assert!(diff.is_empty(), "{diff:?}");
     }
 
     /// serde_json's own reading of a page, to hold the hand walk to.

@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::http::{HttpClient, HttpResponse};
 use crate::providers::google::decode::RecordContext;
 use crate::providers::{Extract, RunContext, SyncMode};
-use crate::schema::records_to_batch;
 use crate::secret::Secret;
+use crate::spill::Collected;
 
 const MAX_PAGE_BYTES: usize = 64 << 20;
 /// `ready:false` answers tolerated before giving up.
@@ -238,19 +238,17 @@ impl AurinkoSource {
         })
     }
 
-    /// Reads one stream to its `nextDeltaToken`, decoding each page as it arrives with
-    /// `decode` (body, what → page tokens and the page's output). Returns (outputs of the
-    /// pages, next delta token).
-    async fn stream<O>(
+    /// Reads one stream to its `nextDeltaToken`, handing each page to `sink` as it
+    /// arrives. Returns the next delta token.
+    async fn stream(
         &self,
         account: &str,
         stream: &str,
         delta: &str,
         ctx: &RunContext,
-        decode: impl Fn(&[u8], &str) -> Result<(PageTokens, O)>,
-    ) -> Result<(Vec<O>, String)> {
+        sink: &mut impl PageSink,
+    ) -> Result<String> {
         let url = format!("{}/v1/contacts/sync/{stream}", self.base_url);
-        let mut pages = Vec::new();
         let mut page_token: Option<String> = None;
         let mut page_retry_used = false;
         let mut n = 0;
@@ -269,7 +267,7 @@ impl AurinkoSource {
                     // A bad page token: start the stream again from the delta token, once.
                     page_retry_used = true;
                     page_token = None;
-                    pages.clear();
+                    sink.restart();
                     continue;
                 }
                 return Err(Error::CursorExpired(format!(
@@ -287,14 +285,13 @@ impl AurinkoSource {
             ctx.metrics
                 .pages
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let (tokens, out) = decode(&resp.body, &what)?;
+            let tokens = sink.page(&resp.body, &what)?;
             if let Some(pb) = &ctx.progress {
                 pb.inc(tokens.records as u64);
             }
-            pages.push(out);
             match (tokens.next_page, tokens.next_delta) {
                 (Some(p), _) => page_token = Some(p),
-                (None, Some(d)) => return Ok((pages, d)),
+                (None, Some(d)) => return Ok(d),
                 (None, None) => {
                     return Err(Error::decode(format!(
                         "{what}: the page has neither nextPageToken nor nextDeltaToken"
@@ -327,44 +324,26 @@ impl AurinkoSource {
             run_id: ctx.run_id.clone(),
             synced_at_us: ctx.synced_at_us,
         };
-        // Pages are decoded as they arrive: each body is read once and then dropped.
-        let (up, del) = tokio::join!(
-            self.stream(account, "updated", &up_tok, ctx, |body, what| {
-                let page = decode::parse_page::<decode::ContactJ>(body, what)?;
-                let tokens = PageTokens::of(&page);
-                Ok((tokens, decode::decode_contacts(page.records, &rctx, what)?))
-            }),
-            self.stream(account, "deleted", &del_tok, ctx, |body, what| {
-                let page = decode::parse_page::<decode::DeletedJ>(body, what)?;
-                let tokens = PageTokens::of(&page);
-                Ok((tokens, decode::decode_deleted(page.records, what)?))
-            })
-        );
-        let ((up_pages, next_up), (del_pages, next_del)) = (up?, del?);
-        let mut deletes: HashSet<String> = del_pages.into_iter().flatten().collect();
-        // Later pages win; a deleted id never comes back (ids are not reused).
-        let mut latest: HashMap<String, crate::schema::ContactRecord> = HashMap::new();
-        for (recs, dels) in up_pages {
-            deletes.extend(dels);
-            for r in recs {
-                latest.insert(r.id.clone(), r);
-            }
-        }
-        latest.retain(|id, _| !deletes.contains(id));
-        let mut recs: Vec<_> = latest.into_values().collect();
-        recs.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut deletes: Vec<String> = deletes.into_iter().collect();
-        deletes.sort();
-        let upserts = if recs.is_empty() {
-            vec![]
-        } else {
-            recs.chunks(8192)
-                .map(records_to_batch)
-                .collect::<Result<Vec<_>>>()?
+        // Pages are decoded as they arrive and spilled to local disk: each body is read
+        // once, and memory holds one page and an index of ids, whatever the account's size.
+        let mut updated = UpdatedSink {
+            collected: Collected::try_new()?,
+            ctx: &rctx,
+            pages: 0,
+            deleted: Vec::new(),
         };
+        let mut deleted = DeletedSink::default();
+        let (next_up, next_del) = tokio::join!(
+            self.stream(account, "updated", &up_tok, ctx, &mut updated),
+            self.stream(account, "deleted", &del_tok, ctx, &mut deleted),
+        );
+        let (next_up, next_del) = (next_up?, next_del?);
+        // A deleted id never comes back (ids are not reused), so it beats any version.
+        let gone: HashSet<String> = deleted.ids.into_iter().chain(updated.deleted).collect();
+        let (upserts, deletes) = updated.collected.finish(&gone)?;
         Ok(Extract {
             mode,
-            upserts: crate::spill::Rows::Memory(upserts),
+            upserts,
             deletes,
             cursor: serde_json::to_string(&Cursor {
                 updated: next_up,
@@ -372,6 +351,60 @@ impl AurinkoSource {
             })
             .unwrap(),
         })
+    }
+}
+
+/// Where the pages of one stream go.
+trait PageSink {
+    /// Takes a page body; `what` names account, stream and page in errors.
+    fn page(&mut self, body: &[u8], what: &str) -> Result<PageTokens>;
+    /// The stream is being read again from its delta token: what came so far is void.
+    fn restart(&mut self);
+}
+
+/// `/sync/updated`: pages to Arrow, spilled; later pages beat earlier ones.
+struct UpdatedSink<'a> {
+    collected: Collected,
+    ctx: &'a RecordContext,
+    /// Pages taken so far, the rank of the next one.
+    pages: i64,
+    /// Records flagged `deleted:true`.
+    deleted: Vec<String>,
+}
+
+impl PageSink for UpdatedSink<'_> {
+    fn page(&mut self, body: &[u8], what: &str) -> Result<PageTokens> {
+        let page = decode::parse_page::<decode::ContactJ>(body, what)?;
+        let tokens = PageTokens::of(&page);
+        let out = decode::decode_contacts(page.records, self.ctx, what)?;
+        self.collected.add(&out.batch, Some(self.pages))?;
+        self.deleted.extend(out.deleted);
+        self.pages += 1;
+        Ok(tokens)
+    }
+
+    fn restart(&mut self) {
+        self.collected.forget_before(self.pages);
+        self.deleted.clear();
+    }
+}
+
+/// `/sync/deleted`: ids.
+#[derive(Default)]
+struct DeletedSink {
+    ids: Vec<String>,
+}
+
+impl PageSink for DeletedSink {
+    fn page(&mut self, body: &[u8], what: &str) -> Result<PageTokens> {
+        let page = decode::parse_page::<decode::DeletedJ>(body, what)?;
+        let tokens = PageTokens::of(&page);
+        self.ids.extend(decode::decode_deleted(page.records, what)?);
+        Ok(tokens)
+    }
+
+    fn restart(&mut self) {
+        self.ids.clear();
     }
 }
 

@@ -26,8 +26,7 @@ use crate::config::SourceConfig;
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::providers::{Extract, RunContext, SyncMode};
-use crate::schema::records_to_batch;
-use crate::spill::{Rows, Spill};
+use crate::spill::Collected;
 use auth::GoogleAuth;
 use decode::{RecordContext, decode_feed};
 
@@ -56,136 +55,6 @@ pub struct GoogleSource {
 struct Cursor {
     /// The feed `<updated>` to send as the next `updated-min`.
     updated_min: String,
-}
-
-/// The newest version seen of one id: where its row is in the spill.
-#[derive(Clone, Copy)]
-struct Slot {
-    /// The id's bytes in the arena.
-    off: u32,
-    len: u32,
-    updated: i64,
-    batch: u32,
-    /// Row in the batch; the high bit marks a deletion placeholder.
-    row: u32,
-}
-
-const DELETED: u32 = 1 << 31;
-
-/// id → newest version, with the ids packed into one arena: a `HashMap<String, …>` costs
-/// about 100 bytes per contact, this about 45, which is most of what a full extract of a
-/// large domain keeps in memory.
-#[derive(Default)]
-struct Latest {
-    arena: Vec<u8>,
-    table: hashbrown::HashTable<Slot>,
-    hasher: std::collections::hash_map::RandomState,
-}
-
-impl Latest {
-    fn id<'a>(arena: &'a [u8], s: &Slot) -> &'a [u8] {
-        &arena[s.off as usize..(s.off + s.len) as usize]
-    }
-
-    /// Records a version; the newest `updated` wins, and on a tie the later one.
-    fn offer(&mut self, id: &str, updated: i64, batch: usize, row: usize, deleted: bool) {
-        use std::hash::BuildHasher;
-        let Latest {
-            arena,
-            table,
-            hasher,
-        } = self;
-        let h = hasher.hash_one(id.as_bytes());
-        let row = row as u32 | if deleted { DELETED } else { 0 };
-        match table.entry(
-            h,
-            |s| Self::id(arena, s) == id.as_bytes(),
-            |s| hasher.hash_one(Self::id(arena, s)),
-        ) {
-            hashbrown::hash_table::Entry::Occupied(mut o) => {
-                let s = o.get_mut();
-                if s.updated <= updated {
-                    s.updated = updated;
-                    s.batch = batch as u32;
-                    s.row = row;
-                }
-            }
-            hashbrown::hash_table::Entry::Vacant(v) => {
-                let off = arena.len() as u32;
-                arena.extend_from_slice(id.as_bytes());
-                v.insert(Slot {
-                    off,
-                    len: id.len() as u32,
-                    updated,
-                    batch: batch as u32,
-                    row,
-                });
-            }
-        }
-    }
-}
-
-/// The newest version seen of each id across pages. Pages go to a [`Spill`] on local
-/// disk as they are decoded; only the winners' positions stay in memory.
-struct Collected {
-    spill: Spill,
-    latest: Latest,
-    /// Rows per spilled batch.
-    rows: Vec<usize>,
-    /// Records added with `updated` at or after this instant are counted in `recent`.
-    recent_since: i64,
-    recent: usize,
-}
-
-impl Collected {
-    fn try_new() -> Result<Collected> {
-        Ok(Collected {
-            spill: Spill::try_new(&crate::schema::contacts_schema())?,
-            latest: Latest::default(),
-            rows: Vec::new(),
-            recent_since: i64::MAX,
-            recent: 0,
-        })
-    }
-
-    fn add(&mut self, records: Vec<crate::schema::ContactRecord>) -> Result<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let bi = self.spill.len();
-        for (row, r) in records.iter().enumerate() {
-            let upd = r.updated.unwrap_or(i64::MIN);
-            if upd >= self.recent_since {
-                self.recent += 1;
-            }
-            self.latest.offer(&r.id, upd, bi, row, r.deleted);
-        }
-        self.rows.push(records.len());
-        self.spill.push(&records_to_batch(&records)?)?;
-        Ok(())
-    }
-
-    /// Starts counting records whose `updated` is at or after `min_us`.
-    fn count_recent(&mut self, min_us: i64) {
-        self.recent_since = min_us;
-        self.recent = 0;
-    }
-
-    /// Live winners as rows, deleted winners as ids.
-    fn finish(self) -> Result<(Rows, Vec<String>)> {
-        let mut keep: Vec<Vec<bool>> = self.rows.iter().map(|n| vec![false; *n]).collect();
-        let mut deletes = Vec::new();
-        for s in self.latest.table.iter() {
-            if s.row & DELETED != 0 {
-                deletes
-                    .push(String::from_utf8_lossy(Latest::id(&self.latest.arena, s)).into_owned());
-            } else {
-                keep[s.batch as usize][s.row as usize] = true;
-            }
-        }
-        deletes.sort();
-        Ok((self.spill.finish(keep)?, deletes))
-    }
 }
 
 impl GoogleSource {
@@ -352,7 +221,7 @@ impl GoogleSource {
         let mut next = first.next.clone();
         let mut n = 1;
         let total = first.total_results;
-        collected.add(first.entries)?;
+        collected.add_records(&first.entries)?;
         if parallel
             && next.is_some()
             && let Some(total) = total
@@ -374,14 +243,14 @@ impl GoogleSource {
                 n += 1;
                 // The set may have grown while reading: follow `next` from the last page.
                 next = p.next.clone();
-                collected.add(p.entries)?;
+                collected.add_records(&p.entries)?;
             }
         }
         while let Some(url) = next {
             n += 1;
             let p = self.page(&url, &what(n), ctx).await?;
             next = p.next.clone();
-            collected.add(p.entries)?;
+            collected.add_records(&p.entries)?;
         }
         Ok(updated)
     }
@@ -428,7 +297,7 @@ impl GoogleSource {
                     &mut collected,
                 )
                 .await?;
-            let (upserts, deletes) = collected.finish()?;
+            let (upserts, deletes) = collected.finish(&Default::default())?;
             return Ok(Extract {
                 mode: SyncMode::Incremental,
                 upserts,
@@ -458,9 +327,9 @@ impl GoogleSource {
                     &mut main,
                 )
                 .await?;
-            let changed = main.recent;
+            let changed = main.recent();
             if changed == 0 || !parallel || round == 2 {
-                let (upserts, deletes) = main.finish()?;
+                let (upserts, deletes) = main.finish(&Default::default())?;
                 return Ok(Extract {
                     mode: SyncMode::Full,
                     upserts,
