@@ -24,7 +24,7 @@ use arrow::datatypes::DataType;
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{
-    Action, DeletionVectorDescriptor, LogicalFileView, StorageType, TableFeatures,
+    Action, Add, DeletionVectorDescriptor, LogicalFileView, StorageType, TableFeatures,
 };
 use deltalake::protocol::DeltaOperation;
 use deltalake::writer::DeltaWriter;
@@ -100,6 +100,24 @@ pub struct KeyedOutcome {
     pub appended: usize,
 }
 
+/// What one keyed step does to an account.
+pub(super) struct Replace<'a> {
+    /// Ids whose live rows go.
+    pub keys: &'a HashSet<String>,
+    /// Rows that come.
+    pub new: NewRows<'a>,
+    /// Where the keys' rows are, when [`landed_of_ids`] read them already.
+    pub located: Option<&'a Located>,
+}
+
+/// The rows a keyed step adds.
+pub(super) enum NewRows<'a> {
+    /// Rows to write (none, when the step only removes).
+    Batch(Option<RecordBatch>),
+    /// Files of the table's schema already under the table's location, not yet committed.
+    Files(&'a [Add]),
+}
+
 impl Lake {
     /// Applies `rows` to one account of `kind` (see the module docs): a row whose boolean
     /// `flag` column is true removes its id, any other replaces or inserts it. `flag` may
@@ -117,13 +135,33 @@ impl Lake {
         if n == 0 {
             return Ok(KeyedOutcome::default());
         }
-        let app = app_id(source, account);
         let batch = crate::arrow_util::concat(&rows[0].schema(), rows)?;
         let (keys, upserts) = split_rows(kind, &batch, flag)?;
+        let step = Replace {
+            keys: &keys,
+            new: NewRows::Batch(upserts),
+            located: None,
+        };
+        self.apply_keys(kind, source, account, &step, run_id).await
+    }
+
+    /// Removes every live row of `step.keys` from one account of `kind` and adds
+    /// `step.new`, in one commit; redone from a fresh snapshot when another writer changed
+    /// the partition.
+    pub(super) async fn apply_keys(
+        &self,
+        kind: TableKind,
+        source: &str,
+        account: &str,
+        step: &Replace<'_>,
+        run_id: &str,
+    ) -> Result<KeyedOutcome> {
+        let app = app_id(source, account);
+        let n = step.keys.len();
         for attempt in 0..6 {
             let table = self.open_or_create(kind).await?;
             match self
-                .apply_keyed_once(&table, kind, source, account, &keys, &upserts, run_id)
+                .apply_keyed_once(&table, kind, (source, account), step, run_id)
                 .await
             {
                 Ok(outcome) => {
@@ -145,34 +183,50 @@ impl Lake {
         unreachable!()
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn apply_keyed_once(
         &self,
         table: &DeltaTable,
         kind: TableKind,
-        source: &str,
-        account: &str,
-        keys: &HashSet<String>,
-        upserts: &Option<RecordBatch>,
+        (source, account): (&str, &str),
+        step: &Replace<'_>,
         run_id: &str,
     ) -> Result<KeyedOutcome> {
+        let Replace { keys, new, located } = step;
+        let t0 = std::time::Instant::now();
+        let phase = |what: &str| {
+            tracing::debug!(
+                table = kind.name(),
+                us = t0.elapsed().as_micros() as u64,
+                "keyed step: {what}"
+            )
+        };
         let snapshot = table.snapshot()?;
         let use_dv = dv_enabled(table);
         let store = table.log_store().object_store(None);
         let files = partition_files(table, source, account)?;
-        // Row positions of the keyed ids, per file.
-        let hits: Vec<(LogicalFileView, Vec<u64>)> = futures::stream::iter(files)
-            .map(|f| {
-                let store = store.clone();
-                async move {
-                    let pos = id_positions(store, &f, keys).await?;
-                    Ok::<_, Error>((f, pos))
-                }
-            })
-            .buffer_unordered(ID_READS)
-            .try_filter(|(_, pos)| futures::future::ready(!pos.is_empty()))
-            .try_collect()
-            .await?;
+        // Row positions of the keyed ids, per file: known already when the files are the
+        // ones the landed etags were read from, else read.
+        let known = located.and_then(|l| l.positions(&files, keys));
+        let hits: Vec<(LogicalFileView, Vec<u64>)> = if let Some(mut known) = known {
+            files
+                .into_iter()
+                .filter_map(|f| known.remove(f.path().as_ref()).map(|pos| (f, pos)))
+                .collect()
+        } else {
+            futures::stream::iter(files)
+                .map(|f| {
+                    let store = store.clone();
+                    async move {
+                        let pos = id_positions(store, &f, keys).await?;
+                        Ok::<_, Error>((f, pos))
+                    }
+                })
+                .buffer_unordered(ID_READS)
+                .try_filter(|(_, pos)| futures::future::ready(!pos.is_empty()))
+                .try_collect()
+                .await?
+        };
+        phase("found the rows to replace");
         let mut writer = self.streaming_writer(table)?;
         let mut actions: Vec<Action> = Vec::new();
         let mut marks: Vec<(LogicalFileView, RoaringTreemap)> = Vec::new();
@@ -205,11 +259,28 @@ impl Lake {
             outcome.marked_files = marks.len();
             actions.extend(write_dvs(store.as_ref(), marks).await?);
         }
-        if let Some(u) = upserts {
-            outcome.appended = u.num_rows();
-            writer.write(u.clone()).await?;
+        phase("marked or rewrote their files");
+        match new {
+            NewRows::Batch(Some(u)) => {
+                outcome.appended = u.num_rows();
+                writer.write(u.clone()).await?;
+            }
+            NewRows::Batch(None) => {}
+            NewRows::Files(adds) => {
+                outcome.appended = adds
+                    .iter()
+                    .map(|a| {
+                        a.get_stats()
+                            .ok()
+                            .flatten()
+                            .map_or(0, |s| s.num_records as usize)
+                    })
+                    .sum();
+                actions.extend(adds.iter().cloned().map(Action::Add));
+            }
         }
         actions.extend(writer.flush().await?.into_iter().map(Action::Add));
+        phase("wrote the new rows");
         if actions.is_empty() {
             return Ok(outcome);
         }
@@ -357,29 +428,133 @@ async fn id_positions(
     Ok(pos)
 }
 
-/// One landed row's `(id, (etag, photo etag))`.
-type LandedRow = (String, (Option<String>, Option<String>));
+/// The cursor of run `seq` of one account, read from `sync_runs` (`seq` and `cursor`
+/// only) without a query engine. The files' statistics say which one holds the run: each
+/// run appends one file, so this reads one file however many runs there were.
+pub(super) async fn run_cursor(
+    runs: &DeltaTable,
+    source: &str,
+    account: &str,
+    seq: i64,
+) -> Result<Option<String>> {
+    let store = runs.log_store().object_store(None);
+    let may_hold = |f: &LogicalFileView| {
+        let Some(stats) = f.stats() else {
+            return true;
+        };
+        let Ok(stats) = serde_json::from_str::<serde_json::Value>(&stats) else {
+            return true;
+        };
+        let bound = |k: &str| {
+            stats
+                .get(k)
+                .and_then(|v| v.get("seq"))
+                .and_then(|v| v.as_i64())
+        };
+        bound("minValues").is_none_or(|lo| lo <= seq)
+            && bound("maxValues").is_none_or(|hi| seq <= hi)
+    };
+    for f in partition_files(runs, source, account)?
+        .iter()
+        .filter(|f| may_hold(f))
+    {
+        let mut stream = read_leaves(store.clone(), f, &[&["seq"], &["cursor"]]).await?;
+        while let Some(b) = stream.try_next().await? {
+            let seqs = arrow::compute::cast(b.column(0), &DataType::Int64)?;
+            let seqs = seqs.as_primitive::<arrow::datatypes::Int64Type>();
+            let cursors = arrow::compute::cast(b.column(1), &DataType::Utf8)?;
+            let cursors = cursors.as_string::<i32>();
+            for i in 0..b.num_rows() {
+                if seqs.is_valid(i) && seqs.value(i) == seq {
+                    return Ok(cursors.is_valid(i).then(|| cursors.value(i).to_string()));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// One landed row's `(id, (etag, photo etag))` and its physical position in its file.
+type LandedRow = (String, (Option<String>, Option<String>), u64);
+
+/// Where the live rows of some ids of one account are, as read by [`landed_of_ids`]. The
+/// positions hold for as long as the account's files and their deletion vectors are
+/// the ones read, which a keyed step checks before using them instead of reading again.
+#[derive(Debug, Default)]
+pub(super) struct Located {
+    files: Vec<(String, Option<DeletionVectorDescriptor>)>,
+    /// Every live row of each id (one, unless something landed an id twice).
+    at: HashMap<String, Vec<(String, u64)>>,
+}
+
+impl Located {
+    fn files_of(files: &[LogicalFileView]) -> Vec<(String, Option<DeletionVectorDescriptor>)> {
+        let mut v: Vec<_> = files
+            .iter()
+            .map(|f| (f.path().to_string(), f.deletion_vector_descriptor()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// The positions of `keys` per file path, when `files` are still the files read.
+    fn positions(
+        &self,
+        files: &[LogicalFileView],
+        keys: &HashSet<String>,
+    ) -> Option<HashMap<&str, Vec<u64>>> {
+        if Self::files_of(files) != self.files {
+            return None;
+        }
+        let mut by_file: HashMap<&str, Vec<u64>> = HashMap::new();
+        for k in keys {
+            for (path, pos) in self.at.get(k).into_iter().flatten() {
+                by_file.entry(path.as_str()).or_default().push(*pos);
+            }
+        }
+        Some(by_file)
+    }
+}
 
 /// `(id → (etag, photo etag))` of the live rows of one account whose id is in `only`,
 /// read straight from the files (only the three columns, deletion vectors applied): an
-/// incremental run looks up its few ids without a query engine.
+/// incremental run looks up its few ids without a query engine. Also where those rows
+/// are, for the keyed step that replaces them.
 pub(super) async fn landed_of_ids(
     table: &DeltaTable,
     source: &str,
     account: &str,
     only: &HashSet<String>,
-) -> Result<HashMap<String, (Option<String>, Option<String>)>> {
+) -> Result<(HashMap<String, (Option<String>, Option<String>)>, Located)> {
     let store = table.log_store().object_store(None);
     let files = partition_files(table, source, account)?;
-    let parts: Vec<Vec<LandedRow>> = futures::stream::iter(files)
+    let mut located = Located {
+        files: Located::files_of(&files),
+        at: HashMap::new(),
+    };
+    let parts: Vec<(String, Vec<LandedRow>)> = futures::stream::iter(files)
         .map(|f| {
             let store = store.clone();
-            async move { landed_in_file(store, &f, only).await }
+            async move {
+                let rows = landed_in_file(store, &f, only).await?;
+                Ok::<_, Error>((f.path().to_string(), rows))
+            }
         })
         .buffer_unordered(ID_READS)
         .try_collect()
         .await?;
-    Ok(parts.into_iter().flatten().collect())
+    let mut landed = HashMap::new();
+    for (path, rows) in parts {
+        for (id, etags, pos) in rows {
+            located
+                .at
+                .entry(id.clone())
+                .or_default()
+                .push((path.clone(), pos));
+            landed.insert(id, etags);
+        }
+    }
+    Ok((landed, located))
 }
 
 async fn landed_in_file(
@@ -428,7 +603,11 @@ async fn landed_in_file(
             } else {
                 None
             };
-            out.push((ids.value(i).to_string(), (value(etags), photo_etag)));
+            out.push((
+                ids.value(i).to_string(),
+                (value(etags), photo_etag),
+                offset + i as u64,
+            ));
         }
         offset += b.num_rows() as u64;
     }

@@ -92,6 +92,10 @@ pub struct Lake {
     url: url::Url,
     options: HashMap<String, String>,
     deletion_vectors: bool,
+    /// The newest state of each table this process has seen. Opening a table again brings
+    /// that state up to date (a listing of the log past it) instead of loading it anew:
+    /// a run opens its tables about ten times, and a load costs several times an update.
+    opened: std::sync::Arc<std::sync::Mutex<HashMap<TableKind, DeltaTable>>>,
 }
 
 /// The extra column of merge rows that marks a removal (tables without `deleted`).
@@ -197,6 +201,7 @@ impl Lake {
             url,
             options: opts,
             deletion_vectors: false,
+            opened: Default::default(),
         }
     }
 
@@ -230,12 +235,42 @@ impl Lake {
 
     /// Opens a table, or `None` when it does not exist yet.
     pub async fn open(&self, kind: TableKind) -> Result<Option<DeltaTable>> {
+        let t0 = std::time::Instant::now();
+        let seen = self.opened.lock().unwrap().get(&kind).cloned();
+        if let Some(mut t) = seen {
+            match t.update_state().await {
+                Ok(()) => {
+                    tracing::debug!(
+                        table = kind.name(),
+                        version = t.version(),
+                        us = t0.elapsed().as_micros() as u64,
+                        "brought a table up to date"
+                    );
+                    self.remember(kind, &t);
+                    return Ok(Some(t));
+                }
+                // Gone or replaced under us: load it as if for the first time.
+                Err(e) => {
+                    tracing::debug!(table = kind.name(), error = %e, "reloading a table");
+                    self.opened.lock().unwrap().remove(&kind);
+                }
+            }
+        }
         let url = self.table_url(kind)?;
         let builder = DeltaTableBuilder::from_url(url.clone())
             .map_err(|e| Error::lake(format!("{}: {e}", url)))?
             .with_storage_options(self.options.clone());
         match builder.load().await {
-            Ok(t) => Ok(Some(t)),
+            Ok(t) => {
+                tracing::debug!(
+                    table = kind.name(),
+                    version = t.version(),
+                    us = t0.elapsed().as_micros() as u64,
+                    "opened a table"
+                );
+                self.remember(kind, &t);
+                Ok(Some(t))
+            }
             Err(deltalake::DeltaTableError::NotATable(_)) => Ok(None),
             // A local folder that does not exist yet is a table not created yet.
             Err(e)
@@ -245,6 +280,17 @@ impl Lake {
                 Ok(None)
             }
             Err(e) => Err(Error::lake(format!("opening {url}: {e}"))),
+        }
+    }
+
+    /// Keeps `t` as the newest state of `kind` seen, unless a newer one is kept already.
+    fn remember(&self, kind: TableKind, t: &DeltaTable) {
+        let mut opened = self.opened.lock().unwrap();
+        let newer = opened
+            .get(&kind)
+            .is_some_and(|old| old.version() > t.version());
+        if !newer {
+            opened.insert(kind, t.clone());
         }
     }
 
@@ -284,11 +330,35 @@ impl Lake {
         }
     }
 
-    /// Creates every table that is missing.
+    /// Creates every table that is missing. The tables a sync writes are opened (and
+    /// kept for the run); the others are only looked for, which is a listing of their log.
     pub async fn ensure_tables(&self) -> Result<()> {
-        // Each open lists and reads a log; five at once cost about one.
-        futures::future::try_join_all(TableKind::ALL.map(|k| self.open_or_create(k))).await?;
+        futures::future::try_join_all(TableKind::ALL.map(|k| async move {
+            let synced = matches!(
+                k,
+                TableKind::Contacts | TableKind::ContactChanges | TableKind::SyncRuns
+            );
+            if synced || !self.exists(k).await? {
+                self.open_or_create(k).await?;
+            }
+            Ok::<_, Error>(())
+        }))
+        .await?;
         Ok(())
+    }
+
+    /// Whether a table has a log, without reading it.
+    async fn exists(&self, kind: TableKind) -> Result<bool> {
+        let url = self.table_url(kind)?;
+        let store = DeltaTableBuilder::from_url(url.clone())
+            .map_err(|e| Error::lake(format!("{url}: {e}")))?
+            .with_storage_options(self.options.clone())
+            .build_storage()
+            .map_err(|e| Error::lake(format!("{url}: {e}")))?;
+        store
+            .is_delta_table_location()
+            .await
+            .map_err(|e| Error::lake(format!("looking for {url}: {e}")))
     }
 
     async fn txn_version(&self, table: &DeltaTable, app: &str) -> Result<i64> {
@@ -353,21 +423,7 @@ impl Lake {
         if r_seq == 0 {
             return Ok(AccountState::default());
         }
-        let rows = self
-            .query_table(
-                runs,
-                &format!(
-                    "SELECT cursor FROM t WHERE source = '{}' AND account = '{}' AND seq = {r_seq}",
-                    sql_str(source),
-                    sql_str(account)
-                ),
-            )
-            .await?;
-        let cursor = rows.iter().find(|b| b.num_rows() > 0).and_then(|b| {
-            let c = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).ok()?;
-            let s = c.as_string::<i32>();
-            (!s.is_null(0)).then(|| s.value(0).to_string())
-        });
+        let cursor = keyed::run_cursor(&runs, source, account, r_seq).await?;
         Ok(AccountState { seq: r_seq, cursor })
     }
 
@@ -476,15 +532,18 @@ impl Lake {
             Some(ids)
         };
         // Whether the account has rows comes from the log, not the data.
-        let (first_load, landed) = match self.open(TableKind::Contacts).await? {
-            Some(t) if !keyed::partition_files(&t, source, account)?.is_empty() => (
-                false,
-                match &wanted {
-                    Some(ids) => keyed::landed_of_ids(&t, source, account, ids).await?,
-                    None => self.landed_in(t, source, account).await?,
-                },
-            ),
-            _ => (true, HashMap::new()),
+        let (first_load, landed, located) = match self.open(TableKind::Contacts).await? {
+            Some(t) if !keyed::partition_files(&t, source, account)?.is_empty() => {
+                let (landed, located) = match &wanted {
+                    Some(ids) => {
+                        let (l, at) = keyed::landed_of_ids(&t, source, account, ids).await?;
+                        (l, Some(at))
+                    }
+                    None => (self.landed_in(t, source, account).await?, None),
+                };
+                (false, landed, located)
+            }
+            _ => (true, HashMap::new(), None),
         };
         tracing::debug!(
             app,
@@ -494,11 +553,14 @@ impl Lake {
         );
         let changes_table = self.open_or_create(TableKind::ContactChanges).await?;
         let mut changes_writer = self.streaming_writer(&changes_table)?;
+        // Delete rows go to their own file, written only when there are some.
+        let mut deletes_writer = None;
         // The first commit attempt uses the table opened above; retries reopen it.
         let mut changes_table = Some(changes_table);
 
-        // Changed rows kept for the keyed update of later runs (first loads append instead).
-        let mut changed: Vec<RecordBatch> = Vec::new();
+        // Ids whose row in contacts changes, for the keyed update of later runs (first
+        // loads append instead).
+        let mut changed: HashSet<String> = HashSet::new();
         let mut upserted = 0i64;
         // Only changed contacts become changes: new ids, a different etag, or a different
         // photo etag (a server may change a photo without touching the contact's etag).
@@ -530,7 +592,8 @@ impl Lake {
             }
             upserted += f.num_rows() as i64;
             if !first_load {
-                changed.push(f.clone());
+                let ids = f.column_by_name("id").unwrap().as_string::<i32>();
+                changed.extend(ids.iter().flatten().map(str::to_string));
             }
             changes_writer.write(f).await?;
         }
@@ -567,10 +630,16 @@ impl Lake {
                 })
                 .collect();
             let b = records_to_batch(&rows)?;
-            changes_writer.write(b.clone()).await?;
-            changed.push(b);
+            changed.extend(deletes.iter().cloned());
+            deletes_writer = Some(self.streaming_writer(changes_table.as_ref().unwrap())?);
+            deletes_writer.as_mut().unwrap().write(b).await?;
         }
-        let change_files = changes_writer.flush().await?;
+        // The upserts' files hold exactly the rows contacts gets: they are copied there.
+        let upsert_files = changes_writer.flush().await?;
+        let mut change_files = upsert_files.clone();
+        if let Some(mut w) = deletes_writer {
+            change_files.extend(w.flush().await?);
+        }
         phase("wrote the change files");
         let seq = state.seq + 1;
         let props = CommitProperties::default()
@@ -618,7 +687,7 @@ impl Lake {
             // copied instead of encoded a second time, then appended in one commit.
             let changes = self.open_or_create(TableKind::ContactChanges).await?;
             let contacts = self.open_or_create(TableKind::Contacts).await?;
-            copy_files(&changes, &contacts, &change_files)
+            copy_files(&changes, &contacts, &upsert_files)
                 .await
                 .map_err(|e| {
                     Error::lake(format!("{app}: copying run {seq}'s files to contacts: {e}"))
@@ -626,11 +695,26 @@ impl Lake {
             let props = CommitProperties::default()
                 .with_metadata([("app.run_id".to_string(), json!(figures.run_id))])
                 .with_max_retries(COMMIT_RETRIES);
-            commit_files(&contacts, &change_files, props)
+            commit_files(&contacts, &upsert_files, props)
                 .await
                 .map_err(|e| Error::lake(format!("{app}: appending run {seq} to contacts: {e}")))?;
-        } else {
-            self.merge_contacts(source, account, &changed, &figures.run_id)
+        } else if !changed.is_empty() {
+            // The changed ids' rows are replaced by the upserts' files, copied rather than
+            // encoded a second time.
+            self.prepare_contacts().await?;
+            let changes = self.open_or_create(TableKind::ContactChanges).await?;
+            let contacts = self.open_or_create(TableKind::Contacts).await?;
+            copy_files(&changes, &contacts, &upsert_files)
+                .await
+                .map_err(|e| {
+                    Error::lake(format!("{app}: copying run {seq}'s files to contacts: {e}"))
+                })?;
+            let step = keyed::Replace {
+                keys: &changed,
+                new: keyed::NewRows::Files(&upsert_files),
+                located: located.as_ref(),
+            };
+            self.apply_keys(TableKind::Contacts, source, account, &step, &figures.run_id)
                 .await?;
         }
         phase("updated contacts");
@@ -665,7 +749,26 @@ impl Lake {
         changes: &[RecordBatch],
         run_id: &str,
     ) -> Result<()> {
-        if self.deletion_vectors && !changes.is_empty() {
+        if changes.iter().all(|b| b.num_rows() == 0) {
+            return Ok(());
+        }
+        self.prepare_contacts().await?;
+        self.apply_keyed(
+            TableKind::Contacts,
+            source,
+            account,
+            changes,
+            "deleted",
+            run_id,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Turns deletion vectors on for `contacts` when the lake wants them and the table
+    /// does not have them yet.
+    async fn prepare_contacts(&self) -> Result<()> {
+        if self.deletion_vectors {
             let table = self.open_or_create(TableKind::Contacts).await?;
             if !keyed::dv_enabled(&table) {
                 tracing::info!(
@@ -676,15 +779,6 @@ impl Lake {
                 })?;
             }
         }
-        self.apply_keyed(
-            TableKind::Contacts,
-            source,
-            account,
-            changes,
-            "deleted",
-            run_id,
-        )
-        .await?;
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::schema::contacts_schema;
 
 /// The lake's tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TableKind {
     /// Current state.
     Contacts,
