@@ -3,6 +3,7 @@
 //! connection resets and truncated bodies, `Retry-After` honoured, a cap on body size, and
 //! counters for the run summary. Providers supply the requests and decode the bodies.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -84,9 +85,15 @@ impl HttpResponse {
 }
 
 /// One pooled client plus a retry policy.
+///
+/// Plain `http://` requests go through a client without certificate roots; the client
+/// for `https://` is built at its first use. Loading the system's roots takes 3-6 ms,
+/// which a run against a local emulator, or a short incremental run, should not pay.
 #[derive(Debug, Clone)]
 pub struct HttpClient {
-    inner: reqwest::Client,
+    plain: reqwest::Client,
+    tls: Arc<std::sync::OnceLock<reqwest::Client>>,
+    timeout: Duration,
     policy: RetryPolicy,
 }
 
@@ -98,20 +105,55 @@ pub fn retriable_status(status: u16) -> bool {
 impl HttpClient {
     /// A client with the given per-request timeout and retry policy.
     pub fn try_new(timeout: Duration, policy: RetryPolicy) -> Result<HttpClient> {
-        let inner = reqwest::Client::builder()
+        let plain = Self::builder(timeout)
+            // No roots: nothing is verified because nothing over TLS goes through it.
+            .tls_certs_only([])
+            // A redirect to https is answered, not followed; `attempt` resends it by TLS.
+            .redirect(reqwest::redirect::Policy::custom(|a| {
+                if a.url().scheme() == "https" {
+                    a.stop()
+                } else if a.previous().len() >= 10 {
+                    a.error("too many redirects")
+                } else {
+                    a.follow()
+                }
+            }))
+            .build()
+            .map_err(|e| Error::other(format!("cannot build the HTTP client: {e}")))?;
+        Ok(HttpClient {
+            plain,
+            tls: Default::default(),
+            timeout,
+            policy,
+        })
+    }
+
+    fn builder(timeout: Duration) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(32)
             .gzip(true)
             .user_agent(concat!("contacts-etl/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::other(format!("cannot build the HTTP client: {e}")))?;
-        Ok(HttpClient { inner, policy })
     }
 
-    /// The underlying reqwest client.
+    /// The client for `https://`, with the platform's certificate roots.
+    fn tls(&self) -> Result<&reqwest::Client> {
+        if let Some(c) = self.tls.get() {
+            return Ok(c);
+        }
+        let c = Self::builder(self.timeout).build().map_err(|e| {
+            Error::other(format!(
+                "cannot build the HTTPS client (loading the system's certificate roots): {e}"
+            ))
+        })?;
+        Ok(self.tls.get_or_init(|| c))
+    }
+
+    /// A reqwest client to build requests with (any request it builds is sent by
+    /// [`HttpClient::send`] through the right one).
     pub fn client(&self) -> &reqwest::Client {
-        &self.inner
+        &self.plain
     }
 
     /// The retry policy.
@@ -203,13 +245,36 @@ impl HttpClient {
     where
         F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     {
-        let mut resp = build(&self.inner).send().await.map_err(|e| {
+        let failed = |e: reqwest::Error| {
             if e.is_builder() {
                 AttemptError::Fatal(Error::config(format!("bad request: {e}")))
             } else {
                 AttemptError::Transient(transport_message(&e))
             }
-        })?;
+        };
+        let request = build(&self.plain).build().map_err(failed)?;
+        let mut resp = if request.url().scheme() == "https" {
+            let tls = self.tls().map_err(AttemptError::Fatal)?;
+            tls.execute(request).await.map_err(failed)?
+        } else {
+            let resp = self.plain.execute(request).await.map_err(failed)?;
+            let to_tls = resp.status().is_redirection()
+                && resp
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .is_some_and(|l| l.starts_with("https:"));
+            if to_tls {
+                // The plain client stopped at a redirect to https: the TLS client starts
+                // over and follows it.
+                let tls = self.tls().map_err(AttemptError::Fatal)?;
+                tls.execute(build(tls).build().map_err(failed)?)
+                    .await
+                    .map_err(failed)?
+            } else {
+                resp
+            }
+        };
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         if let Some(len) = resp.content_length()
@@ -333,7 +398,52 @@ fn truncate(t: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::describe_body;
+    use super::*;
+
+    /// Plain requests go out without certificate roots, redirects among plain URLs are
+    /// followed, and a redirect to https is handed to the TLS client, not returned.
+    #[tokio::test]
+    async fn plain_and_tls_requests_take_their_own_clients() {
+        use axum::response::Redirect;
+        let app = axum::Router::new()
+            .route(
+                "/a",
+                axum::routing::get(|| async { Redirect::temporary("/b") }),
+            )
+            .route("/b", axum::routing::get(|| async { "plain" }))
+            .route(
+                "/s",
+                // Nothing listens on port 1: only an attempt over TLS can fail to connect.
+                axum::routing::get(|| async { Redirect::temporary("https://127.0.0.1:1/x") }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let policy = RetryPolicy {
+            max_retries: 0,
+            ..Default::default()
+        };
+        let http = HttpClient::try_new(Duration::from_secs(5), policy).unwrap();
+        let m = Metrics::default();
+        let r = http
+            .send("a", &m, 1024, |c| c.get(format!("{base}/a")))
+            .await
+            .unwrap();
+        assert_eq!((r.status, &r.body[..]), (200, &b"plain"[..]));
+        assert!(
+            http.tls.get().is_none(),
+            "a plain run never loads the roots"
+        );
+        let e = http
+            .send("s", &m, 1024, |c| c.get(format!("{base}/s")))
+            .await
+            .unwrap_err();
+        assert!(http.tls.get().is_some(), "{e}");
+        assert!(
+            matches!(e, Error::Http { status: None, .. }),
+            "a transport error, not the redirect: {e}"
+        );
+    }
 
     #[test]
     fn error_bodies_read_as_one_line() {
