@@ -242,6 +242,15 @@ fn init_logging(cli: &Cli) {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // mimalloc asks for transparent huge pages on its arenas. A run touches many of them
+    // briefly from many threads, and each first touch makes the kernel zero 2 MiB: half
+    // the CPU time of an incremental run went there, and a full sync of 50,000 contacts
+    // held 240 MiB instead of 170 MiB. This turns them off for this process only.
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes integer arguments and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
     let cli = Cli::parse();
     init_logging(&cli);
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -254,13 +263,17 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(run(cli)) {
+    let code = match rt.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code() as u8)
         }
-    }
+    };
+    // Everything the command wrote has been awaited; idle pool threads and connections
+    // need not be wound down one by one before the process ends.
+    rt.shutdown_background();
+    code
 }
 
 async fn run(cli: Cli) -> Result<u8> {
