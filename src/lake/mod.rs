@@ -96,6 +96,13 @@ pub struct Lake {
     /// that state up to date (a listing of the log past it) instead of loading it anew:
     /// a run opens its tables about ten times, and a load costs several times an update.
     opened: std::sync::Arc<std::sync::Mutex<HashMap<TableKind, DeltaTable>>>,
+    /// The store at the lake's root (for copies between tables), made when first needed.
+    root: std::sync::Arc<
+        std::sync::OnceLock<(
+            std::sync::Arc<dyn object_store::ObjectStore>,
+            object_store::path::Path,
+        )>,
+    >,
 }
 
 /// The extra column of merge rows that marks a removal (tables without `deleted`).
@@ -122,39 +129,6 @@ async fn commit_files(
     CommitBuilder::from(props)
         .with_actions(files.iter().cloned().map(Action::Add).collect())
         .build(Some(snapshot), table.log_store(), operation)
-        .await?;
-    Ok(())
-}
-
-/// Copies data files (added to `from`, not yet to `to`) to the same relative paths under
-/// `to`, streaming, a few at a time.
-async fn copy_files(
-    from: &DeltaTable,
-    to: &DeltaTable,
-    files: &[deltalake::kernel::Add],
-) -> std::result::Result<(), object_store::Error> {
-    use object_store::{ObjectStoreExt, WriteMultipart};
-    let (src, dst) = (
-        from.log_store().object_store(None),
-        to.log_store().object_store(None),
-    );
-    futures::stream::iter(files)
-        .map(|a| {
-            let (src, dst) = (src.clone(), dst.clone());
-            async move {
-                let path = object_store::path::Path::from_url_path(&a.path)?;
-                let mut body = src.get(&path).await?.into_stream();
-                let mut upload = WriteMultipart::new(dst.put_multipart(&path).await?);
-                while let Some(chunk) = body.try_next().await? {
-                    upload.wait_for_capacity(4).await?;
-                    upload.write(&chunk);
-                }
-                upload.finish().await?;
-                Ok::<(), object_store::Error>(())
-            }
-        })
-        .buffer_unordered(4)
-        .try_collect::<Vec<()>>()
         .await?;
     Ok(())
 }
@@ -202,6 +176,7 @@ impl Lake {
             options: opts,
             deletion_vectors: false,
             opened: Default::default(),
+            root: Default::default(),
         }
     }
 
@@ -281,6 +256,72 @@ impl Lake {
             }
             Err(e) => Err(Error::lake(format!("opening {url}: {e}"))),
         }
+    }
+
+    /// Copies data files (added to `from`, not yet to `to`) to the same relative paths
+    /// under `to`. The store copies them itself (a hard link on local disk, CopyObject on
+    /// S3), so no byte passes through this process; where that fails, they are streamed
+    /// one at a time, a few parts in flight (memory stays flat however large the files).
+    async fn copy_files(
+        &self,
+        from: TableKind,
+        to: TableKind,
+        files: &[deltalake::kernel::Add],
+    ) -> Result<()> {
+        use object_store::path::Path;
+        use object_store::{ObjectStoreExt, WriteMultipart};
+        let failed = |e: &dyn std::fmt::Display| {
+            Error::lake(format!(
+                "copying files from {} to {}: {e}",
+                from.name(),
+                to.name()
+            ))
+        };
+        let (root, base) = self.root_store()?;
+        for a in files {
+            let rel = Path::from_url_path(&a.path).map_err(|e| failed(&e))?;
+            let under = |kind: TableKind| {
+                Path::from_iter(
+                    base.parts()
+                        .chain(Path::from(kind.name()).parts())
+                        .chain(rel.parts()),
+                )
+            };
+            let (src, dst) = (under(from), under(to));
+            match root.copy(&src, &dst).await {
+                Ok(()) => continue,
+                Err(e) => tracing::debug!(error = %e, "the store cannot copy by itself; streaming"),
+            }
+            let failed = |e: object_store::Error| failed(&e);
+            let mut body = root.get(&src).await.map_err(failed)?.into_stream();
+            let mut upload = WriteMultipart::new(root.put_multipart(&dst).await.map_err(failed)?);
+            while let Some(chunk) = body.try_next().await.map_err(failed)? {
+                upload.wait_for_capacity(2).await.map_err(failed)?;
+                upload.write(&chunk);
+            }
+            upload.finish().await.map_err(failed)?;
+        }
+        Ok(())
+    }
+
+    /// The store at the lake's root, and the lake's path in it.
+    fn root_store(
+        &self,
+    ) -> Result<(
+        std::sync::Arc<dyn object_store::ObjectStore>,
+        object_store::path::Path,
+    )> {
+        if let Some(r) = self.root.get() {
+            return Ok(r.clone());
+        }
+        let (store, path) = object_store::parse_url_opts(
+            &self.url,
+            self.options
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone())),
+        )
+        .map_err(|e| Error::lake(format!("opening the store of {}: {e}", self.url)))?;
+        Ok(self.root.get_or_init(|| (store.into(), path)).clone())
     }
 
     /// Keeps `t` as the newest state of `kind` seen, unless a newer one is kept already.
@@ -685,13 +726,14 @@ impl Lake {
         if first_load {
             // A first load's contacts are exactly its change rows: the same Parquet files,
             // copied instead of encoded a second time, then appended in one commit.
-            let changes = self.open_or_create(TableKind::ContactChanges).await?;
+            self.copy_files(
+                TableKind::ContactChanges,
+                TableKind::Contacts,
+                &upsert_files,
+            )
+            .await
+            .map_err(|e| e.context(format!("{app}, run {seq}")))?;
             let contacts = self.open_or_create(TableKind::Contacts).await?;
-            copy_files(&changes, &contacts, &upsert_files)
-                .await
-                .map_err(|e| {
-                    Error::lake(format!("{app}: copying run {seq}'s files to contacts: {e}"))
-                })?;
             let props = CommitProperties::default()
                 .with_metadata([("app.run_id".to_string(), json!(figures.run_id))])
                 .with_max_retries(COMMIT_RETRIES);
@@ -702,13 +744,13 @@ impl Lake {
             // The changed ids' rows are replaced by the upserts' files, copied rather than
             // encoded a second time.
             self.prepare_contacts().await?;
-            let changes = self.open_or_create(TableKind::ContactChanges).await?;
-            let contacts = self.open_or_create(TableKind::Contacts).await?;
-            copy_files(&changes, &contacts, &upsert_files)
-                .await
-                .map_err(|e| {
-                    Error::lake(format!("{app}: copying run {seq}'s files to contacts: {e}"))
-                })?;
+            self.copy_files(
+                TableKind::ContactChanges,
+                TableKind::Contacts,
+                &upsert_files,
+            )
+            .await
+            .map_err(|e| e.context(format!("{app}, run {seq}")))?;
             let step = keyed::Replace {
                 keys: &changed,
                 new: keyed::NewRows::Files(&upsert_files),
