@@ -51,6 +51,13 @@ const DV_MAGIC: u32 = 1681511377;
 /// Files whose `id` column is read at once.
 const ID_READS: usize = 8;
 
+/// An account's files below this size count as small: the appends of incremental runs.
+const SMALL_FILE_BYTES: i64 = 8 << 20;
+/// Once an account has this many small files that a keyed step does not touch, the step
+/// folds them into the file it writes. Every run adds one, and every later run reads them
+/// all: after 60 runs an incremental sync took 213 ms instead of 80.
+const COMPACT_AT: usize = 8;
+
 /// Whether `table` may carry deletion vectors: the property is on and the protocol has
 /// the feature (a table whose protocol lacks it must not get one, whatever the property).
 pub(super) fn dv_enabled(table: &DeltaTable) -> bool {
@@ -94,6 +101,9 @@ pub(super) fn partition_files(
 pub struct KeyedOutcome {
     /// Files whose matching rows were marked in a deletion vector.
     pub marked_files: usize,
+    /// Small files folded into the new file (see [`COMPACT_AT`]); those keyed rows were
+    /// found in count as rewritten too.
+    pub compacted_files: usize,
     /// Files rewritten without their matching rows (or dropped).
     pub rewritten_files: usize,
     /// Rows appended.
@@ -204,6 +214,7 @@ impl Lake {
         let use_dv = dv_enabled(table);
         let store = table.log_store().object_store(None);
         let files = partition_files(table, source, account)?;
+        let all = files.clone();
         // Row positions of the keyed ids, per file: known already when the files are the
         // ones the landed etags were read from, else read.
         let known = located.and_then(|l| l.positions(&files, keys));
@@ -231,6 +242,16 @@ impl Lake {
         let mut actions: Vec<Action> = Vec::new();
         let mut marks: Vec<(LogicalFileView, RoaringTreemap)> = Vec::new();
         let mut outcome = KeyedOutcome::default();
+        // Once there are enough small files, every one of them is rewritten (without its
+        // deleted rows) into the file this step writes.
+        let mut small: HashMap<String, &LogicalFileView> = all
+            .iter()
+            .filter(|f| f.size() < SMALL_FILE_BYTES)
+            .map(|f| (f.path().to_string(), f))
+            .collect();
+        if small.len() < COMPACT_AT {
+            small.clear();
+        }
         for (f, pos) in hits {
             let old = match f.deletion_vector_descriptor() {
                 Some(d) => read_dv(store.as_ref(), &d).await.map_err(|e| {
@@ -244,7 +265,9 @@ impl Lake {
             }
             let gone = &old | &new;
             let physical = f.num_records().map(|n| n as u64);
-            if use_dv && physical.is_some_and(|n| gone.len() * 2 <= n) {
+            let compact = small.remove(f.path().as_ref()).is_some();
+            outcome.compacted_files += compact as usize;
+            if use_dv && !compact && physical.is_some_and(|n| gone.len() * 2 <= n) {
                 marks.push((f, gone));
                 continue;
             }
@@ -258,6 +281,16 @@ impl Lake {
         if !marks.is_empty() {
             outcome.marked_files = marks.len();
             actions.extend(write_dvs(store.as_ref(), marks).await?);
+        }
+        // The small files that lose no row in this step.
+        for f in small.into_values() {
+            let gone = match f.deletion_vector_descriptor() {
+                Some(d) => read_dv(store.as_ref(), &d).await?,
+                None => RoaringTreemap::new(),
+            };
+            rewrite_live_rows(store.clone(), f, &gone, kind, source, account, &mut writer).await?;
+            actions.push(Action::Remove(f.remove_action(true)));
+            outcome.compacted_files += 1;
         }
         phase("marked or rewrote their files");
         match new {

@@ -133,6 +133,9 @@ async fn commit_files(
     Ok(())
 }
 
+/// Commits between checkpoints of the tables this tool creates.
+const CHECKPOINT_INTERVAL: &str = "10";
+
 /// Version retries delta-rs makes per commit (its default is 15; shards append at once).
 const COMMIT_RETRIES: usize = 100;
 
@@ -356,7 +359,14 @@ impl Lake {
             .with_table_name(kind.name())
             .with_columns(fields)
             .with_partition_columns(kind.partitions().to_vec())
-            .with_save_mode(SaveMode::Ignore);
+            .with_save_mode(SaveMode::Ignore)
+            // Every run commits to three tables, and each run starts by loading them: from
+            // the last checkpoint, then commit by commit. At delta-rs's default of one
+            // checkpoint per 100 commits, run 60 spent 50 ms on that alone.
+            .with_configuration_property(
+                deltalake::TableProperty::CheckpointInterval,
+                Some(CHECKPOINT_INTERVAL),
+            );
         if kind == TableKind::Contacts && self.deletion_vectors {
             create = create.with_configuration_property(
                 deltalake::TableProperty::EnableDeletionVectors,

@@ -539,3 +539,54 @@ async fn deletion_vectors_on_the_s3_server() {
     }
     deletion_vector_suite(&crate::s3_lake_url("dv"), None).await;
 }
+
+/// Every incremental run appends a small file to each account it changes. Left alone,
+/// they pile up and every later run reads them all; a keyed step folds them into one once
+/// there are enough. Every run still equals the truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_files_of_many_runs_are_folded_together() {
+    let emu = Emulator::start(EmulatorConfig {
+        google_contacts: 400,
+        aurinko_accounts: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        &emu,
+        &PipelineSpec {
+            lake_extra: "deletion_vectors = true",
+            ..Default::default()
+        },
+    );
+    assert_ok(&sync(&p, false).await);
+    let lake = contacts_etl::sync::lake_of(&Pipeline::load(&p).unwrap()).unwrap();
+    let mut most = 0;
+    let runs = 14;
+    for _ in 0..runs {
+        emu.mutate_google(1, 3, 1);
+        assert_ok(&sync(&p, false).await);
+        assert_lake_matches(&p, &emu).await;
+        most = most.max(contact_files(&lake).await.len());
+    }
+    // The first load's file, at most 8 small ones left alone, and what the step writes.
+    assert!(most <= 11, "{most} files at most");
+    let now = contact_files(&lake).await.len();
+    assert!(now < runs, "{now} files after {runs} runs");
+    let b = contacts_etl::sql::query(
+        &lake,
+        "SELECT count(*) AS n, count(DISTINCT id) AS d FROM contacts",
+    )
+    .await
+    .unwrap();
+    let col = |i: usize| {
+        use arrow::array::AsArray;
+        b[0].column(i)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0)
+    };
+    let truth = emu.google_truth().contacts.len() as i64;
+    assert_eq!((col(0), col(1)), (truth, truth));
+}
