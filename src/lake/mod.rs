@@ -218,14 +218,12 @@ impl Lake {
         if let Some(mut t) = seen {
             match t.update_state().await {
                 Ok(()) => {
-                    tracing::debug!(
-                        table = kind.name(),
-                        version = t.version(),
-                        us = t0.elapsed().as_micros() as u64,
-                        "brought a table up to date"
-                    );
-                    self.remember(kind, &t);
-                    return Ok(Some(t));
+                    return Ok(Some(self.remember(
+                        kind,
+                        t,
+                        t0,
+                        "brought a table up to date",
+                    )));
                 }
                 // Gone or replaced under us: load it as if for the first time.
                 Err(e) => {
@@ -239,16 +237,7 @@ impl Lake {
             .map_err(|e| Error::lake(format!("{}: {e}", url)))?
             .with_storage_options(self.options.clone());
         match builder.load().await {
-            Ok(t) => {
-                tracing::debug!(
-                    table = kind.name(),
-                    version = t.version(),
-                    us = t0.elapsed().as_micros() as u64,
-                    "opened a table"
-                );
-                self.remember(kind, &t);
-                Ok(Some(t))
-            }
+            Ok(t) => Ok(Some(self.remember(kind, t, t0, "opened a table"))),
             Err(deltalake::DeltaTableError::NotATable(_)) => Ok(None),
             // A local folder that does not exist yet is a table not created yet.
             Err(e)
@@ -327,8 +316,21 @@ impl Lake {
         Ok(self.root.get_or_init(|| (store.into(), path)).clone())
     }
 
-    /// Keeps `t` as the newest state of `kind` seen, unless a newer one is kept already.
-    fn remember(&self, kind: TableKind, t: &DeltaTable) {
+    /// Keeps `t` as the newest state of `kind` seen, unless a newer one is kept already,
+    /// and logs how long getting it (`what`, since `t0`) took.
+    fn remember(
+        &self,
+        kind: TableKind,
+        t: DeltaTable,
+        t0: std::time::Instant,
+        what: &str,
+    ) -> DeltaTable {
+        tracing::debug!(
+            table = kind.name(),
+            version = t.version(),
+            us = t0.elapsed().as_micros() as u64,
+            "{what}"
+        );
         let mut opened = self.opened.lock().unwrap();
         let newer = opened
             .get(&kind)
@@ -336,6 +338,7 @@ impl Lake {
         if !newer {
             opened.insert(kind, t.clone());
         }
+        t
     }
 
     /// Opens a table, creating it when missing.

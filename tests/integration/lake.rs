@@ -510,8 +510,14 @@ async fn deletion_vector_suite(lake_url: &str, py: Option<std::path::PathBuf>) {
         "the first load's Google files should have been rewritten: {files:?}"
     );
     // The SQL engine applies the vectors as well.
+    let truth = emu.google_truth().contacts.len() as i64;
+    assert_eq!(google_rows(&lake).await, (truth, truth));
+}
+
+/// `(rows, distinct ids)` of the Google source's contacts, by SQL.
+async fn google_rows(lake: &contacts_etl::lake::Lake) -> (i64, i64) {
     let b = contacts_etl::sql::query(
-        &lake,
+        lake,
         "SELECT count(*) AS n, count(DISTINCT id) AS d FROM contacts WHERE source = 'shared'",
     )
     .await
@@ -522,8 +528,7 @@ async fn deletion_vector_suite(lake_url: &str, py: Option<std::path::PathBuf>) {
             .as_primitive::<arrow::datatypes::Int64Type>()
             .value(0)
     };
-    let truth = emu.google_truth().contacts.len() as i64;
-    assert_eq!((col(0), col(1)), (truth, truth));
+    (col(0), col(1))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -575,18 +580,6 @@ async fn small_files_of_many_runs_are_folded_together() {
     assert!(most <= 11, "{most} files at most");
     let now = contact_files(&lake).await.len();
     assert!(now < runs, "{now} files after {runs} runs");
-    let b = contacts_etl::sql::query(
-        &lake,
-        "SELECT count(*) AS n, count(DISTINCT id) AS d FROM contacts",
-    )
-    .await
-    .unwrap();
-    let col = |i: usize| {
-        use arrow::array::AsArray;
-        b[0].column(i)
-            .as_primitive::<arrow::datatypes::Int64Type>()
-            .value(0)
-    };
     let truth = emu.google_truth().contacts.len() as i64;
-    assert_eq!((col(0), col(1)), (truth, truth));
+    assert_eq!(google_rows(&lake).await, (truth, truth));
 }
