@@ -736,9 +736,14 @@ impl Lake {
             }
         }
         phase("committed the changes");
-        if first_load {
-            // A first load's contacts are exactly its change rows: the same Parquet files,
-            // copied instead of encoded a second time, then appended in one commit.
+        // A first load's contacts are exactly its upserts; a later run's upserts replace
+        // the changed ids' rows. Either way the upserts' files are copied rather than
+        // encoded a second time.
+        let replaces = !first_load && !changed.is_empty();
+        if first_load || replaces {
+            if replaces {
+                self.prepare_contacts().await?;
+            }
             self.copy_files(
                 TableKind::ContactChanges,
                 TableKind::Contacts,
@@ -746,6 +751,8 @@ impl Lake {
             )
             .await
             .map_err(|e| e.context(format!("{app}, run {seq}")))?;
+        }
+        if first_load {
             let contacts = self.open_or_create(TableKind::Contacts).await?;
             let props = CommitProperties::default()
                 .with_metadata([("app.run_id".to_string(), json!(figures.run_id))])
@@ -753,17 +760,7 @@ impl Lake {
             commit_files(&contacts, &upsert_files, props)
                 .await
                 .map_err(|e| Error::lake(format!("{app}: appending run {seq} to contacts: {e}")))?;
-        } else if !changed.is_empty() {
-            // The changed ids' rows are replaced by the upserts' files, copied rather than
-            // encoded a second time.
-            self.prepare_contacts().await?;
-            self.copy_files(
-                TableKind::ContactChanges,
-                TableKind::Contacts,
-                &upsert_files,
-            )
-            .await
-            .map_err(|e| e.context(format!("{app}, run {seq}")))?;
+        } else if replaces {
             let step = keyed::Replace {
                 keys: &changed,
                 new: keyed::NewRows::Files(&upsert_files),
