@@ -13,12 +13,10 @@ use contacts_etl::providers::aurinko::decode::{ContactJ, decode_contacts, parse_
 use contacts_etl::providers::google::decode::{RecordContext, decode_feed};
 use contacts_etl::schema::records_to_batch;
 
-/// The allocator of the shipped binary (src/main.rs), so the decoders are measured as they
-/// run; the anchors share it.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn pages() -> (Vec<u8>, Vec<u8>) {
+    // The allocator settings of the shipped binary (src/main.rs), so the decoders are
+    // measured as they run; the anchors share them.
+    contacts_etl::tune_process();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let emu = Emulator::start(EmulatorConfig {

@@ -233,24 +233,8 @@ fn init_logging(cli: &Cli) {
     }
 }
 
-/// mimalloc instead of glibc's malloc. A full sync allocates many page-sized buffers on
-/// several threads; with glibc's per-thread arenas the resident size grew with the domain
-/// (144 MiB at 50,000 contacts, 241 MiB at 500,000) although the heap itself grew by
-/// about the id index. With mimalloc it stays flat (266 / 313 MiB) and the sync is 10-15 %
-/// faster; a fixed glibc mmap threshold was flatter still but 25 % slower (BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
-    // mimalloc asks for transparent huge pages on its arenas. A run touches many of them
-    // briefly from many threads, and each first touch makes the kernel zero 2 MiB: half
-    // the CPU time of an incremental run went there, and a full sync of 50,000 contacts
-    // held 240 MiB instead of 170 MiB. This turns them off for this process only.
-    #[cfg(target_os = "linux")]
-    // SAFETY: PR_SET_THP_DISABLE takes integer arguments and touches no memory of ours.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
+    contacts_etl::tune_process();
     let cli = Cli::parse();
     init_logging(&cli);
     let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -31,7 +31,7 @@ mod tables;
 
 use std::collections::{HashMap, HashSet};
 
-use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use datafusion::prelude::SessionContext;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Transaction};
@@ -144,19 +144,27 @@ fn app_id(source: &str, account: &str) -> String {
 }
 
 /// The photo etag of each row of a contacts batch (null when there is no photo).
-fn photo_etags(b: &RecordBatch) -> Result<Vec<Option<String>>> {
-    let Some(photo) = b.column_by_name("photo") else {
-        return Ok(vec![None; b.num_rows()]);
-    };
-    let photo = photo.as_struct();
-    let Some(etag) = photo.column_by_name("etag") else {
-        return Ok(vec![None; b.num_rows()]);
-    };
-    let etag = arrow::compute::cast(etag, &arrow::datatypes::DataType::Utf8)?;
-    let etag = etag.as_string::<i32>();
-    Ok((0..b.num_rows())
-        .map(|i| (photo.is_valid(i) && etag.is_valid(i)).then(|| etag.value(i).to_string()))
-        .collect())
+/// The photo etags of `b`'s rows (`None` where a row has no photo), read in place.
+struct PhotoEtags(Option<(arrow::array::StructArray, ArrayRef)>);
+
+impl PhotoEtags {
+    fn of(b: &RecordBatch) -> Result<PhotoEtags> {
+        let Some(photo) = b.column_by_name("photo") else {
+            return Ok(PhotoEtags(None));
+        };
+        let photo = photo.as_struct();
+        let Some(etag) = photo.column_by_name("etag") else {
+            return Ok(PhotoEtags(None));
+        };
+        let etag = arrow::compute::cast(etag, &arrow::datatypes::DataType::Utf8)?;
+        Ok(PhotoEtags(Some((photo.clone(), etag))))
+    }
+
+    fn get(&self, i: usize) -> Option<&str> {
+        let (photo, etag) = self.0.as_ref()?;
+        let etag = etag.as_string::<i32>();
+        (photo.is_valid(i) && etag.is_valid(i)).then(|| etag.value(i))
+    }
 }
 
 fn sql_str(s: &str) -> String {
@@ -623,24 +631,25 @@ impl Lake {
             let b = b?;
             let ids = b.column_by_name("id").unwrap().as_string::<i32>();
             let etags = b.column_by_name("etag").unwrap().as_string::<i32>();
-            let photo_etags = photo_etags(&b)?;
-            let mask: BooleanArray = (0..b.num_rows())
-                .map(|i| {
-                    let id = ids.value(i);
-                    // Deletes are found among landed ids only: a first load needs no set.
-                    if !first_load {
+            let photo_etags = PhotoEtags::of(&b)?;
+            // A first load lands every row and needs neither the set of seen ids (deletes
+            // are found among landed ids) nor a comparison.
+            let f = if first_load {
+                b
+            } else {
+                let mask: BooleanArray = (0..b.num_rows())
+                    .map(|i| {
+                        let id = ids.value(i);
                         seen.insert(id.to_string());
-                    }
-                    let etag = (!etags.is_null(i)).then(|| etags.value(i).to_string());
-                    let photo = photo_etags[i].clone();
-                    Some(
-                        landed
-                            .get(id)
-                            .is_none_or(|(e, p)| *e != etag || etag.is_none() || *p != photo),
-                    )
-                })
-                .collect();
-            let f = arrow::compute::filter_record_batch(&b, &mask)?;
+                        let etag = (!etags.is_null(i)).then(|| etags.value(i));
+                        let photo = photo_etags.get(i);
+                        Some(landed.get(id).is_none_or(|(e, p)| {
+                            e.as_deref() != etag || etag.is_none() || p.as_deref() != photo
+                        }))
+                    })
+                    .collect();
+                arrow::compute::filter_record_batch(&b, &mask)?
+            };
             if f.num_rows() == 0 {
                 continue;
             }
