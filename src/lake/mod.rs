@@ -143,7 +143,6 @@ fn app_id(source: &str, account: &str) -> String {
     format!("{source}/{account}")
 }
 
-/// The photo etag of each row of a contacts batch (null when there is no photo).
 /// The photo etags of `b`'s rows (`None` where a row has no photo), read in place.
 struct PhotoEtags(Option<(arrow::array::StructArray, ArrayRef)>);
 
@@ -629,14 +628,14 @@ impl Lake {
         let mut seen: HashSet<String> = HashSet::new();
         for b in extract.upserts.batches()? {
             let b = b?;
-            let ids = b.column_by_name("id").unwrap().as_string::<i32>();
-            let etags = b.column_by_name("etag").unwrap().as_string::<i32>();
-            let photo_etags = PhotoEtags::of(&b)?;
             // A first load lands every row and needs neither the set of seen ids (deletes
             // are found among landed ids) nor a comparison.
             let f = if first_load {
                 b
             } else {
+                let ids = b.column_by_name("id").unwrap().as_string::<i32>();
+                let etags = b.column_by_name("etag").unwrap().as_string::<i32>();
+                let photo_etags = PhotoEtags::of(&b)?;
                 let mask: BooleanArray = (0..b.num_rows())
                     .map(|i| {
                         let id = ids.value(i);

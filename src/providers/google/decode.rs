@@ -107,10 +107,10 @@ fn short_rel(v: &str) -> String {
     v.rsplit('#').next().unwrap_or(v).to_string()
 }
 
-/// The attributes of one element, borrowed from it (no copy unless a value has escapes).
 /// One attribute: its namespace, local name and (unescaped) value.
 type Attr<'a> = (Ns, &'a [u8], std::borrow::Cow<'a, str>);
 
+/// The attributes of one element, borrowed from it (no copy unless a value has escapes).
 struct Attrs<'a> {
     /// On the stack: GData elements carry at most six attributes, and this runs for every
     /// element of every entry (a heap vector here was a third of a sync's allocations).
