@@ -16,7 +16,6 @@ use arrow::ipc::reader::FileReader;
 use arrow::ipc::writer::FileWriter;
 
 use crate::error::{Error, Result};
-use crate::schema::ContactRecord;
 
 /// Batches appended to a temporary Arrow IPC file.
 pub struct Spill {
@@ -243,14 +242,6 @@ impl Collected {
             recent: 0,
             floor: i64::MIN,
         })
-    }
-
-    /// Adds records: each ranks by its `updated`.
-    pub fn add_records(&mut self, records: &[ContactRecord]) -> Result<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        self.add(&crate::schema::records_to_batch(records)?, None)
     }
 
     /// Adds a batch of the contacts schema. Each row ranks by its `updated`, or every row

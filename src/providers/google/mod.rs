@@ -162,7 +162,7 @@ impl GoogleSource {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let page = decode_feed(&resp.body, &self.record_ctx(ctx), what)?;
                 if let Some(pb) = &ctx.progress {
-                    pb.inc(page.entries.len() as u64);
+                    pb.inc(page.batch.num_rows() as u64);
                 }
                 Ok(page)
             }
@@ -221,7 +221,7 @@ impl GoogleSource {
         let mut next = first.next.clone();
         let mut n = 1;
         let total = first.total_results;
-        collected.add_records(&first.entries)?;
+        collected.add(&first.batch, None)?;
         if parallel
             && next.is_some()
             && let Some(total) = total
@@ -243,14 +243,14 @@ impl GoogleSource {
                 n += 1;
                 // The set may have grown while reading: follow `next` from the last page.
                 next = p.next.clone();
-                collected.add_records(&p.entries)?;
+                collected.add(&p.batch, None)?;
             }
         }
         while let Some(url) = next {
             n += 1;
             let p = self.page(&url, &what(n), ctx).await?;
             next = p.next.clone();
-            collected.add_records(&p.entries)?;
+            collected.add(&p.batch, None)?;
         }
         Ok(updated)
     }
