@@ -20,7 +20,8 @@ if [ ! -x "$PEER/bin/python" ]; then
   python3 -m venv "$PEER" && "$PEER/bin/pip" install --quiet --disable-pip-version-check requests==2.34.2 lxml==6.1.3 pyarrow==26.0.1
 fi
 cargo build --release --quiet
-BIN=target/release/contacts-etl
+# The build may live outside the clone (CARGO_TARGET_DIR, as .ci/run sets it).
+BIN="${CARGO_TARGET_DIR:-target}/release/contacts-etl"
 TOKEN=emulator-token
 WORK=$(mktemp -d); export LOG="$WORK/apply.log"; trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
