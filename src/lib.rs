@@ -47,7 +47,7 @@ pub use error::{Error, Result};
 /// Sets up the process for a long streaming run. The binary calls it first thing, before
 /// any thread starts; a program embedding the library may call it the same way.
 ///
-/// A sync's live heap is small and flat (20-70 MiB at 500,000 contacts, measured with
+/// A sync's live heap is small and flat (10-50 MiB at 500,000 contacts, measured with
 /// heaptrack), but it frees and allocates page-sized buffers on many threads. What the
 /// process holds is what the allocator keeps of them. Measured peak RSS of a full sync of
 /// 50,000 / 500,000 contacts (BENCHMARKS.md, B6):
@@ -58,8 +58,12 @@ pub use error::{Error, Result};
 ///   is 25 % slower.
 /// - glibc with two arenas, and blocks of 4 MiB or more (HTTP bodies as they grow,
 ///   Parquet upload parts, the id index) mapped and unmapped on their own: 108 / 122 MiB,
-///   and 5-7 % slower than mimalloc. This is the one used: memory that stays flat as the
-///   domain grows is what lets a sync of any size run beside other jobs.
+///   and 5-7 % slower than mimalloc.
+/// - The same with 3 MiB: 87 / 105 MiB, and 2-7 % slower than with 4 MiB. This is the
+///   one used: memory that stays flat as the domain grows is what lets a sync of any
+///   size run beside other jobs. The blocks between 3 and 4 MiB are the spilled pages
+///   read back for the write phase; kept in the heap, they left it fragmented. With
+///   2 MiB the figures are 83 / 90 MiB, but a sync is 20-30 % slower.
 ///
 /// Transparent huge pages are turned off for this process. A run touches many fresh
 /// pages briefly from many threads, and each first touch of a huge page makes the kernel
@@ -71,8 +75,8 @@ pub fn tune_process() {
     // are meant to be called before other threads allocate.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 3 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 3 << 20);
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
 }
