@@ -1114,6 +1114,28 @@ Apt 2</gd:street><gd:city>東京</gd:city><gd:country code='JP'>Japan</gd:countr
         crate::emulator::xml::parse(d.raw.as_deref().unwrap().as_bytes()).unwrap();
     }
 
+    /// Values arrive as slices of the page where they can, and are put together where
+    /// the XML splits them: around an entity, a comment or a CDATA section.
+    #[test]
+    fn values_split_by_the_xml_come_out_whole() {
+        let feed = r#"<feed xmlns="http://www.w3.org/2005/Atom" xmlns:gd="http://schemas.google.com/g/2005"><updated>2013-06-12T18:39:51.690Z</updated>
+<entry><id>http://x/base/a&amp;b</id><updated>2013-06-12T18:39:51.123Z</updated>
+<gd:name><gd:givenName>Jo<!-- c -->hn</gd:givenName><gd:familyName>O'<![CDATA[<Neil>]]>!</gd:familyName><gd:fullName>plain</gd:fullName></gd:name>
+<gd:email address="a&#64;x.org" rel="http://schemas.google.com/g/2005#home" label=""/>
+</entry></feed>"#;
+        let p = decode_feed(feed.as_bytes(), &ctx(), "p").unwrap();
+        let e = &p.records().unwrap()[0];
+        assert_eq!(e.id, "a&b");
+        assert_eq!(e.given_name.as_deref(), Some("John"));
+        assert_eq!(e.family_name.as_deref(), Some("O'<Neil>!"));
+        assert_eq!(e.display_name.as_deref(), Some("plain"));
+        assert_eq!(e.emails[0].address.as_deref(), Some("a@x.org"));
+        assert_eq!(e.emails[0].kind.as_deref(), Some("home"));
+        // An empty attribute is absent, as an empty element is.
+        assert_eq!(e.emails[0].label, None);
+        assert_eq!(p.updated.as_deref(), Some("2013-06-12T18:39:51.690Z"));
+    }
+
     #[test]
     fn bad_bodies_give_clear_errors() {
         let html = b"<HTML><HEAD><TITLE>Cannot request contacts belonging to another domain (x.com).</TITLE></HEAD><BODY><H2>Error 403</H2></BODY></HTML>";
