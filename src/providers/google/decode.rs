@@ -121,9 +121,10 @@ fn lift<'a>(text: &'a str, v: Cow<'_, str>) -> Cow<'a, str> {
     match v {
         Cow::Borrowed(b) => {
             let off = (b.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+            // An offset outside the page (a value quick-xml built) gives no slice.
             match text.get(off..off.wrapping_add(b.len())) {
-                Some(s) if s.as_ptr() == b.as_ptr() => Cow::Borrowed(s),
-                _ => Cow::Owned(b.to_string()),
+                Some(s) => Cow::Borrowed(s),
+                None => Cow::Owned(b.to_string()),
             }
         }
         Cow::Owned(o) => Cow::Owned(o),
