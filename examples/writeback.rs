@@ -48,10 +48,21 @@ async fn main() -> contacts_etl::Result<()> {
     )
     .await?;
     eprint!("{}", report.summary());
-    assert_eq!(report.failures(), 0);
+    // A contact the API holds over its 2 KB limit may not grow: such rows are refused
+    // before anything is sent, named in the plan, and left as they are.
+    assert!(planned.invalid.iter().all(|i| i.reason.contains("2048")));
+    assert_eq!(report.failures(), planned.invalid.len());
     assert_eq!(emu.stats()["google.batch"] as usize, updates.div_ceil(100));
+    let refused: Vec<&str> = planned
+        .invalid
+        .iter()
+        .filter_map(|i| i.id.as_deref())
+        .collect();
 
     for c in emu.google_truth().contacts {
+        if refused.contains(&c.id.as_str()) {
+            continue;
+        }
         if let (Some(f), Some(g)) = (&c.family_name, &c.given_name) {
             assert_eq!(
                 c.file_as.as_deref(),

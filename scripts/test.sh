@@ -18,9 +18,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
 fi
 
-# ---- Python helpers: gdata-python3 (a real GData client), deltalake + pyarrow (an
-# independent Delta reader). One cached venv, rebuilt when the requirements change. ----
-PY_REQS="gdata-python3==3.0.1 deltalake==1.6.6 pyarrow==26.0.1"
+# ---- Python helpers: gdata-python3 (a real GData client); deltalake + pyarrow, and DuckDB
+# with its delta extension (delta-kernel-rs): two independent Delta readers. One cached
+# venv, rebuilt when the requirements change. ----
+PY_REQS="gdata-python3==3.0.1 deltalake==1.6.6 pyarrow==26.0.1 duckdb==1.5.5 duckdb-extension-delta==1.5.5"
 PY_VENV="$CACHE/py-tools"
 if [ ! -x "$PY_VENV/bin/python" ] || [ "$(cat "$PY_VENV/.reqs" 2>/dev/null)" != "$PY_REQS" ]; then
   echo "installing Python helpers: $PY_REQS"

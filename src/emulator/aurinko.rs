@@ -52,6 +52,7 @@ const URL_TYPES: &[&str] = &[
 const RELATION_TYPES: &[&str] = &["manager", "assistant", "spouse"];
 const READ_ONLY: &[&str] = &["id", "etag", "createdTime", "lastModifiedTime", "hasPhoto"];
 
+#[derive(Default)]
 struct AContact {
     /// The record without id, etag and times.
     body: Map<String, Value>,
@@ -151,6 +152,46 @@ fn present(fields: &[(&str, &Option<String>)]) -> Map<String, Value> {
         .iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), json!(v))))
         .collect()
+}
+
+/// The odd but legal shapes of real records, chosen by the person's number so the random
+/// stream stays as it was: an explicit null beside absent fields, empty arrays, fields this
+/// tool does not model (top level, in `name`, in list items and in `company`), and
+/// non-ASCII keys in `nativeProperties`. A client must land them without loss and write
+/// back around them without wiping them.
+fn odd_shapes(n: u64, m: &mut Map<String, Value>) {
+    match n % 11 {
+        2 => {
+            m.insert("nickName".into(), Value::Null);
+            m.insert("fileAs".into(), Value::Null);
+        }
+        4 => {
+            m.entry("emailAddresses").or_insert_with(|| json!([]));
+            m.insert("urls".into(), json!([]));
+            m.insert("keywords".into(), json!([]));
+        }
+        6 => {
+            m.insert("somethingNew".into(), json!({"nested": [1, "two", null]}));
+            if let Some(Value::Object(name)) = m.get_mut("name") {
+                name.insert("yomiGivenName".into(), json!("よみ"));
+            }
+            if let Some(Value::Array(items)) = m.get_mut("emailAddresses")
+                && let Some(Value::Object(first)) = items.first_mut()
+            {
+                first.insert("id".into(), json!(format!("em-{n}")));
+            }
+            if let Some(Value::Object(c)) = m.get_mut("company") {
+                c.insert("officeLocation".into(), json!("Bâtiment 7"));
+            }
+        }
+        8 => {
+            let native = m.entry("nativeProperties").or_insert_with(|| json!({}));
+            if let Value::Object(o) = native {
+                o.insert("clé-ü 字".into(), json!("värde \"quoted\""));
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Renders a synthetic person as an Aurinko contact body.
@@ -383,7 +424,9 @@ impl AurinkoStore {
     fn insert_person(&mut self, account: &str, now_ms: i64) -> String {
         let n = self.accounts[account].next_n;
         let p = self.people.person(n);
-        self.insert_body(account, person_to_body(&p), now_ms)
+        let mut body = person_to_body(&p);
+        odd_shapes(n, &mut body);
+        self.insert_body(account, body, now_ms)
     }
 
     fn insert_body(&mut self, account: &str, body: Map<String, Value>, now_ms: i64) -> String {
@@ -523,6 +566,23 @@ impl AurinkoStore {
         deleted.sort();
         Some(Truth { contacts, deleted })
     }
+}
+
+/// How the emulator would read `body` (a client's POST) once stored: validated by the
+/// server's rules, then read in the unified schema. Server-side fields (id, etag,
+/// updated) are left empty.
+pub fn read_written_body(
+    account: &str,
+    body: &Map<String, Value>,
+) -> Result<ContactRecord, String> {
+    validate(body)?;
+    let c = AContact {
+        body: body.clone(),
+        ..AContact::default()
+    };
+    let mut r = record(account, "", &c);
+    (r.etag, r.updated) = (None, None);
+    Ok(r)
 }
 
 fn record(account: &str, id: &str, c: &AContact) -> ContactRecord {

@@ -38,6 +38,9 @@ pub struct Person {
     /// (name, value) or (name, xml)
     pub ext_props: Vec<(String, ExtValue)>,
     pub has_photo: bool,
+    /// Held by the server over its 2 KB limit (made before the limit, or by another
+    /// client): the server keeps it as it is instead of shortening its notes.
+    pub over_limit: bool,
     /// Unknown-to-the-schema element that must survive round trips (Google only).
     pub user_defined: Vec<(String, String)>,
 }
@@ -366,6 +369,41 @@ impl Generator {
                     "<info xmlns=\"urn:example:crm\" rev=\"{n}\">a &amp; b</info>"
                 )),
             ));
+        }
+        // Every shape the API allows inside an extended property, chosen by the contact's
+        // number so the random stream (and every other field) stays as it was.
+        let shape = match n % 19 {
+            3 => Some(format!("plain text payload #{n}")),
+            5 => Some(format!(
+                "<a xmlns=\"urn:example:x\">{n}</a><b xmlns=\"urn:example:x\" k=\"v\"/>"
+            )),
+            7 => Some(format!("lead <i xmlns=\"urn:example:x\">{n}</i> tail")),
+            9 => Some(format!("<![CDATA[x < y & z #{n}]]>")),
+            11 => Some(format!("Fish &amp; Chips &#233; &lt;ok&gt; #{n}")),
+            _ => None,
+        };
+        if let Some(x) = shape {
+            p.ext_props
+                .push(("legacy.payload".into(), ExtValue::Xml(x)));
+        }
+        if n % 97 == 13 {
+            // Exactly at the API's limit of 10 extended properties.
+            p.ext_props.truncate(0);
+            for i in 0..10 {
+                p.ext_props
+                    .push((format!("slot-{i}"), ExtValue::Value(format!("{n}-{i}"))));
+            }
+        }
+        if n % 89 == 17 {
+            // Over the 2 KB of contact data that a write may have: the API holds such
+            // contacts (made before the limit, or by another client), and an update that
+            // does not grow them must still go through.
+            let mut s = String::new();
+            while s.len() < 2100 {
+                s.push_str("Long-standing notes — kept as they are. ");
+            }
+            p.notes = Some(s);
+            p.over_limit = true;
         }
         p.has_photo = self.chance(0.2);
         if self.chance(0.1) {

@@ -229,7 +229,10 @@ pub fn person_to_content(p: &Person, base: &str, domain: &str) -> Vec<El> {
         let e = El::new(GD, "extendedProperty").attr("name", name.clone());
         c.push(match v {
             ExtValue::Value(v) => e.attr("value", v.clone()),
-            ExtValue::Xml(x) => e.child(xml::parse(x.as_bytes()).expect("generator XML parses")),
+            ExtValue::Xml(x) => El {
+                children: xml::parse_content(x, ATOM).expect("generator XML parses"),
+                ..e
+            },
         });
     }
     for g in &p.groups {
@@ -310,9 +313,10 @@ impl GoogleStore {
         let id = self.new_id();
         let mut p = p;
         let mut content = person_to_content(&p, &self.base_url, &self.domain);
-        // A real server never holds a contact over its own limit: shorten long notes until
-        // the contact fits, with room left for edits.
-        while content.iter().map(El::data_bytes).sum::<usize>() > MAX_DATA_BYTES - 150
+        // A server holds few contacts over its own limit: shorten long notes until the
+        // contact fits, with room left for edits, except for those seeded as held over it.
+        while !p.over_limit
+            && content.iter().map(El::data_bytes).sum::<usize>() > MAX_DATA_BYTES - 150
             && let Some(n) = p.notes.as_mut().filter(|n| !n.is_empty())
         {
             let mut cut = n.len().saturating_sub(200);
@@ -500,6 +504,30 @@ impl GoogleStore {
         Truth { contacts, deleted }
     }
 
+    /// How the emulator would read `entry` (a client's update) once stored: parsed and
+    /// validated by the server's rules, then read in the unified schema. Identity and
+    /// server-side fields (id, etag, updated, photo) are left empty.
+    pub fn read_written_entry(&self, entry: &str) -> Result<ContactRecord, String> {
+        let el = parse_entry(entry.as_bytes())?;
+        let content = content_of(&el);
+        // As an update of a contact that held the same: the rules of each element apply,
+        // the limits that depend on what is held do not.
+        validate(&content, Some(&content)).map_err(|OpError(_, _, m)| m)?;
+        let c = GContact {
+            id: String::new(),
+            etag: String::new(),
+            updated_ms: 0,
+            deleted_ms: None,
+            content,
+            photo: None,
+            version: 0,
+            rendered: None,
+        };
+        let mut r = self.record(&c, &self.base_url);
+        (r.etag, r.updated, r.photo) = (None, None, None);
+        Ok(r)
+    }
+
     /// The emulator's own reading of a stored contact in the unified schema.
     fn record(&self, c: &GContact, base: &str) -> ContactRecord {
         let txt = |e: Option<&El>| e.map(El::text_content).filter(|s| !s.is_empty());
@@ -565,6 +593,13 @@ impl GoogleStore {
                     country: txt(e.find(GD, "country")),
                     formatted: txt(e.find(GD, "formattedAddress")),
                 }),
+                (GD, "postalAddress") => r.addresses.push(schema::Address {
+                    kind: short(e),
+                    label: attr(e, "label"),
+                    primary: primary(e),
+                    formatted: txt(Some(e)),
+                    ..Default::default()
+                }),
                 (GD, "organization") => r.organizations.push(schema::Organization {
                     name: txt(e.find(GD, "orgName")),
                     title: txt(e.find(GD, "orgTitle")),
@@ -596,11 +631,7 @@ impl GoogleStore {
                 (GD, "extendedProperty") => r.extended_properties.push(schema::ExtendedProperty {
                     name: attr(e, "name"),
                     value: e.get("value").map(str::to_string),
-                    xml: e.elements().next().map(|x| {
-                        let mut s = String::new();
-                        xml::write(x, &mut s, ATOM);
-                        s
-                    }),
+                    xml: ext_xml(e),
                 }),
                 _ => {}
             }
@@ -1381,7 +1412,25 @@ fn content_of(entry: &El) -> Vec<El> {
         .collect()
 }
 
-fn validate(content: &[El]) -> Result<(), OpError> {
+/// The `xml` column of an extended property as the emulator knows it: its content
+/// serialized as written on the wire, whitespace around elements trimmed, null when blank
+/// (the documented rule of `schemas/contacts.v1.json`).
+fn ext_xml(e: &El) -> Option<String> {
+    let mut s = String::new();
+    xml::write_content(e, &mut s, ATOM);
+    if s.trim().is_empty() {
+        None
+    } else if s.contains('<') {
+        Some(s.trim().to_string())
+    } else {
+        Some(s)
+    }
+}
+
+/// Checks a contact's content. `before` is the content the server holds for an update:
+/// a count or size limit that the contact already exceeded is not enforced against a
+/// change that does not make it worse (the server accepts what it holds).
+fn validate(content: &[El], before: Option<&[El]>) -> Result<(), OpError> {
     let bad = |m: String| Err(OpError(StatusCode::BAD_REQUEST, "invalid", m));
     for e in content {
         if e.ns == GD
@@ -1414,23 +1463,26 @@ fn validate(content: &[El]) -> Result<(), OpError> {
             if e.get("name").is_none_or(str::is_empty) {
                 return bad("[Line 1, Column 0, element gd:extendedProperty] gd:extendedProperty/@name is required.".into());
             }
-            let has_xml = e.elements().next().is_some();
-            if e.get("value").is_some() == has_xml {
+            // Content is an XML blob or, as the API allows, plain text.
+            let has_content = e.children.iter().any(|c| match c {
+                xml::Node::Text(t) => !t.trim().is_empty(),
+                _ => true,
+            });
+            if e.get("value").is_some() && has_content {
                 return bad("[Line 1, Column 0, element gd:extendedProperty] g:extendedProperty/@value and XML are mutually exclusive".into());
             }
         }
     }
-    let props = content
-        .iter()
-        .filter(|e| e.is(GD, "extendedProperty"))
-        .count();
-    if props > MAX_EXT_PROPS {
+    let count = |c: &[El]| c.iter().filter(|e| e.is(GD, "extendedProperty")).count();
+    let size = |c: &[El]| c.iter().map(El::data_bytes).sum::<usize>();
+    let props = count(content);
+    if props > MAX_EXT_PROPS && before.is_none_or(|b| props > count(b)) {
         return bad(format!(
             "Too many extended properties: {props}; at most {MAX_EXT_PROPS} are allowed per contact."
         ));
     }
-    let bytes: usize = content.iter().map(El::data_bytes).sum();
-    if bytes > MAX_DATA_BYTES {
+    let bytes = size(content);
+    if bytes > MAX_DATA_BYTES && before.is_none_or(|b| bytes > size(b)) {
         return bad(format!(
             "Contact data is {bytes} bytes; at most {MAX_DATA_BYTES} bytes are allowed per contact."
         ));
@@ -1448,7 +1500,7 @@ fn insert_content(
     if matches!(projection, Projection::Thin) {
         content.retain(|e| !e.is(GD, "extendedProperty"));
     }
-    validate(&content)?;
+    validate(&content, None)?;
     let id = store.new_id();
     let t = store.tick(now);
     store.store_new(id.clone(), content, t, None);
@@ -1543,7 +1595,7 @@ fn update(
             content.extend(old_props.into_iter().filter(|e| e.get("name") != Some(k)));
         }
     }
-    validate(&content)?;
+    validate(&content, Some(&c.content))?;
     store.contacts.get_mut(id).unwrap().content = content;
     store.touch(id, now);
     Ok(())

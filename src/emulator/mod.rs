@@ -336,6 +336,20 @@ impl Emulator {
     pub fn aurinko_truth(&self, account: &str) -> Option<Truth> {
         self.shared.aurinko.lock().unwrap().truth(account)
     }
+    /// How the Google side would read `entry` (an entry a client writes) once stored, in
+    /// the unified schema; or the API's reason for refusing it.
+    pub fn google_read_written(&self, entry: &str) -> Result<crate::schema::ContactRecord, String> {
+        self.shared.google.lock().unwrap().read_written_entry(entry)
+    }
+    /// How the Aurinko side would read `body` (a contact a client creates) once stored,
+    /// in the unified schema; or the API's reason for refusing it.
+    pub fn aurinko_read_written(
+        &self,
+        account: &str,
+        body: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<crate::schema::ContactRecord, String> {
+        aurinko::read_written_body(account, body)
+    }
     /// The Aurinko account ids.
     pub fn aurinko_accounts(&self) -> Vec<String> {
         self.shared.aurinko.lock().unwrap().account_ids()

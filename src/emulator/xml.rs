@@ -38,6 +38,8 @@ pub struct El {
 pub enum Node {
     El(El),
     Text(String),
+    /// A CDATA section, kept as one so that it is written back as it came.
+    CData(String),
 }
 
 impl El {
@@ -96,7 +98,7 @@ impl El {
         let mut s = String::new();
         for c in &self.children {
             match c {
-                Node::Text(t) => s.push_str(t),
+                Node::Text(t) | Node::CData(t) => s.push_str(t),
                 Node::El(e) => s.push_str(&e.text_content()),
             }
         }
@@ -109,7 +111,7 @@ impl El {
                 .children
                 .iter()
                 .map(|c| match c {
-                    Node::Text(t) => t.trim().len(),
+                    Node::Text(t) | Node::CData(t) => t.trim().len(),
                     Node::El(e) => e.data_bytes(),
                 })
                 .sum::<usize>()
@@ -218,7 +220,8 @@ pub fn parse(input: &[u8]) -> Result<El, String> {
             }
             Event::CData(c) => {
                 if let Some(p) = stack.last_mut() {
-                    push_text(p, &String::from_utf8_lossy(&c));
+                    p.children
+                        .push(Node::CData(String::from_utf8_lossy(&c).into_owned()));
                 }
             }
             Event::DocType(_) => return Err("DOCTYPE is not allowed".into()),
@@ -313,15 +316,38 @@ fn write_inner(el: &El, out: &mut String, default_ns: &str, counter: &mut usize)
         return;
     }
     out.push('>');
-    for c in &el.children {
-        match c {
-            Node::Text(t) => esc(t, out),
-            Node::El(e) => write_inner(e, out, &new_default, counter),
-        }
-    }
+    write_children(&el.children, out, &new_default, counter);
     out.push_str("</");
     out.push_str(&tag);
     out.push('>');
+}
+
+fn write_children(children: &[Node], out: &mut String, default_ns: &str, counter: &mut usize) {
+    for c in children {
+        match c {
+            Node::Text(t) => esc(t, out),
+            Node::CData(t) => {
+                out.push_str("<![CDATA[");
+                out.push_str(t);
+                out.push_str("]]>");
+            }
+            Node::El(e) => write_inner(e, out, default_ns, counter),
+        }
+    }
+}
+
+/// Serializes an element's content (its children, not its own tags), as [`write`] would
+/// inside it.
+pub fn write_content(el: &El, out: &mut String, default_ns: &str) {
+    let mut counter = 0;
+    write_children(&el.children, out, default_ns, &mut counter);
+}
+
+/// Parses a fragment of content (text, elements, CDATA, several at the top level) into
+/// nodes, as the children of an element in `default_ns` would be.
+pub fn parse_content(fragment: &str, default_ns: &str) -> Result<Vec<Node>, String> {
+    let doc = format!("<w xmlns=\"{default_ns}\">{fragment}</w>");
+    parse(doc.as_bytes()).map(|w| w.children)
 }
 
 /// The namespace declarations the emulator puts on a feed or standalone entry.

@@ -103,10 +103,11 @@ pub(crate) fn summarize(
 ) -> String {
     let count = |s: &str| results.iter().filter(|r| r.result == s).count();
     let mut out = format!(
-        "{title}: {} ok, {} conflict(s), {} failed, {invalid} invalid row(s) not sent\n",
+        "{title}: {} ok, {} conflict(s), {} failed, {} refused by the API as invalid, {invalid} invalid row(s) not sent\n",
         count("ok"),
         count("conflict"),
         count("failed"),
+        count("invalid"),
     );
     for r in results.iter().filter(|r| r.result != "ok").take(20) {
         out.push_str(&format!(

@@ -235,14 +235,15 @@ pub async fn load_desired(lake: &Lake, spec: &str, source: &str) -> Result<Desir
             .build()?
             .collect::<std::result::Result<Vec<_>, _>>()?
     } else if spec.ends_with(".csv") && path.exists() {
-        let file = std::fs::File::open(path)
-            .map_err(|e| Error::config(format!("--desired {spec}: {e}")))?;
+        let text =
+            std::fs::read(path).map_err(|e| Error::config(format!("--desired {spec}: {e}")))?;
+        check_csv(&text).map_err(|e| Error::config(format!("--desired {spec}: {e}")))?;
         let (schema, _) = arrow::csv::reader::Format::default()
             .with_header(true)
-            .infer_schema(std::fs::File::open(path)?, Some(1000))?;
+            .infer_schema(std::io::Cursor::new(&text), Some(1000))?;
         arrow::csv::ReaderBuilder::new(std::sync::Arc::new(schema))
             .with_header(true)
-            .build(file)?
+            .build(std::io::Cursor::new(&text))?
             .collect::<std::result::Result<Vec<_>, _>>()?
     } else if spec.ends_with(".parquet") || spec.ends_with(".csv") {
         return Err(Error::config(format!("--desired {spec}: no such file")));
@@ -266,14 +267,20 @@ pub async fn load_desired(lake: &Lake, spec: &str, source: &str) -> Result<Desir
     }
     let schema = contacts_schema();
     let mut rows = Vec::new();
+    let mut first_row = 0usize;
     for b in &batches {
-        // Fill the bookkeeping columns a user's table may lack, then read as records.
+        // Only the contact columns decide: lineage and lake-only columns are filled in
+        // (whatever a user's table holds there, nulls included), identity columns may be
+        // absent or null.
         let n = b.num_rows();
         let mut cols = Vec::new();
         for f in schema.fields() {
-            let col = match b.column_by_name(f.name()) {
-                Some(c) => arrow::compute::cast(c, f.data_type())
-                    .map_err(|e| Error::config(format!("desired column {}: {e}", f.name())))?,
+            let given = match f.name().as_str() {
+                "_run_id" | "_synced_at" | "deleted" => None,
+                _ => b.column_by_name(f.name()),
+            };
+            let col = match given {
+                Some(c) => cast_desired(c, f, first_row)?,
                 None => match f.name().as_str() {
                     "source" => {
                         std::sync::Arc::new(arrow::array::StringArray::from(vec![source; n])) as _
@@ -291,17 +298,14 @@ pub async fn load_desired(lake: &Lake, spec: &str, source: &str) -> Result<Desir
                     _ => arrow::array::new_null_array(f.data_type(), n),
                 },
             };
-            // Non-nullable bookkeeping columns: nulls (e.g. a null id) become "".
+            // Non-nullable identity columns: nulls (a null id: a new contact) become "",
+            // a null source is the plan's source.
             let col = if !f.is_nullable() && col.null_count() > 0 {
-                match f.data_type() {
-                    arrow::datatypes::DataType::Utf8 => {
-                        let s = arrow::array::AsArray::as_string::<i32>(&col);
-                        std::sync::Arc::new(arrow::array::StringArray::from_iter_values(
-                            s.iter().map(|v| v.unwrap_or("").to_string()),
-                        )) as _
-                    }
-                    _ => col,
-                }
+                let fill = if f.name() == "source" { source } else { "" };
+                let s = arrow::array::AsArray::as_string::<i32>(&col);
+                std::sync::Arc::new(arrow::array::StringArray::from_iter_values(
+                    s.iter().map(|v| v.unwrap_or(fill).to_string()),
+                )) as _
             } else {
                 col
             };
@@ -313,8 +317,126 @@ pub async fn load_desired(lake: &Lake, spec: &str, source: &str) -> Result<Desir
             &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
         )?;
         rows.extend(crate::schema::batches_to_records(&[nb])?);
+        first_row += n;
     }
     Ok(Desired { rows, columns })
+}
+
+/// One desired column cast to the contacts schema's type, or an error that names the
+/// column, the first row that does not convert (`first_row` is the batch's first row in
+/// the desired state), the type found and the type wanted.
+fn cast_desired(
+    c: &arrow::array::ArrayRef,
+    f: &arrow::datatypes::Field,
+    first_row: usize,
+) -> Result<arrow::array::ArrayRef> {
+    use arrow::array::Array;
+    let wanted = f.data_type();
+    let mismatch = |row: Option<usize>| {
+        Error::config(format!(
+            "desired column `{}`{}: found {}, wanted {}",
+            f.name(),
+            row.map(|r| format!(" (row {})", first_row + r + 1))
+                .unwrap_or_default(),
+            c.data_type(),
+            wanted
+        ))
+    };
+    if c.data_type() == wanted {
+        return Ok(c.clone());
+    }
+    if !arrow::compute::can_cast_types(c.data_type(), wanted) {
+        return Err(mismatch((!c.is_empty()).then_some(0)));
+    }
+    let out = arrow::compute::cast(c, wanted).map_err(|_| mismatch(None))?;
+    // A value that does not convert comes out null: name the first such row. (A column of
+    // type Null, as SQL's bare `NULL AS id` gives, is all null: nothing is lost.)
+    let given = c.logical_nulls();
+    let valid = |i: usize| given.as_ref().is_none_or(|n| n.is_valid(i));
+    if out.null_count() > c.logical_null_count()
+        && let Some(r) = (0..c.len()).find(|&i| valid(i) && out.is_null(i))
+    {
+        return Err(mismatch(Some(r)));
+    }
+    Ok(out)
+}
+
+/// Checks a desired-state CSV before it is read: every quote closes, and every record has
+/// as many fields as the header. Errors name the line (a lenient reader would merge the
+/// rows after an unclosed quote into one field, or pad a short row with nulls).
+fn check_csv(text: &[u8]) -> std::result::Result<(), String> {
+    let (mut line, mut record_line) = (1usize, 1usize);
+    let (mut fields, mut header) = (1usize, None::<usize>);
+    let (mut quoted, mut quote_line, mut at_start, mut any) = (false, 0usize, true, false);
+    let mut i = 0;
+    while i < text.len() {
+        let b = text[i];
+        if quoted {
+            match b {
+                b'"' if text.get(i + 1) == Some(&b'"') => i += 1,
+                b'"' => quoted = false,
+                b'\n' => line += 1,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' if at_start => {
+                    quoted = true;
+                    quote_line = line;
+                }
+                b'"' => {
+                    return Err(format!(
+                        "line {line}: a quote inside an unquoted field (quote the whole field and double the quote)"
+                    ));
+                }
+                b',' => {
+                    fields += 1;
+                    at_start = true;
+                    i += 1;
+                    continue;
+                }
+                b'\n' | b'\r' => {
+                    if b == b'\r' && text.get(i + 1) == Some(&b'\n') {
+                        i += 1;
+                    }
+                    if any || fields > 1 {
+                        match header {
+                            None => header = Some(fields),
+                            Some(h) if h != fields => {
+                                return Err(format!(
+                                    "line {record_line}: {fields} field(s), but the header has {h}"
+                                ));
+                            }
+                            _ => {}
+                        }
+                    }
+                    line += 1;
+                    record_line = line;
+                    (fields, at_start, any) = (1, true, false);
+                    i += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        any = true;
+        at_start = false;
+        i += 1;
+    }
+    if quoted {
+        return Err(format!(
+            "line {quote_line}: a quoted field is never closed (an unbalanced quote)"
+        ));
+    }
+    if (any || fields > 1)
+        && let Some(h) = header
+        && h != fields
+    {
+        return Err(format!(
+            "line {record_line}: {fields} field(s), but the header has {h}"
+        ));
+    }
+    Ok(())
 }
 
 /// A record as JSON, computed once per record and read by [`field`].
@@ -429,7 +551,53 @@ fn landed_key(r: &ContactRecord) -> Option<String> {
 }
 
 /// Validates a desired contact against the provider's rules; returns the reasons.
-pub fn validate(r: &ContactRecord, provider: Provider, managed: &[String]) -> Vec<String> {
+///
+/// Only what is certainly invalid is refused here; the API decides the rest (its 400 lands
+/// in `writeback_results` as `invalid`). `held` is the contact as the API holds it, for an
+/// update: a limit it already exceeds does not block a change that does not make it worse,
+/// and a rule it already breaks (the API accepted it so) does not block a change either.
+/// The insert key counts towards the property limit on inserts (rows without an id) only.
+pub fn validate(
+    r: &ContactRecord,
+    provider: Provider,
+    managed: &[String],
+    held: Option<&ContactRecord>,
+) -> Vec<String> {
+    let insert = r.id.is_empty();
+    let mut out = rules(r, provider, managed, insert);
+    if let Some(h) = held {
+        let before = rules(h, provider, managed, false);
+        out.retain(|p| !before.contains(p));
+    }
+    let bytes_of = |r: &ContactRecord| crate::providers::google::writeback::data_bytes(r);
+    if provider == Provider::Google {
+        let props = |r: &ContactRecord| {
+            r.extended_properties
+                .iter()
+                .filter(|p| p.name.as_deref() != Some(KEY_PROPERTY))
+                .count()
+        };
+        let key = usize::from(insert);
+        let n = props(r) + key;
+        if n > MAX_EXTENDED_PROPERTIES && held.is_none_or(|h| n > props(h)) {
+            out.push(if key == 1 {
+                format!("{n} extended properties (with the insert key); Google allows {MAX_EXTENDED_PROPERTIES}")
+            } else {
+                format!("{n} extended properties; Google allows {MAX_EXTENDED_PROPERTIES}")
+            });
+        }
+        let bytes = bytes_of(r);
+        if bytes > MAX_CONTACT_BYTES && held.is_none_or(|h| bytes > bytes_of(h)) {
+            out.push(format!(
+                "{bytes} bytes of contact data; Google allows {MAX_CONTACT_BYTES}"
+            ));
+        }
+    }
+    out
+}
+
+/// The per-field rules of [`validate`], without the limits that depend on what is held.
+fn rules(r: &ContactRecord, provider: Provider, managed: &[String], insert: bool) -> Vec<String> {
     let mut out = Vec::new();
     let has = |c: &str| managed.iter().any(|m| m == c);
     if provider == Provider::Google {
@@ -461,30 +629,17 @@ pub fn validate(r: &ContactRecord, provider: Provider, managed: &[String]) -> Ve
         for (i, e) in r.organizations.iter().enumerate() {
             one("organizations", i, &e.kind, &e.label, &mut out);
         }
-        let props = r
-            .extended_properties
-            .iter()
-            .filter(|p| p.name.as_deref() != Some(KEY_PROPERTY))
-            .count()
-            + 1;
-        if props > MAX_EXTENDED_PROPERTIES {
-            out.push(format!("{props} extended properties (with the insert key); Google allows {MAX_EXTENDED_PROPERTIES}"));
-        }
         for (i, p) in r.extended_properties.iter().enumerate() {
             if p.name.as_deref().is_none_or(str::is_empty) {
                 out.push(format!("extended_properties[{i}] has no name"));
             }
-            if p.value.is_some() == p.xml.is_some() {
+            // The API documents the two as mutually exclusive; a property with neither is
+            // left for the API to judge.
+            if p.value.is_some() && p.xml.is_some() {
                 out.push(format!(
-                    "extended_properties[{i}] needs exactly one of value or xml"
+                    "extended_properties[{i}] has both a value and xml (Google allows one)"
                 ));
             }
-        }
-        let bytes = crate::providers::google::writeback::data_bytes(r);
-        if bytes > MAX_CONTACT_BYTES {
-            out.push(format!(
-                "{bytes} bytes of contact data; Google allows {MAX_CONTACT_BYTES}"
-            ));
         }
     }
     for (i, e) in r.emails.iter().enumerate() {
@@ -500,7 +655,7 @@ pub fn validate(r: &ContactRecord, provider: Provider, managed: &[String]) -> Ve
             out.push(format!("phones[{i}] has no number"));
         }
     }
-    if r.id.is_empty()
+    if insert
         && ![&r.display_name, &r.given_name, &r.family_name]
             .iter()
             .any(|v| v.is_some())
@@ -571,17 +726,19 @@ pub fn diff(
             }
             None => d.clone(),
         };
-        let mut problems = validate(&subject, provider, &managed);
+        let mut problems = validate(&subject, provider, &managed, landed_row);
         // Google counts every element of the entry, the ones the schema does not model
-        // too: measure the update as it will be sent.
+        // too: measure the update as it will be sent, beside the entry as it is held.
         if provider == Provider::Google
             && problems.is_empty()
             && let Some(raw) = landed_row.and_then(|l| l.raw.as_deref())
-            && let Ok(entry) =
-                crate::providers::google::writeback::update_entry(raw, &subject, &managed, None)
+            && let Ok(entry) = crate::providers::google::writeback::update_entry(
+                raw, &subject, &managed, None, landed_row,
+            )
         {
-            let bytes = crate::providers::google::writeback::entry_data_bytes(&entry);
-            if bytes > MAX_CONTACT_BYTES {
+            use crate::providers::google::writeback::entry_data_bytes;
+            let bytes = entry_data_bytes(&entry);
+            if bytes > MAX_CONTACT_BYTES && bytes > entry_data_bytes(raw) {
                 problems.push(format!("{bytes} bytes of contact data after the change; Google allows {MAX_CONTACT_BYTES}"));
             }
         }
@@ -802,7 +959,7 @@ mod tests {
         let mut r = rec("", "Big");
         r.notes = Some("x".repeat(3000));
         assert!(
-            validate(&r, Provider::Google, &[])
+            validate(&r, Provider::Google, &[], None)
                 .iter()
                 .any(|e| e.contains("2048"))
         );
@@ -815,10 +972,100 @@ mod tests {
             })
             .collect();
         assert!(
-            validate(&r, Provider::Google, &[])
+            validate(&r, Provider::Google, &[], None)
                 .iter()
                 .any(|e| e.contains("extended properties"))
         );
-        assert!(validate(&r, Provider::Aurinko, &[]).is_empty());
+        assert!(validate(&r, Provider::Aurinko, &[], None).is_empty());
+    }
+
+    #[test]
+    fn the_csv_check_finds_unclosed_quotes_and_ragged_rows() {
+        assert!(check_csv(b"id,notes\n1,\"a, \"\"b\"\"\nc\"\n2,x\n").is_ok());
+        assert!(check_csv(b"id,notes\r\n1,x\r\n\r\n").is_ok());
+        let e = check_csv(b"id,notes\n1,\"open\n2,x\n3,y\n").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("never closed"), "{e}");
+        let e = check_csv(b"id,notes\n1,x\n2,x,extra\n").unwrap_err();
+        assert!(e.contains("line 3") && e.contains("3 field(s)"), "{e}");
+        let e = check_csv(b"id,notes\n1\n").unwrap_err();
+        assert!(e.contains("line 2"), "{e}");
+        let e = check_csv(b"id,notes\n1,ab\"c\n").unwrap_err();
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn a_desired_column_of_the_wrong_type_is_named_with_its_row() {
+        use arrow::array::{ArrayRef, Int64Array, StringArray};
+        use std::sync::Arc;
+        let schema = contacts_schema();
+        let emails = schema.field_with_name("emails").unwrap();
+        let e = cast_desired(
+            &(Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+            emails,
+            0,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`emails`") && e.contains("Int64") && e.contains("List"),
+            "{e}"
+        );
+        let updated = schema.field_with_name("updated").unwrap();
+        let col: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("2024-01-01T00:00:00Z"),
+            None,
+            Some("not a time"),
+        ]));
+        let e = cast_desired(&col, updated, 10).unwrap_err().to_string();
+        assert!(
+            e.contains("`updated`") && e.contains("row 13") && e.contains("Utf8"),
+            "{e}"
+        );
+    }
+
+    /// An update is held to what it changes: a contact the API holds with 10 properties,
+    /// over 2 KB, or with a rule already broken, is not refused for a change that does not
+    /// make it worse; the insert key counts on inserts only.
+    #[test]
+    fn updates_are_not_refused_for_what_the_api_already_holds() {
+        let mut held = rec("h", "Held");
+        held.extended_properties = (0..10)
+            .map(|i| ExtendedProperty {
+                name: Some(format!("p{i}")),
+                value: Some("v".into()),
+                xml: None,
+            })
+            .collect();
+        held.notes = Some("n".repeat(2500));
+        held.emails[0].label = Some("also".into());
+        let mut changed = held.clone();
+        changed.notes = Some("m".repeat(2400));
+        assert_eq!(
+            validate(&changed, Provider::Google, &[], Some(&held)),
+            Vec::<String>::new()
+        );
+        changed.notes = Some("m".repeat(2600));
+        assert!(
+            validate(&changed, Provider::Google, &[], Some(&held))
+                .iter()
+                .any(|e| e.contains("2048"))
+        );
+        changed.notes = held.notes.clone();
+        changed.extended_properties.push(key_property("x"));
+        changed.extended_properties[10].name = Some("p10".into());
+        assert!(
+            validate(&changed, Provider::Google, &[], Some(&held))
+                .iter()
+                .any(|e| e.contains("11 extended properties"))
+        );
+        let mut insert = held.clone();
+        insert.id.clear();
+        insert.notes = None;
+        insert.emails[0].label = None;
+        assert!(
+            validate(&insert, Provider::Google, &[], None)
+                .iter()
+                .any(|e| e.contains("with the insert key"))
+        );
     }
 }

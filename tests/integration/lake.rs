@@ -407,6 +407,49 @@ async fn python_reader_agrees(
     }
 }
 
+/// Reads `contacts` with DuckDB's `delta` extension (upstream delta-kernel-rs, which
+/// applies the deletion vectors; no code shared with delta-rs or this project) and
+/// compares every row, field by field, with the emulator's truth for each account.
+pub async fn duckdb_reads_the_truth(
+    py: &std::path::Path,
+    table: &std::path::Path,
+    emu: &Emulator,
+    accounts: &[(&str, &str)],
+) {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/read_lake_duckdb.py");
+    let out = Command::new(py).arg(script).arg(table).output().unwrap();
+    assert!(
+        out.status.success(),
+        "DuckDB: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<contacts_etl::schema::ContactRecord> =
+        serde_json::from_slice(&out.stdout).expect("DuckDB's rows in the shape of ContactRecord");
+    let mut seen = 0;
+    for &(source, account) in accounts {
+        let theirs: Vec<_> = rows
+            .iter()
+            .filter(|r| r.source == source && r.account == account)
+            .cloned()
+            .collect();
+        let truth = if source == "shared" {
+            emu.google_truth().contacts
+        } else {
+            emu.aurinko_truth(account).unwrap().contacts
+        };
+        let d = contacts_etl::verify::diff(&theirs, &truth);
+        assert!(
+            d.is_empty(),
+            "DuckDB reads {source}/{account} with {} differences, first 5: {:#?}",
+            d.len(),
+            &d[..d.len().min(5)]
+        );
+        seen += theirs.len();
+    }
+    assert_eq!(seen, rows.len(), "DuckDB read rows of no listed account");
+}
+
 /// `(path, deletion vector cardinality, physical rows)` of each live file of contacts.
 async fn contact_files(lake: &contacts_etl::lake::Lake) -> Vec<(String, i64, usize)> {
     let t = lake.open(TableKind::Contacts).await.unwrap().unwrap();
@@ -480,6 +523,7 @@ async fn deletion_vector_suite(lake_url: &str, py: Option<std::path::PathBuf>) {
             &accounts,
         )
         .await;
+        duckdb_reads_the_truth(py, &dir.path().join("lake/contacts"), &emu, &accounts).await;
     }
 
     // Idempotent with vectors too.

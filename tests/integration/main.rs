@@ -9,6 +9,7 @@
 mod aurinko;
 mod cli;
 mod conformance;
+mod exact;
 mod google;
 mod lake;
 mod photos;

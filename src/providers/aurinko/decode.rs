@@ -900,4 +900,41 @@ mod tests {
                 .contains("no id")
         );
     }
+
+    /// Deep nesting never makes a record disappear: where a value is read (as in
+    /// `nativeProperties`) serde_json's limit of 128 levels fails the page whole, naming it;
+    /// where it is only skipped (an unknown field) it is skipped whole, without recursion,
+    /// and every record of the page is kept, the deep value in its `raw`.
+    #[test]
+    fn deep_nesting_fails_the_page_or_keeps_every_record() {
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        let body = format!(
+            r#"{{"records":[{{"id":"a","nativeProperties":{{"k":{deep}}}}},{{"id":"b"}}],"nextDeltaToken":"d"}}"#
+        );
+        let e = parse_page::<ContactJ<'_>>(body.as_bytes(), "page 4 of 101")
+            .map(|_| ())
+            .expect_err("a value nested too deep is refused")
+            .to_string();
+        assert!(
+            e.contains("page 4 of 101") && e.contains("recursion limit"),
+            "{e}"
+        );
+        for body in [
+            format!(r#"{{"records":[{{"id":"a","x":{deep}}},{{"id":"b"}}],"nextDeltaToken":"d"}}"#),
+            format!(
+                r#"{{"other":{deep},"records":[{{"id":"a"}},{{"id":"b"}}],"nextDeltaToken":"d"}}"#
+            ),
+        ] {
+            let p = parse_page::<ContactJ<'_>>(body.as_bytes(), "p").unwrap();
+            let ids: Vec<&str> = p
+                .records
+                .iter()
+                .map(|r| r.value.id.as_ref().unwrap().as_ref())
+                .collect();
+            assert_eq!(ids, ["a", "b"]);
+        }
+        let body = format!(r#"{{"records":[{{"id":"a","x":{deep}}},{{"id":"b"}}]}}"#);
+        let p = parse_page::<ContactJ<'_>>(body.as_bytes(), "p").unwrap();
+        assert!(p.records[0].raw.len() > 200_000 && p.records[1].raw == r#"{"id":"b"}"#);
+    }
 }

@@ -1,5 +1,6 @@
 //! Aurinko writes: POST creates (with the insert key in `nativeProperties`), PATCH sends
-//! only the changed top-level fields with `If-Match`, DELETE; bounded concurrency. On 412
+//! the changed top-level fields, each whole as held with the changes merged in, with
+//! `If-Match`, DELETE; bounded concurrency. On 412
 //! the row is a conflict; with `force`, the contact is read again and the change re-applied
 //! on the fresh etag.
 
@@ -71,6 +72,11 @@ fn strip_nulls(mut v: Value) -> Value {
     v
 }
 
+/// The body of a new contact with the given columns (without the insert key).
+pub fn insert_body(r: &ContactRecord, columns: &[String]) -> Map<String, Value> {
+    body(r, columns)
+}
+
 fn body(r: &ContactRecord, columns: &[String]) -> Map<String, Value> {
     let mut m = Map::new();
     for c in columns {
@@ -79,6 +85,107 @@ fn body(r: &ContactRecord, columns: &[String]) -> Map<String, Value> {
         }
     }
     m
+}
+
+/// The body of an update: every top-level field a changed column is written through, each
+/// sent whole (Aurinko's PATCH replaces a top-level field wholesale), built from the field
+/// as the API holds it (`landed.raw`) with only the changed parts replaced. So the parts of
+/// `name` or `company` the desired state does not name, and the fields of list items the
+/// schema does not model, stay as they are: a list item whose modelled values are unchanged
+/// is sent exactly as held.
+fn update_body(
+    landed: Option<&ContactRecord>,
+    d: &ContactRecord,
+    changed: &[String],
+) -> Map<String, Value> {
+    let held: Map<String, Value> = landed
+        .and_then(|l| l.raw.as_deref())
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or_default();
+    let held_obj = |f: &str| {
+        held.get(f)
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let set = |m: &mut Map<String, Value>, k: &str, v: &Option<String>| match v {
+        Some(v) => {
+            m.insert(k.into(), json!(v));
+        }
+        None => {
+            m.remove(k);
+        }
+    };
+    let mut out = Map::new();
+    for c in changed {
+        let Some(f) = top_level(c) else { continue };
+        let v = match f {
+            "name" => {
+                let mut m = out
+                    .get("name")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_else(|| held_obj("name"));
+                let (k, v) = match c.as_str() {
+                    "display_name" => ("displayName", &d.display_name),
+                    "given_name" => ("givenName", &d.given_name),
+                    "middle_name" => ("middleName", &d.middle_name),
+                    "family_name" => ("familyName", &d.family_name),
+                    "prefix" => ("prefix", &d.prefix),
+                    _ => ("suffix", &d.suffix),
+                };
+                set(&mut m, k, v);
+                Value::Object(m)
+            }
+            "company" => match d.organizations.first() {
+                None => Value::Null,
+                Some(o) => {
+                    let mut m = held_obj("company");
+                    set(&mut m, "name", &o.name);
+                    set(&mut m, "jobTitle", &o.title);
+                    set(&mut m, "department", &o.department);
+                    Value::Object(m)
+                }
+            },
+            _ => {
+                let new = render(f, d);
+                let held_items = held.get(f).and_then(Value::as_array);
+                match (new, landed) {
+                    (Value::Array(items), Some(l)) => Value::Array(
+                        items
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, item)| {
+                                same_item(f, d, l, i)
+                                    .and_then(|j| held_items?.get(j).cloned())
+                                    .unwrap_or(item)
+                            })
+                            .collect(),
+                    ),
+                    (other, _) => other,
+                }
+            }
+        };
+        out.insert(f.into(), v);
+    }
+    out
+}
+
+/// The position in the landed contact of the item that equals item `i` of the desired
+/// contact's list `field`, in every modelled value.
+fn same_item(field: &str, d: &ContactRecord, l: &ContactRecord, i: usize) -> Option<usize> {
+    fn find<T: PartialEq>(d: &[T], l: &[T], i: usize) -> Option<usize> {
+        let x = d.get(i)?;
+        l.iter().position(|y| y == x)
+    }
+    match field {
+        "emailAddresses" => find(&d.emails, &l.emails, i),
+        "phoneNumbers" => find(&d.phones, &l.phones, i),
+        "addresses" => find(&d.addresses, &l.addresses, i),
+        "urls" => find(&d.websites, &l.websites, i),
+        "relations" => find(&d.relations, &l.relations, i),
+        _ => None,
+    }
 }
 
 fn outcome(op: &Op, resp: &HttpResponse) -> OpResult {
@@ -97,6 +204,8 @@ fn outcome(op: &Op, resp: &HttpResponse) -> OpResult {
     r.result = match resp.status {
         200..=299 => "ok",
         412 => "conflict",
+        // The API's own validation decides what the local checks left to it.
+        400 | 422 => "invalid",
         404 if op.kind == OpKind::Delete => {
             r.reason = Some("already deleted".into());
             "ok"
@@ -183,7 +292,11 @@ impl AurinkoSource {
             OpKind::Update => {
                 let id = op.id.as_deref().unwrap();
                 let url = format!("{}/v1/contacts/{}", self.base_url, urlencode(id));
-                let b = Value::Object(body(op.desired.as_ref().unwrap(), &op.changed));
+                let b = Value::Object(update_body(
+                    op.landed.as_ref(),
+                    op.desired.as_ref().unwrap(),
+                    &op.changed,
+                ));
                 let resp = self
                     .write(
                         &op.account,

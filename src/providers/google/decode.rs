@@ -25,6 +25,10 @@ const GCONTACT: &[u8] = b"http://schemas.google.com/contact/2008";
 const OPENSEARCH: &[u8] = b"http://a9.com/-/spec/opensearch/1.1/";
 const OPENSEARCH_V1: &[u8] = b"http://a9.com/-/spec/opensearchrss/1.0/";
 const PHOTO_REL: &str = "http://schemas.google.com/contacts/2008/rel#photo";
+/// How deep elements may nest in a page. A GData entry is 5 levels deep and an extended
+/// property's XML adds a few; the limit stops a hostile page long before quick-xml's
+/// 16-bit nesting counter could wrap and lose track of where an entry ends.
+pub const MAX_DEPTH: usize = 256;
 
 /// One decoded feed page.
 #[derive(Debug)]
@@ -508,7 +512,8 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
     let mut open = Open::None;
     let mut target: Option<Target> = None;
     let mut val: S<'_> = None;
-    let mut ext_child_start: Option<(usize, usize)> = None; // (byte offset, depth)
+    // Where the content of the open `gd:extendedProperty` begins (just past its start tag).
+    let mut ext_inner: Option<usize> = None;
     let mut phone: Option<PhoneX<'_>> = None;
     let mut relation: Option<RelationX<'_>> = None;
     let mut entry_count = 0usize;
@@ -548,23 +553,17 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
                     depth += 1;
                 }
                 let d = if empty { depth + 1 } else { depth };
+                if d > MAX_DEPTH {
+                    return Err(Error::decode(format!(
+                        "elements nest deeper than {MAX_DEPTH} levels near byte {before} (entry #{}); the page is refused whole rather than read in part",
+                        entry_count.max(1)
+                    )));
+                }
                 if let Some(rec) = rec.as_mut() {
                     // Inside an entry: d == 3 is a child of the entry.
-                    if let Open::ExtProp(_) = open
-                        && d >= 4
-                    {
-                        if ext_child_start.is_none() {
-                            ext_child_start = Some((before, d));
-                            if empty {
-                                let end = r.buffer_position() as usize;
-                                if let Open::ExtProp(p) = &mut open
-                                    && p.xml.is_none()
-                                {
-                                    p.xml = Some(Cow::Borrowed(&text[before..end]));
-                                }
-                                ext_child_start = None;
-                            }
-                        }
+                    // Everything inside an extended property is its content, kept whole
+                    // when the property closes.
+                    if ext_inner.is_some() && d >= 4 {
                         continue;
                     }
                     let at = Attrs::read(&r, s, text)?;
@@ -619,6 +618,16 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
                                 primary: at.primary(),
                                 ..Default::default()
                             })
+                        }
+                        // The legacy unstructured form: its text is the formatted address.
+                        (3, Ns::Gd, b"postalAddress") => {
+                            open = Open::Address(AddressX {
+                                kind: at.rel(),
+                                label: at.opt("label"),
+                                primary: at.primary(),
+                                ..Default::default()
+                            });
+                            target = Some(Target::Formatted);
                         }
                         (4, Ns::Gd, b"street") => target = Some(Target::Street),
                         (4, Ns::Gd, b"pobox") => target = Some(Target::PoBox),
@@ -678,7 +687,10 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
                                 name: at.opt("name"),
                                 value: at.find(Ns::Atom, "value").cloned(),
                                 xml: None,
-                            })
+                            });
+                            if !empty {
+                                ext_inner = Some(r.buffer_position() as usize);
+                            }
                         }
                         _ => {}
                     }
@@ -737,20 +749,14 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
                 let d = depth;
                 depth = depth.saturating_sub(1);
                 if let Some(rc) = rec.as_mut() {
-                    if let Some((start, sd)) = ext_child_start
-                        && d == sd
-                    {
-                        let end = r.buffer_position() as usize;
-                        if let Open::ExtProp(p) = &mut open
-                            && p.xml.is_none()
-                        {
-                            p.xml = Some(Cow::Borrowed(&text[start..end]));
+                    if let Some(start) = ext_inner {
+                        if d > 3 {
+                            continue;
                         }
-                        ext_child_start = None;
-                        continue;
-                    }
-                    if ext_child_start.is_some() {
-                        continue;
+                        ext_inner = None;
+                        if let Open::ExtProp(p) = &mut open {
+                            p.xml = ext_content(&text[start..before]);
+                        }
                     }
                     if d == 2 {
                         // </entry>
@@ -788,7 +794,7 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
                     }
                 }
             }
-            Event::Text(t) if target.is_some() && ext_child_start.is_none() => {
+            Event::Text(t) if target.is_some() => {
                 push_text(
                     &mut val,
                     t.decode()
@@ -813,16 +819,26 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
                         }
                     }
                 };
-                if target.is_some() && ext_child_start.is_none() {
+                if target.is_some() {
                     val.get_or_insert_with(|| Cow::Owned(String::new()))
                         .to_mut()
                         .push(c);
                 }
             }
-            Event::CData(c) if target.is_some() && ext_child_start.is_none() => {
+            Event::CData(c) if target.is_some() => {
                 push_text(&mut val, String::from_utf8_lossy(&c).into_owned().into());
             }
-            Event::DocType(_) => {
+            Event::DocType(d) => {
+                let html = d
+                    .trim_ascii_start()
+                    .get(..4)
+                    .is_some_and(|h| h.eq_ignore_ascii_case(b"html"));
+                if html && !saw_root {
+                    let title = crate::http::describe_body(text.as_bytes());
+                    return Err(Error::decode(format!(
+                        "an HTML page ({title}) came back where an Atom feed was expected; check base_url and auth"
+                    )));
+                }
                 return Err(Error::decode(
                     "a DOCTYPE is not allowed in a feed (entity expansion is refused)",
                 ));
@@ -937,6 +953,12 @@ fn close<'a>(
                 if let Open::Address(a) = open {
                     a.formatted = v
                 }
+                // `gd:postalAddress` itself closes: the address is whole.
+                if d == 3
+                    && let Open::Address(a) = std::mem::replace(open, Open::None)
+                {
+                    items.addresses.push(a);
+                }
             }
             Target::OrgName => {
                 if let Open::Org(o) = open {
@@ -967,6 +989,21 @@ fn close<'a>(
         }
     }
     Ok(())
+}
+
+/// The content of a `gd:extendedProperty`, as the `xml` column holds it: the XML between
+/// its tags exactly as sent (elements, text, entity references, CDATA and comments alike),
+/// so one element, several sibling elements, plain text and mixed content all survive and
+/// are written back as they came. Whitespace around element content is layout and is
+/// trimmed; text-only content is kept as it is; whitespace alone is no content (null).
+pub(crate) fn ext_content(inner: &str) -> Option<Cow<'_, str>> {
+    if inner.trim().is_empty() {
+        None
+    } else if inner.contains('<') {
+        Some(Cow::Borrowed(inner.trim()))
+    } else {
+        Some(Cow::Borrowed(inner))
+    }
 }
 
 /// The feed's namespace declarations, each as its attribute name (`xmlns:gd`) and its
@@ -1186,5 +1223,111 @@ Apt 2</gd:street><gd:city>東京</gd:city><gd:country code='JP'>Japan</gd:countr
                 .to_string();
             assert!(e.contains("appears twice") && e.contains("page 3"), "{e}");
         }
+    }
+
+    /// Every shape of `gd:extendedProperty` keeps its whole content (issue: text-only
+    /// properties and all but the first of several elements were dropped).
+    #[test]
+    fn extended_properties_keep_every_shape() {
+        let feed = r#"<feed xmlns="http://www.w3.org/2005/Atom" xmlns:gd="http://schemas.google.com/g/2005">
+<entry><id>http://x/base/e1</id><updated>2013-06-12T18:39:51.123Z</updated>
+<gd:extendedProperty name='attr' value='v &amp; w'/>
+<gd:extendedProperty name='legacy.id'>plain text payload</gd:extendedProperty>
+<gd:extendedProperty name='two'><a xmlns='urn:x'>1</a><b xmlns='urn:x'/></gd:extendedProperty>
+<gd:extendedProperty name='mixed'>lead <i xmlns='urn:x'>in</i> tail</gd:extendedProperty>
+<gd:extendedProperty name='cdata'><![CDATA[x < y & z]]></gd:extendedProperty>
+<gd:extendedProperty name='entities'>Fish &amp; Chips &#233; &lt;ok&gt;</gd:extendedProperty>
+<gd:extendedProperty name='pretty'>
+    <info xmlns='urn:x'>deep<j><k>er</k></j></info>
+  </gd:extendedProperty>
+<gd:extendedProperty name='empty'/>
+<gd:extendedProperty name='blank'>  </gd:extendedProperty>
+<gd:extendedProperty name='spaced'>  two spaces  </gd:extendedProperty>
+<gd:postalAddress rel='http://schemas.google.com/g/2005#home' primary='true'>1 Old Road
+Springfield</gd:postalAddress>
+<gd:postalAddress label='Cabin'/>
+</entry>
+<entry><id>http://x/base/e2</id><updated>2013-06-12T18:39:51.123Z</updated></entry></feed>"#;
+        let p = decode_feed(feed.as_bytes(), &ctx(), "p").unwrap();
+        let r = p.records().unwrap();
+        assert_eq!(r.len(), 2, "the entry after the properties is not lost");
+        let got: Vec<(Option<&str>, Option<&str>, Option<&str>)> = r[0]
+            .extended_properties
+            .iter()
+            .map(|p| (p.name.as_deref(), p.value.as_deref(), p.xml.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some("attr"), Some("v & w"), None),
+                (Some("legacy.id"), None, Some("plain text payload")),
+                (
+                    Some("two"),
+                    None,
+                    Some("<a xmlns='urn:x'>1</a><b xmlns='urn:x'/>")
+                ),
+                (
+                    Some("mixed"),
+                    None,
+                    Some("lead <i xmlns='urn:x'>in</i> tail")
+                ),
+                (Some("cdata"), None, Some("<![CDATA[x < y & z]]>")),
+                (
+                    Some("entities"),
+                    None,
+                    Some("Fish &amp; Chips &#233; &lt;ok&gt;")
+                ),
+                (
+                    Some("pretty"),
+                    None,
+                    Some("<info xmlns='urn:x'>deep<j><k>er</k></j></info>")
+                ),
+                (Some("empty"), None, None),
+                (Some("blank"), None, None),
+                (Some("spaced"), None, Some("  two spaces  ")),
+            ]
+        );
+        // The legacy unstructured address lands as one, its text the formatted address.
+        let a = &r[0].addresses;
+        assert_eq!(a.len(), 2);
+        assert_eq!(
+            (
+                a[0].kind.as_deref(),
+                a[0].primary,
+                a[0].formatted.as_deref()
+            ),
+            (Some("home"), Some(true), Some("1 Old Road\nSpringfield"))
+        );
+        assert_eq!(
+            (a[1].label.as_deref(), a[1].formatted.as_deref()),
+            (Some("Cabin"), None)
+        );
+    }
+
+    /// A page nested deeper than the limit fails whole: no entry of it may disappear.
+    #[test]
+    fn deep_nesting_fails_the_page() {
+        let deep = "<x>".repeat(100_000) + &"</x>".repeat(100_000);
+        let feed = format!(
+            r#"<feed xmlns="http://www.w3.org/2005/Atom" xmlns:gd="http://schemas.google.com/g/2005"><entry><id>a</id><updated>2013-06-12T18:39:51.123Z</updated><gd:extendedProperty name="d">{deep}</gd:extendedProperty></entry><entry><id>b</id><updated>2013-06-12T18:39:51.123Z</updated></entry></feed>"#
+        );
+        let e = decode_feed(feed.as_bytes(), &ctx(), "page 2 of example.com")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("deeper than 256") && e.contains("page 2 of example.com"),
+            "{e}"
+        );
+    }
+
+    /// An HTML error page with a doctype is named as one, not as an entity attack.
+    #[test]
+    fn an_html_page_with_a_doctype_is_named() {
+        let html = b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head><body>x</body></html>";
+        let e = decode_feed(html, &ctx(), "page 1").unwrap_err().to_string();
+        assert!(
+            e.contains("HTML page") && e.contains("502 Bad Gateway"),
+            "{e}"
+        );
     }
 }

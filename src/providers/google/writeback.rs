@@ -277,11 +277,16 @@ fn render_column(column: &str, r: &ContactRecord) -> String {
                     esc(p.name.as_deref().unwrap_or("")),
                     esc(v)
                 ),
+                // `xml` is the property's content as XML (elements, or plain text as
+                // the API allows): written back between the tags, never as an attribute.
                 (None, Some(x)) => format!(
                     "<gd:extendedProperty {d} name=\"{}\">{x}</gd:extendedProperty>",
                     esc(p.name.as_deref().unwrap_or(""))
                 ),
-                _ => String::new(),
+                (None, None) => format!(
+                    "<gd:extendedProperty {d} name=\"{}\"/>",
+                    esc(p.name.as_deref().unwrap_or(""))
+                ),
             })
             .collect(),
         _ => String::new(),
@@ -411,18 +416,149 @@ fn ns_eq(r: &ResolveResult, ns: &str) -> bool {
     matches!(r, ResolveResult::Bound(n) if n.as_ref() == ns.as_bytes())
 }
 
+/// The list items of `merged` rendered for an update: an item whose modelled values equal
+/// those of a landed item is sent as the landed element, as it came (`spans`, the landed
+/// elements of the column in document order, the order the decoder read them in), so the
+/// attributes and children the schema does not model survive; other items are rendered.
+fn keep_items<T: PartialEq + Clone>(
+    merged: &[T],
+    landed: &[T],
+    spans: &[&str],
+    one: impl Fn(T) -> ContactRecord,
+    column: &str,
+) -> String {
+    let mut used = vec![false; landed.len()];
+    let mut out = String::new();
+    for item in merged {
+        let j = (0..landed.len().min(spans.len())).find(|&j| !used[j] && landed[j] == *item);
+        match j {
+            Some(j) => {
+                used[j] = true;
+                out.push_str(spans[j]);
+            }
+            None => out.push_str(&render_column(column, &one(item.clone()))),
+        }
+    }
+    out
+}
+
+/// Renders a list column for an update (see [`keep_items`]); `None` for other columns.
+fn render_list(
+    column: &str,
+    merged: &ContactRecord,
+    landed: &ContactRecord,
+    spans: &[&str],
+) -> Option<String> {
+    type R = ContactRecord;
+    let d = R::default;
+    Some(match column {
+        "emails" => keep_items(
+            &merged.emails,
+            &landed.emails,
+            spans,
+            |x| R {
+                emails: vec![x],
+                ..d()
+            },
+            column,
+        ),
+        "phones" => keep_items(
+            &merged.phones,
+            &landed.phones,
+            spans,
+            |x| R {
+                phones: vec![x],
+                ..d()
+            },
+            column,
+        ),
+        "addresses" => keep_items(
+            &merged.addresses,
+            &landed.addresses,
+            spans,
+            |x| R {
+                addresses: vec![x],
+                ..d()
+            },
+            column,
+        ),
+        "ims" => keep_items(
+            &merged.ims,
+            &landed.ims,
+            spans,
+            |x| R {
+                ims: vec![x],
+                ..d()
+            },
+            column,
+        ),
+        "organizations" => keep_items(
+            &merged.organizations,
+            &landed.organizations,
+            spans,
+            |x| R {
+                organizations: vec![x],
+                ..d()
+            },
+            column,
+        ),
+        "websites" => keep_items(
+            &merged.websites,
+            &landed.websites,
+            spans,
+            |x| R {
+                websites: vec![x],
+                ..d()
+            },
+            column,
+        ),
+        "relations" => keep_items(
+            &merged.relations,
+            &landed.relations,
+            spans,
+            |x| R {
+                relations: vec![x],
+                ..d()
+            },
+            column,
+        ),
+        "events" => keep_items(
+            &merged.events,
+            &landed.events,
+            spans,
+            |x| R {
+                events: vec![x],
+                ..d()
+            },
+            column,
+        ),
+        "extended_properties" => keep_items(
+            &merged.extended_properties,
+            &landed.extended_properties,
+            spans,
+            |x| R {
+                extended_properties: vec![x],
+                ..d()
+            },
+            column,
+        ),
+        // Removed memberships are in the entry but not in `groups`: no one-to-one order.
+        _ => return None,
+    })
+}
+
 /// The landed entry with the changed column groups replaced and `gd:etag` set to `etag`.
+/// With `landed` (the contact `raw` was decoded into), list items that did not change are
+/// kept as the landed elements, unmodelled attributes and children included.
 pub fn update_entry(
     raw: &str,
     merged: &ContactRecord,
     changed: &[String],
     etag: Option<&str>,
+    landed: Option<&ContactRecord>,
 ) -> Result<String> {
-    let mut drop: Vec<(&str, &str)> = Vec::new();
     let mut groups: Vec<&str> = Vec::new();
     for c in changed {
-        let (ns, names) = elements_of(c);
-        drop.extend(names.iter().map(|n| (ns, *n)));
         if !groups.contains(&group(c)) {
             groups.push(group(c));
         }
@@ -431,12 +567,16 @@ pub fn update_entry(
     let mut w = quick_xml::Writer::new(Vec::new());
     let mut depth = 0usize;
     let mut skip_until: Option<usize> = None;
+    // The dropped elements of each changed group, as spans of `raw`, in document order.
+    let mut spans: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut open_span: Option<(&str, usize)> = None;
     let bad = |e: String| {
         Error::decode(format!(
             "the landed raw entry does not parse ({e}); run sync --full-refresh"
         ))
     };
     loop {
+        let before = r.buffer_position() as usize;
         let (res, ev) = r.read_resolved_event().map_err(|e| bad(e.to_string()))?;
         match ev {
             Event::Eof => break,
@@ -450,12 +590,21 @@ pub fn update_entry(
                     continue;
                 }
                 if level == 2
-                    && drop
-                        .iter()
-                        .any(|(ns, n)| ns_eq(&res, ns) && s.local_name().as_ref() == n.as_bytes())
+                    && let Some(c) = changed.iter().find(|c| {
+                        let (ns, names) = elements_of(c);
+                        ns_eq(&res, ns)
+                            && names
+                                .iter()
+                                .any(|n| s.local_name().as_ref() == n.as_bytes())
+                    })
                 {
-                    if !empty {
+                    let g = group(c);
+                    if empty {
+                        let end = r.buffer_position() as usize;
+                        spans.entry(g).or_default().push(&raw[before..end]);
+                    } else {
                         skip_until = Some(level);
+                        open_span = Some((g, before));
                     }
                     continue;
                 }
@@ -496,16 +645,26 @@ pub fn update_entry(
                 if let Some(l) = skip_until {
                     if level == l {
                         skip_until = None;
+                        if let Some((g, start)) = open_span.take() {
+                            let end = r.buffer_position() as usize;
+                            spans.entry(g).or_default().push(&raw[start..end]);
+                        }
                     }
                     continue;
                 }
                 if level == 1 {
                     let mut new = String::new();
                     for g in &groups {
-                        new.push_str(&render_column(
-                            if *g == "name" { "display_name" } else { g },
-                            merged,
-                        ));
+                        let kept = landed.and_then(|l| {
+                            render_list(g, merged, l, spans.get(g).map_or(&[][..], Vec::as_slice))
+                        });
+                        match kept {
+                            Some(k) => new.push_str(&k),
+                            None => new.push_str(&render_column(
+                                if *g == "name" { "display_name" } else { g },
+                                merged,
+                            )),
+                        }
                     }
                     w.get_mut().extend_from_slice(new.as_bytes());
                 }
@@ -701,9 +860,13 @@ impl GoogleSource {
                             let mut merged = landed.clone();
                             merge_managed(&mut merged, op.desired.as_ref().unwrap(), managed);
                             match landed.raw.as_deref() {
-                                Some(raw) => {
-                                    update_entry(raw, &merged, &op.changed, op.etag.as_deref())
-                                }
+                                Some(raw) => update_entry(
+                                    raw,
+                                    &merged,
+                                    &op.changed,
+                                    op.etag.as_deref(),
+                                    Some(landed),
+                                ),
                                 None => Err(Error::decode(
                                     "the landed contact has no raw entry; run sync --full-refresh",
                                 )),
@@ -872,6 +1035,8 @@ fn result_of(op: &Op, b: &BatchResult) -> OpResult {
     r.result = match code {
         200..=299 => "ok",
         412 | 409 => "conflict",
+        // The API's own validation decides what the local checks left to it.
+        400 => "invalid",
         404 if op.kind == OpKind::Delete => {
             r.reason = Some("already deleted".into());
             "ok"
@@ -904,6 +1069,38 @@ mod tests {
 
     const RAW: &str = r#"<entry xmlns="http://www.w3.org/2005/Atom" xmlns:gd="http://schemas.google.com/g/2005" xmlns:gContact="http://schemas.google.com/contact/2008" gd:etag="&quot;old.&quot;"><id>http://www.google.com/m8/feeds/contacts/example.com/base/abc</id><content type="text">old notes</content><gd:email rel="http://schemas.google.com/g/2005#work" address="a@x.org"/><gContact:userDefinedField key="k" value="kept &amp; sound"/><x:unknown xmlns:x="urn:x">stays</x:unknown></entry>"#;
 
+    /// A changed list keeps the items that did not change as they came: attributes and
+    /// children the schema does not model survive; only the changed item is rendered anew.
+    #[test]
+    fn an_update_of_a_list_keeps_unchanged_items_whole() {
+        let raw = r#"<entry xmlns="http://www.w3.org/2005/Atom" xmlns:gd="http://schemas.google.com/g/2005"><id>http://x/base/abc</id><gd:structuredPostalAddress rel="http://schemas.google.com/g/2005#work" mailClass="http://schemas.google.com/g/2005#letters"><gd:agent>c/o Desk</gd:agent><gd:city>Paris</gd:city></gd:structuredPostalAddress><gd:structuredPostalAddress rel="http://schemas.google.com/g/2005#home"><gd:housename>Rose</gd:housename><gd:city>Lyon</gd:city></gd:structuredPostalAddress></entry>"#;
+        let ctx = super::super::decode::RecordContext {
+            source: "s".into(),
+            account: "a".into(),
+            run_id: "r".into(),
+            synced_at_us: 0,
+        };
+        let feed = format!(
+            r#"<feed xmlns="http://www.w3.org/2005/Atom" xmlns:gd="http://schemas.google.com/g/2005">{}</feed>"#,
+            raw.replacen("<entry xmlns=\"http://www.w3.org/2005/Atom\" xmlns:gd=\"http://schemas.google.com/g/2005\">", "<entry>", 1)
+                .replace("<id>http://x/base/abc</id>", "<id>http://x/base/abc</id><updated>2020-01-01T00:00:00Z</updated>")
+        );
+        let landed = super::super::decode::decode_feed(feed.as_bytes(), &ctx, "p")
+            .unwrap()
+            .records()
+            .unwrap()
+            .remove(0);
+        assert_eq!(landed.addresses.len(), 2);
+        let mut merged = landed.clone();
+        merged.addresses[1].city = Some("Nice".into());
+        let out = update_entry(raw, &merged, &["addresses".into()], None, Some(&landed)).unwrap();
+        assert!(
+            out.contains("<gd:agent>c/o Desk</gd:agent>") && out.contains("mailClass="),
+            "the unchanged item is kept whole: {out}"
+        );
+        assert!(out.contains("Nice") && !out.contains("Lyon"), "{out}");
+    }
+
     #[test]
     fn an_update_replaces_only_changed_elements() {
         let merged = ContactRecord {
@@ -915,7 +1112,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let out = update_entry(RAW, &merged, &["notes".into()], Some("\"old.\"")).unwrap();
+        let out = update_entry(RAW, &merged, &["notes".into()], Some("\"old.\""), None).unwrap();
         assert!(
             out.contains("new &lt;notes&gt;") && !out.contains("old notes"),
             "{out}"
