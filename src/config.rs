@@ -404,11 +404,24 @@ pub fn resolve_lake_url(loc: &str, base: &Path) -> Result<url::Url> {
             .map_err(|e| Error::config(format!("lake.url {loc:?} is not a URL: {e}")));
     }
     let p = Path::new(loc);
-    let abs = if p.is_absolute() {
+    let joined = if p.is_absolute() {
         p.to_path_buf()
     } else {
         std::env::current_dir()?.join(base).join(p)
     };
+    // `..` and `.` are resolved here, by name: the object store refuses paths that hold
+    // them ("illegal character sequence '..'"), so `url = "../lake"` next to the pipeline
+    // file must become the folder it names.
+    let mut abs = std::path::PathBuf::new();
+    for c in joined.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                abs.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => abs.push(other),
+        }
+    }
     url::Url::from_directory_path(&abs)
         .map_err(|_| Error::config(format!("lake.url {loc:?} is not a usable path")))
 }
@@ -578,5 +591,17 @@ accounts = [{ id = "101", token_env = "A101" }]
             .unwrap_err()
             .to_string();
         assert!(e.contains("used twice"), "{e}");
+    }
+
+    /// The README's tour keeps its lake beside the repository (`../contacts-lake`): the
+    /// URL holds no `..`, which the object store refuses.
+    #[test]
+    fn lake_paths_with_dots_are_resolved() {
+        let u = resolve_lake_url("../contacts-lake", Path::new("/srv/etl/./pipelines")).unwrap();
+        assert_eq!(u.as_str(), "file:///srv/etl/contacts-lake/");
+        let u = resolve_lake_url("/a/b/../../c/./d", Path::new("/x")).unwrap();
+        assert_eq!(u.as_str(), "file:///c/d/");
+        let u = resolve_lake_url("file:///a/b/../c", Path::new("/x")).unwrap();
+        assert!(!u.as_str().contains(".."), "{u}");
     }
 }

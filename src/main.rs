@@ -191,6 +191,10 @@ enum Command {
         /// PEM public key that verifies service-account JWTs at POST /token.
         #[arg(long)]
         service_account_public_key: Option<PathBuf>,
+        /// Also write the `export` lines to this file once the emulator listens (written
+        /// whole, by rename), for scripts: `until [ -s F ]; do sleep 0.1; done; . ./F`.
+        #[arg(long)]
+        env_file: Option<PathBuf>,
     },
     /// Print the unified contact schema as JSON (identical to schemas/contacts.v1.json).
     Schema,
@@ -401,6 +405,7 @@ async fn run(cli: Cli) -> Result<u8> {
             token,
             aurinko_page_size,
             service_account_public_key,
+            env_file,
         } => {
             let key = match service_account_public_key {
                 Some(p) => Some(std::fs::read_to_string(&p).map_err(|e| {
@@ -422,6 +427,30 @@ async fn run(cli: Cli) -> Result<u8> {
             };
             let emu = Emulator::start_on(cfg, &format!("127.0.0.1:{port}")).await?;
             println!("{}", emu.url());
+            // Ready-to-paste settings for the example pipeline (pipelines/emulator.toml
+            // reads EMULATOR_URL); the tokens are the emulator's own fake ones.
+            let mut exports = format!(
+                "export EMULATOR_URL={}\nexport EMULATOR_TOKEN={}\n",
+                emu.url(),
+                emu.config().token
+            );
+            let mut accounts = emu.aurinko_accounts();
+            accounts.sort();
+            for a in accounts {
+                exports.push_str(&format!(
+                    "export AURINKO_TOKEN_{a}={}\n",
+                    emu.aurinko_token(&a)
+                ));
+            }
+            print!("{exports}");
+            use std::io::Write as _;
+            std::io::stdout().flush()?;
+            if let Some(f) = env_file {
+                let tmp = f.with_extension("tmp");
+                std::fs::write(&tmp, &exports)
+                    .and_then(|()| std::fs::rename(&tmp, &f))
+                    .map_err(|e| Error::config(format!("--env-file {}: {e}", f.display())))?;
+            }
             eprintln!(
                 "Google feed: {}/m8/feeds/contacts/{}/full   Aurinko: {}/v1/contacts/sync   (Ctrl-C stops)",
                 emu.url(),

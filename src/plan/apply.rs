@@ -172,6 +172,27 @@ pub async fn plan(p: &Pipeline, source: &str, desired: &str, mode: Mode) -> Resu
     let cfg = p.source(source)?;
     let lake = lake_of(p)?;
     let desired = load_desired(&lake, desired, source).await?;
+    // Rows of another source are a desired state written for the wrong plan (a query that
+    // forgot its `WHERE source = …`), not contacts to insert or ids gone missing.
+    let mut others: std::collections::BTreeMap<&str, usize> = Default::default();
+    for d in desired.rows.iter().filter(|d| d.source != source) {
+        *others.entry(d.source.as_str()).or_default() += 1;
+    }
+    if !others.is_empty() {
+        let list: Vec<String> = others
+            .iter()
+            .map(|(s, n)| format!("{n} of source {s:?}"))
+            .collect();
+        return Err(Error::config(format!(
+            "the desired state holds rows of other sources ({}); this plan is for source {source:?}: keep only its rows (e.g. WHERE source = '{source}')",
+            list.join(", ")
+        )));
+    }
+    if mode == Mode::Mirror && desired.rows.is_empty() {
+        return Err(Error::config(format!(
+            "the desired state is empty: in mirror mode it would delete every contact of source {source:?}. Refusing; check the desired query or file"
+        )));
+    }
     // Mirror mode deletes what the desired state lacks, so it needs every landed row.
     let wanted: Option<WantedIds> = (mode != Mode::Mirror).then(|| {
         let mut w = WantedIds::new();
@@ -195,6 +216,10 @@ pub async fn plan(p: &Pipeline, source: &str, desired: &str, mode: Mode) -> Resu
     ))
 }
 
+/// The share of a source's contacts a mirror apply may delete when `--max-delete` is not
+/// given: a desired state that lost most of its rows must not empty the source.
+pub const DEFAULT_MIRROR_MAX_DELETE: f64 = 10.0;
+
 /// Refuses a plan that deletes more than `--max-delete` allows, before anything is sent.
 pub(crate) fn check_max_delete(
     deletes: usize,
@@ -208,8 +233,8 @@ pub(crate) fn check_max_delete(
         Some(MaxDelete::Percent(p)) => landed as f64 * p / 100.0,
     };
     if deletes as f64 > limit {
-        return Err(Error::Other(format!(
-            "refusing to start: the plan deletes {deletes} of {landed} {what}, more than --max-delete allows ({limit:.0}). Check the desired state, or raise --max-delete"
+        return Err(Error::config(format!(
+            "refusing to start: the plan deletes {deletes} of {landed} {what}, more than --max-delete allows ({limit:.0}; mirror mode's default is {DEFAULT_MIRROR_MAX_DELETE}%). Check the desired state, or raise --max-delete (e.g. --max-delete 100%)"
         )));
     }
     Ok(())
@@ -269,7 +294,9 @@ pub async fn apply(p: &Pipeline, opts: &ApplyOptions) -> Result<ApplyReport> {
         plan.count(OpKind::Delete),
         plan.landed,
         "contacts",
-        opts.max_delete,
+        opts.max_delete
+            .or((opts.mode == Mode::Mirror)
+                .then_some(MaxDelete::Percent(DEFAULT_MIRROR_MAX_DELETE))),
     )?;
     let apply_id = crate::sync::new_run_id();
     let metrics = Metrics::default();

@@ -260,12 +260,25 @@ pub async fn load_desired(lake: &Lake, spec: &str, source: &str) -> Result<Desir
                 .collect()
         })
         .unwrap_or_default();
+    let schema = contacts_schema();
+    let mut unknown: Vec<&str> = columns
+        .iter()
+        .map(String::as_str)
+        .filter(|c| schema.field_with_name(c).is_err())
+        .collect();
+    if !unknown.is_empty() {
+        unknown.sort();
+        let writable = WRITABLE.join(", ");
+        return Err(Error::config(format!(
+            "the desired state has unknown column(s) {}; it may have `id`, `account`, `etag` and the columns to write: {writable} (see `contacts-etl schema`)",
+            unknown.join(", ")
+        )));
+    }
     if !batches.is_empty() && !columns.contains("id") {
         return Err(Error::config(
             "the desired state needs an `id` column (null for new contacts)",
         ));
     }
-    let schema = contacts_schema();
     let mut rows = Vec::new();
     let mut first_row = 0usize;
     for b in &batches {

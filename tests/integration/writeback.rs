@@ -383,3 +383,113 @@ async fn kill_9_during_apply_then_rerun_duplicates_and_loses_nothing() {
         assert_lake_matches(&p, &emu).await;
     }
 }
+
+/// Mirror mode cannot surprise: an empty desired state is refused outright, more than 10 %
+/// of deletes are refused without `--max-delete`, and typos (an unknown column, rows of
+/// another source) are errors (exit 2) before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_refuses_empty_or_mistaken_desired_states() {
+    let emu = Emulator::start(EmulatorConfig {
+        google_contacts: 60,
+        aurinko_accounts: 1,
+        aurinko_contacts: 20,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        &emu,
+        &PipelineSpec {
+            aurinko_accounts: vec!["101".into()],
+            ..Default::default()
+        },
+    );
+    assert_ok(&sync(&p, false).await);
+    let pipeline = Pipeline::load(&p).unwrap();
+    let empty = dir.path().join("empty.csv");
+    std::fs::write(&empty, "").unwrap();
+    let header_only = dir.path().join("header.csv");
+    std::fs::write(&header_only, "account,id,notes\n").unwrap();
+    let typo = dir.path().join("typo.csv");
+    std::fs::write(&typo, "id,fileas\nx,Doe\n").unwrap();
+    let cases = [
+        (empty.to_str().unwrap().to_string(), Mode::Mirror, "empty"),
+        (
+            header_only.to_str().unwrap().to_string(),
+            Mode::Mirror,
+            "empty",
+        ),
+        (
+            "SELECT account, id, etag FROM contacts WHERE false".to_string(),
+            Mode::Mirror,
+            "empty",
+        ),
+        (
+            typo.to_str().unwrap().to_string(),
+            Mode::Update,
+            "unknown column(s) fileas",
+        ),
+        (
+            "SELECT source, account, id, etag, notes FROM contacts".to_string(),
+            Mode::Update,
+            "of source \"crm\"",
+        ),
+        (
+            "SELECT account, id, etag FROM contacts WHERE source = 'shared' ORDER BY id LIMIT 50"
+                .to_string(),
+            Mode::Mirror,
+            "more than --max-delete allows",
+        ),
+    ];
+    emu.reset_stats();
+    for (desired, mode, want) in cases {
+        let err = apply(&pipeline, &opts("shared", &desired, mode))
+            .await
+            .map(|r| r.summary())
+            .expect_err(&desired);
+        assert!(err.to_string().contains(want), "{desired}: {err}");
+        assert_eq!(err.exit_code(), 2, "{desired}: {err}");
+    }
+    assert!(
+        !emu.stats().contains_key("google.batch"),
+        "nothing may be written: {:?}",
+        emu.stats()
+    );
+    assert_eq!(emu.google_truth().contacts.len(), 60);
+    // 10 % of 60 may go without --max-delete.
+    let report = apply(
+        &pipeline,
+        &opts(
+            "shared",
+            "SELECT account, id, etag FROM contacts WHERE source = 'shared' ORDER BY id LIMIT 54",
+            Mode::Mirror,
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.plan.count(contacts_etl::plan::OpKind::Delete), 6);
+    assert_eq!(emu.google_truth().contacts.len(), 54);
+    // The command line says exit 2 for an empty mirror file.
+    let out = Command::new(crate::bin())
+        .args([
+            "apply",
+            p.to_str().unwrap(),
+            "--source",
+            "shared",
+            "--mode",
+            "mirror",
+            "--desired",
+        ])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(emu.google_truth().contacts.len(), 54);
+}
