@@ -5,6 +5,10 @@
 //!
 //! Run: `cargo bench --bench decode`.
 
+// The binary's process settings, so the decoders are measured as a sync runs them.
+#[path = "../src/tune.rs"]
+mod tune;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
@@ -15,7 +19,7 @@ use contacts_etl::providers::google::decode::{RecordContext, decode_feed};
 fn pages() -> (Vec<u8>, Vec<u8>) {
     // The allocator settings of the shipped binary (src/main.rs), so the decoders are
     // measured as they run; the anchors share them.
-    contacts_etl::tune_process();
+    tune::tune_process();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let emu = Emulator::start(EmulatorConfig {

@@ -1,5 +1,7 @@
 //! The `contacts-etl` command line: a thin layer over the library.
 
+mod tune;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -238,7 +240,7 @@ fn init_logging(cli: &Cli) {
 }
 
 fn main() -> ExitCode {
-    contacts_etl::tune_process();
+    tune::tune_process();
     let cli = Cli::parse();
     init_logging(&cli);
     let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -490,6 +490,7 @@ mod tests {
         assert_eq!(back, vec![rec]);
     }
 
+    #[cfg(feature = "emulator")]
     #[tokio::test]
     async fn the_builders_equal_the_serde_conversion() {
         let emu = crate::emulator::Emulator::start(crate::emulator::EmulatorConfig {

@@ -763,6 +763,7 @@ mod tests {
         assert_eq!(recs[1].relations[1].name.as_deref(), Some("y"));
     }
 
+    #[cfg(feature = "emulator")]
     #[tokio::test]
     async fn emulator_pages_go_to_arrow_as_the_records_say() {
         let emu = crate::emulator::Emulator::start(crate::emulator::EmulatorConfig {

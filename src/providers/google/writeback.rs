@@ -1101,6 +1101,7 @@ mod tests {
         assert!(out.contains("Nice") && !out.contains("Lyon"), "{out}");
     }
 
+    #[cfg(feature = "emulator")]
     #[test]
     fn an_update_replaces_only_changed_elements() {
         let merged = ContactRecord {
