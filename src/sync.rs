@@ -173,6 +173,12 @@ pub async fn run_sync(p: &Pipeline, opts: &SyncOptions) -> Result<SyncReport> {
         )));
     }
     let lake = Arc::new(lake_of(p)?);
+    // Spill folders of runs killed without a chance to clean up (once per process: the
+    // folders of this process's own runs are alive and locked anyway).
+    static STALE_SPILLS: std::sync::Once = std::sync::Once::new();
+    STALE_SPILLS.call_once(|| {
+        crate::spill::remove_stale_spills();
+    });
     lake.ensure_tables().await?;
     let dir = p.dir();
     let run_id = new_run_id();
