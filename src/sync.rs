@@ -151,13 +151,16 @@ pub fn new_run_id() -> String {
     )
 }
 
-/// Opens the pipeline's lake.
+/// Opens the pipeline's lake; an `s3://` lake with no way to get credentials is a
+/// configuration error (see [`crate::lake::check_storage_credentials`]).
 pub fn lake_of(p: &Pipeline) -> Result<Lake> {
-    Ok(Lake::new(
+    let lake = Lake::new(
         p.lake_url()?,
         p.lake.storage_options.clone().into_iter().collect(),
     )
-    .with_deletion_vectors(p.lake.deletion_vectors))
+    .with_deletion_vectors(p.lake.deletion_vectors);
+    crate::lake::check_storage_credentials(lake.url(), lake.storage_options())?;
+    Ok(lake)
 }
 
 /// Runs the pipeline's sources into its lake.
