@@ -10,6 +10,7 @@ mod aurinko;
 mod cli;
 mod conformance;
 mod google;
+mod hostile;
 mod lake;
 mod photos;
 mod sql;
