@@ -416,6 +416,10 @@ fn transport_message(e: &reqwest::Error) -> String {
 /// Reads an error body as one line: an HTML `<TITLE>`, a GData `<internalReason>`, a
 /// JSON `message` (Aurinko, with `code`), or the start of the text.
 pub fn describe_body(body: &[u8]) -> String {
+    crate::secret::redact(&describe_body_as_sent(body)).into_owned()
+}
+
+fn describe_body_as_sent(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let t = text.trim();
     let between = |open: &str, close: &str| -> Option<String> {
