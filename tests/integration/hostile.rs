@@ -1301,3 +1301,83 @@ async fn hostile_s3_lake_without_credentials_exits_2_quickly() {
     }
     assert_eq!(server.hits().len(), 0);
 }
+
+// ---------------------------------------------------------------------------------------
+// Reflected secrets.
+
+/// A server that echoes the credentials it received into its error answers (here an
+/// HTML title; below a redirect target and a value that fails to decode): the token
+/// still reaches no output and no file of the lake; the message says `***` where it stood.
+#[tokio::test]
+async fn hostile_reflected_token_in_an_error_page_is_redacted() {
+    let auth = |r: &Req| r.header("authorization").unwrap_or("").to_string();
+    // Google: a 400 whose HTML title carries the header.
+    let server = Server::start(move |r| {
+        let body = format!(
+            "<HTML><HEAD><TITLE>Bad request: {}</TITLE></HEAD></HTML>",
+            auth(r)
+        );
+        Reply::Raw(http(400, "text/html", body.as_bytes()))
+    })
+    .await;
+    let dir = workdir();
+    let p = google_pipeline(dir.path(), &server.url, "");
+    let run = sync_cli(&p, &[]).await;
+    assert_failed_cleanly(
+        &run,
+        dir.path(),
+        &p,
+        ("shared", DOMAIN),
+        &["Bad request: ***"],
+        None,
+    )
+    .await;
+}
+
+/// A redirect (refused: another origin) whose target carries the token.
+#[tokio::test]
+async fn hostile_reflected_token_in_a_redirect_is_redacted() {
+    let auth = |r: &Req| r.header("authorization").unwrap_or("").to_string();
+    let other = Server::other().await;
+    let other_url = other.url.clone();
+    let server =
+        Server::start(move |r| redirect(&format!("{other_url}/?t={}", auth(r).replace(' ', "+"))))
+            .await;
+    let dir = workdir();
+    let p = google_pipeline(dir.path(), &server.url, "");
+    let run = sync_cli(&p, &[]).await;
+    assert_failed_cleanly(
+        &run,
+        dir.path(),
+        &p,
+        ("shared", DOMAIN),
+        &["redirected to", "?t=Bearer+***"],
+        Some(&other),
+    )
+    .await;
+}
+
+/// Aurinko: the token as a value of the wrong type in a record (serde quotes it).
+#[tokio::test]
+async fn hostile_reflected_token_in_a_bad_value_is_redacted() {
+    let auth = |r: &Req| r.header("authorization").unwrap_or("").to_string();
+    let server = Server::start(aurinko(move |r| {
+        json(serde_json::json!({
+            "records": [{ "id": "c1", "name": auth(r) }],
+            "nextDeltaToken": "u1"
+        }))
+    }))
+    .await;
+    let dir = workdir();
+    let p = aurinko_pipeline(dir.path(), &server.url);
+    let run = sync_cli(&p, &[]).await;
+    assert_failed_cleanly(
+        &run,
+        dir.path(),
+        &p,
+        ("crm", "101"),
+        &["/sync/updated page 1", "***"],
+        None,
+    )
+    .await;
+}
