@@ -336,10 +336,10 @@ pub fn same_origin(a: &url::Url, b: &url::Url) -> bool {
 }
 
 /// Checks that a link a server handed out (a `next` page, a photo) stays on the origin
-/// of `base`, the configured API, before any credential is sent to it. The error names
-/// the link, and says why it is not followed.
+/// of `base`, the configured API, before any credential is sent to it; a relative link
+/// is read against `base`. The error names the link, and says why it is not followed.
 pub fn check_link(base: &url::Url, link: &str, what: &str) -> Result<url::Url> {
-    let url = url::Url::parse(link).map_err(|e| {
+    let url = base.join(link).map_err(|e| {
         Error::decode(format!(
             "{what}: the server sent the link {link:?}, which is not a URL ({e})"
         ))
@@ -573,7 +573,11 @@ mod tests {
                 "{e}"
             );
         }
-        assert!(check_link(&base, "/relative", "p").is_err());
+        assert_eq!(
+            check_link(&base, "/m8/feeds?a=1", "p").unwrap().as_str(),
+            "https://www.google.com/m8/feeds?a=1"
+        );
+        assert!(check_link(&base, "http://[bad", "p").is_err());
     }
 
     #[test]
