@@ -166,6 +166,42 @@ pub struct AccountConfig {
     pub token_file: Option<String>,
 }
 
+/// Longest source name. It is a partition value (a folder name) of every table.
+pub const MAX_SOURCE_NAME_LEN: usize = 64;
+/// Longest account id. It is a partition folder name beside the source's, with Parquet
+/// file names below; 128 keeps every name far under the 255-byte limit of file systems
+/// and object stores.
+pub const MAX_ACCOUNT_ID_LEN: usize = 128;
+
+/// Checks an account id: 1 to [`MAX_ACCOUNT_ID_LEN`] ASCII letters, digits, `.`, `_`
+/// and `-`, not starting with `.`. Ids name folders of the lake and appear in URLs and
+/// logs, so `/`, `%`, `..`, spaces and control characters are refused where the id is
+/// configured rather than failing (or landing somewhere else) at the first run.
+/// Returns what is wrong.
+pub fn check_account_id(id: &str) -> std::result::Result<(), String> {
+    if id.is_empty() {
+        return Err("is empty".into());
+    }
+    if id.len() > MAX_ACCOUNT_ID_LEN {
+        return Err(format!(
+            "is {} characters long, more than {MAX_ACCOUNT_ID_LEN}",
+            id.len()
+        ));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "has the character {c:?}; use only letters, digits, '.', '_' and '-'"
+        ));
+    }
+    if id.starts_with('.') {
+        return Err("starts with '.'".into());
+    }
+    Ok(())
+}
+
 /// Keys that would put a secret in the file.
 const SECRET_KEYS: &[&str] = &[
     "token",
@@ -262,6 +298,11 @@ impl Pipeline {
         if self.sources.is_empty() {
             return err("no [[sources]]: add at least one source".into());
         }
+        if let Ok(u) = url::Url::parse(&self.lake.url)
+            && (!u.username().is_empty() || u.password().is_some())
+        {
+            return err("lake.url carries a user name or password (user:password@); secrets are refused in the pipeline file. Remove them and export the store's credentials (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)".into());
+        }
         let mut seen = std::collections::HashSet::new();
         let dir = self.dir();
         for (i, s) in self.sources.iter_mut().enumerate() {
@@ -276,17 +317,38 @@ impl Pipeline {
                     s.name
                 ));
             }
+            if s.name.len() > MAX_SOURCE_NAME_LEN {
+                return err(format!(
+                    "sources[{i}].name is {} characters long; at most {MAX_SOURCE_NAME_LEN}",
+                    s.name.len()
+                ));
+            }
             if !seen.insert(s.name.clone()) {
                 return err(format!(
                     "sources[{i}].name {:?} is used twice; names must be unique",
                     s.name
                 ));
             }
-            if url::Url::parse(&s.base_url).is_err() {
-                return err(format!(
-                    "sources[{i}].base_url {:?} is not a URL (e.g. https://www.google.com)",
-                    s.base_url
-                ));
+            match url::Url::parse(&s.base_url) {
+                Err(_) => {
+                    return err(format!(
+                        "sources[{i}].base_url {:?} is not a URL (e.g. https://www.google.com)",
+                        s.base_url
+                    ));
+                }
+                // The URL is not echoed: it holds the secret.
+                Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+                    return err(format!(
+                        "sources[{i}].base_url carries a user name or password (user:password@host); secrets are refused in the pipeline file. Remove them and name the credential with auth (token_env, token_file or key_file)"
+                    ));
+                }
+                Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+                    return err(format!(
+                        "sources[{i}].base_url must be an http:// or https:// URL, not {}://",
+                        u.scheme()
+                    ));
+                }
+                Ok(_) => {}
             }
             match s.provider {
                 Provider::Google => {
@@ -295,6 +357,12 @@ impl Pipeline {
                             "sources[{i}] ({}) is a google source and needs domain = \"example.com\"",
                             s.name
                         ));
+                    }
+                    // The domain is the source's account: the same rules hold.
+                    if let Some(d) = &s.domain
+                        && let Err(why) = check_account_id(d)
+                    {
+                        return err(format!("sources[{i}].domain {d:?} {why}"));
                     }
                     if s.auth.is_none() {
                         return err(format!(
@@ -346,9 +414,31 @@ impl Pipeline {
                             s.name
                         ));
                     }
+                    // Where each account is configured, for errors.
+                    let mut places: Vec<String> = (0..s.accounts.len())
+                        .map(|j| format!("{file}: sources[{i}].accounts[{j}].id"))
+                        .collect();
                     if let Some(file_name) = s.accounts_file.clone() {
-                        s.accounts
-                            .extend(read_accounts_file(&dir.join(&file_name))?);
+                        let path = dir.join(&file_name);
+                        for (line, a) in read_accounts_file(&path)? {
+                            places.push(format!("{}:{line}", path.display()));
+                            s.accounts.push(a);
+                        }
+                    }
+                    let mut first_at: std::collections::HashMap<&str, &str> = Default::default();
+                    for (a, at) in s.accounts.iter().zip(&places) {
+                        if let Err(why) = check_account_id(&a.id) {
+                            return Err(Error::config(format!(
+                                "{at}: the account id {:?} {why}",
+                                a.id
+                            )));
+                        }
+                        if let Some(before) = first_at.insert(&a.id, at) {
+                            return Err(Error::config(format!(
+                                "{at}: the account {} is listed twice in source {} (first at {before}); remove one",
+                                a.id, s.name
+                            )));
+                        }
                     }
                     if s.accounts.is_empty() {
                         return err(format!(
@@ -486,33 +576,88 @@ pub fn interpolate_with(
     Ok(out)
 }
 
-fn read_accounts_file(path: &Path) -> Result<Vec<AccountConfig>> {
+/// Reads an accounts file: CSV records `id,token_env,token_file` (RFC 4180: fields may be
+/// quoted, `""` is a quote inside one), an optional header whose first field is `id`,
+/// blank lines and `#` comments. Returns each account with its line number.
+fn read_accounts_file(path: &Path) -> Result<Vec<(usize, AccountConfig)>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::config(format!("cannot read accounts_file {}: {e}", path.display())))?;
     let mut out = Vec::new();
+    let mut header_allowed = true;
     for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || (n == 0 && line.starts_with("id")) {
+        let at = || format!("{}:{}", path.display(), n + 1);
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        let mut parts = line.split(',').map(str::trim);
-        let id = parts.next().unwrap_or_default().to_string();
-        let token_env = parts.next().filter(|s| !s.is_empty()).map(str::to_string);
-        let token_file = parts.next().filter(|s| !s.is_empty()).map(str::to_string);
-        if id.is_empty() {
+        let fields = csv_fields(line).map_err(|why| Error::config(format!("{}: {why}", at())))?;
+        if std::mem::take(&mut header_allowed) && fields[0] == "id" {
+            continue;
+        }
+        if fields.len() > 3 {
             return Err(Error::config(format!(
-                "{}:{}: empty account id",
-                path.display(),
-                n + 1
+                "{}: {} fields; an account line is id,token_env,token_file",
+                at(),
+                fields.len()
             )));
         }
-        out.push(AccountConfig {
-            id,
-            token_env,
-            token_file,
-        });
+        let mut fields = fields.into_iter();
+        let id = fields.next().unwrap_or_default();
+        let token_env = fields.next().filter(|s| !s.is_empty());
+        let token_file = fields.next().filter(|s| !s.is_empty());
+        if id.is_empty() {
+            return Err(Error::config(format!("{}: empty account id", at())));
+        }
+        out.push((
+            n + 1,
+            AccountConfig {
+                id,
+                token_env,
+                token_file,
+            },
+        ));
     }
     Ok(out)
+}
+
+/// Splits one CSV line into fields, unquoting quoted ones; spaces around a field are
+/// dropped. A record spanning lines is refused: no account field needs a line break.
+fn csv_fields(line: &str) -> std::result::Result<Vec<String>, String> {
+    let mut fields = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.next_if(|c| *c == ' ' || *c == '\t').is_some() {}
+        let mut field = String::new();
+        if chars.next_if_eq(&'"').is_some() {
+            loop {
+                match chars.next() {
+                    Some('"') if chars.next_if_eq(&'"').is_some() => field.push('"'),
+                    Some('"') => break,
+                    Some(c) => field.push(c),
+                    None => return Err("a quoted field is not closed on its line".into()),
+                }
+            }
+            while chars
+                .next_if(|c| *c == ' ' || *c == '\t' || *c == '\r')
+                .is_some()
+            {}
+            if chars.peek().is_some_and(|c| *c != ',') {
+                return Err("text after a closing quote; quote the whole field".into());
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| *c != ',') {
+                if c == '"' {
+                    return Err("a quote inside an unquoted field; quote the whole field".into());
+                }
+                field.push(c);
+            }
+            field = field.trim().to_string();
+        }
+        fields.push(field);
+        if chars.next().is_none() {
+            return Ok(fields);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -579,6 +724,110 @@ accounts = [{ id = "101", token_env = "A101" }]
             e.contains("sources[0].domain") && e.contains("CONTACTS_ETL_SURELY_UNSET_VAR"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn credentials_in_urls_are_refused_without_echo() {
+        let t = GOOD.replacen("http://127.0.0.1:1", "http://user:hunter2@127.0.0.1:1", 1);
+        let e = parse(&t).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let e = e.to_string();
+        assert!(
+            e.contains("sources[0].base_url") && e.contains("auth"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
+        let t = GOOD.replace("file:///tmp/lake", "s3://AKIA:hunter2@bucket/x");
+        let e = parse(&t).unwrap_err().to_string();
+        assert!(e.contains("lake.url") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn account_ids_are_checked_where_they_are_configured() {
+        for (id, why) in [
+            ("a/b", "'/'"),
+            ("10%2F", "'%'"),
+            ("a\\nb", "'\\n'"),
+            ("..", "'.'"),
+            ("", "empty"),
+        ] {
+            let t = GOOD.replace("id = \"101\"", &format!("id = \"{id}\""));
+            let e = parse(&t).unwrap_err().to_string();
+            assert!(
+                e.contains("p.toml: sources[1].accounts[0].id") && e.contains(why),
+                "{id}: {e}"
+            );
+        }
+        let long = "1".repeat(MAX_ACCOUNT_ID_LEN + 1);
+        let e = parse(&GOOD.replace("\"101\"", &format!("\"{long}\"")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("129 characters"), "{e}");
+        let e = parse(&GOOD.replace(
+            "{ id = \"101\", token_env = \"A101\" }",
+            "{ id = \"101\", token_env = \"A\" }, { id = \"101\", token_env = \"B\" }",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("sources[1].accounts[1].id")
+                && e.contains("twice")
+                && e.contains("accounts[0]"),
+            "{e}"
+        );
+        let e = parse(&GOOD.replace("example.com", "example.com/../x"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sources[0].domain"), "{e}");
+        let e = parse(&GOOD.replace("name = \"a\"", &format!("name = \"{}\"", "a".repeat(65))))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sources[1].name") && e.contains("at most 64"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn accounts_files_are_csv() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("accounts.csv");
+        std::fs::write(
+            &csv,
+            "id,token_env,token_file\n# a comment\n\n\"101\", \"AURINKO_TOKEN_101\"\n102,,\"tokens/a,b\"\"c\"\n",
+        )
+        .unwrap();
+        let pipeline = dir.path().join("p.toml");
+        let t = GOOD.replace(
+            "accounts = [{ id = \"101\", token_env = \"A101\" }]",
+            "accounts_file = \"accounts.csv\"",
+        );
+        let p = Pipeline::parse(&t, &pipeline).unwrap();
+        let a = &p.sources[1].accounts;
+        assert_eq!(a.len(), 2);
+        assert_eq!(
+            (a[0].id.as_str(), a[0].token_env.as_deref()),
+            ("101", Some("AURINKO_TOKEN_101"))
+        );
+        assert_eq!(
+            (a[1].id.as_str(), a[1].token_file.as_deref()),
+            ("102", Some("tokens/a,b\"c"))
+        );
+        for (body, line, why) in [
+            ("101,A\n\"102,B\n", 2, "not closed"),
+            ("101,A\n102,B\n101,C\n", 3, "twice"),
+            ("101,A\n1 0,B\n", 2, "' '"),
+            ("101,A,f,x\n", 1, "4 fields"),
+        ] {
+            std::fs::write(&csv, body).unwrap();
+            let e = Pipeline::parse(&t, &pipeline).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            let e = e.to_string();
+            assert!(
+                e.contains(&format!("accounts.csv:{line}")) && e.contains(why),
+                "{body}: {e}"
+            );
+        }
     }
 
     #[test]

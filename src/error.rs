@@ -6,22 +6,24 @@ use std::fmt;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What went wrong, in terms a caller can act on. Messages carry the context (account,
-/// URL, page, contact id) and, where there is one, what to do next.
+/// URL, page, contact id) and, where there is one, what to do next. Displayed, a message
+/// never shows a secret of this process, even one a server echoed into it
+/// ([`crate::secret::redact`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A pipeline file, command line or input file is wrong; the user must fix it.
     /// The CLI exits with code 2.
-    #[error("{0}")]
+    #[error("{}", crate::secret::redact(.0))]
     Config(String),
     /// The API refused the credentials (401/403) after a refresh was tried.
-    #[error("{0}")]
+    #[error("{}", crate::secret::redact(.0))]
     Auth(String),
     /// The API said the stored cursor is no longer valid (Google 410, Aurinko 410
     /// `syncToken.expired` or 400 `token.notValid`); a full extract is needed.
-    #[error("{0}")]
+    #[error("{}", crate::secret::redact(.0))]
     CursorExpired(String),
     /// An HTTP request failed for good (after retries, or with a non-retriable status).
-    #[error("{message}")]
+    #[error("{}", crate::secret::redact(.message))]
     Http {
         /// The HTTP status, when one was received.
         status: Option<u16>,
@@ -29,19 +31,19 @@ pub enum Error {
         message: String,
     },
     /// The API answered something that is not what the protocol promises.
-    #[error("{0}")]
+    #[error("{}", crate::secret::redact(.0))]
     Decode(String),
     /// Another run committed first (same source and account); nothing of this run landed.
-    #[error("{0}")]
+    #[error("{}", crate::secret::redact(.0))]
     Concurrent(String),
     /// The Delta Lake, object store or Parquet layer failed.
-    #[error("{0}")]
+    #[error("{}", crate::secret::redact(.0))]
     Lake(String),
     /// A SQL query failed.
-    #[error("{0}")]
+    #[error("{}", crate::secret::redact(.0))]
     Sql(String),
     /// Anything else.
-    #[error("{0}")]
+    #[error("{}", crate::secret::redact(.0))]
     Other(String),
 }
 

@@ -253,7 +253,24 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = match rt.block_on(run(cli)) {
+    // The emulator waits for Ctrl-C itself; every other command stops on SIGINT or
+    // SIGTERM (a scheduler's stop) by dropping its work, which removes its temporary
+    // files, and exits 128 + the signal's number.
+    let stoppable = !matches!(cli.command, Command::Emulator { .. });
+    let outcome = rt.block_on(async {
+        tokio::select! {
+            r = run(cli) => r,
+            (name, code) = stop_signal(), if stoppable => {
+                let removed = contacts_etl::spill::remove_live_spills();
+                tracing::debug!(removed, "temporary folders removed");
+                eprintln!(
+                    "error: stopped by {name}; temporary files removed. Accounts whose commit had finished are kept, the rest resume at the next run"
+                );
+                Ok(code)
+            }
+        }
+    });
+    let code = match outcome {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e}");
@@ -264,6 +281,30 @@ fn main() -> ExitCode {
     // need not be wound down one by one before the process ends.
     rt.shutdown_background();
     code
+}
+
+/// Waits for SIGINT or SIGTERM; returns its name and the exit code that reports it.
+async fn stop_signal() -> (&'static str, u8) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut int), Ok(mut term)) => tokio::select! {
+                _ = int.recv() => ("SIGINT", 130),
+                _ = term.recv() => ("SIGTERM", 143),
+            },
+            // No handler could be installed: the default action (exit) stays.
+            _ => std::future::pending().await,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        ("Ctrl-C", 130)
+    }
 }
 
 async fn run(cli: Cli) -> Result<u8> {

@@ -5,10 +5,18 @@
 //! makes memory grow with the domain; instead each decoded page is appended to an Arrow
 //! IPC file in a private temporary folder, only `(id → batch, row)` stays in memory, and
 //! the winners are read back one batch at a time when the run is written to the lake.
+//!
+//! A spill folder never outlives its run: it is removed when dropped (success or
+//! failure), by [`remove_live_spills`] when the binary is stopped by SIGTERM or SIGINT,
+//! and, when a run died without either (SIGKILL, a crash, a power cut), by the next run
+//! on the machine ([`remove_stale_spills`]): each folder holds a `lock` file locked for as
+//! long as its run lives, and the kernel drops that lock when the process dies.
 
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
@@ -17,9 +25,110 @@ use arrow::ipc::writer::FileWriter;
 
 use crate::error::{Error, Result};
 
+/// The prefix of spill folders in the temporary folder (TMPDIR).
+pub const SPILL_PREFIX: &str = "contacts-etl-extract-";
+
+/// The spill folders of this process, for [`remove_live_spills`].
+static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// A spill's private folder, removed when dropped. It holds a `lock` file that stays
+/// locked while the folder is in use, which tells [`remove_stale_spills`] it is alive.
+pub struct SpillDir {
+    dir: tempfile::TempDir,
+    _lock: File,
+}
+
+impl SpillDir {
+    fn try_new() -> Result<SpillDir> {
+        let dir = tempfile::Builder::new()
+            .prefix(SPILL_PREFIX)
+            .tempdir()
+            .map_err(io)?;
+        let lock = File::create(dir.path().join("lock")).map_err(io)?;
+        lock.try_lock().map_err(io)?;
+        LIVE.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(dir.path().to_path_buf());
+        Ok(SpillDir { dir, _lock: lock })
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SpillDir {
+    fn drop(&mut self) {
+        LIVE.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|p| p != self.dir.path());
+        // The TempDir, dropped next, removes the folder.
+    }
+}
+
+impl std::fmt::Debug for SpillDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SpillDir({})", self.dir.path().display())
+    }
+}
+
+/// Removes this process's spill folders now, for a process about to exit on a signal
+/// (destructors will not run). Returns how many were removed.
+pub fn remove_live_spills() -> usize {
+    let live = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|p| p.into_inner()));
+    live.iter()
+        .filter(|d| std::fs::remove_dir_all(d).is_ok())
+        .count()
+}
+
+/// Removes the spill folders in the temporary folder whose run is dead: their `lock`
+/// file can be locked. A folder without one (an older version, or one being created) is
+/// removed only when it is more than a day old. Returns how many were removed; a folder
+/// that cannot be inspected is left alone.
+pub fn remove_stale_spills() -> usize {
+    remove_stale_spills_in(&std::env::temp_dir())
+}
+
+fn remove_stale_spills_in(tmp: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if !name.to_str().is_some_and(|n| n.starts_with(SPILL_PREFIX)) {
+            continue;
+        }
+        // Not followed if it is a link: only real folders of ours are removed.
+        let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
+            continue;
+        };
+        if !meta.is_dir() {
+            continue;
+        }
+        let dead = match File::open(e.path().join("lock")) {
+            // Locked: the run that made it is alive. The lock, if taken, is dropped at
+            // the end of this block, after the folder is gone.
+            Ok(f) => f.try_lock().is_ok(),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(24 * 3600)),
+            Err(_) => false,
+        };
+        if dead && std::fs::remove_dir_all(e.path()).is_ok() {
+            tracing::info!(folder = %e.path().display(), "removed the spill folder of a run that died");
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Batches appended to a temporary Arrow IPC file.
 pub struct Spill {
-    dir: tempfile::TempDir,
+    dir: SpillDir,
     writer: FileWriter<BufWriter<File>>,
     count: usize,
 }
@@ -44,10 +153,7 @@ fn io(e: impl std::fmt::Display) -> Error {
 impl Spill {
     /// An empty spill for batches of `schema`.
     pub fn try_new(schema: &SchemaRef) -> Result<Spill> {
-        let dir = tempfile::Builder::new()
-            .prefix("contacts-etl-extract-")
-            .tempdir()
-            .map_err(io)?;
+        let dir = SpillDir::try_new()?;
         let file = File::create(dir.path().join("rows.arrow")).map_err(io)?;
         let writer = FileWriter::try_new(BufWriter::new(file), schema).map_err(io)?;
         Ok(Spill {
@@ -92,7 +198,7 @@ pub enum Rows {
     /// Batches on local disk; only the rows marked `true` belong to the extract.
     Spilled {
         /// The folder holding `rows.arrow` (removed when dropped).
-        dir: tempfile::TempDir,
+        dir: SpillDir,
         /// Per batch, per row: kept or not.
         keep: Vec<Vec<bool>>,
     },
@@ -363,6 +469,50 @@ impl Collected {
 
 #[cfg(test)]
 mod tests {
+
+    /// A folder whose lock can be taken is a dead run's and goes; a locked one, a fresh
+    /// one without a lock, a file and a link to a folder stay.
+    #[test]
+    fn stale_spills_of_dead_runs_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mk = |name: &str| {
+            let d = tmp.path().join(format!("{SPILL_PREFIX}{name}"));
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("rows.arrow"), b"x").unwrap();
+            d
+        };
+        let dead = mk("dead");
+        std::fs::write(dead.join("lock"), b"").unwrap();
+        let live = mk("live");
+        let held = File::create(live.join("lock")).unwrap();
+        held.try_lock().unwrap();
+        let fresh = mk("fresh");
+        let target = tempfile::tempdir().unwrap();
+        std::fs::write(target.path().join("lock"), b"").unwrap();
+        let link = tmp.path().join(format!("{SPILL_PREFIX}link"));
+        std::os::unix::fs::symlink(target.path(), &link).unwrap();
+        assert_eq!(remove_stale_spills_in(tmp.path()), 1);
+        assert!(!dead.exists());
+        assert!(live.exists() && fresh.exists() && link.exists());
+        assert!(target.path().join("lock").exists());
+        drop(held);
+        assert_eq!(remove_stale_spills_in(tmp.path()), 1);
+        assert!(!live.exists());
+    }
+
+    /// A live spill is registered (for the signal handler) until dropped, and it is not
+    /// stale to a run that looks for dead ones.
+    #[test]
+    fn live_spills_are_registered_and_kept() {
+        let d = SpillDir::try_new().unwrap();
+        let path = d.path().to_path_buf();
+        assert!(LIVE.lock().unwrap().contains(&path));
+        remove_stale_spills();
+        assert!(path.exists(), "a live spill is not stale");
+        drop(d);
+        assert!(!path.exists() && !LIVE.lock().unwrap().contains(&path));
+    }
+
     use super::*;
     use crate::schema::{ContactRecord, batches_to_records, records_to_batch};
 

@@ -151,13 +151,16 @@ pub fn new_run_id() -> String {
     )
 }
 
-/// Opens the pipeline's lake.
+/// Opens the pipeline's lake; an `s3://` lake with no way to get credentials is a
+/// configuration error (see [`crate::lake::check_storage_credentials`]).
 pub fn lake_of(p: &Pipeline) -> Result<Lake> {
-    Ok(Lake::new(
+    let lake = Lake::new(
         p.lake_url()?,
         p.lake.storage_options.clone().into_iter().collect(),
     )
-    .with_deletion_vectors(p.lake.deletion_vectors))
+    .with_deletion_vectors(p.lake.deletion_vectors);
+    crate::lake::check_storage_credentials(lake.url(), lake.storage_options())?;
+    Ok(lake)
 }
 
 /// Runs the pipeline's sources into its lake.
@@ -173,6 +176,12 @@ pub async fn run_sync(p: &Pipeline, opts: &SyncOptions) -> Result<SyncReport> {
         )));
     }
     let lake = Arc::new(lake_of(p)?);
+    // Spill folders of runs killed without a chance to clean up (once per process: the
+    // folders of this process's own runs are alive and locked anyway).
+    static STALE_SPILLS: std::sync::Once = std::sync::Once::new();
+    STALE_SPILLS.call_once(|| {
+        crate::spill::remove_stale_spills();
+    });
     lake.ensure_tables().await?;
     let dir = p.dir();
     let run_id = new_run_id();

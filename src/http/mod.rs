@@ -109,15 +109,7 @@ impl HttpClient {
             // No roots: nothing is verified because nothing over TLS goes through it.
             .tls_certs_only([])
             // A redirect to https is answered, not followed; `attempt` resends it by TLS.
-            .redirect(reqwest::redirect::Policy::custom(|a| {
-                if a.url().scheme() == "https" {
-                    a.stop()
-                } else if a.previous().len() >= 10 {
-                    a.error("too many redirects")
-                } else {
-                    a.follow()
-                }
-            }))
+            .redirect(redirect_policy(true))
             .build()
             .map_err(|e| Error::other(format!("cannot build the HTTP client: {e}")))?;
         Ok(HttpClient {
@@ -130,6 +122,7 @@ impl HttpClient {
 
     fn builder(timeout: Duration) -> reqwest::ClientBuilder {
         reqwest::Client::builder()
+            .redirect(redirect_policy(false))
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(32)
@@ -248,6 +241,17 @@ impl HttpClient {
         let failed = |e: reqwest::Error| {
             if e.is_builder() {
                 AttemptError::Fatal(Error::config(format!("bad request: {e}")))
+            } else if e.is_redirect() {
+                // Refused by `redirect_policy` (whose reason is the innermost cause): the
+                // same answer would come on every retry.
+                let mut cause: &dyn std::error::Error = &e;
+                while let Some(s) = cause.source() {
+                    cause = s;
+                }
+                AttemptError::Fatal(Error::Http {
+                    status: None,
+                    message: cause.to_string(),
+                })
             } else {
                 AttemptError::Transient(transport_message(&e))
             }
@@ -315,6 +319,79 @@ impl HttpClient {
     }
 }
 
+/// The origin of a URL (scheme, host, port) as written in messages: `https://host:443`.
+pub fn origin_of(url: &url::Url) -> String {
+    match (url.host_str(), url.port_or_known_default()) {
+        (Some(h), Some(p)) => format!("{}://{h}:{p}", url.scheme()),
+        (Some(h), None) => format!("{}://{h}", url.scheme()),
+        _ => url.scheme().to_string(),
+    }
+}
+
+/// Whether two URLs share an origin: scheme, host and port (the default port counts).
+pub fn same_origin(a: &url::Url, b: &url::Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// Checks that a link a server handed out (a `next` page, a photo) stays on the origin
+/// of `base`, the configured API, before any credential is sent to it; a relative link
+/// is read against `base`. The error names the link, and says why it is not followed.
+pub fn check_link(base: &url::Url, link: &str, what: &str) -> Result<url::Url> {
+    let url = base.join(link).map_err(|e| {
+        Error::decode(format!(
+            "{what}: the server sent the link {link:?}, which is not a URL ({e})"
+        ))
+    })?;
+    if !same_origin(base, &url) {
+        return Err(Error::decode(format!(
+            "{what}: the server sent the link {url}, which leads outside {} (the origin of base_url); it is not followed, because the credentials go only to the configured API. If that host really is the API, set base_url to it",
+            origin_of(base)
+        )));
+    }
+    Ok(url)
+}
+
+/// Whether a redirect from the request's first URL to `next` may be followed: only on
+/// the same origin, or from `http` to `https` on the same host and the default ports.
+/// Anywhere else would take the request's credentials (or hand back another origin's
+/// data as if the API had sent it), so such a redirect fails the request.
+fn may_redirect(first: &url::Url, next: &url::Url) -> bool {
+    same_origin(first, next)
+        || (first.scheme() == "http"
+            && next.scheme() == "https"
+            && first.host_str() == next.host_str()
+            && first.port_or_known_default() == Some(80)
+            && next.port_or_known_default() == Some(443))
+}
+
+/// The redirect policy of both clients: at most 10 hops, none leaving the origin (see
+/// [`may_redirect`]); `stop_at_https` answers a redirect to https instead of following it.
+fn redirect_policy(stop_at_https: bool) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |a| {
+        // `previous` starts with the request's own URL.
+        let refused = a
+            .previous()
+            .first()
+            .filter(|first| !may_redirect(first, a.url()))
+            .map(origin_of);
+        if let Some(origin) = refused {
+            let msg = format!(
+                "the server redirected to {}, outside {origin} (the origin of the request); the redirect is not followed, because the credentials go only to the configured API",
+                a.url()
+            );
+            a.error(msg)
+        } else if stop_at_https && a.url().scheme() == "https" {
+            a.stop()
+        } else if a.previous().len() >= 10 {
+            a.error("too many redirects")
+        } else {
+            a.follow()
+        }
+    })
+}
+
 enum AttemptError {
     Transient(String),
     Fatal(Error),
@@ -339,6 +416,10 @@ fn transport_message(e: &reqwest::Error) -> String {
 /// Reads an error body as one line: an HTML `<TITLE>`, a GData `<internalReason>`, a
 /// JSON `message` (Aurinko, with `code`), or the start of the text.
 pub fn describe_body(body: &[u8]) -> String {
+    crate::secret::redact(&describe_body_as_sent(body)).into_owned()
+}
+
+fn describe_body_as_sent(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let t = text.trim();
     let between = |open: &str, close: &str| -> Option<String> {
@@ -400,11 +481,24 @@ fn truncate(t: &str) -> String {
 mod tests {
     use super::*;
 
-    /// Plain requests go out without certificate roots, redirects among plain URLs are
-    /// followed, and a redirect to https is handed to the TLS client, not returned.
+    /// Plain requests go out without certificate roots, redirects on the same origin are
+    /// followed, and a redirect to another origin (another port, or https elsewhere than
+    /// the default ports of the same host) fails the request at once, naming the target,
+    /// without a request to it and without retries.
     #[tokio::test]
-    async fn plain_and_tls_requests_take_their_own_clients() {
+    async fn redirects_stay_on_the_origin() {
         use axum::response::Redirect;
+        use std::sync::atomic::AtomicUsize;
+        let other_hits = Arc::new(AtomicUsize::new(0));
+        let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let other_url = format!("http://{}", other.local_addr().unwrap());
+        let hits = other_hits.clone();
+        let other_app = axum::Router::new().fallback(move || {
+            hits.fetch_add(1, Ordering::SeqCst);
+            async { "other origin's data" }
+        });
+        tokio::spawn(async move { axum::serve(other, other_app).await });
+        let to_other = format!("{other_url}/x");
         let app = axum::Router::new()
             .route(
                 "/a",
@@ -413,14 +507,18 @@ mod tests {
             .route("/b", axum::routing::get(|| async { "plain" }))
             .route(
                 "/s",
-                // Nothing listens on port 1: only an attempt over TLS can fail to connect.
                 axum::routing::get(|| async { Redirect::temporary("https://127.0.0.1:1/x") }),
+            )
+            .route(
+                "/o",
+                axum::routing::get(move || async move { Redirect::temporary(&to_other) }),
             );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
         let policy = RetryPolicy {
-            max_retries: 0,
+            max_retries: 3,
+            base: Duration::from_millis(1),
             ..Default::default()
         };
         let http = HttpClient::try_new(Duration::from_secs(5), policy).unwrap();
@@ -430,19 +528,56 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((r.status, &r.body[..]), (200, &b"plain"[..]));
+        for path in ["s", "o"] {
+            let before = m.requests.load(Ordering::Relaxed);
+            let e = http
+                .send(path, &m, 1024, |c| c.get(format!("{base}/{path}")))
+                .await
+                .unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                matches!(e, Error::Http { status: None, .. })
+                    && msg.contains("redirected to")
+                    && msg.contains(&format!(
+                        "outside {}",
+                        base.replace("localhost", "127.0.0.1")
+                    )),
+                "{msg}"
+            );
+            assert_eq!(m.requests.load(Ordering::Relaxed), before + 1, "no retries");
+        }
+        assert_eq!(
+            other_hits.load(Ordering::SeqCst),
+            0,
+            "no request left the origin"
+        );
         assert!(
             http.tls.get().is_none(),
-            "a plain run never loads the roots"
+            "a refused redirect to https never loads the roots"
         );
-        let e = http
-            .send("s", &m, 1024, |c| c.get(format!("{base}/s")))
-            .await
-            .unwrap_err();
-        assert!(http.tls.get().is_some(), "{e}");
-        assert!(
-            matches!(e, Error::Http { status: None, .. }),
-            "a transport error, not the redirect: {e}"
+    }
+
+    #[test]
+    fn links_must_stay_on_the_origin() {
+        let base = url::Url::parse("https://www.google.com").unwrap();
+        assert!(check_link(&base, "https://www.google.com:443/m8/feeds/x", "p").is_ok());
+        for bad in [
+            "http://www.google.com/m8",
+            "https://www.google.com:8443/m8",
+            "https://www.google.com.evil.example/m8",
+            "https://user@169.254.169.254/latest",
+        ] {
+            let e = check_link(&base, bad, "page 2").unwrap_err().to_string();
+            assert!(
+                e.starts_with("page 2: ") && e.contains("outside https://www.google.com:443"),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            check_link(&base, "/m8/feeds?a=1", "p").unwrap().as_str(),
+            "https://www.google.com/m8/feeds?a=1"
         );
+        assert!(check_link(&base, "http://[bad", "p").is_err());
     }
 
     #[test]

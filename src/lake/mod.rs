@@ -170,6 +170,64 @@ fn sql_str(s: &str) -> String {
     s.replace('\'', "''")
 }
 
+/// Checks, before anything is opened, that an `s3://` lake has some way to get
+/// credentials: static keys (environment or `storage_options`), a profile, web identity,
+/// container credentials, `AWS_SKIP_SIGNATURE`, or an instance metadata service that
+/// answers. Without one, the S3 client would ask the metadata service again and again
+/// and fail after a dozen warnings; this says at once which settings to provide
+/// (a configuration error, exit 2). The metadata service is tried once, for a second.
+pub fn check_storage_credentials(url: &url::Url, options: &HashMap<String, String>) -> Result<()> {
+    if !matches!(url.scheme(), "s3" | "s3a") {
+        return Ok(());
+    }
+    // Keys as object_store and the AWS SDK spell them: `AWS_X`, `aws_x` or `x`.
+    let get = |name: &str| {
+        options.iter().find_map(|(k, v)| {
+            let k = k.to_ascii_uppercase();
+            (k == name || k.strip_prefix("AWS_") == Some(name))
+                .then_some(v.as_str())
+                .filter(|v| !v.trim().is_empty())
+        })
+    };
+    let set = |name: &str| {
+        get(name).is_some() || std::env::var(format!("AWS_{name}")).is_ok_and(|v| !v.is_empty())
+    };
+    let truthy = |name: &str| get(name).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let home_file = |rel: &str| {
+        std::env::var_os("HOME").is_some_and(|h| std::path::Path::new(&h).join(rel).is_file())
+    };
+    let has = (set("ACCESS_KEY_ID") && set("SECRET_ACCESS_KEY"))
+        || truthy("SKIP_SIGNATURE")
+        || set("PROFILE")
+        || set("WEB_IDENTITY_TOKEN_FILE")
+        || set("CONTAINER_CREDENTIALS_RELATIVE_URI")
+        || set("CONTAINER_CREDENTIALS_FULL_URI")
+        || set("SHARED_CREDENTIALS_FILE")
+        || home_file(".aws/credentials")
+        || home_file(".aws/config");
+    if has {
+        return Ok(());
+    }
+    let endpoint = get("METADATA_ENDPOINT")
+        .or_else(|| get("EC2_METADATA_SERVICE_ENDPOINT"))
+        .unwrap_or("http://169.254.169.254")
+        .to_string();
+    let imds_answers = !truthy("EC2_METADATA_DISABLED")
+        && url::Url::parse(&endpoint)
+            .ok()
+            .and_then(|u| u.socket_addrs(|| Some(80)).ok())
+            .and_then(|a| a.first().copied())
+            .is_some_and(|a| {
+                std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(1)).is_ok()
+            });
+    if imds_answers {
+        return Ok(());
+    }
+    Err(Error::config(format!(
+        "lake.url {url}: no S3 credentials. Export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_REGION; AWS_ENDPOINT_URL for an S3-compatible store), or AWS_PROFILE, or AWS_WEB_IDENTITY_TOKEN_FILE; or set them in [lake] storage_options (secrets by ${{VAR}}); or run where the instance metadata service answers (it does not at {endpoint}); AWS_SKIP_SIGNATURE=true reads a public bucket"
+    )))
+}
+
 impl Lake {
     /// A lake at `url`; `options` are object-store settings added to the `AWS_*` environment.
     pub fn new(url: url::Url, options: HashMap<String, String>) -> Lake {

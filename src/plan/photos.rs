@@ -136,11 +136,85 @@ pub fn content_type_of(path: &std::path::Path) -> Option<&'static str> {
     })
 }
 
+/// The image type of `bytes` by their signature (magic bytes): JPEG, PNG, GIF, WebP or
+/// BMP. A name or a column can say anything; the bytes are what the API receives.
+pub fn sniff_image(bytes: &[u8]) -> Option<&'static str> {
+    Some(match bytes {
+        [0xFF, 0xD8, ..] => "image/jpeg",
+        [0x89, b'P', b'N', b'G', ..] => "image/png",
+        [b'G', b'I', b'F', b'8', ..] => "image/gif",
+        [
+            b'R',
+            b'I',
+            b'F',
+            b'F',
+            _,
+            _,
+            _,
+            _,
+            b'W',
+            b'E',
+            b'B',
+            b'P',
+            ..,
+        ] => "image/webp",
+        [b'B', b'M', ..] => "image/bmp",
+        _ => return None,
+    })
+}
+
+/// Reads one photo file: a regular file only (not a link, device, FIFO or socket), its
+/// size checked from its metadata before any byte is read. The file is opened without
+/// following links and without blocking, and must be the one that was checked. The
+/// error says what is wrong with the file.
+fn read_photo_file(path: &std::path::Path) -> std::result::Result<Vec<u8>, String> {
+    use std::io::Read;
+    let too_big =
+        |len: u64| format!("is {len} bytes, more than the {MAX_PHOTO_BYTES}-byte limit of a photo");
+    let checked = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    if !checked.file_type().is_file() {
+        return Err("is not a regular file (a link, device or FIFO); photos are read from regular files only".into());
+    }
+    if checked.len() > MAX_PHOTO_BYTES as u64 {
+        return Err(too_big(checked.len()));
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        open.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = open.open(path).map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if (meta.dev(), meta.ino()) != (checked.dev(), checked.ino()) {
+            return Err("was replaced while it was read".into());
+        }
+    }
+    if !meta.file_type().is_file() {
+        return Err("is not a regular file".into());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // The file may grow after the check: read no more than the limit allows.
+    file.take(MAX_PHOTO_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() > MAX_PHOTO_BYTES {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
 fn read_folder(dir: &std::path::Path, account: &str) -> Result<(Vec<DesiredPhoto>, Vec<Invalid>)> {
     let mut entries: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::config(format!("--photos {}: {e}", dir.display())))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
+        .filter_map(|e| e.ok())
+        // Folders are not photos; links and special files are, to be reported below.
+        .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
+        .map(|e| e.path())
         .filter(|p| {
             // Editor and OS droppings (.DS_Store, .#x) are not photos.
             !p.file_name()
@@ -157,20 +231,33 @@ fn read_folder(dir: &std::path::Path, account: &str) -> Result<(Vec<DesiredPhoto
             .and_then(|s| s.to_str())
             .unwrap_or("")
             .to_string();
-        let Some(ct) = content_type_of(&path) else {
-            invalid.push(Invalid {
-                row,
-                account: account.to_string(),
-                id: Some(id),
-                reason: format!(
-                    "{}: not an image file name (use <contact id>.jpg, .jpeg, .png, .gif, .webp or .bmp)",
-                    path.display()
-                ),
-            });
+        let bad = |reason: String| Invalid {
+            row,
+            account: account.to_string(),
+            id: Some(id.clone()),
+            reason: format!("{}: {reason}", path.display()),
+        };
+        if content_type_of(&path).is_none() {
+            invalid.push(bad(
+                "not an image file name (use <contact id>.jpg, .jpeg, .png, .gif, .webp or .bmp)"
+                    .into(),
+            ));
+            continue;
+        }
+        let bytes = match read_photo_file(&path) {
+            Ok(b) => b,
+            Err(why) => {
+                invalid.push(bad(why));
+                continue;
+            }
+        };
+        // The type the bytes have, whatever the extension says; not an image: refused.
+        let Some(ct) = sniff_image(&bytes) else {
+            invalid.push(bad(
+                "is not a JPEG, PNG, GIF, WebP or BMP image (its first bytes are no image signature)".into(),
+            ));
             continue;
         };
-        let bytes = std::fs::read(&path)
-            .map_err(|e| Error::config(format!("--photos {}: {e}", path.display())))?;
         rows.push(DesiredPhoto {
             row,
             account: account.to_string(),
@@ -323,6 +410,10 @@ pub fn diff_photos(
                     invalid.push(bad(
                         "the photo is empty (use a null `bytes` to remove a photo)".into(),
                     ));
+                    continue;
+                }
+                if sniff_image(bytes).is_none() {
+                    invalid.push(bad("the bytes are not a JPEG, PNG, GIF, WebP or BMP image (no image signature at their start)".into()));
                     continue;
                 }
                 if bytes.len() > MAX_PHOTO_BYTES {

@@ -11,6 +11,7 @@ mod cli;
 mod conformance;
 mod exact;
 mod google;
+mod hostile;
 mod lake;
 mod photos;
 mod sql;

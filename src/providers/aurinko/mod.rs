@@ -22,6 +22,13 @@ use crate::spill::Collected;
 const MAX_PAGE_BYTES: usize = 64 << 20;
 /// `ready:false` answers tolerated before giving up.
 const MAX_READY_POLLS: u32 = 20;
+/// Pages of one stream read before the stream is called a loop. Aurinko documents no
+/// page size; at the 100-200 records a page it sends, this is millions of contacts,
+/// far past any mailbox.
+pub const MAX_STREAM_PAGES: usize = 50_000;
+/// Empty pages in a row (each with a further `nextPageToken`) tolerated before the
+/// stream is called a loop: a provider scan may yield a few, never this many.
+pub const MAX_EMPTY_PAGES_IN_A_ROW: usize = 100;
 
 /// How one account authenticates.
 enum AccountAuth {
@@ -252,8 +259,18 @@ impl AurinkoSource {
         let mut page_token: Option<String> = None;
         let mut page_retry_used = false;
         let mut n = 0;
+        // Page tokens seen, hashed (a token may be long); a repeat is a loop.
+        let hasher = std::collections::hash_map::RandomState::new();
+        let mut seen: HashSet<u64> = HashSet::new();
+        let mut empty_in_a_row = 0;
         loop {
             n += 1;
+            if n > MAX_STREAM_PAGES {
+                return Err(Error::decode(format!(
+                    "{} account {account}: /sync/{stream} sent more than {MAX_STREAM_PAGES} pages without a nextDeltaToken; a paging loop or a broken server, stopped",
+                    self.name
+                )));
+            }
             let what = format!("{} account {account}: /sync/{stream} page {n}", self.name);
             let query: Vec<(&str, &str)> = match &page_token {
                 Some(p) => vec![("pageToken", p.as_str())],
@@ -267,6 +284,8 @@ impl AurinkoSource {
                     // A bad page token: start the stream again from the delta token, once.
                     page_retry_used = true;
                     page_token = None;
+                    seen.clear();
+                    empty_in_a_row = 0;
                     sink.restart();
                     continue;
                 }
@@ -290,7 +309,25 @@ impl AurinkoSource {
                 pb.inc(tokens.records as u64);
             }
             match (tokens.next_page, tokens.next_delta) {
-                (Some(p), _) => page_token = Some(p),
+                (Some(p), _) => {
+                    use std::hash::BuildHasher;
+                    if !seen.insert(hasher.hash_one(&p)) {
+                        return Err(Error::decode(format!(
+                            "{what}: the server sent a nextPageToken it had sent before; a paging loop, stopped"
+                        )));
+                    }
+                    empty_in_a_row = if tokens.records == 0 {
+                        empty_in_a_row + 1
+                    } else {
+                        0
+                    };
+                    if empty_in_a_row >= MAX_EMPTY_PAGES_IN_A_ROW {
+                        return Err(Error::decode(format!(
+                            "{what}: {MAX_EMPTY_PAGES_IN_A_ROW} empty pages in a row, each with a new nextPageToken; a paging loop or a broken server, stopped"
+                        )));
+                    }
+                    page_token = Some(p)
+                }
                 (None, Some(d)) => return Ok(d),
                 (None, None) => {
                     return Err(Error::decode(format!(

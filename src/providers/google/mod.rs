@@ -35,12 +35,19 @@ pub const MAX_PAGE_BYTES: usize = 10 << 20;
 /// Default entries per page: the API's default is 25 (too many requests), and
 /// `max-results=1000` has timed out (504) on very large domains.
 pub const DEFAULT_PAGE_SIZE: u32 = 500;
+/// The largest `totalResults` believed. The API keeps at most 200,000 entries per domain
+/// (troubleshooting page, 2024-12); `showdeleted=true` adds the deletion placeholders of
+/// the last weeks, which cannot honestly be four times that. A larger figure is a broken
+/// or hostile server, and planning pages for it would flood it (or exhaust memory).
+pub const MAX_TOTAL_RESULTS: usize = 1_000_000;
 
 /// A configured Google source.
 pub struct GoogleSource {
     name: String,
     domain: String,
     base_url: String,
+    /// `base_url` parsed: the one origin that gets the credentials.
+    origin: url::Url,
     projection: String,
     page_size: u32,
     concurrency: usize,
@@ -69,10 +76,14 @@ impl GoogleSource {
             .clone()
             .ok_or_else(|| Error::config(format!("source {}: domain is required", cfg.name)))?;
         let auth = GoogleAuth::from_config(cfg.auth.as_ref(), &cfg.name, pipeline_dir)?;
+        let origin = url::Url::parse(&cfg.base_url).map_err(|e| {
+            Error::config(format!("source {}: base_url is not a URL ({e})", cfg.name))
+        })?;
         Ok(GoogleSource {
             name: cfg.name.clone(),
             domain,
             base_url: cfg.base_url.trim_end_matches('/').to_string(),
+            origin,
             projection: cfg.projection.clone().unwrap_or_else(|| "full".into()),
             page_size: cfg.page_size.unwrap_or(DEFAULT_PAGE_SIZE),
             concurrency: cfg.concurrency.unwrap_or(4).max(1),
@@ -197,6 +208,12 @@ impl GoogleSource {
     /// Reads every page of a query into `collected`; pages after the first go in
     /// parallel by `start-index` when `parallel` (added in order as they arrive), then
     /// `next` links are followed to the end. Returns the first page's feed `<updated>`.
+    ///
+    /// A server cannot make this run away: `totalResults` past [`MAX_TOTAL_RESULTS`] is
+    /// an error, the pages read are bounded by what `totalResults` needs (plus room for
+    /// contacts added meanwhile), an empty page ends the read, a `next` link seen before
+    /// is a loop, and one leading off the origin of `base_url` is refused before any
+    /// credential goes there. Each of these fails the extract, so nothing of it lands.
     async fn scan(
         &self,
         base: &[(&str, String)],
@@ -215,25 +232,38 @@ impl GoogleSource {
             .updated
             .clone()
             .ok_or_else(|| Error::decode(format!("{}: the feed has no <updated>", what(1))))?;
-        if let (Some(pb), Some(t)) = (&ctx.progress, first.total_results) {
+        let total = first.total_results;
+        if let Some(t) = total
+            && t > MAX_TOTAL_RESULTS
+        {
+            return Err(Error::decode(format!(
+                "{}: the feed claims totalResults {t}, more than the API can hold (200,000 entries per domain; {MAX_TOTAL_RESULTS} is the limit believed, deletion placeholders included); the server is broken or not the Google API",
+                what(1)
+            )));
+        }
+        if let (Some(pb), Some(t)) = (&ctx.progress, total) {
             pb.set_length(t as u64);
         }
-        let mut next = first.next.clone();
+        // What a correct server can need, plus a tenth for contacts added during the read.
+        let needed = total.unwrap_or(MAX_TOTAL_RESULTS).div_ceil(ps).max(1);
+        let max_pages = needed + needed / 10 + 10;
+        let mut links = SeenLinks::default();
+        links.insert(&first_url);
+        // An empty page is the end, whatever link it carries.
+        let mut next = first.next.clone().filter(|_| first.batch.num_rows() > 0);
         let mut n = 1;
-        let total = first.total_results;
         collected.add(&first.batch, None)?;
         if parallel
             && next.is_some()
             && let Some(total) = total
         {
             let pages = total.div_ceil(ps);
-            let urls: Vec<(usize, String)> = (1..pages)
-                .map(|k| {
-                    let mut p = params.clone();
-                    p.push(("start-index", (1 + k * ps).to_string()));
-                    (k + 1, self.url_with(&p))
-                })
-                .collect();
+            // Built as they are needed: the list is never held whole.
+            let urls = (1..pages).map(|k| {
+                let mut p = params.clone();
+                p.push(("start-index", (1 + k * ps).to_string()));
+                (k + 1, self.url_with(&p))
+            });
             // `buffered` yields pages in order while `concurrency` are in flight, so each
             // page is spilled as soon as it and its predecessors are in.
             let mut pages = futures::stream::iter(urls)
@@ -241,15 +271,34 @@ impl GoogleSource {
                 .buffered(self.concurrency);
             while let Some(p) = pages.try_next().await? {
                 n += 1;
+                collected.add(&p.batch, None)?;
+                if p.batch.num_rows() == 0 {
+                    // Fewer entries than totalResults said: the rest is not there.
+                    next = None;
+                    break;
+                }
                 // The set may have grown while reading: follow `next` from the last page.
                 next = p.next.clone();
-                collected.add(&p.batch, None)?;
             }
         }
-        while let Some(url) = next {
+        while let Some(link) = next {
             n += 1;
-            let p = self.page(&url, &what(n), ctx).await?;
-            next = p.next.clone();
+            let url = crate::http::check_link(&self.origin, &link, &what(n))?;
+            if !links.insert(url.as_str()) {
+                return Err(Error::decode(format!(
+                    "{}: the server sent the next link {url} a second time; a paging loop, stopped",
+                    what(n)
+                )));
+            }
+            if n > max_pages {
+                return Err(Error::decode(format!(
+                    "{}: more pages than totalResults ({}) can need at {ps} per page; a paging loop or a broken server, stopped",
+                    what(n),
+                    total.map_or("absent".to_string(), |t| t.to_string())
+                )));
+            }
+            let p = self.page(url.as_str(), &what(n), ctx).await?;
+            next = p.next.clone().filter(|_| p.batch.num_rows() > 0);
             collected.add(&p.batch, None)?;
         }
         Ok(updated)
@@ -342,5 +391,21 @@ impl GoogleSource {
             parallel = false;
         }
         unreachable!("the loop returns on its last round")
+    }
+}
+
+/// The page links a read has followed, as 64-bit hashes: a read may take many thousand
+/// pages, and a repeat is what matters, not the text.
+#[derive(Default)]
+struct SeenLinks {
+    hashes: std::collections::HashSet<u64>,
+    state: std::collections::hash_map::RandomState,
+}
+
+impl SeenLinks {
+    /// Records a link; false if it was seen before.
+    fn insert(&mut self, link: &str) -> bool {
+        use std::hash::BuildHasher;
+        self.hashes.insert(self.state.hash_one(link))
     }
 }

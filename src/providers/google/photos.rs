@@ -24,10 +24,16 @@ impl GoogleSource {
         self.photos
     }
 
-    /// The photo URL of a contact.
+    /// The photo URL of a contact: the entry's link when it is on the origin of
+    /// `base_url`, else the documented URL on `base_url`. A link elsewhere is never
+    /// requested, so the credentials stay with the API.
     fn photo_url(&self, id: &str, href: Option<&str>) -> String {
+        let on_origin =
+            |h: &str| url::Url::parse(h).is_ok_and(|u| crate::http::same_origin(&self.origin, &u));
         match href {
-            Some(h) if h.starts_with(&format!("{}/", self.base_url)) => h.to_string(),
+            Some(h) if h.starts_with(&format!("{}/", self.base_url)) && on_origin(h) => {
+                h.to_string()
+            }
             _ => format!(
                 "{}/m8/feeds/photos/media/{}/{}",
                 self.base_url, self.domain, id
