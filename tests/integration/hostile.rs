@@ -980,9 +980,7 @@ async fn hostile_aurinko_wrong_json_types_are_refused() {
 }
 
 /// 4. Deep nesting inside an entry must fail the page, never drop the next entry.
-/// Enabled once the decoder's depth limit (issue #20 item 4, done on main) is merged.
 #[tokio::test]
-#[ignore = "needs the Atom decoder's depth limit (#20 item 4), built on main"]
 async fn hostile_deep_nesting_fails_the_page() {
     let deep = format!("{}{}", "<x>".repeat(100_000), "</x>".repeat(100_000));
     let body = feed(
@@ -997,9 +995,7 @@ async fn hostile_deep_nesting_fails_the_page() {
 }
 
 /// 8d. An HTML page where a feed was expected says so (not "entity expansion").
-/// Enabled once that message (issue #20 item 8d, done on main) is merged.
 #[tokio::test]
-#[ignore = "needs the HTML-page message (#20 item 8d), built on main"]
 async fn hostile_html_page_is_named_as_such() {
     let run = google_body_fails(
         || atom("<!DOCTYPE html><html><head><title>Hi</title></head><body>proxy</body></html>"),
