@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::secret::Secret;
 
 /// A parsed, validated, interpolated pipeline.
 #[derive(Debug, Clone, Deserialize)]
@@ -484,6 +485,41 @@ impl Pipeline {
                 names.join(", ")
             ))
         })
+    }
+}
+
+/// Reads a secret from the environment variable `env` or the file `file` (relative to
+/// `base`); `what` names the secret's owner in errors. Surrounding whitespace is trimmed.
+pub fn load_secret(
+    env: Option<&str>,
+    file: Option<&str>,
+    base: &std::path::Path,
+    what: &str,
+) -> Result<Secret> {
+    match (env, file) {
+        (Some(var), _) => match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim())),
+            _ => Err(Error::config(format!(
+                "{what}: the environment variable {var} is not set; export it with the credential"
+            ))),
+        },
+        (None, Some(f)) => {
+            let path = base.join(f);
+            match std::fs::read_to_string(&path) {
+                Ok(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim())),
+                Ok(_) => Err(Error::config(format!(
+                    "{what}: the token file {} is empty",
+                    path.display()
+                ))),
+                Err(e) => Err(Error::config(format!(
+                    "{what}: cannot read the token file {}: {e}",
+                    path.display()
+                ))),
+            }
+        }
+        (None, None) => Err(Error::config(format!(
+            "{what}: name the credential with token_env or token_file"
+        ))),
     }
 }
 

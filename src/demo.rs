@@ -122,14 +122,14 @@ pub async fn run(dir: &Path, contacts: usize) -> Result<()> {
     step(4, "Incremental sync", &r, t.elapsed().as_secs_f64());
 
     let lake = crate::sync::lake_of(&pipeline)?;
-    let mut mismatches = crate::verify::diff(
+    let mut mismatches = crate::model::verify::diff(
         &lake
             .contacts_of("shared_contacts", &emu.config().google_domain)
             .await?,
         &emu.google_truth().contacts,
     );
     for acct in emu.aurinko_accounts() {
-        mismatches.extend(crate::verify::diff(
+        mismatches.extend(crate::model::verify::diff(
             &lake.contacts_of("crm_contacts", &acct).await?,
             &emu.aurinko_truth(&acct).unwrap().contacts,
         ));
@@ -182,7 +182,7 @@ pub async fn run(dir: &Path, contacts: usize) -> Result<()> {
             force: false,
         };
         let report = crate::plan::apply::apply(&pipeline, &opts).await?;
-        let ok = report.results.iter().filter(|r| r.result == "ok").count();
+        let ok = report.results.iter().filter(|r| r.outcome == crate::model::write::Outcome::Ok).count();
         let failed = report.results.len() - ok;
         invalid += report.plan.invalid.len();
         println!(
@@ -201,14 +201,14 @@ pub async fn run(dir: &Path, contacts: usize) -> Result<()> {
     let left = crate::sql::query(&lake, "SELECT count(*) AS n FROM contacts WHERE family_name IS NOT NULL AND given_name IS NOT NULL AND file_as IS DISTINCT FROM concat(family_name, ', ', given_name)").await?;
     let left = arrow::compute::cast(left[0].column(0), &arrow::datatypes::DataType::Int64)?;
     let left = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(&left).value(0);
-    let mut mismatches = crate::verify::diff(
+    let mut mismatches = crate::model::verify::diff(
         &lake
             .contacts_of("shared_contacts", &emu.config().google_domain)
             .await?,
         &emu.google_truth().contacts,
     );
     for acct in emu.aurinko_accounts() {
-        mismatches.extend(crate::verify::diff(
+        mismatches.extend(crate::model::verify::diff(
             &lake.contacts_of("crm_contacts", &acct).await?,
             &emu.aurinko_truth(&acct).unwrap().contacts,
         ));

@@ -37,13 +37,16 @@ pub mod emulator;
 pub mod error;
 pub mod http;
 pub mod lake;
+pub mod model;
 pub mod plan;
 pub mod providers;
-pub mod schema;
 pub mod secret;
-pub mod spill;
 pub mod sql;
 pub mod sync;
-pub mod verify;
 
 pub use error::{Error, Result};
+
+#[cfg(test)]
+mod architecture;
+// The model's parts at the paths they always had.
+pub use model::{schema, spill, verify};

@@ -13,7 +13,7 @@ use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::http::Metrics;
 use crate::lake::{Lake, RunFigures, TableKind};
-use crate::providers::{AnySource, RunContext, SyncMode};
+use crate::providers::{Photos, RunContext, Source, SyncMode};
 
 /// Which accounts a `sync` covers and how.
 #[derive(Debug, Clone, Default)]
@@ -180,7 +180,7 @@ pub async fn run_sync(p: &Pipeline, opts: &SyncOptions) -> Result<SyncReport> {
     // folders of this process's own runs are alive and locked anyway).
     static STALE_SPILLS: std::sync::Once = std::sync::Once::new();
     STALE_SPILLS.call_once(|| {
-        crate::spill::remove_stale_spills();
+        crate::model::spill::remove_stale_spills();
     });
     lake.ensure_tables().await?;
     let dir = p.dir();
@@ -194,7 +194,7 @@ pub async fn run_sync(p: &Pipeline, opts: &SyncOptions) -> Result<SyncReport> {
         if !opts.sources.is_empty() && !opts.sources.contains(&cfg.name) {
             continue;
         }
-        let source = Arc::new(AnySource::try_new(cfg, &dir)?);
+        let source: Arc<dyn Source> = Arc::from(crate::providers::build(cfg, &dir)?);
         let accounts: Vec<String> = source
             .accounts()
             .into_iter()
@@ -210,7 +210,7 @@ pub async fn run_sync(p: &Pipeline, opts: &SyncOptions) -> Result<SyncReport> {
                     (source.clone(), lake.clone(), run_id.clone(), multi.clone());
                 let full = opts.full_refresh;
                 async move {
-                    sync_account(&source, &lake, &account, &run_id, full, multi.as_ref()).await
+                    sync_account(source.as_ref(), &lake, &account, &run_id, full, multi.as_ref()).await
                 }
             })
             .buffer_unordered(source.account_concurrency())
@@ -225,7 +225,7 @@ pub async fn run_sync(p: &Pipeline, opts: &SyncOptions) -> Result<SyncReport> {
 }
 
 async fn sync_account(
-    source: &AnySource,
+    source: &dyn Source,
     lake: &Lake,
     account: &str,
     run_id: &str,
@@ -295,9 +295,9 @@ async fn sync_account(
     .await;
     // Photos come after the run's commit: they are reconciled from the landed tables, so a
     // failure here loses nothing and the next sync picks up exactly what is missing.
-    let photos: Option<Result<PhotoCounts>> = match (source, &outcome) {
-        (AnySource::Google(g), Ok(_)) if g.photos_enabled() => {
-            Some(sync_photos(g, lake, account, run_id, &ctx).await)
+    let photos: Option<Result<PhotoCounts>> = match (source.photos(), &outcome) {
+        (Some(photos), Ok(_)) if photos.enabled() => {
+            Some(sync_photos(source.name(), photos, lake, account, run_id, &ctx).await)
         }
         _ => None,
     };
@@ -382,13 +382,14 @@ async fn sync_account(
 /// [`crate::lake::PhotoWork`]), then commits them to `contact_photos` in one commit. Photos
 /// that fail to download are left for the next sync, and reported as this run's error.
 async fn sync_photos(
-    source: &crate::providers::google::GoogleSource,
+    name: &str,
+    source: &dyn Photos,
     lake: &Lake,
     account: &str,
     run_id: &str,
     ctx: &RunContext,
 ) -> Result<PhotoCounts> {
-    let work = lake.photo_work(source.name(), account).await?;
+    let work = lake.photo_work(name, account).await?;
     if let Some(pb) = &ctx.progress {
         pb.set_style(
             indicatif::ProgressStyle::with_template(
@@ -400,12 +401,12 @@ async fn sync_photos(
         pb.set_position(0);
     }
     let (fetched, gone, failed) = source
-        .fetch_photos(&work.fetch, &ctx.metrics, ctx.progress.as_ref())
+        .fetch(&work.fetch, &ctx.metrics, ctx.progress.as_ref())
         .await;
     let mut removed = work.remove.clone();
     removed.extend(gone);
     removed.sort();
-    lake.commit_photos(source.name(), account, &fetched, &removed, run_id)
+    lake.commit_photos(name, account, &fetched, &removed, run_id)
         .await?;
     let counts = PhotoCounts {
         fetched: fetched.len() as i64,
@@ -415,7 +416,7 @@ async fn sync_photos(
     if let Some((id, e)) = failed.first() {
         return Err(Error::other(format!(
             "{}/{account}: {} of {} photo(s) could not be downloaded and will be tried on the next sync (the rest landed); first, contact {id}: {e}",
-            source.name(),
+            name,
             failed.len(),
             work.fetch.len()
         )));

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use super::data::{ExtValue, Generator, Kind, Person};
 use super::{EmulatorConfig, MutationSummary, Shared, Truth, hash64};
-use crate::schema::{self, ContactRecord};
+use crate::model::schema::{self, ContactRecord};
 
 const PHONE_TYPES: &[&str] = &[
     "work",

@@ -15,7 +15,7 @@ use axum::routing::{any, post};
 use super::data::{ExtValue, Generator, Kind, Person};
 use super::xml::{self, APP, ATOM, BATCH, El, GCONTACT, GD};
 use super::{EmulatorConfig, MutationSummary, Shared, Truth, hash64};
-use crate::schema::{self, ContactRecord};
+use crate::model::schema::{self, ContactRecord};
 
 const KIND_SCHEME: &str = "http://schemas.google.com/g/2005#kind";
 const CONTACT_KIND: &str = "http://schemas.google.com/contact/2008#contact";

@@ -41,7 +41,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::schema::ContactRecord;
+use crate::model::schema::ContactRecord;
 
 /// How the emulator is set up.
 #[derive(Debug, Clone)]
@@ -338,7 +338,7 @@ impl Emulator {
     }
     /// How the Google side would read `entry` (an entry a client writes) once stored, in
     /// the unified schema; or the API's reason for refusing it.
-    pub fn google_read_written(&self, entry: &str) -> Result<crate::schema::ContactRecord, String> {
+    pub fn google_read_written(&self, entry: &str) -> Result<crate::model::schema::ContactRecord, String> {
         self.shared.google.lock().unwrap().read_written_entry(entry)
     }
     /// How the Aurinko side would read `body` (a contact a client creates) once stored,
@@ -347,7 +347,7 @@ impl Emulator {
         &self,
         account: &str,
         body: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<crate::schema::ContactRecord, String> {
+    ) -> Result<crate::model::schema::ContactRecord, String> {
         aurinko::read_written_body(account, body)
     }
     /// The Aurinko account ids.

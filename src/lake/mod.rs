@@ -43,8 +43,8 @@ use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::providers::Extract;
-use crate::schema::{ContactRecord, records_to_batch};
+use crate::model::extract::Extract;
+use crate::model::schema::{ContactRecord, records_to_batch};
 pub use keyed::KeyedOutcome;
 pub use photos::{FetchedPhoto, LandedPhoto, PhotoWant, PhotoWork, photo_sha256};
 pub use tables::{TableKind, contact_photos_schema, sync_runs_schema, writeback_results_schema};
@@ -1068,7 +1068,7 @@ impl Lake {
                 )),
             )
             .await?;
-        let mut recs = crate::schema::batches_to_records(&batches)?;
+        let mut recs = crate::model::schema::batches_to_records(&batches)?;
         recs.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(recs)
     }

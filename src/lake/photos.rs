@@ -18,18 +18,8 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema};
 
 use super::{Lake, TableKind, sql_str};
+pub use crate::model::photo::{FetchedPhoto, PhotoWant};
 use crate::error::Result;
-
-/// A photo the lake should hold.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PhotoWant {
-    /// The contact id.
-    pub id: String,
-    /// The photo link from the contact entry.
-    pub href: Option<String>,
-    /// The photo etag from the contact entry.
-    pub etag: String,
-}
 
 /// What a photo sync has to do for one account.
 #[derive(Debug, Clone, Default)]
@@ -40,19 +30,6 @@ pub struct PhotoWork {
     pub remove: Vec<String>,
     /// Photos already landed with the current etag (not fetched).
     pub unchanged: usize,
-}
-
-/// A downloaded photo.
-#[derive(Debug, Clone)]
-pub struct FetchedPhoto {
-    /// The contact id.
-    pub id: String,
-    /// The etag the bytes belong to (the response's ETag, else the link's).
-    pub etag: Option<String>,
-    /// The response's Content-Type.
-    pub content_type: Option<String>,
-    /// The image.
-    pub bytes: Vec<u8>,
 }
 
 /// A landed photo, as the write-back compares it.

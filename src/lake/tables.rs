@@ -9,7 +9,7 @@ use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
 
 use super::RunFigures;
 use crate::error::{Error, Result};
-use crate::schema::contacts_schema;
+use crate::model::schema::contacts_schema;
 
 /// The lake's tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -14,7 +14,7 @@ use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::http::Metrics;
 use crate::lake::{Lake, TableKind, writeback_results_schema};
-use crate::providers::{AnySource, OpResult};
+use crate::model::write::{OpResult, Outcome};
 use crate::sync::{AccountReport, SyncOptions, lake_of, run_sync};
 
 /// The `--max-delete` guard.
@@ -79,8 +79,8 @@ impl ApplyReport {
             self.plan.invalid.len(),
             |r| {
                 let op = &self.plan.ops[r.index];
-                let id = op.id.as_deref().or(r.id.as_deref()).unwrap_or("(new)");
-                format!("{} {}/{id}", op.kind.as_str(), op.account)
+                let id = op.id().or(r.id.as_deref()).unwrap_or("(new)");
+                format!("{} {}/{id}", op.kind().as_str(), op.account)
             },
             "Conflicts were changed by someone else since the desired state was computed; rerun after a sync, or use --force to overwrite.",
         )
@@ -89,7 +89,7 @@ impl ApplyReport {
 
 /// Operations that did not apply (failed, conflict) plus invalid rows.
 pub(crate) fn failures(results: &[OpResult], invalid: usize) -> usize {
-    results.iter().filter(|r| r.result != "ok").count() + invalid
+    results.iter().filter(|r| r.outcome != Outcome::Ok).count() + invalid
 }
 
 /// The summary of an apply: counts per result, the first 20 rows that did not apply
@@ -101,23 +101,23 @@ pub(crate) fn summarize(
     what: impl Fn(&OpResult) -> String,
     conflict_hint: &str,
 ) -> String {
-    let count = |s: &str| results.iter().filter(|r| r.result == s).count();
+    let count = |o: Outcome| results.iter().filter(|r| r.outcome == o).count();
     let mut out = format!(
         "{title}: {} ok, {} conflict(s), {} failed, {} refused by the API as invalid, {invalid} invalid row(s) not sent\n",
-        count("ok"),
-        count("conflict"),
-        count("failed"),
-        count("invalid"),
+        count(Outcome::Ok),
+        count(Outcome::Conflict),
+        count(Outcome::Failed),
+        count(Outcome::Invalid),
     );
-    for r in results.iter().filter(|r| r.result != "ok").take(20) {
+    for r in results.iter().filter(|r| r.outcome != Outcome::Ok).take(20) {
         out.push_str(&format!(
             "  {} {}: {}\n",
-            r.result.to_uppercase(),
+            r.outcome.as_str().to_uppercase(),
             what(r),
             r.error.as_deref().unwrap_or("")
         ));
     }
-    if count("conflict") > 0 {
+    if count(Outcome::Conflict) > 0 {
         out.push_str(conflict_hint);
         out.push('\n');
     }
@@ -160,7 +160,7 @@ async fn landed_for(lake: &Lake, source: &str, wanted: Option<&WantedIds>) -> Re
         };
         landed
             .rows
-            .extend(crate::schema::batches_to_records(&[batch])?);
+            .extend(crate::model::schema::batches_to_records(&[batch])?);
         Ok(())
     })
     .await?;
@@ -169,7 +169,7 @@ async fn landed_for(lake: &Lake, source: &str, wanted: Option<&WantedIds>) -> Re
 
 /// Computes the plan. Writes nothing anywhere and advances nothing.
 pub async fn plan(p: &Pipeline, source: &str, desired: &str, mode: Mode) -> Result<Plan> {
-    let cfg = p.source(source)?;
+    let profile = crate::providers::profile(p.source(source)?);
     let lake = lake_of(p)?;
     let desired = load_desired(&lake, desired, source).await?;
     // Rows of another source are a desired state written for the wrong plan (a query that
@@ -198,7 +198,7 @@ pub async fn plan(p: &Pipeline, source: &str, desired: &str, mode: Mode) -> Resu
         let mut w = WantedIds::new();
         for d in desired.rows.iter().filter(|d| !d.id.is_empty()) {
             let account = match d.account.as_str() {
-                "" => cfg.domain.clone().unwrap_or_default(),
+                "" => profile.default_account.clone().unwrap_or_default(),
                 a => a.to_string(),
             };
             w.entry(account).or_default().insert(d.id.clone());
@@ -208,8 +208,8 @@ pub async fn plan(p: &Pipeline, source: &str, desired: &str, mode: Mode) -> Resu
     let landed = landed_for(&lake, source, wanted.as_ref()).await?;
     Ok(diff(
         source,
-        cfg.provider,
-        cfg.domain.as_deref(),
+        profile.rules,
+        profile.default_account.as_deref(),
         &desired,
         &landed,
         mode,
@@ -276,7 +276,10 @@ pub(crate) async fn sync_after(p: &Pipeline, source: &str) -> Result<()> {
 pub async fn apply(p: &Pipeline, opts: &ApplyOptions) -> Result<ApplyReport> {
     let cfg = p.source(&opts.source)?;
     let dir = p.dir();
-    let source = AnySource::try_new(cfg, &dir)?;
+    let source = crate::providers::build(cfg, &dir)?;
+    let writer = source.write_back().ok_or_else(|| {
+        Error::config(format!("source {}: its provider cannot write back", opts.source))
+    })?;
     // Bring the lake up to date first: the diff is against the API's current state, and
     // contacts created by an interrupted earlier apply are seen (by their key) and skipped.
     // Phase times at debug level: where an apply spends its time (B5 compares the write
@@ -303,7 +306,7 @@ pub async fn apply(p: &Pipeline, opts: &ApplyOptions) -> Result<ApplyReport> {
     let results = if plan.ops.is_empty() {
         vec![]
     } else {
-        source
+        writer
             .apply(&plan.ops, &plan.managed, opts.force, &metrics)
             .await?
     };
@@ -368,11 +371,11 @@ async fn record(
         rows.push(ResultRow {
             op_index: r.index as i64,
             account: op.account.clone(),
-            op: op.kind.as_str().into(),
+            op: op.kind().as_str().into(),
             key: Some(op.key.clone()),
-            id: r.id.clone().or(op.id.clone()),
+            id: r.id.clone().or(op.id().map(str::to_string)),
             http_status: r.http_status.map(i64::from),
-            result: r.result.clone(),
+            result: r.outcome.as_str().into(),
             reason: r.reason.clone(),
             new_etag: r.new_etag.clone(),
             error: r.error.clone(),

@@ -20,41 +20,14 @@ use arrow::array::RecordBatch;
 use serde_json::Value;
 use sha2::Digest;
 
-use crate::config::Provider;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::schema::{ContactRecord, ExtendedProperty, contacts_schema};
+use crate::model::schema::{ContactRecord, contacts_schema};
 
-/// Name of the idempotency key stamped on created contacts.
-pub const KEY_PROPERTY: &str = "contacts-etl-key";
-/// Google's limits.
-pub const MAX_EXTENDED_PROPERTIES: usize = 10;
-/// Bytes of contact data Google accepts.
-pub const MAX_CONTACT_BYTES: usize = 2048;
-
-/// Columns the reverse sink can write.
-pub const WRITABLE: &[&str] = &[
-    "display_name",
-    "given_name",
-    "family_name",
-    "middle_name",
-    "prefix",
-    "suffix",
-    "nickname",
-    "file_as",
-    "emails",
-    "phones",
-    "addresses",
-    "ims",
-    "organizations",
-    "websites",
-    "relations",
-    "events",
-    "notes",
-    "birthday",
-    "groups",
-    "extended_properties",
-];
+pub use crate::model::write::{
+    Action, KEY_PROPERTY, Op, OpKind, WRITABLE, key_property, merge_managed,
+};
+use crate::providers::Rules;
 
 /// Which operations a plan may contain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -80,45 +53,6 @@ impl std::str::FromStr for Mode {
             ))),
         }
     }
-}
-
-/// An operation's kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpKind {
-    Insert,
-    Update,
-    Delete,
-}
-
-impl OpKind {
-    /// The name used in `writeback_results.op`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            OpKind::Insert => "insert",
-            OpKind::Update => "update",
-            OpKind::Delete => "delete",
-        }
-    }
-}
-
-/// One planned operation.
-#[derive(Debug, Clone)]
-pub struct Op {
-    pub index: usize,
-    pub kind: OpKind,
-    pub account: String,
-    /// The contact id (none for inserts).
-    pub id: Option<String>,
-    /// The insert's idempotency key, or `account/id`.
-    pub key: String,
-    /// The etag the write is conditional on.
-    pub etag: Option<String>,
-    /// The desired contact (inserts, updates).
-    pub desired: Option<ContactRecord>,
-    /// The landed contact (updates, deletes).
-    pub landed: Option<ContactRecord>,
-    /// Managed columns whose value changes.
-    pub changed: Vec<String>,
 }
 
 /// A desired row that will not be sent, and why.
@@ -147,7 +81,7 @@ pub struct Plan {
 impl Plan {
     /// Operations of one kind.
     pub fn count(&self, k: OpKind) -> usize {
-        self.ops.iter().filter(|o| o.kind == k).count()
+        self.ops.iter().filter(|o| o.kind() == k).count()
     }
 
     /// The printed plan: counts per operation, a sample, validation failures.
@@ -169,9 +103,8 @@ impl Plan {
         );
         for op in self.ops.iter().take(sample) {
             let who = op
-                .desired
-                .as_ref()
-                .or(op.landed.as_ref())
+                .desired()
+                .or(op.landed())
                 .and_then(|r| {
                     r.display_name
                         .clone()
@@ -180,14 +113,14 @@ impl Plan {
                 .unwrap_or_default();
             s.push_str(&format!(
                 "  {:<6} {}/{} {} {}\n",
-                op.kind.as_str(),
+                op.kind().as_str(),
                 op.account,
-                op.id.as_deref().unwrap_or("(new)"),
+                op.id().unwrap_or("(new)"),
                 who,
-                if op.changed.is_empty() {
-                    String::new()
-                } else {
-                    format!("[{}]", op.changed.join(", "))
+                match &op.action {
+                    Action::Insert { .. } => format!("[{}]", self.managed.join(", ")),
+                    Action::Update { changed, .. } => format!("[{}]", changed.join(", ")),
+                    Action::Delete { .. } => String::new(),
                 }
             ));
         }
@@ -329,7 +262,7 @@ pub async fn load_desired(lake: &Lake, spec: &str, source: &str) -> Result<Desir
             cols,
             &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
         )?;
-        rows.extend(crate::schema::batches_to_records(&[nb])?);
+        rows.extend(crate::model::schema::batches_to_records(&[nb])?);
         first_row += n;
     }
     Ok(Desired { rows, columns })
@@ -563,98 +496,34 @@ fn landed_key(r: &ContactRecord) -> Option<String> {
         })
 }
 
-/// Validates a desired contact against the provider's rules; returns the reasons.
+/// Validates a desired contact against the common rules and the provider's (`rules`);
+/// returns the reasons.
 ///
 /// Only what is certainly invalid is refused here; the API decides the rest (its 400 lands
 /// in `writeback_results` as `invalid`). `held` is the contact as the API holds it, for an
-/// update: a limit it already exceeds does not block a change that does not make it worse,
-/// and a rule it already breaks (the API accepted it so) does not block a change either.
-/// The insert key counts towards the property limit on inserts (rows without an id) only.
+/// update: a rule it already breaks (the API accepted it so) does not block a change, and
+/// the provider's limits are not enforced against a change that does not make them worse.
 pub fn validate(
     r: &ContactRecord,
-    provider: Provider,
+    rules: &dyn Rules,
     managed: &[String],
     held: Option<&ContactRecord>,
 ) -> Vec<String> {
-    let insert = r.id.is_empty();
-    let mut out = rules(r, provider, managed, insert);
+    let mut out = common_rules(r, managed);
+    out.extend(rules.fields(r));
     if let Some(h) = held {
-        let before = rules(h, provider, managed, false);
+        let mut before = common_rules(h, managed);
+        before.extend(rules.fields(h));
         out.retain(|p| !before.contains(p));
     }
-    let bytes_of = |r: &ContactRecord| crate::providers::google::writeback::data_bytes(r);
-    if provider == Provider::Google {
-        let props = |r: &ContactRecord| {
-            r.extended_properties
-                .iter()
-                .filter(|p| p.name.as_deref() != Some(KEY_PROPERTY))
-                .count()
-        };
-        let key = usize::from(insert);
-        let n = props(r) + key;
-        if n > MAX_EXTENDED_PROPERTIES && held.is_none_or(|h| n > props(h)) {
-            out.push(if key == 1 {
-                format!("{n} extended properties (with the insert key); Google allows {MAX_EXTENDED_PROPERTIES}")
-            } else {
-                format!("{n} extended properties; Google allows {MAX_EXTENDED_PROPERTIES}")
-            });
-        }
-        let bytes = bytes_of(r);
-        if bytes > MAX_CONTACT_BYTES && held.is_none_or(|h| bytes > bytes_of(h)) {
-            out.push(format!(
-                "{bytes} bytes of contact data; Google allows {MAX_CONTACT_BYTES}"
-            ));
-        }
-    }
+    out.extend(rules.limits(r, held, managed));
     out
 }
 
-/// The per-field rules of [`validate`], without the limits that depend on what is held.
-fn rules(r: &ContactRecord, provider: Provider, managed: &[String], insert: bool) -> Vec<String> {
+/// The rules every provider shares.
+fn common_rules(r: &ContactRecord, managed: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     let has = |c: &str| managed.iter().any(|m| m == c);
-    if provider == Provider::Google {
-        let one = |what: &str,
-                   i: usize,
-                   t: &Option<String>,
-                   l: &Option<String>,
-                   out: &mut Vec<String>| {
-            let (t, l) = (
-                t.as_deref().is_some_and(|s| !s.is_empty()),
-                l.as_deref().is_some_and(|s| !s.is_empty()),
-            );
-            if t == l {
-                out.push(format!("{what}[{i}] needs exactly one of type or label (Google refuses both or neither)"));
-            }
-        };
-        for (i, e) in r.emails.iter().enumerate() {
-            one("emails", i, &e.kind, &e.label, &mut out);
-        }
-        for (i, e) in r.phones.iter().enumerate() {
-            one("phones", i, &e.kind, &e.label, &mut out);
-        }
-        for (i, e) in r.addresses.iter().enumerate() {
-            one("addresses", i, &e.kind, &e.label, &mut out);
-        }
-        for (i, e) in r.ims.iter().enumerate() {
-            one("ims", i, &e.kind, &e.label, &mut out);
-        }
-        for (i, e) in r.organizations.iter().enumerate() {
-            one("organizations", i, &e.kind, &e.label, &mut out);
-        }
-        for (i, p) in r.extended_properties.iter().enumerate() {
-            if p.name.as_deref().is_none_or(str::is_empty) {
-                out.push(format!("extended_properties[{i}] has no name"));
-            }
-            // The API documents the two as mutually exclusive; a property with neither is
-            // left for the API to judge.
-            if p.value.is_some() && p.xml.is_some() {
-                out.push(format!(
-                    "extended_properties[{i}] has both a value and xml (Google allows one)"
-                ));
-            }
-        }
-    }
     for (i, e) in r.emails.iter().enumerate() {
         if e.address.as_deref().is_none_or(|a| !a.contains('@')) {
             out.push(format!(
@@ -668,7 +537,7 @@ fn rules(r: &ContactRecord, provider: Provider, managed: &[String], insert: bool
             out.push(format!("phones[{i}] has no number"));
         }
     }
-    if insert
+    if r.id.is_empty()
         && ![&r.display_name, &r.given_name, &r.family_name]
             .iter()
             .any(|v| v.is_some())
@@ -683,7 +552,7 @@ fn rules(r: &ContactRecord, provider: Provider, managed: &[String], insert: bool
 /// Computes the plan for one source.
 pub fn diff(
     source: &str,
-    provider: Provider,
+    rules: &dyn Rules,
     default_account: Option<&str>,
     desired: &Desired,
     landed: &Landed,
@@ -734,27 +603,12 @@ pub fn diff(
         let subject = match landed_row {
             Some(l) => {
                 let mut m = l.clone();
-                crate::providers::google::writeback::merge_managed(&mut m, &d, &managed);
+                merge_managed(&mut m, &d, &managed);
                 m
             }
             None => d.clone(),
         };
-        let mut problems = validate(&subject, provider, &managed, landed_row);
-        // Google counts every element of the entry, the ones the schema does not model
-        // too: measure the update as it will be sent, beside the entry as it is held.
-        if provider == Provider::Google
-            && problems.is_empty()
-            && let Some(raw) = landed_row.and_then(|l| l.raw.as_deref())
-            && let Ok(entry) = crate::providers::google::writeback::update_entry(
-                raw, &subject, &managed, None, landed_row,
-            )
-        {
-            use crate::providers::google::writeback::entry_data_bytes;
-            let bytes = entry_data_bytes(&entry);
-            if bytes > MAX_CONTACT_BYTES && bytes > entry_data_bytes(raw) {
-                problems.push(format!("{bytes} bytes of contact data after the change; Google allows {MAX_CONTACT_BYTES}"));
-            }
-        }
+        let problems = validate(&subject, rules, &managed, landed_row);
         if !problems.is_empty() {
             plan.invalid.push(invalid(problems.join("; ")));
             continue;
@@ -773,14 +627,9 @@ pub fn diff(
             }
             plan.ops.push(Op {
                 index: plan.ops.len(),
-                kind: OpKind::Insert,
                 account: d.account.clone(),
-                id: None,
                 key,
-                etag: None,
-                desired: Some(d),
-                landed: None,
-                changed: managed.clone(),
+                action: Action::Insert { desired: d },
             });
             continue;
         }
@@ -810,14 +659,15 @@ pub fn diff(
             .or_else(|| l.etag.clone());
         plan.ops.push(Op {
             index: plan.ops.len(),
-            kind: OpKind::Update,
             account: d.account.clone(),
-            id: Some(d.id.clone()),
             key: format!("{}/{}", d.account, d.id),
-            etag,
-            desired: Some(d),
-            landed: Some(l.clone()),
-            changed,
+            action: Action::Update {
+                id: d.id.clone(),
+                etag,
+                desired: d,
+                landed: l.clone(),
+                changed,
+            },
         });
     }
     if mode == Mode::Mirror {
@@ -825,14 +675,13 @@ pub fn diff(
             if !seen.contains(&(l.account.clone(), l.id.clone())) {
                 plan.ops.push(Op {
                     index: plan.ops.len(),
-                    kind: OpKind::Delete,
                     account: l.account.clone(),
-                    id: Some(l.id.clone()),
                     key: format!("{}/{}", l.account, l.id),
-                    etag: l.etag.clone(),
-                    desired: None,
-                    landed: Some(l.clone()),
-                    changed: vec![],
+                    action: Action::Delete {
+                        id: l.id.clone(),
+                        etag: l.etag.clone(),
+                        landed: l.clone(),
+                    },
                 });
             }
         }
@@ -840,19 +689,15 @@ pub fn diff(
     plan
 }
 
-/// The extended property that stamps an insert key.
-pub fn key_property(key: &str) -> ExtendedProperty {
-    ExtendedProperty {
-        name: Some(KEY_PROPERTY.into()),
-        value: Some(key.into()),
-        xml: None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::Email;
+    use crate::model::schema::{Email, ExtendedProperty};
+    use crate::providers::aurinko::rules::AurinkoRules;
+    use crate::providers::google::rules::GoogleRules;
+
+    const GOOGLE: &GoogleRules = &GoogleRules;
+    const AURINKO: &AurinkoRules = &AurinkoRules;
 
     fn rec(id: &str, name: &str) -> ContactRecord {
         ContactRecord {
@@ -890,7 +735,7 @@ mod tests {
         };
         let p = diff(
             "s",
-            Provider::Google,
+            GOOGLE,
             Some("example.com"),
             &desired,
             &landed,
@@ -916,13 +761,16 @@ mod tests {
                 .iter()
                 .any(|i| i.reason.contains("no landed contact"))
         );
-        let upd = p.ops.iter().find(|o| o.kind == OpKind::Update).unwrap();
-        assert_eq!(upd.changed, vec!["display_name".to_string()]);
-        assert_eq!(upd.etag.as_deref(), Some("\"b\""));
+        let upd = p.ops.iter().find(|o| o.kind() == OpKind::Update).unwrap();
+        let Action::Update { changed, etag, .. } = &upd.action else {
+            unreachable!("found by its kind")
+        };
+        assert_eq!(changed, &vec!["display_name".to_string()]);
+        assert_eq!(etag.as_deref(), Some("\"b\""));
         // Update mode refuses inserts and never deletes.
         let p = diff(
             "s",
-            Provider::Google,
+            GOOGLE,
             Some("example.com"),
             &desired,
             &landed,
@@ -948,7 +796,7 @@ mod tests {
         created.extended_properties.push(key_property(&key));
         let p = diff(
             "s",
-            Provider::Google,
+            GOOGLE,
             Some("example.com"),
             &desired,
             &Landed::from_rows(vec![created.clone()]),
@@ -960,7 +808,7 @@ mod tests {
         let mut native = rec("n2", "Neu");
         native.native = Some(format!(r#"{{"x":1,"{KEY_PROPERTY}":"cetl-native"}}"#));
         let rows = vec![rec("plain", "P"), created, native];
-        let batch = crate::schema::records_to_batch(&rows).unwrap();
+        let batch = crate::model::schema::records_to_batch(&rows).unwrap();
         let mut keys = HashSet::new();
         landed_keys(&batch.slice(1, 2), &mut keys);
         assert_eq!(keys, Landed::from_rows(rows).keys);
@@ -972,7 +820,7 @@ mod tests {
         let mut r = rec("", "Big");
         r.notes = Some("x".repeat(3000));
         assert!(
-            validate(&r, Provider::Google, &[], None)
+            validate(&r, GOOGLE, &[], None)
                 .iter()
                 .any(|e| e.contains("2048"))
         );
@@ -985,11 +833,11 @@ mod tests {
             })
             .collect();
         assert!(
-            validate(&r, Provider::Google, &[], None)
+            validate(&r, GOOGLE, &[], None)
                 .iter()
                 .any(|e| e.contains("extended properties"))
         );
-        assert!(validate(&r, Provider::Aurinko, &[], None).is_empty());
+        assert!(validate(&r, AURINKO, &[], None).is_empty());
     }
 
     #[test]
@@ -1054,12 +902,12 @@ mod tests {
         let mut changed = held.clone();
         changed.notes = Some("m".repeat(2400));
         assert_eq!(
-            validate(&changed, Provider::Google, &[], Some(&held)),
+            validate(&changed, GOOGLE, &[], Some(&held)),
             Vec::<String>::new()
         );
         changed.notes = Some("m".repeat(2600));
         assert!(
-            validate(&changed, Provider::Google, &[], Some(&held))
+            validate(&changed, GOOGLE, &[], Some(&held))
                 .iter()
                 .any(|e| e.contains("2048"))
         );
@@ -1067,7 +915,7 @@ mod tests {
         changed.extended_properties.push(key_property("x"));
         changed.extended_properties[10].name = Some("p10".into());
         assert!(
-            validate(&changed, Provider::Google, &[], Some(&held))
+            validate(&changed, GOOGLE, &[], Some(&held))
                 .iter()
                 .any(|e| e.contains("11 extended properties"))
         );
@@ -1076,7 +924,7 @@ mod tests {
         insert.notes = None;
         insert.emails[0].label = None;
         assert!(
-            validate(&insert, Provider::Google, &[], None)
+            validate(&insert, GOOGLE, &[], None)
                 .iter()
                 .any(|e| e.contains("with the insert key"))
         );

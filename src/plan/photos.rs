@@ -20,50 +20,16 @@ use arrow::datatypes::DataType;
 
 use super::apply::{ResultRow, check_max_delete, record_rows, sync_after, sync_first};
 use super::{Invalid, Mode};
-use crate::config::{Pipeline, Provider};
+use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::http::Metrics;
 use crate::lake::{Lake, LandedPhoto, TableKind, photo_sha256};
-use crate::providers::{AnySource, OpResult};
+use crate::model::write::OpResult;
+pub use crate::model::photo::{PhotoOp, PhotoOpKind};
 use crate::sync::lake_of;
 
 /// Largest photo the write-back sends.
-pub const MAX_PHOTO_BYTES: usize = crate::providers::google::photos::MAX_PHOTO_BYTES;
-
-/// A photo operation's kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PhotoOpKind {
-    /// Upload (add or replace) the photo.
-    Put,
-    /// Remove the photo.
-    Delete,
-}
-
-impl PhotoOpKind {
-    /// The name used in `writeback_results.op`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            PhotoOpKind::Put => "photo_put",
-            PhotoOpKind::Delete => "photo_delete",
-        }
-    }
-}
-
-/// One planned photo operation.
-#[derive(Debug, Clone)]
-pub struct PhotoOp {
-    pub index: usize,
-    pub kind: PhotoOpKind,
-    pub account: String,
-    /// The contact id.
-    pub id: String,
-    /// The photo etag the write is conditional on (none: no photo is expected).
-    pub etag: Option<String>,
-    /// The image to upload (PUT).
-    pub bytes: Option<Vec<u8>>,
-    /// Its content type (PUT).
-    pub content_type: Option<String>,
-}
+pub const MAX_PHOTO_BYTES: usize = crate::model::photo::MAX_PHOTO_BYTES;
 
 /// One desired photo row.
 #[derive(Debug, Clone, Default)]
@@ -467,19 +433,22 @@ pub fn diff_photos(
     plan
 }
 
-fn google_source(p: &Pipeline, source: &str) -> Result<(String, bool)> {
+/// The source's default account and whether it lands photos; an error for a provider
+/// without photos.
+fn photo_source(p: &Pipeline, source: &str) -> Result<(String, bool)> {
     let cfg = p.source(source)?;
-    if cfg.provider != Provider::Google {
+    let profile = crate::providers::profile(cfg);
+    if !profile.photos {
         return Err(Error::config(format!(
-            "source {source}: photo write-back is supported for google sources only"
+            "source {source}: its provider has no contact photos to write back"
         )));
     }
-    Ok((cfg.domain.clone().unwrap_or_default(), cfg.photos))
+    Ok((profile.default_account.unwrap_or_default(), cfg.photos))
 }
 
 /// Computes the photo plan. Writes nothing anywhere.
 pub async fn plan_photos(p: &Pipeline, source: &str, spec: &str, mode: Mode) -> Result<PhotoPlan> {
-    let (domain, photos) = google_source(p, source)?;
+    let (domain, photos) = photo_source(p, source)?;
     if !photos {
         return Err(Error::config(format!(
             "source {source}: photo write-back compares with the landed photos; set photos = true on the source in {} and sync first",
@@ -559,13 +528,13 @@ impl PhotoApplyReport {
 pub async fn apply_photos(p: &Pipeline, opts: &PhotoApplyOptions) -> Result<PhotoApplyReport> {
     let cfg = p.source(&opts.source)?;
     let dir = p.dir();
-    let source = AnySource::try_new(cfg, &dir)?;
-    let AnySource::Google(google) = &source else {
-        return Err(Error::config(format!(
-            "source {}: photo write-back is supported for google sources only",
+    let source = crate::providers::build(cfg, &dir)?;
+    let photos = source.photos().ok_or_else(|| {
+        Error::config(format!(
+            "source {}: its provider has no contact photos to write back",
             opts.source
-        )));
-    };
+        ))
+    })?;
     sync_first(p, &opts.source).await?;
     let plan = plan_photos(p, &opts.source, &opts.photos, opts.mode).await?;
     check_max_delete(
@@ -576,7 +545,7 @@ pub async fn apply_photos(p: &Pipeline, opts: &PhotoApplyOptions) -> Result<Phot
     )?;
     let apply_id = crate::sync::new_run_id();
     let metrics = Metrics::default();
-    let results = google.apply_photos(&plan.ops, opts.force, &metrics).await;
+    let results = photos.apply(&plan.ops, opts.force, &metrics).await;
     let lake = lake_of(p)?;
     let mut rows: Vec<ResultRow> = results
         .iter()
@@ -589,7 +558,7 @@ pub async fn apply_photos(p: &Pipeline, opts: &PhotoApplyOptions) -> Result<Phot
                 key: Some(format!("{}/{}", op.account, op.id)),
                 id: Some(op.id.clone()),
                 http_status: r.http_status.map(i64::from),
-                result: r.result.clone(),
+                result: r.outcome.as_str().into(),
                 reason: r.reason.clone(),
                 new_etag: r.new_etag.clone(),
                 error: r.error.clone(),

@@ -1,6 +1,7 @@
-//! Sources: one folder per provider with the same files (`mod.rs` = the source, `decode.rs`
-//! = pure bytes → records). Every provider is registered in [`AnySource::try_new`]'s one
-//! `match`; adding a provider takes one folder and one line there.
+//! Providers: one folder each with the same files (`mod.rs` = the source, `decode.rs` =
+//! pure bytes → records, `writeback.rs`, `rules.rs`), behind the traits [`Source`],
+//! [`WriteBack`], [`Rules`] and [`Photos`]. Every provider is registered in [`build`] and
+//! [`profile`]; adding one takes a folder and a line in each (see DESIGN.md).
 
 pub mod aurinko;
 pub mod google;
@@ -8,48 +9,17 @@ pub mod google;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+
 use crate::config::{Provider, SourceConfig};
 use crate::error::Result;
 use crate::http::{HttpClient, Metrics, RetryPolicy};
+use crate::model::photo::{FetchedPhoto, PhotoOp, PhotoWant};
+use crate::model::schema::ContactRecord;
+use crate::model::write::Op;
 
-/// How an extract ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncMode {
-    /// Everything, first time or on request.
-    Full,
-    /// Changes since the stored cursor.
-    Incremental,
-    /// Everything again, because the API said the cursor expired.
-    Resync,
-}
-
-impl SyncMode {
-    /// The name stored in `sync_runs.mode`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            SyncMode::Full => "full",
-            SyncMode::Incremental => "incremental",
-            SyncMode::Resync => "resync",
-        }
-    }
-    /// Whether the extract holds every live contact (so absent ones are deleted).
-    pub fn is_full(&self) -> bool {
-        !matches!(self, SyncMode::Incremental)
-    }
-}
-
-/// What one account's extract produced.
-#[derive(Debug)]
-pub struct Extract {
-    /// Full or incremental.
-    pub mode: SyncMode,
-    /// Upserted contacts (schema of [`crate::schema::contacts_schema`]), deduplicated by id.
-    pub upserts: crate::spill::Rows,
-    /// Ids seen deleted.
-    pub deletes: Vec<String>,
-    /// The cursor to store with this data (opaque to the lake).
-    pub cursor: String,
-}
+pub use crate::model::extract::{Extract, SyncMode};
+pub use crate::model::write::{OpResult, Outcome};
 
 /// Per-run context given to an extract.
 #[derive(Debug, Clone)]
@@ -64,120 +34,122 @@ pub struct RunContext {
     pub progress: Option<indicatif::ProgressBar>,
 }
 
-/// The outcome of one write operation.
-#[derive(Debug, Clone, Default)]
-pub struct OpResult {
-    /// The operation's index in the plan.
-    pub index: usize,
-    /// HTTP (or batch) status.
-    pub http_status: Option<u16>,
-    /// `ok`, `conflict` or `failed`.
-    pub result: String,
-    /// The status reason.
-    pub reason: Option<String>,
-    /// The contact id (new for inserts).
-    pub id: Option<String>,
-    /// The contact's etag after the write.
-    pub new_etag: Option<String>,
-    /// What went wrong.
-    pub error: Option<String>,
-}
-
-impl OpResult {
-    /// A failed operation.
-    pub fn failed(index: usize, status: Option<u16>, error: String) -> OpResult {
-        OpResult {
-            index,
-            http_status: status,
-            result: "failed".into(),
-            error: Some(error),
-            ..Default::default()
-        }
-    }
-}
-
-/// A configured source of any provider.
-pub enum AnySource {
-    /// Google Domain Shared Contacts.
-    Google(google::GoogleSource),
-    /// Aurinko Contacts.
-    Aurinko(aurinko::AurinkoSource),
-}
-
-impl AnySource {
-    /// Builds the source a pipeline entry describes.
-    pub fn try_new(cfg: &SourceConfig, pipeline_dir: &std::path::Path) -> Result<AnySource> {
-        let http = http_client(cfg)?;
-        Ok(match cfg.provider {
-            Provider::Google => {
-                AnySource::Google(google::GoogleSource::try_new(cfg, http, pipeline_dir)?)
-            }
-            Provider::Aurinko => {
-                AnySource::Aurinko(aurinko::AurinkoSource::try_new(cfg, http, pipeline_dir)?)
-            }
-        })
-    }
-
-    /// The source's name.
-    pub fn name(&self) -> &str {
-        match self {
-            AnySource::Google(s) => s.name(),
-            AnySource::Aurinko(s) => s.name(),
-        }
-    }
-
+/// What a provider does: extract an account's contacts. A source of any provider is a
+/// `Box<dyn Source>` built by [`build`]; the rest of the crate speaks to it through this
+/// trait and the ones it hands out.
+pub trait Source: Send + Sync {
+    /// The source's name (the `source` column).
+    fn name(&self) -> &str;
     /// The accounts it syncs (Google: the domain).
-    pub fn accounts(&self) -> Vec<String> {
-        match self {
-            AnySource::Google(s) => s.accounts(),
-            AnySource::Aurinko(s) => s.accounts(),
-        }
-    }
-
+    fn accounts(&self) -> Vec<String>;
     /// How many accounts to sync at once.
-    pub fn account_concurrency(&self) -> usize {
-        match self {
-            AnySource::Google(_) => 1,
-            AnySource::Aurinko(s) => s.concurrency(),
-        }
+    fn account_concurrency(&self) -> usize {
+        1
     }
-
-    /// Extracts one account: full when `cursor` is `None` or `full` is set, else
-    /// incremental. An expired cursor yields [`crate::Error::CursorExpired`].
-    pub async fn extract(
-        &self,
-        account: &str,
-        cursor: Option<&str>,
-        ctx: &RunContext,
-    ) -> Result<Extract> {
-        match self {
-            AnySource::Google(s) => s.extract(account, cursor, ctx).await,
-            AnySource::Aurinko(s) => s.extract(account, cursor, ctx).await,
-        }
+    /// The account a desired row without one belongs to (Google: the domain).
+    fn default_account(&self) -> Option<&str> {
+        None
+    }
+    /// Extracts one account: full when `cursor` is `None`, else incremental. An expired
+    /// cursor yields [`crate::Error::CursorExpired`].
+    fn extract<'a>(
+        &'a self,
+        account: &'a str,
+        cursor: Option<&'a str>,
+        ctx: &'a RunContext,
+    ) -> BoxFuture<'a, Result<Extract>>;
+    /// Writing back, for providers that can.
+    fn write_back(&self) -> Option<&dyn WriteBack>;
+    /// Contact photos, for providers that have them.
+    fn photos(&self) -> Option<&dyn Photos> {
+        None
     }
 }
 
-impl AnySource {
-    /// Applies planned operations; one result per operation.
-    pub async fn apply(
+/// What a provider refuses before anything is sent. Only what is certainly invalid: the
+/// API's own 400 decides the rest.
+pub trait Rules: Send + Sync {
+    /// Per-field rules (a contact the API already holds may break them; such a break does
+    /// not block an update).
+    fn fields(&self, r: &ContactRecord) -> Vec<String>;
+    /// Count and size limits of `r`; with `held` (the contact as the API holds it) a limit
+    /// it already exceeds is only enforced against a change that makes it worse.
+    fn limits(
         &self,
-        ops: &[crate::plan::Op],
+        r: &ContactRecord,
+        held: Option<&ContactRecord>,
         managed: &[String],
-        force: bool,
-        metrics: &Metrics,
-    ) -> Result<Vec<OpResult>> {
-        match self {
-            AnySource::Google(s) => s.apply(ops, managed, force, metrics).await,
-            AnySource::Aurinko(s) => s.apply(ops, managed, force, metrics).await,
-        }
-    }
+    ) -> Vec<String>;
+}
 
-    /// The provider.
-    pub fn provider(&self) -> crate::config::Provider {
-        match self {
-            AnySource::Google(_) => crate::config::Provider::Google,
-            AnySource::Aurinko(_) => crate::config::Provider::Aurinko,
-        }
+/// Writing planned operations back to the API.
+pub trait WriteBack: Send + Sync {
+    /// The provider's rules.
+    fn rules(&self) -> &dyn Rules;
+    /// Applies planned operations; one result per operation, in plan order.
+    fn apply<'a>(
+        &'a self,
+        ops: &'a [Op],
+        managed: &'a [String],
+        force: bool,
+        metrics: &'a Metrics,
+    ) -> BoxFuture<'a, Result<Vec<OpResult>>>;
+}
+
+/// Downloading and writing contact photos.
+pub trait Photos: Send + Sync {
+    /// Whether a sync lands photos (`photos = true`).
+    fn enabled(&self) -> bool;
+    /// Downloads photos: those read, the ids found gone, and the failures (id, error).
+    fn fetch<'a>(
+        &'a self,
+        wants: &'a [PhotoWant],
+        metrics: &'a Metrics,
+        progress: Option<&'a indicatif::ProgressBar>,
+    ) -> BoxFuture<'a, (Vec<FetchedPhoto>, Vec<String>, Vec<(String, crate::Error)>)>;
+    /// Writes planned photo operations; one result per operation, in plan order.
+    fn apply<'a>(
+        &'a self,
+        ops: &'a [PhotoOp],
+        force: bool,
+        metrics: &'a Metrics,
+    ) -> BoxFuture<'a, Vec<OpResult>>;
+}
+
+/// The registry: builds the source a pipeline entry describes. Adding a provider adds
+/// one line here and one in [`profile`].
+pub fn build(cfg: &SourceConfig, pipeline_dir: &std::path::Path) -> Result<Box<dyn Source>> {
+    let http = http_client(cfg)?;
+    Ok(match cfg.provider {
+        Provider::Google => Box::new(google::GoogleSource::try_new(cfg, http, pipeline_dir)?),
+        Provider::Aurinko => Box::new(aurinko::AurinkoSource::try_new(cfg, http, pipeline_dir)?),
+    })
+}
+
+/// What planning needs to know of a configured provider, without building its source
+/// (so no credential is read and no request made).
+pub struct Profile {
+    /// The provider's write rules.
+    pub rules: &'static dyn Rules,
+    /// The account a desired row without one belongs to (Google: the domain).
+    pub default_account: Option<String>,
+    /// Whether the provider has contact photos (and `photos = true` lands them).
+    pub photos: bool,
+}
+
+/// The registry's second half: the [`Profile`] of a pipeline entry.
+pub fn profile(cfg: &SourceConfig) -> Profile {
+    match cfg.provider {
+        Provider::Google => Profile {
+            rules: &google::rules::GoogleRules,
+            default_account: cfg.domain.clone(),
+            photos: true,
+        },
+        Provider::Aurinko => Profile {
+            rules: &aurinko::rules::AurinkoRules,
+            default_account: None,
+            photos: false,
+        },
     }
 }
 

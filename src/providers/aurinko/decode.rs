@@ -8,9 +8,9 @@ use arrow::array::RecordBatch;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::providers::google::decode::RecordContext;
-use crate::schema::builders::{Cell, Cells, Row};
-use crate::schema::{Event, ExtendedProperty, Im, Photo};
+use crate::model::extract::RecordContext;
+use crate::model::schema::builders::{Cell, Cells, Row};
+use crate::model::schema::{Event, ExtendedProperty, Im, Photo};
 
 /// One page of `/sync/updated` or `/sync/deleted`, its records parsed as `T`.
 #[derive(Debug)]
@@ -541,7 +541,7 @@ pub fn decode_contacts(
         });
     }
     Ok(DecodedPage {
-        batch: crate::schema::rows_to_batch(&rows)?,
+        batch: crate::model::schema::rows_to_batch(&rows)?,
         deleted,
     })
 }
@@ -565,7 +565,7 @@ pub fn decode_deleted(records: Vec<Rec<'_, DeletedJ<'_>>>, what: &str) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::{
+    use crate::model::schema::{
         Address, ContactRecord, Email, Organization, Phone, Relation, Website, batches_to_records,
         records_to_batch,
     };
@@ -811,7 +811,7 @@ mod tests {
         }
         let truth = emu.aurinko_truth("101").unwrap().contacts;
         assert_eq!(landed.len(), 600);
-        let diff = crate::verify::diff(&landed, &truth);
+        let diff = crate::model::verify::diff(&landed, &truth);
         assert!(diff.is_empty(), "{diff:?}");
     }
 

@@ -5,6 +5,7 @@
 //! token, means the cursor expired; a bad page token is retried once from the delta token.
 
 pub mod decode;
+pub mod rules;
 pub mod writeback;
 
 use std::collections::{HashMap, HashSet};
@@ -14,10 +15,10 @@ use base64::Engine;
 use crate::config::{AuthConfig, SourceConfig};
 use crate::error::{Error, Result};
 use crate::http::{HttpClient, HttpResponse};
-use crate::providers::google::decode::RecordContext;
+use crate::model::extract::RecordContext;
 use crate::providers::{Extract, RunContext, SyncMode};
 use crate::secret::Secret;
-use crate::spill::Collected;
+use crate::model::spill::Collected;
 
 const MAX_PAGE_BYTES: usize = 64 << 20;
 /// `ready:false` answers tolerated before giving up.
@@ -114,7 +115,7 @@ impl AurinkoSource {
         for a in &cfg.accounts {
             let v = match (&app, &a.token_env) {
                 (Some(b), _) => AccountAuth::App { basic: b.clone() },
-                (None, _) => AccountAuth::Bearer(crate::secret::load(
+                (None, _) => AccountAuth::Bearer(crate::config::load_secret(
                     a.token_env.as_deref(),
                     a.token_file.as_deref(),
                     base,
@@ -459,5 +460,43 @@ impl PageTokens {
             next_delta: page.next_delta_token.clone(),
             records: page.records.len(),
         }
+    }
+}
+
+impl crate::providers::Source for AurinkoSource {
+    fn name(&self) -> &str {
+        AurinkoSource::name(self)
+    }
+    fn accounts(&self) -> Vec<String> {
+        AurinkoSource::accounts(self)
+    }
+    fn account_concurrency(&self) -> usize {
+        self.concurrency()
+    }
+    fn extract<'a>(
+        &'a self,
+        account: &'a str,
+        cursor: Option<&'a str>,
+        ctx: &'a RunContext,
+    ) -> futures::future::BoxFuture<'a, Result<Extract>> {
+        Box::pin(AurinkoSource::extract(self, account, cursor, ctx))
+    }
+    fn write_back(&self) -> Option<&dyn crate::providers::WriteBack> {
+        Some(self)
+    }
+}
+
+impl crate::providers::WriteBack for AurinkoSource {
+    fn rules(&self) -> &dyn crate::providers::Rules {
+        &rules::AurinkoRules
+    }
+    fn apply<'a>(
+        &'a self,
+        ops: &'a [crate::model::write::Op],
+        managed: &'a [String],
+        force: bool,
+        metrics: &'a crate::http::Metrics,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<crate::model::write::OpResult>>> {
+        Box::pin(AurinkoSource::apply(self, ops, managed, force, metrics))
     }
 }

@@ -5,14 +5,14 @@
 //! on the fresh etag.
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
 use super::AurinkoSource;
 use crate::error::Result;
 use crate::http::{HttpResponse, Metrics};
-use crate::plan::{KEY_PROPERTY, Op, OpKind};
-use crate::providers::OpResult;
-use crate::schema::ContactRecord;
+use crate::model::write::{Action, KEY_PROPERTY, Op, OpKind, OpResult, Outcome};
+use crate::model::schema::ContactRecord;
 
 fn opt(v: &Option<String>) -> Value {
     v.as_ref().map(|s| json!(s)).unwrap_or(Value::Null)
@@ -94,12 +94,13 @@ fn body(r: &ContactRecord, columns: &[String]) -> Map<String, Value> {
 /// schema does not model, stay as they are: a list item whose modelled values are unchanged
 /// is sent exactly as held.
 fn update_body(
-    landed: Option<&ContactRecord>,
+    landed: &ContactRecord,
     d: &ContactRecord,
     changed: &[String],
 ) -> Map<String, Value> {
     let held: Map<String, Value> = landed
-        .and_then(|l| l.raw.as_deref())
+        .raw
+        .as_deref()
         .and_then(|r| serde_json::from_str(r).ok())
         .unwrap_or_default();
     let held_obj = |f: &str| {
@@ -150,19 +151,19 @@ fn update_body(
             _ => {
                 let new = render(f, d);
                 let held_items = held.get(f).and_then(Value::as_array);
-                match (new, landed) {
-                    (Value::Array(items), Some(l)) => Value::Array(
+                match new {
+                    Value::Array(items) => Value::Array(
                         items
                             .into_iter()
                             .enumerate()
                             .map(|(i, item)| {
-                                same_item(f, d, l, i)
+                                same_item(f, d, landed, i)
                                     .and_then(|j| held_items?.get(j).cloned())
                                     .unwrap_or(item)
                             })
                             .collect(),
                     ),
-                    (other, _) => other,
+                    other => other,
                 }
             }
         };
@@ -197,23 +198,22 @@ fn outcome(op: &Op, resp: &HttpResponse) -> OpResult {
             .get("id")
             .and_then(Value::as_str)
             .map(str::to_string)
-            .or(op.id.clone()),
+            .or(op.id().map(str::to_string)),
         new_etag: v.get("etag").and_then(Value::as_str).map(str::to_string),
         ..Default::default()
     };
-    r.result = match resp.status {
-        200..=299 => "ok",
-        412 => "conflict",
+    r.outcome = match resp.status {
+        200..=299 => Outcome::Ok,
+        412 => Outcome::Conflict,
         // The API's own validation decides what the local checks left to it.
-        400 | 422 => "invalid",
-        404 if op.kind == OpKind::Delete => {
+        400 | 422 => Outcome::Invalid,
+        404 if op.kind() == OpKind::Delete => {
             r.reason = Some("already deleted".into());
-            "ok"
+            Outcome::Ok
         }
-        _ => "failed",
-    }
-    .into();
-    if r.result != "ok" {
+        _ => Outcome::Failed,
+    };
+    if r.outcome != Outcome::Ok {
         r.error = Some(format!("HTTP {}: {}", resp.status, resp.describe()));
         r.reason = Some(resp.describe());
     }
@@ -222,20 +222,28 @@ fn outcome(op: &Op, resp: &HttpResponse) -> OpResult {
 
 impl AurinkoSource {
     /// Applies operations with bounded concurrency.
-    pub async fn apply(
-        &self,
-        ops: &[Op],
-        managed: &[String],
+    pub async fn apply<'a>(
+        &'a self,
+        ops: &'a [Op],
+        managed: &'a [String],
         force: bool,
-        metrics: &Metrics,
+        metrics: &'a Metrics,
     ) -> Result<Vec<OpResult>> {
-        let results: Vec<OpResult> = futures::stream::iter(ops)
-            .map(|op| async move {
-                match self.apply_one(op, managed, force, metrics).await {
-                    Ok(r) => r,
-                    Err(e) => OpResult::failed(op.index, None, e.to_string()),
-                }
+        // The futures are made first and streamed from a vector: behind the WriteBack trait
+        // the whole future must be Send, which the compiler cannot prove for a stream that
+        // holds a closure over borrowed items (rust-lang/rust#102211).
+        let writes: Vec<BoxFuture<'a, OpResult>> = ops
+            .iter()
+            .map(|op| -> BoxFuture<'a, OpResult> {
+                Box::pin(async move {
+                    match self.apply_one(op, managed, force, metrics).await {
+                        Ok(r) => r,
+                        Err(e) => OpResult::failed(op.index, None, e.to_string()),
+                    }
+                })
             })
+            .collect();
+        let results: Vec<OpResult> = futures::stream::iter(writes)
             .buffer_unordered(self.concurrency)
             .collect()
             .await;
@@ -261,16 +269,15 @@ impl AurinkoSource {
             "{} account {}: {} {}",
             self.name,
             op.account,
-            op.kind.as_str(),
-            op.id.as_deref().unwrap_or("(new)")
+            op.kind().as_str(),
+            op.id().unwrap_or("(new)")
         );
-        let result = match op.kind {
-            OpKind::Insert => {
-                let mut b = body(op.desired.as_ref().unwrap(), managed);
-                let mut native: Map<String, Value> = op
-                    .desired
-                    .as_ref()
-                    .and_then(|d| d.native.as_deref())
+        let result = match &op.action {
+            Action::Insert { desired } => {
+                let mut b = body(desired, managed);
+                let mut native: Map<String, Value> = desired
+                    .native
+                    .as_deref()
                     .and_then(|n| serde_json::from_str(n).ok())
                     .unwrap_or_default();
                 native.insert(KEY_PROPERTY.into(), json!(op.key));
@@ -289,14 +296,15 @@ impl AurinkoSource {
                     .await?;
                 outcome(op, &resp)
             }
-            OpKind::Update => {
-                let id = op.id.as_deref().unwrap();
+            Action::Update {
+                id,
+                etag,
+                desired,
+                landed,
+                changed,
+            } => {
                 let url = format!("{}/v1/contacts/{}", self.base_url, urlencode(id));
-                let b = Value::Object(update_body(
-                    op.landed.as_ref(),
-                    op.desired.as_ref().unwrap(),
-                    &op.changed,
-                ));
+                let b = Value::Object(update_body(landed, desired, changed));
                 let resp = self
                     .write(
                         &op.account,
@@ -305,7 +313,7 @@ impl AurinkoSource {
                         reqwest::Method::PATCH,
                         &url,
                         Some(b.clone()),
-                        op.etag.as_deref(),
+                        etag.as_deref(),
                     )
                     .await?;
                 if resp.status == 412 && force {
@@ -340,12 +348,8 @@ impl AurinkoSource {
                     outcome(op, &resp)
                 }
             }
-            OpKind::Delete => {
-                let url = format!(
-                    "{}/v1/contacts/{}",
-                    self.base_url,
-                    urlencode(op.id.as_deref().unwrap())
-                );
+            Action::Delete { id, .. } => {
+                let url = format!("{}/v1/contacts/{}", self.base_url, urlencode(id));
                 let resp = self
                     .write(
                         &op.account,

@@ -63,7 +63,7 @@ impl GoogleAuth {
                     token_file,
                 }),
             ) => {
-                let token = crate::secret::load(
+                let token = crate::config::load_secret(
                     token_env.as_deref(),
                     token_file.as_deref(),
                     base,

@@ -16,8 +16,8 @@ use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 
 use crate::error::{Error, Result};
-use crate::schema::ContactRecord;
-use crate::schema::builders::{Cell, Cells, Row};
+use crate::model::schema::ContactRecord;
+use crate::model::schema::builders::{Cell, Cells, Row};
 
 const ATOM: &[u8] = b"http://www.w3.org/2005/Atom";
 const GD: &[u8] = b"http://schemas.google.com/g/2005";
@@ -47,7 +47,7 @@ pub struct FeedPage {
 impl FeedPage {
     /// The entries as records (read back from the batch).
     pub fn records(&self) -> Result<Vec<ContactRecord>> {
-        crate::schema::batches_to_records(std::slice::from_ref(&self.batch))
+        crate::model::schema::batches_to_records(std::slice::from_ref(&self.batch))
     }
 }
 
@@ -203,14 +203,7 @@ impl<'t, 'a> Attrs<'t, 'a> {
     }
 }
 
-/// Context of the records made: the pipeline's source name, the account, the run.
-#[derive(Debug, Clone)]
-pub struct RecordContext {
-    pub source: String,
-    pub account: String,
-    pub run_id: String,
-    pub synced_at_us: i64,
-}
+pub use crate::model::extract::RecordContext;
 
 /// Schema columns of a list item, each a field of the decoder's item.
 macro_rules! xml_cells {
@@ -481,7 +474,7 @@ fn decode_feed_inner(body: &[u8], ctx: &RecordContext) -> Result<FeedPage> {
         })
         .collect();
     Ok(FeedPage {
-        batch: crate::schema::rows_to_batch(&rows)?,
+        batch: crate::model::schema::rows_to_batch(&rows)?,
         updated: p.updated,
         total_results: p.total_results,
         next: p.next,

@@ -16,6 +16,7 @@
 pub mod auth;
 pub mod decode;
 pub mod photos;
+pub mod rules;
 pub mod writeback;
 
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use crate::config::SourceConfig;
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::providers::{Extract, RunContext, SyncMode};
-use crate::spill::Collected;
+use crate::model::spill::Collected;
 use auth::GoogleAuth;
 use decode::{RecordContext, decode_feed};
 
@@ -407,5 +408,75 @@ impl SeenLinks {
     fn insert(&mut self, link: &str) -> bool {
         use std::hash::BuildHasher;
         self.hashes.insert(self.state.hash_one(link))
+    }
+}
+
+impl crate::providers::Source for GoogleSource {
+    fn name(&self) -> &str {
+        GoogleSource::name(self)
+    }
+    fn accounts(&self) -> Vec<String> {
+        GoogleSource::accounts(self)
+    }
+    fn default_account(&self) -> Option<&str> {
+        Some(&self.domain)
+    }
+    fn extract<'a>(
+        &'a self,
+        account: &'a str,
+        cursor: Option<&'a str>,
+        ctx: &'a RunContext,
+    ) -> futures::future::BoxFuture<'a, Result<Extract>> {
+        Box::pin(GoogleSource::extract(self, account, cursor, ctx))
+    }
+    fn write_back(&self) -> Option<&dyn crate::providers::WriteBack> {
+        Some(self)
+    }
+    fn photos(&self) -> Option<&dyn crate::providers::Photos> {
+        Some(self)
+    }
+}
+
+impl crate::providers::WriteBack for GoogleSource {
+    fn rules(&self) -> &dyn crate::providers::Rules {
+        &rules::GoogleRules
+    }
+    fn apply<'a>(
+        &'a self,
+        ops: &'a [crate::model::write::Op],
+        managed: &'a [String],
+        force: bool,
+        metrics: &'a crate::http::Metrics,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<crate::model::write::OpResult>>> {
+        Box::pin(GoogleSource::apply(self, ops, managed, force, metrics))
+    }
+}
+
+impl crate::providers::Photos for GoogleSource {
+    fn enabled(&self) -> bool {
+        self.photos_enabled()
+    }
+    fn fetch<'a>(
+        &'a self,
+        wants: &'a [crate::model::photo::PhotoWant],
+        metrics: &'a crate::http::Metrics,
+        progress: Option<&'a indicatif::ProgressBar>,
+    ) -> futures::future::BoxFuture<
+        'a,
+        (
+            Vec<crate::model::photo::FetchedPhoto>,
+            Vec<String>,
+            Vec<(String, crate::Error)>,
+        ),
+    > {
+        Box::pin(self.fetch_photos(wants, metrics, progress))
+    }
+    fn apply<'a>(
+        &'a self,
+        ops: &'a [crate::model::photo::PhotoOp],
+        force: bool,
+        metrics: &'a crate::http::Metrics,
+    ) -> futures::future::BoxFuture<'a, Vec<crate::model::write::OpResult>> {
+        Box::pin(self.apply_photos(ops, force, metrics))
     }
 }

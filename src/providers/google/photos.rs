@@ -7,16 +7,15 @@
 //! `{base}/m8/feeds/photos/media/{domain}/{id}`.
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 
 use super::GoogleSource;
 use crate::error::{Error, Result};
 use crate::http::{HttpResponse, Metrics};
-use crate::lake::{FetchedPhoto, PhotoWant};
-use crate::plan::photos::{PhotoOp, PhotoOpKind};
-use crate::providers::OpResult;
+use crate::model::photo::{FetchedPhoto, PhotoOp, PhotoOpKind, PhotoWant};
+use crate::model::write::{OpResult, Outcome};
 
-/// Largest photo accepted.
-pub const MAX_PHOTO_BYTES: usize = 10 << 20;
+pub use crate::model::photo::MAX_PHOTO_BYTES;
 
 impl GoogleSource {
     /// Whether the pipeline asked for photos (`photos = true`).
@@ -97,17 +96,26 @@ impl GoogleSource {
 
     /// Downloads photos with bounded concurrency. Returns the photos read, the ids found
     /// gone (404), and the failures (id, error) — one failure does not stop the others.
-    pub async fn fetch_photos(
-        &self,
-        wants: &[PhotoWant],
-        metrics: &Metrics,
+    pub async fn fetch_photos<'a>(
+        &'a self,
+        wants: &'a [PhotoWant],
+        metrics: &'a Metrics,
         progress: Option<&indicatif::ProgressBar>,
     ) -> (Vec<FetchedPhoto>, Vec<String>, Vec<(String, Error)>) {
         let mut fetched = Vec::new();
         let mut gone = Vec::new();
         let mut failed = Vec::new();
-        let mut results = futures::stream::iter(wants)
-            .map(|w| async move { (w, self.fetch_photo(w, metrics).await) })
+        // The futures are made first and streamed from a vector: behind the Photos trait the
+        // whole future must be Send, which the compiler cannot prove for a stream that holds
+        // a closure over borrowed items (rust-lang/rust#102211).
+        type Fetch<'a> = (&'a PhotoWant, Result<Option<FetchedPhoto>>);
+        let fetches: Vec<BoxFuture<'a, Fetch<'a>>> = wants
+            .iter()
+            .map(|w| -> BoxFuture<'a, Fetch<'a>> {
+                Box::pin(async move { (w, self.fetch_photo(w, metrics).await) })
+            })
+            .collect();
+        let mut results = futures::stream::iter(fetches)
             .buffer_unordered(self.photo_concurrency);
         while let Some((w, r)) = results.next().await {
             if let Some(pb) = progress {
@@ -127,14 +135,17 @@ impl GoogleSource {
     /// Writes planned photo operations, `photo_concurrency` at a time. A PUT or DELETE is
     /// conditional on the landed photo etag (`If-Match`); a PUT where no photo was landed
     /// asks for "no photo yet" (`If-None-Match: *`). `force` sends `If-Match: *`.
-    pub async fn apply_photos(
-        &self,
-        ops: &[PhotoOp],
+    pub async fn apply_photos<'a>(
+        &'a self,
+        ops: &'a [PhotoOp],
         force: bool,
-        metrics: &Metrics,
+        metrics: &'a Metrics,
     ) -> Vec<OpResult> {
-        let mut out: Vec<OpResult> = futures::stream::iter(ops)
-            .map(|op| async move { self.apply_photo(op, force, metrics).await })
+        let writes: Vec<BoxFuture<'a, OpResult>> = ops
+            .iter()
+            .map(|op| -> BoxFuture<'a, OpResult> { Box::pin(self.apply_photo(op, force, metrics)) })
+            .collect();
+        let mut out: Vec<OpResult> = futures::stream::iter(writes)
             .buffer_unordered(self.photo_concurrency)
             .collect()
             .await;
@@ -183,7 +194,7 @@ impl GoogleSource {
             200..=299 => OpResult {
                 index: op.index,
                 http_status: Some(resp.status),
-                result: "ok".into(),
+                outcome: Outcome::Ok,
                 reason,
                 id: Some(op.id.clone()),
                 new_etag: resp
@@ -196,7 +207,7 @@ impl GoogleSource {
             412 => OpResult {
                 index: op.index,
                 http_status: Some(412),
-                result: "conflict".into(),
+                outcome: Outcome::Conflict,
                 reason,
                 id: Some(op.id.clone()),
                 new_etag: None,

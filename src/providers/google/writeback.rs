@@ -14,9 +14,10 @@ use quick_xml::reader::NsReader;
 use super::GoogleSource;
 use crate::error::{Error, Result};
 use crate::http::Metrics;
-use crate::plan::{Op, OpKind, key_property};
-use crate::providers::OpResult;
-use crate::schema::ContactRecord;
+use crate::model::write::{
+    Action, KEY_PROPERTY, Op, OpKind, OpResult, Outcome, WRITABLE, key_property, merge_managed,
+};
+use crate::model::schema::ContactRecord;
 
 const ATOM: &str = "http://www.w3.org/2005/Atom";
 const GD: &str = "http://schemas.google.com/g/2005";
@@ -296,13 +297,13 @@ fn render_column(column: &str, r: &ContactRecord) -> String {
 /// Bytes of contact data as Google counts it (text and attribute values, not markup),
 /// measured on the entry this record would be written as (insert key included).
 pub fn data_bytes(r: &ContactRecord) -> usize {
-    let cols: Vec<String> = crate::plan::WRITABLE
+    let cols: Vec<String> = WRITABLE
         .iter()
         .map(|c| c.to_string())
         .collect();
     let mut rec = r.clone();
     rec.extended_properties
-        .retain(|p| p.name.as_deref() != Some(crate::plan::KEY_PROPERTY));
+        .retain(|p| p.name.as_deref() != Some(KEY_PROPERTY));
     entry_data_bytes(&insert_entry(&rec, &cols, ""))
 }
 
@@ -396,7 +397,7 @@ fn group(column: &str) -> &str {
 pub fn insert_entry(r: &ContactRecord, managed: &[String], key: &str) -> String {
     let mut rec = r.clone();
     rec.extended_properties
-        .retain(|p| p.name.as_deref() != Some(crate::plan::KEY_PROPERTY));
+        .retain(|p| p.name.as_deref() != Some(KEY_PROPERTY));
     rec.extended_properties.push(key_property(key));
     let mut cols: Vec<&str> = managed.iter().map(String::as_str).collect();
     cols.push("extended_properties");
@@ -849,22 +850,25 @@ impl GoogleSource {
                     let tail = format!(
                         "<batch:id xmlns:batch=\"{BATCH}\">{}</batch:id><batch:operation xmlns:batch=\"{BATCH}\" type=\"{}\"/></entry>",
                         op.index,
-                        op.kind.as_str()
+                        op.kind().as_str()
                     );
-                    let entry = match op.kind {
-                        OpKind::Insert => {
-                            Ok(insert_entry(op.desired.as_ref().unwrap(), managed, &op.key))
-                        }
-                        OpKind::Update => {
-                            let landed = op.landed.as_ref().unwrap();
+                    let entry = match &op.action {
+                        Action::Insert { desired } => Ok(insert_entry(desired, managed, &op.key)),
+                        Action::Update {
+                            desired,
+                            landed,
+                            changed,
+                            etag,
+                            ..
+                        } => {
                             let mut merged = landed.clone();
-                            merge_managed(&mut merged, op.desired.as_ref().unwrap(), managed);
+                            merge_managed(&mut merged, desired, managed);
                             match landed.raw.as_deref() {
                                 Some(raw) => update_entry(
                                     raw,
                                     &merged,
-                                    &op.changed,
-                                    op.etag.as_deref(),
+                                    changed,
+                                    etag.as_deref(),
                                     Some(landed),
                                 ),
                                 None => Err(Error::decode(
@@ -872,8 +876,7 @@ impl GoogleSource {
                                 )),
                             }
                         }
-                        OpKind::Delete => {
-                            let landed = op.landed.as_ref().unwrap();
+                        Action::Delete { landed, etag, .. } => {
                             let id = landed.raw.as_deref().and_then(atom_id).unwrap_or_else(|| {
                                 format!(
                                     "http://www.google.com/m8/feeds/contacts/{}/base/{}",
@@ -882,7 +885,7 @@ impl GoogleSource {
                             });
                             Ok(format!(
                                 "<entry xmlns=\"{ATOM}\" xmlns:gd=\"{GD}\" gd:etag=\"{}\"><id>{}</id></entry>",
-                                esc(op.etag.as_deref().unwrap_or("*")),
+                                esc(etag.as_deref().unwrap_or("*")),
                                 esc(&id)
                             ))
                         }
@@ -961,7 +964,7 @@ impl GoogleSource {
                             b.atom_id.as_ref().and_then(|aid| {
                                 pending
                                     .iter()
-                                    .find(|o| o.id.as_deref() == Some(aid.as_str()))
+                                    .find(|o| o.id() == Some(aid.as_str()))
                             })
                         })
                         .or_else(|| {
@@ -1027,24 +1030,23 @@ fn result_of(op: &Op, b: &BatchResult) -> OpResult {
     let mut r = OpResult {
         index: op.index,
         http_status: b.code,
-        id: b.atom_id.clone().or(op.id.clone()),
+        id: b.atom_id.clone().or(op.id().map(str::to_string)),
         reason: b.reason.clone(),
         new_etag: b.etag.clone(),
         ..Default::default()
     };
-    r.result = match code {
-        200..=299 => "ok",
-        412 | 409 => "conflict",
+    r.outcome = match code {
+        200..=299 => Outcome::Ok,
+        412 | 409 => Outcome::Conflict,
         // The API's own validation decides what the local checks left to it.
-        400 => "invalid",
-        404 if op.kind == OpKind::Delete => {
+        400 => Outcome::Invalid,
+        404 if op.kind() == OpKind::Delete => {
             r.reason = Some("already deleted".into());
-            "ok"
+            Outcome::Ok
         }
-        _ => "failed",
-    }
-    .into();
-    if r.result != "ok" {
+        _ => Outcome::Failed,
+    };
+    if r.outcome != Outcome::Ok {
         r.error = Some(format!(
             "HTTP {code}: {}",
             b.reason.as_deref().unwrap_or("")
@@ -1053,15 +1055,6 @@ fn result_of(op: &Op, b: &BatchResult) -> OpResult {
     r
 }
 
-/// Copies the managed columns of `desired` onto `target`.
-pub fn merge_managed(target: &mut ContactRecord, desired: &ContactRecord, managed: &[String]) {
-    let mut t = serde_json::to_value(&*target).unwrap();
-    let d = serde_json::to_value(desired).unwrap();
-    for m in managed {
-        t[m.as_str()] = d[m.as_str()].clone();
-    }
-    *target = serde_json::from_value(t).unwrap();
-}
 
 #[cfg(test)]
 mod tests {
@@ -1106,7 +1099,7 @@ mod tests {
     fn an_update_replaces_only_changed_elements() {
         let merged = ContactRecord {
             notes: Some("new <notes>".into()),
-            emails: vec![crate::schema::Email {
+            emails: vec![crate::model::schema::Email {
                 address: Some("a@x.org".into()),
                 kind: Some("work".into()),
                 ..Default::default()

@@ -365,7 +365,7 @@ impl Collected {
     /// An empty collection, spilling to a new temporary folder.
     pub fn try_new() -> Result<Collected> {
         Ok(Collected {
-            spill: Spill::try_new(&crate::schema::contacts_schema())?,
+            spill: Spill::try_new(&crate::model::schema::contacts_schema())?,
             latest: Latest::default(),
             rows: Vec::new(),
             spilled_rows: 0,
@@ -514,7 +514,7 @@ mod tests {
     }
 
     use super::*;
-    use crate::schema::{ContactRecord, batches_to_records, records_to_batch};
+    use crate::model::schema::{ContactRecord, batches_to_records, records_to_batch};
 
     fn rec(id: &str, updated: i64, deleted: bool, note: &str) -> ContactRecord {
         ContactRecord {

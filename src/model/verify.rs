@@ -1,7 +1,7 @@
 //! Compares landed contacts with an expected set, field by field. Used by the tests, the
 //! demo and anyone checking a lake against an emulator's truth.
 
-use crate::schema::ContactRecord;
+use crate::model::schema::ContactRecord;
 
 /// Differences between `landed` and `expected` (both any order), ignoring lineage
 /// (`source`, `_run_id`, `_synced_at`) and `raw`. Empty means equal.

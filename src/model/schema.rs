@@ -21,7 +21,7 @@ pub(crate) mod builders;
 use crate::error::{Error, Result};
 
 /// The schema file as shipped, compiled into the binary.
-pub const CONTACTS_SCHEMA_JSON: &str = include_str!("../schemas/contacts.v1.json");
+pub const CONTACTS_SCHEMA_JSON: &str = include_str!("../../schemas/contacts.v1.json");
 
 /// Metadata key under which each field's one-line description is kept.
 pub const DESCRIPTION_KEY: &str = "description";

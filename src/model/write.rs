@@ -1,0 +1,203 @@
+//! Write-back operations and their outcomes. An operation carries exactly the data its
+//! kind needs (an insert has no landed contact, a delete no desired one), so no part
+//! unwraps an `Option` that "must" be set.
+
+use super::schema::{ContactRecord, ExtendedProperty};
+
+/// Name of the idempotency key stamped on created contacts (Google: an extended property;
+/// Aurinko: a native property).
+pub const KEY_PROPERTY: &str = "contacts-etl-key";
+
+/// Columns the reverse sink can write.
+pub const WRITABLE: &[&str] = &[
+    "display_name",
+    "given_name",
+    "family_name",
+    "middle_name",
+    "prefix",
+    "suffix",
+    "nickname",
+    "file_as",
+    "emails",
+    "phones",
+    "addresses",
+    "ims",
+    "organizations",
+    "websites",
+    "relations",
+    "events",
+    "notes",
+    "birthday",
+    "groups",
+    "extended_properties",
+];
+
+/// The extended property that stamps an insert key.
+pub fn key_property(key: &str) -> ExtendedProperty {
+    ExtendedProperty {
+        name: Some(KEY_PROPERTY.into()),
+        value: Some(key.into()),
+        xml: None,
+    }
+}
+
+/// Copies the managed columns of `desired` onto `target`.
+pub fn merge_managed(target: &mut ContactRecord, desired: &ContactRecord, managed: &[String]) {
+    let mut t = serde_json::to_value(&*target).unwrap();
+    let d = serde_json::to_value(desired).unwrap();
+    for m in managed {
+        t[m.as_str()] = d[m.as_str()].clone();
+    }
+    *target = serde_json::from_value(t).unwrap();
+}
+
+/// An operation's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    Insert,
+    Update,
+    Delete,
+}
+
+impl OpKind {
+    /// The name used in `writeback_results.op`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OpKind::Insert => "insert",
+            OpKind::Update => "update",
+            OpKind::Delete => "delete",
+        }
+    }
+}
+
+/// What an operation does, with the data it needs.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Create `desired`, stamped with the operation's key.
+    Insert { desired: ContactRecord },
+    /// Change the managed columns of `landed` to those of `desired`.
+    Update {
+        id: String,
+        /// The etag the write is conditional on.
+        etag: Option<String>,
+        desired: ContactRecord,
+        landed: ContactRecord,
+        /// Managed columns whose value changes.
+        changed: Vec<String>,
+    },
+    /// Delete `landed`.
+    Delete {
+        id: String,
+        /// The etag the write is conditional on.
+        etag: Option<String>,
+        landed: ContactRecord,
+    },
+}
+
+/// One planned operation.
+#[derive(Debug, Clone)]
+pub struct Op {
+    /// Its index in the plan (the `op_index` of its result).
+    pub index: usize,
+    pub account: String,
+    /// The insert's idempotency key, or `account/id`.
+    pub key: String,
+    pub action: Action,
+}
+
+impl Op {
+    /// The operation's kind.
+    pub fn kind(&self) -> OpKind {
+        match self.action {
+            Action::Insert { .. } => OpKind::Insert,
+            Action::Update { .. } => OpKind::Update,
+            Action::Delete { .. } => OpKind::Delete,
+        }
+    }
+    /// The contact id (none for inserts).
+    pub fn id(&self) -> Option<&str> {
+        match &self.action {
+            Action::Insert { .. } => None,
+            Action::Update { id, .. } | Action::Delete { id, .. } => Some(id),
+        }
+    }
+    /// The desired contact (inserts and updates).
+    pub fn desired(&self) -> Option<&ContactRecord> {
+        match &self.action {
+            Action::Insert { desired } | Action::Update { desired, .. } => Some(desired),
+            Action::Delete { .. } => None,
+        }
+    }
+    /// The landed contact (updates and deletes).
+    pub fn landed(&self) -> Option<&ContactRecord> {
+        match &self.action {
+            Action::Insert { .. } => None,
+            Action::Update { landed, .. } | Action::Delete { landed, .. } => Some(landed),
+        }
+    }
+    /// The managed columns an update changes (none for inserts and deletes).
+    pub fn changed(&self) -> &[String] {
+        match &self.action {
+            Action::Update { changed, .. } => changed,
+            _ => &[],
+        }
+    }
+}
+
+/// How a write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Outcome {
+    /// Applied (a delete of a contact already gone counts, with a reason).
+    Ok,
+    /// The contact changed since it was read (412/409): nothing was overwritten.
+    Conflict,
+    /// The API refused the write as invalid (400): its reason says why.
+    Invalid,
+    /// Anything else: rerunning `apply` retries it.
+    #[default]
+    Failed,
+}
+
+impl Outcome {
+    /// The name used in `writeback_results.result`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Conflict => "conflict",
+            Outcome::Invalid => "invalid",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// The outcome of one write operation.
+#[derive(Debug, Clone, Default)]
+pub struct OpResult {
+    /// The operation's index in the plan.
+    pub index: usize,
+    /// HTTP (or batch) status.
+    pub http_status: Option<u16>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The status reason.
+    pub reason: Option<String>,
+    /// The contact id (new for inserts).
+    pub id: Option<String>,
+    /// The contact's etag after the write.
+    pub new_etag: Option<String>,
+    /// What went wrong.
+    pub error: Option<String>,
+}
+
+impl OpResult {
+    /// A failed operation.
+    pub fn failed(index: usize, status: Option<u16>, error: String) -> OpResult {
+        OpResult {
+            index,
+            http_status: status,
+            outcome: Outcome::Failed,
+            error: Some(error),
+            ..Default::default()
+        }
+    }
+}
