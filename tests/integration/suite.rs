@@ -11,17 +11,21 @@
 //! | [`writeback_round_trip`] | an update applied, then synced: the API holds the written values, the lake equals the API, a new plan is empty |
 //! | [`conflicts`] | a desired state computed before someone else's edit: those rows are `conflict` rows in `writeback_results`, the other writer's values stay, `--force` then overwrites |
 //! | [`idempotent_inserts`] | the same insert applied twice, and once more from a lake that never saw it: one contact per account |
+//! | [`writes_survive_lost_responses`] | inserts and updates while responses are lost after the server did the work: no insert twice, reruns converge (ignored while the product re-sends creates; see `conformance!`) |
 //! | [`crash`] | `kill -9` of a `contacts-etl sync` at a random moment, then a rerun: the lake equals the truth, no change row twice, run numbers without gaps |
 //!
 //! # How a provider joins the suite
 //!
 //! 1. Give its emulator the usual test surface (`<provider>_truth`, `mutate_<provider>`, a
-//!    way to make a cursor expire, [`FaultSpec`] faults) and teach
-//!    [`crate::write_pipeline`] to write its `[[sources]]` table.
+//!    way to make a cursor expire, the shared [`FaultSpec`] faults).
 //! 2. Write a `fn <provider>_harness() -> Harness` below: plain data and `fn` pointers
-//!    that say how to start its emulator, point a pipeline at it, read its truth, mutate
-//!    it, expire its cursor, which faults to inject, and one update and one insert in SQL
-//!    with a predicate that recognises the written values.
+//!    that say how to start its emulator, write a pipeline pointing at it (through
+//!    [`crate::write_pipeline`], or its own `[[sources]]` TOML), list its accounts, read
+//!    its truth, mutate it, expire its cursor, which faults to inject, and one update and
+//!    one insert in SQL, each with a predicate that recognises the written values in the
+//!    truth. The checks compare the lake with that truth themselves (through
+//!    `contacts_etl::verify::diff`), so nothing else in the tests needs to know the
+//!    provider.
 //! 3. Add one line at the bottom: `conformance!(<provider>, <provider>_harness());`. It
 //!    generates one `#[tokio::test]` per check, named `suite::<provider>::<check>`, so
 //!    `cargo test suite::<provider>` runs all of them.
@@ -79,10 +83,11 @@ pub struct Harness {
     pub update_sql: &'static str,
     /// Whether a contact in the truth carries what `update_sql` wrote.
     pub updated: fn(&Record) -> bool,
-    /// One desired row (a `SELECT` without `id`) that inserts a contact into `account`.
-    pub insert_sql: fn(account: &str) -> String,
-    /// Whether a contact in the truth is the one `insert_sql` created.
-    pub inserted: fn(&Record) -> bool,
+    /// One desired row (a `SELECT` without `id`) that inserts a contact into `account`,
+    /// told apart from other inserts by `tag` (letters and digits).
+    pub insert_sql: fn(account: &str, tag: &str) -> String,
+    /// Whether a contact in the truth is the one `insert_sql` created with `tag`.
+    pub inserted: fn(c: &Record, tag: &str) -> bool,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -115,18 +120,19 @@ pub fn google_harness() -> Harness {
         faults: "429=0.06,503=0.06,500=0.03,reset=0.03,truncate=0.05,retry_after=0",
         update_sql: "SELECT account, id, etag, concat('[suite] ', id) AS notes FROM contacts WHERE source = 'shared'",
         updated: |c| c.notes.as_deref() == Some(format!("[suite] {}", c.id).as_str()),
-        insert_sql: |account| {
+        insert_sql: |account, tag| {
             format!(
                 "SELECT '{account}' AS account, CAST(NULL AS VARCHAR) AS id, CAST(NULL AS VARCHAR) AS etag, \
-                 'Suite Inserted' AS display_name, 'inserted by the conformance suite' AS notes, \
-                 [named_struct('address', 'suite.inserted@example.org', 'type', 'work', 'label', CAST(NULL AS VARCHAR), 'primary', true, 'display_name', CAST(NULL AS VARCHAR))] AS emails"
+                 'Suite Inserted {tag}' AS display_name, 'inserted by the conformance suite' AS notes, \
+                 [named_struct('address', 'suite.{tag}@example.org', 'type', 'work', 'label', CAST(NULL AS VARCHAR), 'primary', true, 'display_name', CAST(NULL AS VARCHAR))] AS emails"
             )
         },
-        inserted: |c| {
-            c.display_name.as_deref() == Some("Suite Inserted")
+        inserted: |c, tag| {
+            c.display_name.as_deref() == Some(format!("Suite Inserted {tag}").as_str())
                 && c.notes.as_deref() == Some("inserted by the conformance suite")
                 && c.emails.len() == 1
-                && c.emails[0].address.as_deref() == Some("suite.inserted@example.org")
+                && c.emails[0].address.as_deref()
+                    == Some(format!("suite.{tag}@example.org").as_str())
         },
     }
 }
@@ -167,14 +173,14 @@ pub fn aurinko_harness() -> Harness {
             c.display_name.as_deref() == Some(format!("Suite {}", c.id).as_str())
                 && c.notes.as_deref() == Some(format!("[suite] {}", c.id).as_str())
         },
-        insert_sql: |account| {
+        insert_sql: |account, tag| {
             format!(
                 "SELECT '{account}' AS account, CAST(NULL AS VARCHAR) AS id, CAST(NULL AS VARCHAR) AS etag, \
-                 'Suite Inserted' AS display_name, 'inserted by the conformance suite' AS notes"
+                 'Suite Inserted {tag}' AS display_name, 'inserted by the conformance suite' AS notes"
             )
         },
-        inserted: |c| {
-            c.display_name.as_deref() == Some("Suite Inserted")
+        inserted: |c, tag| {
+            c.display_name.as_deref() == Some(format!("Suite Inserted {tag}").as_str())
                 && c.notes.as_deref() == Some("inserted by the conformance suite")
         },
     }
@@ -317,6 +323,43 @@ async fn change_rows(h: &Harness, p: &Path, filter: &str) -> i64 {
         ),
     )
     .await
+}
+
+/// The desired state that inserts one contact per account and tag.
+fn inserts_sql(h: &Harness, accounts: &[String], tags: &[String]) -> String {
+    let mut rows = Vec::new();
+    for a in accounts {
+        for t in tags {
+            rows.push((h.insert_sql)(a, t));
+        }
+    }
+    rows.join(" UNION ALL ")
+}
+
+/// Asserts every (account, tag) insert exists exactly once in the truth.
+fn assert_inserted_once(
+    h: &Harness,
+    emu: &Emulator,
+    accounts: &[String],
+    tags: &[String],
+    context: &str,
+) {
+    let mut wrong = Vec::new();
+    for a in accounts {
+        let contacts = (h.truth)(emu, a);
+        for t in tags {
+            let n = contacts.iter().filter(|c| (h.inserted)(c, t)).count();
+            if n != 1 {
+                wrong.push(format!("{a}/{t}: {n} times"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} {context}: inserts not present exactly once: {}",
+        h.name,
+        wrong.join(", ")
+    );
 }
 
 fn apply_opts(h: &Harness, desired: &str, mode: Mode) -> ApplyOptions {
@@ -490,6 +533,7 @@ pub async fn faults_still_land_exactly(h: &Harness) {
         "{}: too few faults injected: {stats:?}",
         h.name
     );
+    eprintln!("{} faults: {injected} injected", h.name);
 }
 
 /// An update of every contact, applied and then synced: the API holds what was written,
@@ -550,6 +594,77 @@ pub async fn writeback_round_trip(h: &Harness) {
         h.name,
         again.render(5)
     );
+}
+
+/// Faults for [`writes_survive_lost_responses`]: besides throttling and server errors, a
+/// third of responses are cut off after the server did the work (a lost response).
+pub const LOST_RESPONSES: &str = "429=0.05,503=0.05,reset=0.05,truncate=0.3,retry_after=0";
+
+/// Write-back while responses get lost after the write happened ([`LOST_RESPONSES`]):
+/// inserts (eight per account) and updates of every contact. However the client retries,
+/// no insert may land twice; reruns of the same apply (at most three) converge on every
+/// contact updated, and the lake then equals the API.
+pub async fn writes_survive_lost_responses(h: &Harness) {
+    let (emu, _dir, p) = start(h, None).await;
+    assert_ok(&sync(&p, false).await);
+    let accounts = (h.accounts)(&emu);
+    let tags: Vec<String> = (0..8).map(|i| format!("lost{i}")).collect();
+    let n = total(&truth(h, &emu));
+    let pipeline = Pipeline::load(&p).unwrap();
+    let inserts = inserts_sql(h, &accounts, &tags);
+    emu.set_faults(FaultSpec::parse(LOST_RESPONSES).unwrap());
+    // Each desired state is applied until nothing is left to do, at most three times.
+    let mut reruns = Vec::new();
+    for (desired, mode) in [
+        (inserts.as_str(), Mode::Upsert),
+        (h.update_sql, Mode::Update),
+    ] {
+        for attempt in 0.. {
+            match apply(&pipeline, &apply_opts(h, desired, mode)).await {
+                Ok(r) if r.failures() == 0 => break,
+                Ok(r) => reruns.push(r.summary()),
+                Err(e) => reruns.push(e.to_string()),
+            }
+            assert!(
+                attempt < 2,
+                "{}: apply did not converge in three runs:\n{}",
+                h.name,
+                reruns.join("\n")
+            );
+        }
+        if mode == Mode::Upsert {
+            emu.set_faults(FaultSpec::default());
+            assert_inserted_once(
+                h,
+                &emu,
+                &accounts,
+                &tags,
+                "after inserts under lost responses",
+            );
+            emu.set_faults(FaultSpec::parse(LOST_RESPONSES).unwrap());
+        }
+    }
+    let stats = emu.stats();
+    emu.set_faults(FaultSpec::default());
+    assert!(
+        stats.get("fault.truncate").copied().unwrap_or(0) > 0,
+        "{}: no response was lost: {stats:?}",
+        h.name
+    );
+    let t = truth(h, &emu);
+    assert_eq!(total(&t), n + accounts.len() * tags.len(), "{}", h.name);
+    let missing = t
+        .values()
+        .flatten()
+        .filter(|c| !tags.iter().any(|tag| (h.inserted)(c, tag)) && !(h.updated)(c))
+        .count();
+    assert_eq!(
+        missing, 0,
+        "{}: contacts without the written values",
+        h.name
+    );
+    assert_ok(&sync(&p, false).await);
+    assert_lake_equals_truth(h, &p, &emu, "after write-back under lost responses").await;
 }
 
 /// A desired state saved before someone else edits some contacts: those are conflicts
@@ -668,24 +783,8 @@ pub async fn idempotent_inserts(h: &Harness) {
     let (emu, _dir, p) = start(h, None).await;
     assert_ok(&sync(&p, false).await);
     let accounts = (h.accounts)(&emu);
-    let desired = accounts
-        .iter()
-        .map(|a| (h.insert_sql)(a))
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
-    let once_each = |context: &str| {
-        for a in &accounts {
-            let n = (h.truth)(&emu, a)
-                .iter()
-                .filter(|c| (h.inserted)(c))
-                .count();
-            assert_eq!(
-                n, 1,
-                "{} {context}: account {a} holds the insert {n} times",
-                h.name
-            );
-        }
-    };
+    let tags = vec!["once".to_string()];
+    let desired = inserts_sql(h, &accounts, &tags);
     let n = total(&truth(h, &emu));
     let report = apply(
         &Pipeline::load(&p).unwrap(),
@@ -700,7 +799,7 @@ pub async fn idempotent_inserts(h: &Harness) {
         "{}",
         report.plan.render(5)
     );
-    once_each("after the first apply");
+    assert_inserted_once(h, &emu, &accounts, &tags, "after the first apply");
     assert_eq!(total(&truth(h, &emu)), n + accounts.len());
 
     let report = apply(
@@ -717,7 +816,7 @@ pub async fn idempotent_inserts(h: &Harness) {
         report.plan.render(5)
     );
     assert_eq!(report.plan.already_applied, accounts.len(), "{}", h.name);
-    once_each("after the second apply");
+    assert_inserted_once(h, &emu, &accounts, &tags, "after the second apply");
 
     // A lake that never saw the inserts (as after a crash before the sync that follows an
     // apply): apply reads the source first and finds the stamped keys.
@@ -736,7 +835,13 @@ pub async fn idempotent_inserts(h: &Harness) {
         h.name,
         report.plan.render(5)
     );
-    once_each("after an apply from a fresh lake");
+    assert_inserted_once(
+        h,
+        &emu,
+        &accounts,
+        &tags,
+        "after an apply from a fresh lake",
+    );
     assert_eq!(total(&truth(h, &emu)), n + accounts.len());
     assert_ok(&sync(&p, false).await);
     assert_lake_equals_truth(h, &p, &emu, "after the inserts").await;
@@ -817,6 +922,10 @@ pub async fn crash(h: &Harness) {
         }
         trials += 1;
     }
+    eprintln!(
+        "{} crash: {trials} trial(s), {killed_mid_run} killed mid-run",
+        h.name
+    );
     assert!(
         killed_mid_run > 0,
         "{}: no kill landed inside a run in {trials} trials",
@@ -844,12 +953,18 @@ macro_rules! conformance {
                 conflicts,
                 idempotent_inserts,
                 crash,
+                // Fails for both providers today: a write whose response is lost is sent
+                // again and creates the contact again. Run it with `-- --ignored`; when the
+                // product is fixed, drop this attribute.
+                #[ignore = "known product bug: a retried create after a lost response inserts a duplicate"]
+                writes_survive_lost_responses,
             );
         }
     };
-    (@checks $provider:ident, $harness:expr; $($check:ident),+ $(,)?) => {
+    (@checks $provider:ident, $harness:expr; $($(#[$attr:meta])* $check:ident),+ $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            $(#[$attr])*
             async fn $check() {
                 let t = std::time::Instant::now();
                 super::$check(&$harness).await;
