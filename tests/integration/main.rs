@@ -16,6 +16,7 @@ mod lake;
 mod photos;
 mod sql;
 mod storage;
+mod suite;
 mod writeback;
 
 use std::collections::HashMap;

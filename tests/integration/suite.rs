@@ -1,0 +1,983 @@
+//! The provider conformance suite: what every provider must do, written once, as plain
+//! async functions that take a [`Harness`] (the way object_store's `integration.rs` holds
+//! every store to the same functions).
+//!
+//! | check | what it holds |
+//! |---|---|
+//! | [`full_extract_equals_truth`] | a first sync is `full` in every account, lands the truth field by field, and a second one changes nothing |
+//! | [`incremental_after_mutations_equals_truth`] | after inserts, updates and deletes a sync is `incremental`, counts what changed ([`crate::expected_counts`]) and lands the truth; the change log holds each change once |
+//! | [`expired_cursor_resyncs_and_reconciles_deletes`] | a cursor the API no longer honours gives a `resync` that finds the deletions it could not be told about, logs them, and leaves a cursor that works |
+//! | [`faults_still_land_exactly`] | 429/503/500, resets and truncated bodies do not change what lands |
+//! | [`writeback_round_trip`] | an update applied, then synced: the API holds the written values, the lake equals the API, a new plan is empty |
+//! | [`conflicts`] | a desired state computed before someone else's edit: those rows are `conflict` rows in `writeback_results`, the other writer's values stay, `--force` then overwrites |
+//! | [`idempotent_inserts`] | the same insert applied twice, and once more from a lake that never saw it: one contact per account |
+//! | [`writes_survive_lost_responses`] | inserts and updates while responses are lost after the server did the work: no insert twice, reruns converge (ignored while the product re-sends creates; see `conformance!`) |
+//! | [`crash`] | `kill -9` of a `contacts-etl sync` at a random moment, then a rerun: the lake equals the truth, no change row twice, run numbers without gaps |
+//!
+//! # How a provider joins the suite
+//!
+//! 1. Give its emulator the usual test surface (`<provider>_truth`, `mutate_<provider>`, a
+//!    way to make a cursor expire, the shared [`FaultSpec`] faults).
+//! 2. Write a `fn <provider>_harness() -> Harness` below: plain data and `fn` pointers
+//!    that say how to start its emulator, write a pipeline pointing at it (through
+//!    [`crate::write_pipeline`], or its own `[[sources]]` TOML), list its accounts, read
+//!    its truth, mutate it, expire its cursor, which faults to inject, and one update and
+//!    one insert in SQL, each with a predicate that recognises the written values in the
+//!    truth. The checks compare the lake with that truth themselves (through
+//!    `contacts_etl::verify::diff`), so nothing else in the tests needs to know the
+//!    provider.
+//! 3. Add one line at the bottom: `conformance!(<provider>, <provider>_harness());`. It
+//!    generates one `#[tokio::test]` per check, named `suite::<provider>::<check>`, so
+//!    `cargo test suite::<provider>` runs all of them.
+//!
+//! A new check is one more `pub async fn check(h: &Harness)` here and its name in the list
+//! inside `conformance!`; every provider then runs it.
+//!
+//! Sizes are small (a few hundred contacts, small pages so there are several of them) and
+//! every loop is bounded: the whole suite is meant to stay well under a minute of wall
+//! time in a debug build on two cores.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray};
+use contacts_etl::config::Pipeline;
+use contacts_etl::emulator::{Emulator, EmulatorConfig, FaultSpec, MutationSummary};
+use contacts_etl::plan::Mode;
+use contacts_etl::plan::apply::{ApplyOptions, apply, plan};
+use rand::Rng;
+
+use crate::{PipelineSpec, assert_ok, expected_counts, sync, write_pipeline};
+
+/// A contact in the unified schema, as the lake and the emulators' truth hold it.
+pub type Record = contacts_etl::schema::ContactRecord;
+
+/// A provider under test: plain data and `fn` pointers, nothing else.
+pub struct Harness {
+    /// The provider's name, in messages.
+    pub name: &'static str,
+    /// The `[[sources]]` name [`Harness::pipeline`] gives it.
+    pub source: &'static str,
+    /// Contacts per account the checks start from (a few hundred at most).
+    pub contacts: usize,
+    /// The emulator's configuration for `contacts` contacts per account, without faults.
+    pub emulator: fn(contacts: usize) -> EmulatorConfig,
+    /// Writes a pipeline into `dir` whose one source is this provider on `emu`; the lake
+    /// is `dir/lake`.
+    pub pipeline: fn(dir: &Path, emu: &Emulator) -> PathBuf,
+    /// The accounts the pipeline syncs.
+    pub accounts: fn(emu: &Emulator) -> Vec<String>,
+    /// The live contacts of one account, as a perfect sync would land them.
+    pub truth: fn(emu: &Emulator, account: &str) -> Vec<Record>,
+    /// Random inserts, updates and deletes (in every account).
+    pub mutate:
+        fn(emu: &Emulator, inserts: usize, updates: usize, deletes: usize) -> MutationSummary,
+    /// Makes every cursor the source holds unusable: the next sync must resync, and the
+    /// deletions made before this call must not be visible to an incremental read.
+    pub expire_cursor: fn(emu: &Emulator),
+    /// The faults injected by [`faults_still_land_exactly`], in `--faults` syntax.
+    pub faults: &'static str,
+    /// A desired state (SQL over the lake) that updates every landed contact of the source.
+    pub update_sql: &'static str,
+    /// Whether a contact in the truth carries what `update_sql` wrote.
+    pub updated: fn(&Record) -> bool,
+    /// One desired row (a `SELECT` without `id`) that inserts a contact into `account`,
+    /// told apart from other inserts by `tag` (letters and digits).
+    pub insert_sql: fn(account: &str, tag: &str) -> String,
+    /// Whether a contact in the truth is the one `insert_sql` created with `tag`.
+    pub inserted: fn(c: &Record, tag: &str) -> bool,
+}
+
+// ---------------------------------------------------------------------------------------
+// The providers. A new one: a harness function and one `conformance!` line at the bottom.
+// ---------------------------------------------------------------------------------------
+
+/// Google Domain Shared Contacts: one account (the domain), paged at 50.
+pub fn google_harness() -> Harness {
+    Harness {
+        name: "google",
+        source: "shared",
+        contacts: 300,
+        emulator: crate::google_only,
+        pipeline: |dir, emu| {
+            write_pipeline(
+                dir,
+                emu,
+                &PipelineSpec {
+                    page_size: 50,
+                    ..Default::default()
+                },
+            )
+        },
+        accounts: |emu| vec![emu.config().google_domain.clone()],
+        truth: |emu, _| emu.google_truth().contacts,
+        mutate: |emu, i, u, d| emu.mutate_google(i, u, d),
+        // Past the 30-day window Google keeps deletion placeholders for: an incremental
+        // read could no longer see the deletions, so the source must resync.
+        expire_cursor: |emu| emu.advance_clock(31 * 24 * 3600),
+        faults: "429=0.06,503=0.06,500=0.03,reset=0.03,truncate=0.05,retry_after=0",
+        update_sql: "SELECT account, id, etag, concat('[suite] ', id) AS notes FROM contacts WHERE source = 'shared'",
+        updated: |c| c.notes.as_deref() == Some(format!("[suite] {}", c.id).as_str()),
+        insert_sql: |account, tag| {
+            format!(
+                "SELECT '{account}' AS account, CAST(NULL AS VARCHAR) AS id, CAST(NULL AS VARCHAR) AS etag, \
+                 'Suite Inserted {tag}' AS display_name, 'inserted by the conformance suite' AS notes, \
+                 [named_struct('address', 'suite.{tag}@example.org', 'type', 'work', 'label', CAST(NULL AS VARCHAR), 'primary', true, 'display_name', CAST(NULL AS VARCHAR))] AS emails"
+            )
+        },
+        inserted: |c, tag| {
+            c.display_name.as_deref() == Some(format!("Suite Inserted {tag}").as_str())
+                && c.notes.as_deref() == Some("inserted by the conformance suite")
+                && c.emails.len() == 1
+                && c.emails[0].address.as_deref()
+                    == Some(format!("suite.{tag}@example.org").as_str())
+        },
+    }
+}
+
+/// Aurinko: two accounts, paged at 50 by the emulator.
+pub fn aurinko_harness() -> Harness {
+    Harness {
+        name: "aurinko",
+        source: "crm",
+        contacts: 150,
+        emulator: |n| EmulatorConfig {
+            aurinko_page_size: 50,
+            ..crate::aurinko_only(2, n)
+        },
+        pipeline: |dir, emu| {
+            write_pipeline(
+                dir,
+                emu,
+                &PipelineSpec {
+                    google: false,
+                    aurinko_accounts: emu.aurinko_accounts(),
+                    ..Default::default()
+                },
+            )
+        },
+        accounts: |emu| emu.aurinko_accounts(),
+        truth: |emu, account| {
+            emu.aurinko_truth(account)
+                .unwrap_or_else(|| panic!("no Aurinko account {account}"))
+                .contacts
+        },
+        mutate: |emu, i, u, d| emu.mutate_aurinko(None, i, u, d),
+        // Every delta and page token issued so far answers 410 syncToken.expired.
+        expire_cursor: |emu| emu.expire_aurinko_tokens(),
+        faults: "429=0.06,503=0.06,500=0.03,reset=0.03,truncate=0.05,retry_after=0",
+        update_sql: "SELECT account, id, etag, concat('Suite ', id) AS display_name, concat('[suite] ', id) AS notes FROM contacts WHERE source = 'crm'",
+        updated: |c| {
+            c.display_name.as_deref() == Some(format!("Suite {}", c.id).as_str())
+                && c.notes.as_deref() == Some(format!("[suite] {}", c.id).as_str())
+        },
+        insert_sql: |account, tag| {
+            format!(
+                "SELECT '{account}' AS account, CAST(NULL AS VARCHAR) AS id, CAST(NULL AS VARCHAR) AS etag, \
+                 'Suite Inserted {tag}' AS display_name, 'inserted by the conformance suite' AS notes"
+            )
+        },
+        inserted: |c, tag| {
+            c.display_name.as_deref() == Some(format!("Suite Inserted {tag}").as_str())
+                && c.notes.as_deref() == Some("inserted by the conformance suite")
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+/// An emulator for `h` and a pipeline in a fresh directory pointing at it.
+async fn start(h: &Harness, faults: Option<&str>) -> (Emulator, tempfile::TempDir, PathBuf) {
+    let mut cfg = (h.emulator)(h.contacts);
+    if let Some(f) = faults {
+        cfg.faults = FaultSpec::parse(f).unwrap();
+    }
+    let emu = Emulator::start(cfg).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = (h.pipeline)(dir.path(), &emu);
+    (emu, dir, p)
+}
+
+/// Every account's truth.
+fn truth(h: &Harness, emu: &Emulator) -> BTreeMap<String, Vec<Record>> {
+    (h.accounts)(emu)
+        .into_iter()
+        .map(|a| {
+            let t = (h.truth)(emu, &a);
+            (a, t)
+        })
+        .collect()
+}
+
+fn total(t: &BTreeMap<String, Vec<Record>>) -> usize {
+    t.values().map(Vec::len).sum()
+}
+
+/// The lake of the pipeline at `p` equals the truth of every account, field by field, and
+/// holds no contact of the source outside those accounts.
+async fn assert_lake_equals_truth(h: &Harness, p: &Path, emu: &Emulator, context: &str) {
+    let lake = contacts_etl::sync::lake_of(&Pipeline::load(p).unwrap()).unwrap();
+    let t = truth(h, emu);
+    for (account, truth) in &t {
+        let landed = lake.contacts_of(h.source, account).await.unwrap();
+        let d = contacts_etl::verify::diff(&landed, truth);
+        assert!(
+            d.is_empty(),
+            "{} {context}: account {account}: {} differences, first 5: {:#?}",
+            h.name,
+            d.len(),
+            &d[..d.len().min(5)]
+        );
+        assert_eq!(landed.len(), truth.len(), "{} {context}: {account}", h.name);
+    }
+    let all = count(
+        p,
+        &format!(
+            "SELECT count(*) FROM contacts WHERE source = '{}'",
+            h.source
+        ),
+    )
+    .await;
+    assert_eq!(
+        all as usize,
+        total(&t),
+        "{} {context}: contacts landed outside the source's accounts",
+        h.name
+    );
+}
+
+/// The single integer a query returns.
+async fn count(p: &Path, sql: &str) -> i64 {
+    let lake = contacts_etl::sync::lake_of(&Pipeline::load(p).unwrap()).unwrap();
+    let b = contacts_etl::sql::query(&lake, sql).await.unwrap();
+    let n = arrow::compute::cast(b[0].column(0), &arrow::datatypes::DataType::Int64).unwrap();
+    n.as_primitive::<arrow::datatypes::Int64Type>().value(0)
+}
+
+/// Every row of a query, each column as text ("" for null).
+async fn rows(p: &Path, sql: &str) -> Vec<Vec<String>> {
+    let lake = contacts_etl::sync::lake_of(&Pipeline::load(p).unwrap()).unwrap();
+    let mut out = Vec::new();
+    for b in contacts_etl::sql::query(&lake, sql).await.unwrap() {
+        let cols: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).unwrap())
+            .collect();
+        for i in 0..b.num_rows() {
+            out.push(
+                cols.iter()
+                    .map(|c| {
+                        let s = c.as_string::<i32>();
+                        if s.is_null(i) {
+                            String::new()
+                        } else {
+                            s.value(i).to_string()
+                        }
+                    })
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+/// (upserted, deleted) summed over the report's accounts, after asserting every account
+/// of the source ran in `mode`.
+fn sums(h: &Harness, emu: &Emulator, r: &contacts_etl::sync::SyncReport, mode: &str) -> (i64, i64) {
+    assert_ok(r);
+    let mut reported: Vec<&str> = r.accounts.iter().map(|a| a.account.as_str()).collect();
+    reported.sort();
+    let mut want = (h.accounts)(emu);
+    want.sort();
+    assert_eq!(
+        reported,
+        want,
+        "{}: accounts reported\n{}",
+        h.name,
+        r.summary()
+    );
+    assert!(
+        r.accounts.iter().all(|a| a.mode == mode),
+        "{}: every account should run {mode}\n{}",
+        h.name,
+        r.summary()
+    );
+    (
+        r.accounts.iter().map(|a| a.upserted).sum(),
+        r.accounts.iter().map(|a| a.deleted).sum(),
+    )
+}
+
+/// Rows of `contact_changes` for the source.
+async fn change_rows(h: &Harness, p: &Path, filter: &str) -> i64 {
+    count(
+        p,
+        &format!(
+            "SELECT count(*) FROM contact_changes WHERE source = '{}'{filter}",
+            h.source
+        ),
+    )
+    .await
+}
+
+/// The desired state that inserts one contact per account and tag.
+fn inserts_sql(h: &Harness, accounts: &[String], tags: &[String]) -> String {
+    let mut rows = Vec::new();
+    for a in accounts {
+        for t in tags {
+            rows.push((h.insert_sql)(a, t));
+        }
+    }
+    rows.join(" UNION ALL ")
+}
+
+/// Asserts every (account, tag) insert exists exactly once in the truth.
+fn assert_inserted_once(
+    h: &Harness,
+    emu: &Emulator,
+    accounts: &[String],
+    tags: &[String],
+    context: &str,
+) {
+    let mut wrong = Vec::new();
+    for a in accounts {
+        let contacts = (h.truth)(emu, a);
+        for t in tags {
+            let n = contacts.iter().filter(|c| (h.inserted)(c, t)).count();
+            if n != 1 {
+                wrong.push(format!("{a}/{t}: {n} times"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} {context}: inserts not present exactly once: {}",
+        h.name,
+        wrong.join(", ")
+    );
+}
+
+fn apply_opts(h: &Harness, desired: &str, mode: Mode) -> ApplyOptions {
+    ApplyOptions {
+        source: h.source.into(),
+        desired: desired.into(),
+        mode,
+        max_delete: None,
+        force: false,
+    }
+}
+
+/// The same sync through the binary, as a user (or a scheduler that gets killed) runs it.
+fn sync_command(p: &Path) -> Command {
+    let mut c = Command::new(crate::bin());
+    c.args(["sync", p.to_str().unwrap()]);
+    c
+}
+
+// ---------------------------------------------------------------------------------------
+// The checks
+// ---------------------------------------------------------------------------------------
+
+/// A first sync reads everything (`full` in every account) and lands exactly the truth;
+/// a second one, with nothing changed, changes nothing.
+pub async fn full_extract_equals_truth(h: &Harness) {
+    let (emu, _dir, p) = start(h, None).await;
+    let t = truth(h, &emu);
+    assert!(total(&t) > 0, "{}: the emulator holds no contacts", h.name);
+    let r = sync(&p, false).await;
+    let (upserted, deleted) = sums(h, &emu, &r, "full");
+    assert_eq!(
+        (upserted, deleted),
+        (total(&t) as i64, 0),
+        "{}\n{}",
+        h.name,
+        r.summary()
+    );
+    for a in &r.accounts {
+        assert_eq!(a.upserted as usize, t[&a.account].len(), "{}", r.summary());
+    }
+    assert_lake_equals_truth(h, &p, &emu, "after the full extract").await;
+    assert_eq!(change_rows(h, &p, "").await, total(&t) as i64);
+
+    let r = sync(&p, false).await;
+    assert_eq!(sums(h, &emu, &r, "incremental"), (0, 0), "{}", r.summary());
+    assert_lake_equals_truth(h, &p, &emu, "after an idle sync").await;
+    assert_eq!(change_rows(h, &p, "").await, total(&t) as i64);
+}
+
+/// Inserts, updates and deletes reach the lake through an incremental read, counted
+/// exactly, twice in a row (the second round also touches what the first inserted).
+pub async fn incremental_after_mutations_equals_truth(h: &Harness) {
+    let (emu, _dir, p) = start(h, None).await;
+    let r = sync(&p, false).await;
+    let (full, _) = sums(h, &emu, &r, "full");
+    let mut logged = full;
+    for (round, (i, u, d)) in [(20, 20, 10), (5, 15, 15)].into_iter().enumerate() {
+        let m = (h.mutate)(&emu, i, u, d);
+        let want = expected_counts(&m);
+        assert!(
+            want.0 > 0 && want.1 > 0,
+            "{}: the mutation did nothing",
+            h.name
+        );
+        let r = sync(&p, false).await;
+        assert_eq!(
+            sums(h, &emu, &r, "incremental"),
+            want,
+            "{} round {round}: (upserted, deleted)\n{}",
+            h.name,
+            r.summary()
+        );
+        assert_lake_equals_truth(h, &p, &emu, &format!("after mutation round {round}")).await;
+        logged += want.0 + want.1;
+        assert_eq!(
+            change_rows(h, &p, "").await,
+            logged,
+            "{} round {round}: the change log holds each change once",
+            h.name
+        );
+        let deleted: BTreeSet<&String> = m.deleted.iter().collect();
+        let lake = contacts_etl::sync::lake_of(&Pipeline::load(&p).unwrap()).unwrap();
+        for a in (h.accounts)(&emu) {
+            for c in lake.contacts_of(h.source, &a).await.unwrap() {
+                assert!(
+                    !deleted.contains(&c.id),
+                    "{}: deleted {} still landed",
+                    h.name,
+                    c.id
+                );
+            }
+        }
+    }
+    let r = sync(&p, false).await;
+    assert_eq!(sums(h, &emu, &r, "incremental"), (0, 0), "{}", r.summary());
+}
+
+/// A cursor the API no longer honours: the source resyncs, reconciles the deletions no
+/// incremental read could report, logs each once, and the next run is incremental again.
+pub async fn expired_cursor_resyncs_and_reconciles_deletes(h: &Harness) {
+    let (emu, _dir, p) = start(h, None).await;
+    assert_ok(&sync(&p, false).await);
+    let m = (h.mutate)(&emu, 10, 10, 20);
+    let want = expected_counts(&m);
+    (h.expire_cursor)(&emu);
+    let r = sync(&p, false).await;
+    let (_, deleted) = sums(h, &emu, &r, "resync");
+    assert_eq!(
+        deleted,
+        want.1,
+        "{}: deletions reconciled\n{}",
+        h.name,
+        r.summary()
+    );
+    assert_lake_equals_truth(h, &p, &emu, "after the resync").await;
+    assert_eq!(
+        change_rows(h, &p, " AND deleted = true").await,
+        want.1,
+        "{}: each reconciled deletion logged once",
+        h.name
+    );
+    let resyncs = count(
+        &p,
+        &format!(
+            "SELECT count(*) FROM sync_runs WHERE source = '{}' AND mode = 'resync' AND status = 'ok'",
+            h.source
+        ),
+    )
+    .await;
+    assert_eq!(resyncs as usize, (h.accounts)(&emu).len(), "{}", h.name);
+
+    // The cursor the resync left behind works.
+    let m = (h.mutate)(&emu, 5, 5, 5);
+    let r = sync(&p, false).await;
+    assert_eq!(
+        sums(h, &emu, &r, "incremental"),
+        expected_counts(&m),
+        "{}\n{}",
+        h.name,
+        r.summary()
+    );
+    assert_lake_equals_truth(h, &p, &emu, "after the resync's next run").await;
+}
+
+/// Throttling, server errors, connection resets and truncated bodies on every route: the
+/// full and the incremental read still land exactly the truth.
+pub async fn faults_still_land_exactly(h: &Harness) {
+    let (emu, _dir, p) = start(h, Some(h.faults)).await;
+    let r = sync(&p, false).await;
+    sums(h, &emu, &r, "full");
+    assert_lake_equals_truth(h, &p, &emu, "after a full extract under faults").await;
+    let m = (h.mutate)(&emu, 20, 20, 10);
+    let r = sync(&p, false).await;
+    assert_eq!(
+        sums(h, &emu, &r, "incremental"),
+        expected_counts(&m),
+        "{}\n{}",
+        h.name,
+        r.summary()
+    );
+    assert_lake_equals_truth(h, &p, &emu, "after an incremental read under faults").await;
+    let stats = emu.stats();
+    let injected: u64 = stats
+        .iter()
+        .filter(|(k, _)| k.starts_with("fault."))
+        .map(|(_, v)| v)
+        .sum();
+    assert!(
+        injected >= 3,
+        "{}: too few faults injected: {stats:?}",
+        h.name
+    );
+    eprintln!("{} faults: {injected} injected", h.name);
+}
+
+/// An update of every contact, applied and then synced: the API holds what was written,
+/// `writeback_results` says so, the lake equals the API, and a new plan has nothing to do.
+pub async fn writeback_round_trip(h: &Harness) {
+    let (emu, _dir, p) = start(h, None).await;
+    assert_ok(&sync(&p, false).await);
+    let pipeline = Pipeline::load(&p).unwrap();
+    let n = total(&truth(h, &emu));
+    assert!(
+        truth(h, &emu).values().flatten().all(|c| !(h.updated)(c)),
+        "{}: the update must change every contact",
+        h.name
+    );
+    let report = apply(&pipeline, &apply_opts(h, h.update_sql, Mode::Update))
+        .await
+        .unwrap();
+    assert_eq!(report.failures(), 0, "{}: {}", h.name, report.summary());
+    assert_eq!(report.results.len(), n, "{}: {}", h.name, report.summary());
+    let t = truth(h, &emu);
+    assert_eq!(
+        total(&t),
+        n,
+        "{}: an update changed the number of contacts",
+        h.name
+    );
+    let missing: Vec<&str> = t
+        .values()
+        .flatten()
+        .filter(|c| !(h.updated)(c))
+        .map(|c| c.id.as_str())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{}: {} contact(s) do not hold the written values, e.g. {:?}",
+        h.name,
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let r = sync(&p, false).await;
+    assert_ok(&r);
+    assert_lake_equals_truth(h, &p, &emu, "after write-back and a sync").await;
+    let ok = count(
+        &p,
+        &format!(
+            "SELECT count(*) FROM writeback_results WHERE apply_id = '{}' AND op = 'update' AND result = 'ok'",
+            report.apply_id
+        ),
+    )
+    .await;
+    assert_eq!(ok as usize, n, "{}: writeback_results rows", h.name);
+    let again = plan(&pipeline, h.source, h.update_sql, Mode::Update)
+        .await
+        .unwrap();
+    assert!(
+        again.ops.is_empty(),
+        "{}: a second plan should be empty:\n{}",
+        h.name,
+        again.render(5)
+    );
+}
+
+/// Faults for [`writes_survive_lost_responses`]: besides throttling and server errors, a
+/// third of responses are cut off after the server did the work (a lost response).
+pub const LOST_RESPONSES: &str = "429=0.05,503=0.05,reset=0.05,truncate=0.3,retry_after=0";
+
+/// Write-back while responses get lost after the write happened ([`LOST_RESPONSES`]):
+/// inserts (eight per account) and updates of every contact. However the client retries,
+/// no insert may land twice; reruns of the same apply (at most three) converge on every
+/// contact updated, and the lake then equals the API.
+pub async fn writes_survive_lost_responses(h: &Harness) {
+    let (emu, _dir, p) = start(h, None).await;
+    assert_ok(&sync(&p, false).await);
+    let accounts = (h.accounts)(&emu);
+    let tags: Vec<String> = (0..8).map(|i| format!("lost{i}")).collect();
+    let n = total(&truth(h, &emu));
+    let pipeline = Pipeline::load(&p).unwrap();
+    let inserts = inserts_sql(h, &accounts, &tags);
+    emu.set_faults(FaultSpec::parse(LOST_RESPONSES).unwrap());
+    // Each desired state is applied until nothing is left to do, at most three times.
+    let mut reruns = Vec::new();
+    for (desired, mode) in [
+        (inserts.as_str(), Mode::Upsert),
+        (h.update_sql, Mode::Update),
+    ] {
+        for attempt in 0.. {
+            match apply(&pipeline, &apply_opts(h, desired, mode)).await {
+                Ok(r) if r.failures() == 0 => break,
+                Ok(r) => reruns.push(r.summary()),
+                Err(e) => reruns.push(e.to_string()),
+            }
+            assert!(
+                attempt < 2,
+                "{}: apply did not converge in three runs:\n{}",
+                h.name,
+                reruns.join("\n")
+            );
+        }
+        if mode == Mode::Upsert {
+            emu.set_faults(FaultSpec::default());
+            assert_inserted_once(
+                h,
+                &emu,
+                &accounts,
+                &tags,
+                "after inserts under lost responses",
+            );
+            emu.set_faults(FaultSpec::parse(LOST_RESPONSES).unwrap());
+        }
+    }
+    let stats = emu.stats();
+    emu.set_faults(FaultSpec::default());
+    assert!(
+        stats.get("fault.truncate").copied().unwrap_or(0) > 0,
+        "{}: no response was lost: {stats:?}",
+        h.name
+    );
+    let t = truth(h, &emu);
+    assert_eq!(total(&t), n + accounts.len() * tags.len(), "{}", h.name);
+    let missing = t
+        .values()
+        .flatten()
+        .filter(|c| !tags.iter().any(|tag| (h.inserted)(c, tag)) && !(h.updated)(c))
+        .count();
+    assert_eq!(
+        missing, 0,
+        "{}: contacts without the written values",
+        h.name
+    );
+    assert_ok(&sync(&p, false).await);
+    assert_lake_equals_truth(h, &p, &emu, "after write-back under lost responses").await;
+}
+
+/// A desired state saved before someone else edits some contacts: those are conflicts
+/// (one `conflict` row each in `writeback_results`), the other writer's values stay, the
+/// rest applies; `--force` then overwrites only the conflicts.
+pub async fn conflicts(h: &Harness) {
+    let (emu, dir, p) = start(h, None).await;
+    assert_ok(&sync(&p, false).await);
+    let pipeline = Pipeline::load(&p).unwrap();
+    let lake = contacts_etl::sync::lake_of(&pipeline).unwrap();
+    let file = dir.path().join("desired.parquet");
+    let batches = contacts_etl::sql::query(
+        &lake,
+        &format!(
+            "SELECT account, id, etag, 'mine' AS notes FROM contacts WHERE source = '{}'",
+            h.source
+        ),
+    )
+    .await
+    .unwrap();
+    contacts_etl::sql::write_parquet(&lake, &batches, file.to_str().unwrap())
+        .await
+        .unwrap();
+    let m = (h.mutate)(&emu, 0, 12, 0);
+    let edited: BTreeSet<String> = m.updated.iter().cloned().collect();
+    assert!(!edited.is_empty());
+    let before: BTreeMap<String, Record> = truth(h, &emu)
+        .into_values()
+        .flatten()
+        .filter(|c| edited.contains(&c.id))
+        .map(|c| (c.id.clone(), c))
+        .collect();
+    let n = total(&truth(h, &emu));
+
+    let report = apply(
+        &pipeline,
+        &apply_opts(h, file.to_str().unwrap(), Mode::Update),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.results.len(), n, "{}: {}", h.name, report.summary());
+    assert_eq!(
+        report.failures(),
+        edited.len(),
+        "{}: {}",
+        h.name,
+        report.summary()
+    );
+    let conflicted: BTreeSet<String> = rows(
+        &p,
+        &format!(
+            "SELECT id FROM writeback_results WHERE apply_id = '{}' AND result = 'conflict'",
+            report.apply_id
+        ),
+    )
+    .await
+    .into_iter()
+    .map(|r| r[0].clone())
+    .collect();
+    assert_eq!(conflicted, edited, "{}: conflict rows", h.name);
+    let ok = count(
+        &p,
+        &format!(
+            "SELECT count(*) FROM writeback_results WHERE apply_id = '{}' AND result = 'ok'",
+            report.apply_id
+        ),
+    )
+    .await;
+    assert_eq!(ok as usize, n - edited.len(), "{}", h.name);
+    for c in truth(h, &emu).values().flatten() {
+        match before.get(&c.id) {
+            Some(b) => assert!(
+                contacts_etl::verify::diff(std::slice::from_ref(c), std::slice::from_ref(b))
+                    .is_empty(),
+                "{}: {} was overwritten despite its stale etag",
+                h.name,
+                c.id
+            ),
+            None => assert_eq!(c.notes.as_deref(), Some("mine"), "{}: {}", h.name, c.id),
+        }
+    }
+
+    // --force overwrites exactly the conflicts.
+    let report = apply(
+        &pipeline,
+        &ApplyOptions {
+            force: true,
+            ..apply_opts(h, file.to_str().unwrap(), Mode::Update)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.failures(), 0, "{}: {}", h.name, report.summary());
+    assert_eq!(
+        report.results.len(),
+        edited.len(),
+        "{}: {}",
+        h.name,
+        report.summary()
+    );
+    assert!(
+        truth(h, &emu)
+            .values()
+            .flatten()
+            .all(|c| c.notes.as_deref() == Some("mine")),
+        "{}: --force left a contact unwritten",
+        h.name
+    );
+    assert_ok(&sync(&p, false).await);
+    assert_lake_equals_truth(h, &p, &emu, "after the forced apply").await;
+}
+
+/// One insert per account applied twice, then once more from a new lake that has never
+/// seen the created contacts: each exists exactly once.
+pub async fn idempotent_inserts(h: &Harness) {
+    let (emu, _dir, p) = start(h, None).await;
+    assert_ok(&sync(&p, false).await);
+    let accounts = (h.accounts)(&emu);
+    let tags = vec!["once".to_string()];
+    let desired = inserts_sql(h, &accounts, &tags);
+    let n = total(&truth(h, &emu));
+    let report = apply(
+        &Pipeline::load(&p).unwrap(),
+        &apply_opts(h, &desired, Mode::Upsert),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.failures(), 0, "{}: {}", h.name, report.summary());
+    assert_eq!(
+        report.plan.count(contacts_etl::plan::OpKind::Insert),
+        accounts.len(),
+        "{}",
+        report.plan.render(5)
+    );
+    assert_inserted_once(h, &emu, &accounts, &tags, "after the first apply");
+    assert_eq!(total(&truth(h, &emu)), n + accounts.len());
+
+    let report = apply(
+        &Pipeline::load(&p).unwrap(),
+        &apply_opts(h, &desired, Mode::Upsert),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        report.results.len(),
+        0,
+        "{}: {}",
+        h.name,
+        report.plan.render(5)
+    );
+    assert_eq!(report.plan.already_applied, accounts.len(), "{}", h.name);
+    assert_inserted_once(h, &emu, &accounts, &tags, "after the second apply");
+
+    // A lake that never saw the inserts (as after a crash before the sync that follows an
+    // apply): apply reads the source first and finds the stamped keys.
+    let other = tempfile::tempdir().unwrap();
+    let q = (h.pipeline)(other.path(), &emu);
+    let report = apply(
+        &Pipeline::load(&q).unwrap(),
+        &apply_opts(h, &desired, Mode::Upsert),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        report.results.len(),
+        0,
+        "{}: {}",
+        h.name,
+        report.plan.render(5)
+    );
+    assert_inserted_once(
+        h,
+        &emu,
+        &accounts,
+        &tags,
+        "after an apply from a fresh lake",
+    );
+    assert_eq!(total(&truth(h, &emu)), n + accounts.len());
+    assert_ok(&sync(&p, false).await);
+    assert_lake_equals_truth(h, &p, &emu, "after the inserts").await;
+}
+
+/// `kill -9` of a `sync` process at a random moment (in a full extract of an empty lake,
+/// then in incremental runs), then a rerun: the lake equals the truth, the change log has
+/// no row twice for one run, and completed runs are numbered 1, 2, … without a gap.
+pub async fn crash(h: &Harness) {
+    let emu = Emulator::start((h.emulator)(h.contacts)).await.unwrap();
+    // How long an uninterrupted full run takes, to spread the kills over it.
+    let calib = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let out = sync_command(&(h.pipeline)(calib.path(), &emu))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut span = t.elapsed();
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = (h.pipeline)(dir.path(), &emu);
+    let mut killed_mid_run = 0;
+    let mut trials = 0;
+    // At most four trials; stop after two kills that landed inside a run.
+    while trials < 4 && killed_mid_run < 2 {
+        if trials > 0 {
+            (h.mutate)(&emu, 15, 15, 10);
+        }
+        let mut child = sync_command(&p)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let at = rand::rng().random_range(0..span.as_millis().max(1) as u64);
+        tokio::time::sleep(Duration::from_millis(at)).await;
+        if child.try_wait().unwrap().is_none() {
+            killed_mid_run += 1;
+        } else {
+            // The run ended first: the calibration was slow (other tests beside it).
+            span = (span * 2 / 3).max(Duration::from_millis(50));
+        }
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let out = sync_command(&p).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{} trial {trials} (killed after {at} ms): the rerun failed: {}",
+            h.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let context = format!("trial {trials}, killed after {at} ms, then rerun");
+        assert_lake_equals_truth(h, &p, &emu, &context).await;
+        let dupes = count(
+            &p,
+            "SELECT count(*) FROM (SELECT source, account, id, _run_id FROM contact_changes GROUP BY 1, 2, 3, 4 HAVING count(*) > 1)",
+        )
+        .await;
+        assert_eq!(dupes, 0, "{} {context}: duplicate change rows", h.name);
+        for r in rows(
+            &p,
+            "SELECT account, count(*), count(DISTINCT seq), max(seq) FROM sync_runs WHERE status = 'ok' GROUP BY account",
+        )
+        .await
+        {
+            assert!(
+                r[1] == r[2] && r[2] == r[3],
+                "{} {context}: account {}: sync_runs seqs not contiguous: {} rows, {} distinct, max {}",
+                h.name,
+                r[0],
+                r[1],
+                r[2],
+                r[3]
+            );
+        }
+        trials += 1;
+    }
+    eprintln!(
+        "{} crash: {trials} trial(s), {killed_mid_run} killed mid-run",
+        h.name
+    );
+    assert!(
+        killed_mid_run > 0,
+        "{}: no kill landed inside a run in {trials} trials",
+        h.name
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Registration: one line per provider.
+// ---------------------------------------------------------------------------------------
+
+/// `conformance!(name, harness_expr);` runs every check against one provider, as
+/// `suite::name::<check>`.
+macro_rules! conformance {
+    ($provider:ident, $harness:expr) => {
+        mod $provider {
+            #[allow(unused_imports)]
+            use super::*;
+            conformance!(@checks $provider, $harness;
+                full_extract_equals_truth,
+                incremental_after_mutations_equals_truth,
+                expired_cursor_resyncs_and_reconciles_deletes,
+                faults_still_land_exactly,
+                writeback_round_trip,
+                conflicts,
+                idempotent_inserts,
+                crash,
+                // Fails for both providers today: a write whose response is lost is sent
+                // again and creates the contact again. Run it with `-- --ignored`; when the
+                // product is fixed, drop this attribute.
+                #[ignore = "known product bug: a retried create after a lost response inserts a duplicate"]
+                writes_survive_lost_responses,
+            );
+        }
+    };
+    (@checks $provider:ident, $harness:expr; $($(#[$attr:meta])* $check:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            $(#[$attr])*
+            async fn $check() {
+                let t = std::time::Instant::now();
+                super::$check(&$harness).await;
+                eprintln!(
+                    "conformance {}::{} passed in {:.2?}",
+                    stringify!($provider),
+                    stringify!($check),
+                    t.elapsed()
+                );
+            }
+        )+
+    };
+}
+
+conformance!(google, google_harness());
+conformance!(aurinko, aurinko_harness());
