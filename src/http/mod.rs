@@ -157,7 +157,8 @@ impl HttpClient {
     /// Sends the request that `build` makes (called again for every attempt), retrying
     /// transport failures, truncated bodies and retriable statuses. Returns the first
     /// response with a non-retriable status (2xx or not), or an error naming `what`.
-    /// Bodies larger than `max_body` bytes are refused.
+    /// Bodies larger than `max_body` bytes are refused. For reads and idempotent writes;
+    /// see [`HttpClient::send_write`] for the others.
     pub async fn send<F>(
         &self,
         what: &str,
@@ -168,12 +169,53 @@ impl HttpClient {
     where
         F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     {
+        self.send_replay(what, metrics, max_body, Replay::Always, build)
+            .await
+    }
+
+    /// Sends a write that must not be applied twice (a create, a batch, a conditional
+    /// update). It is sent again only when the server certainly did not act on it: the
+    /// connection was never made, or the answer was 429 or 503. A reply lost after the
+    /// request went out (a reset, a timeout, a body cut off) is an error, not a retry: the
+    /// write may have been applied, and sending it again would create a contact twice, or
+    /// report the first attempt's own change as a conflict. `apply` syncs before it plans,
+    /// so a rerun finds what did apply (inserts by their key) and sends only the rest.
+    pub async fn send_write<F>(
+        &self,
+        what: &str,
+        metrics: &Metrics,
+        max_body: usize,
+        build: F,
+    ) -> Result<HttpResponse>
+    where
+        F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    {
+        self.send_replay(what, metrics, max_body, Replay::UnlessMaybeApplied, build)
+            .await
+    }
+
+    async fn send_replay<F>(
+        &self,
+        what: &str,
+        metrics: &Metrics,
+        max_body: usize,
+        replay: Replay,
+        build: F,
+    ) -> Result<HttpResponse>
+    where
+        F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    {
         let mut attempt = 0u32;
+        let unsafe_write = replay == Replay::UnlessMaybeApplied;
         loop {
             metrics.requests.fetch_add(1, Ordering::Relaxed);
             let outcome = self.attempt(&build, metrics, max_body).await;
             let (retry_after, failure) = match outcome {
                 Ok(resp) if !retriable_status(resp.status) => return Ok(resp),
+                // A write the server may have acted on (500, 502, 504): its answer stands.
+                Ok(resp) if unsafe_write && !matches!(resp.status, 429 | 503) => {
+                    return Ok(resp);
+                }
                 Ok(resp) => {
                     let ra = resp
                         .headers
@@ -190,11 +232,22 @@ impl HttpClient {
                     )
                 }
                 Err(AttemptError::Fatal(e)) => return Err(e.context(what)),
-                Err(AttemptError::Transient(m)) => (
+                Err(AttemptError::Transient {
+                    message,
+                    sent: true,
+                }) if unsafe_write => {
+                    return Err(Error::Http {
+                        status: None,
+                        message: format!(
+                            "{what}: {message}; the reply was lost after the request went out, so the write may have been applied. It was not sent again (that could apply it twice): rerun apply, which syncs first and sends only what did not apply"
+                        ),
+                    });
+                }
+                Err(AttemptError::Transient { message, .. }) => (
                     None,
                     Error::Http {
                         status: None,
-                        message: format!("{what}: {m}"),
+                        message: format!("{what}: {message}"),
                     },
                 ),
             };
@@ -253,7 +306,11 @@ impl HttpClient {
                     message: cause.to_string(),
                 })
             } else {
-                AttemptError::Transient(transport_message(&e))
+                AttemptError::Transient {
+                    message: transport_message(&e),
+                    // Only a connection that was never made certainly carried nothing.
+                    sent: !e.is_connect(),
+                }
             }
         };
         let request = build(&self.plain).build().map_err(failed)?;
@@ -304,10 +361,13 @@ impl HttpClient {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    return Err(AttemptError::Transient(format!(
-                        "the response body was cut off ({})",
-                        transport_message(&e)
-                    )));
+                    return Err(AttemptError::Transient {
+                        message: format!(
+                            "the response body was cut off ({})",
+                            transport_message(&e)
+                        ),
+                        sent: true,
+                    });
                 }
             }
         }
@@ -393,8 +453,22 @@ fn redirect_policy(stop_at_https: bool) -> reqwest::redirect::Policy {
 }
 
 enum AttemptError {
-    Transient(String),
+    /// Worth another attempt, for a request that may be repeated; `sent` when the request
+    /// may have reached the server.
+    Transient {
+        message: String,
+        sent: bool,
+    },
     Fatal(Error),
+}
+
+/// Whether a request may be sent again after a failure.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Replay {
+    /// Reads and idempotent writes.
+    Always,
+    /// Only when the server certainly did not act on it.
+    UnlessMaybeApplied,
 }
 
 fn transport_message(e: &reqwest::Error) -> String {

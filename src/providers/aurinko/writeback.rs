@@ -11,8 +11,8 @@ use serde_json::{Map, Value, json};
 use super::AurinkoSource;
 use crate::error::Result;
 use crate::http::{HttpResponse, Metrics};
-use crate::model::write::{Action, KEY_PROPERTY, Op, OpKind, OpResult, Outcome};
 use crate::model::schema::ContactRecord;
+use crate::model::write::{Action, KEY_PROPERTY, Op, OpKind, OpResult, Outcome};
 
 fn opt(v: &Option<String>) -> Value {
     v.as_ref().map(|s| json!(s)).unwrap_or(Value::Null)
@@ -392,23 +392,30 @@ impl AurinkoSource {
         if_match: Option<&str>,
     ) -> Result<HttpResponse> {
         let _ = self.authorize(account, self.http.client().get(url))?;
-        let resp = self
-            .http
-            .send(what, &ctx.metrics, 16 << 20, |c| {
-                let mut rb = self
-                    .authorize(account, c.request(method.clone(), url))
-                    .expect("checked above");
-                if let Some(b) = &body {
-                    rb = rb
-                        .header(reqwest::header::CONTENT_TYPE, "application/json")
-                        .body(b.to_string());
-                }
-                if let Some(e) = if_match {
-                    rb = rb.header(reqwest::header::IF_MATCH, e);
-                }
-                rb
-            })
-            .await?;
+        // Creates and conditional updates are not sent twice after a lost reply; reads and
+        // deletes (a second delete answers 404, "already deleted") are.
+        let write = method == reqwest::Method::POST || method == reqwest::Method::PATCH;
+        let build = |c: &reqwest::Client| {
+            let mut rb = self
+                .authorize(account, c.request(method.clone(), url))
+                .expect("checked above");
+            if let Some(b) = &body {
+                rb = rb
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(b.to_string());
+            }
+            if let Some(e) = if_match {
+                rb = rb.header(reqwest::header::IF_MATCH, e);
+            }
+            rb
+        };
+        let resp = if write {
+            self.http
+                .send_write(what, &ctx.metrics, 16 << 20, build)
+                .await?
+        } else {
+            self.http.send(what, &ctx.metrics, 16 << 20, build).await?
+        };
         if resp.status == 401 {
             return Err(crate::Error::Auth(format!(
                 "{what}: the API refused the account's credentials (401 {})",

@@ -26,8 +26,8 @@ use futures::{StreamExt, TryStreamExt};
 use crate::config::SourceConfig;
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
-use crate::providers::{Extract, RunContext, SyncMode};
 use crate::model::spill::Collected;
+use crate::providers::{Extract, RunContext, SyncMode};
 use auth::GoogleAuth;
 use decode::{RecordContext, decode_feed};
 
@@ -134,17 +134,54 @@ impl GoogleSource {
     where
         F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     {
+        self.send_authorized_as(false, what, metrics, max_bytes, build)
+            .await
+    }
+
+    /// [`GoogleSource::send_authorized`] for a write that must not be applied twice
+    /// (see [`crate::http::HttpClient::send_write`]).
+    async fn send_write_authorized<F>(
+        &self,
+        what: &str,
+        metrics: &crate::http::Metrics,
+        max_bytes: usize,
+        build: F,
+    ) -> Result<crate::http::HttpResponse>
+    where
+        F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    {
+        self.send_authorized_as(true, what, metrics, max_bytes, build)
+            .await
+    }
+
+    async fn send_authorized_as<F>(
+        &self,
+        write: bool,
+        what: &str,
+        metrics: &crate::http::Metrics,
+        max_bytes: usize,
+        build: F,
+    ) -> Result<crate::http::HttpResponse>
+    where
+        F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    {
         let mut refreshed = false;
         loop {
             let header = self.auth.header(&self.http, metrics, refreshed).await?;
-            let resp = self
-                .http
-                .send(what, metrics, max_bytes, |c| {
-                    build(c)
-                        .header("GData-Version", "3.0")
-                        .header(reqwest::header::AUTHORIZATION, header.expose())
-                })
-                .await?;
+            let with_headers = |c: &reqwest::Client| {
+                build(c)
+                    .header("GData-Version", "3.0")
+                    .header(reqwest::header::AUTHORIZATION, header.expose())
+            };
+            let resp = if write {
+                self.http
+                    .send_write(what, metrics, max_bytes, with_headers)
+                    .await?
+            } else {
+                self.http
+                    .send(what, metrics, max_bytes, with_headers)
+                    .await?
+            };
             if resp.status == 401 && !refreshed && self.auth.can_refresh() {
                 refreshed = true;
                 continue;
@@ -461,14 +498,7 @@ impl crate::providers::Photos for GoogleSource {
         wants: &'a [crate::model::photo::PhotoWant],
         metrics: &'a crate::http::Metrics,
         progress: Option<&'a indicatif::ProgressBar>,
-    ) -> futures::future::BoxFuture<
-        'a,
-        (
-            Vec<crate::model::photo::FetchedPhoto>,
-            Vec<String>,
-            Vec<(String, crate::Error)>,
-        ),
-    > {
+    ) -> futures::future::BoxFuture<'a, crate::providers::PhotoFetch> {
         Box::pin(self.fetch_photos(wants, metrics, progress))
     }
     fn apply<'a>(

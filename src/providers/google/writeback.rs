@@ -14,10 +14,10 @@ use quick_xml::reader::NsReader;
 use super::GoogleSource;
 use crate::error::{Error, Result};
 use crate::http::Metrics;
+use crate::model::schema::ContactRecord;
 use crate::model::write::{
     Action, KEY_PROPERTY, Op, OpKind, OpResult, Outcome, WRITABLE, key_property, merge_managed,
 };
-use crate::model::schema::ContactRecord;
 
 const ATOM: &str = "http://www.w3.org/2005/Atom";
 const GD: &str = "http://schemas.google.com/g/2005";
@@ -297,10 +297,7 @@ fn render_column(column: &str, r: &ContactRecord) -> String {
 /// Bytes of contact data as Google counts it (text and attribute values, not markup),
 /// measured on the entry this record would be written as (insert key included).
 pub fn data_bytes(r: &ContactRecord) -> usize {
-    let cols: Vec<String> = WRITABLE
-        .iter()
-        .map(|c| c.to_string())
-        .collect();
+    let cols: Vec<String> = WRITABLE.iter().map(|c| c.to_string()).collect();
     let mut rec = r.clone();
     rec.extended_properties
         .retain(|p| p.name.as_deref() != Some(KEY_PROPERTY));
@@ -914,7 +911,7 @@ impl GoogleSource {
                     round + 1
                 );
                 let resp = self
-                    .send_authorized(&what, metrics, super::MAX_PAGE_BYTES * 4, |c| {
+                    .send_write_authorized(&what, metrics, super::MAX_PAGE_BYTES * 4, |c| {
                         let rb = c
                             .post(&url)
                             .header(
@@ -962,9 +959,7 @@ impl GoogleSource {
                         .and_then(|bid| pending.iter().find(|o| o.index.to_string() == *bid))
                         .or_else(|| {
                             b.atom_id.as_ref().and_then(|aid| {
-                                pending
-                                    .iter()
-                                    .find(|o| o.id() == Some(aid.as_str()))
+                                pending.iter().find(|o| o.id() == Some(aid.as_str()))
                             })
                         })
                         .or_else(|| {
@@ -1054,7 +1049,6 @@ fn result_of(op: &Op, b: &BatchResult) -> OpResult {
     }
     r
 }
-
 
 #[cfg(test)]
 mod tests {
