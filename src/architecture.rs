@@ -90,20 +90,30 @@ fn dependencies_run_one_way() {
                 None if matches!(used.as_str(), "schema" | "spill" | "verify") => {
                     wrong.push(format!("{m} uses crate::{used}; name the model's path"))
                 }
-                None => wrong.push(format!("{m} uses crate::{used}, which is not in the layer table")),
+                None => wrong.push(format!(
+                    "{m} uses crate::{used}, which is not in the layer table"
+                )),
             }
         }
     }
     // Every module of the crate is in the table.
     for e in std::fs::read_dir(&src).unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().trim_end_matches(".rs").to_string();
+        let name = e
+            .file_name()
+            .to_string_lossy()
+            .trim_end_matches(".rs")
+            .to_string();
         if !["lib", "main", "tune", "architecture"].contains(&name.as_str())
             && !layer.contains_key(name.as_str())
         {
             wrong.push(format!("src/{name} is not in the layer table"));
         }
     }
-    assert!(wrong.is_empty(), "dependencies against the design:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "dependencies against the design:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]
@@ -117,7 +127,13 @@ fn only_the_providers_name_a_provider() {
             continue;
         }
         let text = module_text(&src, m);
-        for name in ["providers::google", "providers::aurinko", "GoogleSource", "AurinkoSource", "Provider::"] {
+        for name in [
+            "providers::google",
+            "providers::aurinko",
+            "GoogleSource",
+            "AurinkoSource",
+            "Provider::",
+        ] {
             if text.contains(name) {
                 wrong.push(format!("{m} names {name}"));
             }

@@ -182,7 +182,11 @@ pub async fn run(dir: &Path, contacts: usize) -> Result<()> {
             force: false,
         };
         let report = crate::plan::apply::apply(&pipeline, &opts).await?;
-        let ok = report.results.iter().filter(|r| r.outcome == crate::model::write::Outcome::Ok).count();
+        let ok = report
+            .results
+            .iter()
+            .filter(|r| r.outcome == crate::model::write::Outcome::Ok)
+            .count();
         let failed = report.results.len() - ok;
         invalid += report.plan.invalid.len();
         println!(

@@ -10,6 +10,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// never shows a secret of this process, even one a server echoed into it
 /// ([`crate::secret::redact`]).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A pipeline file, command line or input file is wrong; the user must fix it.
     /// The CLI exits with code 2.
@@ -45,6 +46,17 @@ pub enum Error {
     /// Anything else.
     #[error("{}", crate::secret::redact(.0))]
     Other(String),
+    /// A layer below failed (Delta Lake, object store, Parquet, Arrow, DataFusion, I/O);
+    /// `source` is its own error, kept so that callers can match it by type (a commit
+    /// conflict is a `deltalake` `TransactionError`, not a message).
+    #[error("{}", crate::secret::redact(.message))]
+    Layer {
+        /// What failed, with context; the CLI prints this.
+        message: String,
+        /// The layer's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Error {
@@ -87,42 +99,132 @@ impl Error {
             Error::Lake(m) => Error::Lake(wrap(m)),
             Error::Sql(m) => Error::Sql(wrap(m)),
             Error::Other(m) => Error::Other(wrap(m)),
+            Error::Layer { message, source } => Error::Layer {
+                message: wrap(message),
+                source,
+            },
         }
+    }
+
+    /// Whether this is a commit that lost a race with another writer of the table (a
+    /// conflict delta-rs found, a version another writer took, or delta-rs's own retries
+    /// used up), matched by type through the chain of sources.
+    pub fn is_commit_conflict(&self) -> bool {
+        use deltalake::DeltaTableError as D;
+        use deltalake::kernel::transaction::TransactionError as T;
+        let conflict = |t: &T| {
+            matches!(
+                t,
+                T::CommitConflict(_) | T::VersionAlreadyExists(_) | T::MaxCommitAttempts(_)
+            )
+        };
+        if matches!(self, Error::Concurrent(_)) {
+            return true;
+        }
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(self);
+        while let Some(c) = cause {
+            if let Some(D::Transaction { source }) = c.downcast_ref::<D>()
+                && conflict(source)
+            {
+                return true;
+            }
+            if let Some(D::VersionAlreadyExists(_)) = c.downcast_ref::<D>() {
+                return true;
+            }
+            if let Some(t) = c.downcast_ref::<T>()
+                && conflict(t)
+            {
+                return true;
+            }
+            cause = c.source();
+        }
+        false
+    }
+}
+
+/// A layer's error with the kind of message the crate had for it.
+fn layer(message: String, source: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::Layer {
+        message,
+        source: Box::new(source),
     }
 }
 
 impl From<deltalake::DeltaTableError> for Error {
     fn from(e: deltalake::DeltaTableError) -> Self {
-        Error::Lake(e.to_string())
+        layer(e.to_string(), e)
+    }
+}
+
+impl From<deltalake::kernel::transaction::TransactionError> for Error {
+    fn from(e: deltalake::kernel::transaction::TransactionError) -> Self {
+        layer(e.to_string(), e)
     }
 }
 
 impl From<datafusion::error::DataFusionError> for Error {
     fn from(e: datafusion::error::DataFusionError) -> Self {
-        Error::Sql(e.to_string())
+        layer(e.to_string(), e)
     }
 }
 
 impl From<arrow::error::ArrowError> for Error {
     fn from(e: arrow::error::ArrowError) -> Self {
-        Error::Other(format!("Arrow: {e}"))
+        layer(format!("Arrow: {e}"), e)
     }
 }
 
 impl From<object_store::Error> for Error {
     fn from(e: object_store::Error) -> Self {
-        Error::Lake(e.to_string())
+        layer(e.to_string(), e)
     }
 }
 
 impl From<parquet::errors::ParquetError> for Error {
     fn from(e: parquet::errors::ParquetError) -> Self {
-        Error::Lake(format!("Parquet: {e}"))
+        layer(format!("Parquet: {e}"), e)
     }
 }
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error::Other(e.to_string())
+        layer(e.to_string(), e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+    use deltalake::DeltaTableError as D;
+    use deltalake::kernel::transaction::{CommitConflictError, TransactionError as T};
+
+    /// Conflicts are matched by the type delta-rs gives them, through context added on
+    /// the way, and nothing else is taken for one (not even a message that says so).
+    #[test]
+    fn commit_conflicts_are_matched_by_type() {
+        let conflicts = [
+            Error::from(D::Transaction {
+                source: T::CommitConflict(CommitConflictError::ConcurrentAppend),
+            }),
+            Error::from(D::Transaction {
+                source: T::VersionAlreadyExists(7),
+            }),
+            Error::from(T::MaxCommitAttempts(15)),
+            Error::from(D::VersionAlreadyExists(3)).context("committing run 4"),
+        ];
+        for e in &conflicts {
+            assert!(e.is_commit_conflict(), "{e}");
+        }
+        let others = [
+            Error::from(D::Generic("Failed to commit: concurrent conflict".into())),
+            Error::lake("concurrent transaction conflict"),
+            Error::from(std::io::Error::other("disk full")),
+        ];
+        for e in &others {
+            assert!(!e.is_commit_conflict(), "{e}");
+        }
+        // The source stays reachable.
+        let e = Error::from(D::VersionAlreadyExists(3)).context("x");
+        assert!(std::error::Error::source(&e).is_some());
     }
 }

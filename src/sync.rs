@@ -210,7 +210,15 @@ pub async fn run_sync(p: &Pipeline, opts: &SyncOptions) -> Result<SyncReport> {
                     (source.clone(), lake.clone(), run_id.clone(), multi.clone());
                 let full = opts.full_refresh;
                 async move {
-                    sync_account(source.as_ref(), &lake, &account, &run_id, full, multi.as_ref()).await
+                    sync_account(
+                        source.as_ref(),
+                        &lake,
+                        &account,
+                        &run_id,
+                        full,
+                        multi.as_ref(),
+                    )
+                    .await
                 }
             })
             .buffer_unordered(source.account_concurrency())

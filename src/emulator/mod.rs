@@ -338,7 +338,10 @@ impl Emulator {
     }
     /// How the Google side would read `entry` (an entry a client writes) once stored, in
     /// the unified schema; or the API's reason for refusing it.
-    pub fn google_read_written(&self, entry: &str) -> Result<crate::model::schema::ContactRecord, String> {
+    pub fn google_read_written(
+        &self,
+        entry: &str,
+    ) -> Result<crate::model::schema::ContactRecord, String> {
         self.shared.google.lock().unwrap().read_written_entry(entry)
     }
     /// How the Aurinko side would read `body` (a contact a client creates) once stored,

@@ -38,7 +38,7 @@ use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use roaring::RoaringTreemap;
 use serde_json::json;
 
-use super::{Lake, TableKind, app_id, sql_str};
+use super::{Lake, TableKind, app_id, retry, sql_str};
 use crate::arrow_util::normalize_batch;
 use crate::error::{Error, Result};
 
@@ -168,29 +168,20 @@ impl Lake {
     ) -> Result<KeyedOutcome> {
         let app = app_id(source, account);
         let n = step.keys.len();
-        for attempt in 0..6 {
+        let outcome = retry::retry(&app, Error::is_commit_conflict, async |_| {
             let table = self.open_or_create(kind).await?;
-            match self
-                .apply_keyed_once(&table, kind, (source, account), step, run_id)
+            self.apply_keyed_once(&table, kind, (source, account), step, run_id)
                 .await
-            {
-                Ok(outcome) => {
-                    tracing::debug!(app, table = kind.name(), ?outcome, "keyed rows applied");
-                    return Ok(outcome);
-                }
-                Err(e) if is_conflict(&e) && attempt < 5 => {
-                    tracing::info!(app, table = kind.name(), attempt, error = %e, "another writer changed the partition; redoing the step");
-                    tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
-                }
-                Err(e) => {
-                    return Err(Error::lake(format!(
-                        "{app}: applying {n} changed rows to {}: {e}",
-                        kind.name()
-                    )));
-                }
-            }
-        }
-        unreachable!()
+        })
+        .await
+        .map_err(|e| {
+            e.context(format!(
+                "{app}: applying {n} changed rows to {}",
+                kind.name()
+            ))
+        })?;
+        tracing::debug!(app, table = kind.name(), ?outcome, "keyed rows applied");
+        Ok(outcome)
     }
 
     async fn apply_keyed_once(
@@ -398,12 +389,6 @@ fn split_rows(
         out = RecordBatch::try_new(schema.clone(), cols)?;
     }
     Ok((keys, Some(out)))
-}
-
-/// Whether an error is a commit conflict with another writer.
-fn is_conflict(e: &Error) -> bool {
-    let s = e.to_string();
-    s.contains("oncurrent") || s.contains("Failed to commit") || s.contains("onflict")
 }
 
 #[allow(deprecated)]

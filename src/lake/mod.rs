@@ -27,6 +27,7 @@
 
 mod keyed;
 mod photos;
+pub mod retry;
 mod tables;
 
 use std::collections::{HashMap, HashSet};
@@ -778,29 +779,31 @@ impl Lake {
         // Many writers append to contact_changes at once (accounts, shards); when delta-rs
         // runs out of version retries, try again. The txn (app, seq) fences it: if that
         // seq is taken after a failure, another sync of this account won.
-        for attempt in 0.. {
-            let changes = match changes_table.take() {
-                Some(t) => t,
-                None => self.open_or_create(TableKind::ContactChanges).await?,
-            };
-            if self.txn_version(&changes, &app).await? != state.seq {
-                return Err(Error::Concurrent(format!(
-                    "{app}: another sync of this account committed run {seq} first; nothing of this run was kept. Rerun to continue from where it stopped"
-                )));
-            }
-            match commit_files(&changes, &change_files, props.clone()).await {
-                Ok(()) => break,
-                Err(e) if attempt < 8 => {
-                    tracing::info!(app, attempt, error = %e, "committing the run to contact_changes failed; checking and retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
-                }
-                Err(e) => {
-                    return Err(Error::lake(format!(
-                        "{app}: committing run {seq} to contact_changes: {e}"
+        // Any failure of the commit is tried again: the txn check before it tells a lost
+        // race (another sync of this account took the seq: stop) from a transient one.
+        retry::retry(
+            &app,
+            |e: &Error| !matches!(e, Error::Concurrent(_)),
+            async |_| {
+                let changes = match changes_table.take() {
+                    Some(t) => t,
+                    None => self.open_or_create(TableKind::ContactChanges).await?,
+                };
+                if self.txn_version(&changes, &app).await? != state.seq {
+                    return Err(Error::Concurrent(format!(
+                        "{app}: another sync of this account committed run {seq} first; nothing of this run was kept. Rerun to continue from where it stopped"
                     )));
                 }
-            }
-        }
+                commit_files(&changes, &change_files, props.clone())
+                    .await
+                    .map_err(Error::from)
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            Error::Concurrent(_) => e,
+            e => e.context(format!("{app}: committing run {seq} to contact_changes")),
+        })?;
         phase("committed the changes");
         // A first load's contacts are exactly its upserts; a later run's upserts replace
         // the changed ids' rows. Either way the upserts' files are copied rather than
@@ -910,7 +913,7 @@ impl Lake {
     ) -> Result<()> {
         let batch = tables::run_batch(source, account, Some(seq), f, cursor)?;
         let app = app_id(source, account);
-        for attempt in 0..5 {
+        retry::retry(&app, Error::is_commit_conflict, async |_| {
             let runs = self.open_or_create(TableKind::SyncRuns).await?;
             if self.txn_version(&runs, &app).await? >= seq {
                 return Ok(());
@@ -919,19 +922,12 @@ impl Lake {
                 .with_application_transaction(Transaction::new(&app, seq))
                 .with_metadata([("app.run_id".to_string(), json!(f.run_id))])
                 .with_max_retries(COMMIT_RETRIES);
-            match self.append_batch(&runs, &batch, props).await {
-                Ok(_) => return Ok(()),
-                Err(e)
-                    if (e.to_string().contains("oncurrent")
-                        || e.to_string().contains("Failed to commit"))
-                        && attempt < 4 =>
-                {
-                    tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await
-                }
-                Err(e) => return Err(Error::lake(format!("{app}: appending to sync_runs: {e}"))),
-            }
-        }
-        unreachable!()
+            self.append_batch(&runs, &batch, props)
+                .await
+                .map_err(Error::from)
+        })
+        .await
+        .map_err(|e| e.context(format!("{app}: appending to sync_runs")))
     }
 
     /// Appends one small batch to `table` in one commit. Written by the Parquet writer and
@@ -954,25 +950,19 @@ impl Lake {
     /// Records a failed run (no seq, no cursor) in `sync_runs`.
     pub async fn record_failure(&self, source: &str, account: &str, f: &RunFigures) -> Result<()> {
         let batch = tables::run_batch(source, account, None, f, None)?;
-        for attempt in 0..5 {
-            let runs = self.open_or_create(TableKind::SyncRuns).await?;
-            match self
-                .append_batch(&runs, &batch, CommitProperties::default())
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(e) if attempt < 4 => {
-                    tracing::debug!(error = %e, "retrying the failure record");
-                    tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
-                }
-                Err(e) => {
-                    return Err(Error::lake(format!(
-                        "appending a failure to sync_runs: {e}"
-                    )));
-                }
-            }
-        }
-        unreachable!()
+        // A failure record has no txn to fence it: any error is tried again.
+        retry::retry(
+            "sync_runs failure record",
+            |_: &Error| true,
+            async |_| {
+                let runs = self.open_or_create(TableKind::SyncRuns).await?;
+                self.append_batch(&runs, &batch, CommitProperties::default())
+                    .await
+                    .map_err(Error::from)
+            },
+        )
+        .await
+        .map_err(|e| e.context("appending a failure to sync_runs"))
     }
 
     /// Opens a table as of a Delta version.

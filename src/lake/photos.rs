@@ -18,8 +18,8 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema};
 
 use super::{Lake, TableKind, sql_str};
-pub use crate::model::photo::{FetchedPhoto, PhotoWant};
 use crate::error::Result;
+pub use crate::model::photo::{FetchedPhoto, PhotoWant};
 
 /// What a photo sync has to do for one account.
 #[derive(Debug, Clone, Default)]

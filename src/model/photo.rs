@@ -62,4 +62,3 @@ pub struct PhotoOp {
     /// Its content type (PUT).
     pub content_type: Option<String>,
 }
-

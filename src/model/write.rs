@@ -71,6 +71,9 @@ impl OpKind {
 }
 
 /// What an operation does, with the data it needs.
+// An update holds two records, the others one: a plan's operations live in one vector,
+// and a box per operation would cost more than the space it saves.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Action {
     /// Create `desired`, stamped with the operation's key.

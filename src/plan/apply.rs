@@ -278,7 +278,10 @@ pub async fn apply(p: &Pipeline, opts: &ApplyOptions) -> Result<ApplyReport> {
     let dir = p.dir();
     let source = crate::providers::build(cfg, &dir)?;
     let writer = source.write_back().ok_or_else(|| {
-        Error::config(format!("source {}: its provider cannot write back", opts.source))
+        Error::config(format!(
+            "source {}: its provider cannot write back",
+            opts.source
+        ))
     })?;
     // Bring the lake up to date first: the diff is against the API's current state, and
     // contacts created by an interrupted earlier apply are seen (by their key) and skipped.
@@ -425,23 +428,23 @@ pub(crate) async fn record_rows(
             Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
         ],
     )?;
-    for attempt in 0..5 {
-        let t = lake.open_or_create(TableKind::WritebackResults).await?;
-        let props = deltalake::kernel::transaction::CommitProperties::default()
-            .with_metadata([("app.run_id".to_string(), serde_json::json!(apply_id))]);
-        match t
-            .write(vec![batch.clone()])
-            .with_save_mode(SaveMode::Append)
-            .with_commit_properties(props)
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) if attempt < 4 => {
-                tracing::debug!(error = %e, "retrying the writeback_results append");
-                tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
-            }
-            Err(e) => return Err(Error::lake(format!("appending to writeback_results: {e}"))),
-        }
-    }
-    unreachable!()
+    // Results have no txn to fence them, and an append conflicts with nothing: any error
+    // is tried again.
+    crate::lake::retry::retry(
+        "writeback_results",
+        |_: &Error| true,
+        async |_| {
+            let t = lake.open_or_create(TableKind::WritebackResults).await?;
+            let props = deltalake::kernel::transaction::CommitProperties::default()
+                .with_metadata([("app.run_id".to_string(), serde_json::json!(apply_id))]);
+            t.write(vec![batch.clone()])
+                .with_save_mode(SaveMode::Append)
+                .with_commit_properties(props)
+                .await
+                .map(|_| ())
+                .map_err(Error::from)
+        },
+    )
+    .await
+    .map_err(|e| e.context("appending to writeback_results"))
 }

@@ -24,8 +24,8 @@ use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::http::Metrics;
 use crate::lake::{Lake, LandedPhoto, TableKind, photo_sha256};
-use crate::model::write::OpResult;
 pub use crate::model::photo::{PhotoOp, PhotoOpKind};
+use crate::model::write::OpResult;
 use crate::sync::lake_of;
 
 /// Largest photo the write-back sends.

@@ -96,6 +96,10 @@ pub trait WriteBack: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<OpResult>>>;
 }
 
+/// What a photo download brings: the photos read, the ids found gone (404), and the
+/// failures (id, error); one failure does not stop the others.
+pub type PhotoFetch = (Vec<FetchedPhoto>, Vec<String>, Vec<(String, crate::Error)>);
+
 /// Downloading and writing contact photos.
 pub trait Photos: Send + Sync {
     /// Whether a sync lands photos (`photos = true`).
@@ -106,7 +110,7 @@ pub trait Photos: Send + Sync {
         wants: &'a [PhotoWant],
         metrics: &'a Metrics,
         progress: Option<&'a indicatif::ProgressBar>,
-    ) -> BoxFuture<'a, (Vec<FetchedPhoto>, Vec<String>, Vec<(String, crate::Error)>)>;
+    ) -> BoxFuture<'a, PhotoFetch>;
     /// Writes planned photo operations; one result per operation, in plan order.
     fn apply<'a>(
         &'a self,

@@ -185,7 +185,11 @@ async fn a_thousand_note_updates_apply_in_ten_batches_whatever_the_contacts_hold
         .unwrap();
     assert_eq!(report.failures(), 0, "{}", report.summary());
     assert_eq!(
-        report.results.iter().filter(|r| r.outcome.as_str() == "ok").count(),
+        report
+            .results
+            .iter()
+            .filter(|r| r.outcome.as_str() == "ok")
+            .count(),
         1000
     );
     assert_eq!(emu.stats()["google.batch"], 10, "{:?}", emu.stats());

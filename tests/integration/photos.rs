@@ -350,7 +350,11 @@ async fn photo_write_back_puts_and_deletes_with_etags_and_a_stale_etag_is_a_conf
     .await
     .unwrap();
     assert_eq!(
-        report.results.iter().filter(|r| r.outcome.as_str() == "ok").count(),
+        report
+            .results
+            .iter()
+            .filter(|r| r.outcome.as_str() == "ok")
+            .count(),
         2,
         "{}",
         report.summary()
@@ -405,9 +409,19 @@ async fn photo_write_back_puts_and_deletes_with_etags_and_a_stale_etag_is_a_conf
             .unwrap()
             .clone()
     };
-    assert_eq!(by_id(&with[2]).outcome.as_str(), "conflict", "{}", report.summary());
+    assert_eq!(
+        by_id(&with[2]).outcome.as_str(),
+        "conflict",
+        "{}",
+        report.summary()
+    );
     assert_eq!(by_id(&with[2]).http_status, Some(412));
-    assert_eq!(by_id(&with[3]).outcome.as_str(), "ok", "{}", report.summary());
+    assert_eq!(
+        by_id(&with[3]).outcome.as_str(),
+        "ok",
+        "{}",
+        report.summary()
+    );
     assert!(report.summary().contains("--force"));
     // The other party's photo is kept; the requested removal happened.
     let truth = emu.google_photos();

@@ -119,7 +119,11 @@ async fn a_stale_etag_is_a_conflict_and_force_overwrites() {
         .collect();
     assert_eq!(conflicts.len(), m.updated.len(), "{}", report.summary());
     assert_eq!(
-        report.results.iter().filter(|r| r.outcome.as_str() == "ok").count(),
+        report
+            .results
+            .iter()
+            .filter(|r| r.outcome.as_str() == "ok")
+            .count(),
         200 - m.updated.len()
     );
     assert!(report.summary().contains("--force"));
@@ -234,7 +238,11 @@ async fn interrupted_batches_resubmit_their_tail_and_invalid_rows_are_not_sent()
         "ids starting with 'a' have neither type nor label"
     );
     assert_eq!(
-        report.results.iter().filter(|r| r.outcome.as_str() == "ok").count(),
+        report
+            .results
+            .iter()
+            .filter(|r| r.outcome.as_str() == "ok")
+            .count(),
         300 - invalid,
         "{}",
         report.summary()

@@ -16,9 +16,9 @@ use crate::config::{AuthConfig, SourceConfig};
 use crate::error::{Error, Result};
 use crate::http::{HttpClient, HttpResponse};
 use crate::model::extract::RecordContext;
+use crate::model::spill::Collected;
 use crate::providers::{Extract, RunContext, SyncMode};
 use crate::secret::Secret;
-use crate::model::spill::Collected;
 
 const MAX_PAGE_BYTES: usize = 64 << 20;
 /// `ready:false` answers tolerated before giving up.

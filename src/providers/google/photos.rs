@@ -115,8 +115,7 @@ impl GoogleSource {
                 Box::pin(async move { (w, self.fetch_photo(w, metrics).await) })
             })
             .collect();
-        let mut results = futures::stream::iter(fetches)
-            .buffer_unordered(self.photo_concurrency);
+        let mut results = futures::stream::iter(fetches).buffer_unordered(self.photo_concurrency);
         while let Some((w, r)) = results.next().await {
             if let Some(pb) = progress {
                 pb.inc(1);
