@@ -429,8 +429,23 @@ impl<'a> Row for GRow<'_, 'a> {
     }
 }
 
+/// What the element being read inside an entry will fill when it closes.
+#[derive(Default)]
+struct Pending<'a> {
+    /// The structured item open (an address, an organization, …).
+    open: Open<'a>,
+    /// Where captured text goes.
+    target: Option<Target>,
+    /// The text captured so far.
+    val: S<'a>,
+    phone: Option<PhoneX<'a>>,
+    relation: Option<RelationX<'a>>,
+}
+
 /// Which structured item is open.
+#[derive(Default)]
 enum Open<'a> {
+    #[default]
     None,
     Address(AddressX<'a>),
     Org(OrgX<'a>),
@@ -502,13 +517,10 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
     // Entry state.
     let mut rec: Option<Entry<'_>> = None;
     let mut entry_start = 0usize;
-    let mut open = Open::None;
-    let mut target: Option<Target> = None;
-    let mut val: S<'_> = None;
+    // What the element open inside an entry will fill when it closes.
+    let mut st = Pending::default();
     // Where the content of the open `gd:extendedProperty` begins (just past its start tag).
     let mut ext_inner: Option<usize> = None;
-    let mut phone: Option<PhoneX<'_>> = None;
-    let mut relation: Option<RelationX<'_>> = None;
     let mut entry_count = 0usize;
     loop {
         let before = r.buffer_position() as usize;
@@ -561,146 +573,14 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
                     }
                     let at = Attrs::read(&r, s, text)?;
                     let items = &mut page.items;
-                    match (d, ns, local) {
-                        (3, Ns::Atom, b"id") => target = Some(Target::Id),
-                        (3, Ns::Atom, b"updated") => target = Some(Target::Updated),
-                        (3, Ns::Atom, b"content") => target = Some(Target::Notes),
-                        (3, Ns::Gd, b"deleted") => rec.deleted = true,
-                        (3, Ns::Atom, b"link") if at.get("rel") == Some(PHOTO_REL) => {
-                            rec.photo = Some(PhotoX {
-                                href: at.opt("href"),
-                                etag: at.gd("etag"),
-                            });
-                        }
-                        (3, Ns::GContact, b"nickname") => target = Some(Target::Nickname),
-                        (3, Ns::GContact, b"fileAs") => target = Some(Target::FileAs),
-                        (4, Ns::Gd, b"givenName") => target = Some(Target::Given),
-                        (4, Ns::Gd, b"familyName") => target = Some(Target::Family),
-                        (4, Ns::Gd, b"additionalName") => target = Some(Target::Middle),
-                        (4, Ns::Gd, b"namePrefix") => target = Some(Target::Prefix),
-                        (4, Ns::Gd, b"nameSuffix") => target = Some(Target::Suffix),
-                        (4, Ns::Gd, b"fullName") => target = Some(Target::Full),
-                        (3, Ns::Gd, b"email") => items.emails.push(EmailX {
-                            address: at.opt("address"),
-                            kind: at.rel(),
-                            label: at.opt("label"),
-                            primary: at.primary(),
-                            display_name: at.opt("displayName"),
-                        }),
-                        (3, Ns::Gd, b"phoneNumber") => {
-                            phone = Some(PhoneX {
-                                number: None,
-                                kind: at.rel(),
-                                label: at.opt("label"),
-                                primary: at.primary(),
-                                uri: at.opt("uri"),
-                            });
-                            target = Some(Target::PhoneNumber);
-                        }
-                        (3, Ns::Gd, b"im") => items.ims.push(ImX {
-                            address: at.opt("address"),
-                            protocol: at.opt("protocol").map(short_rel),
-                            kind: at.rel(),
-                            label: at.opt("label"),
-                            primary: at.primary(),
-                        }),
-                        (3, Ns::Gd, b"structuredPostalAddress") => {
-                            open = Open::Address(AddressX {
-                                kind: at.rel(),
-                                label: at.opt("label"),
-                                primary: at.primary(),
-                                ..Default::default()
-                            })
-                        }
-                        // The legacy unstructured form: its text is the formatted address.
-                        (3, Ns::Gd, b"postalAddress") => {
-                            open = Open::Address(AddressX {
-                                kind: at.rel(),
-                                label: at.opt("label"),
-                                primary: at.primary(),
-                                ..Default::default()
-                            });
-                            target = Some(Target::Formatted);
-                        }
-                        (4, Ns::Gd, b"street") => target = Some(Target::Street),
-                        (4, Ns::Gd, b"pobox") => target = Some(Target::PoBox),
-                        (4, Ns::Gd, b"neighborhood") => target = Some(Target::Neighborhood),
-                        (4, Ns::Gd, b"city") => target = Some(Target::City),
-                        (4, Ns::Gd, b"region") => target = Some(Target::Region),
-                        (4, Ns::Gd, b"postcode") => target = Some(Target::Postcode),
-                        (4, Ns::Gd, b"country") => target = Some(Target::Country),
-                        (4, Ns::Gd, b"formattedAddress") => target = Some(Target::Formatted),
-                        (3, Ns::Gd, b"organization") => {
-                            open = Open::Org(OrgX {
-                                kind: at.rel(),
-                                label: at.opt("label"),
-                                primary: at.primary(),
-                                ..Default::default()
-                            })
-                        }
-                        (4, Ns::Gd, b"orgName") => target = Some(Target::OrgName),
-                        (4, Ns::Gd, b"orgTitle") => target = Some(Target::OrgTitle),
-                        (4, Ns::Gd, b"orgDepartment") => target = Some(Target::OrgDept),
-                        (3, Ns::GContact, b"website") => items.websites.push(WebsiteX {
-                            href: at.opt("href"),
-                            kind: at.rel(),
-                            label: at.opt("label"),
-                            primary: at.primary(),
-                        }),
-                        (3, Ns::GContact, b"relation") => {
-                            relation = Some(RelationX {
-                                name: None,
-                                kind: at.rel(),
-                                label: at.opt("label"),
-                            });
-                            target = Some(Target::RelationName);
-                        }
-                        (3, Ns::GContact, b"event") => {
-                            open = Open::Event(EventX {
-                                kind: at.rel(),
-                                label: at.opt("label"),
-                                start: None,
-                            })
-                        }
-                        (4, Ns::Gd, b"when") => {
-                            if let Open::Event(e) = &mut open {
-                                e.start = at.opt("startTime");
-                            }
-                        }
-                        (3, Ns::GContact, b"birthday") => rec.birthday = at.opt("when"),
-                        (3, Ns::GContact, b"groupMembershipInfo") => {
-                            if at.get("deleted") != Some("true")
-                                && let Some(h) = at.opt("href")
-                            {
-                                items.groups.push(h);
-                            }
-                        }
-                        (3, Ns::Gd, b"extendedProperty") => {
-                            open = Open::ExtProp(ExtPropX {
-                                name: at.opt("name"),
-                                value: at.find(Ns::Atom, "value").cloned(),
-                                xml: None,
-                            });
-                            if !empty {
-                                ext_inner = Some(r.buffer_position() as usize);
-                            }
-                        }
-                        _ => {}
+                    if open_child(rec, items, &mut st, &at, d, ns, local) && !empty {
+                        ext_inner = Some(r.buffer_position() as usize);
                     }
-                    if target.is_some() {
-                        val = None;
+                    if st.target.is_some() {
+                        st.val = None;
                     }
                     if empty {
-                        close(
-                            rec,
-                            items,
-                            &mut open,
-                            &mut target,
-                            &mut val,
-                            &mut phone,
-                            &mut relation,
-                            d,
-                        )?;
+                        close(rec, items, &mut st, d)?;
                     }
                 } else if d == 2 && ns == Ns::Atom && local == b"entry" {
                     entry_count += 1;
@@ -718,12 +598,12 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
                 } else if d == 2 {
                     match (ns, local) {
                         (Ns::Atom, b"updated") => {
-                            target = Some(Target::FeedUpdated);
-                            val = None;
+                            st.target = Some(Target::FeedUpdated);
+                            st.val = None;
                         }
                         (Ns::OpenSearch, b"totalResults") => {
-                            target = Some(Target::Total);
-                            val = None;
+                            st.target = Some(Target::Total);
+                            st.val = None;
                         }
                         (Ns::Atom, b"link") => {
                             let at = Attrs::read(&r, s, text)?;
@@ -734,7 +614,7 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
                         _ => {}
                     }
                     if empty {
-                        target = None;
+                        st.target = None;
                     }
                 }
             }
@@ -747,7 +627,7 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
                             continue;
                         }
                         ext_inner = None;
-                        if let Open::ExtProp(p) = &mut open {
+                        if let Open::ExtProp(p) = &mut st.open {
                             p.xml = ext_content(&text[start..before]);
                         }
                     }
@@ -767,29 +647,20 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
                         page.entries.push(done);
                         continue;
                     }
-                    close(
-                        rc,
-                        &mut page.items,
-                        &mut open,
-                        &mut target,
-                        &mut val,
-                        &mut phone,
-                        &mut relation,
-                        d,
-                    )?;
+                    close(rc, &mut page.items, &mut st, d)?;
                 } else if d == 2 {
-                    let v = val.take();
+                    let v = st.val.take();
                     let v = v.as_deref().map(str::trim);
-                    match target.take() {
+                    match st.target.take() {
                         Some(Target::FeedUpdated) => page.updated = v.map(str::to_string),
                         Some(Target::Total) => page.total_results = v.and_then(|v| v.parse().ok()),
                         _ => {}
                     }
                 }
             }
-            Event::Text(t) if target.is_some() => {
+            Event::Text(t) if st.target.is_some() => {
                 push_text(
-                    &mut val,
+                    &mut st.val,
                     t.decode()
                         .map_err(|e| Error::decode(format!("bad text: {e}")))?,
                 );
@@ -812,14 +683,15 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
                         }
                     }
                 };
-                if target.is_some() {
-                    val.get_or_insert_with(|| Cow::Owned(String::new()))
+                if st.target.is_some() {
+                    st.val
+                        .get_or_insert_with(|| Cow::Owned(String::new()))
                         .to_mut()
                         .push(c);
                 }
             }
-            Event::CData(c) if target.is_some() => {
-                push_text(&mut val, String::from_utf8_lossy(&c).into_owned().into());
+            Event::CData(c) if st.target.is_some() => {
+                push_text(&mut st.val, String::from_utf8_lossy(&c).into_owned().into());
             }
             Event::DocType(d) => {
                 let html = d
@@ -849,17 +721,159 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
     Ok(page)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The start of an element inside an entry, at depth `d`: what it opens or fills, from
+/// its attributes. True for an extended property, whose content is kept whole.
+fn open_child<'a>(
+    rec: &mut Entry<'a>,
+    items: &mut Items<'a>,
+    st: &mut Pending<'a>,
+    at: &Attrs<'_, 'a>,
+    d: usize,
+    ns: Ns,
+    local: &[u8],
+) -> bool {
+    match (d, ns, local) {
+        (3, Ns::Atom, b"id") => st.target = Some(Target::Id),
+        (3, Ns::Atom, b"updated") => st.target = Some(Target::Updated),
+        (3, Ns::Atom, b"content") => st.target = Some(Target::Notes),
+        (3, Ns::Gd, b"deleted") => rec.deleted = true,
+        (3, Ns::Atom, b"link") if at.get("rel") == Some(PHOTO_REL) => {
+            rec.photo = Some(PhotoX {
+                href: at.opt("href"),
+                etag: at.gd("etag"),
+            });
+        }
+        (3, Ns::GContact, b"nickname") => st.target = Some(Target::Nickname),
+        (3, Ns::GContact, b"fileAs") => st.target = Some(Target::FileAs),
+        (4, Ns::Gd, b"givenName") => st.target = Some(Target::Given),
+        (4, Ns::Gd, b"familyName") => st.target = Some(Target::Family),
+        (4, Ns::Gd, b"additionalName") => st.target = Some(Target::Middle),
+        (4, Ns::Gd, b"namePrefix") => st.target = Some(Target::Prefix),
+        (4, Ns::Gd, b"nameSuffix") => st.target = Some(Target::Suffix),
+        (4, Ns::Gd, b"fullName") => st.target = Some(Target::Full),
+        (3, Ns::Gd, b"email") => items.emails.push(EmailX {
+            address: at.opt("address"),
+            kind: at.rel(),
+            label: at.opt("label"),
+            primary: at.primary(),
+            display_name: at.opt("displayName"),
+        }),
+        (3, Ns::Gd, b"phoneNumber") => {
+            st.phone = Some(PhoneX {
+                number: None,
+                kind: at.rel(),
+                label: at.opt("label"),
+                primary: at.primary(),
+                uri: at.opt("uri"),
+            });
+            st.target = Some(Target::PhoneNumber);
+        }
+        (3, Ns::Gd, b"im") => items.ims.push(ImX {
+            address: at.opt("address"),
+            protocol: at.opt("protocol").map(short_rel),
+            kind: at.rel(),
+            label: at.opt("label"),
+            primary: at.primary(),
+        }),
+        (3, Ns::Gd, b"structuredPostalAddress") => {
+            st.open = Open::Address(AddressX {
+                kind: at.rel(),
+                label: at.opt("label"),
+                primary: at.primary(),
+                ..Default::default()
+            })
+        }
+        // The legacy unstructured form: its text is the formatted address.
+        (3, Ns::Gd, b"postalAddress") => {
+            st.open = Open::Address(AddressX {
+                kind: at.rel(),
+                label: at.opt("label"),
+                primary: at.primary(),
+                ..Default::default()
+            });
+            st.target = Some(Target::Formatted);
+        }
+        (4, Ns::Gd, b"street") => st.target = Some(Target::Street),
+        (4, Ns::Gd, b"pobox") => st.target = Some(Target::PoBox),
+        (4, Ns::Gd, b"neighborhood") => st.target = Some(Target::Neighborhood),
+        (4, Ns::Gd, b"city") => st.target = Some(Target::City),
+        (4, Ns::Gd, b"region") => st.target = Some(Target::Region),
+        (4, Ns::Gd, b"postcode") => st.target = Some(Target::Postcode),
+        (4, Ns::Gd, b"country") => st.target = Some(Target::Country),
+        (4, Ns::Gd, b"formattedAddress") => st.target = Some(Target::Formatted),
+        (3, Ns::Gd, b"organization") => {
+            st.open = Open::Org(OrgX {
+                kind: at.rel(),
+                label: at.opt("label"),
+                primary: at.primary(),
+                ..Default::default()
+            })
+        }
+        (4, Ns::Gd, b"orgName") => st.target = Some(Target::OrgName),
+        (4, Ns::Gd, b"orgTitle") => st.target = Some(Target::OrgTitle),
+        (4, Ns::Gd, b"orgDepartment") => st.target = Some(Target::OrgDept),
+        (3, Ns::GContact, b"website") => items.websites.push(WebsiteX {
+            href: at.opt("href"),
+            kind: at.rel(),
+            label: at.opt("label"),
+            primary: at.primary(),
+        }),
+        (3, Ns::GContact, b"relation") => {
+            st.relation = Some(RelationX {
+                name: None,
+                kind: at.rel(),
+                label: at.opt("label"),
+            });
+            st.target = Some(Target::RelationName);
+        }
+        (3, Ns::GContact, b"event") => {
+            st.open = Open::Event(EventX {
+                kind: at.rel(),
+                label: at.opt("label"),
+                start: None,
+            })
+        }
+        (4, Ns::Gd, b"when") => {
+            if let Open::Event(e) = &mut st.open {
+                e.start = at.opt("startTime");
+            }
+        }
+        (3, Ns::GContact, b"birthday") => rec.birthday = at.opt("when"),
+        (3, Ns::GContact, b"groupMembershipInfo") => {
+            if at.get("deleted") != Some("true")
+                && let Some(h) = at.opt("href")
+            {
+                items.groups.push(h);
+            }
+        }
+        (3, Ns::Gd, b"extendedProperty") => {
+            st.open = Open::ExtProp(ExtPropX {
+                name: at.opt("name"),
+                value: at.find(Ns::Atom, "value").cloned(),
+                xml: None,
+            });
+            return true;
+        }
+        _ => {}
+    }
+    false
+}
+
+/// The end of an element inside an entry at depth `d`: what it captured goes where
+/// `st` says, into the entry or its items.
 fn close<'a>(
     rec: &mut Entry<'a>,
     items: &mut Items<'a>,
-    open: &mut Open<'a>,
-    target: &mut Option<Target>,
-    val: &mut S<'a>,
-    phone: &mut Option<PhoneX<'a>>,
-    relation: &mut Option<RelationX<'a>>,
+    st: &mut Pending<'a>,
     d: usize,
 ) -> Result<()> {
+    let Pending {
+        open,
+        target,
+        val,
+        phone,
+        relation,
+    } = st;
     if let Some(t) = target.take() {
         // The id and the time read the whole text; other values are absent when empty.
         let (whole, v) = match t {
