@@ -88,10 +88,12 @@ enum Command {
         pipeline: PathBuf,
         /// The SQL statement.
         sql: String,
-        /// Output format.
-        #[arg(long, value_enum, default_value = "table")]
-        format: OutFormat,
-        /// Write to this path or URL (s3://bucket/key.parquet) instead of stdout.
+        /// Output format [default: from the --output extension (.parquet, .csv, .json,
+        /// .txt), else table].
+        #[arg(long, value_enum)]
+        format: Option<OutFormat>,
+        /// Write to this path or URL (s3://bucket/key.parquet) instead of stdout; a local
+        /// path's folder is created.
         #[arg(long)]
         output: Option<String>,
         /// Time travel: every table as it was right after this sync run (a run_id from
@@ -202,12 +204,101 @@ enum Command {
     Schema,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Debug, ValueEnum)]
 enum OutFormat {
     Table,
     Csv,
     Json,
     Parquet,
+}
+
+impl OutFormat {
+    fn name(self) -> &'static str {
+        match self {
+            OutFormat::Table => "table",
+            OutFormat::Csv => "csv",
+            OutFormat::Json => "json",
+            OutFormat::Parquet => "parquet",
+        }
+    }
+
+    /// The format an output path's extension names, if it names one.
+    fn of_path(path: &str) -> Option<OutFormat> {
+        let name = path.rsplit(['/', '\\']).next().unwrap_or(path);
+        let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
+        Some(match ext.as_str() {
+            "parquet" | "pq" => OutFormat::Parquet,
+            "csv" => OutFormat::Csv,
+            "json" | "jsonl" | "ndjson" => OutFormat::Json,
+            "txt" => OutFormat::Table,
+            _ => return None,
+        })
+    }
+}
+
+/// The format of `query`'s output: --format, else the --output extension's, else a table
+/// on stdout. A --format the extension contradicts, or an --output whose extension names
+/// no format without --format, is a usage error.
+fn output_format(format: Option<OutFormat>, output: Option<&str>) -> Result<OutFormat> {
+    let Some(path) = output else {
+        return Ok(format.unwrap_or(OutFormat::Table));
+    };
+    match (format, OutFormat::of_path(path)) {
+        (Some(f), Some(e)) if f != e => Err(Error::config(format!(
+            "--output {path} is a .{} file name but --format is {}: drop --format (the extension decides) or name the file for {}",
+            path.rsplit_once('.').map(|x| x.1).unwrap_or_default(),
+            f.name(),
+            f.name()
+        ))),
+        (Some(f), _) | (None, Some(f)) => Ok(f),
+        (None, None) => Err(Error::config(format!(
+            "--output {path}: the extension names no format; end it in .parquet, .csv, .json or .txt, or give --format"
+        ))),
+    }
+}
+
+/// Writes to stdout. A reader that went away (`| head`) is not an error of ours: the
+/// broken pipe comes back as an I/O error that `main` ends on quietly.
+fn out(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut o = std::io::stdout().lock();
+    o.write_all(text.as_bytes())?;
+    o.flush()?;
+    Ok(())
+}
+
+/// For output that is not the last word (apply's exit code still tells whether rows
+/// failed): a reader that went away is ignored.
+fn keep_going_if_gone(e: Error) -> Result<()> {
+    if is_broken_pipe(&e) { Ok(()) } else { Err(e) }
+}
+
+/// Whether `e` is a write to a closed pipe.
+fn is_broken_pipe(e: &Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Writes a local output file, creating its folder.
+fn write_local(path: &str, bytes: &[u8]) -> Result<()> {
+    let p = std::path::Path::new(path);
+    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::config(format!(
+                "--output {path}: cannot create {}: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    std::fs::write(p, bytes).map_err(|e| Error::config(format!("--output {path}: {e}")))
 }
 
 fn parse_shard(s: &str) -> std::result::Result<(u32, u32), String> {
@@ -272,6 +363,8 @@ fn main() -> ExitCode {
     });
     let code = match outcome {
         Ok(code) => ExitCode::from(code),
+        // The reader of stdout stopped reading (`… | head`): it has what it wanted.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code() as u8)
@@ -335,7 +428,7 @@ async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Status { pipeline } => {
             let p = Pipeline::load(&pipeline)?;
-            print!("{}", contacts_etl::sync::status(&p).await?);
+            out(&contacts_etl::sync::status(&p).await?)?;
             Ok(0)
         }
         Command::Query {
@@ -345,6 +438,10 @@ async fn run(cli: Cli) -> Result<u8> {
             output,
             as_of_run,
         } => {
+            let format = output_format(format, output.as_deref())?;
+            if format == OutFormat::Parquet && output.is_none() {
+                return Err(Error::config("--format parquet needs --output PATH_OR_URL"));
+            }
             let p = Pipeline::load(&pipeline)?;
             let lake = contacts_etl::sync::lake_of(&p)?;
             let as_of = as_of_run
@@ -357,23 +454,19 @@ async fn run(cli: Cli) -> Result<u8> {
                     contacts_etl::sql::write_parquet(&lake, &batches, &dest).await?;
                     eprintln!("{rows} rows written to {dest}");
                 }
-                (OutFormat::Parquet, None) => {
-                    return Err(Error::config("--format parquet needs --output PATH_OR_URL"));
-                }
-                (f, out) => {
-                    let name = match f {
-                        OutFormat::Table => "table",
-                        OutFormat::Csv => "csv",
-                        _ => "json",
-                    };
-                    let text = contacts_etl::sql::render(&batches, name)?;
-                    match out {
+                (f, dest) => {
+                    let text = contacts_etl::sql::render(&batches, f.name())?;
+                    match dest {
+                        Some(path) if path.contains("://") => {
+                            return Err(Error::config(format!(
+                                "--output {path}: only Parquet goes to a URL; end it in .parquet"
+                            )));
+                        }
                         Some(path) => {
-                            std::fs::write(&path, text)
-                                .map_err(|e| Error::config(format!("--output {path}: {e}")))?;
+                            write_local(&path, text.as_bytes())?;
                             eprintln!("{rows} rows written to {path}");
                         }
-                        None => print!("{text}"),
+                        None => out(&text)?,
                     }
                 }
             }
@@ -392,13 +485,13 @@ async fn run(cli: Cli) -> Result<u8> {
                 let plan =
                     contacts_etl::plan::photos::plan_photos(&p, &source, &photos, mode.parse()?)
                         .await?;
-                print!("{}", plan.render(sample));
+                out(&plan.render(sample))?;
                 return Ok(0);
             }
             let desired = desired.unwrap_or_default();
             let plan =
                 contacts_etl::plan::apply::plan(&p, &source, &desired, mode.parse()?).await?;
-            print!("{}", plan.render(sample));
+            out(&plan.render(sample))?;
             Ok(0)
         }
         Command::Apply {
@@ -420,7 +513,7 @@ async fn run(cli: Cli) -> Result<u8> {
                     force,
                 };
                 let report = contacts_etl::plan::photos::apply_photos(&p, &opts).await?;
-                print!("{}", report.plan.render(10));
+                out(&report.plan.render(10)).or_else(keep_going_if_gone)?;
                 eprint!("{}", report.summary());
                 return Ok(if report.failures() == 0 { 0 } else { 1 });
             }
@@ -433,7 +526,7 @@ async fn run(cli: Cli) -> Result<u8> {
                 force,
             };
             let report = contacts_etl::plan::apply::apply(&p, &opts).await?;
-            print!("{}", report.plan.render(10));
+            out(&report.plan.render(10)).or_else(keep_going_if_gone)?;
             eprint!("{}", report.summary());
             Ok(if report.failures() == 0 { 0 } else { 1 })
         }
@@ -469,7 +562,7 @@ async fn run(cli: Cli) -> Result<u8> {
                 ..Default::default()
             };
             let emu = Emulator::start_on(cfg, &format!("127.0.0.1:{port}")).await?;
-            println!("{}", emu.url());
+            out(&format!("{}\n", emu.url()))?;
             // Ready-to-paste settings for the example pipeline (pipelines/emulator.toml
             // reads EMULATOR_URL); the tokens are the emulator's own fake ones.
             let mut exports = format!(
@@ -485,9 +578,7 @@ async fn run(cli: Cli) -> Result<u8> {
                     emu.aurinko_token(&a)
                 ));
             }
-            print!("{exports}");
-            use std::io::Write as _;
-            std::io::stdout().flush()?;
+            out(&exports)?;
             if let Some(f) = env_file {
                 let tmp = f.with_extension("tmp");
                 std::fs::write(&tmp, &exports)
@@ -505,10 +596,9 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Schema => {
-            print!(
-                "{}",
-                contacts_etl::schema::render_schema_json(&contacts_etl::schema::contacts_schema())?
-            );
+            out(&contacts_etl::schema::render_schema_json(
+                &contacts_etl::schema::contacts_schema(),
+            )?)?;
             Ok(0)
         }
     }

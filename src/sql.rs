@@ -304,7 +304,16 @@ pub async fn write_parquet(
         )?;
         store.put(&path, buf.into()).await?;
     } else {
-        std::fs::write(dest, buf).map_err(|e| Error::config(format!("--output {dest}: {e}")))?;
+        let path = std::path::Path::new(dest);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::config(format!(
+                    "--output {dest}: cannot create {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        std::fs::write(path, buf).map_err(|e| Error::config(format!("--output {dest}: {e}")))?;
     }
     Ok(rows)
 }

@@ -135,3 +135,114 @@ async fn unknown_accounts_sources_and_runs_are_usage_errors_that_name_what_exist
     ]);
     assert_usage_error(&o, &["runs' ids", &run1]);
 }
+
+/// `query … | head -2` and `plan … | head` end without a panic: exit 0 (or 141, the
+/// shell's number for SIGPIPE), nothing on stderr but what the command says anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_reading_ends_the_command_quietly() {
+    let emu = Emulator::start(crate::google_only(300)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(dir.path(), &emu, &PipelineSpec::default());
+    assert_ok(&sync(&p, false).await);
+    let p = p.to_str().unwrap();
+    let bin = crate::bin();
+    // The table of 300 contacts is far larger than a pipe's buffer, so the write after
+    // head has gone fails; `head -n 0` reads nothing and is gone before the plan prints.
+    for (name, cmd) in [
+        (
+            "query",
+            format!("'{bin}' query '{p}' 'SELECT * FROM contacts' | head -2"),
+        ),
+        (
+            "plan",
+            format!(
+                "'{bin}' plan '{p}' --source shared --desired \"SELECT account, id, etag, 'x' AS notes FROM contacts\" --sample 300 | head -n 0"
+            ),
+        ),
+    ] {
+        let script = format!("{cmd} >/dev/null 2>\"$ERR\"; echo \"status=${{PIPESTATUS[0]}}\"");
+        let err_file = dir.path().join(format!("{name}.err"));
+        let out = Command::new("bash")
+            .args(["-c", &script])
+            .env("ERR", &err_file)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        let err = std::fs::read_to_string(&err_file).unwrap_or_default();
+        assert!(
+            said.contains("status=0") || said.contains("status=141"),
+            "{name}: {said}\n{err}"
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{name}: {err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_takes_its_format_from_the_extension_and_makes_its_folder() {
+    let emu = Emulator::start(crate::google_only(25)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(dir.path(), &emu, &PipelineSpec::default());
+    assert_ok(&sync(&p, false).await);
+    let p = p.to_str().unwrap();
+    let sql = "SELECT id, display_name FROM contacts ORDER BY id";
+    let out = dir.path().join("exports/2026/12");
+
+    let parquet = out.join("c.parquet");
+    let o = run(&["query", p, sql, "--output", parquet.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(&parquet).unwrap();
+    assert!(bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1"));
+
+    let csv = out.join("c.csv");
+    let o = run(&["query", p, sql, "--output", csv.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.starts_with("id,display_name\n"), "{text}");
+    assert_eq!(text.lines().count(), 26);
+
+    let json = out.join("c.json");
+    let o = run(&["query", p, sql, "--output", json.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&json).unwrap();
+    assert_eq!(text.lines().count(), 25);
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert!(v.get("id").is_some(), "{l}");
+    }
+
+    // An explicit --format that agrees is fine; one that contradicts is refused, and so is
+    // an extension that names no format, before anything is written.
+    let o = run(&[
+        "query",
+        p,
+        sql,
+        "--format",
+        "csv",
+        "--output",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bad = dir.path().join("x/x.parquet");
+    let o = run(&[
+        "query",
+        p,
+        sql,
+        "--output",
+        bad.to_str().unwrap(),
+        "--format",
+        "table",
+    ]);
+    assert_usage_error(&o, &["x.parquet", "--format is table"]);
+    assert!(!bad.exists() && !dir.path().join("x").exists());
+    let o = run(&[
+        "query",
+        p,
+        sql,
+        "--output",
+        dir.path().join("x.dat").to_str().unwrap(),
+    ]);
+    assert_usage_error(&o, &["x.dat", "--format"]);
+}
