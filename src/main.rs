@@ -42,6 +42,7 @@ enum LogFormat {
 enum Command {
     /// Run the whole loop on built-in emulators and a local lake: full sync, simulated
     /// changes, incremental sync, a check against the APIs, SQL.
+    #[command(after_help = DEMO_EXAMPLES)]
     Demo {
         /// Folder for the pipeline file and the lake.
         #[arg(long, default_value = "contacts-etl-demo")]
@@ -52,11 +53,7 @@ enum Command {
     },
     /// Sync a pipeline's sources into its lake: a full extract the first time (or with
     /// --full-refresh, or when the API says the cursor expired), incremental afterwards.
-    ///
-    /// Examples:
-    ///   contacts-etl sync pipelines/emulator.toml
-    ///   contacts-etl sync prod.toml --source crm_contacts --account 101 --account 102
-    ///   contacts-etl sync prod.toml --shard 0/4      # worker 0 of 4 sharing one S3 lake
+    #[command(after_help = SYNC_EXAMPLES)]
     Sync {
         /// The pipeline file.
         pipeline: PathBuf,
@@ -75,14 +72,14 @@ enum Command {
     },
     /// Show, per source and account, the last run's mode, time, rows, cursor age and
     /// failures since.
+    #[command(after_help = STATUS_EXAMPLES)]
     Status {
         /// The pipeline file.
         pipeline: PathBuf,
     },
     /// Run SQL over the lake's tables (contacts, contact_changes, sync_runs,
     /// writeback_results) and views (contact_emails, contact_phones).
-    ///
-    /// Example: contacts-etl query p.toml "SELECT account, count(*) FROM contacts GROUP BY 1"
+    #[command(after_help = QUERY_EXAMPLES)]
     Query {
         /// The pipeline file.
         pipeline: PathBuf,
@@ -107,14 +104,10 @@ enum Command {
     /// The desired state is a SQL query over the lake or a .parquet/.csv file with contact
     /// columns; rows without `id` are new contacts. Only the columns it has are compared.
     ///
-    /// Example (lower-case every e-mail):
-    ///   contacts-etl plan p.toml --source shared_contacts --desired \
-    ///     "SELECT account, id, etag, transform(emails, e -> named_struct('address', lower(e['address']), 'type', e['type'], 'label', e['label'], 'primary', e['primary'], 'display_name', e['display_name'])) AS emails FROM contacts WHERE source = 'shared_contacts'"
-    ///
-    /// Photos instead of contact fields (the source needs photos = true):
-    ///   contacts-etl plan p.toml --source shared_contacts --photos ./headshots/
-    /// where ./headshots/ holds <contact id>.jpg|.png files, or --photos takes SQL or a
-    /// .parquet file with columns id, bytes (null removes the photo), content_type, etag.
+    /// Photos instead of contact fields (the source needs photos = true): --photos takes a
+    /// folder of <contact id>.jpg|.png files, SQL, or a .parquet file with columns id, bytes
+    /// (null removes the photo), content_type, etag.
+    #[command(after_help = PLAN_EXAMPLES)]
     #[command(group(clap::ArgGroup::new("what").required(true).args(["desired", "photos"])))]
     Plan {
         /// The pipeline file.
@@ -141,6 +134,7 @@ enum Command {
     /// row failed or conflicted. Rerunning retries only what did not apply.
     ///
     /// With --photos: PUT or DELETE each changed photo, conditional on its landed etag.
+    #[command(after_help = APPLY_EXAMPLES)]
     #[command(group(clap::ArgGroup::new("what").required(true).args(["desired", "photos"])))]
     Apply {
         /// The pipeline file.
@@ -169,6 +163,7 @@ enum Command {
     /// Google feed: {URL}/m8/feeds/contacts/{domain}/full (Bearer <token>).
     /// Aurinko:     {URL}/v1/contacts/sync (Bearer <token>-<account id>, ids 101, 102, …).
     /// Admin:       {URL}/_emulator/truth/google, /_emulator/mutate, /_emulator/stats.
+    #[command(after_help = EMULATOR_EXAMPLES)]
     Emulator {
         /// Port on 127.0.0.1 (0 picks a free one).
         #[arg(long, default_value_t = 8080)]
@@ -201,8 +196,48 @@ enum Command {
         env_file: Option<PathBuf>,
     },
     /// Print the unified contact schema as JSON (identical to schemas/contacts.v1.json).
+    #[command(after_help = SCHEMA_EXAMPLES)]
     Schema,
 }
+
+// The examples of each command's --help: one command a line (a trailing \ continues it),
+// each under 100 columns so that help does not wrap it. A test runs every one of them, as
+// written, in a folder laid out like the repository with the emulator's exports set
+// (tests/integration/operator.rs `every_help_example_runs_as_written`).
+const DEMO_EXAMPLES: &str = "\
+Example:
+  contacts-etl demo --dir contacts-etl-demo --contacts 300";
+const SYNC_EXAMPLES: &str = "\
+Examples:
+  contacts-etl sync pipelines/emulator.toml
+  contacts-etl sync pipelines/emulator.toml --source crm_contacts --account 101 --account 102
+  contacts-etl sync pipelines/emulator.toml --source shared_contacts --full-refresh
+  contacts-etl sync pipelines/emulator.toml --shard 0/4    # worker 0 of 4 sharing one lake";
+const STATUS_EXAMPLES: &str = "\
+Example:
+  contacts-etl status pipelines/emulator.toml";
+const QUERY_EXAMPLES: &str = "\
+Examples:
+  contacts-etl query pipelines/emulator.toml \\
+    \"SELECT source, account, count(*) AS contacts FROM contacts GROUP BY 1, 2\"
+  contacts-etl query pipelines/emulator.toml \"SELECT * FROM contacts\" --output contacts.parquet
+  contacts-etl query pipelines/emulator.toml 'SELECT count(*) FROM \"contacts@v1\"'";
+const PLAN_EXAMPLES: &str = "\
+Example (\"File As\" becomes \"Family, Given\"; --desired takes a .parquet or .csv file too):
+  contacts-etl plan pipelines/emulator.toml --source shared_contacts --mode update \\
+    --desired \"SELECT account, id, etag, concat(family_name, ', ', given_name) AS file_as \\
+      FROM contacts WHERE source = 'shared_contacts' AND family_name IS NOT NULL\"";
+const APPLY_EXAMPLES: &str = "\
+Example (\"File As\" in capitals; exit 1 if a row failed, conflicted or was invalid):
+  contacts-etl apply pipelines/emulator.toml --source shared_contacts --mode update \\
+    --desired \"SELECT account, id, etag, upper(file_as) AS file_as FROM contacts \\
+      WHERE source = 'shared_contacts' AND file_as IS NOT NULL\"";
+const EMULATOR_EXAMPLES: &str = "\
+Example (then `. ./emulator.env` sets what pipelines/emulator.toml reads):
+  contacts-etl emulator --port 0 --env-file emulator.env";
+const SCHEMA_EXAMPLES: &str = "\
+Example:
+  contacts-etl schema > contacts.v1.json";
 
 #[derive(Clone, Copy, PartialEq, Debug, ValueEnum)]
 enum OutFormat {

@@ -246,3 +246,123 @@ async fn output_takes_its_format_from_the_extension_and_makes_its_folder() {
     ]);
     assert_usage_error(&o, &["x.dat", "--format"]);
 }
+
+/// The examples of a command's `--help`: each line that starts with `contacts-etl `, with
+/// the lines a trailing `\` continues.
+fn help_examples(help: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut lines = help.lines();
+    while let Some(l) = lines.next() {
+        if !l.trim_start().starts_with("contacts-etl ") {
+            continue;
+        }
+        let mut ex = l.trim_start().to_string();
+        while ex.ends_with('\\') {
+            ex.push('\n');
+            ex.push_str(lines.next().unwrap_or_default());
+        }
+        out.push(ex);
+    }
+    out
+}
+
+/// The subcommands `contacts-etl --help` lists.
+fn subcommands() -> Vec<String> {
+    let help = String::from_utf8(run(&["--help"]).stdout).unwrap();
+    help.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        // A description that wraps continues on lines indented further.
+        .filter(|l| !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+/// Kills the emulator a test started, also when the test fails.
+struct Kill(std::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Every example of every `--help` runs as written: the emulator's from a folder laid out
+/// like the repository, whose exports the others then use, as the README's tour does.
+#[test]
+fn every_help_example_runs_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("pipelines")).unwrap();
+    std::fs::copy(
+        root.join("pipelines/emulator.toml"),
+        dir.path().join("pipelines/emulator.toml"),
+    )
+    .unwrap();
+    let bin_dir = Path::new(crate::bin()).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let commands = subcommands();
+    assert!(commands.len() >= 8, "{commands:?}");
+    let mut examples: Vec<(String, Vec<String>)> = Vec::new();
+    for c in &commands {
+        let o = run(&[c, "--help"]);
+        let ex = help_examples(&String::from_utf8(o.stdout).unwrap());
+        assert!(!ex.is_empty(), "`{c} --help` shows no example");
+        examples.push((c.clone(), ex));
+    }
+    // The emulator's example first: it stays up for the rest.
+    let emulator = examples.iter().position(|(c, _)| c == "emulator").unwrap();
+    let (_, emu_examples) = examples.remove(emulator);
+    assert_eq!(emu_examples.len(), 1, "{emu_examples:?}");
+    let child = Command::new("bash")
+        .args(["-c", &format!("exec {}", emu_examples[0])])
+        .current_dir(dir.path())
+        .env("PATH", &path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _emulator = Kill(child);
+    let env_file = dir.path().join("emulator.env");
+    let t = std::time::Instant::now();
+    while std::fs::metadata(&env_file).map_or(true, |m| m.len() == 0) {
+        assert!(
+            t.elapsed().as_secs() < 30,
+            "{}: no emulator.env",
+            emu_examples[0]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let exports = std::fs::read_to_string(&env_file).unwrap();
+    assert!(exports.contains("EMULATOR_URL="), "{exports}");
+    for (c, exs) in &examples {
+        for ex in exs {
+            let out = Command::new("bash")
+                .args(["-euo", "pipefail", "-c", &format!(". ./emulator.env\n{ex}")])
+                .current_dir(dir.path())
+                .env("PATH", &path)
+                .env_remove("EMULATOR_URL")
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() && !err.contains("FAILED") && !err.contains("panicked"),
+                "`{c} --help` example failed ({:?}):\n{ex}\nstdout:\n{}\nstderr:\n{err}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+    // What the examples promise to leave behind.
+    let parquet = std::fs::read(dir.path().join("contacts.parquet")).unwrap();
+    assert!(parquet.starts_with(b"PAR1"));
+    assert!(dir.path().join("contacts.v1.json").exists());
+    assert!(dir.path().join("contacts-lake/writeback_results").is_dir());
+}
