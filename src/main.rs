@@ -42,6 +42,7 @@ enum LogFormat {
 enum Command {
     /// Run the whole loop on built-in emulators and a local lake: full sync, simulated
     /// changes, incremental sync, a check against the APIs, SQL.
+    #[command(after_help = DEMO_EXAMPLES)]
     Demo {
         /// Folder for the pipeline file and the lake.
         #[arg(long, default_value = "contacts-etl-demo")]
@@ -52,11 +53,7 @@ enum Command {
     },
     /// Sync a pipeline's sources into its lake: a full extract the first time (or with
     /// --full-refresh, or when the API says the cursor expired), incremental afterwards.
-    ///
-    /// Examples:
-    ///   contacts-etl sync pipelines/emulator.toml
-    ///   contacts-etl sync prod.toml --source crm_contacts --account 101 --account 102
-    ///   contacts-etl sync prod.toml --shard 0/4      # worker 0 of 4 sharing one S3 lake
+    #[command(after_help = SYNC_EXAMPLES)]
     Sync {
         /// The pipeline file.
         pipeline: PathBuf,
@@ -75,23 +72,25 @@ enum Command {
     },
     /// Show, per source and account, the last run's mode, time, rows, cursor age and
     /// failures since.
+    #[command(after_help = STATUS_EXAMPLES)]
     Status {
         /// The pipeline file.
         pipeline: PathBuf,
     },
     /// Run SQL over the lake's tables (contacts, contact_changes, sync_runs,
     /// writeback_results) and views (contact_emails, contact_phones).
-    ///
-    /// Example: contacts-etl query p.toml "SELECT account, count(*) FROM contacts GROUP BY 1"
+    #[command(after_help = QUERY_EXAMPLES)]
     Query {
         /// The pipeline file.
         pipeline: PathBuf,
         /// The SQL statement.
         sql: String,
-        /// Output format.
-        #[arg(long, value_enum, default_value = "table")]
-        format: OutFormat,
-        /// Write to this path or URL (s3://bucket/key.parquet) instead of stdout.
+        /// Output format [default: from the --output extension (.parquet, .csv, .json,
+        /// .txt), else table].
+        #[arg(long, value_enum)]
+        format: Option<OutFormat>,
+        /// Write to this path or URL (s3://bucket/key.parquet) instead of stdout; a local
+        /// path's folder is created.
         #[arg(long)]
         output: Option<String>,
         /// Time travel: every table as it was right after this sync run (a run_id from
@@ -105,14 +104,10 @@ enum Command {
     /// The desired state is a SQL query over the lake or a .parquet/.csv file with contact
     /// columns; rows without `id` are new contacts. Only the columns it has are compared.
     ///
-    /// Example (lower-case every e-mail):
-    ///   contacts-etl plan p.toml --source shared_contacts --desired \
-    ///     "SELECT account, id, etag, transform(emails, e -> named_struct('address', lower(e['address']), 'type', e['type'], 'label', e['label'], 'primary', e['primary'], 'display_name', e['display_name'])) AS emails FROM contacts WHERE source = 'shared_contacts'"
-    ///
-    /// Photos instead of contact fields (the source needs photos = true):
-    ///   contacts-etl plan p.toml --source shared_contacts --photos ./headshots/
-    /// where ./headshots/ holds <contact id>.jpg|.png files, or --photos takes SQL or a
-    /// .parquet file with columns id, bytes (null removes the photo), content_type, etag.
+    /// Photos instead of contact fields (the source needs photos = true): --photos takes a
+    /// folder of <contact id>.jpg|.png files, SQL, or a .parquet file with columns id, bytes
+    /// (null removes the photo), content_type, etag.
+    #[command(after_help = PLAN_EXAMPLES)]
     #[command(group(clap::ArgGroup::new("what").required(true).args(["desired", "photos"])))]
     Plan {
         /// The pipeline file.
@@ -139,6 +134,7 @@ enum Command {
     /// row failed or conflicted. Rerunning retries only what did not apply.
     ///
     /// With --photos: PUT or DELETE each changed photo, conditional on its landed etag.
+    #[command(after_help = APPLY_EXAMPLES)]
     #[command(group(clap::ArgGroup::new("what").required(true).args(["desired", "photos"])))]
     Apply {
         /// The pipeline file.
@@ -167,6 +163,7 @@ enum Command {
     /// Google feed: {URL}/m8/feeds/contacts/{domain}/full (Bearer <token>).
     /// Aurinko:     {URL}/v1/contacts/sync (Bearer <token>-<account id>, ids 101, 102, …).
     /// Admin:       {URL}/_emulator/truth/google, /_emulator/mutate, /_emulator/stats.
+    #[command(after_help = EMULATOR_EXAMPLES)]
     Emulator {
         /// Port on 127.0.0.1 (0 picks a free one).
         #[arg(long, default_value_t = 8080)]
@@ -199,15 +196,144 @@ enum Command {
         env_file: Option<PathBuf>,
     },
     /// Print the unified contact schema as JSON (identical to schemas/contacts.v1.json).
+    #[command(after_help = SCHEMA_EXAMPLES)]
     Schema,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+// The examples of each command's --help: one command a line (a trailing \ continues it),
+// each under 100 columns so that help does not wrap it. A test runs every one of them, as
+// written, in a folder laid out like the repository with the emulator's exports set
+// (tests/integration/operator.rs `every_help_example_runs_as_written`).
+const DEMO_EXAMPLES: &str = "\
+Example:
+  contacts-etl demo --dir contacts-etl-demo --contacts 300";
+const SYNC_EXAMPLES: &str = "\
+Examples:
+  contacts-etl sync pipelines/emulator.toml
+  contacts-etl sync pipelines/emulator.toml --source crm_contacts --account 101 --account 102
+  contacts-etl sync pipelines/emulator.toml --source shared_contacts --full-refresh
+  contacts-etl sync pipelines/emulator.toml --shard 0/4    # worker 0 of 4 sharing one lake";
+const STATUS_EXAMPLES: &str = "\
+Example:
+  contacts-etl status pipelines/emulator.toml";
+const QUERY_EXAMPLES: &str = "\
+Examples:
+  contacts-etl query pipelines/emulator.toml \\
+    \"SELECT source, account, count(*) AS contacts FROM contacts GROUP BY 1, 2\"
+  contacts-etl query pipelines/emulator.toml \"SELECT * FROM contacts\" --output contacts.parquet
+  contacts-etl query pipelines/emulator.toml 'SELECT count(*) FROM \"contacts@v1\"'";
+const PLAN_EXAMPLES: &str = "\
+Example (\"File As\" becomes \"Family, Given\"; --desired takes a .parquet or .csv file too):
+  contacts-etl plan pipelines/emulator.toml --source shared_contacts --mode update \\
+    --desired \"SELECT account, id, etag, concat(family_name, ', ', given_name) AS file_as \\
+      FROM contacts WHERE source = 'shared_contacts' AND family_name IS NOT NULL\"";
+const APPLY_EXAMPLES: &str = "\
+Example (\"File As\" in capitals; exit 1 if a row failed, conflicted or was invalid):
+  contacts-etl apply pipelines/emulator.toml --source shared_contacts --mode update \\
+    --desired \"SELECT account, id, etag, upper(file_as) AS file_as FROM contacts \\
+      WHERE source = 'shared_contacts' AND file_as IS NOT NULL\"";
+const EMULATOR_EXAMPLES: &str = "\
+Example (then `. ./emulator.env` sets what pipelines/emulator.toml reads):
+  contacts-etl emulator --port 0 --env-file emulator.env";
+const SCHEMA_EXAMPLES: &str = "\
+Example:
+  contacts-etl schema > contacts.v1.json";
+
+#[derive(Clone, Copy, PartialEq, Debug, ValueEnum)]
 enum OutFormat {
     Table,
     Csv,
     Json,
     Parquet,
+}
+
+impl OutFormat {
+    fn name(self) -> &'static str {
+        match self {
+            OutFormat::Table => "table",
+            OutFormat::Csv => "csv",
+            OutFormat::Json => "json",
+            OutFormat::Parquet => "parquet",
+        }
+    }
+
+    /// The format an output path's extension names, if it names one.
+    fn of_path(path: &str) -> Option<OutFormat> {
+        let name = path.rsplit(['/', '\\']).next().unwrap_or(path);
+        let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
+        Some(match ext.as_str() {
+            "parquet" | "pq" => OutFormat::Parquet,
+            "csv" => OutFormat::Csv,
+            "json" | "jsonl" | "ndjson" => OutFormat::Json,
+            "txt" => OutFormat::Table,
+            _ => return None,
+        })
+    }
+}
+
+/// The format of `query`'s output: --format, else the --output extension's, else a table
+/// on stdout. A --format the extension contradicts, or an --output whose extension names
+/// no format without --format, is a usage error.
+fn output_format(format: Option<OutFormat>, output: Option<&str>) -> Result<OutFormat> {
+    let Some(path) = output else {
+        return Ok(format.unwrap_or(OutFormat::Table));
+    };
+    match (format, OutFormat::of_path(path)) {
+        (Some(f), Some(e)) if f != e => Err(Error::config(format!(
+            "--output {path} is a .{} file name but --format is {}: drop --format (the extension decides) or name the file for {}",
+            path.rsplit_once('.').map(|x| x.1).unwrap_or_default(),
+            f.name(),
+            f.name()
+        ))),
+        (Some(f), _) | (None, Some(f)) => Ok(f),
+        (None, None) => Err(Error::config(format!(
+            "--output {path}: the extension names no format; end it in .parquet, .csv, .json or .txt, or give --format"
+        ))),
+    }
+}
+
+/// Writes to stdout. A reader that went away (`| head`) is not an error of ours: the
+/// broken pipe comes back as an I/O error that `main` ends on quietly.
+fn out(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut o = std::io::stdout().lock();
+    o.write_all(text.as_bytes())?;
+    o.flush()?;
+    Ok(())
+}
+
+/// For output that is not the last word (apply's exit code still tells whether rows
+/// failed): a reader that went away is ignored.
+fn keep_going_if_gone(e: Error) -> Result<()> {
+    if is_broken_pipe(&e) { Ok(()) } else { Err(e) }
+}
+
+/// Whether `e` is a write to a closed pipe.
+fn is_broken_pipe(e: &Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Writes a local output file, creating its folder.
+fn write_local(path: &str, bytes: &[u8]) -> Result<()> {
+    let p = std::path::Path::new(path);
+    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::config(format!(
+                "--output {path}: cannot create {}: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    std::fs::write(p, bytes).map_err(|e| Error::config(format!("--output {path}: {e}")))
 }
 
 fn parse_shard(s: &str) -> std::result::Result<(u32, u32), String> {
@@ -272,6 +398,8 @@ fn main() -> ExitCode {
     });
     let code = match outcome {
         Ok(code) => ExitCode::from(code),
+        // The reader of stdout stopped reading (`… | head`): it has what it wanted.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code() as u8)
@@ -335,7 +463,7 @@ async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Status { pipeline } => {
             let p = Pipeline::load(&pipeline)?;
-            print!("{}", contacts_etl::sync::status(&p).await?);
+            out(&contacts_etl::sync::status(&p).await?)?;
             Ok(0)
         }
         Command::Query {
@@ -345,6 +473,10 @@ async fn run(cli: Cli) -> Result<u8> {
             output,
             as_of_run,
         } => {
+            let format = output_format(format, output.as_deref())?;
+            if format == OutFormat::Parquet && output.is_none() {
+                return Err(Error::config("--format parquet needs --output PATH_OR_URL"));
+            }
             let p = Pipeline::load(&pipeline)?;
             let lake = contacts_etl::sync::lake_of(&p)?;
             let as_of = as_of_run
@@ -357,23 +489,19 @@ async fn run(cli: Cli) -> Result<u8> {
                     contacts_etl::sql::write_parquet(&lake, &batches, &dest).await?;
                     eprintln!("{rows} rows written to {dest}");
                 }
-                (OutFormat::Parquet, None) => {
-                    return Err(Error::config("--format parquet needs --output PATH_OR_URL"));
-                }
-                (f, out) => {
-                    let name = match f {
-                        OutFormat::Table => "table",
-                        OutFormat::Csv => "csv",
-                        _ => "json",
-                    };
-                    let text = contacts_etl::sql::render(&batches, name)?;
-                    match out {
+                (f, dest) => {
+                    let text = contacts_etl::sql::render(&batches, f.name())?;
+                    match dest {
+                        Some(path) if path.contains("://") => {
+                            return Err(Error::config(format!(
+                                "--output {path}: only Parquet goes to a URL; end it in .parquet"
+                            )));
+                        }
                         Some(path) => {
-                            std::fs::write(&path, text)
-                                .map_err(|e| Error::config(format!("--output {path}: {e}")))?;
+                            write_local(&path, text.as_bytes())?;
                             eprintln!("{rows} rows written to {path}");
                         }
-                        None => print!("{text}"),
+                        None => out(&text)?,
                     }
                 }
             }
@@ -392,13 +520,13 @@ async fn run(cli: Cli) -> Result<u8> {
                 let plan =
                     contacts_etl::plan::photos::plan_photos(&p, &source, &photos, mode.parse()?)
                         .await?;
-                print!("{}", plan.render(sample));
+                out(&plan.render(sample))?;
                 return Ok(0);
             }
             let desired = desired.unwrap_or_default();
             let plan =
                 contacts_etl::plan::apply::plan(&p, &source, &desired, mode.parse()?).await?;
-            print!("{}", plan.render(sample));
+            out(&plan.render(sample))?;
             Ok(0)
         }
         Command::Apply {
@@ -420,7 +548,7 @@ async fn run(cli: Cli) -> Result<u8> {
                     force,
                 };
                 let report = contacts_etl::plan::photos::apply_photos(&p, &opts).await?;
-                print!("{}", report.plan.render(10));
+                out(&report.plan.render(10)).or_else(keep_going_if_gone)?;
                 eprint!("{}", report.summary());
                 return Ok(if report.failures() == 0 { 0 } else { 1 });
             }
@@ -433,7 +561,7 @@ async fn run(cli: Cli) -> Result<u8> {
                 force,
             };
             let report = contacts_etl::plan::apply::apply(&p, &opts).await?;
-            print!("{}", report.plan.render(10));
+            out(&report.plan.render(10)).or_else(keep_going_if_gone)?;
             eprint!("{}", report.summary());
             Ok(if report.failures() == 0 { 0 } else { 1 })
         }
@@ -469,7 +597,7 @@ async fn run(cli: Cli) -> Result<u8> {
                 ..Default::default()
             };
             let emu = Emulator::start_on(cfg, &format!("127.0.0.1:{port}")).await?;
-            println!("{}", emu.url());
+            out(&format!("{}\n", emu.url()))?;
             // Ready-to-paste settings for the example pipeline (pipelines/emulator.toml
             // reads EMULATOR_URL); the tokens are the emulator's own fake ones.
             let mut exports = format!(
@@ -485,9 +613,7 @@ async fn run(cli: Cli) -> Result<u8> {
                     emu.aurinko_token(&a)
                 ));
             }
-            print!("{exports}");
-            use std::io::Write as _;
-            std::io::stdout().flush()?;
+            out(&exports)?;
             if let Some(f) = env_file {
                 let tmp = f.with_extension("tmp");
                 std::fs::write(&tmp, &exports)
@@ -505,10 +631,9 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Schema => {
-            print!(
-                "{}",
-                contacts_etl::schema::render_schema_json(&contacts_etl::schema::contacts_schema())?
-            );
+            out(&contacts_etl::schema::render_schema_json(
+                &contacts_etl::schema::contacts_schema(),
+            )?)?;
             Ok(0)
         }
     }

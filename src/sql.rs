@@ -36,12 +36,20 @@ pub async fn session(lake: &Lake) -> Result<SessionContext> {
 ///
 /// A single table at a Delta version is reachable from any session too: quote
 /// `"contacts@v3"` in the SQL (see [`query_as_of`]).
+///
+/// A run is named by its whole id or a prefix of it that only one run has; an id that
+/// names no run of `sync_runs` or `writeback_results`, or a prefix that several runs share,
+/// is an error ([`Error::Config`]) that lists the runs it could mean.
 pub async fn session_as_of(lake: &Lake, as_of: &AsOf) -> Result<SessionContext> {
+    let run = match as_of {
+        AsOf::Latest => None,
+        AsOf::Run(r) => Some(resolve_run(lake, r, "--as-of-run").await?),
+    };
     let ctx = SessionContext::new();
     for kind in TableKind::ALL {
-        let t = match as_of {
-            AsOf::Latest => lake.open(kind).await?,
-            AsOf::Run(r) => lake.open_as_of_run(kind, r).await?,
+        let t = match &run {
+            None => lake.open(kind).await?,
+            Some(r) => lake.open_as_of_run(kind, r).await?,
         };
         if let Some(t) = t {
             ctx.register_table(kind.name(), t.table_provider().await?)?;
@@ -85,16 +93,85 @@ pub async fn query_as_of(
         };
         let kind = TableKind::from_name(name).ok_or_else(|| Error::Sql(format!("\"{quoted}\": no table {name}; tables: contacts, contact_changes, sync_runs, writeback_results")))?;
         let t = match at.strip_prefix('v').and_then(|v| v.parse::<i64>().ok()) {
-            Some(v) => lake.open_version(kind, v).await?,
-            None => lake.open_as_of_run(kind, at).await?,
+            Some(v) => lake.open_version(kind, v).await?.ok_or_else(|| {
+                Error::Sql(format!("\"{quoted}\": the table has no version {v} yet"))
+            })?,
+            None => {
+                let run = resolve_run(lake, at, &format!("\"{quoted}\"")).await?;
+                lake.open_as_of_run(kind, &run).await?.ok_or_else(|| {
+                    Error::Sql(format!(
+                        "\"{quoted}\": the table {name} did not exist yet after run {run}"
+                    ))
+                })?
+            }
         };
-        let t = t.ok_or_else(|| {
-            Error::Sql(format!("\"{quoted}\": the table has no such version yet"))
-        })?;
         ctx.register_table(quoted, t.table_provider().await?)?;
     }
     let df = ctx.sql(sql).await.map_err(|e| explain(&ctx, e))?;
     df.collect().await.map_err(|e| Error::Sql(e.to_string()))
+}
+
+/// The whole id of the run `id` names: the run itself, or the one run whose id starts with
+/// `id`. The runs are those of `sync_runs` (`run_id`) and `writeback_results` (`apply_id`).
+/// An id no run has, or a prefix several runs share, is a configuration error that shows
+/// the runs (`what` names the argument in the message).
+pub async fn resolve_run(lake: &Lake, id: &str, what: &str) -> Result<String> {
+    let mut runs: Vec<String> = Vec::new();
+    for (kind, column) in [
+        (TableKind::SyncRuns, "run_id"),
+        (TableKind::WritebackResults, "apply_id"),
+    ] {
+        let Some(t) = lake.open(kind).await? else {
+            continue;
+        };
+        let ctx = SessionContext::new();
+        ctx.register_table("t", t.table_provider().await?)?;
+        let batches = ctx
+            .sql(&format!("SELECT DISTINCT {column} FROM t"))
+            .await?
+            .collect()
+            .await?;
+        for b in &batches {
+            let col = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
+            let col = col
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .ok_or_else(|| Error::Sql(format!("{column} is not text")))?;
+            runs.extend(col.iter().flatten().map(str::to_string));
+        }
+    }
+    runs.sort();
+    runs.dedup();
+    if runs.iter().any(|r| r == id) {
+        return Ok(id.to_string());
+    }
+    let matching: Vec<&String> = runs
+        .iter()
+        .filter(|r| !id.is_empty() && r.starts_with(id))
+        .collect();
+    match matching.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] if runs.is_empty() => Err(Error::config(format!(
+            "{what}: no run {id:?}; the lake has no runs yet (run sync first)"
+        ))),
+        [] => {
+            let latest: Vec<&str> = runs.iter().rev().take(5).map(String::as_str).collect();
+            Err(Error::config(format!(
+                "{what}: no run {id:?}; {} run(s) in sync_runs and writeback_results, the latest: {} (SELECT DISTINCT run_id FROM sync_runs lists them all)",
+                runs.len(),
+                latest.join(", ")
+            )))
+        }
+        many => {
+            let shown: Vec<&str> = many.iter().take(5).map(|r| r.as_str()).collect();
+            Err(Error::config(format!(
+                "{what}: {id:?} is the start of {} runs' ids: {}{}; give the whole run id",
+                many.len(),
+                shown.join(", "),
+                if many.len() > 5 { ", …" } else { "" }
+            )))
+        }
+    }
 }
 
 fn explain(ctx: &SessionContext, e: datafusion::error::DataFusionError) -> Error {
@@ -227,7 +304,16 @@ pub async fn write_parquet(
         )?;
         store.put(&path, buf.into()).await?;
     } else {
-        std::fs::write(dest, buf).map_err(|e| Error::config(format!("--output {dest}: {e}")))?;
+        let path = std::path::Path::new(dest);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::config(format!(
+                    "--output {dest}: cannot create {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        std::fs::write(path, buf).map_err(|e| Error::config(format!("--output {dest}: {e}")))?;
     }
     Ok(rows)
 }

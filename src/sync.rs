@@ -175,6 +175,42 @@ pub async fn run_sync(p: &Pipeline, opts: &SyncOptions) -> Result<SyncReport> {
             "--shard {i}/{n}: the shard must be below the count (e.g. 0/4 … 3/4)"
         )));
     }
+    let dir = p.dir();
+    // Every selected source is built (its credentials read) before the first request, and
+    // every --account must name an account of one of them.
+    let mut selected: Vec<Arc<dyn Source>> = Vec::new();
+    for cfg in &p.sources {
+        if !opts.sources.is_empty() && !opts.sources.contains(&cfg.name) {
+            continue;
+        }
+        selected.push(Arc::from(crate::providers::build(cfg, &dir)?));
+    }
+    let unknown: Vec<&String> = opts
+        .accounts
+        .iter()
+        .filter(|a| !selected.iter().any(|s| s.accounts().contains(a)))
+        .collect();
+    if !unknown.is_empty() {
+        let have: Vec<String> = selected
+            .iter()
+            .map(|s| format!("{}: {}", s.name(), s.accounts().join(", ")))
+            .collect();
+        return Err(Error::config(format!(
+            "--account {}: no such account in {} of {}; accounts: {}",
+            unknown
+                .iter()
+                .map(|a| format!("{a:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if opts.sources.is_empty() {
+                "any source".to_string()
+            } else {
+                format!("the source(s) {}", opts.sources.join(", "))
+            },
+            p.path.display(),
+            have.join("; ")
+        )));
+    }
     let lake = Arc::new(lake_of(p)?);
     // Spill folders of runs killed without a chance to clean up (once per process: the
     // folders of this process's own runs are alive and locked anyway).
@@ -183,18 +219,13 @@ pub async fn run_sync(p: &Pipeline, opts: &SyncOptions) -> Result<SyncReport> {
         crate::model::spill::remove_stale_spills();
     });
     lake.ensure_tables().await?;
-    let dir = p.dir();
     let run_id = new_run_id();
     let multi = opts.progress.then(indicatif::MultiProgress::new);
     let mut report = SyncReport {
         run_id: run_id.clone(),
         accounts: vec![],
     };
-    for cfg in &p.sources {
-        if !opts.sources.is_empty() && !opts.sources.contains(&cfg.name) {
-            continue;
-        }
-        let source: Arc<dyn Source> = Arc::from(crate::providers::build(cfg, &dir)?);
+    for source in selected {
         let accounts: Vec<String> = source
             .accounts()
             .into_iter()

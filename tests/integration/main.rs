@@ -13,6 +13,7 @@ mod exact;
 mod google;
 mod hostile;
 mod lake;
+mod operator;
 mod photos;
 mod sql;
 mod storage;
