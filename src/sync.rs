@@ -263,6 +263,99 @@ pub async fn run_sync(p: &Pipeline, opts: &SyncOptions) -> Result<SyncReport> {
     Ok(report)
 }
 
+/// A progress bar for one account's run, on a terminal.
+fn account_progress(
+    multi: Option<&indicatif::MultiProgress>,
+    source: &str,
+    account: &str,
+) -> Option<indicatif::ProgressBar> {
+    multi.map(|m| {
+        let pb = m.add(indicatif::ProgressBar::new(0));
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix:>28} {bar:30} {pos}/{len} contacts {elapsed}",
+            )
+            .unwrap(),
+        );
+        pb.set_prefix(format!("{source}/{account}"));
+        pb
+    })
+}
+
+/// The figures of a run as `sync_runs` records them, ended now: `failure` for a run that
+/// failed.
+fn run_figures(
+    run_id: &str,
+    mode: SyncMode,
+    started_us: i64,
+    metrics: &Metrics,
+    failure: Option<&Error>,
+) -> RunFigures {
+    let (requests, retries, bytes, pages) = metrics.snapshot();
+    RunFigures {
+        run_id: run_id.to_string(),
+        mode: mode.as_str().into(),
+        started_at_us: started_us,
+        finished_at_us: chrono::Utc::now().timestamp_micros(),
+        pages: pages as i64,
+        requests: requests as i64,
+        retries: retries as i64,
+        bytes: bytes as i64,
+        status: if failure.is_some() { "failed" } else { "ok" }.into(),
+        error: failure.map(|e| e.to_string()),
+        ..Default::default()
+    }
+}
+
+/// The run's first step: the lake's state, the extract (full when there is no cursor, or
+/// again in full when the API says the cursor expired), and the commit of both. `mode`
+/// says how far it got, for the record of a failure.
+async fn extract_and_commit(
+    source: &dyn Source,
+    lake: &Lake,
+    account: &str,
+    full_refresh: bool,
+    ctx: &RunContext,
+    mode: &mut SyncMode,
+) -> Result<crate::lake::CommitOutcome> {
+    let started = Instant::now();
+    let state = lake.recover(source.name(), account).await?;
+    tracing::debug!(
+        source = source.name(),
+        account,
+        ms = started.elapsed().as_millis() as u64,
+        "recovered the lake state"
+    );
+    let cursor = if full_refresh {
+        None
+    } else {
+        state.cursor.clone()
+    };
+    if cursor.is_none() {
+        *mode = SyncMode::Full;
+    }
+    let extract = match source.extract(account, cursor.as_deref(), ctx).await {
+        Err(Error::CursorExpired(why)) => {
+            tracing::warn!(source = source.name(), account, reason = %why, "cursor expired: running a full extract and reconciling deletes");
+            *mode = SyncMode::Resync;
+            let mut e = source.extract(account, None, ctx).await?;
+            e.mode = SyncMode::Resync;
+            e
+        }
+        other => other?,
+    };
+    *mode = extract.mode;
+    tracing::debug!(
+        source = source.name(),
+        account,
+        ms = started.elapsed().as_millis() as u64,
+        "extracted"
+    );
+    let figures = run_figures(&ctx.run_id, *mode, ctx.synced_at_us, &ctx.metrics, None);
+    lake.commit_extract(source.name(), account, &state, extract, figures)
+        .await
+}
+
 async fn sync_account(
     source: &dyn Source,
     lake: &Lake,
@@ -272,22 +365,11 @@ async fn sync_account(
     multi: Option<&indicatif::MultiProgress>,
 ) -> AccountReport {
     let started = Instant::now();
-    let started_us = chrono::Utc::now().timestamp_micros();
     let metrics = Arc::new(Metrics::default());
-    let progress = multi.map(|m| {
-        let pb = m.add(indicatif::ProgressBar::new(0));
-        pb.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix:>28} {bar:30} {pos}/{len} contacts {elapsed}",
-            )
-            .unwrap(),
-        );
-        pb.set_prefix(format!("{}/{}", source.name(), account));
-        pb
-    });
+    let progress = account_progress(multi, source.name(), account);
     let ctx = RunContext {
         run_id: run_id.to_string(),
-        synced_at_us: started_us,
+        synced_at_us: chrono::Utc::now().timestamp_micros(),
         metrics: metrics.clone(),
         progress: progress.clone(),
     };
@@ -296,45 +378,10 @@ async fn sync_account(
     } else {
         SyncMode::Incremental
     };
-    let outcome: Result<(SyncMode, crate::lake::CommitOutcome)> = async {
-        let state = lake.recover(source.name(), account).await?;
-        tracing::debug!(source = source.name(), account, ms = started.elapsed().as_millis() as u64, "recovered the lake state");
-        let cursor = if full_refresh { None } else { state.cursor.clone() };
-        if cursor.is_none() {
-            mode = SyncMode::Full;
-        }
-        let extract = match source.extract(account, cursor.as_deref(), &ctx).await {
-            Err(Error::CursorExpired(why)) => {
-                tracing::warn!(source = source.name(), account, reason = %why, "cursor expired: running a full extract and reconciling deletes");
-                mode = SyncMode::Resync;
-                let mut e = source.extract(account, None, &ctx).await?;
-                e.mode = SyncMode::Resync;
-                e
-            }
-            other => other?,
-        };
-        mode = extract.mode;
-        tracing::debug!(source = source.name(), account, ms = started.elapsed().as_millis() as u64, "extracted");
-        let (requests, retries, bytes, pages) = metrics.snapshot();
-        let figures = RunFigures {
-            run_id: run_id.to_string(),
-            mode: mode.as_str().into(),
-            started_at_us: started_us,
-            finished_at_us: chrono::Utc::now().timestamp_micros(),
-            pages: pages as i64,
-            requests: requests as i64,
-            retries: retries as i64,
-            bytes: bytes as i64,
-            status: "ok".into(),
-            ..Default::default()
-        };
-        let out = lake.commit_extract(source.name(), account, &state, extract, figures).await?;
-        Ok((mode, out))
-    }
-    .await;
+    let committed = extract_and_commit(source, lake, account, full_refresh, &ctx, &mut mode).await;
     // Photos come after the run's commit: they are reconciled from the landed tables, so a
     // failure here loses nothing and the next sync picks up exactly what is missing.
-    let photos: Option<Result<PhotoCounts>> = match (source.photos(), &outcome) {
+    let photos: Option<Result<PhotoCounts>> = match (source.photos(), &committed) {
         (Some(photos), Ok(_)) if photos.enabled() => {
             Some(sync_photos(source.name(), photos, lake, account, run_id, &ctx).await)
         }
@@ -359,13 +406,13 @@ async fn sync_account(
         photos: None,
         error: None,
     };
-    let outcome = match (outcome, photos) {
-        (Ok(o), Some(Err(e))) => {
-            rep.seq = Some(o.1.seq);
-            rep.upserted = o.1.upserted;
-            rep.deleted = o.1.deleted;
-            Err(e)
-        }
+    if let Ok(o) = &committed {
+        rep.upserted = o.upserted;
+        rep.deleted = o.deleted;
+        rep.seq = Some(o.seq);
+    }
+    let outcome = match (committed, photos) {
+        (Ok(_), Some(Err(e))) => Err(e),
         (Ok(o), Some(Ok(p))) => {
             rep.photos = Some(p);
             Ok(o)
@@ -373,15 +420,11 @@ async fn sync_account(
         (o, _) => o,
     };
     match outcome {
-        Ok((m, o)) => {
-            rep.mode = m.as_str().into();
-            rep.upserted = o.upserted;
-            rep.deleted = o.deleted;
-            rep.seq = Some(o.seq);
+        Ok(o) => {
             tracing::info!(
                 source = source.name(),
                 account,
-                mode = m.as_str(),
+                mode = mode.as_str(),
                 upserted = o.upserted,
                 deleted = o.deleted,
                 pages,
@@ -396,19 +439,7 @@ async fn sync_account(
         Err(e) => {
             tracing::error!(source = source.name(), account, error = %e, "account failed");
             rep.error = Some(e.to_string());
-            let f = RunFigures {
-                run_id: run_id.to_string(),
-                mode: mode.as_str().into(),
-                started_at_us: started_us,
-                finished_at_us: chrono::Utc::now().timestamp_micros(),
-                pages: pages as i64,
-                requests: requests as i64,
-                retries: retries as i64,
-                bytes: bytes as i64,
-                status: "failed".into(),
-                error: Some(e.to_string()),
-                ..Default::default()
-            };
+            let f = run_figures(run_id, mode, ctx.synced_at_us, &metrics, Some(&e));
             if let Err(e2) = lake.record_failure(source.name(), account, &f).await {
                 tracing::error!(error = %e2, "could not record the failure in sync_runs");
             }

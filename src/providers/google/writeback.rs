@@ -832,191 +832,200 @@ impl GoogleSource {
         force: bool,
         metrics: &Metrics,
     ) -> Result<Vec<OpResult>> {
-        let url = format!("{}/batch", self.feed_url());
         let mut results: HashMap<usize, OpResult> = HashMap::new();
         for chunk in ops.chunks(BATCH_SIZE) {
-            let mut pending: Vec<&Op> = chunk.iter().collect();
-            for round in 0..=MAX_RESUBMITS {
-                if pending.is_empty() {
-                    break;
-                }
-                let mut feed =
-                    format!("<feed xmlns=\"{ATOM}\" xmlns:batch=\"{BATCH}\" xmlns:gd=\"{GD}\">");
-                let mut local_fail = Vec::new();
-                for op in &pending {
-                    let tail = format!(
-                        "<batch:id xmlns:batch=\"{BATCH}\">{}</batch:id><batch:operation xmlns:batch=\"{BATCH}\" type=\"{}\"/></entry>",
-                        op.index,
-                        op.kind().as_str()
-                    );
-                    let entry = match &op.action {
-                        Action::Insert { desired } => Ok(insert_entry(desired, managed, &op.key)),
-                        Action::Update {
-                            desired,
-                            landed,
-                            changed,
-                            etag,
-                            ..
-                        } => {
-                            let mut merged = landed.clone();
-                            merge_managed(&mut merged, desired, managed);
-                            match landed.raw.as_deref() {
-                                Some(raw) => update_entry(
-                                    raw,
-                                    &merged,
-                                    changed,
-                                    etag.as_deref(),
-                                    Some(landed),
-                                ),
-                                None => Err(Error::decode(
-                                    "the landed contact has no raw entry; run sync --full-refresh",
-                                )),
-                            }
-                        }
-                        Action::Delete { landed, etag, .. } => {
-                            let id = landed.raw.as_deref().and_then(atom_id).unwrap_or_else(|| {
-                                format!(
-                                    "http://www.google.com/m8/feeds/contacts/{}/base/{}",
-                                    self.domain, landed.id
-                                )
-                            });
-                            Ok(format!(
-                                "<entry xmlns=\"{ATOM}\" xmlns:gd=\"{GD}\" gd:etag=\"{}\"><id>{}</id></entry>",
-                                esc(etag.as_deref().unwrap_or("*")),
-                                esc(&id)
-                            ))
-                        }
-                    };
-                    match entry {
-                        Ok(e) => {
-                            feed.push_str(&e[..e.len() - "</entry>".len()]);
-                            feed.push_str(&tail);
-                        }
-                        Err(e) => local_fail.push((op.index, e.to_string())),
-                    }
-                }
-                feed.push_str("</feed>");
-                for (i, e) in local_fail {
-                    results.insert(i, OpResult::failed(i, None, e));
-                    pending.retain(|o| o.index != i);
-                }
-                if pending.is_empty() {
-                    break;
-                }
-                let what = format!(
-                    "{} batch of {} operation(s) to {} (round {})",
-                    self.name,
-                    pending.len(),
-                    self.domain,
-                    round + 1
-                );
-                let resp = self
-                    .send_write_authorized(&what, metrics, super::MAX_PAGE_BYTES * 4, |c| {
-                        let rb = c
-                            .post(&url)
-                            .header(
-                                reqwest::header::CONTENT_TYPE,
-                                "application/atom+xml; charset=UTF-8; type=feed",
-                            )
-                            .body(feed.clone());
-                        if force {
-                            rb.header(reqwest::header::IF_MATCH, "*")
-                        } else {
-                            rb
-                        }
-                    })
-                    .await;
-                let resp = match resp {
-                    Ok(r) if r.ok() => r,
-                    Ok(r) => {
-                        for op in &pending {
-                            results.insert(
-                                op.index,
-                                OpResult::failed(
-                                    op.index,
-                                    Some(r.status),
-                                    format!("{what}: HTTP {}: {}", r.status, r.describe()),
-                                ),
-                            );
-                        }
-                        break;
-                    }
-                    Err(e) => {
-                        for op in &pending {
-                            results
-                                .insert(op.index, OpResult::failed(op.index, None, e.to_string()));
-                        }
-                        break;
-                    }
-                };
-                let (entries, interrupted) = parse_batch_response(&resp.body)?;
-                let mut unmatched: Vec<BatchResult> = Vec::new();
-                for (pos, b) in entries.into_iter().enumerate() {
-                    // Match by batch:id, else atom:id, else position.
-                    let op = b
-                        .batch_id
-                        .as_ref()
-                        .and_then(|bid| pending.iter().find(|o| o.index.to_string() == *bid))
-                        .or_else(|| {
-                            b.atom_id.as_ref().and_then(|aid| {
-                                pending.iter().find(|o| o.id() == Some(aid.as_str()))
-                            })
-                        })
-                        .or_else(|| {
-                            if b.batch_id.is_none() && b.atom_id.is_none() {
-                                pending.get(pos)
-                            } else {
-                                None
-                            }
-                        });
-                    match op {
-                        Some(op) => {
-                            results.insert(op.index, result_of(op, &b));
-                        }
-                        None => unmatched.push(b),
-                    }
-                }
-                if !unmatched.is_empty() {
-                    tracing::warn!(
-                        count = unmatched.len(),
-                        "batch results that match no operation"
-                    );
-                }
-                pending.retain(|o| !results.contains_key(&o.index));
-                if interrupted.is_some() {
-                    tracing::info!(
-                        what,
-                        interrupted,
-                        remaining = pending.len(),
-                        "batch interrupted; resubmitting the unprocessed tail"
-                    );
-                } else {
-                    for op in &pending {
-                        results.insert(
-                            op.index,
-                            OpResult::failed(
-                                op.index,
-                                None,
-                                "the batch response has no result for this operation".into(),
-                            ),
-                        );
-                    }
-                    break;
-                }
-            }
-            for op in pending {
-                results.entry(op.index).or_insert_with(|| {
-                    OpResult::failed(
-                        op.index,
-                        None,
-                        format!("still unprocessed after {MAX_RESUBMITS} resubmissions"),
-                    )
-                });
-            }
+            self.apply_batch(chunk, managed, force, metrics, &mut results)
+                .await?;
         }
         let mut out: Vec<OpResult> = results.into_values().collect();
         out.sort_by_key(|r| r.index);
         Ok(out)
+    }
+
+    /// One batch of at most [`BATCH_SIZE`] operations: sent, its results matched, and the
+    /// unprocessed tail sent again after `batch:interrupted`, at most [`MAX_RESUBMITS`]
+    /// times. Every operation of `chunk` ends with a result in `results`.
+    async fn apply_batch(
+        &self,
+        chunk: &[Op],
+        managed: &[String],
+        force: bool,
+        metrics: &Metrics,
+        results: &mut HashMap<usize, OpResult>,
+    ) -> Result<()> {
+        let url = format!("{}/batch", self.feed_url());
+        let mut pending: Vec<&Op> = chunk.iter().collect();
+        for round in 0..=MAX_RESUBMITS {
+            let feed = self.batch_feed(&mut pending, managed, results);
+            if pending.is_empty() {
+                break;
+            }
+            let what = format!(
+                "{} batch of {} operation(s) to {} (round {})",
+                self.name,
+                pending.len(),
+                self.domain,
+                round + 1
+            );
+            let resp = self
+                .send_write_authorized(&what, metrics, super::MAX_PAGE_BYTES * 4, |c| {
+                    let rb = c
+                        .post(&url)
+                        .header(
+                            reqwest::header::CONTENT_TYPE,
+                            "application/atom+xml; charset=UTF-8; type=feed",
+                        )
+                        .body(feed.clone());
+                    if force {
+                        rb.header(reqwest::header::IF_MATCH, "*")
+                    } else {
+                        rb
+                    }
+                })
+                .await;
+            let failure = match resp {
+                Ok(r) if r.ok() => {
+                    let (entries, interrupted) = parse_batch_response(&r.body)?;
+                    match_results(&pending, entries, results);
+                    pending.retain(|o| !results.contains_key(&o.index));
+                    if interrupted.is_some() {
+                        tracing::info!(
+                            what,
+                            interrupted,
+                            remaining = pending.len(),
+                            "batch interrupted; resubmitting the unprocessed tail"
+                        );
+                        continue;
+                    }
+                    (
+                        None,
+                        "the batch response has no result for this operation".to_string(),
+                    )
+                }
+                Ok(r) => (
+                    Some(r.status),
+                    format!("{what}: HTTP {}: {}", r.status, r.describe()),
+                ),
+                Err(e) => (None, e.to_string()),
+            };
+            for op in pending.drain(..) {
+                results.insert(
+                    op.index,
+                    OpResult::failed(op.index, failure.0, failure.1.clone()),
+                );
+            }
+        }
+        for op in pending {
+            results.entry(op.index).or_insert_with(|| {
+                OpResult::failed(
+                    op.index,
+                    None,
+                    format!("still unprocessed after {MAX_RESUBMITS} resubmissions"),
+                )
+            });
+        }
+        Ok(())
+    }
+
+    /// The batch feed of the `pending` operations. An operation whose entry cannot be
+    /// built (no landed `raw`) fails here, and leaves `pending`.
+    fn batch_feed(
+        &self,
+        pending: &mut Vec<&Op>,
+        managed: &[String],
+        results: &mut HashMap<usize, OpResult>,
+    ) -> String {
+        let mut feed = format!("<feed xmlns=\"{ATOM}\" xmlns:batch=\"{BATCH}\" xmlns:gd=\"{GD}\">");
+        pending.retain(|op| match self.batch_entry(op, managed) {
+            Ok(e) => {
+                feed.push_str(&e[..e.len() - "</entry>".len()]);
+                feed.push_str(&format!(
+                    "<batch:id xmlns:batch=\"{BATCH}\">{}</batch:id><batch:operation xmlns:batch=\"{BATCH}\" type=\"{}\"/></entry>",
+                    op.index,
+                    op.kind().as_str()
+                ));
+                true
+            }
+            Err(e) => {
+                results.insert(op.index, OpResult::failed(op.index, None, e.to_string()));
+                false
+            }
+        });
+        feed.push_str("</feed>");
+        feed
+    }
+
+    /// One operation's entry, as the batch sends it (before its batch id and operation).
+    fn batch_entry(&self, op: &Op, managed: &[String]) -> Result<String> {
+        match &op.action {
+            Action::Insert { desired } => Ok(insert_entry(desired, managed, &op.key)),
+            Action::Update {
+                desired,
+                landed,
+                changed,
+                etag,
+                ..
+            } => {
+                let mut merged = landed.clone();
+                merge_managed(&mut merged, desired, managed);
+                match landed.raw.as_deref() {
+                    Some(raw) => update_entry(raw, &merged, changed, etag.as_deref(), Some(landed)),
+                    None => Err(Error::decode(
+                        "the landed contact has no raw entry; run sync --full-refresh",
+                    )),
+                }
+            }
+            Action::Delete { landed, etag, .. } => {
+                let id = landed.raw.as_deref().and_then(atom_id).unwrap_or_else(|| {
+                    format!(
+                        "http://www.google.com/m8/feeds/contacts/{}/base/{}",
+                        self.domain, landed.id
+                    )
+                });
+                Ok(format!(
+                    "<entry xmlns=\"{ATOM}\" xmlns:gd=\"{GD}\" gd:etag=\"{}\"><id>{}</id></entry>",
+                    esc(etag.as_deref().unwrap_or("*")),
+                    esc(&id)
+                ))
+            }
+        }
+    }
+}
+
+/// Matches a batch response's results to the pending operations: by `batch:id`, else
+/// `atom:id`, else position (when a result has neither).
+fn match_results(
+    pending: &[&Op],
+    entries: Vec<BatchResult>,
+    results: &mut HashMap<usize, OpResult>,
+) {
+    let mut unmatched = 0;
+    for (pos, b) in entries.into_iter().enumerate() {
+        let op = b
+            .batch_id
+            .as_ref()
+            .and_then(|bid| pending.iter().find(|o| o.index.to_string() == *bid))
+            .or_else(|| {
+                b.atom_id
+                    .as_ref()
+                    .and_then(|aid| pending.iter().find(|o| o.id() == Some(aid.as_str())))
+            })
+            .or_else(|| {
+                if b.batch_id.is_none() && b.atom_id.is_none() {
+                    pending.get(pos)
+                } else {
+                    None
+                }
+            });
+        match op {
+            Some(op) => {
+                results.insert(op.index, result_of(op, &b));
+            }
+            None => unmatched += 1,
+        }
+    }
+    if unmatched > 0 {
+        tracing::warn!(count = unmatched, "batch results that match no operation");
     }
 }
 
