@@ -238,7 +238,7 @@ pub async fn run(dir: &Path, contacts: usize) -> Result<()> {
         lake_dir.display()
     );
     println!(
-        "Next, try:\n  contacts-etl status {p}\n  contacts-etl query {p} \"SELECT op, result, count(*) FROM writeback_results GROUP BY 1, 2\"\n  contacts-etl query {p} \"SELECT * FROM contact_changes LIMIT 5\"\n  contacts-etl emulator --port 8080   # then point a pipeline at it",
+        "Next, try:\n  contacts-etl status {p}\n  contacts-etl query {p} \"SELECT op, result, count(*) FROM writeback_results GROUP BY 1, 2\"\n  contacts-etl query {p} \"SELECT * FROM contact_changes LIMIT 5\"\n  contacts-etl emulator --port 0 --env-file emulator.env   # then . ./emulator.env and sync pipelines/emulator.toml",
         p = path.display()
     );
     emu.shutdown().await;
