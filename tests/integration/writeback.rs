@@ -501,3 +501,93 @@ async fn mirror_refuses_empty_or_mistaken_desired_states() {
     );
     assert_eq!(emu.google_truth().contacts.len(), 54);
 }
+
+/// An apply stopped halfway leaves the trail of what it did: results are committed to
+/// `writeback_results` group by group, so the writes done before a kill -9 are recorded,
+/// each matching what the API now holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_killed_halfway_leaves_its_audit_trail() {
+    let emu = Emulator::start(google_only(3000)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        &emu,
+        &PipelineSpec {
+            page_size: 1000,
+            ..Default::default()
+        },
+    );
+    assert_ok(&sync(&p, false).await);
+    let desired = "SELECT account, id, etag, concat('[trail] ', coalesce(substr(notes, 1, 30), '')) AS notes FROM contacts WHERE source = 'shared'";
+    emu.reset_stats();
+    let mut child = Command::new(crate::bin())
+        .args([
+            "apply",
+            p.to_str().unwrap(),
+            "--source",
+            "shared",
+            "--mode",
+            "update",
+            "--desired",
+            desired,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Past the first group of 1,000 (ten batches) and its commit, before the last.
+    let t = Instant::now();
+    while emu.stats().get("google.batch").copied().unwrap_or(0) < 13 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the apply did not get going"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the apply ended too early"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let sent = emu.stats()["google.batch"];
+    assert!(
+        sent < 30,
+        "the apply finished before the kill ({sent} batches)"
+    );
+    let pipeline = Pipeline::load(&p).unwrap();
+    let lake = contacts_etl::sync::lake_of(&pipeline).unwrap();
+    let rows = contacts_etl::sql::query(
+        &lake,
+        "SELECT id, result FROM writeback_results WHERE op = 'update'",
+    )
+    .await
+    .unwrap();
+    let truth = emu.google_truth();
+    let mut recorded = 0;
+    for b in &rows {
+        use arrow::array::AsArray;
+        let ids = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+        let res = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8).unwrap();
+        for (id, r) in ids
+            .as_string::<i32>()
+            .iter()
+            .zip(res.as_string::<i32>().iter())
+        {
+            let (id, r) = (id.unwrap(), r.unwrap());
+            assert_eq!(r, "ok", "{id}");
+            let c = truth.contacts.iter().find(|c| c.id == id).unwrap();
+            assert!(
+                c.notes
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("[trail] ")),
+                "{id} is recorded as updated but the API does not hold the update"
+            );
+            recorded += 1;
+        }
+    }
+    assert!(
+        recorded >= 1000,
+        "{recorded} result rows after {sent} batches"
+    );
+}
