@@ -560,8 +560,13 @@ async fn run(cli: Cli) -> Result<u8> {
                 max_delete: max_delete.map(|m| m.parse()).transpose()?,
                 force,
             };
-            let report = contacts_etl::plan::apply::apply(&p, &opts).await?;
-            out(&report.plan.render(10)).or_else(keep_going_if_gone)?;
+            // The plan is shown before anything is written.
+            let mut shown = Ok(());
+            let report = contacts_etl::plan::apply::apply_with(&p, &opts, |plan| {
+                shown = out(&plan.render(10)).or_else(keep_going_if_gone);
+            })
+            .await?;
+            shown?;
             eprint!("{}", report.summary());
             Ok(if report.failures() == 0 { 0 } else { 1 })
         }

@@ -274,6 +274,17 @@ pub(crate) async fn sync_after(p: &Pipeline, source: &str) -> Result<()> {
 /// Syncs the source, plans, checks `--max-delete`, applies, records one
 /// `writeback_results` row per operation (and per invalid row), and syncs again.
 pub async fn apply(p: &Pipeline, opts: &ApplyOptions) -> Result<ApplyReport> {
+    apply_with(p, opts, |_| {}).await
+}
+
+/// [`apply`], showing the plan to `before_writes` once it is final (after the sync, the
+/// plan and the `--max-delete` check) and before anything is written: what is reviewed is
+/// what runs. The plan's counts are also logged then, at info level.
+pub async fn apply_with(
+    p: &Pipeline,
+    opts: &ApplyOptions,
+    before_writes: impl FnOnce(&Plan),
+) -> Result<ApplyReport> {
     let cfg = p.source(&opts.source)?;
     let dir = p.dir();
     let source = crate::providers::build(cfg, &dir)?;
@@ -304,6 +315,16 @@ pub async fn apply(p: &Pipeline, opts: &ApplyOptions) -> Result<ApplyReport> {
             .or((opts.mode == Mode::Mirror)
                 .then_some(MaxDelete::Percent(DEFAULT_MIRROR_MAX_DELETE))),
     )?;
+    tracing::info!(
+        source = %opts.source,
+        inserts = plan.count(OpKind::Insert),
+        updates = plan.count(OpKind::Update),
+        deletes = plan.count(OpKind::Delete),
+        unchanged = plan.unchanged,
+        invalid = plan.invalid.len(),
+        "plan to apply"
+    );
+    before_writes(&plan);
     let apply_id = crate::sync::new_run_id();
     let metrics = Metrics::default();
     let lake = lake_of(p)?;

@@ -591,3 +591,49 @@ async fn an_apply_killed_halfway_leaves_its_audit_trail() {
         "{recorded} result rows after {sent} batches"
     );
 }
+
+/// `apply` shows its plan before it writes: the plan reaches stdout while the batches are
+/// still to come (before, it was printed after the last one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_prints_its_plan_before_it_writes() {
+    use std::io::BufRead;
+    let emu = Emulator::start(google_only(3000)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        &emu,
+        &PipelineSpec {
+            page_size: 1000,
+            ..Default::default()
+        },
+    );
+    assert_ok(&sync(&p, false).await);
+    let desired = "SELECT account, id, etag, concat('[early] ', coalesce(substr(notes, 1, 30), '')) AS notes FROM contacts WHERE source = 'shared'";
+    emu.reset_stats();
+    let mut child = Command::new(crate::bin())
+        .args([
+            "apply",
+            p.to_str().unwrap(),
+            "--source",
+            "shared",
+            "--mode",
+            "update",
+            "--desired",
+            desired,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let batches = emu.stats().get("google.batch").copied().unwrap_or(0);
+    assert!(
+        first.starts_with("plan for source shared: 0 insert(s), 3000 update(s)"),
+        "{first}"
+    );
+    assert!(batches < 30, "the plan came after all {batches} batches");
+    for _ in lines {}
+    assert!(child.wait().unwrap().success());
+    assert_eq!(emu.stats()["google.batch"], 30);
+}
