@@ -502,11 +502,9 @@ async fn mirror_refuses_empty_or_mistaken_desired_states() {
     assert_eq!(emu.google_truth().contacts.len(), 54);
 }
 
-/// An apply stopped halfway leaves the trail of what it did: results are committed to
-/// `writeback_results` group by group, so the writes done before a kill -9 are recorded,
-/// each matching what the API now holds.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_apply_killed_halfway_leaves_its_audit_trail() {
+/// A synced domain of 3,000 Google contacts and a running `apply` (30 batches) that
+/// prefixes every note with `[tag]`, its stdout sent to `stdout`.
+async fn big_apply(tag: &str, stdout: Stdio) -> (Emulator, tempfile::TempDir, std::process::Child) {
     let emu = Emulator::start(google_only(3000)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let p = write_pipeline(
@@ -518,9 +516,11 @@ async fn an_apply_killed_halfway_leaves_its_audit_trail() {
         },
     );
     assert_ok(&sync(&p, false).await);
-    let desired = "SELECT account, id, etag, concat('[trail] ', coalesce(substr(notes, 1, 30), '')) AS notes FROM contacts WHERE source = 'shared'";
+    let desired = format!(
+        "SELECT account, id, etag, concat('[{tag}] ', coalesce(substr(notes, 1, 30), '')) AS notes FROM contacts WHERE source = 'shared'"
+    );
     emu.reset_stats();
-    let mut child = Command::new(crate::bin())
+    let child = Command::new(crate::bin())
         .args([
             "apply",
             p.to_str().unwrap(),
@@ -529,12 +529,22 @@ async fn an_apply_killed_halfway_leaves_its_audit_trail() {
             "--mode",
             "update",
             "--desired",
-            desired,
         ])
-        .stdout(Stdio::null())
+        .arg(&desired)
+        .stdout(stdout)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    (emu, dir, child)
+}
+
+/// An apply stopped halfway leaves the trail of what it did: results are committed to
+/// `writeback_results` group by group, so the writes done before a kill -9 are recorded,
+/// each matching what the API now holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_killed_halfway_leaves_its_audit_trail() {
+    let (emu, dir, mut child) = big_apply("trail", Stdio::null()).await;
+    let p = dir.path().join("pipeline.toml");
     // Past the first group of 1,000 (ten batches) and its commit, before the last.
     let t = Instant::now();
     while emu.stats().get("google.batch").copied().unwrap_or(0) < 13 {
@@ -597,34 +607,7 @@ async fn an_apply_killed_halfway_leaves_its_audit_trail() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_prints_its_plan_before_it_writes() {
     use std::io::BufRead;
-    let emu = Emulator::start(google_only(3000)).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let p = write_pipeline(
-        dir.path(),
-        &emu,
-        &PipelineSpec {
-            page_size: 1000,
-            ..Default::default()
-        },
-    );
-    assert_ok(&sync(&p, false).await);
-    let desired = "SELECT account, id, etag, concat('[early] ', coalesce(substr(notes, 1, 30), '')) AS notes FROM contacts WHERE source = 'shared'";
-    emu.reset_stats();
-    let mut child = Command::new(crate::bin())
-        .args([
-            "apply",
-            p.to_str().unwrap(),
-            "--source",
-            "shared",
-            "--mode",
-            "update",
-            "--desired",
-            desired,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (emu, _dir, mut child) = big_apply("early", Stdio::piped()).await;
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     let batches = emu.stats().get("google.batch").copied().unwrap_or(0);
