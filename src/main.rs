@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use contacts_etl::config::Pipeline;
 use contacts_etl::emulator::{Emulator, EmulatorConfig, FaultSpec};
 use contacts_etl::{Error, Result};
 
@@ -449,7 +448,7 @@ async fn run(cli: Cli) -> Result<u8> {
             full_refresh,
             shard,
         } => {
-            let p = Pipeline::load(&pipeline)?;
+            let p = contacts_etl::providers::load_pipeline(&pipeline)?;
             let opts = contacts_etl::sync::SyncOptions {
                 sources: source,
                 accounts: account,
@@ -462,7 +461,7 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(if report.failed().is_empty() { 0 } else { 1 })
         }
         Command::Status { pipeline } => {
-            let p = Pipeline::load(&pipeline)?;
+            let p = contacts_etl::providers::load_pipeline(&pipeline)?;
             out(&contacts_etl::sync::status(&p).await?)?;
             Ok(0)
         }
@@ -477,7 +476,7 @@ async fn run(cli: Cli) -> Result<u8> {
             if format == OutFormat::Parquet && output.is_none() {
                 return Err(Error::config("--format parquet needs --output PATH_OR_URL"));
             }
-            let p = Pipeline::load(&pipeline)?;
+            let p = contacts_etl::providers::load_pipeline(&pipeline)?;
             let lake = contacts_etl::sync::lake_of(&p)?;
             let as_of = as_of_run
                 .map(contacts_etl::sql::AsOf::Run)
@@ -515,7 +514,7 @@ async fn run(cli: Cli) -> Result<u8> {
             mode,
             sample,
         } => {
-            let p = Pipeline::load(&pipeline)?;
+            let p = contacts_etl::providers::load_pipeline(&pipeline)?;
             if let Some(photos) = photos {
                 let plan =
                     contacts_etl::plan::photos::plan_photos(&p, &source, &photos, mode.parse()?)
@@ -538,7 +537,7 @@ async fn run(cli: Cli) -> Result<u8> {
             max_delete,
             force,
         } => {
-            let p = Pipeline::load(&pipeline)?;
+            let p = contacts_etl::providers::load_pipeline(&pipeline)?;
             if let Some(photos) = photos {
                 let opts = contacts_etl::plan::photos::PhotoApplyOptions {
                     source,
