@@ -535,7 +535,7 @@ pub async fn apply_photos(p: &Pipeline, opts: &PhotoApplyOptions) -> Result<Phot
             opts.source
         ))
     })?;
-    sync_first(p, &opts.source).await?;
+    sync_first(p, &opts.source, &[]).await?;
     let plan = plan_photos(p, &opts.source, &opts.photos, opts.mode).await?;
     check_max_delete(
         plan.count(PhotoOpKind::Delete),
@@ -570,7 +570,7 @@ pub async fn apply_photos(p: &Pipeline, opts: &PhotoApplyOptions) -> Result<Phot
     }
     record_rows(&lake, &apply_id, &opts.source, &rows).await?;
     if !plan.ops.is_empty() {
-        sync_after(p, &opts.source).await?;
+        sync_after(p, &opts.source, &[]).await?;
     }
     Ok(PhotoApplyReport {
         apply_id,
