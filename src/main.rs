@@ -582,10 +582,9 @@ async fn run(cli: Cli) -> Result<u8> {
                 }
                 let mode = mode.parse()?;
                 let desired = desired.unwrap_or_default();
-                let plan = contacts_etl::plan::apply::plan_scoped(
-                    &p, &source, &desired, mode, &account,
-                )
-                .await?;
+                let plan =
+                    contacts_etl::plan::apply::plan_scoped(&p, &source, &desired, mode, &account)
+                        .await?;
                 if let Some(file) = &save_to {
                     contacts_etl::plan::saved::write(&plan, mode, p.lake_url()?.as_str(), file)?;
                     eprintln!(

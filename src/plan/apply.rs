@@ -430,7 +430,14 @@ pub async fn apply_controlled(
     let t = std::time::Instant::now();
     sync_first(p, &opts.source, &controls.accounts).await?;
     let t = phase(&opts.source, "synced before planning", t);
-    let plan = plan_scoped(p, &opts.source, &opts.desired, opts.mode, &controls.accounts).await?;
+    let plan = plan_scoped(
+        p,
+        &opts.source,
+        &opts.desired,
+        opts.mode,
+        &controls.accounts,
+    )
+    .await?;
     phase(&opts.source, "planned", t);
     execute(
         p,
@@ -545,8 +552,8 @@ async fn execute(
         plan.count(OpKind::Delete),
         plan.landed,
         "contacts",
-        max_delete.or((mode == Mode::Mirror)
-            .then_some(MaxDelete::Percent(DEFAULT_MIRROR_MAX_DELETE))),
+        max_delete
+            .or((mode == Mode::Mirror).then_some(MaxDelete::Percent(DEFAULT_MIRROR_MAX_DELETE))),
     )?;
     let apply_id = crate::sync::new_run_id();
     if controls.log_sample > 0 {

@@ -212,11 +212,7 @@ pub fn render(plan: &Plan, n: usize) -> String {
     for k in [OpKind::Insert, OpKind::Update, OpKind::Delete] {
         let count = plan.count(k);
         if count > n {
-            s.push_str(&format!(
-                "  … and {} more {}(s)\n",
-                count - n,
-                k.as_str()
-            ));
+            s.push_str(&format!("  … and {} more {}(s)\n", count - n, k.as_str()));
         }
     }
     super::render_tail(&mut s, 0, n, &plan.invalid, "(new)");
@@ -424,12 +420,18 @@ mod tests {
             .lines()
             .find(|l| l.trim_start().starts_with("notes: \"old 0\""))
             .unwrap_or_else(|| panic!("{text}"));
-        assert!(line.contains("→ \"new 0 xxx") && line.ends_with('…'), "{line}");
+        assert!(
+            line.contains("→ \"new 0 xxx") && line.ends_with('…'),
+            "{line}"
+        );
         assert!(line.chars().count() < 2 * VALUE_WIDTH + 30, "{line}");
         assert!(text.contains("      notes: \"hello\""), "{text}");
         // n = 0: counts only.
         let bare = render(&a, 0);
-        assert!(!bare.contains("~ update") && !bare.contains("INVALID"), "{bare}");
+        assert!(
+            !bare.contains("~ update") && !bare.contains("INVALID"),
+            "{bare}"
+        );
         assert!(bare.contains("… and 6 more invalid row(s)"), "{bare}");
     }
 
@@ -485,7 +487,9 @@ mod tests {
         assert!(r.is_ok() && asked.is_empty());
         // Without deletes nobody is asked.
         let mut no_deletes = p.clone();
-        no_deletes.ops.retain(|o| !matches!(o.action, Action::Delete { .. }));
+        no_deletes
+            .ops
+            .retain(|o| !matches!(o.action, Action::Delete { .. }));
         let mut out = Vec::new();
         approve_deletes(
             &no_deletes,

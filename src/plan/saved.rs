@@ -154,7 +154,10 @@ pub fn to_batch(plan: &Plan) -> Result<RecordBatch> {
             .filter(|w| !w.is_empty()),
         );
         let ch = changes(op, &plan.managed);
-        let (b, a): (serde_json::Map<String, Value>, serde_json::Map<String, Value>) = (
+        let (b, a): (
+            serde_json::Map<String, Value>,
+            serde_json::Map<String, Value>,
+        ) = (
             ch.iter()
                 .map(|c| (c.field.clone(), c.before.clone()))
                 .collect(),
@@ -292,7 +295,11 @@ pub fn read(path: &Path) -> Result<Saved> {
         };
         let opt = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
         let (kind, account, id, key) = (col("kind")?, col("account")?, col("id")?, col("key")?);
-        let (etag, le, fp) = (col("etag")?, col("landed_etag")?, col("landed_fingerprint")?);
+        let (etag, le, fp) = (
+            col("etag")?,
+            col("landed_etag")?,
+            col("landed_fingerprint")?,
+        );
         let (desired, reason) = (col("desired")?, col("reason")?);
         let changed = b
             .column_by_name("changed")
@@ -300,10 +307,7 @@ pub fn read(path: &Path) -> Result<Saved> {
             .ok_or_else(|| what("no list column changed".into()))?;
         let row = b
             .column_by_name("row")
-            .and_then(|c| {
-                c.as_primitive_opt::<arrow::datatypes::Int64Type>()
-                    .cloned()
-            })
+            .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>().cloned())
             .ok_or_else(|| what("no integer column row".into()))?;
         for i in 0..b.num_rows() {
             let ch = if changed.is_valid(i) {
@@ -410,10 +414,9 @@ impl Saved {
                 });
                 continue;
             }
-            let id = r
-                .id
-                .clone()
-                .ok_or_else(|| bad(format!("{} {account} has no id", r.kind)))?;
+            let id =
+                r.id.clone()
+                    .ok_or_else(|| bad(format!("{} {account} has no id", r.kind)))?;
             let Some(now) = by_id.get(&(account.as_str(), id.as_str())).copied() else {
                 moved.push(format!("{} {account}/{id}: deleted since the plan", r.kind));
                 continue;
@@ -530,17 +533,42 @@ mod tests {
         let kinds = |p: &Plan| {
             p.ops
                 .iter()
-                .map(|o| (o.kind(), o.account.clone(), o.id().map(str::to_string), o.key.clone()))
+                .map(|o| {
+                    (
+                        o.kind(),
+                        o.account.clone(),
+                        o.id().map(str::to_string),
+                        o.key.clone(),
+                    )
+                })
                 .collect::<Vec<_>>()
         };
         assert_eq!(kinds(&again), kinds(&plan));
         assert_eq!(again.invalid.len(), 1);
         assert_eq!(again.invalid[0].row, plan.invalid[0].row);
-        let upd = again.ops.iter().find(|o| o.kind() == OpKind::Update).unwrap();
-        assert_eq!(upd.desired().unwrap().display_name.as_deref(), Some("Robert"));
+        let upd = again
+            .ops
+            .iter()
+            .find(|o| o.kind() == OpKind::Update)
+            .unwrap();
+        assert_eq!(
+            upd.desired().unwrap().display_name.as_deref(),
+            Some("Robert")
+        );
         assert_eq!(upd.changed(), ["display_name".to_string()]);
-        let ins = again.ops.iter().find(|o| o.kind() == OpKind::Insert).unwrap();
-        assert_eq!(ins.desired(), plan.ops.iter().find(|o| o.kind() == OpKind::Insert).unwrap().desired());
+        let ins = again
+            .ops
+            .iter()
+            .find(|o| o.kind() == OpKind::Insert)
+            .unwrap();
+        assert_eq!(
+            ins.desired(),
+            plan.ops
+                .iter()
+                .find(|o| o.kind() == OpKind::Insert)
+                .unwrap()
+                .desired()
+        );
         // A file that is no plan is refused with exit 2.
         let other = dir.path().join("x.parquet");
         std::fs::write(&other, b"PAR1 no").unwrap();
@@ -562,19 +590,35 @@ mod tests {
         let m = e.to_string();
         assert_eq!(e.exit_code(), 2);
         assert!(m.contains("2 contact(s)"), "{m}");
-        assert!(m.contains("update example.com/b: etag \"b-1\" → \"b-2\""), "{m}");
-        assert!(m.contains("delete example.com/c: its values changed"), "{m}");
+        assert!(
+            m.contains("update example.com/b: etag \"b-1\" → \"b-2\""),
+            "{m}"
+        );
+        assert!(
+            m.contains("delete example.com/c: its values changed"),
+            "{m}"
+        );
         // Gone, and an insert whose key landed meanwhile.
         let mut now = landed();
         now.remove(1);
-        let ins = plan.ops.iter().find(|o| o.kind() == OpKind::Insert).unwrap();
+        let ins = plan
+            .ops
+            .iter()
+            .find(|o| o.kind() == OpKind::Insert)
+            .unwrap();
         let mut created = rec("n", "Neu");
         created
             .extended_properties
             .push(crate::plan::key_property(&ins.key));
         now.push(created);
-        let m = saved.replan(&Landed::from_rows(now)).unwrap_err().to_string();
-        assert!(m.contains("update example.com/b: deleted since the plan"), "{m}");
+        let m = saved
+            .replan(&Landed::from_rows(now))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("update example.com/b: deleted since the plan"),
+            "{m}"
+        );
         assert!(m.contains("insert example.com/(new)"), "{m}");
     }
 }

@@ -76,7 +76,9 @@ impl GoogleSource {
             .domain
             .clone()
             .ok_or_else(|| Error::config(format!("source {}: domain is required", cfg.name)))?;
-        let auth = GoogleAuth::from_config(cfg.auth.as_ref(), &cfg.name, pipeline_dir)?;
+        // Credential errors name the account too: "source S (account D): …".
+        let owner = format!("{} (account {domain})", cfg.name);
+        let auth = GoogleAuth::from_config(cfg.auth.as_ref(), &owner, pipeline_dir)?;
         let origin = url::Url::parse(&cfg.base_url).map_err(|e| {
             Error::config(format!("source {}: base_url is not a URL ({e})", cfg.name))
         })?;
