@@ -651,14 +651,24 @@ async fn run(cli: Cli) -> Result<u8> {
             } else {
                 Approval::NoTerminal
             };
-            let before_writes = |plan: &contacts_etl::plan::Plan| {
+            let before_writes = async |plan: &contacts_etl::plan::Plan| {
                 out(&plan.render(10)).or_else(keep_going_if_gone)?;
-                contacts_etl::plan::review::approve_deletes(
-                    plan,
-                    approval,
-                    &mut std::io::stdin().lock(),
-                    &mut std::io::stderr(),
-                )
+                // The answer is awaited on a blocking thread, so Ctrl-C still stops.
+                let (deletes, source) = (
+                    plan.count(contacts_etl::plan::OpKind::Delete),
+                    plan.source.clone(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    contacts_etl::plan::review::approve(
+                        deletes,
+                        &source,
+                        approval,
+                        &mut std::io::stdin().lock(),
+                        &mut std::io::stderr(),
+                    )
+                })
+                .await
+                .map_err(|e| Error::Other(format!("the question before deleting: {e}")))?
             };
             let report = match saved_plan {
                 Some(file) => {

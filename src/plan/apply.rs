@@ -408,7 +408,7 @@ pub async fn apply_with(
     opts: &ApplyOptions,
     before_writes: impl FnOnce(&Plan),
 ) -> Result<ApplyReport> {
-    apply_controlled(p, opts, &ApplyControls::default(), |plan| {
+    apply_controlled(p, opts, &ApplyControls::default(), async |plan: &Plan| {
         before_writes(plan);
         Ok(())
     })
@@ -416,12 +416,13 @@ pub async fn apply_with(
 }
 
 /// [`apply_with`], scoped and shown as `controls` say; `before_writes` may refuse (its
-/// error ends the apply before the first write, e.g. a person answered no).
+/// error ends the apply before the first write, e.g. a person answered no). It is async so
+/// that a question waiting for its answer does not block the runtime (Ctrl-C still stops).
 pub async fn apply_controlled(
     p: &Pipeline,
     opts: &ApplyOptions,
     controls: &ApplyControls,
-    before_writes: impl FnOnce(&Plan) -> Result<()>,
+    before_writes: impl AsyncFnOnce(&Plan) -> Result<()>,
 ) -> Result<ApplyReport> {
     let writer_source = writer_of(p, &opts.source)?;
     check_accounts(p, &opts.source, &controls.accounts)?;
@@ -460,7 +461,7 @@ pub async fn apply_saved(
     p: &Pipeline,
     saved: &SavedApply,
     controls: &ApplyControls,
-    before_writes: impl FnOnce(&Plan) -> Result<()>,
+    before_writes: impl AsyncFnOnce(&Plan) -> Result<()>,
 ) -> Result<ApplyReport> {
     let file = super::saved::read(&saved.file)?;
     let source = file.meta.source.clone();
@@ -542,7 +543,7 @@ async fn execute(
     max_delete: Option<MaxDelete>,
     force: bool,
     controls: &ApplyControls,
-    before_writes: impl FnOnce(&Plan) -> Result<()>,
+    before_writes: impl AsyncFnOnce(&Plan) -> Result<()>,
 ) -> Result<ApplyReport> {
     let writer = source
         .write_back()
@@ -580,7 +581,7 @@ async fn execute(
             "plan to apply"
         );
     }
-    before_writes(&plan)?;
+    before_writes(&plan).await?;
     let metrics = Metrics::default();
     let lake = lake_of(p)?;
     // Invalid rows first, then each group of writes as it ends: an apply stopped halfway
@@ -640,6 +641,8 @@ fn write_bar(total: usize) -> indicatif::ProgressBar {
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    // The count moves per group of operations; the ticks keep the rate and ETA alive.
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
     bar
 }
 

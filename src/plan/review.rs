@@ -284,20 +284,35 @@ pub fn approve_deletes(
     input: &mut dyn BufRead,
     output: &mut dyn Write,
 ) -> Result<()> {
-    let deletes = plan.count(OpKind::Delete);
+    approve(
+        plan.count(OpKind::Delete),
+        &plan.source,
+        approval,
+        input,
+        output,
+    )
+}
+
+/// [`approve_deletes`] for a plan that deletes `deletes` contacts of `source` (what a
+/// question asked on another thread needs of the plan).
+pub fn approve(
+    deletes: usize,
+    source: &str,
+    approval: Approval,
+    input: &mut dyn BufRead,
+    output: &mut dyn Write,
+) -> Result<()> {
     if deletes == 0 || approval == Approval::Given {
         return Ok(());
     }
     if approval == Approval::NoTerminal {
         return Err(Error::config(format!(
-            "refusing to start: the plan deletes {deletes} contact(s) of source {}, and apply asks before deleting, but there is no terminal to ask on. Review the plan, then pass --yes (schedulers and scripts do)",
-            plan.source
+            "refusing to start: the plan deletes {deletes} contact(s) of source {source}, and apply asks before deleting, but there is no terminal to ask on. Review the plan, then pass --yes (schedulers and scripts do)"
         )));
     }
     write!(
         output,
-        "Delete {deletes} contact(s) of source {} (and apply the rest of the plan)? [y/N] ",
-        plan.source
+        "Delete {deletes} contact(s) of source {source} (and apply the rest of the plan)? [y/N] "
     )?;
     output.flush()?;
     let mut answer = String::new();

@@ -367,7 +367,8 @@ impl Saved {
             source: self.meta.source.clone(),
             managed: self.meta.managed.clone(),
             scope: self.meta.scope.clone(),
-            landed: landed.count,
+            // The base of `--max-delete P%` is what the plan counted when it was reviewed.
+            landed: self.meta.landed,
             unchanged: self.meta.unchanged,
             already_applied: self.meta.already_applied,
             ..Default::default()
