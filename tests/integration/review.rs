@@ -569,7 +569,8 @@ async fn accounts_scope_plans_and_applies_and_deletes_need_a_yes() {
 }
 
 /// At a terminal (a pseudo-terminal from `script`), apply asks before deleting: "n"
-/// cancels with nothing written (exit 2), "y" deletes, and a progress bar is drawn.
+/// cancels with nothing written (exit 2), "y" deletes, and a progress bar is drawn; Ctrl-C
+/// at the question stops the run at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_a_terminal_apply_asks_before_deleting() {
     if Command::new("script").arg("--version").output().is_err() {
@@ -578,15 +579,17 @@ async fn at_a_terminal_apply_asks_before_deleting() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (emu, p) = three_accounts(dir.path()).await;
-    let keep = "SELECT account, id, etag, notes FROM contacts WHERE source = 'crm' AND account = '101' ORDER BY id LIMIT 9";
-    let cmd = format!(
-        "'{}' apply '{}' --source crm --mode mirror --desired \"{keep}\"",
-        crate::bin(),
-        p.display()
-    );
+    // Mirror 101 with its first `keep` contacts: the rest are deleted.
+    let cmd = |keep: usize| {
+        format!(
+            "'{}' apply '{}' --source crm --mode mirror --max-delete 50% --desired \"SELECT account, id, etag, notes FROM contacts WHERE source = 'crm' AND account = '101' ORDER BY id LIMIT {keep}\"",
+            crate::bin(),
+            p.display()
+        )
+    };
     let at_terminal = |answer: &str| {
         let mut child = Command::new("script")
-            .args(["-qec", &cmd, "/dev/null"])
+            .args(["-qec", &cmd(9), "/dev/null"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -612,6 +615,50 @@ async fn at_a_terminal_apply_asks_before_deleting() {
     assert_eq!(o.status.code(), Some(0), "{said}");
     assert_eq!(counts(&emu), [9, 10, 10]);
     assert!(said.contains("/1 operations"), "no progress bar:\n{said}");
+
+    // Ctrl-C while the question waits: the run stops at once (130), nothing deleted.
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd(8), "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Read as _;
+        let mut seen = Vec::new();
+        let mut byte = [0u8; 1];
+        while stdout.read(&mut byte).unwrap_or(0) == 1 {
+            seen.push(byte[0]);
+            if seen.ends_with(b"[y/N] ") {
+                let _ = tx.send(Ok(()));
+            }
+        }
+        let _ = tx.send(Err(String::from_utf8_lossy(&seen).into_owned()));
+    });
+    if let Err(said) = rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap() {
+        panic!("no question:\n{said}");
+    }
+    let asked = std::time::Instant::now();
+    let mut stdin = child.stdin.take().unwrap();
+    // The terminal's interrupt character, as a person's Ctrl-C.
+    stdin.write_all(b"\x03").unwrap();
+    stdin.flush().unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if asked.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("Ctrl-C did not stop apply at the question");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    drop(stdin);
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert_eq!(counts(&emu), [9, 10, 10]);
 }
 
 /// With `--log-format json`, stderr is JSON only: the plan as one event before the
