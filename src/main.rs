@@ -642,6 +642,7 @@ async fn run(cli: Cli) -> Result<u8> {
                 accounts: account,
                 progress,
                 log_sample: if json { 10 } else { 0 },
+                summary_event: json,
             };
             // The plan is shown before anything is written, and deletes wait for a yes.
             let approval = if yes {

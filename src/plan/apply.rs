@@ -381,6 +381,9 @@ pub struct ApplyControls {
     /// Operations of each kind the plan's log event carries as a sample (`--log-format
     /// json`); 0: its counts only.
     pub log_sample: usize,
+    /// Log the result as one info event, `apply finished` (`--log-format json`, where it
+    /// stands for the printed summary); else it is logged at debug level.
+    pub summary_event: bool,
 }
 
 /// A saved plan to apply (`apply --plan FILE`).
@@ -617,17 +620,27 @@ async fn execute(
         results,
     };
     let count = |o: Outcome| report.results.iter().filter(|r| r.outcome == o).count();
-    tracing::info!(
-        apply_id = %report.apply_id,
-        source = %name,
-        ok = count(Outcome::Ok),
-        conflicts = count(Outcome::Conflict),
-        failed = count(Outcome::Failed),
-        refused_by_api = count(Outcome::Invalid),
-        invalid_rows = report.plan.invalid.len(),
-        failures = report.failures(),
-        "apply finished"
-    );
+    macro_rules! finished {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                apply_id = %report.apply_id,
+                source = %name,
+                ok = count(Outcome::Ok),
+                conflicts = count(Outcome::Conflict),
+                failed = count(Outcome::Failed),
+                refused_by_api = count(Outcome::Invalid),
+                invalid_rows = report.plan.invalid.len(),
+                failures = report.failures(),
+                "apply finished"
+            )
+        };
+    }
+    if controls.summary_event {
+        finished!(tracing::Level::INFO);
+    } else {
+        finished!(tracing::Level::DEBUG);
+    }
     Ok(report)
 }
 
