@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use contacts_etl::emulator::{Emulator, EmulatorConfig, FaultSpec};
+use contacts_etl::plan::review::Approval;
 use contacts_etl::{Error, Result};
 
 /// Extract contacts from Google Domain Shared Contacts and Aurinko into Delta Lake tables,
@@ -98,10 +99,18 @@ enum Command {
         as_of_run: Option<String>,
     },
     /// Compute the diff between a desired state and the landed contacts: counts per
-    /// operation, a sample, and invalid rows. Writes nothing anywhere, advances nothing.
+    /// operation, a sample of each kind (inserts, updates with each changed field's value
+    /// before → after, deletes, invalid rows), sorted so it is the same on every run.
+    /// Writes nothing anywhere, advances nothing.
     ///
     /// The desired state is a SQL query over the lake or a .parquet/.csv file with contact
     /// columns; rows without `id` are new contacts. Only the columns it has are compared.
+    ///
+    /// --out saves the plan as Parquet (one row per operation, queryable with
+    /// `query … "SELECT * FROM 'plan.parquet'"`) for `apply --plan`, which applies exactly it.
+    ///
+    /// Exit codes: 0 success, 1 failure, 2 bad usage or configuration; with
+    /// --detailed-exitcode (as `terraform plan`): 0 no changes, 1 error, 2 changes present.
     ///
     /// Photos instead of contact fields (the source needs photos = true): --photos takes a
     /// folder of <contact id>.jpg|.png files, SQL, or a .parquet file with columns id, bytes
@@ -120,42 +129,75 @@ enum Command {
         /// Desired photos: a folder of <contact id>.jpg|.png files, SQL, or a .parquet file.
         #[arg(long)]
         photos: Option<String>,
-        /// upsert (insert + update), update (update only) or mirror (also delete what is absent).
+        /// upsert (insert + update), update (update only) or mirror (also delete what is
+        /// absent; only from accounts of the desired state or named by --account).
         #[arg(long, default_value = "upsert")]
         mode: String,
-        /// Sample operations to print.
+        /// Only this account's rows are diffed (repeatable); in mirror mode, an account
+        /// named here loses the contacts the desired state lacks even if it has no rows.
+        #[arg(long, conflicts_with = "photos")]
+        account: Vec<String>,
+        /// Operations of each kind (and invalid rows) to print.
         #[arg(long, default_value_t = 10)]
         sample: usize,
+        /// Save the plan as Parquet to this file, for `apply --plan FILE`.
+        #[arg(long, conflicts_with = "photos")]
+        out: Option<PathBuf>,
+        /// Exit 0 when there are no changes, 2 when there are, 1 on error.
+        #[arg(long)]
+        detailed_exitcode: bool,
     },
     /// Sync the source, compute the plan, and write it back to the API: Google batches of
     /// at most 100 operations, Aurinko POST/PATCH/DELETE, each conditional on the etag.
-    /// Records one `writeback_results` row per operation, syncs again, and exits 1 if any
-    /// row failed or conflicted. Rerunning retries only what did not apply.
+    /// Records one `writeback_results` row per operation and syncs again. Rerunning
+    /// retries only what did not apply.
+    ///
+    /// The plan is printed before the first write. A plan that deletes contacts needs a
+    /// yes: at a terminal (stdin and stderr) apply asks; elsewhere (cron, Airflow, a
+    /// script) it refuses unless --yes is given. Plans without deletes never ask.
+    ///
+    /// --plan FILE applies a plan saved by `plan --out` exactly, without diffing again,
+    /// after checking that every contact it touches is still as the plan saw it.
+    ///
+    /// Exit codes: 0 every operation applied; 1 some rows failed, conflicted or were
+    /// invalid (their writeback_results rows say why), or the run failed midway; 2 refused
+    /// to start (bad usage or configuration, --max-delete, deletes not confirmed, a saved
+    /// plan whose contacts moved): nothing was written.
     ///
     /// With --photos: PUT or DELETE each changed photo, conditional on its landed etag.
     #[command(after_help = APPLY_EXAMPLES)]
-    #[command(group(clap::ArgGroup::new("what").required(true).args(["desired", "photos"])))]
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["desired", "photos", "plan"])))]
     Apply {
         /// The pipeline file.
         pipeline: PathBuf,
-        /// The source to write to.
-        #[arg(long)]
-        source: String,
+        /// The source to write to (with --plan: the plan's, if given).
+        #[arg(long, required_unless_present = "plan")]
+        source: Option<String>,
         /// SQL over the lake, or a .parquet/.csv file.
         #[arg(long)]
         desired: Option<String>,
         /// Desired photos: a folder of <contact id>.jpg|.png files, SQL, or a .parquet file.
         #[arg(long)]
         photos: Option<String>,
+        /// A plan saved by `plan --out`, applied exactly.
+        #[arg(long, conflicts_with_all = ["mode", "account"])]
+        plan: Option<PathBuf>,
         /// upsert, update or mirror.
         #[arg(long, default_value = "upsert")]
         mode: String,
+        /// Only this account (repeatable): it is synced, diffed and written; the others
+        /// are left alone.
+        #[arg(long, conflicts_with = "photos")]
+        account: Vec<String>,
         /// Refuse to start when the plan deletes more than N contacts or P% of them.
         #[arg(long)]
         max_delete: Option<String>,
         /// Overwrite contacts changed by someone else (412 conflicts).
         #[arg(long)]
         force: bool,
+        /// Delete without asking (for schedulers and scripts; a terminal asks otherwise).
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// Run the emulators of both APIs until interrupted; prints the base URL first.
     ///
@@ -222,12 +264,18 @@ Examples:
   contacts-etl query pipelines/emulator.toml \"SELECT * FROM contacts\" --output contacts.parquet
   contacts-etl query pipelines/emulator.toml 'SELECT count(*) FROM \"contacts@v1\"'";
 const PLAN_EXAMPLES: &str = "\
-Example (\"File As\" becomes \"Family, Given\"; --desired takes a .parquet or .csv file too):
+Examples (\"File As\" becomes \"Family, Given\"; --desired takes a .parquet or .csv file too;
+the second saves the plan for `apply --plan`, the third reads it back):
   contacts-etl plan pipelines/emulator.toml --source shared_contacts --mode update \\
     --desired \"SELECT account, id, etag, concat(family_name, ', ', given_name) AS file_as \\
-      FROM contacts WHERE source = 'shared_contacts' AND family_name IS NOT NULL\"";
+      FROM contacts WHERE source = 'shared_contacts' AND family_name IS NOT NULL\"
+  contacts-etl plan pipelines/emulator.toml --source crm_contacts --account 101 \\
+    --out plan.parquet --desired \"SELECT account, id, etag, upper(notes) AS notes FROM contacts \\
+      WHERE source = 'crm_contacts' AND notes IS NOT NULL\"
+  contacts-etl query pipelines/emulator.toml \"SELECT kind, count(*) FROM 'plan.parquet' GROUP BY 1\"";
 const APPLY_EXAMPLES: &str = "\
-Example (\"File As\" in capitals; exit 1 if a row failed, conflicted or was invalid):
+Examples (the plan saved by `plan --out`, exactly; then \"File As\" in capitals):
+  contacts-etl apply pipelines/emulator.toml --plan plan.parquet
   contacts-etl apply pipelines/emulator.toml --source shared_contacts --mode update \\
     --desired \"SELECT account, id, etag, upper(file_as) AS file_as FROM contacts \\
       WHERE source = 'shared_contacts' AND file_as IS NOT NULL\"";
@@ -436,6 +484,7 @@ async fn stop_signal() -> (&'static str, u8) {
 
 async fn run(cli: Cli) -> Result<u8> {
     let progress = cli.log_format == LogFormat::Text && std::io::stderr().is_terminal();
+    let log_json = cli.log_format == LogFormat::Json;
     match cli.command {
         Command::Demo { dir, contacts } => {
             contacts_etl::demo::run(&dir, contacts).await?;
@@ -512,38 +561,74 @@ async fn run(cli: Cli) -> Result<u8> {
             desired,
             photos,
             mode,
+            account,
             sample,
+            out: save_to,
+            detailed_exitcode,
         } => {
-            let p = contacts_etl::providers::load_pipeline(&pipeline)?;
-            if let Some(photos) = photos {
+            let planned = async {
+                let p = contacts_etl::providers::load_pipeline(&pipeline)?;
+                if let Some(photos) = photos {
+                    let plan = contacts_etl::plan::photos::plan_photos(
+                        &p,
+                        &source,
+                        &photos,
+                        mode.parse()?,
+                    )
+                    .await?;
+                    out(&plan.render(sample))?;
+                    return Ok(!plan.ops.is_empty());
+                }
+                let mode = mode.parse()?;
+                let desired = desired.unwrap_or_default();
                 let plan =
-                    contacts_etl::plan::photos::plan_photos(&p, &source, &photos, mode.parse()?)
+                    contacts_etl::plan::apply::plan_scoped(&p, &source, &desired, mode, &account)
                         .await?;
+                if let Some(file) = &save_to {
+                    contacts_etl::plan::saved::write(&plan, mode, p.lake_url()?.as_str(), file)?;
+                    eprintln!(
+                        "plan saved to {} ({} operation(s)); apply it with: contacts-etl apply {} --plan {}",
+                        file.display(),
+                        plan.ops.len(),
+                        pipeline.display(),
+                        file.display()
+                    );
+                }
                 out(&plan.render(sample))?;
-                return Ok(0);
+                Ok::<bool, Error>(!plan.ops.is_empty())
+            };
+            match (planned.await, detailed_exitcode) {
+                (Ok(changes), true) => Ok(if changes { 2 } else { 0 }),
+                (Ok(_), false) => Ok(0),
+                // As `terraform plan -detailed-exitcode`: 2 means changes, so every error
+                // is 1.
+                (Err(e), true) if !is_broken_pipe(&e) => {
+                    eprintln!("error: {e}");
+                    Ok(1)
+                }
+                (Err(e), _) => Err(e),
             }
-            let desired = desired.unwrap_or_default();
-            let plan =
-                contacts_etl::plan::apply::plan(&p, &source, &desired, mode.parse()?).await?;
-            out(&plan.render(sample))?;
-            Ok(0)
         }
         Command::Apply {
             pipeline,
             source,
             desired,
             photos,
+            plan: saved_plan,
             mode,
+            account,
             max_delete,
             force,
+            yes,
         } => {
             let p = contacts_etl::providers::load_pipeline(&pipeline)?;
+            let max_delete = max_delete.map(|m| m.parse()).transpose()?;
             if let Some(photos) = photos {
                 let opts = contacts_etl::plan::photos::PhotoApplyOptions {
-                    source,
+                    source: source.unwrap_or_default(),
                     photos,
                     mode: mode.parse()?,
-                    max_delete: max_delete.map(|m| m.parse()).transpose()?,
+                    max_delete,
                     force,
                 };
                 let report = contacts_etl::plan::photos::apply_photos(&p, &opts).await?;
@@ -551,22 +636,67 @@ async fn run(cli: Cli) -> Result<u8> {
                 eprint!("{}", report.summary());
                 return Ok(if report.failures() == 0 { 0 } else { 1 });
             }
-            let desired = desired.unwrap_or_default();
-            let opts = contacts_etl::plan::apply::ApplyOptions {
-                source,
-                desired,
-                mode: mode.parse()?,
-                max_delete: max_delete.map(|m| m.parse()).transpose()?,
-                force,
+            let json = log_json;
+            let controls = contacts_etl::plan::apply::ApplyControls {
+                accounts: account,
+                progress,
+                log_sample: if json { 10 } else { 0 },
+                summary_event: json,
             };
-            // The plan is shown before anything is written.
-            let mut shown = Ok(());
-            let report = contacts_etl::plan::apply::apply_with(&p, &opts, |plan| {
-                shown = out(&plan.render(10)).or_else(keep_going_if_gone);
-            })
-            .await?;
-            shown?;
-            eprint!("{}", report.summary());
+            // The plan is shown before anything is written, and deletes wait for a yes.
+            let approval = if yes {
+                Approval::Given
+            } else if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+                Approval::Ask
+            } else {
+                Approval::NoTerminal
+            };
+            let before_writes = async |plan: &contacts_etl::plan::Plan| {
+                out(&plan.render(10)).or_else(keep_going_if_gone)?;
+                // The answer is awaited on a blocking thread, so Ctrl-C still stops.
+                let (deletes, source) = (
+                    plan.count(contacts_etl::plan::OpKind::Delete),
+                    plan.source.clone(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    contacts_etl::plan::review::approve(
+                        deletes,
+                        &source,
+                        approval,
+                        &mut std::io::stdin().lock(),
+                        &mut std::io::stderr(),
+                    )
+                })
+                .await
+                .map_err(|e| Error::Other(format!("the question before deleting: {e}")))?
+            };
+            let report = match saved_plan {
+                Some(file) => {
+                    let saved = contacts_etl::plan::apply::SavedApply {
+                        file,
+                        source,
+                        max_delete,
+                        force,
+                    };
+                    contacts_etl::plan::apply::apply_saved(&p, &saved, &controls, before_writes)
+                        .await?
+                }
+                None => {
+                    let opts = contacts_etl::plan::apply::ApplyOptions {
+                        source: source.unwrap_or_default(),
+                        desired: desired.unwrap_or_default(),
+                        mode: mode.parse()?,
+                        max_delete,
+                        force,
+                    };
+                    contacts_etl::plan::apply::apply_controlled(&p, &opts, &controls, before_writes)
+                        .await?
+                }
+            };
+            // With --log-format json the summary is the "apply finished" event.
+            if !json {
+                eprint!("{}", report.summary());
+            }
             Ok(if report.failures() == 0 { 0 } else { 1 })
         }
         Command::Emulator {

@@ -45,7 +45,8 @@ pub async fn session_as_of(lake: &Lake, as_of: &AsOf) -> Result<SessionContext> 
         AsOf::Latest => None,
         AsOf::Run(r) => Some(resolve_run(lake, r, "--as-of-run").await?),
     };
-    let ctx = SessionContext::new();
+    // A quoted file path reads that file ('plan.parquet' from `plan --out`, an export).
+    let ctx = SessionContext::new().enable_url_table();
     for kind in TableKind::ALL {
         let t = match &run {
             None => lake.open(kind).await?,

@@ -131,9 +131,25 @@ type WantedIds = HashMap<String, HashSet<String>>;
 /// records: with `wanted`, the (account, id) pairs of the desired rows; without, all of
 /// them (mirror mode deletes the rest). The insert keys and the count cover every row.
 /// The table is streamed, so memory holds the wanted rows, not the account.
-async fn landed_for(lake: &Lake, source: &str, wanted: Option<&WantedIds>) -> Result<Landed> {
+///
+/// With `accounts`, only those accounts' contacts are read (and counted).
+async fn landed_for(
+    lake: &Lake,
+    source: &str,
+    wanted: Option<&WantedIds>,
+    accounts: Option<&HashSet<String>>,
+) -> Result<Landed> {
     let mut landed = Landed::default();
-    let filter = format!("source = '{}'", source.replace('\'', "''"));
+    let quote = |v: &str| format!("'{}'", v.replace('\'', "''"));
+    let mut filter = format!("source = {}", quote(source));
+    if let Some(accounts) = accounts {
+        let mut list: Vec<String> = accounts.iter().map(|a| quote(a)).collect();
+        list.sort();
+        if list.is_empty() {
+            return Ok(landed);
+        }
+        filter.push_str(&format!(" AND account IN ({})", list.join(", ")));
+    }
     lake.for_each_batch(TableKind::Contacts, Some(&filter), |batch| {
         landed.count += batch.num_rows();
         super::landed_keys(&batch, &mut landed.keys);
@@ -169,9 +185,50 @@ async fn landed_for(lake: &Lake, source: &str, wanted: Option<&WantedIds>) -> Re
 
 /// Computes the plan. Writes nothing anywhere and advances nothing.
 pub async fn plan(p: &Pipeline, source: &str, desired: &str, mode: Mode) -> Result<Plan> {
-    let profile = crate::providers::profile(p.source(source)?)?;
+    plan_scoped(p, source, desired, mode, &[]).await
+}
+
+/// The accounts a source is configured with: its default account (Google: the domain)
+/// and its listed accounts.
+fn configured_accounts(p: &Pipeline, source: &str) -> Result<Vec<String>> {
+    Ok(crate::providers::profile(p.source(source)?, &p.dir())?.accounts)
+}
+
+/// Refuses an `--account` the source is not configured with (exit 2), naming those it is.
+pub fn check_accounts(p: &Pipeline, source: &str, accounts: &[String]) -> Result<()> {
+    let configured = configured_accounts(p, source)?;
+    let unknown: Vec<String> = accounts
+        .iter()
+        .filter(|a| !configured.contains(a))
+        .map(|a| format!("{a:?}"))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(Error::config(format!(
+        "--account {}: source {source} has no such account; its accounts: {}",
+        unknown.join(", "),
+        configured.join(", ")
+    )))
+}
+
+/// [`plan`], limited to `accounts` (`--account`; empty: every account): only their
+/// desired rows and landed contacts are diffed.
+///
+/// In mirror mode an account is deleted from only when it is in scope: named by
+/// `--account`, or (without `--account`) present in the desired state. The contacts of a
+/// configured account with no desired row are left alone ([`Plan::left_alone`]).
+pub async fn plan_scoped(
+    p: &Pipeline,
+    source: &str,
+    desired: &str,
+    mode: Mode,
+    accounts: &[String],
+) -> Result<Plan> {
+    let profile = crate::providers::profile(p.source(source)?, &p.dir())?;
+    check_accounts(p, source, accounts)?;
     let lake = lake_of(p)?;
-    let desired = load_desired(&lake, desired, source).await?;
+    let mut desired = load_desired(&lake, desired, source).await?;
     // Rows of another source are a desired state written for the wrong plan (a query that
     // forgot its `WHERE source = …`), not contacts to insert or ids gone missing.
     let mut others: std::collections::BTreeMap<&str, usize> = Default::default();
@@ -193,27 +250,54 @@ pub async fn plan(p: &Pipeline, source: &str, desired: &str, mode: Mode) -> Resu
             "the desired state is empty: in mirror mode it would delete every contact of source {source:?}. Refusing; check the desired query or file"
         )));
     }
+    let account_of = |d: &crate::model::schema::ContactRecord| match d.account.as_str() {
+        "" => profile.default_account.clone().unwrap_or_default(),
+        a => a.to_string(),
+    };
+    let explicit: HashSet<String> = accounts.iter().cloned().collect();
+    let before = desired.rows.len();
+    if !explicit.is_empty() {
+        desired.rows.retain(|d| explicit.contains(&account_of(d)));
+    }
+    let out_of_scope = before - desired.rows.len();
+    // The landed accounts the plan reads: those named; in mirror mode without names, those
+    // of the desired state (an account absent from it is not deleted whole by accident).
+    let mut left_alone = Vec::new();
+    let scope: Option<HashSet<String>> = if !explicit.is_empty() {
+        Some(explicit.clone())
+    } else if mode == Mode::Mirror {
+        let present: HashSet<String> = desired.rows.iter().map(account_of).collect();
+        left_alone = configured_accounts(p, source)?
+            .into_iter()
+            .filter(|a| !present.contains(a))
+            .collect();
+        Some(present)
+    } else {
+        None
+    };
     // Mirror mode deletes what the desired state lacks, so it needs every landed row.
     let wanted: Option<WantedIds> = (mode != Mode::Mirror).then(|| {
         let mut w = WantedIds::new();
         for d in desired.rows.iter().filter(|d| !d.id.is_empty()) {
-            let account = match d.account.as_str() {
-                "" => profile.default_account.clone().unwrap_or_default(),
-                a => a.to_string(),
-            };
-            w.entry(account).or_default().insert(d.id.clone());
+            w.entry(account_of(d)).or_default().insert(d.id.clone());
         }
         w
     });
-    let landed = landed_for(&lake, source, wanted.as_ref()).await?;
-    Ok(diff(
+    let landed = landed_for(&lake, source, wanted.as_ref(), scope.as_ref()).await?;
+    let mut plan = diff(
         source,
         profile.rules,
         profile.default_account.as_deref(),
         &desired,
         &landed,
         mode,
-    ))
+    );
+    let mut named: Vec<String> = explicit.into_iter().collect();
+    named.sort();
+    plan.scope = named;
+    plan.out_of_scope = out_of_scope;
+    plan.left_alone = left_alone;
+    Ok(plan)
 }
 
 /// The share of a source's contacts a mirror apply may delete when `--max-delete` is not
@@ -240,19 +324,26 @@ pub(crate) fn check_max_delete(
     Ok(())
 }
 
-/// Syncs one source; returns the report of the first account that failed, if any.
-async fn sync_source(p: &Pipeline, source: &str) -> Result<Option<AccountReport>> {
+/// Syncs one source (only `accounts`, when given); returns the report of the first
+/// account that failed, if any.
+async fn sync_source(
+    p: &Pipeline,
+    source: &str,
+    accounts: &[String],
+) -> Result<Option<AccountReport>> {
     let sync_opts = SyncOptions {
         sources: vec![source.to_string()],
+        accounts: accounts.to_vec(),
         ..Default::default()
     };
     let r = run_sync(p, &sync_opts).await?;
     Ok(r.failed().first().map(|f| (*f).clone()))
 }
 
-/// Syncs one source so a plan is computed against the API's current state.
-pub(crate) async fn sync_first(p: &Pipeline, source: &str) -> Result<()> {
-    if let Some(f) = sync_source(p, source).await? {
+/// Syncs one source (only `accounts`, when given) so a plan is computed against the API's
+/// current state.
+pub(crate) async fn sync_first(p: &Pipeline, source: &str, accounts: &[String]) -> Result<()> {
+    if let Some(f) = sync_source(p, source, accounts).await? {
         return Err(Error::Other(format!(
             "apply needs a current lake, but syncing {}/{} failed: {}",
             f.source,
@@ -264,11 +355,38 @@ pub(crate) async fn sync_first(p: &Pipeline, source: &str) -> Result<()> {
 }
 
 /// Syncs one source after writing, so the lake shows what was written.
-pub(crate) async fn sync_after(p: &Pipeline, source: &str) -> Result<()> {
-    if let Some(f) = sync_source(p, source).await? {
+pub(crate) async fn sync_after(p: &Pipeline, source: &str, accounts: &[String]) -> Result<()> {
+    if let Some(f) = sync_source(p, source, accounts).await? {
         tracing::warn!(account = %f.account, error = f.error.as_deref().unwrap_or(""), "the sync after apply failed; the next sync will catch up");
     }
     Ok(())
+}
+
+/// How an apply is driven, beyond what [`ApplyOptions`] says to apply.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyControls {
+    /// Only these accounts' rows are diffed and written (`--account`); empty: every one.
+    pub accounts: Vec<String>,
+    /// Draw a progress bar of the writes on stderr (the command line sets it on a
+    /// terminal).
+    pub progress: bool,
+    /// Operations of each kind the plan's log event carries as a sample (`--log-format
+    /// json`); 0: its counts only.
+    pub log_sample: usize,
+    /// Log the result as one info event, `apply finished` (`--log-format json`, where it
+    /// stands for the printed summary); else it is logged at debug level.
+    pub summary_event: bool,
+}
+
+/// A saved plan to apply (`apply --plan FILE`).
+#[derive(Debug, Clone)]
+pub struct SavedApply {
+    /// The file `plan --out` wrote.
+    pub file: std::path::PathBuf,
+    /// The source the caller expects the plan to be for (`--source`), if any.
+    pub source: Option<String>,
+    pub max_delete: Option<MaxDelete>,
+    pub force: bool,
 }
 
 /// Syncs the source, plans, checks `--max-delete`, applies, records one
@@ -285,76 +403,252 @@ pub async fn apply_with(
     opts: &ApplyOptions,
     before_writes: impl FnOnce(&Plan),
 ) -> Result<ApplyReport> {
-    let cfg = p.source(&opts.source)?;
-    let dir = p.dir();
-    let source = crate::providers::build(cfg, &dir)?;
-    let writer = source.write_back().ok_or_else(|| {
-        Error::config(format!(
-            "source {}: its provider cannot write back",
-            opts.source
-        ))
-    })?;
+    apply_controlled(p, opts, &ApplyControls::default(), async |plan: &Plan| {
+        before_writes(plan);
+        Ok(())
+    })
+    .await
+}
+
+/// [`apply_with`], scoped and shown as `controls` say; `before_writes` may refuse (its
+/// error ends the apply before the first write, e.g. a person answered no). It is async so
+/// that a question waiting for its answer does not block the runtime (Ctrl-C still stops).
+pub async fn apply_controlled(
+    p: &Pipeline,
+    opts: &ApplyOptions,
+    controls: &ApplyControls,
+    before_writes: impl AsyncFnOnce(&Plan) -> Result<()>,
+) -> Result<ApplyReport> {
+    let writer_source = writer_of(p, &opts.source)?;
+    check_accounts(p, &opts.source, &controls.accounts)?;
     // Bring the lake up to date first: the diff is against the API's current state, and
     // contacts created by an interrupted earlier apply are seen (by their key) and skipped.
-    // Phase times at debug level: where an apply spends its time (B5 compares the write
-    // phase with the server's own handling time).
-    let phase = |name: &str, t: std::time::Instant| {
-        tracing::debug!(source = %opts.source, ms = t.elapsed().as_millis() as u64, "{name}");
-        std::time::Instant::now()
-    };
     let t = std::time::Instant::now();
-    sync_first(p, &opts.source).await?;
-    let t = phase("synced before planning", t);
-    let plan = plan(p, &opts.source, &opts.desired, opts.mode).await?;
-    phase("planned", t);
+    sync_first(p, &opts.source, &controls.accounts).await?;
+    let t = phase(&opts.source, "synced before planning", t);
+    let plan = plan_scoped(
+        p,
+        &opts.source,
+        &opts.desired,
+        opts.mode,
+        &controls.accounts,
+    )
+    .await?;
+    phase(&opts.source, "planned", t);
+    execute(
+        p,
+        writer_source.as_ref(),
+        plan,
+        opts.mode,
+        opts.max_delete,
+        opts.force,
+        controls,
+        before_writes,
+    )
+    .await
+}
+
+/// Applies a saved plan exactly: syncs the accounts it touches, checks that every contact
+/// it updates or deletes is still as the plan saw it (same etag, same values) and that no
+/// insert's key has landed meanwhile, and writes its operations without diffing again.
+/// Anything moved refuses the whole apply (exit 2), naming the contacts.
+pub async fn apply_saved(
+    p: &Pipeline,
+    saved: &SavedApply,
+    controls: &ApplyControls,
+    before_writes: impl AsyncFnOnce(&Plan) -> Result<()>,
+) -> Result<ApplyReport> {
+    let file = super::saved::read(&saved.file)?;
+    let source = file.meta.source.clone();
+    if let Some(s) = saved.source.as_deref().filter(|s| *s != source) {
+        return Err(Error::config(format!(
+            "--plan {}: the plan is for source {source:?}, not {s:?}",
+            saved.file.display()
+        )));
+    }
+    let lake_url = p.lake_url()?.to_string();
+    if file.meta.lake != lake_url {
+        return Err(Error::config(format!(
+            "--plan {}: the plan was made against the lake {}, and this pipeline's lake is {lake_url}",
+            saved.file.display(),
+            file.meta.lake
+        )));
+    }
+    if !controls.accounts.is_empty() {
+        return Err(Error::config(
+            "--account does not go with --plan: a saved plan is applied whole (scope it when planning)",
+        ));
+    }
+    let mode = file.mode()?;
+    let writer_source = writer_of(p, &source)?;
+    let t = std::time::Instant::now();
+    sync_first(p, &source, &file.meta.scope).await?;
+    let t = phase(&source, "synced before checking the saved plan", t);
+    let lake = lake_of(p)?;
+    let scope: Option<HashSet<String>> =
+        (!file.meta.scope.is_empty()).then(|| file.meta.scope.iter().cloned().collect());
+    let landed = landed_for(&lake, &source, Some(&file.touched()), scope.as_ref()).await?;
+    let plan = file.replan(&landed)?;
+    phase(&source, "checked the saved plan", t);
+    let controls = ApplyControls {
+        accounts: file.meta.scope.clone(),
+        ..controls.clone()
+    };
+    execute(
+        p,
+        writer_source.as_ref(),
+        plan,
+        mode,
+        saved.max_delete,
+        saved.force,
+        &controls,
+        before_writes,
+    )
+    .await
+}
+
+/// The source `name` built (its credentials read: a missing one is an error before any
+/// request), if its provider can write back.
+fn writer_of(p: &Pipeline, name: &str) -> Result<Box<dyn crate::providers::Source>> {
+    let source = crate::providers::build(p.source(name)?, &p.dir())?;
+    if source.write_back().is_none() {
+        return Err(Error::config(format!(
+            "source {name}: its provider cannot write back"
+        )));
+    }
+    Ok(source)
+}
+
+/// Logs a phase's time at debug level (where an apply spends its time: B5 compares the
+/// write phase with the server's own handling time); returns the next phase's start.
+fn phase(source: &str, name: &str, t: std::time::Instant) -> std::time::Instant {
+    tracing::debug!(source = %source, ms = t.elapsed().as_millis() as u64, "{name}");
+    std::time::Instant::now()
+}
+
+/// The part every apply shares once its plan is final: the `--max-delete` check, the
+/// plan's log event, `before_writes`, then the writes group by group with their results
+/// recorded, the sync after, and the result's log event.
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    p: &Pipeline,
+    source: &dyn crate::providers::Source,
+    plan: Plan,
+    mode: Mode,
+    max_delete: Option<MaxDelete>,
+    force: bool,
+    controls: &ApplyControls,
+    before_writes: impl AsyncFnOnce(&Plan) -> Result<()>,
+) -> Result<ApplyReport> {
+    let writer = source
+        .write_back()
+        .ok_or_else(|| Error::config("this provider cannot write back"))?;
+    let name = plan.source.clone();
     check_max_delete(
         plan.count(OpKind::Delete),
         plan.landed,
         "contacts",
-        opts.max_delete
-            .or((opts.mode == Mode::Mirror)
-                .then_some(MaxDelete::Percent(DEFAULT_MIRROR_MAX_DELETE))),
+        max_delete
+            .or((mode == Mode::Mirror).then_some(MaxDelete::Percent(DEFAULT_MIRROR_MAX_DELETE))),
     )?;
-    tracing::info!(
-        source = %opts.source,
-        inserts = plan.count(OpKind::Insert),
-        updates = plan.count(OpKind::Update),
-        deletes = plan.count(OpKind::Delete),
-        unchanged = plan.unchanged,
-        invalid = plan.invalid.len(),
-        "plan to apply"
-    );
-    before_writes(&plan);
     let apply_id = crate::sync::new_run_id();
+    if controls.log_sample > 0 {
+        tracing::info!(
+            apply_id = %apply_id,
+            source = %name,
+            inserts = plan.count(OpKind::Insert),
+            updates = plan.count(OpKind::Update),
+            deletes = plan.count(OpKind::Delete),
+            unchanged = plan.unchanged,
+            invalid = plan.invalid.len(),
+            plan = %super::review::to_json(&plan, controls.log_sample),
+            "plan to apply"
+        );
+    } else {
+        tracing::info!(
+            apply_id = %apply_id,
+            source = %name,
+            inserts = plan.count(OpKind::Insert),
+            updates = plan.count(OpKind::Update),
+            deletes = plan.count(OpKind::Delete),
+            unchanged = plan.unchanged,
+            invalid = plan.invalid.len(),
+            "plan to apply"
+        );
+    }
+    before_writes(&plan).await?;
     let metrics = Metrics::default();
     let lake = lake_of(p)?;
     // Invalid rows first, then each group of writes as it ends: an apply stopped halfway
     // (Ctrl-C, a scheduler's SIGTERM, a crash) leaves the trail of what it did.
-    record(&lake, &apply_id, &opts.source, &plan, &[], true).await?;
+    record(&lake, &apply_id, &name, &plan, &[], true).await?;
     let mut results = Vec::with_capacity(plan.ops.len());
+    let bar = (controls.progress && !plan.ops.is_empty()).then(|| write_bar(plan.ops.len()));
     // The two phases interleave; each is timed on its own (B5 reads the write phase).
     let (mut writing, mut recording) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     for group in plan.ops.chunks(RESULT_GROUP) {
         let w = std::time::Instant::now();
-        let done = writer
-            .apply(group, &plan.managed, opts.force, &metrics)
-            .await?;
+        let done = writer.apply(group, &plan.managed, force, &metrics).await?;
         writing += w.elapsed();
         let r = std::time::Instant::now();
-        record(&lake, &apply_id, &opts.source, &plan, &done, false).await?;
+        record(&lake, &apply_id, &name, &plan, &done, false).await?;
         recording += r.elapsed();
+        if let Some(b) = &bar {
+            b.inc(done.len() as u64);
+        }
         results.extend(done);
     }
-    tracing::debug!(source = %opts.source, ms = writing.as_millis() as u64, "wrote to the API");
-    tracing::debug!(source = %opts.source, ms = recording.as_millis() as u64, "recorded the results");
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    tracing::debug!(source = %name, ms = writing.as_millis() as u64, "wrote to the API");
+    tracing::debug!(source = %name, ms = recording.as_millis() as u64, "recorded the results");
     let t = std::time::Instant::now();
-    sync_after(p, &opts.source).await?;
-    phase("synced after writing", t);
-    Ok(ApplyReport {
+    sync_after(p, &name, &controls.accounts).await?;
+    phase(&name, "synced after writing", t);
+    let report = ApplyReport {
         apply_id,
         plan,
         results,
-    })
+    };
+    let count = |o: Outcome| report.results.iter().filter(|r| r.outcome == o).count();
+    macro_rules! finished {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                apply_id = %report.apply_id,
+                source = %name,
+                ok = count(Outcome::Ok),
+                conflicts = count(Outcome::Conflict),
+                failed = count(Outcome::Failed),
+                refused_by_api = count(Outcome::Invalid),
+                invalid_rows = report.plan.invalid.len(),
+                failures = report.failures(),
+                "apply finished"
+            )
+        };
+    }
+    if controls.summary_event {
+        finished!(tracing::Level::INFO);
+    } else {
+        finished!(tracing::Level::DEBUG);
+    }
+    Ok(report)
+}
+
+/// The progress bar of an apply's writes (stderr), advanced as each group of operations
+/// ends.
+fn write_bar(total: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "writing {bar:30} {pos}/{len} operations ({per_sec}, {eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    // The count moves per group of operations; the ticks keep the rate and ETA alive.
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
 }
 
 /// One `writeback_results` row.

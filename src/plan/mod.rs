@@ -13,6 +13,8 @@
 
 pub mod apply;
 pub mod photos;
+pub mod review;
+pub mod saved;
 
 use std::collections::{HashMap, HashSet};
 
@@ -76,6 +78,13 @@ pub struct Plan {
     /// Contacts landed for the source (the base of `--max-delete P%`).
     pub landed: usize,
     pub managed: Vec<String>,
+    /// The accounts the plan is limited to (`--account`); empty: every account.
+    pub scope: Vec<String>,
+    /// Desired rows of accounts outside the scope, left out of the diff.
+    pub out_of_scope: usize,
+    /// Mirror mode: configured accounts without desired rows and not named by `--account`,
+    /// whose contacts are left alone rather than deleted.
+    pub left_alone: Vec<String>,
 }
 
 impl Plan {
@@ -84,53 +93,17 @@ impl Plan {
         self.ops.iter().filter(|o| o.kind() == k).count()
     }
 
-    /// The printed plan: counts per operation, a sample, validation failures.
+    /// The printed plan: counts per operation, then up to `sample` operations of each
+    /// kind (sorted, so the same on every run) with their field changes, and up to
+    /// `sample` invalid rows. See [`review::render`].
     pub fn render(&self, sample: usize) -> String {
-        let mut s = format!(
-            "plan for source {}: {} insert(s), {} update(s), {} delete(s), {} unchanged, {} invalid{}\nmanaged columns: {}\n",
-            self.source,
-            self.count(OpKind::Insert),
-            self.count(OpKind::Update),
-            self.count(OpKind::Delete),
-            self.unchanged,
-            self.invalid.len(),
-            if self.already_applied > 0 {
-                format!(", {} insert(s) already applied", self.already_applied)
-            } else {
-                String::new()
-            },
-            self.managed.join(", ")
-        );
-        for op in self.ops.iter().take(sample) {
-            let who = op
-                .desired()
-                .or(op.landed())
-                .and_then(|r| {
-                    r.display_name
-                        .clone()
-                        .or_else(|| r.emails.first().and_then(|e| e.address.clone()))
-                })
-                .unwrap_or_default();
-            s.push_str(&format!(
-                "  {:<6} {}/{} {} {}\n",
-                op.kind().as_str(),
-                op.account,
-                op.id().unwrap_or("(new)"),
-                who,
-                match &op.action {
-                    Action::Insert { .. } => format!("[{}]", self.managed.join(", ")),
-                    Action::Update { changed, .. } => format!("[{}]", changed.join(", ")),
-                    Action::Delete { .. } => String::new(),
-                }
-            ));
-        }
-        render_tail(&mut s, self.ops.len(), sample, &self.invalid, "(new)");
-        s
+        review::render(self, sample)
     }
 }
 
-/// The end of a printed plan: how many operations the sample left out, then every invalid
-/// row (`no_id` stands for a row without an id).
+/// The end of a printed plan: how many operations the sample left out, then up to
+/// `sample` invalid rows by row number and how many more there are (`no_id` stands for a
+/// row without an id).
 pub(crate) fn render_tail(
     s: &mut String,
     ops: usize,
@@ -141,13 +114,19 @@ pub(crate) fn render_tail(
     if ops > sample {
         s.push_str(&format!("  … and {} more\n", ops - sample));
     }
-    for inv in invalid {
+    for inv in review::sample_invalid(invalid, sample) {
         s.push_str(&format!(
             "  INVALID row {} ({}/{}): {}\n",
             inv.row + 1,
             inv.account,
             inv.id.as_deref().unwrap_or(no_id),
             inv.reason
+        ));
+    }
+    if invalid.len() > sample {
+        s.push_str(&format!(
+            "  … and {} more invalid row(s)\n",
+            invalid.len() - sample
         ));
     }
 }
@@ -386,12 +365,12 @@ fn check_csv(text: &[u8]) -> std::result::Result<(), String> {
 }
 
 /// A record as JSON, computed once per record and read by [`field`].
-fn as_json(r: &ContactRecord) -> Value {
+pub(crate) fn as_json(r: &ContactRecord) -> Value {
     serde_json::to_value(r).unwrap_or_default()
 }
 
 /// One column of a record (as JSON), without the stamped insert key.
-fn field(v: &Value, name: &str) -> Value {
+pub(crate) fn field(v: &Value, name: &str) -> Value {
     let mut f = v.get(name).cloned().unwrap_or(Value::Null);
     // The stamped insert key is bookkeeping, not data.
     if name == "extended_properties"

@@ -437,7 +437,7 @@ pub fn diff_photos(
 /// without photos.
 fn photo_source(p: &Pipeline, source: &str) -> Result<(String, bool)> {
     let cfg = p.source(source)?;
-    let profile = crate::providers::profile(cfg)?;
+    let profile = crate::providers::profile(cfg, &p.dir())?;
     if !profile.photos {
         return Err(Error::config(format!(
             "source {source}: its provider has no contact photos to write back"
@@ -538,7 +538,7 @@ pub async fn apply_photos(p: &Pipeline, opts: &PhotoApplyOptions) -> Result<Phot
             opts.source
         ))
     })?;
-    sync_first(p, &opts.source).await?;
+    sync_first(p, &opts.source, &[]).await?;
     let plan = plan_photos(p, &opts.source, &opts.photos, opts.mode).await?;
     check_max_delete(
         plan.count(PhotoOpKind::Delete),
@@ -573,7 +573,7 @@ pub async fn apply_photos(p: &Pipeline, opts: &PhotoApplyOptions) -> Result<Phot
     }
     record_rows(&lake, &apply_id, &opts.source, &rows).await?;
     if !plan.ops.is_empty() {
-        sync_after(p, &opts.source).await?;
+        sync_after(p, &opts.source, &[]).await?;
     }
     Ok(PhotoApplyReport {
         apply_id,

@@ -130,8 +130,9 @@ pub struct Registration {
     pub check: fn(&SourceConfig, &std::path::Path) -> Result<()>,
     /// Builds the source: reads its credentials, makes no request.
     pub build: fn(&SourceConfig, HttpClient, &std::path::Path) -> Result<Box<dyn Source>>,
-    /// What planning needs to know of an entry (reads nothing).
-    pub profile: fn(&SourceConfig) -> Result<Profile>,
+    /// What planning needs to know of an entry (reads no credential; may read files
+    /// the entry names, relative to the pipeline's folder).
+    pub profile: fn(&SourceConfig, &std::path::Path) -> Result<Profile>,
 }
 
 /// The registry: every provider of this build, one line each.
@@ -179,6 +180,8 @@ pub fn build(cfg: &SourceConfig, pipeline_dir: &std::path::Path) -> Result<Box<d
 /// What planning needs to know of a configured provider, without building its source
 /// (so no credential is read and no request made).
 pub struct Profile {
+    /// Every account the entry configures (Google: the domain).
+    pub accounts: Vec<String>,
     /// The provider's write rules.
     pub rules: &'static dyn Rules,
     /// The account a desired row without one belongs to (Google: the domain).
@@ -189,9 +192,9 @@ pub struct Profile {
     pub photos_landed: bool,
 }
 
-/// The [`Profile`] of a pipeline entry.
-pub fn profile(cfg: &SourceConfig) -> Result<Profile> {
-    (registration(cfg)?.profile)(cfg)
+/// The [`Profile`] of a pipeline entry; `pipeline_dir` anchors the files it names.
+pub fn profile(cfg: &SourceConfig, pipeline_dir: &std::path::Path) -> Result<Profile> {
+    (registration(cfg)?.profile)(cfg, pipeline_dir)
 }
 
 fn http_client(cfg: &SourceConfig) -> Result<HttpClient> {

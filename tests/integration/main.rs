@@ -15,6 +15,7 @@ mod hostile;
 mod lake;
 mod operator;
 mod photos;
+mod review;
 mod sql;
 mod storage;
 mod suite;

@@ -43,8 +43,13 @@ pub const PROVIDER: crate::providers::Registration = crate::providers::Registrat
     name: "aurinko",
     check: |cfg, dir| config::AurinkoConfig::read(cfg, dir).map(drop),
     build: |cfg, http, dir| Ok(Box::new(AurinkoSource::try_new(cfg, http, dir)?)),
-    profile: |_| {
+    profile: |cfg, dir| {
         Ok(crate::providers::Profile {
+            accounts: config::AurinkoConfig::read(cfg, dir)?
+                .accounts
+                .into_iter()
+                .map(|a| a.id)
+                .collect(),
             rules: &rules::AurinkoRules,
             default_account: None,
             photos: false,

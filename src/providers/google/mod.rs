@@ -48,9 +48,10 @@ pub const PROVIDER: crate::providers::Registration = crate::providers::Registrat
     name: "google",
     check: |cfg, _| config::GoogleConfig::read(cfg).map(drop),
     build: |cfg, http, dir| Ok(Box::new(GoogleSource::try_new(cfg, http, dir)?)),
-    profile: |cfg| {
+    profile: |cfg, _| {
         let c = config::GoogleConfig::read(cfg)?;
         Ok(crate::providers::Profile {
+            accounts: vec![c.domain.clone()],
             rules: &rules::GoogleRules,
             default_account: Some(c.domain),
             photos: true,
@@ -90,7 +91,9 @@ impl GoogleSource {
         pipeline_dir: &std::path::Path,
     ) -> Result<GoogleSource> {
         let settings = config::GoogleConfig::read(cfg)?;
-        let auth = GoogleAuth::from_config(&settings.auth, &cfg.name, pipeline_dir)?;
+        // Credential errors name the account too: "source S (account D): …".
+        let owner = format!("{} (account {})", cfg.name, settings.domain);
+        let auth = GoogleAuth::from_config(&settings.auth, &owner, pipeline_dir)?;
         let origin = url::Url::parse(&cfg.base_url).map_err(|e| {
             Error::config(format!("source {}: base_url is not a URL ({e})", cfg.name))
         })?;

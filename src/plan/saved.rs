@@ -1,0 +1,628 @@
+//! Saved plans: `plan --out FILE` writes a plan as Parquet, one row per operation (and per
+//! invalid desired row), which `query` reads like any file (`FROM 'plan.parquet'`) and
+//! `apply --plan FILE` applies exactly, after checking that nothing it touches moved.
+//!
+//! Each row holds what its operation needs (the desired contact as JSON, the key, the etag
+//! the write is conditional on) and what the plan saw of the landed contact: its etag and
+//! a fingerprint of its writable columns. The file's key-value metadata
+//! (`contacts-etl.plan`) holds the plan's source, mode, lake and managed columns.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::Digest;
+
+use super::review::{changes, who};
+use super::{Action, Invalid, Landed, Mode, Op, Plan, WRITABLE, as_json, field};
+use crate::error::{Error, Result};
+use crate::model::schema::ContactRecord;
+
+/// The key of the plan's description in the Parquet file's key-value metadata.
+pub const META_KEY: &str = "contacts-etl.plan";
+
+/// What a saved plan says about itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PlanMeta {
+    /// The file layout's version.
+    pub version: u32,
+    pub source: String,
+    /// `upsert`, `update` or `mirror`.
+    pub mode: String,
+    /// The lake the plan was computed against.
+    pub lake: String,
+    pub managed: Vec<String>,
+    pub scope: Vec<String>,
+    pub landed: usize,
+    pub unchanged: usize,
+    pub already_applied: usize,
+    /// When the plan was made (RFC 3339).
+    pub created: String,
+}
+
+/// The columns of a saved plan.
+pub fn plan_schema() -> SchemaRef {
+    let s = |n: &str, nullable: bool| Field::new(n, DataType::Utf8, nullable);
+    Arc::new(Schema::new(vec![
+        Field::new("op_index", DataType::Int64, false),
+        s("kind", false),
+        s("source", false),
+        s("account", false),
+        s("id", true),
+        s("key", true),
+        s("etag", true),
+        s("landed_etag", true),
+        s("landed_fingerprint", true),
+        s("who", true),
+        Field::new(
+            "changed",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            true,
+        ),
+        s("before", true),
+        s("after", true),
+        s("desired", true),
+        Field::new("row", DataType::Int64, true),
+        s("reason", true),
+    ]))
+}
+
+/// A fingerprint of what a landed contact holds in its writable columns (the stamped
+/// insert key left out): equal fingerprints, equal contacts for a write-back.
+pub fn fingerprint(r: &ContactRecord) -> String {
+    let v = as_json(r);
+    let mut h = sha2::Sha256::new();
+    for c in WRITABLE {
+        h.update(field(&v, c).to_string().as_bytes());
+        h.update([0]);
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+/// The name of a mode in a saved plan.
+pub fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Upsert => "upsert",
+        Mode::Update => "update",
+        Mode::Mirror => "mirror",
+    }
+}
+
+/// One row of a saved plan, as read back.
+#[derive(Debug, Clone, Default)]
+struct Row {
+    kind: String,
+    account: String,
+    id: Option<String>,
+    key: Option<String>,
+    etag: Option<String>,
+    landed_etag: Option<String>,
+    landed_fingerprint: Option<String>,
+    changed: Vec<String>,
+    desired: Option<String>,
+    row: Option<i64>,
+    reason: Option<String>,
+}
+
+/// The plan as one record batch of [`plan_schema`].
+pub fn to_batch(plan: &Plan) -> Result<RecordBatch> {
+    let n = plan.ops.len() + plan.invalid.len();
+    let mut kind = Vec::with_capacity(n);
+    let mut account = Vec::with_capacity(n);
+    let (mut id, mut key, mut etag, mut landed_etag, mut fp, mut whom) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut before, mut after, mut desired, mut row, mut reason) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let mut changed = ListBuilder::new(StringBuilder::new());
+    for op in &plan.ops {
+        kind.push(op.kind().as_str().to_string());
+        account.push(op.account.clone());
+        id.push(op.id().map(str::to_string));
+        key.push(Some(op.key.clone()));
+        let (cond, landed) = match &op.action {
+            Action::Insert { .. } => (None, None),
+            Action::Update { etag, landed, .. } | Action::Delete { etag, landed, .. } => {
+                (etag.clone(), Some(landed))
+            }
+        };
+        etag.push(cond);
+        landed_etag.push(landed.and_then(|l| l.etag.clone()));
+        fp.push(landed.map(fingerprint));
+        whom.push(
+            match op.kind() {
+                super::OpKind::Insert => op.desired(),
+                _ => op.landed(),
+            }
+            .map(who)
+            .filter(|w| !w.is_empty()),
+        );
+        let ch = changes(op, &plan.managed);
+        let (b, a): (
+            serde_json::Map<String, Value>,
+            serde_json::Map<String, Value>,
+        ) = (
+            ch.iter()
+                .map(|c| (c.field.clone(), c.before.clone()))
+                .collect(),
+            ch.iter()
+                .map(|c| (c.field.clone(), c.after.clone()))
+                .collect(),
+        );
+        let is_update = matches!(op.action, Action::Update { .. });
+        for c in op.changed() {
+            changed.values().append_value(c);
+        }
+        changed.append(is_update);
+        before.push(is_update.then(|| Value::Object(b).to_string()));
+        after.push((!a.is_empty()).then(|| Value::Object(a).to_string()));
+        desired.push(
+            op.desired()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| Error::Other(format!("a desired row as JSON: {e}")))?,
+        );
+        row.push(None);
+        reason.push(None);
+    }
+    for inv in &plan.invalid {
+        kind.push("invalid".to_string());
+        account.push(inv.account.clone());
+        id.push(inv.id.clone());
+        key.push(None);
+        etag.push(None);
+        landed_etag.push(None);
+        fp.push(None);
+        whom.push(None);
+        changed.append(false);
+        before.push(None);
+        after.push(None);
+        desired.push(None);
+        row.push(Some(inv.row as i64 + 1));
+        reason.push(Some(inv.reason.clone()));
+    }
+    let strings = |v: Vec<Option<String>>| Arc::new(StringArray::from(v)) as ArrayRef;
+    Ok(RecordBatch::try_new(
+        plan_schema(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..n as i64)),
+            Arc::new(StringArray::from(kind)),
+            Arc::new(StringArray::from(vec![plan.source.as_str(); n])),
+            Arc::new(StringArray::from(account)),
+            strings(id),
+            strings(key),
+            strings(etag),
+            strings(landed_etag),
+            strings(fp),
+            strings(whom),
+            Arc::new(changed.finish()),
+            strings(before),
+            strings(after),
+            strings(desired),
+            Arc::new(Int64Array::from(row)),
+            strings(reason),
+        ],
+    )?)
+}
+
+/// Writes `plan` (of `mode`, against `lake`) to a Parquet file at `path`, creating its
+/// folder. The file is written whole, then renamed into place.
+pub fn write(plan: &Plan, mode: Mode, lake: &str, path: &Path) -> Result<()> {
+    let meta = PlanMeta {
+        version: 1,
+        source: plan.source.clone(),
+        mode: mode_name(mode).into(),
+        lake: lake.into(),
+        managed: plan.managed.clone(),
+        scope: plan.scope.clone(),
+        landed: plan.landed,
+        unchanged: plan.unchanged,
+        already_applied: plan.already_applied,
+        created: chrono::Utc::now().to_rfc3339(),
+    };
+    let batch = to_batch(plan)?;
+    let props = parquet::file::properties::WriterProperties::builder()
+        // The desired rows' JSON repeats itself: compressed, a plan of 10,000 updates
+        // shrinks several times over.
+        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+        .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
+            META_KEY.to_string(),
+            serde_json::to_string(&meta).map_err(|e| Error::Other(e.to_string()))?,
+        )]))
+        .build();
+    let mut buf = Vec::new();
+    {
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), Some(props))?;
+        w.write(&batch)?;
+        w.close()?;
+    }
+    let bad = |e: std::io::Error| Error::config(format!("--out {}: {e}", path.display()));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(bad)?;
+    }
+    let tmp = path.with_extension("parquet.tmp");
+    std::fs::write(&tmp, buf).map_err(bad)?;
+    std::fs::rename(&tmp, path).map_err(bad)
+}
+
+/// A saved plan as read back: its description and rows.
+pub struct Saved {
+    pub meta: PlanMeta,
+    rows: Vec<Row>,
+}
+
+/// Reads a plan written by [`write`]. A file that is not one is a configuration error.
+pub fn read(path: &Path) -> Result<Saved> {
+    let what = |m: String| Error::config(format!("--plan {}: {m}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| what(e.to_string()))?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| what(format!("not a Parquet file ({e})")))?;
+    let meta = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|k| k.key == META_KEY))
+        .and_then(|k| k.value.clone())
+        .ok_or_else(|| what("not a plan (write one with `plan --out FILE`)".into()))?;
+    let meta: PlanMeta =
+        serde_json::from_str(&meta).map_err(|e| what(format!("unreadable plan ({e})")))?;
+    if meta.version != 1 {
+        return Err(what(format!(
+            "plan layout version {} is not one this contacts-etl reads (1)",
+            meta.version
+        )));
+    }
+    let mut rows = Vec::new();
+    for b in builder.build()? {
+        let b = b?;
+        let col = |n: &str| -> Result<StringArray> {
+            b.column_by_name(n)
+                .and_then(|c| c.as_string_opt::<i32>().cloned())
+                .ok_or_else(|| what(format!("no string column {n}")))
+        };
+        let opt = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
+        let (kind, account, id, key) = (col("kind")?, col("account")?, col("id")?, col("key")?);
+        let (etag, le, fp) = (
+            col("etag")?,
+            col("landed_etag")?,
+            col("landed_fingerprint")?,
+        );
+        let (desired, reason) = (col("desired")?, col("reason")?);
+        let changed = b
+            .column_by_name("changed")
+            .and_then(|c| c.as_list_opt::<i32>().cloned())
+            .ok_or_else(|| what("no list column changed".into()))?;
+        let row = b
+            .column_by_name("row")
+            .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>().cloned())
+            .ok_or_else(|| what("no integer column row".into()))?;
+        for i in 0..b.num_rows() {
+            let ch = if changed.is_valid(i) {
+                let v = changed.value(i);
+                let s = v.as_string::<i32>();
+                s.iter().flatten().map(str::to_string).collect()
+            } else {
+                Vec::new()
+            };
+            rows.push(Row {
+                kind: kind.value(i).to_string(),
+                account: account.value(i).to_string(),
+                id: opt(&id, i),
+                key: opt(&key, i),
+                etag: opt(&etag, i),
+                landed_etag: opt(&le, i),
+                landed_fingerprint: opt(&fp, i),
+                changed: ch,
+                desired: opt(&desired, i),
+                row: row.is_valid(i).then(|| row.value(i)),
+                reason: opt(&reason, i),
+            });
+        }
+    }
+    Ok(Saved { meta, rows })
+}
+
+impl Saved {
+    /// The mode the plan was made in.
+    pub fn mode(&self) -> Result<Mode> {
+        self.meta.mode.parse()
+    }
+
+    /// The (account, id) of every update and delete: the landed contacts to re-read.
+    pub fn touched(&self) -> HashMap<String, std::collections::HashSet<String>> {
+        let mut w: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
+        for r in &self.rows {
+            if let Some(id) = &r.id
+                && (r.kind == "update" || r.kind == "delete")
+            {
+                w.entry(r.account.clone()).or_default().insert(id.clone());
+            }
+        }
+        w
+    }
+
+    /// The plan again, its updates and deletes on the contacts as `landed` holds them now,
+    /// or an error (exit 2) naming every operation whose contact moved since the plan was
+    /// made: gone, another etag, other values, or (an insert) its key already landed.
+    pub fn replan(&self, landed: &Landed) -> Result<Plan> {
+        let by_id: HashMap<(&str, &str), &ContactRecord> = landed
+            .rows
+            .iter()
+            .map(|r| ((r.account.as_str(), r.id.as_str()), r))
+            .collect();
+        let mut plan = Plan {
+            source: self.meta.source.clone(),
+            managed: self.meta.managed.clone(),
+            scope: self.meta.scope.clone(),
+            // The base of `--max-delete P%` is what the plan counted when it was reviewed.
+            landed: self.meta.landed,
+            unchanged: self.meta.unchanged,
+            already_applied: self.meta.already_applied,
+            ..Default::default()
+        };
+        let mut moved: Vec<String> = Vec::new();
+        let bad = |m: String| Error::config(format!("the saved plan is damaged: {m}"));
+        for r in &self.rows {
+            let desired = || -> Result<ContactRecord> {
+                let text = r
+                    .desired
+                    .as_deref()
+                    .ok_or_else(|| bad(format!("{} {} has no desired row", r.kind, r.account)))?;
+                serde_json::from_str(text).map_err(|e| bad(e.to_string()))
+            };
+            let index = plan.ops.len();
+            let account = r.account.clone();
+            if r.kind == "invalid" {
+                plan.invalid.push(Invalid {
+                    row: r.row.unwrap_or(1).max(1) as usize - 1,
+                    account,
+                    id: r.id.clone(),
+                    reason: r.reason.clone().unwrap_or_default(),
+                });
+                continue;
+            }
+            let key = r
+                .key
+                .clone()
+                .ok_or_else(|| bad(format!("{} {account} has no key", r.kind)))?;
+            if r.kind == "insert" {
+                if landed.keys.contains(&key) {
+                    moved.push(format!(
+                        "insert {account}/(new) {key}: a contact with its key exists now (was this plan applied already?)"
+                    ));
+                    continue;
+                }
+                plan.ops.push(Op {
+                    index,
+                    account,
+                    key,
+                    action: Action::Insert {
+                        desired: desired()?,
+                    },
+                });
+                continue;
+            }
+            let id =
+                r.id.clone()
+                    .ok_or_else(|| bad(format!("{} {account} has no id", r.kind)))?;
+            let Some(now) = by_id.get(&(account.as_str(), id.as_str())).copied() else {
+                moved.push(format!("{} {account}/{id}: deleted since the plan", r.kind));
+                continue;
+            };
+            if now.etag != r.landed_etag {
+                moved.push(format!(
+                    "{} {account}/{id}: etag {} → {}",
+                    r.kind,
+                    r.landed_etag.as_deref().unwrap_or("(none)"),
+                    now.etag.as_deref().unwrap_or("(none)")
+                ));
+                continue;
+            }
+            if r.landed_fingerprint.as_deref() != Some(fingerprint(now).as_str()) {
+                moved.push(format!("{} {account}/{id}: its values changed", r.kind));
+                continue;
+            }
+            let action = match r.kind.as_str() {
+                "update" => Action::Update {
+                    id,
+                    etag: r.etag.clone(),
+                    desired: desired()?,
+                    landed: now.clone(),
+                    changed: r.changed.clone(),
+                },
+                "delete" => Action::Delete {
+                    id,
+                    etag: r.etag.clone(),
+                    landed: now.clone(),
+                },
+                k => return Err(bad(format!("unknown kind {k:?}"))),
+            };
+            plan.ops.push(Op {
+                index,
+                account,
+                key,
+                action,
+            });
+        }
+        if !moved.is_empty() {
+            let n = moved.len();
+            let mut list: Vec<String> = moved.into_iter().take(20).collect();
+            if n > 20 {
+                list.push(format!("… and {} more", n - 20));
+            }
+            return Err(Error::config(format!(
+                "refusing to start: {n} contact(s) of the saved plan changed since it was made, so it is not what was reviewed; nothing was written. Make and review a new plan.\n  {}",
+                list.join("\n  ")
+            )));
+        }
+        Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::schema::Email;
+    use crate::plan::{Desired, OpKind, diff};
+    use crate::providers::google::rules::GoogleRules;
+
+    fn rec(id: &str, name: &str) -> ContactRecord {
+        ContactRecord {
+            source: "s".into(),
+            account: "example.com".into(),
+            id: id.into(),
+            etag: Some(format!("\"{id}-1\"")),
+            display_name: Some(name.into()),
+            emails: vec![Email {
+                address: Some(format!("{id}@x.org")),
+                kind: Some("work".into()),
+                primary: Some(false),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn landed() -> Vec<ContactRecord> {
+        vec![rec("a", "Ann"), rec("b", "Bob"), rec("c", "Cy")]
+    }
+
+    fn a_plan() -> Plan {
+        let mut bad = rec("", "Bad");
+        bad.emails[0].address = Some("nope".into());
+        let desired = Desired {
+            rows: vec![rec("a", "Ann"), rec("b", "Robert"), rec("", "Neu"), bad],
+            columns: ["id", "account", "display_name", "emails"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        diff(
+            "s",
+            &GoogleRules,
+            Some("example.com"),
+            &desired,
+            &Landed::from_rows(landed()),
+            Mode::Mirror,
+        )
+    }
+
+    #[test]
+    fn a_saved_plan_reads_back_as_the_same_operations() {
+        let plan = a_plan();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/plan.parquet");
+        write(&plan, Mode::Mirror, "file:///lake", &path).unwrap();
+        let saved = read(&path).unwrap();
+        assert_eq!(saved.meta.mode, "mirror");
+        assert_eq!(saved.meta.lake, "file:///lake");
+        assert_eq!(saved.meta.managed, plan.managed);
+        let again = saved.replan(&Landed::from_rows(landed())).unwrap();
+        let kinds = |p: &Plan| {
+            p.ops
+                .iter()
+                .map(|o| {
+                    (
+                        o.kind(),
+                        o.account.clone(),
+                        o.id().map(str::to_string),
+                        o.key.clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(kinds(&again), kinds(&plan));
+        assert_eq!(again.invalid.len(), 1);
+        assert_eq!(again.invalid[0].row, plan.invalid[0].row);
+        let upd = again
+            .ops
+            .iter()
+            .find(|o| o.kind() == OpKind::Update)
+            .unwrap();
+        assert_eq!(
+            upd.desired().unwrap().display_name.as_deref(),
+            Some("Robert")
+        );
+        assert_eq!(upd.changed(), ["display_name".to_string()]);
+        let ins = again
+            .ops
+            .iter()
+            .find(|o| o.kind() == OpKind::Insert)
+            .unwrap();
+        assert_eq!(
+            ins.desired(),
+            plan.ops
+                .iter()
+                .find(|o| o.kind() == OpKind::Insert)
+                .unwrap()
+                .desired()
+        );
+        // A file that is no plan is refused with exit 2.
+        let other = dir.path().join("x.parquet");
+        std::fs::write(&other, b"PAR1 no").unwrap();
+        assert_eq!(read(&other).err().unwrap().exit_code(), 2);
+    }
+
+    #[test]
+    fn a_saved_plan_whose_contacts_moved_is_refused_naming_them() {
+        let plan = a_plan();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.parquet");
+        write(&plan, Mode::Mirror, "file:///lake", &path).unwrap();
+        let saved = read(&path).unwrap();
+        // b (updated) has a new etag, c (deleted) has other values under the same etag.
+        let mut now = landed();
+        now[1].etag = Some("\"b-2\"".into());
+        now[2].notes = Some("changed".into());
+        let e = saved.replan(&Landed::from_rows(now)).unwrap_err();
+        let m = e.to_string();
+        assert_eq!(e.exit_code(), 2);
+        assert!(m.contains("2 contact(s)"), "{m}");
+        assert!(
+            m.contains("update example.com/b: etag \"b-1\" → \"b-2\""),
+            "{m}"
+        );
+        assert!(
+            m.contains("delete example.com/c: its values changed"),
+            "{m}"
+        );
+        // Gone, and an insert whose key landed meanwhile.
+        let mut now = landed();
+        now.remove(1);
+        let ins = plan
+            .ops
+            .iter()
+            .find(|o| o.kind() == OpKind::Insert)
+            .unwrap();
+        let mut created = rec("n", "Neu");
+        created
+            .extended_properties
+            .push(crate::plan::key_property(&ins.key));
+        now.push(created);
+        let m = saved
+            .replan(&Landed::from_rows(now))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("update example.com/b: deleted since the plan"),
+            "{m}"
+        );
+        assert!(m.contains("insert example.com/(new)"), "{m}");
+    }
+}
