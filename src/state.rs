@@ -202,10 +202,10 @@ fn capitalised(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// `state show` as a table that fits 100 columns (the full cursor is in `--format json`).
+/// `state show` as a table of 99 columns (the full cursor is in `--format json`).
 pub fn render(accounts: &[AccountRuns]) -> String {
     let mut s = format!(
-        "{:<28} {:>4} {:<20} {:<29} {:<11} STATUS\n",
+        "{:<26} {:>4} {:<18} {:<29} {:<11} STATUS\n",
         "SOURCE/ACCOUNT", "SEQ", "CURSOR", "LAST RUN", "MODE"
     );
     for a in accounts {
@@ -214,10 +214,10 @@ pub fn render(accounts: &[AccountRuns]) -> String {
             None => ("-", "-", "-"),
         };
         let line = format!(
-            "{:<28} {:>4} {:<20} {:<29} {:<11} {:<6}",
-            human::fit(&format!("{}/{}", a.source, a.account), 28),
+            "{:<26} {:>4} {:<18} {:<29} {:<11} {:<6}",
+            human::fit(&format!("{}/{}", a.source, a.account), 26),
             a.seq,
-            human::fit(a.cursor.as_deref().unwrap_or("none (next: full)"), 20),
+            human::fit(a.cursor.as_deref().unwrap_or("none: next full"), 18),
             human::fit(run, 29),
             human::fit(mode, 11),
             human::fit(status, 6),

@@ -348,8 +348,9 @@ pub fn progress_style(unit: &'static str) -> indicatif::ProgressStyle {
             }
             _ => write!(w, "{} {unit}", s.pos()),
         };
+        let _ = write!(w, " {:.0}/s", s.per_sec());
     };
-    indicatif::ProgressStyle::with_template("{spinner} {prefix:>28} {gauge} {per_sec} {elapsed}")
+    indicatif::ProgressStyle::with_template("{spinner} {prefix:>28} {gauge} {elapsed}")
         .expect("a valid template")
         .with_key("gauge", gauge)
 }
