@@ -288,7 +288,7 @@ const STATE_EXAMPLES: &str = "\
 Examples:
   contacts-etl state show pipelines/emulator.toml --source crm_contacts
   contacts-etl state reset pipelines/emulator.toml --source crm_contacts --account 101 --yes
-  contacts-etl state drop pipelines/emulator.toml --source crm_contacts --account 103 --yes";
+  contacts-etl state drop pipelines/emulator.toml --source crm_contacts --account 102 --yes";
 const QUERY_EXAMPLES: &str = "\
 Examples:
   contacts-etl query pipelines/emulator.toml \\

@@ -94,7 +94,9 @@ fn check_known(
         return Err(Error::config(format!(
             "--account {a:?}: the lake at {} holds no such account{}; accounts: {}",
             lake.url(),
-            source.map(|s| format!(" of source {s:?}")).unwrap_or_default(),
+            source
+                .map(|s| format!(" of source {s:?}"))
+                .unwrap_or_default(),
             held.join(", ")
         )));
     }
@@ -153,9 +155,9 @@ fn describe(p: &Pipeline, change: Change, a: &AccountRuns) -> String {
                 .sources
                 .iter()
                 .any(|s| s.name == a.source && s.accounts.iter().any(|x| x.id == a.account))
-                || p.sources.iter().any(|s| {
-                    s.name == a.source && s.domain.as_deref() == Some(a.account.as_str())
-                });
+                || p.sources
+                    .iter()
+                    .any(|s| s.name == a.source && s.domain.as_deref() == Some(a.account.as_str()));
             format!(
                 "Drop {name}: its {held} contacts leave the contacts table (each logged as a delete in contact_changes) and its cursor is cleared.{}",
                 if configured {

@@ -185,15 +185,25 @@ mod tests {
             now_us: 1_764_630_605_000_000,
             accounts: vec![
                 account("an-account-with-a-name-longer-than-the-column", None),
-                account("103", Some(format!("HTTP 401: {}", "unauthorized ".repeat(40)))),
+                account(
+                    "103",
+                    Some(format!("HTTP 401: {}", "unauthorized ".repeat(40))),
+                ),
             ],
         };
         let text = st.render();
         for line in text.lines() {
-            assert!(line.chars().count() <= WIDTH, "{} columns: {line}", line.chars().count());
+            assert!(
+                line.chars().count() <= WIDTH,
+                "{} columns: {line}",
+                line.chars().count()
+            );
         }
         assert!(text.contains("1,234,567") && text.contains("3m ago") && text.contains("987.7 MB"));
-        assert!(text.contains("+123,456 -98,…") || text.contains("+123,456 -98,765"), "{text}");
+        assert!(
+            text.contains("+123,456 -98,…") || text.contains("+123,456 -98,765"),
+            "{text}"
+        );
         assert!(text.contains("at 2026-12-01T23:12:00Z: HTTP 401"), "{text}");
         let json: serde_json::Value = serde_json::from_str(&st.render_json().unwrap()).unwrap();
         assert_eq!(

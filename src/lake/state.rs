@@ -18,9 +18,7 @@ use deltalake::kernel::transaction::CommitProperties;
 use deltalake::writer::DeltaWriter;
 use serde_json::json;
 
-use super::{
-    COMMIT_RETRIES, Lake, RunFigures, TableKind, app_id, commit_files, keyed, retry,
-};
+use super::{COMMIT_RETRIES, Lake, RunFigures, TableKind, app_id, commit_files, keyed, retry};
 use crate::error::{Error, Result};
 use crate::model::schema::{ContactRecord, records_to_batch};
 
@@ -334,8 +332,12 @@ fn run_rows(b: &RecordBatch) -> Result<Vec<((String, String), RunRow)>> {
             &arrow::datatypes::DataType::Int64,
         )?)
     };
-    let (seq, upserted, deleted, bytes) =
-        (int("seq")?, int("upserted")?, int("deleted")?, int("bytes")?);
+    let (seq, upserted, deleted, bytes) = (
+        int("seq")?,
+        int("upserted")?,
+        int("deleted")?,
+        int("bytes")?,
+    );
     let n = |a: &arrow::array::ArrayRef, i: usize| -> Option<i64> {
         let a = a.as_primitive::<Int64Type>();
         a.is_valid(i).then(|| a.value(i))

@@ -70,9 +70,15 @@ async fn json_logs_are_json_lines_each_with_the_run_id_and_one_summary() {
     let runs = lake.read_all(TableKind::SyncRuns, None).await.unwrap();
     let runs = contacts_etl::arrow_util::concat(&runs[0].schema(), &runs).unwrap();
     let ids = arrow::compute::cast(runs.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
-    let run_id = arrow::array::AsArray::as_string::<i32>(&ids).value(0).to_string();
+    let run_id = arrow::array::AsArray::as_string::<i32>(&ids)
+        .value(0)
+        .to_string();
     for l in &lines {
-        assert_eq!(run_id_of(l), Some(run_id.as_str()), "an event without the run id: {l}");
+        assert_eq!(
+            run_id_of(l),
+            Some(run_id.as_str()),
+            "an event without the run id: {l}"
+        );
     }
     // Each account's result is an event; the failure is one too.
     let failed: Vec<_> = lines
@@ -90,7 +96,10 @@ async fn json_logs_are_json_lines_each_with_the_run_id_and_one_summary() {
     let s = &summaries[0]["fields"];
     let accounts = s["accounts"].as_array().unwrap();
     assert_eq!(accounts.len(), 3);
-    let up: i64 = accounts.iter().map(|a| a["upserted"].as_i64().unwrap()).sum();
+    let up: i64 = accounts
+        .iter()
+        .map(|a| a["upserted"].as_i64().unwrap())
+        .sum();
     assert_eq!(up, 30 + 20);
     assert_eq!(s["totals"]["upserted"].as_i64(), Some(up));
     assert_eq!(s["totals"]["failed"].as_i64(), Some(1));
@@ -109,8 +118,14 @@ async fn text_logs_off_a_terminal_have_no_colour_and_leave_accounts_to_the_table
     let o = run(&["sync", ps]);
     let err = String::from_utf8(o.stderr).unwrap();
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(!err.contains('\u{1b}'), "colour codes in redirected stderr:\n{err:?}");
-    assert!(!err.contains("account synced"), "a line per account:\n{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "colour codes in redirected stderr:\n{err:?}"
+    );
+    assert!(
+        !err.contains("account synced"),
+        "a line per account:\n{err}"
+    );
     assert!(err.contains("account failed"), "failures stay loud:\n{err}");
     assert!(err.contains("1 of 3 account(s) FAILED"), "{err}");
     // Asked for, the lines per account are there, still without colour.
@@ -183,10 +198,20 @@ async fn status_fits_100_columns_in_human_units_and_speaks_json() {
     let table = String::from_utf8(o.stdout).unwrap();
     assert!(o.status.success(), "{table}");
     for l in table.lines() {
-        assert!(l.chars().count() <= 100, "{} columns: {l}", l.chars().count());
+        assert!(
+            l.chars().count() <= 100,
+            "{} columns: {l}",
+            l.chars().count()
+        );
     }
-    assert!(table.contains("s ago") || table.contains("m ago"), "{table}");
-    assert!(table.contains("crm/102") && table.contains("never"), "{table}");
+    assert!(
+        table.contains("s ago") || table.contains("m ago"),
+        "{table}"
+    );
+    assert!(
+        table.contains("crm/102") && table.contains("never"),
+        "{table}"
+    );
     assert!(table.contains(" KB"), "sizes in units:\n{table}");
 
     let o = run(&["status", ps, "--format", "json"]);
@@ -195,7 +220,10 @@ async fn status_fits_100_columns_in_human_units_and_speaks_json() {
     let lake = contacts_etl::sync::lake_of(&Pipeline::load(&p).unwrap()).unwrap();
     assert_eq!(rows.len(), 3);
     for r in &rows {
-        let (s, a) = (r["source"].as_str().unwrap(), r["account"].as_str().unwrap());
+        let (s, a) = (
+            r["source"].as_str().unwrap(),
+            r["account"].as_str().unwrap(),
+        );
         let held = lake.contacts_of(s, a).await.unwrap().len() as i64;
         assert_eq!(r["held"].as_i64(), Some(held), "{r}");
         for t in ["last_success", "last_failure"] {
@@ -217,12 +245,17 @@ async fn status_fits_100_columns_in_human_units_and_speaks_json() {
         .unwrap();
     let e = errors[0].column_by_name("error").unwrap();
     let e = arrow::compute::cast(e, &arrow::datatypes::DataType::Utf8).unwrap();
-    let whole = arrow::array::AsArray::as_string::<i32>(&e).value(0).to_string();
+    let whole = arrow::array::AsArray::as_string::<i32>(&e)
+        .value(0)
+        .to_string();
     assert_eq!(bad["last_error"].as_str(), Some(whole.as_str()));
     let shown: String = whole.chars().take(30).collect();
     assert!(table.contains(&shown), "{table}");
     let good = rows.iter().find(|r| r["account"] == "101").unwrap();
-    assert_eq!((good["runs"].as_i64(), good["last_mode"].as_str()), (Some(2), Some("incremental")));
+    assert_eq!(
+        (good["runs"].as_i64(), good["last_mode"].as_str()),
+        (Some(2), Some("incremental"))
+    );
     assert!(good["cursor_age_s"].as_i64().unwrap() < 600);
 }
 

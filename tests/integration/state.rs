@@ -122,7 +122,10 @@ async fn state_show_is_what_the_lake_holds() {
     let accounts = [("crm", "101"), ("crm", "102"), ("shared", "example.com")];
     assert_eq!(shown.len(), accounts.len(), "{shown:#?}");
     for (a, (source, account)) in shown.iter().zip(accounts) {
-        assert_eq!((a["source"].as_str(), a["account"].as_str()), (Some(source), Some(account)));
+        assert_eq!(
+            (a["source"].as_str(), a["account"].as_str()),
+            (Some(source), Some(account))
+        );
         // The state the next sync continues from is the one state show prints.
         let state = lake.recover(source, account).await.unwrap();
         assert_eq!(a["seq"].as_i64(), Some(state.seq));
@@ -145,7 +148,9 @@ async fn state_show_is_what_the_lake_holds() {
     let table = String::from_utf8(o.stdout).unwrap();
     assert!(o.status.success());
     assert_eq!(table.lines().count(), 2, "{table}");
-    assert!(table.contains("crm/102") && table.contains(shown[1]["last"]["run_id"].as_str().unwrap()));
+    assert!(
+        table.contains("crm/102") && table.contains(shown[1]["last"]["run_id"].as_str().unwrap())
+    );
     assert!(table.lines().all(|l| l.chars().count() <= 100), "{table}");
 }
 
@@ -172,7 +177,10 @@ async fn a_reset_makes_the_next_sync_a_full_extract_that_reconciles() {
     let state = lake.recover("crm", "101").await.unwrap();
     assert_eq!((state.seq, state.cursor), (3, None));
     let shown = show_json(ps, &["--source", "crm", "--account", "101"]);
-    assert!(shown[0]["cursor"].is_null() && shown[0]["seq"] == 3, "{shown:#?}");
+    assert!(
+        shown[0]["cursor"].is_null() && shown[0]["seq"] == 3,
+        "{shown:#?}"
+    );
 
     let r = sync(&p, false).await;
     assert_ok(&r);
@@ -187,10 +195,16 @@ async fn a_reset_makes_the_next_sync_a_full_extract_that_reconciles() {
     assert_eq!(a.mode, "full", "the reset account extracts in full");
     assert_eq!(mode_of("102").mode, "incremental", "the others do not");
     let (_, deletes) = crate::expected_counts(&m);
-    assert_eq!(a.deleted, deletes, "the full extract reconciles the deletes");
+    assert_eq!(
+        a.deleted, deletes,
+        "the full extract reconciles the deletes"
+    );
     let runs = runs_of(&lake, "crm", "101").await;
     let full = runs.last().unwrap();
-    assert_eq!((full["mode"].as_str(), full["seq"].as_i64()), (Some("full"), Some(4)));
+    assert_eq!(
+        (full["mode"].as_str(), full["seq"].as_i64()),
+        (Some("full"), Some(4))
+    );
     assert!(full["cursor"].is_string());
     assert_lake_matches(&p, &emu).await;
 }
@@ -221,8 +235,15 @@ async fn a_drop_removes_one_account_logs_each_delete_and_readers_see_it() {
     // On a terminal, "n" changes nothing either.
     let o = run_on_terminal(&args, "n");
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("15 contacts leave") || text(&o).contains("contacts leave"), "{}", text(&o));
-    assert_eq!(lake.contacts_of("crm", "101").await.unwrap().len(), gone.len());
+    assert!(
+        text(&o).contains("15 contacts leave") || text(&o).contains("contacts leave"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        lake.contacts_of("crm", "101").await.unwrap().len(),
+        gone.len()
+    );
     assert_eq!(runs_of(&lake, "crm", "101").await.len(), 2);
 
     // "y" on a terminal drops it.
@@ -230,27 +251,42 @@ async fn a_drop_removes_one_account_logs_each_delete_and_readers_see_it() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(lake.contacts_of("crm", "101").await.unwrap().is_empty());
     assert_eq!(lake.contacts_of("crm", "102").await.unwrap(), others[0]);
-    assert_eq!(lake.contacts_of("shared", "example.com").await.unwrap(), others[1]);
+    assert_eq!(
+        lake.contacts_of("shared", "example.com").await.unwrap(),
+        others[1]
+    );
 
     // One sync_runs row for the drop, and each removal in contact_changes under its id.
     let runs = runs_of(&lake, "crm", "101").await;
     let dropped = runs.last().unwrap();
-    assert_eq!((dropped["mode"].as_str(), dropped["seq"].as_i64()), (Some("drop"), Some(3)));
+    assert_eq!(
+        (dropped["mode"].as_str(), dropped["seq"].as_i64()),
+        (Some("drop"), Some(3))
+    );
     assert_eq!(dropped["deleted"].as_i64(), Some(gone.len() as i64));
     let run_id = dropped["run_id"].as_str().unwrap();
     let changes = lake
         .read_all(
             TableKind::ContactChanges,
-            Some(&format!("source = 'crm' AND account = '101' AND _run_id = '{run_id}'")),
+            Some(&format!(
+                "source = 'crm' AND account = '101' AND _run_id = '{run_id}'"
+            )),
         )
         .await
         .unwrap();
-    let mut logged: Vec<ContactRecord> = contacts_etl::schema::batches_to_records(&changes).unwrap();
+    let mut logged: Vec<ContactRecord> =
+        contacts_etl::schema::batches_to_records(&changes).unwrap();
     logged.sort_by(|a, b| a.id.cmp(&b.id));
     assert!(logged.iter().all(|r| r.deleted));
-    assert_eq!(logged.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), gone);
+    assert_eq!(
+        logged.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        gone
+    );
     let shown = show_json(ps, &["--account", "101"]);
-    assert_eq!((shown[0]["held"].as_i64(), shown[0]["seq"].as_i64()), (Some(0), Some(3)));
+    assert_eq!(
+        (shown[0]["held"].as_i64(), shown[0]["seq"].as_i64()),
+        (Some(0), Some(3))
+    );
     assert!(shown[0]["cursor"].is_null());
 
     // An independent reader (DuckDB's Delta extension) sees only the other accounts.
@@ -266,7 +302,10 @@ async fn a_drop_removes_one_account_logs_each_delete_and_readers_see_it() {
     // Still in the pipeline: the next sync brings it back in full, exactly.
     let r = sync(&p, false).await;
     assert_ok(&r);
-    assert_eq!(r.accounts.iter().find(|a| a.account == "101").unwrap().mode, "full");
+    assert_eq!(
+        r.accounts.iter().find(|a| a.account == "101").unwrap().mode,
+        "full"
+    );
     assert_lake_matches(&p, &emu).await;
 }
 
@@ -283,17 +322,37 @@ async fn unknown_sources_and_accounts_are_usage_errors_that_name_what_exists() {
             assert!(t.contains(s), "{args:?}: lacks {s:?}: {t}");
         }
     };
-    usage(&["state", "show", ps, "--source", "nope"], &["\"nope\"", "crm", "shared"]);
+    usage(
+        &["state", "show", ps, "--source", "nope"],
+        &["\"nope\"", "crm", "shared"],
+    );
     usage(
         &["state", "show", ps, "--account", "999"],
         &["\"999\"", "crm/101", "crm/102", "shared/example.com"],
     );
     usage(
-        &["state", "reset", ps, "--source", "crm", "--account", "example.com"],
+        &[
+            "state",
+            "reset",
+            ps,
+            "--source",
+            "crm",
+            "--account",
+            "example.com",
+        ],
         &["\"example.com\"", "of source \"crm\"", "crm/101"],
     );
     usage(
-        &["state", "drop", ps, "--source", "nope", "--account", "101", "--yes"],
+        &[
+            "state",
+            "drop",
+            ps,
+            "--source",
+            "nope",
+            "--account",
+            "101",
+            "--yes",
+        ],
         &["\"nope\"", "crm, shared"],
     );
     // Nothing was recorded.
@@ -307,5 +366,8 @@ async fn unknown_sources_and_accounts_are_usage_errors_that_name_what_exists() {
             .replace("url = \"lake\"", "url = \"empty-lake\""),
     )
     .unwrap();
-    usage(&["state", "show", empty.to_str().unwrap()], &["no account yet", "sync"]);
+    usage(
+        &["state", "show", empty.to_str().unwrap()],
+        &["no account yet", "sync"],
+    );
 }
