@@ -371,3 +371,190 @@ async fn unknown_sources_and_accounts_are_usage_errors_that_name_what_exists() {
         &["no account yet", "sync"],
     );
 }
+
+/// Counts `(delete rows of state-drop runs, distinct ids among them)` of one account in
+/// `contact_changes`.
+async fn drop_deletes(lake: &Lake, source: &str, account: &str) -> (i64, i64) {
+    let sql = format!(
+        "SELECT count(*), count(DISTINCT c.id) FROM contact_changes c JOIN sync_runs r \
+         ON c._run_id = r.run_id AND c.source = r.source AND c.account = r.account \
+         WHERE r.mode = 'drop' AND c.deleted AND c.source = '{source}' AND c.account = '{account}'"
+    );
+    let b = contacts_etl::sql::query(lake, &sql).await.unwrap();
+    let n = |i: usize| {
+        let c = arrow::compute::cast(b[0].column(i), &arrow::datatypes::DataType::Int64).unwrap();
+        arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(&c).value(0)
+    };
+    (n(0), n(1))
+}
+
+/// A drop killed (SIGKILL) at a random moment is completed by the next run of the
+/// account: no contact of it is left, each is logged as deleted exactly once, the other
+/// accounts are untouched, and the run numbers stay contiguous.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_killed_at_random_moments_is_completed_by_the_next_run() {
+    use rand::Rng as _;
+    let emu = Emulator::start(EmulatorConfig {
+        google_contacts: 2000,
+        aurinko_accounts: 1,
+        aurinko_contacts: 30,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut span = std::time::Duration::ZERO;
+    let mut killed = 0;
+    for trial in 0..4 {
+        let p = write_pipeline(
+            dir.path(),
+            &emu,
+            &PipelineSpec {
+                lake_url: &format!("lake-{trial}"),
+                aurinko_accounts: vec!["101".into()],
+                ..Default::default()
+            },
+        );
+        assert_ok(&sync(&p, false).await);
+        let lake = contacts_etl::sync::lake_of(&Pipeline::load(&p).unwrap()).unwrap();
+        let held = lake
+            .contacts_of("shared", "example.com")
+            .await
+            .unwrap()
+            .len() as i64;
+        let crm = lake.contacts_of("crm", "101").await.unwrap();
+        let args = [
+            "state",
+            "drop",
+            p.to_str().unwrap(),
+            "--source",
+            "shared",
+            "--account",
+            "example.com",
+            "--yes",
+        ];
+        let t = std::time::Instant::now();
+        let mut child = Command::new(crate::bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The first trial runs whole and times a drop; the others are killed within that.
+        if trial > 0 {
+            let at = rand::rng().random_range(0..span.as_millis().max(1) as u64);
+            tokio::time::sleep(std::time::Duration::from_millis(at)).await;
+            if child.try_wait().unwrap().is_none() {
+                killed += 1;
+            }
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+        if trial == 0 {
+            span = t.elapsed();
+        }
+        // The next run of the account: a drop again, which finishes what was begun.
+        let o = run(&args);
+        assert!(o.status.success(), "trial {trial}: {}", text(&o));
+        assert!(
+            lake.contacts_of("shared", "example.com")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(lake.contacts_of("crm", "101").await.unwrap(), crm);
+        assert_eq!(
+            drop_deletes(&lake, "shared", "example.com").await,
+            (held, held),
+            "trial {trial}: each contact logged as deleted once"
+        );
+        let seqs: Vec<i64> = runs_of(&lake, "shared", "example.com")
+            .await
+            .iter()
+            .filter(|r| r["status"] == "ok")
+            .map(|r| r["seq"].as_i64().unwrap())
+            .collect();
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as i64).collect::<Vec<_>>(),
+            "trial {trial}"
+        );
+        // Still configured: the next sync lands it again, exactly.
+        assert_ok(&sync(&p, false).await);
+        assert_lake_matches(&p, &emu).await;
+    }
+    eprintln!("{killed} of 3 drops killed mid-run (span {span:?})");
+}
+
+/// Reset and drop on the S3 server: the same runs, the same results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_changes_on_the_s3_server() {
+    if crate::require_s3("state_changes_on_the_s3_server").is_none() {
+        return;
+    }
+    let emu = Emulator::start(EmulatorConfig {
+        google_contacts: 40,
+        aurinko_accounts: 2,
+        aurinko_contacts: 15,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = crate::s3_lake_url("state");
+    let p = write_pipeline(
+        dir.path(),
+        &emu,
+        &PipelineSpec {
+            lake_url: &url,
+            aurinko_accounts: vec!["101".into(), "102".into()],
+            ..Default::default()
+        },
+    );
+    assert_ok(&sync(&p, false).await);
+    let ps = p.to_str().unwrap();
+    let lake = contacts_etl::sync::lake_of(&Pipeline::load(&p).unwrap()).unwrap();
+    let other = lake.contacts_of("crm", "102").await.unwrap();
+    let o = run(&[
+        "state",
+        "drop",
+        ps,
+        "--source",
+        "crm",
+        "--account",
+        "101",
+        "--yes",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(lake.contacts_of("crm", "101").await.unwrap().is_empty());
+    assert_eq!(lake.contacts_of("crm", "102").await.unwrap(), other);
+    assert_eq!(drop_deletes(&lake, "crm", "101").await, (15, 15));
+    let o = run(&[
+        "state",
+        "reset",
+        ps,
+        "--source",
+        "shared",
+        "--account",
+        "example.com",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    emu.mutate_google(2, 2, 2);
+    let r = sync(&p, false).await;
+    assert_ok(&r);
+    let modes: Vec<(&str, &str)> = r
+        .accounts
+        .iter()
+        .map(|a| (a.account.as_str(), a.mode.as_str()))
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            ("101", "full"),
+            ("102", "incremental"),
+            ("example.com", "full")
+        ]
+    );
+    assert_lake_matches(&p, &emu).await;
+}
