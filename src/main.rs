@@ -435,12 +435,27 @@ fn init_logging(cli: &Cli) {
     });
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| LogWriter)
         // Colour only for a person: redirected stderr gets plain text.
         .with_ansi(std::io::stderr().is_terminal());
     match cli.log_format {
         LogFormat::Json => b.json().init(),
         LogFormat::Text => b.with_target(false).init(),
+    }
+}
+
+/// Stderr for log lines: each is written with the progress bars cleared, so that it lands
+/// above them and no half-drawn bar stays behind it.
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        contacts_etl::sync::suspend_progress(|| std::io::stderr().write_all(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 

@@ -264,7 +264,7 @@ pub async fn run_sync(p: &Pipeline, opts: &SyncOptions) -> Result<SyncReport> {
     });
     lake.ensure_tables().await?;
     let run_id = new_run_id();
-    let multi = opts.progress.then(indicatif::MultiProgress::new);
+    let multi = opts.progress.then(|| progress_bars().clone());
     let mut report = SyncReport {
         run_id: run_id.clone(),
         accounts: vec![],
@@ -327,6 +327,24 @@ fn account_progress(
         pb.enable_steady_tick(std::time::Duration::from_millis(120));
         pb
     })
+}
+
+/// The progress bars of this process's syncs: one set, so that log lines can be written
+/// between its redraws ([`suspend_progress`]) instead of through them.
+static BARS: std::sync::OnceLock<indicatif::MultiProgress> = std::sync::OnceLock::new();
+
+/// The process's progress bars (drawn on stderr), made when first needed.
+pub fn progress_bars() -> &'static indicatif::MultiProgress {
+    BARS.get_or_init(indicatif::MultiProgress::new)
+}
+
+/// Runs `f` (a write to stderr) with the progress bars cleared, and draws them again
+/// after: a log line lands above the bars, whole, and no old bar is left behind it.
+pub fn suspend_progress<R>(f: impl FnOnce() -> R) -> R {
+    match BARS.get() {
+        Some(bars) => bars.suspend(f),
+        None => f(),
+    }
 }
 
 /// A progress line that draws a bar and `pos/len` when the total is known, and only the

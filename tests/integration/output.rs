@@ -156,15 +156,7 @@ async fn on_a_terminal_sync_draws_counts_and_bars_then_only_the_table() {
             ..Default::default()
         },
     );
-    // util-linux `script` runs it on a terminal of 120 columns.
-    let line = format!("stty cols 120; '{}' sync '{}'", crate::bin(), p.display());
-    let o = Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("util-linux script");
-    let screen = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(o.status.success(), "{screen}");
+    let screen = sync_on_a_terminal(&p);
     // Aurinko announces no total: a count and a rate, never `N/0`.
     assert!(!screen.contains("/0 contacts"), "{screen}");
     let counts = regex_free_find(&screen, "crm/101 ", " contacts ");
@@ -175,6 +167,39 @@ async fn on_a_terminal_sync_draws_counts_and_bars_then_only_the_table() {
     // Then the table, and no line per account.
     assert!(screen.contains("all 2 account(s) synced"), "{screen}");
     assert!(!screen.contains("account synced"), "{screen}");
+
+    // A warning in the middle of a run is written with the bars cleared, so it is whole
+    // and no bar is left half-drawn before it: what precedes it ends a clearing sequence
+    // (or a line), never a bar's text.
+    emu.expire_aurinko_tokens();
+    let screen = sync_on_a_terminal(&p);
+    let warns: Vec<usize> = screen.match_indices(" WARN").map(|(i, _)| i).collect();
+    assert!(!warns.is_empty(), "no warning to look at:\n{screen}");
+    for w in warns {
+        // The line starts at its (dimmed) timestamp.
+        let start = screen[..w].rfind("\u{1b}[2m").expect("a timestamp");
+        let before = &screen[..start];
+        assert!(
+            before.ends_with('K') || before.ends_with('A') || before.ends_with('\n'),
+            "a log line written over the bars: {:?}",
+            &before[before.len().saturating_sub(120)..]
+        );
+    }
+    assert!(screen.contains("resync"), "{screen}");
+}
+
+/// Runs `sync` on a terminal of 120 columns (util-linux `script` makes one) and returns
+/// what it drew.
+fn sync_on_a_terminal(p: &Path) -> String {
+    let line = format!("stty cols 120; '{}' sync '{}'", crate::bin(), p.display());
+    let o = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("util-linux script");
+    let screen = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{screen}");
+    screen
 }
 
 /// Whether some `start … end` stretch of `text` (on one line) has only digits between.
