@@ -664,7 +664,10 @@ async fn run(cli: Cli) -> Result<u8> {
             match (format, output) {
                 (OutFormat::Parquet, Some(dest)) => {
                     contacts_etl::sql::write_parquet(&lake, &batches, &dest).await?;
-                    eprintln!("{rows} rows written to {dest}");
+                    say(
+                        tracing::Level::INFO,
+                        &format!("{rows} rows written to {dest}"),
+                    );
                 }
                 (f, dest) => {
                     let text = contacts_etl::sql::render(&batches, f.name())?;
@@ -676,7 +679,10 @@ async fn run(cli: Cli) -> Result<u8> {
                         }
                         Some(path) => {
                             write_local(&path, text.as_bytes())?;
-                            eprintln!("{rows} rows written to {path}");
+                            say(
+                                tracing::Level::INFO,
+                                &format!("{rows} rows written to {path}"),
+                            );
                         }
                         None => out(&text)?,
                     }
@@ -802,11 +808,14 @@ async fn run(cli: Cli) -> Result<u8> {
                     .and_then(|()| std::fs::rename(&tmp, &f))
                     .map_err(|e| Error::config(format!("--env-file {}: {e}", f.display())))?;
             }
-            eprintln!(
-                "Google feed: {}/m8/feeds/contacts/{}/full   Aurinko: {}/v1/contacts/sync   (Ctrl-C stops)",
-                emu.url(),
-                emu.config().google_domain,
-                emu.url()
+            say(
+                tracing::Level::INFO,
+                &format!(
+                    "Google feed: {}/m8/feeds/contacts/{}/full   Aurinko: {}/v1/contacts/sync   (Ctrl-C stops)",
+                    emu.url(),
+                    emu.config().google_domain,
+                    emu.url()
+                ),
             );
             tokio::signal::ctrl_c().await?;
             emu.shutdown().await;

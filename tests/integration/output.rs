@@ -108,6 +108,32 @@ async fn json_logs_are_json_lines_each_with_the_run_id_and_one_summary() {
     assert_eq!(bad["status"], "failed");
     assert!(bad["error"].as_str().unwrap().contains("401"), "{bad}");
     assert_eq!(summaries[0]["level"], "ERROR");
+
+    // An error that ends a command is a JSON event too.
+    let o = run(&[
+        "state",
+        "show",
+        ps,
+        "--source",
+        "nope",
+        "--log-format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8(o.stderr).unwrap();
+    let events: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(events.len(), 1, "{err}");
+    assert_eq!(events[0]["level"], "ERROR");
+    assert!(
+        events[0]["fields"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("\"nope\""),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
