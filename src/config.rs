@@ -66,105 +66,52 @@ pub struct LakeConfig {
     pub deletion_vectors: bool,
 }
 
-/// One `[[sources]]` entry.
+/// One `[[sources]]` entry: the settings every provider shares, and the provider's own
+/// settings (every other key), which the provider reads and checks itself
+/// (`providers::<name>::config`), so adding a provider changes nothing here.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// The source's name: the `source` column and the `--source` selector.
     pub name: String,
-    /// Which API this source reads.
-    pub provider: Provider,
+    /// Which API this source reads: a name in the providers' registry.
+    pub provider: String,
     /// The API's base URL (the emulator's URL in tests).
     pub base_url: String,
-    /// Google: the domain whose shared contacts are read.
-    pub domain: Option<String>,
-    /// Google: how to authenticate.
-    pub auth: Option<AuthConfig>,
-    /// Google: `full` (default), `thin` or `property-KEY`.
-    pub projection: Option<String>,
-    /// Google: entries per page (default 500; the API's own default is 25, and
-    /// `max-results=1000` has timed out on very large domains).
-    pub page_size: Option<u32>,
-    /// Aurinko: the accounts, each with the variable holding its token.
-    #[serde(default)]
-    pub accounts: Vec<AccountConfig>,
-    /// Aurinko: a CSV file (`id,token_env,token_file`, header optional) listing accounts,
-    /// relative to the pipeline file.
-    pub accounts_file: Option<String>,
     /// How many requests (Google pages, Aurinko accounts) run at once (default 4).
     pub concurrency: Option<usize>,
     /// Per-request timeout in seconds (default 60).
     pub timeout_secs: Option<u64>,
     /// Retries of a failing request before giving up (default 6).
     pub max_retries: Option<u32>,
-    /// Google: also land contact photos in `contact_photos` (default false). Only photos
-    /// whose etag is new or changed since the lake last saw them are fetched.
-    #[serde(default)]
-    pub photos: bool,
-    /// Google: photo downloads at once (default 8).
-    pub photo_concurrency: Option<usize>,
     /// First retry delay in milliseconds; doubles each time, with jitter (default 500).
     pub retry_base_ms: Option<u64>,
+    /// The provider's own settings (`domain`, `auth`, `accounts`, …), `${VAR}`s already
+    /// replaced. Unknown keys are refused by the provider.
+    #[serde(flatten)]
+    pub settings: toml::Table,
+    /// Where the entry stands, for errors: `pipeline.toml: sources[0]`.
+    #[serde(skip)]
+    pub place: String,
 }
 
-/// The providers this build knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    /// Google Domain Shared Contacts API (GData v3).
-    Google,
-    /// Aurinko Contacts API.
-    Aurinko,
-}
+impl SourceConfig {
+    /// A configuration error about this entry, prefixed with where it stands.
+    pub fn error(&self, message: impl std::fmt::Display) -> Error {
+        Error::config(format!("{} ({}): {message}", self.place, self.name))
+    }
 
-/// How a source authenticates.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum AuthConfig {
-    /// `Authorization: Bearer <token>`, the token read from `token_env` or `token_file`.
-    Bearer {
-        /// The environment variable holding the token.
-        token_env: Option<String>,
-        /// A file holding the token (e.g. a mounted Kubernetes secret), relative to the
-        /// pipeline file.
-        token_file: Option<String>,
-    },
-    /// A Google service account key file with domain-wide delegation.
-    ServiceAccount {
-        /// Path to the JSON key file.
-        key_file: String,
-        /// The admin to impersonate (`sub`).
-        subject: String,
-        /// OAuth scope (default `https://www.google.com/m8/feeds`).
-        scope: Option<String>,
-    },
-    /// Legacy ClientLogin: `Authorization: GoogleLogin auth=<token>`.
-    ClientLogin {
-        /// The environment variable holding the auth token.
-        token_env: Option<String>,
-        /// A file holding the auth token.
-        token_file: Option<String>,
-    },
-    /// Aurinko app credentials: Basic client id/secret plus `X-Aurinko-Account-Id`.
-    App {
-        /// The environment variable holding the client id.
-        client_id_env: String,
-        /// The environment variable holding the client secret.
-        client_secret_env: String,
-    },
-}
+    /// Names one of the entry's keys for errors: `pipeline.toml: sources[0].accounts[1].id`.
+    pub fn key(&self, key: &str) -> String {
+        format!("{}.{key}", self.place)
+    }
 
-/// One Aurinko account.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccountConfig {
-    /// The Aurinko account id.
-    pub id: String,
-    /// The environment variable holding the account's bearer token (not needed with
-    /// `auth = { kind = "app", … }`).
-    pub token_env: Option<String>,
-    /// A file holding the account's bearer token, relative to the pipeline file.
-    pub token_file: Option<String>,
+    /// The provider's settings as its own type `T` (which should deny unknown fields);
+    /// a wrong key or type is an error naming this entry.
+    pub fn settings_as<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        toml::Value::Table(self.settings.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| self.error(e.message().trim()))
+    }
 }
 
 /// Longest source name. It is a partition value (a folder name) of every table.
@@ -262,32 +209,9 @@ impl Pipeline {
             f(&format!("lake.storage_options.{k}"), v)?;
         }
         for (i, s) in self.sources.iter_mut().enumerate() {
-            let at = |k: &str| format!("sources[{i}].{k}");
-            f(&at("base_url"), &mut s.base_url)?;
-            if let Some(d) = s.domain.as_mut() {
-                f(&at("domain"), d)?;
-            }
-            if let Some(a) = s.accounts_file.as_mut() {
-                f(&at("accounts_file"), a)?;
-            }
-            match s.auth.as_mut() {
-                Some(AuthConfig::ServiceAccount {
-                    key_file, subject, ..
-                }) => {
-                    f(&at("auth.key_file"), key_file)?;
-                    f(&at("auth.subject"), subject)?;
-                }
-                Some(
-                    AuthConfig::Bearer {
-                        token_file: Some(t),
-                        ..
-                    }
-                    | AuthConfig::ClientLogin {
-                        token_file: Some(t),
-                        ..
-                    },
-                ) => f(&at("auth.token_file"), t)?,
-                _ => {}
+            f(&format!("sources[{i}].base_url"), &mut s.base_url)?;
+            for (k, v) in s.settings.iter_mut() {
+                interpolate_value(v, &format!("sources[{i}].{k}"), &f)?;
             }
         }
         Ok(())
@@ -305,7 +229,6 @@ impl Pipeline {
             return err("lake.url carries a user name or password (user:password@); secrets are refused in the pipeline file. Remove them and export the store's credentials (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)".into());
         }
         let mut seen = std::collections::HashSet::new();
-        let dir = self.dir();
         for (i, s) in self.sources.iter_mut().enumerate() {
             if s.name.is_empty()
                 || !s
@@ -351,113 +274,7 @@ impl Pipeline {
                 }
                 Ok(_) => {}
             }
-            match s.provider {
-                Provider::Google => {
-                    if s.domain.as_deref().is_none_or(str::is_empty) {
-                        return err(format!(
-                            "sources[{i}] ({}) is a google source and needs domain = \"example.com\"",
-                            s.name
-                        ));
-                    }
-                    // The domain is the source's account: the same rules hold.
-                    if let Some(d) = &s.domain
-                        && let Err(why) = check_account_id(d)
-                    {
-                        return err(format!("sources[{i}].domain {d:?} {why}"));
-                    }
-                    if s.auth.is_none() {
-                        return err(format!(
-                            "sources[{i}] ({}) needs auth = {{ kind = \"bearer\", token_env = \"GOOGLE_TOKEN\" }} or a service_account",
-                            s.name
-                        ));
-                    }
-                    if let Some(
-                        AuthConfig::Bearer {
-                            token_env,
-                            token_file,
-                        }
-                        | AuthConfig::ClientLogin {
-                            token_env,
-                            token_file,
-                        },
-                    ) = &s.auth
-                        && token_env.is_none() == token_file.is_none()
-                    {
-                        return err(format!(
-                            "sources[{i}] ({}).auth needs exactly one of token_env or token_file",
-                            s.name
-                        ));
-                    }
-                    if matches!(s.auth, Some(AuthConfig::App { .. })) {
-                        return err(format!(
-                            "sources[{i}] ({}): auth kind \"app\" is for aurinko sources",
-                            s.name
-                        ));
-                    }
-                    if let Some(p) = &s.projection
-                        && !(p == "full" || p == "thin" || p.starts_with("property-"))
-                    {
-                        return err(format!(
-                            "sources[{i}].projection {p:?} must be full, thin or property-KEY"
-                        ));
-                    }
-                    if s.page_size == Some(0) {
-                        return err(format!("sources[{i}].page_size must be at least 1"));
-                    }
-                    if s.photo_concurrency == Some(0) {
-                        return err(format!("sources[{i}].photo_concurrency must be at least 1"));
-                    }
-                }
-                Provider::Aurinko => {
-                    if s.photos {
-                        return err(format!(
-                            "sources[{i}] ({}): photos = true is supported for google sources only; remove it",
-                            s.name
-                        ));
-                    }
-                    // Where each account is configured, for errors.
-                    let mut places: Vec<String> = (0..s.accounts.len())
-                        .map(|j| format!("{file}: sources[{i}].accounts[{j}].id"))
-                        .collect();
-                    if let Some(file_name) = s.accounts_file.clone() {
-                        let path = dir.join(&file_name);
-                        for (line, a) in read_accounts_file(&path)? {
-                            places.push(format!("{}:{line}", path.display()));
-                            s.accounts.push(a);
-                        }
-                    }
-                    let mut first_at: std::collections::HashMap<&str, &str> = Default::default();
-                    for (a, at) in s.accounts.iter().zip(&places) {
-                        if let Err(why) = check_account_id(&a.id) {
-                            return Err(Error::config(format!(
-                                "{at}: the account id {:?} {why}",
-                                a.id
-                            )));
-                        }
-                        if let Some(before) = first_at.insert(&a.id, at) {
-                            return Err(Error::config(format!(
-                                "{at}: the account {} is listed twice in source {} (first at {before}); remove one",
-                                a.id, s.name
-                            )));
-                        }
-                    }
-                    if s.accounts.is_empty() {
-                        return err(format!(
-                            "sources[{i}] ({}) is an aurinko source and needs accounts = [{{ id = \"101\", token_env = \"AURINKO_TOKEN_101\" }}] or accounts_file",
-                            s.name
-                        ));
-                    }
-                    let app = matches!(s.auth, Some(AuthConfig::App { .. }));
-                    for a in &s.accounts {
-                        if !app && a.token_env.is_none() == a.token_file.is_none() {
-                            return err(format!(
-                                "sources[{i}] ({}): account {} needs exactly one of token_env or token_file (or use auth = {{ kind = \"app\", … }})",
-                                s.name, a.id
-                            ));
-                        }
-                    }
-                }
-            }
+            s.place = format!("{file}: sources[{i}]");
         }
         Ok(())
     }
@@ -612,87 +429,23 @@ pub fn interpolate_with(
     Ok(out)
 }
 
-/// Reads an accounts file: CSV records `id,token_env,token_file` (RFC 4180: fields may be
-/// quoted, `""` is a quote inside one), an optional header whose first field is `id`,
-/// blank lines and `#` comments. Returns each account with its line number.
-fn read_accounts_file(path: &Path) -> Result<Vec<(usize, AccountConfig)>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::config(format!("cannot read accounts_file {}: {e}", path.display())))?;
-    let mut out = Vec::new();
-    let mut header_allowed = true;
-    for (n, line) in text.lines().enumerate() {
-        let at = || format!("{}:{}", path.display(), n + 1);
-        let trimmed = line.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let fields = csv_fields(line).map_err(|why| Error::config(format!("{}: {why}", at())))?;
-        if std::mem::take(&mut header_allowed) && fields[0] == "id" {
-            continue;
-        }
-        if fields.len() > 3 {
-            return Err(Error::config(format!(
-                "{}: {} fields; an account line is id,token_env,token_file",
-                at(),
-                fields.len()
-            )));
-        }
-        let mut fields = fields.into_iter();
-        let id = fields.next().unwrap_or_default();
-        let token_env = fields.next().filter(|s| !s.is_empty());
-        let token_file = fields.next().filter(|s| !s.is_empty());
-        if id.is_empty() {
-            return Err(Error::config(format!("{}: empty account id", at())));
-        }
-        out.push((
-            n + 1,
-            AccountConfig {
-                id,
-                token_env,
-                token_file,
-            },
-        ));
-    }
-    Ok(out)
-}
-
-/// Splits one CSV line into fields, unquoting quoted ones; spaces around a field are
-/// dropped. A record spanning lines is refused: no account field needs a line break.
-fn csv_fields(line: &str) -> std::result::Result<Vec<String>, String> {
-    let mut fields = Vec::new();
-    let mut chars = line.chars().peekable();
-    loop {
-        while chars.next_if(|c| *c == ' ' || *c == '\t').is_some() {}
-        let mut field = String::new();
-        if chars.next_if_eq(&'"').is_some() {
-            loop {
-                match chars.next() {
-                    Some('"') if chars.next_if_eq(&'"').is_some() => field.push('"'),
-                    Some('"') => break,
-                    Some(c) => field.push(c),
-                    None => return Err("a quoted field is not closed on its line".into()),
-                }
-            }
-            while chars
-                .next_if(|c| *c == ' ' || *c == '\t' || *c == '\r')
-                .is_some()
-            {}
-            if chars.peek().is_some_and(|c| *c != ',') {
-                return Err("text after a closing quote; quote the whole field".into());
-            }
-        } else {
-            while let Some(c) = chars.next_if(|c| *c != ',') {
-                if c == '"' {
-                    return Err("a quote inside an unquoted field; quote the whole field".into());
-                }
-                field.push(c);
-            }
-            field = field.trim().to_string();
-        }
-        fields.push(field);
-        if chars.next().is_none() {
-            return Ok(fields);
-        }
+/// Replaces `${VAR}`s in every string of a provider setting (tables and arrays too);
+/// `at` names the setting in errors.
+fn interpolate_value(
+    v: &mut toml::Value,
+    at: &str,
+    f: &dyn Fn(&str, &mut String) -> Result<()>,
+) -> Result<()> {
+    match v {
+        toml::Value::String(s) => f(at, s),
+        toml::Value::Table(t) => t
+            .iter_mut()
+            .try_for_each(|(k, v)| interpolate_value(v, &format!("{at}.{k}"), f)),
+        toml::Value::Array(a) => a
+            .iter_mut()
+            .enumerate()
+            .try_for_each(|(i, v)| interpolate_value(v, &format!("{at}[{i}]"), f)),
+        _ => Ok(()),
     }
 }
 
@@ -724,8 +477,17 @@ accounts = [{ id = "101", token_env = "A101" }]
     fn parses_a_good_pipeline() {
         let p = parse(GOOD).unwrap();
         assert_eq!(p.sources.len(), 2);
-        assert_eq!(p.sources[0].provider, Provider::Google);
-        assert_eq!(p.sources[1].accounts[0].id, "101");
+        assert_eq!(p.sources[0].provider, "google");
+        // The provider's own keys are kept for it, interpolated, with where they stand.
+        assert_eq!(
+            p.sources[0].settings["domain"].as_str(),
+            Some("example.com")
+        );
+        assert_eq!(
+            p.sources[1].key("accounts[0].id"),
+            "p.toml: sources[1].accounts[0].id"
+        );
+        assert!(p.sources[1].settings.contains_key("accounts"));
     }
 
     #[test]
@@ -742,12 +504,12 @@ accounts = [{ id = "101", token_env = "A101" }]
     #[test]
     fn unknown_keys_name_the_key() {
         let t = GOOD.replace(
-            "domain = \"example.com\"",
-            "domain = \"example.com\"\npagesize = 3",
+            "url = \"file:///tmp/lake\"",
+            "url = \"file:///tmp/lake\"\nurll = 3",
         );
         let e = parse(&t).unwrap_err();
         assert_eq!(e.exit_code(), 2);
-        assert!(e.to_string().contains("pagesize"), "{e}");
+        assert!(e.to_string().contains("urll"), "{e}");
     }
 
     #[test]
@@ -779,42 +541,7 @@ accounts = [{ id = "101", token_env = "A101" }]
     }
 
     #[test]
-    fn account_ids_are_checked_where_they_are_configured() {
-        for (id, why) in [
-            ("a/b", "'/'"),
-            ("10%2F", "'%'"),
-            ("a\\nb", "'\\n'"),
-            ("..", "'.'"),
-            ("", "empty"),
-        ] {
-            let t = GOOD.replace("id = \"101\"", &format!("id = \"{id}\""));
-            let e = parse(&t).unwrap_err().to_string();
-            assert!(
-                e.contains("p.toml: sources[1].accounts[0].id") && e.contains(why),
-                "{id}: {e}"
-            );
-        }
-        let long = "1".repeat(MAX_ACCOUNT_ID_LEN + 1);
-        let e = parse(&GOOD.replace("\"101\"", &format!("\"{long}\"")))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("129 characters"), "{e}");
-        let e = parse(&GOOD.replace(
-            "{ id = \"101\", token_env = \"A101\" }",
-            "{ id = \"101\", token_env = \"A\" }, { id = \"101\", token_env = \"B\" }",
-        ))
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains("sources[1].accounts[1].id")
-                && e.contains("twice")
-                && e.contains("accounts[0]"),
-            "{e}"
-        );
-        let e = parse(&GOOD.replace("example.com", "example.com/../x"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("sources[0].domain"), "{e}");
+    fn source_names_are_checked() {
         let e = parse(&GOOD.replace("name = \"a\"", &format!("name = \"{}\"", "a".repeat(65))))
             .unwrap_err()
             .to_string();
@@ -822,56 +549,14 @@ accounts = [{ id = "101", token_env = "A101" }]
             e.contains("sources[1].name") && e.contains("at most 64"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn accounts_files_are_csv() {
-        let dir = tempfile::tempdir().unwrap();
-        let csv = dir.path().join("accounts.csv");
-        std::fs::write(
-            &csv,
-            "id,token_env,token_file\n# a comment\n\n\"101\", \"AURINKO_TOKEN_101\"\n102,,\"tokens/a,b\"\"c\"\n",
-        )
-        .unwrap();
-        let pipeline = dir.path().join("p.toml");
-        let t = GOOD.replace(
-            "accounts = [{ id = \"101\", token_env = \"A101\" }]",
-            "accounts_file = \"accounts.csv\"",
-        );
-        let p = Pipeline::parse(&t, &pipeline).unwrap();
-        let a = &p.sources[1].accounts;
-        assert_eq!(a.len(), 2);
-        assert_eq!(
-            (a[0].id.as_str(), a[0].token_env.as_deref()),
-            ("101", Some("AURINKO_TOKEN_101"))
-        );
-        assert_eq!(
-            (a[1].id.as_str(), a[1].token_file.as_deref()),
-            ("102", Some("tokens/a,b\"c"))
-        );
-        for (body, line, why) in [
-            ("101,A\n\"102,B\n", 2, "not closed"),
-            ("101,A\n102,B\n101,C\n", 3, "twice"),
-            ("101,A\n1 0,B\n", 2, "' '"),
-            ("101,A,f,x\n", 1, "4 fields"),
-        ] {
-            std::fs::write(&csv, body).unwrap();
-            let e = Pipeline::parse(&t, &pipeline).unwrap_err();
-            assert_eq!(e.exit_code(), 2);
-            let e = e.to_string();
-            assert!(
-                e.contains(&format!("accounts.csv:{line}")) && e.contains(why),
-                "{body}: {e}"
-            );
-        }
-    }
-
-    #[test]
-    fn missing_domain_and_duplicate_names() {
-        let e = parse(&GOOD.replace("domain = \"example.com\"\n", ""))
+        let e = parse(&GOOD.replace("name = \"a\"", "name = \"a/b\""))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("needs domain"), "{e}");
+        assert!(e.contains("sources[1].name"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_names() {
         let e = parse(&GOOD.replace("name = \"a\"", "name = \"g\""))
             .unwrap_err()
             .to_string();

@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::config::Pipeline;
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::error::{Error, Result};
 use crate::sync::{SyncOptions, run_sync};
@@ -97,7 +96,7 @@ pub async fn run(dir: &Path, contacts: usize) -> Result<()> {
     );
     let path = write_pipeline(&dir, emu.url(), &emu.config().google_domain)?;
     say!("   pipeline file: {}", path.display());
-    let pipeline = Pipeline::load(&path)?;
+    let pipeline = crate::providers::load_pipeline(&path)?;
 
     let step = |n: u32, what: &str, r: &crate::sync::SyncReport, secs: f64| -> Result<()> {
         let up: i64 = r.accounts.iter().map(|a| a.upserted).sum();

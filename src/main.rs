@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use contacts_etl::config::Pipeline;
 use contacts_etl::emulator::{Emulator, EmulatorConfig, FaultSpec};
 use contacts_etl::{Error, Result};
 
@@ -537,7 +536,7 @@ async fn run_state(action: StateAction) -> Result<u8> {
             account,
             format,
         } => {
-            let p = Pipeline::load(&pipeline)?;
+            let p = contacts_etl::providers::load_pipeline(&pipeline)?;
             let accounts = state::show(&p, source.as_deref(), account.as_deref()).await?;
             out(&match format {
                 ShowFormat::Text => state::render(&accounts),
@@ -558,7 +557,7 @@ async fn run_state(action: StateAction) -> Result<u8> {
             yes,
         } => (pipeline, Change::Drop, source, account, yes),
     };
-    let p = Pipeline::load(&pipeline)?;
+    let p = contacts_etl::providers::load_pipeline(&pipeline)?;
     let confirm = state::confirm_on_terminal(change, yes);
     match state::change(&p, change, &source, &account, confirm).await? {
         Some(done) => {
@@ -616,7 +615,7 @@ async fn run(cli: Cli) -> Result<u8> {
             full_refresh,
             shard,
         } => {
-            let p = Pipeline::load(&pipeline)?;
+            let p = contacts_etl::providers::load_pipeline(&pipeline)?;
             let opts = contacts_etl::sync::SyncOptions {
                 sources: source,
                 accounts: account,
@@ -634,7 +633,7 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(if report.failed().is_empty() { 0 } else { 1 })
         }
         Command::Status { pipeline, format } => {
-            let p = Pipeline::load(&pipeline)?;
+            let p = contacts_etl::providers::load_pipeline(&pipeline)?;
             let st = contacts_etl::status::status(&p).await?;
             out(&match format {
                 ShowFormat::Text => st.render(),
@@ -654,7 +653,7 @@ async fn run(cli: Cli) -> Result<u8> {
             if format == OutFormat::Parquet && output.is_none() {
                 return Err(Error::config("--format parquet needs --output PATH_OR_URL"));
             }
-            let p = Pipeline::load(&pipeline)?;
+            let p = contacts_etl::providers::load_pipeline(&pipeline)?;
             let lake = contacts_etl::sync::lake_of(&p)?;
             let as_of = as_of_run
                 .map(contacts_etl::sql::AsOf::Run)
@@ -698,7 +697,7 @@ async fn run(cli: Cli) -> Result<u8> {
             mode,
             sample,
         } => {
-            let p = Pipeline::load(&pipeline)?;
+            let p = contacts_etl::providers::load_pipeline(&pipeline)?;
             if let Some(photos) = photos {
                 let plan =
                     contacts_etl::plan::photos::plan_photos(&p, &source, &photos, mode.parse()?)
@@ -721,7 +720,7 @@ async fn run(cli: Cli) -> Result<u8> {
             max_delete,
             force,
         } => {
-            let p = Pipeline::load(&pipeline)?;
+            let p = contacts_etl::providers::load_pipeline(&pipeline)?;
             if let Some(photos) = photos {
                 let opts = contacts_etl::plan::photos::PhotoApplyOptions {
                     source,

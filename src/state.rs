@@ -150,23 +150,14 @@ fn describe(p: &Pipeline, change: Change, a: &AccountRuns) -> String {
             "Reset {name}: its cursor (run {}) is cleared. The next sync extracts all of its contacts again ({held} held now) and deletes those the API no longer has.",
             a.seq
         ),
-        Change::Drop => {
-            let configured = p
-                .sources
-                .iter()
-                .any(|s| s.name == a.source && s.accounts.iter().any(|x| x.id == a.account))
-                || p.sources
-                    .iter()
-                    .any(|s| s.name == a.source && s.domain.as_deref() == Some(a.account.as_str()));
-            format!(
-                "Drop {name}: its {held} contacts leave the contacts table (each logged as a delete in contact_changes) and its cursor is cleared.{}",
-                if configured {
-                    " It is still in the pipeline file: the next sync brings it back with a full extract."
-                } else {
-                    ""
-                }
-            )
-        }
+        Change::Drop => format!(
+            "Drop {name}: its {held} contacts leave the contacts table (each logged as a delete in contact_changes) and its cursor is cleared.{}",
+            if p.sources.iter().any(|s| s.name == a.source) {
+                " If the pipeline file still lists the account, the next sync brings it back with a full extract."
+            } else {
+                ""
+            }
+        ),
     }
 }
 

@@ -169,7 +169,7 @@ async fn landed_for(lake: &Lake, source: &str, wanted: Option<&WantedIds>) -> Re
 
 /// Computes the plan. Writes nothing anywhere and advances nothing.
 pub async fn plan(p: &Pipeline, source: &str, desired: &str, mode: Mode) -> Result<Plan> {
-    let profile = crate::providers::profile(p.source(source)?);
+    let profile = crate::providers::profile(p.source(source)?)?;
     let lake = lake_of(p)?;
     let desired = load_desired(&lake, desired, source).await?;
     // Rows of another source are a desired state written for the wrong plan (a query that

@@ -437,13 +437,16 @@ pub fn diff_photos(
 /// without photos.
 fn photo_source(p: &Pipeline, source: &str) -> Result<(String, bool)> {
     let cfg = p.source(source)?;
-    let profile = crate::providers::profile(cfg);
+    let profile = crate::providers::profile(cfg)?;
     if !profile.photos {
         return Err(Error::config(format!(
             "source {source}: its provider has no contact photos to write back"
         )));
     }
-    Ok((profile.default_account.unwrap_or_default(), cfg.photos))
+    Ok((
+        profile.default_account.unwrap_or_default(),
+        profile.photos_landed,
+    ))
 }
 
 /// Computes the photo plan. Writes nothing anywhere.

@@ -1,7 +1,8 @@
 //! Providers: one folder each with the same files (`mod.rs` = the source, `decode.rs` =
 //! pure bytes → records, `writeback.rs`, `rules.rs`), behind the traits [`Source`],
-//! [`WriteBack`], [`Rules`] and [`Photos`]. Every provider is registered in [`build`] and
-//! [`profile`]; adding one takes a folder and a line in each (see DESIGN.md).
+//! [`WriteBack`], [`Rules`] and [`Photos`], and a `config.rs` that reads the provider's own
+//! settings of a pipeline entry. Every provider is one line of [`PROVIDERS`]; adding one
+//! takes its folder and that line (see DESIGN.md).
 
 pub mod aurinko;
 pub mod google;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::config::{Provider, SourceConfig};
+use crate::config::{Pipeline, SourceConfig};
 use crate::error::Result;
 use crate::http::{HttpClient, Metrics, RetryPolicy};
 use crate::model::photo::{FetchedPhoto, PhotoOp, PhotoWant};
@@ -120,14 +121,59 @@ pub trait Photos: Send + Sync {
     ) -> BoxFuture<'a, Vec<OpResult>>;
 }
 
-/// The registry: builds the source a pipeline entry describes. Adding a provider adds
-/// one line here and one in [`profile`].
+/// One provider this build knows, as the registry lists it.
+pub struct Registration {
+    /// Its name in pipeline files (`provider = "google"`).
+    pub name: &'static str,
+    /// Checks an entry's own settings, and the files they name (such as an accounts
+    /// file, relative to the pipeline's folder), without reading a credential.
+    pub check: fn(&SourceConfig, &std::path::Path) -> Result<()>,
+    /// Builds the source: reads its credentials, makes no request.
+    pub build: fn(&SourceConfig, HttpClient, &std::path::Path) -> Result<Box<dyn Source>>,
+    /// What planning needs to know of an entry (reads nothing).
+    pub profile: fn(&SourceConfig) -> Result<Profile>,
+}
+
+/// The registry: every provider of this build, one line each.
+pub const PROVIDERS: &[Registration] = &[google::PROVIDER, aurinko::PROVIDER];
+
+/// The registration of an entry's provider; an unknown name says which exist.
+pub fn registration(cfg: &SourceConfig) -> Result<&'static Registration> {
+    PROVIDERS
+        .iter()
+        .find(|r| r.name == cfg.provider)
+        .ok_or_else(|| {
+            let known: Vec<&str> = PROVIDERS.iter().map(|r| r.name).collect();
+            cfg.error(format!(
+                "provider {:?} is not one this build knows; use one of: {}",
+                cfg.provider,
+                known.join(", ")
+            ))
+        })
+}
+
+/// Checks every source of a pipeline with its provider: what `Pipeline::load` cannot
+/// know (it sits below the providers). Reads no credential and makes no request.
+pub fn check(p: &Pipeline) -> Result<()> {
+    let dir = p.dir();
+    for s in &p.sources {
+        (registration(s)?.check)(s, &dir)?;
+    }
+    Ok(())
+}
+
+/// Reads a pipeline file and checks every source with its provider: the pipeline
+/// loader the command line uses, so that a wrong key fails before anything runs.
+pub fn load_pipeline(path: impl AsRef<std::path::Path>) -> Result<Pipeline> {
+    let p = Pipeline::load(path)?;
+    check(&p)?;
+    Ok(p)
+}
+
+/// Builds the source a pipeline entry describes (reading its credentials).
 pub fn build(cfg: &SourceConfig, pipeline_dir: &std::path::Path) -> Result<Box<dyn Source>> {
-    let http = http_client(cfg)?;
-    Ok(match cfg.provider {
-        Provider::Google => Box::new(google::GoogleSource::try_new(cfg, http, pipeline_dir)?),
-        Provider::Aurinko => Box::new(aurinko::AurinkoSource::try_new(cfg, http, pipeline_dir)?),
-    })
+    let provider = registration(cfg)?;
+    (provider.build)(cfg, http_client(cfg)?, pipeline_dir)
 }
 
 /// What planning needs to know of a configured provider, without building its source
@@ -137,24 +183,15 @@ pub struct Profile {
     pub rules: &'static dyn Rules,
     /// The account a desired row without one belongs to (Google: the domain).
     pub default_account: Option<String>,
-    /// Whether the provider has contact photos (and `photos = true` lands them).
+    /// Whether the provider has contact photos (they can be written back).
     pub photos: bool,
+    /// Whether this entry's syncs land them (`photos = true`).
+    pub photos_landed: bool,
 }
 
-/// The registry's second half: the [`Profile`] of a pipeline entry.
-pub fn profile(cfg: &SourceConfig) -> Profile {
-    match cfg.provider {
-        Provider::Google => Profile {
-            rules: &google::rules::GoogleRules,
-            default_account: cfg.domain.clone(),
-            photos: true,
-        },
-        Provider::Aurinko => Profile {
-            rules: &aurinko::rules::AurinkoRules,
-            default_account: None,
-            photos: false,
-        },
-    }
+/// The [`Profile`] of a pipeline entry.
+pub fn profile(cfg: &SourceConfig) -> Result<Profile> {
+    (registration(cfg)?.profile)(cfg)
 }
 
 fn http_client(cfg: &SourceConfig) -> Result<HttpClient> {
@@ -166,4 +203,33 @@ fn http_client(cfg: &SourceConfig) -> Result<HttpClient> {
         policy.base = Duration::from_millis(ms);
     }
     HttpClient::try_new(Duration::from_secs(cfg.timeout_secs.unwrap_or(60)), policy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline(provider: &str) -> Pipeline {
+        let t = format!(
+            "[lake]\nurl = \"/tmp/lake\"\n[[sources]]\nname = \"s\"\nprovider = \"{provider}\"\nbase_url = \"http://127.0.0.1:1\"\n"
+        );
+        Pipeline::parse(&t, std::path::Path::new("p.toml")).unwrap()
+    }
+
+    /// An unknown provider is refused naming those that exist; a known one with missing
+    /// settings is refused by that provider, at load time, before any credential.
+    #[test]
+    fn the_registry_checks_every_source() {
+        let e = check(&pipeline("gogle")).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let e = e.to_string();
+        assert!(
+            e.contains("\"gogle\"") && e.contains("google, aurinko"),
+            "{e}"
+        );
+        for r in PROVIDERS {
+            let e = check(&pipeline(r.name)).unwrap_err().to_string();
+            assert!(e.starts_with("p.toml: sources[0] (s): "), "{}: {e}", r.name);
+        }
+    }
 }

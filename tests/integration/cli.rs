@@ -69,15 +69,22 @@ fn bad_usage_and_bad_pipelines_exit_2_with_a_clear_message() {
     assert!(!err.contains("sekrit-value"), "the secret leaked: {err}");
     std::fs::write(
         &p,
-        "[lake]\nurl = \"lake\"\n[[sources]]\nname = \"g\"\nprovider = \"gogle\"\n",
+        "[lake]\nurl = \"lake\"\n[[sources]]\nname = \"g\"\nprovider = \"gogle\"\nbase_url = \"http://127.0.0.1:1\"\n",
     )
     .unwrap();
-    let out = Command::new(crate::bin())
-        .args(["sync", p.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8(out.stderr).unwrap().contains("gogle"));
+    // Every command that reads the pipeline refuses it, naming what exists.
+    for cmd in ["sync", "status"] {
+        let out = Command::new(crate::bin())
+            .args([cmd, p.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains("\"gogle\"") && err.contains("google, aurinko"),
+            "{cmd}: {err}"
+        );
+    }
 }
 
 #[test]

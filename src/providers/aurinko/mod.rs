@@ -4,6 +4,7 @@
 //! tokens are the cursor. 410 `syncToken.expired`, or 400 `token.notValid` on a delta
 //! token, means the cursor expired; a bad page token is retried once from the delta token.
 
+pub mod config;
 pub mod decode;
 pub mod rules;
 pub mod writeback;
@@ -12,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 use base64::Engine;
 
-use crate::config::{AuthConfig, SourceConfig};
+use crate::config::SourceConfig;
 use crate::error::{Error, Result};
 use crate::http::{HttpClient, HttpResponse};
 use crate::model::extract::RecordContext;
@@ -36,6 +37,21 @@ enum AccountAuth {
     Bearer(Secret),
     App { basic: Secret },
 }
+
+/// The registry's entry for `provider = "aurinko"`.
+pub const PROVIDER: crate::providers::Registration = crate::providers::Registration {
+    name: "aurinko",
+    check: |cfg, dir| config::AurinkoConfig::read(cfg, dir).map(drop),
+    build: |cfg, http, dir| Ok(Box::new(AurinkoSource::try_new(cfg, http, dir)?)),
+    profile: |_| {
+        Ok(crate::providers::Profile {
+            rules: &rules::AurinkoRules,
+            default_account: None,
+            photos: false,
+            photos_landed: false,
+        })
+    },
+};
 
 /// A configured Aurinko source.
 pub struct AurinkoSource {
@@ -88,12 +104,10 @@ impl AurinkoSource {
         http: HttpClient,
         base: &std::path::Path,
     ) -> Result<AurinkoSource> {
+        let settings = config::AurinkoConfig::read(cfg, base)?;
         let mut auth = HashMap::new();
-        let app = match &cfg.auth {
-            Some(AuthConfig::App {
-                client_id_env,
-                client_secret_env,
-            }) => {
+        let app = match &settings.app {
+            Some((client_id_env, client_secret_env)) => {
                 let id = env(client_id_env, &cfg.name, None)?;
                 let secret = env(client_secret_env, &cfg.name, None)?;
                 Some(Secret::new(
@@ -104,15 +118,9 @@ impl AurinkoSource {
                     )),
                 ))
             }
-            Some(AuthConfig::Bearer { .. }) | None => None,
-            Some(_) => {
-                return Err(Error::config(format!(
-                    "source {}: aurinko sources use per-account token_env or auth = {{ kind = \"app\", … }}",
-                    cfg.name
-                )));
-            }
+            None => None,
         };
-        for a in &cfg.accounts {
+        for a in &settings.accounts {
             let v = match (&app, &a.token_env) {
                 (Some(b), _) => AccountAuth::App { basic: b.clone() },
                 (None, _) => AccountAuth::Bearer(crate::config::load_secret(
@@ -127,7 +135,7 @@ impl AurinkoSource {
         Ok(AurinkoSource {
             name: cfg.name.clone(),
             base_url: cfg.base_url.trim_end_matches('/').to_string(),
-            accounts: cfg.accounts.iter().map(|a| a.id.clone()).collect(),
+            accounts: settings.accounts.iter().map(|a| a.id.clone()).collect(),
             auth,
             concurrency: cfg.concurrency.unwrap_or(4).max(1),
             http,

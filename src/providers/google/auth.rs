@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::config::AuthConfig;
+use super::config::AuthConfig;
 use crate::error::{Error, Result};
 use crate::http::{HttpClient, Metrics};
 use crate::secret::Secret;
@@ -51,18 +51,16 @@ pub struct ServiceAccount {
 
 impl GoogleAuth {
     /// Builds the auth a pipeline entry describes.
-    pub fn from_config(cfg: Option<&AuthConfig>, source: &str, base: &Path) -> Result<GoogleAuth> {
+    pub fn from_config(cfg: &AuthConfig, source: &str, base: &Path) -> Result<GoogleAuth> {
         match cfg {
-            Some(
-                kind @ (AuthConfig::Bearer {
-                    token_env,
-                    token_file,
-                }
-                | AuthConfig::ClientLogin {
-                    token_env,
-                    token_file,
-                }),
-            ) => {
+            kind @ (AuthConfig::Bearer {
+                token_env,
+                token_file,
+            }
+            | AuthConfig::ClientLogin {
+                token_env,
+                token_file,
+            }) => {
                 let token = crate::config::load_secret(
                     token_env.as_deref(),
                     token_file.as_deref(),
@@ -79,11 +77,11 @@ impl GoogleAuth {
                     _ => GoogleAuth::Bearer { token, env },
                 })
             }
-            Some(AuthConfig::ServiceAccount {
+            AuthConfig::ServiceAccount {
                 key_file,
                 subject,
                 scope,
-            }) => {
+            } => {
                 let path = base.join(key_file);
                 let text = std::fs::read_to_string(&path).map_err(|e| {
                     Error::config(format!(
@@ -109,9 +107,6 @@ impl GoogleAuth {
                     cache: tokio::sync::Mutex::new(None),
                 })))
             }
-            Some(AuthConfig::App { .. }) | None => Err(Error::config(format!(
-                "source {source}: google sources need auth = bearer, service_account or client_login"
-            ))),
         }
     }
 

@@ -14,6 +14,7 @@
 //! means the cursor expired.
 
 pub mod auth;
+pub mod config;
 pub mod decode;
 pub mod photos;
 pub mod rules;
@@ -41,6 +42,22 @@ pub const DEFAULT_PAGE_SIZE: u32 = 500;
 /// the last weeks, which cannot honestly be four times that. A larger figure is a broken
 /// or hostile server, and planning pages for it would flood it (or exhaust memory).
 pub const MAX_TOTAL_RESULTS: usize = 1_000_000;
+
+/// The registry's entry for `provider = "google"`.
+pub const PROVIDER: crate::providers::Registration = crate::providers::Registration {
+    name: "google",
+    check: |cfg, _| config::GoogleConfig::read(cfg).map(drop),
+    build: |cfg, http, dir| Ok(Box::new(GoogleSource::try_new(cfg, http, dir)?)),
+    profile: |cfg| {
+        let c = config::GoogleConfig::read(cfg)?;
+        Ok(crate::providers::Profile {
+            rules: &rules::GoogleRules,
+            default_account: Some(c.domain),
+            photos: true,
+            photos_landed: c.photos,
+        })
+    },
+};
 
 /// A configured Google source.
 pub struct GoogleSource {
@@ -72,24 +89,21 @@ impl GoogleSource {
         http: HttpClient,
         pipeline_dir: &std::path::Path,
     ) -> Result<GoogleSource> {
-        let domain = cfg
-            .domain
-            .clone()
-            .ok_or_else(|| Error::config(format!("source {}: domain is required", cfg.name)))?;
-        let auth = GoogleAuth::from_config(cfg.auth.as_ref(), &cfg.name, pipeline_dir)?;
+        let settings = config::GoogleConfig::read(cfg)?;
+        let auth = GoogleAuth::from_config(&settings.auth, &cfg.name, pipeline_dir)?;
         let origin = url::Url::parse(&cfg.base_url).map_err(|e| {
             Error::config(format!("source {}: base_url is not a URL ({e})", cfg.name))
         })?;
         Ok(GoogleSource {
             name: cfg.name.clone(),
-            domain,
+            domain: settings.domain,
             base_url: cfg.base_url.trim_end_matches('/').to_string(),
             origin,
-            projection: cfg.projection.clone().unwrap_or_else(|| "full".into()),
-            page_size: cfg.page_size.unwrap_or(DEFAULT_PAGE_SIZE),
+            projection: settings.projection,
+            page_size: settings.page_size,
             concurrency: cfg.concurrency.unwrap_or(4).max(1),
-            photos: cfg.photos,
-            photo_concurrency: cfg.photo_concurrency.unwrap_or(8).max(1),
+            photos: settings.photos,
+            photo_concurrency: settings.photo_concurrency,
             http,
             auth: Arc::new(auth),
         })
