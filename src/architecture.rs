@@ -20,6 +20,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("sql", 5),
     ("sync", 6),
     ("plan", 7),
+    ("state", 7),
+    ("status", 8),
     ("demo", 8),
 ];
 

@@ -59,6 +59,15 @@ concurrency = 3
     Ok(path)
 }
 
+/// Prints a line of the demo on stdout. A reader that went away (`demo | head`) ends the
+/// demo through the error path, which the command line ends quietly on.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($t)*)?;
+    }};
+}
+
 /// Runs the demo in `dir` with about `contacts` Google contacts (and a third of that per
 /// Aurinko account), printing each step. Returns an error if the lake does not match.
 pub async fn run(dir: &Path, contacts: usize) -> Result<()> {
@@ -77,7 +86,7 @@ pub async fn run(dir: &Path, contacts: usize) -> Result<()> {
         ..Default::default()
     };
     let emu = Emulator::start(cfg).await?;
-    println!(
+    say!(
         "1. Emulators up at {} — Google domain {} with {} shared contacts, {} Aurinko accounts with {} contacts each",
         emu.url(),
         emu.config().google_domain,
@@ -86,26 +95,27 @@ pub async fn run(dir: &Path, contacts: usize) -> Result<()> {
         (contacts / 3).max(1)
     );
     let path = write_pipeline(&dir, emu.url(), &emu.config().google_domain)?;
-    println!("   pipeline file: {}", path.display());
+    say!("   pipeline file: {}", path.display());
     let pipeline = crate::providers::load_pipeline(&path)?;
 
-    let step = |n: u32, what: &str, r: &crate::sync::SyncReport, secs: f64| {
+    let step = |n: u32, what: &str, r: &crate::sync::SyncReport, secs: f64| -> Result<()> {
         let up: i64 = r.accounts.iter().map(|a| a.upserted).sum();
         let del: i64 = r.accounts.iter().map(|a| a.deleted).sum();
         let pages: u64 = r.accounts.iter().map(|a| a.pages).sum();
-        println!(
+        say!(
             "{n}. {what}: {} accounts, {up} upserted, {del} deleted, {pages} pages in {secs:.2}s",
             r.accounts.len()
         );
+        Ok(())
     };
     let t = Instant::now();
     let r = run_sync(&pipeline, &SyncOptions::default()).await?;
     fail_on(&r)?;
-    step(2, "Full sync", &r, t.elapsed().as_secs_f64());
+    step(2, "Full sync", &r, t.elapsed().as_secs_f64())?;
 
     let g = emu.mutate_google(25, 25, 10);
     let a = emu.mutate_aurinko(None, 10, 10, 5);
-    println!(
+    say!(
         "3. Changed the APIs: Google +{} ~{} -{}, Aurinko +{} ~{} -{}",
         g.inserted.len(),
         g.updated.len(),
@@ -118,7 +128,7 @@ pub async fn run(dir: &Path, contacts: usize) -> Result<()> {
     let t = Instant::now();
     let r = run_sync(&pipeline, &SyncOptions::default()).await?;
     fail_on(&r)?;
-    step(4, "Incremental sync", &r, t.elapsed().as_secs_f64());
+    step(4, "Incremental sync", &r, t.elapsed().as_secs_f64())?;
 
     let lake = crate::sync::lake_of(&pipeline)?;
     let mut mismatches = crate::model::verify::diff(
@@ -140,33 +150,34 @@ pub async fn run(dir: &Path, contacts: usize) -> Result<()> {
             mismatches[0]
         )));
     }
-    println!("5. Checked: every landed contact equals the API's, field by field (0 differences)");
+    say!("5. Checked: every landed contact equals the API's, field by field (0 differences)");
 
     let sql = "SELECT source, account, count(*) AS contacts, sum(cardinality(emails)) AS emails FROM contacts GROUP BY source, account ORDER BY source, account";
     let batches = crate::sql::query(&lake, sql).await?;
-    println!("6. SQL: {sql}\n{}", crate::sql::render(&batches, "table")?);
+    say!("6. SQL: {sql}\n{}", crate::sql::render(&batches, "table")?);
     let sql2 = "SELECT lower(split_part(address, '@', 2)) AS domain, count(*) AS n FROM contact_emails GROUP BY 1 ORDER BY n DESC, domain LIMIT 5";
     let batches = crate::sql::query(&lake, sql2).await?;
-    println!("   SQL: {sql2}\n{}", crate::sql::render(&batches, "table")?);
+    say!("   SQL: {sql2}\n{}", crate::sql::render(&batches, "table")?);
 
     // A clean-up written back to both APIs: File As = "Family, Given".
     let t = Instant::now();
     let mut invalid = 0;
-    for source in ["shared_contacts", "crm_contacts"] {
+    // One numbered step per source.
+    for (n, source) in [(7, "shared_contacts"), (8, "crm_contacts")] {
         let desired = format!(
             "SELECT account, id, etag, concat(family_name, ', ', given_name) AS file_as FROM contacts \
              WHERE source = '{source}' AND family_name IS NOT NULL AND given_name IS NOT NULL"
         );
         let plan = crate::plan::apply::plan(&pipeline, source, &desired, crate::plan::Mode::Update)
             .await?;
-        println!(
-            "7. Plan for {source}: {} update(s), {} unchanged, {} invalid",
+        say!(
+            "{n}. Plan for {source}: {} update(s), {} unchanged, {} invalid",
             plan.count(crate::plan::OpKind::Update),
             plan.unchanged,
             plan.invalid.len()
         );
         for inv in plan.invalid.iter().take(2) {
-            println!(
+            say!(
                 "   invalid {}/{}: {}",
                 inv.account,
                 inv.id.as_deref().unwrap_or(""),
@@ -188,7 +199,7 @@ pub async fn run(dir: &Path, contacts: usize) -> Result<()> {
             .count();
         let failed = report.results.len() - ok;
         invalid += report.plan.invalid.len();
-        println!(
+        say!(
             "   Applied to {source}: {ok} written, {failed} failed, recorded in writeback_results"
         );
         if failed > 0 {
@@ -196,7 +207,7 @@ pub async fn run(dir: &Path, contacts: usize) -> Result<()> {
         }
     }
     let g = emu.stats().get("google.batch").copied().unwrap_or(0);
-    println!(
+    say!(
         "   ({g} Google batch request(s); {:.2}s)",
         t.elapsed().as_secs_f64()
     );
@@ -222,21 +233,21 @@ pub async fn run(dir: &Path, contacts: usize) -> Result<()> {
             mismatches.len()
         )));
     }
-    println!(
-        "8. Synced again: the lake equals both APIs (0 differences); {left} contact(s) left as they were because they were invalid"
+    say!(
+        "9. Synced again: the lake equals both APIs (0 differences); {left} contact(s) left as they were because they were invalid"
     );
 
     let t = Instant::now();
     let r = run_sync(&pipeline, &SyncOptions::default()).await?;
     fail_on(&r)?;
-    step(9, "Rerun (idempotent)", &r, t.elapsed().as_secs_f64());
+    step(10, "Rerun (idempotent)", &r, t.elapsed().as_secs_f64())?;
 
-    println!(
+    say!(
         "\nDone in {:.1}s. The lake is at {}",
         t0.elapsed().as_secs_f64(),
         lake_dir.display()
     );
-    println!(
+    say!(
         "Next, try:\n  contacts-etl status {p}\n  contacts-etl query {p} \"SELECT op, result, count(*) FROM writeback_results GROUP BY 1, 2\"\n  contacts-etl query {p} \"SELECT * FROM contact_changes LIMIT 5\"\n  contacts-etl emulator --port 0 --env-file emulator.env   # then . ./emulator.env and sync pipelines/emulator.toml",
         p = path.display()
     );

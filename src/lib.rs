@@ -17,7 +17,7 @@
 //!   (`default-features = false`) and does not compile axum.
 //!
 //! The command-line tool (`contacts-etl`) is a thin layer over this library: every command
-//! is a function here ([`sync::run_sync`], [`sync::status`], [`sql::query`], …).
+//! is a function here ([`sync::run_sync`], [`status::status`], [`state::change`], [`sql::query`], …).
 //!
 //! ```no_run
 //! # async fn demo() -> contacts_etl::Result<()> {
@@ -42,6 +42,8 @@ pub mod plan;
 pub mod providers;
 pub mod secret;
 pub mod sql;
+pub mod state;
+pub mod status;
 pub mod sync;
 
 pub use error::{Error, Result};

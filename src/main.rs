@@ -76,6 +76,17 @@ enum Command {
     Status {
         /// The pipeline file.
         pipeline: PathBuf,
+        /// `text` (a table of 100 columns, errors cut) or `json` (every field whole).
+        #[arg(long, value_enum, default_value = "text")]
+        format: ShowFormat,
+    },
+    /// See, reset or drop one account's state in the lake (its cursor and run number), as
+    /// `meltano state` and `dlt pipeline drop` do. A reset or drop is recorded as a run in
+    /// sync_runs and asked for on a terminal first (--yes for scripts).
+    #[command(after_help = STATE_EXAMPLES)]
+    State {
+        #[command(subcommand)]
+        action: StateAction,
     },
     /// Run SQL over the lake's tables (contacts, contact_changes, sync_runs,
     /// writeback_results) and views (contact_emails, contact_phones).
@@ -241,6 +252,62 @@ enum Command {
     Schema,
 }
 
+#[derive(Subcommand)]
+enum StateAction {
+    /// Per account: the cursor the next sync continues from, the run number (seq) and the
+    /// last run with its status.
+    Show {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Only this source.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only this account.
+        #[arg(long)]
+        account: Option<String>,
+        /// `text` (cursors cut) or `json` (every field whole).
+        #[arg(long, value_enum, default_value = "text")]
+        format: ShowFormat,
+    },
+    /// Clear one account's cursor: its next sync is a full extract that deletes what the
+    /// API no longer has. Its contacts stay.
+    Reset {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// The source.
+        #[arg(long)]
+        source: String,
+        /// The account.
+        #[arg(long)]
+        account: String,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Remove one account from the lake: its contacts leave `contacts` (each logged as a
+    /// delete in contact_changes) and its cursor is cleared. For an account removed from
+    /// the pipeline; without a terminal to ask on, it needs --yes.
+    Drop {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// The source.
+        #[arg(long)]
+        source: String,
+        /// The account.
+        #[arg(long)]
+        account: String,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum ShowFormat {
+    Text,
+    Json,
+}
+
 // The examples of each command's --help: one command a line (a trailing \ continues it),
 // each under 100 columns so that help does not wrap it. A test runs every one of them, as
 // written, in a folder laid out like the repository with the emulator's exports set
@@ -255,8 +322,14 @@ Examples:
   contacts-etl sync pipelines/emulator.toml --source shared_contacts --full-refresh
   contacts-etl sync pipelines/emulator.toml --shard 0/4    # worker 0 of 4 sharing one lake";
 const STATUS_EXAMPLES: &str = "\
-Example:
-  contacts-etl status pipelines/emulator.toml";
+Examples:
+  contacts-etl status pipelines/emulator.toml
+  contacts-etl status pipelines/emulator.toml --format json";
+const STATE_EXAMPLES: &str = "\
+Examples:
+  contacts-etl state show pipelines/emulator.toml --source crm_contacts
+  contacts-etl state reset pipelines/emulator.toml --source crm_contacts --account 101 --yes
+  contacts-etl state drop pipelines/emulator.toml --source crm_contacts --account 102 --yes";
 const QUERY_EXAMPLES: &str = "\
 Examples:
   contacts-etl query pipelines/emulator.toml \\
@@ -396,19 +469,58 @@ fn parse_shard(s: &str) -> std::result::Result<(u32, u32), String> {
 fn init_logging(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         let lvl = &cli.log_level;
-        let spec = if lvl.contains('=') {
+        let mut spec = if lvl.contains('=') {
             lvl.clone()
         } else {
             format!("warn,deltalake_core=off,buoyant_kernel=off,contacts_etl={lvl}")
         };
+        // Text logs leave each account's result to the summary table, unless asked.
+        if cli.log_format == LogFormat::Text && !matches!(lvl.as_str(), "debug" | "trace") {
+            spec.push_str(&format!(",{}=warn", contacts_etl::sync::ACCOUNT_TARGET));
+        }
         tracing_subscriber::EnvFilter::new(spec)
     });
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| LogWriter)
+        // Colour only for a person: redirected stderr gets plain text.
+        .with_ansi(std::io::stderr().is_terminal());
     match cli.log_format {
         LogFormat::Json => b.json().init(),
         LogFormat::Text => b.with_target(false).init(),
+    }
+}
+
+/// Stderr for log lines: each is written with the progress bars cleared, so that it lands
+/// above them and no half-drawn bar stays behind it.
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        contacts_etl::sync::suspend_progress(|| std::io::stderr().write_all(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// Whether stderr carries JSON lines only (`--log-format json`).
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A last word on stderr: a line of text, or a JSON event in JSON logs.
+fn say(level: tracing::Level, text: &str) {
+    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        if level == tracing::Level::ERROR {
+            tracing::error!(error = text, "command failed");
+        } else {
+            tracing::info!("{text}");
+        }
+    } else if level == tracing::Level::ERROR {
+        eprintln!("error: {text}");
+    } else {
+        eprintln!("{text}");
     }
 }
 
@@ -416,6 +528,10 @@ fn main() -> ExitCode {
     tune::tune_process();
     let cli = Cli::parse();
     init_logging(&cli);
+    JSON_LOGS.store(
+        cli.log_format == LogFormat::Json,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -436,9 +552,9 @@ fn main() -> ExitCode {
             (name, code) = stop_signal(), if stoppable => {
                 let removed = contacts_etl::spill::remove_live_spills();
                 tracing::debug!(removed, "temporary folders removed");
-                eprintln!(
-                    "error: stopped by {name}; temporary files removed. Accounts whose commit had finished are kept, the rest resume at the next run"
-                );
+                say(tracing::Level::ERROR, &format!(
+                    "stopped by {name}; temporary files removed. Accounts whose commit had finished are kept, the rest resume at the next run"
+                ));
                 Ok(code)
             }
         }
@@ -448,7 +564,7 @@ fn main() -> ExitCode {
         // The reader of stdout stopped reading (`… | head`): it has what it wanted.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            say(tracing::Level::ERROR, &e.to_string());
             ExitCode::from(e.exit_code() as u8)
         }
     };
@@ -456,6 +572,57 @@ fn main() -> ExitCode {
     // need not be wound down one by one before the process ends.
     rt.shutdown_background();
     code
+}
+
+/// `state show|reset|drop`.
+async fn run_state(action: StateAction) -> Result<u8> {
+    use contacts_etl::state::{self, Change};
+    let (pipeline, change, source, account, yes) = match action {
+        StateAction::Show {
+            pipeline,
+            source,
+            account,
+            format,
+        } => {
+            let p = contacts_etl::providers::load_pipeline(&pipeline)?;
+            let accounts = state::show(&p, source.as_deref(), account.as_deref()).await?;
+            out(&match format {
+                ShowFormat::Text => state::render(&accounts),
+                ShowFormat::Json => state::render_json(&accounts)?,
+            })?;
+            return Ok(0);
+        }
+        StateAction::Reset {
+            pipeline,
+            source,
+            account,
+            yes,
+        } => (pipeline, Change::Reset, source, account, yes),
+        StateAction::Drop {
+            pipeline,
+            source,
+            account,
+            yes,
+        } => (pipeline, Change::Drop, source, account, yes),
+    };
+    let p = contacts_etl::providers::load_pipeline(&pipeline)?;
+    let confirm = state::confirm_on_terminal(change, yes);
+    match state::change(&p, change, &source, &account, confirm).await? {
+        Some(done) => {
+            // JSON logs have the library's event for it.
+            if !JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+                eprintln!(
+                    "{source}/{account}: {} as run {} (seq {}); {} contact(s) removed",
+                    change.as_str(),
+                    done.run_id,
+                    done.seq,
+                    done.deleted
+                );
+            }
+            Ok(0)
+        }
+        None => Ok(1),
+    }
 }
 
 /// Waits for SIGINT or SIGTERM; returns its name and the exit code that reports it.
@@ -506,14 +673,24 @@ async fn run(cli: Cli) -> Result<u8> {
                 progress,
             };
             let report = contacts_etl::sync::run_sync(&p, &opts).await?;
-            eprint!("{}", report.summary());
+            // JSON logs get the summary as one event; text gets the table.
+            if cli.log_format == LogFormat::Json {
+                eprintln!("{}", report.summary_event());
+            } else {
+                eprint!("{}", report.summary());
+            }
             Ok(if report.failed().is_empty() { 0 } else { 1 })
         }
-        Command::Status { pipeline } => {
+        Command::Status { pipeline, format } => {
             let p = contacts_etl::providers::load_pipeline(&pipeline)?;
-            out(&contacts_etl::sync::status(&p).await?)?;
+            let st = contacts_etl::status::status(&p).await?;
+            out(&match format {
+                ShowFormat::Text => st.render(),
+                ShowFormat::Json => st.render_json()?,
+            })?;
             Ok(0)
         }
+        Command::State { action } => run_state(action).await,
         Command::Query {
             pipeline,
             sql,
@@ -535,7 +712,10 @@ async fn run(cli: Cli) -> Result<u8> {
             match (format, output) {
                 (OutFormat::Parquet, Some(dest)) => {
                     contacts_etl::sql::write_parquet(&lake, &batches, &dest).await?;
-                    eprintln!("{rows} rows written to {dest}");
+                    say(
+                        tracing::Level::INFO,
+                        &format!("{rows} rows written to {dest}"),
+                    );
                 }
                 (f, dest) => {
                     let text = contacts_etl::sql::render(&batches, f.name())?;
@@ -547,7 +727,10 @@ async fn run(cli: Cli) -> Result<u8> {
                         }
                         Some(path) => {
                             write_local(&path, text.as_bytes())?;
-                            eprintln!("{rows} rows written to {path}");
+                            say(
+                                tracing::Level::INFO,
+                                &format!("{rows} rows written to {path}"),
+                            );
                         }
                         None => out(&text)?,
                     }
@@ -754,11 +937,14 @@ async fn run(cli: Cli) -> Result<u8> {
                     .and_then(|()| std::fs::rename(&tmp, &f))
                     .map_err(|e| Error::config(format!("--env-file {}: {e}", f.display())))?;
             }
-            eprintln!(
-                "Google feed: {}/m8/feeds/contacts/{}/full   Aurinko: {}/v1/contacts/sync   (Ctrl-C stops)",
-                emu.url(),
-                emu.config().google_domain,
-                emu.url()
+            say(
+                tracing::Level::INFO,
+                &format!(
+                    "Google feed: {}/m8/feeds/contacts/{}/full   Aurinko: {}/v1/contacts/sync   (Ctrl-C stops)",
+                    emu.url(),
+                    emu.config().google_domain,
+                    emu.url()
+                ),
             );
             tokio::signal::ctrl_c().await?;
             emu.shutdown().await;

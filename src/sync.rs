@@ -1,4 +1,4 @@
-//! `sync` and `status`: runs a pipeline's sources into its lake, account by account.
+//! `sync`: runs a pipeline's sources into its lake, account by account.
 //!
 //! Each account is independent: one failing (bad token, API down) is recorded in
 //! `sync_runs` with its error, and the others go on. An expired cursor turns into a full
@@ -12,7 +12,7 @@ use futures::StreamExt;
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::http::Metrics;
-use crate::lake::{Lake, RunFigures, TableKind};
+use crate::lake::{Lake, RunFigures};
 use crate::providers::{Photos, RunContext, Source, SyncMode};
 
 /// Which accounts a `sync` covers and how.
@@ -132,6 +132,50 @@ impl SyncReport {
     }
 }
 
+impl SyncReport {
+    /// The run's one summary event for `--log-format json`, in the shape of the log's
+    /// other lines: counts per account and in total.
+    pub fn summary_event(&self) -> serde_json::Value {
+        let accounts: Vec<serde_json::Value> = self
+            .accounts
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "source": a.source, "account": a.account, "mode": a.mode,
+                    "status": if a.error.is_some() { "failed" } else { "ok" },
+                    "seq": a.seq, "upserted": a.upserted, "deleted": a.deleted,
+                    "pages": a.pages, "requests": a.requests, "retries": a.retries,
+                    "bytes": a.bytes, "seconds": a.seconds,
+                    "photos_fetched": a.photos.map(|p| p.fetched),
+                    "photos_removed": a.photos.map(|p| p.removed),
+                    "error": a.error,
+                })
+            })
+            .collect();
+        let sum = |f: fn(&AccountReport) -> i64| self.accounts.iter().map(f).sum::<i64>();
+        let failed = self.failed().len();
+        serde_json::json!({
+            "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "level": if failed == 0 { "INFO" } else { "ERROR" },
+            "fields": {
+                "message": "sync finished",
+                "run_id": self.run_id,
+                "accounts": accounts,
+                "totals": {
+                    "accounts": self.accounts.len(), "failed": failed,
+                    "upserted": sum(|a| a.upserted), "deleted": sum(|a| a.deleted),
+                    "requests": sum(|a| a.requests as i64), "bytes": sum(|a| a.bytes as i64),
+                },
+            },
+            "target": "contacts_etl::sync",
+        })
+    }
+}
+
+/// The target of the per-account result events, which text logs leave to the summary
+/// table unless the level is `debug` or finer.
+pub const ACCOUNT_TARGET: &str = "contacts_etl::account";
+
 /// A stable hash for sharding (FNV-1a), the same on every machine and build.
 pub fn shard_of(source: &str, account: &str, n: u32) -> u32 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -220,7 +264,7 @@ pub async fn run_sync(p: &Pipeline, opts: &SyncOptions) -> Result<SyncReport> {
     });
     lake.ensure_tables().await?;
     let run_id = new_run_id();
-    let multi = opts.progress.then(indicatif::MultiProgress::new);
+    let multi = opts.progress.then(|| progress_bars().clone());
     let mut report = SyncReport {
         run_id: run_id.clone(),
         accounts: vec![],
@@ -240,17 +284,22 @@ pub async fn run_sync(p: &Pipeline, opts: &SyncOptions) -> Result<SyncReport> {
                 let (source, lake, run_id, multi) =
                     (source.clone(), lake.clone(), run_id.clone(), multi.clone());
                 let full = opts.full_refresh;
-                async move {
-                    sync_account(
-                        source.as_ref(),
-                        &lake,
-                        &account,
-                        &run_id,
-                        full,
-                        multi.as_ref(),
-                    )
-                    .await
-                }
+                // Every event of the run carries its id (a span field in JSON logs).
+                let span = tracing::info_span!("run", run_id = %run_id);
+                tracing::Instrument::instrument(
+                    async move {
+                        sync_account(
+                            source.as_ref(),
+                            &lake,
+                            &account,
+                            &run_id,
+                            full,
+                            multi.as_ref(),
+                        )
+                        .await
+                    },
+                    span,
+                )
             })
             .buffer_unordered(source.account_concurrency())
             .collect()
@@ -270,16 +319,58 @@ fn account_progress(
     account: &str,
 ) -> Option<indicatif::ProgressBar> {
     multi.map(|m| {
-        let pb = m.add(indicatif::ProgressBar::new(0));
-        pb.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix:>28} {bar:30} {pos}/{len} contacts {elapsed}",
-            )
-            .unwrap(),
-        );
+        // No length until the provider learns the total (Google's feed says it; Aurinko's
+        // does not): a spinner with a count and a rate until then, a bar after.
+        let pb = m.add(indicatif::ProgressBar::no_length());
+        pb.set_style(progress_style("contacts"));
         pb.set_prefix(format!("{source}/{account}"));
+        pb.enable_steady_tick(std::time::Duration::from_millis(120));
         pb
     })
+}
+
+/// The progress bars of this process's syncs: one set, so that log lines can be written
+/// between its redraws ([`suspend_progress`]) instead of through them.
+static BARS: std::sync::OnceLock<indicatif::MultiProgress> = std::sync::OnceLock::new();
+
+/// The process's progress bars (drawn on stderr), made when first needed.
+pub fn progress_bars() -> &'static indicatif::MultiProgress {
+    BARS.get_or_init(indicatif::MultiProgress::new)
+}
+
+/// Runs `f` (a write to stderr) with the progress bars cleared, and draws them again
+/// after: a log line lands above the bars, whole, and no old bar is left behind it.
+pub fn suspend_progress<R>(f: impl FnOnce() -> R) -> R {
+    match BARS.get() {
+        Some(bars) => bars.suspend(f),
+        None => f(),
+    }
+}
+
+/// A progress line that draws a bar and `pos/len` when the total is known, and only the
+/// count when it is not (never `8400/0`), with the rate either way.
+pub fn progress_style(unit: &'static str) -> indicatif::ProgressStyle {
+    const BAR: usize = 30;
+    let gauge = move |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+        let _ = match s.len() {
+            Some(len) if len > 0 => {
+                let filled = ((s.pos().min(len) as f64 / len as f64) * BAR as f64) as usize;
+                write!(
+                    w,
+                    "{}{} {}/{} {unit}",
+                    "█".repeat(filled),
+                    "░".repeat(BAR - filled),
+                    s.pos(),
+                    len
+                )
+            }
+            _ => write!(w, "{} {unit}", s.pos()),
+        };
+        let _ = write!(w, " {:.0}/s", s.per_sec());
+    };
+    indicatif::ProgressStyle::with_template("{spinner} {prefix:>28} {gauge} {elapsed}")
+        .expect("a valid template")
+        .with_key("gauge", gauge)
 }
 
 /// The figures of a run as `sync_runs` records them, ended now: `failure` for a run that
@@ -421,7 +512,10 @@ async fn sync_account(
     };
     match outcome {
         Ok(o) => {
+            // For JSON logs and --log-level debug: on a terminal the summary table says it.
             tracing::info!(
+                target: ACCOUNT_TARGET,
+                run_id,
                 source = source.name(),
                 account,
                 mode = mode.as_str(),
@@ -437,7 +531,7 @@ async fn sync_account(
             );
         }
         Err(e) => {
-            tracing::error!(source = source.name(), account, error = %e, "account failed");
+            tracing::error!(target: ACCOUNT_TARGET, run_id, source = source.name(), account, error = %e, "account failed");
             rep.error = Some(e.to_string());
             let f = run_figures(run_id, mode, ctx.synced_at_us, &metrics, Some(&e));
             if let Err(e2) = lake.record_failure(source.name(), account, &f).await {
@@ -461,12 +555,7 @@ async fn sync_photos(
 ) -> Result<PhotoCounts> {
     let work = lake.photo_work(name, account).await?;
     if let Some(pb) = &ctx.progress {
-        pb.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix:>28} {bar:30} {pos}/{len} photos {elapsed}",
-            )
-            .unwrap(),
-        );
+        pb.set_style(progress_style("photos"));
         pb.set_length(work.fetch.len() as u64);
         pb.set_position(0);
     }
@@ -492,33 +581,4 @@ async fn sync_photos(
         )));
     }
     Ok(counts)
-}
-
-/// `status`: per source and account, the last run's mode, time, rows, cursor age and
-/// failures since, as a printable table.
-pub async fn status(p: &Pipeline) -> Result<String> {
-    let lake = lake_of(p)?;
-    let Some(runs) = lake.open(TableKind::SyncRuns).await? else {
-        return Ok(format!(
-            "no runs yet: the lake at {} has no sync_runs table. Run `contacts-etl sync {}` first.\n",
-            lake.url(),
-            p.path.display()
-        ));
-    };
-    let ctx = datafusion::prelude::SessionContext::new();
-    ctx.register_table("sync_runs", runs.table_provider().await?)?;
-    let sql = "WITH ok AS (SELECT source, account, max(seq) AS seq FROM sync_runs WHERE status = 'ok' GROUP BY source, account),
-        last AS (SELECT r.source, r.account, r.seq, r.mode, r.finished_at, r.upserted, r.deleted FROM sync_runs r JOIN ok ON r.source = ok.source AND r.account = ok.account AND r.seq = ok.seq),
-        fails AS (SELECT f.source, f.account, count(*) AS failures, max(f.error) AS last_error FROM sync_runs f LEFT JOIN last l ON f.source = l.source AND f.account = l.account
-                  WHERE f.status = 'failed' AND (l.finished_at IS NULL OR f.finished_at > l.finished_at) GROUP BY f.source, f.account)
-        SELECT coalesce(l.source, f.source) AS source, coalesce(l.account, f.account) AS account, l.seq AS runs, l.mode AS last_mode,
-               l.finished_at AS last_success, l.upserted, l.deleted,
-               CAST(date_part('epoch', now()) - date_part('epoch', l.finished_at) AS BIGINT) AS cursor_age_s,
-               coalesce(f.failures, 0) AS failures_since, f.last_error
-        FROM last l FULL OUTER JOIN fails f ON l.source = f.source AND l.account = f.account ORDER BY 1, 2";
-    let batches = ctx.sql(sql).await?.collect().await?;
-    Ok(format!(
-        "{}\n",
-        arrow::util::pretty::pretty_format_batches(&batches)?
-    ))
 }

@@ -28,6 +28,7 @@
 mod keyed;
 mod photos;
 pub mod retry;
+pub mod state;
 mod tables;
 
 use std::collections::{HashMap, HashSet};

@@ -59,9 +59,10 @@ async fn suite(lake_url: &str) {
     );
     assert_lake_matches(&p, &emu).await;
     // `status` reads the lake back.
-    let status = contacts_etl::sync::status(&Pipeline::load(&p).unwrap())
+    let status = contacts_etl::status::status(&Pipeline::load(&p).unwrap())
         .await
-        .unwrap();
+        .unwrap()
+        .render();
     assert!(
         status.contains("example.com") && status.contains("101") && status.contains("full"),
         "{status}"

@@ -1,0 +1,212 @@
+//! `status`: per source and account, what the lake holds and how its runs went — contacts
+//! held, runs, the last success and its age (the age of the cursor the next sync continues
+//! from), its changes and bytes, and the failures since — in a table that fits 100 columns
+//! (errors cut, whole in `--format json`).
+
+use crate::config::Pipeline;
+use crate::error::{Error, Result};
+use crate::lake::state::AccountRuns;
+use crate::state::human;
+
+/// One account's line of `status`, as `--format json` prints it (times in RFC 3339 at
+/// second precision, UTC).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AccountStatus {
+    /// The source's name.
+    pub source: String,
+    /// The account.
+    pub account: String,
+    /// Live rows in `contacts`.
+    pub held: i64,
+    /// The last completed run's number: how many runs completed.
+    pub runs: i64,
+    /// The last completed run's mode.
+    pub last_mode: Option<String>,
+    /// When the last completed run finished (the cursor's time).
+    pub last_success: Option<String>,
+    /// Seconds since then: the cursor's age.
+    pub cursor_age_s: Option<i64>,
+    /// Contacts the last completed run upserted.
+    pub upserted: Option<i64>,
+    /// Contacts the last completed run deleted.
+    pub deleted: Option<i64>,
+    /// Response bytes the last completed run read.
+    pub bytes: Option<i64>,
+    /// Failed runs since the last completed one.
+    pub failures_since: i64,
+    /// When the newest of those failed.
+    pub last_failure: Option<String>,
+    /// Its error, whole.
+    pub last_error: Option<String>,
+}
+
+/// What `status` shows: the lake and its accounts, as of `now_us`.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// The lake's URL.
+    pub lake: String,
+    /// When the status was read (microseconds since the epoch, UTC).
+    pub now_us: i64,
+    /// One entry per account the lake knows, sorted.
+    pub accounts: Vec<AccountStatus>,
+}
+
+/// Reads the status of the pipeline's lake.
+pub async fn status(p: &Pipeline) -> Result<Status> {
+    let lake = crate::sync::lake_of(p)?;
+    let accounts = lake.account_runs().await?;
+    let now_us = chrono::Utc::now().timestamp_micros();
+    Ok(Status {
+        lake: lake.url().to_string(),
+        now_us,
+        accounts: accounts.iter().map(|a| of_account(a, now_us)).collect(),
+    })
+}
+
+fn of_account(a: &AccountRuns, now_us: i64) -> AccountStatus {
+    let ok = a.last_ok.as_ref();
+    AccountStatus {
+        source: a.source.clone(),
+        account: a.account.clone(),
+        held: a.held,
+        runs: a.seq,
+        last_mode: ok.map(|r| r.mode.clone()),
+        last_success: ok.map(|r| human::rfc3339_seconds(r.finished_at_us)),
+        cursor_age_s: ok.map(|r| (now_us - r.finished_at_us).max(0) / 1_000_000),
+        upserted: ok.map(|r| r.upserted),
+        deleted: ok.map(|r| r.deleted),
+        bytes: ok.map(|r| r.bytes),
+        failures_since: a.failures_since,
+        last_failure: a
+            .last_failure
+            .as_ref()
+            .map(|r| human::rfc3339_seconds(r.finished_at_us)),
+        last_error: a.last_failure.as_ref().and_then(|r| r.error.clone()),
+    }
+}
+
+/// The widest line of the text table.
+pub const WIDTH: usize = 100;
+
+impl Status {
+    /// The table: one line per account, then one line per account with failures, each cut
+    /// to [`WIDTH`] columns.
+    pub fn render(&self) -> String {
+        if self.accounts.is_empty() {
+            return format!(
+                "no runs yet: the lake at {} holds no account. Run `contacts-etl sync PIPELINE` first.\n",
+                self.lake
+            );
+        }
+        let mut s = format!(
+            "{:<28} {:>9} {:>5}  {:<11}  {:<8}  {:<13} {:>8} {:>5}\n",
+            "SOURCE/ACCOUNT", "HELD", "RUNS", "LAST MODE", "LAST OK", "CHANGES", "FETCHED", "FAILS"
+        );
+        for a in &self.accounts {
+            let ok_at = a.cursor_age_s.map(|age| self.now_us - age * 1_000_000);
+            s.push_str(&format!(
+                "{:<28} {:>9} {:>5}  {:<11}  {:<8}  {:<13} {:>8} {:>5}\n",
+                human::fit(&format!("{}/{}", a.source, a.account), 28),
+                human::count(a.held),
+                a.runs,
+                human::fit(a.last_mode.as_deref().unwrap_or("-"), 11),
+                ok_at.map_or("never".into(), |t| human::ago(t, self.now_us)),
+                match (a.upserted, a.deleted) {
+                    (Some(u), Some(d)) =>
+                        human::fit(&format!("+{} -{}", human::count(u), human::count(d)), 13),
+                    _ => "-".into(),
+                },
+                a.bytes.map_or("-".into(), human::bytes),
+                a.failures_since,
+            ));
+        }
+        let failing: Vec<&AccountStatus> = self
+            .accounts
+            .iter()
+            .filter(|a| a.failures_since > 0)
+            .collect();
+        if !failing.is_empty() {
+            s.push_str("failures since the last success (whole errors: status --format json):\n");
+            for a in failing {
+                let line = format!(
+                    "  {}/{} at {}: {}",
+                    a.source,
+                    a.account,
+                    a.last_failure.as_deref().unwrap_or("-"),
+                    a.last_error.as_deref().unwrap_or("")
+                );
+                s.push_str(&human::fit(&line, WIDTH));
+                s.push('\n');
+            }
+        }
+        s.push_str(&format!(
+            "lake {} at {}\n",
+            human::fit(&self.lake, 60),
+            human::utc_seconds(self.now_us)
+        ));
+        s
+    }
+
+    /// `--format json`: the accounts, every field whole.
+    pub fn render_json(&self) -> Result<String> {
+        let mut s = serde_json::to_string_pretty(&self.accounts)
+            .map_err(|e| Error::other(format!("status as JSON: {e}")))?;
+        s.push('\n');
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(name: &str, error: Option<String>) -> AccountStatus {
+        AccountStatus {
+            source: "a_source_with_a_long_name".into(),
+            account: name.into(),
+            held: 1_234_567,
+            runs: 12_345,
+            last_mode: Some("incremental".into()),
+            last_success: Some("2026-12-01T23:10:05Z".into()),
+            cursor_age_s: Some(200),
+            upserted: Some(123_456),
+            deleted: Some(98_765),
+            bytes: Some(987_654_321),
+            failures_since: error.is_some() as i64,
+            last_failure: error.as_ref().map(|_| "2026-12-01T23:12:00Z".into()),
+            last_error: error,
+        }
+    }
+
+    #[test]
+    fn the_table_fits_100_columns_whatever_it_holds() {
+        let st = Status {
+            lake: format!("s3://bucket/{}", "x".repeat(200)),
+            now_us: 1_764_630_605_000_000,
+            accounts: vec![
+                account("an-account-with-a-name-longer-than-the-column", None),
+                account(
+                    "103",
+                    Some(format!("HTTP 401: {}", "unauthorized ".repeat(40))),
+                ),
+            ],
+        };
+        let text = st.render();
+        for line in text.lines() {
+            assert!(
+                line.chars().count() <= WIDTH,
+                "{} columns: {line}",
+                line.chars().count()
+            );
+        }
+        assert!(text.contains("1,234,567") && text.contains("3m ago") && text.contains("987.7 MB"));
+        assert!(text.contains("+123,456 -98"), "{text}");
+        assert!(text.contains("at 2026-12-01T23:12:00Z: HTTP 401"), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&st.render_json().unwrap()).unwrap();
+        assert_eq!(
+            json[1]["last_error"].as_str().unwrap().len(),
+            st.accounts[1].last_error.as_ref().unwrap().len(),
+            "JSON keeps the whole error"
+        );
+    }
+}
