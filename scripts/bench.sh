@@ -4,6 +4,7 @@
 # /usr/bin/time -v) to stdout and to target/bench/results.md.
 #   scripts/bench.sh                 # the full suite (50,000 / 500,000 / 1,000,000 contacts)
 #   SCALE=0.1 scripts/bench.sh       # everything at a tenth of the size, for a quick look
+#   ONLY=B9 scripts/bench.sh         # only B9 (many small accounts); B9_BIG=1 adds 10,000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE="${SCALE:-1}"
@@ -73,6 +74,68 @@ curl_aurinko() { # the page chain with curl; tokens cut out with grep, bodies ke
   rm -f "$f"
 }
 declare -A R
+ONLY="${ONLY:-}"
+
+# B9: many small Aurinko accounts in one run, beside one account of the same contacts.
+# Accounts come from an accounts_file (id,token_env,token_file). Prints wall, CPU
+# (user+sys) and peak RSS of each step.
+cpu() { awk -F': ' '/User time/ {u=$2} /System time/ {s=$2} END {printf "%.2f", u+s}' "$WORK/time.$1"; }
+rss_mb() { awk '{printf "%.0f", $1/1024}' "$WORK/rss.$1"; }
+many_pipeline() { # dir, accounts, concurrency
+  local d=$1 n=$2 c=$3 i
+  mkdir -p "$d"
+  { echo "id,token_env,token_file"; for i in $(seq 101 $((100+n))); do printf '%s' "$TOKEN-$i" > "$d/$i.token"; echo "$i,,$i.token"; done; } > "$d/accounts.csv"
+  printf '[lake]\nurl = "lake"\n[[sources]]\nname = "crm"\nprovider = "aurinko"\nbase_url = "%s"\nconcurrency = %s\naccounts_file = "accounts.csv"\n' "$URL" "$c" > "$d/p.toml"
+}
+b9_step() { # key label cmd… : runs once, records "wall cpu rss" under R[key]
+  local key=$1 label=$2; shift 2
+  local w; w=$(timed "$label" "$@")
+  R[$key]="$w s wall, $(cpu "$label") s CPU, $(rss_mb "$label") MB"
+  echo "  $key: ${R[$key]}"
+}
+b9() {
+  echo "== B9: 400 accounts x 20 contacts beside one account of 8,000"
+  start_emu --google-contacts 0 --aurinko-accounts 1 --aurinko-contacts 8000
+  rm -rf "$WORK/b9one"; many_pipeline "$WORK/b9one" 1 8
+  b9_step b9_one one "$BIN" sync "$WORK/b9one/p.toml"
+  b9_step b9_one_none onenone "$BIN" sync "$WORK/b9one/p.toml"
+  stop_emu
+  start_emu --google-contacts 0 --aurinko-accounts 400 --aurinko-contacts 20
+  rm -rf "$WORK/b9c1"; many_pipeline "$WORK/b9c1" 400 1
+  b9_step b9_full_c1 fullc1 "$BIN" sync "$WORK/b9c1/p.toml"
+  rm -rf "$WORK/b9"; many_pipeline "$WORK/b9" 400 8
+  b9_step b9_full full "$BIN" sync "$WORK/b9/p.toml"
+  b9_step b9_none none "$BIN" sync "$WORK/b9/p.toml"
+  # 1 % of the contacts change: one update in each of 80 accounts.
+  for i in $(seq 101 5 500); do
+    curl -sf -X POST -H 'content-type: application/json' -d "{\"aurinko\":{\"account\":\"$i\",\"inserts\":0,\"updates\":1,\"deletes\":0}}" "$URL/_emulator/mutate" >/dev/null
+  done
+  b9_step b9_one_pct pct "$BIN" sync "$WORK/b9/p.toml"
+  stop_emu
+  if [ "${B9_BIG:-0}" = 1 ]; then
+    echo "== B9: 10,000 accounts x 20 contacts"
+    start_emu --google-contacts 0 --aurinko-accounts 10000 --aurinko-contacts 20
+    rm -rf "$WORK/b9big"; many_pipeline "$WORK/b9big" 10000 8
+    b9_step b9_big big "$BIN" sync "$WORK/b9big/p.toml"
+    b9_step b9_big_none bignone "$BIN" sync "$WORK/b9big/p.toml"
+    stop_emu
+  fi
+  {
+  echo "| B9 | step | wall, CPU (user+sys), peak RSS |"
+  echo "|---|---|---|"
+  echo "| | one account of 8,000 contacts, full | ${R[b9_one]} |"
+  echo "| | the same, incremental, no changes | ${R[b9_one_none]} |"
+  echo "| | 400 accounts x 20, full, concurrency 1 | ${R[b9_full_c1]} |"
+  echo "| | 400 accounts x 20, full, concurrency 8 | ${R[b9_full]} |"
+  echo "| | the same, incremental, no changes | ${R[b9_none]} |"
+  echo "| | the same, incremental, 1 % changed (80 accounts) | ${R[b9_one_pct]} |"
+  if [ "${B9_BIG:-0}" = 1 ]; then
+  echo "| | 10,000 accounts x 20, full, concurrency 8 | ${R[b9_big]} |"
+  echo "| | the same, incremental, no changes | ${R[b9_big_none]} |"
+  fi
+  } | tee "$OUT/b9.md"
+}
+if [ "$ONLY" = B9 ]; then b9; exit 0; fi
 
 echo "== B1/B3/B4/B5/B6: Google, $N contacts"
 start_emu --google-contacts "$N" --aurinko-accounts 0
@@ -153,6 +216,8 @@ Q="SELECT account, lower(split_part(address, '@', 2)) AS domain, count(*) FROM c
 for i in $(seq "$RUNS"); do echo "$(timed q "$BIN" query "$WORK/sql/p.toml" "$Q")" >> "$WORK/b8"; done
 R[b8]=$(median < "$WORK/b8")
 stop_emu
+
+b9
 
 # B7 needs the bench profile, whose dev-dependency features make cargo rebuild DataFusion
 # and Delta once (about 30 minutes on 2 cores): opt in with BENCH_B7=1.
