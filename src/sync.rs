@@ -402,7 +402,8 @@ impl AccountRun {
         let commit = match self.prepare(states, &ctx, &mut mode).await {
             Ok(run) => Ok(committer.submit(run).await),
             Err(e) => {
-                let figures = run_figures(&self.run_id, mode, ctx.synced_at_us, &ctx.metrics, Some(&e));
+                let figures =
+                    run_figures(&self.run_id, mode, ctx.synced_at_us, &ctx.metrics, Some(&e));
                 committer
                     .record_failure(FailedRun {
                         source: self.source.name().to_string(),

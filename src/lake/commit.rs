@@ -23,8 +23,8 @@ use deltalake::DeltaTable;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{Add, Transaction};
 use deltalake::writer::DeltaWriter;
-use futures::{FutureExt, StreamExt, TryStreamExt};
 use futures::future::LocalBoxFuture;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use serde_json::json;
 
 use super::index::PartitionFiles;
@@ -643,8 +643,14 @@ impl Lake {
                 appended: if r.first_load { &r.upsert_files } else { &[] },
             })
             .collect();
-        let run_id = runs.iter().map(|r| r.figures.run_id.as_str()).max().unwrap_or("");
-        m.contacts = self.apply_group(TableKind::Contacts, &steps, run_id).await?;
+        let run_id = runs
+            .iter()
+            .map(|r| r.figures.run_id.as_str())
+            .max()
+            .unwrap_or("");
+        m.contacts = self
+            .apply_group(TableKind::Contacts, &steps, run_id)
+            .await?;
         Ok(())
     }
 
@@ -654,7 +660,11 @@ impl Lake {
         if rows.is_empty() {
             return Ok(());
         }
-        let run_id = rows.iter().map(|r| r.figures.run_id.as_str()).max().unwrap_or("");
+        let run_id = rows
+            .iter()
+            .map(|r| r.figures.run_id.as_str())
+            .max()
+            .unwrap_or("");
         retry::retry("sync_runs", Error::is_commit_conflict, async |_| {
             let table = self.open_or_create(TableKind::SyncRuns).await?;
             let txns = self.indexes.txns(TableKind::SyncRuns, &table).await?;
@@ -677,7 +687,10 @@ impl Lake {
             let props = CommitProperties::default()
                 .with_application_transactions(
                     todo.iter()
-                        .filter_map(|r| r.seq.map(|s| Transaction::new(app_id(r.source, r.account), s)))
+                        .filter_map(|r| {
+                            r.seq
+                                .map(|s| Transaction::new(app_id(r.source, r.account), s))
+                        })
                         .collect(),
                 )
                 .with_metadata([("app.run_id".to_string(), json!(run_id))]);
@@ -696,7 +709,10 @@ impl Lake {
     pub async fn recover_runs(&self, accounts: &[(String, String)]) -> Result<RunStates> {
         let changes = self.open_or_create(TableKind::ContactChanges).await?;
         let runs = self.open_or_create(TableKind::SyncRuns).await?;
-        let c = self.indexes.txns(TableKind::ContactChanges, &changes).await?;
+        let c = self
+            .indexes
+            .txns(TableKind::ContactChanges, &changes)
+            .await?;
         let r = self.indexes.txns(TableKind::SyncRuns, &runs).await?;
         let pending: HashMap<String, (&str, &str, i64)> = accounts
             .iter()
@@ -752,7 +768,10 @@ impl Lake {
             (s, a)
         }));
         let run_ids: HashSet<&str> = metas.values().map(|m| m.figures.run_id.as_str()).collect();
-        let run_ids: Vec<String> = run_ids.iter().map(|r| format!("'{}'", sql_str(r))).collect();
+        let run_ids: Vec<String> = run_ids
+            .iter()
+            .map(|r| format!("'{}'", sql_str(r)))
+            .collect();
         let batches = self
             .query_table(
                 changes,
@@ -814,8 +833,13 @@ impl Lake {
                 appended: &[],
             })
             .collect();
-        let run_id = metas.values().map(|m| m.figures.run_id.as_str()).max().unwrap_or("");
-        self.apply_group(TableKind::Contacts, &keyed, run_id).await?;
+        let run_id = metas
+            .values()
+            .map(|m| m.figures.run_id.as_str())
+            .max()
+            .unwrap_or("");
+        self.apply_group(TableKind::Contacts, &keyed, run_id)
+            .await?;
         let rows: Vec<RunRow> = metas
             .iter()
             .map(|(app, meta)| {

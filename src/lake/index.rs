@@ -75,7 +75,11 @@ impl Indexes {
 
     /// The live files of `table` grouped by partition (`source`, `account`), built once per
     /// table version.
-    pub(super) fn partitions(&self, kind: TableKind, table: &DeltaTable) -> Result<Arc<PartitionFiles>> {
+    pub(super) fn partitions(
+        &self,
+        kind: TableKind,
+        table: &DeltaTable,
+    ) -> Result<Arc<PartitionFiles>> {
         let version = table.version().unwrap_or(0) as u64;
         if let Some((v, p)) = self.partitions.lock().unwrap().get(&kind)
             && *v == version
@@ -86,7 +90,9 @@ impl Indexes {
         for f in table.snapshot()?.log_data().iter() {
             let pv = f.partition_values_map();
             let get = |k: &str| pv.get(k).cloned().flatten().unwrap_or_default();
-            by.entry((get("source"), get("account"))).or_default().push(f);
+            by.entry((get("source"), get("account")))
+                .or_default()
+                .push(f);
         }
         let by = Arc::new(by);
         let mut all = self.partitions.lock().unwrap();
@@ -167,10 +173,15 @@ async fn read_commit(table: &DeltaTable, v: u64, apps: &mut HashMap<String, i64>
 
 /// The `txn` rows of a (single-file) checkpoint.
 #[allow(deprecated)]
-async fn read_checkpoint(table: &DeltaTable, c: u64, apps: &mut HashMap<String, i64>) -> Result<()> {
+async fn read_checkpoint(
+    table: &DeltaTable,
+    c: u64,
+    apps: &mut HashMap<String, i64>,
+) -> Result<()> {
     let store = table.log_store().object_store(None);
     let path = Path::from(format!("_delta_log/{c:020}.checkpoint.parquet"));
-    let builder = ParquetRecordBatchStreamBuilder::new(ParquetObjectReader::new(store, path.clone())).await?;
+    let builder =
+        ParquetRecordBatchStreamBuilder::new(ParquetObjectReader::new(store, path.clone())).await?;
     let leaves: Vec<Option<usize>> = ["appId", "version"]
         .iter()
         .map(|name| {

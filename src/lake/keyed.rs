@@ -420,7 +420,11 @@ pub(super) fn partitions_predicate<'a>(parts: impl Iterator<Item = (&'a str, &'a
             if list.len() == 1 {
                 format!("source = '{}' AND account = {}", sql_str(s), list[0])
             } else {
-                format!("source = '{}' AND account IN ({})", sql_str(s), list.join(", "))
+                format!(
+                    "source = '{}' AND account IN ({})",
+                    sql_str(s),
+                    list.join(", ")
+                )
             }
         })
         .map(|p| format!("({p})"))
@@ -548,8 +552,7 @@ pub(super) async fn run_cursor(
         bound("minValues").is_none_or(|lo| lo <= seq)
             && bound("maxValues").is_none_or(|hi| seq <= hi)
     };
-    for f in files.iter().filter(|f| may_hold(f))
-    {
+    for f in files.iter().filter(|f| may_hold(f)) {
         let mut stream = read_leaves(store.clone(), f, &[&["seq"], &["cursor"]]).await?;
         while let Some(b) = stream.try_next().await? {
             let seqs = arrow::compute::cast(b.column(0), &DataType::Int64)?;
@@ -683,7 +686,10 @@ async fn landed_in_file(
             photo_etags.as_string::<i32>(),
         );
         for i in 0..b.num_rows() {
-            if ids.is_null(i) || gone.contains(offset + i as u64) || only.is_some_and(|o| !o.contains(ids.value(i))) {
+            if ids.is_null(i)
+                || gone.contains(offset + i as u64)
+                || only.is_some_and(|o| !o.contains(ids.value(i)))
+            {
                 continue;
             }
             let value =

@@ -43,20 +43,36 @@ async fn three_hundred_small_accounts_land_in_a_few_commits_per_table() {
     let r = sync(&p, false).await;
     assert_ok(&r);
     assert_eq!(r.accounts.len(), 300);
-    assert!(r.accounts.iter().all(|a| a.seq == Some(1) && a.upserted == 6));
+    assert!(
+        r.accounts
+            .iter()
+            .all(|a| a.seq == Some(1) && a.upserted == 6)
+    );
     assert_lake_matches(&p, &emu).await;
     // 300 accounts, each with its own transaction, in a handful of commits per table
     // (one per group; a group holds at most 256 accounts), not 300.
     let after = futures_versions(&p).await;
-    for (i, kind) in [TableKind::ContactChanges, TableKind::Contacts, TableKind::SyncRuns]
-        .iter()
-        .enumerate()
+    for (i, kind) in [
+        TableKind::ContactChanges,
+        TableKind::Contacts,
+        TableKind::SyncRuns,
+    ]
+    .iter()
+    .enumerate()
     {
         let n = after[i] - before[i];
-        assert!((2..=40).contains(&n), "{}: {n} commits for 300 accounts", kind.name());
+        assert!(
+            (2..=40).contains(&n),
+            "{}: {n} commits for 300 accounts",
+            kind.name()
+        );
     }
     assert_eq!(
-        count(&p, "SELECT count(DISTINCT account) FROM sync_runs WHERE status = 'ok' AND seq = 1").await,
+        count(
+            &p,
+            "SELECT count(DISTINCT account) FROM sync_runs WHERE status = 'ok' AND seq = 1"
+        )
+        .await,
         300
     );
     // Every account's transaction is its own, in the grouped commits.
@@ -78,16 +94,30 @@ async fn three_hundred_small_accounts_land_in_a_few_commits_per_table() {
     }
     let r = sync(&p, false).await;
     assert_ok(&r);
-    assert!(r.accounts.iter().all(|a| a.mode == "incremental" && a.seq == Some(2)));
+    assert!(
+        r.accounts
+            .iter()
+            .all(|a| a.mode == "incremental" && a.seq == Some(2))
+    );
     for a in &r.accounts {
         let moved = a.upserted + a.deleted > 0;
-        assert_eq!(moved, changed.contains(&a.account), "{}: {}", a.account, r.summary());
+        assert_eq!(
+            moved,
+            changed.contains(&a.account),
+            "{}: {}",
+            a.account,
+            r.summary()
+        );
     }
     assert_lake_matches(&p, &emu).await;
     // Nothing changed: nothing written but the runs.
     let r = sync(&p, false).await;
     assert_ok(&r);
-    assert!(r.accounts.iter().all(|a| a.upserted == 0 && a.deleted == 0 && a.seq == Some(3)));
+    assert!(
+        r.accounts
+            .iter()
+            .all(|a| a.upserted == 0 && a.deleted == 0 && a.seq == Some(3))
+    );
     assert_eq!(
         count(&p, "SELECT count(*) FROM (SELECT run_id, account FROM sync_runs GROUP BY 1, 2 HAVING count(*) > 1)").await,
         0,
@@ -95,7 +125,11 @@ async fn three_hundred_small_accounts_land_in_a_few_commits_per_table() {
     );
     // A full refresh over the same accounts finds nothing to change either.
     let r = sync(&p, true).await;
-    assert!(r.accounts.iter().all(|a| a.upserted == 0 && a.deleted == 0), "{}", r.summary());
+    assert!(
+        r.accounts.iter().all(|a| a.upserted == 0 && a.deleted == 0),
+        "{}",
+        r.summary()
+    );
     assert_lake_matches(&p, &emu).await;
 }
 
@@ -103,7 +137,11 @@ async fn futures_versions(p: &std::path::Path) -> Vec<i64> {
     let lake = contacts_etl::sync::lake_of(&Pipeline::load(p).unwrap()).unwrap();
     lake.ensure_tables().await.unwrap();
     let mut v = Vec::new();
-    for kind in [TableKind::ContactChanges, TableKind::Contacts, TableKind::SyncRuns] {
+    for kind in [
+        TableKind::ContactChanges,
+        TableKind::Contacts,
+        TableKind::SyncRuns,
+    ] {
         v.push(commits(p, kind).await);
     }
     v
@@ -131,10 +169,20 @@ async fn a_failing_account_among_many_fails_alone() {
     assert_eq!(r.accounts.iter().filter(|a| a.seq == Some(1)).count(), 39);
     // Its failure is recorded with the group, once.
     assert_eq!(
-        count(&p, &format!("SELECT count(*) FROM sync_runs WHERE status = 'failed' AND account = '{}'", accounts[7])).await,
+        count(
+            &p,
+            &format!(
+                "SELECT count(*) FROM sync_runs WHERE status = 'failed' AND account = '{}'",
+                accounts[7]
+            )
+        )
+        .await,
         1
     );
-    assert_eq!(count(&p, "SELECT count(*) FROM sync_runs WHERE status = 'ok'").await, 39);
+    assert_eq!(
+        count(&p, "SELECT count(*) FROM sync_runs WHERE status = 'ok'").await,
+        39
+    );
 }
 
 fn many_small() -> EmulatorConfig {
@@ -278,7 +326,14 @@ async fn four_shards_over_400_small_accounts_land_every_account_exactly_once() {
         }
         assert_lake_matches(&p, &emu).await;
         assert_eq!(
-            count(&p, &format!("SELECT count(*) FROM sync_runs WHERE status = 'ok' AND seq = {}", round + 1)).await,
+            count(
+                &p,
+                &format!(
+                    "SELECT count(*) FROM sync_runs WHERE status = 'ok' AND seq = {}",
+                    round + 1
+                )
+            )
+            .await,
             400,
             "each account synced by exactly one shard"
         );

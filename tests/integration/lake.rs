@@ -198,7 +198,10 @@ fn sync_and_kill(p: &std::path::Path, kill: KillAt, span: Duration) -> bool {
 pub async fn crash_trials_with(lake_url: &str, trials: usize, setup: &CrashSetup) {
     let emu = Emulator::start(setup.emulator.clone()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let accounts = setup.accounts.clone().unwrap_or_else(|| emu.aurinko_accounts());
+    let accounts = setup
+        .accounts
+        .clone()
+        .unwrap_or_else(|| emu.aurinko_accounts());
     let spec = |url: &str| {
         write_pipeline(
             dir.path(),
@@ -284,8 +287,8 @@ pub async fn crash_trials_with(lake_url: &str, trials: usize, setup: &CrashSetup
         }
         let count = async |sql: &str| {
             let r = contacts_etl::sql::query(&lake, sql).await.unwrap();
-            let c = arrow::compute::cast(r[0].column(0), &arrow::datatypes::DataType::Int64)
-                .unwrap();
+            let c =
+                arrow::compute::cast(r[0].column(0), &arrow::datatypes::DataType::Int64).unwrap();
             use arrow::array::AsArray;
             c.as_primitive::<arrow::datatypes::Int64Type>().value(0)
         };
