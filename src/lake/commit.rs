@@ -720,7 +720,7 @@ impl Lake {
                 let app = app_id(s, a);
                 let c_seq = c.get(&app).copied().unwrap_or(0);
                 (c_seq > r.get(&app).copied().unwrap_or(0))
-                    .then(|| (app, (s.as_str(), a.as_str(), c_seq)))
+                    .then_some((app, (s.as_str(), a.as_str(), c_seq)))
             })
             .collect();
         let mut broken = HashMap::new();

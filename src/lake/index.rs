@@ -54,7 +54,7 @@ impl Indexes {
         kind: TableKind,
         table: &DeltaTable,
     ) -> Result<Arc<HashMap<String, i64>>> {
-        let version = table.version().unwrap_or(0) as u64;
+        let version = table.version().unwrap_or(0);
         let cached = self.txns.lock().unwrap().get(&kind).cloned();
         let txns = match cached {
             Some(t) if t.version == version => t,
@@ -80,7 +80,7 @@ impl Indexes {
         kind: TableKind,
         table: &DeltaTable,
     ) -> Result<Arc<PartitionFiles>> {
-        let version = table.version().unwrap_or(0) as u64;
+        let version = table.version().unwrap_or(0);
         if let Some((v, p)) = self.partitions.lock().unwrap().get(&kind)
             && *v == version
         {
