@@ -12,7 +12,8 @@ use futures::StreamExt;
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::http::Metrics;
-use crate::lake::{Lake, RunFigures};
+use crate::lake::committer::{Committer, GroupLimits, RunResult};
+use crate::lake::{CommitOutcome, FailedRun, Lake, PreparedRun, RunFigures, RunStates};
 use crate::providers::{Photos, RunContext, Source, SyncMode};
 
 /// Which accounts a `sync` covers and how.
@@ -264,48 +265,94 @@ pub async fn run_sync(p: &Pipeline, opts: &SyncOptions) -> Result<SyncReport> {
     });
     lake.ensure_tables().await?;
     let run_id = new_run_id();
+    // Every event of the run carries its id (a span field in JSON logs).
+    let span = tracing::info_span!("run", run_id = %run_id);
     let multi = opts.progress.then(|| progress_bars().clone());
     let mut report = SyncReport {
         run_id: run_id.clone(),
         accounts: vec![],
     };
-    for source in selected {
-        let accounts: Vec<String> = source
-            .accounts()
-            .into_iter()
-            .filter(|a| opts.accounts.is_empty() || opts.accounts.contains(a))
-            .filter(|a| {
-                opts.shard
-                    .is_none_or(|(i, n)| shard_of(source.name(), a, n) == i)
-            })
-            .collect();
-        let results: Vec<AccountReport> = futures::stream::iter(accounts)
-            .map(|account| {
-                let (source, lake, run_id, multi) =
-                    (source.clone(), lake.clone(), run_id.clone(), multi.clone());
-                let full = opts.full_refresh;
-                // Every event of the run carries its id (a span field in JSON logs).
-                let span = tracing::info_span!("run", run_id = %run_id);
-                tracing::Instrument::instrument(
+    let work: Vec<(Arc<dyn Source>, Vec<String>)> = selected
+        .into_iter()
+        .map(|source| {
+            let accounts: Vec<String> = source
+                .accounts()
+                .into_iter()
+                .filter(|a| opts.accounts.is_empty() || opts.accounts.contains(a))
+                .filter(|a| {
+                    opts.shard
+                        .is_none_or(|(i, n)| shard_of(source.name(), a, n) == i)
+                })
+                .collect();
+            (source, accounts)
+        })
+        .collect();
+    // Runs interrupted after their changes committed are completed first, all in one pass.
+    let pairs: Vec<(String, String)> = work
+        .iter()
+        .flat_map(|(s, accounts)| accounts.iter().map(|a| (s.name().to_string(), a.clone())))
+        .collect();
+    let states = Arc::new(lake.recover_runs(&pairs).await?);
+    let limits = GroupLimits::default();
+    let (committer, landing) = Committer::new(lake.clone(), pairs.len(), limits);
+    drop(pairs);
+    let committer = Arc::new(committer);
+    // Each source extracts its accounts `concurrency` at a time, all sources at once; the
+    // finished runs go to the one committer, and an account waits for its group to land
+    // without holding an extraction slot.
+    let accounts = async move {
+        let extracted = futures::stream::select_all(work.into_iter().map(|(source, accounts)| {
+            let concurrency = source.account_concurrency();
+            let (lake, states, committer, run_id, multi) = (
+                lake.clone(),
+                states.clone(),
+                committer.clone(),
+                run_id.clone(),
+                multi.clone(),
+            );
+            let full = opts.full_refresh;
+            futures::stream::iter(accounts)
+                .map(move |account| {
+                    let (source, lake, states, committer, run_id, multi) = (
+                        source.clone(),
+                        lake.clone(),
+                        states.clone(),
+                        committer.clone(),
+                        run_id.clone(),
+                        multi.clone(),
+                    );
                     async move {
-                        sync_account(
-                            source.as_ref(),
-                            &lake,
-                            &account,
-                            &run_id,
-                            full,
-                            multi.as_ref(),
-                        )
-                        .await
-                    },
-                    span,
-                )
-            })
-            .buffer_unordered(source.account_concurrency())
-            .collect()
-            .await;
-        report.accounts.extend(results);
-    }
+                        let at = AccountRun {
+                            source,
+                            lake,
+                            account,
+                            run_id,
+                            full_refresh: full,
+                        };
+                        at.extract(&states, &committer, multi.as_ref()).await
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .boxed_local()
+        }));
+        // Dropped once every account has handed its run over: the committer then ends.
+        drop(committer);
+        extracted
+            .map(|pending| pending.finish())
+            .buffer_unordered(limits.accounts * 2)
+            .collect::<Vec<AccountReport>>()
+            .await
+    };
+    let (results, stats) =
+        tracing::Instrument::instrument(async { tokio::join!(accounts, landing) }, span).await;
+    tracing::debug!(
+        groups = stats.groups,
+        landed = stats.landed,
+        largest_group = stats.largest_group,
+        commit_ms = stats.commit_ms,
+        "the committer is done"
+    );
+    report.accounts.extend(results);
     report
         .accounts
         .sort_by(|a, b| (&a.source, &a.account).cmp(&(&b.source, &b.account)));
@@ -398,148 +445,217 @@ fn run_figures(
     }
 }
 
-/// The run's first step: the lake's state, the extract (full when there is no cursor, or
-/// again in full when the API says the cursor expired), and the commit of both. `mode`
-/// says how far it got, for the record of a failure.
-async fn extract_and_commit(
-    source: &dyn Source,
-    lake: &Lake,
-    account: &str,
+/// One account of a run.
+struct AccountRun {
+    source: Arc<dyn Source>,
+    lake: Arc<Lake>,
+    account: String,
+    run_id: String,
     full_refresh: bool,
-    ctx: &RunContext,
-    mode: &mut SyncMode,
-) -> Result<crate::lake::CommitOutcome> {
-    let started = Instant::now();
-    let state = lake.recover(source.name(), account).await?;
-    tracing::debug!(
-        source = source.name(),
-        account,
-        ms = started.elapsed().as_millis() as u64,
-        "recovered the lake state"
-    );
-    let cursor = if full_refresh {
-        None
-    } else {
-        state.cursor.clone()
-    };
-    if cursor.is_none() {
-        *mode = SyncMode::Full;
-    }
-    let extract = match source.extract(account, cursor.as_deref(), ctx).await {
-        Err(Error::CursorExpired(why)) => {
-            tracing::warn!(source = source.name(), account, reason = %why, "cursor expired: running a full extract and reconciling deletes");
-            *mode = SyncMode::Resync;
-            let mut e = source.extract(account, None, ctx).await?;
-            e.mode = SyncMode::Resync;
-            e
-        }
-        other => other?,
-    };
-    *mode = extract.mode;
-    tracing::debug!(
-        source = source.name(),
-        account,
-        ms = started.elapsed().as_millis() as u64,
-        "extracted"
-    );
-    let figures = run_figures(&ctx.run_id, *mode, ctx.synced_at_us, &ctx.metrics, None);
-    lake.commit_extract(source.name(), account, &state, extract, figures)
-        .await
 }
 
-async fn sync_account(
-    source: &dyn Source,
-    lake: &Lake,
-    account: &str,
-    run_id: &str,
-    full_refresh: bool,
-    multi: Option<&indicatif::MultiProgress>,
-) -> AccountReport {
-    let started = Instant::now();
-    let metrics = Arc::new(Metrics::default());
-    let progress = account_progress(multi, source.name(), account);
-    let ctx = RunContext {
-        run_id: run_id.to_string(),
-        synced_at_us: chrono::Utc::now().timestamp_micros(),
-        metrics: metrics.clone(),
-        progress: progress.clone(),
-    };
-    let mut mode = if full_refresh {
-        SyncMode::Full
-    } else {
-        SyncMode::Incremental
-    };
-    let committed = extract_and_commit(source, lake, account, full_refresh, &ctx, &mut mode).await;
-    // Photos come after the run's commit: they are reconciled from the landed tables, so a
-    // failure here loses nothing and the next sync picks up exactly what is missing.
-    let photos: Option<Result<PhotoCounts>> = match (source.photos(), &committed) {
-        (Some(photos), Ok(_)) if photos.enabled() => {
-            Some(sync_photos(source.name(), photos, lake, account, run_id, &ctx).await)
+/// An account whose extract is done: its run is with the committer (or failed before).
+struct PendingAccount {
+    at: AccountRun,
+    ctx: RunContext,
+    started: Instant,
+    mode: SyncMode,
+    /// The committer's answer to come, or the error that stopped the run before it
+    /// (already handed to the committer to record).
+    commit: std::result::Result<tokio::sync::oneshot::Receiver<RunResult>, Error>,
+}
+
+impl AccountRun {
+    /// The run up to the committer: state, extract, change files. A failure is handed to
+    /// the committer to record in `sync_runs`.
+    async fn extract(
+        self,
+        states: &RunStates,
+        committer: &Committer,
+        multi: Option<&indicatif::MultiProgress>,
+    ) -> PendingAccount {
+        let metrics = Arc::new(Metrics::default());
+        let progress = account_progress(multi, self.source.name(), &self.account);
+        let ctx = RunContext {
+            run_id: self.run_id.clone(),
+            synced_at_us: chrono::Utc::now().timestamp_micros(),
+            metrics,
+            progress,
+        };
+        let mut mode = if self.full_refresh {
+            SyncMode::Full
+        } else {
+            SyncMode::Incremental
+        };
+        let started = Instant::now();
+        let commit = match self.prepare(states, &ctx, &mut mode).await {
+            Ok(run) => Ok(committer.submit(run).await),
+            Err(e) => {
+                let figures =
+                    run_figures(&self.run_id, mode, ctx.synced_at_us, &ctx.metrics, Some(&e));
+                committer
+                    .record_failure(FailedRun {
+                        source: self.source.name().to_string(),
+                        account: self.account.clone(),
+                        figures,
+                    })
+                    .await;
+                Err(e)
+            }
+        };
+        PendingAccount {
+            at: self,
+            ctx,
+            started,
+            mode,
+            commit,
         }
-        _ => None,
-    };
-    if let Some(pb) = progress {
-        pb.finish_and_clear();
     }
-    let (requests, retries, bytes, pages) = metrics.snapshot();
-    let mut rep = AccountReport {
-        source: source.name().into(),
-        account: account.into(),
-        mode: mode.as_str().into(),
-        upserted: 0,
-        deleted: 0,
-        pages,
-        requests,
-        retries,
-        bytes,
-        seconds: started.elapsed().as_secs_f64(),
-        seq: None,
-        photos: None,
-        error: None,
-    };
-    if let Ok(o) = &committed {
-        rep.upserted = o.upserted;
-        rep.deleted = o.deleted;
-        rep.seq = Some(o.seq);
+
+    /// The lake's state, the extract (full when there is no cursor, or again in full when
+    /// the API says the cursor expired), and its change files. `mode` says how far it
+    /// got, for the record of a failure.
+    async fn prepare(
+        &self,
+        states: &RunStates,
+        ctx: &RunContext,
+        mode: &mut SyncMode,
+    ) -> Result<PreparedRun> {
+        let (source, account) = (self.source.as_ref(), self.account.as_str());
+        let started = Instant::now();
+        let state = states.state(source.name(), account).await?;
+        let cursor = if self.full_refresh {
+            None
+        } else {
+            state.cursor.clone()
+        };
+        if cursor.is_none() {
+            *mode = SyncMode::Full;
+        }
+        let extract = match source.extract(account, cursor.as_deref(), ctx).await {
+            Err(Error::CursorExpired(why)) => {
+                tracing::warn!(source = source.name(), account, reason = %why, "cursor expired: running a full extract and reconciling deletes");
+                *mode = SyncMode::Resync;
+                let mut e = source.extract(account, None, ctx).await?;
+                e.mode = SyncMode::Resync;
+                e
+            }
+            other => other?,
+        };
+        *mode = extract.mode;
+        tracing::debug!(
+            source = source.name(),
+            account,
+            ms = started.elapsed().as_millis() as u64,
+            "extracted"
+        );
+        let figures = run_figures(&ctx.run_id, *mode, ctx.synced_at_us, &ctx.metrics, None);
+        self.lake
+            .prepare_run(source.name(), account, &state, extract, figures)
+            .await
     }
-    let outcome = match (committed, photos) {
-        (Ok(_), Some(Err(e))) => Err(e),
-        (Ok(o), Some(Ok(p))) => {
-            rep.photos = Some(p);
-            Ok(o)
+}
+
+impl PendingAccount {
+    /// Waits for the account's group to land, then fetches photos, and reports.
+    async fn finish(self) -> AccountReport {
+        let PendingAccount {
+            at,
+            ctx,
+            started,
+            mode,
+            commit,
+        } = self;
+        let (source, lake, account) = (at.source.as_ref(), at.lake.as_ref(), at.account.as_str());
+        let committed: Result<CommitOutcome> = match commit {
+            Ok(rx) => match rx.await {
+                Ok(Ok(o)) => Ok(o),
+                Ok(Err(f)) => Err(f.error),
+                Err(_) => Err(Error::other(format!(
+                    "{}/{account}: the run's commit was interrupted; the next sync completes or redoes it",
+                    source.name()
+                ))),
+            },
+            Err(e) => Err(e),
+        };
+        // A failure so far is recorded already (or, when the run's changes landed, is
+        // completed by the next run's replay, which records its one final status).
+        let recorded = committed.is_err();
+        // Photos come after the run's commit: they are reconciled from the landed tables, so a
+        // failure here loses nothing and the next sync picks up exactly what is missing.
+        let photos: Option<Result<PhotoCounts>> = match (source.photos(), &committed) {
+            (Some(photos), Ok(_)) if photos.enabled() => {
+                Some(sync_photos(source.name(), photos, lake, account, &at.run_id, &ctx).await)
+            }
+            _ => None,
+        };
+        if let Some(pb) = &ctx.progress {
+            pb.finish_and_clear();
         }
-        (o, _) => o,
-    };
-    match outcome {
-        Ok(o) => {
-            // For JSON logs and --log-level debug: on a terminal the summary table says it.
-            tracing::info!(
-                target: ACCOUNT_TARGET,
-                run_id,
-                source = source.name(),
-                account,
-                mode = mode.as_str(),
-                upserted = o.upserted,
-                deleted = o.deleted,
-                pages,
-                requests,
-                retries,
-                photos_fetched = rep.photos.map(|p| p.fetched),
-                photos_removed = rep.photos.map(|p| p.removed),
-                seconds = rep.seconds,
-                "account synced"
-            );
+        let metrics = &ctx.metrics;
+        let (requests, retries, bytes, pages) = metrics.snapshot();
+        let mut rep = AccountReport {
+            source: source.name().into(),
+            account: account.into(),
+            mode: mode.as_str().into(),
+            upserted: 0,
+            deleted: 0,
+            pages,
+            requests,
+            retries,
+            bytes,
+            seconds: started.elapsed().as_secs_f64(),
+            seq: None,
+            photos: None,
+            error: None,
+        };
+        if let Ok(o) = &committed {
+            rep.upserted = o.upserted;
+            rep.deleted = o.deleted;
+            rep.seq = Some(o.seq);
         }
-        Err(e) => {
-            tracing::error!(target: ACCOUNT_TARGET, run_id, source = source.name(), account, error = %e, "account failed");
-            rep.error = Some(e.to_string());
-            let f = run_figures(run_id, mode, ctx.synced_at_us, &metrics, Some(&e));
-            if let Err(e2) = lake.record_failure(source.name(), account, &f).await {
-                tracing::error!(error = %e2, "could not record the failure in sync_runs");
+        let outcome = match (committed, photos) {
+            (Ok(_), Some(Err(e))) => Err(e),
+            (Ok(o), Some(Ok(p))) => {
+                rep.photos = Some(p);
+                Ok(o)
+            }
+            (o, _) => o,
+        };
+        match outcome {
+            Ok(o) => {
+                // For JSON logs and --log-level debug: on a terminal the summary table
+                // says it.
+                tracing::info!(
+                    target: ACCOUNT_TARGET,
+                    run_id = at.run_id,
+                    source = source.name(),
+                    account,
+                    mode = mode.as_str(),
+                    upserted = o.upserted,
+                    deleted = o.deleted,
+                    pages,
+                    requests,
+                    retries,
+                    photos_fetched = rep.photos.map(|p| p.fetched),
+                    photos_removed = rep.photos.map(|p| p.removed),
+                    seconds = rep.seconds,
+                    "account synced"
+                );
+            }
+            Err(e) => {
+                tracing::error!(target: ACCOUNT_TARGET, run_id = at.run_id, source = source.name(), account, error = %e, "account failed");
+                rep.error = Some(e.to_string());
+                if !recorded {
+                    let f = run_figures(&at.run_id, mode, ctx.synced_at_us, metrics, Some(&e));
+                    if let Err(e2) = lake.record_failure(source.name(), account, &f).await {
+                        tracing::error!(error = %e2, "could not record the failure in sync_runs");
+                    }
+                }
             }
         }
+        rep
     }
-    rep
 }
 
 /// Downloads the account's new and changed photos and removes gone ones (see

@@ -78,24 +78,6 @@ fn has_dv<T: std::fmt::Display>(features: Option<&[T]>) -> bool {
     features.is_some_and(|f| f.iter().any(|x| x.to_string() == "deletionVectors"))
 }
 
-/// The live data files of one account.
-pub(super) fn partition_files(
-    table: &DeltaTable,
-    source: &str,
-    account: &str,
-) -> Result<Vec<LogicalFileView>> {
-    Ok(table
-        .snapshot()?
-        .log_data()
-        .iter()
-        .filter(|f| {
-            let pv = f.partition_values_map();
-            pv.get("source").and_then(|v| v.as_deref()) == Some(source)
-                && pv.get("account").and_then(|v| v.as_deref()) == Some(account)
-        })
-        .collect())
-}
-
 /// What one keyed step changed.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct KeyedOutcome {
@@ -108,6 +90,25 @@ pub struct KeyedOutcome {
     pub rewritten_files: usize,
     /// Rows appended.
     pub appended: usize,
+}
+
+/// One account's part of a grouped keyed commit.
+pub(super) struct Keyed<'a> {
+    pub source: &'a str,
+    pub account: &'a str,
+    /// Rows replaced by id (none for a first load).
+    pub step: Option<&'a Replace<'a>>,
+    /// Files appended as they are (a first load's rows).
+    pub appended: &'a [Add],
+}
+
+impl KeyedOutcome {
+    fn add(&mut self, o: KeyedOutcome) {
+        self.marked_files += o.marked_files;
+        self.compacted_files += o.compacted_files;
+        self.rewritten_files += o.rewritten_files;
+        self.appended += o.appended;
+    }
 }
 
 /// What one keyed step does to an account.
@@ -166,156 +167,92 @@ impl Lake {
         step: &Replace<'_>,
         run_id: &str,
     ) -> Result<KeyedOutcome> {
-        let app = app_id(source, account);
-        let n = step.keys.len();
-        let outcome = retry::retry(&app, Error::is_commit_conflict, async |_| {
+        let steps = [Keyed {
+            source,
+            account,
+            step: Some(step),
+            appended: &[],
+        }];
+        self.apply_group(kind, &steps, run_id).await
+    }
+
+    /// Applies the keyed steps of many accounts (and the appended files of first loads)
+    /// to `kind` in **one** commit whose conflict check covers exactly their partitions;
+    /// redone from a fresh snapshot when another writer changed one of them.
+    pub(super) async fn apply_group(
+        &self,
+        kind: TableKind,
+        steps: &[Keyed<'_>],
+        run_id: &str,
+    ) -> Result<KeyedOutcome> {
+        if steps.is_empty() {
+            return Ok(KeyedOutcome::default());
+        }
+        let what = match steps {
+            [one] => app_id(one.source, one.account),
+            many => format!("{} accounts", many.len()),
+        };
+        let outcome = retry::retry(&what, Error::is_commit_conflict, async |_| {
             let table = self.open_or_create(kind).await?;
-            self.apply_keyed_once(&table, kind, (source, account), step, run_id)
-                .await
+            self.apply_group_once(&table, kind, steps, run_id).await
         })
         .await
-        .map_err(|e| {
-            e.context(format!(
-                "{app}: applying {n} changed rows to {}",
-                kind.name()
-            ))
-        })?;
-        tracing::debug!(app, table = kind.name(), ?outcome, "keyed rows applied");
+        .map_err(|e| e.context(format!("{what}: applying changed rows to {}", kind.name())))?;
+        tracing::debug!(what, table = kind.name(), ?outcome, "keyed rows applied");
         Ok(outcome)
     }
 
-    async fn apply_keyed_once(
+    async fn apply_group_once(
         &self,
         table: &DeltaTable,
         kind: TableKind,
-        (source, account): (&str, &str),
-        step: &Replace<'_>,
+        steps: &[Keyed<'_>],
         run_id: &str,
     ) -> Result<KeyedOutcome> {
-        let Replace { keys, new, located } = step;
         let t0 = std::time::Instant::now();
-        let phase = |what: &str| {
-            tracing::debug!(
-                table = kind.name(),
-                us = t0.elapsed().as_micros() as u64,
-                "keyed step: {what}"
-            )
-        };
         let snapshot = table.snapshot()?;
         let use_dv = dv_enabled(table);
         let store = table.log_store().object_store(None);
-        let files = partition_files(table, source, account)?;
-        let all = files.clone();
-        // Row positions of the keyed ids, per file: known already when the files are the
-        // ones the landed etags were read from, else read.
-        let known = located.and_then(|l| l.positions(&files, keys));
-        let hits: Vec<(LogicalFileView, Vec<u64>)> = if let Some(mut known) = known {
-            files
-                .into_iter()
-                .filter_map(|f| known.remove(f.path().as_ref()).map(|pos| (f, pos)))
-                .collect()
-        } else {
-            futures::stream::iter(files)
-                .map(|f| {
-                    let store = store.clone();
-                    async move {
-                        let pos = id_positions(store, &f, keys).await?;
-                        Ok::<_, Error>((f, pos))
-                    }
-                })
-                .buffer_unordered(ID_READS)
-                .try_filter(|(_, pos)| futures::future::ready(!pos.is_empty()))
-                .try_collect()
-                .await?
-        };
-        phase("found the rows to replace");
+        let index = self.indexes.partitions(kind, table)?;
         let mut writer = self.streaming_writer(table)?;
         let mut actions: Vec<Action> = Vec::new();
-        let mut marks: Vec<(LogicalFileView, RoaringTreemap)> = Vec::new();
         let mut outcome = KeyedOutcome::default();
-        // Once there are enough small files, every one of them is rewritten (without its
-        // deleted rows) into the file this step writes.
-        let mut small: HashMap<String, &LogicalFileView> = all
-            .iter()
-            .filter(|f| f.size() < SMALL_FILE_BYTES)
-            .map(|f| (f.path().to_string(), f))
-            .collect();
-        if small.len() < COMPACT_AT {
-            small.clear();
-        }
-        for (f, pos) in hits {
-            let old = match f.deletion_vector_descriptor() {
-                Some(d) => read_dv(store.as_ref(), &d).await.map_err(|e| {
-                    Error::lake(format!("reading the deletion vector of {}: {e}", f.path()))
-                })?,
-                None => RoaringTreemap::new(),
-            };
-            let new: RoaringTreemap = pos.into_iter().collect();
-            if new.is_subset(&old) {
-                continue;
+        for k in steps {
+            let files = index
+                .get(&(k.source.to_string(), k.account.to_string()))
+                .cloned()
+                .unwrap_or_default();
+            if let Some(step) = k.step {
+                let o = partition_step(
+                    store.clone(),
+                    use_dv,
+                    files,
+                    kind,
+                    (k.source, k.account),
+                    step,
+                    &mut writer,
+                    &mut actions,
+                )
+                .await?;
+                outcome.add(o);
             }
-            let gone = &old | &new;
-            let physical = f.num_records().map(|n| n as u64);
-            let compact = small.remove(f.path().as_ref()).is_some();
-            outcome.compacted_files += compact as usize;
-            if use_dv && !compact && physical.is_some_and(|n| gone.len() * 2 <= n) {
-                marks.push((f, gone));
-                continue;
-            }
-            if physical != Some(gone.len()) {
-                rewrite_live_rows(store.clone(), &f, &gone, kind, source, account, &mut writer)
-                    .await?;
-            }
-            actions.push(Action::Remove(f.remove_action(true)));
-            outcome.rewritten_files += 1;
-        }
-        if !marks.is_empty() {
-            outcome.marked_files = marks.len();
-            actions.extend(write_dvs(store.as_ref(), marks).await?);
-        }
-        // The small files that lose no row in this step.
-        for f in small.into_values() {
-            let gone = match f.deletion_vector_descriptor() {
-                Some(d) => read_dv(store.as_ref(), &d).await?,
-                None => RoaringTreemap::new(),
-            };
-            rewrite_live_rows(store.clone(), f, &gone, kind, source, account, &mut writer).await?;
-            actions.push(Action::Remove(f.remove_action(true)));
-            outcome.compacted_files += 1;
-        }
-        phase("marked or rewrote their files");
-        match new {
-            NewRows::Batch(Some(u)) => {
-                outcome.appended = u.num_rows();
-                writer.write(u.clone()).await?;
-            }
-            NewRows::Batch(None) => {}
-            NewRows::Files(adds) => {
-                outcome.appended = adds
-                    .iter()
-                    .map(|a| {
-                        a.get_stats()
-                            .ok()
-                            .flatten()
-                            .map_or(0, |s| s.num_records as usize)
-                    })
-                    .sum();
-                actions.extend(adds.iter().cloned().map(Action::Add));
-            }
+            outcome.appended += appended_rows(k.appended);
+            actions.extend(k.appended.iter().cloned().map(Action::Add));
         }
         actions.extend(writer.flush().await?.into_iter().map(Action::Add));
-        phase("wrote the new rows");
+        tracing::debug!(
+            table = kind.name(),
+            accounts = steps.len(),
+            us = t0.elapsed().as_micros() as u64,
+            "keyed step: wrote the new rows"
+        );
         if actions.is_empty() {
             return Ok(outcome);
         }
-        let partition = format!(
-            "source = '{}' AND account = '{}'",
-            sql_str(source),
-            sql_str(account)
-        );
+        let partitions = partitions_predicate(steps.iter().map(|k| (k.source, k.account)));
         let operation = DeltaOperation::Merge {
-            predicate: Some(partition.clone()),
-            merge_predicate: Some(format!("{partition} AND target.id = source.id")),
+            predicate: Some(partitions.clone()),
+            merge_predicate: Some(format!("({partitions}) AND target.id = source.id")),
             matched_predicates: vec![],
             not_matched_predicates: vec![],
             not_matched_by_source_predicates: vec![],
@@ -323,7 +260,7 @@ impl Lake {
         let props = CommitProperties::default()
             .with_metadata([("app.run_id".to_string(), json!(run_id))])
             // delta-rs's conflict check lets commits to other partitions through (shards and
-            // accounts commit at once); a real conflict in this partition fails here and
+            // accounts commit at once); a real conflict in these partitions fails here and
             // the caller redoes the step from a new snapshot.
             .with_max_retries(super::COMMIT_RETRIES);
         CommitBuilder::from(props)
@@ -351,9 +288,153 @@ impl Lake {
     }
 }
 
+/// One account's part of a keyed step: the removes, deletion vectors and rewritten rows
+/// that take `step.keys` out of its `files`, and `step.new`. Rewritten rows go to `writer`
+/// (shared by the accounts of one commit), actions to `actions`.
+#[allow(clippy::too_many_arguments)]
+async fn partition_step(
+    store: Arc<dyn ObjectStore>,
+    use_dv: bool,
+    files: Vec<LogicalFileView>,
+    kind: TableKind,
+    (source, account): (&str, &str),
+    step: &Replace<'_>,
+    writer: &mut deltalake::writer::RecordBatchWriter,
+    actions: &mut Vec<Action>,
+) -> Result<KeyedOutcome> {
+    let Replace { keys, new, located } = step;
+    let all = files.clone();
+    // Row positions of the keyed ids, per file: known already when the files are the
+    // ones the landed etags were read from, else read.
+    let known = located.and_then(|l| l.positions(&files, keys));
+    let hits: Vec<(LogicalFileView, Vec<u64>)> = if let Some(mut known) = known {
+        files
+            .into_iter()
+            .filter_map(|f| known.remove(f.path().as_ref()).map(|pos| (f, pos)))
+            .collect()
+    } else {
+        futures::stream::iter(files)
+            .map(|f| {
+                let store = store.clone();
+                async move {
+                    let pos = id_positions(store, &f, keys).await?;
+                    Ok::<_, Error>((f, pos))
+                }
+            })
+            .buffer_unordered(ID_READS)
+            .try_filter(|(_, pos)| futures::future::ready(!pos.is_empty()))
+            .try_collect()
+            .await?
+    };
+    let mut marks: Vec<(LogicalFileView, RoaringTreemap)> = Vec::new();
+    let mut outcome = KeyedOutcome::default();
+    // Once there are enough small files, every one of them is rewritten (without its
+    // deleted rows) into the file this step writes.
+    let mut small: HashMap<String, &LogicalFileView> = all
+        .iter()
+        .filter(|f| f.size() < SMALL_FILE_BYTES)
+        .map(|f| (f.path().to_string(), f))
+        .collect();
+    if small.len() < COMPACT_AT {
+        small.clear();
+    }
+    for (f, pos) in hits {
+        let old = match f.deletion_vector_descriptor() {
+            Some(d) => read_dv(store.as_ref(), &d).await.map_err(|e| {
+                Error::lake(format!("reading the deletion vector of {}: {e}", f.path()))
+            })?,
+            None => RoaringTreemap::new(),
+        };
+        let new: RoaringTreemap = pos.into_iter().collect();
+        if new.is_subset(&old) {
+            continue;
+        }
+        let gone = &old | &new;
+        let physical = f.num_records().map(|n| n as u64);
+        let compact = small.remove(f.path().as_ref()).is_some();
+        outcome.compacted_files += compact as usize;
+        if use_dv && !compact && physical.is_some_and(|n| gone.len() * 2 <= n) {
+            marks.push((f, gone));
+            continue;
+        }
+        if physical != Some(gone.len()) {
+            rewrite_live_rows(store.clone(), &f, &gone, kind, source, account, writer).await?;
+        }
+        actions.push(Action::Remove(f.remove_action(true)));
+        outcome.rewritten_files += 1;
+    }
+    if !marks.is_empty() {
+        outcome.marked_files = marks.len();
+        actions.extend(write_dvs(store.as_ref(), marks).await?);
+    }
+    // The small files that lose no row in this step.
+    for f in small.into_values() {
+        let gone = match f.deletion_vector_descriptor() {
+            Some(d) => read_dv(store.as_ref(), &d).await?,
+            None => RoaringTreemap::new(),
+        };
+        rewrite_live_rows(store.clone(), f, &gone, kind, source, account, writer).await?;
+        actions.push(Action::Remove(f.remove_action(true)));
+        outcome.compacted_files += 1;
+    }
+    match new {
+        NewRows::Batch(Some(u)) => {
+            outcome.appended = u.num_rows();
+            writer.write(u.clone()).await?;
+        }
+        NewRows::Batch(None) => {}
+        NewRows::Files(adds) => {
+            outcome.appended = appended_rows(adds);
+            actions.extend(adds.iter().cloned().map(Action::Add));
+        }
+    }
+    Ok(outcome)
+}
+
+/// Rows in `adds`, from their statistics.
+fn appended_rows(adds: &[Add]) -> usize {
+    adds.iter()
+        .map(|a| {
+            a.get_stats()
+                .ok()
+                .flatten()
+                .map_or(0, |s| s.num_records as usize)
+        })
+        .sum()
+}
+
+/// A predicate that holds exactly in the given partitions, as delta-rs's conflict check
+/// reads it: per source, `account IN (…)` (a flat list: a chain of hundreds of ORs would
+/// pass the SQL parser's depth limit).
+pub(super) fn partitions_predicate<'a>(parts: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut by: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for (s, a) in parts {
+        by.entry(s).or_default().push(a);
+    }
+    by.into_iter()
+        .map(|(s, accounts)| {
+            let list: Vec<String> = accounts
+                .iter()
+                .map(|a| format!("'{}'", sql_str(a)))
+                .collect();
+            if list.len() == 1 {
+                format!("source = '{}' AND account = {}", sql_str(s), list[0])
+            } else {
+                format!(
+                    "source = '{}' AND account IN ({})",
+                    sql_str(s),
+                    list.join(", ")
+                )
+            }
+        })
+        .map(|p| format!("({p})"))
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
 /// The ids of every row, and the rows to write (not flagged, the last of each id, in the
 /// table's schema with the flag column, if the table has one, false).
-fn split_rows(
+pub(super) fn split_rows(
     kind: TableKind,
     batch: &RecordBatch,
     flag: &str,
@@ -451,8 +532,7 @@ async fn id_positions(
 /// run appends one file, so this reads one file however many runs there were.
 pub(super) async fn run_cursor(
     runs: &DeltaTable,
-    source: &str,
-    account: &str,
+    files: &[LogicalFileView],
     seq: i64,
 ) -> Result<Option<String>> {
     let store = runs.log_store().object_store(None);
@@ -472,10 +552,7 @@ pub(super) async fn run_cursor(
         bound("minValues").is_none_or(|lo| lo <= seq)
             && bound("maxValues").is_none_or(|hi| seq <= hi)
     };
-    for f in partition_files(runs, source, account)?
-        .iter()
-        .filter(|f| may_hold(f))
-    {
+    for f in files.iter().filter(|f| may_hold(f)) {
         let mut stream = read_leaves(store.clone(), f, &[&["seq"], &["cursor"]]).await?;
         while let Some(b) = stream.try_next().await? {
             let seqs = arrow::compute::cast(b.column(0), &DataType::Int64)?;
@@ -534,18 +611,16 @@ impl Located {
     }
 }
 
-/// `(id → (etag, photo etag))` of the live rows of one account whose id is in `only`,
-/// read straight from the files (only the three columns, deletion vectors applied): an
-/// incremental run looks up its few ids without a query engine. Also where those rows
-/// are, for the keyed step that replaces them.
+/// `(id → (etag, photo etag))` of the live rows of one account (its `files`) whose id is
+/// in `only` (every row without it), read straight from the files (only the three
+/// columns, deletion vectors applied): a run looks up its ids without a query engine.
+/// Also where those rows are, for the keyed step that replaces them.
 pub(super) async fn landed_of_ids(
     table: &DeltaTable,
-    source: &str,
-    account: &str,
-    only: &HashSet<String>,
+    files: Vec<LogicalFileView>,
+    only: Option<&HashSet<String>>,
 ) -> Result<(HashMap<String, (Option<String>, Option<String>)>, Located)> {
     let store = table.log_store().object_store(None);
-    let files = partition_files(table, source, account)?;
     let mut located = Located {
         files: Located::files_of(&files),
         at: HashMap::new(),
@@ -578,7 +653,7 @@ pub(super) async fn landed_of_ids(
 async fn landed_in_file(
     store: Arc<dyn ObjectStore>,
     f: &LogicalFileView,
-    only: &HashSet<String>,
+    only: Option<&HashSet<String>>,
 ) -> Result<Vec<LandedRow>> {
     let gone = match f.deletion_vector_descriptor() {
         Some(d) => read_dv(store.as_ref(), &d).await?,
@@ -611,7 +686,10 @@ async fn landed_in_file(
             photo_etags.as_string::<i32>(),
         );
         for i in 0..b.num_rows() {
-            if ids.is_null(i) || gone.contains(offset + i as u64) || !only.contains(ids.value(i)) {
+            if ids.is_null(i)
+                || gone.contains(offset + i as u64)
+                || only.is_some_and(|o| !o.contains(ids.value(i)))
+            {
                 continue;
             }
             let value =

@@ -11,42 +11,49 @@
 //!
 //! ## How a run commits, and how recovery works
 //!
-//! Per account, a run is numbered `seq` (1, 2, …). Its commit is **one** Delta commit to
-//! `contact_changes` holding the changed rows, the application transaction
+//! Per account, a run is numbered `seq` (1, 2, …). Its changed rows are written to files
+//! first ([`Lake::prepare_run`]); runs of many accounts then land together
+//! ([`Lake::commit_runs`], driven by the [`committer`]): **one** Delta commit to
+//! `contact_changes` holds every account's files, its application transaction
 //! `("<source>/<account>", seq)` (Delta's own fencing: a second writer with the same seq
-//! fails), and commit metadata with the cursor, the run id and the run's figures. That
-//! commit is the moment a run happens: data and cursor land together or not at all.
+//! fails) and, in the commit metadata (`app.runs`), its cursor, run id and figures. That
+//! commit is the moment the runs happen: each account's data and cursor land together or
+//! not at all.
 //!
-//! Then `contacts` is brought up to date (one commit that replaces the rows of the run's
-//! changed and deleted ids, see [`keyed`]) and a `sync_runs` row with the same seq and the
-//! cursor is appended. If the process dies between these steps, the next run finds
-//! `sync_runs` behind `contact_changes` and replays the missing run from `contact_changes`
-//! first: that step is idempotent, so replaying it twice is harmless. The cursor for the next extract is
-//! read from `sync_runs` (data, kept forever), or from the commit metadata while a replay
-//! is pending.
+//! Then `contacts` is brought up to date (one commit for the group: first loads append,
+//! later runs replace their changed and deleted ids, see [`keyed`]) and the group's
+//! `sync_runs` rows are appended with the same transactions and cursors. If the process
+//! dies between these steps, the next run finds `sync_runs` behind `contact_changes` and
+//! replays every such run in one pass first ([`Lake::recover_runs`]): that step is
+//! idempotent, so replaying it twice is harmless. The cursor for the next extract is read
+//! from `sync_runs` (data, kept forever).
 
+mod commit;
+pub mod committer;
+mod index;
 mod keyed;
 mod photos;
 pub mod retry;
 pub mod state;
 mod tables;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::prelude::SessionContext;
+use deltalake::kernel::Action;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, Transaction};
 use deltalake::protocol::DeltaOperation;
 use deltalake::protocol::SaveMode;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use futures::{StreamExt, TryStreamExt};
-use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::model::extract::Extract;
-use crate::model::schema::{ContactRecord, records_to_batch};
+use crate::model::schema::ContactRecord;
+pub use commit::{
+    CommitMetrics, CommitRuns, FailedRun, LakeTables, PreparedRun, RunFailure, RunStates,
+};
 pub use keyed::KeyedOutcome;
 pub use photos::{FetchedPhoto, LandedPhoto, PhotoWant, PhotoWork, photo_sha256};
 pub use tables::{TableKind, contact_photos_schema, sync_runs_schema, writeback_results_schema};
@@ -98,6 +105,8 @@ pub struct Lake {
     /// that state up to date (a listing of the log past it) instead of loading it anew:
     /// a run opens its tables about ten times, and a load costs several times an update.
     opened: std::sync::Arc<std::sync::Mutex<HashMap<TableKind, DeltaTable>>>,
+    /// Transactions and partition files of the tables, read once per version.
+    indexes: std::sync::Arc<index::Indexes>,
     /// The store at the lake's root (for copies between tables), made when first needed.
     root: std::sync::Arc<
         std::sync::OnceLock<(
@@ -246,6 +255,7 @@ impl Lake {
             options: opts,
             deletion_vectors: false,
             opened: Default::default(),
+            indexes: Default::default(),
             root: Default::default(),
         }
     }
@@ -276,6 +286,11 @@ impl Lake {
         }
         base.join(&format!("{}/", kind.name()))
             .map_err(|e| Error::config(format!("bad lake URL {}: {e}", self.url)))
+    }
+
+    /// The newest state of a table this process has seen, without looking for newer commits.
+    fn seen(&self, kind: TableKind) -> Option<DeltaTable> {
+        self.opened.lock().unwrap().get(&kind).cloned()
     }
 
     /// Opens a table, or `None` when it does not exist yet.
@@ -482,87 +497,11 @@ impl Lake {
             .map_err(|e| Error::lake(format!("looking for {url}: {e}")))
     }
 
-    async fn txn_version(&self, table: &DeltaTable, app: &str) -> Result<i64> {
-        Ok(table
-            .snapshot()?
-            .transaction_version(table.log_store().as_ref(), app)
-            .await?
-            .unwrap_or(0))
-    }
-
     /// Runs SQL over one table registered as `t`.
     async fn query_table(&self, table: DeltaTable, sql: &str) -> Result<Vec<RecordBatch>> {
         let ctx = SessionContext::new();
         ctx.register_table("t", table.table_provider().await?)?;
         Ok(ctx.sql(sql).await?.collect().await?)
-    }
-
-    /// The account's completed state: replays a run that committed its changes but not
-    /// its `contacts` merge or `sync_runs` row, then returns the seq and cursor.
-    pub async fn recover(&self, source: &str, account: &str) -> Result<AccountState> {
-        let app = app_id(source, account);
-        let (changes, runs) = tokio::try_join!(
-            self.open_or_create(TableKind::ContactChanges),
-            self.open_or_create(TableKind::SyncRuns)
-        )?;
-        let c_seq = self.txn_version(&changes, &app).await?;
-        let r_seq = self.txn_version(&runs, &app).await?;
-        if r_seq < c_seq {
-            tracing::warn!(
-                source,
-                account,
-                seq = c_seq,
-                "the last run was interrupted after its changes committed; replaying it into contacts and sync_runs"
-            );
-            let meta = self.commit_metadata(&changes, &app, c_seq).await?.ok_or_else(|| {
-                Error::lake(format!("{app}: run {c_seq} committed changes but its commit metadata is gone (log cleanup?); run with --full-refresh"))
-            })?;
-            let figures: RunFigures =
-                serde_json::from_value(meta.get("app.figures").cloned().unwrap_or_default())
-                    .map_err(|e| Error::lake(format!("{app}: unreadable run figures: {e}")))?;
-            let cursor = meta
-                .get("app.cursor")
-                .and_then(|v| v.as_str())
-                .map(str::to_string);
-            let batches = self
-                .query_table(
-                    changes,
-                    &format!(
-                        "SELECT * FROM t WHERE source = '{}' AND account = '{}' AND _run_id = '{}'",
-                        sql_str(source),
-                        sql_str(account),
-                        sql_str(&figures.run_id)
-                    ),
-                )
-                .await?;
-            self.merge_contacts(source, account, &batches, &figures.run_id)
-                .await?;
-            self.append_run(source, account, c_seq, &figures, cursor.as_deref())
-                .await?;
-            return Ok(AccountState { seq: c_seq, cursor });
-        }
-        if r_seq == 0 {
-            return Ok(AccountState::default());
-        }
-        let cursor = keyed::run_cursor(&runs, source, account, r_seq).await?;
-        Ok(AccountState { seq: r_seq, cursor })
-    }
-
-    async fn commit_metadata(
-        &self,
-        table: &DeltaTable,
-        app: &str,
-        seq: i64,
-    ) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
-        let mut history = table.history(None);
-        while let Some(ci) = history.try_next().await? {
-            if ci.info.get("app.id").and_then(|v| v.as_str()) == Some(app)
-                && ci.info.get("app.seq").and_then(|v| v.as_i64()) == Some(seq)
-            {
-                return Ok(Some(ci.info.into_iter().collect()));
-            }
-        }
-        Ok(None)
     }
 
     /// `(id → (etag, photo etag))` of the account's landed contacts.
@@ -618,239 +557,6 @@ impl Lake {
         Ok(out)
     }
 
-    /// Commits one account's extract (see the module docs). `figures` carries the run's
-    /// counters; upserted/deleted are filled in here.
-    ///
-    /// Rows stream from the extract (spilled on local disk for Google) through the change
-    /// filter into Parquet files as they come, so memory does not grow with the account:
-    /// the files are written first and referenced by one commit at the end. On an
-    /// account's first load the same rows also stream into `contacts` files (an append);
-    /// later runs apply their (few) changed rows by id.
-    pub async fn commit_extract(
-        &self,
-        source: &str,
-        account: &str,
-        state: &AccountState,
-        extract: Extract,
-        mut figures: RunFigures,
-    ) -> Result<CommitOutcome> {
-        let app = app_id(source, account);
-        let t0 = std::time::Instant::now();
-        // Where a run's commit spends its time, at debug level.
-        let phase =
-            |what: &str| tracing::debug!(app, ms = t0.elapsed().as_millis() as u64, "{what}");
-        // A full extract compares with every landed id (the missing ones are deletes); an
-        // incremental one only with the ids it carries.
-        let wanted = if extract.mode.is_full() {
-            None
-        } else {
-            let mut ids: HashSet<String> = extract.deletes.iter().cloned().collect();
-            for b in extract.upserts.batches()? {
-                let b = b?;
-                let col = b.column_by_name("id").unwrap().as_string::<i32>();
-                ids.extend(col.iter().flatten().map(str::to_string));
-            }
-            Some(ids)
-        };
-        // Whether the account has rows comes from the log, not the data.
-        let (first_load, landed, located) = match self.open(TableKind::Contacts).await? {
-            Some(t) if !keyed::partition_files(&t, source, account)?.is_empty() => {
-                let (landed, located) = match &wanted {
-                    Some(ids) => {
-                        let (l, at) = keyed::landed_of_ids(&t, source, account, ids).await?;
-                        (l, Some(at))
-                    }
-                    None => (self.landed_in(t, source, account).await?, None),
-                };
-                (false, landed, located)
-            }
-            _ => (true, HashMap::new(), None),
-        };
-        tracing::debug!(
-            app,
-            ms = t0.elapsed().as_millis() as u64,
-            rows = landed.len(),
-            "read the landed etags"
-        );
-        let changes_table = self.open_or_create(TableKind::ContactChanges).await?;
-        let mut changes_writer = self.streaming_writer(&changes_table)?;
-        // Delete rows go to their own file, written only when there are some.
-        let mut deletes_writer = None;
-        // The first commit attempt uses the table opened above; retries reopen it.
-        let mut changes_table = Some(changes_table);
-
-        // Ids whose row in contacts changes, for the keyed update of later runs (first
-        // loads append instead).
-        let mut changed: HashSet<String> = HashSet::new();
-        let mut upserted = 0i64;
-        // Only changed contacts become changes: new ids, a different etag, or a different
-        // photo etag (a server may change a photo without touching the contact's etag).
-        let mut seen: HashSet<String> = HashSet::new();
-        for b in extract.upserts.batches()? {
-            let b = b?;
-            // A first load lands every row and needs neither the set of seen ids (deletes
-            // are found among landed ids) nor a comparison.
-            let f = if first_load {
-                b
-            } else {
-                let ids = b.column_by_name("id").unwrap().as_string::<i32>();
-                let etags = b.column_by_name("etag").unwrap().as_string::<i32>();
-                let photo_etags = PhotoEtags::of(&b)?;
-                let mask: BooleanArray = (0..b.num_rows())
-                    .map(|i| {
-                        let id = ids.value(i);
-                        seen.insert(id.to_string());
-                        let etag = (!etags.is_null(i)).then(|| etags.value(i));
-                        let photo = photo_etags.get(i);
-                        Some(landed.get(id).is_none_or(|(e, p)| {
-                            e.as_deref() != etag || etag.is_none() || p.as_deref() != photo
-                        }))
-                    })
-                    .collect();
-                arrow::compute::filter_record_batch(&b, &mask)?
-            };
-            if f.num_rows() == 0 {
-                continue;
-            }
-            upserted += f.num_rows() as i64;
-            if !first_load {
-                let ids = f.column_by_name("id").unwrap().as_string::<i32>();
-                changed.extend(ids.iter().flatten().map(str::to_string));
-            }
-            changes_writer.write(f).await?;
-        }
-        let deletes: Vec<String> = if extract.mode.is_full() {
-            let mut d: Vec<String> = landed
-                .keys()
-                .filter(|id| !seen.contains(*id))
-                .cloned()
-                .collect();
-            d.sort();
-            d
-        } else {
-            extract
-                .deletes
-                .iter()
-                .filter(|id| landed.contains_key(*id) && !seen.contains(*id))
-                .cloned()
-                .collect()
-        };
-        drop(seen);
-        figures.upserted = upserted;
-        figures.deleted = deletes.len() as i64;
-        if !deletes.is_empty() {
-            let rows: Vec<ContactRecord> = deletes
-                .iter()
-                .map(|id| ContactRecord {
-                    source: source.into(),
-                    account: account.into(),
-                    id: id.clone(),
-                    deleted: true,
-                    _run_id: figures.run_id.clone(),
-                    _synced_at: figures.started_at_us,
-                    ..Default::default()
-                })
-                .collect();
-            let b = records_to_batch(&rows)?;
-            changed.extend(deletes.iter().cloned());
-            deletes_writer = Some(self.streaming_writer(changes_table.as_ref().unwrap())?);
-            deletes_writer.as_mut().unwrap().write(b).await?;
-        }
-        // The upserts' files hold exactly the rows contacts gets: they are copied there.
-        let upsert_files = changes_writer.flush().await?;
-        let mut change_files = upsert_files.clone();
-        if let Some(mut w) = deletes_writer {
-            change_files.extend(w.flush().await?);
-        }
-        phase("wrote the change files");
-        let seq = state.seq + 1;
-        let props = CommitProperties::default()
-            .with_metadata([
-                ("app.id".to_string(), json!(app)),
-                ("app.seq".to_string(), json!(seq)),
-                ("app.cursor".to_string(), json!(extract.cursor)),
-                (
-                    "app.figures".to_string(),
-                    serde_json::to_value(&figures).unwrap(),
-                ),
-                ("app.run_id".to_string(), json!(figures.run_id)),
-            ])
-            .with_application_transaction(Transaction::new(&app, seq))
-            .with_max_retries(COMMIT_RETRIES);
-        // Many writers append to contact_changes at once (accounts, shards); when delta-rs
-        // runs out of version retries, try again. The txn (app, seq) fences it: if that
-        // seq is taken after a failure, another sync of this account won.
-        // Any failure of the commit is tried again: the txn check before it tells a lost
-        // race (another sync of this account took the seq: stop) from a transient one.
-        retry::retry(
-            &app,
-            |e: &Error| !matches!(e, Error::Concurrent(_)),
-            async |_| {
-                let changes = match changes_table.take() {
-                    Some(t) => t,
-                    None => self.open_or_create(TableKind::ContactChanges).await?,
-                };
-                if self.txn_version(&changes, &app).await? != state.seq {
-                    return Err(Error::Concurrent(format!(
-                        "{app}: another sync of this account committed run {seq} first; nothing of this run was kept. Rerun to continue from where it stopped"
-                    )));
-                }
-                commit_files(&changes, &change_files, props.clone())
-                    .await
-                    .map_err(Error::from)
-            },
-        )
-        .await
-        .map_err(|e| match e {
-            Error::Concurrent(_) => e,
-            e => e.context(format!("{app}: committing run {seq} to contact_changes")),
-        })?;
-        phase("committed the changes");
-        // A first load's contacts are exactly its upserts; a later run's upserts replace
-        // the changed ids' rows. Either way the upserts' files are copied rather than
-        // encoded a second time.
-        let replaces = !first_load && !changed.is_empty();
-        if first_load || replaces {
-            if replaces {
-                self.prepare_contacts().await?;
-            }
-            self.copy_files(
-                TableKind::ContactChanges,
-                TableKind::Contacts,
-                &upsert_files,
-            )
-            .await
-            .map_err(|e| e.context(format!("{app}, run {seq}")))?;
-        }
-        if first_load {
-            let contacts = self.open_or_create(TableKind::Contacts).await?;
-            let props = CommitProperties::default()
-                .with_metadata([("app.run_id".to_string(), json!(figures.run_id))])
-                .with_max_retries(COMMIT_RETRIES);
-            commit_files(&contacts, &upsert_files, props)
-                .await
-                .map_err(|e| Error::lake(format!("{app}: appending run {seq} to contacts: {e}")))?;
-        } else if replaces {
-            let step = keyed::Replace {
-                keys: &changed,
-                new: keyed::NewRows::Files(&upsert_files),
-                located: located.as_ref(),
-            };
-            self.apply_keys(TableKind::Contacts, source, account, &step, &figures.run_id)
-                .await?;
-        }
-        phase("updated contacts");
-        figures.status = "ok".into();
-        self.append_run(source, account, seq, &figures, Some(&extract.cursor))
-            .await?;
-        phase("recorded the run");
-        Ok(CommitOutcome {
-            seq,
-            upserted,
-            deleted: figures.deleted,
-        })
-    }
-
     /// A writer that streams batches into Parquet files of `table` (not yet committed).
     fn streaming_writer(&self, table: &DeltaTable) -> Result<RecordBatchWriter> {
         let props = deltalake::parquet::file::properties::WriterProperties::builder()
@@ -861,30 +567,6 @@ impl Lake {
         Ok(RecordBatchWriter::for_table(table)?
             .with_writer_properties(props)
             .with_target_file_size(TARGET_FILE_BYTES))
-    }
-
-    /// Applies change rows (upserts and `deleted` rows) to `contacts` in one commit.
-    async fn merge_contacts(
-        &self,
-        source: &str,
-        account: &str,
-        changes: &[RecordBatch],
-        run_id: &str,
-    ) -> Result<()> {
-        if changes.iter().all(|b| b.num_rows() == 0) {
-            return Ok(());
-        }
-        self.prepare_contacts().await?;
-        self.apply_keyed(
-            TableKind::Contacts,
-            source,
-            account,
-            changes,
-            "deleted",
-            run_id,
-        )
-        .await?;
-        Ok(())
     }
 
     /// Turns deletion vectors on for `contacts` when the lake wants them and the table
@@ -902,33 +584,6 @@ impl Lake {
             }
         }
         Ok(())
-    }
-
-    async fn append_run(
-        &self,
-        source: &str,
-        account: &str,
-        seq: i64,
-        f: &RunFigures,
-        cursor: Option<&str>,
-    ) -> Result<()> {
-        let batch = tables::run_batch(source, account, Some(seq), f, cursor)?;
-        let app = app_id(source, account);
-        retry::retry(&app, Error::is_commit_conflict, async |_| {
-            let runs = self.open_or_create(TableKind::SyncRuns).await?;
-            if self.txn_version(&runs, &app).await? >= seq {
-                return Ok(());
-            }
-            let props = CommitProperties::default()
-                .with_application_transaction(Transaction::new(&app, seq))
-                .with_metadata([("app.run_id".to_string(), json!(f.run_id))])
-                .with_max_retries(COMMIT_RETRIES);
-            self.append_batch(&runs, &batch, props)
-                .await
-                .map_err(Error::from)
-        })
-        .await
-        .map_err(|e| e.context(format!("{app}: appending to sync_runs")))
     }
 
     /// Appends one small batch to `table` in one commit. Written by the Parquet writer and

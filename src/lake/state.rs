@@ -18,7 +18,9 @@ use deltalake::kernel::transaction::CommitProperties;
 use deltalake::writer::DeltaWriter;
 use serde_json::json;
 
-use super::{COMMIT_RETRIES, Lake, RunFigures, TableKind, app_id, commit_files, keyed, retry};
+use super::{
+    COMMIT_RETRIES, Lake, RunFigures, TableKind, app_id, commit, commit_files, keyed, retry,
+};
 use crate::error::{Error, Result};
 use crate::model::schema::{ContactRecord, records_to_batch};
 
@@ -91,6 +93,15 @@ pub struct StateChange {
 }
 
 impl Lake {
+    /// One account's completed state (last seq and cursor), after finishing its
+    /// interrupted run if it has one: [`Lake::recover_runs`] for a single account.
+    pub async fn recover(&self, source: &str, account: &str) -> Result<super::AccountState> {
+        self.recover_runs(&[(source.to_string(), account.to_string())])
+            .await?
+            .state(source, account)
+            .await
+    }
+
     /// Every account the lake knows (from `sync_runs` and `contacts`), sorted, with its
     /// state and the short history `state show` and `status` print. Reads only.
     pub async fn account_runs(&self) -> Result<Vec<AccountRuns>> {
@@ -152,8 +163,14 @@ impl Lake {
         let figures = state_figures(run_id, "reset", 0);
         self.commit_state_run(source, account, seq, &figures, &[])
             .await?;
-        self.append_run(source, account, seq, &figures, None)
-            .await?;
+        self.append_runs(&[commit::RunRow {
+            source,
+            account,
+            seq: Some(seq),
+            figures: figures.clone(),
+            cursor: None,
+        }])
+        .await?;
         Ok(StateChange {
             run_id: run_id.into(),
             seq,
@@ -225,8 +242,14 @@ impl Lake {
         photos.sort();
         self.commit_photos(source, account, &[], &photos, run_id)
             .await?;
-        self.append_run(source, account, seq, &figures, None)
-            .await?;
+        self.append_runs(&[commit::RunRow {
+            source,
+            account,
+            seq: Some(seq),
+            figures: figures.clone(),
+            cursor: None,
+        }])
+        .await?;
         Ok(StateChange {
             run_id: run_id.into(),
             seq,
@@ -266,7 +289,11 @@ impl Lake {
             |e: &Error| !matches!(e, Error::Concurrent(_)),
             async |_| {
                 let changes = self.open_or_create(TableKind::ContactChanges).await?;
-                if self.txn_version(&changes, &app).await? != seq - 1 {
+                let txns = self
+                    .indexes
+                    .txns(TableKind::ContactChanges, &changes)
+                    .await?;
+                if txns.get(&app).copied().unwrap_or(0) != seq - 1 {
                     return Err(Error::Concurrent(format!(
                         "{app}: another run of this account committed run {seq} first; nothing was changed. Try again"
                     )));

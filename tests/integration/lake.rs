@@ -108,23 +108,109 @@ async fn kill_9_on_the_s3_lake_loses_and_duplicates_nothing() {
 }
 
 async fn crash_trials(lake_url: &str, trials: usize) {
-    let emu = Emulator::start(EmulatorConfig {
-        google_contacts: 1500,
-        aurinko_accounts: 2,
-        aurinko_contacts: 400,
-        aurinko_page_size: 50,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let setup = CrashSetup {
+        emulator: EmulatorConfig {
+            google_contacts: 1500,
+            aurinko_accounts: 2,
+            aurinko_contacts: 400,
+            aurinko_page_size: 50,
+            ..Default::default()
+        },
+        google: true,
+        accounts: Some(vec!["101".into(), "102".into()]),
+        kills: &[KillAt::Random],
+    };
+    crash_trials_with(lake_url, trials, &setup).await;
+}
+
+/// When a crash trial kills the sync.
+#[derive(Debug, Clone, Copy)]
+pub enum KillAt {
+    /// At a random moment of a run.
+    Random,
+    /// As soon as the sync logs (at debug level) a line containing this, after a random
+    /// 1 to 3 such lines.
+    Line(&'static str),
+}
+
+/// What the crash trials run against.
+pub struct CrashSetup {
+    pub emulator: EmulatorConfig,
+    pub google: bool,
+    /// The Aurinko accounts (all of the emulator's when `None`).
+    pub accounts: Option<Vec<String>>,
+    /// The kinds of kill, taken in turn.
+    pub kills: &'static [KillAt],
+}
+
+/// Starts `contacts-etl sync` and kills it (SIGKILL) as `kill` says, within `span` for a
+/// random kill. Returns whether it was killed before it ended.
+fn sync_and_kill(p: &std::path::Path, kill: KillAt, span: Duration) -> bool {
+    use std::io::BufRead;
+    match kill {
+        KillAt::Random => {
+            let mut child = Command::new(crate::bin())
+                .args(["sync", p.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let at =
+                Duration::from_millis(rand::rng().random_range(0..span.as_millis().max(1) as u64));
+            std::thread::sleep(at);
+            let alive = child.try_wait().unwrap().is_none();
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+            alive
+        }
+        KillAt::Line(marker) => {
+            let mut child = Command::new(crate::bin())
+                .args(["--log-level", "debug", "sync", p.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let after = rand::rng().random_range(1..=3);
+            let mut seen = 0;
+            let mut killed = false;
+            for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+                let Ok(line) = line else { break };
+                if !killed && line.contains(marker) {
+                    seen += 1;
+                    if seen == after {
+                        killed = child.try_wait().unwrap().is_none();
+                        let _ = child.kill();
+                    }
+                }
+            }
+            if !killed && seen > 0 {
+                // Fewer such lines than drawn: kill at the last one's moment is gone; the
+                // run ended.
+            }
+            let _ = child.wait();
+            killed
+        }
+    }
+}
+
+/// Kills syncs (see [`KillAt`]), reruns to completion, and checks the lake against the
+/// truth each time: rows, contiguous seqs, no duplicate change, one final status per run
+/// and account.
+pub async fn crash_trials_with(lake_url: &str, trials: usize, setup: &CrashSetup) {
+    let emu = Emulator::start(setup.emulator.clone()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let accounts = setup
+        .accounts
+        .clone()
+        .unwrap_or_else(|| emu.aurinko_accounts());
     let spec = |url: &str| {
         write_pipeline(
             dir.path(),
             &emu,
             &PipelineSpec {
                 lake_url: url,
-                aurinko_accounts: vec!["101".into(), "102".into()],
+                google: setup.google,
+                aurinko_accounts: accounts.clone(),
                 page_size: 100,
                 ..Default::default()
             },
@@ -156,30 +242,27 @@ async fn crash_trials(lake_url: &str, trials: usize) {
             };
             spec(&fresh);
         }
-        emu.mutate_google(30, 30, 15);
+        if setup.google {
+            emu.mutate_google(30, 30, 15);
+        }
         emu.mutate_aurinko(None, 10, 10, 5);
-        let mut child = Command::new(crate::bin())
-            .args(["sync", p.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+        let kill = setup.kills[trial % setup.kills.len()];
+        let p2 = p.clone();
+        let killed = tokio::task::spawn_blocking(move || sync_and_kill(&p2, kill, span))
+            .await
             .unwrap();
-        let at = Duration::from_millis(rand::rng().random_range(0..span.as_millis().max(1) as u64));
-        tokio::time::sleep(at).await;
-        if child.try_wait().unwrap().is_none() {
+        if killed {
             killed_mid_run += 1;
-        } else {
+        } else if matches!(kill, KillAt::Random) {
             span = (span * 2 / 3).max(Duration::from_millis(50));
         }
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
         let out = Command::new(crate::bin())
             .args(["sync", p.to_str().unwrap()])
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "trial {trial}: the rerun failed: {}",
+            "trial {trial} ({kill:?}): the rerun failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         assert_lake_matches(&p, &emu).await;
@@ -203,15 +286,24 @@ async fn crash_trials(lake_url: &str, trials: usize) {
                 );
             }
         }
+        let count = async |sql: &str| {
+            let r = contacts_etl::sql::query(&lake, sql).await.unwrap();
+            let c =
+                arrow::compute::cast(r[0].column(0), &arrow::datatypes::DataType::Int64).unwrap();
+            use arrow::array::AsArray;
+            c.as_primitive::<arrow::datatypes::Int64Type>().value(0)
+        };
         // The change log holds no row twice for one run.
-        let dupes = contacts_etl::sql::query(&lake, "SELECT count(*) FROM (SELECT source, account, id, _run_id, count(*) AS c FROM contact_changes GROUP BY 1, 2, 3, 4 HAVING count(*) > 1)").await.unwrap();
-        let dupes =
-            arrow::compute::cast(dupes[0].column(0), &arrow::datatypes::DataType::Int64).unwrap();
-        use arrow::array::AsArray;
         assert_eq!(
-            dupes.as_primitive::<arrow::datatypes::Int64Type>().value(0),
+            count("SELECT count(*) FROM (SELECT source, account, id, _run_id, count(*) AS c FROM contact_changes GROUP BY 1, 2, 3, 4 HAVING count(*) > 1)").await,
             0,
             "trial {trial}: duplicate change rows"
+        );
+        // One final status per run and account (a replayed run is not also `failed`).
+        assert_eq!(
+            count("SELECT count(*) FROM (SELECT run_id, source, account FROM sync_runs GROUP BY 1, 2, 3 HAVING count(*) > 1)").await,
+            0,
+            "trial {trial}: a run has two statuses for one account"
         );
     }
     eprintln!("{trials} trials, {killed_mid_run} killed mid-run");

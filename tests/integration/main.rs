@@ -6,6 +6,7 @@
 //! test that needs S3 or the Python helpers fails when they are missing; under a plain
 //! `cargo test` it says so and skips.
 
+mod accounts;
 mod aurinko;
 mod cli;
 mod conformance;

@@ -1,0 +1,902 @@
+//! Landing finished runs, many accounts at a time (see the module docs of [`super`]).
+//!
+//! A run of one account goes through two steps:
+//! - [`Lake::prepare_run`] (in the account's own task, beside the HTTP work of others):
+//!   compares the extract with the landed rows and writes the changed rows into Parquet
+//!   files of `contact_changes`. Nothing is committed; an interrupted run leaves only
+//!   unreferenced files.
+//! - [`Lake::commit_runs`] (one at a time, in the [`super::committer`]): lands a group of
+//!   prepared runs in one commit per table, each account with its own application
+//!   transaction and cursor inside. It is a builder that returns the new table state and
+//!   its metrics, as delta-rs operations do.
+//!
+//! Recovery of interrupted runs ([`Lake::recover_runs`]) is one pass over every account
+//! of the run: one walk of the log for the cursors, one query for the rows, and one
+//! commit each to `contacts` and `sync_runs`.
+
+use std::collections::{HashMap, HashSet};
+use std::future::IntoFuture;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use deltalake::DeltaTable;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::{Add, Transaction};
+use deltalake::writer::DeltaWriter;
+use futures::future::LocalBoxFuture;
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use serde_json::json;
+
+use super::index::PartitionFiles;
+use super::keyed::{self, Keyed, KeyedOutcome, Located, NewRows, Replace};
+use super::{
+    AccountState, COMMIT_RETRIES, CommitOutcome, Lake, PhotoEtags, RunFigures, TableKind, app_id,
+    commit_files, retry, sql_str, tables,
+};
+use crate::error::{Error, Result};
+use crate::model::extract::Extract;
+use crate::model::schema::{ContactRecord, records_to_batch};
+
+/// Files copied from `contact_changes` to `contacts` at once.
+const COPIES: usize = 8;
+
+/// One account's finished run: its change rows written to files of `contact_changes`,
+/// not yet committed. Small: file references and the ids it changes, never rows.
+#[derive(Debug)]
+pub struct PreparedRun {
+    source: String,
+    account: String,
+    /// The run's number for this account.
+    seq: i64,
+    cursor: String,
+    figures: RunFigures,
+    /// The account has no rows in `contacts` yet: its upserts are appended as they are.
+    first_load: bool,
+    /// Files holding exactly the rows `contacts` gets.
+    upsert_files: Vec<Add>,
+    /// Every file of the run (upserts and delete markers).
+    change_files: Vec<Add>,
+    /// Ids whose row in `contacts` is replaced or removed (not on a first load).
+    changed: HashSet<String>,
+    located: Option<Located>,
+}
+
+impl PreparedRun {
+    /// The source's name.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+    /// The account.
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+    /// Bytes of the run's change files (what a group of runs is bounded by).
+    pub fn bytes(&self) -> u64 {
+        self.change_files.iter().map(|a| a.size.max(0) as u64).sum()
+    }
+    /// The run's figures (for the record of a failure).
+    pub fn figures(&self) -> &RunFigures {
+        &self.figures
+    }
+}
+
+/// An account of a grouped commit whose run did not land in full.
+#[derive(Debug)]
+pub struct RunFailure {
+    pub source: String,
+    pub account: String,
+    pub error: Error,
+    /// The run's changes, cursor and transaction landed in `contact_changes`, and only
+    /// `contacts` or `sync_runs` are behind: the next sync replays the run (and records
+    /// its one final status then). Otherwise nothing of the run landed.
+    pub changes_landed: bool,
+}
+
+/// What [`Lake::commit_runs`] did.
+#[derive(Debug, Default)]
+pub struct CommitMetrics {
+    /// Accounts whose run landed in every table, with what it did.
+    pub landed: Vec<(String, String, CommitOutcome)>,
+    /// Accounts whose run did not land in full.
+    pub failed: Vec<RunFailure>,
+    /// Failed runs recorded in `sync_runs` (as `failed`, without a seq).
+    pub failures_recorded: usize,
+    /// Data files the group added to `contact_changes`.
+    pub change_files: usize,
+    /// What the group's keyed step did to `contacts`.
+    pub contacts: KeyedOutcome,
+    /// Milliseconds spent on each table's commit.
+    pub changes_ms: u64,
+    pub contacts_ms: u64,
+    pub runs_ms: u64,
+}
+
+/// The tables after a grouped commit (their newest state, including what others committed).
+#[derive(Debug, Clone)]
+pub struct LakeTables {
+    pub contact_changes: DeltaTable,
+    pub contacts: DeltaTable,
+    pub sync_runs: DeltaTable,
+}
+
+/// A failed run to record in `sync_runs` (status `failed`, no seq, no cursor).
+#[derive(Debug, Clone)]
+pub struct FailedRun {
+    pub source: String,
+    pub account: String,
+    pub figures: RunFigures,
+}
+
+/// Lands prepared runs (and failure records) of many accounts: one commit per table.
+/// Created by [`Lake::commit_runs`]; `.await` it.
+#[must_use = "a commit does nothing until it is awaited"]
+pub struct CommitRuns<'a> {
+    lake: &'a Lake,
+    runs: Vec<PreparedRun>,
+    failures: Vec<FailedRun>,
+}
+
+impl CommitRuns<'_> {
+    /// Also records these failed runs in the group's `sync_runs` commit.
+    pub fn with_failures(mut self, failures: Vec<FailedRun>) -> Self {
+        self.failures.extend(failures);
+        self
+    }
+}
+
+impl<'a> IntoFuture for CommitRuns<'a> {
+    type Output = Result<(LakeTables, CommitMetrics)>;
+    type IntoFuture = LocalBoxFuture<'a, Self::Output>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        async move { self.lake.land(self.runs, self.failures).await }.boxed_local()
+    }
+}
+
+/// One `sync_runs` row to append: a completed run (with seq, cursor and txn) or a failure.
+pub(super) struct RunRow<'a> {
+    pub(super) source: &'a str,
+    pub(super) account: &'a str,
+    pub(super) seq: Option<i64>,
+    pub(super) figures: RunFigures,
+    pub(super) cursor: Option<&'a str>,
+}
+
+/// A completed run as its `contact_changes` commit records it (for a replay).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct RunMeta {
+    id: String,
+    seq: i64,
+    cursor: Option<String>,
+    figures: RunFigures,
+}
+
+/// The accounts' states at the start of a run, after interrupted runs were replayed.
+pub struct RunStates {
+    runs: DeltaTable,
+    txns: Arc<HashMap<String, i64>>,
+    files: Arc<PartitionFiles>,
+    /// Accounts whose interrupted run cannot be replayed, and why.
+    broken: HashMap<String, String>,
+}
+
+impl RunStates {
+    /// One account's completed state: the last run's seq and the cursor to go on from.
+    pub async fn state(&self, source: &str, account: &str) -> Result<AccountState> {
+        let app = app_id(source, account);
+        if let Some(why) = self.broken.get(&app) {
+            return Err(Error::lake(why));
+        }
+        let seq = self.txns.get(&app).copied().unwrap_or(0);
+        if seq == 0 {
+            return Ok(AccountState::default());
+        }
+        let files = self
+            .files
+            .get(&(source.to_string(), account.to_string()))
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let cursor = keyed::run_cursor(&self.runs, files, seq).await?;
+        Ok(AccountState { seq, cursor })
+    }
+}
+
+impl Lake {
+    /// Compares one account's extract with its landed rows and writes the changes (see
+    /// the module docs); `figures` carries the run's counters, upserted/deleted are
+    /// filled in here.
+    ///
+    /// Rows stream from the extract (spilled on local disk for Google) through the change
+    /// filter into Parquet files as they come, so memory does not grow with the account.
+    pub async fn prepare_run(
+        &self,
+        source: &str,
+        account: &str,
+        state: &AccountState,
+        extract: Extract,
+        mut figures: RunFigures,
+    ) -> Result<PreparedRun> {
+        let app = app_id(source, account);
+        let t0 = std::time::Instant::now();
+        // A full extract compares with every landed id (the missing ones are deletes); an
+        // incremental one only with the ids it carries.
+        let wanted = if extract.mode.is_full() {
+            None
+        } else {
+            let mut ids: HashSet<String> = extract.deletes.iter().cloned().collect();
+            for b in extract.upserts.batches()? {
+                let b = b?;
+                let col = b.column_by_name("id").unwrap().as_string::<i32>();
+                ids.extend(col.iter().flatten().map(str::to_string));
+            }
+            Some(ids)
+        };
+        // The tables as this process last saw them: nothing but this account's own runs
+        // changes its partition (another sync of it loses the transaction check), and the
+        // recovery pass at the start of the run brought them up to date.
+        let contacts = match self.seen(TableKind::Contacts) {
+            Some(t) => Some(t),
+            None => self.open(TableKind::Contacts).await?,
+        };
+        let files = match &contacts {
+            Some(t) => self
+                .indexes
+                .partitions(TableKind::Contacts, t)?
+                .get(&(source.to_string(), account.to_string()))
+                .cloned()
+                .unwrap_or_default(),
+            None => vec![],
+        };
+        // Whether the account has rows comes from the log, not the data.
+        let first_load = files.is_empty();
+        let (landed, located) = match (&contacts, first_load) {
+            (Some(t), false) => {
+                let (l, at) = keyed::landed_of_ids(t, files, wanted.as_ref()).await?;
+                (l, Some(at))
+            }
+            _ => (HashMap::new(), None),
+        };
+        drop(wanted);
+        tracing::debug!(
+            app,
+            ms = t0.elapsed().as_millis() as u64,
+            rows = landed.len(),
+            "read the landed etags"
+        );
+        let changes_table = match self.seen(TableKind::ContactChanges) {
+            Some(t) => t,
+            None => self.open_or_create(TableKind::ContactChanges).await?,
+        };
+        let mut changes_writer = self.streaming_writer(&changes_table)?;
+        // Ids whose row in contacts changes, for the keyed update of later runs (first
+        // loads append instead).
+        let mut changed: HashSet<String> = HashSet::new();
+        let mut upserted = 0i64;
+        // Only changed contacts become changes: new ids, a different etag, or a different
+        // photo etag (a server may change a photo without touching the contact's etag).
+        let mut seen: HashSet<String> = HashSet::new();
+        for b in extract.upserts.batches()? {
+            let b = b?;
+            // A first load lands every row and needs neither the set of seen ids (deletes
+            // are found among landed ids) nor a comparison.
+            let f = if first_load {
+                b
+            } else {
+                let ids = b.column_by_name("id").unwrap().as_string::<i32>();
+                let etags = b.column_by_name("etag").unwrap().as_string::<i32>();
+                let photo_etags = PhotoEtags::of(&b)?;
+                let mask: BooleanArray = (0..b.num_rows())
+                    .map(|i| {
+                        let id = ids.value(i);
+                        seen.insert(id.to_string());
+                        let etag = (!etags.is_null(i)).then(|| etags.value(i));
+                        let photo = photo_etags.get(i);
+                        Some(landed.get(id).is_none_or(|(e, p)| {
+                            e.as_deref() != etag || etag.is_none() || p.as_deref() != photo
+                        }))
+                    })
+                    .collect();
+                arrow::compute::filter_record_batch(&b, &mask)?
+            };
+            if f.num_rows() == 0 {
+                continue;
+            }
+            upserted += f.num_rows() as i64;
+            if !first_load {
+                let ids = f.column_by_name("id").unwrap().as_string::<i32>();
+                changed.extend(ids.iter().flatten().map(str::to_string));
+            }
+            changes_writer.write(f).await?;
+        }
+        let deletes: Vec<String> = if extract.mode.is_full() {
+            let mut d: Vec<String> = landed
+                .keys()
+                .filter(|id| !seen.contains(*id))
+                .cloned()
+                .collect();
+            d.sort();
+            d
+        } else {
+            extract
+                .deletes
+                .iter()
+                .filter(|id| landed.contains_key(*id) && !seen.contains(*id))
+                .cloned()
+                .collect()
+        };
+        drop(seen);
+        drop(landed);
+        figures.upserted = upserted;
+        figures.deleted = deletes.len() as i64;
+        // The upserts' files hold exactly the rows contacts gets: they are copied there.
+        let upsert_files = changes_writer.flush().await?;
+        let mut change_files = upsert_files.clone();
+        if !deletes.is_empty() {
+            let rows: Vec<ContactRecord> = deletes
+                .iter()
+                .map(|id| ContactRecord {
+                    source: source.into(),
+                    account: account.into(),
+                    id: id.clone(),
+                    deleted: true,
+                    _run_id: figures.run_id.clone(),
+                    _synced_at: figures.started_at_us,
+                    ..Default::default()
+                })
+                .collect();
+            changed.extend(deletes);
+            // Delete rows go to their own file, written only when there are some.
+            let mut w = self.streaming_writer(&changes_table)?;
+            w.write(records_to_batch(&rows)?).await?;
+            change_files.extend(w.flush().await?);
+        }
+        tracing::debug!(
+            app,
+            ms = t0.elapsed().as_millis() as u64,
+            "wrote the change files"
+        );
+        figures.status = "ok".into();
+        Ok(PreparedRun {
+            source: source.into(),
+            account: account.into(),
+            seq: state.seq + 1,
+            cursor: extract.cursor,
+            figures,
+            first_load,
+            upsert_files,
+            change_files,
+            changed,
+            located,
+        })
+    }
+
+    /// Lands prepared runs of any number of accounts: one commit to `contact_changes`
+    /// with every account's files, transaction `("<source>/<account>", seq)` and cursor;
+    /// then one to `contacts` and one to `sync_runs`. Returns the new tables and what was
+    /// done; an account that lost its transaction to another sync, or whose run did not
+    /// land in full, is in [`CommitMetrics::failed`].
+    pub fn commit_runs(&self, runs: Vec<PreparedRun>) -> CommitRuns<'_> {
+        CommitRuns {
+            lake: self,
+            runs,
+            failures: vec![],
+        }
+    }
+
+    async fn land(
+        &self,
+        runs: Vec<PreparedRun>,
+        failures: Vec<FailedRun>,
+    ) -> Result<(LakeTables, CommitMetrics)> {
+        let mut m = CommitMetrics::default();
+        let t0 = std::time::Instant::now();
+        let (runs, lost) = self.commit_changes(runs, &mut m).await;
+        m.changes_ms = t0.elapsed().as_millis() as u64;
+        if !runs.is_empty() {
+            // (The crash tests kill a sync at this line: between the tables of a group.)
+            tracing::debug!(accounts = runs.len(), "a group's changes landed");
+        }
+        // Runs that lost before landing anything are recorded as failed.
+        let mut failed_rows: Vec<FailedRun> = failures;
+        for (run, error) in lost {
+            let mut figures = run.figures.clone();
+            figures.status = "failed".into();
+            figures.error = Some(error.to_string());
+            figures.finished_at_us = chrono::Utc::now().timestamp_micros();
+            failed_rows.push(FailedRun {
+                source: run.source.clone(),
+                account: run.account.clone(),
+                figures,
+            });
+            m.failed.push(RunFailure {
+                source: run.source,
+                account: run.account,
+                error,
+                changes_landed: false,
+            });
+        }
+        let t1 = std::time::Instant::now();
+        let runs = match self.update_contacts(&runs, &mut m).await {
+            Ok(()) => runs,
+            Err(e) => {
+                // The changes landed: the next sync replays them. Nothing goes to
+                // sync_runs for these runs now, so that each keeps one final status.
+                let e = e.to_string();
+                m.failed.extend(runs.into_iter().map(|r| RunFailure {
+                    error: Error::lake(format!(
+                        "{}: {e} (the run's changes landed; the next sync completes it)",
+                        app_id(&r.source, &r.account)
+                    )),
+                    source: r.source,
+                    account: r.account,
+                    changes_landed: true,
+                }));
+                vec![]
+            }
+        };
+        m.contacts_ms = t1.elapsed().as_millis() as u64;
+        let t2 = std::time::Instant::now();
+        let mut rows: Vec<RunRow> = runs
+            .iter()
+            .map(|r| RunRow {
+                source: &r.source,
+                account: &r.account,
+                seq: Some(r.seq),
+                figures: r.figures.clone(),
+                cursor: Some(&r.cursor),
+            })
+            .collect();
+        rows.extend(failed_rows.iter().map(|f| RunRow {
+            source: &f.source,
+            account: &f.account,
+            seq: None,
+            figures: f.figures.clone(),
+            cursor: None,
+        }));
+        let recorded = self.append_runs(&rows).await;
+        m.runs_ms = t2.elapsed().as_millis() as u64;
+        drop(rows);
+        match recorded {
+            Ok(()) => {
+                m.failures_recorded = failed_rows.len();
+                m.landed.extend(runs.into_iter().map(|r| {
+                    let o = CommitOutcome {
+                        seq: r.seq,
+                        upserted: r.figures.upserted,
+                        deleted: r.figures.deleted,
+                    };
+                    (r.source, r.account, o)
+                }));
+            }
+            Err(e) => {
+                let e = e.to_string();
+                m.failed.extend(runs.into_iter().map(|r| RunFailure {
+                    error: Error::lake(format!(
+                        "{}: appending to sync_runs: {e} (the run's changes landed; the next sync records it)",
+                        app_id(&r.source, &r.account)
+                    )),
+                    source: r.source,
+                    account: r.account,
+                    changes_landed: true,
+                }));
+            }
+        }
+        tracing::debug!(
+            landed = m.landed.len(),
+            failed = m.failed.len(),
+            files = m.change_files,
+            changes_ms = m.changes_ms,
+            contacts_ms = m.contacts_ms,
+            runs_ms = m.runs_ms,
+            "committed a group of runs"
+        );
+        let (contact_changes, contacts, sync_runs) = tokio::try_join!(
+            self.open_or_create(TableKind::ContactChanges),
+            self.open_or_create(TableKind::Contacts),
+            self.open_or_create(TableKind::SyncRuns)
+        )?;
+        Ok((
+            LakeTables {
+                contact_changes,
+                contacts,
+                sync_runs,
+            },
+            m,
+        ))
+    }
+
+    /// The group's one commit to `contact_changes`. Returns the runs that landed and the
+    /// ones that did not (another sync of the account took its seq, or the commit failed).
+    async fn commit_changes(
+        &self,
+        runs: Vec<PreparedRun>,
+        m: &mut CommitMetrics,
+    ) -> (Vec<PreparedRun>, Vec<(PreparedRun, Error)>) {
+        if runs.is_empty() {
+            return (vec![], vec![]);
+        }
+        let mut runs = runs;
+        let mut lost: Vec<(PreparedRun, Error)> = Vec::new();
+        // Many writers append to contact_changes at once (groups of other shards); any
+        // failure of the commit is tried again: the transaction check before it tells a
+        // lost race (another sync of an account took its seq: that account stops) from a
+        // transient one.
+        let outcome = retry::retry(
+            "committing a group of runs to contact_changes",
+            |_: &Error| true,
+            async |_| {
+                let changes = self.open_or_create(TableKind::ContactChanges).await?;
+                let txns = self.indexes.txns(TableKind::ContactChanges, &changes).await?;
+                let (fresh, taken): (Vec<_>, Vec<_>) = std::mem::take(&mut runs)
+                    .into_iter()
+                    .partition(|r| {
+                        txns.get(&app_id(&r.source, &r.account)).copied().unwrap_or(0) == r.seq - 1
+                    });
+                lost.extend(taken.into_iter().map(|r| {
+                    let e = Error::Concurrent(format!(
+                        "{}: another sync of this account committed run {} first; nothing of this run was kept. Rerun to continue from where it stopped",
+                        app_id(&r.source, &r.account),
+                        r.seq
+                    ));
+                    (r, e)
+                }));
+                runs = fresh;
+                if runs.is_empty() {
+                    return Ok(0);
+                }
+                let files: Vec<Add> = runs
+                    .iter()
+                    .flat_map(|r| r.change_files.iter().cloned())
+                    .collect();
+                let metas: Vec<RunMeta> = runs
+                    .iter()
+                    .map(|r| RunMeta {
+                        id: app_id(&r.source, &r.account),
+                        seq: r.seq,
+                        cursor: Some(r.cursor.clone()),
+                        figures: r.figures.clone(),
+                    })
+                    .collect();
+                let run_id = runs.iter().map(|r| r.figures.run_id.as_str()).max().unwrap_or("");
+                let props = CommitProperties::default()
+                    .with_metadata([
+                        ("app.runs".to_string(), json!(metas)),
+                        ("app.run_id".to_string(), json!(run_id)),
+                    ])
+                    .with_application_transactions(
+                        runs.iter()
+                            .map(|r| Transaction::new(app_id(&r.source, &r.account), r.seq))
+                            .collect(),
+                    )
+                    .with_max_retries(COMMIT_RETRIES);
+                commit_files(&changes, &files, props)
+                    .await
+                    .map_err(Error::from)?;
+                Ok(files.len())
+            },
+        )
+        .await;
+        match outcome {
+            Ok(n) => {
+                m.change_files = n;
+                (runs, lost)
+            }
+            Err(e) => {
+                let e = e.to_string();
+                lost.extend(runs.into_iter().map(|r| {
+                    let err = Error::lake(format!(
+                        "{}: committing run {} to contact_changes: {e}",
+                        app_id(&r.source, &r.account),
+                        r.seq
+                    ));
+                    (r, err)
+                }));
+                (vec![], lost)
+            }
+        }
+    }
+
+    /// The group's one commit to `contacts`: first loads append their files, later runs
+    /// replace their changed ids (see [`keyed`]). The upserts' files are copied from
+    /// `contact_changes` rather than encoded a second time.
+    async fn update_contacts(&self, runs: &[PreparedRun], m: &mut CommitMetrics) -> Result<()> {
+        let touched: Vec<&PreparedRun> = runs
+            .iter()
+            .filter(|r| r.first_load || !r.changed.is_empty())
+            .collect();
+        if touched.is_empty() {
+            return Ok(());
+        }
+        if touched.iter().any(|r| !r.first_load) {
+            self.prepare_contacts().await?;
+        }
+        futures::stream::iter(touched.iter().filter(|r| !r.upsert_files.is_empty()))
+            .map(|r| async move {
+                self.copy_files(
+                    TableKind::ContactChanges,
+                    TableKind::Contacts,
+                    &r.upsert_files,
+                )
+                .await
+                .map_err(|e| e.context(format!("{}, run {}", app_id(&r.source, &r.account), r.seq)))
+            })
+            .buffer_unordered(COPIES)
+            .try_collect::<Vec<()>>()
+            .await?;
+        let replaces: Vec<Option<Replace>> = touched
+            .iter()
+            .map(|r| {
+                (!r.first_load).then(|| Replace {
+                    keys: &r.changed,
+                    new: NewRows::Files(&r.upsert_files),
+                    located: r.located.as_ref(),
+                })
+            })
+            .collect();
+        let steps: Vec<Keyed> = touched
+            .iter()
+            .zip(&replaces)
+            .map(|(r, step)| Keyed {
+                source: &r.source,
+                account: &r.account,
+                step: step.as_ref(),
+                appended: if r.first_load { &r.upsert_files } else { &[] },
+            })
+            .collect();
+        let run_id = runs
+            .iter()
+            .map(|r| r.figures.run_id.as_str())
+            .max()
+            .unwrap_or("");
+        m.contacts = self
+            .apply_group(TableKind::Contacts, &steps, run_id)
+            .await?;
+        Ok(())
+    }
+
+    /// Appends rows to `sync_runs` in one commit, with the transaction of each completed
+    /// run; a run whose seq is recorded already (a replay, a retry) is skipped.
+    pub(super) async fn append_runs(&self, rows: &[RunRow<'_>]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let run_id = rows
+            .iter()
+            .map(|r| r.figures.run_id.as_str())
+            .max()
+            .unwrap_or("");
+        retry::retry("sync_runs", Error::is_commit_conflict, async |_| {
+            let table = self.open_or_create(TableKind::SyncRuns).await?;
+            let txns = self.indexes.txns(TableKind::SyncRuns, &table).await?;
+            let todo: Vec<&RunRow> = rows
+                .iter()
+                .filter(|r| {
+                    r.seq.is_none_or(|seq| {
+                        txns.get(&app_id(r.source, r.account)).copied().unwrap_or(0) < seq
+                    })
+                })
+                .collect();
+            if todo.is_empty() {
+                return Ok(());
+            }
+            let batches = todo
+                .iter()
+                .map(|r| tables::run_batch(r.source, r.account, r.seq, &r.figures, r.cursor))
+                .collect::<Result<Vec<_>>>()?;
+            let batch = crate::arrow_util::concat(&batches[0].schema(), &batches)?;
+            let props = CommitProperties::default()
+                .with_application_transactions(
+                    todo.iter()
+                        .filter_map(|r| {
+                            r.seq
+                                .map(|s| Transaction::new(app_id(r.source, r.account), s))
+                        })
+                        .collect(),
+                )
+                .with_metadata([("app.run_id".to_string(), json!(run_id))]);
+            self.append_batch(&table, &batch, props)
+                .await
+                .map_err(Error::from)
+        })
+        .await
+        .map_err(|e| e.context("appending to sync_runs"))
+    }
+
+    /// Brings every given account to a completed state, in one pass: runs whose changes
+    /// committed but whose `contacts` update or `sync_runs` row did not are replayed
+    /// together (one query for their rows, one commit to each table). Then returns the
+    /// states to start from.
+    pub async fn recover_runs(&self, accounts: &[(String, String)]) -> Result<RunStates> {
+        let changes = self.open_or_create(TableKind::ContactChanges).await?;
+        let runs = self.open_or_create(TableKind::SyncRuns).await?;
+        let c = self
+            .indexes
+            .txns(TableKind::ContactChanges, &changes)
+            .await?;
+        let r = self.indexes.txns(TableKind::SyncRuns, &runs).await?;
+        let pending: HashMap<String, (&str, &str, i64)> = accounts
+            .iter()
+            .filter_map(|(s, a)| {
+                let app = app_id(s, a);
+                let c_seq = c.get(&app).copied().unwrap_or(0);
+                (c_seq > r.get(&app).copied().unwrap_or(0))
+                    .then_some((app, (s.as_str(), a.as_str(), c_seq)))
+            })
+            .collect();
+        let mut broken = HashMap::new();
+        let (runs, r) = if pending.is_empty() {
+            (runs, r)
+        } else {
+            tracing::warn!(
+                accounts = pending.len(),
+                "runs were interrupted after their changes committed; replaying them into contacts and sync_runs"
+            );
+            self.replay(changes, &pending, &mut broken).await?;
+            let runs = self.open_or_create(TableKind::SyncRuns).await?;
+            let r = self.indexes.txns(TableKind::SyncRuns, &runs).await?;
+            (runs, r)
+        };
+        // Opened after sync_runs: every run recorded there is in this state of contacts.
+        self.open(TableKind::Contacts).await?;
+        let files = self.indexes.partitions(TableKind::SyncRuns, &runs)?;
+        Ok(RunStates {
+            runs,
+            txns: r,
+            files,
+            broken,
+        })
+    }
+
+    /// Replays the `pending` runs (`app → (source, account, seq)`).
+    async fn replay(
+        &self,
+        changes: DeltaTable,
+        pending: &HashMap<String, (&str, &str, i64)>,
+        broken: &mut HashMap<String, String>,
+    ) -> Result<()> {
+        let metas = run_metadata(&changes, pending).await?;
+        for app in pending.keys().filter(|a| !metas.contains_key(*a)) {
+            let (_, _, seq) = pending[app];
+            broken.insert(app.clone(), format!("{app}: run {seq} committed changes but its commit metadata is gone (log cleanup?); run with --full-refresh"));
+        }
+        if metas.is_empty() {
+            return Ok(());
+        }
+        // Every replayed run's rows, in one query.
+        let parts = keyed::partitions_predicate(metas.keys().map(|app| {
+            let (s, a, _) = pending[app];
+            (s, a)
+        }));
+        let run_ids: HashSet<&str> = metas.values().map(|m| m.figures.run_id.as_str()).collect();
+        let run_ids: Vec<String> = run_ids
+            .iter()
+            .map(|r| format!("'{}'", sql_str(r)))
+            .collect();
+        let batches = self
+            .query_table(
+                changes,
+                &format!(
+                    "SELECT * FROM t WHERE ({parts}) AND _run_id IN ({})",
+                    run_ids.join(", ")
+                ),
+            )
+            .await?;
+        let schema = TableKind::ContactChanges.schema();
+        let batches = batches
+            .iter()
+            .map(|b| crate::arrow_util::normalize_batch(b, &schema))
+            .collect::<Result<Vec<_>>>()?;
+        let all = crate::arrow_util::concat(&schema, &batches)?;
+        let (sources, accounts, run_col) = (
+            all.column_by_name("source").unwrap().as_string::<i32>(),
+            all.column_by_name("account").unwrap().as_string::<i32>(),
+            all.column_by_name("_run_id").unwrap().as_string::<i32>(),
+        );
+        let mut replaces: Vec<(&str, &str, HashSet<String>, Option<RecordBatch>)> = Vec::new();
+        for (app, meta) in &metas {
+            let (s, a, _) = pending[app];
+            let mask: BooleanArray = (0..all.num_rows())
+                .map(|i| {
+                    Some(
+                        sources.value(i) == s
+                            && accounts.value(i) == a
+                            && run_col.value(i) == meta.figures.run_id,
+                    )
+                })
+                .collect();
+            let rows = arrow::compute::filter_record_batch(&all, &mask)?;
+            let (keys, upserts) = if rows.num_rows() == 0 {
+                (HashSet::new(), None)
+            } else {
+                keyed::split_rows(TableKind::Contacts, &rows, "deleted")?
+            };
+            replaces.push((s, a, keys, upserts));
+        }
+        drop(all);
+        self.prepare_contacts().await?;
+        let steps: Vec<Replace> = replaces
+            .iter()
+            .map(|(_, _, keys, upserts)| Replace {
+                keys,
+                new: NewRows::Batch(upserts.clone()),
+                located: None,
+            })
+            .collect();
+        let keyed: Vec<Keyed> = replaces
+            .iter()
+            .zip(&steps)
+            .filter(|((_, _, keys, _), _)| !keys.is_empty())
+            .map(|((s, a, _, _), step)| Keyed {
+                source: s,
+                account: a,
+                step: Some(step),
+                appended: &[],
+            })
+            .collect();
+        let run_id = metas
+            .values()
+            .map(|m| m.figures.run_id.as_str())
+            .max()
+            .unwrap_or("");
+        self.apply_group(TableKind::Contacts, &keyed, run_id)
+            .await?;
+        let rows: Vec<RunRow> = metas
+            .iter()
+            .map(|(app, meta)| {
+                let (s, a, _) = pending[app];
+                RunRow {
+                    source: s,
+                    account: a,
+                    seq: Some(meta.seq),
+                    figures: meta.figures.clone(),
+                    cursor: meta.cursor.as_deref(),
+                }
+            })
+            .collect();
+        self.append_runs(&rows).await
+    }
+}
+
+/// The metadata of the `pending` runs (`app → seq`) from their `contact_changes` commits,
+/// in one walk of the log from the newest commit back. Commits of one run (before runs were
+/// grouped) carry `app.id`, `app.seq`, `app.cursor` and `app.figures`; grouped ones
+/// `app.runs`, a list of them.
+async fn run_metadata(
+    changes: &DeltaTable,
+    pending: &HashMap<String, (&str, &str, i64)>,
+) -> Result<HashMap<String, RunMeta>> {
+    let mut found: HashMap<String, RunMeta> = HashMap::new();
+    let mut history = changes.history(None);
+    while found.len() < pending.len()
+        && let Some(ci) = history.try_next().await?
+    {
+        let mut take = |meta: RunMeta| {
+            if pending.get(&meta.id).is_some_and(|p| p.2 == meta.seq) {
+                found.entry(meta.id.clone()).or_insert(meta);
+            }
+        };
+        if let Some(list) = ci.info.get("app.runs") {
+            let metas: Vec<RunMeta> = serde_json::from_value(list.clone())
+                .map_err(|e| Error::lake(format!("unreadable run metadata: {e}")))?;
+            metas.into_iter().for_each(&mut take);
+        } else if let (Some(id), Some(seq)) = (
+            ci.info.get("app.id").and_then(|v| v.as_str()),
+            ci.info.get("app.seq").and_then(|v| v.as_i64()),
+        ) {
+            let figures: RunFigures =
+                serde_json::from_value(ci.info.get("app.figures").cloned().unwrap_or_default())
+                    .map_err(|e| Error::lake(format!("{id}: unreadable run figures: {e}")))?;
+            take(RunMeta {
+                id: id.to_string(),
+                seq,
+                cursor: ci
+                    .info
+                    .get("app.cursor")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string),
+                figures,
+            });
+        }
+    }
+    Ok(found)
+}
