@@ -47,18 +47,41 @@ impl PhotoOpKind {
     }
 }
 
+/// What a photo operation does, carrying exactly what that needs.
+#[derive(Debug, Clone)]
+pub enum PhotoAction {
+    /// Upload (add or replace) the photo.
+    Put {
+        /// The image.
+        bytes: Vec<u8>,
+        /// Its content type (`image/…`).
+        content_type: String,
+    },
+    /// Remove the photo.
+    Delete,
+}
+
 /// One planned photo operation.
 #[derive(Debug, Clone)]
 pub struct PhotoOp {
+    /// Its place in the plan (results come back in this order).
     pub index: usize,
-    pub kind: PhotoOpKind,
+    /// The account of the contact.
     pub account: String,
     /// The contact id.
     pub id: String,
     /// The photo etag the write is conditional on (none: no photo is expected).
     pub etag: Option<String>,
-    /// The image to upload (PUT).
-    pub bytes: Option<Vec<u8>>,
-    /// Its content type (PUT).
-    pub content_type: Option<String>,
+    /// What it does.
+    pub action: PhotoAction,
+}
+
+impl PhotoOp {
+    /// Its kind.
+    pub fn kind(&self) -> PhotoOpKind {
+        match self.action {
+            PhotoAction::Put { .. } => PhotoOpKind::Put,
+            PhotoAction::Delete => PhotoOpKind::Delete,
+        }
+    }
 }

@@ -24,7 +24,7 @@ use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::http::Metrics;
 use crate::lake::{Lake, LandedPhoto, TableKind, photo_sha256};
-pub use crate::model::photo::{PhotoOp, PhotoOpKind};
+pub use crate::model::photo::{PhotoAction, PhotoOp, PhotoOpKind};
 use crate::model::write::OpResult;
 use crate::sync::lake_of;
 
@@ -59,7 +59,7 @@ pub struct PhotoPlan {
 impl PhotoPlan {
     /// Operations of one kind.
     pub fn count(&self, k: PhotoOpKind) -> usize {
-        self.ops.iter().filter(|o| o.kind == k).count()
+        self.ops.iter().filter(|o| o.kind() == k).count()
     }
 
     /// The printed plan.
@@ -75,12 +75,15 @@ impl PhotoPlan {
         for op in self.ops.iter().take(sample) {
             s.push_str(&format!(
                 "  {:<12} {}/{} {}\n",
-                op.kind.as_str(),
+                op.kind().as_str(),
                 op.account,
                 op.id,
-                match (&op.bytes, &op.content_type) {
-                    (Some(b), ct) => format!("{} bytes {}", b.len(), ct.as_deref().unwrap_or("")),
-                    _ => String::new(),
+                match &op.action {
+                    PhotoAction::Put {
+                        bytes,
+                        content_type,
+                    } => format!("{} bytes {content_type}", bytes.len()),
+                    PhotoAction::Delete => String::new(),
                 }
             ));
         }
@@ -354,12 +357,10 @@ pub fn diff_photos(
             None => match have {
                 Some(_) => plan.ops.push(PhotoOp {
                     index: 0,
-                    kind: PhotoOpKind::Delete,
                     account: d.account.clone(),
                     id: d.id.clone(),
                     etag,
-                    bytes: None,
-                    content_type: None,
+                    action: PhotoAction::Delete,
                 }),
                 None => plan.unchanged += 1,
             },
@@ -399,12 +400,13 @@ pub fn diff_photos(
                     }
                     _ => plan.ops.push(PhotoOp {
                         index: 0,
-                        kind: PhotoOpKind::Put,
                         account: d.account.clone(),
                         id: d.id.clone(),
                         etag,
-                        bytes: Some(bytes.clone()),
-                        content_type: Some(ct),
+                        action: PhotoAction::Put {
+                            bytes: bytes.clone(),
+                            content_type: ct,
+                        },
                     }),
                 }
             }
@@ -417,12 +419,10 @@ pub fn diff_photos(
         for ((account, id), h) in gone {
             plan.ops.push(PhotoOp {
                 index: 0,
-                kind: PhotoOpKind::Delete,
                 account: account.clone(),
                 id: id.clone(),
                 etag: h.etag.clone(),
-                bytes: None,
-                content_type: None,
+                action: PhotoAction::Delete,
             });
         }
     }
@@ -519,7 +519,7 @@ impl PhotoApplyReport {
             self.plan.invalid.len(),
             |r| {
                 let op = &self.plan.ops[r.index];
-                format!("{} {}/{}", op.kind.as_str(), op.account, op.id)
+                format!("{} {}/{}", op.kind().as_str(), op.account, op.id)
             },
             "Conflicts are photos changed by someone else since their etag was read; rerun after a sync, or use --force to overwrite.",
         )
@@ -557,7 +557,7 @@ pub async fn apply_photos(p: &Pipeline, opts: &PhotoApplyOptions) -> Result<Phot
             ResultRow {
                 op_index: r.index as i64,
                 account: op.account.clone(),
-                op: op.kind.as_str().into(),
+                op: op.kind().as_str().into(),
                 key: Some(format!("{}/{}", op.account, op.id)),
                 id: Some(op.id.clone()),
                 http_status: r.http_status.map(i64::from),

@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use super::GoogleSource;
 use crate::error::{Error, Result};
 use crate::http::{HttpResponse, Metrics};
-use crate::model::photo::{FetchedPhoto, PhotoOp, PhotoOpKind, PhotoWant};
+use crate::model::photo::{FetchedPhoto, PhotoAction, PhotoOp, PhotoWant};
 use crate::model::write::{OpResult, Outcome};
 
 pub use crate::model::photo::MAX_PHOTO_BYTES;
@@ -157,7 +157,7 @@ impl GoogleSource {
         let what = format!(
             "{} photo {} of contact {} in {}",
             self.name,
-            op.kind.as_str(),
+            op.kind().as_str(),
             op.id,
             self.domain
         );
@@ -168,15 +168,15 @@ impl GoogleSource {
         };
         let resp = self
             .photo_request(&what, metrics, |c| {
-                let rb = match op.kind {
-                    PhotoOpKind::Put => c
+                let rb = match &op.action {
+                    PhotoAction::Put {
+                        bytes,
+                        content_type,
+                    } => c
                         .put(&url)
-                        .header(
-                            reqwest::header::CONTENT_TYPE,
-                            op.content_type.as_deref().unwrap_or("image/jpeg"),
-                        )
-                        .body(op.bytes.clone().unwrap_or_default()),
-                    PhotoOpKind::Delete => c.delete(&url),
+                        .header(reqwest::header::CONTENT_TYPE, content_type.as_str())
+                        .body(bytes.clone()),
+                    PhotoAction::Delete => c.delete(&url),
                 };
                 rb.header(condition.0, condition.1.as_str())
             })
