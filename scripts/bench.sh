@@ -4,6 +4,7 @@
 # /usr/bin/time -v) to stdout and to target/bench/results.md.
 #   scripts/bench.sh                 # the full suite (50,000 / 500,000 / 1,000,000 contacts)
 #   SCALE=0.1 scripts/bench.sh       # everything at a tenth of the size, for a quick look
+#   ONLY=B9 scripts/bench.sh         # only B9 (many small accounts); B9_BIG=1 adds 10,000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE="${SCALE:-1}"
@@ -19,7 +20,7 @@ PEER="$CACHE/bench-peer"
 if [ ! -x "$PEER/bin/python" ]; then
   python3 -m venv "$PEER" && "$PEER/bin/pip" install --quiet --disable-pip-version-check requests==2.34.2 lxml==6.1.3 pyarrow==26.0.1
 fi
-cargo build --release --quiet
+[ "${BENCH_NO_BUILD:-0}" = 1 ] || cargo build --release --quiet  # BENCH_NO_BUILD=1: the binary as built
 # The build may live outside the clone (CARGO_TARGET_DIR, as .ci/run sets it).
 BIN="${CARGO_TARGET_DIR:-target}/release/contacts-etl"
 TOKEN=emulator-token
@@ -42,6 +43,9 @@ timed() { # label cmd… → prints wall seconds (to the millisecond; /usr/bin/t
   t1=$(date +%s%N)
   python3 -c "print(f'{($t1 - $t0) / 1e9:.3f}')"
   awk -F': ' '/Maximum resident/ {print $2}' "$WORK/time.$label" > "$WORK/rss.$label"
+}
+cpu() { # label → the CPU seconds (user + sys) of the last `timed` run of that label
+  awk -F': ' '/User time|System time/ {t += $2} END {printf "%.2f\n", t}' "$WORK/time.$1"
 }
 pipeline() { # dir, google|aurinko|both, accounts, extra [lake] line
   local d=$1 kind=$2 accts=${3:-1} extra=${4:-} i
@@ -73,6 +77,71 @@ curl_aurinko() { # the page chain with curl; tokens cut out with grep, bodies ke
   rm -f "$f"
 }
 declare -A R
+ONLY="${ONLY:-}"
+
+# B9: many small Aurinko accounts in one run, beside one account of the same contacts.
+# Accounts come from an accounts_file (id,token_env,token_file). Prints wall, CPU
+# (user+sys) and peak RSS of each step.
+cpu() { awk -F': ' '/User time/ {u=$2} /System time/ {s=$2} END {printf "%.2f", u+s}' "$WORK/time.$1"; }
+rss_mb() { awk '{printf "%.0f", $1/1024}' "$WORK/rss.$1"; }
+many_pipeline() { # dir, accounts, concurrency
+  local d=$1 n=$2 c=$3 i
+  mkdir -p "$d"
+  { echo "id,token_env,token_file"; for i in $(seq 101 $((100+n))); do printf '%s' "$TOKEN-$i" > "$d/$i.token"; echo "$i,,$i.token"; done; } > "$d/accounts.csv"
+  printf '[lake]\nurl = "lake"\n[[sources]]\nname = "crm"\nprovider = "aurinko"\nbase_url = "%s"\nconcurrency = %s\naccounts_file = "accounts.csv"\n' "$URL" "$c" > "$d/p.toml"
+}
+b9_step() { # key label cmd… : runs once, records "wall cpu rss" under R[key]
+  local key=$1 label=$2; shift 2
+  local w; w=$(timed "$label" "$@")
+  R[$key]="$w s wall, $(cpu "$label") s CPU, $(rss_mb "$label") MB"
+  echo "  $key: ${R[$key]}"
+}
+b9() {
+  echo "== B9: 400 accounts x 20 contacts beside one account of 8,000"
+  start_emu --google-contacts 0 --aurinko-accounts 1 --aurinko-contacts 8000
+  rm -rf "$WORK/b9one"; many_pipeline "$WORK/b9one" 1 8
+  b9_step b9_one one "$BIN" sync "$WORK/b9one/p.toml"
+  b9_step b9_one_none onenone "$BIN" sync "$WORK/b9one/p.toml"
+  stop_emu
+  start_emu --google-contacts 0 --aurinko-accounts 400 --aurinko-contacts 20
+  # A full Aurinko sync waits for the API's first `ready:false` answer (the client polls
+  # again after 0.5 s), so a full run's wall time is about 400 x 0.5 s / concurrency; CPU
+  # is what the lake costs. Two fresh lakes, concurrency 8 and 64.
+  rm -rf "$WORK/b9c8"; many_pipeline "$WORK/b9c8" 400 8
+  b9_step b9_full_c8 fullc8 "$BIN" sync "$WORK/b9c8/p.toml"
+  rm -rf "$WORK/b9"; many_pipeline "$WORK/b9" 400 64
+  b9_step b9_full full "$BIN" sync "$WORK/b9/p.toml"
+  b9_step b9_none none "$BIN" sync "$WORK/b9/p.toml"
+  # 1 % of the contacts change: one update in each of 80 accounts.
+  for i in $(seq 101 5 500); do
+    curl -sf -X POST -H 'content-type: application/json' -d "{\"aurinko\":{\"account\":\"$i\",\"inserts\":0,\"updates\":1,\"deletes\":0}}" "$URL/_emulator/mutate" >/dev/null
+  done
+  b9_step b9_one_pct pct "$BIN" sync "$WORK/b9/p.toml"
+  stop_emu
+  if [ "${B9_BIG:-0}" = 1 ]; then
+    echo "== B9: 10,000 accounts x 20 contacts"
+    start_emu --google-contacts 0 --aurinko-accounts 10000 --aurinko-contacts 20
+    rm -rf "$WORK/b9big"; many_pipeline "$WORK/b9big" 10000 64
+    b9_step b9_big big "$BIN" sync "$WORK/b9big/p.toml"
+    b9_step b9_big_none bignone "$BIN" sync "$WORK/b9big/p.toml"
+    stop_emu
+  fi
+  {
+  echo "| B9 | step | wall, CPU (user+sys), peak RSS |"
+  echo "|---|---|---|"
+  echo "| | one account of 8,000 contacts, full | ${R[b9_one]} |"
+  echo "| | the same, incremental, no changes | ${R[b9_one_none]} |"
+  echo "| | 400 accounts x 20, full, concurrency 8 | ${R[b9_full_c8]} |"
+  echo "| | 400 accounts x 20, full, concurrency 64 | ${R[b9_full]} |"
+  echo "| | the same, incremental, no changes | ${R[b9_none]} |"
+  echo "| | the same, incremental, 1 % changed (80 accounts) | ${R[b9_one_pct]} |"
+  if [ "${B9_BIG:-0}" = 1 ]; then
+  echo "| | 10,000 accounts x 20, full, concurrency 64 | ${R[b9_big]} |"
+  echo "| | the same, incremental, no changes | ${R[b9_big_none]} |"
+  fi
+  } | tee "$OUT/b9.md"
+}
+if [ "$ONLY" = B9 ]; then b9; exit 0; fi
 
 echo "== B1/B3/B4/B5/B6: Google, $N contacts"
 start_emu --google-contacts "$N" --aurinko-accounts 0
@@ -81,10 +150,13 @@ for i in $(seq "$RUNS"); do
   echo "$(timed curlp bash -c "$(declare -f curl_google_p4); URL=$URL TOKEN=$TOKEN curl_google_p4 $N")" >> "$WORK/b1.curlp"
   rm -rf "$WORK/g$i"; pipeline "$WORK/g$i" google
   echo "$(timed etl "$BIN" sync "$WORK/g$i/p.toml")" >> "$WORK/b1.etl"; cp "$WORK/rss.etl" "$WORK/rss.g50.$i"
+  cpu etl >> "$WORK/b3.cpu.etl"
   echo "$(timed peer "$PEER/bin/python" scripts/bench/python_peer.py google "$URL" "$TOKEN" "$WORK/peer.parquet")" >> "$WORK/b3.google"
+  cpu peer >> "$WORK/b3.cpu.peer"
 done
 R[b1_curl]=$(median < "$WORK/b1.curl"); R[b1_curlp]=$(median < "$WORK/b1.curlp"); R[b1_etl]=$(median < "$WORK/b1.etl"); R[b3_g]=$(median < "$WORK/b3.google")
 R[b6_50]=$(cat "$WORK"/rss.g50.* | median)
+R[b3_cpu_etl]=$(median < "$WORK/b3.cpu.etl"); R[b3_cpu_peer]=$(median < "$WORK/b3.cpu.peer")
 # B4 twice on the same changes: the default lake (copy-on-write: files holding a changed
 # contact are rewritten) and one with `deletion_vectors = true` (replaced rows are marked).
 pipeline "$WORK/gdv" google 1 "deletion_vectors = true"
@@ -120,10 +192,13 @@ for i in $(seq "$RUNS"); do
   echo "$(timed curla bash -c "$(declare -f curl_aurinko); URL=$URL TOKEN=$TOKEN curl_aurinko")" >> "$WORK/b2.curl"
   rm -rf "$WORK/a$i"; pipeline "$WORK/a$i" aurinko 1
   echo "$(timed etla "$BIN" sync "$WORK/a$i/p.toml")" >> "$WORK/b2.etl"; cp "$WORK/rss.etla" "$WORK/rss.a50.$i"
+  cpu etla >> "$WORK/b3.cpu.etla"
   echo "$(timed peera "$PEER/bin/python" scripts/bench/python_peer.py aurinko "$URL" "$TOKEN-101" "$WORK/peer.parquet")" >> "$WORK/b3.aurinko"
+  cpu peera >> "$WORK/b3.cpu.peera"
 done
 R[b2_curl]=$(median < "$WORK/b2.curl"); R[b2_etl]=$(median < "$WORK/b2.etl"); R[b3_a]=$(median < "$WORK/b3.aurinko")
 R[b6a_50]=$(cat "$WORK"/rss.a50.* | median)
+R[b3_cpu_etla]=$(median < "$WORK/b3.cpu.etla"); R[b3_cpu_peera]=$(median < "$WORK/b3.cpu.peera")
 stop_emu
 
 echo "== B6 (Aurinko): $N_BIG contacts in one account (memory)"
@@ -154,6 +229,8 @@ for i in $(seq "$RUNS"); do echo "$(timed q "$BIN" query "$WORK/sql/p.toml" "$Q"
 R[b8]=$(median < "$WORK/b8")
 stop_emu
 
+b9
+
 # B7 needs the bench profile, whose dev-dependency features make cargo rebuild DataFusion
 # and Delta once (about 30 minutes on 2 cores): opt in with BENCH_B7=1.
 : > "$WORK/b7"
@@ -168,7 +245,7 @@ echo "| id | what | result | bar |"
 echo "|---|---|---|---|"
 echo "| B1 | Google full sync, $N contacts | ${R[b1_etl]} s; raw curl ${R[b1_curl]} s sequential, ${R[b1_curlp]} s 4-way; ratio $(ratio ${R[b1_etl]} ${R[b1_curl]})× / $(ratio ${R[b1_etl]} ${R[b1_curlp]})× | ≤ 1.5× raw |"
 echo "| B2 | Aurinko full sync, $N contacts | ${R[b2_etl]} s; raw curl ${R[b2_curl]} s; ratio $(ratio ${R[b2_etl]} ${R[b2_curl]})× | ≤ 1.5× raw |"
-echo "| B3 | Python peer (requests+lxml+pyarrow) | Google ${R[b3_g]} s ($(ratio ${R[b3_g]} ${R[b1_etl]})× contacts-etl), Aurinko ${R[b3_a]} s ($(ratio ${R[b3_a]} ${R[b2_etl]})×) | contacts-etl ≥ 10× faster |"
+echo "| B3 | client CPU (user + sys) for the same full sync vs a Python peer (requests+lxml+pyarrow) | Google ${R[b3_cpu_etl]} s vs ${R[b3_cpu_peer]} s = $(ratio ${R[b3_cpu_peer]} ${R[b3_cpu_etl]})× less; Aurinko ${R[b3_cpu_etla]} s vs ${R[b3_cpu_peera]} s = $(ratio ${R[b3_cpu_peera]} ${R[b3_cpu_etla]})× less (wall: peer ${R[b3_g]} s / ${R[b3_a]} s) | ≥ 10× less CPU |"
 pct() { python3 -c "print(f'{100*$1/$2:.1f}')"; }
 echo "| B4 | incremental after 500 changes | deletion vectors ${R[b4dv]} s = $(pct ${R[b4dv]} ${R[b1_etl]})% of B1; copy-on-write (default) ${R[b4]} s = $(pct ${R[b4]} ${R[b1_etl]})%; no changes ${R[b4_none]} s = $(pct ${R[b4_none]} ${R[b1_etl]})% | ≤ 5% of B1 |"
 echo "| B5 | apply 10,000 Google updates | ${R[b5_batches]} batch requests; write phase ${R[b5_write]} s vs the emulator's handling ${R[b5_handling]} s → $(ratio ${R[b5_write]} ${R[b5_handling]})×; whole command ${R[b5_wall]} s (sync before and after included) | exactly 100; ≤ 2× |"
