@@ -163,9 +163,10 @@ enum Command {
     /// Records one `writeback_results` row per operation and syncs again. Rerunning
     /// retries only what did not apply.
     ///
-    /// The plan is printed before the first write. A plan that deletes contacts needs a
-    /// yes: at a terminal (stdin and stderr) apply asks; elsewhere (cron, Airflow, a
-    /// script) it refuses unless --yes is given. Plans without deletes never ask.
+    /// The plan is printed before the first write. A plan that deletes contacts (or, with
+    /// --photos, photos) needs a yes: at a terminal (stdin and stderr) apply asks;
+    /// elsewhere (cron, Airflow, a script) it refuses unless --yes is given. Plans without
+    /// deletes never ask.
     ///
     /// --plan FILE applies a plan saved by `plan --out` exactly, without diffing again,
     /// after checking that every contact it touches is still as the plan saw it.
@@ -806,6 +807,14 @@ async fn run(cli: Cli) -> Result<u8> {
         } => {
             let p = contacts_etl::providers::load_pipeline(&pipeline)?;
             let max_delete = max_delete.map(|m| m.parse()).transpose()?;
+            // The plan is shown before anything is written, and deletes wait for a yes.
+            let approval = if yes {
+                Approval::Given
+            } else if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+                Approval::Ask
+            } else {
+                Approval::NoTerminal
+            };
             if let Some(photos) = photos {
                 let opts = contacts_etl::plan::photos::PhotoApplyOptions {
                     source: source.unwrap_or_default(),
@@ -814,8 +823,25 @@ async fn run(cli: Cli) -> Result<u8> {
                     max_delete,
                     force,
                 };
-                let report = contacts_etl::plan::photos::apply_photos(&p, &opts).await?;
-                out(&report.plan.render(10)).or_else(keep_going_if_gone)?;
+                let report =
+                    contacts_etl::plan::photos::apply_photos_with(&p, &opts, async |plan| {
+                        out(&plan.render(10)).or_else(keep_going_if_gone)?;
+                        let deletes = plan.count(contacts_etl::plan::photos::PhotoOpKind::Delete);
+                        let source = opts.source.clone();
+                        tokio::task::spawn_blocking(move || {
+                            contacts_etl::plan::review::approve(
+                                deletes,
+                                "photo(s)",
+                                &source,
+                                approval,
+                                &mut std::io::stdin().lock(),
+                                &mut std::io::stderr(),
+                            )
+                        })
+                        .await
+                        .map_err(|e| Error::Other(format!("the question before deleting: {e}")))?
+                    })
+                    .await?;
                 eprint!("{}", report.summary());
                 return Ok(if report.failures() == 0 { 0 } else { 1 });
             }
@@ -825,14 +851,6 @@ async fn run(cli: Cli) -> Result<u8> {
                 progress,
                 log_sample: if json { 10 } else { 0 },
                 summary_event: json,
-            };
-            // The plan is shown before anything is written, and deletes wait for a yes.
-            let approval = if yes {
-                Approval::Given
-            } else if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
-                Approval::Ask
-            } else {
-                Approval::NoTerminal
             };
             let before_writes = async |plan: &contacts_etl::plan::Plan| {
                 out(&plan.render(10)).or_else(keep_going_if_gone)?;
@@ -844,6 +862,7 @@ async fn run(cli: Cli) -> Result<u8> {
                 tokio::task::spawn_blocking(move || {
                     contacts_etl::plan::review::approve(
                         deletes,
+                        "contact(s)",
                         &source,
                         approval,
                         &mut std::io::stdin().lock(),

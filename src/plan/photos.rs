@@ -529,6 +529,17 @@ impl PhotoApplyReport {
 /// Syncs the source, plans, checks `--max-delete`, writes, records one
 /// `writeback_results` row per operation and invalid row, and syncs again.
 pub async fn apply_photos(p: &Pipeline, opts: &PhotoApplyOptions) -> Result<PhotoApplyReport> {
+    apply_photos_with(p, opts, async |_| Ok(())).await
+}
+
+/// [`apply_photos`], calling `before_writes` with the plan before anything is written:
+/// the command line shows the plan there and asks before deleting; an error from it
+/// stops the apply with nothing written.
+pub async fn apply_photos_with(
+    p: &Pipeline,
+    opts: &PhotoApplyOptions,
+    before_writes: impl AsyncFnOnce(&PhotoPlan) -> Result<()>,
+) -> Result<PhotoApplyReport> {
     let cfg = p.source(&opts.source)?;
     let dir = p.dir();
     let source = crate::providers::build(cfg, &dir)?;
@@ -546,6 +557,7 @@ pub async fn apply_photos(p: &Pipeline, opts: &PhotoApplyOptions) -> Result<Phot
         "photos",
         opts.max_delete,
     )?;
+    before_writes(&plan).await?;
     let apply_id = crate::sync::new_run_id();
     let metrics = Metrics::default();
     let results = photos.apply(&plan.ops, opts.force, &metrics).await;

@@ -286,6 +286,7 @@ pub fn approve_deletes(
 ) -> Result<()> {
     approve(
         plan.count(OpKind::Delete),
+        "contact(s)",
         &plan.source,
         approval,
         input,
@@ -293,10 +294,11 @@ pub fn approve_deletes(
     )
 }
 
-/// [`approve_deletes`] for a plan that deletes `deletes` contacts of `source` (what a
-/// question asked on another thread needs of the plan).
+/// [`approve_deletes`] for a plan that deletes `deletes` things (`what`: "contact(s)",
+/// "photo(s)") of `source` (what a question asked on another thread needs of the plan).
 pub fn approve(
     deletes: usize,
+    what: &str,
     source: &str,
     approval: Approval,
     input: &mut dyn BufRead,
@@ -307,12 +309,12 @@ pub fn approve(
     }
     if approval == Approval::NoTerminal {
         return Err(Error::config(format!(
-            "refusing to start: the plan deletes {deletes} contact(s) of source {source}, and apply asks before deleting, but there is no terminal to ask on. Review the plan, then pass --yes (schedulers and scripts do)"
+            "refusing to start: the plan deletes {deletes} {what} of source {source}, and apply asks before deleting, but there is no terminal to ask on. Review the plan, then pass --yes (schedulers and scripts do)"
         )));
     }
     write!(
         output,
-        "Delete {deletes} contact(s) of source {source} (and apply the rest of the plan)? [y/N] "
+        "Delete {deletes} {what} of source {source} (and apply the rest of the plan)? [y/N] "
     )?;
     output.flush()?;
     let mut answer = String::new();

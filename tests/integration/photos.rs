@@ -448,3 +448,63 @@ async fn photo_write_back_puts_and_deletes_with_etags_and_a_stale_etag_is_a_conf
     assert_photos_match(&p, &emu).await;
     assert_lake_matches(&p, &emu).await;
 }
+
+/// Photo applies ask before deleting as contact applies do: the plan is shown first, and
+/// without a terminal deletes need `--yes` (exit 2, nothing sent); with it they go ahead.
+#[tokio::test]
+async fn photo_deletes_need_a_yes_without_a_terminal() {
+    let emu = Emulator::start(google_only(120)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = photo_pipeline(dir.path(), &emu);
+    assert_ok(&sync(&p, false).await);
+    let with: Vec<String> = emu.google_photos().into_keys().collect();
+    assert!(with.len() >= 2, "the emulator seeds photos");
+    // A folder that keeps one photo: mirror removes the others.
+    let folder = dir.path().join("keep");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        folder.join(format!("{}.jpg", with[0])),
+        &emu.google_photos()[&with[0]].1,
+    )
+    .unwrap();
+    // The emulator serves from this test's runtime: the command is awaited, not blocked on.
+    let apply = async |extra: &[&str]| {
+        tokio::process::Command::new(crate::bin())
+            .args(["apply", p.to_str().unwrap(), "--source", "shared"])
+            .args(["--photos", folder.to_str().unwrap(), "--mode", "mirror"])
+            .args(["--max-delete", "100%"])
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .unwrap()
+    };
+    emu.reset_stats();
+    let refused = apply(&[]).await;
+    let (out, err) = (
+        String::from_utf8_lossy(&refused.stdout),
+        String::from_utf8_lossy(&refused.stderr),
+    );
+    assert_eq!(refused.status.code(), Some(2), "{out}\n{err}");
+    assert!(
+        err.contains(&format!("deletes {} photo(s)", with.len() - 1)) && err.contains("--yes"),
+        "{err}"
+    );
+    assert!(
+        out.contains("photo_delete"),
+        "the plan is shown first: {out}"
+    );
+    assert!(!emu.stats().contains_key("google.photo"), "nothing sent");
+    assert_eq!(emu.google_photos().len(), with.len());
+    let done = apply(&["--yes"]).await;
+    assert_eq!(
+        done.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_eq!(
+        emu.google_photos().into_keys().collect::<Vec<_>>(),
+        [with[0].clone()]
+    );
+}

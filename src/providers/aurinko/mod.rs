@@ -24,6 +24,8 @@ use crate::secret::Secret;
 const MAX_PAGE_BYTES: usize = 64 << 20;
 /// `ready:false` answers tolerated before giving up.
 const MAX_READY_POLLS: u32 = 20;
+/// The wait before polling a `ready:false` sync start again; it doubles each time.
+const FIRST_READY_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 /// Pages of one stream read before the stream is called a loop. Aurinko documents no
 /// page size; at the 100-200 records a page it sends, this is millions of contacts,
 /// far past any mailbox.
@@ -218,7 +220,10 @@ impl AurinkoSource {
 
     async fn start_sync(&self, account: &str, ctx: &RunContext) -> Result<(String, String)> {
         let url = format!("{}/v1/contacts/sync", self.base_url);
-        let mut delay = self.http.policy().base;
+        // The first re-poll comes soon: a sync start that answers `ready:false` usually
+        // is ready a moment later, and with hundreds of accounts a retry-sized wait
+        // (500 ms each) dominated the whole run. It doubles from there.
+        let mut delay = self.http.policy().base.min(FIRST_READY_POLL);
         for attempt in 1..=MAX_READY_POLLS {
             let what = format!(
                 "{} account {account}: sync start (attempt {attempt})",
