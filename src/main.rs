@@ -827,19 +827,7 @@ async fn run(cli: Cli) -> Result<u8> {
                     contacts_etl::plan::photos::apply_photos_with(&p, &opts, async |plan| {
                         out(&plan.render(10)).or_else(keep_going_if_gone)?;
                         let deletes = plan.count(contacts_etl::plan::photos::PhotoOpKind::Delete);
-                        let source = opts.source.clone();
-                        tokio::task::spawn_blocking(move || {
-                            contacts_etl::plan::review::approve(
-                                deletes,
-                                "photo(s)",
-                                &source,
-                                approval,
-                                &mut std::io::stdin().lock(),
-                                &mut std::io::stderr(),
-                            )
-                        })
-                        .await
-                        .map_err(|e| Error::Other(format!("the question before deleting: {e}")))?
+                        ask_before_deleting(deletes, "photo(s)", &opts.source, approval).await
                     })
                     .await?;
                 eprint!("{}", report.summary());
@@ -854,23 +842,8 @@ async fn run(cli: Cli) -> Result<u8> {
             };
             let before_writes = async |plan: &contacts_etl::plan::Plan| {
                 out(&plan.render(10)).or_else(keep_going_if_gone)?;
-                // The answer is awaited on a blocking thread, so Ctrl-C still stops.
-                let (deletes, source) = (
-                    plan.count(contacts_etl::plan::OpKind::Delete),
-                    plan.source.clone(),
-                );
-                tokio::task::spawn_blocking(move || {
-                    contacts_etl::plan::review::approve(
-                        deletes,
-                        "contact(s)",
-                        &source,
-                        approval,
-                        &mut std::io::stdin().lock(),
-                        &mut std::io::stderr(),
-                    )
-                })
-                .await
-                .map_err(|e| Error::Other(format!("the question before deleting: {e}")))?
+                let deletes = plan.count(contacts_etl::plan::OpKind::Delete);
+                ask_before_deleting(deletes, "contact(s)", &plan.source, approval).await
             };
             let report = match saved_plan {
                 Some(file) => {
@@ -976,4 +949,28 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// Lets an apply go ahead with a plan that deletes `deletes` `what` of `source`: asks at
+/// a terminal, refuses without one unless `--yes` ([`Approval`]). The answer is awaited
+/// on a blocking thread, so Ctrl-C still stops the run.
+async fn ask_before_deleting(
+    deletes: usize,
+    what: &'static str,
+    source: &str,
+    approval: Approval,
+) -> Result<(), Error> {
+    let source = source.to_string();
+    tokio::task::spawn_blocking(move || {
+        contacts_etl::plan::review::approve(
+            deletes,
+            what,
+            &source,
+            approval,
+            &mut std::io::stdin().lock(),
+            &mut std::io::stderr(),
+        )
+    })
+    .await
+    .map_err(|e| Error::Other(format!("the question before deleting: {e}")))?
 }
