@@ -163,21 +163,8 @@ impl Lake {
         let figures = state_figures(run_id, "reset", 0);
         self.commit_state_run(source, account, seq, &figures, &[])
             .await?;
-        self.append_runs(&[commit::RunRow {
-            source,
-            account,
-            seq: Some(seq),
-            figures: figures.clone(),
-            cursor: None,
-        }])
-        .await?;
-        Ok(StateChange {
-            run_id: run_id.into(),
-            seq,
-            mode: "reset".into(),
-            deleted: 0,
-            photos_removed: 0,
-        })
+        self.finish_state_run(source, account, seq, figures, 0)
+            .await
     }
 
     /// Drops the account from the lake, as run `run_id`: its contacts leave `contacts`
@@ -242,21 +229,36 @@ impl Lake {
         photos.sort();
         self.commit_photos(source, account, &[], &photos, run_id)
             .await?;
+        self.finish_state_run(source, account, seq, figures, photos.len() as i64)
+            .await
+    }
+
+    /// A reset's or drop's last step: its `sync_runs` row (with its transaction), then
+    /// what it did.
+    async fn finish_state_run(
+        &self,
+        source: &str,
+        account: &str,
+        seq: i64,
+        figures: RunFigures,
+        photos_removed: i64,
+    ) -> Result<StateChange> {
+        let change = StateChange {
+            run_id: figures.run_id.clone(),
+            seq,
+            mode: figures.mode.clone(),
+            deleted: figures.deleted,
+            photos_removed,
+        };
         self.append_runs(&[commit::RunRow {
             source,
             account,
             seq: Some(seq),
-            figures: figures.clone(),
+            figures,
             cursor: None,
         }])
         .await?;
-        Ok(StateChange {
-            run_id: run_id.into(),
-            seq,
-            mode: "drop".into(),
-            deleted: ids.len() as i64,
-            photos_removed: photos.len() as i64,
-        })
+        Ok(change)
     }
 
     /// The run's commit to `contact_changes`: `files` (its delete rows, if any), the
