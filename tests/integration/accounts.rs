@@ -306,24 +306,7 @@ async fn four_shards_over_400_small_accounts_land_every_account_exactly_once() {
         if round == 1 {
             emu.mutate_aurinko(None, 1, 1, 1);
         }
-        let children: Vec<_> = (0..4)
-            .map(|i| {
-                Command::new(crate::bin())
-                    .args(["sync", p.to_str().unwrap(), "--shard", &format!("{i}/4")])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        for c in children {
-            let out = c.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        crate::sync_four_shards(&p);
         assert_lake_matches(&p, &emu).await;
         assert_eq!(
             count(

@@ -386,24 +386,7 @@ async fn four_shards_over_40_accounts_land_every_account_exactly_once() {
         .ensure_tables()
         .await
         .unwrap();
-    let children: Vec<_> = (0..4)
-        .map(|i| {
-            Command::new(crate::bin())
-                .args(["sync", p.to_str().unwrap(), "--shard", &format!("{i}/4")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for c in children {
-        let out = c.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    crate::sync_four_shards(&p);
     assert_lake_matches(&p, &emu).await;
     let lake = contacts_etl::sync::lake_of(&Pipeline::load(&p).unwrap()).unwrap();
     let runs = lake

@@ -237,3 +237,26 @@ pub fn expected_counts(m: &contacts_etl::emulator::MutationSummary) -> (i64, i64
         deleted.iter().filter(|id| !inserted.contains(*id)).count() as i64,
     )
 }
+
+/// Runs `sync --shard i/4` for i in 0..4 as four processes at once and asserts each
+/// succeeded.
+pub fn sync_four_shards(p: &Path) {
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            std::process::Command::new(bin())
+                .args(["sync", p.to_str().unwrap(), "--shard", &format!("{i}/4")])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
