@@ -57,13 +57,17 @@ pub struct LakeConfig {
     /// Keep `contacts` up to date with Delta deletion vectors: a run marks the replaced
     /// and deleted rows in a small vector file and appends the new rows, instead of
     /// rewriting every data file that holds a changed contact. Incremental runs then cost
-    /// what their changes cost, not what the account weighs. Off by default because the
-    /// table then needs readers with deletion-vector support (Spark 3.4+, Trino, DuckDB,
-    /// delta-rs `DeltaTable.scan()`/DataFusion; not `to_pyarrow_table()`/`to_pandas()`).
-    /// Turning it on upgrades the table's protocol (reader 3, writer 7) at the next run;
-    /// turning it off again leaves the upgrade in place but stops writing vectors.
+    /// what their changes cost, not what the account weighs.
+    ///
+    /// Unset (the default): a new lake's `contacts` table is created with deletion
+    /// vectors, as Databricks does for new tables; an existing table keeps what it has, so
+    /// a lake made before this default stays readable by the readers it had. `true` also
+    /// upgrades an existing table (protocol reader 3, writer 7, which cannot be undone).
+    /// `false` creates tables without them, for readers that cannot apply them (the Python
+    /// `deltalake` package's `to_pyarrow_table()`/`to_pandas()`, Spark before 3.4), and
+    /// stops writing vectors to a table that has them.
     #[serde(default)]
-    pub deletion_vectors: bool,
+    pub deletion_vectors: Option<bool>,
 }
 
 /// One `[[sources]]` entry: the settings every provider shares, and the provider's own

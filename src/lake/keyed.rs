@@ -211,7 +211,8 @@ impl Lake {
     ) -> Result<KeyedOutcome> {
         let t0 = std::time::Instant::now();
         let snapshot = table.snapshot()?;
-        let use_dv = dv_enabled(table);
+        // `deletion_vectors = false` stops writing vectors to a table that allows them.
+        let use_dv = dv_enabled(table) && self.deletion_vectors != Some(false);
         let store = table.log_store().object_store(None);
         let index = self.indexes.partitions(kind, table)?;
         let mut writer = self.streaming_writer(table)?;

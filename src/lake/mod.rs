@@ -100,7 +100,8 @@ pub struct AccountState {
 pub struct Lake {
     url: url::Url,
     options: HashMap<String, String>,
-    deletion_vectors: bool,
+    /// `lake.deletion_vectors`: `None` = on for new tables, as the table is for old ones.
+    deletion_vectors: Option<bool>,
     /// The newest state of each table this process has seen. Opening a table again brings
     /// that state up to date (a listing of the log past it) instead of loading it anew:
     /// a run opens its tables about ten times, and a load costs several times an update.
@@ -253,7 +254,7 @@ impl Lake {
         Lake {
             url,
             options: opts,
-            deletion_vectors: false,
+            deletion_vectors: None,
             opened: Default::default(),
             indexes: Default::default(),
             root: Default::default(),
@@ -261,9 +262,10 @@ impl Lake {
     }
 
     /// Whether changes to `contacts` mark replaced rows in deletion vectors instead of
-    /// rewriting their files (see [`LakeConfig::deletion_vectors`](crate::config::LakeConfig)).
-    /// Turning it on upgrades the table's protocol at the next change.
-    pub fn with_deletion_vectors(mut self, on: bool) -> Lake {
+    /// rewriting their files (see [`LakeConfig::deletion_vectors`](crate::config::LakeConfig)):
+    /// `None` creates new tables with them and leaves existing ones as they are; `Some(true)`
+    /// upgrades the table's protocol at the next change; `Some(false)` writes none.
+    pub fn with_deletion_vectors(mut self, on: Option<bool>) -> Lake {
         self.deletion_vectors = on;
         self
     }
@@ -452,7 +454,7 @@ impl Lake {
                 deltalake::TableProperty::CheckpointInterval,
                 Some(CHECKPOINT_INTERVAL),
             );
-        if kind == TableKind::Contacts && self.deletion_vectors {
+        if kind == TableKind::Contacts && self.deletion_vectors != Some(false) {
             create = create.with_configuration_property(
                 deltalake::TableProperty::EnableDeletionVectors,
                 Some("true"),
@@ -572,7 +574,7 @@ impl Lake {
     /// Turns deletion vectors on for `contacts` when the lake wants them and the table
     /// does not have them yet.
     async fn prepare_contacts(&self) -> Result<()> {
-        if self.deletion_vectors {
+        if self.deletion_vectors == Some(true) {
             let table = self.open_or_create(TableKind::Contacts).await?;
             if !keyed::dv_enabled(&table) {
                 tracing::info!(

@@ -427,6 +427,8 @@ async fn an_independent_reader_sees_the_same_rows() {
         &emu,
         &PipelineSpec {
             aurinko_accounts: vec!["101".into()],
+            // `to_pyarrow_table()` cannot apply deletion vectors: the setting for it.
+            lake_extra: "deletion_vectors = false",
             ..Default::default()
         },
     );
@@ -543,7 +545,8 @@ async fn contact_files(lake: &contacts_etl::lake::Lake) -> Vec<(String, i64, usi
         .collect()
 }
 
-/// An existing lake switched to deletion vectors: incremental runs mark replaced rows
+/// An existing copy-on-write lake stays so by default, then is switched to deletion
+/// vectors: incremental runs mark replaced rows
 /// instead of rewriting the files loaded first, every run equals the truth, a change that
 /// touches most rows rewrites instead, and independent readers agree.
 async fn deletion_vector_suite(lake_url: &str, py: Option<std::path::PathBuf>) {
@@ -563,11 +566,29 @@ async fn deletion_vector_suite(lake_url: &str, py: Option<std::path::PathBuf>) {
         lake_extra,
         ..Default::default()
     };
-    let p = write_pipeline(dir.path(), &emu, &spec(""));
+    // A lake made copy-on-write (as versions before deletion vectors became the default
+    // made them) stays so while the setting is unset: readers without vector support
+    // keep working.
+    let p = write_pipeline(dir.path(), &emu, &spec("deletion_vectors = false"));
     assert_ok(&sync(&p, false).await);
     let lake = contacts_etl::sync::lake_of(&Pipeline::load(&p).unwrap()).unwrap();
+    let p = write_pipeline(dir.path(), &emu, &spec(""));
+    emu.mutate_google(5, 10, 5);
+    assert_ok(&sync(&p, false).await);
+    assert_lake_matches(&p, &emu).await;
     let loaded = contact_files(&lake).await;
-    assert!(loaded.iter().all(|f| f.1 == 0));
+    assert!(loaded.iter().all(|f| f.1 == 0), "{loaded:?}");
+    if let Some(py) = &py {
+        let accounts = [("shared", "example.com"), ("crm", "101")];
+        python_reader_agrees(
+            py,
+            &dir.path().join("lake/contacts"),
+            false,
+            &lake,
+            &accounts,
+        )
+        .await;
+    }
 
     let p = write_pipeline(dir.path(), &emu, &spec("deletion_vectors = true"));
     for _ in 0..3 {
@@ -649,6 +670,60 @@ async fn google_rows(lake: &contacts_etl::lake::Lake) -> (i64, i64) {
             .value(0)
     };
     (col(0), col(1))
+}
+
+/// A new lake uses deletion vectors without being asked: the first incremental run marks
+/// the replaced rows of the first load's files instead of rewriting them, and DuckDB's
+/// `delta` extension (delta-kernel-rs) reads exactly the API's contacts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_lake_uses_deletion_vectors_by_default() {
+    let py = crate::require_python("a_new_lake_uses_deletion_vectors_by_default");
+    let emu = Emulator::start(EmulatorConfig {
+        google_contacts: 600,
+        aurinko_accounts: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(dir.path(), &emu, &PipelineSpec::default());
+    assert_ok(&sync(&p, false).await);
+    let lake = contacts_etl::sync::lake_of(&Pipeline::load(&p).unwrap()).unwrap();
+    let loaded = contact_files(&lake).await;
+    let m = emu.mutate_google(3, 12, 4);
+    assert_ok(&sync(&p, false).await);
+    assert_lake_matches(&p, &emu).await;
+    let files = contact_files(&lake).await;
+    // Rows of the first load that changed (a contact inserted just now was not loaded).
+    let replaced = m
+        .updated
+        .iter()
+        .chain(&m.deleted)
+        .filter(|id| !m.inserted.contains(id))
+        .count() as i64;
+    for (path, _, rows) in &loaded {
+        let now = files.iter().find(|f| &f.0 == path);
+        assert_eq!(
+            now.map(|f| f.2),
+            Some(*rows),
+            "{path} was rewritten: {files:?}"
+        );
+    }
+    let marked: i64 = files.iter().map(|f| f.1).sum();
+    assert!(replaced > 0);
+    assert_eq!(
+        marked, replaced,
+        "updated and deleted rows are marked: {files:?}"
+    );
+    if let Some(py) = &py {
+        duckdb_reads_the_truth(
+            py,
+            &dir.path().join("lake/contacts"),
+            &emu,
+            &[("shared", "example.com")],
+        )
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
