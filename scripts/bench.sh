@@ -82,7 +82,6 @@ ONLY="${ONLY:-}"
 # B9: many small Aurinko accounts in one run, beside one account of the same contacts.
 # Accounts come from an accounts_file (id,token_env,token_file). Prints wall, CPU
 # (user+sys) and peak RSS of each step.
-cpu() { awk -F': ' '/User time/ {u=$2} /System time/ {s=$2} END {printf "%.2f", u+s}' "$WORK/time.$1"; }
 rss_mb() { awk '{printf "%.0f", $1/1024}' "$WORK/rss.$1"; }
 many_pipeline() { # dir, accounts, concurrency
   local d=$1 n=$2 c=$3 i
