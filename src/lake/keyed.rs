@@ -263,10 +263,12 @@ impl Lake {
             // accounts commit at once); a real conflict in these partitions fails here and
             // the caller redoes the step from a new snapshot.
             .with_max_retries(super::COMMIT_RETRIES);
-        CommitBuilder::from(props)
+        let t1 = std::time::Instant::now();
+        let done = CommitBuilder::from(props)
             .with_actions(actions)
             .build(Some(snapshot), table.log_store(), operation)
             .await?;
+        self.remember(kind, super::after_commit(table, done), t1, "committed to a table");
         Ok(outcome)
     }
 
@@ -712,7 +714,7 @@ async fn landed_in_file(
 
 /// Streams the rows of `f` not in `gone` into `writer`, with the partition values put
 /// back (Delta keeps them out of the files).
-async fn rewrite_live_rows(
+pub(super) async fn rewrite_live_rows(
     store: Arc<dyn ObjectStore>,
     f: &LogicalFileView,
     gone: &RoaringTreemap,

@@ -29,6 +29,7 @@
 //! from `sync_runs` (data, kept forever).
 
 mod commit;
+mod compact;
 pub mod committer;
 mod index;
 mod keyed;
@@ -125,23 +126,34 @@ const ROW_GROUP_ROWS: usize = 8192;
 const TARGET_FILE_BYTES: u64 = 64 << 20;
 
 /// Commits data files written by a [`RecordBatchWriter`] as one append (a commit with no
-/// files still records the transaction and metadata).
+/// files still records the transaction and metadata). Returns the table as of the commit.
 async fn commit_files(
     table: &DeltaTable,
     files: &[deltalake::kernel::Add],
     props: CommitProperties,
-) -> std::result::Result<(), deltalake::DeltaTableError> {
+) -> std::result::Result<DeltaTable, deltalake::DeltaTableError> {
     let snapshot = table.snapshot()?;
     let operation = DeltaOperation::Write {
         mode: SaveMode::Append,
         partition_by: Some(snapshot.metadata().partition_columns().to_vec()),
         predicate: None,
     };
-    CommitBuilder::from(props)
+    let done = CommitBuilder::from(props)
         .with_actions(files.iter().cloned().map(Action::Add).collect())
         .build(Some(snapshot), table.log_store(), operation)
         .await?;
-    Ok(())
+    Ok(after_commit(table, done))
+}
+
+/// `table` as of a commit it made: the state delta-rs brought up to date after the commit
+/// (already paid for), so that the next open does not replay the table's files again.
+fn after_commit(
+    table: &DeltaTable,
+    done: deltalake::kernel::transaction::FinalizedCommit,
+) -> DeltaTable {
+    let mut t = table.clone();
+    t.state = Some(done.snapshot);
+    t
 }
 
 /// Commits between checkpoints of the tables this tool creates.
@@ -452,6 +464,12 @@ impl Lake {
                 deltalake::TableProperty::CheckpointInterval,
                 Some(CHECKPOINT_INTERVAL),
             );
+        if let Some(cols) = kind.stats_columns() {
+            create = create.with_configuration_property(
+                deltalake::TableProperty::DataSkippingStatsColumns,
+                Some(cols),
+            );
+        }
         if kind == TableKind::Contacts && self.deletion_vectors {
             create = create.with_configuration_property(
                 deltalake::TableProperty::EnableDeletionVectors,
@@ -591,6 +609,7 @@ impl Lake {
     /// a query engine for it.
     async fn append_batch(
         &self,
+        kind: TableKind,
         table: &DeltaTable,
         batch: &RecordBatch,
         props: CommitProperties,
@@ -600,7 +619,10 @@ impl Lake {
             .map_err(|e| deltalake::DeltaTableError::Generic(e.to_string()))?;
         writer.write(batch.clone()).await?;
         let files = writer.flush().await?;
-        commit_files(table, &files, props.with_max_retries(COMMIT_RETRIES)).await
+        let t0 = std::time::Instant::now();
+        let t = commit_files(table, &files, props.with_max_retries(COMMIT_RETRIES)).await?;
+        self.remember(kind, t, t0, "committed to a table");
+        Ok(())
     }
 
     /// Records a failed run (no seq, no cursor) in `sync_runs`.
@@ -612,7 +634,7 @@ impl Lake {
             |_: &Error| true,
             async |_| {
                 let runs = self.open_or_create(TableKind::SyncRuns).await?;
-                self.append_batch(&runs, &batch, CommitProperties::default())
+                self.append_batch(TableKind::SyncRuns, &runs, &batch, CommitProperties::default())
                     .await
                     .map_err(Error::from)
             },
