@@ -716,7 +716,6 @@ impl Lake {
                 .iter()
                 .map(|r| tables::run_batch(r.source, r.account, r.seq, &r.figures, r.cursor))
                 .collect::<Result<Vec<_>>>()?;
-            let batch = crate::arrow_util::concat(&batches[0].schema(), &batches)?;
             let props = CommitProperties::default()
                 .with_application_transactions(
                     todo.iter()
@@ -727,7 +726,8 @@ impl Lake {
                         .collect(),
                 )
                 .with_metadata([("app.run_id".to_string(), json!(run_id))]);
-            self.append_batch(TableKind::SyncRuns, &table, &batch, props)
+            // One batch per account, so one open file at a time.
+            self.append_batches(TableKind::SyncRuns, &table, &batches, props)
                 .await
                 .map_err(Error::from)
         })

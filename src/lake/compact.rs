@@ -101,6 +101,7 @@ impl Lake {
         let store = table.log_store().object_store(None);
         let mut writer = self.streaming_writer(&table)?;
         let mut removes: Vec<Action> = Vec::new();
+        let mut adds: Vec<Action> = Vec::new();
         let none = RoaringTreemap::new();
         for (source, account) in parts {
             let Some(files) = index.get(&(source.to_string(), account.to_string())) else {
@@ -133,6 +134,12 @@ impl Lake {
                 .await?;
                 removes.push(Action::Remove(f.remove_action(false)));
             }
+            // Each partition's file is closed before the next (the writer keeps one open
+            // per partition), so memory is that of one file, not of the group.
+            adds.extend(writer.flush().await?.into_iter().map(|mut a| {
+                a.data_change = false;
+                Action::Add(a)
+            }));
         }
         if removes.is_empty() {
             return Ok(0);
@@ -141,10 +148,7 @@ impl Lake {
         // (The crash tests kill a sync at this line: a compaction built, not landed.)
         tracing::debug!(table = kind.name(), files = merged, "compaction: wrote the merged files");
         let mut actions = removes;
-        actions.extend(writer.flush().await?.into_iter().map(|mut a| {
-            a.data_change = false;
-            Action::Add(a)
-        }));
+        actions.extend(adds);
         let operation = DeltaOperation::Optimize {
             predicate: None,
             target_size: TARGET_FILE_BYTES as i64,

@@ -235,6 +235,9 @@ impl Lake {
                 )
                 .await?;
                 outcome.add(o);
+                // Closes this partition's file before the next account's (the writer
+                // keeps one open per partition): memory of one file, not of the group.
+                actions.extend(writer.flush().await?.into_iter().map(Action::Add));
             }
             outcome.appended += appended_rows(k.appended);
             actions.extend(k.appended.iter().cloned().map(Action::Add));

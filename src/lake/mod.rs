@@ -604,21 +604,26 @@ impl Lake {
         Ok(())
     }
 
-    /// Appends one small batch to `table` in one commit. Written by the Parquet writer and
+    /// Appends small batches to `table` in one commit. Written by the Parquet writer and
     /// committed directly: a fraction of the cost of delta-rs's planned write, which starts
-    /// a query engine for it.
-    async fn append_batch(
+    /// a query engine for it. Each batch's files are closed before the next is written:
+    /// the writer keeps an open Parquet writer per partition, and a group's batches are
+    /// one per account, so memory stays that of one file, not of the group's accounts.
+    async fn append_batches(
         &self,
         kind: TableKind,
         table: &DeltaTable,
-        batch: &RecordBatch,
+        batches: &[RecordBatch],
         props: CommitProperties,
     ) -> std::result::Result<(), deltalake::DeltaTableError> {
         let mut writer = self
             .streaming_writer(table)
             .map_err(|e| deltalake::DeltaTableError::Generic(e.to_string()))?;
-        writer.write(batch.clone()).await?;
-        let files = writer.flush().await?;
+        let mut files = Vec::new();
+        for b in batches {
+            writer.write(b.clone()).await?;
+            files.extend(writer.flush().await?);
+        }
         let t0 = std::time::Instant::now();
         let t = commit_files(table, &files, props.with_max_retries(COMMIT_RETRIES)).await?;
         self.remember(kind, t, t0, "committed to a table");
@@ -634,7 +639,12 @@ impl Lake {
             |_: &Error| true,
             async |_| {
                 let runs = self.open_or_create(TableKind::SyncRuns).await?;
-                self.append_batch(TableKind::SyncRuns, &runs, &batch, CommitProperties::default())
+                self.append_batches(
+                    TableKind::SyncRuns,
+                    &runs,
+                    std::slice::from_ref(&batch),
+                    CommitProperties::default(),
+                )
                     .await
                     .map_err(Error::from)
             },
