@@ -30,8 +30,8 @@ use serde_json::json;
 use super::index::PartitionFiles;
 use super::keyed::{self, Keyed, KeyedOutcome, Located, NewRows, Replace};
 use super::{
-    AccountState, COMMIT_RETRIES, CommitOutcome, Lake, compact, PhotoEtags, RunFigures, TableKind, app_id,
-    commit_files, retry, sql_str, tables,
+    AccountState, COMMIT_RETRIES, CommitOutcome, Lake, PhotoEtags, RunFigures, TableKind, app_id,
+    commit_files, compact, retry, sql_str, tables,
 };
 use crate::error::{Error, Result};
 use crate::model::extract::Extract;
@@ -530,7 +530,9 @@ impl Lake {
         for kind in [TableKind::ContactChanges, TableKind::SyncRuns] {
             match self.compact(kind, &due).await {
                 Ok(n) => m.compacted += n,
-                Err(e) => tracing::warn!(table = kind.name(), error = %e, "compaction failed; the next due run tries again"),
+                Err(e) => {
+                    tracing::warn!(table = kind.name(), error = %e, "compaction failed; the next due run tries again")
+                }
             }
         }
         m.compact_ms = t0.elapsed().as_millis() as u64;

@@ -146,7 +146,11 @@ impl Lake {
         }
         let merged = removes.len();
         // (The crash tests kill a sync at this line: a compaction built, not landed.)
-        tracing::debug!(table = kind.name(), files = merged, "compaction: wrote the merged files");
+        tracing::debug!(
+            table = kind.name(),
+            files = merged,
+            "compaction: wrote the merged files"
+        );
         let mut actions = removes;
         actions.extend(adds);
         let operation = DeltaOperation::Optimize {
@@ -164,7 +168,12 @@ impl Lake {
             .await
         {
             Ok(done) => {
-                self.remember(kind, super::after_commit(&table, done), t0, "compacted a table");
+                self.remember(
+                    kind,
+                    super::after_commit(&table, done),
+                    t0,
+                    "compacted a table",
+                );
                 Ok(merged)
             }
             Err(e) => {

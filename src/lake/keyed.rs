@@ -271,7 +271,12 @@ impl Lake {
             .with_actions(actions)
             .build(Some(snapshot), table.log_store(), operation)
             .await?;
-        self.remember(kind, super::after_commit(table, done), t1, "committed to a table");
+        self.remember(
+            kind,
+            super::after_commit(table, done),
+            t1,
+            "committed to a table",
+        );
         Ok(outcome)
     }
 

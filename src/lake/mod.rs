@@ -29,8 +29,8 @@
 //! from `sync_runs` (data, kept forever).
 
 mod commit;
-mod compact;
 pub mod committer;
+mod compact;
 mod index;
 mod keyed;
 mod photos;
@@ -645,8 +645,8 @@ impl Lake {
                     std::slice::from_ref(&batch),
                     CommitProperties::default(),
                 )
-                    .await
-                    .map_err(Error::from)
+                .await
+                .map_err(Error::from)
             },
         )
         .await

@@ -387,7 +387,11 @@ async fn the_append_only_tables_keep_a_few_files_per_account_over_many_runs() {
         }
         let r = sync(&p, false).await;
         assert_ok(&r);
-        changes += r.accounts.iter().map(|a| a.upserted + a.deleted).sum::<i64>();
+        changes += r
+            .accounts
+            .iter()
+            .map(|a| a.upserted + a.deleted)
+            .sum::<i64>();
         assert!(r.accounts.iter().all(|a| a.seq == Some(run)));
     }
     assert_lake_matches(&p, &emu).await;
@@ -404,10 +408,17 @@ async fn the_append_only_tables_keep_a_few_files_per_account_over_many_runs() {
         12 * runs
     );
     assert_eq!(
-        count(&p, "SELECT count(DISTINCT account || '/' || CAST(seq AS VARCHAR)) FROM sync_runs").await,
+        count(
+            &p,
+            "SELECT count(DISTINCT account || '/' || CAST(seq AS VARCHAR)) FROM sync_runs"
+        )
+        .await,
         12 * runs
     );
-    assert_eq!(count(&p, "SELECT count(*) FROM contact_changes").await, changes);
+    assert_eq!(
+        count(&p, "SELECT count(*) FROM contact_changes").await,
+        changes
+    );
     assert_eq!(
         count(&p, "SELECT count(*) FROM (SELECT account, id, _run_id FROM contact_changes GROUP BY 1, 2, 3 HAVING count(*) > 1)").await,
         0
