@@ -4,7 +4,8 @@
 # /usr/bin/time -v) to stdout and to target/bench/results.md.
 #   scripts/bench.sh                 # the full suite (50,000 / 500,000 / 1,000,000 contacts)
 #   SCALE=0.1 scripts/bench.sh       # everything at a tenth of the size, for a quick look
-#   ONLY=B9 scripts/bench.sh         # only B9 (many small accounts); B9_BIG=1 adds 10,000
+#   ONLY=B9 scripts/bench.sh         # only B9 (many small accounts); B9_BIG=1 adds 10,000;
+#                                    # B9_HISTORY=N no-change runs after (16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE="${SCALE:-1}"
