@@ -4,7 +4,8 @@
 # /usr/bin/time -v) to stdout and to target/bench/results.md.
 #   scripts/bench.sh                 # the full suite (50,000 / 500,000 / 1,000,000 contacts)
 #   SCALE=0.1 scripts/bench.sh       # everything at a tenth of the size, for a quick look
-#   ONLY=B9 scripts/bench.sh         # only B9 (many small accounts); B9_BIG=1 adds 10,000
+#   ONLY=B9 scripts/bench.sh         # only B9 (many small accounts); B9_BIG=1 adds 10,000;
+#                                    # B9_HISTORY=N no-change runs after (16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE="${SCALE:-1}"
@@ -116,6 +117,15 @@ b9() {
     curl -sf -X POST -H 'content-type: application/json' -d "{\"aurinko\":{\"account\":\"$i\",\"inserts\":0,\"updates\":1,\"deletes\":0}}" "$URL/_emulator/mutate" >/dev/null
   done
   b9_step b9_one_pct pct "$BIN" sync "$WORK/b9/p.toml"
+  # History: more no-change runs of the same 400 accounts. Each adds a sync_runs file per
+  # account; what a run costs must not grow with them (B9_HISTORY runs, 16 by default).
+  local h w hist="${B9_HISTORY:-16}"
+  for h in $(seq 1 "$hist"); do
+    w=$(timed hist "$BIN" sync "$WORK/b9/p.toml")
+    [ "$h" = 1 ] && R[b9_hist_first]="$w s wall, $(cpu hist) s CPU, $(rss_mb hist) MB"
+  done
+  R[b9_hist_last]="$w s wall, $(cpu hist) s CPU, $(rss_mb hist) MB"
+  echo "  b9_hist: first ${R[b9_hist_first]}; run $hist: ${R[b9_hist_last]}"
   stop_emu
   if [ "${B9_BIG:-0}" = 1 ]; then
     echo "== B9: 10,000 accounts x 20 contacts"
@@ -134,6 +144,8 @@ b9() {
   echo "| | 400 accounts x 20, full, concurrency 64 | ${R[b9_full]} |"
   echo "| | the same, incremental, no changes | ${R[b9_none]} |"
   echo "| | the same, incremental, 1 % changed (80 accounts) | ${R[b9_one_pct]} |"
+  echo "| | then no-change runs: the first | ${R[b9_hist_first]} |"
+  echo "| | and the ${B9_HISTORY:-16}th | ${R[b9_hist_last]} |"
   if [ "${B9_BIG:-0}" = 1 ]; then
   echo "| | 10,000 accounts x 20, full, concurrency 64 | ${R[b9_big]} |"
   echo "| | the same, incremental, no changes | ${R[b9_big_none]} |"

@@ -31,7 +31,7 @@ use super::index::PartitionFiles;
 use super::keyed::{self, Keyed, KeyedOutcome, Located, NewRows, Replace};
 use super::{
     AccountState, COMMIT_RETRIES, CommitOutcome, Lake, PhotoEtags, RunFigures, TableKind, app_id,
-    commit_files, retry, sql_str, tables,
+    commit_files, compact, retry, sql_str, tables,
 };
 use crate::error::{Error, Result};
 use crate::model::extract::Extract;
@@ -109,6 +109,10 @@ pub struct CommitMetrics {
     pub changes_ms: u64,
     pub contacts_ms: u64,
     pub runs_ms: u64,
+    /// Files of `contact_changes` and `sync_runs` merged away (see [`super::compact`]),
+    /// and the milliseconds that took.
+    pub compacted: usize,
+    pub compact_ms: u64,
 }
 
 /// The tables after a grouped commit (their newest state, including what others committed).
@@ -456,6 +460,9 @@ impl Lake {
         let recorded = self.append_runs(&rows).await;
         m.runs_ms = t2.elapsed().as_millis() as u64;
         drop(rows);
+        if recorded.is_ok() {
+            self.compact_group(&runs, &mut m).await;
+        }
         match recorded {
             Ok(()) => {
                 m.failures_recorded = failed_rows.len();
@@ -488,6 +495,8 @@ impl Lake {
             changes_ms = m.changes_ms,
             contacts_ms = m.contacts_ms,
             runs_ms = m.runs_ms,
+            compacted = m.compacted,
+            compact_ms = m.compact_ms,
             "committed a group of runs"
         );
         let (contact_changes, contacts, sync_runs) = tokio::try_join!(
@@ -503,6 +512,30 @@ impl Lake {
             },
             m,
         ))
+    }
+
+    /// Merges the small files of the landed accounts' partitions of `contact_changes` and
+    /// `sync_runs` whose run is due (see [`super::compact`]): one commit per table. The
+    /// runs have landed already; a compaction that fails is only logged.
+    async fn compact_group(&self, runs: &[PreparedRun], m: &mut CommitMetrics) {
+        let due: Vec<(&str, &str)> = runs
+            .iter()
+            .filter(|r| compact::due(r.seq))
+            .map(|r| (r.source.as_str(), r.account.as_str()))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let t0 = std::time::Instant::now();
+        for kind in [TableKind::ContactChanges, TableKind::SyncRuns] {
+            match self.compact(kind, &due).await {
+                Ok(n) => m.compacted += n,
+                Err(e) => {
+                    tracing::warn!(table = kind.name(), error = %e, "compaction failed; the next due run tries again")
+                }
+            }
+        }
+        m.compact_ms = t0.elapsed().as_millis() as u64;
     }
 
     /// The group's one commit to `contact_changes`. Returns the runs that landed and the
@@ -569,9 +602,11 @@ impl Lake {
                             .collect(),
                     )
                     .with_max_retries(COMMIT_RETRIES);
-                commit_files(&changes, &files, props)
+                let t0 = std::time::Instant::now();
+                let t = commit_files(&changes, &files, props)
                     .await
                     .map_err(Error::from)?;
+                self.remember(TableKind::ContactChanges, t, t0, "committed to a table");
                 Ok(files.len())
             },
         )
@@ -683,7 +718,6 @@ impl Lake {
                 .iter()
                 .map(|r| tables::run_batch(r.source, r.account, r.seq, &r.figures, r.cursor))
                 .collect::<Result<Vec<_>>>()?;
-            let batch = crate::arrow_util::concat(&batches[0].schema(), &batches)?;
             let props = CommitProperties::default()
                 .with_application_transactions(
                     todo.iter()
@@ -694,7 +728,8 @@ impl Lake {
                         .collect(),
                 )
                 .with_metadata([("app.run_id".to_string(), json!(run_id))]);
-            self.append_batch(&table, &batch, props)
+            // One batch per account, so one open file at a time.
+            self.append_batches(TableKind::SyncRuns, &table, &batches, props)
                 .await
                 .map_err(Error::from)
         })

@@ -236,6 +236,9 @@ impl Lake {
                 )
                 .await?;
                 outcome.add(o);
+                // Closes this partition's file before the next account's (the writer
+                // keeps one open per partition): memory of one file, not of the group.
+                actions.extend(writer.flush().await?.into_iter().map(Action::Add));
             }
             outcome.appended += appended_rows(k.appended);
             actions.extend(k.appended.iter().cloned().map(Action::Add));
@@ -264,10 +267,17 @@ impl Lake {
             // accounts commit at once); a real conflict in these partitions fails here and
             // the caller redoes the step from a new snapshot.
             .with_max_retries(super::COMMIT_RETRIES);
-        CommitBuilder::from(props)
+        let t1 = std::time::Instant::now();
+        let done = CommitBuilder::from(props)
             .with_actions(actions)
             .build(Some(snapshot), table.log_store(), operation)
             .await?;
+        self.remember(
+            kind,
+            super::after_commit(table, done),
+            t1,
+            "committed to a table",
+        );
         Ok(outcome)
     }
 
@@ -713,7 +723,7 @@ async fn landed_in_file(
 
 /// Streams the rows of `f` not in `gone` into `writer`, with the partition values put
 /// back (Delta keeps them out of the files).
-async fn rewrite_live_rows(
+pub(super) async fn rewrite_live_rows(
     store: Arc<dyn ObjectStore>,
     f: &LogicalFileView,
     gone: &RoaringTreemap,

@@ -30,6 +30,7 @@
 
 mod commit;
 pub mod committer;
+mod compact;
 mod index;
 mod keyed;
 mod photos;
@@ -126,23 +127,34 @@ const ROW_GROUP_ROWS: usize = 8192;
 const TARGET_FILE_BYTES: u64 = 64 << 20;
 
 /// Commits data files written by a [`RecordBatchWriter`] as one append (a commit with no
-/// files still records the transaction and metadata).
+/// files still records the transaction and metadata). Returns the table as of the commit.
 async fn commit_files(
     table: &DeltaTable,
     files: &[deltalake::kernel::Add],
     props: CommitProperties,
-) -> std::result::Result<(), deltalake::DeltaTableError> {
+) -> std::result::Result<DeltaTable, deltalake::DeltaTableError> {
     let snapshot = table.snapshot()?;
     let operation = DeltaOperation::Write {
         mode: SaveMode::Append,
         partition_by: Some(snapshot.metadata().partition_columns().to_vec()),
         predicate: None,
     };
-    CommitBuilder::from(props)
+    let done = CommitBuilder::from(props)
         .with_actions(files.iter().cloned().map(Action::Add).collect())
         .build(Some(snapshot), table.log_store(), operation)
         .await?;
-    Ok(())
+    Ok(after_commit(table, done))
+}
+
+/// `table` as of a commit it made: the state delta-rs brought up to date after the commit
+/// (already paid for), so that the next open does not replay the table's files again.
+fn after_commit(
+    table: &DeltaTable,
+    done: deltalake::kernel::transaction::FinalizedCommit,
+) -> DeltaTable {
+    let mut t = table.clone();
+    t.state = Some(done.snapshot);
+    t
 }
 
 /// Commits between checkpoints of the tables this tool creates.
@@ -454,6 +466,12 @@ impl Lake {
                 deltalake::TableProperty::CheckpointInterval,
                 Some(CHECKPOINT_INTERVAL),
             );
+        if let Some(cols) = kind.stats_columns() {
+            create = create.with_configuration_property(
+                deltalake::TableProperty::DataSkippingStatsColumns,
+                Some(cols),
+            );
+        }
         if kind == TableKind::Contacts && self.deletion_vectors != Some(false) {
             create = create.with_configuration_property(
                 deltalake::TableProperty::EnableDeletionVectors,
@@ -588,21 +606,30 @@ impl Lake {
         Ok(())
     }
 
-    /// Appends one small batch to `table` in one commit. Written by the Parquet writer and
+    /// Appends small batches to `table` in one commit. Written by the Parquet writer and
     /// committed directly: a fraction of the cost of delta-rs's planned write, which starts
-    /// a query engine for it.
-    async fn append_batch(
+    /// a query engine for it. Each batch's files are closed before the next is written:
+    /// the writer keeps an open Parquet writer per partition, and a group's batches are
+    /// one per account, so memory stays that of one file, not of the group's accounts.
+    async fn append_batches(
         &self,
+        kind: TableKind,
         table: &DeltaTable,
-        batch: &RecordBatch,
+        batches: &[RecordBatch],
         props: CommitProperties,
     ) -> std::result::Result<(), deltalake::DeltaTableError> {
         let mut writer = self
             .streaming_writer(table)
             .map_err(|e| deltalake::DeltaTableError::Generic(e.to_string()))?;
-        writer.write(batch.clone()).await?;
-        let files = writer.flush().await?;
-        commit_files(table, &files, props.with_max_retries(COMMIT_RETRIES)).await
+        let mut files = Vec::new();
+        for b in batches {
+            writer.write(b.clone()).await?;
+            files.extend(writer.flush().await?);
+        }
+        let t0 = std::time::Instant::now();
+        let t = commit_files(table, &files, props.with_max_retries(COMMIT_RETRIES)).await?;
+        self.remember(kind, t, t0, "committed to a table");
+        Ok(())
     }
 
     /// Records a failed run (no seq, no cursor) in `sync_runs`.
@@ -614,9 +641,14 @@ impl Lake {
             |_: &Error| true,
             async |_| {
                 let runs = self.open_or_create(TableKind::SyncRuns).await?;
-                self.append_batch(&runs, &batch, CommitProperties::default())
-                    .await
-                    .map_err(Error::from)
+                self.append_batches(
+                    TableKind::SyncRuns,
+                    &runs,
+                    std::slice::from_ref(&batch),
+                    CommitProperties::default(),
+                )
+                .await
+                .map_err(Error::from)
             },
         )
         .await

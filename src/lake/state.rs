@@ -300,9 +300,12 @@ impl Lake {
                         "{app}: another run of this account committed run {seq} first; nothing was changed. Try again"
                     )));
                 }
-                commit_files(&changes, files, props.clone())
+                let t0 = std::time::Instant::now();
+                let t = commit_files(&changes, files, props.clone())
                     .await
-                    .map_err(Error::from)
+                    .map_err(Error::from)?;
+                self.remember(TableKind::ContactChanges, t, t0, "committed to a table");
+                Ok(())
             },
         )
         .await

@@ -57,6 +57,19 @@ impl TableKind {
         }
     }
 
+    /// The columns whose statistics the Delta log keeps for each file, where not every
+    /// column's. The append-only tables gain one file per account and run, and each file's
+    /// statistics are held in memory by every snapshot and written into every checkpoint:
+    /// they keep only what is read by them (`seq` finds a run's cursor in `sync_runs`;
+    /// `_run_id` a replayed run's rows in `contact_changes`, `_synced_at` a reader's window).
+    pub fn stats_columns(&self) -> Option<&'static str> {
+        match self {
+            TableKind::ContactChanges => Some("_run_id,_synced_at"),
+            TableKind::SyncRuns => Some("seq"),
+            _ => None,
+        }
+    }
+
     /// Partition columns.
     pub fn partitions(&self) -> &'static [&'static str] {
         &["source", "account"]

@@ -119,6 +119,7 @@ async fn crash_trials(lake_url: &str, trials: usize) {
         google: true,
         accounts: Some(vec!["101".into(), "102".into()]),
         kills: &[KillAt::Random],
+        fresh_every: 2,
     };
     crash_trials_with(lake_url, trials, &setup).await;
 }
@@ -141,6 +142,9 @@ pub struct CrashSetup {
     pub accounts: Option<Vec<String>>,
     /// The kinds of kill, taken in turn.
     pub kills: &'static [KillAt],
+    /// Every this many trials start over with an empty lake (so kills land in full
+    /// extracts too); a larger number lets the runs of one lake go on longer.
+    pub fresh_every: usize,
 }
 
 /// Starts `contacts-etl sync` and kills it (SIGKILL) as `kill` says, within `span` for a
@@ -233,8 +237,7 @@ pub async fn crash_trials_with(lake_url: &str, trials: usize, setup: &CrashSetup
     let mut span = t.elapsed();
     let mut killed_mid_run = 0;
     for trial in 0..trials {
-        if trial % 2 == 0 {
-            // Every other trial starts over with an empty lake, so kills land in full extracts too.
+        if trial % setup.fresh_every == 0 {
             let fresh = if lake_url.starts_with("s3://") {
                 crate::s3_lake_url("crash")
             } else {
