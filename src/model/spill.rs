@@ -44,8 +44,14 @@ impl SpillDir {
             .prefix(SPILL_PREFIX)
             .tempdir()
             .map_err(io)?;
-        let lock = File::create(dir.path().join("lock")).map_err(io)?;
+        // Locked under another name, then renamed: a `lock` that another process's
+        // `remove_stale_spills` can open is always already locked. Created and locked in
+        // place, it could be found unlocked in between and the live folder taken for a
+        // dead run's (seen with shards sharing a machine).
+        let pending = dir.path().join("lock.pending");
+        let lock = File::create(&pending).map_err(io)?;
         lock.try_lock().map_err(io)?;
+        std::fs::rename(&pending, dir.path().join("lock")).map_err(io)?;
         LIVE.lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(dir.path().to_path_buf());
@@ -471,7 +477,7 @@ impl Collected {
 mod tests {
 
     /// A folder whose lock can be taken is a dead run's and goes; a locked one, a fresh
-    /// one without a lock, a file and a link to a folder stay.
+    /// one whose lock is still being made, a file and a link to a folder stay.
     #[test]
     fn stale_spills_of_dead_runs_are_removed() {
         let tmp = tempfile::tempdir().unwrap();
@@ -486,7 +492,9 @@ mod tests {
         let live = mk("live");
         let held = File::create(live.join("lock")).unwrap();
         held.try_lock().unwrap();
+        // One being made: its lock is still under the name it is locked with.
         let fresh = mk("fresh");
+        std::fs::write(fresh.join("lock.pending"), b"").unwrap();
         let target = tempfile::tempdir().unwrap();
         std::fs::write(target.path().join("lock"), b"").unwrap();
         let link = tmp.path().join(format!("{SPILL_PREFIX}link"));
@@ -507,6 +515,9 @@ mod tests {
         let d = SpillDir::try_new().unwrap();
         let path = d.path().to_path_buf();
         assert!(LIVE.lock().unwrap().contains(&path));
+        // Its `lock` is locked from the moment it has that name.
+        assert!(!path.join("lock.pending").exists());
+        assert!(File::open(path.join("lock")).unwrap().try_lock().is_err());
         remove_stale_spills();
         assert!(path.exists(), "a live spill is not stale");
         drop(d);
