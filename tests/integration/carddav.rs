@@ -116,7 +116,7 @@ impl Server {
                     "PROPFIND",
                     &format!("/{USER}/"),
                     Some(PROPFIND_RT),
-                    &[("Depth", "0")],
+                    &[("Depth", "0"), ("Content-Type", "application/xml; charset=utf-8")],
                 )
                 .await
                 && r.status().as_u16() == 207
