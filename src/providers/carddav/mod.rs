@@ -27,6 +27,7 @@ pub mod config;
 pub mod dav;
 pub mod decode;
 pub mod rules;
+pub mod writeback;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -589,6 +590,6 @@ impl crate::providers::Source for CardDavSource {
         Box::pin(CardDavSource::extract(self, account, cursor, ctx))
     }
     fn write_back(&self) -> Option<&dyn crate::providers::WriteBack> {
-        None
+        Some(self)
     }
 }

@@ -375,29 +375,71 @@ fn landed_len(prop: &str, l: &ContactRecord) -> Option<usize> {
     })
 }
 
-/// The new text of each replaced property: its held lines kept where the item is unchanged.
-fn replacement(prop: &str, held: &[&Line], merged: &ContactRecord, landed: &ContactRecord, v: Version) -> Vec<String> {
+/// One line of a replaced property: a held line kept as it was (its index in the vCard),
+/// or a new one.
+#[derive(Debug, Clone, PartialEq)]
+enum Item {
+    Held(usize),
+    New(String),
+}
+
+/// The new lines of a replaced property: a held line is kept where its item is unchanged.
+/// `held` are the indexes of the property's lines in `ls`.
+fn replacement(
+    prop: &str,
+    ls: &[Line],
+    held: &[usize],
+    merged: &ContactRecord,
+    landed: &ContactRecord,
+    v: Version,
+) -> Vec<Item> {
     let fresh = render(prop, merged, v);
     // Held lines map to landed items one to one only when the counts agree; otherwise
     // everything of the property is rendered anew.
-    if landed_len(prop, landed) != Some(held.len()) || fresh.is_empty() {
-        return fresh;
+    if landed_len(prop, landed) != Some(held.len()) {
+        return fresh.into_iter().map(Item::New).collect();
+    }
+    // A scalar property whose new text is the held text stays as it was.
+    if landed_len(prop, landed).is_none() {
+        return if fresh.len() == held.len()
+            && held.iter().zip(&fresh).all(|(&j, f)| unfold(ls[j].original) == unfold(f))
+        {
+            held.iter().map(|&j| Item::Held(j)).collect()
+        } else {
+            fresh.into_iter().map(Item::New).collect()
+        };
     }
     fresh
         .into_iter()
         .enumerate()
         .map(|(i, line)| match same_item(prop, merged, landed, i) {
-            Some(j) => held[j].original.to_string(),
-            None => line,
+            Some(j) => Item::Held(held[j]),
+            None => Item::New(line),
         })
         .collect()
 }
 
+/// A content line without its folding and line break.
+fn unfold(l: &str) -> String {
+    l.replace("\r\n ", "")
+        .replace("\r\n\t", "")
+        .replace("\n ", "")
+        .trim_end_matches(['\r', '\n'])
+        .to_string()
+}
+
 /// The landed vCard with the properties of the `changed` columns replaced by their
 /// values in `merged` (the landed contact with the managed columns of the desired one).
-/// Every other line is kept byte for byte. A grouped line that is dropped takes its
-/// group's `X-ABLABEL` with it (an Apple label means nothing without its item).
-pub fn merge_vcard(raw: &str, merged: &ContactRecord, landed: &ContactRecord, changed: &[String]) -> String {
+/// Every other line is kept byte for byte and in place, and so is a held line of a
+/// changed list whose item did not change; new lines go where the property's lines stood
+/// (before `END` for a property the contact did not have). A grouped line that is dropped
+/// takes its group's `X-ABLABEL` with it (an Apple label means nothing without its item).
+pub fn merge_vcard(
+    raw: &str,
+    merged: &ContactRecord,
+    landed: &ContactRecord,
+    changed: &[String],
+) -> String {
     let ls = lines(raw);
     let v = version(&ls);
     let mut props: Vec<&str> = Vec::new();
@@ -409,56 +451,81 @@ pub fn merge_vcard(raw: &str, merged: &ContactRecord, landed: &ContactRecord, ch
         }
     }
     let extended = changed.iter().any(|c| c == "extended_properties");
-    let replaced = |l: &Line| {
-        props.contains(&l.name.as_str())
-            || (extended && l.name.starts_with("X-") && l.name != KEY_X_PROPERTY && l.name != "X-ABLABEL")
+    // The property group a line of `ls` belongs to, if it is replaced.
+    let group_of = |l: &Line| -> Option<String> {
+        if props.contains(&l.name.as_str()) {
+            Some(l.name.clone())
+        } else if extended
+            && l.name.starts_with("X-")
+            && l.name != KEY_X_PROPERTY
+            && l.name != "X-ABLABEL"
+        {
+            Some("X-".into())
+        } else {
+            None
+        }
     };
-    let mut new_text: Vec<(String, Vec<String>)> = props
+    let held_of = |key: &str| -> Vec<usize> {
+        (0..ls.len())
+            .filter(|&i| group_of(&ls[i]).as_deref() == Some(key))
+            .collect()
+    };
+    let mut queues: Vec<(String, std::collections::VecDeque<Item>, Option<usize>)> = props
         .iter()
         .map(|p| {
-            let held: Vec<&Line> = ls.iter().filter(|l| l.name == *p).collect();
-            (p.to_string(), replacement(p, &held, merged, landed, v))
+            let held = held_of(p);
+            let items = replacement(p, &ls, &held, merged, landed, v);
+            (p.to_string(), items.into(), held.last().copied())
         })
         .collect();
     if extended {
-        new_text.push(("X-".into(), render_extended(merged)));
+        let held = held_of("X-");
+        let items = render_extended(merged).into_iter().map(Item::New).collect();
+        queues.push(("X-".into(), items, held.last().copied()));
     }
-    let kept: std::collections::HashSet<&str> = new_text
+    let kept: std::collections::HashSet<usize> = queues
         .iter()
-        .flat_map(|(_, ls)| ls.iter().map(String::as_str))
+        .flat_map(|(_, q, _)| q.iter())
+        .filter_map(|i| match i {
+            Item::Held(j) => Some(*j),
+            Item::New(_) => None,
+        })
         .collect();
     let dropped_groups: std::collections::HashSet<&str> = ls
         .iter()
-        .filter(|l| replaced(l) && !kept.contains(l.original))
-        .filter_map(|l| l.group.as_deref())
+        .enumerate()
+        .filter(|(i, l)| group_of(l).is_some() && !kept.contains(i))
+        .filter_map(|(_, l)| l.group.as_deref())
         .collect();
-    let mut out = String::with_capacity(raw.len() + 256);
-    let mut pending: Vec<(String, Vec<String>)> = new_text;
-    let mut emit = |out: &mut String, key: &str, pending: &mut Vec<(String, Vec<String>)>| {
-        if let Some(i) = pending.iter().position(|(p, _)| p == key) {
-            for l in pending.remove(i).1 {
-                out.push_str(&l);
-            }
-        }
+    let push = |out: &mut String, item: Item| match item {
+        Item::Held(j) => out.push_str(ls[j].original),
+        Item::New(t) => out.push_str(&t),
     };
-    for l in &ls {
+    let mut out = String::with_capacity(raw.len() + 256);
+    for (x, l) in ls.iter().enumerate() {
         if l.name == "END" {
             // What had no held line goes last, before END.
-            for (_, ls) in pending.drain(..) {
-                for x in ls {
-                    out.push_str(&x);
-                }
+            for (_, q, _) in queues.iter_mut() {
+                q.drain(..).for_each(|i| push(&mut out, i));
             }
             out.push_str(l.original);
             continue;
         }
-        if replaced(l) {
-            // The first held line of a property is where its new lines go.
-            let key = if props.contains(&l.name.as_str()) { l.name.clone() } else { "X-".into() };
-            emit(&mut out, &key, &mut pending);
+        if let Some(key) = group_of(l) {
+            let (_, q, last) = queues.iter_mut().find(|(k, _, _)| *k == key).unwrap();
+            // A kept line comes out in its place, after the new lines before it.
+            if let Some(at) = q.iter().position(|i| *i == Item::Held(x)) {
+                q.drain(..=at).for_each(|i| push(&mut out, i));
+            }
+            // After the property's last held line, the rest of its new lines.
+            if *last == Some(x) {
+                q.drain(..).for_each(|i| push(&mut out, i));
+            }
             continue;
         }
-        if l.name == "X-ABLABEL" && l.group.as_deref().is_some_and(|g| dropped_groups.contains(g)) {
+        if l.name == "X-ABLABEL"
+            && l.group.as_deref().is_some_and(|g| dropped_groups.contains(g))
+        {
             continue;
         }
         out.push_str(l.original);
@@ -755,7 +822,7 @@ PHOTO;ENCODING=b;TYPE=PNG:iVBORw0KGgo=\r\nEND:VCARD\r\n";
         let out = merge_vcard(HELD, &merged, &l, &["organizations".into(), "phones".into()]);
         assert!(!out.contains("TEL"), "{out}");
         assert!(out.ends_with("END:VCARD\r\n") && out.contains("ORG:Ölwerk AG\r\n"), "{out}");
-        for physical in out.split("\r\n") {
+        for physical in out.split("\r\n").filter(|p| !HELD.contains(p)) {
             assert!(physical.len() <= 75, "{physical:?} is {} octets", physical.len());
         }
         let c = parse(&out);
