@@ -2,10 +2,13 @@
 //! Nextcloud, Google Contacts over CardDAV, SOGo, Baïkal, Radicale, Xandikos.
 //!
 //! - **Accounts** are address books: the `account` column is the address book's path on
-//!   the server (`/alice/contacts/`, ending in `/`). They are `address_books` when
-//!   configured; otherwise discovered (RFC 6352 §7): `current-user-principal` on
-//!   `base_url` (then on `/.well-known/carddav`), its `addressbook-home-set`, and the
-//!   collections there whose `resourcetype` is `CARDDAV:addressbook`.
+//!   the server written as an account id, which names a folder of the lake and so cannot
+//!   hold `/`: `/alice/contacts/` → `alice.contacts` (segments joined by `.`, other bytes
+//!   than letters, digits and `-` as `_XX`; see [`config::account_of`], reversed by
+//!   [`config::book_of`]). They are `address_books` when configured; otherwise
+//!   discovered (RFC 6352 §7): `current-user-principal` on `base_url` (then on
+//!   `/.well-known/carddav`), its `addressbook-home-set`, and the collections there whose
+//!   `resourcetype` is `CARDDAV:addressbook`.
 //! - **Ids** are resource names: the last segment of the vCard's href without `.vcf`,
 //!   left percent-encoded as the server wrote it (so `id` goes back into a URL unchanged
 //!   and two names never decode to one). The href itself is in `native` as
@@ -57,7 +60,10 @@ pub const PROVIDER: crate::providers::Registration = crate::providers::Registrat
         Ok(crate::providers::Profile {
             accounts: CardDavConfig::read(cfg, dir)?
                 .address_books
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .iter()
+                .map(|b| config::account_of(b))
+                .collect(),
             rules: &rules::CardDavRules,
             default_account: None,
             photos: false,
@@ -250,22 +256,30 @@ impl CardDavSource {
         Ok(books)
     }
 
-    /// Extracts one address book.
+    /// The account ids of the address books.
+    pub fn accounts(&self) -> Vec<String> {
+        self.books().iter().map(|b| config::account_of(b)).collect()
+    }
+
+    /// Extracts one address book, named by its account id.
     pub async fn extract(
         &self,
-        book: &str,
+        account: &str,
         cursor: Option<&str>,
         ctx: &RunContext,
     ) -> Result<Extract> {
-        if !self.books().iter().any(|b| b == book) {
-            return Err(Error::config(format!(
-                "source {}: {book} is not one of its address books",
-                self.name
-            )));
-        }
+        let book = config::book_of(account)
+            .filter(|b| self.books().contains(b))
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "source {}: {account} is not one of its address books",
+                    self.name
+                ))
+            })?;
+        let book = book.as_str();
         let rctx = RecordContext {
             source: self.name.clone(),
-            account: book.to_string(),
+            account: account.to_string(),
             run_id: ctx.run_id.clone(),
             synced_at_us: ctx.synced_at_us,
         };
@@ -580,7 +594,7 @@ impl crate::providers::Source for CardDavSource {
         &self.name
     }
     fn accounts(&self) -> Vec<String> {
-        self.books()
+        CardDavSource::accounts(self)
     }
     fn discover<'a>(&'a self, metrics: &'a Metrics) -> futures::future::BoxFuture<'a, Result<()>> {
         Box::pin(CardDavSource::discover(self, metrics))
@@ -752,7 +766,7 @@ mod tests {
             &base,
             "address_books = [\"/b/\"]\nmultiget_size = 2\nconcurrency = 2",
         );
-        let e = s.extract("/b/", None, &ctx()).await.unwrap();
+        let e = s.extract("b", None, &ctx()).await.unwrap();
         assert_eq!(e.mode, SyncMode::Full);
         assert_eq!(e.cursor, "tok-1");
         let log = seen.lock().unwrap().clone();
@@ -792,7 +806,7 @@ mod tests {
         })
         .await;
         let s = source(&base, "address_books = [\"/b/\"]");
-        let e = s.extract("/b/", Some("tok-1"), &ctx()).await.unwrap();
+        let e = s.extract("b", Some("tok-1"), &ctx()).await.unwrap();
         assert_eq!(e.mode, SyncMode::Incremental);
         assert_eq!(e.cursor, "tok-3");
         assert_eq!(e.deletes, vec!["gone".to_string()]);
@@ -817,7 +831,7 @@ mod tests {
         })
         .await;
         let s = source(&base, "address_books = [\"/b/\"]");
-        let e = s.extract("/b/", Some("tok-1"), &ctx()).await.unwrap_err();
+        let e = s.extract("b", Some("tok-1"), &ctx()).await.unwrap_err();
         assert!(e.to_string().contains("paging loop"), "{e}");
     }
 
@@ -841,13 +855,13 @@ mod tests {
         ] {
             let (base, _) = serve(move |_, _, _| (status, body.to_string())).await;
             let s = source(&base, "address_books = [\"/b/\"]");
-            let e = s.extract("/b/", Some("old"), &ctx()).await.unwrap_err();
+            let e = s.extract("b", Some("old"), &ctx()).await.unwrap_err();
             assert!(matches!(e, Error::CursorExpired(_)), "{status}: {e}");
             assert!(e.to_string().contains("source s book /b/"), "{e}");
         }
         let (base, _) = serve(|_, _, _| (403, "Forbidden".into())).await;
         let s = source(&base, "address_books = [\"/b/\"]");
-        let e = s.extract("/b/", Some("old"), &ctx()).await.unwrap_err();
+        let e = s.extract("b", Some("old"), &ctx()).await.unwrap_err();
         assert!(matches!(e, Error::Auth(_)), "{e}");
     }
 
@@ -878,11 +892,7 @@ mod tests {
             })
             .await;
             let s = source(&base, "address_books = [\"/b/\"]");
-            let e = s
-                .extract("/b/", None, &ctx())
-                .await
-                .unwrap_err()
-                .to_string();
+            let e = s.extract("b", None, &ctx()).await.unwrap_err().to_string();
             for w in words {
                 assert!(e.contains(w), "{w} not in {e}");
             }
@@ -897,11 +907,7 @@ mod tests {
         })
         .await;
         let s = source(&base, "address_books = [\"/b/\"]");
-        let e = s
-            .extract("/b/", None, &ctx())
-            .await
-            .unwrap_err()
-            .to_string();
+        let e = s.extract("b", None, &ctx()).await.unwrap_err().to_string();
         assert!(
             e.contains("HTTP 200 where a 207") && e.contains("Sign in"),
             "{e}"
@@ -943,9 +949,7 @@ mod tests {
         crate::providers::Source::discover(&s, &Metrics::default())
             .await
             .unwrap();
-        assert_eq!(
-            crate::providers::Source::accounts(&s),
-            vec!["/h/alice/work/"]
-        );
+        assert_eq!(crate::providers::Source::accounts(&s), vec!["h.alice.work"]);
+        assert_eq!(s.books(), vec!["/h/alice/work/"]);
     }
 }
