@@ -25,8 +25,6 @@ use crate::error::Result;
 pub const DEFAULT_MULTIGET_SIZE: usize = 200;
 /// Most hrefs one REPORT may name (servers cap their request bodies).
 pub const MAX_MULTIGET_SIZE: usize = 1000;
-/// Longest address-book path: it is the `account` column and a partition of every table.
-pub const MAX_BOOK_PATH_LEN: usize = 128;
 
 /// How a CardDAV source authenticates.
 #[derive(Debug, Clone, Deserialize)]
@@ -67,7 +65,7 @@ struct Raw {
 pub struct CardDavConfig {
     /// The server's URL (scheme, host, port, and a path where discovery starts).
     pub base_url: url::Url,
-    /// The address-book paths configured, or `None` to discover them.
+    /// The address-book paths configured (each ending in `/`), or `None` to discover them.
     pub address_books: Option<Vec<String>>,
     /// How requests authenticate.
     pub auth: AuthConfig,
@@ -206,29 +204,99 @@ pub fn book_path(base: &url::Url, book: &str) -> std::result::Result<String, Str
     Ok(path)
 }
 
-/// Checks an address-book path as an account id: it names a partition of every table and
-/// appears in logs, so it must be short, printable ASCII (non-ASCII arrives
-/// percent-encoded) and free of `..` segments.
+/// Checks an address-book path: printable ASCII (non-ASCII arrives percent-encoded),
+/// free of `.` and `..` segments, not the server's root, and short enough that its
+/// account id (see [`account_of`]) is a valid one.
 pub fn check_book_path(path: &str) -> std::result::Result<(), String> {
-    if path.len() > MAX_BOOK_PATH_LEN {
-        return Err(format!(
-            "is {} characters long, more than {MAX_BOOK_PATH_LEN}",
-            path.len()
-        ));
-    }
     if let Some(c) = path.chars().find(|c| !c.is_ascii_graphic()) {
         return Err(format!("has the character {c:?}"));
     }
     if path.split('/').any(|s| s == "." || s == "..") {
         return Err("has a '.' or '..' segment".into());
     }
-    Ok(())
+    if path.trim_matches('/').is_empty() {
+        return Err("is the server's root, not an address book".into());
+    }
+    let id = account_of(path);
+    crate::config::check_account_id(&id)
+        .map_err(|why| format!("gives the account id {id:?}, which {why}"))
+}
+
+/// The account id of an address-book path. Account ids name a partition folder of every
+/// table, so they hold only letters, digits, `.`, `_` and `-` (see
+/// [`crate::config::check_account_id`]); a path's `/` cannot be one. The id is the path
+/// without its outer slashes, segments joined by `.`, every byte other than a letter,
+/// digit or `-` written `_XX` (hex): `/alice/contacts/` → `alice.contacts`,
+/// `/remote.php/dav/addressbooks/users/alice/contacts/` →
+/// `remote_2Ephp.dav.addressbooks.users.alice.contacts`. [`book_of`] reverses it.
+pub fn account_of(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for (i, seg) in path.trim_matches('/').split('/').enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        for b in seg.bytes() {
+            if b.is_ascii_alphanumeric() || b == b'-' {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("_{b:02X}"));
+            }
+        }
+    }
+    out
+}
+
+/// The address-book path of an account id made by [`account_of`]; `None` for any other.
+pub fn book_of(account: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(account.len() + 2);
+    bytes.push(b'/');
+    let mut it = account.bytes();
+    while let Some(b) = it.next() {
+        match b {
+            b'.' => bytes.push(b'/'),
+            b'_' => {
+                let hex = [it.next()?, it.next()?];
+                let hex = std::str::from_utf8(&hex).ok()?;
+                bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            }
+            b if b.is_ascii_alphanumeric() || b == b'-' => bytes.push(b),
+            _ => return None,
+        }
+    }
+    bytes.push(b'/');
+    String::from_utf8(bytes).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Pipeline;
+
+    /// Paths of real servers become valid account ids and come back unchanged.
+    #[test]
+    fn book_paths_round_trip_through_account_ids() {
+        for (path, id) in [
+            ("/alice/contacts/", "alice.contacts"),
+            ("/user/contacts/addressbook/", "user.contacts.addressbook"),
+            (
+                "/remote.php/dav/addressbooks/users/alice/contacts/",
+                "remote_2Ephp.dav.addressbooks.users.alice.contacts",
+            ),
+            (
+                "/dav/addressbooks/user/alice@fastmail.com/Default/",
+                "dav.addressbooks.user.alice_40fastmail_2Ecom.Default",
+            ),
+            ("/1234567/carddavhome/card/", "1234567.carddavhome.card"),
+            ("/a_b/%C3%A9t%C3%A9/", "a_5Fb._25C3_25A9t_25C3_25A9"),
+        ] {
+            assert_eq!(account_of(path), id);
+            assert_eq!(crate::config::check_account_id(id), Ok(()), "{id}");
+            assert_eq!(book_of(id).as_deref(), Some(path));
+        }
+        for bad in ["a/b", "a_4", "a_ZZ", "a b"] {
+            assert_eq!(book_of(bad), None, "{bad}");
+        }
+    }
 
     const AUTH: &str = "auth = { kind = \"basic\", username = \"alice\", password_env = \"P\" }";
 
@@ -308,6 +376,11 @@ mod tests {
             ),
             ("[\"/a/#x\"]", vec!["address_books[0]", "fragment"]),
             ("[\"/a/?x=1\"]", vec!["query"]),
+            ("[\"/\"]", vec!["root"]),
+            (
+                &format!("[\"/{}/\"]", "a".repeat(129)),
+                vec!["129 characters"],
+            ),
         ] {
             let e = read(&format!("{AUTH}\naddress_books = {books}"))
                 .unwrap_err()

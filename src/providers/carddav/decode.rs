@@ -425,7 +425,7 @@ mod tests {
     fn ctx() -> RecordContext {
         RecordContext {
             source: "s".into(),
-            account: "/alice/contacts/".into(),
+            account: "alice.contacts".into(),
             run_id: "r".into(),
             synced_at_us: 1,
         }
@@ -465,7 +465,7 @@ mod tests {
             (r.id.as_str(), r.etag.as_deref()),
             ("x%20y", Some("\"e1\""))
         );
-        assert_eq!(r.account, "/alice/contacts/");
+        assert_eq!(r.account, "alice.contacts");
         assert_eq!(r.display_name.as_deref(), Some("Zoë O'Brien-Łukasik"));
         assert_eq!(
             (

@@ -2,10 +2,13 @@
 //! Nextcloud, Google Contacts over CardDAV, SOGo, Baïkal, Radicale, Xandikos.
 //!
 //! - **Accounts** are address books: the `account` column is the address book's path on
-//!   the server (`/alice/contacts/`, ending in `/`). They are `address_books` when
-//!   configured; otherwise discovered (RFC 6352 §7): `current-user-principal` on
-//!   `base_url` (then on `/.well-known/carddav`), its `addressbook-home-set`, and the
-//!   collections there whose `resourcetype` is `CARDDAV:addressbook`.
+//!   the server written as an account id, which names a folder of the lake and so cannot
+//!   hold `/`: `/alice/contacts/` → `alice.contacts` (segments joined by `.`, other bytes
+//!   than letters, digits and `-` as `_XX`; see [`config::account_of`], reversed by
+//!   [`config::book_of`]). They are `address_books` when configured; otherwise
+//!   discovered (RFC 6352 §7): `current-user-principal` on `base_url` (then on
+//!   `/.well-known/carddav`), its `addressbook-home-set`, and the collections there whose
+//!   `resourcetype` is `CARDDAV:addressbook`.
 //! - **Ids** are resource names: the last segment of the vCard's href without `.vcf`,
 //!   left percent-encoded as the server wrote it (so `id` goes back into a URL unchanged
 //!   and two names never decode to one). The href itself is in `native` as
@@ -58,7 +61,10 @@ pub const PROVIDER: crate::providers::Registration = crate::providers::Registrat
         Ok(crate::providers::Profile {
             accounts: CardDavConfig::read(cfg, dir)?
                 .address_books
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .iter()
+                .map(|b| config::account_of(b))
+                .collect(),
             rules: &rules::CardDavRules,
             default_account: None,
             photos: false,
@@ -251,22 +257,30 @@ impl CardDavSource {
         Ok(books)
     }
 
-    /// Extracts one address book.
+    /// The account ids of the address books.
+    pub fn accounts(&self) -> Vec<String> {
+        self.books().iter().map(|b| config::account_of(b)).collect()
+    }
+
+    /// Extracts one address book, named by its account id.
     pub async fn extract(
         &self,
-        book: &str,
+        account: &str,
         cursor: Option<&str>,
         ctx: &RunContext,
     ) -> Result<Extract> {
-        if !self.books().iter().any(|b| b == book) {
-            return Err(Error::config(format!(
-                "source {}: {book} is not one of its address books",
-                self.name
-            )));
-        }
+        let book = config::book_of(account)
+            .filter(|b| self.books().contains(b))
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "source {}: {account} is not one of its address books",
+                    self.name
+                ))
+            })?;
+        let book = book.as_str();
         let rctx = RecordContext {
             source: self.name.clone(),
-            account: book.to_string(),
+            account: account.to_string(),
             run_id: ctx.run_id.clone(),
             synced_at_us: ctx.synced_at_us,
         };
@@ -319,11 +333,15 @@ impl CardDavSource {
         })
     }
 
-    /// The path of a member href of `book`; `None` for the book itself. An href on
-    /// another origin, or outside the book, is refused.
+    /// The path of a member href of `book`; `None` for the book itself and for a
+    /// collection inside it (not a vCard). An href on another origin, or outside the
+    /// book, is refused.
     fn member_path(&self, book: &str, href: &str, what: &str) -> Result<Option<String>> {
         let path = self.dav.url(href, what)?.path().to_string();
-        if path == book || path.trim_end_matches('/') == book.trim_end_matches('/') {
+        if path.trim_end_matches('/') == book.trim_end_matches('/') {
+            return Ok(None);
+        }
+        if path.starts_with(book) && path.ends_with('/') {
             return Ok(None);
         }
         if !path.starts_with(book) || dav::resource_id(&path).is_none() {
@@ -467,9 +485,10 @@ impl CardDavSource {
             })?;
             for r in m.responses {
                 let Some(path) = self.member_path(book, &r.href, &what)? else {
-                    if r.status == Some(507) {
-                        truncated = true;
-                    }
+                    // RFC 6578 §3.6: the truncation mark is a 507 on the request-URI.
+                    let on_book = self.dav.url(&r.href, &what)?.path().trim_end_matches('/')
+                        == book.trim_end_matches('/');
+                    truncated |= on_book && r.status == Some(507);
                     continue;
                 };
                 let change = match r.status {
@@ -576,7 +595,10 @@ impl crate::providers::Source for CardDavSource {
         &self.name
     }
     fn accounts(&self) -> Vec<String> {
-        self.books()
+        CardDavSource::accounts(self)
+    }
+    fn discover<'a>(&'a self, metrics: &'a Metrics) -> futures::future::BoxFuture<'a, Result<()>> {
+        Box::pin(CardDavSource::discover(self, metrics))
     }
     fn account_concurrency(&self) -> usize {
         self.concurrency
@@ -591,5 +613,344 @@ impl crate::providers::Source for CardDavSource {
     }
     fn write_back(&self) -> Option<&dyn crate::providers::WriteBack> {
         Some(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The extract against a scripted server on loopback: the paths real Radicale and
+    //! Xandikos never take (a 507-truncated sync report, hrefs to another host, an HTML
+    //! answer, an expired token), request by request.
+
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// What the server saw: method, path, Depth, body.
+    type Seen = Arc<Mutex<Vec<(String, String, String, String)>>>;
+
+    /// Serves `answer(method, path, body) -> (status, body)` on loopback.
+    async fn serve(
+        answer: impl Fn(&str, &str, &str) -> (u16, String) + Send + Sync + 'static,
+    ) -> (String, Seen) {
+        let seen: Seen = Default::default();
+        let log = seen.clone();
+        let answer = Arc::new(answer);
+        let app = axum::Router::new().fallback(
+            move |method: axum::http::Method,
+                  uri: axum::http::Uri,
+                  headers: axum::http::HeaderMap,
+                  body: String| {
+                let (log, answer) = (log.clone(), answer.clone());
+                async move {
+                    let depth = headers
+                        .get("depth")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    log.lock().unwrap().push((
+                        method.to_string(),
+                        uri.path().to_string(),
+                        depth,
+                        body.clone(),
+                    ));
+                    let (status, text) = answer(method.as_str(), uri.path(), &body);
+                    (axum::http::StatusCode::from_u16(status).unwrap(), text)
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (base, seen)
+    }
+
+    fn source(base: &str, settings: &str) -> CardDavSource {
+        let t = format!(
+            "[lake]\nurl = \"/tmp/lake\"\n[[sources]]\nname = \"s\"\nprovider = \"carddav\"\nbase_url = \"{base}\"\nmax_retries = 0\nauth = {{ kind = \"bearer\", token_file = \"tok\" }}\n{settings}\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tok"), "sekrit-token-123\n").unwrap();
+        let p = crate::config::Pipeline::parse(&t, &dir.path().join("p.toml")).unwrap();
+        let http = HttpClient::try_new(
+            std::time::Duration::from_secs(5),
+            crate::http::RetryPolicy {
+                max_retries: 0,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        CardDavSource::try_new(&p.sources[0], http, dir.path()).unwrap()
+    }
+
+    fn ctx() -> RunContext {
+        RunContext {
+            run_id: "r".into(),
+            synced_at_us: 1,
+            metrics: Default::default(),
+            progress: None,
+        }
+    }
+
+    fn ms(inner: &str) -> String {
+        format!(
+            r#"<?xml version="1.0"?><d:multistatus xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:carddav">{inner}</d:multistatus>"#
+        )
+    }
+
+    fn member(href: &str, etag: &str) -> String {
+        format!(
+            "<d:response><d:href>{href}</d:href><d:propstat><d:prop><d:getetag>\"{etag}\"</d:getetag></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>"
+        )
+    }
+
+    fn card(href: &str, name: &str) -> String {
+        format!(
+            "<d:response><d:href>{href}</d:href><d:propstat><d:prop><d:getetag>\"e-{name}\"</d:getetag><c:address-data>BEGIN:VCARD\r\nVERSION:3.0\r\nFN:{name}\r\nEND:VCARD\r\n</c:address-data></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>"
+        )
+    }
+
+    /// The multiget answer for whatever hrefs were asked, each named after its id.
+    fn multiget(body: &str) -> String {
+        let mut out = String::new();
+        for part in body.split("<d:href>").skip(1) {
+            let href = part.split("</d:href>").next().unwrap();
+            let id = dav::resource_id(href).unwrap();
+            out.push_str(&card(href, id));
+        }
+        ms(&out)
+    }
+
+    fn ids(e: Extract) -> Vec<String> {
+        use arrow::array::AsArray;
+        let mut ids: Vec<String> = e
+            .upserts
+            .into_batches()
+            .unwrap()
+            .iter()
+            .flat_map(|b| {
+                b.column_by_name("id")
+                    .unwrap()
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|v| v.unwrap().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// A full extract reads the token before the listing, then fetches the members in
+    /// multiget chunks of `multiget_size`, each REPORT on the book with Depth 1, and
+    /// sends the bearer token.
+    #[tokio::test]
+    async fn full_reads_the_token_first_then_multigets_in_chunks() {
+        let (base, seen) = serve(|m, _, body| match m {
+            "PROPFIND" if body.contains("sync-token") => (
+                207,
+                ms("<d:response><d:href>/b/</d:href><d:propstat><d:prop><d:sync-token>tok-1</d:sync-token></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>"),
+            ),
+            "PROPFIND" => (
+                207,
+                ms(&format!(
+                    "<d:response><d:href>/b/</d:href><d:propstat><d:prop><d:resourcetype><d:collection/></d:resourcetype></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>{}{}{}",
+                    member("/b/a.vcf", "1"),
+                    member("/b/c.vcf", "2"),
+                    member("/b/d%C3%A9.vcf", "3")
+                )),
+            ),
+            "REPORT" => (207, multiget(body)),
+            _ => (400, String::new()),
+        })
+        .await;
+        let s = source(
+            &base,
+            "address_books = [\"/b/\"]\nmultiget_size = 2\nconcurrency = 2",
+        );
+        let e = s.extract("b", None, &ctx()).await.unwrap();
+        assert_eq!(e.mode, SyncMode::Full);
+        assert_eq!(e.cursor, "tok-1");
+        let log = seen.lock().unwrap().clone();
+        assert_eq!(log[0].0, "PROPFIND");
+        assert!(log[0].3.contains("sync-token") && log[0].2 == "0");
+        assert_eq!((log[1].0.as_str(), log[1].2.as_str()), ("PROPFIND", "1"));
+        let reports: Vec<_> = log.iter().filter(|l| l.0 == "REPORT").collect();
+        assert_eq!(reports.len(), 2, "3 members in chunks of 2");
+        assert!(
+            reports
+                .iter()
+                .all(|r| r.1 == "/b/" && r.3.contains("addressbook-multiget"))
+        );
+        assert_eq!(ids(e), vec!["a", "c", "d%C3%A9"]);
+    }
+
+    /// A sync report truncated with 507 on the collection is read again from the new
+    /// token until an untruncated page; a later page's word on a member wins (deleted,
+    /// then created again under the same name); 404 members are deletes; the changed ones
+    /// come by multiget; the cursor is the last page's token.
+    #[tokio::test]
+    async fn incremental_pages_through_507_and_reads_deletes() {
+        let (base, seen) = serve(|m, _, body| match m {
+            "REPORT" if body.contains("<d:sync-token>tok-1<") => (
+                207,
+                ms(&format!(
+                    "{}<d:response><d:href>/b/gone.vcf</d:href><d:status>HTTP/1.1 404 Not Found</d:status></d:response><d:response><d:href>/b/back.vcf</d:href><d:status>HTTP/1.1 404 Not Found</d:status></d:response><d:response><d:href>/b/</d:href><d:status>HTTP/1.1 507 Insufficient Storage</d:status></d:response><d:sync-token>tok-2</d:sync-token>",
+                    member("/b/new.vcf", "1")
+                )),
+            ),
+            "REPORT" if body.contains("<d:sync-token>tok-2<") => (
+                207,
+                ms(&format!("{}<d:sync-token>tok-3</d:sync-token>", member("/b/back.vcf", "2"))),
+            ),
+            "REPORT" if body.contains("addressbook-multiget") => (207, multiget(body)),
+            _ => (400, String::new()),
+        })
+        .await;
+        let s = source(&base, "address_books = [\"/b/\"]");
+        let e = s.extract("b", Some("tok-1"), &ctx()).await.unwrap();
+        assert_eq!(e.mode, SyncMode::Incremental);
+        assert_eq!(e.cursor, "tok-3");
+        assert_eq!(e.deletes, vec!["gone".to_string()]);
+        assert_eq!(ids(e), vec!["back", "new"]);
+        let n = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.0 == "REPORT")
+            .count();
+        assert_eq!(n, 3, "two sync pages and one multiget");
+    }
+
+    /// A 507 that hands back the same token would page forever: stopped.
+    #[tokio::test]
+    async fn a_507_without_progress_is_a_loop() {
+        let (base, _) = serve(|_, _, _| {
+            (
+                207,
+                ms("<d:response><d:href>/b/</d:href><d:status>HTTP/1.1 507 Insufficient Storage</d:status></d:response><d:sync-token>tok-1</d:sync-token>"),
+            )
+        })
+        .await;
+        let s = source(&base, "address_books = [\"/b/\"]");
+        let e = s.extract("b", Some("tok-1"), &ctx()).await.unwrap_err();
+        assert!(e.to_string().contains("paging loop"), "{e}");
+    }
+
+    /// The token's end, as Radicale (403) and Xandikos (412) say it, is CursorExpired;
+    /// an unrelated 403 is not.
+    #[tokio::test]
+    async fn an_unknown_token_is_an_expired_cursor() {
+        for (status, body) in [
+            (
+                403,
+                "<?xml version='1.0'?><error xmlns=\"DAV:\"><valid-sync-token /></error>",
+            ),
+            (
+                412,
+                "<ns0:error xmlns:ns0=\"DAV:\"><ns0:valid-sync-token /><ns0:responsedescription>Requested sync token x is invalid</ns0:responsedescription></ns0:error>",
+            ),
+            (
+                409,
+                "<D:error xmlns:D=\"DAV:\"><D:valid-sync-token/></D:error>",
+            ),
+        ] {
+            let (base, _) = serve(move |_, _, _| (status, body.to_string())).await;
+            let s = source(&base, "address_books = [\"/b/\"]");
+            let e = s.extract("b", Some("old"), &ctx()).await.unwrap_err();
+            assert!(matches!(e, Error::CursorExpired(_)), "{status}: {e}");
+            assert!(e.to_string().contains("source s book /b/"), "{e}");
+        }
+        let (base, _) = serve(|_, _, _| (403, "Forbidden".into())).await;
+        let s = source(&base, "address_books = [\"/b/\"]");
+        let e = s.extract("b", Some("old"), &ctx()).await.unwrap_err();
+        assert!(matches!(e, Error::Auth(_)), "{e}");
+    }
+
+    /// An href on another host is refused before any request goes there, naming the
+    /// source, the book and the href; so is one outside the book; and an HTML page
+    /// where a multistatus belongs.
+    #[tokio::test]
+    async fn hostile_answers_stop_the_extract() {
+        for (listing, words) in [
+            (
+                member("http://evil.example/b/x.vcf", "1"),
+                vec![
+                    "source s book /b/",
+                    "http://evil.example/b/x.vcf",
+                    "outside",
+                ],
+            ),
+            (
+                member("/other/x.vcf", "1"),
+                vec!["/other/x.vcf", "not a vCard in the address book /b/"],
+            ),
+        ] {
+            let listing = ms(&listing);
+            let (base, seen) = serve(move |m, _, body| match m {
+                "PROPFIND" if body.contains("sync-token") => (207, ms("")),
+                "PROPFIND" => (207, listing.clone()),
+                _ => (207, multiget(body)),
+            })
+            .await;
+            let s = source(&base, "address_books = [\"/b/\"]");
+            let e = s.extract("b", None, &ctx()).await.unwrap_err().to_string();
+            for w in words {
+                assert!(e.contains(w), "{w} not in {e}");
+            }
+            assert!(!e.contains("sekrit"), "{e}");
+            assert!(seen.lock().unwrap().iter().all(|l| l.0 != "REPORT"));
+        }
+        let (base, _) = serve(|_, _, _| {
+            (
+                200,
+                "<html><head><title>Sign in</title></head></html>".into(),
+            )
+        })
+        .await;
+        let s = source(&base, "address_books = [\"/b/\"]");
+        let e = s.extract("b", None, &ctx()).await.unwrap_err().to_string();
+        assert!(
+            e.contains("HTTP 200 where a 207") && e.contains("Sign in"),
+            "{e}"
+        );
+    }
+
+    /// Discovery: principal on base_url, its home set, the address books there (not the
+    /// other collections).
+    #[tokio::test]
+    async fn discovery_finds_the_address_books() {
+        let (base, _) = serve(|_, path, body| {
+            let r = |href: &str, prop: &str| {
+                format!("<d:response><d:href>{href}</d:href><d:propstat><d:prop>{prop}</d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>")
+            };
+            match path {
+                "/" if body.contains("current-user-principal") => (
+                    207,
+                    ms(&r("/", "<d:current-user-principal><d:href>/p/alice/</d:href></d:current-user-principal>")),
+                ),
+                "/p/alice/" => (
+                    207,
+                    ms(&r("/p/alice/", "<c:addressbook-home-set><d:href>/h/alice/</d:href></c:addressbook-home-set>")),
+                ),
+                "/h/alice/" => (
+                    207,
+                    ms(&format!(
+                        "{}{}{}",
+                        r("/h/alice/", "<d:resourcetype><d:collection/></d:resourcetype>"),
+                        r("/h/alice/work/", "<d:resourcetype><d:collection/><c:addressbook/></d:resourcetype>"),
+                        r("/h/alice/cal/", "<d:resourcetype><d:collection/></d:resourcetype>"),
+                    )),
+                ),
+                _ => (404, String::new()),
+            }
+        })
+        .await;
+        let s = source(&base, "");
+        assert!(crate::providers::Source::accounts(&s).is_empty());
+        crate::providers::Source::discover(&s, &Metrics::default())
+            .await
+            .unwrap();
+        assert_eq!(crate::providers::Source::accounts(&s), vec!["h.alice.work"]);
+        assert_eq!(s.books(), vec!["/h/alice/work/"]);
     }
 }
