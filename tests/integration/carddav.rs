@@ -22,6 +22,8 @@ use contacts_etl::plan::apply::{ApplyOptions, apply, plan};
 use rand::Rng;
 use serde_json::Value;
 
+use contacts_etl::providers::carddav::config::account_of;
+
 use crate::{assert_ok, sync};
 
 const USER: &str = "alice";
@@ -389,7 +391,7 @@ pub fn assert_lake_equals_server(s: &Server, p: &Path, books: &[&str], context: 
         let listed = s.list(book);
         let mut landed: Vec<_> = rows
             .iter()
-            .filter(|r| r.source == SOURCE && r.account == *book)
+            .filter(|r| r.source == SOURCE && r.account == account_of(book))
             .collect();
         landed.sort_by(|a, b| a.id.cmp(&b.id));
         seen += landed.len();
@@ -611,7 +613,8 @@ pub async fn discovery(kind: Kind) {
     assert_ok(&r);
     let mut accounts: Vec<&str> = r.accounts.iter().map(|a| a.account.as_str()).collect();
     accounts.sort();
-    let mut want = vec![first.as_str(), second.as_str()];
+    let (a, b) = (account_of(&first), account_of(&second));
+    let mut want = vec![a.as_str(), b.as_str()];
     want.sort();
     assert_eq!(accounts, want, "{}", r.summary());
     assert_lake_equals_server(&s, &p, &[&first, &second], "after discovery");
@@ -731,11 +734,14 @@ pub async fn write_back(kind: Kind) {
         .map(|l| (l["id"].as_str().unwrap().to_string(), l))
         .collect();
 
-    // Update: notes and e-mails of every contact.
+    // Update: the note, and the e-mails: the first (the grouped one with its label and an
+    // unknown parameter) kept, a second one (some contacts have it) dropped, one added.
+    // (The first is rebuilt field by field: make_array of a landed struct and a literal one
+    // panics in DataFusion 55 over their differing field metadata.)
     let update = format!(
         "SELECT account, id, etag, concat('[wb] ', id) AS notes, \
-         list_concat(emails, [named_struct('address', concat(id, '@wb.example'), 'type', 'work', 'label', CAST(NULL AS VARCHAR), 'primary', CAST(NULL AS BOOLEAN), 'display_name', CAST(NULL AS VARCHAR))]) AS emails \
-         FROM contacts WHERE source = '{SOURCE}'"
+         make_array(named_struct('address', get_field(emails[1], 'address'), 'type', get_field(emails[1], 'type'), 'label', get_field(emails[1], 'label'), 'primary', get_field(emails[1], 'primary'), 'display_name', get_field(emails[1], 'display_name')), named_struct('address', concat(id, '@wb.example'), 'type', 'work', 'label', CAST(NULL AS VARCHAR), 'primary', false, 'display_name', CAST(NULL AS VARCHAR))) AS emails \
+         FROM contacts WHERE source = '{SOURCE}' AND id LIKE 'contact-%'"
     );
     let report = apply(&pipeline, &opts(&update, Mode::Update, false))
         .await
@@ -756,27 +762,37 @@ pub async fn write_back(kind: Kind) {
             "{id}"
         );
         let held = &before[id];
-        assert_eq!(
-            emails.len(),
-            held["emails"].as_array().unwrap().len() + 1,
-            "{id}"
-        );
+        assert_eq!(emails.len(), 2, "{id}");
+        assert_eq!(emails[0], held["emails"][0], "{id}");
         // What the update did not manage is as it was: the X- property, the label, the photo.
         assert_eq!(l["x_properties"], held["x_properties"], "{id}");
         assert_eq!(l["photo"], held["photo"], "{id}");
         assert_eq!(l["phones"], held["phones"], "{id}");
-        assert!(
-            l["raw"].as_str().unwrap().contains("X-ODD=yes"),
-            "{id}: unknown parameter lost: {}",
-            l["raw"]
-        );
+        // The unmanaged lines, and the unchanged grouped e-mail with its label and unknown
+        // parameter, are as the server held them.
+        let now = unfolded(l["raw"].as_str().unwrap());
+        for line in unfolded(held["raw"].as_str().unwrap()).lines() {
+            let upper = line.to_ascii_uppercase();
+            if ["ITEM1.", "X-CUSTOM-THING", "PHOTO", "TEL", "ORG", "TITLE", "CATEGORIES", "UID"]
+                .iter()
+                .any(|p| upper.starts_with(p))
+            {
+                assert!(now.lines().any(|x| x == line), "{id}: {line:?} lost:\n{now}");
+            }
+        }
     }
 
     // Inserts, applied twice: one contact each.
-    let insert = format!(
-        "SELECT '{book}' AS account, CAST(NULL AS VARCHAR) AS id, CAST(NULL AS VARCHAR) AS etag, \
-         'Neu Eingefügt ' || x AS display_name, 'inserted' AS notes FROM range(3) t(x)"
-    );
+    let insert = (0..3)
+        .map(|x| {
+            format!(
+                "SELECT '{}' AS account, CAST(NULL AS VARCHAR) AS id, CAST(NULL AS VARCHAR) AS etag, \
+                 'Neu Eingefügt {x}' AS display_name, 'inserted' AS notes",
+                account_of(&book)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
     for _ in 0..2 {
         let r = apply(&pipeline, &opts(&insert, Mode::Upsert, false))
             .await
@@ -822,12 +838,22 @@ pub async fn write_back(kind: Kind) {
         again.render(5)
     );
 
-    // Conflict: someone edits contact 1 after our sync.
+    // Conflict: a desired state (with the etag it was based on) saved, then someone edits
+    // contact 1 on the server.
     let other = name_of(1);
+    let lake = contacts_etl::sync::lake_of(&pipeline).unwrap();
+    let batches = contacts_etl::sql::query(
+        &lake,
+        &format!("SELECT account, id, etag, 'mine' AS notes FROM contacts WHERE source = '{SOURCE}' AND id = '{other}'"),
+    )
+    .await
+    .unwrap();
+    let file = dir.path().join("desired.parquet");
+    contacts_etl::sql::write_parquet(&lake, &batches, file.to_str().unwrap())
+        .await
+        .unwrap();
+    let set_note = file.to_str().unwrap().to_string();
     s.put(&book, &other, &vcard(1, 77)).await;
-    let set_note = format!(
-        "SELECT account, id, etag, 'mine' AS notes FROM contacts WHERE source = '{SOURCE}' AND id = '{other}'"
-    );
     let r = apply(&pipeline, &opts(&set_note, Mode::Update, false))
         .await
         .unwrap();

@@ -89,7 +89,8 @@ def row(href, etag, body):
 def main():
     url, user = sys.argv[1:3]
     s = requests.Session()
-    s.auth = (user, os.environ["CARDDAV_PASSWORD"])
+    # As bytes: requests would encode a str password as Latin-1; servers read UTF-8.
+    s.auth = (user.encode(), os.environ["CARDDAV_PASSWORD"].encode())
     rows = []
     for href, etag in members(s, url):
         r = s.get(urllib.parse.urljoin(url, href))

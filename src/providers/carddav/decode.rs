@@ -273,6 +273,12 @@ fn map_card(card: VCard, r: &mut ContactRecord) -> Native {
                 if upper == "SORT-STRING" {
                     r.file_as = joined(e.values, ",");
                 } else if upper.starts_with("X-") && upper != "X-ABLABEL" {
+                    // The write-back's insert key, under the name the planner looks for.
+                    let name = if upper == super::writeback::KEY_X_PROPERTY {
+                        crate::model::write::KEY_PROPERTY.to_string()
+                    } else {
+                        name
+                    };
                     r.extended_properties.push(ExtendedProperty {
                         name: Some(name),
                         value: joined(e.values, ","),

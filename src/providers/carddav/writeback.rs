@@ -560,8 +560,10 @@ pub fn insert_vcard(desired: &ContactRecord, managed: &[String], key: &str) -> S
     out
 }
 
-/// The href of an address book's member named `name`.
-fn member_href(book: &str, name: &str) -> String {
+/// The href of the member named `name` of the address book whose account id is
+/// `account` (see [`super::config::book_of`]).
+fn member_href(account: &str, name: &str) -> String {
+    let book = super::config::book_of(account).unwrap_or_else(|| format!("/{account}/"));
     format!("{}/{name}.vcf", book.trim_end_matches('/'))
 }
 
