@@ -197,22 +197,15 @@ fn render(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
             let n = display_name(r);
             one(format!("FN:{}", esc(&n)));
         }
-        "N" => {
-            if [&r.family_name, &r.given_name, &r.middle_name, &r.prefix, &r.suffix]
-                .iter()
-                .any(|x| x.is_some())
-                || v == Version::V3
-            {
-                one(format!(
-                    "N:{};{};{};{};{}",
-                    opt(&r.family_name),
-                    opt(&r.given_name),
-                    opt(&r.middle_name),
-                    opt(&r.prefix),
-                    opt(&r.suffix)
-                ));
-            }
-        }
+        // vCard 3.0 requires N; 4.0 only when there is a name part.
+        "N" if v == Version::V3 || has_name_part(r) => one(format!(
+            "N:{};{};{};{};{}",
+            opt(&r.family_name),
+            opt(&r.given_name),
+            opt(&r.middle_name),
+            opt(&r.prefix),
+            opt(&r.suffix)
+        )),
         "NICKNAME" => r
             .nickname
             .iter()
@@ -223,11 +216,9 @@ fn render(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
             .for_each(|n| one(format!("SORT-STRING:{}", esc(n)))),
         "NOTE" => r.notes.iter().for_each(|n| one(format!("NOTE:{}", esc(n)))),
         "BDAY" => r.birthday.iter().for_each(|b| one(format!("BDAY:{b}"))),
-        "CATEGORIES" => {
-            if !r.groups.is_empty() {
-                let g: Vec<String> = r.groups.iter().map(|g| esc(g)).collect();
-                one(format!("CATEGORIES:{}", g.join(",")));
-            }
+        "CATEGORIES" if !r.groups.is_empty() => {
+            let g: Vec<String> = r.groups.iter().map(|g| esc(g)).collect();
+            one(format!("CATEGORIES:{}", g.join(",")));
         }
         "EMAIL" => {
             for e in &r.emails {
@@ -243,7 +234,11 @@ fn render(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
         "TEL" => {
             for p in &r.phones {
                 if let Some(n) = &p.number {
-                    one(format!("TEL{}:{}", type_params(&p.kind, p.primary, v), esc(n)));
+                    one(format!(
+                        "TEL{}:{}",
+                        type_params(&p.kind, p.primary, v),
+                        esc(n)
+                    ));
                 }
             }
         }
@@ -268,7 +263,10 @@ fn render(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
                         Some(p) if !a.contains(':') => format!("{}:{a}", p.to_ascii_lowercase()),
                         _ => a.clone(),
                     };
-                    one(format!("IMPP{}:{uri}", type_params(&im.kind, im.primary, v)));
+                    one(format!(
+                        "IMPP{}:{uri}",
+                        type_params(&im.kind, im.primary, v)
+                    ));
                 }
             }
         }
@@ -319,16 +317,34 @@ fn render(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
     out
 }
 
+fn has_name_part(r: &ContactRecord) -> bool {
+    [
+        &r.family_name,
+        &r.given_name,
+        &r.middle_name,
+        &r.prefix,
+        &r.suffix,
+    ]
+    .iter()
+    .any(|x| x.is_some())
+}
+
 /// FN: the display name, or the name parts joined (the rules refuse a contact with none).
 fn display_name(r: &ContactRecord) -> String {
     match r.display_name.as_deref().filter(|n| !n.trim().is_empty()) {
         Some(n) => n.to_string(),
-        None => [&r.prefix, &r.given_name, &r.middle_name, &r.family_name, &r.suffix]
-            .iter()
-            .filter_map(|x| x.as_deref())
-            .filter(|x| !x.trim().is_empty())
-            .collect::<Vec<_>>()
-            .join(" "),
+        None => [
+            &r.prefix,
+            &r.given_name,
+            &r.middle_name,
+            &r.family_name,
+            &r.suffix,
+        ]
+        .iter()
+        .filter_map(|x| x.as_deref())
+        .filter(|x| !x.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(" "),
     }
 }
 
@@ -339,7 +355,11 @@ fn render_extended(r: &ContactRecord) -> Vec<String> {
         .filter(|p| p.name.as_deref() != Some(KEY_PROPERTY))
         .filter_map(|p| {
             let name = p.name.as_deref()?.to_ascii_uppercase();
-            let name = if name.starts_with("X-") { name } else { format!("X-{name}") };
+            let name = if name.starts_with("X-") {
+                name
+            } else {
+                format!("X-{name}")
+            };
             let ok = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
             ok.then(|| fold(&format!("{name}:{}", esc(p.value.as_deref().unwrap_or("")))))
         })
@@ -402,7 +422,10 @@ fn replacement(
     // A scalar property whose new text is the held text stays as it was.
     if landed_len(prop, landed).is_none() {
         return if fresh.len() == held.len()
-            && held.iter().zip(&fresh).all(|(&j, f)| unfold(ls[j].original) == unfold(f))
+            && held
+                .iter()
+                .zip(&fresh)
+                .all(|(&j, f)| unfold(ls[j].original) == unfold(f))
         {
             held.iter().map(|&j| Item::Held(j)).collect()
         } else {
@@ -524,7 +547,9 @@ pub fn merge_vcard(
             continue;
         }
         if l.name == "X-ABLABEL"
-            && l.group.as_deref().is_some_and(|g| dropped_groups.contains(g))
+            && l.group
+                .as_deref()
+                .is_some_and(|g| dropped_groups.contains(g))
         {
             continue;
         }
@@ -609,7 +634,13 @@ fn outcome(op: &Op, id: Option<String>, resp: &HttpResponse) -> OpResult {
 }
 
 impl CardDavSource {
-    async fn apply_one(&self, op: &Op, managed: &[String], force: bool, metrics: &Metrics) -> Result<OpResult> {
+    async fn apply_one(
+        &self,
+        op: &Op,
+        managed: &[String],
+        force: bool,
+        metrics: &Metrics,
+    ) -> Result<OpResult> {
         let what = format!(
             "source {}: address book {}: {} {}",
             self.name,
@@ -621,7 +652,10 @@ impl CardDavSource {
             Action::Insert { desired } => {
                 let href = member_href(&op.account, &op.key);
                 let card = insert_vcard(desired, managed, &op.key);
-                let resp = self.dav.put(&href, &card, Precondition::Create, &what, metrics).await?;
+                let resp = self
+                    .dav
+                    .put(&href, &card, Precondition::Create, &what, metrics)
+                    .await?;
                 if resp.status != 412 {
                     return Ok(outcome(op, Some(op.key.clone()), &resp));
                 }
@@ -630,7 +664,10 @@ impl CardDavSource {
                 let held = self.dav.get(&href, &what, metrics).await?;
                 let text = String::from_utf8_lossy(&held.body);
                 let ours = lines(&text).iter().any(|l| {
-                    l.name == KEY_X_PROPERTY && l.original.split_once(':').is_some_and(|(_, v)| v.trim() == op.key)
+                    l.name == KEY_X_PROPERTY
+                        && l.original
+                            .split_once(':')
+                            .is_some_and(|(_, v)| v.trim() == op.key)
                 });
                 let mut r = outcome(op, Some(op.key.clone()), &held);
                 if held.status == 200 && ours {
@@ -642,9 +679,17 @@ impl CardDavSource {
                 }
                 Ok(r)
             }
-            Action::Update { id, etag, desired, landed, changed } => {
+            Action::Update {
+                id,
+                etag,
+                desired,
+                landed,
+                changed,
+            } => {
                 let raw = landed.raw.as_deref().ok_or_else(|| {
-                    Error::decode(format!("{what}: the landed contact has no raw vCard; run sync --full-refresh"))
+                    Error::decode(format!(
+                        "{what}: the landed contact has no raw vCard; run sync --full-refresh"
+                    ))
                 })?;
                 let mut merged = landed.clone();
                 merge_managed(&mut merged, desired, managed);
@@ -653,7 +698,13 @@ impl CardDavSource {
                 let cond = match etag.as_deref() {
                     Some(e) => Precondition::Match(e),
                     None if force => Precondition::None,
-                    None => return Ok(OpResult::failed(op.index, None, format!("{what}: no etag to write under; sync first"))),
+                    None => {
+                        return Ok(OpResult::failed(
+                            op.index,
+                            None,
+                            format!("{what}: no etag to write under; sync first"),
+                        ));
+                    }
                 };
                 let resp = self.dav.put(&href, &card, cond, &what, metrics).await?;
                 if resp.status != 412 || !force {
@@ -664,8 +715,16 @@ impl CardDavSource {
                 let Some(cur_etag) = etag_of(&cur).filter(|_| cur.status == 200) else {
                     return Ok(outcome(op, Some(id.clone()), &cur));
                 };
-                let card = merge_vcard(&String::from_utf8_lossy(&cur.body), &merged, landed, changed);
-                let resp = self.dav.put(&href, &card, Precondition::Match(&cur_etag), &what, metrics).await?;
+                let card = merge_vcard(
+                    &String::from_utf8_lossy(&cur.body),
+                    &merged,
+                    landed,
+                    changed,
+                );
+                let resp = self
+                    .dav
+                    .put(&href, &card, Precondition::Match(&cur_etag), &what, metrics)
+                    .await?;
                 Ok(outcome(op, Some(id.clone()), &resp))
             }
             Action::Delete { id, etag, landed } => {
@@ -745,11 +804,26 @@ PHOTO;ENCODING=b;TYPE=PNG:iVBORw0KGgo=\r\nEND:VCARD\r\n";
             given_name: Some("Zoë".into()),
             family_name: Some("Ünïcode".into()),
             emails: vec![
-                Email { address: Some("zoe@example.org".into()), kind: Some("work".into()), ..Default::default() },
-                Email { address: Some("old@example.org".into()), kind: Some("home".into()), ..Default::default() },
+                Email {
+                    address: Some("zoe@example.org".into()),
+                    kind: Some("work".into()),
+                    ..Default::default()
+                },
+                Email {
+                    address: Some("old@example.org".into()),
+                    kind: Some("home".into()),
+                    ..Default::default()
+                },
             ],
-            phones: vec![Phone { number: Some("+1 555 0100".into()), kind: Some("cell".into()), ..Default::default() }],
-            notes: Some("a note that is long enough to be folded by the server at seventy-five octets".into()),
+            phones: vec![Phone {
+                number: Some("+1 555 0100".into()),
+                kind: Some("cell".into()),
+                ..Default::default()
+            }],
+            notes: Some(
+                "a note that is long enough to be folded by the server at seventy-five octets"
+                    .into(),
+            ),
             raw: Some(HELD.into()),
             ..Default::default()
         }
@@ -784,15 +858,36 @@ PHOTO;ENCODING=b;TYPE=PNG:iVBORw0KGgo=\r\nEND:VCARD\r\n";
     fn only_the_changed_items_of_a_list_are_rewritten() {
         let l = landed();
         let mut merged = l.clone();
-        merged.emails[1] = Email { address: Some("new@example.org".into()), kind: Some("home".into()), primary: Some(true), ..Default::default() };
+        merged.emails[1] = Email {
+            address: Some("new@example.org".into()),
+            kind: Some("home".into()),
+            primary: Some(true),
+            ..Default::default()
+        };
         let out = merge_vcard(HELD, &merged, &l, &["emails".into()]);
-        assert_eq!(held_lines_missing(&out, &["old@example.org", "<Other>"]), Vec::<String>::new(), "{out}");
-        assert!(!out.contains("old@example.org") && !out.contains("<Other>"), "{out}");
-        assert!(out.contains("EMAIL;TYPE=home,pref:new@example.org\r\n"), "{out}");
+        assert_eq!(
+            held_lines_missing(&out, &["old@example.org", "<Other>"]),
+            Vec::<String>::new(),
+            "{out}"
+        );
+        assert!(
+            !out.contains("old@example.org") && !out.contains("<Other>"),
+            "{out}"
+        );
+        assert!(
+            out.contains("EMAIL;TYPE=home,pref:new@example.org\r\n"),
+            "{out}"
+        );
         // The new line stands where the property stood, before the phone.
-        assert!(out.find("new@example.org").unwrap() < out.find("TEL;").unwrap(), "{out}");
+        assert!(
+            out.find("new@example.org").unwrap() < out.find("TEL;").unwrap(),
+            "{out}"
+        );
         let c = parse(&out);
-        assert_eq!(texts(&c, VCardProperty::Email), ["zoe@example.org", "new@example.org"]);
+        assert_eq!(
+            texts(&c, VCardProperty::Email),
+            ["zoe@example.org", "new@example.org"]
+        );
         assert_eq!(texts(&c, VCardProperty::Note), [l.notes.clone().unwrap()]);
     }
 
@@ -804,7 +899,11 @@ PHOTO;ENCODING=b;TYPE=PNG:iVBORw0KGgo=\r\nEND:VCARD\r\n";
         let mut merged = l.clone();
         merged.given_name = Some("Zoé; \"Z\"".into());
         let out = merge_vcard(HELD, &merged, &l, &["given_name".into()]);
-        assert_eq!(held_lines_missing(&out, &["N:Ünïcode"]), Vec::<String>::new(), "{out}");
+        assert_eq!(
+            held_lines_missing(&out, &["N:Ünïcode"]),
+            Vec::<String>::new(),
+            "{out}"
+        );
         assert!(out.contains("\r\nN:Ünïcode;Zoé\\; \"Z\";;;\r\n"), "{out}");
         let c = parse(&out);
         let n = c.property(&VCardProperty::N).unwrap();
@@ -819,18 +918,38 @@ PHOTO;ENCODING=b;TYPE=PNG:iVBORw0KGgo=\r\nEND:VCARD\r\n";
     fn added_removed_and_folded_properties() {
         let l = landed();
         let mut merged = l.clone();
-        merged.organizations = vec![crate::model::schema::Organization { name: Some("Ölwerk AG".into()), title: Some("ü".repeat(60)), ..Default::default() }];
+        merged.organizations = vec![crate::model::schema::Organization {
+            name: Some("Ölwerk AG".into()),
+            title: Some("ü".repeat(60)),
+            ..Default::default()
+        }];
         merged.phones.clear();
-        let out = merge_vcard(HELD, &merged, &l, &["organizations".into(), "phones".into()]);
+        let out = merge_vcard(
+            HELD,
+            &merged,
+            &l,
+            &["organizations".into(), "phones".into()],
+        );
         assert!(!out.contains("TEL"), "{out}");
-        assert!(out.ends_with("END:VCARD\r\n") && out.contains("ORG:Ölwerk AG\r\n"), "{out}");
+        assert!(
+            out.ends_with("END:VCARD\r\n") && out.contains("ORG:Ölwerk AG\r\n"),
+            "{out}"
+        );
         for physical in out.split("\r\n").filter(|p| !HELD.contains(p)) {
-            assert!(physical.len() <= 75, "{physical:?} is {} octets", physical.len());
+            assert!(
+                physical.len() <= 75,
+                "{physical:?} is {} octets",
+                physical.len()
+            );
         }
         let c = parse(&out);
         assert_eq!(texts(&c, VCardProperty::Title), ["ü".repeat(60)]);
         assert!(c.property(&VCardProperty::Photo).is_some());
-        assert_eq!(held_lines_missing(&out, &["TEL"]), Vec::<String>::new(), "{out}");
+        assert_eq!(
+            held_lines_missing(&out, &["TEL"]),
+            Vec::<String>::new(),
+            "{out}"
+        );
     }
 
     /// With nothing changed the merge is the identity.
@@ -848,13 +967,21 @@ PHOTO;ENCODING=b;TYPE=PNG:iVBORw0KGgo=\r\nEND:VCARD\r\n";
     fn an_insert_is_a_whole_vcard_with_its_key() {
         let mut d = landed();
         d.raw = None;
-        let managed: Vec<String> = ["display_name", "emails", "notes"].map(String::from).to_vec();
+        let managed: Vec<String> = ["display_name", "emails", "notes"]
+            .map(String::from)
+            .to_vec();
         let out = insert_vcard(&d, &managed, "cetl-0123456789abcdef0123");
         let c = parse(&out);
         assert_eq!(c.uid(), Some("cetl-0123456789abcdef0123"));
         assert_eq!(texts(&c, VCardProperty::Fn), ["Zoë Ünïcode"]);
-        assert_eq!(texts(&c, VCardProperty::Email), ["zoe@example.org", "old@example.org"]);
-        assert!(out.contains("\r\nX-CONTACTS-ETL-KEY:cetl-0123456789abcdef0123\r\n"), "{out}");
+        assert_eq!(
+            texts(&c, VCardProperty::Email),
+            ["zoe@example.org", "old@example.org"]
+        );
+        assert!(
+            out.contains("\r\nX-CONTACTS-ETL-KEY:cetl-0123456789abcdef0123\r\n"),
+            "{out}"
+        );
         assert!(!out.contains("TEL"), "phones are not managed: {out}");
     }
 
