@@ -601,6 +601,18 @@ END:VCARD
         }
     }
 
+    /// Radicale answers an unknown token with 403, Xandikos with 412, both with the
+    /// `valid-sync-token` element (their real answers, kept as fixtures).
+    #[test]
+    fn real_invalid_token_answers_are_recognised() {
+        for (server, status) in [("radicale", 403), ("xandikos", 412)] {
+            let text = String::from_utf8(fixture(&format!("{server}-sync-invalid.txt"))).unwrap();
+            let (body, code) = text.trim_end().rsplit_once('\n').unwrap();
+            assert_eq!(code.parse::<u16>().unwrap(), status, "{server}");
+            assert!(is_invalid_sync_token(status, body.as_bytes()), "{server}");
+        }
+    }
+
     #[test]
     fn invalid_tokens_are_recognised() {
         let rfc =

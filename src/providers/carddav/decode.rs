@@ -128,11 +128,8 @@ fn map_card(card: VCard, r: &mut ContactRecord) -> Native {
             .and_then(|g| labels.get(&g.to_ascii_lowercase()).cloned());
         let (kind, primary) = type_and_pref(&e);
         match e.name {
-            VCardProperty::Fn => {
-                if r.display_name.is_none() {
-                    r.display_name = joined(e.values, ",");
-                }
-            }
+            // The first one counts.
+            VCardProperty::Fn if r.display_name.is_none() => r.display_name = joined(e.values, ","),
             VCardProperty::N => {
                 let mut parts = components(e.values).into_iter();
                 r.family_name = parts.next().flatten();
@@ -226,11 +223,8 @@ fn map_card(card: VCard, r: &mut ContactRecord) -> Native {
                 });
             }
             VCardProperty::Title => titles.extend(joined(e.values, ",")),
-            VCardProperty::Bday => {
-                if r.birthday.is_none() {
-                    r.birthday = date_text(e.values);
-                }
-            }
+            // The first one counts.
+            VCardProperty::Bday if r.birthday.is_none() => r.birthday = date_text(e.values),
             VCardProperty::Anniversary => r.events.push(Event {
                 kind: Some("anniversary".into()),
                 label,
@@ -254,11 +248,8 @@ fn map_card(card: VCard, r: &mut ContactRecord) -> Native {
                     .filter_map(value_text)
                     .filter(|g| !g.is_empty()),
             ),
-            VCardProperty::Photo => {
-                if r.photo.is_none() {
-                    r.photo = photo(e.values);
-                }
-            }
+            // The first one counts.
+            VCardProperty::Photo if r.photo.is_none() => r.photo = photo(e.values),
             VCardProperty::Rev => {
                 r.updated = e.values.iter().find_map(|v| match v {
                     VCardValue::PartialDateTime(d) => d.to_timestamp(),
