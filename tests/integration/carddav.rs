@@ -340,7 +340,7 @@ pub fn vcard(i: usize, rev: usize) -> String {
         "item1.EMAIL;TYPE=INTERNET,WORK;X-ODD=yes:zoe.{i}@example.org\r\n"
     ));
     c.push_str("item1.X-ABLabel:Büro\r\n");
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         c.push_str(&format!("EMAIL;TYPE=HOME:home.{i}.r{rev}@example.net\r\n"));
         c.push_str(&format!("TEL;TYPE=CELL:+49 30 {i:06}\r\n"));
     }
@@ -354,7 +354,7 @@ pub fn vcard(i: usize, rev: usize) -> String {
     c.push_str(&format!("NOTE:Rev {rev}\\; line one\\nline two – ✓\r\n"));
     c.push_str("CATEGORIES:friends,Straße\r\n");
     c.push_str(&format!("X-CUSTOM-THING;X-P=1:keep {i}\r\n"));
-    if i % 4 == 0 {
+    if i.is_multiple_of(4) {
         if v4 {
             c.push_str("PHOTO:data:image/png;base64,iVBORw0KGgo=\r\n");
         } else {
