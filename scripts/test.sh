@@ -19,9 +19,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 # ---- Python helpers: gdata-python3 (a real GData client); deltalake + pyarrow, and DuckDB
-# with its delta extension (delta-kernel-rs): two independent Delta readers. One cached
-# venv, rebuilt when the requirements change. ----
-PY_REQS="gdata-python3==3.0.1 deltalake==1.6.6 pyarrow==26.0.1 duckdb==1.5.5 duckdb-extension-delta==1.5.5"
+# with its delta extension (delta-kernel-rs): two independent Delta readers; Radicale and
+# Xandikos, two real CardDAV servers the CardDAV tests start (with vobject, which both
+# bring, as the independent vCard reader). One cached venv, rebuilt when the requirements
+# change. ----
+PY_REQS="gdata-python3==3.0.1 deltalake==1.6.6 pyarrow==26.0.1 duckdb==1.5.5 duckdb-extension-delta==1.5.5 radicale==3.9.0 xandikos==0.4.10"
 PY_VENV="$CACHE/py-tools"
 if [ ! -x "$PY_VENV/bin/python" ] || [ "$(cat "$PY_VENV/.reqs" 2>/dev/null)" != "$PY_REQS" ]; then
   echo "installing Python helpers: $PY_REQS"

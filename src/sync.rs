@@ -230,6 +230,11 @@ pub async fn run_sync(p: &Pipeline, opts: &SyncOptions) -> Result<SyncReport> {
         }
         selected.push(Arc::from(crate::providers::build(cfg, &dir)?));
     }
+    // Sources that find their accounts on the server (CardDAV discovery) do it now, so
+    // `--account` can be checked against them.
+    for s in &selected {
+        s.discover(&crate::http::Metrics::default()).await?;
+    }
     let unknown: Vec<&String> = opts
         .accounts
         .iter()

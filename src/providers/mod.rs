@@ -5,6 +5,7 @@
 //! takes its folder and that line (see DESIGN.md).
 
 pub mod aurinko;
+pub mod carddav;
 pub mod google;
 
 use std::sync::Arc;
@@ -41,8 +42,15 @@ pub struct RunContext {
 pub trait Source: Send + Sync {
     /// The source's name (the `source` column).
     fn name(&self) -> &str;
-    /// The accounts it syncs (Google: the domain).
+    /// The accounts it syncs (Google: the domain). For a source that discovers them
+    /// (CardDAV without `address_books`), those [`Source::discover`] found.
     fn accounts(&self) -> Vec<String>;
+    /// Finds the accounts of a source that discovers them from the server (a request
+    /// with its credentials); called once after [`build`], before [`Source::accounts`] is
+    /// read. Most providers list their accounts in the pipeline file and do nothing.
+    fn discover<'a>(&'a self, _metrics: &'a Metrics) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
     /// How many accounts to sync at once.
     fn account_concurrency(&self) -> usize {
         1
@@ -136,7 +144,7 @@ pub struct Registration {
 }
 
 /// The registry: every provider of this build, one line each.
-pub const PROVIDERS: &[Registration] = &[google::PROVIDER, aurinko::PROVIDER];
+pub const PROVIDERS: &[Registration] = &[google::PROVIDER, aurinko::PROVIDER, carddav::PROVIDER];
 
 /// The registration of an entry's provider; an unknown name says which exist.
 pub fn registration(cfg: &SourceConfig) -> Result<&'static Registration> {
@@ -227,7 +235,7 @@ mod tests {
         assert_eq!(e.exit_code(), 2);
         let e = e.to_string();
         assert!(
-            e.contains("\"gogle\"") && e.contains("google, aurinko"),
+            e.contains("\"gogle\"") && e.contains("google, aurinko, carddav"),
             "{e}"
         );
         for r in PROVIDERS {

@@ -8,6 +8,7 @@
 
 mod accounts;
 mod aurinko;
+mod carddav;
 mod cli;
 mod conformance;
 mod exact;

@@ -1,0 +1,627 @@
+//! vCard 3.0 and 4.0 text → one [`ContactRecord`], with the `calcard` parser (Stalwart's):
+//! line unfolding, escapes, quoted-printable and base64, structured values and parameters
+//! are its work; this module only maps properties to columns.
+//!
+//! - `FN` → `display_name`; `N` → family, given, middle (additional), prefix, suffix;
+//!   `NICKNAME` → `nickname` (values joined by `, `); `SORT-STRING` → `file_as`.
+//! - `EMAIL`, `TEL`, `ADR`, `IMPP`, `URL` → their lists: `type` is the `TYPE` values in
+//!   lower case joined by `,` (without `pref`, and `internet`/`voice`, which say nothing),
+//!   `primary` is `TYPE=pref` (3.0) or `PREF=1` (4.0), and `label` is the Apple-style
+//!   `X-ABLabel` of the property's group (`item1.EMAIL` + `item1.X-ABLabel`). `ADR`'s
+//!   extended address (apartment, suite) becomes a second line of `street`.
+//! - `ORG` → an organization (name; the further units joined by `, ` as `department`),
+//!   with the first `TITLE`; `BDAY` → `birthday` (`YYYY-MM-DD`, or `--MM-DD` without a
+//!   year); `ANNIVERSARY` → an event; `RELATED` → relations; `NOTE` → `notes`;
+//!   `CATEGORIES` → `groups`.
+//! - `PHOTO`: a link → `photo.href`; inline data → `photo.etag` = `sha256:` and the first
+//!   16 hex digits of the bytes' hash (the image stays in `raw`).
+//! - `X-` properties (other than the group labels) → `extended_properties` (name, value).
+//! - `REV` → `updated`; `UID`, the vCard's `VERSION` and the resource's `href` → `native`
+//!   as JSON, e.g. `{"href":"/alice/contacts/x.vcf","uid":"x","version":"3.0"}`.
+//! - `raw` is the vCard text exactly as the server sent it.
+//!
+//! The parser owns its strings, so values are moved from its tree into the record (one
+//! copy of the text, the tree's); `raw` is the received text itself, not a copy.
+
+use std::collections::HashMap;
+
+use calcard::Entry;
+use calcard::common::IanaString;
+use calcard::vcard::{
+    VCard, VCardEntry, VCardParameterName, VCardParameterValue, VCardProperty, VCardValue,
+};
+use sha2::Digest;
+
+use crate::error::{Error, Result};
+use crate::model::extract::RecordContext;
+use crate::model::schema::{
+    Address, ContactRecord, Email, Event, ExtendedProperty, Im, Organization, Phone, Photo,
+    Relation, Website,
+};
+
+/// Decodes one vCard: `text` as received, `path` its href's path, `etag` its ETag.
+/// `what` names the source, book and href in errors.
+pub fn decode_vcard(
+    text: String,
+    path: &str,
+    etag: Option<&str>,
+    ctx: &RecordContext,
+    what: &str,
+) -> Result<ContactRecord> {
+    let id = super::dav::resource_id(path)
+        .ok_or_else(|| Error::decode(format!("{what}: the href {path} names no resource")))?;
+    let card = match calcard::Parser::new(&text).entry() {
+        Entry::VCard(c) => c,
+        other => {
+            return Err(Error::decode(format!(
+                "{what}: the address data is not a vCard ({}): {}",
+                describe_entry(&other),
+                crate::http::describe_body(text.as_bytes())
+            )));
+        }
+    };
+    let mut r = ContactRecord {
+        source: ctx.source.clone(),
+        account: ctx.account.clone(),
+        id: id.to_string(),
+        etag: etag.map(str::to_string),
+        _run_id: ctx.run_id.clone(),
+        _synced_at: ctx.synced_at_us,
+        ..Default::default()
+    };
+    let native = map_card(card, &mut r);
+    r.native = Some(
+        serde_json::json!({ "href": path, "uid": native.uid, "version": native.version })
+            .to_string(),
+    );
+    r.raw = Some(text);
+    Ok(r)
+}
+
+fn describe_entry(e: &Entry) -> String {
+    match e {
+        Entry::ICalendar(_) => "an iCalendar object".into(),
+        Entry::InvalidLine(l) => format!("invalid line {l:?}"),
+        Entry::UnterminatedComponent(c) => format!("{c} without its END"),
+        Entry::TooManyComponents => "too many components".into(),
+        Entry::Eof => "no BEGIN:VCARD".into(),
+        _ => "unreadable".into(),
+    }
+}
+
+/// What goes to `native` besides the href.
+#[derive(Default)]
+struct Native {
+    uid: Option<String>,
+    version: Option<String>,
+}
+
+/// Group name (lower case) → its `X-ABLabel`.
+fn group_labels(card: &VCard) -> HashMap<String, String> {
+    card.entries
+        .iter()
+        .filter(
+            |e| matches!(&e.name, VCardProperty::Other(n) if n.eq_ignore_ascii_case("X-ABLABEL")),
+        )
+        .filter_map(|e| {
+            let g = e.group.as_ref()?.to_ascii_lowercase();
+            let v = first_text(&e.values)?;
+            // Apple writes its standard labels as `_$!<Mobile>!$_`.
+            let v = v
+                .strip_prefix("_$!<")
+                .and_then(|v| v.strip_suffix(">!$_"))
+                .unwrap_or(&v)
+                .to_string();
+            Some((g, v))
+        })
+        .collect()
+}
+
+fn map_card(card: VCard, r: &mut ContactRecord) -> Native {
+    let labels = group_labels(&card);
+    let mut native = Native::default();
+    let mut titles: Vec<String> = Vec::new();
+    for e in card.entries {
+        let label = e
+            .group
+            .as_ref()
+            .and_then(|g| labels.get(&g.to_ascii_lowercase()).cloned());
+        let (kind, primary) = type_and_pref(&e);
+        match e.name {
+            // The first one counts.
+            VCardProperty::Fn if r.display_name.is_none() => r.display_name = joined(e.values, ","),
+            VCardProperty::N => {
+                let mut parts = components(e.values).into_iter();
+                r.family_name = parts.next().flatten();
+                r.given_name = parts.next().flatten();
+                r.middle_name = parts.next().flatten();
+                r.prefix = parts.next().flatten();
+                r.suffix = parts.next().flatten();
+            }
+            VCardProperty::Nickname => {
+                let v = joined(e.values, ", ");
+                r.nickname = match (r.nickname.take(), v) {
+                    (Some(a), Some(b)) => Some(format!("{a}, {b}")),
+                    (a, b) => a.or(b),
+                };
+            }
+            VCardProperty::Email => r.emails.push(Email {
+                address: joined(e.values, ","),
+                kind,
+                label,
+                primary: Some(primary),
+                display_name: None,
+            }),
+            VCardProperty::Tel => {
+                let v = joined(e.values, ",");
+                let number = v
+                    .as_deref()
+                    .map(|n| n.strip_prefix("tel:").unwrap_or(n).to_string());
+                let uri = v.filter(|n| n.starts_with("tel:"));
+                r.phones.push(Phone {
+                    number,
+                    kind,
+                    label,
+                    primary: Some(primary),
+                    uri,
+                });
+            }
+            VCardProperty::Adr => {
+                let formatted = param_text(&e.params, |n| *n == VCardParameterName::Label);
+                let mut p = components(e.values).into_iter();
+                let mut next = || p.next().flatten();
+                let (po_box, extended, street) = (next(), next(), next());
+                let street = match (street, extended) {
+                    (Some(s), Some(x)) => Some(format!("{s}\n{x}")),
+                    (s, x) => s.or(x),
+                };
+                r.addresses.push(Address {
+                    kind,
+                    label,
+                    primary: Some(primary),
+                    po_box,
+                    street,
+                    city: next(),
+                    region: next(),
+                    postcode: next(),
+                    country: next(),
+                    neighborhood: None,
+                    formatted,
+                });
+            }
+            VCardProperty::Impp => {
+                let address = joined(e.values, ",");
+                let protocol = address
+                    .as_deref()
+                    .and_then(|a| a.split_once(':'))
+                    .map(|(scheme, _)| scheme.to_ascii_lowercase());
+                r.ims.push(Im {
+                    address,
+                    protocol,
+                    kind,
+                    label,
+                    primary: Some(primary),
+                });
+            }
+            VCardProperty::Url => r.websites.push(Website {
+                href: uri_text(e.values),
+                kind,
+                label,
+                primary: Some(primary),
+            }),
+            VCardProperty::Org => {
+                let mut parts = components(e.values).into_iter().flatten();
+                let name = parts.next();
+                let units: Vec<String> = parts.collect();
+                r.organizations.push(Organization {
+                    name,
+                    department: (!units.is_empty()).then(|| units.join(", ")),
+                    kind,
+                    label,
+                    primary: Some(primary),
+                    title: None,
+                });
+            }
+            VCardProperty::Title => titles.extend(joined(e.values, ",")),
+            // The first one counts.
+            VCardProperty::Bday if r.birthday.is_none() => r.birthday = date_text(e.values),
+            VCardProperty::Anniversary => r.events.push(Event {
+                kind: Some("anniversary".into()),
+                label,
+                start: date_text(e.values),
+            }),
+            VCardProperty::Related => r.relations.push(Relation {
+                name: uri_text(e.values),
+                kind,
+                label,
+            }),
+            VCardProperty::Note => {
+                let v = joined(e.values, ",");
+                r.notes = match (r.notes.take(), v) {
+                    (Some(a), Some(b)) => Some(format!("{a}\n{b}")),
+                    (a, b) => a.or(b),
+                };
+            }
+            VCardProperty::Categories => r.groups.extend(
+                e.values
+                    .into_iter()
+                    .filter_map(value_text)
+                    .filter(|g| !g.is_empty()),
+            ),
+            // The first one counts.
+            VCardProperty::Photo if r.photo.is_none() => r.photo = photo(e.values),
+            VCardProperty::Rev => {
+                r.updated = e.values.iter().find_map(|v| match v {
+                    VCardValue::PartialDateTime(d) => d.to_timestamp(),
+                    _ => None,
+                });
+                r.updated = r.updated.map(|s| s.saturating_mul(1_000_000));
+            }
+            VCardProperty::Uid => native.uid = uri_text(e.values),
+            VCardProperty::Version => native.version = joined(e.values, ","),
+            VCardProperty::Other(name) => {
+                let upper = name.to_ascii_uppercase();
+                if upper == "SORT-STRING" {
+                    r.file_as = joined(e.values, ",");
+                } else if upper.starts_with("X-") && upper != "X-ABLABEL" {
+                    // The write-back's insert key, under the name the planner looks for.
+                    let name = if upper == super::writeback::KEY_X_PROPERTY {
+                        crate::model::write::KEY_PROPERTY.to_string()
+                    } else {
+                        name
+                    };
+                    r.extended_properties.push(ExtendedProperty {
+                        name: Some(name),
+                        value: joined(e.values, ","),
+                        xml: None,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(title) = titles.into_iter().next() {
+        match r.organizations.first_mut() {
+            Some(o) => o.title = Some(title),
+            None => r.organizations.push(Organization {
+                title: Some(title),
+                ..Default::default()
+            }),
+        }
+    }
+    native
+}
+
+/// A value as text (a date or binary value has none).
+fn value_text(v: VCardValue) -> Option<String> {
+    match v {
+        VCardValue::Text(s) => Some(s),
+        VCardValue::Component(parts) => Some(parts.join(",")),
+        VCardValue::Integer(i) => Some(i.to_string()),
+        VCardValue::Float(f) => Some(f.to_string()),
+        VCardValue::Boolean(b) => Some(b.to_string()),
+        VCardValue::PartialDateTime(d) => date_string(&d),
+        VCardValue::Binary(_) => None,
+        other => other.into_text().map(|c| c.into_owned()),
+    }
+}
+
+fn first_text(values: &[VCardValue]) -> Option<String> {
+    values.iter().find_map(|v| v.as_text().map(str::to_string))
+}
+
+/// The values as one text, `sep` between them; `None` when empty.
+fn joined(values: Vec<VCardValue>, sep: &str) -> Option<String> {
+    let parts: Vec<String> = values.into_iter().filter_map(value_text).collect();
+    let s = parts.join(sep);
+    (!s.is_empty()).then_some(s)
+}
+
+/// A URI value (`URL`, `UID`, `RELATED`): the parser reads `data:` URIs as binary; the
+/// rest are text.
+fn uri_text(values: Vec<VCardValue>) -> Option<String> {
+    joined(values, ",")
+}
+
+/// A structured value's components (`N`, `ADR`, `ORG`): each a text, a comma list joined
+/// by `,`, or `None` when empty.
+fn components(values: Vec<VCardValue>) -> Vec<Option<String>> {
+    values
+        .into_iter()
+        .map(|v| value_text(v).filter(|s| !s.is_empty()))
+        .collect()
+}
+
+fn date_string(d: &calcard::common::PartialDateTime) -> Option<String> {
+    match (d.year, d.month, d.day) {
+        (Some(y), Some(m), Some(day)) => Some(format!("{y:04}-{m:02}-{day:02}")),
+        (None, Some(m), Some(day)) => Some(format!("--{m:02}-{day:02}")),
+        (Some(y), Some(m), None) => Some(format!("{y:04}-{m:02}")),
+        (Some(y), None, None) => Some(format!("{y:04}")),
+        _ => None,
+    }
+}
+
+/// A date value as written in `birthday` and events (a text date is kept as written).
+fn date_text(values: Vec<VCardValue>) -> Option<String> {
+    values.into_iter().find_map(value_text)
+}
+
+fn photo(values: Vec<VCardValue>) -> Option<Photo> {
+    values.into_iter().find_map(|v| match v {
+        VCardValue::Binary(d) if !d.data.is_empty() => {
+            let hash = sha2::Sha256::digest(&d.data);
+            Some(Photo {
+                href: None,
+                etag: Some(format!("sha256:{}", &hex::encode(hash)[..16])),
+            })
+        }
+        VCardValue::Text(t) if !t.is_empty() => Some(Photo {
+            href: Some(t),
+            etag: None,
+        }),
+        _ => None,
+    })
+}
+
+/// The first text of a parameter.
+fn param_text(
+    params: &[calcard::vcard::VCardParameter],
+    name: impl Fn(&VCardParameterName) -> bool,
+) -> Option<String> {
+    params
+        .iter()
+        .find(|p| name(&p.name))
+        .and_then(|p| match &p.value {
+            VCardParameterValue::Text(t) if !t.is_empty() => Some(t.clone()),
+            _ => None,
+        })
+}
+
+/// `type` (the `TYPE` values in lower case, joined by `,`, without `pref` and the
+/// uninformative `internet`, `voice` and `x400`) and whether the property is preferred
+/// (`TYPE=pref` in 3.0, `PREF=1` in 4.0).
+fn type_and_pref(e: &VCardEntry) -> (Option<String>, bool) {
+    let mut kinds: Vec<String> = Vec::new();
+    let mut pref = false;
+    for p in &e.params {
+        match (&p.name, &p.value) {
+            (VCardParameterName::Type, v) => {
+                let t = match v {
+                    VCardParameterValue::Type(t) => t.as_str().to_ascii_lowercase(),
+                    VCardParameterValue::Text(t) => t.to_ascii_lowercase(),
+                    _ => continue,
+                };
+                // 3.0 allows `TYPE="work,voice"` as one quoted value.
+                for t in t.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                    match t {
+                        "pref" => pref = true,
+                        "internet" | "voice" | "x400" => {}
+                        t => {
+                            if !kinds.iter().any(|k| k == t) {
+                                kinds.push(t.to_string())
+                            }
+                        }
+                    }
+                }
+            }
+            (VCardParameterName::Pref, VCardParameterValue::Integer(1)) => pref = true,
+            (VCardParameterName::Pref, VCardParameterValue::Text(t)) if t.trim() == "1" => {
+                pref = true
+            }
+            _ => {}
+        }
+    }
+    ((!kinds.is_empty()).then(|| kinds.join(",")), pref)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> RecordContext {
+        RecordContext {
+            source: "s".into(),
+            account: "alice.contacts".into(),
+            run_id: "r".into(),
+            synced_at_us: 1,
+        }
+    }
+
+    fn fixture(name: &str) -> String {
+        std::fs::read_to_string(format!(
+            "{}/tests/fixtures/carddav/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    fn decode(text: &str) -> ContactRecord {
+        decode_vcard(
+            text.to_string(),
+            "/alice/contacts/x%20y.vcf",
+            Some("\"e1\""),
+            &ctx(),
+            "t",
+        )
+        .unwrap()
+    }
+
+    /// A vCard 3.0 as Apple writes it: folded lines, escapes, `TYPE=pref`, grouped
+    /// properties with `X-ABLabel`, quoted-printable, inline photo, `X-` properties.
+    #[test]
+    fn vcard_3_maps_to_the_schema() {
+        let text = fixture("v3.vcf");
+        let r = decode(&text);
+        assert_eq!(
+            r.raw.as_deref(),
+            Some(text.as_str()),
+            "raw is the text as sent"
+        );
+        assert_eq!(
+            (r.id.as_str(), r.etag.as_deref()),
+            ("x%20y", Some("\"e1\""))
+        );
+        assert_eq!(r.account, "alice.contacts");
+        assert_eq!(r.display_name.as_deref(), Some("Zoë O'Brien-Łukasik"));
+        assert_eq!(
+            (
+                r.family_name.as_deref(),
+                r.given_name.as_deref(),
+                r.middle_name.as_deref(),
+                r.prefix.as_deref(),
+                r.suffix.as_deref()
+            ),
+            (
+                Some("O'Brien-Łukasik"),
+                Some("Zoë"),
+                Some("Ann,Marie"),
+                Some("Dr."),
+                None
+            )
+        );
+        assert_eq!(r.nickname.as_deref(), Some("Zo, Zee"));
+        assert_eq!(r.emails.len(), 2);
+        assert_eq!(
+            r.emails[0],
+            Email {
+                address: Some("zoe@example.org".into()),
+                kind: Some("work".into()),
+                label: Some("Office".into()),
+                primary: Some(true),
+                display_name: None
+            }
+        );
+        assert_eq!(r.emails[1].primary, Some(false));
+        assert_eq!(r.emails[1].kind.as_deref(), Some("home"));
+        assert_eq!(r.phones[0].number.as_deref(), Some("+44 20 7946 0018"));
+        assert_eq!(r.phones[0].kind.as_deref(), Some("cell"));
+        assert_eq!(r.phones[0].label.as_deref(), Some("Mobile"));
+        let a = &r.addresses[0];
+        assert_eq!(a.street.as_deref(), Some("1 Long Road; Block C\nFlat 2"));
+        assert_eq!(
+            (
+                a.city.as_deref(),
+                a.postcode.as_deref(),
+                a.country.as_deref()
+            ),
+            (Some("London"), Some("N1 9GU"), Some("United Kingdom"))
+        );
+        assert_eq!(r.notes.as_deref(), Some("Café, line one\nline two; done"));
+        assert_eq!(
+            r.groups,
+            vec!["Friends".to_string(), "Work, Old".to_string()]
+        );
+        assert_eq!(r.birthday.as_deref(), Some("1980-12-31"));
+        assert_eq!(r.organizations[0].name.as_deref(), Some("Acme Ltd"));
+        assert_eq!(r.organizations[0].department.as_deref(), Some("R&D"));
+        assert_eq!(r.organizations[0].title.as_deref(), Some("Engineer"));
+        assert_eq!(r.ims[0].protocol.as_deref(), Some("xmpp"));
+        assert_eq!(
+            r.websites[0].href.as_deref(),
+            Some("https://example.org/zoe")
+        );
+        assert!(
+            r.photo
+                .as_ref()
+                .unwrap()
+                .etag
+                .as_ref()
+                .unwrap()
+                .starts_with("sha256:")
+        );
+        assert_eq!(r.extended_properties.len(), 1);
+        assert_eq!(
+            r.extended_properties[0].name.as_deref(),
+            Some("X-SOCIAL-HANDLE")
+        );
+        assert_eq!(r.extended_properties[0].value.as_deref(), Some("@zoe"));
+        assert_eq!(r.updated, Some(1_704_164_645_000_000));
+        let n: serde_json::Value = serde_json::from_str(r.native.as_deref().unwrap()).unwrap();
+        assert_eq!(n["href"], "/alice/contacts/x%20y.vcf");
+        assert_eq!(n["uid"], "zoe-1");
+        assert_eq!(n["version"], "3.0");
+    }
+
+    /// vCard 4.0: `PREF=1`, `VALUE=uri` phones, a data: URI photo, a year-less birthday,
+    /// an anniversary, a related person.
+    #[test]
+    fn vcard_4_maps_to_the_schema() {
+        let r = decode(&fixture("v4.vcf"));
+        assert_eq!(r.display_name.as_deref(), Some("Grace Hopper"));
+        assert_eq!(r.emails[0].primary, Some(false));
+        assert_eq!(r.emails[1].primary, Some(true));
+        assert_eq!(r.emails[1].kind.as_deref(), Some("work"));
+        assert_eq!(r.phones[0].number.as_deref(), Some("+1-555-555-5555"));
+        assert_eq!(r.phones[0].uri.as_deref(), Some("tel:+1-555-555-5555"));
+        assert_eq!(r.phones[0].kind.as_deref(), Some("cell,text"));
+        assert_eq!(r.phones[0].primary, Some(true));
+        assert_eq!(r.birthday.as_deref(), Some("--12-09"));
+        assert_eq!(r.events[0].start.as_deref(), Some("1930-06-15"));
+        assert_eq!(r.relations[0].kind.as_deref(), Some("spouse"));
+        assert!(r.photo.unwrap().etag.is_some());
+        assert_eq!(
+            r.addresses[0].formatted.as_deref(),
+            Some("1 Navy Way\nArlington")
+        );
+        let n: serde_json::Value = serde_json::from_str(r.native.as_deref().unwrap()).unwrap();
+        assert_eq!(n["version"], "4.0");
+    }
+
+    /// A vCard without FN (invalid, but servers hold them) still lands, with no name.
+    #[test]
+    fn a_vcard_without_fn_lands() {
+        let r = decode("BEGIN:VCARD\r\nVERSION:4.0\r\nEMAIL:a@example.org\r\nEND:VCARD\r\n");
+        assert_eq!(r.display_name, None);
+        assert_eq!(r.emails[0].address.as_deref(), Some("a@example.org"));
+    }
+
+    /// What is not a vCard is an error naming where it came from.
+    #[test]
+    fn not_a_vcard_is_an_error() {
+        for text in [
+            "",
+            "<html>hello</html>",
+            "BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n",
+        ] {
+            let e = decode_vcard(
+                text.into(),
+                "/a/b.vcf",
+                None,
+                &ctx(),
+                "src book /a/, /a/b.vcf",
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.starts_with("src book /a/, /a/b.vcf: the address data is not a vCard"),
+                "{e}"
+            );
+        }
+    }
+
+    /// The vCards Radicale and Xandikos sent back read the same.
+    #[test]
+    fn server_rewritten_cards_read() {
+        for server in ["radicale", "xandikos"] {
+            let m = super::super::dav::parse_multistatus(
+                fixture(&format!("{server}-multiget.xml")).as_bytes(),
+                "m",
+            )
+            .unwrap();
+            let r = m
+                .responses
+                .iter()
+                .find(|r| r.href.ends_with("/u1.vcf"))
+                .unwrap();
+            let rec = decode(r.props.address_data.as_deref().unwrap());
+            assert_eq!(
+                rec.display_name.as_deref(),
+                Some("Ada1 Lovelace"),
+                "{server}"
+            );
+            assert_eq!(rec.emails[0].primary, Some(true), "{server}");
+            assert_eq!(rec.emails[0].kind, None, "{server}");
+        }
+    }
+}

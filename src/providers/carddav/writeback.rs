@@ -1,0 +1,1007 @@
+//! CardDAV writes (RFC 6352 §6.3.2, RFC 4918): a PUT of a whole vCard per contact.
+//!
+//! - **Insert:** a new vCard 3.0 (what every server takes) PUT to `<book>/<key>.vcf` with
+//!   `If-None-Match: *`, where `key` is the operation's idempotent-insert key: the key is
+//!   both the resource name and an `X-CONTACTS-ETL-KEY` property (and the `UID`). A retry
+//!   of the same insert, after a crash or a lost reply, meets the existing resource (412)
+//!   and, when that resource carries the key, is the insert already done, not a second
+//!   contact.
+//! - **Update:** the landed vCard (`raw`) with only the properties of the changed managed
+//!   columns replaced, PUT under `If-Match: <etag>`. Every other content line is sent as
+//!   the server gave it, byte for byte (X- properties, unknown parameters, groups, folding);
+//!   so is an item of a changed list that equals a landed item in every modelled value.
+//! - **Delete:** DELETE under `If-Match`; a 404 is "already deleted".
+//! - A 412 is a `conflict`; with `--force` an update is merged onto the vCard as the
+//!   server now holds it (GET, then PUT under its new ETag) and a delete is sent without a
+//!   condition. 400/403/415/422 are `invalid` with the server's reason; the rest `failed`.
+//!
+//! The merge works on content lines rather than through a vCard parser, because a parser
+//! that re-serializes would rewrite the lines nobody asked to change.
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+
+use super::CardDavSource;
+use super::dav::Precondition;
+use crate::error::{Error, Result};
+use crate::http::{HttpResponse, Metrics};
+use crate::model::schema::ContactRecord;
+use crate::model::write::{Action, KEY_PROPERTY, Op, OpResult, Outcome, merge_managed};
+
+/// The vCard property that carries the idempotent-insert key.
+pub const KEY_X_PROPERTY: &str = "X-CONTACTS-ETL-KEY";
+
+/// The vCard properties a managed column is written through (upper case).
+pub fn properties_of(column: &str) -> &'static [&'static str] {
+    match column {
+        "display_name" => &["FN"],
+        "given_name" | "family_name" | "middle_name" | "prefix" | "suffix" => &["N"],
+        "nickname" => &["NICKNAME"],
+        "file_as" => &["SORT-STRING"],
+        "emails" => &["EMAIL"],
+        "phones" => &["TEL"],
+        "addresses" => &["ADR"],
+        "ims" => &["IMPP"],
+        "organizations" => &["ORG", "TITLE"],
+        "websites" => &["URL"],
+        "relations" => &["RELATED"],
+        "events" => &["ANNIVERSARY"],
+        "notes" => &["NOTE"],
+        "birthday" => &["BDAY"],
+        "groups" => &["CATEGORIES"],
+        _ => &[],
+    }
+}
+
+/// One logical content line of a vCard: its text as sent (folded, with its line break)
+/// and its property name and group.
+#[derive(Debug, Clone)]
+struct Line<'a> {
+    original: &'a str,
+    group: Option<String>,
+    name: String,
+}
+
+/// Splits a vCard into logical content lines, keeping each one's bytes.
+fn lines(raw: &str) -> Vec<Line<'_>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\n' {
+            // A line that begins with a space or tab continues the previous one.
+            let next = bytes.get(i + 1);
+            if next != Some(&b' ') && next != Some(&b'\t') {
+                out.push(line(&raw[start..=i]));
+                start = i + 1;
+            }
+        }
+        i += 1;
+    }
+    if start < raw.len() {
+        out.push(line(&raw[start..]));
+    }
+    out
+}
+
+fn line(original: &str) -> Line<'_> {
+    let head_end = original
+        .find([':', ';', '\r', '\n'])
+        .unwrap_or(original.len());
+    let head = original[..head_end].trim();
+    let (group, name) = match head.rsplit_once('.') {
+        Some((g, n)) => (Some(g.to_ascii_lowercase()), n),
+        None => (None, head),
+    };
+    Line {
+        original,
+        group,
+        name: name.to_ascii_uppercase(),
+    }
+}
+
+/// The `VERSION` of a vCard (3.0 when absent).
+fn version(ls: &[Line]) -> Version {
+    let v = ls
+        .iter()
+        .find(|l| l.name == "VERSION")
+        .map(|l| l.original.split_once(':').map_or("", |(_, v)| v.trim()));
+    if v == Some("4.0") {
+        Version::V4
+    } else {
+        Version::V3
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Version {
+    V3,
+    V4,
+}
+
+/// Escapes a text value (RFC 6350 §3.4).
+fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => o.push_str("\\\\"),
+            ',' => o.push_str("\\,"),
+            ';' => o.push_str("\\;"),
+            '\n' => o.push_str("\\n"),
+            '\r' => {}
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+fn opt(v: &Option<String>) -> String {
+    v.as_deref().map(esc).unwrap_or_default()
+}
+
+/// A parameter value, quoted when it holds a separator.
+fn param(v: &str) -> String {
+    let v: String = v.chars().filter(|c| *c != '"' && !c.is_control()).collect();
+    if v.contains([':', ';', ',']) {
+        format!("\"{v}\"")
+    } else {
+        v
+    }
+}
+
+/// Folds a content line at 75 octets (RFC 6350 §3.2), on character boundaries, and ends it
+/// with CRLF.
+fn fold(unfolded: &str) -> String {
+    let mut out = String::with_capacity(unfolded.len() + 8);
+    let mut width = 0;
+    for c in unfolded.chars() {
+        let n = c.len_utf8();
+        if width + n > 75 {
+            out.push_str("\r\n ");
+            width = 1;
+        }
+        out.push(c);
+        width += n;
+    }
+    out.push_str("\r\n");
+    out
+}
+
+/// `;TYPE=…` (and `PREF`) for a kind and a primary flag, in the version's form.
+fn type_params(kind: &Option<String>, primary: Option<bool>, v: Version) -> String {
+    let mut types: Vec<String> = kind
+        .as_deref()
+        .filter(|k| !k.is_empty())
+        .map(|k| vec![param(k)])
+        .unwrap_or_default();
+    let mut s = String::new();
+    if primary == Some(true) {
+        match v {
+            Version::V3 => types.push("pref".into()),
+            Version::V4 => s.push_str(";PREF=1"),
+        }
+    }
+    if !types.is_empty() {
+        s.insert_str(0, &format!(";TYPE={}", types.join(",")));
+    }
+    s
+}
+
+/// The content lines (folded, CRLF) one column group renders for `r`.
+fn render(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut one = |s: String| out.push(fold(&s));
+    match prop {
+        "FN" => {
+            let n = display_name(r);
+            one(format!("FN:{}", esc(&n)));
+        }
+        // vCard 3.0 requires N; 4.0 only when there is a name part.
+        "N" if v == Version::V3 || has_name_part(r) => one(format!(
+            "N:{};{};{};{};{}",
+            opt(&r.family_name),
+            opt(&r.given_name),
+            opt(&r.middle_name),
+            opt(&r.prefix),
+            opt(&r.suffix)
+        )),
+        "NICKNAME" => r
+            .nickname
+            .iter()
+            .for_each(|n| one(format!("NICKNAME:{}", esc(n)))),
+        "SORT-STRING" => r
+            .file_as
+            .iter()
+            .for_each(|n| one(format!("SORT-STRING:{}", esc(n)))),
+        "NOTE" => r.notes.iter().for_each(|n| one(format!("NOTE:{}", esc(n)))),
+        "BDAY" => r.birthday.iter().for_each(|b| one(format!("BDAY:{b}"))),
+        "CATEGORIES" if !r.groups.is_empty() => {
+            let g: Vec<String> = r.groups.iter().map(|g| esc(g)).collect();
+            one(format!("CATEGORIES:{}", g.join(",")));
+        }
+        "EMAIL" => {
+            for e in &r.emails {
+                if let Some(a) = &e.address {
+                    one(format!(
+                        "EMAIL{}:{}",
+                        type_params(&e.kind, e.primary, v),
+                        esc(a)
+                    ));
+                }
+            }
+        }
+        "TEL" => {
+            for p in &r.phones {
+                if let Some(n) = &p.number {
+                    one(format!(
+                        "TEL{}:{}",
+                        type_params(&p.kind, p.primary, v),
+                        esc(n)
+                    ));
+                }
+            }
+        }
+        "ADR" => {
+            for a in &r.addresses {
+                one(format!(
+                    "ADR{}:{};;{};{};{};{};{}",
+                    type_params(&a.kind, a.primary, v),
+                    opt(&a.po_box),
+                    opt(&a.street),
+                    opt(&a.city),
+                    opt(&a.region),
+                    opt(&a.postcode),
+                    opt(&a.country)
+                ));
+            }
+        }
+        "IMPP" => {
+            for im in &r.ims {
+                if let Some(a) = &im.address {
+                    let uri = match &im.protocol {
+                        Some(p) if !a.contains(':') => format!("{}:{a}", p.to_ascii_lowercase()),
+                        _ => a.clone(),
+                    };
+                    one(format!(
+                        "IMPP{}:{uri}",
+                        type_params(&im.kind, im.primary, v)
+                    ));
+                }
+            }
+        }
+        "URL" => {
+            for w in &r.websites {
+                if let Some(h) = &w.href {
+                    one(format!("URL{}:{h}", type_params(&w.kind, w.primary, v)));
+                }
+            }
+        }
+        "ORG" => {
+            if let Some(o) = r.organizations.first()
+                && (o.name.is_some() || o.department.is_some())
+            {
+                let mut s = format!("ORG:{}", opt(&o.name));
+                if o.department.is_some() {
+                    s.push_str(&format!(";{}", opt(&o.department)));
+                }
+                one(s);
+            }
+        }
+        "TITLE" => {
+            if let Some(t) = r.organizations.first().and_then(|o| o.title.as_ref()) {
+                one(format!("TITLE:{}", esc(t)));
+            }
+        }
+        "RELATED" => {
+            for x in &r.relations {
+                if let Some(n) = &x.name {
+                    let t = x
+                        .kind
+                        .as_deref()
+                        .map(|k| format!(";TYPE={}", param(k)))
+                        .unwrap_or_default();
+                    one(format!("RELATED{t};VALUE=text:{}", esc(n)));
+                }
+            }
+        }
+        "ANNIVERSARY" => {
+            for e in &r.events {
+                if let Some(s) = &e.start {
+                    one(format!("ANNIVERSARY:{s}"));
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+fn has_name_part(r: &ContactRecord) -> bool {
+    [
+        &r.family_name,
+        &r.given_name,
+        &r.middle_name,
+        &r.prefix,
+        &r.suffix,
+    ]
+    .iter()
+    .any(|x| x.is_some())
+}
+
+/// FN: the display name, or the name parts joined (the rules refuse a contact with none).
+fn display_name(r: &ContactRecord) -> String {
+    match r.display_name.as_deref().filter(|n| !n.trim().is_empty()) {
+        Some(n) => n.to_string(),
+        None => [
+            &r.prefix,
+            &r.given_name,
+            &r.middle_name,
+            &r.family_name,
+            &r.suffix,
+        ]
+        .iter()
+        .filter_map(|x| x.as_deref())
+        .filter(|x| !x.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(" "),
+    }
+}
+
+/// The X- lines of the extended properties (the key stays as it is held).
+fn render_extended(r: &ContactRecord) -> Vec<String> {
+    r.extended_properties
+        .iter()
+        .filter(|p| p.name.as_deref() != Some(KEY_PROPERTY))
+        .filter_map(|p| {
+            let name = p.name.as_deref()?.to_ascii_uppercase();
+            let name = if name.starts_with("X-") {
+                name
+            } else {
+                format!("X-{name}")
+            };
+            let ok = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+            ok.then(|| fold(&format!("{name}:{}", esc(p.value.as_deref().unwrap_or("")))))
+        })
+        .collect()
+}
+
+/// Index `i` of the desired list equals a landed item in every modelled value: the
+/// position of that landed item.
+fn same_item(prop: &str, d: &ContactRecord, l: &ContactRecord, i: usize) -> Option<usize> {
+    fn find<T: PartialEq>(d: &[T], l: &[T], i: usize) -> Option<usize> {
+        let x = d.get(i)?;
+        l.iter().position(|y| y == x)
+    }
+    match prop {
+        "EMAIL" => find(&d.emails, &l.emails, i),
+        "TEL" => find(&d.phones, &l.phones, i),
+        "ADR" => find(&d.addresses, &l.addresses, i),
+        "IMPP" => find(&d.ims, &l.ims, i),
+        "URL" => find(&d.websites, &l.websites, i),
+        _ => None,
+    }
+}
+
+/// How many items of a list property the landed record holds (to map lines to items).
+fn landed_len(prop: &str, l: &ContactRecord) -> Option<usize> {
+    Some(match prop {
+        "EMAIL" => l.emails.len(),
+        "TEL" => l.phones.len(),
+        "ADR" => l.addresses.len(),
+        "IMPP" => l.ims.len(),
+        "URL" => l.websites.len(),
+        _ => return None,
+    })
+}
+
+/// One line of a replaced property: a held line kept as it was (its index in the vCard),
+/// or a new one.
+#[derive(Debug, Clone, PartialEq)]
+enum Item {
+    Held(usize),
+    New(String),
+}
+
+/// The new lines of a replaced property: a held line is kept where its item is unchanged.
+/// `held` are the indexes of the property's lines in `ls`.
+fn replacement(
+    prop: &str,
+    ls: &[Line],
+    held: &[usize],
+    merged: &ContactRecord,
+    landed: &ContactRecord,
+    v: Version,
+) -> Vec<Item> {
+    let fresh = render(prop, merged, v);
+    // Held lines map to landed items one to one only when the counts agree; otherwise
+    // everything of the property is rendered anew.
+    if landed_len(prop, landed) != Some(held.len()) {
+        return fresh.into_iter().map(Item::New).collect();
+    }
+    // A scalar property whose new text is the held text stays as it was.
+    if landed_len(prop, landed).is_none() {
+        return if fresh.len() == held.len()
+            && held
+                .iter()
+                .zip(&fresh)
+                .all(|(&j, f)| unfold(ls[j].original) == unfold(f))
+        {
+            held.iter().map(|&j| Item::Held(j)).collect()
+        } else {
+            fresh.into_iter().map(Item::New).collect()
+        };
+    }
+    fresh
+        .into_iter()
+        .enumerate()
+        .map(|(i, line)| match same_item(prop, merged, landed, i) {
+            Some(j) => Item::Held(held[j]),
+            None => Item::New(line),
+        })
+        .collect()
+}
+
+/// A content line without its folding and line break.
+fn unfold(l: &str) -> String {
+    l.replace("\r\n ", "")
+        .replace("\r\n\t", "")
+        .replace("\n ", "")
+        .trim_end_matches(['\r', '\n'])
+        .to_string()
+}
+
+/// The landed vCard with the properties of the `changed` columns replaced by their
+/// values in `merged` (the landed contact with the managed columns of the desired one).
+/// Every other line is kept byte for byte and in place, and so is a held line of a
+/// changed list whose item did not change; new lines go where the property's lines stood
+/// (before `END` for a property the contact did not have). A grouped line that is dropped
+/// takes its group's `X-ABLABEL` with it (an Apple label means nothing without its item).
+pub fn merge_vcard(
+    raw: &str,
+    merged: &ContactRecord,
+    landed: &ContactRecord,
+    changed: &[String],
+) -> String {
+    let ls = lines(raw);
+    let v = version(&ls);
+    let mut props: Vec<&str> = Vec::new();
+    for c in changed {
+        for p in properties_of(c) {
+            if !props.contains(p) {
+                props.push(p);
+            }
+        }
+    }
+    let extended = changed.iter().any(|c| c == "extended_properties");
+    // The property group a line of `ls` belongs to, if it is replaced.
+    let group_of = |l: &Line| -> Option<String> {
+        if props.contains(&l.name.as_str()) {
+            Some(l.name.clone())
+        } else if extended
+            && l.name.starts_with("X-")
+            && l.name != KEY_X_PROPERTY
+            && l.name != "X-ABLABEL"
+        {
+            Some("X-".into())
+        } else {
+            None
+        }
+    };
+    let held_of = |key: &str| -> Vec<usize> {
+        (0..ls.len())
+            .filter(|&i| group_of(&ls[i]).as_deref() == Some(key))
+            .collect()
+    };
+    let mut queues: Vec<(String, std::collections::VecDeque<Item>, Option<usize>)> = props
+        .iter()
+        .map(|p| {
+            let held = held_of(p);
+            let items = replacement(p, &ls, &held, merged, landed, v);
+            (p.to_string(), items.into(), held.last().copied())
+        })
+        .collect();
+    if extended {
+        let held = held_of("X-");
+        let items = render_extended(merged).into_iter().map(Item::New).collect();
+        queues.push(("X-".into(), items, held.last().copied()));
+    }
+    let kept: std::collections::HashSet<usize> = queues
+        .iter()
+        .flat_map(|(_, q, _)| q.iter())
+        .filter_map(|i| match i {
+            Item::Held(j) => Some(*j),
+            Item::New(_) => None,
+        })
+        .collect();
+    let dropped_groups: std::collections::HashSet<&str> = ls
+        .iter()
+        .enumerate()
+        .filter(|(i, l)| group_of(l).is_some() && !kept.contains(i))
+        .filter_map(|(_, l)| l.group.as_deref())
+        .collect();
+    let push = |out: &mut String, item: Item| match item {
+        Item::Held(j) => out.push_str(ls[j].original),
+        Item::New(t) => out.push_str(&t),
+    };
+    let mut out = String::with_capacity(raw.len() + 256);
+    for (x, l) in ls.iter().enumerate() {
+        if l.name == "END" {
+            // What had no held line goes last, before END.
+            for (_, q, _) in queues.iter_mut() {
+                q.drain(..).for_each(|i| push(&mut out, i));
+            }
+            out.push_str(l.original);
+            continue;
+        }
+        if let Some(key) = group_of(l) {
+            let (_, q, last) = queues.iter_mut().find(|(k, _, _)| *k == key).unwrap();
+            // A kept line comes out in its place, after the new lines before it.
+            if let Some(at) = q.iter().position(|i| *i == Item::Held(x)) {
+                q.drain(..=at).for_each(|i| push(&mut out, i));
+            }
+            // After the property's last held line, the rest of its new lines.
+            if *last == Some(x) {
+                q.drain(..).for_each(|i| push(&mut out, i));
+            }
+            continue;
+        }
+        if l.name == "X-ABLABEL"
+            && l.group
+                .as_deref()
+                .is_some_and(|g| dropped_groups.contains(g))
+        {
+            continue;
+        }
+        out.push_str(l.original);
+    }
+    out
+}
+
+/// A new vCard 3.0 for `desired`'s managed columns, stamped with the insert key.
+pub fn insert_vcard(desired: &ContactRecord, managed: &[String], key: &str) -> String {
+    let mut out = String::from("BEGIN:VCARD\r\nVERSION:3.0\r\n");
+    out.push_str(&fold(&format!("UID:{}", esc(key))));
+    let mut props: Vec<&str> = vec!["FN", "N"];
+    for c in managed {
+        for p in properties_of(c) {
+            if !props.contains(p) {
+                props.push(p);
+            }
+        }
+    }
+    for p in props {
+        for l in render(p, desired, Version::V3) {
+            out.push_str(&l);
+        }
+    }
+    if managed.iter().any(|c| c == "extended_properties") {
+        for l in render_extended(desired) {
+            out.push_str(&l);
+        }
+    }
+    out.push_str(&fold(&format!("{KEY_X_PROPERTY}:{}", esc(key))));
+    out.push_str("END:VCARD\r\n");
+    out
+}
+
+/// The href of the member named `name` of the address book whose account id is
+/// `account` (see [`super::config::book_of`]).
+fn member_href(account: &str, name: &str) -> String {
+    let book = super::config::book_of(account).unwrap_or_else(|| format!("/{account}/"));
+    format!("{}/{name}.vcf", book.trim_end_matches('/'))
+}
+
+/// The href a landed contact lives at: `native.href` as the server sent it, else its
+/// address book and id.
+fn landed_href(account: &str, landed: &ContactRecord) -> String {
+    landed
+        .native
+        .as_deref()
+        .and_then(|n| serde_json::from_str::<serde_json::Value>(n).ok())
+        .and_then(|v| v.get("href")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| member_href(account, &landed.id))
+}
+
+fn etag_of(resp: &HttpResponse) -> Option<String> {
+    resp.headers
+        .get(reqwest::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The result of a write from its response.
+fn outcome(op: &Op, id: Option<String>, resp: &HttpResponse) -> OpResult {
+    let mut r = OpResult {
+        index: op.index,
+        http_status: Some(resp.status),
+        id,
+        new_etag: etag_of(resp),
+        ..Default::default()
+    };
+    r.outcome = match resp.status {
+        200..=299 => Outcome::Ok,
+        412 => Outcome::Conflict,
+        // The server's own validation decides what the local rules left to it.
+        400 | 403 | 415 | 422 => Outcome::Invalid,
+        _ => Outcome::Failed,
+    };
+    if r.outcome != Outcome::Ok {
+        r.reason = Some(resp.describe());
+        r.error = Some(format!("HTTP {}: {}", resp.status, resp.describe()));
+    }
+    r
+}
+
+impl CardDavSource {
+    async fn apply_one(
+        &self,
+        op: &Op,
+        managed: &[String],
+        force: bool,
+        metrics: &Metrics,
+    ) -> Result<OpResult> {
+        let what = format!(
+            "source {}: address book {}: {} {}",
+            self.name,
+            op.account,
+            op.kind().as_str(),
+            op.id().unwrap_or("(new)")
+        );
+        match &op.action {
+            Action::Insert { desired } => {
+                let href = member_href(&op.account, &op.key);
+                let card = insert_vcard(desired, managed, &op.key);
+                let resp = self
+                    .dav
+                    .put(&href, &card, Precondition::Create, &what, metrics)
+                    .await?;
+                if resp.status != 412 {
+                    return Ok(outcome(op, Some(op.key.clone()), &resp));
+                }
+                // The resource exists: the same insert, done before a crash or a lost
+                // reply, when it carries the key; else someone else's contact.
+                let held = self.dav.get(&href, &what, metrics).await?;
+                let text = String::from_utf8_lossy(&held.body);
+                let ours = lines(&text).iter().any(|l| {
+                    l.name == KEY_X_PROPERTY
+                        && l.original
+                            .split_once(':')
+                            .is_some_and(|(_, v)| v.trim() == op.key)
+                });
+                let mut r = outcome(op, Some(op.key.clone()), &held);
+                if held.status == 200 && ours {
+                    r.reason = Some("already inserted".into());
+                } else {
+                    r.outcome = Outcome::Conflict;
+                    r.reason = Some(format!("{href} exists and is not this insert"));
+                    r.error = r.reason.clone();
+                }
+                Ok(r)
+            }
+            Action::Update {
+                id,
+                etag,
+                desired,
+                landed,
+                changed,
+            } => {
+                let raw = landed.raw.as_deref().ok_or_else(|| {
+                    Error::decode(format!(
+                        "{what}: the landed contact has no raw vCard; run sync --full-refresh"
+                    ))
+                })?;
+                let mut merged = landed.clone();
+                merge_managed(&mut merged, desired, managed);
+                let href = landed_href(&op.account, landed);
+                let card = merge_vcard(raw, &merged, landed, changed);
+                let cond = match etag.as_deref() {
+                    Some(e) => Precondition::Match(e),
+                    None if force => Precondition::None,
+                    None => {
+                        return Ok(OpResult::failed(
+                            op.index,
+                            None,
+                            format!("{what}: no etag to write under; sync first"),
+                        ));
+                    }
+                };
+                let resp = self.dav.put(&href, &card, cond, &what, metrics).await?;
+                if resp.status != 412 || !force {
+                    return Ok(outcome(op, Some(id.clone()), &resp));
+                }
+                // --force: the change on top of the version the server holds now.
+                let cur = self.dav.get(&href, &what, metrics).await?;
+                let Some(cur_etag) = etag_of(&cur).filter(|_| cur.status == 200) else {
+                    return Ok(outcome(op, Some(id.clone()), &cur));
+                };
+                let card = merge_vcard(
+                    &String::from_utf8_lossy(&cur.body),
+                    &merged,
+                    landed,
+                    changed,
+                );
+                let resp = self
+                    .dav
+                    .put(&href, &card, Precondition::Match(&cur_etag), &what, metrics)
+                    .await?;
+                Ok(outcome(op, Some(id.clone()), &resp))
+            }
+            Action::Delete { id, etag, landed } => {
+                let href = landed_href(&op.account, landed);
+                let cond = match (etag.as_deref(), force) {
+                    (_, true) | (None, _) => Precondition::None,
+                    (Some(e), false) => Precondition::Match(e),
+                };
+                let resp = self.dav.delete(&href, cond, &what, metrics).await?;
+                let mut r = outcome(op, Some(id.clone()), &resp);
+                if resp.status == 404 {
+                    r.outcome = Outcome::Ok;
+                    r.reason = Some("already deleted".into());
+                    r.error = None;
+                }
+                Ok(r)
+            }
+        }
+    }
+}
+
+impl crate::providers::WriteBack for CardDavSource {
+    fn rules(&self) -> &dyn crate::providers::Rules {
+        &super::rules::CardDavRules
+    }
+
+    fn apply<'a>(
+        &'a self,
+        ops: &'a [Op],
+        managed: &'a [String],
+        force: bool,
+        metrics: &'a Metrics,
+    ) -> BoxFuture<'a, Result<Vec<OpResult>>> {
+        Box::pin(async move {
+            // The futures are made first and streamed from a vector: behind the trait the
+            // whole future must be Send (rust-lang/rust#102211).
+            let writes: Vec<BoxFuture<'a, OpResult>> = ops
+                .iter()
+                .map(|op| -> BoxFuture<'a, OpResult> {
+                    Box::pin(async move {
+                        match self.apply_one(op, managed, force, metrics).await {
+                            Ok(r) => r,
+                            Err(e) => OpResult::failed(op.index, None, e.to_string()),
+                        }
+                    })
+                })
+                .collect();
+            let mut results: Vec<OpResult> = futures::stream::iter(writes)
+                .buffer_unordered(self.concurrency)
+                .collect()
+                .await;
+            results.sort_by_key(|r| r.index);
+            Ok(results)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::schema::{Email, Phone};
+    use calcard::vcard::{VCard, VCardProperty};
+
+    /// A vCard 3.0 as Apple writes them: a grouped e-mail with its label, an unknown
+    /// parameter, an X- property with a parameter, a folded note, a photo.
+    const HELD: &str = "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:u-1\r\nFN:Zoë Ünïcode\r\nN:Ünïcode;Zoë;;;\r\n\
+item1.EMAIL;TYPE=INTERNET,WORK;X-ODD=yes:zoe@example.org\r\nitem1.X-ABLabel:Büro\r\n\
+item2.EMAIL;TYPE=HOME:old@example.org\r\nitem2.X-ABLabel:_$!<Other>!$_\r\n\
+TEL;TYPE=CELL:+1 555 0100\r\nX-CUSTOM-THING;X-P=1:keep me\r\n\
+NOTE:a note that is long enough to be folded by the server at seventy-five oc\r\n tets\r\n\
+PHOTO;ENCODING=b;TYPE=PNG:iVBORw0KGgo=\r\nEND:VCARD\r\n";
+
+    fn landed() -> ContactRecord {
+        ContactRecord {
+            id: "c1".into(),
+            display_name: Some("Zoë Ünïcode".into()),
+            given_name: Some("Zoë".into()),
+            family_name: Some("Ünïcode".into()),
+            emails: vec![
+                Email {
+                    address: Some("zoe@example.org".into()),
+                    kind: Some("work".into()),
+                    ..Default::default()
+                },
+                Email {
+                    address: Some("old@example.org".into()),
+                    kind: Some("home".into()),
+                    ..Default::default()
+                },
+            ],
+            phones: vec![Phone {
+                number: Some("+1 555 0100".into()),
+                kind: Some("cell".into()),
+                ..Default::default()
+            }],
+            notes: Some(
+                "a note that is long enough to be folded by the server at seventy-five octets"
+                    .into(),
+            ),
+            raw: Some(HELD.into()),
+            ..Default::default()
+        }
+    }
+
+    fn parse(text: &str) -> VCard {
+        match calcard::Parser::new(text).entry() {
+            calcard::Entry::VCard(c) => c,
+            other => panic!("not a vCard: {other:?}\n{text}"),
+        }
+    }
+
+    fn texts(c: &VCard, p: VCardProperty) -> Vec<String> {
+        c.properties(&p)
+            .filter_map(|e| e.values.first()?.as_text().map(str::to_string))
+            .collect()
+    }
+
+    fn held_lines_missing(out: &str, except: &[&str]) -> Vec<String> {
+        lines(HELD)
+            .iter()
+            .filter(|l| !except.iter().any(|e| l.original.contains(e)))
+            .filter(|l| !out.contains(l.original))
+            .map(|l| l.original.to_string())
+            .collect()
+    }
+
+    /// A changed list keeps its unchanged item's lines (group, label, unknown parameter)
+    /// byte for byte, renders only the new item, drops the removed item with its label,
+    /// and leaves every line of other properties as it was.
+    #[test]
+    fn only_the_changed_items_of_a_list_are_rewritten() {
+        let l = landed();
+        let mut merged = l.clone();
+        merged.emails[1] = Email {
+            address: Some("new@example.org".into()),
+            kind: Some("home".into()),
+            primary: Some(true),
+            ..Default::default()
+        };
+        let out = merge_vcard(HELD, &merged, &l, &["emails".into()]);
+        assert_eq!(
+            held_lines_missing(&out, &["old@example.org", "<Other>"]),
+            Vec::<String>::new(),
+            "{out}"
+        );
+        assert!(
+            !out.contains("old@example.org") && !out.contains("<Other>"),
+            "{out}"
+        );
+        assert!(
+            out.contains("EMAIL;TYPE=home,pref:new@example.org\r\n"),
+            "{out}"
+        );
+        // The new line stands where the property stood, before the phone.
+        assert!(
+            out.find("new@example.org").unwrap() < out.find("TEL;").unwrap(),
+            "{out}"
+        );
+        let c = parse(&out);
+        assert_eq!(
+            texts(&c, VCardProperty::Email),
+            ["zoe@example.org", "new@example.org"]
+        );
+        assert_eq!(texts(&c, VCardProperty::Note), [l.notes.clone().unwrap()]);
+    }
+
+    /// A name part changes N alone, with every other part as it was; FN, the X- property
+    /// and the photo stay byte for byte.
+    #[test]
+    fn a_name_part_rewrites_n_only() {
+        let l = landed();
+        let mut merged = l.clone();
+        merged.given_name = Some("Zoé; \"Z\"".into());
+        let out = merge_vcard(HELD, &merged, &l, &["given_name".into()]);
+        assert_eq!(
+            held_lines_missing(&out, &["N:Ünïcode"]),
+            Vec::<String>::new(),
+            "{out}"
+        );
+        assert!(out.contains("\r\nN:Ünïcode;Zoé\\; \"Z\";;;\r\n"), "{out}");
+        let c = parse(&out);
+        let n = c.property(&VCardProperty::N).unwrap();
+        assert_eq!(n.values.len(), 5, "{n:?}");
+        assert_eq!(n.values[1].as_text(), Some("Zoé; \"Z\""));
+    }
+
+    /// A property the contact did not have goes in before END; clearing one removes its
+    /// lines; a long value is folded at 75 octets without splitting a character, and the
+    /// unfolded line is the value.
+    #[test]
+    fn added_removed_and_folded_properties() {
+        let l = landed();
+        let mut merged = l.clone();
+        merged.organizations = vec![crate::model::schema::Organization {
+            name: Some("Ölwerk AG".into()),
+            title: Some("ü".repeat(60)),
+            ..Default::default()
+        }];
+        merged.phones.clear();
+        let out = merge_vcard(
+            HELD,
+            &merged,
+            &l,
+            &["organizations".into(), "phones".into()],
+        );
+        assert!(!out.contains("TEL"), "{out}");
+        assert!(
+            out.ends_with("END:VCARD\r\n") && out.contains("ORG:Ölwerk AG\r\n"),
+            "{out}"
+        );
+        for physical in out.split("\r\n").filter(|p| !HELD.contains(p)) {
+            assert!(
+                physical.len() <= 75,
+                "{physical:?} is {} octets",
+                physical.len()
+            );
+        }
+        let c = parse(&out);
+        assert_eq!(texts(&c, VCardProperty::Title), ["ü".repeat(60)]);
+        assert!(c.property(&VCardProperty::Photo).is_some());
+        assert_eq!(
+            held_lines_missing(&out, &["TEL"]),
+            Vec::<String>::new(),
+            "{out}"
+        );
+    }
+
+    /// With nothing changed the merge is the identity.
+    #[test]
+    fn no_change_is_the_held_text() {
+        let l = landed();
+        assert_eq!(merge_vcard(HELD, &l, &l, &[]), HELD);
+        // Changed to what it already was: every held e-mail line is kept as it was.
+        assert_eq!(merge_vcard(HELD, &l, &l, &["emails".into()]), HELD);
+    }
+
+    /// A new vCard carries FN, N, the managed values, the UID and the insert key, and
+    /// parses.
+    #[test]
+    fn an_insert_is_a_whole_vcard_with_its_key() {
+        let mut d = landed();
+        d.raw = None;
+        let managed: Vec<String> = ["display_name", "emails", "notes"]
+            .map(String::from)
+            .to_vec();
+        let out = insert_vcard(&d, &managed, "cetl-0123456789abcdef0123");
+        let c = parse(&out);
+        assert_eq!(c.uid(), Some("cetl-0123456789abcdef0123"));
+        assert_eq!(texts(&c, VCardProperty::Fn), ["Zoë Ünïcode"]);
+        assert_eq!(
+            texts(&c, VCardProperty::Email),
+            ["zoe@example.org", "old@example.org"]
+        );
+        assert!(
+            out.contains("\r\nX-CONTACTS-ETL-KEY:cetl-0123456789abcdef0123\r\n"),
+            "{out}"
+        );
+        assert!(!out.contains("TEL"), "phones are not managed: {out}");
+    }
+
+    /// Continuation lines belong to their line; groups and names are read case-blind.
+    #[test]
+    fn content_lines_are_split_logically() {
+        let ls = lines(HELD);
+        let note = ls.iter().find(|l| l.name == "NOTE").unwrap();
+        assert!(note.original.ends_with("oc\r\n tets\r\n"));
+        let label = ls.iter().find(|l| l.name == "X-ABLABEL").unwrap();
+        assert_eq!(label.group.as_deref(), Some("item1"));
+        assert_eq!(ls.concat_originals(), HELD);
+    }
+
+    trait Concat {
+        fn concat_originals(&self) -> String;
+    }
+    impl Concat for Vec<Line<'_>> {
+        fn concat_originals(&self) -> String {
+            self.iter().map(|l| l.original).collect()
+        }
+    }
+}
