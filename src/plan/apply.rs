@@ -189,14 +189,28 @@ pub async fn plan(p: &Pipeline, source: &str, desired: &str, mode: Mode) -> Resu
 }
 
 /// The accounts a source is configured with: its default account (Google: the domain)
-/// and its listed accounts.
-fn configured_accounts(p: &Pipeline, source: &str) -> Result<Vec<String>> {
-    Ok(crate::providers::profile(p.source(source)?, &p.dir())?.accounts)
+/// and its listed accounts. A source that lists none finds them on the server (CardDAV
+/// discovery); its accounts are then those the lake holds contacts of, which are the
+/// only ones a plan can diff.
+async fn configured_accounts(p: &Pipeline, source: &str) -> Result<Vec<String>> {
+    let listed = crate::providers::profile(p.source(source)?, &p.dir())?.accounts;
+    if !listed.is_empty() {
+        return Ok(listed);
+    }
+    let held = lake_of(p)?.held_contacts().await?;
+    Ok(held
+        .into_keys()
+        .filter(|(s, _)| s == source)
+        .map(|(_, a)| a)
+        .collect())
 }
 
 /// Refuses an `--account` the source is not configured with (exit 2), naming those it is.
-pub fn check_accounts(p: &Pipeline, source: &str, accounts: &[String]) -> Result<()> {
-    let configured = configured_accounts(p, source)?;
+pub async fn check_accounts(p: &Pipeline, source: &str, accounts: &[String]) -> Result<()> {
+    if accounts.is_empty() {
+        return Ok(());
+    }
+    let configured = configured_accounts(p, source).await?;
     let unknown: Vec<String> = accounts
         .iter()
         .filter(|a| !configured.contains(a))
@@ -226,7 +240,7 @@ pub async fn plan_scoped(
     accounts: &[String],
 ) -> Result<Plan> {
     let profile = crate::providers::profile(p.source(source)?, &p.dir())?;
-    check_accounts(p, source, accounts)?;
+    check_accounts(p, source, accounts).await?;
     let lake = lake_of(p)?;
     let mut desired = load_desired(&lake, desired, source).await?;
     // Rows of another source are a desired state written for the wrong plan (a query that
@@ -267,7 +281,8 @@ pub async fn plan_scoped(
         Some(explicit.clone())
     } else if mode == Mode::Mirror {
         let present: HashSet<String> = desired.rows.iter().map(account_of).collect();
-        left_alone = configured_accounts(p, source)?
+        left_alone = configured_accounts(p, source)
+            .await?
             .into_iter()
             .filter(|a| !present.contains(a))
             .collect();
@@ -420,7 +435,7 @@ pub async fn apply_controlled(
     before_writes: impl AsyncFnOnce(&Plan) -> Result<()>,
 ) -> Result<ApplyReport> {
     let writer_source = writer_of(p, &opts.source)?;
-    check_accounts(p, &opts.source, &controls.accounts)?;
+    check_accounts(p, &opts.source, &controls.accounts).await?;
     // Bring the lake up to date first: the diff is against the API's current state, and
     // contacts created by an interrupted earlier apply are seen (by their key) and skipped.
     let t = std::time::Instant::now();

@@ -621,6 +621,21 @@ pub async fn discovery(kind: Kind) {
     want.sort();
     assert_eq!(accounts, want, "{}", r.summary());
     assert_lake_equals_server(&s, &p, &[&first, &second], "after discovery");
+    // `plan`/`apply --account` know a discovered book by what the lake holds of it, and
+    // refuse one it does not (exit 2), naming those it does.
+    use contacts_etl::plan::apply::check_accounts;
+    let pipeline = Pipeline::load(&p).unwrap();
+    check_accounts(&pipeline, SOURCE, &[a.clone(), b.clone()])
+        .await
+        .unwrap();
+    let e = check_accounts(&pipeline, SOURCE, &["nobody.contacts".into()])
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 2, "{e}");
+    assert!(
+        e.to_string().contains(&a) && e.to_string().contains(&b),
+        "{e}"
+    );
 }
 
 /// `kill -9` of `contacts-etl sync` at random moments of runs, with changes between:
