@@ -381,6 +381,26 @@ pub(crate) fn field(v: &Value, name: &str) -> Value {
     f
 }
 
+/// Whether two values of a column mean the same to the API. A list item's `primary` of
+/// `false` and of null do: an item is the primary one or it is not, and decoders land an
+/// item without the flag either way (CardDAV: no `PREF`; Google: no `primary`
+/// attribute). Without this, a desired state that leaves `primary` null would differ
+/// from the landed `false` on every plan.
+fn same_value(mut a: Value, mut b: Value) -> bool {
+    fn unflag(v: &mut Value) {
+        if let Some(items) = v.as_array_mut() {
+            for item in items.iter_mut().filter_map(Value::as_object_mut) {
+                if item.get("primary") == Some(&Value::Bool(false)) {
+                    item.insert("primary".into(), Value::Null);
+                }
+            }
+        }
+    }
+    unflag(&mut a);
+    unflag(&mut b);
+    a == b
+}
+
 /// The insert key of a desired row: a hash of the source, account and managed content.
 pub fn insert_key(source: &str, r: &ContactRecord, managed: &[String]) -> String {
     let mut h = sha2::Sha256::new();
@@ -623,7 +643,7 @@ pub fn diff(
         let (dj, lj) = (as_json(&d), as_json(l));
         let changed: Vec<String> = managed
             .iter()
-            .filter(|m| field(&dj, m) != field(&lj, m))
+            .filter(|m| !same_value(field(&dj, m), field(&lj, m)))
             .cloned()
             .collect();
         if changed.is_empty() {
@@ -692,6 +712,24 @@ mod tests {
             }],
             ..Default::default()
         }
+    }
+
+    /// A list item without a primary flag is the same as one flagged not primary, and
+    /// differs from the primary one.
+    #[test]
+    fn an_item_not_primary_equals_one_without_the_flag() {
+        let with = |primary| ContactRecord {
+            emails: vec![crate::model::schema::Email {
+                address: Some("a@example.com".into()),
+                primary,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let v = |p| field(&as_json(&with(p)), "emails");
+        assert!(same_value(v(None), v(Some(false))));
+        assert!(!same_value(v(None), v(Some(true))));
+        assert!(!same_value(v(Some(false)), v(Some(true))));
     }
 
     #[test]

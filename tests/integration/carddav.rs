@@ -763,10 +763,11 @@ pub async fn write_back(kind: Kind) {
     // Update: the note, and the e-mails: the first (the grouped one with its label and an
     // unknown parameter) kept, a second one (some contacts have it) dropped, one added.
     // (The first is rebuilt field by field: make_array of a landed struct and a literal one
-    // panics in DataFusion 55 over their differing field metadata.)
+    // panics in DataFusion 55 over their differing field metadata. The new one leaves
+    // `primary` null: the plan after the write must still be empty.)
     let update = format!(
         "SELECT account, id, etag, concat('[wb] ', id) AS notes, \
-         make_array(named_struct('address', get_field(emails[1], 'address'), 'type', get_field(emails[1], 'type'), 'label', get_field(emails[1], 'label'), 'primary', get_field(emails[1], 'primary'), 'display_name', get_field(emails[1], 'display_name')), named_struct('address', concat(id, '@wb.example'), 'type', 'work', 'label', CAST(NULL AS VARCHAR), 'primary', false, 'display_name', CAST(NULL AS VARCHAR))) AS emails \
+         make_array(named_struct('address', get_field(emails[1], 'address'), 'type', get_field(emails[1], 'type'), 'label', get_field(emails[1], 'label'), 'primary', get_field(emails[1], 'primary'), 'display_name', get_field(emails[1], 'display_name')), named_struct('address', concat(id, '@wb.example'), 'type', 'work', 'label', CAST(NULL AS VARCHAR), 'primary', CAST(NULL AS BOOLEAN), 'display_name', CAST(NULL AS VARCHAR))) AS emails \
          FROM contacts WHERE source = '{SOURCE}' AND id LIKE 'contact-%'"
     );
     let report = apply(&pipeline, &opts(&update, Mode::Update, false))
