@@ -41,6 +41,14 @@ pub fn key_property(key: &str) -> ExtendedProperty {
     }
 }
 
+/// The position in `landed` of the item equal, in every modelled value, to item `i` of
+/// `desired`: a write-back keeps such an item as the API holds it (unmodelled parts
+/// included) instead of rebuilding it from the model.
+pub fn landed_position<T: PartialEq>(desired: &[T], landed: &[T], i: usize) -> Option<usize> {
+    let x = desired.get(i)?;
+    landed.iter().position(|y| y == x)
+}
+
 /// Copies the managed columns of `desired` onto `target`.
 pub fn merge_managed(target: &mut ContactRecord, desired: &ContactRecord, managed: &[String]) {
     let mut t = serde_json::to_value(&*target).unwrap();

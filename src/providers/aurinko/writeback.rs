@@ -175,10 +175,7 @@ fn update_body(
 /// The position in the landed contact of the item that equals item `i` of the desired
 /// contact's list `field`, in every modelled value.
 fn same_item(field: &str, d: &ContactRecord, l: &ContactRecord, i: usize) -> Option<usize> {
-    fn find<T: PartialEq>(d: &[T], l: &[T], i: usize) -> Option<usize> {
-        let x = d.get(i)?;
-        l.iter().position(|y| y == x)
-    }
+    use crate::model::write::landed_position as find;
     match field {
         "emailAddresses" => find(&d.emails, &l.emails, i),
         "phoneNumbers" => find(&d.phones, &l.phones, i),

@@ -369,10 +369,7 @@ fn render_extended(r: &ContactRecord) -> Vec<String> {
 /// Index `i` of the desired list equals a landed item in every modelled value: the
 /// position of that landed item.
 fn same_item(prop: &str, d: &ContactRecord, l: &ContactRecord, i: usize) -> Option<usize> {
-    fn find<T: PartialEq>(d: &[T], l: &[T], i: usize) -> Option<usize> {
-        let x = d.get(i)?;
-        l.iter().position(|y| y == x)
-    }
+    use crate::model::write::landed_position as find;
     match prop {
         "EMAIL" => find(&d.emails, &l.emails, i),
         "TEL" => find(&d.phones, &l.phones, i),
