@@ -973,7 +973,7 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
                     s.count("google.batch");
                     // Deterministic: a rate r interrupts r of all batches, evenly spread
                     // (0.5 = every second one).
-                    let rate = s.faults.read().unwrap().batch_interrupt;
+                    let rate = s.faults.spec().batch_interrupt;
                     let n = store.batch_count;
                     store.batch_count += 1;
                     let interrupt =

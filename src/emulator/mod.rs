@@ -24,6 +24,7 @@
 pub mod aurinko;
 pub mod data;
 pub mod google;
+pub mod proxy;
 pub mod xml;
 
 use std::collections::BTreeMap;
@@ -201,8 +202,7 @@ pub struct Shared {
     pub base_url: String,
     pub google: Mutex<google::GoogleStore>,
     pub aurinko: Mutex<aurinko::AurinkoStore>,
-    faults: RwLock<FaultSpec>,
-    fault_counter: AtomicU64,
+    faults: FaultInjector,
     stats: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -251,13 +251,12 @@ impl Emulator {
         let google = google::GoogleStore::generate(&config, &base_url, clock.now_ms());
         let aurinko = aurinko::AurinkoStore::generate(&config, clock.now_ms());
         let shared = Arc::new(Shared {
-            faults: RwLock::new(config.faults.clone()),
+            faults: FaultInjector::new(config.faults.clone(), config.seed),
             config,
             clock,
             base_url,
             google: Mutex::new(google),
             aurinko: Mutex::new(aurinko),
-            fault_counter: AtomicU64::new(0),
             stats: Mutex::new(BTreeMap::new()),
         });
         let api = Router::new()
@@ -403,7 +402,7 @@ impl Emulator {
     }
     /// Replaces the fault rates.
     pub fn set_faults(&self, faults: FaultSpec) {
-        *self.shared.faults.write().unwrap() = faults;
+        self.shared.faults.set(faults);
     }
     /// Stops the server and waits for it.
     pub async fn shutdown(mut self) {
@@ -446,92 +445,130 @@ pub fn hash64(seed: u64, s: &str) -> u64 {
 }
 
 async fn inject_faults(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    let spec = shared.faults.read().unwrap().clone();
-    let n = shared.fault_counter.fetch_add(1, Ordering::SeqCst);
-    let r = (splitmix(shared.config.seed ^ splitmix(n)) >> 11) as f64 / (1u64 << 53) as f64;
     let aurinko = req.uri().path().starts_with("/v1/");
-    let mut acc = 0.0;
-    let mut hit = |p: f64| {
-        acc += p;
-        r < acc
-    };
-    if hit(spec.too_many) {
-        shared.count("fault.429");
-        let mut resp = if aurinko {
-            aurinko::error_response(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rateLimitExceeded",
-                "Rate limit exceeded by the remote provider",
-            )
-        } else {
-            (
-                StatusCode::TOO_MANY_REQUESTS,
-                [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
-                "Too Many Requests",
-            )
-                .into_response()
-        };
-        resp.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(spec.retry_after_secs),
-        );
-        return resp;
-    }
-    if hit(spec.unavailable) {
-        shared.count("fault.503");
-        return if aurinko {
-            aurinko::error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "serviceUnavailable",
-                "Service unavailable",
-            )
-        } else {
-            (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], "Temporary problem - please try again later and consider using batch operations. The user is over quota.").into_response()
-        };
-    }
-    if hit(spec.internal) {
-        shared.count("fault.500");
-        return if aurinko {
-            aurinko::error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internalError",
-                "Internal error",
-            )
-        } else {
-            google::gdata_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internalError",
-                "Internal Error",
-            )
-        };
-    }
-    if hit(spec.reset) {
-        shared.count("fault.reset");
-        return broken_body(Vec::new(), 1024);
-    }
-    let truncate = hit(spec.truncate);
-    let slow = hit(spec.slow);
-    if slow {
-        shared.count("fault.slow");
-        tokio::time::sleep(Duration::from_millis(spec.slow_ms)).await;
-    }
-    let resp = next.run(req).await;
-    if truncate {
-        shared.count("fault.truncate");
-        let (parts, body) = resp.into_parts();
-        let bytes = axum::body::to_bytes(body, usize::MAX)
-            .await
-            .unwrap_or_default();
-        let mut broken = broken_body(bytes[..bytes.len() / 2].to_vec(), bytes.len().max(1) as u64);
-        *broken.status_mut() = parts.status;
-        if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
-            broken
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, ct.clone());
+    // The two APIs' own error bodies for the injected statuses.
+    let error = |status: StatusCode| {
+        match (status, aurinko) {
+        (StatusCode::TOO_MANY_REQUESTS, true) => aurinko::error_response(
+            status,
+            "rateLimitExceeded",
+            "Rate limit exceeded by the remote provider",
+        ),
+        (StatusCode::TOO_MANY_REQUESTS, false) => (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
+            "Too Many Requests",
+        )
+            .into_response(),
+        (StatusCode::SERVICE_UNAVAILABLE, true) => {
+            aurinko::error_response(status, "serviceUnavailable", "Service unavailable")
         }
-        return broken;
+        (StatusCode::SERVICE_UNAVAILABLE, false) => (status, [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], "Temporary problem - please try again later and consider using batch operations. The user is over quota.").into_response(),
+        (_, true) => aurinko::error_response(status, "internalError", "Internal error"),
+        (_, false) => google::gdata_error(status, "internalError", "Internal Error"),
     }
-    resp
+    };
+    shared
+        .faults
+        .inject(req, next, |key| shared.count(key), error)
+        .await
+}
+
+/// Fault decisions: the rates in force and a seeded sequence of draws, one per request,
+/// so a run with the same requests meets the same faults. Shared by the emulator's own
+/// routes and [`proxy::FaultProxy`] (the same faults in front of a real server).
+pub struct FaultInjector {
+    spec: RwLock<FaultSpec>,
+    counter: AtomicU64,
+    seed: u64,
+}
+
+impl FaultInjector {
+    /// Faults at `spec`'s rates, drawn from `seed`.
+    pub fn new(spec: FaultSpec, seed: u64) -> FaultInjector {
+        FaultInjector {
+            spec: RwLock::new(spec),
+            counter: AtomicU64::new(0),
+            seed,
+        }
+    }
+
+    /// The rates in force.
+    pub fn spec(&self) -> FaultSpec {
+        self.spec.read().unwrap().clone()
+    }
+
+    /// Replaces the rates.
+    pub fn set(&self, spec: FaultSpec) {
+        *self.spec.write().unwrap() = spec;
+    }
+
+    /// Runs `req` through `next` unless a fault is drawn: 429 (with `Retry-After`), 503
+    /// and 500 (bodies by `error`) and a reset answer without passing the request on; a
+    /// slow one waits first; a truncated one passes it on (the server does the work) and
+    /// cuts the answer off half-way, a lost response. Each fault is counted by `count`
+    /// as `fault.<kind>`.
+    pub async fn inject(
+        &self,
+        req: Request,
+        next: Next,
+        count: impl Fn(&str),
+        error: impl Fn(StatusCode) -> Response,
+    ) -> Response {
+        let spec = self.spec.read().unwrap().clone();
+        let n = self.counter.fetch_add(1, Ordering::SeqCst);
+        let r = (splitmix(self.seed ^ splitmix(n)) >> 11) as f64 / (1u64 << 53) as f64;
+        let mut acc = 0.0;
+        let mut hit = |p: f64| {
+            acc += p;
+            r < acc
+        };
+        if hit(spec.too_many) {
+            count("fault.429");
+            let mut resp = error(StatusCode::TOO_MANY_REQUESTS);
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(spec.retry_after_secs),
+            );
+            return resp;
+        }
+        if hit(spec.unavailable) {
+            count("fault.503");
+            return error(StatusCode::SERVICE_UNAVAILABLE);
+        }
+        if hit(spec.internal) {
+            count("fault.500");
+            return error(StatusCode::INTERNAL_SERVER_ERROR);
+        }
+        if hit(spec.reset) {
+            count("fault.reset");
+            return broken_body(Vec::new(), 1024);
+        }
+        let truncate = hit(spec.truncate);
+        let slow = hit(spec.slow);
+        if slow {
+            count("fault.slow");
+            tokio::time::sleep(Duration::from_millis(spec.slow_ms)).await;
+        }
+        let resp = next.run(req).await;
+        if truncate {
+            count("fault.truncate");
+            let (parts, body) = resp.into_parts();
+            let bytes = axum::body::to_bytes(body, usize::MAX)
+                .await
+                .unwrap_or_default();
+            let mut broken =
+                broken_body(bytes[..bytes.len() / 2].to_vec(), bytes.len().max(1) as u64);
+            *broken.status_mut() = parts.status;
+            if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
+                broken
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, ct.clone());
+            }
+            return broken;
+        }
+        resp
+    }
 }
 
 /// A response that promises `len` bytes, sends `prefix`, then breaks the connection.
@@ -628,7 +665,7 @@ async fn admin_faults(
 ) -> Response {
     match FaultSpec::parse(&req.spec) {
         Ok(f) => {
-            *s.faults.write().unwrap() = f;
+            s.faults.set(f);
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
