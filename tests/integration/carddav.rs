@@ -22,7 +22,16 @@ use contacts_etl::plan::apply::{ApplyOptions, apply, plan};
 use rand::Rng;
 use serde_json::Value;
 
+use contacts_etl::emulator::proxy::FaultProxy;
+use contacts_etl::emulator::{FaultSpec, MutationSummary, Stats};
+use contacts_etl::model::extract::RecordContext;
 use contacts_etl::providers::carddav::config::account_of;
+use contacts_etl::providers::carddav::decode::decode_vcard;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::suite::Record;
 
 use crate::{assert_ok, sync};
 
@@ -38,7 +47,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Kind::Radicale => "radicale",
             Kind::Xandikos => "xandikos",
@@ -294,29 +303,34 @@ impl Server {
     /// Writes a pipeline into `dir` (lake `dir/lake`, the password in a file) whose one
     /// source is this server; `books` lists the address books, or `None` to discover them.
     pub fn pipeline(&self, dir: &Path, books: Option<&[&str]>, extra: &str) -> PathBuf {
-        std::fs::create_dir_all(dir.join("secrets")).unwrap();
-        std::fs::write(dir.join("secrets/carddav.password"), PASSWORD).unwrap();
-        let books = books
-            .map(|b| {
-                format!(
-                    "address_books = [{}]\n",
-                    b.iter()
-                        .map(|b| format!("\"{b}\""))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })
-            .unwrap_or_default();
-        let text = format!(
-            "[lake]\nurl = \"lake\"\n\n[[sources]]\nname = \"{SOURCE}\"\nprovider = \"carddav\"\nbase_url = \"{}\"\n\
-             auth = {{ kind = \"basic\", username = \"{USER}\", password_file = \"secrets/carddav.password\" }}\n\
-             {books}concurrency = 4\nretry_base_ms = 5\nmax_retries = 6\n{extra}\n",
-            self.url
-        );
-        let p = dir.join("pipeline.toml");
-        std::fs::write(&p, text).unwrap();
-        p
+        pipeline_at(&self.url, dir, books, extra)
     }
+}
+
+/// [`Server::pipeline`] for a server at `url` (a proxy in front of it).
+pub fn pipeline_at(url: &str, dir: &Path, books: Option<&[&str]>, extra: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("secrets")).unwrap();
+    std::fs::write(dir.join("secrets/carddav.password"), PASSWORD).unwrap();
+    let books = books
+        .map(|b| {
+            format!(
+                "address_books = [{}]\n",
+                b.iter()
+                    .map(|b| format!("\"{b}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .unwrap_or_default();
+    let text = format!(
+        "[lake]\nurl = \"lake\"\n\n[[sources]]\nname = \"{SOURCE}\"\nprovider = \"carddav\"\nbase_url = \"{}\"\n\
+         auth = {{ kind = \"basic\", username = \"{USER}\", password_file = \"secrets/carddav.password\" }}\n\
+         {books}concurrency = 4\nretry_base_ms = 5\nmax_retries = 6\n{extra}\n",
+        url
+    );
+    let p = dir.join("pipeline.toml");
+    std::fs::write(&p, text).unwrap();
+    p
 }
 
 const PROPFIND_RT: &str = r#"<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/></D:prop></D:propfind>"#;
@@ -489,6 +503,273 @@ fn modes(r: &contacts_etl::sync::SyncReport) -> (Vec<String>, i64, i64) {
         r.accounts.iter().map(|a| a.upserted).sum(),
         r.accounts.iter().map(|a| a.deleted).sum(),
     )
+}
+
+// ---------------------------------------------------------------------------------------
+// The server as a backend of the conformance suite (tests/integration/suite.rs)
+// ---------------------------------------------------------------------------------------
+
+/// Address books the suite syncs: two, so the checks meet more than one account.
+const SUITE_BOOKS: usize = 2;
+/// Contacts of book `k` are numbered from `k * BOOK_SPAN`; inserts from `INSERTED_FROM`:
+/// resource names stay unique across books (the checks key contacts by id).
+const BOOK_SPAN: usize = 1000;
+const INSERTED_FROM: usize = 5000;
+
+/// A real CardDAV server for the conformance suite: two address books seeded over plain
+/// HTTP, the pipeline pointed at a fault-injecting proxy in front of the server (the
+/// emulator's own fault layer, [`FaultProxy`]), and the truth read straight from the
+/// server.
+pub struct CardDavBackend {
+    server: Server,
+    proxy: FaultProxy,
+    books: Vec<String>,
+    next_id: AtomicUsize,
+    next_rev: AtomicUsize,
+    /// `multiget_size` of the pipeline: small, so a full extract takes several chunks.
+    multiget_size: usize,
+}
+
+impl CardDavBackend {
+    /// Starts `kind` with [`SUITE_BOOKS`] books of `contacts` contacts each; `None` outside
+    /// scripts/test.sh.
+    pub async fn start(kind: Kind, contacts: usize) -> Option<CardDavBackend> {
+        let server = Server::start(kind, &format!("suite::carddav_{}", kind.name())).await?;
+        let mut books = vec![server.default_book().await];
+        for k in 1..SUITE_BOOKS {
+            books.push(server.make_book(&format!("book{k}")).await);
+        }
+        let puts: Vec<(String, usize)> = books
+            .iter()
+            .enumerate()
+            .flat_map(|(k, b)| (0..contacts).map(move |i| (b.clone(), k * BOOK_SPAN + i)))
+            .collect();
+        futures::stream::iter(puts)
+            .map(|(b, i)| {
+                let server = &server;
+                async move { server.put(&b, &name_of(i), &vcard(i, 0)).await }
+            })
+            .buffer_unordered(4)
+            .collect::<Vec<_>>()
+            .await;
+        let proxy = FaultProxy::start(&server.url, FaultSpec::default(), 7)
+            .await
+            .unwrap();
+        Some(CardDavBackend {
+            server,
+            proxy,
+            books,
+            next_id: AtomicUsize::new(INSERTED_FROM),
+            next_rev: AtomicUsize::new(1),
+            multiget_size: 8,
+        })
+    }
+
+    /// (path, ETag) of every vCard in `book`, by the server's own PROPFIND.
+    async fn members(&self, book: &str) -> Vec<(String, Option<String>)> {
+        let r = self
+            .server
+            .request(
+                "PROPFIND",
+                book,
+                Some(PROPFIND_MEMBERS),
+                &[
+                    ("Depth", "1"),
+                    ("Content-Type", "application/xml; charset=utf-8"),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 207, "PROPFIND {book}");
+        let body = r.text().await.unwrap();
+        members_of(&body)
+            .into_iter()
+            .map(|(href, etag)| {
+                let path = url::Url::parse(&self.server.url)
+                    .unwrap()
+                    .join(&href)
+                    .unwrap()
+                    .path()
+                    .to_string();
+                (path, etag)
+            })
+            .filter(|(path, _)| path.starts_with(book) && path.as_str() != book)
+            .collect()
+    }
+
+    fn book(&self, account: &str) -> &str {
+        self.books
+            .iter()
+            .find(|b| account_of(b) == account)
+            .unwrap_or_else(|| panic!("no address book for account {account}"))
+    }
+}
+
+const PROPFIND_MEMBERS: &str = r#"<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop><D:getetag/><D:resourcetype/></D:prop></D:propfind>"#;
+
+/// (href, ETag) of each non-collection `response` of a multistatus: a reader of its own
+/// (quick-xml events, local names), not the provider's.
+fn members_of(xml: &str) -> Vec<(String, Option<String>)> {
+    use quick_xml::events::Event;
+    let mut r = quick_xml::Reader::from_str(xml);
+    let mut out = Vec::new();
+    let (mut href, mut etag, mut collection) = (None::<String>, None::<String>, false);
+    let mut text = String::new();
+    loop {
+        match r.read_event().unwrap() {
+            Event::Start(e) => {
+                let current = e.local_name().as_ref().to_vec();
+                text.clear();
+                if current == b"response" {
+                    (href, etag, collection) = (None, None, false);
+                }
+                collection |= current == b"collection";
+            }
+            Event::Empty(e) => collection |= e.local_name().as_ref() == b"collection",
+            Event::Text(t) => text.push_str(&t.decode().unwrap()),
+            Event::GeneralRef(g) => {
+                let name = g.decode().unwrap();
+                text.push_str(match name.as_ref() {
+                    "quot" => "\"",
+                    "amp" => "&",
+                    "lt" => "<",
+                    "gt" => ">",
+                    "apos" => "'",
+                    other => panic!("entity {other} in a multistatus"),
+                });
+            }
+            Event::End(e) => {
+                match e.local_name().as_ref() {
+                    b"href" if href.is_none() => href = Some(text.trim().to_string()),
+                    b"getetag" => etag = Some(text.trim().to_string()),
+                    b"response" if !collection => out.push((href.take().unwrap(), etag.take())),
+                    _ => {}
+                }
+                text.clear();
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    out
+}
+
+impl crate::suite::Backend for CardDavBackend {
+    fn pipeline(&self, dir: &Path) -> PathBuf {
+        let books: Vec<&str> = self.books.iter().map(String::as_str).collect();
+        pipeline_at(
+            self.proxy.url(),
+            dir,
+            Some(&books),
+            &format!("multiget_size = {}", self.multiget_size),
+        )
+    }
+
+    fn accounts(&self) -> Vec<String> {
+        self.books.iter().map(|b| account_of(b)).collect()
+    }
+
+    /// The server's own listing (PROPFIND, then a plain GET of each vCard), decoded with
+    /// the provider's vCard decoder: the suite compares whole records, and a second
+    /// vCard-to-schema mapping would only restate the first. What is independent of the
+    /// provider is everything around it — which contacts exist, their ETags, their text
+    /// as a GET returns it — and the row-by-row check of the lake against `vobject`'s
+    /// reading in this file ([`assert_lake_equals_server`]) covers the mapping itself.
+    fn truth<'a>(&'a self, account: &'a str) -> BoxFuture<'a, Vec<Record>> {
+        Box::pin(async move {
+            let book = self.book(account);
+            let ctx = RecordContext {
+                source: SOURCE.into(),
+                account: account.into(),
+                run_id: String::new(),
+                synced_at_us: 0,
+            };
+            let members = self.members(book).await;
+            let mut out: Vec<Record> = futures::stream::iter(members)
+                .map(|(path, etag)| {
+                    let ctx = &ctx;
+                    async move {
+                        let r = self.server.request("GET", &path, None, &[]).await.unwrap();
+                        assert_eq!(r.status().as_u16(), 200, "GET {path}");
+                        let text = r.text().await.unwrap();
+                        decode_vcard(text, &path, etag.as_deref(), ctx, &path).unwrap()
+                    }
+                })
+                .buffer_unordered(4)
+                .collect()
+                .await;
+            out.sort_by(|a, b| a.id.cmp(&b.id));
+            out
+        })
+    }
+
+    /// In every book: `inserts` new vCards, `updates` of others to a new revision and
+    /// `deletes` of yet others, all by plain HTTP on the server (not through the proxy).
+    fn mutate(
+        &self,
+        inserts: usize,
+        updates: usize,
+        deletes: usize,
+    ) -> BoxFuture<'_, MutationSummary> {
+        Box::pin(async move {
+            let mut m = MutationSummary::default();
+            for book in &self.books {
+                let mut live: Vec<String> = self
+                    .members(book)
+                    .await
+                    .iter()
+                    .filter_map(|(p, _)| {
+                        p.rsplit('/')
+                            .next()
+                            .and_then(|n| n.strip_suffix(".vcf"))
+                            .map(str::to_string)
+                    })
+                    .collect();
+                live.sort();
+                let (updated, deleted) = {
+                    let mut rng = rand::rng();
+                    let mut pick = |n: usize| -> Vec<String> {
+                        (0..n.min(live.len()))
+                            .map(|_| live.swap_remove(rng.random_range(0..live.len())))
+                            .collect()
+                    };
+                    (pick(updates), pick(deletes))
+                };
+                for id in &updated {
+                    let i: usize = id["contact-".len()..].parse().unwrap();
+                    let rev = self.next_rev.fetch_add(1, Ordering::SeqCst);
+                    self.server.put(book, id, &vcard(i, rev)).await;
+                }
+                for id in &deleted {
+                    self.server.delete(book, id).await;
+                }
+                for _ in 0..inserts {
+                    let i = self.next_id.fetch_add(1, Ordering::SeqCst);
+                    self.server.put(book, &name_of(i), &vcard(i, 0)).await;
+                    m.inserted.push(name_of(i));
+                }
+                m.updated.extend(updated);
+                m.deleted.extend(deleted);
+            }
+            m
+        })
+    }
+
+    /// The server's own way to forget every sync token it gave ([`Server::expire_tokens`]).
+    fn expire_cursor(&self) -> BoxFuture<'_, ()> {
+        for book in &self.books {
+            self.server.expire_tokens(book);
+        }
+        Box::pin(std::future::ready(()))
+    }
+
+    fn set_faults(&self, faults: FaultSpec) {
+        self.proxy.set_faults(faults);
+    }
+
+    fn stats(&self) -> Stats {
+        self.proxy.stats()
+    }
 }
 
 // ---------------------------------------------------------------------------------------

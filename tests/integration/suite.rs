@@ -44,9 +44,10 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray};
 use contacts_etl::config::Pipeline;
-use contacts_etl::emulator::{Emulator, EmulatorConfig, FaultSpec, MutationSummary};
+use contacts_etl::emulator::{Emulator, EmulatorConfig, FaultSpec, MutationSummary, Stats};
 use contacts_etl::plan::Mode;
 use contacts_etl::plan::apply::{ApplyOptions, apply, plan};
+use futures::future::BoxFuture;
 use rand::Rng;
 
 use crate::{PipelineSpec, assert_ok, expected_counts, sync, write_pipeline};
@@ -54,29 +55,43 @@ use crate::{PipelineSpec, assert_ok, expected_counts, sync, write_pipeline};
 /// A contact in the unified schema, as the lake and the emulators' truth hold it.
 pub type Record = contacts_etl::schema::ContactRecord;
 
+/// What the checks run against: a running server (an emulator, or a real server behind
+/// a fault-injecting proxy) and the test's own ways of reading and changing it.
+pub trait Backend: Send + Sync {
+    /// Writes a pipeline into `dir` whose one source is the provider on this server; the
+    /// lake is `dir/lake`.
+    fn pipeline(&self, dir: &Path) -> PathBuf;
+    /// The accounts the pipeline syncs.
+    fn accounts(&self) -> Vec<String>;
+    /// The live contacts of one account, as a perfect sync would land them.
+    fn truth<'a>(&'a self, account: &'a str) -> BoxFuture<'a, Vec<Record>>;
+    /// Random inserts, updates and deletes (in every account).
+    fn mutate(
+        &self,
+        inserts: usize,
+        updates: usize,
+        deletes: usize,
+    ) -> BoxFuture<'_, MutationSummary>;
+    /// Makes every cursor the source holds unusable: the next sync must resync, and the
+    /// deletions made before this call must not be visible to an incremental read.
+    fn expire_cursor(&self) -> BoxFuture<'_, ()>;
+    /// Replaces the faults injected into the pipeline's requests (the default: none).
+    fn set_faults(&self, faults: FaultSpec);
+    /// Counts of the requests the pipeline made, with `fault.<kind>` per injected fault.
+    fn stats(&self) -> Stats;
+}
+
 /// A provider under test: plain data and `fn` pointers, nothing else.
 pub struct Harness {
     /// The provider's name, in messages.
     pub name: &'static str,
-    /// The `[[sources]]` name [`Harness::pipeline`] gives it.
+    /// The `[[sources]]` name [`Backend::pipeline`] gives it.
     pub source: &'static str,
     /// Contacts per account the checks start from (a few hundred at most).
     pub contacts: usize,
-    /// The emulator's configuration for `contacts` contacts per account, without faults.
-    pub emulator: fn(contacts: usize) -> EmulatorConfig,
-    /// Writes a pipeline into `dir` whose one source is this provider on `emu`; the lake
-    /// is `dir/lake`.
-    pub pipeline: fn(dir: &Path, emu: &Emulator) -> PathBuf,
-    /// The accounts the pipeline syncs.
-    pub accounts: fn(emu: &Emulator) -> Vec<String>,
-    /// The live contacts of one account, as a perfect sync would land them.
-    pub truth: fn(emu: &Emulator, account: &str) -> Vec<Record>,
-    /// Random inserts, updates and deletes (in every account).
-    pub mutate:
-        fn(emu: &Emulator, inserts: usize, updates: usize, deletes: usize) -> MutationSummary,
-    /// Makes every cursor the source holds unusable: the next sync must resync, and the
-    /// deletions made before this call must not be visible to an incremental read.
-    pub expire_cursor: fn(emu: &Emulator),
+    /// Starts a server holding `contacts` contacts per account, without faults; `None`
+    /// when it cannot run here (a real server outside scripts/test.sh: the test skips).
+    pub start: fn(contacts: usize) -> BoxFuture<'static, Option<Box<dyn Backend>>>,
     /// The faults injected by [`faults_still_land_exactly`], in `--faults` syntax.
     pub faults: &'static str,
     /// A desired state (SQL over the lake) that updates every landed contact of the source.
@@ -91,6 +106,75 @@ pub struct Harness {
 }
 
 // ---------------------------------------------------------------------------------------
+// The built-in emulator as a backend
+// ---------------------------------------------------------------------------------------
+
+/// How a provider of the built-in emulator is set up and driven: `fn` pointers on the
+/// running [`Emulator`].
+pub struct Emulated {
+    /// The emulator's configuration for `contacts` contacts per account, without faults.
+    pub emulator: fn(contacts: usize) -> EmulatorConfig,
+    /// See [`Backend::pipeline`].
+    pub pipeline: fn(dir: &Path, emu: &Emulator) -> PathBuf,
+    /// See [`Backend::accounts`].
+    pub accounts: fn(emu: &Emulator) -> Vec<String>,
+    /// See [`Backend::truth`].
+    pub truth: fn(emu: &Emulator, account: &str) -> Vec<Record>,
+    /// See [`Backend::mutate`].
+    pub mutate:
+        fn(emu: &Emulator, inserts: usize, updates: usize, deletes: usize) -> MutationSummary,
+    /// See [`Backend::expire_cursor`].
+    pub expire_cursor: fn(emu: &Emulator),
+}
+
+struct EmulatorBackend {
+    emu: Emulator,
+    how: Emulated,
+}
+
+impl Emulated {
+    /// Starts the emulator for `contacts` contacts per account.
+    pub fn start(self, contacts: usize) -> BoxFuture<'static, Option<Box<dyn Backend>>> {
+        Box::pin(async move {
+            let emu = Emulator::start((self.emulator)(contacts)).await.unwrap();
+            Some(Box::new(EmulatorBackend { emu, how: self }) as Box<dyn Backend>)
+        })
+    }
+}
+
+impl Backend for EmulatorBackend {
+    fn pipeline(&self, dir: &Path) -> PathBuf {
+        (self.how.pipeline)(dir, &self.emu)
+    }
+    fn accounts(&self) -> Vec<String> {
+        (self.how.accounts)(&self.emu)
+    }
+    fn truth<'a>(&'a self, account: &'a str) -> BoxFuture<'a, Vec<Record>> {
+        Box::pin(std::future::ready((self.how.truth)(&self.emu, account)))
+    }
+    fn mutate(
+        &self,
+        inserts: usize,
+        updates: usize,
+        deletes: usize,
+    ) -> BoxFuture<'_, MutationSummary> {
+        Box::pin(std::future::ready((self.how.mutate)(
+            &self.emu, inserts, updates, deletes,
+        )))
+    }
+    fn expire_cursor(&self) -> BoxFuture<'_, ()> {
+        (self.how.expire_cursor)(&self.emu);
+        Box::pin(std::future::ready(()))
+    }
+    fn set_faults(&self, faults: FaultSpec) {
+        self.emu.set_faults(faults);
+    }
+    fn stats(&self) -> Stats {
+        self.emu.stats()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // The providers. A new one: a harness function and one `conformance!` line at the bottom.
 // ---------------------------------------------------------------------------------------
 
@@ -100,23 +184,28 @@ pub fn google_harness() -> Harness {
         name: "google",
         source: "shared",
         contacts: 300,
-        emulator: crate::google_only,
-        pipeline: |dir, emu| {
-            write_pipeline(
-                dir,
-                emu,
-                &PipelineSpec {
-                    page_size: 50,
-                    ..Default::default()
+        start: |n| {
+            Emulated {
+                emulator: crate::google_only,
+                pipeline: |dir, emu| {
+                    write_pipeline(
+                        dir,
+                        emu,
+                        &PipelineSpec {
+                            page_size: 50,
+                            ..Default::default()
+                        },
+                    )
                 },
-            )
+                accounts: |emu| vec![emu.config().google_domain.clone()],
+                truth: |emu, _| emu.google_truth().contacts,
+                mutate: |emu, i, u, d| emu.mutate_google(i, u, d),
+                // Past the 30-day window Google keeps deletion placeholders for: an incremental
+                // read could no longer see the deletions, so the source must resync.
+                expire_cursor: |emu| emu.advance_clock(31 * 24 * 3600),
+            }
+            .start(n)
         },
-        accounts: |emu| vec![emu.config().google_domain.clone()],
-        truth: |emu, _| emu.google_truth().contacts,
-        mutate: |emu, i, u, d| emu.mutate_google(i, u, d),
-        // Past the 30-day window Google keeps deletion placeholders for: an incremental
-        // read could no longer see the deletions, so the source must resync.
-        expire_cursor: |emu| emu.advance_clock(31 * 24 * 3600),
         faults: "429=0.06,503=0.06,500=0.03,reset=0.03,truncate=0.05,retry_after=0",
         update_sql: "SELECT account, id, etag, concat('[suite] ', id) AS notes FROM contacts WHERE source = 'shared'",
         updated: |c| c.notes.as_deref() == Some(format!("[suite] {}", c.id).as_str()),
@@ -143,30 +232,35 @@ pub fn aurinko_harness() -> Harness {
         name: "aurinko",
         source: "crm",
         contacts: 150,
-        emulator: |n| EmulatorConfig {
-            aurinko_page_size: 50,
-            ..crate::aurinko_only(2, n)
-        },
-        pipeline: |dir, emu| {
-            write_pipeline(
-                dir,
-                emu,
-                &PipelineSpec {
-                    google: false,
-                    aurinko_accounts: emu.aurinko_accounts(),
-                    ..Default::default()
+        start: |n| {
+            Emulated {
+                emulator: |n| EmulatorConfig {
+                    aurinko_page_size: 50,
+                    ..crate::aurinko_only(2, n)
                 },
-            )
+                pipeline: |dir, emu| {
+                    write_pipeline(
+                        dir,
+                        emu,
+                        &PipelineSpec {
+                            google: false,
+                            aurinko_accounts: emu.aurinko_accounts(),
+                            ..Default::default()
+                        },
+                    )
+                },
+                accounts: |emu| emu.aurinko_accounts(),
+                truth: |emu, account| {
+                    emu.aurinko_truth(account)
+                        .unwrap_or_else(|| panic!("no Aurinko account {account}"))
+                        .contacts
+                },
+                mutate: |emu, i, u, d| emu.mutate_aurinko(None, i, u, d),
+                // Every delta and page token issued so far answers 410 syncToken.expired.
+                expire_cursor: |emu| emu.expire_aurinko_tokens(),
+            }
+            .start(n)
         },
-        accounts: |emu| emu.aurinko_accounts(),
-        truth: |emu, account| {
-            emu.aurinko_truth(account)
-                .unwrap_or_else(|| panic!("no Aurinko account {account}"))
-                .contacts
-        },
-        mutate: |emu, i, u, d| emu.mutate_aurinko(None, i, u, d),
-        // Every delta and page token issued so far answers 410 syncToken.expired.
-        expire_cursor: |emu| emu.expire_aurinko_tokens(),
         faults: "429=0.06,503=0.06,500=0.03,reset=0.03,truncate=0.05,retry_after=0",
         update_sql: "SELECT account, id, etag, concat('Suite ', id) AS display_name, concat('[suite] ', id) AS notes FROM contacts WHERE source = 'crm'",
         updated: |c| {
@@ -186,31 +280,78 @@ pub fn aurinko_harness() -> Harness {
     }
 }
 
+/// A real CardDAV server (Radicale or Xandikos, started by tests/python/carddav_server.py)
+/// with two address books of `contacts` vCards each, behind the fault proxy.
+pub fn carddav_harness(kind: crate::carddav::Kind) -> Harness {
+    Harness {
+        name: kind.name(),
+        source: "addressbook",
+        contacts: 50,
+        start: match kind {
+            crate::carddav::Kind::Radicale => |n| {
+                Box::pin(async move {
+                    let b =
+                        crate::carddav::CardDavBackend::start(crate::carddav::Kind::Radicale, n)
+                            .await?;
+                    Some(Box::new(b) as Box<dyn Backend>)
+                })
+            },
+            crate::carddav::Kind::Xandikos => |n| {
+                Box::pin(async move {
+                    let b =
+                        crate::carddav::CardDavBackend::start(crate::carddav::Kind::Xandikos, n)
+                            .await?;
+                    Some(Box::new(b) as Box<dyn Backend>)
+                })
+            },
+        },
+        faults: "429=0.06,503=0.06,500=0.03,reset=0.03,truncate=0.05,retry_after=0",
+        update_sql: "SELECT account, id, etag, concat('[suite] ', id) AS notes FROM contacts WHERE source = 'addressbook'",
+        updated: |c| c.notes.as_deref() == Some(format!("[suite] {}", c.id).as_str()),
+        insert_sql: |account, tag| {
+            format!(
+                "SELECT '{account}' AS account, CAST(NULL AS VARCHAR) AS id, CAST(NULL AS VARCHAR) AS etag, \
+                 'Suite Inserted {tag}' AS display_name, 'inserted by the conformance suite' AS notes, \
+                 [named_struct('address', 'suite.{tag}@example.org', 'type', 'work', 'label', CAST(NULL AS VARCHAR), 'primary', true, 'display_name', CAST(NULL AS VARCHAR))] AS emails"
+            )
+        },
+        inserted: |c, tag| {
+            c.display_name.as_deref() == Some(format!("Suite Inserted {tag}").as_str())
+                && c.notes.as_deref() == Some("inserted by the conformance suite")
+                && c.emails.len() == 1
+                && c.emails[0].address.as_deref()
+                    == Some(format!("suite.{tag}@example.org").as_str())
+        },
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
 
-/// An emulator for `h` and a pipeline in a fresh directory pointing at it.
-async fn start(h: &Harness, faults: Option<&str>) -> (Emulator, tempfile::TempDir, PathBuf) {
-    let mut cfg = (h.emulator)(h.contacts);
+/// A server for `h` (with `faults` in `--faults` syntax) and a pipeline in a fresh
+/// directory pointing at it; `None` when the server cannot run here.
+async fn start(
+    h: &Harness,
+    faults: Option<&str>,
+) -> Option<(Box<dyn Backend>, tempfile::TempDir, PathBuf)> {
+    let srv = (h.start)(h.contacts).await?;
     if let Some(f) = faults {
-        cfg.faults = FaultSpec::parse(f).unwrap();
+        srv.set_faults(FaultSpec::parse(f).unwrap());
     }
-    let emu = Emulator::start(cfg).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let p = (h.pipeline)(dir.path(), &emu);
-    (emu, dir, p)
+    let p = srv.pipeline(dir.path());
+    Some((srv, dir, p))
 }
 
 /// Every account's truth.
-fn truth(h: &Harness, emu: &Emulator) -> BTreeMap<String, Vec<Record>> {
-    (h.accounts)(emu)
-        .into_iter()
-        .map(|a| {
-            let t = (h.truth)(emu, &a);
-            (a, t)
-        })
-        .collect()
+async fn truth(srv: &dyn Backend) -> BTreeMap<String, Vec<Record>> {
+    let mut out = BTreeMap::new();
+    for a in srv.accounts() {
+        let t = srv.truth(&a).await;
+        out.insert(a, t);
+    }
+    out
 }
 
 fn total(t: &BTreeMap<String, Vec<Record>>) -> usize {
@@ -219,9 +360,9 @@ fn total(t: &BTreeMap<String, Vec<Record>>) -> usize {
 
 /// The lake of the pipeline at `p` equals the truth of every account, field by field, and
 /// holds no contact of the source outside those accounts.
-async fn assert_lake_equals_truth(h: &Harness, p: &Path, emu: &Emulator, context: &str) {
+async fn assert_lake_equals_truth(h: &Harness, p: &Path, srv: &dyn Backend, context: &str) {
     let lake = contacts_etl::sync::lake_of(&Pipeline::load(p).unwrap()).unwrap();
-    let t = truth(h, emu);
+    let t = truth(srv).await;
     for (account, truth) in &t {
         let landed = lake.contacts_of(h.source, account).await.unwrap();
         let d = contacts_etl::verify::diff(&landed, truth);
@@ -288,11 +429,16 @@ async fn rows(p: &Path, sql: &str) -> Vec<Vec<String>> {
 
 /// (upserted, deleted) summed over the report's accounts, after asserting every account
 /// of the source ran in `mode`.
-fn sums(h: &Harness, emu: &Emulator, r: &contacts_etl::sync::SyncReport, mode: &str) -> (i64, i64) {
+fn sums(
+    h: &Harness,
+    srv: &dyn Backend,
+    r: &contacts_etl::sync::SyncReport,
+    mode: &str,
+) -> (i64, i64) {
     assert_ok(r);
     let mut reported: Vec<&str> = r.accounts.iter().map(|a| a.account.as_str()).collect();
     reported.sort();
-    let mut want = (h.accounts)(emu);
+    let mut want = srv.accounts();
     want.sort();
     assert_eq!(
         reported,
@@ -337,16 +483,16 @@ fn inserts_sql(h: &Harness, accounts: &[String], tags: &[String]) -> String {
 }
 
 /// Asserts every (account, tag) insert exists exactly once in the truth.
-fn assert_inserted_once(
+async fn assert_inserted_once(
     h: &Harness,
-    emu: &Emulator,
+    srv: &dyn Backend,
     accounts: &[String],
     tags: &[String],
     context: &str,
 ) {
     let mut wrong = Vec::new();
     for a in accounts {
-        let contacts = (h.truth)(emu, a);
+        let contacts = srv.truth(a).await;
         for t in tags {
             let n = contacts.iter().filter(|c| (h.inserted)(c, t)).count();
             if n != 1 {
@@ -386,11 +532,14 @@ fn sync_command(p: &Path) -> Command {
 /// A first sync reads everything (`full` in every account) and lands exactly the truth;
 /// a second one, with nothing changed, changes nothing.
 pub async fn full_extract_equals_truth(h: &Harness) {
-    let (emu, _dir, p) = start(h, None).await;
-    let t = truth(h, &emu);
+    let Some((srv, _dir, p)) = start(h, None).await else {
+        return;
+    };
+    let srv = &*srv;
+    let t = truth(srv).await;
     assert!(total(&t) > 0, "{}: the emulator holds no contacts", h.name);
     let r = sync(&p, false).await;
-    let (upserted, deleted) = sums(h, &emu, &r, "full");
+    let (upserted, deleted) = sums(h, srv, &r, "full");
     assert_eq!(
         (upserted, deleted),
         (total(&t) as i64, 0),
@@ -401,24 +550,27 @@ pub async fn full_extract_equals_truth(h: &Harness) {
     for a in &r.accounts {
         assert_eq!(a.upserted as usize, t[&a.account].len(), "{}", r.summary());
     }
-    assert_lake_equals_truth(h, &p, &emu, "after the full extract").await;
+    assert_lake_equals_truth(h, &p, srv, "after the full extract").await;
     assert_eq!(change_rows(h, &p, "").await, total(&t) as i64);
 
     let r = sync(&p, false).await;
-    assert_eq!(sums(h, &emu, &r, "incremental"), (0, 0), "{}", r.summary());
-    assert_lake_equals_truth(h, &p, &emu, "after an idle sync").await;
+    assert_eq!(sums(h, srv, &r, "incremental"), (0, 0), "{}", r.summary());
+    assert_lake_equals_truth(h, &p, srv, "after an idle sync").await;
     assert_eq!(change_rows(h, &p, "").await, total(&t) as i64);
 }
 
 /// Inserts, updates and deletes reach the lake through an incremental read, counted
 /// exactly, twice in a row (the second round also touches what the first inserted).
 pub async fn incremental_after_mutations_equals_truth(h: &Harness) {
-    let (emu, _dir, p) = start(h, None).await;
+    let Some((srv, _dir, p)) = start(h, None).await else {
+        return;
+    };
+    let srv = &*srv;
     let r = sync(&p, false).await;
-    let (full, _) = sums(h, &emu, &r, "full");
+    let (full, _) = sums(h, srv, &r, "full");
     let mut logged = full;
     for (round, (i, u, d)) in [(20, 20, 10), (5, 15, 15)].into_iter().enumerate() {
-        let m = (h.mutate)(&emu, i, u, d);
+        let m = srv.mutate(i, u, d).await;
         let want = expected_counts(&m);
         assert!(
             want.0 > 0 && want.1 > 0,
@@ -427,13 +579,13 @@ pub async fn incremental_after_mutations_equals_truth(h: &Harness) {
         );
         let r = sync(&p, false).await;
         assert_eq!(
-            sums(h, &emu, &r, "incremental"),
+            sums(h, srv, &r, "incremental"),
             want,
             "{} round {round}: (upserted, deleted)\n{}",
             h.name,
             r.summary()
         );
-        assert_lake_equals_truth(h, &p, &emu, &format!("after mutation round {round}")).await;
+        assert_lake_equals_truth(h, &p, srv, &format!("after mutation round {round}")).await;
         logged += want.0 + want.1;
         assert_eq!(
             change_rows(h, &p, "").await,
@@ -443,7 +595,7 @@ pub async fn incremental_after_mutations_equals_truth(h: &Harness) {
         );
         let deleted: BTreeSet<&String> = m.deleted.iter().collect();
         let lake = contacts_etl::sync::lake_of(&Pipeline::load(&p).unwrap()).unwrap();
-        for a in (h.accounts)(&emu) {
+        for a in srv.accounts() {
             for c in lake.contacts_of(h.source, &a).await.unwrap() {
                 assert!(
                     !deleted.contains(&c.id),
@@ -455,19 +607,22 @@ pub async fn incremental_after_mutations_equals_truth(h: &Harness) {
         }
     }
     let r = sync(&p, false).await;
-    assert_eq!(sums(h, &emu, &r, "incremental"), (0, 0), "{}", r.summary());
+    assert_eq!(sums(h, srv, &r, "incremental"), (0, 0), "{}", r.summary());
 }
 
 /// A cursor the API no longer honours: the source resyncs, reconciles the deletions no
 /// incremental read could report, logs each once, and the next run is incremental again.
 pub async fn expired_cursor_resyncs_and_reconciles_deletes(h: &Harness) {
-    let (emu, _dir, p) = start(h, None).await;
+    let Some((srv, _dir, p)) = start(h, None).await else {
+        return;
+    };
+    let srv = &*srv;
     assert_ok(&sync(&p, false).await);
-    let m = (h.mutate)(&emu, 10, 10, 20);
+    let m = srv.mutate(10, 10, 20).await;
     let want = expected_counts(&m);
-    (h.expire_cursor)(&emu);
+    srv.expire_cursor().await;
     let r = sync(&p, false).await;
-    let (_, deleted) = sums(h, &emu, &r, "resync");
+    let (_, deleted) = sums(h, srv, &r, "resync");
     assert_eq!(
         deleted,
         want.1,
@@ -475,7 +630,7 @@ pub async fn expired_cursor_resyncs_and_reconciles_deletes(h: &Harness) {
         h.name,
         r.summary()
     );
-    assert_lake_equals_truth(h, &p, &emu, "after the resync").await;
+    assert_lake_equals_truth(h, &p, srv, "after the resync").await;
     assert_eq!(
         change_rows(h, &p, " AND deleted = true").await,
         want.1,
@@ -490,39 +645,42 @@ pub async fn expired_cursor_resyncs_and_reconciles_deletes(h: &Harness) {
         ),
     )
     .await;
-    assert_eq!(resyncs as usize, (h.accounts)(&emu).len(), "{}", h.name);
+    assert_eq!(resyncs as usize, srv.accounts().len(), "{}", h.name);
 
     // The cursor the resync left behind works.
-    let m = (h.mutate)(&emu, 5, 5, 5);
+    let m = srv.mutate(5, 5, 5).await;
     let r = sync(&p, false).await;
     assert_eq!(
-        sums(h, &emu, &r, "incremental"),
+        sums(h, srv, &r, "incremental"),
         expected_counts(&m),
         "{}\n{}",
         h.name,
         r.summary()
     );
-    assert_lake_equals_truth(h, &p, &emu, "after the resync's next run").await;
+    assert_lake_equals_truth(h, &p, srv, "after the resync's next run").await;
 }
 
 /// Throttling, server errors, connection resets and truncated bodies on every route: the
 /// full and the incremental read still land exactly the truth.
 pub async fn faults_still_land_exactly(h: &Harness) {
-    let (emu, _dir, p) = start(h, Some(h.faults)).await;
+    let Some((srv, _dir, p)) = start(h, Some(h.faults)).await else {
+        return;
+    };
+    let srv = &*srv;
     let r = sync(&p, false).await;
-    sums(h, &emu, &r, "full");
-    assert_lake_equals_truth(h, &p, &emu, "after a full extract under faults").await;
-    let m = (h.mutate)(&emu, 20, 20, 10);
+    sums(h, srv, &r, "full");
+    assert_lake_equals_truth(h, &p, srv, "after a full extract under faults").await;
+    let m = srv.mutate(20, 20, 10).await;
     let r = sync(&p, false).await;
     assert_eq!(
-        sums(h, &emu, &r, "incremental"),
+        sums(h, srv, &r, "incremental"),
         expected_counts(&m),
         "{}\n{}",
         h.name,
         r.summary()
     );
-    assert_lake_equals_truth(h, &p, &emu, "after an incremental read under faults").await;
-    let stats = emu.stats();
+    assert_lake_equals_truth(h, &p, srv, "after an incremental read under faults").await;
+    let stats = srv.stats();
     let injected: u64 = stats
         .iter()
         .filter(|(k, _)| k.starts_with("fault."))
@@ -539,12 +697,15 @@ pub async fn faults_still_land_exactly(h: &Harness) {
 /// An update of every contact, applied and then synced: the API holds what was written,
 /// `writeback_results` says so, the lake equals the API, and a new plan has nothing to do.
 pub async fn writeback_round_trip(h: &Harness) {
-    let (emu, _dir, p) = start(h, None).await;
+    let Some((srv, _dir, p)) = start(h, None).await else {
+        return;
+    };
+    let srv = &*srv;
     assert_ok(&sync(&p, false).await);
     let pipeline = Pipeline::load(&p).unwrap();
-    let n = total(&truth(h, &emu));
+    let n = total(&truth(srv).await);
     assert!(
-        truth(h, &emu).values().flatten().all(|c| !(h.updated)(c)),
+        truth(srv).await.values().flatten().all(|c| !(h.updated)(c)),
         "{}: the update must change every contact",
         h.name
     );
@@ -553,7 +714,7 @@ pub async fn writeback_round_trip(h: &Harness) {
         .unwrap();
     assert_eq!(report.failures(), 0, "{}: {}", h.name, report.summary());
     assert_eq!(report.results.len(), n, "{}: {}", h.name, report.summary());
-    let t = truth(h, &emu);
+    let t = truth(srv).await;
     assert_eq!(
         total(&t),
         n,
@@ -575,7 +736,7 @@ pub async fn writeback_round_trip(h: &Harness) {
     );
     let r = sync(&p, false).await;
     assert_ok(&r);
-    assert_lake_equals_truth(h, &p, &emu, "after write-back and a sync").await;
+    assert_lake_equals_truth(h, &p, srv, "after write-back and a sync").await;
     let ok = count(
         &p,
         &format!(
@@ -606,14 +767,17 @@ pub const LOST_RESPONSES: &str = "429=0.05,503=0.05,reset=0.03,truncate=0.1,retr
 /// was lost is not sent again in the same run) converge on every
 /// contact updated, and the lake then equals the API.
 pub async fn writes_survive_lost_responses(h: &Harness) {
-    let (emu, _dir, p) = start(h, None).await;
+    let Some((srv, _dir, p)) = start(h, None).await else {
+        return;
+    };
+    let srv = &*srv;
     assert_ok(&sync(&p, false).await);
-    let accounts = (h.accounts)(&emu);
+    let accounts = srv.accounts();
     let tags: Vec<String> = (0..8).map(|i| format!("lost{i}")).collect();
-    let n = total(&truth(h, &emu));
+    let n = total(&truth(srv).await);
     let pipeline = Pipeline::load(&p).unwrap();
     let inserts = inserts_sql(h, &accounts, &tags);
-    emu.set_faults(FaultSpec::parse(LOST_RESPONSES).unwrap());
+    srv.set_faults(FaultSpec::parse(LOST_RESPONSES).unwrap());
     // Each desired state is applied until nothing is left to do, at most six times.
     let mut reruns = Vec::new();
     for (desired, mode) in [
@@ -634,25 +798,26 @@ pub async fn writes_survive_lost_responses(h: &Harness) {
             );
         }
         if mode == Mode::Upsert {
-            emu.set_faults(FaultSpec::default());
+            srv.set_faults(FaultSpec::default());
             assert_inserted_once(
                 h,
-                &emu,
+                srv,
                 &accounts,
                 &tags,
                 "after inserts under lost responses",
-            );
-            emu.set_faults(FaultSpec::parse(LOST_RESPONSES).unwrap());
+            )
+            .await;
+            srv.set_faults(FaultSpec::parse(LOST_RESPONSES).unwrap());
         }
     }
-    let stats = emu.stats();
-    emu.set_faults(FaultSpec::default());
+    let stats = srv.stats();
+    srv.set_faults(FaultSpec::default());
     assert!(
         stats.get("fault.truncate").copied().unwrap_or(0) > 0,
         "{}: no response was lost: {stats:?}",
         h.name
     );
-    let t = truth(h, &emu);
+    let t = truth(srv).await;
     assert_eq!(total(&t), n + accounts.len() * tags.len(), "{}", h.name);
     let missing = t
         .values()
@@ -665,14 +830,17 @@ pub async fn writes_survive_lost_responses(h: &Harness) {
         h.name
     );
     assert_ok(&sync(&p, false).await);
-    assert_lake_equals_truth(h, &p, &emu, "after write-back under lost responses").await;
+    assert_lake_equals_truth(h, &p, srv, "after write-back under lost responses").await;
 }
 
 /// A desired state saved before someone else edits some contacts: those are conflicts
 /// (one `conflict` row each in `writeback_results`), the other writer's values stay, the
 /// rest applies; `--force` then overwrites only the conflicts.
 pub async fn conflicts(h: &Harness) {
-    let (emu, dir, p) = start(h, None).await;
+    let Some((srv, dir, p)) = start(h, None).await else {
+        return;
+    };
+    let srv = &*srv;
     assert_ok(&sync(&p, false).await);
     let pipeline = Pipeline::load(&p).unwrap();
     let lake = contacts_etl::sync::lake_of(&pipeline).unwrap();
@@ -689,16 +857,17 @@ pub async fn conflicts(h: &Harness) {
     contacts_etl::sql::write_parquet(&lake, &batches, file.to_str().unwrap())
         .await
         .unwrap();
-    let m = (h.mutate)(&emu, 0, 12, 0);
+    let m = srv.mutate(0, 12, 0).await;
     let edited: BTreeSet<String> = m.updated.iter().cloned().collect();
     assert!(!edited.is_empty());
-    let before: BTreeMap<String, Record> = truth(h, &emu)
+    let before: BTreeMap<String, Record> = truth(srv)
+        .await
         .into_values()
         .flatten()
         .filter(|c| edited.contains(&c.id))
         .map(|c| (c.id.clone(), c))
         .collect();
-    let n = total(&truth(h, &emu));
+    let n = total(&truth(srv).await);
 
     let report = apply(
         &pipeline,
@@ -735,7 +904,7 @@ pub async fn conflicts(h: &Harness) {
     )
     .await;
     assert_eq!(ok as usize, n - edited.len(), "{}", h.name);
-    for c in truth(h, &emu).values().flatten() {
+    for c in truth(srv).await.values().flatten() {
         match before.get(&c.id) {
             Some(b) => assert!(
                 contacts_etl::verify::diff(std::slice::from_ref(c), std::slice::from_ref(b))
@@ -767,7 +936,8 @@ pub async fn conflicts(h: &Harness) {
         report.summary()
     );
     assert!(
-        truth(h, &emu)
+        truth(srv)
+            .await
             .values()
             .flatten()
             .all(|c| c.notes.as_deref() == Some("mine")),
@@ -775,18 +945,21 @@ pub async fn conflicts(h: &Harness) {
         h.name
     );
     assert_ok(&sync(&p, false).await);
-    assert_lake_equals_truth(h, &p, &emu, "after the forced apply").await;
+    assert_lake_equals_truth(h, &p, srv, "after the forced apply").await;
 }
 
 /// One insert per account applied twice, then once more from a new lake that has never
 /// seen the created contacts: each exists exactly once.
 pub async fn idempotent_inserts(h: &Harness) {
-    let (emu, _dir, p) = start(h, None).await;
+    let Some((srv, _dir, p)) = start(h, None).await else {
+        return;
+    };
+    let srv = &*srv;
     assert_ok(&sync(&p, false).await);
-    let accounts = (h.accounts)(&emu);
+    let accounts = srv.accounts();
     let tags = vec!["once".to_string()];
     let desired = inserts_sql(h, &accounts, &tags);
-    let n = total(&truth(h, &emu));
+    let n = total(&truth(srv).await);
     let report = apply(
         &Pipeline::load(&p).unwrap(),
         &apply_opts(h, &desired, Mode::Upsert),
@@ -800,8 +973,8 @@ pub async fn idempotent_inserts(h: &Harness) {
         "{}",
         report.plan.render(5)
     );
-    assert_inserted_once(h, &emu, &accounts, &tags, "after the first apply");
-    assert_eq!(total(&truth(h, &emu)), n + accounts.len());
+    assert_inserted_once(h, srv, &accounts, &tags, "after the first apply").await;
+    assert_eq!(total(&truth(srv).await), n + accounts.len());
 
     let report = apply(
         &Pipeline::load(&p).unwrap(),
@@ -817,12 +990,12 @@ pub async fn idempotent_inserts(h: &Harness) {
         report.plan.render(5)
     );
     assert_eq!(report.plan.already_applied, accounts.len(), "{}", h.name);
-    assert_inserted_once(h, &emu, &accounts, &tags, "after the second apply");
+    assert_inserted_once(h, srv, &accounts, &tags, "after the second apply").await;
 
     // A lake that never saw the inserts (as after a crash before the sync that follows an
     // apply): apply reads the source first and finds the stamped keys.
     let other = tempfile::tempdir().unwrap();
-    let q = (h.pipeline)(other.path(), &emu);
+    let q = srv.pipeline(other.path());
     let report = apply(
         &Pipeline::load(&q).unwrap(),
         &apply_opts(h, &desired, Mode::Upsert),
@@ -836,29 +1009,24 @@ pub async fn idempotent_inserts(h: &Harness) {
         h.name,
         report.plan.render(5)
     );
-    assert_inserted_once(
-        h,
-        &emu,
-        &accounts,
-        &tags,
-        "after an apply from a fresh lake",
-    );
-    assert_eq!(total(&truth(h, &emu)), n + accounts.len());
+    assert_inserted_once(h, srv, &accounts, &tags, "after an apply from a fresh lake").await;
+    assert_eq!(total(&truth(srv).await), n + accounts.len());
     assert_ok(&sync(&p, false).await);
-    assert_lake_equals_truth(h, &p, &emu, "after the inserts").await;
+    assert_lake_equals_truth(h, &p, srv, "after the inserts").await;
 }
 
 /// `kill -9` of a `sync` process at a random moment (in a full extract of an empty lake,
 /// then in incremental runs), then a rerun: the lake equals the truth, the change log has
 /// no row twice for one run, and completed runs are numbered 1, 2, … without a gap.
 pub async fn crash(h: &Harness) {
-    let emu = Emulator::start((h.emulator)(h.contacts)).await.unwrap();
+    let Some(srv) = (h.start)(h.contacts).await else {
+        return;
+    };
+    let srv = &*srv;
     // How long an uninterrupted full run takes, to spread the kills over it.
     let calib = tempfile::tempdir().unwrap();
     let t = Instant::now();
-    let out = sync_command(&(h.pipeline)(calib.path(), &emu))
-        .output()
-        .unwrap();
+    let out = sync_command(&srv.pipeline(calib.path())).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -867,13 +1035,13 @@ pub async fn crash(h: &Harness) {
     let mut span = t.elapsed();
 
     let dir = tempfile::tempdir().unwrap();
-    let p = (h.pipeline)(dir.path(), &emu);
+    let p = srv.pipeline(dir.path());
     let mut killed_mid_run = 0;
     let mut trials = 0;
     // At most four trials; stop after two kills that landed inside a run.
     while trials < 4 && killed_mid_run < 2 {
         if trials > 0 {
-            (h.mutate)(&emu, 15, 15, 10);
+            srv.mutate(15, 15, 10).await;
         }
         let mut child = sync_command(&p)
             .stdout(Stdio::null())
@@ -898,7 +1066,7 @@ pub async fn crash(h: &Harness) {
             String::from_utf8_lossy(&out.stderr)
         );
         let context = format!("trial {trials}, killed after {at} ms, then rerun");
-        assert_lake_equals_truth(h, &p, &emu, &context).await;
+        assert_lake_equals_truth(h, &p, srv, &context).await;
         let dupes = count(
             &p,
             "SELECT count(*) FROM (SELECT source, account, id, _run_id FROM contact_changes GROUP BY 1, 2, 3, 4 HAVING count(*) > 1)",
@@ -978,3 +1146,11 @@ macro_rules! conformance {
 
 conformance!(google, google_harness());
 conformance!(aurinko, aurinko_harness());
+conformance!(
+    carddav_radicale,
+    carddav_harness(crate::carddav::Kind::Radicale)
+);
+conformance!(
+    carddav_xandikos,
+    carddav_harness(crate::carddav::Kind::Xandikos)
+);
