@@ -14,15 +14,33 @@
 //! | [`writes_survive_lost_responses`] | inserts and updates while responses are lost after the server did the work: no insert twice, reruns converge |
 //! | [`crash`] | `kill -9` of a `contacts-etl sync` at a random moment, then a rerun: the lake equals the truth, no change row twice, run numbers without gaps |
 //!
+//! # What the checks run against
+//!
+//! | provider | backend | accounts × contacts | faults |
+//! |---|---|---|---|
+//! | `google` | the built-in emulator | 1 × 300, pages of 50 | the emulator's fault layer |
+//! | `aurinko` | the built-in emulator | 2 × 150, pages of 50 | the emulator's fault layer |
+//! | `carddav_radicale` | Radicale 3.9, a real server (tests/python/carddav_server.py) | 2 address books × 50, multigets of 8 | the same fault layer as a reverse proxy in front of it (`emulator::proxy::FaultProxy`) |
+//! | `carddav_xandikos` | Xandikos 0.4, a real server | 2 × 50, multigets of 8 | the fault proxy |
+//!
+//! A real server's truth is what it lists (PROPFIND, then a GET of each member), its
+//! mutations plain HTTP PUTs and DELETEs on it (past the proxy), its expired cursor the
+//! server's own state behind its sync tokens removed (see
+//! [`crate::carddav::CardDavBackend`]). Every check applies to every provider; none is
+//! skipped.
+//!
 //! # How a provider joins the suite
 //!
-//! 1. Give its emulator the usual test surface (`<provider>_truth`, `mutate_<provider>`, a
-//!    way to make a cursor expire, the shared [`FaultSpec`] faults).
+//! 1. Give the checks a [`Backend`]: a running server with the test's ways to write a
+//!    pipeline pointing at it, list its accounts, read its truth, mutate it, expire its
+//!    cursor, and inject the shared [`FaultSpec`] faults and count them. For a provider
+//!    of the built-in emulator that is an [`Emulated`] (`fn` pointers on the
+//!    [`Emulator`]: `<provider>_truth`, `mutate_<provider>`, …); for a real server a
+//!    type of its own, with the server behind a `FaultProxy` (as
+//!    [`crate::carddav::CardDavBackend`]).
 //! 2. Write a `fn <provider>_harness() -> Harness` below: plain data and `fn` pointers
-//!    that say how to start its emulator, write a pipeline pointing at it (through
-//!    [`crate::write_pipeline`], or its own `[[sources]]` TOML), list its accounts, read
-//!    its truth, mutate it, expire its cursor, which faults to inject, and one update and
-//!    one insert in SQL, each with a predicate that recognises the written values in the
+//!    that say how to start that backend, which faults to inject, and one update and one
+//!    insert in SQL, each with a predicate that recognises the written values in the
 //!    truth. The checks compare the lake with that truth themselves (through
 //!    `contacts_etl::verify::diff`), so nothing else in the tests needs to know the
 //!    provider.
@@ -34,8 +52,9 @@
 //! inside `conformance!`; every provider then runs it.
 //!
 //! Sizes are small (a few hundred contacts, small pages so there are several of them) and
-//! every loop is bounded: the whole suite is meant to stay well under a minute of wall
-//! time in a debug build on two cores.
+//! every loop is bounded: the emulated providers' checks stay well under a minute of wall
+//! time in a debug build on two cores; the real servers' add about two (a server start
+//! and a seeding per check, Python serving every request).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
