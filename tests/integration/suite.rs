@@ -100,6 +100,9 @@ pub trait Backend: Send + Sync {
     fn stats(&self) -> Stats;
 }
 
+/// A backend being started; `None` when it cannot run here.
+pub type Starting = BoxFuture<'static, Option<Box<dyn Backend>>>;
+
 /// A provider under test: plain data and `fn` pointers, nothing else.
 pub struct Harness {
     /// The provider's name, in messages.
@@ -110,7 +113,7 @@ pub struct Harness {
     pub contacts: usize,
     /// Starts a server holding `contacts` contacts per account, without faults; `None`
     /// when it cannot run here (a real server outside scripts/test.sh: the test skips).
-    pub start: fn(contacts: usize) -> BoxFuture<'static, Option<Box<dyn Backend>>>,
+    pub start: fn(contacts: usize) -> Starting,
     /// The faults injected by [`faults_still_land_exactly`], in `--faults` syntax.
     pub faults: &'static str,
     /// A desired state (SQL over the lake) that updates every landed contact of the source.
@@ -153,7 +156,7 @@ struct EmulatorBackend {
 
 impl Emulated {
     /// Starts the emulator for `contacts` contacts per account.
-    pub fn start(self, contacts: usize) -> BoxFuture<'static, Option<Box<dyn Backend>>> {
+    pub fn start(self, contacts: usize) -> Starting {
         Box::pin(async move {
             let emu = Emulator::start((self.emulator)(contacts)).await.unwrap();
             Some(Box::new(EmulatorBackend { emu, how: self }) as Box<dyn Backend>)
