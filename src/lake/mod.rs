@@ -163,6 +163,19 @@ const CHECKPOINT_INTERVAL: &str = "10";
 /// Version retries delta-rs makes per commit (its default is 15; shards append at once).
 const COMMIT_RETRIES: usize = 100;
 
+/// The partition values of one account's files (`source`, `account`), as delta-rs's
+/// `RecordBatchWriter::write_partition` takes them.
+fn partition_values(
+    source: &str,
+    account: &str,
+) -> indexmap::IndexMap<String, delta_kernel::expressions::Scalar> {
+    use delta_kernel::expressions::Scalar;
+    indexmap::IndexMap::from([
+        ("source".to_string(), Scalar::String(source.to_string())),
+        ("account".to_string(), Scalar::String(account.to_string())),
+    ])
+}
+
 fn app_id(source: &str, account: &str) -> String {
     format!("{source}/{account}")
 }
