@@ -1456,9 +1456,12 @@ Springfield</gd:postalAddress>
         );
     }
 
+    /// An element's namespace and local name, and its attributes'.
+    type Resolved = (Ns, Vec<u8>, Vec<(Ns, Vec<u8>)>);
+
     /// The namespaces of every element and attribute of `doc` as the decoder's scopes
     /// resolve them, driven as `parse` drives them; an error as text.
-    fn scoped(doc: &str) -> std::result::Result<Vec<(Ns, Vec<u8>, Vec<(Ns, Vec<u8>)>)>, String> {
+    fn scoped(doc: &str) -> std::result::Result<Vec<Resolved>, String> {
         let mut r = Reader::from_str(doc);
         let mut sc = Scopes::default();
         let (mut depth, mut pending, mut out) = (0usize, None, Vec::new());
@@ -1502,7 +1505,7 @@ Springfield</gd:postalAddress>
     }
 
     /// The same, as quick-xml's `NsReader` resolves them: the reference.
-    fn ns_reader(doc: &str) -> std::result::Result<Vec<(Ns, Vec<u8>, Vec<(Ns, Vec<u8>)>)>, String> {
+    fn ns_reader(doc: &str) -> std::result::Result<Vec<Resolved>, String> {
         use quick_xml::name::ResolveResult;
         let of = |r: &ResolveResult, unprefixed_attr: bool| match r {
             ResolveResult::Bound(n) => ns_of_uri(n.as_ref()),
