@@ -2,7 +2,9 @@
 //! 1,000-record Aurinko page and a 1,000-vCard CardDAV `addressbook-multiget` answer, each
 //! beside its anchor measured on the same bytes: a bare quick-xml `NsReader` scan that
 //! resolves namespaces and unescapes text (Google, CardDAV), and
-//! `serde_json::from_slice::<Value>`.
+//! `serde_json::from_slice::<Value>`. CardDAV has two more: calcard's own parse of the
+//! same vCards (with and without the multistatus around them) without our mapping, and a
+//! bare scan of their lines.
 //!
 //! Run: `cargo bench --bench decode`.
 
@@ -104,6 +106,31 @@ fn nsreader_scan(xml: &[u8]) -> usize {
     n
 }
 
+/// A bare scan of a vCard's content lines: unfolds continuation lines and splits each
+/// logical line at its first colon (name and parameters, value); counts value bytes.
+fn vcard_line_scan(card: &str) -> usize {
+    let mut n = 0;
+    let mut line = String::new();
+    let mut flush = |line: &mut String| {
+        if let Some(i) = line.find(':') {
+            n += line.len() - i - 1;
+        }
+        line.clear();
+    };
+    for l in card.split('\n') {
+        let l = l.strip_suffix('\r').unwrap_or(l);
+        match l.strip_prefix([' ', '\t']) {
+            Some(cont) => line.push_str(cont),
+            None => {
+                flush(&mut line);
+                line.push_str(l);
+            }
+        }
+    }
+    flush(&mut line);
+    n
+}
+
 /// A multiget answer of 1,000 vCards: the 3.0 fixture (Apple's shape, with a photo) under
 /// 1,000 names, as Radicale writes it.
 fn carddav_page() -> Vec<u8> {
@@ -172,6 +199,55 @@ fn bench(c: &mut Criterion) {
     d.throughput(Throughput::Bytes(carddav.len() as u64));
     d.bench_function("anchor_nsreader_scan", |b| {
         b.iter(|| black_box(nsreader_scan(black_box(&carddav))))
+    });
+    // The parser's own work on the same answer, without our mapping: the multistatus
+    // read (as the decode reads it) and calcard's parse of each vCard into its tree.
+    d.bench_function("anchor_multistatus_and_calcard_parse", |b| {
+        b.iter(|| {
+            let m = parse_multistatus(black_box(&carddav), "p").unwrap();
+            let n: usize = m
+                .responses
+                .iter()
+                .map(|r| {
+                    match calcard::Parser::new(r.props.address_data.as_deref().unwrap()).entry() {
+                        calcard::Entry::VCard(c) => c.entries.len(),
+                        _ => 0,
+                    }
+                })
+                .sum();
+            black_box(n)
+        })
+    });
+    // The vCards alone, without the XML around them: a bare scan of their lines
+    // (unfolded, split at the first colon), the floor of any vCard reader.
+    let cards: Vec<String> = parse_multistatus(&carddav, "p")
+        .unwrap()
+        .responses
+        .into_iter()
+        .map(|r| r.props.address_data.unwrap())
+        .collect();
+    d.bench_function("anchor_vcard_line_scan", |b| {
+        b.iter(|| {
+            black_box(
+                cards
+                    .iter()
+                    .map(|c| vcard_line_scan(black_box(c)))
+                    .sum::<usize>(),
+            )
+        })
+    });
+    d.bench_function("anchor_calcard_parse", |b| {
+        b.iter(|| {
+            black_box(
+                cards
+                    .iter()
+                    .map(|c| match calcard::Parser::new(black_box(c)).entry() {
+                        calcard::Entry::VCard(c) => c.entries.len(),
+                        _ => 0,
+                    })
+                    .sum::<usize>(),
+            )
+        })
     });
     // calcard builds a tree of owned values per vCard; records are made from it, then
     // the batch.

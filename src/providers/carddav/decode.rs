@@ -23,12 +23,10 @@
 //! The parser owns its strings, so values are moved from its tree into the record (one
 //! copy of the text, the tree's); `raw` is the received text itself, not a copy.
 
-use std::collections::HashMap;
-
 use calcard::Entry;
 use calcard::common::IanaString;
 use calcard::vcard::{
-    VCard, VCardEntry, VCardParameterName, VCardParameterValue, VCardProperty, VCardValue,
+    VCard, VCardParameter, VCardParameterName, VCardParameterValue, VCardProperty, VCardValue,
 };
 use sha2::Digest;
 
@@ -70,10 +68,7 @@ pub fn decode_vcard(
         ..Default::default()
     };
     let native = map_card(card, &mut r);
-    r.native = Some(
-        serde_json::json!({ "href": path, "uid": native.uid, "version": native.version })
-            .to_string(),
-    );
+    r.native = Some(native_json(path, &native));
     r.raw = Some(text);
     Ok(r)
 }
@@ -96,15 +91,48 @@ struct Native {
     version: Option<String>,
 }
 
-/// Group name (lower case) → its `X-ABLabel`.
-fn group_labels(card: &VCard) -> HashMap<String, String> {
-    card.entries
+/// `native`: `{"href":…,"uid":…,"version":…}`, written by serde_json from a struct of
+/// borrowed fields (the same text as a `json!` object, without building one).
+fn native_json(href: &str, n: &Native) -> String {
+    #[derive(serde::Serialize)]
+    struct N<'a> {
+        href: &'a str,
+        uid: Option<&'a str>,
+        version: Option<&'a str>,
+    }
+    serde_json::to_string(&N {
+        href,
+        uid: n.uid.as_deref(),
+        version: n.version.as_deref(),
+    })
+    .unwrap_or_default()
+}
+
+/// The Apple-style group labels of a card: group name → its `X-ABLabel`, the last one
+/// for a group labelled twice. A card has few, so they are looked up in order, with the
+/// group's case ignored, rather than hashed.
+struct Labels(Vec<(String, String)>);
+
+impl Labels {
+    fn of(&self, group: &Option<String>) -> Option<String> {
+        let g = group.as_deref()?;
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k.eq_ignore_ascii_case(g))
+            .map(|(_, v)| v.clone())
+    }
+}
+
+/// Group name → its `X-ABLabel`.
+fn group_labels(card: &VCard) -> Labels {
+    Labels(card.entries
         .iter()
         .filter(
             |e| matches!(&e.name, VCardProperty::Other(n) if n.eq_ignore_ascii_case("X-ABLABEL")),
         )
         .filter_map(|e| {
-            let g = e.group.as_ref()?.to_ascii_lowercase();
+            let g = e.group.clone()?;
             let v = first_text(&e.values)?;
             // Apple writes its standard labels as `_$!<Mobile>!$_`.
             let v = v
@@ -114,7 +142,7 @@ fn group_labels(card: &VCard) -> HashMap<String, String> {
                 .to_string();
             Some((g, v))
         })
-        .collect()
+        .collect())
 }
 
 fn map_card(card: VCard, r: &mut ContactRecord) -> Native {
@@ -122,11 +150,10 @@ fn map_card(card: VCard, r: &mut ContactRecord) -> Native {
     let mut native = Native::default();
     let mut titles: Vec<String> = Vec::new();
     for e in card.entries {
-        let label = e
-            .group
-            .as_ref()
-            .and_then(|g| labels.get(&g.to_ascii_lowercase()).cloned());
-        let (kind, primary) = type_and_pref(&e);
+        // The label, types and preference of the properties that have them (computed
+        // for those only: most lines of a card are not list items).
+        let label = || labels.of(&e.group);
+        let tp = || type_and_pref(&e.params);
         match e.name {
             // The first one counts.
             VCardProperty::Fn if r.display_name.is_none() => r.display_name = joined(e.values, ","),
@@ -145,14 +172,19 @@ fn map_card(card: VCard, r: &mut ContactRecord) -> Native {
                     (a, b) => a.or(b),
                 };
             }
-            VCardProperty::Email => r.emails.push(Email {
-                address: joined(e.values, ","),
-                kind,
-                label,
-                primary: Some(primary),
-                display_name: None,
-            }),
+            VCardProperty::Email => {
+                let (kind, primary) = tp();
+                r.emails.push(Email {
+                    address: joined(e.values, ","),
+                    kind,
+                    label: label(),
+                    primary: Some(primary),
+                    display_name: None,
+                })
+            }
             VCardProperty::Tel => {
+                let (kind, primary) = tp();
+                let label = label();
                 let v = joined(e.values, ",");
                 let number = v
                     .as_deref()
@@ -167,6 +199,8 @@ fn map_card(card: VCard, r: &mut ContactRecord) -> Native {
                 });
             }
             VCardProperty::Adr => {
+                let (kind, primary) = tp();
+                let label = label();
                 let formatted = param_text(&e.params, |n| *n == VCardParameterName::Label);
                 let mut p = components(e.values).into_iter();
                 let mut next = || p.next().flatten();
@@ -190,6 +224,8 @@ fn map_card(card: VCard, r: &mut ContactRecord) -> Native {
                 });
             }
             VCardProperty::Impp => {
+                let (kind, primary) = tp();
+                let label = label();
                 let address = joined(e.values, ",");
                 let protocol = address
                     .as_deref()
@@ -203,13 +239,18 @@ fn map_card(card: VCard, r: &mut ContactRecord) -> Native {
                     primary: Some(primary),
                 });
             }
-            VCardProperty::Url => r.websites.push(Website {
-                href: uri_text(e.values),
-                kind,
-                label,
-                primary: Some(primary),
-            }),
+            VCardProperty::Url => {
+                let (kind, primary) = tp();
+                r.websites.push(Website {
+                    href: uri_text(e.values),
+                    kind,
+                    label: label(),
+                    primary: Some(primary),
+                })
+            }
             VCardProperty::Org => {
+                let (kind, primary) = tp();
+                let label = label();
                 let mut parts = components(e.values).into_iter().flatten();
                 let name = parts.next();
                 let units: Vec<String> = parts.collect();
@@ -227,13 +268,13 @@ fn map_card(card: VCard, r: &mut ContactRecord) -> Native {
             VCardProperty::Bday if r.birthday.is_none() => r.birthday = date_text(e.values),
             VCardProperty::Anniversary => r.events.push(Event {
                 kind: Some("anniversary".into()),
-                label,
+                label: label(),
                 start: date_text(e.values),
             }),
             VCardProperty::Related => r.relations.push(Relation {
                 name: uri_text(e.values),
-                kind,
-                label,
+                kind: tp().0,
+                label: label(),
             }),
             VCardProperty::Note => {
                 let v = joined(e.values, ",");
@@ -311,7 +352,11 @@ fn first_text(values: &[VCardValue]) -> Option<String> {
 }
 
 /// The values as one text, `sep` between them; `None` when empty.
-fn joined(values: Vec<VCardValue>, sep: &str) -> Option<String> {
+fn joined(mut values: Vec<VCardValue>, sep: &str) -> Option<String> {
+    // Most properties have one value: it is the text, moved, not joined.
+    if values.len() == 1 {
+        return values.pop().and_then(value_text).filter(|s| !s.is_empty());
+    }
     let parts: Vec<String> = values.into_iter().filter_map(value_text).collect();
     let s = parts.join(sep);
     (!s.is_empty()).then_some(s)
@@ -381,10 +426,10 @@ fn param_text(
 /// `type` (the `TYPE` values in lower case, joined by `,`, without `pref` and the
 /// uninformative `internet`, `voice` and `x400`) and whether the property is preferred
 /// (`TYPE=pref` in 3.0, `PREF=1` in 4.0).
-fn type_and_pref(e: &VCardEntry) -> (Option<String>, bool) {
+fn type_and_pref(params: &[VCardParameter]) -> (Option<String>, bool) {
     let mut kinds: Vec<String> = Vec::new();
     let mut pref = false;
-    for p in &e.params {
+    for p in params {
         match (&p.name, &p.value) {
             (VCardParameterName::Type, v) => {
                 let t = match v {
@@ -622,6 +667,42 @@ mod tests {
             );
             assert_eq!(rec.emails[0].primary, Some(true), "{server}");
             assert_eq!(rec.emails[0].kind, None, "{server}");
+        }
+    }
+
+    /// Group labels match the group whatever its case, and a group labelled twice takes
+    /// the last label (as the map they were kept in before did); a property without a
+    /// group, or with a group nobody labelled, has none.
+    #[test]
+    fn group_labels_ignore_case_and_the_last_one_counts() {
+        let r = decode(
+            "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:x\r\nItem1.EMAIL:a@x\r\nitem1.X-ABLabel:first\r\nITEM1.x-ablabel:_$!<Second>!$_\r\nitem2.TEL:1\r\nTEL:2\r\nitem3.URL:http://u\r\nitem3.X-ABLabel:site\r\nEND:VCARD\r\n",
+        );
+        assert_eq!(r.emails[0].label.as_deref(), Some("Second"));
+        assert_eq!(
+            (r.phones[0].label.as_deref(), r.phones[1].label.as_deref()),
+            (None, None)
+        );
+        assert_eq!(r.websites[0].label.as_deref(), Some("site"));
+    }
+
+    /// `native` is the text a `json!` object of the same fields gives, nulls and escapes
+    /// included.
+    #[test]
+    fn native_is_the_json_object_text() {
+        for (href, uid, version) in [
+            ("/a/b.vcf", Some("u"), Some("3.0")),
+            ("/a/\"q\"\\é 字.vcf", None, Some("4.0")),
+            ("/a/c.vcf", Some("x\ny\u{1}"), None),
+        ] {
+            let n = Native {
+                uid: uid.map(str::to_string),
+                version: version.map(str::to_string),
+            };
+            assert_eq!(
+                native_json(href, &n),
+                serde_json::json!({ "href": href, "uid": uid, "version": version }).to_string()
+            );
         }
     }
 }

@@ -12,8 +12,8 @@ use std::ops::Range;
 
 use arrow::array::RecordBatch;
 use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::ResolveResult;
-use quick_xml::reader::NsReader;
+use quick_xml::name::{NamespaceError, PrefixDeclaration, QName};
+use quick_xml::reader::Reader;
 
 use crate::error::{Error, Result};
 use crate::model::schema::ContactRecord;
@@ -60,17 +60,144 @@ enum Ns {
     Other,
 }
 
-fn ns_of(r: &ResolveResult) -> Ns {
-    match r {
-        ResolveResult::Bound(n) => match n.as_ref() {
-            ATOM => Ns::Atom,
-            GD => Ns::Gd,
-            GCONTACT => Ns::GContact,
-            OPENSEARCH | OPENSEARCH_V1 => Ns::OpenSearch,
-            _ => Ns::Other,
-        },
+/// The namespace a URI names (an empty one undeclares: no namespace).
+fn ns_of_uri(uri: &[u8]) -> Ns {
+    match uri {
+        ATOM => Ns::Atom,
+        GD => Ns::Gd,
+        GCONTACT => Ns::GContact,
+        OPENSEARCH | OPENSEARCH_V1 => Ns::OpenSearch,
         _ => Ns::Other,
     }
+}
+
+const XML_URI: &[u8] = b"http://www.w3.org/XML/1998/namespace";
+const XMLNS_URI: &[u8] = b"http://www.w3.org/2000/xmlns/";
+
+/// The namespace bindings in scope, each resolved to the namespace the decoder knows it
+/// by once, when it is declared. Resolving a name is then a look at the few prefixes in
+/// scope, with no URI compared, and an element that declares nothing (all but the root of
+/// a usual page) costs one search of its tag for `xmlns`. This is quick-xml's own
+/// resolution (`NsReader`), rule for rule, including the bindings it refuses; the
+/// reader's resolver walked every element's attributes a second time and compared URIs
+/// for every name.
+#[derive(Default)]
+struct Scopes {
+    /// Prefix (empty for the default namespace, as `xmlns:=` also declares it), namespace,
+    /// and the depth of the declaring element; innermost last.
+    bindings: Vec<(Box<[u8]>, Ns, usize)>,
+}
+
+impl Scopes {
+    /// Takes in the bindings `s` (at depth `level`) declares, if its tag text `tag` has
+    /// any. As quick-xml's resolver, reading stops at a malformed attribute (the decoder
+    /// reports it where it reads attributes).
+    fn declare(
+        &mut self,
+        s: &BytesStart<'_>,
+        tag: &str,
+        level: usize,
+    ) -> Result<(), NamespaceError> {
+        if !tag.contains("xmlns") {
+            return Ok(());
+        }
+        for a in s.attributes().with_checks(false) {
+            let Ok(a) = a else { break };
+            let Some(decl) = a.key.as_namespace_binding() else {
+                continue;
+            };
+            // quick-xml compares the value as written, without unescaping.
+            let uri: &[u8] = &a.value;
+            let prefix: &[u8] = match decl {
+                PrefixDeclaration::Default => b"",
+                PrefixDeclaration::Named(b"xml") if uri == XML_URI => continue,
+                PrefixDeclaration::Named(b"xml") => {
+                    return Err(NamespaceError::InvalidXmlPrefixBind(uri.to_vec()));
+                }
+                PrefixDeclaration::Named(b"xmlns") => {
+                    return Err(NamespaceError::InvalidXmlnsPrefixBind(uri.to_vec()));
+                }
+                PrefixDeclaration::Named(p) if uri == XML_URI => {
+                    return Err(NamespaceError::InvalidPrefixForXml(p.to_vec()));
+                }
+                PrefixDeclaration::Named(p) if uri == XMLNS_URI => {
+                    return Err(NamespaceError::InvalidPrefixForXmlns(p.to_vec()));
+                }
+                PrefixDeclaration::Named(p) => p,
+            };
+            self.bindings.push((prefix.into(), ns_of_uri(uri), level));
+        }
+        Ok(())
+    }
+
+    /// Drops the bindings of the element at depth `level`, which closes.
+    fn pop(&mut self, level: usize) {
+        while self.bindings.last().is_some_and(|b| b.2 >= level) {
+            self.bindings.pop();
+        }
+    }
+
+    /// The namespace of a prefixed name: the innermost binding of the prefix (none, or
+    /// one that undeclares it, is no namespace the decoder knows).
+    fn prefixed(&self, p: &[u8]) -> Ns {
+        if p.is_empty() {
+            return Ns::Other;
+        }
+        self.bindings
+            .iter()
+            .rev()
+            .find(|b| *b.0 == *p)
+            .map_or(Ns::Other, |b| b.1)
+    }
+
+    /// An element's namespace and local name: unprefixed, the default namespace.
+    fn element<'n>(&self, name: QName<'n>) -> (Ns, &'n [u8]) {
+        let (local, prefix) = name.decompose();
+        let ns = match prefix {
+            Some(p) => self.prefixed(p.into_inner()),
+            None => self
+                .bindings
+                .iter()
+                .rev()
+                .find(|b| b.0.is_empty())
+                .map_or(Ns::Other, |b| b.1),
+        };
+        (ns, local.into_inner())
+    }
+
+    /// An attribute's namespace and local name: unprefixed, no namespace, which the
+    /// decoder files under [`Ns::Atom`] (an Atom element's own attributes).
+    fn attribute<'n>(&self, name: QName<'n>) -> (Ns, &'n [u8]) {
+        let (local, prefix) = name.decompose();
+        let ns = match prefix {
+            Some(p) => self.prefixed(p.into_inner()),
+            None => Ns::Atom,
+        };
+        (ns, local.into_inner())
+    }
+}
+
+/// `b`, a slice of the page `text`, as text of the page: the page was checked as UTF-8
+/// once, so its pieces are not checked again (quick-xml cuts only at ASCII delimiters; a
+/// piece that is not a slice of the page, which a reader of a `&str` does not make, is
+/// checked).
+fn page_str<'a>(text: &'a str, b: &[u8]) -> Result<Cow<'a, str>> {
+    let off = (b.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+    match text.get(off..off.wrapping_add(b.len())) {
+        Some(s) if off <= text.len() => Ok(Cow::Borrowed(s)),
+        _ => std::str::from_utf8(b)
+            .map(|s| Cow::Owned(s.to_string()))
+            .map_err(|e| Error::decode(format!("bad text: {e}"))),
+    }
+}
+
+/// Unescapes `v` (entity and character references), borrowing it when it has none.
+fn unescape(v: Cow<'_, str>) -> Result<Cow<'_, str>> {
+    let bad = |e| Error::decode(format!("bad attribute value: {e}"));
+    Ok(match v {
+        Cow::Borrowed(b) => quick_xml::escape::unescape(b).map_err(bad)?,
+        Cow::Owned(o) => Cow::Owned(quick_xml::escape::unescape(&o).map_err(bad)?.into_owned()),
+    })
 }
 
 /// Where captured text goes when the current element closes.
@@ -119,22 +246,6 @@ fn short_rel(v: Cow<'_, str>) -> Cow<'_, str> {
     sub(v, |v| v.rsplit('#').next().unwrap_or(v))
 }
 
-/// `v` with the page's lifetime: quick-xml lends attribute values for as long as the
-/// start tag is borrowed, but when they need no unescaping they are slices of `text`.
-fn lift<'a>(text: &'a str, v: Cow<'_, str>) -> Cow<'a, str> {
-    match v {
-        Cow::Borrowed(b) => {
-            let off = (b.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
-            // An offset outside the page (a value quick-xml built) gives no slice.
-            match text.get(off..off.wrapping_add(b.len())) {
-                Some(s) => Cow::Borrowed(s),
-                None => Cow::Owned(b.to_string()),
-            }
-        }
-        Cow::Owned(o) => Cow::Owned(o),
-    }
-}
-
 /// One attribute: its namespace, local name and (unescaped) value.
 type Attr<'t, 'a> = (Ns, &'t [u8], Cow<'a, str>);
 
@@ -147,7 +258,7 @@ struct Attrs<'t, 'a> {
 }
 
 impl<'t, 'a> Attrs<'t, 'a> {
-    fn read(r: &NsReader<&[u8]>, s: &'t BytesStart<'_>, text: &'a str) -> Result<Attrs<'t, 'a>> {
+    fn read(sc: &Scopes, s: &'t BytesStart<'_>, text: &'a str) -> Result<Attrs<'t, 'a>> {
         let mut items = smallvec::SmallVec::new();
         // quick-xml's duplicate check keeps a heap vector of the keys seen; the same check
         // is made below over the few raw keys without one.
@@ -166,15 +277,11 @@ impl<'t, 'a> Attrs<'t, 'a> {
             if a.key.as_namespace_binding().is_some() {
                 continue;
             }
-            let (res, local) = r.resolver().resolve_attribute(a.key);
-            let ns = match res {
-                ResolveResult::Unbound => Ns::Atom, // unprefixed attributes: no namespace
-                other => ns_of(&other),
-            };
-            let v = a
-                .decode_and_unescape_value(r.decoder())
-                .map_err(|e| Error::decode(format!("bad attribute value: {e}")))?;
-            items.push((ns, local.into_inner(), lift(text, v)));
+            let (ns, local) = sc.attribute(a.key);
+            // The value as written is a slice of the page; unescaped, a copy only where
+            // it has references.
+            let v = unescape(page_str(text, &a.value)?)?;
+            items.push((ns, local, v));
         }
         Ok(Attrs { items })
     }
@@ -505,7 +612,10 @@ fn push_text<'a>(val: &mut S<'a>, piece: Cow<'a, str>) {
 }
 
 fn parse(text: &str) -> Result<Parsed<'_>> {
-    let mut r = NsReader::from_str(text);
+    let mut r = Reader::from_str(text);
+    let mut scopes = Scopes::default();
+    // The depth of an empty element just read, whose bindings end with it.
+    let mut pending_pop: Option<usize> = None;
     let mut page = Parsed {
         // The entries' text, and a little for the declarations each one gets.
         raws: String::with_capacity(text.len() + text.len() / 8),
@@ -523,16 +633,26 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
     let mut ext_inner: Option<usize> = None;
     let mut entry_count = 0usize;
     loop {
+        if let Some(level) = pending_pop.take() {
+            scopes.pop(level);
+        }
         let before = r.buffer_position() as usize;
-        let (res, ev) = r
-            .read_resolved_event()
+        let ev = r
+            .read_event()
             .map_err(|e| Error::decode(format!("malformed XML near byte {before}: {e}")))?;
         match ev {
             Event::Start(ref s) | Event::Empty(ref s) => {
                 let empty = matches!(ev, Event::Empty(_));
-                let ns = ns_of(&res);
-                let local = s.local_name();
-                let local = local.as_ref();
+                // Every element's bindings are taken in (and checked) as the reader's
+                // resolver did, before anything else is read of it.
+                let level = depth + 1;
+                scopes
+                    .declare(s, &page_str(text, s)?, level)
+                    .map_err(|e| Error::decode(format!("malformed XML near byte {before}: {e}")))?;
+                if empty {
+                    pending_pop = Some(level);
+                }
+                let (ns, local) = scopes.element(s.name());
                 if !saw_root {
                     saw_root = true;
                     if !(ns == Ns::Atom && local == b"feed") {
@@ -571,7 +691,7 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
                     if ext_inner.is_some() && d >= 4 {
                         continue;
                     }
-                    let at = Attrs::read(&r, s, text)?;
+                    let at = Attrs::read(&scopes, s, text)?;
                     let items = &mut page.items;
                     if open_child(rec, items, &mut st, &at, d, ns, local) && !empty {
                         ext_inner = Some(r.buffer_position() as usize);
@@ -586,7 +706,7 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
                     entry_count += 1;
                     entry_start = before;
                     rec = Some(Entry {
-                        etag: Attrs::read(&r, s, text)?.gd("etag"),
+                        etag: Attrs::read(&scopes, s, text)?.gd("etag"),
                         from: page.items.marks(),
                         ..Default::default()
                     });
@@ -606,7 +726,7 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
                             st.val = None;
                         }
                         (Ns::Atom, b"link") => {
-                            let at = Attrs::read(&r, s, text)?;
+                            let at = Attrs::read(&scopes, s, text)?;
                             if at.get("rel") == Some("next") {
                                 page.next = at.opt("href").map(Cow::into_owned);
                             }
@@ -621,6 +741,7 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
             Event::End(_) => {
                 let d = depth;
                 depth = depth.saturating_sub(1);
+                scopes.pop(d);
                 if let Some(rc) = rec.as_mut() {
                     if let Some(start) = ext_inner {
                         if d > 3 {
@@ -659,11 +780,7 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
                 }
             }
             Event::Text(t) if st.target.is_some() => {
-                push_text(
-                    &mut st.val,
-                    t.decode()
-                        .map_err(|e| Error::decode(format!("bad text: {e}")))?,
-                );
+                push_text(&mut st.val, page_str(text, &t)?);
             }
             Event::GeneralRef(g) => {
                 let c = if g.is_char_ref() {
@@ -1336,6 +1453,190 @@ Springfield</gd:postalAddress>
         assert!(
             e.contains("HTML page") && e.contains("502 Bad Gateway"),
             "{e}"
+        );
+    }
+
+    /// An element's namespace and local name, and its attributes'.
+    type Resolved = (Ns, Vec<u8>, Vec<(Ns, Vec<u8>)>);
+
+    /// The namespaces of every element and attribute of `doc` as the decoder's scopes
+    /// resolve them, driven as `parse` drives them; an error as text.
+    fn scoped(doc: &str) -> std::result::Result<Vec<Resolved>, String> {
+        let mut r = Reader::from_str(doc);
+        let mut sc = Scopes::default();
+        let (mut depth, mut pending, mut out) = (0usize, None, Vec::new());
+        loop {
+            if let Some(l) = pending.take() {
+                sc.pop(l);
+            }
+            let ev = r.read_event().map_err(|e| e.to_string())?;
+            match ev {
+                Event::Start(ref s) | Event::Empty(ref s) => {
+                    let empty = matches!(ev, Event::Empty(_));
+                    let level = depth + 1;
+                    sc.declare(s, &page_str(doc, s).unwrap(), level)
+                        .map_err(|e| e.to_string())?;
+                    if empty {
+                        pending = Some(level);
+                    } else {
+                        depth += 1;
+                    }
+                    let (ns, local) = sc.element(s.name());
+                    let attrs = s
+                        .attributes()
+                        .with_checks(false)
+                        .map_while(|a| a.ok())
+                        .filter(|a| a.key.as_namespace_binding().is_none())
+                        .map(|a| {
+                            let (ns, l) = sc.attribute(a.key);
+                            (ns, l.to_vec())
+                        })
+                        .collect();
+                    out.push((ns, local.to_vec(), attrs));
+                }
+                Event::End(_) => {
+                    sc.pop(depth);
+                    depth -= 1;
+                }
+                Event::Eof => return Ok(out),
+                _ => {}
+            }
+        }
+    }
+
+    /// The same, as quick-xml's `NsReader` resolves them: the reference.
+    fn ns_reader(doc: &str) -> std::result::Result<Vec<Resolved>, String> {
+        use quick_xml::name::ResolveResult;
+        let of = |r: &ResolveResult, unprefixed_attr: bool| match r {
+            ResolveResult::Bound(n) => ns_of_uri(n.as_ref()),
+            ResolveResult::Unbound if unprefixed_attr => Ns::Atom,
+            _ => Ns::Other,
+        };
+        let mut r = quick_xml::reader::NsReader::from_str(doc);
+        let mut out = Vec::new();
+        loop {
+            match r.read_resolved_event().map_err(|e| e.to_string())? {
+                (res, Event::Start(s)) | (res, Event::Empty(s)) => {
+                    let ns = of(&res, false);
+                    let attrs = s
+                        .attributes()
+                        .with_checks(false)
+                        .map_while(|a| a.ok())
+                        .filter(|a| a.key.as_namespace_binding().is_none())
+                        .map(|a| {
+                            let (res, l) = r.resolver().resolve_attribute(a.key);
+                            (of(&res, true), l.as_ref().to_vec())
+                        })
+                        .collect();
+                    out.push((ns, s.local_name().as_ref().to_vec(), attrs));
+                }
+                (_, Event::Eof) => return Ok(out),
+                _ => {}
+            }
+        }
+    }
+
+    /// The decoder's own namespace scopes resolve every element and attribute as
+    /// quick-xml's `NsReader` does, and refuse the same bindings, for documents that bind
+    /// prefixes in every unusual way: the usual namespaces under other prefixes, a
+    /// default namespace that is not Atom, prefixes rebound and undeclared on inner and
+    /// on empty elements, `xmlns:` with no prefix, values with references, names with
+    /// two colons or none before the colon, and the reserved `xml`/`xmlns` bindings.
+    #[test]
+    fn namespace_scopes_resolve_as_quick_xml_does() {
+        let docs = [
+            r#"<a:feed xmlns:a="http://www.w3.org/2005/Atom" xmlns="urn:other"><entry/><a:entry xmlns:g="http://schemas.google.com/g/2005" g:etag="x"><g:email xmlns:g="urn:not" g:x="1" y="2"/><g:email g:rel="r"/><id xmlns="http://www.w3.org/2005/Atom">i</id><x:y xmlns:x=""/><gd:z/></a:entry><entry/></a:feed>"#,
+            r#"<feed xmlns="http://www.w3.org/2005/Atom"><e xmlns:="urn:x"><f/></e><f/></feed>"#,
+            r#"<feed xmlns="http://www.w3.org/2005/Atom"><e xmlns=""><f/></e><g/><h xmlns="http://schemas.google.com/g/2005"/><i/></feed>"#,
+            r#"<p:a xmlns:p="http://schemas.google.com/g/2005"><p:b xmlns:p="http://schemas.google.com/contact/2008"><p:c p:d="1"/></p:b><p:c p:d="1"/></p:a>"#,
+            r#"<p:a xmlns:p="http://schemas.google.com/g/2005&#x20;"><p:b/></p:a>"#,
+            r#"<a xmlns:os="http://a9.com/-/spec/opensearchrss/1.0/"><os:totalResults/><:b/><os:c:d os:e:f="1" :g="2"/></a>"#,
+            r#"<feed xmlns:xml="http://www.w3.org/XML/1998/namespace"><xml:a xml:lang="en"/><xmlns:b/></feed>"#,
+            r#"<feed><a b xmlns:p="http://schemas.google.com/g/2005"><p:c/></a></feed>"#,
+            r#"<feed><a xmlns:p="http://schemas.google.com/g/2005" b><p:c/></a></feed>"#,
+            r#"<feed xmlns:xml="urn:bad"/>"#,
+            r#"<feed><a><b xmlns:xmlns="urn:x"/></a></feed>"#,
+            r#"<feed><a xmlns:p="http://www.w3.org/XML/1998/namespace"/></feed>"#,
+            r#"<feed><a xmlns:p="http://www.w3.org/2000/xmlns/"/></feed>"#,
+            r#"<feed xmlns="http://www.w3.org/XML/1998/namespace"><a/></feed>"#,
+        ];
+        for doc in docs {
+            let (ours, theirs) = (scoped(doc), ns_reader(doc));
+            assert_eq!(ours, theirs, "{doc}");
+        }
+        // The refusals above are refusals.
+        assert!(scoped(docs[9]).is_err() && scoped(docs[12]).is_err());
+    }
+
+    /// A feed that binds the usual namespaces under unusual prefixes, makes another
+    /// namespace the default, and rebinds and undeclares prefixes inside entries reads
+    /// by namespace, never by prefix: the decoder's scopes (its fast path) stay exact.
+    #[test]
+    fn unusual_prefix_bindings_read_by_namespace() {
+        let feed = r#"<atom:feed xmlns:atom="http://www.w3.org/2005/Atom" xmlns="urn:not-atom" xmlns:g="http://schemas.google.com/g/2005" xmlns:c="http://schemas.google.com/contact/2008" xmlns:os="http://a9.com/-/spec/opensearch/1.1/">
+<atom:updated>2013-06-12T18:39:51.690Z</atom:updated><os:totalResults>2</os:totalResults>
+<updated>1999-01-01T00:00:00Z</updated>
+<atom:entry g:etag='"e1"'>
+ <atom:id>http://x/base/one</atom:id><atom:updated>2013-06-12T18:39:51.123Z</atom:updated>
+ <id>http://x/base/WRONG</id>
+ <g:name><g:givenName>Ann</g:givenName><name><familyName>Nope</familyName></name></g:name>
+ <gd:email address="lost@x" xmlns:gd="urn:not-gd"/>
+ <x:email xmlns:x="http://schemas.google.com/g/2005" address="a@x"/>
+ <x:email address="unbound@x"/>
+ <g:email address="b@x" rel="http://schemas.google.com/g/2005#home" primary="true" g:primary="false"/>
+ <g:phoneNumber xmlns:g="urn:other">0 ignored</g:phoneNumber>
+ <g:phoneNumber>+1 555</g:phoneNumber>
+ <c:nickname xmlns:c="">nope</c:nickname>
+ <c:fileAs>F</c:fileAs>
+ <g:extendedProperty name="p"><g:q xmlns:g="urn:inner">in</g:q></g:extendedProperty>
+ <g:email address="after@x"/>
+</atom:entry>
+<entry xmlns="http://www.w3.org/2005/Atom" xmlns:atom="urn:not-atom"><id>http://x/base/two</id><updated>2013-06-12T18:39:51.123Z</updated><atom:id>http://x/base/WRONG</atom:id></entry>
+</atom:feed>"#;
+        let p = decode_feed(feed.as_bytes(), &ctx(), "p").unwrap();
+        assert_eq!(p.updated.as_deref(), Some("2013-06-12T18:39:51.690Z"));
+        assert_eq!(p.total_results, Some(2));
+        let r = p.records().unwrap();
+        assert_eq!(r.len(), 2);
+        let e = &r[0];
+        assert_eq!((e.id.as_str(), e.etag.as_deref()), ("one", Some("\"e1\"")));
+        assert_eq!(e.given_name.as_deref(), Some("Ann"));
+        assert_eq!(e.family_name, None);
+        let emails: Vec<_> = e
+            .emails
+            .iter()
+            .map(|m| (m.address.as_deref(), m.kind.as_deref(), m.primary))
+            .collect();
+        assert_eq!(
+            emails,
+            vec![
+                (Some("a@x"), None, Some(false)),
+                (Some("b@x"), Some("home"), Some(true)),
+                (Some("after@x"), None, Some(false)),
+            ]
+        );
+        let phones: Vec<_> = e.phones.iter().map(|p| p.number.as_deref()).collect();
+        assert_eq!(phones, vec![Some("+1 555")]);
+        assert_eq!(
+            (e.nickname.as_deref(), e.file_as.as_deref()),
+            (None, Some("F"))
+        );
+        assert_eq!(
+            e.extended_properties[0].xml.as_deref(),
+            Some(r#"<g:q xmlns:g="urn:inner">in</g:q>"#)
+        );
+        assert_eq!(r[1].id, "two");
+        // A binding the XML namespaces forbid fails the page, wherever it is.
+        let bad = feed.replace(
+            r#"<g:q xmlns:g="urn:inner">"#,
+            r#"<g:q xmlns:xml="urn:inner">"#,
+        );
+        let err = decode_feed(bad.as_bytes(), &ctx(), "p")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("malformed XML") && err.contains("'xml'"),
+            "{err}"
         );
     }
 }
