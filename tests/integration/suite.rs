@@ -231,20 +231,8 @@ pub fn google_harness() -> Harness {
         faults: "429=0.06,503=0.06,500=0.03,reset=0.03,truncate=0.05,retry_after=0",
         update_sql: "SELECT account, id, etag, concat('[suite] ', id) AS notes FROM contacts WHERE source = 'shared'",
         updated: |c| c.notes.as_deref() == Some(format!("[suite] {}", c.id).as_str()),
-        insert_sql: |account, tag| {
-            format!(
-                "SELECT '{account}' AS account, CAST(NULL AS VARCHAR) AS id, CAST(NULL AS VARCHAR) AS etag, \
-                 'Suite Inserted {tag}' AS display_name, 'inserted by the conformance suite' AS notes, \
-                 [named_struct('address', 'suite.{tag}@example.org', 'type', 'work', 'label', CAST(NULL AS VARCHAR), 'primary', true, 'display_name', CAST(NULL AS VARCHAR))] AS emails"
-            )
-        },
-        inserted: |c, tag| {
-            c.display_name.as_deref() == Some(format!("Suite Inserted {tag}").as_str())
-                && c.notes.as_deref() == Some("inserted by the conformance suite")
-                && c.emails.len() == 1
-                && c.emails[0].address.as_deref()
-                    == Some(format!("suite.{tag}@example.org").as_str())
-        },
+        insert_sql: insert_with_email,
+        inserted: inserted_with_email,
     }
 }
 
@@ -331,21 +319,27 @@ pub fn carddav_harness(kind: crate::carddav::Kind) -> Harness {
         faults: "429=0.06,503=0.06,500=0.03,reset=0.03,truncate=0.05,retry_after=0",
         update_sql: "SELECT account, id, etag, concat('[suite] ', id) AS notes FROM contacts WHERE source = 'addressbook'",
         updated: |c| c.notes.as_deref() == Some(format!("[suite] {}", c.id).as_str()),
-        insert_sql: |account, tag| {
-            format!(
-                "SELECT '{account}' AS account, CAST(NULL AS VARCHAR) AS id, CAST(NULL AS VARCHAR) AS etag, \
-                 'Suite Inserted {tag}' AS display_name, 'inserted by the conformance suite' AS notes, \
-                 [named_struct('address', 'suite.{tag}@example.org', 'type', 'work', 'label', CAST(NULL AS VARCHAR), 'primary', true, 'display_name', CAST(NULL AS VARCHAR))] AS emails"
-            )
-        },
-        inserted: |c, tag| {
-            c.display_name.as_deref() == Some(format!("Suite Inserted {tag}").as_str())
-                && c.notes.as_deref() == Some("inserted by the conformance suite")
-                && c.emails.len() == 1
-                && c.emails[0].address.as_deref()
-                    == Some(format!("suite.{tag}@example.org").as_str())
-        },
+        insert_sql: insert_with_email,
+        inserted: inserted_with_email,
     }
+}
+
+/// An insert with a name, a note and one work e-mail (the providers whose inserts carry
+/// e-mails).
+fn insert_with_email(account: &str, tag: &str) -> String {
+    format!(
+        "SELECT '{account}' AS account, CAST(NULL AS VARCHAR) AS id, CAST(NULL AS VARCHAR) AS etag, \
+         'Suite Inserted {tag}' AS display_name, 'inserted by the conformance suite' AS notes, \
+         [named_struct('address', 'suite.{tag}@example.org', 'type', 'work', 'label', CAST(NULL AS VARCHAR), 'primary', true, 'display_name', CAST(NULL AS VARCHAR))] AS emails"
+    )
+}
+
+/// Whether `c` is the contact [`insert_with_email`] made with `tag`.
+fn inserted_with_email(c: &Record, tag: &str) -> bool {
+    c.display_name.as_deref() == Some(format!("Suite Inserted {tag}").as_str())
+        && c.notes.as_deref() == Some("inserted by the conformance suite")
+        && c.emails.len() == 1
+        && c.emails[0].address.as_deref() == Some(format!("suite.{tag}@example.org").as_str())
 }
 
 // ---------------------------------------------------------------------------------------
