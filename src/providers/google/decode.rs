@@ -582,7 +582,7 @@ struct Parsed<'a> {
 }
 
 fn decode_feed_inner(body: &[u8], ctx: &RecordContext) -> Result<FeedPage> {
-    let text = std::str::from_utf8(body)
+    let text = crate::http::body_text(body)
         .map_err(|e| Error::decode(format!("the body is not UTF-8: {e}")))?;
     let p = parse(text)?;
     let rows: Vec<GRow<'_, '_>> = p
