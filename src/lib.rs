@@ -45,6 +45,7 @@ pub mod sql;
 pub mod state;
 pub mod status;
 pub mod sync;
+pub mod xml;
 
 pub use error::{Error, Result};
 

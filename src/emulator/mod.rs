@@ -224,6 +224,26 @@ impl Shared {
     }
 }
 
+/// Serves `app` on `listener` in a task until the returned sender is sent to or dropped;
+/// in-flight requests finish first. The emulator and the fault proxy stop this way.
+fn serve_until_stopped(
+    listener: tokio::net::TcpListener,
+    app: Router,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    (tx, task)
+}
+
 /// A running emulator.
 pub struct Emulator {
     shared: Arc<Shared>,
@@ -278,14 +298,7 @@ impl Emulator {
             .route("/_emulator/faults", post(admin_faults))
             .route("/_emulator/aurinko/expire-tokens", post(admin_expire));
         let app = api.merge(admin).with_state(shared.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let (tx, task) = serve_until_stopped(listener, app);
         Ok(Emulator {
             shared,
             shutdown: Some(tx),

@@ -97,14 +97,7 @@ impl FaultProxy {
                 faults_layer,
             ))
             .with_state(state.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let (tx, _task) = super::serve_until_stopped(listener, app);
         Ok(FaultProxy {
             url,
             state,

@@ -196,24 +196,7 @@ pub fn parse(input: &[u8]) -> Result<El, String> {
                 }
             }
             Event::GeneralRef(g) => {
-                let c = if g.is_char_ref() {
-                    g.resolve_char_ref()
-                        .map_err(|e| format!("bad character reference: {e}"))?
-                        .ok_or("bad character reference")?
-                } else {
-                    match g.decode().map_err(|e| format!("bad entity: {e}"))?.as_ref() {
-                        "lt" => '<',
-                        "gt" => '>',
-                        "amp" => '&',
-                        "apos" => '\'',
-                        "quot" => '"',
-                        other => {
-                            return Err(format!(
-                                "unknown entity &{other}; (only the five predefined entities are allowed)"
-                            ));
-                        }
-                    }
-                };
+                let c = crate::xml::reference_char(&g)?;
                 if let Some(p) = stack.last_mut() {
                     push_text(p, c.encode_utf8(&mut [0; 4]));
                 }

@@ -91,6 +91,40 @@ pub trait Rules: Send + Sync {
     ) -> Vec<String>;
 }
 
+/// Applies operations that go out one request each (Aurinko's and CardDAV's writes),
+/// `concurrency` at a time: an operation that fails with an error comes back as that
+/// operation's failed result, and the results come back in the operations' order.
+///
+/// The futures are made first and streamed from a vector: behind [`WriteBack`] the whole
+/// future must be Send, which the compiler cannot prove for a stream that holds a closure
+/// over borrowed items (rust-lang/rust#102211).
+pub fn apply_each<'a>(
+    ops: &'a [Op],
+    concurrency: usize,
+    apply_one: impl Fn(&'a Op) -> BoxFuture<'a, Result<OpResult>>,
+) -> BoxFuture<'a, Vec<OpResult>> {
+    use futures::StreamExt;
+    let writes: Vec<BoxFuture<'a, OpResult>> = ops
+        .iter()
+        .map(|op| -> BoxFuture<'a, OpResult> {
+            let write = apply_one(op);
+            Box::pin(async move {
+                write
+                    .await
+                    .unwrap_or_else(|e| OpResult::failed(op.index, None, e.to_string()))
+            })
+        })
+        .collect();
+    Box::pin(async move {
+        let mut results: Vec<OpResult> = futures::stream::iter(writes)
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        results.sort_by_key(|r| r.index);
+        results
+    })
+}
+
 /// Writing planned operations back to the API.
 pub trait WriteBack: Send + Sync {
     /// The provider's rules.

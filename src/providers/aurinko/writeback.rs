@@ -4,8 +4,6 @@
 //! the row is a conflict; with `force`, the contact is read again and the change re-applied
 //! on the fresh etag.
 
-use futures::StreamExt;
-use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
 use super::AurinkoSource;
@@ -226,27 +224,10 @@ impl AurinkoSource {
         force: bool,
         metrics: &'a Metrics,
     ) -> Result<Vec<OpResult>> {
-        // The futures are made first and streamed from a vector: behind the WriteBack trait
-        // the whole future must be Send, which the compiler cannot prove for a stream that
-        // holds a closure over borrowed items (rust-lang/rust#102211).
-        let writes: Vec<BoxFuture<'a, OpResult>> = ops
-            .iter()
-            .map(|op| -> BoxFuture<'a, OpResult> {
-                Box::pin(async move {
-                    match self.apply_one(op, managed, force, metrics).await {
-                        Ok(r) => r,
-                        Err(e) => OpResult::failed(op.index, None, e.to_string()),
-                    }
-                })
-            })
-            .collect();
-        let results: Vec<OpResult> = futures::stream::iter(writes)
-            .buffer_unordered(self.concurrency)
-            .collect()
-            .await;
-        let mut results = results;
-        results.sort_by_key(|r| r.index);
-        Ok(results)
+        Ok(crate::providers::apply_each(ops, self.concurrency, |op| {
+            Box::pin(self.apply_one(op, managed, force, metrics))
+        })
+        .await)
     }
 
     async fn apply_one(

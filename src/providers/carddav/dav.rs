@@ -197,15 +197,7 @@ pub fn parse_multistatus(body: &[u8], what: &str) -> Result<Multistatus> {
                 continue;
             }
             Event::GeneralRef(g) => {
-                let c = if g.is_char_ref() {
-                    g.resolve_char_ref().ok().flatten()
-                } else {
-                    g.decode()
-                        .ok()
-                        .and_then(|n| quick_xml::escape::resolve_predefined_entity(&n))
-                        .and_then(|s| s.chars().next())
-                };
-                text.push(c.ok_or_else(|| bad("an unknown entity reference".into()))?);
+                text.push(crate::xml::reference_char(g).map_err(bad)?);
                 continue;
             }
             Event::Eof => break,

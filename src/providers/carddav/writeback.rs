@@ -18,7 +18,6 @@
 //! The merge works on content lines rather than through a vCard parser, because a parser
 //! that re-serializes would rewrite the lines nobody asked to change.
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
 
 use super::CardDavSource;
@@ -755,27 +754,10 @@ impl crate::providers::WriteBack for CardDavSource {
         force: bool,
         metrics: &'a Metrics,
     ) -> BoxFuture<'a, Result<Vec<OpResult>>> {
-        Box::pin(async move {
-            // The futures are made first and streamed from a vector: behind the trait the
-            // whole future must be Send (rust-lang/rust#102211).
-            let writes: Vec<BoxFuture<'a, OpResult>> = ops
-                .iter()
-                .map(|op| -> BoxFuture<'a, OpResult> {
-                    Box::pin(async move {
-                        match self.apply_one(op, managed, force, metrics).await {
-                            Ok(r) => r,
-                            Err(e) => OpResult::failed(op.index, None, e.to_string()),
-                        }
-                    })
-                })
-                .collect();
-            let mut results: Vec<OpResult> = futures::stream::iter(writes)
-                .buffer_unordered(self.concurrency)
-                .collect()
-                .await;
-            results.sort_by_key(|r| r.index);
-            Ok(results)
-        })
+        let writes = crate::providers::apply_each(ops, self.concurrency, move |op| {
+            Box::pin(self.apply_one(op, managed, force, metrics))
+        });
+        Box::pin(async move { Ok(writes.await) })
     }
 }
 

@@ -783,23 +783,7 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
                 push_text(&mut st.val, page_str(text, &t)?);
             }
             Event::GeneralRef(g) => {
-                let c = if g.is_char_ref() {
-                    g.resolve_char_ref()
-                        .map_err(|e| Error::decode(format!("bad character reference: {e}")))?
-                        .ok_or_else(|| Error::decode("bad character reference"))?
-                } else {
-                    let name = g
-                        .decode()
-                        .map_err(|e| Error::decode(format!("bad entity: {e}")))?;
-                    match quick_xml::escape::resolve_predefined_entity(&name) {
-                        Some(s) => s.chars().next().unwrap_or('?'),
-                        None => {
-                            return Err(Error::decode(format!(
-                                "undefined entity &{name}; (custom entities are refused)"
-                            )));
-                        }
-                    }
-                };
+                let c = crate::xml::reference_char(&g).map_err(Error::decode)?;
                 if st.target.is_some() {
                     st.val
                         .get_or_insert_with(|| Cow::Owned(String::new()))

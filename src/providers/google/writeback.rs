@@ -363,15 +363,7 @@ pub fn entry_data_bytes(xml: &str) -> usize {
             }
             Event::Text(t) if skip.is_none() => text.push_str(&t.decode().unwrap_or_default()),
             Event::GeneralRef(g) if skip.is_none() => {
-                let c = if g.is_char_ref() {
-                    g.resolve_char_ref().ok().flatten()
-                } else {
-                    g.decode()
-                        .ok()
-                        .and_then(|n| quick_xml::escape::resolve_predefined_entity(&n))
-                        .and_then(|s| s.chars().next())
-                };
-                text.push(c.unwrap_or('?'));
+                text.push(crate::xml::reference_char(&g).unwrap_or('?'));
             }
             Event::Eof => break,
             _ => {}
