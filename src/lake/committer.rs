@@ -167,7 +167,7 @@ async fn commit_group(lake: &Lake, group: Vec<Job>) -> usize {
     }
     let accounts = runs.len();
     match lake.commit_runs(runs).with_failures(failures).await {
-        Ok((_, m)) => {
+        Ok(m) => {
             tracing::debug!(
                 accounts,
                 landed = m.landed.len(),

@@ -53,7 +53,7 @@ use futures::{StreamExt, TryStreamExt};
 use crate::error::{Error, Result};
 use crate::model::schema::ContactRecord;
 pub use commit::{
-    CommitMetrics, CommitRuns, FailedRun, LakeTables, PreparedRun, RunFailure, RunStates,
+    CommitMetrics, CommitRuns, FailedRun, PreparedRun, RunFailure, RunStates,
 };
 pub use keyed::KeyedOutcome;
 pub use photos::{FetchedPhoto, LandedPhoto, PhotoWant, PhotoWork, photo_sha256};
