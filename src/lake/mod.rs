@@ -592,11 +592,25 @@ impl Lake {
 
     /// A writer that streams batches into Parquet files of `table` (not yet committed).
     fn streaming_writer(&self, table: &DeltaTable) -> Result<RecordBatchWriter> {
-        let props = deltalake::parquet::file::properties::WriterProperties::builder()
+        use deltalake::parquet::file::properties::EnabledStatistics;
+        use deltalake::parquet::schema::types::ColumnPath;
+        let mut props = deltalake::parquet::file::properties::WriterProperties::builder()
             .set_compression(deltalake::parquet::basic::Compression::SNAPPY)
             // Small row groups bound what the encoder holds before it streams to storage.
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .build();
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+        // Columns with a value per contact that repeats rarely or never: a dictionary is
+        // tried on each row group and given up once full, so the values' hashing and
+        // interning is spent for nothing. `raw` and `native` (a record's whole text) also
+        // keep no min/max statistics: nobody filters on them, and comparing each long
+        // value on every page cost more than the dictionary.
+        for column in ["id", "etag", "raw", "native", "notes"] {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(column), false);
+        }
+        for column in ["raw", "native"] {
+            props = props
+                .set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
+        }
+        let props = props.build();
         Ok(RecordBatchWriter::for_table(table)?
             .with_writer_properties(props)
             .with_target_file_size(TARGET_FILE_BYTES))
