@@ -52,9 +52,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{Error, Result};
 use crate::model::schema::ContactRecord;
-pub use commit::{
-    CommitMetrics, CommitRuns, FailedRun, PreparedRun, RunFailure, RunStates,
-};
+pub use commit::{CommitMetrics, CommitRuns, FailedRun, PreparedRun, RunFailure, RunStates};
 pub use keyed::KeyedOutcome;
 pub use photos::{FetchedPhoto, LandedPhoto, PhotoWant, PhotoWork, photo_sha256};
 pub use tables::{TableKind, contact_photos_schema, sync_runs_schema, writeback_results_schema};
