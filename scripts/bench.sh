@@ -27,12 +27,15 @@ BIN="${CARGO_TARGET_DIR:-target}/release/contacts-etl"
 TOKEN=emulator-token
 WORK=$(mktemp -d); export LOG="$WORK/apply.log"; trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-start_emu() { # args… ; sets URL
+start_emu() { # args… ; sets URL and EMU_PID
   "$BIN" emulator --port 0 --aurinko-page-size 1000 "$@" >"$WORK/emu.url" 2>"$WORK/emu.log" &
+  EMU_PID=$!
   for _ in $(seq 600); do [ -s "$WORK/emu.url" ] && break; sleep 0.1; done
   URL=$(head -1 "$WORK/emu.url")
 }
-stop_emu() { kill %1 2>/dev/null || true; wait 2>/dev/null || true; }
+# By process id: a job number (`%1`) can name another job or none once jobs have come
+# and gone, and a bare `wait` then waited forever on an emulator left running.
+stop_emu() { kill "$EMU_PID" 2>/dev/null || true; wait "$EMU_PID" 2>/dev/null || true; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 timed() { # label cmd… → prints wall seconds (to the millisecond; /usr/bin/time rounds to
   # 10 ms, too coarse for B4's 80 ms); RSS (KiB) to $WORK/rss.$label
