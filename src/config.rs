@@ -201,11 +201,8 @@ impl Pipeline {
     fn interpolate(&mut self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<()> {
         let file = self.path.display().to_string();
         let f = |key: &str, v: &mut String| -> Result<()> {
-            *v = interpolate_with(v, lookup).map_err(|var| {
-                Error::config(format!(
-                    "{file}: {key} uses ${{{var}}}, but the environment variable {var} is not set; export it or edit the file"
-                ))
-            })?;
+            *v = interpolate_with(v, lookup)
+                .map_err(|why| Error::config(format!("{file}: {key} {why}")))?;
             Ok(())
         };
         f("lake.url", &mut self.lake.url)?;
@@ -274,6 +271,15 @@ impl Pipeline {
                     return err(format!(
                         "sources[{i}].base_url must be an http:// or https:// URL, not {}://",
                         u.scheme()
+                    ));
+                }
+                // Paths are appended to base_url: a query or fragment would end up in
+                // the middle of every URL built from it.
+                Ok(u) if u.query().is_some() || u.fragment().is_some() => {
+                    return err(format!(
+                        "sources[{i}].base_url has a query (?…) or fragment (#…); give the server's address only, e.g. {}://{}",
+                        u.scheme(),
+                        u.host_str().unwrap_or("host")
                     ));
                 }
                 Ok(_) => {}
@@ -401,7 +407,9 @@ fn check_no_inline_secrets(v: &toml::Value, at: &str, file: &str) -> Result<()> 
 }
 
 /// Replaces `${VAR}` with the variable's value; `$${` stays a literal `${`.
-/// Returns the name of the first unset variable as the error.
+/// The error says what is wrong with the first reference that cannot be replaced (an
+/// unset variable, `${` without `}`, an empty or invalid name), ready to follow the
+/// name of the setting.
 pub fn interpolate(s: &str) -> std::result::Result<String, String> {
     interpolate_with(s, &|var| std::env::var(var).ok())
 }
@@ -420,9 +428,27 @@ pub fn interpolate_with(
             out.push_str("${");
             rest = t;
         } else if let Some(t) = tail.strip_prefix("${") {
-            let end = t.find('}').ok_or_else(|| t.to_string())?;
+            let end = t.find('}').ok_or_else(|| {
+                "has `${` without its closing `}`; write ${NAME}, or $${ for a literal ${"
+                    .to_string()
+            })?;
             let var = &t[..end];
-            out.push_str(&lookup(var).ok_or_else(|| var.to_string())?);
+            let valid = var
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(format!(
+                    "uses ${{{}}}, which names no environment variable (a name is letters, digits and _, not starting with a digit); write ${{NAME}}, or $${{ for a literal ${{",
+                    var.chars().take(40).collect::<String>()
+                ));
+            }
+            out.push_str(&lookup(var).ok_or_else(|| {
+                format!(
+                    "uses ${{{var}}}, but the environment variable {var} is not set; export it or edit the file"
+                )
+            })?);
             rest = &t[end + 1..];
         } else {
             out.push('$');
@@ -526,6 +552,33 @@ accounts = [{ id = "101", token_env = "A101" }]
             e.contains("sources[0].domain") && e.contains("CONTACTS_ETL_SURELY_UNSET_VAR"),
             "{e}"
         );
+        // `${`, `${}` and `${1X}` name no variable: said so, not "the variable  is not set".
+        for (bad, words) in [
+            ("${", "without its closing"),
+            ("${}", "names no environment variable"),
+            ("${1X}", "names no environment variable"),
+        ] {
+            let e = interpolate(&format!("a{bad}b")).unwrap_err();
+            assert!(
+                e.contains(words) && !e.contains("variable  is"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    /// A query or fragment in base_url would land inside every URL built from it.
+    #[test]
+    fn base_url_with_query_or_fragment_is_refused() {
+        for tail in ["?x=1", "#frag"] {
+            let t = GOOD.replacen(
+                "http://127.0.0.1:1",
+                &format!("http://127.0.0.1:1/{tail}"),
+                1,
+            );
+            let e = parse(&t).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains("query (?…) or fragment"), "{e}");
+        }
     }
 
     #[test]

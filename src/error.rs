@@ -14,17 +14,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// A pipeline file, command line or input file is wrong; the user must fix it.
     /// The CLI exits with code 2.
-    #[error("{}", crate::secret::redact(.0))]
+    #[error("{}", crate::secret::printable(.0))]
     Config(String),
     /// The API refused the credentials (401/403) after a refresh was tried.
-    #[error("{}", crate::secret::redact(.0))]
+    #[error("{}", crate::secret::printable(.0))]
     Auth(String),
     /// The API said the stored cursor is no longer valid (Google 410, Aurinko 410
     /// `syncToken.expired` or 400 `token.notValid`); a full extract is needed.
-    #[error("{}", crate::secret::redact(.0))]
+    #[error("{}", crate::secret::printable(.0))]
     CursorExpired(String),
     /// An HTTP request failed for good (after retries, or with a non-retriable status).
-    #[error("{}", crate::secret::redact(.message))]
+    #[error("{}", crate::secret::printable(.message))]
     Http {
         /// The HTTP status, when one was received.
         status: Option<u16>,
@@ -32,24 +32,24 @@ pub enum Error {
         message: String,
     },
     /// The API answered something that is not what the protocol promises.
-    #[error("{}", crate::secret::redact(.0))]
+    #[error("{}", crate::secret::printable(.0))]
     Decode(String),
     /// Another run committed first (same source and account); nothing of this run landed.
-    #[error("{}", crate::secret::redact(.0))]
+    #[error("{}", crate::secret::printable(.0))]
     Concurrent(String),
     /// The Delta Lake, object store or Parquet layer failed.
-    #[error("{}", crate::secret::redact(.0))]
+    #[error("{}", crate::secret::printable(.0))]
     Lake(String),
     /// A SQL query failed.
-    #[error("{}", crate::secret::redact(.0))]
+    #[error("{}", crate::secret::printable(.0))]
     Sql(String),
     /// Anything else.
-    #[error("{}", crate::secret::redact(.0))]
+    #[error("{}", crate::secret::printable(.0))]
     Other(String),
     /// A layer below failed (Delta Lake, object store, Parquet, Arrow, DataFusion, I/O);
     /// `source` is its own error, kept so that callers can match it by type (a commit
     /// conflict is a `deltalake` `TransactionError`, not a message).
-    #[error("{}", crate::secret::redact(.message))]
+    #[error("{}", crate::secret::printable(.message))]
     Layer {
         /// What failed, with context; the CLI prints this.
         message: String,

@@ -510,7 +510,7 @@ pub fn body_text(body: &[u8]) -> std::result::Result<&str, std::str::Utf8Error> 
 /// Reads an error body as one line: an HTML `<TITLE>`, a GData `<internalReason>`, a
 /// JSON `message` (Aurinko, with `code`), or the start of the text.
 pub fn describe_body(body: &[u8]) -> String {
-    crate::secret::redact(&describe_body_as_sent(body)).into_owned()
+    crate::secret::printable(&describe_body_as_sent(body)).into_owned()
 }
 
 fn describe_body_as_sent(body: &[u8]) -> String {

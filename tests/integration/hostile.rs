@@ -40,6 +40,8 @@ pub struct Req {
     pub headers: Vec<(String, String)>,
     /// The request's number on this server, from 1.
     pub n: usize,
+    /// The body (its first MiB), as text.
+    pub body: String,
 }
 
 impl Req {
@@ -138,19 +140,19 @@ async fn serve_one(
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    // Read (and drop) a request body, so the client sees its request taken whole.
+    // Read the request body (its first MiB), so the client sees its request taken whole.
     let len: usize = headers
         .iter()
         .find(|(k, _)| k == "content-length")
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(0);
-    let mut have = buf.len() - head_end - 4;
-    while have < len.min(1 << 20) {
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < len.min(1 << 20) {
         let n = sock.read(&mut chunk).await?;
         if n == 0 {
             break;
         }
-        have += n;
+        body.extend_from_slice(&chunk[..n]);
     }
     let n = count.fetch_add(1, Ordering::SeqCst) + 1;
     let req = Req {
@@ -158,6 +160,7 @@ async fn serve_one(
         target,
         headers,
         n,
+        body: String::from_utf8_lossy(&body).into_owned(),
     };
     hits.lock().unwrap().push(req.clone());
     let reply = if n > MAX_HITS {

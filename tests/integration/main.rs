@@ -14,6 +14,7 @@ mod conformance;
 mod exact;
 mod google;
 mod hostile;
+mod hostile_dav;
 mod lake;
 mod operator;
 mod output;

@@ -97,6 +97,9 @@ pub struct Response {
     pub href: String,
     /// Its own `<status>` (a sync report's 404 for a deleted member, 507 for truncation).
     pub status: Option<u16>,
+    /// A `<propstat>` said 404: the properties asked are not there (some servers answer a
+    /// multiget for a resource that is gone this way instead of with a `<status>`).
+    pub propstat_404: bool,
     /// The properties found.
     pub props: Props,
 }
@@ -245,6 +248,7 @@ pub fn parse_multistatus(body: &[u8], what: &str) -> Result<Multistatus> {
                 if status.is_none_or(|s| (200..300).contains(&s)) {
                     merge(&mut response.props, props);
                 }
+                response.propstat_404 |= status == Some(404);
             }
             (Tag::Response, _) => {
                 if response.href.is_empty() {

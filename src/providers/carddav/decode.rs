@@ -28,6 +28,8 @@ use calcard::common::IanaString;
 use calcard::vcard::{
     VCard, VCardParameter, VCardParameterName, VCardParameterValue, VCardProperty, VCardValue,
 };
+use std::collections::HashMap;
+
 use sha2::Digest;
 
 use crate::error::{Error, Result};
@@ -48,16 +50,7 @@ pub fn decode_vcard(
 ) -> Result<ContactRecord> {
     let id = super::dav::resource_id(path)
         .ok_or_else(|| Error::decode(format!("{what}: the href {path} names no resource")))?;
-    let card = match calcard::Parser::new(&text).entry() {
-        Entry::VCard(c) => c,
-        other => {
-            return Err(Error::decode(format!(
-                "{what}: the address data is not a vCard ({}): {}",
-                describe_entry(&other),
-                crate::http::describe_body(text.as_bytes())
-            )));
-        }
-    };
+    let card = parse_one(&text, what)?;
     let mut r = ContactRecord {
         source: ctx.source.clone(),
         account: ctx.account.clone(),
@@ -67,10 +60,63 @@ pub fn decode_vcard(
         _synced_at: ctx.synced_at_us,
         ..Default::default()
     };
-    let native = map_card(card, &mut r);
+    let native = map_card(card, &mut r, what);
     r.native = Some(native_json(path, &native));
     r.raw = Some(text);
     Ok(r)
+}
+
+/// The one vCard of a resource, whole: it ends with its `END:VCARD` (a card cut short,
+/// or whose quoted-printable value ran on into the `END` line, would land truncated and
+/// be written back without its end) and nothing but blank lines follows it.
+fn parse_one(text: &str, what: &str) -> Result<VCard> {
+    let not_a_card = |e: &Entry| {
+        Error::decode(format!(
+            "{what}: the address data is not a vCard ({}): {}",
+            describe_entry(e),
+            crate::http::describe_body(text.as_bytes())
+        ))
+    };
+    // Strict only for the end: calcard's strict mode also refuses a line without a
+    // colon, which some servers keep from old imports; such a card is read leniently
+    // once its last line is seen to be `END:VCARD`.
+    let begins = text
+        .trim_start_matches('\u{feff}')
+        .trim_start()
+        .get(..11)
+        .is_some_and(|p| p.eq_ignore_ascii_case("BEGIN:VCARD"));
+    let mut parser = calcard::Parser::new(text).strict();
+    let card = match parser.entry() {
+        Entry::VCard(c) => c,
+        Entry::InvalidLine(_) if begins && ends_with_end(text) => {
+            parser = calcard::Parser::new(text);
+            match parser.entry() {
+                Entry::VCard(c) => c,
+                other => return Err(not_a_card(&other)),
+            }
+        }
+        Entry::InvalidLine(_) | Entry::UnterminatedComponent(_) if begins => {
+            return Err(Error::decode(format!(
+                "{what}: the vCard has no END:VCARD: it is cut short, or a quoted-printable value runs on into its END line; fix the card on the server"
+            )));
+        }
+        other => return Err(not_a_card(&other)),
+    };
+    match parser.entry() {
+        Entry::Eof => Ok(card),
+        other => Err(Error::decode(format!(
+            "{what}: the address data holds more than one vCard, or text after END:VCARD ({}); a resource is one contact",
+            describe_entry(&other)
+        ))),
+    }
+}
+
+/// Whether the last line that is not blank is `END:VCARD`.
+fn ends_with_end(text: &str) -> bool {
+    text.trim_end()
+        .rsplit(['\n', '\r'])
+        .next()
+        .is_some_and(|l| l.trim().eq_ignore_ascii_case("END:VCARD"))
 }
 
 fn describe_entry(e: &Entry) -> String {
@@ -80,6 +126,7 @@ fn describe_entry(e: &Entry) -> String {
         Entry::UnterminatedComponent(c) => format!("{c} without its END"),
         Entry::TooManyComponents => "too many components".into(),
         Entry::Eof => "no BEGIN:VCARD".into(),
+        Entry::VCard(_) => "a second vCard".into(),
         _ => "unreadable".into(),
     }
 }
@@ -111,11 +158,30 @@ fn native_json(href: &str, n: &Native) -> String {
 /// The Apple-style group labels of a card: group name → its `X-ABLabel`, the last one
 /// for a group labelled twice. A card has few, so they are looked up in order, with the
 /// group's case ignored, rather than hashed.
-struct Labels(Vec<(String, String)>);
+/// A card with many labels (a hostile one may have 10^5) gets a map keyed by the
+/// lower-cased group, so the lookups stay linear in the card's size.
+struct Labels(Vec<(String, String)>, Option<HashMap<String, String>>);
+
+/// Labels looked up in order up to this many; a map beyond.
+const LABELS_IN_ORDER: usize = 16;
 
 impl Labels {
+    fn new(labels: Vec<(String, String)>) -> Labels {
+        let map = (labels.len() > LABELS_IN_ORDER).then(|| {
+            // Inserted in order: the last label of a group wins, as in the ordered lookup.
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect()
+        });
+        Labels(labels, map)
+    }
+
     fn of(&self, group: &Option<String>) -> Option<String> {
         let g = group.as_deref()?;
+        if let Some(map) = &self.1 {
+            return map.get(&g.to_ascii_lowercase()).cloned();
+        }
         self.0
             .iter()
             .rev()
@@ -126,7 +192,7 @@ impl Labels {
 
 /// Group name → its `X-ABLabel`.
 fn group_labels(card: &VCard) -> Labels {
-    Labels(card.entries
+    Labels::new(card.entries
         .iter()
         .filter(
             |e| matches!(&e.name, VCardProperty::Other(n) if n.eq_ignore_ascii_case("X-ABLABEL")),
@@ -145,7 +211,7 @@ fn group_labels(card: &VCard) -> Labels {
         .collect())
 }
 
-fn map_card(card: VCard, r: &mut ContactRecord) -> Native {
+fn map_card(card: VCard, r: &mut ContactRecord, what: &str) -> Native {
     let labels = group_labels(&card);
     let mut native = Native::default();
     let mut titles: Vec<String> = Vec::new();
@@ -165,13 +231,7 @@ fn map_card(card: VCard, r: &mut ContactRecord) -> Native {
                 r.prefix = parts.next().flatten();
                 r.suffix = parts.next().flatten();
             }
-            VCardProperty::Nickname => {
-                let v = joined(e.values, ", ");
-                r.nickname = match (r.nickname.take(), v) {
-                    (Some(a), Some(b)) => Some(format!("{a}, {b}")),
-                    (a, b) => a.or(b),
-                };
-            }
+            VCardProperty::Nickname => append(&mut r.nickname, joined(e.values, ", "), ", "),
             VCardProperty::Email => {
                 let (kind, primary) = tp();
                 r.emails.push(Email {
@@ -276,13 +336,7 @@ fn map_card(card: VCard, r: &mut ContactRecord) -> Native {
                 kind: tp().0,
                 label: label(),
             }),
-            VCardProperty::Note => {
-                let v = joined(e.values, ",");
-                r.notes = match (r.notes.take(), v) {
-                    (Some(a), Some(b)) => Some(format!("{a}\n{b}")),
-                    (a, b) => a.or(b),
-                };
-            }
+            VCardProperty::Note => append(&mut r.notes, joined(e.values, ","), "\n"),
             VCardProperty::Categories => r.groups.extend(
                 e.values
                     .into_iter()
@@ -290,7 +344,7 @@ fn map_card(card: VCard, r: &mut ContactRecord) -> Native {
                     .filter(|g| !g.is_empty()),
             ),
             // The first one counts.
-            VCardProperty::Photo if r.photo.is_none() => r.photo = photo(e.values),
+            VCardProperty::Photo if r.photo.is_none() => r.photo = photo(e.values, what),
             VCardProperty::Rev => {
                 r.updated = e.values.iter().find_map(|v| match v {
                     VCardValue::PartialDateTime(d) => d.to_timestamp(),
@@ -331,6 +385,19 @@ fn map_card(card: VCard, r: &mut ContactRecord) -> Native {
         }
     }
     native
+}
+
+/// Appends `more` to `to`, `sep` between: in place, so a card of many `NOTE` lines costs
+/// their length, not its square.
+fn append(to: &mut Option<String>, more: Option<String>, sep: &str) {
+    match (to.as_mut(), more) {
+        (Some(a), Some(b)) => {
+            a.push_str(sep);
+            a.push_str(&b);
+        }
+        (None, b) => *to = b,
+        (Some(_), None) => {}
+    }
 }
 
 /// A value as text (a date or binary value has none).
@@ -392,21 +459,87 @@ fn date_text(values: Vec<VCardValue>) -> Option<String> {
     values.into_iter().find_map(value_text)
 }
 
-fn photo(values: Vec<VCardValue>) -> Option<Photo> {
-    values.into_iter().find_map(|v| match v {
-        VCardValue::Binary(d) if !d.data.is_empty() => {
+/// The photo of a card: a link, or inline image data hashed into `etag`. Data that is not
+/// an image (a `data:` URI without its comma, base64 that does not decode, a media type
+/// that is not an image, bytes of no image format) is no photo: it lands as `null` with
+/// a warning naming the contact, never as a photo whose hash is of its media type.
+fn photo(values: Vec<VCardValue>, what: &str) -> Option<Photo> {
+    let bad = |why: &str| {
+        tracing::warn!("{what}: PHOTO {why}; it lands as no photo");
+        None
+    };
+    let v = values.into_iter().find(|v| match v {
+        VCardValue::Binary(d) => !d.data.is_empty(),
+        VCardValue::Text(t) => !t.is_empty(),
+        _ => false,
+    })?;
+    match v {
+        VCardValue::Binary(d) => {
+            let declared = d.content_type.as_deref().map(str::to_ascii_lowercase);
+            if declared
+                .as_deref()
+                .is_some_and(|t| !t.starts_with("image/"))
+            {
+                return bad(&format!(
+                    "has the media type {:?}, which is not an image",
+                    declared.unwrap_or_default()
+                ));
+            }
+            if declared.is_none() && !is_image(&d.data) {
+                return bad(
+                    "holds data that is no image (a data: URI without its comma, or bytes of no image format)",
+                );
+            }
             let hash = sha2::Sha256::digest(&d.data);
             Some(Photo {
                 href: None,
                 etag: Some(format!("sha256:{}", &hex::encode(hash)[..16])),
             })
         }
-        VCardValue::Text(t) if !t.is_empty() => Some(Photo {
-            href: Some(t),
-            etag: None,
-        }),
+        VCardValue::Text(t) => {
+            // calcard reads good `data:` URIs and encoded data as binary: a text that is
+            // still one did not decode.
+            if t.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("data:")) {
+                return bad("is a data: URI that does not decode");
+            }
+            let scheme = t.split_once(':').map(|(s, _)| s);
+            let is_uri = scheme.is_some_and(|s| {
+                s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+            });
+            if !is_uri || t.chars().any(char::is_control) {
+                return bad("is neither image data nor a URI (base64 that does not decode?)");
+            }
+            Some(Photo {
+                href: Some(t),
+                etag: None,
+            })
+        }
         _ => None,
-    })
+    }
+}
+
+/// Whether bytes start like an image file: JPEG, PNG, GIF, WebP, BMP, TIFF, ICO,
+/// HEIF/AVIF, JPEG 2000 or SVG.
+fn is_image(b: &[u8]) -> bool {
+    let starts = |p: &[u8]| b.starts_with(p);
+    starts(&[0xFF, 0xD8, 0xFF])
+        || starts(b"\x89PNG\r\n\x1a\n")
+        || starts(b"GIF87a")
+        || starts(b"GIF89a")
+        || (starts(b"RIFF") && b.get(8..12) == Some(b"WEBP"))
+        || starts(b"BM")
+        || starts(b"II*\0")
+        || starts(b"MM\0*")
+        || starts(&[0, 0, 1, 0])
+        || b.get(4..8) == Some(b"ftyp")
+        || starts(&[0, 0, 0, 0x0C, b'j', b'P'])
+        || {
+            let t = String::from_utf8_lossy(&b[..b.len().min(256)]);
+            let t = t.trim_start();
+            t.starts_with("<svg") || (t.starts_with("<?xml") && t.contains("<svg"))
+        }
 }
 
 /// The first text of a parameter.
@@ -428,6 +561,7 @@ fn param_text(
 /// (`TYPE=pref` in 3.0, `PREF=1` in 4.0).
 fn type_and_pref(params: &[VCardParameter]) -> (Option<String>, bool) {
     let mut kinds: Vec<String> = Vec::new();
+    let mut seen: Option<std::collections::HashSet<String>> = None;
     let mut pref = false;
     for p in params {
         match (&p.name, &p.value) {
@@ -443,8 +577,22 @@ fn type_and_pref(params: &[VCardParameter]) -> (Option<String>, bool) {
                         "pref" => pref = true,
                         "internet" | "voice" | "x400" => {}
                         t => {
-                            if !kinds.iter().any(|k| k == t) {
-                                kinds.push(t.to_string())
+                            // Beyond a few types, a set: a hostile card may give 10^5.
+                            let dup = match &seen {
+                                Some(set) => set.contains(t),
+                                None => kinds.iter().any(|k| k == t),
+                            };
+                            if !dup {
+                                kinds.push(t.to_string());
+                                match &mut seen {
+                                    Some(set) => {
+                                        set.insert(t.to_string());
+                                    }
+                                    None if kinds.len() > LABELS_IN_ORDER => {
+                                        seen = Some(kinds.iter().cloned().collect())
+                                    }
+                                    None => {}
+                                }
                             }
                         }
                     }
@@ -704,5 +852,94 @@ mod tests {
                 serde_json::json!({ "href": href, "uid": uid, "version": version }).to_string()
             );
         }
+    }
+
+    fn decode_err(text: &str) -> String {
+        decode_vcard(text.into(), "/a/b.vcf", None, &ctx(), "at /a/b.vcf")
+            .unwrap_err()
+            .to_string()
+    }
+
+    /// A card cut short, one whose quoted-printable value swallows its END line, and
+    /// two cards in one resource are refused; a card that ends well with a line
+    /// without a colon is read leniently, and trailing blank lines are fine.
+    #[test]
+    fn a_card_must_be_whole_and_alone() {
+        for (text, words) in [
+            (
+                "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Cut\r\nNOTE:half",
+                "no END:VCARD",
+            ),
+            (
+                "BEGIN:VCARD\r\nVERSION:2.1\r\nNOTE;ENCODING=QUOTED-PRINTABLE:a=\r\nEND:VCARD\r\n",
+                "no END:VCARD",
+            ),
+            (
+                "BEGIN:VCARD\r\nFN:a\r\nEND:VCARD\r\nBEGIN:VCARD\r\nFN:b\r\nEND:VCARD\r\n",
+                "more than one vCard",
+            ),
+        ] {
+            let e = decode_err(text);
+            assert!(
+                e.starts_with("at /a/b.vcf: ") && e.contains(words),
+                "{text:?}: {e}"
+            );
+        }
+        let r = decode("BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Ok\r\nJUNKLINE\r\nEND:VCARD\r\n\r\n\r\n");
+        assert_eq!(r.display_name.as_deref(), Some("Ok"));
+    }
+
+    /// Photo data that is not an image lands as no photo; images and links land.
+    #[test]
+    fn bad_photo_data_is_no_photo() {
+        let card = |photo: &str| {
+            decode(&format!(
+                "BEGIN:VCARD\r\nVERSION:4.0\r\nFN:P\r\n{photo}\r\nEND:VCARD\r\n"
+            ))
+            .photo
+        };
+        // /9j/4A is the start of a JPEG (FF D8 FF E0) in base64.
+        for bad in [
+            "PHOTO:data:image/jpeg",
+            "PHOTO:data:text/plain;base64,aGVsbG8=",
+            "PHOTO:data:image/jpeg;base64,!!!notbase64!!!",
+            "PHOTO;ENCODING=b;TYPE=JPEG:!!!notbase64!!!",
+            "PHOTO;ENCODING=b;TYPE=JPEG:aGVsbG8gd29ybGQ=",
+        ] {
+            assert_eq!(card(bad), None, "{bad}");
+        }
+        let good = card("PHOTO:data:image/jpeg;base64,/9j/4AAQSkZJRgABAQ==").unwrap();
+        assert!(good.etag.unwrap().starts_with("sha256:"));
+        let untyped = card("PHOTO:data:;base64,/9j/4AAQSkZJRgABAQ==").unwrap();
+        assert!(untyped.etag.is_some());
+        let v3 = card("PHOTO;ENCODING=b;TYPE=JPEG:/9j/4AAQSkZJRgABAQ==").unwrap();
+        assert!(v3.etag.is_some());
+        let link = card("PHOTO:https://example.org/p.jpg").unwrap();
+        assert_eq!(link.href.as_deref(), Some("https://example.org/p.jpg"));
+    }
+
+    /// Many NOTE lines, labels and types are read in time linear in the card: joined
+    /// in place, looked up through a map. Checked by result here; the time is
+    /// measured by hand (see the closing note), not asserted.
+    #[test]
+    fn many_notes_labels_and_types_read_whole() {
+        let mut t = String::from("BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Big\r\n");
+        for i in 0..2000 {
+            t.push_str(&format!("NOTE:line {i}\r\nitem{i}.EMAIL;TYPE=t{i};TYPE=work:e{i}@x.org\r\nitem{i}.X-ABLabel:L{i}\r\n"));
+        }
+        t.push_str("END:VCARD\r\n");
+        let r = decode(&t);
+        assert_eq!(r.notes.as_deref().map(|n| n.lines().count()), Some(2000));
+        assert_eq!(r.emails.len(), 2000);
+        assert_eq!(r.emails[1999].label.as_deref(), Some("L1999"));
+        assert_eq!(r.emails[7].kind.as_deref(), Some("t7,work"));
+        let mut types = String::from("BEGIN:VCARD\r\nEMAIL");
+        for i in 0..100 {
+            types.push_str(&format!(";TYPE=k{}", i % 40));
+        }
+        types.push_str(":a@x.org\r\nEND:VCARD\r\n");
+        let kinds = decode(&types).emails[0].kind.clone().unwrap();
+        assert_eq!(kinds.split(',').count(), 40, "deduplicated in order");
+        assert!(kinds.starts_with("k0,k1,k2"));
     }
 }

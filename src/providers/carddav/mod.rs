@@ -32,7 +32,7 @@ pub mod decode;
 pub mod rules;
 pub mod writeback;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 use base64::Engine;
@@ -318,10 +318,13 @@ impl CardDavSource {
                 hrefs.push(path);
             }
         }
+        unique_ids(hrefs.iter(), &what)?;
         ctx.metrics
             .pages
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut collected = Collected::try_new()?;
+        // A member deleted between the listing and its multiget (404) is simply not
+        // there: a full extract lands what exists.
         self.multiget_into(book, &hrefs, rctx, ctx, &mut collected, 0)
             .await?;
         let (upserts, deletes) = collected.finish(&Default::default())?;
@@ -344,7 +347,12 @@ impl CardDavSource {
         if path.starts_with(book) && path.ends_with('/') {
             return Ok(None);
         }
-        if !path.starts_with(book) || dav::resource_id(&path).is_none() {
+        // A member is directly inside the book: `/b/sub/x.vcf` belongs to another
+        // collection, and its id would clash with `/b/x.vcf`'s.
+        let direct = path
+            .strip_prefix(book)
+            .is_some_and(|rest| !rest.trim_start_matches('/').contains('/'));
+        if !direct || dav::resource_id(&path).is_none() {
             return Err(Error::decode(format!(
                 "{what}: the server answered for {path}, which is not a vCard in the address book {book}"
             )));
@@ -354,6 +362,8 @@ impl CardDavSource {
 
     /// Fetches `hrefs` by `addressbook-multiget`, `multiget_size` at a time and
     /// `concurrency` at once, decoding each answer into `collected` (ranked from `rank`).
+    /// Returns the ids of the members the server answered 404 for (gone since listed).
+    /// Every href asked must be answered, and nothing else: otherwise the extract fails.
     async fn multiget_into(
         &self,
         book: &str,
@@ -362,7 +372,7 @@ impl CardDavSource {
         ctx: &RunContext,
         collected: &mut Collected,
         rank: i64,
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
         let url = self.book_url(book)?;
         // Owned chunks: a closure taking borrowed slices is not general enough for the
         // boxed future of `Source::extract`.
@@ -388,51 +398,93 @@ impl CardDavSource {
                     .read("REPORT", url, "1", &body, &what, &ctx.metrics)
                     .await?;
                 let m = multistatus(resp, &what)?;
-                let records = self.decode_members(book, m, rctx, &what)?;
-                Ok::<_, Error>(records)
+                self.decode_members(book, &chunk, m, rctx, &what)
             })
             .buffered(self.concurrency);
         let mut i = 0;
-        while let Some(records) = answers.next().await {
-            let records = records?;
+        let mut gone = Vec::new();
+        while let Some(answer) = answers.next().await {
+            let mut answer = answer?;
             if let Some(pb) = &ctx.progress {
-                pb.inc(records.len() as u64);
+                pb.inc((answer.records.len() + answer.gone.len()) as u64);
             }
             ctx.metrics
                 .pages
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let batch = crate::model::schema::records_to_batch(&records)?;
+            let batch = crate::model::schema::records_to_batch(&answer.records)?;
             collected.add(&batch, Some(rank + i))?;
+            gone.append(&mut answer.gone);
             i += 1;
         }
-        Ok(())
+        Ok(gone)
     }
 
-    /// The vCards of a multistatus as records; members without data (404: deleted since
-    /// they were listed) are left out.
+    /// The vCards of a multiget answer as records, and the ids answered 404 (gone since
+    /// they were listed). RFC 6352 §8.7: the answer holds a response for every href
+    /// asked. One not answered, answered twice, answered without its vCard, or an href
+    /// that was not asked fails the answer: landing less would delete contacts (or lose
+    /// changes) in silence, landing more would take what the book does not list.
     fn decode_members(
         &self,
         book: &str,
+        asked: &[String],
         m: Multistatus,
         rctx: &RecordContext,
         what: &str,
-    ) -> Result<Vec<crate::model::schema::ContactRecord>> {
-        let mut out = Vec::with_capacity(m.responses.len());
+    ) -> Result<Answered> {
+        let mut pending: HashMap<String, &str> =
+            asked.iter().map(|p| (href_key(p), p.as_str())).collect();
+        let mut out = Answered {
+            records: Vec::with_capacity(asked.len()),
+            gone: Vec::new(),
+        };
         for r in m.responses {
             let Some(path) = self.member_path(book, &r.href, what)? else {
                 continue;
             };
-            let Some(data) = r.props.address_data else {
+            if pending.remove(&href_key(&path)).is_none() {
+                return Err(Error::decode(format!(
+                    "{what}: the server answered for {path}, which was not asked for in this multiget or was answered twice; nothing of the book lands"
+                )));
+            }
+            let gone = r.status == Some(404)
+                || (r.props.address_data.is_none() && r.props.etag.is_none() && r.propstat_404);
+            if gone {
+                out.gone
+                    .push(dav::resource_id(&path).unwrap_or_default().to_string());
                 continue;
+            }
+            if let Some(s) = r.status.filter(|s| !(200..300).contains(s)) {
+                return Err(Error::decode(format!(
+                    "{what}: the server answered {path} with status {s}; nothing of the book lands"
+                )));
+            }
+            let Some(data) = r.props.address_data else {
+                return Err(Error::decode(format!(
+                    "{what}: the server answered {path} without its address-data; nothing of the book lands"
+                )));
             };
             let at = format!("{what}, {path}");
-            out.push(decode::decode_vcard(
+            out.records.push(decode::decode_vcard(
                 data,
                 &path,
                 r.props.etag.as_deref(),
                 rctx,
                 &at,
             )?);
+        }
+        if !pending.is_empty() {
+            let mut missing: Vec<&str> = pending.into_values().collect();
+            missing.sort_unstable();
+            let n = missing.len();
+            missing.truncate(3);
+            return Err(Error::decode(format!(
+                "{what}: the server answered {} of the {} hrefs asked (RFC 6352 requires an answer for each); not answered: {}{}; nothing of the book lands",
+                asked.len() - n,
+                asked.len(),
+                missing.join(", "),
+                if n > 3 { ", …" } else { "" }
+            )));
         }
         Ok(out)
     }
@@ -446,10 +498,13 @@ impl CardDavSource {
     ) -> Result<Extract> {
         let url = self.book_url(book)?;
         let mut token = token.to_string();
-        // path → what the latest page said of it: changed (with its vCard when the report
-        // carried it) or deleted. A later page beats an earlier one: names can be reused.
+        let mut seen_tokens: HashSet<String> = HashSet::from([token.clone()]);
+        // path → what the latest page said of it. A later page beats an earlier one:
+        // names can be reused. vCards a report carries are decoded and spilled with their
+        // page as rank as each page is read, so memory holds paths, not pages.
         let mut changes: HashMap<String, Change> = HashMap::new();
-        let mut order: Vec<String> = Vec::new();
+        let mut collected = Collected::try_new()?;
+        let mut pages = 0i64;
         for page in 1.. {
             if page > MAX_SYNC_PAGES {
                 return Err(Error::decode(format!(
@@ -457,6 +512,7 @@ impl CardDavSource {
                     self.name
                 )));
             }
+            pages = page as i64;
             let what = format!(
                 "source {} book {book}: sync-collection page {page}",
                 self.name
@@ -483,6 +539,7 @@ impl CardDavSource {
                     "{what}: the answer has no sync-token; the server does not do RFC 6578 sync"
                 ))
             })?;
+            let mut inline = Vec::new();
             for r in m.responses {
                 let Some(path) = self.member_path(book, &r.href, &what)? else {
                     // RFC 6578 §3.6: the truncation mark is a 507 on the request-URI.
@@ -499,54 +556,61 @@ impl CardDavSource {
                         )));
                     }
                     _ if r.props.collection => continue,
-                    _ => Change::Changed(r.props.address_data.map(|d| (d, r.props.etag))),
+                    _ => match r.props.address_data {
+                        Some(data) => {
+                            let at = format!("{what}, {path}");
+                            inline.push(decode::decode_vcard(
+                                data,
+                                &path,
+                                r.props.etag.as_deref(),
+                                rctx,
+                                &at,
+                            )?);
+                            Change::Read
+                        }
+                        None => Change::Fetch,
+                    },
                 };
-                if changes.insert(path.clone(), change).is_none() {
-                    order.push(path);
-                }
+                changes.insert(path, change);
+            }
+            if !inline.is_empty() {
+                let batch = crate::model::schema::records_to_batch(&inline)?;
+                collected.add(&batch, Some(pages))?;
             }
             if !truncated {
                 token = next;
                 break;
             }
-            if next == token {
+            // A token seen before (the request's own, or one of an earlier page) means
+            // the pages go round: stopped at once, not after the page bound.
+            if !seen_tokens.insert(next.clone()) {
                 return Err(Error::decode(format!(
-                    "{what}: a truncated answer (507) with the same sync-token as its request; a paging loop, stopped"
+                    "{what}: a truncated answer (507) whose sync-token was already used in this run; a paging loop, stopped"
                 )));
             }
             token = next;
         }
-        let mut collected = Collected::try_new()?;
-        let mut deletes = Vec::new();
-        let mut fetch = Vec::new();
-        let mut inline = Vec::new();
         let what = format!("source {} book {book}: sync-collection", self.name);
-        for path in order {
-            match changes.remove(&path) {
-                Some(Change::Deleted) => {
-                    deletes.push(dav::resource_id(&path).unwrap_or_default().to_string())
+        unique_ids(changes.keys(), &what)?;
+        let mut deleted: HashSet<String> = HashSet::new();
+        let mut fetch = Vec::new();
+        for (path, change) in changes {
+            match change {
+                Change::Deleted => {
+                    deleted.insert(dav::resource_id(&path).unwrap_or_default().to_string());
                 }
-                Some(Change::Changed(Some((data, etag)))) => {
-                    let at = format!("{what}, {path}");
-                    inline.push(decode::decode_vcard(
-                        data,
-                        &path,
-                        etag.as_deref(),
-                        rctx,
-                        &at,
-                    )?)
-                }
-                Some(Change::Changed(None)) => fetch.push(path),
-                None => {}
+                Change::Fetch => fetch.push(path),
+                Change::Read => {}
             }
         }
-        if !inline.is_empty() {
-            collected.add(&crate::model::schema::records_to_batch(&inline)?, Some(0))?;
-        }
-        self.multiget_into(book, &fetch, rctx, ctx, &mut collected, 1)
+        fetch.sort_unstable();
+        // Fetched versions are newer than any a report carried: ranked after the pages.
+        let gone = self
+            .multiget_into(book, &fetch, rctx, ctx, &mut collected, pages + 1)
             .await?;
-        let (upserts, mut gone) = collected.finish(&Default::default())?;
-        deletes.append(&mut gone);
+        // A member changed, then deleted before its multiget: the change is a delete.
+        deleted.extend(gone);
+        let (upserts, deletes) = collected.finish(&deleted)?;
         Ok(Extract {
             mode: SyncMode::Incremental,
             upserts,
@@ -556,11 +620,63 @@ impl CardDavSource {
     }
 }
 
-/// What a sync report said of a member.
+/// What a sync report said last of a member.
 enum Change {
-    /// Changed; with its vCard and ETag when the report carried them.
-    Changed(Option<(String, Option<String>)>),
+    /// Changed, and the report carried its vCard (decoded and collected already).
+    Read,
+    /// Changed; its vCard comes by multiget.
+    Fetch,
     Deleted,
+}
+
+/// One multiget answer: the vCards, and the ids the server said are gone (404).
+struct Answered {
+    records: Vec<crate::model::schema::ContactRecord>,
+    gone: Vec<String>,
+}
+
+/// An href's path compared as the resource it names: percent-decoded, so `/b/a%40b.vcf`
+/// in the request and `/b/a@b.vcf` in the answer are one resource.
+fn href_key(path: &str) -> String {
+    let b = path.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Refuses two member paths of one book that make one id (`/b/x.vcf` and `/b/x`): one
+/// row would land for two contacts and the other would vanish in silence.
+fn unique_ids<'a>(paths: impl Iterator<Item = &'a String>, what: &str) -> Result<()> {
+    let mut by_id: HashMap<String, &str> = HashMap::new();
+    for p in paths {
+        let id = href_key(dav::resource_id(p).unwrap_or_default());
+        if let Some(other) = by_id.insert(id, p) {
+            let (a, b) = if other < p.as_str() {
+                (other, p.as_str())
+            } else {
+                (p.as_str(), other)
+            };
+            return Err(Error::decode(format!(
+                "{what}: the members {a} and {b} have the same resource name, which is the contact id; rename one on the server"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The first value `f` finds in the responses.
