@@ -169,9 +169,7 @@ impl Pipeline {
     /// Reads, validates and interpolates a pipeline file.
     pub fn load(path: impl AsRef<Path>) -> Result<Pipeline> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::config(format!("cannot read pipeline file {}: {e}", path.display()))
-        })?;
+        let text = read_input_file(path, MAX_INPUT_FILE, "pipeline file")?;
         Self::parse(&text, path)
     }
 
@@ -188,10 +186,10 @@ impl Pipeline {
     ) -> Result<Pipeline> {
         let file = path.display();
         let raw: toml::Value = toml::from_str(text)
-            .map_err(|e| Error::config(format!("{file}: {}", e.to_string().trim())))?;
+            .map_err(|e| Error::config(format!("{file}: {}", toml_error(&e))))?;
         check_no_inline_secrets(&raw, "", &file.to_string())?;
         let mut p: Pipeline = toml::from_str(text)
-            .map_err(|e| Error::config(format!("{file}: {}", e.to_string().trim())))?;
+            .map_err(|e| Error::config(format!("{file}: {}", toml_error(&e))))?;
         p.path = path.to_path_buf();
         p.interpolate(lookup)?;
         p.validate()?;
@@ -332,17 +330,14 @@ pub fn load_secret(
         },
         (None, Some(f)) => {
             let path = base.join(f);
-            match std::fs::read_to_string(&path) {
-                Ok(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim())),
-                Ok(_) => Err(Error::config(format!(
+            let v = read_input_file(&path, MAX_SECRET_FILE, &format!("{what}: the token file"))?;
+            if v.trim().is_empty() {
+                return Err(Error::config(format!(
                     "{what}: the token file {} is empty",
                     path.display()
-                ))),
-                Err(e) => Err(Error::config(format!(
-                    "{what}: cannot read the token file {}: {e}",
-                    path.display()
-                ))),
+                )));
             }
+            Ok(Secret::new(v.trim()))
         }
         (None, None) => Err(Error::config(format!(
             "{what}: name the credential with token_env or token_file"
@@ -404,6 +399,66 @@ fn check_no_inline_secrets(v: &toml::Value, at: &str, file: &str) -> Result<()> 
         _ => {}
     }
     Ok(())
+}
+
+/// A TOML error as shown: the parser quotes the offending line, which may be a
+/// 200 KB line of a damaged file; each line of the message is cut to 160 characters.
+fn toml_error(e: &toml::de::Error) -> String {
+    e.to_string()
+        .trim()
+        .lines()
+        .map(|l| match l.char_indices().nth(160) {
+            Some((at, _)) => format!("{}…", &l[..at]),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Most bytes of a credential file (a token, a password).
+pub const MAX_SECRET_FILE: u64 = 64 << 10;
+/// Most bytes of a pipeline file, a service-account key or an accounts file.
+pub const MAX_INPUT_FILE: u64 = 64 << 20;
+
+/// Reads a text file that the pipeline or the command line names (the pipeline itself, a
+/// token, a key, an accounts list). Only a regular file of at most `max` bytes is read: a
+/// FIFO would hang the run, a device (`/dev/zero`) never end, and the files of `/proc`
+/// and `/sys` (the process's environment among them) are not inputs, and an error about
+/// their content could echo it. `what` names the setting in errors.
+pub fn read_input_file(path: &Path, max: u64, what: &str) -> Result<String> {
+    use std::io::Read;
+    let shown = path.display();
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::config(format!("{what}: cannot read {shown}: {e}")))?;
+    if !meta.is_file() {
+        return Err(Error::config(format!(
+            "{what}: {shown} is not a regular file (a folder, FIFO, socket or device); name a file"
+        )));
+    }
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if ["/proc", "/sys", "/dev"].iter().any(|p| real.starts_with(p)) {
+        return Err(Error::config(format!(
+            "{what}: {shown} is a file of the system ({}), not an input; name a file of your own",
+            real.display()
+        )));
+    }
+    if meta.len() > max {
+        return Err(Error::config(format!(
+            "{what}: {shown} is {} bytes, more than the {max} this file may have",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
+        .map_err(|e| Error::config(format!("{what}: cannot read {shown}: {e}")))?;
+    if bytes.len() as u64 > max {
+        return Err(Error::config(format!(
+            "{what}: {shown} is more than the {max} bytes this file may have"
+        )));
+    }
+    String::from_utf8(bytes)
+        .map_err(|e| Error::config(format!("{what}: {shown} is not UTF-8 text ({e})")))
 }
 
 /// Replaces `${VAR}` with the variable's value; `$${` stays a literal `${`.
@@ -564,6 +619,47 @@ accounts = [{ id = "101", token_env = "A101" }]
                 "{bad}: {e}"
             );
         }
+    }
+
+    /// Only regular files of bounded size are read: a FIFO (would hang), a device (would
+    /// never end), /proc (the environment), a folder and a file over the limit are
+    /// refused at once, naming the setting, and what they hold is never echoed.
+    #[test]
+    fn input_files_must_be_regular_and_small() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'x'; 100]).unwrap();
+        let ok = dir.path().join("ok");
+        std::fs::write(&ok, "tok\n").unwrap();
+        let link = dir.path().join("env-link");
+        std::os::unix::fs::symlink("/proc/self/environ", &link).unwrap();
+        for (path, words) in [
+            (fifo.as_path(), "not a regular file"),
+            (Path::new("/dev/zero"), "not a regular file"),
+            (Path::new("/proc/self/environ"), "file of the system"),
+            (link.as_path(), "file of the system"),
+            (dir.path(), "not a regular file"),
+            (big.as_path(), "more than the 50"),
+        ] {
+            let e = read_input_file(path, 50, "the token file").unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            let e = e.to_string();
+            assert!(e.starts_with("the token file: ") && e.contains(words), "{e}");
+            assert!(!e.contains("PATH="), "{e}");
+        }
+        assert_eq!(read_input_file(&ok, 50, "t").unwrap(), "tok\n");
+    }
+
+    /// A TOML error on a huge line quotes a bounded piece of it.
+    #[test]
+    fn toml_errors_quote_a_bounded_line() {
+        let t = format!("[lake]\nurl = \"x\" {}\n", "y".repeat(200_000));
+        let e = parse(&t).unwrap_err().to_string();
+        assert!(e.len() < 2_000 && e.contains('…'), "{} bytes", e.len());
     }
 
     /// A query or fragment in base_url would land inside every URL built from it.

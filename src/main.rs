@@ -525,8 +525,37 @@ fn say(level: tracing::Level, text: &str) {
     }
 }
 
+/// A panic is a bug: one line saying so (where, and what), not a screen of executor
+/// backtrace; `RUST_BACKTRACE=1` brings the trace back for a bug report.
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+            default(info);
+        }
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        say(
+            tracing::Level::ERROR,
+            &format!(
+                "internal error{at}: {}. This is a bug in contacts-etl: please report it with the command that ran (RUST_BACKTRACE=1 shows the trace)",
+                contacts_etl::secret::printable(&what)
+            ),
+        );
+    }));
+}
+
 fn main() -> ExitCode {
     tune::tune_process();
+    install_panic_hook();
     let cli = Cli::parse();
     init_logging(&cli);
     JSON_LOGS.store(

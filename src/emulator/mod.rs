@@ -630,10 +630,23 @@ struct MutateRequest {
     aurinko: Option<MutateCounts>,
 }
 
+/// Most changes of each kind one `mutate` request may ask: more would hold the store's
+/// lock (and the emulator's memory) for as long as a client likes.
+pub const MAX_MUTATIONS: usize = 1_000_000;
+
 async fn admin_mutate(
     State(s): State<Arc<Shared>>,
     axum::Json(req): axum::Json<MutateRequest>,
 ) -> Response {
+    for m in [&req.google, &req.aurinko].into_iter().flatten() {
+        if m.inserts.max(m.updates).max(m.deletes) > MAX_MUTATIONS {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("at most {MAX_MUTATIONS} inserts, updates or deletes per request\n"),
+            )
+                .into_response();
+        }
+    }
     let now = s.clock.now_ms();
     let g = req.google.map(|m| {
         s.google

@@ -1384,3 +1384,27 @@ async fn hostile_reflected_token_in_a_bad_value_is_redacted() {
     )
     .await;
 }
+
+/// The emulator's `mutate` refuses counts it could not make in bounded time and memory
+/// (2^64-1 inserts ate memory and blocked every other request); `stats` still answers.
+#[tokio::test]
+async fn hostile_emulator_mutate_counts_are_bounded() {
+    let emu = contacts_etl::emulator::Emulator::start(crate::aurinko_only(1, 5))
+        .await
+        .unwrap();
+    let c = reqwest::Client::new();
+    let resp = c
+        .post(format!("{}/_emulator/mutate", emu.url()))
+        .json(&serde_json::json!({ "aurinko": { "inserts": u64::MAX } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().await.unwrap().contains("at most"));
+    let stats = c
+        .get(format!("{}/_emulator/stats", emu.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stats.status(), 200);
+}

@@ -141,8 +141,7 @@ impl AurinkoConfig {
 /// quoted, `""` is a quote inside one), an optional header whose first field is `id`,
 /// blank lines and `#` comments. Returns each account with its line number.
 fn read_accounts_file(path: &Path) -> Result<Vec<(usize, AccountConfig)>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::config(format!("cannot read accounts_file {}: {e}", path.display())))?;
+    let text = crate::config::read_input_file(path, crate::config::MAX_INPUT_FILE, "accounts_file")?;
     let mut out = Vec::new();
     let mut header_allowed = true;
     for (n, line) in text.lines().enumerate() {

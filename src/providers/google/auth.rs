@@ -83,12 +83,11 @@ impl GoogleAuth {
                 scope,
             } => {
                 let path = base.join(key_file);
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    Error::config(format!(
-                        "source {source}: cannot read the service-account key file {}: {e}",
-                        path.display()
-                    ))
-                })?;
+                let text = crate::config::read_input_file(
+                    &path,
+                    crate::config::MAX_INPUT_FILE,
+                    &format!("source {source}: the service-account key file"),
+                )?;
                 let kf: KeyFile = serde_json::from_str(&text).map_err(|e| Error::config(format!("source {source}: {} is not a service-account key file ({e}); download a JSON key for the service account", path.display())))?;
                 let key = jsonwebtoken::EncodingKey::from_rsa_pem(kf.private_key.as_bytes())
                     .map_err(|_| {
