@@ -436,7 +436,10 @@ pub fn read_input_file(path: &Path, max: u64, what: &str) -> Result<String> {
         )));
     }
     let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    if ["/proc", "/sys", "/dev"].iter().any(|p| real.starts_with(p)) {
+    if ["/proc", "/sys", "/dev"]
+        .iter()
+        .any(|p| real.starts_with(p))
+    {
         return Err(Error::config(format!(
             "{what}: {shown} is a file of the system ({}), not an input; name a file of your own",
             real.display()
@@ -648,7 +651,10 @@ accounts = [{ id = "101", token_env = "A101" }]
             let e = read_input_file(path, 50, "the token file").unwrap_err();
             assert_eq!(e.exit_code(), 2);
             let e = e.to_string();
-            assert!(e.starts_with("the token file: ") && e.contains(words), "{e}");
+            assert!(
+                e.starts_with("the token file: ") && e.contains(words),
+                "{e}"
+            );
             assert!(!e.contains("PATH="), "{e}");
         }
         assert_eq!(read_input_file(&ok, 50, "t").unwrap(), "tok\n");

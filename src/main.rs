@@ -525,6 +525,10 @@ fn say(level: tracing::Level, text: &str) {
     }
 }
 
+/// Longest wait, after SIGINT or SIGTERM, for the writes in flight to be answered and
+/// recorded.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A panic is a bug: one line saying so (where, and what), not a screen of executor
 /// backtrace; `RUST_BACKTRACE=1` brings the trace back for a bug report.
 fn install_panic_hook() {
@@ -577,9 +581,31 @@ fn main() -> ExitCode {
     // files, and exits 128 + the signal's number.
     let stoppable = !matches!(cli.command, Command::Emulator { .. });
     let outcome = rt.block_on(async {
+        let work = run(cli);
+        tokio::pin!(work);
         tokio::select! {
-            r = run(cli) => r,
+            r = &mut work => r,
             (name, code) = stop_signal(), if stoppable => {
+                // Writes in flight are answered and recorded before the process ends:
+                // an apply stops at the end of its group (bounded wait).
+                if contacts_etl::plan::apply::request_stop() {
+                    say(tracing::Level::ERROR, &format!(
+                        "{name}: stopping after the writes in flight are answered and recorded (at most {} s)",
+                        STOP_WAIT.as_secs()
+                    ));
+                    tokio::select! {
+                        r = tokio::time::timeout(STOP_WAIT, &mut work) => match r {
+                            Ok(Err(e)) => say(tracing::Level::ERROR, &e.to_string()),
+                            Ok(Ok(_)) => {}
+                            Err(_) => say(tracing::Level::ERROR, &format!(
+                                "the writes in flight were not answered within {} s; their results are not recorded", STOP_WAIT.as_secs()
+                            )),
+                        },
+                        (again, _) = stop_signal() => say(tracing::Level::ERROR, &format!(
+                            "{again} again: exiting without waiting; the results of the writes in flight are not recorded"
+                        )),
+                    }
+                }
                 let removed = contacts_etl::spill::remove_live_spills();
                 tracing::debug!(removed, "temporary folders removed");
                 say(tracing::Level::ERROR, &format!(

@@ -601,7 +601,14 @@ async fn execute(
     let bar = (controls.progress && !plan.ops.is_empty()).then(|| write_bar(plan.ops.len()));
     // The two phases interleave; each is timed on its own (B5 reads the write phase).
     let (mut writing, mut recording) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    let _writing = Writing::start();
     for group in plan.ops.chunks(RESULT_GROUP) {
+        if stop_requested() {
+            if let Some(b) = &bar {
+                b.abandon();
+            }
+            return Err(stopped(&name, results.len(), plan.ops.len()));
+        }
         let w = std::time::Instant::now();
         let done = writer.apply(group, &plan.managed, force, &metrics).await?;
         writing += w.elapsed();
@@ -696,6 +703,48 @@ impl ResultRow {
             error: Some(format!("desired row {}: {}", inv.row + 1, inv.reason)),
         }
     }
+}
+
+/// Applies of this process that are sending writes now.
+static WRITING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Set by [`request_stop`]: applies send no further group.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks this process's applies to stop at the end of the group of writes in flight: the
+/// API's answers to it are awaited and recorded, and no further group is sent, so that
+/// every write the API received has its `writeback_results` row. Returns whether an
+/// apply was writing (the caller then awaits it, with a bound, before it exits).
+pub fn request_stop() -> bool {
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+    WRITING.load(std::sync::atomic::Ordering::SeqCst) > 0
+}
+
+/// Whether [`request_stop`] was called.
+pub fn stop_requested() -> bool {
+    STOP.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Marks an apply as writing while it lives (see [`request_stop`]).
+pub(crate) struct Writing;
+
+impl Writing {
+    pub(crate) fn start() -> Writing {
+        WRITING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Writing
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        WRITING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The error of an apply stopped by [`request_stop`] after `done` of `total` operations.
+pub(crate) fn stopped(source: &str, done: usize, total: usize) -> Error {
+    Error::other(format!(
+        "source {source}: the apply was stopped after {done} of {total} operations; each of them is recorded in writeback_results, the rest were not sent. Run the apply again to finish"
+    ))
 }
 
 /// Operations written, and their results recorded in one commit, at a time: a group

@@ -15,6 +15,7 @@ mod exact;
 mod google;
 mod hostile;
 mod hostile_dav;
+mod interrupt;
 mod lake;
 mod operator;
 mod output;

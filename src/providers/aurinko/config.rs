@@ -141,7 +141,8 @@ impl AurinkoConfig {
 /// quoted, `""` is a quote inside one), an optional header whose first field is `id`,
 /// blank lines and `#` comments. Returns each account with its line number.
 fn read_accounts_file(path: &Path) -> Result<Vec<(usize, AccountConfig)>> {
-    let text = crate::config::read_input_file(path, crate::config::MAX_INPUT_FILE, "accounts_file")?;
+    let text =
+        crate::config::read_input_file(path, crate::config::MAX_INPUT_FILE, "accounts_file")?;
     let mut out = Vec::new();
     let mut header_allowed = true;
     for (n, line) in text.lines().enumerate() {

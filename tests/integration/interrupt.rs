@@ -1,0 +1,101 @@
+//! An apply stopped by SIGINT or SIGTERM while it writes (issue #32, "every write on
+//! record"): the group of writes in flight is answered and recorded before the process
+//! exits, no further group is sent, and `writeback_results` holds exactly one row per
+//! operation the API applied, counted in the emulator's own data.
+
+use std::time::Duration;
+
+use contacts_etl::config::Pipeline;
+use contacts_etl::emulator::{Emulator, FaultSpec};
+
+use crate::{PipelineSpec, google_only, write_pipeline};
+
+/// `writeback_results` rows of the source, by result.
+async fn recorded(p: &std::path::Path) -> (usize, usize) {
+    let pipeline = Pipeline::load(p).unwrap();
+    let lake = contacts_etl::sync::lake_of(&pipeline).unwrap();
+    let b = contacts_etl::sql::query(
+        &lake,
+        "SELECT count(*) AS n, count(CASE WHEN result = 'ok' THEN 1 END) AS ok FROM writeback_results",
+    )
+    .await
+    .unwrap();
+    let csv = contacts_etl::sql::render(&b, "csv").unwrap();
+    let line = csv.lines().nth(1).unwrap().to_string();
+    let (n, ok) = line.split_once(',').unwrap();
+    (n.trim().parse().unwrap(), ok.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_apply_records_every_write_the_api_received() {
+    for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        let mut cfg = google_only(3000);
+        // Every request answers after 100 ms: a group of 1,000 updates (10 batches) is
+        // in flight long enough to be stopped in the middle.
+        cfg.faults = FaultSpec {
+            slow: 1.0,
+            slow_ms: 100,
+            ..Default::default()
+        };
+        let emu = Emulator::start(cfg).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = write_pipeline(
+            dir.path(),
+            &emu,
+            &PipelineSpec {
+                page_size: 1000,
+                ..Default::default()
+            },
+        );
+        let desired = "SELECT account, id, etag, 'stopped-test' AS notes FROM contacts WHERE source = 'shared'";
+        emu.reset_stats();
+        let child = tokio::process::Command::new(crate::bin())
+            .args([
+                "apply",
+                p.to_str().unwrap(),
+                "--source",
+                "shared",
+                "--mode",
+                "update",
+                "--desired",
+                desired,
+                "-y",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap() as i32;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while emu.stats().get("google.batch").copied().unwrap_or(0) < 1 {
+            assert!(std::time::Instant::now() < deadline, "no batch was sent");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // SAFETY: signals a child this test started.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        let out = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
+            .await
+            .expect("the apply did not stop")
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{stderr}");
+        assert!(stderr.contains("were not sent"), "{stderr}");
+        let applied = emu
+            .google_truth()
+            .contacts
+            .iter()
+            .filter(|c| c.notes.as_deref() == Some("stopped-test"))
+            .count();
+        let (rows, ok) = recorded(&p).await;
+        assert!(
+            applied > 0 && applied < 3000,
+            "stopped in the middle: {applied}"
+        );
+        assert_eq!(
+            (rows, ok),
+            (applied, applied),
+            "one ok row per update the API applied; {stderr}"
+        );
+    }
+}
