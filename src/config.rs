@@ -112,10 +112,103 @@ impl SourceConfig {
     /// The provider's settings as its own type `T` (which should deny unknown fields);
     /// a wrong key or type is an error naming this entry.
     pub fn settings_as<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        // An unknown key is named with every key this entry may have (the shared ones
+        // too, which serde's own message leaves out) and the nearest of them.
+        let mut keys: Vec<&'static str> = SOURCE_KEYS.to_vec();
+        keys.extend(struct_fields::<T>());
+        if let Some(k) = self.settings.keys().find(|k| !keys.contains(&k.as_str())) {
+            return Err(self.error(unknown_key(k, &keys)));
+        }
         toml::Value::Table(self.settings.clone())
             .try_into()
             .map_err(|e: toml::de::Error| self.error(e.message().trim()))
     }
+}
+
+/// The keys every `[[sources]]` entry may have, whatever its provider.
+const SOURCE_KEYS: &[&str] = &[
+    "name",
+    "provider",
+    "base_url",
+    "concurrency",
+    "timeout_secs",
+    "max_retries",
+    "retry_base_ms",
+];
+
+/// The field names of a struct that serde reads (those of `#[derive(Deserialize)]`),
+/// found by asking it to read itself from a reader that only records them.
+pub fn struct_fields<'de, T: serde::Deserialize<'de>>() -> &'static [&'static str] {
+    struct Fields(Option<&'static [&'static str]>);
+    #[derive(Debug)]
+    struct Stop;
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("fields recorded")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl serde::de::Error for Stop {
+        fn custom<M: std::fmt::Display>(_: M) -> Stop {
+            Stop
+        }
+    }
+    impl<'de> serde::Deserializer<'de> for &mut Fields {
+        type Error = Stop;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            self.0 = Some(fields);
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut f = Fields(None);
+    let _ = T::deserialize(&mut f);
+    f.0.unwrap_or(&[])
+}
+
+/// "unknown key `k`", the nearest valid key when one is near, and every valid key.
+pub fn unknown_key(k: &str, valid: &[&str]) -> String {
+    let near = valid
+        .iter()
+        .map(|v| (edit_distance(k, v), *v))
+        .filter(|(d, v)| *d <= 2.max(v.len() / 3))
+        .min();
+    let mut sorted = valid.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    format!(
+        "unknown key `{k}`{}; the valid keys here are: {}",
+        near.map(|(_, v)| format!(" (did you mean `{v}`?)"))
+            .unwrap_or_default(),
+        sorted.join(", ")
+    )
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 /// Longest source name. It is a partition value (a folder name) of every table.
@@ -188,6 +281,7 @@ impl Pipeline {
         let raw: toml::Value = toml::from_str(text)
             .map_err(|e| Error::config(format!("{file}: {}", toml_error(&e))))?;
         check_no_inline_secrets(&raw, "", &file.to_string())?;
+        check_known_keys(&raw, &file.to_string())?;
         let mut p: Pipeline = toml::from_str(text)
             .map_err(|e| Error::config(format!("{file}: {}", toml_error(&e))))?;
         p.path = path.to_path_buf();
@@ -372,6 +466,24 @@ pub fn resolve_lake_url(loc: &str, base: &Path) -> Result<url::Url> {
     }
     url::Url::from_directory_path(&abs)
         .map_err(|_| Error::config(format!("lake.url {loc:?} is not a usable path")))
+}
+
+/// The top level and `[lake]` may hold only their own keys; an unknown one is named with
+/// the nearest valid key and the list (the sources' keys are checked by their providers).
+fn check_known_keys(raw: &toml::Value, file: &str) -> Result<()> {
+    let check = |t: &toml::Table, at: &str, valid: &[&str]| -> Result<()> {
+        match t.keys().find(|k| !valid.contains(&k.as_str())) {
+            Some(k) => Err(Error::config(format!("{file}: {at}{}", unknown_key(k, valid)))),
+            None => Ok(()),
+        }
+    };
+    if let Some(top) = raw.as_table() {
+        check(top, "", struct_fields::<Pipeline>())?;
+        if let Some(lake) = top.get("lake").and_then(toml::Value::as_table) {
+            check(lake, "[lake]: ", struct_fields::<LakeConfig>())?;
+        }
+    }
+    Ok(())
 }
 
 fn check_no_inline_secrets(v: &toml::Value, at: &str, file: &str) -> Result<()> {
@@ -658,6 +770,24 @@ accounts = [{ id = "101", token_env = "A101" }]
             assert!(!e.contains("PATH="), "{e}");
         }
         assert_eq!(read_input_file(&ok, 50, "t").unwrap(), "tok\n");
+    }
+
+    /// An unknown key names every valid key of its table (the shared source keys too)
+    /// and the nearest one.
+    #[test]
+    fn unknown_keys_suggest_the_nearest() {
+        let t = GOOD.replace("domain = \"example.com\"", "domain = \"example.com\"\nconcurency = 2");
+        let e = parse(&t).unwrap();
+        let e = crate::providers::check(&e).unwrap_err().to_string();
+        assert!(e.contains("unknown key `concurency` (did you mean `concurrency`?)"), "{e}");
+        assert!(e.contains("base_url") && e.contains("domain") && e.contains("max_retries"), "{e}");
+        let t = GOOD.replace("url = \"file:///tmp/lake\"", "url = \"file:///tmp/lake\"\ndeletion_vector = true");
+        let e = parse(&t).unwrap_err().to_string();
+        assert!(e.contains("[lake]: unknown key `deletion_vector` (did you mean `deletion_vectors`?)"), "{e}");
+        assert!(e.contains("storage_options"), "{e}");
+        let e = parse(&format!("sorces = 1\n{GOOD}")).unwrap_err().to_string();
+        assert!(e.contains("did you mean `sources`?"), "{e}");
+        assert_eq!(struct_fields::<LakeConfig>(), ["url", "storage_options", "deletion_vectors"]);
     }
 
     /// A TOML error on a huge line quotes a bounded piece of it.
