@@ -960,6 +960,11 @@ async fn run(cli: Cli) -> Result<u8> {
                 service_account_public_key: key,
                 ..Default::default()
             };
+            // A file left by an emulator that was killed outright names a dead port:
+            // gone before this one starts, so that nobody reads it as this one's.
+            if let Some(f) = &env_file {
+                let _ = std::fs::remove_file(f);
+            }
             let emu = Emulator::start_on(cfg, &format!("127.0.0.1:{port}")).await?;
             out(&format!("{}\n", emu.url()))?;
             // Ready-to-paste settings for the example pipeline (pipelines/emulator.toml
@@ -978,10 +983,10 @@ async fn run(cli: Cli) -> Result<u8> {
                 ));
             }
             out(&exports)?;
-            if let Some(f) = env_file {
+            if let Some(f) = &env_file {
                 let tmp = f.with_extension("tmp");
                 std::fs::write(&tmp, &exports)
-                    .and_then(|()| std::fs::rename(&tmp, &f))
+                    .and_then(|()| std::fs::rename(&tmp, f))
                     .map_err(|e| Error::config(format!("--env-file {}: {e}", f.display())))?;
             }
             say(
@@ -993,8 +998,15 @@ async fn run(cli: Cli) -> Result<u8> {
                     emu.url()
                 ),
             );
-            tokio::signal::ctrl_c().await?;
+            // Ctrl-C, or SIGTERM (`kill %1`, a scheduler): the env file goes with the
+            // emulator, unless another emulator has written its own there since.
+            stop_signal().await;
             emu.shutdown().await;
+            if let Some(f) = &env_file
+                && std::fs::read_to_string(f).is_ok_and(|t| t == exports)
+            {
+                let _ = std::fs::remove_file(f);
+            }
             Ok(0)
         }
         Command::Schema => {

@@ -188,9 +188,10 @@ fn the_readme_tour_runs_as_written_twice() {
         std::env::var("PATH").unwrap_or_default()
     );
     for round in 1..=2 {
-        let _ = std::fs::remove_file(dir.path().join("emulator.env"));
-        // The block as written; the shell stops the emulator it started when it ends.
-        let script = format!("trap 'kill $(jobs -p) 2>/dev/null' EXIT\n{tour}");
+        // The block as written, pasted again into the same folder; the shell stops the
+        // emulator it started (SIGTERM, as `kill %1`) when it ends, and the emulator
+        // takes its env file with it.
+        let script = format!("trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n{tour}");
         let out = Command::new("bash")
             .args(["-euo", "pipefail", "-c", &script])
             .current_dir(dir.path())
@@ -211,5 +212,9 @@ fn the_readme_tour_runs_as_written_twice() {
         assert!(dir.path().join("contacts-lake/contacts").is_dir());
         let parquet = std::fs::read(dir.path().join("contacts.parquet")).unwrap();
         assert!(parquet.starts_with(b"PAR1") && parquet.ends_with(b"PAR1"));
+        assert!(
+            !dir.path().join("emulator.env").exists(),
+            "round {round}: the stopped emulator left its env file"
+        );
     }
 }
