@@ -473,7 +473,10 @@ pub fn resolve_lake_url(loc: &str, base: &Path) -> Result<url::Url> {
 fn check_known_keys(raw: &toml::Value, file: &str) -> Result<()> {
     let check = |t: &toml::Table, at: &str, valid: &[&str]| -> Result<()> {
         match t.keys().find(|k| !valid.contains(&k.as_str())) {
-            Some(k) => Err(Error::config(format!("{file}: {at}{}", unknown_key(k, valid)))),
+            Some(k) => Err(Error::config(format!(
+                "{file}: {at}{}",
+                unknown_key(k, valid)
+            ))),
             None => Ok(()),
         }
     };
@@ -776,18 +779,38 @@ accounts = [{ id = "101", token_env = "A101" }]
     /// and the nearest one.
     #[test]
     fn unknown_keys_suggest_the_nearest() {
-        let t = GOOD.replace("domain = \"example.com\"", "domain = \"example.com\"\nconcurency = 2");
+        let t = GOOD.replace(
+            "domain = \"example.com\"",
+            "domain = \"example.com\"\nconcurency = 2",
+        );
         let e = parse(&t).unwrap();
         let e = crate::providers::check(&e).unwrap_err().to_string();
-        assert!(e.contains("unknown key `concurency` (did you mean `concurrency`?)"), "{e}");
-        assert!(e.contains("base_url") && e.contains("domain") && e.contains("max_retries"), "{e}");
-        let t = GOOD.replace("url = \"file:///tmp/lake\"", "url = \"file:///tmp/lake\"\ndeletion_vector = true");
+        assert!(
+            e.contains("unknown key `concurency` (did you mean `concurrency`?)"),
+            "{e}"
+        );
+        assert!(
+            e.contains("base_url") && e.contains("domain") && e.contains("max_retries"),
+            "{e}"
+        );
+        let t = GOOD.replace(
+            "url = \"file:///tmp/lake\"",
+            "url = \"file:///tmp/lake\"\ndeletion_vector = true",
+        );
         let e = parse(&t).unwrap_err().to_string();
-        assert!(e.contains("[lake]: unknown key `deletion_vector` (did you mean `deletion_vectors`?)"), "{e}");
+        assert!(
+            e.contains("[lake]: unknown key `deletion_vector` (did you mean `deletion_vectors`?)"),
+            "{e}"
+        );
         assert!(e.contains("storage_options"), "{e}");
-        let e = parse(&format!("sorces = 1\n{GOOD}")).unwrap_err().to_string();
+        let e = parse(&format!("sorces = 1\n{GOOD}"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("did you mean `sources`?"), "{e}");
-        assert_eq!(struct_fields::<LakeConfig>(), ["url", "storage_options", "deletion_vectors"]);
+        assert_eq!(
+            struct_fields::<LakeConfig>(),
+            ["url", "storage_options", "deletion_vectors"]
+        );
     }
 
     /// A TOML error on a huge line quotes a bounded piece of it.

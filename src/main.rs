@@ -525,6 +525,28 @@ fn say(level: tracing::Level, text: &str) {
     }
 }
 
+/// A command line clap could not read (or `--help`/`--version`): printed by clap, except
+/// that with `--log-format json` an error is one JSON line like every other line on stderr.
+fn usage_error(e: clap::Error) -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let json = args
+        .windows(2)
+        .any(|w| w[0] == "--log-format" && w[1] == "json")
+        || args.iter().any(|a| a == "--log-format=json");
+    if !json || !e.use_stderr() {
+        let _ = e.print();
+        return ExitCode::from(e.exit_code() as u8);
+    }
+    let text = e.render().to_string();
+    let line = serde_json::json!({
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "level": "ERROR",
+        "fields": { "message": "command line refused", "error": text.trim() },
+    });
+    eprintln!("{line}");
+    ExitCode::from(2)
+}
+
 /// Longest wait, after SIGINT or SIGTERM, for the writes in flight to be answered and
 /// recorded.
 const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -560,7 +582,10 @@ fn install_panic_hook() {
 fn main() -> ExitCode {
     tune::tune_process();
     install_panic_hook();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     init_logging(&cli);
     JSON_LOGS.store(
         cli.log_format == LogFormat::Json,

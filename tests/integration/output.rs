@@ -334,3 +334,27 @@ fn the_demo_numbers_each_step_once_and_ends_quietly_into_head() {
     assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 2);
 }
+
+/// With `--log-format json`, a command line clap refuses is a JSON line too (exit 2),
+/// wherever the flag stands; `--help` still prints its text on stdout.
+#[test]
+fn json_logs_hold_argument_errors_too() {
+    for args in [
+        vec!["--log-format", "json", "sync", "p.toml", "--shard", "5"],
+        vec!["sync", "p.toml", "--log-format=json", "--no-such-flag"],
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(o.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        let line: serde_json::Value = serde_json::from_str(err.trim()).unwrap();
+        assert_eq!(line["level"], "ERROR");
+        assert!(
+            line["fields"]["error"].as_str().unwrap().contains("error:"),
+            "{line}"
+        );
+    }
+    let o = run(&["--log-format", "json", "sync", "--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Usage"));
+}
