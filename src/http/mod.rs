@@ -243,8 +243,23 @@ impl HttpClient {
                         ),
                     });
                 }
-                Err(AttemptError::Transient { message, .. }) => (
-                    None,
+                // No connection at all (refused, no such host, TLS refused): the server
+                // is down or the address wrong, which waiting rarely mends. A few quick
+                // tries, then one line naming the host.
+                Err(AttemptError::Transient {
+                    message,
+                    sent: false,
+                }) if attempt >= CONNECT_RETRIES => {
+                    return Err(Error::Http {
+                        status: None,
+                        message: format!(
+                            "{what}: {message} (gave up after {} attempts); is the server up, and base_url right?",
+                            attempt + 1
+                        ),
+                    });
+                }
+                Err(AttemptError::Transient { message, sent }) => (
+                    (!sent).then_some(CONNECT_RETRY_DELAY),
                     Error::Http {
                         status: None,
                         message: format!("{what}: {message}"),
@@ -471,20 +486,39 @@ enum Replay {
     UnlessMaybeApplied,
 }
 
+/// Retries of a request that reached no server (connection refused, no such host, TLS
+/// handshake refused) before the request fails.
+const CONNECT_RETRIES: u32 = 2;
+/// The wait before each of them.
+const CONNECT_RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// A transport failure in one line: the host and port (not the URL, whose query may
+/// carry cursors and tokens), then reqwest's cause chain, which its Display hides.
 fn transport_message(e: &reqwest::Error) -> String {
-    // reqwest's Display hides the cause ("error sending request"); walk the chain.
-    let mut msg = e.to_string();
+    let host = e
+        .url()
+        .map(|u| {
+            format!(
+                "{}:{}",
+                u.host_str().unwrap_or("?"),
+                u.port_or_known_default().unwrap_or(0)
+            )
+        })
+        .unwrap_or_else(|| "the server".into());
+    let bare = e.to_string();
+    // reqwest's own text names the URL ("… for url (http://…?deltaToken=…)"): cut there.
+    let head = bare.split(" for url (").next().unwrap_or(&bare).to_string();
+    let mut msg = format!("{head} ({host})");
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
         msg.push_str(": ");
         msg.push_str(&s.to_string());
         src = s.source();
     }
-    // URLs carry no secrets here, but keep messages short.
-    if msg.len() > 400 {
-        msg.truncate(400);
+    match msg.char_indices().nth(400) {
+        Some((at, _)) => format!("{}…", &msg[..at]),
+        None => msg,
     }
-    msg
 }
 
 /// A response body as text, checked as UTF-8 once for a whole page.
@@ -608,6 +642,41 @@ mod tests {
     /// followed, and a redirect to another origin (another port, or https elsewhere than
     /// the default ports of the same host) fails the request at once, naming the target,
     /// without a request to it and without retries.
+    /// A server that is not there fails the request within seconds (three quick
+    /// attempts, whatever max_retries says), naming host and port, never the URL's query.
+    #[tokio::test]
+    async fn connection_refused_fails_quickly_naming_the_host() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let c = HttpClient::try_new(
+            Duration::from_secs(5),
+            RetryPolicy {
+                max_retries: 6,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let url =
+            format!("http://127.0.0.1:{port}/v1/contacts/sync/updated?deltaToken=secret-cursor");
+        let metrics = Metrics::default();
+        let t = std::time::Instant::now();
+        let e = c
+            .send("page 1", &metrics, 1 << 20, |c| c.get(&url))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
+        assert!(e.contains("gave up after 3 attempts"), "{e}");
+        assert!(
+            !e.contains("deltaToken") && !e.contains("secret-cursor"),
+            "{e}"
+        );
+        assert_eq!(metrics.requests.load(Ordering::Relaxed), 3);
+    }
+
     #[tokio::test]
     async fn redirects_stay_on_the_origin() {
         use axum::response::Redirect;
