@@ -96,12 +96,25 @@ pub struct SourceConfig {
     /// Where the entry stands, for errors: `pipeline.toml: sources[0]`.
     #[serde(skip)]
     pub place: String,
+    /// Why the entry's `${VAR}`s could not be replaced (an unset variable), if so: the
+    /// entry cannot be used, and says this where it is used
+    /// ([`SourceConfig::check_resolved`]).
+    #[serde(skip)]
+    pub unresolved: Option<String>,
 }
 
 impl SourceConfig {
     /// A configuration error about this entry, prefixed with where it stands.
     pub fn error(&self, message: impl std::fmt::Display) -> Error {
         Error::config(format!("{} ({}): {message}", self.place, self.name))
+    }
+
+    /// Refuses an entry whose `${VAR}`s could not be replaced, naming the variable.
+    pub fn check_resolved(&self) -> Result<()> {
+        match &self.unresolved {
+            Some(why) => Err(Error::config(why.clone())),
+            None => Ok(()),
+        }
     }
 
     /// Names one of the entry's keys for errors: `pipeline.toml: sources[0].accounts[1].id`.
@@ -301,10 +314,20 @@ impl Pipeline {
         for (k, v) in self.lake.storage_options.iter_mut() {
             f(&format!("lake.storage_options.{k}"), v)?;
         }
+        // A source's `${VAR}`s are the API's settings: one that cannot be replaced fails
+        // that source where it is synced, planned or applied, not the commands that only
+        // read the lake (`query`, `status`, `state`), which an analyst may run with none
+        // of the API's variables.
         for (i, s) in self.sources.iter_mut().enumerate() {
-            f(&format!("sources[{i}].base_url"), &mut s.base_url)?;
-            for (k, v) in s.settings.iter_mut() {
-                interpolate_value(v, &format!("sources[{i}].{k}"), &f)?;
+            let mut resolve = || -> Result<()> {
+                f(&format!("sources[{i}].base_url"), &mut s.base_url)?;
+                for (k, v) in s.settings.iter_mut() {
+                    interpolate_value(v, &format!("sources[{i}].{k}"), &f)?;
+                }
+                Ok(())
+            };
+            if let Err(e) = resolve() {
+                s.unresolved = Some(e.to_string());
             }
         }
         Ok(())
@@ -345,6 +368,11 @@ impl Pipeline {
                     "sources[{i}].name {:?} is used twice; names must be unique",
                     s.name
                 ));
+            }
+            if s.unresolved.is_some() {
+                // Checked when it is used, once its variables are there.
+                s.place = format!("{file}: sources[{i}]");
+                continue;
             }
             match url::Url::parse(&s.base_url) {
                 Err(_) => {
@@ -719,12 +747,24 @@ accounts = [{ id = "101", token_env = "A101" }]
     fn interpolation_and_missing_variables() {
         assert_eq!(interpolate("a$${b}c").unwrap(), "a${b}c");
         assert_eq!(interpolate("cost $5").unwrap(), "cost $5");
+        // An unset variable of a source fails that source where it is used (sync, plan,
+        // apply), not the lake-only commands: the file still loads.
         let t = GOOD.replace("example.com", "${CONTACTS_ETL_SURELY_UNSET_VAR}");
-        let e = parse(&t).unwrap_err().to_string();
+        let p = parse(&t).unwrap();
+        crate::providers::check(&p).unwrap();
+        let e = crate::providers::profile(&p.sources[0], Path::new("."))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             e.contains("sources[0].domain") && e.contains("CONTACTS_ETL_SURELY_UNSET_VAR"),
             "{e}"
         );
+        assert!(crate::providers::profile(&p.sources[1], Path::new(".")).is_ok());
+        // The lake's own variables are needed by every command.
+        let t = GOOD.replace("file:///tmp/lake", "${CONTACTS_ETL_SURELY_UNSET_VAR}");
+        let e = parse(&t).unwrap_err().to_string();
+        assert!(e.contains("lake.url"), "{e}");
         // `${`, `${}` and `${1X}` name no variable: said so, not "the variable  is not set".
         for (bad, words) in [
             ("${", "without its closing"),

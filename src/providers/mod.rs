@@ -199,7 +199,8 @@ pub fn registration(cfg: &SourceConfig) -> Result<&'static Registration> {
 /// know (it sits below the providers). Reads no credential and makes no request.
 pub fn check(p: &Pipeline) -> Result<()> {
     let dir = p.dir();
-    for s in &p.sources {
+    // An entry with unset variables is checked when it is used (see `SourceConfig::unresolved`).
+    for s in p.sources.iter().filter(|s| s.unresolved.is_none()) {
         (registration(s)?.check)(s, &dir)?;
     }
     Ok(())
@@ -215,6 +216,7 @@ pub fn load_pipeline(path: impl AsRef<std::path::Path>) -> Result<Pipeline> {
 
 /// Builds the source a pipeline entry describes (reading its credentials).
 pub fn build(cfg: &SourceConfig, pipeline_dir: &std::path::Path) -> Result<Box<dyn Source>> {
+    cfg.check_resolved()?;
     let provider = registration(cfg)?;
     (provider.build)(cfg, http_client(cfg)?, pipeline_dir)
 }
@@ -236,6 +238,7 @@ pub struct Profile {
 
 /// The [`Profile`] of a pipeline entry; `pipeline_dir` anchors the files it names.
 pub fn profile(cfg: &SourceConfig, pipeline_dir: &std::path::Path) -> Result<Profile> {
+    cfg.check_resolved()?;
     (registration(cfg)?.profile)(cfg, pipeline_dir)
 }
 

@@ -218,3 +218,58 @@ fn the_readme_tour_runs_as_written_twice() {
         );
     }
 }
+
+/// The lake-only commands run with none of the API's variables set (an analyst with the
+/// lake and no API access); `sync` still needs them and says which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lake_commands_need_no_api_variables() {
+    let emu = contacts_etl::emulator::Emulator::start(contacts_etl::emulator::EmulatorConfig {
+        google_contacts: 20,
+        aurinko_accounts: 2,
+        aurinko_contacts: 5,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("pipelines")).unwrap();
+    let p = dir.path().join("pipelines/emulator.toml");
+    std::fs::copy(root.join("pipelines/emulator.toml"), &p).unwrap();
+    let p = p.to_str().unwrap();
+    let vars = [
+        ("EMULATOR_URL", emu.url().to_string()),
+        ("EMULATOR_TOKEN", emu.config().token.clone()),
+        ("AURINKO_TOKEN_101", emu.aurinko_token("101")),
+        ("AURINKO_TOKEN_102", emu.aurinko_token("102")),
+    ];
+    let run = |args: &[&str], with_vars: bool| {
+        let mut c = Command::new(crate::bin());
+        c.args(args);
+        for (k, v) in &vars {
+            if with_vars {
+                c.env(k, v);
+            } else {
+                c.env_remove(k);
+            }
+        }
+        c.output().unwrap()
+    };
+    let o = run(&["sync", p], true);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for args in [
+        vec!["query", p, "SELECT count(*) FROM contacts"],
+        vec!["status", p],
+        vec!["state", "show", p],
+    ] {
+        let o = run(&args, false);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let o = run(&["sync", p], false);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("EMULATOR_URL"));
+}
