@@ -827,7 +827,9 @@ fn percent_decoded(s: &str) -> Option<String> {
 fn inside_book(account: &str, href: &str) -> std::result::Result<(), String> {
     let book = super::config::book_of(account).unwrap_or_else(|| format!("/{account}/"));
     let (Some(book), Some(at)) = (resolved_path(&book), resolved_path(href)) else {
-        return Err(format!("{href} is not a path inside the address book"));
+        return Err(format!(
+            "{href} is outside the address book of {account}: not a path that stays inside it"
+        ));
     };
     let book = format!("{}/", book.trim_end_matches('/'));
     if at.len() > book.len() && at.starts_with(&book) && !at[book.len()..].contains('/') {
@@ -1432,5 +1434,57 @@ PHOTO;ENCODING=b;TYPE=PNG:iVBORw0KGgo=\r\nEND:VCARD\r\n";
             let card = insert_vcard(&r, &["extended_properties".into()], "cetl-mine");
             assert!(!card.contains("cetl-forged"), "{card}");
         }
+    }
+
+    /// A write goes only to a member of its account's address book: an insert key made a
+    /// path, an href that climbs out (plainly or escaped), or one of another book is
+    /// refused without being sent.
+    #[test]
+    fn every_write_stays_inside_its_address_book() {
+        let account = "alice.contacts";
+        assert_eq!(
+            super::super::config::book_of(account).unwrap(),
+            "/alice/contacts/"
+        );
+        assert!(inside_book(account, "/alice/contacts/c1.vcf").is_ok());
+        assert!(inside_book(account, "http://h:5232/alice/contacts/c1.vcf").is_ok());
+        for bad in [
+            "/alice/contacts/../../victim/contacts/owned.vcf",
+            "/alice/contacts/%2e%2e/%2E%2E/victim/contacts/owned.vcf",
+            "/alice/contacts/sub/c1.vcf",
+            "/alice/contacts/",
+            "/victim/contacts/c1.vcf",
+            "/alice/contacts/a%0d%0aX: y.vcf",
+            "/../../etc/passwd",
+        ] {
+            assert!(inside_book(account, bad).is_err(), "{bad}");
+        }
+        let r = ContactRecord {
+            display_name: Some("Ada".into()),
+            ..Default::default()
+        };
+        let insert = |key: &str| Op {
+            index: 0,
+            account: account.into(),
+            key: key.into(),
+            action: Action::Insert { desired: r.clone() },
+        };
+        assert!(refused(&insert("cetl-0123456789abcdef0123"), &[]).is_none());
+        let res = refused(&insert("../../../victim/contacts/owned"), &[]).unwrap();
+        assert_eq!(res.outcome, Outcome::Invalid);
+        assert!(res.reason.unwrap().contains("outside the address book"));
+        let mut landed = landed();
+        landed.native = Some(r#"{"href":"/victim/contacts/c1.vcf"}"#.into());
+        let delete = Op {
+            index: 1,
+            account: account.into(),
+            key: format!("{account}/c1"),
+            action: Action::Delete {
+                id: "c1".into(),
+                etag: None,
+                landed,
+            },
+        };
+        assert!(refused(&delete, &[]).is_some());
     }
 }
