@@ -44,4 +44,25 @@ mod tests {
         r.family_name = Some("Lovelace".into());
         assert!(CardDavRules.fields(&r).is_empty());
     }
+
+    /// A website with a line break or a birthday that is not a date is refused by the
+    /// rules, naming the column.
+    #[test]
+    fn values_a_vcard_cannot_carry_are_refused() {
+        let r = ContactRecord {
+            display_name: Some("Ada".into()),
+            birthday: Some("1815-12-10\r\nEND:VCARD".into()),
+            websites: vec![crate::model::schema::Website {
+                href: Some("https://x.example/\r\nEMAIL:injected@evil.example".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let why = CardDavRules.fields(&r);
+        assert!(why.iter().any(|w| w.starts_with("birthday")), "{why:?}");
+        assert!(
+            why.iter().any(|w| w.starts_with("websites[0].href")),
+            "{why:?}"
+        );
+    }
 }
