@@ -114,12 +114,38 @@ pub fn unwritable(r: &ContactRecord) -> Vec<String> {
         }
     }
     let mut out = Vec::new();
-    let Ok(v) = serde_json::to_value(r) else {
-        return out;
-    };
-    for c in WRITABLE {
-        walk(c, &v[*c], &mut out);
+    // Column by column: the whole record would serialize `raw` and `native` too.
+    macro_rules! columns {
+        ($($c:ident),+) => {
+            $(
+                if let Ok(v) = serde_json::to_value(&r.$c) {
+                    walk(stringify!($c), &v, &mut out);
+                }
+            )+
+        };
     }
+    columns!(
+        display_name,
+        given_name,
+        family_name,
+        middle_name,
+        prefix,
+        suffix,
+        nickname,
+        file_as,
+        emails,
+        phones,
+        addresses,
+        ims,
+        organizations,
+        websites,
+        relations,
+        events,
+        notes,
+        birthday,
+        groups,
+        extended_properties
+    );
     for (i, p) in r.extended_properties.iter().enumerate() {
         if let Some(x) = p.xml.as_deref().filter(|x| !is_xml_content(x)) {
             out.push(format!(
@@ -134,7 +160,7 @@ pub fn unwritable(r: &ContactRecord) -> Vec<String> {
 /// The `invalid` result of a write that would carry a value an entry cannot
 /// ([`unwritable`]; a value the contact already held as it is does not count); `None` for
 /// a write that can go.
-fn refused(op: &Op, managed: &[String]) -> Option<OpResult> {
+fn refused(op: &Op) -> Option<OpResult> {
     let (problems, id) = match &op.action {
         Action::Insert { desired } => (unwritable(desired), None),
         Action::Update {
@@ -143,11 +169,12 @@ fn refused(op: &Op, managed: &[String]) -> Option<OpResult> {
             landed,
             ..
         } => {
-            let mut merged = landed.clone();
-            merge_managed(&mut merged, desired, managed);
-            let held = unwritable(landed);
-            let mut p = unwritable(&merged);
-            p.retain(|x| !held.contains(x));
+            // The written columns are the desired row's; the rest stay as held.
+            let mut p = unwritable(desired);
+            if !p.is_empty() {
+                let held = unwritable(landed);
+                p.retain(|x| !held.contains(x));
+            }
             (p, Some(id.clone()))
         }
         Action::Delete { .. } => return None,
@@ -1058,7 +1085,7 @@ impl GoogleSource {
     ) -> String {
         let mut feed = format!("<feed xmlns=\"{ATOM}\" xmlns:batch=\"{BATCH}\" xmlns:gd=\"{GD}\">");
         pending.retain(|op| {
-            if let Some(r) = refused(op, managed) {
+            if let Some(r) = refused(op) {
                 results.insert(op.index, r);
                 return false;
             }
@@ -1369,6 +1396,18 @@ mod tests {
         }
     }
 
+    /// A character XML forbids is found in every writable column, named by it.
+    #[test]
+    fn every_writable_column_is_checked() {
+        for column in WRITABLE {
+            let why = unwritable(&crate::model::write::poisoned(column, "x\u{1}y"));
+            assert!(
+                why.iter().any(|w| w.starts_with(column)),
+                "{column}: {why:?}"
+            );
+        }
+    }
+
     /// Text the XML forbids and extended-property XML that would leave its element are
     /// refused by the rules and by the write.
     #[test]
@@ -1410,10 +1449,9 @@ mod tests {
                 key: "cetl-0123456789abcdef0123".into(),
                 action: Action::Insert { desired: r.clone() },
             };
-            let managed = vec!["extended_properties".to_string()];
-            assert_eq!(refused(&op, &managed).is_none(), ok, "{xml}");
+            assert_eq!(refused(&op).is_none(), ok, "{xml}");
             if !ok {
-                assert_eq!(refused(&op, &managed).unwrap().outcome, Outcome::Invalid);
+                assert_eq!(refused(&op).unwrap().outcome, Outcome::Invalid);
             }
         }
     }
