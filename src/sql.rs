@@ -12,7 +12,8 @@
 //! Registered: the tables `contacts`, `contact_changes`, `sync_runs`, `writeback_results`,
 //! and the views `contact_emails` and `contact_phones` (one row per e-mail / phone).
 
-use datafusion::prelude::SessionContext;
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::{Error, Result};
 use crate::lake::{Lake, TableKind};
@@ -45,8 +46,10 @@ pub async fn session_as_of(lake: &Lake, as_of: &AsOf) -> Result<SessionContext> 
         AsOf::Latest => None,
         AsOf::Run(r) => Some(resolve_run(lake, r, "--as-of-run").await?),
     };
-    // A quoted file path reads that file ('plan.parquet' from `plan --out`, an export).
-    let ctx = SessionContext::new().enable_url_table();
+    // A quoted file path reads that file ('plan.parquet' from `plan --out`, an export);
+    // the information schema answers SHOW TABLES.
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true))
+        .enable_url_table();
     for kind in TableKind::ALL {
         let t = match &run {
             None => lake.open(kind).await?,
@@ -75,6 +78,9 @@ pub async fn session_as_of(lake: &Lake, as_of: &AsOf) -> Result<SessionContext> 
 }
 
 /// Runs one SQL statement over the lake and collects the result.
+///
+/// The SQL only reads: a statement that would change a table, a file or the session
+/// (INSERT, COPY, CREATE, DROP, SET, …) is refused ([`Error::Config`]) and nothing runs.
 pub async fn query(lake: &Lake, sql: &str) -> Result<Vec<arrow::array::RecordBatch>> {
     query_as_of(lake, sql, &AsOf::Latest).await
 }
@@ -108,8 +114,32 @@ pub async fn query_as_of(
         };
         ctx.register_table(quoted, t.table_provider().await?)?;
     }
-    let df = ctx.sql(sql).await.map_err(|e| explain(&ctx, e))?;
+    let plan = ctx
+        .state()
+        .create_logical_plan(sql)
+        .await
+        .map_err(|e| explain(&ctx, e))?;
+    read_only().verify_plan(&plan).map_err(|e| {
+        Error::config(format!(
+            "refused: this SQL would change something ({}); SQL given to `query`, `plan` and `--desired` only reads: SELECT, WITH, SHOW, DESCRIBE or EXPLAIN",
+            e.strip_backtrace().trim_start_matches("Error during planning: ")
+        ))
+    })?;
+    let df = ctx
+        .execute_logical_plan(plan)
+        .await
+        .map_err(|e| explain(&ctx, e))?;
     df.collect().await.map_err(|e| Error::Sql(e.to_string()))
+}
+
+/// What user SQL may do: read. DDL (CREATE, DROP), DML (INSERT, UPDATE, DELETE, COPY) and
+/// session statements (SET, PREPARE, transactions) are refused after planning, before
+/// anything runs; SHOW and DESCRIBE plan as reads and pass.
+fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
 }
 
 /// The whole id of the run `id` names: the run itself, or the one run whose id starts with

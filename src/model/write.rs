@@ -212,3 +212,49 @@ impl OpResult {
         }
     }
 }
+
+/// A record whose column `column` holds `payload` in every text it has (one item of
+/// each list), for the property-injection tests of the writers.
+#[cfg(test)]
+pub(crate) fn poisoned(column: &str, payload: &str) -> ContactRecord {
+    use crate::model::schema::*;
+    fn fill(v: &mut serde_json::Value, payload: &str) {
+        match v {
+            serde_json::Value::Null | serde_json::Value::String(_) => {
+                *v = serde_json::Value::String(payload.into())
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| fill(x, payload)),
+            serde_json::Value::Object(o) => o
+                .iter_mut()
+                .filter(|(k, _)| k.as_str() != "primary")
+                .for_each(|(_, x)| fill(x, payload)),
+            _ => {}
+        }
+    }
+    let template = ContactRecord {
+        id: "c1".into(),
+        display_name: Some("Ada".into()),
+        emails: vec![Email::default()],
+        phones: vec![Phone::default()],
+        addresses: vec![Address::default()],
+        ims: vec![Im::default()],
+        organizations: vec![Organization::default()],
+        websites: vec![Website::default()],
+        relations: vec![Relation::default()],
+        events: vec![Event::default()],
+        groups: vec![String::new()],
+        extended_properties: vec![ExtendedProperty::default()],
+        ..Default::default()
+    };
+    let mut t = serde_json::to_value(&template).unwrap();
+    let mut keep = ContactRecord {
+        id: "c1".into(),
+        display_name: Some("Ada".into()),
+        ..Default::default()
+    };
+    fill(&mut t[column], payload);
+    let mut k = serde_json::to_value(&keep).unwrap();
+    k[column] = t[column].clone();
+    keep = serde_json::from_value(k).unwrap();
+    keep
+}

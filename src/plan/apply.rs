@@ -504,6 +504,24 @@ pub async fn apply_saved(
         (!file.meta.scope.is_empty()).then(|| file.meta.scope.iter().cloned().collect());
     let landed = landed_for(&lake, &source, Some(&file.touched()), scope.as_ref()).await?;
     let plan = file.replan(&landed)?;
+    // Every write stays inside an account of the source the plan is for.
+    let configured = configured_accounts(p, &source).await?;
+    let mut foreign: Vec<&str> = plan
+        .ops
+        .iter()
+        .map(|o| o.account.as_str())
+        .filter(|a| !configured.iter().any(|c| c == a))
+        .collect();
+    foreign.sort();
+    foreign.dedup();
+    if !foreign.is_empty() {
+        return Err(Error::config(format!(
+            "--plan {}: operations for account(s) {} that source {source} does not have (its accounts: {}); nothing was written",
+            saved.file.display(),
+            foreign.join(", "),
+            configured.join(", ")
+        )));
+    }
     phase(&source, "checked the saved plan", t);
     let controls = ApplyControls {
         accounts: file.meta.scope.clone(),

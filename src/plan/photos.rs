@@ -526,8 +526,13 @@ impl PhotoApplyReport {
     }
 }
 
+/// Photo writes sent, and their results recorded in one commit, at a time: a photo is a
+/// request of its own (up to megabytes), so a group is smaller than a contact apply's.
+const PHOTO_GROUP: usize = 100;
+
 /// Syncs the source, plans, checks `--max-delete`, writes, records one
-/// `writeback_results` row per operation and invalid row, and syncs again.
+/// `writeback_results` row per operation and invalid row as each group of writes ends,
+/// and syncs again.
 pub async fn apply_photos(p: &Pipeline, opts: &PhotoApplyOptions) -> Result<PhotoApplyReport> {
     apply_photos_with(p, opts, async |_| Ok(())).await
 }
@@ -560,30 +565,42 @@ pub async fn apply_photos_with(
     before_writes(&plan).await?;
     let apply_id = crate::sync::new_run_id();
     let metrics = Metrics::default();
-    let results = photos.apply(&plan.ops, opts.force, &metrics).await;
     let lake = lake_of(p)?;
-    let mut rows: Vec<ResultRow> = results
+    // Invalid rows first, then each group of writes as it ends (as contact applies do):
+    // an apply stopped halfway leaves the trail of what it sent.
+    let invalid: Vec<ResultRow> = plan
+        .invalid
         .iter()
-        .map(|r| {
-            let op = &plan.ops[r.index];
-            ResultRow {
-                op_index: r.index as i64,
-                account: op.account.clone(),
-                op: op.kind().as_str().into(),
-                key: Some(format!("{}/{}", op.account, op.id)),
-                id: Some(op.id.clone()),
-                http_status: r.http_status.map(i64::from),
-                result: r.outcome.as_str().into(),
-                reason: r.reason.clone(),
-                new_etag: r.new_etag.clone(),
-                error: r.error.clone(),
-            }
-        })
+        .enumerate()
+        .map(|(i, inv)| ResultRow::invalid(plan.ops.len() + i, inv))
         .collect();
-    for (i, inv) in plan.invalid.iter().enumerate() {
-        rows.push(ResultRow::invalid(plan.ops.len() + i, inv));
+    if !invalid.is_empty() {
+        record_rows(&lake, &apply_id, &opts.source, &invalid).await?;
     }
-    record_rows(&lake, &apply_id, &opts.source, &rows).await?;
+    let mut results = Vec::with_capacity(plan.ops.len());
+    for group in plan.ops.chunks(PHOTO_GROUP) {
+        let done = photos.apply(group, opts.force, &metrics).await;
+        let rows: Vec<ResultRow> = done
+            .iter()
+            .map(|r| {
+                let op = &plan.ops[r.index];
+                ResultRow {
+                    op_index: r.index as i64,
+                    account: op.account.clone(),
+                    op: op.kind().as_str().into(),
+                    key: Some(format!("{}/{}", op.account, op.id)),
+                    id: Some(op.id.clone()),
+                    http_status: r.http_status.map(i64::from),
+                    result: r.outcome.as_str().into(),
+                    reason: r.reason.clone(),
+                    new_etag: r.new_etag.clone(),
+                    error: r.error.clone(),
+                }
+            })
+            .collect();
+        record_rows(&lake, &apply_id, &opts.source, &rows).await?;
+        results.extend(done);
+    }
     if !plan.ops.is_empty() {
         sync_after(p, &opts.source, &[]).await?;
     }

@@ -5,7 +5,9 @@
 //! Each row holds what its operation needs (the desired contact as JSON, the key, the etag
 //! the write is conditional on) and what the plan saw of the landed contact: its etag and
 //! a fingerprint of its writable columns. The file's key-value metadata
-//! (`contacts-etl.plan`) holds the plan's source, mode, lake and managed columns.
+//! (`contacts-etl.plan`) holds the plan's source, mode, lake and managed columns, and a
+//! digest of all that and every row: a plan edited after it was written is refused, and
+//! so is an insert key or an operation key the tool does not make.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -44,6 +46,10 @@ pub struct PlanMeta {
     pub already_applied: usize,
     /// When the plan was made (RFC 3339).
     pub created: String,
+    /// SHA-256 of the description (without this field) and every row, as [`read`] reads
+    /// them back: an edited plan no longer matches it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 /// The columns of a saved plan.
@@ -95,19 +101,49 @@ pub fn mode_name(m: Mode) -> &'static str {
 }
 
 /// One row of a saved plan, as read back.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 struct Row {
     kind: String,
+    source: String,
     account: String,
     id: Option<String>,
     key: Option<String>,
     etag: Option<String>,
     landed_etag: Option<String>,
     landed_fingerprint: Option<String>,
+    who: Option<String>,
     changed: Vec<String>,
+    before: Option<String>,
+    after: Option<String>,
     desired: Option<String>,
     row: Option<i64>,
     reason: Option<String>,
+}
+
+/// The digest of a plan's description (its own digest left out) and rows.
+fn digest(meta: &PlanMeta, rows: &[Row]) -> Result<String> {
+    let json = |e: serde_json::Error| Error::Other(format!("a saved plan as JSON: {e}"));
+    let mut h = sha2::Sha256::new();
+    let meta = PlanMeta {
+        digest: None,
+        ..meta.clone()
+    };
+    h.update(serde_json::to_string(&meta).map_err(json)?.as_bytes());
+    for r in rows {
+        h.update(b"\n");
+        h.update(serde_json::to_string(r).map_err(json)?.as_bytes());
+    }
+    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+}
+
+/// Whether `key` is an insert key as [`super::insert_key`] makes one: `cetl-` and 20
+/// lower-case hex digits (so it is safe as a resource name and in a URL).
+pub fn is_insert_key(key: &str) -> bool {
+    key.strip_prefix("cetl-").is_some_and(|h| {
+        h.len() == 20
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// The plan as one record batch of [`plan_schema`].
@@ -235,8 +271,11 @@ pub fn write(plan: &Plan, mode: Mode, lake: &str, path: &Path) -> Result<()> {
         unchanged: plan.unchanged,
         already_applied: plan.already_applied,
         created: chrono::Utc::now().to_rfc3339(),
+        digest: None,
     };
     let batch = to_batch(plan)?;
+    let mut meta = meta;
+    meta.digest = Some(digest(&meta, &rows_of(&batch, &Error::Other)?)?);
     let props = parquet::file::properties::WriterProperties::builder()
         // The desired rows' JSON repeats itself: compressed, a plan of 10,000 updates
         // shrinks several times over.
@@ -290,52 +329,105 @@ pub fn read(path: &Path) -> Result<Saved> {
     }
     let mut rows = Vec::new();
     for b in builder.build()? {
-        let b = b?;
-        let col = |n: &str| -> Result<StringArray> {
-            b.column_by_name(n)
-                .and_then(|c| c.as_string_opt::<i32>().cloned())
-                .ok_or_else(|| what(format!("no string column {n}")))
-        };
-        let opt = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
-        let (kind, account, id, key) = (col("kind")?, col("account")?, col("id")?, col("key")?);
-        let (etag, le, fp) = (
-            col("etag")?,
-            col("landed_etag")?,
-            col("landed_fingerprint")?,
-        );
-        let (desired, reason) = (col("desired")?, col("reason")?);
-        let changed = b
-            .column_by_name("changed")
-            .and_then(|c| c.as_list_opt::<i32>().cloned())
-            .ok_or_else(|| what("no list column changed".into()))?;
-        let row = b
-            .column_by_name("row")
-            .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>().cloned())
-            .ok_or_else(|| what("no integer column row".into()))?;
-        for i in 0..b.num_rows() {
-            let ch = if changed.is_valid(i) {
-                let v = changed.value(i);
-                let s = v.as_string::<i32>();
-                s.iter().flatten().map(str::to_string).collect()
-            } else {
-                Vec::new()
-            };
-            rows.push(Row {
-                kind: kind.value(i).to_string(),
-                account: account.value(i).to_string(),
-                id: opt(&id, i),
-                key: opt(&key, i),
-                etag: opt(&etag, i),
-                landed_etag: opt(&le, i),
-                landed_fingerprint: opt(&fp, i),
-                changed: ch,
-                desired: opt(&desired, i),
-                row: row.is_valid(i).then(|| row.value(i)),
-                reason: opt(&reason, i),
-            });
+        let b = b.map_err(|e| what(format!("unreadable rows ({e})")))?;
+        rows.extend(rows_of(&b, &what)?);
+    }
+    match &meta.digest {
+        None => {
+            return Err(what(
+                "the plan carries no digest, so it cannot be checked; make and review a new plan with `plan --out`".into(),
+            ));
         }
+        Some(d) if *d != digest(&meta, &rows)? => {
+            return Err(what(
+                "the plan was changed after `plan --out` wrote it (its digest does not match its contents), so it is not what was reviewed; nothing was written. Make and review a new plan".into(),
+            ));
+        }
+        Some(_) => {}
     }
     Ok(Saved { meta, rows })
+}
+
+/// The rows of one batch of a saved plan; a column missing or of another type is an error
+/// naming it (through `what`).
+fn rows_of(b: &RecordBatch, what: &dyn Fn(String) -> Error) -> Result<Vec<Row>> {
+    let found = |n: &str| {
+        b.column_by_name(n)
+            .map(|c| format!("{}", c.data_type()))
+            .unwrap_or_else(|| "no such column".into())
+    };
+    let col = |n: &str| -> Result<StringArray> {
+        b.column_by_name(n)
+            .and_then(|c| c.as_string_opt::<i32>().cloned())
+            .ok_or_else(|| what(format!("column {n}: wanted text, found {}", found(n))))
+    };
+    let opt = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
+    let (kind, source, account) = (col("kind")?, col("source")?, col("account")?);
+    let (id, key, who) = (col("id")?, col("key")?, col("who")?);
+    let (etag, le, fp) = (
+        col("etag")?,
+        col("landed_etag")?,
+        col("landed_fingerprint")?,
+    );
+    let (before, after) = (col("before")?, col("after")?);
+    let (desired, reason) = (col("desired")?, col("reason")?);
+    let changed = b
+        .column_by_name("changed")
+        .and_then(|c| c.as_list_opt::<i32>().cloned())
+        .ok_or_else(|| {
+            what(format!(
+                "column changed: wanted a list of text, found {}",
+                found("changed")
+            ))
+        })?;
+    if changed.value_type() != DataType::Utf8 {
+        return Err(what(format!(
+            "column changed: wanted a list of text, found {}",
+            found("changed")
+        )));
+    }
+    let row = b
+        .column_by_name("row")
+        .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>().cloned())
+        .ok_or_else(|| {
+            what(format!(
+                "column row: wanted a 64-bit integer, found {}",
+                found("row")
+            ))
+        })?;
+    let mut rows = Vec::with_capacity(b.num_rows());
+    for i in 0..b.num_rows() {
+        let ch = if changed.is_valid(i) {
+            let v = changed.value(i);
+            let s = v.as_string_opt::<i32>().ok_or_else(|| {
+                what(format!(
+                    "column changed: wanted a list of text, found {}",
+                    v.data_type()
+                ))
+            })?;
+            s.iter().flatten().map(str::to_string).collect()
+        } else {
+            Vec::new()
+        };
+        rows.push(Row {
+            kind: kind.value(i).to_string(),
+            source: source.value(i).to_string(),
+            account: account.value(i).to_string(),
+            id: opt(&id, i),
+            key: opt(&key, i),
+            etag: opt(&etag, i),
+            landed_etag: opt(&le, i),
+            landed_fingerprint: opt(&fp, i),
+            who: opt(&who, i),
+            changed: ch,
+            before: opt(&before, i),
+            after: opt(&after, i),
+            desired: opt(&desired, i),
+            row: row.is_valid(i).then(|| row.value(i)),
+            reason: opt(&reason, i),
+        });
+    }
+    Ok(rows)
 }
 
 impl Saved {
@@ -402,6 +494,11 @@ impl Saved {
                 .clone()
                 .ok_or_else(|| bad(format!("{} {account} has no key", r.kind)))?;
             if r.kind == "insert" {
+                if !is_insert_key(&key) {
+                    return Err(bad(format!(
+                        "insert {account}: key {key:?} is not one contacts-etl makes (cetl- and 20 hex digits)"
+                    )));
+                }
                 if landed.keys.contains(&key) {
                     moved.push(format!(
                         "insert {account}/(new) {key}: a contact with its key exists now (was this plan applied already?)"
@@ -421,6 +518,12 @@ impl Saved {
             let id =
                 r.id.clone()
                     .ok_or_else(|| bad(format!("{} {account} has no id", r.kind)))?;
+            if key != format!("{account}/{id}") {
+                return Err(bad(format!(
+                    "{} {account}/{id}: key {key:?} is not the operation's (account/id)",
+                    r.kind
+                )));
+            }
             let Some(now) = by_id.get(&(account.as_str(), id.as_str())).copied() else {
                 moved.push(format!("{} {account}/{id}: deleted since the plan", r.kind));
                 continue;
@@ -624,5 +727,50 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("insert example.com/(new)"), "{m}");
+    }
+
+    /// A plan whose insert key is not one the tool makes, or whose update key is not its
+    /// account and id, is refused even with a digest that matches (written so).
+    #[test]
+    fn keys_the_tool_does_not_make_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for forged in [
+            "../../../victim/contacts/owned",
+            "cetl-0123456789abcdef012/",
+            "cetl-%2e%2e",
+            "cetl-0123456789ABCDEF0123",
+            "cetl-0123456789abcdef01234",
+        ] {
+            let mut plan = a_plan();
+            let ins = plan
+                .ops
+                .iter_mut()
+                .find(|o| o.kind() == OpKind::Insert)
+                .unwrap();
+            ins.key = forged.into();
+            let path = dir.path().join("forged.parquet");
+            write(&plan, Mode::Mirror, "file:///lake", &path).unwrap();
+            let e = read(&path)
+                .unwrap()
+                .replan(&Landed::from_rows(landed()))
+                .unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains("not one contacts-etl makes"), "{e}");
+        }
+        assert!(is_insert_key("cetl-0123456789abcdef0123"));
+        let mut plan = a_plan();
+        let upd = plan
+            .ops
+            .iter_mut()
+            .find(|o| o.kind() == OpKind::Update)
+            .unwrap();
+        upd.key = "example.com/a".into();
+        let path = dir.path().join("forged-update.parquet");
+        write(&plan, Mode::Mirror, "file:///lake", &path).unwrap();
+        let e = read(&path)
+            .unwrap()
+            .replan(&Landed::from_rows(landed()))
+            .unwrap_err();
+        assert!(e.to_string().contains("is not the operation's"), "{e}");
     }
 }

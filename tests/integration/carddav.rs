@@ -1117,3 +1117,88 @@ macro_rules! against {
 
 against!(radicale, super::Kind::Radicale);
 against!(xandikos, super::Kind::Xandikos);
+
+/// Values meant to leave their line, written back to a real server: a note holding CRLF,
+/// an `EMAIL:` line, a forged key line and a second vCard lands as that note (escaped)
+/// and adds no property; a website holding CRLF and a birthday that is not a date are
+/// refused by the plan (invalid, never sent). The server's listing (vobject) shows every
+/// card with its e-mails and X- properties as they were.
+pub async fn property_injection(kind: Kind) {
+    let Some(s) = Server::start(kind, "carddav property_injection").await else {
+        return;
+    };
+    let book = s.default_book().await;
+    seed(&s, &book, 0..4).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = s.pipeline(dir.path(), Some(&[&book]), "");
+    assert_ok(&sync(&p, false).await);
+    let pipeline = Pipeline::load(&p).unwrap();
+    let before: BTreeMap<String, Value> = s
+        .list(&book)
+        .into_iter()
+        .map(|l| (l["id"].as_str().unwrap().to_string(), l))
+        .collect();
+    let crlf = "', chr(13), chr(10), '";
+    let note = format!(
+        "concat('a; b, c \\ d{crlf}EMAIL:injected@evil.example{crlf}X-CONTACTS-ETL-KEY:cetl-forged', chr(10), 'END:VCARD', chr(13), 'BEGIN:VCARD')"
+    );
+    let update = format!(
+        "SELECT account, id, etag, {note} AS notes FROM contacts WHERE source = '{SOURCE}'"
+    );
+    let report = apply(&pipeline, &opts(&update, Mode::Update, false))
+        .await
+        .unwrap();
+    assert_eq!(report.failures(), 0, "{}", report.summary());
+    assert_eq!(report.results.len(), 4, "{}", report.summary());
+    let want_note = "a; b, c \\ d\nEMAIL:injected@evil.example\nX-CONTACTS-ETL-KEY:cetl-forged\nEND:VCARD\nBEGIN:VCARD";
+    let check = |when: &str| {
+        let listed = s.list(&book);
+        assert_eq!(listed.len(), 4, "{when}: {listed:#?}");
+        for l in &listed {
+            let id = l["id"].as_str().unwrap();
+            assert_eq!(l["notes"].as_str(), Some(want_note), "{when} {id}");
+            assert_eq!(l["emails"], before[id]["emails"], "{when} {id}");
+            assert_eq!(l["x_properties"], before[id]["x_properties"], "{when} {id}");
+            let raw = unfolded(l["raw"].as_str().unwrap());
+            let starting = |w: &str| raw.lines().filter(|x| x.starts_with(w)).count();
+            assert_eq!(starting("BEGIN:VCARD"), 1, "{when} {id}: {raw}");
+            assert_eq!(starting("END:VCARD"), 1, "{when} {id}: {raw}");
+            assert!(
+                !raw.lines().any(|x| x.starts_with("EMAIL:injected")
+                    || x.starts_with("X-CONTACTS-ETL-KEY")),
+                "{when} {id}: {raw}"
+            );
+        }
+    };
+    check("after the note");
+
+    // A website and a birthday that would leave their line: refused, nothing sent.
+    assert_ok(&sync(&p, false).await);
+    for bad in [
+        format!(
+            "[named_struct('href', concat('https://x.example/{crlf}EMAIL:injected@evil.example'), 'type', 'home', 'label', CAST(NULL AS VARCHAR), 'primary', CAST(NULL AS BOOLEAN))] AS websites"
+        ),
+        format!("concat('1980-01-01{crlf}EMAIL:injected@evil.example') AS birthday"),
+    ] {
+        let desired =
+            format!("SELECT account, id, etag, {bad} FROM contacts WHERE source = '{SOURCE}'");
+        let report = apply(&pipeline, &opts(&desired, Mode::Update, false))
+            .await
+            .unwrap();
+        assert!(report.results.is_empty(), "{}", report.summary());
+        assert_eq!(report.plan.invalid.len(), 4, "{}", report.summary());
+        check(&bad);
+    }
+}
+
+mod injection {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn radicale() {
+        super::property_injection(super::Kind::Radicale).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn xandikos() {
+        super::property_injection(super::Kind::Xandikos).await;
+    }
+}

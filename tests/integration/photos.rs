@@ -508,3 +508,56 @@ async fn photo_deletes_need_a_yes_without_a_terminal() {
         [with[0].clone()]
     );
 }
+
+/// A photo apply records its results as each group of writes ends, as contact applies
+/// do: 250 writes are three `writeback_results` commits of one row per write, so an
+/// apply stopped halfway keeps the record of the groups it sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_photo_apply_records_its_results_as_it_goes() {
+    let emu = Emulator::start(google_only(300)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = photo_pipeline(dir.path(), &emu);
+    assert_ok(&sync(&p, false).await);
+    let pipeline = Pipeline::load(&p).unwrap();
+    let ids: Vec<String> = emu
+        .google_truth()
+        .contacts
+        .into_iter()
+        .map(|c| c.id)
+        .take(250)
+        .collect();
+    let bytes: Vec<Vec<u8>> = (0..ids.len())
+        .map(|i| [&b"\x89PNG "[..], i.to_string().as_bytes()].concat())
+        .collect();
+    let rows: Vec<DesiredRow> = ids
+        .iter()
+        .zip(&bytes)
+        .map(|(id, b)| (id.as_str(), None, Some(b.as_slice())))
+        .collect();
+    let desired = dir.path().join("desired.parquet");
+    write_desired_parquet(&desired, &rows);
+    let version = || async {
+        let lake = contacts_etl::sync::lake_of(&Pipeline::load(&p).unwrap()).unwrap();
+        lake.open(TableKind::WritebackResults)
+            .await
+            .unwrap()
+            .and_then(|t| t.version())
+            .map_or(-1, |v| v as i64)
+    };
+    let before = version().await;
+    let report = apply_photos(
+        &pipeline,
+        &PhotoApplyOptions {
+            source: "shared".into(),
+            photos: desired.to_str().unwrap().into(),
+            mode: Mode::Upsert,
+            max_delete: None,
+            force: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.results.len(), 250, "{}", report.summary());
+    assert_eq!(version().await - before, 3, "one commit per group of 100");
+    assert_eq!(writeback_rows(&p, &report.apply_id).await.len(), 250);
+}

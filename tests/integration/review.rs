@@ -797,3 +797,177 @@ async fn a_missing_credential_stops_the_command_before_the_first_request() {
     );
     assert!(emu.stats().is_empty(), "{:?}", emu.stats());
 }
+
+/// Rewrites a saved plan: `edit` changes its one batch and its description (the
+/// key-value metadata as JSON).
+fn edit_plan(
+    from: &Path,
+    to: &Path,
+    edit: impl FnOnce(arrow::array::RecordBatch, &mut serde_json::Value) -> arrow::array::RecordBatch,
+) {
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(from).unwrap(),
+    )
+    .unwrap();
+    let meta_text = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .unwrap()
+        .iter()
+        .find(|k| k.key == contacts_etl::plan::saved::META_KEY)
+        .unwrap()
+        .value
+        .clone()
+        .unwrap();
+    let mut meta: serde_json::Value = serde_json::from_str(&meta_text).unwrap();
+    let batches: Vec<_> = reader.build().unwrap().map(|b| b.unwrap()).collect();
+    let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let batch = edit(batch, &mut meta);
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
+            contacts_etl::plan::saved::META_KEY.to_string(),
+            meta.to_string(),
+        )]))
+        .build();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(to).unwrap(),
+        batch.schema(),
+        Some(props),
+    )
+    .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+/// `batch` with its column `name` replaced by `col` (the field takes the column's type).
+fn with_column(
+    batch: arrow::array::RecordBatch,
+    name: &str,
+    col: arrow::array::ArrayRef,
+) -> arrow::array::RecordBatch {
+    let schema = batch.schema();
+    let i = schema.index_of(name).unwrap();
+    let mut fields: Vec<arrow::datatypes::Field> =
+        schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields[i] = arrow::datatypes::Field::new(name, col.data_type().clone(), true);
+    let mut cols = batch.columns().to_vec();
+    cols[i] = col;
+    arrow::array::RecordBatch::try_new(
+        std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
+        cols,
+    )
+    .unwrap()
+}
+
+/// A saved plan edited after `plan --out` wrote it is refused (exit 2, a clear message,
+/// never a panic) and nothing is sent: edited desired JSON, an insert key made a path, an
+/// account swapped, a `changed` column of another type, a description without its digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_saved_plan_is_refused_and_nothing_is_sent() {
+    use arrow::array::{Array, AsArray, StringArray};
+    let emu = Emulator::start(crate::google_only(20)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline_path = write_pipeline(dir.path(), &emu, &PipelineSpec::default());
+    assert_ok(&sync(&pipeline_path, false).await);
+    let p = pipeline_path.to_str().unwrap();
+    let csv = dir.path().join("desired.csv");
+    std::fs::write(
+        &csv,
+        "id,account,display_name,notes\n,example.com,New One,made here\n",
+    )
+    .unwrap();
+    let saved = dir.path().join("plan.parquet");
+    let o = run(&[
+        "plan",
+        p,
+        "--source",
+        "shared",
+        "--desired",
+        csv.to_str().unwrap(),
+        "--out",
+        saved.to_str().unwrap(),
+    ]);
+    assert_exit(&o, 0);
+    let strings = |b: &arrow::array::RecordBatch, n: &str| -> Vec<Option<String>> {
+        let c = b.column_by_name(n).unwrap().as_string::<i32>();
+        (0..c.len())
+            .map(|i| c.is_valid(i).then(|| c.value(i).to_string()))
+            .collect()
+    };
+    let replace = |name: &'static str, f: fn(Option<String>) -> Option<String>| {
+        move |b: arrow::array::RecordBatch, _: &mut serde_json::Value| {
+            let v: Vec<Option<String>> = strings(&b, name).into_iter().map(f).collect();
+            with_column(b, name, std::sync::Arc::new(StringArray::from(v)))
+        }
+    };
+    type Edit = Box<
+        dyn FnOnce(arrow::array::RecordBatch, &mut serde_json::Value) -> arrow::array::RecordBatch,
+    >;
+    let edits: Vec<(&str, Edit, &str)> = vec![
+        (
+            "desired",
+            Box::new(replace("desired", |d| {
+                d.map(|d| d.replace("made here", "edited after review"))
+            })),
+            "digest",
+        ),
+        (
+            "key",
+            Box::new(replace("key", |k| {
+                k.map(|_| "../../../victim/contacts/owned".to_string())
+            })),
+            "digest",
+        ),
+        (
+            "account",
+            Box::new(replace("account", |_| Some("victim.example".to_string()))),
+            "digest",
+        ),
+        (
+            "changed",
+            Box::new(|b, _| {
+                let n = b.num_rows();
+                let mut l = arrow::array::ListBuilder::new(arrow::array::Int64Builder::new());
+                for _ in 0..n {
+                    l.values().append_value(7);
+                    l.append(true);
+                }
+                with_column(b, "changed", std::sync::Arc::new(l.finish()))
+            }),
+            "column changed",
+        ),
+        (
+            "no digest",
+            Box::new(|b, m| {
+                m.as_object_mut().unwrap().remove("digest");
+                b
+            }),
+            "no digest",
+        ),
+    ];
+    emu.reset_stats();
+    for (what, edit, says) in edits {
+        let edited = dir
+            .path()
+            .join(format!("{}.parquet", what.replace(' ', "-")));
+        edit_plan(&saved, &edited, edit);
+        let o = run(&["apply", p, "--plan", edited.to_str().unwrap()]);
+        assert_exit(&o, 2);
+        let err = text(&o.stderr);
+        assert!(
+            err.contains(says) && err.contains("--plan"),
+            "{what}: {err}"
+        );
+    }
+    assert!(
+        !emu.stats().contains_key("google.batch"),
+        "{:?}",
+        emu.stats()
+    );
+    assert_eq!(emu.google_truth().contacts.len(), 20);
+    // The plan as written applies.
+    let o = run(&["apply", p, "--plan", saved.to_str().unwrap()]);
+    assert_exit(&o, 0);
+    assert_eq!(emu.google_truth().contacts.len(), 21);
+}

@@ -213,3 +213,139 @@ async fn a_parquet_export_to_the_s3_server_reads_back_equal() {
         contacts_etl::sql::render(&[b], "json").unwrap()
     );
 }
+
+/// Every file under `dir` with its size: a statement that wrote a file or committed to a
+/// table changes this.
+fn tree(dir: &std::path::Path) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.insert(e.path().display().to_string(), m.len());
+            }
+        }
+    }
+    out
+}
+
+/// The Delta version of every table, read afresh.
+async fn versions(p: &std::path::Path) -> Vec<Option<i64>> {
+    let lake = contacts_etl::sync::lake_of(&Pipeline::load(p).unwrap()).unwrap();
+    let mut out = Vec::new();
+    for kind in contacts_etl::lake::TableKind::ALL {
+        out.push(
+            lake.open(kind)
+                .await
+                .unwrap()
+                .and_then(|t| t.version())
+                .map(|v| v as i64),
+        );
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_that_would_change_a_file_a_table_or_the_session_is_refused_everywhere() {
+    let emu = Emulator::start(crate::google_only(20)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(dir.path(), &emu, &PipelineSpec::default());
+    assert_ok(&sync(&p, false).await);
+    let lake = contacts_etl::sync::lake_of(&Pipeline::load(&p).unwrap()).unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let o = out.display();
+    let writing = [
+        format!("COPY (SELECT * FROM contacts) TO '{o}/copied.csv'"),
+        format!("COPY contacts TO '{o}/copied.parquet' STORED AS PARQUET"),
+        "INSERT INTO writeback_results SELECT * FROM writeback_results".to_string(),
+        "INSERT INTO sync_runs SELECT * FROM sync_runs".to_string(),
+        "INSERT INTO contacts SELECT * FROM contacts LIMIT 1".to_string(),
+        "EXPLAIN ANALYZE INSERT INTO sync_runs SELECT * FROM sync_runs".to_string(),
+        "DELETE FROM contacts".to_string(),
+        "UPDATE contacts SET notes = 'x'".to_string(),
+        "CREATE TABLE made AS SELECT * FROM contacts".to_string(),
+        "CREATE VIEW v AS SELECT id FROM contacts".to_string(),
+        format!("CREATE EXTERNAL TABLE ext STORED AS CSV LOCATION '{o}/ext.csv'"),
+        "DROP TABLE contacts".to_string(),
+        "DROP VIEW contact_emails".to_string(),
+        "SET datafusion.execution.batch_size = 1".to_string(),
+    ];
+    let before = tree(dir.path());
+    let versions_before = versions(&p).await;
+    assert!(versions_before.iter().filter(|v| v.is_some()).count() >= 3);
+    for sql in &writing {
+        let e = query(&lake, sql).await.unwrap_err();
+        assert!(
+            matches!(e, contacts_etl::Error::Config(_)) && e.to_string().contains("refused"),
+            "query {sql}: {e}"
+        );
+        let e = match contacts_etl::plan::load_desired(&lake, sql, "shared").await {
+            Err(e) => e,
+            Ok(_) => panic!("--desired {sql} ran"),
+        };
+        assert!(
+            matches!(e, contacts_etl::Error::Config(_)),
+            "--desired {sql}: {e}"
+        );
+        let e = match contacts_etl::plan::photos::load_desired_photos(&lake, sql, "example.com")
+            .await
+        {
+            Err(e) => e,
+            Ok(_) => panic!("--photos {sql} ran"),
+        };
+        assert!(
+            matches!(e, contacts_etl::Error::Config(_)),
+            "--photos {sql}: {e}"
+        );
+        for args in [
+            vec!["query", p.to_str().unwrap(), sql.as_str()],
+            vec![
+                "plan",
+                p.to_str().unwrap(),
+                "--source",
+                "shared",
+                "--desired",
+                sql.as_str(),
+            ],
+        ] {
+            let r = std::process::Command::new(crate::bin())
+                .args(&args)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&r.stderr);
+            assert_eq!(r.status.code(), Some(2), "{args:?}: {err}");
+            assert!(
+                err.contains("refused") && err.contains("only reads"),
+                "{err}"
+            );
+        }
+        assert_eq!(tree(dir.path()), before, "{sql} changed a file");
+    }
+    assert_eq!(versions(&p).await, versions_before);
+    assert!(!out.join("copied.csv").exists());
+
+    // Reading statements still run.
+    let tables = query(&lake, "SHOW TABLES").await.unwrap();
+    let listed = contacts_etl::sql::render(&tables, "csv").unwrap();
+    assert!(
+        listed.contains("contacts") && listed.contains("writeback_results"),
+        "{listed}"
+    );
+    let described = query(&lake, "DESCRIBE contacts").await.unwrap();
+    let described = contacts_etl::sql::render(&described, "csv").unwrap();
+    assert!(described.contains("given_name"), "{described}");
+    let n = query(&lake, "SELECT count(*) FROM contacts").await.unwrap();
+    assert_eq!(int(&n[0], 0, 0), 20);
+    assert!(
+        !query(&lake, "EXPLAIN SELECT id FROM contacts")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(tree(dir.path()), before);
+}

@@ -620,3 +620,52 @@ async fn apply_prints_its_plan_before_it_writes() {
     assert!(child.wait().unwrap().success());
     assert_eq!(emu.stats()["google.batch"], 30);
 }
+
+/// A website and a note holding CR/LF, quotes and markup, written back to the Google
+/// emulator, land as exactly those values and add no element: every contact keeps the
+/// e-mail addresses it had, and no address the payload names appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_with_line_breaks_and_markup_land_as_themselves_and_add_nothing() {
+    let emu = Emulator::start(google_only(5)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(dir.path(), &emu, &PipelineSpec::default());
+    assert_ok(&sync(&p, false).await);
+    let pipeline = Pipeline::load(&p).unwrap();
+    let before: std::collections::BTreeMap<String, Vec<Option<String>>> = emu
+        .google_truth()
+        .contacts
+        .into_iter()
+        .map(|c| (c.id, c.emails.into_iter().map(|e| e.address).collect()))
+        .collect();
+    let href = "https://x.example/a\r\nEMAIL:injected@evil.example\r\nX-CONTACTS-ETL-KEY:forged\"/><gd:email address=\"injected@evil.example\"/>'<x y='";
+    let note = "line one\r\nEND:VCARD\r\n</content><gd:email address=\"injected@evil.example\"/>\ttabbed & done";
+    let sql = |s: &str| {
+        s.replace('\'', "''")
+            .replace('\r', "', chr(13), '")
+            .replace('\n', "', chr(10), '")
+            .replace('\t', "', chr(9), '")
+    };
+    let desired = format!(
+        "SELECT account, id, etag, [named_struct('href', concat('{}'), 'type', 'home', 'label', CAST(NULL AS VARCHAR), 'primary', CAST(NULL AS BOOLEAN))] AS websites, concat('{}') AS notes FROM contacts WHERE source = 'shared'",
+        sql(href),
+        sql(note)
+    );
+    let report = apply(&pipeline, &opts("shared", &desired, Mode::Update))
+        .await
+        .unwrap();
+    assert_eq!(report.failures(), 0, "{}", report.summary());
+    assert_eq!(report.results.len(), 5, "{}", report.summary());
+    let truth = emu.google_truth();
+    assert_eq!(truth.contacts.len(), 5);
+    for c in &truth.contacts {
+        let emails: Vec<Option<String>> = c.emails.iter().map(|e| e.address.clone()).collect();
+        assert_eq!(Some(&emails), before.get(&c.id), "{}", c.id);
+        assert_eq!(c.websites.len(), 1, "{}: {:?}", c.id, c.websites);
+        assert_eq!(c.websites[0].href.as_deref(), Some(href), "{}", c.id);
+        assert_eq!(c.notes.as_deref(), Some(note), "{}", c.id);
+    }
+    assert_eq!(
+        emu.google_count_elements("http://schemas.google.com/g/2005", "email"),
+        before.values().filter(|v| !v.is_empty()).count()
+    );
+}

@@ -407,3 +407,37 @@ impl AurinkoSource {
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::write::{WRITABLE, poisoned};
+
+    /// JSON bodies are built by serde: a quote, brace, CR/LF or control character in any
+    /// writable column stays inside its string; the body parses back with the same fields
+    /// and the value unchanged.
+    #[test]
+    fn no_value_of_any_writable_column_leaves_its_string() {
+        let payload =
+            "x\",\"emailAddresses\":[{\"address\":\"injected@evil.example\"}],\"y\":\"\r\n\u{1}}{";
+        for column in WRITABLE {
+            let managed = vec![column.to_string()];
+            let plain = insert_body(&poisoned(column, "x"), &managed);
+            let body = insert_body(&poisoned(column, payload), &managed);
+            let text = serde_json::to_string(&body).unwrap();
+            let back: Map<String, Value> = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                back.keys().collect::<Vec<_>>(),
+                plain.keys().collect::<Vec<_>>(),
+                "{column}: {text}"
+            );
+            assert_eq!(back, body, "{column}");
+            if let Some(f) = top_level(column) {
+                assert!(
+                    text.contains(&serde_json::to_string(payload).unwrap()[1..]),
+                    "{column} ({f}) holds the value: {text}"
+                );
+            }
+        }
+    }
+}

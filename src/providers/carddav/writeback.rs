@@ -119,20 +119,202 @@ enum Version {
     V4,
 }
 
-/// Escapes a text value (RFC 6350 §3.4).
+/// Escapes a text value (RFC 6350 §3.4): `\`, `,` and `;` are escaped and a line break
+/// (CRLF, LF, a lone CR, or a Unicode line or paragraph separator) becomes `\n`, so a value never leaves its property. Other
+/// control characters, which no vCard value can carry, are dropped; the write rules refuse
+/// them before anything is sent ([`unwritable`]).
 fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
         match c {
             '\\' => o.push_str("\\\\"),
             ',' => o.push_str("\\,"),
             ';' => o.push_str("\\;"),
-            '\n' => o.push_str("\\n"),
-            '\r' => {}
+            '\n' | '\u{2028}' | '\u{2029}' => o.push_str("\\n"),
+            '\r' if chars.peek() != Some(&'\n') => o.push_str("\\n"),
+            '\t' => o.push('\t'),
+            c if c.is_control() => {}
             c => o.push(c),
         }
     }
     o
+}
+
+/// A character that would end a content line or that no vCard value may hold.
+fn breaks_line(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// A URI value (`URL`, `IMPP`) as written. A URI takes no escapes (RFC 6350 §5.6), so one
+/// holding a line break or control character cannot be written: the write rules refuse it
+/// ([`unwritable`]), and should one come through it loses those characters here rather
+/// than start a new property.
+fn uri(s: &str) -> String {
+    s.chars().filter(|c| !breaks_line(*c)).collect()
+}
+
+/// A date value (`BDAY`, `ANNIVERSARY`) with its `:`: the date as it is when it is one
+/// ([`is_date`]), else the value as escaped text (`VALUE=text`, RFC 6350 §6.2.5).
+fn date_value(s: &str) -> String {
+    if is_date(s) {
+        format!(":{s}")
+    } else {
+        format!(";VALUE=text:{}", esc(s))
+    }
+}
+
+/// Whether `s` is a date the way the decoder lands one and a vCard date carries it:
+/// `YYYY-MM-DD`, `YYYYMMDD`, `--MM-DD`, `--MMDD`, `YYYY-MM` or `YYYY`, of a day that
+/// exists (a year-less 29 February does).
+pub fn is_date(s: &str) -> bool {
+    if !s.is_ascii() {
+        return false;
+    }
+    let num = |t: &str| {
+        (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| t.parse::<u32>().ok())
+            .flatten()
+    };
+    let day = |y: Option<u32>, m: Option<u32>, d: Option<u32>| match (y, m, d) {
+        (Some(y), Some(m), Some(d)) => chrono::NaiveDate::from_ymd_opt(y as i32, m, d).is_some(),
+        _ => false,
+    };
+    let b = s.as_bytes();
+    match (s.len(), s.strip_prefix("--")) {
+        (7, Some(md)) => b[4] == b'-' && day(Some(2000), num(&md[..2]), num(&md[3..])),
+        (6, Some(md)) => day(Some(2000), num(&md[..2]), num(&md[2..])),
+        (10, None) => {
+            b[4] == b'-' && b[7] == b'-' && day(num(&s[..4]), num(&s[5..7]), num(&s[8..]))
+        }
+        (8, None) => day(num(&s[..4]), num(&s[4..6]), num(&s[6..])),
+        (7, None) => b[4] == b'-' && day(num(&s[..4]), num(&s[5..]), Some(1)),
+        (4, None) => num(s).is_some(),
+        _ => false,
+    }
+}
+
+/// The values of `r` a vCard cannot carry as they are, each named by its column: a URI
+/// (`websites[].href`, `ims[].address`, `ims[].protocol`) holding a line break or control
+/// character, a `birthday` or `events[].start` that is not a date ([`is_date`]), a text
+/// holding a control character other than a tab or a line break, an extended property
+/// named as the insert key's property. The write rules refuse these, and a write that
+/// would carry one is refused without being sent.
+pub fn unwritable(r: &ContactRecord) -> Vec<String> {
+    let mut out = Vec::new();
+    let control = |v: &str| {
+        v.chars()
+            .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    };
+    let mut text = |what: String, v: Option<&str>| {
+        if let Some(c) = v.and_then(control) {
+            out.push(format!(
+                "{what} holds the control character U+{:04X}, which a vCard cannot carry",
+                c as u32
+            ));
+        }
+    };
+    for (what, v) in [
+        ("display_name", &r.display_name),
+        ("given_name", &r.given_name),
+        ("family_name", &r.family_name),
+        ("middle_name", &r.middle_name),
+        ("prefix", &r.prefix),
+        ("suffix", &r.suffix),
+        ("nickname", &r.nickname),
+        ("file_as", &r.file_as),
+        ("notes", &r.notes),
+    ] {
+        text(what.into(), v.as_deref());
+    }
+    for (i, e) in r.emails.iter().enumerate() {
+        text(format!("emails[{i}].address"), e.address.as_deref());
+    }
+    for (i, p) in r.phones.iter().enumerate() {
+        text(format!("phones[{i}].number"), p.number.as_deref());
+    }
+    for (i, a) in r.addresses.iter().enumerate() {
+        for (part, v) in [
+            ("po_box", &a.po_box),
+            ("street", &a.street),
+            ("city", &a.city),
+            ("region", &a.region),
+            ("postcode", &a.postcode),
+            ("country", &a.country),
+        ] {
+            text(format!("addresses[{i}].{part}"), v.as_deref());
+        }
+    }
+    for (i, o) in r.organizations.iter().enumerate() {
+        for (part, v) in [
+            ("name", &o.name),
+            ("title", &o.title),
+            ("department", &o.department),
+        ] {
+            text(format!("organizations[{i}].{part}"), v.as_deref());
+        }
+    }
+    for (i, x) in r.relations.iter().enumerate() {
+        text(format!("relations[{i}].name"), x.name.as_deref());
+    }
+    for (i, g) in r.groups.iter().enumerate() {
+        text(format!("groups[{i}]"), Some(g));
+    }
+    for (i, p) in r.extended_properties.iter().enumerate() {
+        text(
+            format!("extended_properties[{i}].value"),
+            p.value.as_deref(),
+        );
+    }
+    let mut uri = |what: String, v: Option<&str>| {
+        if let Some(c) = v.and_then(|v| v.chars().find(|c| breaks_line(*c))) {
+            out.push(format!(
+                "{what} holds a line break or control character (U+{:04X}); a URI in a vCard cannot carry one",
+                c as u32
+            ));
+        }
+    };
+    for (i, w) in r.websites.iter().enumerate() {
+        uri(format!("websites[{i}].href"), w.href.as_deref());
+    }
+    for (i, im) in r.ims.iter().enumerate() {
+        uri(format!("ims[{i}].address"), im.address.as_deref());
+        uri(format!("ims[{i}].protocol"), im.protocol.as_deref());
+    }
+    let mut date = |what: String, v: Option<&str>| {
+        if let Some(v) = v.filter(|v| !is_date(v)) {
+            out.push(format!(
+                "{what} {v:?} is not a date (YYYY-MM-DD, --MM-DD for no year, YYYY-MM or YYYY)"
+            ));
+        }
+    };
+    date("birthday".into(), r.birthday.as_deref());
+    for (i, e) in r.events.iter().enumerate() {
+        date(format!("events[{i}].start"), e.start.as_deref());
+    }
+    for (i, p) in r.extended_properties.iter().enumerate() {
+        if p.name.as_deref() != Some(KEY_PROPERTY)
+            && p.name
+                .as_deref()
+                .is_some_and(|n| x_name(n) == KEY_X_PROPERTY)
+        {
+            out.push(format!(
+                "extended_properties[{i}].name {:?} is the property that carries this tool's insert key",
+                p.name.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    out
+}
+
+/// The X- property name an extended property is written as.
+fn x_name(name: &str) -> String {
+    let name = name.to_ascii_uppercase();
+    if name.starts_with("X-") {
+        name
+    } else {
+        format!("X-{name}")
+    }
 }
 
 fn opt(v: &Option<String>) -> String {
@@ -141,7 +323,10 @@ fn opt(v: &Option<String>) -> String {
 
 /// A parameter value, quoted when it holds a separator.
 fn param(v: &str) -> String {
-    let v: String = v.chars().filter(|c| *c != '"' && !c.is_control()).collect();
+    let v: String = v
+        .chars()
+        .filter(|c| *c != '"' && !breaks_line(*c))
+        .collect();
     if v.contains([':', ';', ',']) {
         format!("\"{v}\"")
     } else {
@@ -214,7 +399,10 @@ fn render(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
             .iter()
             .for_each(|n| one(format!("SORT-STRING:{}", esc(n)))),
         "NOTE" => r.notes.iter().for_each(|n| one(format!("NOTE:{}", esc(n)))),
-        "BDAY" => r.birthday.iter().for_each(|b| one(format!("BDAY:{b}"))),
+        "BDAY" => r
+            .birthday
+            .iter()
+            .for_each(|b| one(format!("BDAY{}", date_value(b)))),
         "CATEGORIES" if !r.groups.is_empty() => {
             let g: Vec<String> = r.groups.iter().map(|g| esc(g)).collect();
             one(format!("CATEGORIES:{}", g.join(",")));
@@ -258,13 +446,14 @@ fn render(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
         "IMPP" => {
             for im in &r.ims {
                 if let Some(a) = &im.address {
-                    let uri = match &im.protocol {
+                    let value = match &im.protocol {
                         Some(p) if !a.contains(':') => format!("{}:{a}", p.to_ascii_lowercase()),
                         _ => a.clone(),
                     };
                     one(format!(
-                        "IMPP{}:{uri}",
-                        type_params(&im.kind, im.primary, v)
+                        "IMPP{}:{}",
+                        type_params(&im.kind, im.primary, v),
+                        uri(&value)
                     ));
                 }
             }
@@ -272,7 +461,11 @@ fn render(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
         "URL" => {
             for w in &r.websites {
                 if let Some(h) = &w.href {
-                    one(format!("URL{}:{h}", type_params(&w.kind, w.primary, v)));
+                    one(format!(
+                        "URL{}:{}",
+                        type_params(&w.kind, w.primary, v),
+                        uri(h)
+                    ));
                 }
             }
         }
@@ -307,7 +500,7 @@ fn render(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
         "ANNIVERSARY" => {
             for e in &r.events {
                 if let Some(s) = &e.start {
-                    one(format!("ANNIVERSARY:{s}"));
+                    one(format!("ANNIVERSARY{}", date_value(s)));
                 }
             }
         }
@@ -353,13 +546,10 @@ fn render_extended(r: &ContactRecord) -> Vec<String> {
         .iter()
         .filter(|p| p.name.as_deref() != Some(KEY_PROPERTY))
         .filter_map(|p| {
-            let name = p.name.as_deref()?.to_ascii_uppercase();
-            let name = if name.starts_with("X-") {
-                name
-            } else {
-                format!("X-{name}")
-            };
-            let ok = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+            let name = x_name(p.name.as_deref()?);
+            // Only the tool writes its insert key's property.
+            let ok = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && name != KEY_X_PROPERTY;
             ok.then(|| fold(&format!("{name}:{}", esc(p.value.as_deref().unwrap_or("")))))
         })
         .collect()
@@ -588,6 +778,69 @@ fn member_href(account: &str, name: &str) -> String {
     format!("{}/{name}.vcf", book.trim_end_matches('/'))
 }
 
+/// The path of a DAV href (a path, or a whole URL) as a server resolves it: escapes
+/// decoded, `.` and `..` segments resolved; `None` for one that climbs above the root or
+/// holds a control character or a backslash.
+fn resolved_path(href: &str) -> Option<String> {
+    let path = match href.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => href,
+    };
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let decoded = percent_decoded(path)?;
+    if decoded.chars().any(|c| c.is_control() || c == '\\') {
+        return None;
+    }
+    let mut segs: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segs.pop()?;
+            }
+            s => segs.push(s),
+        }
+    }
+    Some(format!("/{}", segs.join("/")))
+}
+
+/// `%XX` escapes decoded; `None` for a broken escape or bytes that are not UTF-8.
+fn percent_decoded(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Refuses a write to `href` unless it names a member of the address book of `account`:
+/// a write never leaves the account it belongs to.
+fn inside_book(account: &str, href: &str) -> std::result::Result<(), String> {
+    let book = super::config::book_of(account).unwrap_or_else(|| format!("/{account}/"));
+    let (Some(book), Some(at)) = (resolved_path(&book), resolved_path(href)) else {
+        return Err(format!(
+            "{href} is outside the address book of {account}: not a path that stays inside it"
+        ));
+    };
+    let book = format!("{}/", book.trim_end_matches('/'));
+    if at.len() > book.len() && at.starts_with(&book) && !at[book.len()..].contains('/') {
+        Ok(())
+    } else {
+        Err(format!(
+            "{href} is outside the address book {book}; a write goes only to a member of its account's address book"
+        ))
+    }
+}
+
 /// The href a landed contact lives at: `native.href` as the server sent it, else its
 /// address book and id.
 fn landed_href(account: &str, landed: &ContactRecord) -> String {
@@ -742,6 +995,62 @@ impl CardDavSource {
     }
 }
 
+/// The `invalid` result of a write that would go outside its account's address book or
+/// use an insert key the tool does not make, or would carry a value a vCard cannot
+/// ([`unwritable`]; a value the contact already held as it is does not count), sent
+/// nowhere; `None` for a write that can go.
+fn refused(op: &Op) -> Option<OpResult> {
+    let href = match &op.action {
+        Action::Insert { .. } => member_href(&op.account, &op.key),
+        Action::Update { landed, .. } | Action::Delete { landed, .. } => {
+            landed_href(&op.account, landed)
+        }
+    };
+    let mut wrong: Vec<String> = inside_book(&op.account, &href).err().into_iter().collect();
+    if matches!(op.action, Action::Insert { .. }) && !crate::plan::saved::is_insert_key(&op.key) {
+        wrong.push(format!(
+            "insert key {:?} is not one contacts-etl makes (cetl- and 20 hex digits)",
+            op.key
+        ));
+    }
+    let (mut problems, id) = match &op.action {
+        Action::Insert { desired } => (unwritable(desired), None),
+        Action::Update {
+            id,
+            desired,
+            landed,
+            ..
+        } => {
+            // The written columns are the desired row's; the rest stay as held.
+            let mut p = unwritable(desired);
+            if !p.is_empty() {
+                let held = unwritable(landed);
+                p.retain(|x| !held.contains(x));
+            }
+            (p, Some(id.clone()))
+        }
+        Action::Delete { id, .. } => (Vec::new(), Some(id.clone())),
+    };
+    problems.splice(0..0, wrong);
+    if problems.is_empty() {
+        return None;
+    }
+    let why = format!(
+        "{} {}: {}",
+        op.account,
+        op.id().unwrap_or(&op.key),
+        problems.join("; ")
+    );
+    Some(OpResult {
+        index: op.index,
+        outcome: Outcome::Invalid,
+        id,
+        reason: Some(why.clone()),
+        error: Some(why),
+        ..Default::default()
+    })
+}
+
 impl crate::providers::WriteBack for CardDavSource {
     fn rules(&self) -> &dyn crate::providers::Rules {
         &super::rules::CardDavRules
@@ -754,9 +1063,11 @@ impl crate::providers::WriteBack for CardDavSource {
         force: bool,
         metrics: &'a Metrics,
     ) -> BoxFuture<'a, Result<Vec<OpResult>>> {
-        let writes = crate::providers::apply_each(ops, self.concurrency, move |op| {
-            Box::pin(self.apply_one(op, managed, force, metrics))
-        });
+        let writes =
+            crate::providers::apply_each(ops, self.concurrency, move |op| match refused(op) {
+                Some(r) => Box::pin(async move { Ok(r) }),
+                None => Box::pin(self.apply_one(op, managed, force, metrics)),
+            });
         Box::pin(async move { Ok(writes.await) })
     }
 }
@@ -982,5 +1293,198 @@ PHOTO;ENCODING=b;TYPE=PNG:iVBORw0KGgo=\r\nEND:VCARD\r\n";
         fn concat_originals(&self) -> String {
             self.iter().map(|l| l.original).collect()
         }
+    }
+
+    /// Values meant to break out of their content line.
+    const PAYLOADS: &[&str] = &[
+        "x\r\nEMAIL:injected@evil.example\r\nX-CONTACTS-ETL-KEY:forged\r\nEND:VCARD\r\nBEGIN:VCARD\r\nFN:second",
+        "x\nEMAIL:injected@evil.example\nX-CONTACTS-ETL-KEY:forged",
+        "x\rEMAIL:injected@evil.example\rEND:VCARD",
+        "x\u{85}EMAIL:injected@evil.example\u{2028}X-CONTACTS-ETL-KEY:forged\u{b}END:VCARD",
+    ];
+
+    /// Every logical line of `card`, unfolded, must be one property: no line break or
+    /// control character inside it; one BEGIN, one END, at most `keys` key properties, and
+    /// e-mail lines only for the items of `emails`.
+    fn assert_one_property_a_line(card: &str, column: &str, keys: usize, emails: usize) {
+        let ls = lines(card);
+        for l in &ls {
+            let u = unfold(l.original);
+            assert!(
+                !u.chars().any(|c| c.is_control() && c != '\t')
+                    && !u.contains(['\u{2028}', '\u{2029}']),
+                "{column}: a line holds a line break: {u:?}\n{card}"
+            );
+        }
+        let count = |n: &str| ls.iter().filter(|l| l.name == n).count();
+        assert_eq!(count("BEGIN"), 1, "{column}:\n{card}");
+        assert_eq!(count("END"), 1, "{column}:\n{card}");
+        assert_eq!(count(KEY_X_PROPERTY), keys, "{column}:\n{card}");
+        assert_eq!(count("EMAIL"), emails, "{column}:\n{card}");
+        let c = parse(card);
+        assert!(
+            !texts(&c, VCardProperty::Email).contains(&"injected@evil.example".to_string()),
+            "{column}:\n{card}"
+        );
+    }
+
+    /// A CR, LF, CRLF, NEL or line separator in any text of any writable column, written by
+    /// an insert or merged into an update, never adds a property or a second vCard; a URI or
+    /// date holding one is refused by the rules and by the write.
+    #[test]
+    fn no_value_of_any_writable_column_leaves_its_property() {
+        use crate::model::write::{WRITABLE, poisoned};
+        for column in WRITABLE {
+            for payload in PAYLOADS {
+                let r = poisoned(column, payload);
+                let emails = if *column == "emails" { 1 } else { 0 };
+                let managed = vec![column.to_string()];
+                let card = insert_vcard(&r, &managed, "cetl-0123456789abcdef0123");
+                assert_one_property_a_line(&card, column, 1, emails);
+                let l = landed();
+                let mut merged = l.clone();
+                merge_managed(&mut merged, &r, &managed);
+                let card = merge_vcard(HELD, &merged, &l, &managed);
+                let emails = if *column == "emails" {
+                    1
+                } else {
+                    l.emails.len()
+                };
+                assert_one_property_a_line(&card, column, 0, emails);
+                if ["websites", "ims", "birthday", "events"].contains(column) {
+                    let why = unwritable(&r);
+                    assert!(
+                        why.iter().any(|w| w.starts_with(column)),
+                        "{column}: {why:?}"
+                    );
+                    let op = Op {
+                        index: 3,
+                        account: "/u/book/".into(),
+                        key: "cetl-0123456789abcdef0123".into(),
+                        action: Action::Insert { desired: r.clone() },
+                    };
+                    let res = refused(&op).expect("refused");
+                    assert_eq!(res.outcome, Outcome::Invalid);
+                    assert!(res.reason.unwrap().contains(column));
+                }
+            }
+        }
+    }
+
+    /// Dates are checked as dates; a non-date is written as escaped text, never raw.
+    #[test]
+    fn dates_are_dates() {
+        for ok in [
+            "1980-12-31",
+            "19801231",
+            "--02-29",
+            "--0229",
+            "1980-12",
+            "1980",
+            "2024-02-29",
+        ] {
+            assert!(is_date(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "1980-13-01",
+            "1981-02-29",
+            "--02-30",
+            "1980-1-1",
+            "80-12-31",
+            "1980-12-31x",
+            "1980-12-31\r\nEMAIL:x",
+            "today",
+            "１９８０",
+            "1980/12/31",
+        ] {
+            assert!(!is_date(bad), "{bad}");
+        }
+        assert_eq!(date_value("1980-12-31"), ":1980-12-31");
+        assert_eq!(date_value("a;b\nc"), ";VALUE=text:a\\;b\\nc");
+        let mut r = ContactRecord {
+            display_name: Some("Ada".into()),
+            birthday: Some("1815-12-10".into()),
+            ..Default::default()
+        };
+        assert!(unwritable(&r).is_empty());
+        r.birthday = Some("1815-12-10\nEND:VCARD".into());
+        assert!(unwritable(&r)[0].starts_with("birthday"));
+    }
+
+    /// An extended property named like the insert key's property is refused and never
+    /// written: only the tool stamps the key.
+    #[test]
+    fn the_insert_key_property_cannot_be_forged() {
+        for name in [
+            "X-CONTACTS-ETL-KEY",
+            "x-contacts-etl-key",
+            "CONTACTS-ETL-KEY",
+        ] {
+            let r = ContactRecord {
+                display_name: Some("Ada".into()),
+                extended_properties: vec![crate::model::schema::ExtendedProperty {
+                    name: Some(name.into()),
+                    value: Some("cetl-forged".into()),
+                    xml: None,
+                }],
+                ..Default::default()
+            };
+            assert!(unwritable(&r)[0].contains("insert key"), "{name}");
+            let card = insert_vcard(&r, &["extended_properties".into()], "cetl-mine");
+            assert!(!card.contains("cetl-forged"), "{card}");
+        }
+    }
+
+    /// A write goes only to a member of its account's address book: an insert key made a
+    /// path, an href that climbs out (plainly or escaped), or one of another book is
+    /// refused without being sent.
+    #[test]
+    fn every_write_stays_inside_its_address_book() {
+        let account = "alice.contacts";
+        assert_eq!(
+            super::super::config::book_of(account).unwrap(),
+            "/alice/contacts/"
+        );
+        assert!(inside_book(account, "/alice/contacts/c1.vcf").is_ok());
+        assert!(inside_book(account, "http://h:5232/alice/contacts/c1.vcf").is_ok());
+        for bad in [
+            "/alice/contacts/../../victim/contacts/owned.vcf",
+            "/alice/contacts/%2e%2e/%2E%2E/victim/contacts/owned.vcf",
+            "/alice/contacts/sub/c1.vcf",
+            "/alice/contacts/",
+            "/victim/contacts/c1.vcf",
+            "/alice/contacts/a%0d%0aX: y.vcf",
+            "/../../etc/passwd",
+        ] {
+            assert!(inside_book(account, bad).is_err(), "{bad}");
+        }
+        let r = ContactRecord {
+            display_name: Some("Ada".into()),
+            ..Default::default()
+        };
+        let insert = |key: &str| Op {
+            index: 0,
+            account: account.into(),
+            key: key.into(),
+            action: Action::Insert { desired: r.clone() },
+        };
+        assert!(refused(&insert("cetl-0123456789abcdef0123")).is_none());
+        let res = refused(&insert("../../../victim/contacts/owned")).unwrap();
+        assert_eq!(res.outcome, Outcome::Invalid);
+        assert!(res.reason.unwrap().contains("outside the address book"));
+        let mut landed = landed();
+        landed.native = Some(r#"{"href":"/victim/contacts/c1.vcf"}"#.into());
+        let delete = Op {
+            index: 1,
+            account: account.into(),
+            key: format!("{account}/c1"),
+            action: Action::Delete {
+                id: "c1".into(),
+                etag: None,
+                landed,
+            },
+        };
+        assert!(refused(&delete).is_some());
     }
 }

@@ -54,6 +54,7 @@ impl Rules for GoogleRules {
                 ));
             }
         }
+        out.extend(super::writeback::unwritable(r));
         out
     }
 

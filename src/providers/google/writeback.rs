@@ -27,6 +27,11 @@ const BATCH: &str = "http://schemas.google.com/gdata/batch";
 pub const BATCH_SIZE: usize = 100;
 const MAX_RESUBMITS: usize = 5;
 
+/// Escapes text for an XML attribute or element. Tab, line feed and carriage return go
+/// as character references, so a parser's attribute and line-end normalization cannot
+/// change them; the characters XML 1.0 forbids anywhere (other C0 controls, U+FFFE,
+/// U+FFFF) are dropped, and the write rules refuse them before anything is sent
+/// ([`unwritable`]).
 fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
@@ -36,10 +41,161 @@ fn esc(s: &str) -> String {
             '>' => o.push_str("&gt;"),
             '"' => o.push_str("&quot;"),
             '\'' => o.push_str("&apos;"),
+            '\t' => o.push_str("&#9;"),
+            '\n' => o.push_str("&#10;"),
+            '\r' => o.push_str("&#13;"),
+            c if not_xml(c) => {}
             c => o.push(c),
         }
     }
     o
+}
+
+/// A character XML 1.0 allows nowhere, not even as a reference.
+fn not_xml(c: char) -> bool {
+    (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{FFFE}' | '\u{FFFF}')
+}
+
+/// Whether `xml` is well-formed content for between two tags: balanced elements, no
+/// declaration, doctype or processing instruction, every reference one XML defines.
+fn is_xml_content(xml: &str) -> bool {
+    let wrapped = format!("<x>{xml}</x>");
+    let mut reader = quick_xml::Reader::from_str(&wrapped);
+    let mut depth = 0usize;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(_)) => depth += 1,
+            Ok(Event::End(_)) => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return false,
+            },
+            Ok(Event::GeneralRef(g)) => {
+                if crate::xml::reference_char(&g).is_err() {
+                    return false;
+                }
+            }
+            Ok(Event::Text(t)) => {
+                if t.decode().is_err() {
+                    return false;
+                }
+            }
+            Ok(Event::Decl(_) | Event::DocType(_) | Event::PI(_)) => return false,
+            Ok(Event::Eof) => return depth == 0,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The values of `r`'s writable columns an Atom entry cannot carry, each named by its
+/// column: a text holding a character XML 1.0 forbids, and extended-property `xml` that
+/// is not well-formed content for one element (it is written as XML, unescaped, so it
+/// must not close its element or open another outside it). The write rules refuse these,
+/// and a write that would carry one is refused without being sent.
+pub fn unwritable(r: &ContactRecord) -> Vec<String> {
+    fn walk(path: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(s) => {
+                if let Some(c) = s.chars().find(|c| not_xml(*c)) {
+                    out.push(format!(
+                        "{path} holds U+{:04X}, a character XML 1.0 does not allow",
+                        c as u32
+                    ));
+                }
+            }
+            serde_json::Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .for_each(|(i, x)| walk(&format!("{path}[{i}]"), x, out)),
+            serde_json::Value::Object(o) => o
+                .iter()
+                .for_each(|(k, x)| walk(&format!("{path}.{k}"), x, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    // Column by column: the whole record would serialize `raw` and `native` too.
+    macro_rules! columns {
+        ($($c:ident),+) => {
+            $(
+                if let Ok(v) = serde_json::to_value(&r.$c) {
+                    walk(stringify!($c), &v, &mut out);
+                }
+            )+
+        };
+    }
+    columns!(
+        display_name,
+        given_name,
+        family_name,
+        middle_name,
+        prefix,
+        suffix,
+        nickname,
+        file_as,
+        emails,
+        phones,
+        addresses,
+        ims,
+        organizations,
+        websites,
+        relations,
+        events,
+        notes,
+        birthday,
+        groups,
+        extended_properties
+    );
+    for (i, p) in r.extended_properties.iter().enumerate() {
+        if let Some(x) = p.xml.as_deref().filter(|x| !is_xml_content(x)) {
+            out.push(format!(
+                "extended_properties[{i}].xml is not well-formed XML content for one element: {:?}",
+                x.chars().take(60).collect::<String>()
+            ));
+        }
+    }
+    out
+}
+
+/// The `invalid` result of a write that would carry a value an entry cannot
+/// ([`unwritable`]; a value the contact already held as it is does not count); `None` for
+/// a write that can go.
+fn refused(op: &Op) -> Option<OpResult> {
+    let (problems, id) = match &op.action {
+        Action::Insert { desired } => (unwritable(desired), None),
+        Action::Update {
+            id,
+            desired,
+            landed,
+            ..
+        } => {
+            // The written columns are the desired row's; the rest stay as held.
+            let mut p = unwritable(desired);
+            if !p.is_empty() {
+                let held = unwritable(landed);
+                p.retain(|x| !held.contains(x));
+            }
+            (p, Some(id.clone()))
+        }
+        Action::Delete { .. } => return None,
+    };
+    if problems.is_empty() {
+        return None;
+    }
+    let why = format!(
+        "{} {}: {}",
+        op.account,
+        op.id().unwrap_or(&op.key),
+        problems.join("; ")
+    );
+    Some(OpResult {
+        index: op.index,
+        outcome: Outcome::Invalid,
+        id,
+        reason: Some(why.clone()),
+        error: Some(why),
+        ..Default::default()
+    })
 }
 
 fn rel_or_label(kind: &Option<String>, label: &Option<String>, uri: bool) -> String {
@@ -928,7 +1084,27 @@ impl GoogleSource {
         results: &mut HashMap<usize, OpResult>,
     ) -> String {
         let mut feed = format!("<feed xmlns=\"{ATOM}\" xmlns:batch=\"{BATCH}\" xmlns:gd=\"{GD}\">");
-        pending.retain(|op| match self.batch_entry(op, managed) {
+        pending.retain(|op| {
+            if let Some(r) = refused(op) {
+                results.insert(op.index, r);
+                return false;
+            }
+            self.batch_entry_in(op, managed, &mut feed, results)
+        });
+        feed.push_str("</feed>");
+        feed
+    }
+
+    /// Adds one operation's entry to `feed`; an entry that cannot be built is the
+    /// operation's failed result (false).
+    fn batch_entry_in(
+        &self,
+        op: &Op,
+        managed: &[String],
+        feed: &mut String,
+        results: &mut HashMap<usize, OpResult>,
+    ) -> bool {
+        match self.batch_entry(op, managed) {
             Ok(e) => {
                 feed.push_str(&e[..e.len() - "</entry>".len()]);
                 feed.push_str(&format!(
@@ -942,9 +1118,7 @@ impl GoogleSource {
                 results.insert(op.index, OpResult::failed(op.index, None, e.to_string()));
                 false
             }
-        });
-        feed.push_str("</feed>");
-        feed
+        }
     }
 
     /// One operation's entry, as the batch sends it (before its batch id and operation).
@@ -1135,5 +1309,150 @@ mod tests {
         assert_eq!(r[0].etag.as_deref(), Some("\"n.\""));
         assert_eq!(r[1].code, Some(412));
         assert!(i.unwrap().contains("failures=\"1\""));
+    }
+
+    /// The local names of the elements of an entry, or the parse error.
+    fn element_names(xml: &str) -> std::result::Result<Vec<String>, String> {
+        let mut reader = quick_xml::Reader::from_str(xml);
+        let mut out = Vec::new();
+        loop {
+            match reader.read_event().map_err(|e| format!("{e}: {xml}"))? {
+                Event::Start(e) | Event::Empty(e) => {
+                    out.push(String::from_utf8_lossy(e.local_name().as_ref()).into_owned())
+                }
+                Event::Eof => return Ok(out),
+                _ => {}
+            }
+        }
+    }
+
+    /// Values meant to close their attribute or element and open another.
+    const PAYLOADS: &[&str] = &[
+        "x\"/><gd:email address=\"injected@evil.example\"/><x y=\"",
+        "x'/><gd:email address='injected@evil.example'/><x y='",
+        "x</gd:name></entry><entry><gd:email address=\"injected@evil.example\"/>",
+        "x]]><gd:email address=\"injected@evil.example\"/>&amp;&#1;\r\n\t",
+    ];
+
+    /// A quote, `<`, `>`, `&`, CR or LF in any text of any writable column, in an insert or
+    /// an update, stays inside its attribute or element: the entry parses and holds no
+    /// added element.
+    #[test]
+    fn no_value_of_any_writable_column_leaves_its_element() {
+        use crate::model::write::{WRITABLE, poisoned};
+        let landed = ContactRecord {
+            id: "abc".into(),
+            notes: Some("old notes".into()),
+            emails: vec![crate::model::schema::Email {
+                address: Some("a@x.org".into()),
+                kind: Some("work".into()),
+                ..Default::default()
+            }],
+            raw: Some(RAW.into()),
+            ..Default::default()
+        };
+        for column in WRITABLE {
+            for payload in PAYLOADS {
+                let r = poisoned(column, payload);
+                let managed = vec![column.to_string()];
+                let plain = insert_entry(
+                    &ContactRecord {
+                        id: "c1".into(),
+                        display_name: Some("Ada".into()),
+                        ..Default::default()
+                    },
+                    &managed,
+                    "cetl-0123456789abcdef0123",
+                );
+                let entry = insert_entry(&r, &managed, "cetl-0123456789abcdef0123");
+                let (want, got) = (element_names(&plain).unwrap(), element_names(&entry));
+                let got = got.unwrap_or_else(|e| panic!("{column}: {e}"));
+                let count = |v: &[String], n: &str| v.iter().filter(|x| *x == n).count();
+                assert_eq!(count(&got, "entry"), 1, "{column}: {entry}");
+                let emails = if *column == "emails" { 1 } else { 0 };
+                assert_eq!(count(&got, "email"), emails, "{column}: {entry}");
+                assert_eq!(
+                    count(&got, "extendedProperty"),
+                    count(&want, "extendedProperty")
+                        + usize::from(*column == "extended_properties"),
+                    "{column}: {entry}"
+                );
+                let mut merged = landed.clone();
+                merge_managed(&mut merged, &r, &managed);
+                let entry = update_entry(RAW, &merged, &managed, Some("e"), Some(&landed)).unwrap();
+                let got = element_names(&entry).unwrap_or_else(|e| panic!("{column}: {e}"));
+                assert_eq!(count(&got, "entry"), 1, "{column}: {entry}");
+                let emails = if *column == "emails" {
+                    1
+                } else {
+                    landed.emails.len()
+                };
+                assert_eq!(count(&got, "email"), emails, "{column}: {entry}");
+                assert!(
+                    !entry.contains("\r") && !entry.contains('\u{1}'),
+                    "{column}: {entry}"
+                );
+            }
+        }
+    }
+
+    /// A character XML forbids is found in every writable column, named by it.
+    #[test]
+    fn every_writable_column_is_checked() {
+        for column in WRITABLE {
+            let why = unwritable(&crate::model::write::poisoned(column, "x\u{1}y"));
+            assert!(
+                why.iter().any(|w| w.starts_with(column)),
+                "{column}: {why:?}"
+            );
+        }
+    }
+
+    /// Text the XML forbids and extended-property XML that would leave its element are
+    /// refused by the rules and by the write.
+    #[test]
+    fn unwritable_values_are_refused() {
+        let mut r = ContactRecord {
+            display_name: Some("Ada\u{1}".into()),
+            ..Default::default()
+        };
+        assert!(
+            unwritable(&r)[0].starts_with("display_name"),
+            "{:?}",
+            unwritable(&r)
+        );
+        r.display_name = Some("Ada\r\n<&>\"'".into());
+        assert!(unwritable(&r).is_empty());
+        for (xml, ok) in [
+            ("<a:b xmlns:a=\"urn:a\">text &amp; more</a:b>", true),
+            ("plain text", true),
+            ("", true),
+            (
+                "</gd:extendedProperty><gd:email address=\"injected@evil.example\"/><gd:extendedProperty>",
+                false,
+            ),
+            ("<a>", false),
+            ("</a>", false),
+            ("&nbsp;", false),
+            ("<?xml version=\"1.0\"?><a/>", false),
+            ("<!DOCTYPE a [<!ENTITY e \"x\">]><a/>", false),
+        ] {
+            r.extended_properties = vec![crate::model::schema::ExtendedProperty {
+                name: Some("n".into()),
+                value: None,
+                xml: Some(xml.into()),
+            }];
+            assert_eq!(unwritable(&r).is_empty(), ok, "{xml}");
+            let op = Op {
+                index: 1,
+                account: "example.com".into(),
+                key: "cetl-0123456789abcdef0123".into(),
+                action: Action::Insert { desired: r.clone() },
+            };
+            assert_eq!(refused(&op).is_none(), ok, "{xml}");
+            if !ok {
+                assert_eq!(refused(&op).unwrap().outcome, Outcome::Invalid);
+            }
+        }
     }
 }
