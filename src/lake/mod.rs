@@ -178,6 +178,13 @@ fn app_id(source: &str, account: &str) -> String {
     format!("{source}/{account}")
 }
 
+/// The application transaction of `contact_changes` that holds the newest run of `app`
+/// with change rows: `contacts` records that same run as `app` once it has the rows, so a
+/// `contacts` behind it lost a commit. (Source names and accounts have no `:`.)
+fn contacts_mark(app: &str) -> String {
+    format!("contacts:{app}")
+}
+
 /// The photo etags of `b`'s rows (`None` where a row has no photo), read in place.
 struct PhotoEtags(Option<(arrow::array::StructArray, ArrayRef)>);
 
@@ -186,7 +193,9 @@ impl PhotoEtags {
         let Some(photo) = b.column_by_name("photo") else {
             return Ok(PhotoEtags(None));
         };
-        let photo = photo.as_struct();
+        let Some(photo) = photo.as_struct_opt() else {
+            return Err(Error::lake("the photo column is not a struct"));
+        };
         let Some(etag) = photo.column_by_name("etag") else {
             return Ok(PhotoEtags(None));
         };
@@ -199,6 +208,16 @@ impl PhotoEtags {
         let etag = etag.as_string::<i32>();
         (photo.is_valid(i) && etag.is_valid(i)).then(|| etag.value(i))
     }
+}
+
+/// Column `name` of `b` (rows of `what`: a table or an extract) as plain UTF-8 strings;
+/// a missing column, or one that is not text, is an error naming both.
+fn text_column(b: &RecordBatch, name: &str, what: &str) -> Result<ArrayRef> {
+    let c = b
+        .column_by_name(name)
+        .ok_or_else(|| Error::lake(format!("{what}: no {name} column")))?;
+    arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8)
+        .map_err(|e| Error::lake(format!("{what}: column {name} is not text: {e}")))
 }
 
 fn sql_str(s: &str) -> String {

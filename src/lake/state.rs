@@ -218,8 +218,15 @@ impl Lake {
                 new: keyed::NewRows::Batch(None),
                 located: None,
             };
-            self.apply_keys(TableKind::Contacts, source, account, &step, run_id)
-                .await?;
+            self.apply_keys(
+                TableKind::Contacts,
+                source,
+                account,
+                &step,
+                Some(seq),
+                run_id,
+            )
+            .await?;
         }
         let mut photos: Vec<String> = self
             .landed_photos(source, account)
@@ -286,6 +293,11 @@ impl Lake {
             ])
             .with_application_transaction(Transaction::new(&app, seq))
             .with_max_retries(COMMIT_RETRIES);
+        let props = if files.is_empty() {
+            props
+        } else {
+            props.with_application_transaction(Transaction::new(super::contacts_mark(&app), seq))
+        };
         retry::retry(
             &app,
             |e: &Error| !matches!(e, Error::Concurrent(_)),
