@@ -25,7 +25,9 @@
 //! `sync_runs` rows are appended with the same transactions and cursors. If the process
 //! dies between these steps, the next run finds `sync_runs` behind `contact_changes` and
 //! replays every such run in one pass first ([`Lake::recover_runs`]): that step is
-//! idempotent, so replaying it twice is harmless. The cursor for the next extract is read
+//! idempotent, so replaying it twice is harmless. `contacts` records the runs it holds as
+//! its own application transactions, so a `contacts` that lost a commit is found behind
+//! `contact_changes` the same way and brought up to date. The cursor for the next extract is read
 //! from `sync_runs` (data, kept forever).
 
 mod commit;
