@@ -909,7 +909,7 @@ impl Lake {
                     continue;
                 };
                 let meta = &metas[&((*app).clone(), seq)];
-                let (keys, upserts) = step_of(*p, meta)?;
+                let (keys, upserts) = step_of(p, meta)?;
                 // A run without change rows changed nothing in contacts.
                 if !keys.is_empty() {
                     replaces.push((*p, seq, keys, upserts));
