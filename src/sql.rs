@@ -46,14 +46,14 @@ pub async fn session_as_of(lake: &Lake, as_of: &AsOf) -> Result<SessionContext> 
         AsOf::Run(r) => Some(resolve_run(lake, r, "--as-of-run").await?),
     };
     // A quoted file path reads that file ('plan.parquet' from `plan --out`, an export).
-    let ctx = SessionContext::new().enable_url_table();
+    let ctx = crate::lake::session_context().enable_url_table();
     for kind in TableKind::ALL {
         let t = match &run {
             None => lake.open(kind).await?,
             Some(r) => lake.open_as_of_run(kind, r).await?,
         };
         if let Some(t) = t {
-            ctx.register_table(kind.name(), t.table_provider().await?)?;
+            ctx.register_table(kind.name(), lake.provider(kind, &t).await?)?;
         }
     }
     if ctx.table_exist("contacts")? {
@@ -106,7 +106,7 @@ pub async fn query_as_of(
                 })?
             }
         };
-        ctx.register_table(quoted, t.table_provider().await?)?;
+        ctx.register_table(quoted, lake.provider(kind, &t).await?)?;
     }
     let df = ctx.sql(sql).await.map_err(|e| explain(&ctx, e))?;
     df.collect().await.map_err(|e| Error::Sql(e.to_string()))

@@ -36,6 +36,7 @@ mod compact;
 mod index;
 mod keyed;
 mod photos;
+mod provider;
 pub mod retry;
 pub mod state;
 mod tables;
@@ -57,6 +58,7 @@ use crate::model::schema::ContactRecord;
 pub use commit::{CommitMetrics, CommitRuns, FailedRun, PreparedRun, RunFailure, RunStates};
 pub use keyed::KeyedOutcome;
 pub use photos::{FetchedPhoto, LandedPhoto, PhotoWant, PhotoWork, photo_sha256};
+pub use provider::session_context;
 pub use tables::{TableKind, contact_photos_schema, sync_runs_schema, writeback_results_schema};
 
 /// Figures of one account's run.
@@ -772,12 +774,18 @@ impl Lake {
             Some(f) => format!("SELECT * FROM t WHERE {f}"),
             None => "SELECT * FROM t".into(),
         };
-        let ctx = SessionContext::new();
-        ctx.register_table("t", t.table_provider().await?)?;
-        let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
+        let ctx = session_context();
+        ctx.register_table("t", self.provider(kind, &t).await?)?;
+        let mut stream = ctx
+            .sql(&sql)
+            .await?
+            .execute_stream()
+            .await
+            .map_err(|e| Error::lake(format!("reading {}: {e}", kind.name())))?;
         let schema = kind.schema();
         while let Some(b) = stream.next().await {
-            each(crate::arrow_util::normalize_batch(&b?, &schema)?)?;
+            let b = b.map_err(|e| Error::lake(format!("reading {}: {e}", kind.name())))?;
+            each(crate::arrow_util::normalize_batch(&b, &schema)?)?;
         }
         Ok(())
     }

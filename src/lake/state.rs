@@ -131,18 +131,22 @@ impl Lake {
         let Some(t) = self.open(TableKind::Contacts).await? else {
             return Ok(BTreeMap::new());
         };
-        let batches = self
-            .query_table(
-                t,
-                "SELECT CAST(source AS VARCHAR), CAST(account AS VARCHAR), count(*) FROM t GROUP BY 1, 2",
-            )
-            .await?;
+        // Counted from the data (see `provider`), not from the log's statistics.
+        let ctx = super::session_context();
+        ctx.register_table("t", self.provider(TableKind::Contacts, &t).await?)?;
+        let batches = ctx
+            .sql("SELECT CAST(source AS VARCHAR), CAST(account AS VARCHAR), count(*) FROM t GROUP BY 1, 2")
+            .await?
+            .collect()
+            .await
+            .map_err(|e| Error::lake(format!("counting the rows of contacts: {e}")))?;
         let mut out = BTreeMap::new();
         for b in batches {
             let s = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
             let a = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8)?;
             let (s, a) = (s.as_string::<i32>(), a.as_string::<i32>());
-            let n = b.column(2).as_primitive::<Int64Type>();
+            let n = arrow::compute::cast(b.column(2), &arrow::datatypes::DataType::Int64)?;
+            let n = n.as_primitive::<Int64Type>();
             for i in 0..b.num_rows() {
                 out.insert((s.value(i).to_string(), a.value(i).to_string()), n.value(i));
             }

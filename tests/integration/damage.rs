@@ -72,7 +72,7 @@ fn copy_of(from: &Path) -> tempfile::TempDir {
 }
 
 /// Runs the tool with `args` and the pipeline of `dir` (off the runtime's threads: the
-/// emulator answers on them). Returns exit code and stderr.
+/// emulator answers on them). Returns exit code, stdout and stderr.
 async fn run(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     let pipeline = dir.join("pipeline.toml");
     let mut all: Vec<String> = vec![args[0].to_string(), pipeline.to_str().unwrap().to_string()];
@@ -233,4 +233,84 @@ async fn a_lost_contact_changes_commit_fails_the_sync_naming_the_table() {
         err.contains("contact_changes lost commits") && !err.contains("panicked"),
         "{err}"
     );
+}
+
+/// The data files of a table, in no order.
+fn data_files(table: &Path) -> Vec<PathBuf> {
+    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() && !p.ends_with("_delta_log") {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(table, &mut out);
+    out
+}
+
+/// `count(*)` and `status` count the rows in the data files, not the log's `numRecords`;
+/// a data file deleted or cut short makes both fail, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_come_from_the_data_and_a_missing_data_file_is_named() {
+    let emu = Emulator::start(google_only(300)).await.unwrap();
+    let base = tempfile::tempdir().unwrap();
+    let p = write_pipeline(base.path(), &emu, &PipelineSpec::default());
+    assert_ok(&sync(&p, false).await);
+    let count = [
+        "query",
+        "SELECT count(*) AS n FROM contacts",
+        "--format",
+        "csv",
+    ];
+
+    // The log's row counts edited (300 becomes 9300).
+    let dir = copy_of(base.path());
+    let mut edited = 0;
+    for entry in log_entries(&dir.path().join("lake/contacts")) {
+        let text = std::fs::read_to_string(&entry).unwrap();
+        let changed = text.replace(r#"\"numRecords\":"#, r#"\"numRecords\":9"#);
+        if changed != text {
+            edited += 1;
+            std::fs::write(&entry, changed).unwrap();
+        }
+    }
+    assert!(edited > 0, "no numRecords in the contacts log");
+    let (code, out, err) = run(dir.path(), &count).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.lines().last(), Some("300"), "{out}");
+    let (code, out, err) = run(dir.path(), &["status", "--format", "json"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.replace(' ', "").contains(r#""held":300"#), "{out}");
+
+    // A data file deleted, or cut short.
+    for cut in [false, true] {
+        let dir = copy_of(base.path());
+        let files = data_files(&dir.path().join("lake/contacts"));
+        let victim = &files[0];
+        if cut {
+            let len = std::fs::metadata(victim).unwrap().len();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(victim)
+                .unwrap()
+                .set_len(len / 2)
+                .unwrap();
+        } else {
+            std::fs::remove_file(victim).unwrap();
+        }
+        let name = victim.file_name().unwrap().to_string_lossy().into_owned();
+        for args in [&count[..], &["status"][..]] {
+            let (code, _, err) = run(dir.path(), args).await;
+            assert_eq!(code, Some(1), "cut {cut}: `{}`: {err}", args[0]);
+            assert!(
+                err.contains(&name) && !err.contains("panicked"),
+                "cut {cut}: `{}` does not name {name}: {err}",
+                args[0]
+            );
+        }
+    }
 }
