@@ -376,8 +376,50 @@ impl Lake {
             {
                 Ok(None)
             }
-            Err(e) => Err(Error::lake(format!("opening {url}: {e}"))),
+            Err(e) => {
+                // A kernel error carries a backtrace when RUST_BACKTRACE is set; its first
+                // line is the error.
+                let e = e.to_string();
+                let e = e.lines().next().unwrap_or_default();
+                Err(Error::lake(match self.bad_log_entry(&url).await {
+                    Some(bad) => format!("opening {url}: {bad} ({e})"),
+                    None => format!("opening {url}: {e}"),
+                }))
+            }
         }
+    }
+
+    /// The first line of the table at `url`'s log (newest commit first) that is not JSON,
+    /// to name the file when delta-rs cannot read the log (its error does not say where).
+    async fn bad_log_entry(&self, url: &url::Url) -> Option<String> {
+        use object_store::ObjectStoreExt;
+        let store = DeltaTableBuilder::from_url(url.clone())
+            .ok()?
+            .with_storage_options(self.options.clone())
+            .build_storage()
+            .ok()?
+            .object_store(None);
+        let prefix = object_store::path::Path::from("_delta_log");
+        let mut entries: Vec<object_store::path::Path> = store
+            .list(Some(&prefix))
+            .try_filter(|m| futures::future::ready(m.location.as_ref().ends_with(".json")))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .ok()?;
+        entries.sort();
+        for path in entries.iter().rev().take(1000) {
+            let bytes = store.get(path).await.ok()?.bytes().await.ok()?;
+            for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                if let Err(e) = serde_json::from_slice::<serde_json::Value>(line) {
+                    return Some(format!("{path} line {} is not JSON: {e}", i + 1));
+                }
+            }
+        }
+        None
     }
 
     /// Copies data files (added to `from`, not yet to `to`) to the same relative paths

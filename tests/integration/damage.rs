@@ -78,7 +78,12 @@ async fn run(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     let mut all: Vec<String> = vec![args[0].to_string(), pipeline.to_str().unwrap().to_string()];
     all.extend(args[1..].iter().map(|s| s.to_string()));
     tokio::task::spawn_blocking(move || {
-        let out = Command::new(crate::bin()).args(&all).output().unwrap();
+        // With backtraces on, as a scheduler may run it: an error must still be one line.
+        let out = Command::new(crate::bin())
+            .args(&all)
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap();
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -310,6 +315,46 @@ async fn counts_come_from_the_data_and_a_missing_data_file_is_named() {
                 err.contains(&name) && !err.contains("panicked"),
                 "cut {cut}: `{}` does not name {name}: {err}",
                 args[0]
+            );
+        }
+    }
+}
+
+/// A garbled line in a table's log is one error line naming the log file: no panic, no
+/// backtrace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbled_log_line_is_one_error_naming_the_file() {
+    let emu = Emulator::start(google_only(100)).await.unwrap();
+    let base = tempfile::tempdir().unwrap();
+    let p = write_pipeline(base.path(), &emu, &PipelineSpec::default());
+    assert_ok(&sync(&p, false).await);
+    for table in ["contacts", "sync_runs"] {
+        let dir = copy_of(base.path());
+        let newest = log_entries(&dir.path().join("lake").join(table))
+            .pop()
+            .unwrap();
+        let text = std::fs::read_to_string(&newest).unwrap();
+        assert!(text.contains(r#"{"add":"#), "{newest:?}: {text}");
+        let garbled = text.replacen(r#"{"add":"#, r#"{"add":]["#, 1);
+        std::fs::write(&newest, garbled).unwrap();
+        let name = newest.file_name().unwrap().to_string_lossy().into_owned();
+        for args in [
+            &["sync"][..],
+            &["query", "SELECT count(id) FROM contacts"][..],
+            &["status"][..],
+        ] {
+            let (code, _, err) = run(dir.path(), args).await;
+            assert_eq!(code, Some(1), "{table}: `{}`: {err}", args[0]);
+            assert!(
+                err.contains(&name) && !err.contains("panicked") && !err.contains("crashed"),
+                "{table}: `{}` does not name {name}, or panics: {err}",
+                args[0]
+            );
+            assert!(
+                err.lines().count() <= 8,
+                "{table}: `{}` prints {} lines: {err}",
+                args[0],
+                err.lines().count()
             );
         }
     }
