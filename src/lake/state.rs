@@ -390,8 +390,12 @@ fn run_rows(b: &RecordBatch) -> Result<Vec<((String, String), RunRow)>> {
         let a = a.as_primitive::<Int64Type>();
         a.is_valid(i).then(|| a.value(i))
     };
-    let started = col("started_at")?.as_primitive::<TimestampMicrosecondType>();
-    let finished = col("finished_at")?.as_primitive::<TimestampMicrosecondType>();
+    let time = |name: &str| {
+        col(name)?
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .ok_or_else(|| Error::lake(format!("sync_runs: {name} is not a timestamp (µs)")))
+    };
+    let (started, finished) = (time("started_at")?, time("finished_at")?);
     Ok((0..b.num_rows())
         .map(|i| {
             let key = (
