@@ -395,7 +395,9 @@ async fn partition_step(
             marks.push((f, gone));
             continue;
         }
-        if physical != Some(gone.len()) {
+        // A file is dropped whole only when the file itself holds no other row: the log's
+        // count may be wrong (an edited log), and then dropping it would lose live rows.
+        if physical != Some(gone.len()) || file_rows(store.clone(), &f).await? != gone.len() {
             rewrite_live_rows(store.clone(), &f, &gone, kind, source, account, writer).await?;
         }
         actions.push(Action::Remove(f.remove_action(true)));
@@ -545,6 +547,14 @@ async fn read_leaves(
         .with_projection(mask)
         .with_batch_size(8192)
         .build()?)
+}
+
+/// The rows `f` holds, from its Parquet footer.
+async fn file_rows(store: Arc<dyn ObjectStore>, f: &LogicalFileView) -> Result<u64> {
+    let builder = ParquetRecordBatchStreamBuilder::new(reader(store, f))
+        .await
+        .map_err(|e| in_file(f, e))?;
+    Ok(builder.metadata().file_metadata().num_rows().max(0) as u64)
 }
 
 /// The physical row positions of `f` whose id is in `keys` (reading only that column).

@@ -359,3 +359,26 @@ async fn a_garbled_log_line_is_one_error_naming_the_file() {
         }
     }
 }
+
+/// A log whose `numRecords` understates a file (an edited or damaged log) does not make
+/// a keyed step drop the file's other rows: it looks at the file before dropping it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_row_count_in_the_log_loses_no_rows() {
+    let emu = Emulator::start(google_only(10)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(dir.path(), &emu, &PipelineSpec::default());
+    assert_ok(&sync(&p, false).await);
+    let mut edited = 0;
+    for entry in log_entries(&dir.path().join("lake/contacts")) {
+        let text = std::fs::read_to_string(&entry).unwrap();
+        let changed = text.replace(r#"\"numRecords\":10,"#, r#"\"numRecords\":1,"#);
+        if changed != text {
+            edited += 1;
+            std::fs::write(&entry, changed).unwrap();
+        }
+    }
+    assert_eq!(edited, 1, "the first load's file count is not 10");
+    emu.mutate_google(0, 1, 0);
+    assert_ok(&sync(&p, false).await);
+    assert_lake_matches(&p, &emu).await;
+}
