@@ -13,7 +13,7 @@
 //! and the views `contact_emails` and `contact_phones` (one row per e-mail / phone).
 
 use datafusion::execution::context::SQLOptions;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
 use crate::lake::{Lake, TableKind};
@@ -48,15 +48,14 @@ pub async fn session_as_of(lake: &Lake, as_of: &AsOf) -> Result<SessionContext> 
     };
     // A quoted file path reads that file ('plan.parquet' from `plan --out`, an export);
     // the information schema answers SHOW TABLES.
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true))
-        .enable_url_table();
+    let ctx = crate::lake::session_context().enable_url_table();
     for kind in TableKind::ALL {
         let t = match &run {
             None => lake.open(kind).await?,
             Some(r) => lake.open_as_of_run(kind, r).await?,
         };
         if let Some(t) = t {
-            ctx.register_table(kind.name(), t.table_provider().await?)?;
+            ctx.register_table(kind.name(), lake.provider(kind, &t).await?)?;
         }
     }
     if ctx.table_exist("contacts")? {
@@ -112,7 +111,7 @@ pub async fn query_as_of(
                 })?
             }
         };
-        ctx.register_table(quoted, t.table_provider().await?)?;
+        ctx.register_table(quoted, lake.provider(kind, &t).await?)?;
     }
     let plan = ctx
         .state()

@@ -31,7 +31,7 @@ use super::index::PartitionFiles;
 use super::keyed::{self, Keyed, KeyedOutcome, Located, NewRows, Replace};
 use super::{
     AccountState, COMMIT_RETRIES, CommitOutcome, Lake, PhotoEtags, RunFigures, TableKind, app_id,
-    commit_files, compact, retry, sql_str, tables,
+    commit_files, compact, contacts_mark, retry, sql_str, tables, text_column,
 };
 use crate::error::{Error, Result};
 use crate::model::extract::Extract;
@@ -222,8 +222,8 @@ impl Lake {
             let mut ids: HashSet<String> = extract.deletes.iter().cloned().collect();
             for b in extract.upserts.batches()? {
                 let b = b?;
-                let col = b.column_by_name("id").unwrap().as_string::<i32>();
-                ids.extend(col.iter().flatten().map(str::to_string));
+                let col = text_column(&b, "id", &format!("{app}: the extract"))?;
+                ids.extend(col.as_string::<i32>().iter().flatten().map(str::to_string));
             }
             Some(ids)
         };
@@ -247,7 +247,9 @@ impl Lake {
         let first_load = files.is_empty();
         let (landed, located) = match (&contacts, first_load) {
             (Some(t), false) => {
-                let (l, at) = keyed::landed_of_ids(t, files, wanted.as_ref()).await?;
+                let (l, at) = keyed::landed_of_ids(t, files, wanted.as_ref())
+                    .await
+                    .map_err(|e| e.context("contacts"))?;
                 (l, Some(at))
             }
             _ => (HashMap::new(), None),
@@ -279,9 +281,11 @@ impl Lake {
             let f = if first_load {
                 b
             } else {
-                let ids = b.column_by_name("id").unwrap().as_string::<i32>();
-                let etags = b.column_by_name("etag").unwrap().as_string::<i32>();
-                let photo_etags = PhotoEtags::of(&b)?;
+                let what = format!("{app}: the extract");
+                let ids = text_column(&b, "id", &what)?;
+                let etags = text_column(&b, "etag", &what)?;
+                let (ids, etags) = (ids.as_string::<i32>(), etags.as_string::<i32>());
+                let photo_etags = PhotoEtags::of(&b).map_err(|e| e.context(&what))?;
                 let mask: BooleanArray = (0..b.num_rows())
                     .map(|i| {
                         let id = ids.value(i);
@@ -300,8 +304,8 @@ impl Lake {
             }
             upserted += f.num_rows() as i64;
             if !first_load {
-                let ids = f.column_by_name("id").unwrap().as_string::<i32>();
-                changed.extend(ids.iter().flatten().map(str::to_string));
+                let ids = text_column(&f, "id", &format!("{app}: the extract"))?;
+                changed.extend(ids.as_string::<i32>().iter().flatten().map(str::to_string));
             }
             // Every row of a run is one partition: writing it as that partition spares
             // delta-rs's split by partition values, which copies each batch (5 % of a
@@ -589,6 +593,12 @@ impl Lake {
                     .with_application_transactions(
                         runs.iter()
                             .map(|r| Transaction::new(app_id(&r.source, &r.account), r.seq))
+                            .chain(runs.iter().filter(|r| !r.change_files.is_empty()).map(
+                                |r| {
+                                    let app = app_id(&r.source, &r.account);
+                                    Transaction::new(contacts_mark(&app), r.seq)
+                                },
+                            ))
                             .collect(),
                     )
                     .with_max_retries(COMMIT_RETRIES);
@@ -666,6 +676,7 @@ impl Lake {
                 account: &r.account,
                 step: step.as_ref(),
                 appended: if r.first_load { &r.upsert_files } else { &[] },
+                seq: Some(r.seq),
             })
             .collect();
         let run_id = runs
@@ -729,32 +740,68 @@ impl Lake {
 
     /// Brings every given account to a completed state, in one pass: runs whose changes
     /// committed but whose `contacts` update or `sync_runs` row did not are replayed
-    /// together (one query for their rows, one commit to each table). Then returns the
-    /// states to start from.
+    /// together (one query for their rows, one commit to each table). `contacts` is held
+    /// against `contact_changes` too (see [`contacts_mark`]): a `contacts` that lost a
+    /// commit (a half-copied lake, a log entry gone) gets the runs it lacks replayed, and
+    /// a table that records a run `contact_changes` does not makes the account fail,
+    /// naming the tables. Then returns the states to start from.
     pub async fn recover_runs(&self, accounts: &[(String, String)]) -> Result<RunStates> {
         let changes = self.open_or_create(TableKind::ContactChanges).await?;
         let runs = self.open_or_create(TableKind::SyncRuns).await?;
+        let contacts = self.open_or_create(TableKind::Contacts).await?;
         let c = self
             .indexes
             .txns(TableKind::ContactChanges, &changes)
             .await?;
         let r = self.indexes.txns(TableKind::SyncRuns, &runs).await?;
-        let pending: HashMap<String, (&str, &str, i64)> = accounts
-            .iter()
-            .filter_map(|(s, a)| {
-                let app = app_id(s, a);
-                let c_seq = c.get(&app).copied().unwrap_or(0);
-                (c_seq > r.get(&app).copied().unwrap_or(0))
-                    .then_some((app, (s.as_str(), a.as_str(), c_seq)))
-            })
-            .collect();
+        let k = self.indexes.txns(TableKind::Contacts, &contacts).await?;
         let mut broken = HashMap::new();
+        let mut pending: HashMap<String, Pending> = HashMap::new();
+        for (s, a) in accounts {
+            let app = app_id(s, a);
+            let c_seq = c.get(&app).copied().unwrap_or(0);
+            let r_seq = r.get(&app).copied().unwrap_or(0);
+            let k_seq = k.get(&app).copied();
+            let ahead = [("sync_runs", r_seq), ("contacts", k_seq.unwrap_or(0))]
+                .into_iter()
+                .find(|(_, seq)| *seq > c_seq);
+            if let Some((table, seq)) = ahead {
+                broken.insert(app.clone(), format!(
+                    "{app}: the {table} table records run {seq} but contact_changes only run {c_seq}: contact_changes lost commits (a log entry deleted or not copied); restore the lake's tables together, or drop the account (`state drop`) and sync it again"
+                ));
+                continue;
+            }
+            // The runs contacts lacks: those after the one it records, up to the newest
+            // with change rows. (A table written before contacts recorded runs has none:
+            // only the newest run is replayed, as before.)
+            let mut seqs: Vec<i64> = match c.get(&contacts_mark(&app)).copied() {
+                Some(mark) if k_seq.is_none_or(|done| done < mark) => {
+                    (k_seq.map_or(mark, |done| done + 1)..=mark).collect()
+                }
+                _ => vec![],
+            };
+            if c_seq > r_seq && !seqs.contains(&c_seq) {
+                seqs.push(c_seq);
+            }
+            if seqs.is_empty() {
+                continue;
+            }
+            pending.insert(
+                app,
+                Pending {
+                    source: s.as_str(),
+                    account: a.as_str(),
+                    contacts: seqs,
+                    runs: (c_seq > r_seq).then_some(c_seq),
+                },
+            );
+        }
         let (runs, r) = if pending.is_empty() {
             (runs, r)
         } else {
             tracing::warn!(
                 accounts = pending.len(),
-                "runs were interrupted after their changes committed; replaying them into contacts and sync_runs"
+                "runs were interrupted, or a table lost commits, after their changes committed; replaying them into contacts and sync_runs"
             );
             self.replay(changes, &pending, &mut broken).await?;
             let runs = self.open_or_create(TableKind::SyncRuns).await?;
@@ -772,26 +819,34 @@ impl Lake {
         })
     }
 
-    /// Replays the `pending` runs (`app → (source, account, seq)`).
+    /// Replays the `pending` runs: into `contacts` in order of seq (one commit per round),
+    /// then the missing `sync_runs` rows.
     async fn replay(
         &self,
         changes: DeltaTable,
-        pending: &HashMap<String, (&str, &str, i64)>,
+        pending: &HashMap<String, Pending<'_>>,
         broken: &mut HashMap<String, String>,
     ) -> Result<()> {
-        let metas = run_metadata(&changes, pending).await?;
-        for app in pending.keys().filter(|a| !metas.contains_key(*a)) {
-            let (_, _, seq) = pending[app];
-            broken.insert(app.clone(), format!("{app}: run {seq} committed changes but its commit metadata is gone (log cleanup?); run with --full-refresh"));
+        let wanted: HashSet<(String, i64)> = pending
+            .iter()
+            .flat_map(|(app, p)| p.contacts.iter().chain(&p.runs).map(|s| (app.clone(), *s)))
+            .collect();
+        let metas = run_metadata(&changes, &wanted).await?;
+        let mut missing: Vec<&(String, i64)> =
+            wanted.iter().filter(|w| !metas.contains_key(*w)).collect();
+        missing.sort();
+        for (app, seq) in missing {
+            broken.entry(app.clone()).or_insert_with(|| format!("{app}: run {seq} committed changes but its commit metadata in contact_changes is gone (log cleanup?); run with --full-refresh"));
         }
-        if metas.is_empty() {
+        let pending: HashMap<&String, &Pending> = pending
+            .iter()
+            .filter(|(app, _)| !broken.contains_key(*app))
+            .collect();
+        if pending.is_empty() {
             return Ok(());
         }
         // Every replayed run's rows, in one query.
-        let parts = keyed::partitions_predicate(metas.keys().map(|app| {
-            let (s, a, _) = pending[app];
-            (s, a)
-        }));
+        let parts = keyed::partitions_predicate(pending.values().map(|p| (p.source, p.account)));
         let run_ids: HashSet<&str> = metas.values().map(|m| m.figures.run_id.as_str()).collect();
         let run_ids: Vec<String> = run_ids
             .iter()
@@ -805,7 +860,8 @@ impl Lake {
                     run_ids.join(", ")
                 ),
             )
-            .await?;
+            .await
+            .map_err(|e| e.context("contact_changes: reading the runs to replay"))?;
         let schema = TableKind::ContactChanges.schema();
         let batches = batches
             .iter()
@@ -813,96 +869,135 @@ impl Lake {
             .collect::<Result<Vec<_>>>()?;
         let all = crate::arrow_util::concat(&schema, &batches)?;
         let (sources, accounts, run_col) = (
-            all.column_by_name("source").unwrap().as_string::<i32>(),
-            all.column_by_name("account").unwrap().as_string::<i32>(),
-            all.column_by_name("_run_id").unwrap().as_string::<i32>(),
+            text_column(&all, "source", "contact_changes")?,
+            text_column(&all, "account", "contact_changes")?,
+            text_column(&all, "_run_id", "contact_changes")?,
         );
-        let mut replaces: Vec<(&str, &str, HashSet<String>, Option<RecordBatch>)> = Vec::new();
-        for (app, meta) in &metas {
-            let (s, a, _) = pending[app];
+        let (sources, accounts, run_col) = (
+            sources.as_string::<i32>(),
+            accounts.as_string::<i32>(),
+            run_col.as_string::<i32>(),
+        );
+        // The keyed step of one run of one account.
+        let step_of = |p: &Pending, meta: &RunMeta| -> Result<_> {
             let mask: BooleanArray = (0..all.num_rows())
                 .map(|i| {
                     Some(
-                        sources.value(i) == s
-                            && accounts.value(i) == a
+                        sources.value(i) == p.source
+                            && accounts.value(i) == p.account
                             && run_col.value(i) == meta.figures.run_id,
                     )
                 })
                 .collect();
             let rows = arrow::compute::filter_record_batch(&all, &mask)?;
-            let (keys, upserts) = if rows.num_rows() == 0 {
-                (HashSet::new(), None)
-            } else {
-                keyed::split_rows(TableKind::Contacts, &rows, "deleted")?
-            };
-            replaces.push((s, a, keys, upserts));
-        }
-        drop(all);
+            if rows.num_rows() == 0 {
+                return Ok((HashSet::new(), None));
+            }
+            keyed::split_rows(TableKind::Contacts, &rows, "deleted")
+        };
         self.prepare_contacts().await?;
-        let steps: Vec<Replace> = replaces
-            .iter()
-            .map(|(_, _, keys, upserts)| Replace {
-                keys,
-                new: NewRows::Batch(upserts.clone()),
-                located: None,
-            })
-            .collect();
-        let keyed: Vec<Keyed> = replaces
-            .iter()
-            .zip(&steps)
-            .filter(|((_, _, keys, _), _)| !keys.is_empty())
-            .map(|((s, a, _, _), step)| Keyed {
-                source: s,
-                account: a,
-                step: Some(step),
-                appended: &[],
-            })
-            .collect();
-        let run_id = metas
+        let rounds = pending
             .values()
-            .map(|m| m.figures.run_id.as_str())
+            .map(|p| p.contacts.len())
             .max()
-            .unwrap_or("");
-        self.apply_group(TableKind::Contacts, &keyed, run_id)
-            .await?;
-        let rows: Vec<RunRow> = metas
+            .unwrap_or(0);
+        for round in 0..rounds {
+            let mut replaces: Vec<(&Pending, i64, HashSet<String>, Option<RecordBatch>)> =
+                Vec::new();
+            for (app, p) in &pending {
+                let Some(&seq) = p.contacts.get(round) else {
+                    continue;
+                };
+                let meta = &metas[&((*app).clone(), seq)];
+                let (keys, upserts) = step_of(p, meta)?;
+                // A run without change rows changed nothing in contacts.
+                if !keys.is_empty() {
+                    replaces.push((*p, seq, keys, upserts));
+                }
+            }
+            let steps: Vec<Replace> = replaces
+                .iter()
+                .map(|(_, _, keys, upserts)| Replace {
+                    keys,
+                    new: NewRows::Batch(upserts.clone()),
+                    located: None,
+                })
+                .collect();
+            let keyed: Vec<Keyed> = replaces
+                .iter()
+                .zip(&steps)
+                .map(|((p, seq, _, _), step)| Keyed {
+                    source: p.source,
+                    account: p.account,
+                    step: Some(step),
+                    appended: &[],
+                    seq: Some(*seq),
+                })
+                .collect();
+            let run_id = replaces
+                .iter()
+                .map(|(p, seq, _, _)| {
+                    let app = app_id(p.source, p.account);
+                    metas[&(app, *seq)].figures.run_id.as_str()
+                })
+                .max()
+                .unwrap_or("");
+            self.apply_group(TableKind::Contacts, &keyed, run_id)
+                .await?;
+        }
+        let rows: Vec<RunRow> = pending
             .iter()
-            .map(|(app, meta)| {
-                let (s, a, _) = pending[app];
-                RunRow {
-                    source: s,
-                    account: a,
+            .filter_map(|(app, p)| {
+                let meta = &metas[&((*app).clone(), p.runs?)];
+                Some(RunRow {
+                    source: p.source,
+                    account: p.account,
                     seq: Some(meta.seq),
                     figures: meta.figures.clone(),
                     cursor: meta.cursor.as_deref(),
-                }
+                })
             })
             .collect();
         self.append_runs(&rows).await
     }
 }
 
-/// The metadata of the `pending` runs (`app → seq`) from their `contact_changes` commits,
+/// One account's runs to replay.
+struct Pending<'a> {
+    source: &'a str,
+    account: &'a str,
+    /// Runs to bring into `contacts`, oldest first.
+    contacts: Vec<i64>,
+    /// The run whose `sync_runs` row is missing.
+    runs: Option<i64>,
+}
+
+/// The metadata of the `wanted` runs (`(app, seq)`) from their `contact_changes` commits,
 /// in one walk of the log from the newest commit back. Commits of one run (before runs were
 /// grouped) carry `app.id`, `app.seq`, `app.cursor` and `app.figures`; grouped ones
 /// `app.runs`, a list of them.
 async fn run_metadata(
     changes: &DeltaTable,
-    pending: &HashMap<String, (&str, &str, i64)>,
-) -> Result<HashMap<String, RunMeta>> {
-    let mut found: HashMap<String, RunMeta> = HashMap::new();
+    wanted: &HashSet<(String, i64)>,
+) -> Result<HashMap<(String, i64), RunMeta>> {
+    let mut found: HashMap<(String, i64), RunMeta> = HashMap::new();
     let mut history = changes.history(None);
-    while found.len() < pending.len()
-        && let Some(ci) = history.try_next().await?
+    while found.len() < wanted.len()
+        && let Some(ci) = history
+            .try_next()
+            .await
+            .map_err(|e| Error::lake(format!("contact_changes: reading its log: {e}")))?
     {
         let mut take = |meta: RunMeta| {
-            if pending.get(&meta.id).is_some_and(|p| p.2 == meta.seq) {
-                found.entry(meta.id.clone()).or_insert(meta);
+            let key = (meta.id.clone(), meta.seq);
+            if wanted.contains(&key) {
+                found.entry(key).or_insert(meta);
             }
         };
         if let Some(list) = ci.info.get("app.runs") {
-            let metas: Vec<RunMeta> = serde_json::from_value(list.clone())
-                .map_err(|e| Error::lake(format!("unreadable run metadata: {e}")))?;
+            let metas: Vec<RunMeta> = serde_json::from_value(list.clone()).map_err(|e| {
+                Error::lake(format!("contact_changes: unreadable run metadata: {e}"))
+            })?;
             metas.into_iter().for_each(&mut take);
         } else if let (Some(id), Some(seq)) = (
             ci.info.get("app.id").and_then(|v| v.as_str()),
@@ -910,7 +1005,11 @@ async fn run_metadata(
         ) {
             let figures: RunFigures =
                 serde_json::from_value(ci.info.get("app.figures").cloned().unwrap_or_default())
-                    .map_err(|e| Error::lake(format!("{id}: unreadable run figures: {e}")))?;
+                    .map_err(|e| {
+                        Error::lake(format!(
+                            "contact_changes: {id}: unreadable run figures: {e}"
+                        ))
+                    })?;
             take(RunMeta {
                 id: id.to_string(),
                 seq,

@@ -159,8 +159,12 @@ async fn read_commit(table: &DeltaTable, v: u64, apps: &mut HashMap<String, i64>
         if !line.starts_with(b"{\"txn\"") {
             continue;
         }
-        let a: serde_json::Value = serde_json::from_slice(line)
-            .map_err(|e| Error::lake(format!("commit {v}: unreadable txn action: {e}")))?;
+        let a: serde_json::Value = serde_json::from_slice(line).map_err(|e| {
+            Error::lake(format!(
+                "{}: _delta_log/{v:020}.json: unreadable txn action: {e}",
+                table.table_url()
+            ))
+        })?;
         if let (Some(app), Some(ver)) = (
             a.pointer("/txn/appId").and_then(|x| x.as_str()),
             a.pointer("/txn/version").and_then(|x| x.as_i64()),
@@ -181,7 +185,9 @@ async fn read_checkpoint(
     let store = table.log_store().object_store(None);
     let path = Path::from(format!("_delta_log/{c:020}.checkpoint.parquet"));
     let builder =
-        ParquetRecordBatchStreamBuilder::new(ParquetObjectReader::new(store, path.clone())).await?;
+        ParquetRecordBatchStreamBuilder::new(ParquetObjectReader::new(store, path.clone()))
+            .await
+            .map_err(|e| Error::lake(format!("{}: checkpoint {path}: {e}", table.table_url())))?;
     let leaves: Vec<Option<usize>> = ["appId", "version"]
         .iter()
         .map(|name| {
@@ -198,10 +204,25 @@ async fn read_checkpoint(
     };
     let mask = ProjectionMask::leaves(builder.parquet_schema(), [a, v]);
     let mut stream = builder.with_projection(mask).build()?;
-    while let Some(b) = stream.try_next().await? {
-        let txn = b.column(0).as_struct();
-        let ids = arrow::compute::cast(txn.column_by_name("appId").unwrap(), &DataType::Utf8)?;
-        let vers = arrow::compute::cast(txn.column_by_name("version").unwrap(), &DataType::Int64)?;
+    while let Some(b) = stream
+        .try_next()
+        .await
+        .map_err(|e| Error::lake(format!("{}: checkpoint {path}: {e}", table.table_url())))?
+    {
+        let bad =
+            |what: &str| Error::lake(format!("{}: checkpoint {path}: {what}", table.table_url()));
+        let txn = b
+            .column(0)
+            .as_struct_opt()
+            .ok_or_else(|| bad("txn is not a struct"))?;
+        let field = |name: &str, to: &DataType| -> Result<arrow::array::ArrayRef> {
+            let c = txn
+                .column_by_name(name)
+                .ok_or_else(|| bad(&format!("txn has no {name}")))?;
+            arrow::compute::cast(c, to).map_err(|e| bad(&format!("txn.{name}: {e}")))
+        };
+        let ids = field("appId", &DataType::Utf8)?;
+        let vers = field("version", &DataType::Int64)?;
         let (ids, vers) = (ids.as_string::<i32>(), vers.as_primitive::<Int64Type>());
         for i in 0..b.num_rows() {
             if txn.is_valid(i) && ids.is_valid(i) && vers.is_valid(i) {

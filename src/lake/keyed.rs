@@ -24,7 +24,7 @@ use arrow::datatypes::DataType;
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{
-    Action, Add, DeletionVectorDescriptor, LogicalFileView, StorageType, TableFeatures,
+    Action, Add, DeletionVectorDescriptor, LogicalFileView, StorageType, TableFeatures, Transaction,
 };
 use deltalake::protocol::DeltaOperation;
 use deltalake::writer::DeltaWriter;
@@ -100,6 +100,11 @@ pub(super) struct Keyed<'a> {
     pub step: Option<&'a Replace<'a>>,
     /// Files appended as they are (a first load's rows).
     pub appended: &'a [Add],
+    /// The account's run this step lands, recorded in the commit as the application
+    /// transaction `("<source>/<account>", seq)` of the table: recovery holds it against
+    /// `contact_changes` to find a commit the table lost. A step of a run the table
+    /// records already is skipped. `None` for steps outside the numbered runs.
+    pub seq: Option<i64>,
 }
 
 impl KeyedOutcome {
@@ -153,18 +158,20 @@ impl Lake {
             new: NewRows::Batch(upserts),
             located: None,
         };
-        self.apply_keys(kind, source, account, &step, run_id).await
+        self.apply_keys(kind, source, account, &step, None, run_id)
+            .await
     }
 
     /// Removes every live row of `step.keys` from one account of `kind` and adds
-    /// `step.new`, in one commit; redone from a fresh snapshot when another writer changed
-    /// the partition.
+    /// `step.new`, in one commit (as the account's run `seq`, see [`Keyed::seq`]); redone
+    /// from a fresh snapshot when another writer changed the partition.
     pub(super) async fn apply_keys(
         &self,
         kind: TableKind,
         source: &str,
         account: &str,
         step: &Replace<'_>,
+        seq: Option<i64>,
         run_id: &str,
     ) -> Result<KeyedOutcome> {
         let steps = [Keyed {
@@ -172,6 +179,7 @@ impl Lake {
             account,
             step: Some(step),
             appended: &[],
+            seq,
         }];
         self.apply_group(kind, &steps, run_id).await
     }
@@ -210,6 +218,28 @@ impl Lake {
         run_id: &str,
     ) -> Result<KeyedOutcome> {
         let t0 = std::time::Instant::now();
+        // Runs the table records already (a replay after this step landed) are not
+        // applied again.
+        let done = if steps.iter().any(|k| k.seq.is_some()) {
+            self.indexes.txns(kind, table).await?
+        } else {
+            Default::default()
+        };
+        let steps: Vec<&Keyed> = steps
+            .iter()
+            .filter(|k| {
+                k.seq.is_none_or(|seq| {
+                    done.get(&app_id(k.source, k.account)).copied().unwrap_or(0) < seq
+                })
+            })
+            .collect();
+        let txns: Vec<Transaction> = steps
+            .iter()
+            .filter_map(|k| {
+                k.seq
+                    .map(|s| Transaction::new(app_id(k.source, k.account), s))
+            })
+            .collect();
         let snapshot = table.snapshot()?;
         // `deletion_vectors = false` stops writing vectors to a table that allows them.
         let use_dv = dv_enabled(table) && self.deletion_vectors != Some(false);
@@ -218,7 +248,7 @@ impl Lake {
         let mut writer = self.streaming_writer(table)?;
         let mut actions: Vec<Action> = Vec::new();
         let mut outcome = KeyedOutcome::default();
-        for k in steps {
+        for k in &steps {
             let files = index
                 .get(&(k.source.to_string(), k.account.to_string()))
                 .cloned()
@@ -250,7 +280,8 @@ impl Lake {
             us = t0.elapsed().as_micros() as u64,
             "keyed step: wrote the new rows"
         );
-        if actions.is_empty() {
+        // A run that changes nothing here still records its transaction.
+        if actions.is_empty() && txns.is_empty() {
             return Ok(outcome);
         }
         let partitions = partitions_predicate(steps.iter().map(|k| (k.source, k.account)));
@@ -263,6 +294,7 @@ impl Lake {
         };
         let props = CommitProperties::default()
             .with_metadata([("app.run_id".to_string(), json!(run_id))])
+            .with_application_transactions(txns)
             // delta-rs's conflict check lets commits to other partitions through (shards and
             // accounts commit at once); a real conflict in these partitions fails here and
             // the caller redoes the step from a new snapshot.
@@ -350,12 +382,7 @@ async fn partition_step(
         small.clear();
     }
     for (f, pos) in hits {
-        let old = match f.deletion_vector_descriptor() {
-            Some(d) => read_dv(store.as_ref(), &d).await.map_err(|e| {
-                Error::lake(format!("reading the deletion vector of {}: {e}", f.path()))
-            })?,
-            None => RoaringTreemap::new(),
-        };
+        let old = deleted_rows(store.as_ref(), &f).await?;
         let new: RoaringTreemap = pos.into_iter().collect();
         if new.is_subset(&old) {
             continue;
@@ -368,7 +395,9 @@ async fn partition_step(
             marks.push((f, gone));
             continue;
         }
-        if physical != Some(gone.len()) {
+        // A file is dropped whole only when the file itself holds no other row: the log's
+        // count may be wrong (an edited log), and then dropping it would lose live rows.
+        if physical != Some(gone.len()) || file_rows(store.clone(), &f).await? != gone.len() {
             rewrite_live_rows(store.clone(), &f, &gone, kind, source, account, writer).await?;
         }
         actions.push(Action::Remove(f.remove_action(true)));
@@ -380,10 +409,7 @@ async fn partition_step(
     }
     // The small files that lose no row in this step.
     for f in small.into_values() {
-        let gone = match f.deletion_vector_descriptor() {
-            Some(d) => read_dv(store.as_ref(), &d).await?,
-            None => RoaringTreemap::new(),
-        };
+        let gone = deleted_rows(store.as_ref(), f).await?;
         rewrite_live_rows(store.clone(), f, &gone, kind, source, account, writer).await?;
         actions.push(Action::Remove(f.remove_action(true)));
         outcome.compacted_files += 1;
@@ -483,6 +509,11 @@ pub(super) fn split_rows(
     Ok((keys, Some(out)))
 }
 
+/// A read error of data file `f`, naming it (the Parquet layer's own errors do not).
+fn in_file(f: &LogicalFileView, e: impl std::fmt::Display) -> Error {
+    Error::lake(format!("data file {}: {e}", f.path()))
+}
+
 #[allow(deprecated)]
 fn reader(store: Arc<dyn ObjectStore>, f: &LogicalFileView) -> ParquetObjectReader {
     ParquetObjectReader::new(store, f.object_store_path()).with_file_size(f.size() as u64)
@@ -495,7 +526,9 @@ async fn read_leaves(
     f: &LogicalFileView,
     paths: &[&[&str]],
 ) -> Result<parquet::arrow::async_reader::ParquetRecordBatchStream<ParquetObjectReader>> {
-    let builder = ParquetRecordBatchStreamBuilder::new(reader(store, f)).await?;
+    let builder = ParquetRecordBatchStreamBuilder::new(reader(store, f))
+        .await
+        .map_err(|e| in_file(f, e))?;
     let leaves = paths
         .iter()
         .map(|path| {
@@ -516,6 +549,14 @@ async fn read_leaves(
         .build()?)
 }
 
+/// The rows `f` holds, from its Parquet footer.
+async fn file_rows(store: Arc<dyn ObjectStore>, f: &LogicalFileView) -> Result<u64> {
+    let builder = ParquetRecordBatchStreamBuilder::new(reader(store, f))
+        .await
+        .map_err(|e| in_file(f, e))?;
+    Ok(builder.metadata().file_metadata().num_rows().max(0) as u64)
+}
+
 /// The physical row positions of `f` whose id is in `keys` (reading only that column).
 async fn id_positions(
     store: Arc<dyn ObjectStore>,
@@ -525,7 +566,7 @@ async fn id_positions(
     let mut stream = read_leaves(store, f, &[&["id"]]).await?;
     let mut pos = Vec::new();
     let mut offset = 0u64;
-    while let Some(b) = stream.try_next().await? {
+    while let Some(b) = stream.try_next().await.map_err(|e| in_file(f, e))? {
         let ids = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
         let ids = ids.as_string::<i32>();
         for i in 0..ids.len() {
@@ -565,7 +606,7 @@ pub(super) async fn run_cursor(
     };
     for f in files.iter().filter(|f| may_hold(f)) {
         let mut stream = read_leaves(store.clone(), f, &[&["seq"], &["cursor"]]).await?;
-        while let Some(b) = stream.try_next().await? {
+        while let Some(b) = stream.try_next().await.map_err(|e| in_file(f, e))? {
             let seqs = arrow::compute::cast(b.column(0), &DataType::Int64)?;
             let seqs = seqs.as_primitive::<arrow::datatypes::Int64Type>();
             let cursors = arrow::compute::cast(b.column(1), &DataType::Utf8)?;
@@ -666,14 +707,11 @@ async fn landed_in_file(
     f: &LogicalFileView,
     only: Option<&HashSet<String>>,
 ) -> Result<Vec<LandedRow>> {
-    let gone = match f.deletion_vector_descriptor() {
-        Some(d) => read_dv(store.as_ref(), &d).await?,
-        None => RoaringTreemap::new(),
-    };
+    let gone = deleted_rows(store.as_ref(), f).await?;
     let mut stream = read_leaves(store, f, &[&["id"], &["etag"], &["photo", "etag"]]).await?;
     let mut out = Vec::new();
     let mut offset = 0u64;
-    while let Some(b) = stream.try_next().await? {
+    while let Some(b) = stream.try_next().await.map_err(|e| in_file(f, e))? {
         let col = |name: &str| -> Result<ArrayRef> {
             let c = b
                 .column_by_name(name)
@@ -734,11 +772,12 @@ pub(super) async fn rewrite_live_rows(
 ) -> Result<()> {
     let schema = kind.schema();
     let mut stream = ParquetRecordBatchStreamBuilder::new(reader(store, f))
-        .await?
+        .await
+        .map_err(|e| in_file(f, e))?
         .with_batch_size(8192)
         .build()?;
     let mut offset = 0u64;
-    while let Some(b) = stream.try_next().await? {
+    while let Some(b) = stream.try_next().await.map_err(|e| in_file(f, e))? {
         let n = b.num_rows() as u64;
         let keep: BooleanArray = (offset..offset + n)
             .map(|i| Some(!gone.contains(i)))
@@ -770,12 +809,28 @@ pub(super) async fn rewrite_live_rows(
     Ok(())
 }
 
+/// The rows of `f` its deletion vector marks deleted (none without one); an error names
+/// the data file and what is wrong with its vector.
+pub(super) async fn deleted_rows(
+    store: &dyn ObjectStore,
+    f: &LogicalFileView,
+) -> Result<RoaringTreemap> {
+    match f.deletion_vector_descriptor() {
+        Some(d) => read_dv(store, &d)
+            .await
+            .map_err(|e| Error::lake(format!("reading the deletion vector of {}: {e}", f.path()))),
+        None => Ok(RoaringTreemap::new()),
+    }
+}
+
 /// Reads a deletion vector of the table whose store is `store` (stored in a file under
-/// the table, inline in the log, or at an absolute path inside the table).
+/// the table, inline in the log, or at an absolute path inside the table). Every length
+/// and offset comes from the log or the file, so each is checked before it is used.
 async fn read_dv(store: &dyn ObjectStore, d: &DeletionVectorDescriptor) -> Result<RoaringTreemap> {
     let bitmap = |bytes: &[u8]| -> Result<RoaringTreemap> {
-        if bytes.len() < 4 || u32::from_le_bytes(bytes[..4].try_into().unwrap()) != DV_MAGIC {
-            return Err(Error::lake("not a RoaringBitmapArray (bad magic)"));
+        match bytes.first_chunk::<4>() {
+            Some(magic) if u32::from_le_bytes(*magic) == DV_MAGIC => {}
+            _ => return Err(Error::lake("not a RoaringBitmapArray (bad magic)")),
         }
         RoaringTreemap::deserialize_from(&bytes[4..])
             .map_err(|e| Error::lake(format!("bad deletion vector bitmap: {e}")))
@@ -788,8 +843,11 @@ async fn read_dv(store: &dyn ObjectStore, d: &DeletionVectorDescriptor) -> Resul
         }
         StorageType::UuidRelativePath => {
             let p = d.path_or_inline_dv.as_bytes();
-            if p.len() < 20 {
-                return Err(Error::lake("deletion vector path too short"));
+            if p.len() < 20 || !d.path_or_inline_dv.is_char_boundary(p.len() - 20) {
+                return Err(Error::lake(format!(
+                    "bad deletion vector path {:?}",
+                    d.path_or_inline_dv
+                )));
             }
             let (prefix, encoded) = d.path_or_inline_dv.split_at(p.len() - 20);
             let uuid = uuid::Uuid::from_slice(
@@ -809,23 +867,43 @@ async fn read_dv(store: &dyn ObjectStore, d: &DeletionVectorDescriptor) -> Resul
             )));
         }
     };
-    let start = d.offset.unwrap_or(1) as u64;
-    let size = d.size_in_bytes as u64;
-    let bytes = store.get_range(&path, start..start + 4 + size + 4).await?;
-    let stated = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as u64;
+    let (Ok(start), Ok(size)) = (
+        u64::try_from(d.offset.unwrap_or(1)),
+        u64::try_from(d.size_in_bytes),
+    ) else {
+        return Err(Error::lake(format!(
+            "{path}: the log gives the deletion vector offset {:?} and size {}",
+            d.offset, d.size_in_bytes
+        )));
+    };
+    // Size field, body, checksum.
+    let want = 4 + size + 4;
+    let bytes = store
+        .get_range(&path, start..start + want)
+        .await
+        .map_err(|e| Error::lake(format!("{path}: {e}")))?;
+    if (bytes.len() as u64) < want {
+        return Err(Error::lake(format!(
+            "{path}: the deletion vector is cut short ({} of {want} bytes at offset {start})",
+            bytes.len()
+        )));
+    }
+    let size = size as usize;
+    let stated = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
     if stated != size {
         return Err(Error::lake(format!(
             "{path}: deletion vector size {stated}, the log says {size}"
         )));
     }
-    let body = &bytes[4..4 + size as usize];
-    let crc = u32::from_be_bytes(bytes[4 + size as usize..].try_into().unwrap());
+    let body = &bytes[4..4 + size];
+    let c = &bytes[4 + size..4 + size + 4];
+    let crc = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
     if crc32fast::hash(body) != crc {
         return Err(Error::lake(format!(
             "{path}: deletion vector checksum mismatch"
         )));
     }
-    bitmap(body)
+    bitmap(body).map_err(|e| e.context(&path))
 }
 
 /// A deletion vector file's bytes, and each vector's (offset, size) in it.

@@ -25,7 +25,9 @@
 //! `sync_runs` rows are appended with the same transactions and cursors. If the process
 //! dies between these steps, the next run finds `sync_runs` behind `contact_changes` and
 //! replays every such run in one pass first ([`Lake::recover_runs`]): that step is
-//! idempotent, so replaying it twice is harmless. The cursor for the next extract is read
+//! idempotent, so replaying it twice is harmless. `contacts` records the runs it holds as
+//! its own application transactions, so a `contacts` that lost a commit is found behind
+//! `contact_changes` the same way and brought up to date. The cursor for the next extract is read
 //! from `sync_runs` (data, kept forever).
 
 mod commit;
@@ -34,6 +36,7 @@ mod compact;
 mod index;
 mod keyed;
 mod photos;
+mod provider;
 pub mod retry;
 pub mod state;
 mod tables;
@@ -55,6 +58,7 @@ use crate::model::schema::ContactRecord;
 pub use commit::{CommitMetrics, CommitRuns, FailedRun, PreparedRun, RunFailure, RunStates};
 pub use keyed::KeyedOutcome;
 pub use photos::{FetchedPhoto, LandedPhoto, PhotoWant, PhotoWork, photo_sha256};
+pub use provider::session_context;
 pub use tables::{TableKind, contact_photos_schema, sync_runs_schema, writeback_results_schema};
 
 /// Figures of one account's run.
@@ -178,6 +182,13 @@ fn app_id(source: &str, account: &str) -> String {
     format!("{source}/{account}")
 }
 
+/// The application transaction of `contact_changes` that holds the newest run of `app`
+/// with change rows: `contacts` records that same run as `app` once it has the rows, so a
+/// `contacts` behind it lost a commit. (Source names and accounts have no `:`.)
+fn contacts_mark(app: &str) -> String {
+    format!("contacts:{app}")
+}
+
 /// The photo etags of `b`'s rows (`None` where a row has no photo), read in place.
 struct PhotoEtags(Option<(arrow::array::StructArray, ArrayRef)>);
 
@@ -186,7 +197,9 @@ impl PhotoEtags {
         let Some(photo) = b.column_by_name("photo") else {
             return Ok(PhotoEtags(None));
         };
-        let photo = photo.as_struct();
+        let Some(photo) = photo.as_struct_opt() else {
+            return Err(Error::lake("the photo column is not a struct"));
+        };
         let Some(etag) = photo.column_by_name("etag") else {
             return Ok(PhotoEtags(None));
         };
@@ -199,6 +212,16 @@ impl PhotoEtags {
         let etag = etag.as_string::<i32>();
         (photo.is_valid(i) && etag.is_valid(i)).then(|| etag.value(i))
     }
+}
+
+/// Column `name` of `b` (rows of `what`: a table or an extract) as plain UTF-8 strings;
+/// a missing column, or one that is not text, is an error naming both.
+fn text_column(b: &RecordBatch, name: &str, what: &str) -> Result<ArrayRef> {
+    let c = b
+        .column_by_name(name)
+        .ok_or_else(|| Error::lake(format!("{what}: no {name} column")))?;
+    arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8)
+        .map_err(|e| Error::lake(format!("{what}: column {name} is not text: {e}")))
 }
 
 fn sql_str(s: &str) -> String {
@@ -353,8 +376,50 @@ impl Lake {
             {
                 Ok(None)
             }
-            Err(e) => Err(Error::lake(format!("opening {url}: {e}"))),
+            Err(e) => {
+                // A kernel error carries a backtrace when RUST_BACKTRACE is set; its first
+                // line is the error.
+                let e = e.to_string();
+                let e = e.lines().next().unwrap_or_default();
+                Err(Error::lake(match self.bad_log_entry(&url).await {
+                    Some(bad) => format!("opening {url}: {bad} ({e})"),
+                    None => format!("opening {url}: {e}"),
+                }))
+            }
         }
+    }
+
+    /// The first line of the table at `url`'s log (newest commit first) that is not JSON,
+    /// to name the file when delta-rs cannot read the log (its error does not say where).
+    async fn bad_log_entry(&self, url: &url::Url) -> Option<String> {
+        use object_store::ObjectStoreExt;
+        let store = DeltaTableBuilder::from_url(url.clone())
+            .ok()?
+            .with_storage_options(self.options.clone())
+            .build_storage()
+            .ok()?
+            .object_store(None);
+        let prefix = object_store::path::Path::from("_delta_log");
+        let mut entries: Vec<object_store::path::Path> = store
+            .list(Some(&prefix))
+            .try_filter(|m| futures::future::ready(m.location.as_ref().ends_with(".json")))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .ok()?;
+        entries.sort();
+        for path in entries.iter().rev().take(1000) {
+            let bytes = store.get(path).await.ok()?.bytes().await.ok()?;
+            for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                if let Err(e) = serde_json::from_slice::<serde_json::Value>(line) {
+                    return Some(format!("{path} line {} is not JSON: {e}", i + 1));
+                }
+            }
+        }
+        None
     }
 
     /// Copies data files (added to `from`, not yet to `to`) to the same relative paths
@@ -751,12 +816,18 @@ impl Lake {
             Some(f) => format!("SELECT * FROM t WHERE {f}"),
             None => "SELECT * FROM t".into(),
         };
-        let ctx = SessionContext::new();
-        ctx.register_table("t", t.table_provider().await?)?;
-        let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
+        let ctx = session_context();
+        ctx.register_table("t", self.provider(kind, &t).await?)?;
+        let mut stream = ctx
+            .sql(&sql)
+            .await?
+            .execute_stream()
+            .await
+            .map_err(|e| Error::lake(format!("reading {}: {e}", kind.name())))?;
         let schema = kind.schema();
         while let Some(b) = stream.next().await {
-            each(crate::arrow_util::normalize_batch(&b?, &schema)?)?;
+            let b = b.map_err(|e| Error::lake(format!("reading {}: {e}", kind.name())))?;
+            each(crate::arrow_util::normalize_batch(&b, &schema)?)?;
         }
         Ok(())
     }

@@ -131,18 +131,22 @@ impl Lake {
         let Some(t) = self.open(TableKind::Contacts).await? else {
             return Ok(BTreeMap::new());
         };
-        let batches = self
-            .query_table(
-                t,
-                "SELECT CAST(source AS VARCHAR), CAST(account AS VARCHAR), count(*) FROM t GROUP BY 1, 2",
-            )
-            .await?;
+        // Counted from the data (see `provider`), not from the log's statistics.
+        let ctx = super::session_context();
+        ctx.register_table("t", self.provider(TableKind::Contacts, &t).await?)?;
+        let batches = ctx
+            .sql("SELECT CAST(source AS VARCHAR), CAST(account AS VARCHAR), count(*) FROM t GROUP BY 1, 2")
+            .await?
+            .collect()
+            .await
+            .map_err(|e| Error::lake(format!("counting the rows of contacts: {e}")))?;
         let mut out = BTreeMap::new();
         for b in batches {
             let s = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
             let a = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8)?;
             let (s, a) = (s.as_string::<i32>(), a.as_string::<i32>());
-            let n = b.column(2).as_primitive::<Int64Type>();
+            let n = arrow::compute::cast(b.column(2), &arrow::datatypes::DataType::Int64)?;
+            let n = n.as_primitive::<Int64Type>();
             for i in 0..b.num_rows() {
                 out.insert((s.value(i).to_string(), a.value(i).to_string()), n.value(i));
             }
@@ -218,8 +222,15 @@ impl Lake {
                 new: keyed::NewRows::Batch(None),
                 located: None,
             };
-            self.apply_keys(TableKind::Contacts, source, account, &step, run_id)
-                .await?;
+            self.apply_keys(
+                TableKind::Contacts,
+                source,
+                account,
+                &step,
+                Some(seq),
+                run_id,
+            )
+            .await?;
         }
         let mut photos: Vec<String> = self
             .landed_photos(source, account)
@@ -286,6 +297,11 @@ impl Lake {
             ])
             .with_application_transaction(Transaction::new(&app, seq))
             .with_max_retries(COMMIT_RETRIES);
+        let props = if files.is_empty() {
+            props
+        } else {
+            props.with_application_transaction(Transaction::new(super::contacts_mark(&app), seq))
+        };
         retry::retry(
             &app,
             |e: &Error| !matches!(e, Error::Concurrent(_)),
@@ -374,8 +390,12 @@ fn run_rows(b: &RecordBatch) -> Result<Vec<((String, String), RunRow)>> {
         let a = a.as_primitive::<Int64Type>();
         a.is_valid(i).then(|| a.value(i))
     };
-    let started = col("started_at")?.as_primitive::<TimestampMicrosecondType>();
-    let finished = col("finished_at")?.as_primitive::<TimestampMicrosecondType>();
+    let time = |name: &str| {
+        col(name)?
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .ok_or_else(|| Error::lake(format!("sync_runs: {name} is not a timestamp (µs)")))
+    };
+    let (started, finished) = (time("started_at")?, time("finished_at")?);
     Ok((0..b.num_rows())
         .map(|i| {
             let key = (

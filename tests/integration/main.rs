@@ -11,6 +11,7 @@ mod aurinko;
 mod carddav;
 mod cli;
 mod conformance;
+mod damage;
 mod exact;
 mod google;
 mod hostile;
