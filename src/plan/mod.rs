@@ -85,6 +85,10 @@ pub struct Plan {
     /// Mirror mode: configured accounts without desired rows and not named by `--account`,
     /// whose contacts are left alone rather than deleted.
     pub left_alone: Vec<String>,
+    /// Rows that are sent, with what the API may answer that the client cannot decide:
+    /// an estimate over a limit the API counts its own way, or an etag that is not the
+    /// landed one (the API's 412 makes it a conflict; `--force` overwrites).
+    pub warnings: Vec<Invalid>,
 }
 
 impl Plan {
@@ -599,6 +603,18 @@ pub fn diff(
         } else {
             by_id.get(&(d.account.clone(), d.id.clone())).copied()
         };
+        // A row based on another version than the landed one is a conflict before any
+        // local rule is asked: the rules would judge someone else's version. It is sent
+        // under its own etag, and the API's 412 says so.
+        let stale = landed_row.and_then(|l| {
+            let e = d.etag.as_deref().filter(|e| !e.is_empty())?;
+            (Some(e) != l.etag.as_deref()).then(|| {
+                format!(
+                    "etag {e} is not the landed {}: changed by someone else since the desired state was read; the API will answer conflict (412) unless --force",
+                    l.etag.as_deref().unwrap_or("(none)")
+                )
+            })
+        });
         let subject = match landed_row {
             Some(l) => {
                 let mut m = l.clone();
@@ -607,10 +623,27 @@ pub fn diff(
             }
             None => d.clone(),
         };
-        let problems = validate(&subject, rules, &managed, landed_row);
-        if !problems.is_empty() {
-            plan.invalid.push(invalid(problems.join("; ")));
-            continue;
+        let warning = |reason: String| Invalid {
+            row,
+            account: d.account.clone(),
+            id: (!d.id.is_empty()).then(|| d.id.clone()),
+            reason,
+        };
+        let mut warnings = Vec::new();
+        if let Some(w) = stale {
+            warnings.push(warning(w));
+        } else {
+            let problems = validate(&subject, rules, &managed, landed_row);
+            if !problems.is_empty() {
+                plan.invalid.push(invalid(problems.join("; ")));
+                continue;
+            }
+            warnings.extend(
+                rules
+                    .warnings(&subject, landed_row, &managed)
+                    .into_iter()
+                    .map(warning),
+            );
         }
         if d.id.is_empty() {
             if mode == Mode::Update {
@@ -624,6 +657,7 @@ pub fn diff(
                 plan.already_applied += 1;
                 continue;
             }
+            plan.warnings.extend(warnings);
             plan.ops.push(Op {
                 index: plan.ops.len(),
                 account: d.account.clone(),
@@ -656,6 +690,7 @@ pub fn diff(
             .clone()
             .filter(|e| !e.is_empty())
             .or_else(|| l.etag.clone());
+        plan.warnings.extend(warnings);
         plan.ops.push(Op {
             index: plan.ops.len(),
             account: d.account.clone(),
@@ -796,6 +831,45 @@ mod tests {
         assert_eq!((p.count(OpKind::Insert), p.count(OpKind::Delete)), (0, 0));
     }
 
+    /// A desired row based on another version than the landed one is sent under its own
+    /// etag (the API's 412 makes it a conflict) with a warning that says so, whatever
+    /// the local rules would say of the merged contact; a current one is judged by them.
+    #[test]
+    fn a_stale_row_is_a_conflict_before_any_local_rule() {
+        let landed = Landed::from_rows(vec![rec("a", "Ann"), rec("b", "Bob")]);
+        let mut stale = rec("a", "Ann");
+        stale.etag = Some("\"older\"".into());
+        stale.emails[0].label = Some("both".into());
+        stale.notes = Some("x".repeat(3000));
+        let mut current = rec("b", "Bob");
+        current.emails[0].label = Some("both".into());
+        let desired = Desired {
+            rows: vec![stale, current],
+            columns: ["id", "account", "etag", "emails", "notes"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        let p = diff(
+            "s",
+            GOOGLE,
+            Some("example.com"),
+            &desired,
+            &landed,
+            Mode::Update,
+        );
+        assert_eq!(p.count(OpKind::Update), 1, "{}", p.render(5));
+        let Action::Update { id, etag, .. } = &p.ops[0].action else {
+            unreachable!("one update")
+        };
+        assert_eq!((id.as_str(), etag.as_deref()), ("a", Some("\"older\"")));
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+        assert!(p.warnings[0].reason.contains("412"), "{:?}", p.warnings);
+        assert_eq!(p.invalid.len(), 1, "{:?}", p.invalid);
+        assert_eq!(p.invalid[0].id.as_deref(), Some("b"));
+        assert!(p.render(5).contains("WARNING row 1"), "{}", p.render(5));
+    }
+
     #[test]
     fn an_insert_whose_key_already_landed_is_not_planned_again() {
         let desired = Desired {
@@ -832,14 +906,17 @@ mod tests {
         assert_eq!(keys.len(), 2);
     }
 
+    /// The 10-property limit refuses; the 2 KB size is Google's own count, so the local
+    /// estimate warns and never refuses.
     #[test]
-    fn the_2kb_and_10_property_limits_are_checked() {
+    fn the_10_property_limit_refuses_and_the_2kb_estimate_only_warns() {
         let mut r = rec("", "Big");
         r.notes = Some("x".repeat(3000));
+        assert_eq!(validate(&r, GOOGLE, &[], None), Vec::<String>::new());
+        let w = GOOGLE.warnings(&r, None, &[]);
         assert!(
-            validate(&r, GOOGLE, &[], None)
-                .iter()
-                .any(|e| e.contains("2048"))
+            w.len() == 1 && w[0].contains("2048") && w[0].contains("estimate"),
+            "{w:?}"
         );
         let mut r = rec("", "Props");
         r.extended_properties = (0..10)
@@ -903,7 +980,7 @@ mod tests {
 
     /// An update is held to what it changes: a contact the API holds with 10 properties,
     /// over 2 KB, or with a rule already broken, is not refused for a change that does not
-    /// make it worse; the insert key counts on inserts only.
+    /// make it worse (nor warned of, for the size); the insert key counts on inserts only.
     #[test]
     fn updates_are_not_refused_for_what_the_api_already_holds() {
         let mut held = rec("h", "Held");
@@ -922,9 +999,15 @@ mod tests {
             validate(&changed, GOOGLE, &[], Some(&held)),
             Vec::<String>::new()
         );
+        assert!(GOOGLE.warnings(&changed, Some(&held), &[]).is_empty());
         changed.notes = Some("m".repeat(2600));
+        assert_eq!(
+            validate(&changed, GOOGLE, &[], Some(&held)),
+            Vec::<String>::new()
+        );
         assert!(
-            validate(&changed, GOOGLE, &[], Some(&held))
+            GOOGLE
+                .warnings(&changed, Some(&held), &[])
                 .iter()
                 .any(|e| e.contains("2048"))
         );

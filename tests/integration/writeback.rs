@@ -237,13 +237,38 @@ async fn interrupted_batches_resubmit_their_tail_and_invalid_rows_are_not_sent()
         invalid > 0,
         "ids starting with 'a' have neither type nor label"
     );
+    // A contact the server holds over 2 KB may not grow: the API's 400 decides that (the
+    // local count is only an estimate), and says why.
+    let truth = emu.google_truth();
+    let refused: Vec<_> = report
+        .results
+        .iter()
+        .filter(|r| r.outcome.as_str() == "invalid")
+        .collect();
+    for r in &refused {
+        assert!(
+            r.reason
+                .as_deref()
+                .is_some_and(|m| m.contains("Contact data")),
+            "{r:?}"
+        );
+        let held = truth
+            .contacts
+            .iter()
+            .find(|c| Some(&c.id) == r.id.as_ref())
+            .unwrap();
+        assert!(
+            held.notes.as_deref().is_some_and(|n| n.len() > 2048),
+            "{r:?}"
+        );
+    }
     assert_eq!(
         report
             .results
             .iter()
             .filter(|r| r.outcome.as_str() == "ok")
             .count(),
-        300 - invalid,
+        300 - invalid - refused.len(),
         "{}",
         report.summary()
     );
@@ -252,7 +277,6 @@ async fn interrupted_batches_resubmit_their_tail_and_invalid_rows_are_not_sent()
         "interruptions force resubmissions: {:?}",
         emu.stats()
     );
-    let truth = emu.google_truth();
     let cleaned = truth
         .contacts
         .iter()
@@ -264,7 +288,7 @@ async fn interrupted_batches_resubmit_their_tail_and_invalid_rows_are_not_sent()
                     .is_some_and(|a| a.ends_with("@clean.example"))
         })
         .count();
-    assert_eq!(cleaned, 300 - invalid);
+    assert_eq!(cleaned, 300 - invalid - refused.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -619,4 +643,157 @@ async fn apply_prints_its_plan_before_it_writes() {
     for _ in lines {}
     assert!(child.wait().unwrap().success());
     assert_eq!(emu.stats()["google.batch"], 30);
+}
+
+/// A domain whose contacts sit a few units under Google's 2 KB, as the server counts it
+/// (which the client can only estimate): note edits that keep each contact's size (the
+/// last 4 characters swapped for 4 others) all apply, the plan only warns with its
+/// estimate, and an edit the server does count as too big lands `invalid` with the
+/// server's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn size_neutral_edits_near_2kb_all_apply_and_the_api_decides_the_size() {
+    let emu = Emulator::start(EmulatorConfig {
+        google_near_limit: true,
+        ..google_only(40)
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(dir.path(), &emu, &PipelineSpec::default());
+    assert_ok(&sync(&p, false).await);
+    let pipeline = Pipeline::load(&p).unwrap();
+    let lake = contacts_etl::sync::lake_of(&pipeline).unwrap();
+    let domain = emu.config().google_domain.clone();
+    let landed = lake.contacts_of("shared", &domain).await.unwrap();
+    let estimated_over = landed
+        .iter()
+        .filter(|c| {
+            contacts_etl::providers::google::writeback::data_bytes(c)
+                > contacts_etl::providers::google::rules::MAX_CONTACT_BYTES
+        })
+        .count();
+    assert!(
+        estimated_over > 20,
+        "the local estimate puts most contacts over 2 KB ({estimated_over} of 40)"
+    );
+    let desired = "SELECT account, id, etag, concat(substr(notes, 1, char_length(notes) - 4), '李李李李') AS notes FROM contacts WHERE source = 'shared'";
+    let report = apply(&pipeline, &opts("shared", desired, Mode::Update))
+        .await
+        .unwrap();
+    assert!(report.plan.invalid.is_empty(), "{}", report.plan.render(5));
+    assert_eq!(report.plan.ops.len(), 40);
+    assert!(
+        report
+            .plan
+            .warnings
+            .iter()
+            .any(|w| w.reason.contains("estimate") && w.reason.contains("2048")),
+        "{}",
+        report.plan.render(5)
+    );
+    assert!(report.plan.render(5).contains("WARNING"));
+    assert_eq!(report.failures(), 0, "{}", report.summary());
+    assert_eq!(
+        report
+            .results
+            .iter()
+            .filter(|r| r.outcome.as_str() == "ok")
+            .count(),
+        40
+    );
+    assert!(
+        emu.google_truth()
+            .contacts
+            .iter()
+            .all(|c| c.notes.as_deref().is_some_and(|n| n.ends_with("李李李李")))
+    );
+    // 100 more characters are over the server's count: its 400 lands as `invalid`, with
+    // its reason, in the report and in writeback_results.
+    let desired = "SELECT account, id, etag, concat(notes, repeat('+', 100)) AS notes FROM contacts WHERE source = 'shared' ORDER BY id LIMIT 3";
+    let report = apply(&pipeline, &opts("shared", desired, Mode::Update))
+        .await
+        .unwrap();
+    assert!(report.plan.invalid.is_empty(), "{}", report.plan.render(5));
+    assert_eq!(report.results.len(), 3);
+    for r in &report.results {
+        assert_eq!(r.outcome.as_str(), "invalid", "{}", report.summary());
+        assert_eq!(r.http_status, Some(400));
+        assert!(
+            r.reason
+                .as_deref()
+                .is_some_and(|m| m.contains("Contact data")),
+            "{r:?}"
+        );
+    }
+    assert!(
+        report.summary().contains("Contact data"),
+        "{}",
+        report.summary()
+    );
+    let rows = contacts_etl::sql::query(
+        &lake,
+        &format!(
+            "SELECT reason FROM writeback_results WHERE apply_id = '{}' AND result = 'invalid'",
+            report.apply_id
+        ),
+    )
+    .await
+    .unwrap();
+    let reasons: Vec<String> = rows
+        .iter()
+        .flat_map(|b| {
+            let c = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+            arrow::array::AsArray::as_string::<i32>(&c)
+                .iter()
+                .flatten()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(
+        reasons.iter().all(|r| r.contains("Contact data")),
+        "{reasons:?}"
+    );
+}
+
+/// A desired row whose etag is not the landed one is a `conflict`, whatever a local rule
+/// would say of it: with a value the size estimate puts over 2 KB, and with an e-mail
+/// that has both a type and a label. Neither is `invalid`; the other writer's version
+/// stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_row_is_a_conflict_not_invalid() {
+    let emu = Emulator::start(google_only(10)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(dir.path(), &emu, &PipelineSpec::default());
+    assert_ok(&sync(&p, false).await);
+    let pipeline = Pipeline::load(&p).unwrap();
+    let desired = "SELECT account, id, '\"stale.\"' AS etag, repeat('x', 3000) AS notes, \
+        [named_struct('address', 'a@b.example', 'type', 'work', 'label', 'both', 'primary', true, 'display_name', CAST(NULL AS VARCHAR))] AS emails \
+        FROM contacts WHERE source = 'shared' ORDER BY id LIMIT 2";
+    let pl = plan(&pipeline, "shared", desired, Mode::Update)
+        .await
+        .unwrap();
+    assert!(pl.invalid.is_empty(), "{}", pl.render(5));
+    assert_eq!(pl.ops.len(), 2);
+    assert!(
+        pl.warnings.iter().all(|w| w.reason.contains("412")) && pl.warnings.len() == 2,
+        "{}",
+        pl.render(5)
+    );
+    let before = emu.google_truth().contacts;
+    let report = apply(&pipeline, &opts("shared", desired, Mode::Update))
+        .await
+        .unwrap();
+    assert!(report.plan.invalid.is_empty(), "{}", report.summary());
+    assert_eq!(report.results.len(), 2);
+    for r in &report.results {
+        assert_eq!(r.outcome.as_str(), "conflict", "{}", report.summary());
+        assert_eq!(r.http_status, Some(412));
+    }
+    let after = emu.google_truth().contacts;
+    assert_eq!(
+        before.iter().map(|c| &c.notes).collect::<Vec<_>>(),
+        after.iter().map(|c| &c.notes).collect::<Vec<_>>()
+    );
 }
