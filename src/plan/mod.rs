@@ -12,6 +12,7 @@
 //! planning, so a contact created by an interrupted apply is seen and not created again.
 
 pub mod apply;
+pub mod desired;
 pub mod photos;
 pub mod review;
 pub mod saved;
@@ -141,9 +142,14 @@ pub struct Desired {
     pub columns: HashSet<String>,
 }
 
-/// Loads the desired state: a `.parquet` or `.csv` file, or else SQL over the lake.
+/// Loads the desired state: a `.parquet`, `.csv` or `.json` file (as `query --output`
+/// writes them), or else SQL over the lake. Each contact column is checked against the
+/// contact schema's type ([`desired`]): a value of another kind is an error, never
+/// converted.
 pub async fn load_desired(lake: &Lake, spec: &str, source: &str) -> Result<Desired> {
     let path = std::path::Path::new(spec);
+    let is_file = |ext: &str| spec.ends_with(ext) && path.exists();
+    let from_text = is_file(".csv");
     let batches: Vec<RecordBatch> = if spec.ends_with(".parquet") && path.exists() {
         let file = std::fs::File::open(path)
             .map_err(|e| Error::config(format!("--desired {spec}: {e}")))?;
@@ -154,14 +160,12 @@ pub async fn load_desired(lake: &Lake, spec: &str, source: &str) -> Result<Desir
         let text =
             std::fs::read(path).map_err(|e| Error::config(format!("--desired {spec}: {e}")))?;
         check_csv(&text).map_err(|e| Error::config(format!("--desired {spec}: {e}")))?;
-        let (schema, _) = arrow::csv::reader::Format::default()
-            .with_header(true)
-            .infer_schema(std::io::Cursor::new(&text), Some(1000))?;
-        arrow::csv::ReaderBuilder::new(std::sync::Arc::new(schema))
-            .with_header(true)
-            .build(std::io::Cursor::new(&text))?
-            .collect::<std::result::Result<Vec<_>, _>>()?
-    } else if spec.ends_with(".parquet") || spec.ends_with(".csv") {
+        desired::read_csv(&text).map_err(|e| e.context(format!("--desired {spec}")))?
+    } else if is_file(".json") {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config(format!("--desired {spec}: {e}")))?;
+        desired::read_json(&text).map_err(|e| e.context(format!("--desired {spec}")))?
+    } else if spec.ends_with(".parquet") || spec.ends_with(".csv") || spec.ends_with(".json") {
         return Err(Error::config(format!("--desired {spec}: no such file")));
     } else {
         crate::sql::query(lake, spec).await?
@@ -209,7 +213,8 @@ pub async fn load_desired(lake: &Lake, spec: &str, source: &str) -> Result<Desir
                 _ => b.column_by_name(f.name()),
             };
             let col = match given {
-                Some(c) => cast_desired(c, f, first_row)?,
+                Some(c) if from_text => desired::from_text(c, f, first_row)?,
+                Some(c) => desired::conform_column(c, f, first_row)?,
                 None => match f.name().as_str() {
                     "source" => {
                         std::sync::Arc::new(arrow::array::StringArray::from(vec![source; n])) as _
@@ -249,45 +254,6 @@ pub async fn load_desired(lake: &Lake, spec: &str, source: &str) -> Result<Desir
         first_row += n;
     }
     Ok(Desired { rows, columns })
-}
-
-/// One desired column cast to the contacts schema's type, or an error that names the
-/// column, the first row that does not convert (`first_row` is the batch's first row in
-/// the desired state), the type found and the type wanted.
-fn cast_desired(
-    c: &arrow::array::ArrayRef,
-    f: &arrow::datatypes::Field,
-    first_row: usize,
-) -> Result<arrow::array::ArrayRef> {
-    use arrow::array::Array;
-    let wanted = f.data_type();
-    let mismatch = |row: Option<usize>| {
-        Error::config(format!(
-            "desired column `{}`{}: found {}, wanted {}",
-            f.name(),
-            row.map(|r| format!(" (row {})", first_row + r + 1))
-                .unwrap_or_default(),
-            c.data_type(),
-            wanted
-        ))
-    };
-    if c.data_type() == wanted {
-        return Ok(c.clone());
-    }
-    if !arrow::compute::can_cast_types(c.data_type(), wanted) {
-        return Err(mismatch((!c.is_empty()).then_some(0)));
-    }
-    let out = arrow::compute::cast(c, wanted).map_err(|_| mismatch(None))?;
-    // A value that does not convert comes out null: name the first such row. (A column of
-    // type Null, as SQL's bare `NULL AS id` gives, is all null: nothing is lost.)
-    let given = c.logical_nulls();
-    let valid = |i: usize| given.as_ref().is_none_or(|n| n.is_valid(i));
-    if out.null_count() > c.logical_null_count()
-        && let Some(r) = (0..c.len()).find(|&i| valid(i) && out.is_null(i))
-    {
-        return Err(mismatch(Some(r)));
-    }
-    Ok(out)
 }
 
 /// Checks a desired-state CSV before it is read: every quote closes, and every record has
@@ -946,36 +912,6 @@ mod tests {
         assert!(e.contains("line 2"), "{e}");
         let e = check_csv(b"id,notes\n1,ab\"c\n").unwrap_err();
         assert!(e.contains("line 2"), "{e}");
-    }
-
-    #[test]
-    fn a_desired_column_of_the_wrong_type_is_named_with_its_row() {
-        use arrow::array::{ArrayRef, Int64Array, StringArray};
-        use std::sync::Arc;
-        let schema = contacts_schema();
-        let emails = schema.field_with_name("emails").unwrap();
-        let e = cast_desired(
-            &(Arc::new(Int64Array::from(vec![1])) as ArrayRef),
-            emails,
-            0,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains("`emails`") && e.contains("Int64") && e.contains("List"),
-            "{e}"
-        );
-        let updated = schema.field_with_name("updated").unwrap();
-        let col: ArrayRef = Arc::new(StringArray::from(vec![
-            Some("2024-01-01T00:00:00Z"),
-            None,
-            Some("not a time"),
-        ]));
-        let e = cast_desired(&col, updated, 10).unwrap_err().to_string();
-        assert!(
-            e.contains("`updated`") && e.contains("row 13") && e.contains("Utf8"),
-            "{e}"
-        );
     }
 
     /// An update is held to what it changes: a contact the API holds with 10 properties,

@@ -418,7 +418,8 @@ async fn kill_9_during_apply_then_rerun_duplicates_and_loses_nothing() {
 
 /// Mirror mode cannot surprise: an empty desired state is refused outright, more than 10 %
 /// of deletes are refused without `--max-delete`, and typos (an unknown column, rows of
-/// another source) are errors (exit 2) before anything is sent.
+/// another source with or without their `source` column, ids of no contact, a value of
+/// another type) are errors (exit 2) before anything is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirror_refuses_empty_or_mistaken_desired_states() {
     let emu = Emulator::start(EmulatorConfig {
@@ -446,6 +447,8 @@ async fn mirror_refuses_empty_or_mistaken_desired_states() {
     std::fs::write(&header_only, "account,id,notes\n").unwrap();
     let typo = dir.path().join("typo.csv");
     std::fs::write(&typo, "id,fileas\nx,Doe\n").unwrap();
+    let nowhere = dir.path().join("nowhere.csv");
+    std::fs::write(&nowhere, "id,notes\nno-such-1,x\nno-such-2,y\n").unwrap();
     let cases = [
         (empty.to_str().unwrap().to_string(), Mode::Mirror, "empty"),
         (
@@ -467,6 +470,35 @@ async fn mirror_refuses_empty_or_mistaken_desired_states() {
             "SELECT source, account, id, etag, notes FROM contacts".to_string(),
             Mode::Update,
             "of source \"crm\"",
+        ),
+        // Without the source column, the rows of another source are found by their ids.
+        (
+            "SELECT account, id, etag, notes FROM contacts".to_string(),
+            Mode::Update,
+            "WHERE source = 'shared'",
+        ),
+        (
+            "SELECT account, id, etag, notes FROM contacts WHERE source = 'crm'".to_string(),
+            Mode::Update,
+            "contacts of other sources: 20 of source \"crm\"",
+        ),
+        (
+            nowhere.to_str().unwrap().to_string(),
+            Mode::Update,
+            "none of the desired state's 2 row(s) with an id",
+        ),
+        // A value of another type is refused, never converted.
+        (
+            "SELECT account, id, etag, 42 AS given_name FROM contacts WHERE source = 'shared'"
+                .to_string(),
+            Mode::Update,
+            "`given_name` (row 1): found a whole number (e.g. 42), wanted text. CAST it if you mean it",
+        ),
+        (
+            "SELECT account, id, etag, true AS family_name FROM contacts WHERE source = 'shared'"
+                .to_string(),
+            Mode::Update,
+            "`family_name` (row 1): found true/false (e.g. true), wanted text",
         ),
         (
             "SELECT account, id, etag FROM contacts WHERE source = 'shared' ORDER BY id LIMIT 50"
@@ -795,5 +827,96 @@ async fn a_stale_row_is_a_conflict_not_invalid() {
     assert_eq!(
         before.iter().map(|c| &c.notes).collect::<Vec<_>>(),
         after.iter().map(|c| &c.notes).collect::<Vec<_>>()
+    );
+}
+
+/// Whatever `query --output` writes, `--desired` reads back equal: the landed contacts of
+/// both providers (lists, structs, extended properties, native JSON, raw entries) as CSV
+/// (lists and structs as JSON text cells), JSON lines and Parquet plan no change at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_output_reads_back_as_desired_with_an_empty_plan() {
+    let emu = Emulator::start(EmulatorConfig {
+        google_contacts: 60,
+        aurinko_accounts: 1,
+        aurinko_contacts: 30,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        &emu,
+        &PipelineSpec {
+            aurinko_accounts: vec!["101".into()],
+            ..Default::default()
+        },
+    );
+    assert_ok(&sync(&p, false).await);
+    let pipeline = Pipeline::load(&p).unwrap();
+    for (source, n) in [("shared", 60), ("crm", 30)] {
+        for ext in ["csv", "json", "parquet"] {
+            let file = dir.path().join(format!("rt-{source}.{ext}"));
+            let out = Command::new(crate::bin())
+                .args(["query", p.to_str().unwrap()])
+                .arg(format!("SELECT * FROM contacts WHERE source = '{source}'"))
+                .arg("--output")
+                .arg(&file)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let pl = plan(&pipeline, source, file.to_str().unwrap(), Mode::Update)
+                .await
+                .unwrap_or_else(|e| panic!("{source} {ext}: {e}"));
+            assert!(
+                pl.ops.is_empty() && pl.invalid.is_empty(),
+                "{source} {ext}: {}",
+                pl.render(3)
+            );
+            assert_eq!(pl.unchanged, n, "{source} {ext}");
+            assert!(
+                pl.managed.contains(&"emails".to_string())
+                    && pl.managed.contains(&"extended_properties".to_string()),
+                "{source} {ext}: {:?}",
+                pl.managed
+            );
+        }
+    }
+    // In SQL a list item names some of its fields, in any order; the rest are null.
+    let pl = plan(
+        &pipeline,
+        "shared",
+        "SELECT account, id, etag, [named_struct('type', 'work', 'address', concat(id, '@subset.example'))] AS emails FROM contacts WHERE source = 'shared'",
+        Mode::Update,
+    )
+    .await
+    .unwrap();
+    assert!(pl.invalid.is_empty(), "{}", pl.render(3));
+    assert_eq!(pl.ops.len(), 60);
+    let Some(contacts_etl::plan::Action::Update { desired, .. }) =
+        pl.ops.first().map(|o| &o.action)
+    else {
+        panic!("updates planned")
+    };
+    assert_eq!(desired.emails.len(), 1);
+    assert_eq!(desired.emails[0].kind.as_deref(), Some("work"));
+    assert!(desired.emails[0].label.is_none() && desired.emails[0].primary.is_none());
+    // The command line refuses a value of another type with exit 2, naming it in words.
+    let out = Command::new(crate::bin())
+        .args(["plan", p.to_str().unwrap(), "--source", "shared", "--desired"])
+        .arg("SELECT account, id, etag, 'x@y.example' AS emails FROM contacts WHERE source = 'shared'")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("wanted a list of {address, type, label, primary, display_name}")
+            && err.contains("CAST it if you mean it")
+            && !err.contains("metadata"),
+        "{err}"
     );
 }
