@@ -332,14 +332,15 @@ async fn check_matches(
         .iter()
         .map(|r| (r.account.as_str(), r.id.as_str()))
         .collect();
-    let with_id = rows.iter().filter(|d| !d.id.is_empty()).count();
+    // Rows without an account are the plan's invalid rows (it says to add the column).
+    let named =
+        |d: &crate::model::schema::ContactRecord| !d.id.is_empty() && !account_of(d).is_empty();
+    let with_id = rows.iter().filter(|d| named(d)).count();
     // Row number and id of each row whose contact this source does not hold.
     let missing_rows: Vec<(&str, usize)> = rows
         .iter()
         .enumerate()
-        .filter(|(_, d)| {
-            !d.id.is_empty() && !held.contains(&(account_of(d).as_str(), d.id.as_str()))
-        })
+        .filter(|(_, d)| named(d) && !held.contains(&(account_of(d).as_str(), d.id.as_str())))
         .map(|(i, d)| (d.id.as_str(), i + 1))
         .collect();
     // The first row of each id.
