@@ -336,15 +336,21 @@ async fn check_matches(
     let named =
         |d: &crate::model::schema::ContactRecord| !d.id.is_empty() && !account_of(d).is_empty();
     let with_id = rows.iter().filter(|d| named(d)).count();
-    // Row number and id of each row whose contact this source does not hold.
-    let missing_rows: Vec<(&str, usize)> = rows
+    // Id, row number and account as given (empty: none) of each row whose contact this
+    // source does not hold.
+    let missing_rows: Vec<(&str, usize, &str)> = rows
         .iter()
         .enumerate()
         .filter(|(_, d)| named(d) && !held.contains(&(account_of(d).as_str(), d.id.as_str())))
-        .map(|(i, d)| (d.id.as_str(), i + 1))
+        .map(|(i, d)| (d.id.as_str(), i + 1, d.account.as_str()))
         .collect();
-    // The first row of each id.
-    let missing: HashMap<&str, usize> = missing_rows.iter().rev().copied().collect();
+    // The first row of each id. Another source's contact is matched by its id, and by its
+    // account too where the row gives one (ids of two sources may coincide).
+    let missing: HashMap<&str, (usize, &str)> = missing_rows
+        .iter()
+        .rev()
+        .map(|&(id, row, account)| (id, (row, account)))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -364,7 +370,9 @@ async fn check_matches(
             };
             let (sources, accounts, ids) = (column("source")?, column("account")?, column("id")?);
             for i in 0..batch.num_rows() {
-                if let Some(&row) = missing.get(ids.value(i)) {
+                if let Some(&(row, account)) = missing.get(ids.value(i))
+                    && (account.is_empty() || account == accounts.value(i))
+                {
                     let e = elsewhere.entry(sources.value(i).to_string()).or_insert((
                         0,
                         row,
@@ -392,7 +400,7 @@ async fn check_matches(
         )));
     }
     if missing_rows.len() == with_id {
-        let (id, row) = missing_rows[0];
+        let (id, row, _) = missing_rows[0];
         return Err(Error::config(format!(
             "none of the desired state's {with_id} row(s) with an id is a contact of source {source:?} (e.g. row {row}: id {id:?}): check the ids and the account column (a desired state for another source? add WHERE source = '{source}')"
         )));

@@ -478,6 +478,11 @@ async fn mirror_refuses_empty_or_mistaken_desired_states() {
             "WHERE source = 'shared'",
         ),
         (
+            "SELECT id, etag, notes FROM contacts".to_string(),
+            Mode::Update,
+            "20 of source \"crm\"",
+        ),
+        (
             "SELECT account, id, etag, notes FROM contacts WHERE source = 'crm'".to_string(),
             Mode::Update,
             "contacts of other sources: 20 of source \"crm\"",
