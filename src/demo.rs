@@ -192,16 +192,30 @@ pub async fn run(dir: &Path, contacts: usize) -> Result<()> {
             force: false,
         };
         let report = crate::plan::apply::apply(&pipeline, &opts).await?;
-        let ok = report
+        let count = |o: crate::model::write::Outcome| {
+            report.results.iter().filter(|r| r.outcome == o).count()
+        };
+        let ok = count(crate::model::write::Outcome::Ok);
+        // What only the API can decide (Google's count of contact data) it refuses, with
+        // its reason: like an invalid row, not a failure of the write-back.
+        let refused = count(crate::model::write::Outcome::Invalid);
+        let failed = report.results.len() - ok - refused;
+        invalid += report.plan.invalid.len() + refused;
+        say!(
+            "   Applied to {source}: {ok} written, {refused} refused by the API as invalid, {failed} failed, recorded in writeback_results"
+        );
+        for r in report
             .results
             .iter()
-            .filter(|r| r.outcome == crate::model::write::Outcome::Ok)
-            .count();
-        let failed = report.results.len() - ok;
-        invalid += report.plan.invalid.len();
-        say!(
-            "   Applied to {source}: {ok} written, {failed} failed, recorded in writeback_results"
-        );
+            .filter(|r| r.outcome == crate::model::write::Outcome::Invalid)
+            .take(2)
+        {
+            say!(
+                "   refused {}: {}",
+                r.id.as_deref().unwrap_or(""),
+                r.error.as_deref().unwrap_or("")
+            );
+        }
         if failed > 0 {
             return Err(Error::other(report.summary()));
         }

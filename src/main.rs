@@ -114,8 +114,9 @@ enum Command {
     /// before → after, deletes, invalid rows), sorted so it is the same on every run.
     /// Writes nothing anywhere, advances nothing.
     ///
-    /// The desired state is a SQL query over the lake or a .parquet/.csv file with contact
-    /// columns; rows without `id` are new contacts. Only the columns it has are compared.
+    /// The desired state is a SQL query over the lake or a .parquet/.csv/.json file with
+    /// contact columns; rows without `id` are new contacts. Only the columns it has are
+    /// compared.
     ///
     /// --out saves the plan as Parquet (one row per operation, queryable with
     /// `query … "SELECT * FROM 'plan.parquet'"`) for `apply --plan`, which applies exactly it.
@@ -134,7 +135,7 @@ enum Command {
         /// The source to write to.
         #[arg(long)]
         source: String,
-        /// SQL over the lake, or a .parquet/.csv file.
+        /// SQL over the lake, or a .parquet/.csv/.json file (as `query --output` writes them).
         #[arg(long)]
         desired: Option<String>,
         /// Desired photos: a folder of <contact id>.jpg|.png files, SQL, or a .parquet file.
@@ -185,7 +186,7 @@ enum Command {
         /// The source to write to (with --plan: the plan's, if given).
         #[arg(long, required_unless_present = "plan")]
         source: Option<String>,
-        /// SQL over the lake, or a .parquet/.csv file.
+        /// SQL over the lake, or a .parquet/.csv/.json file (as `query --output` writes them).
         #[arg(long)]
         desired: Option<String>,
         /// Desired photos: a folder of <contact id>.jpg|.png files, SQL, or a .parquet file.
@@ -338,8 +339,8 @@ Examples:
   contacts-etl query pipelines/emulator.toml \"SELECT * FROM contacts\" --output contacts.parquet
   contacts-etl query pipelines/emulator.toml 'SELECT count(*) FROM \"contacts@v1\"'";
 const PLAN_EXAMPLES: &str = "\
-Examples (\"File As\" becomes \"Family, Given\"; --desired takes a .parquet or .csv file too;
-the second saves the plan for `apply --plan`, the third reads it back):
+Examples (\"File As\" becomes \"Family, Given\"; --desired takes a .parquet, .csv or .json
+file too; the second saves the plan for `apply --plan`, the third reads it back):
   contacts-etl plan pipelines/emulator.toml --source shared_contacts --mode update \\
     --desired \"SELECT account, id, etag, concat(family_name, ', ', given_name) AS file_as \\
       FROM contacts WHERE source = 'shared_contacts' AND family_name IS NOT NULL\"

@@ -83,6 +83,9 @@ pub struct EmulatorConfig {
     /// real behaviour is a gap in the notes; with `false` only the photo link's etag
     /// changes, so an incremental read does not see it and a full refresh must).
     pub photo_touches_contact: bool,
+    /// Whether every generated Google contact gets notes that bring it a few units
+    /// under the 2 KB limit, as the emulator counts it (none is seeded over it).
+    pub google_near_limit: bool,
 }
 
 impl Default for EmulatorConfig {
@@ -104,6 +107,7 @@ impl Default for EmulatorConfig {
             service_account_public_key: None,
             oauth_token_ttl_secs: 3600,
             photo_touches_contact: true,
+            google_near_limit: false,
         }
     }
 }

@@ -104,18 +104,6 @@ impl El {
         }
         s
     }
-    /// Bytes of "contact data": text and attribute values, not markup.
-    pub fn data_bytes(&self) -> usize {
-        self.attrs.iter().map(|a| a.2.len()).sum::<usize>()
-            + self
-                .children
-                .iter()
-                .map(|c| match c {
-                    Node::Text(t) | Node::CData(t) => t.trim().len(),
-                    Node::El(e) => e.data_bytes(),
-                })
-                .sum::<usize>()
-    }
 }
 
 /// Parses a document into its root element. Entities other than the five predefined

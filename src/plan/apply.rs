@@ -299,6 +299,7 @@ pub async fn plan_scoped(
         w
     });
     let landed = landed_for(&lake, source, wanted.as_ref(), scope.as_ref()).await?;
+    check_matches(&lake, source, &desired.rows, &landed, &account_of).await?;
     let mut plan = diff(
         source,
         profile.rules,
@@ -313,6 +314,98 @@ pub async fn plan_scoped(
     plan.out_of_scope = out_of_scope;
     plan.left_alone = left_alone;
     Ok(plan)
+}
+
+/// Refuses a desired state written for another plan (exit 2), with the likely fix: rows
+/// whose ids name contacts of another source (a query without `WHERE source = …` that
+/// left the `source` column out), or rows with ids of which none is a contact of this
+/// source. Rows whose contact is merely gone stay invalid rows of the plan.
+async fn check_matches(
+    lake: &Lake,
+    source: &str,
+    rows: &[crate::model::schema::ContactRecord],
+    landed: &Landed,
+    account_of: impl Fn(&crate::model::schema::ContactRecord) -> String,
+) -> Result<()> {
+    let held: HashSet<(&str, &str)> = landed
+        .rows
+        .iter()
+        .map(|r| (r.account.as_str(), r.id.as_str()))
+        .collect();
+    // Rows without an account are the plan's invalid rows (it says to add the column).
+    let named =
+        |d: &crate::model::schema::ContactRecord| !d.id.is_empty() && !account_of(d).is_empty();
+    let with_id = rows.iter().filter(|d| named(d)).count();
+    // Id, row number and account as given (empty: none) of each row whose contact this
+    // source does not hold.
+    let missing_rows: Vec<(&str, usize, &str)> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| named(d) && !held.contains(&(account_of(d).as_str(), d.id.as_str())))
+        .map(|(i, d)| (d.id.as_str(), i + 1, d.account.as_str()))
+        .collect();
+    // The first row of each id. Another source's contact is matched by its id, and by its
+    // account too where the row gives one (ids of two sources may coincide).
+    let missing: HashMap<&str, (usize, &str)> = missing_rows
+        .iter()
+        .rev()
+        .map(|&(id, row, account)| (id, (row, account)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let quote = |v: &str| format!("'{}'", v.replace('\'', "''"));
+    // Per other source: how many rows name its contacts, and the first of them.
+    let mut elsewhere: std::collections::BTreeMap<String, (usize, usize, String)> =
+        Default::default();
+    lake.for_each_batch(
+        TableKind::Contacts,
+        Some(&format!("source <> {}", quote(source))),
+        |batch| {
+            let column = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .and_then(|c| c.as_string_opt::<i32>().cloned())
+                    .ok_or_else(|| Error::lake(format!("contacts has no string column {name}")))
+            };
+            let (sources, accounts, ids) = (column("source")?, column("account")?, column("id")?);
+            for i in 0..batch.num_rows() {
+                if let Some(&(row, account)) = missing.get(ids.value(i))
+                    && (account.is_empty() || account == accounts.value(i))
+                {
+                    let e = elsewhere.entry(sources.value(i).to_string()).or_insert((
+                        0,
+                        row,
+                        String::new(),
+                    ));
+                    e.0 += 1;
+                    if row <= e.1 {
+                        e.1 = row;
+                        e.2 = format!("{}/{}", accounts.value(i), ids.value(i));
+                    }
+                }
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    if !elsewhere.is_empty() {
+        let list: Vec<String> = elsewhere
+            .iter()
+            .map(|(s, (n, row, key))| format!("{n} of source {s:?} (e.g. row {row}: {key})"))
+            .collect();
+        return Err(Error::config(format!(
+            "the desired state names contacts of other sources: {}; this plan is for source {source:?}: keep only its rows (add WHERE source = '{source}' to the desired query)",
+            list.join(", ")
+        )));
+    }
+    if missing_rows.len() == with_id {
+        let (id, row, _) = missing_rows[0];
+        return Err(Error::config(format!(
+            "none of the desired state's {with_id} row(s) with an id is a contact of source {source:?} (e.g. row {row}: id {id:?}): check the ids and the account column (a desired state for another source? add WHERE source = '{source}')"
+        )));
+    }
+    Ok(())
 }
 
 /// The share of a source's contacts a mirror apply may delete when `--max-delete` is not

@@ -156,7 +156,8 @@ fn sign(k: OpKind) -> char {
 }
 
 /// The printed plan: counts, scope, then up to `n` operations of each kind with their
-/// field changes, up to `n` invalid rows, and how many each kind left out.
+/// field changes, up to `n` warnings and `n` invalid rows, and how many each kind left
+/// out.
 pub fn render(plan: &Plan, n: usize) -> String {
     let mut s = format!(
         "plan for source {}: {} insert(s), {} update(s), {} delete(s), {} unchanged, {} invalid{}\nmanaged columns: {}\n",
@@ -215,6 +216,21 @@ pub fn render(plan: &Plan, n: usize) -> String {
             s.push_str(&format!("  … and {} more {}(s)\n", count - n, k.as_str()));
         }
     }
+    for w in sample_invalid(&plan.warnings, n) {
+        s.push_str(&format!(
+            "  WARNING row {} ({}/{}): {}\n",
+            w.row + 1,
+            w.account,
+            w.id.as_deref().unwrap_or("(new)"),
+            w.reason
+        ));
+    }
+    if plan.warnings.len() > n {
+        s.push_str(&format!(
+            "  … and {} more warning(s)\n",
+            plan.warnings.len() - n
+        ));
+    }
     super::render_tail(&mut s, 0, n, &plan.invalid, "(new)");
     s
 }
@@ -248,6 +264,10 @@ pub fn to_json(plan: &Plan, n: usize) -> Value {
         .into_iter()
         .map(|i| json!({ "row": i.row + 1, "account": i.account, "id": i.id, "reason": i.reason }))
         .collect();
+    let warnings: Vec<Value> = sample_invalid(&plan.warnings, n)
+        .into_iter()
+        .map(|i| json!({ "row": i.row + 1, "account": i.account, "id": i.id, "warning": i.reason }))
+        .collect();
     json!({
         "source": plan.source,
         "inserts": plan.count(OpKind::Insert),
@@ -260,6 +280,8 @@ pub fn to_json(plan: &Plan, n: usize) -> Value {
         "accounts": plan.scope,
         "sample": ops,
         "invalid_sample": invalid,
+        "warnings": plan.warnings.len(),
+        "warning_sample": warnings,
     })
 }
 

@@ -89,6 +89,17 @@ pub trait Rules: Send + Sync {
         held: Option<&ContactRecord>,
         managed: &[String],
     ) -> Vec<String>;
+    /// What the API may refuse but the client cannot know for certain (an estimate of
+    /// an undocumented count): said in the plan, never a reason not to send. Same
+    /// arguments as [`Rules::limits`].
+    fn warnings(
+        &self,
+        _r: &ContactRecord,
+        _held: Option<&ContactRecord>,
+        _managed: &[String],
+    ) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Applies operations that go out one request each (Aurinko's and CardDAV's writes),

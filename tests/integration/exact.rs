@@ -398,7 +398,7 @@ async fn desired_tables_need_only_the_contact_columns() {
             .iter()
             .any(|c| c.given_name.as_deref() == Some("Newcomer"))
     );
-    // A column of the wrong type is named, with its row and both types.
+    // A column of the wrong type is named, with its row and both types in words.
     let wrong = write(
         "wrong.parquet",
         vec![
@@ -417,7 +417,12 @@ async fn desired_tables_need_only_the_contact_columns() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("`emails`") && e.contains("row 1") && e.contains("Utf8") && e.contains("List"),
+        e.contains("`emails`")
+            && e.contains("row 1")
+            && e.contains("found text")
+            && e.contains("wanted a list of {address, type, label, primary, display_name}")
+            && e.contains("CAST it if you mean it")
+            && !e.contains("Utf8"),
         "{e}"
     );
     assert_lake_matches(&p, &emu).await;

@@ -9,6 +9,7 @@
 //! | [`expired_cursor_resyncs_and_reconciles_deletes`] | a cursor the API no longer honours gives a `resync` that finds the deletions it could not be told about, logs them, and leaves a cursor that works |
 //! | [`faults_still_land_exactly`] | 429/503/500, resets and truncated bodies do not change what lands |
 //! | [`writeback_round_trip`] | an update applied, then synced: the API holds the written values, the lake equals the API, a new plan is empty |
+//! | [`query_output_round_trips`] | what `query --output` writes as CSV, JSON and Parquet, read back as the desired state, plans no change |
 //! | [`conflicts`] | a desired state computed before someone else's edit: those rows are `conflict` rows in `writeback_results`, the other writer's values stay, `--force` then overwrites |
 //! | [`idempotent_inserts`] | the same insert applied twice, and once more from a lake that never saw it: one contact per account |
 //! | [`writes_survive_lost_responses`] | inserts and updates while responses are lost after the server did the work: no insert twice, reruns converge |
@@ -774,6 +775,47 @@ pub async fn writeback_round_trip(h: &Harness) {
     );
 }
 
+/// The landed contacts of the source, written by `query --output` as CSV (lists and
+/// structs as JSON text), JSON lines and Parquet, and each read back by `plan --desired`:
+/// every contact unchanged, no operation, no invalid row.
+pub async fn query_output_round_trips(h: &Harness) {
+    let Some((srv, dir, p)) = start(h, None).await else {
+        return;
+    };
+    assert_ok(&sync(&p, false).await);
+    let n = total(&truth(&*srv).await);
+    let pipeline = Pipeline::load(&p).unwrap();
+    for ext in ["csv", "json", "parquet"] {
+        let file = dir.path().join(format!("round-trip.{ext}"));
+        let out = Command::new(crate::bin())
+            .args(["query", p.to_str().unwrap()])
+            .arg(format!(
+                "SELECT * FROM contacts WHERE source = '{}'",
+                h.source
+            ))
+            .arg("--output")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{} {ext}: {}",
+            h.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pl = plan(&pipeline, h.source, file.to_str().unwrap(), Mode::Update)
+            .await
+            .unwrap_or_else(|e| panic!("{} {ext}: {e}", h.name));
+        assert!(
+            pl.ops.is_empty() && pl.invalid.is_empty(),
+            "{} {ext}: {}",
+            h.name,
+            pl.render(3)
+        );
+        assert_eq!(pl.unchanged, n, "{} {ext}", h.name);
+    }
+}
+
 /// Faults for [`writes_survive_lost_responses`]: besides throttling and server errors, a
 /// tenth of responses are cut off after the server did the work (a lost response).
 pub const LOST_RESPONSES: &str = "429=0.05,503=0.05,reset=0.03,truncate=0.1,retry_after=0";
@@ -1136,6 +1178,7 @@ macro_rules! conformance {
                 expired_cursor_resyncs_and_reconciles_deletes,
                 faults_still_land_exactly,
                 writeback_round_trip,
+                query_output_round_trips,
                 conflicts,
                 idempotent_inserts,
                 crash,

@@ -1,6 +1,10 @@
 //! What Google refuses, checked before anything is sent: rel xor label, extended
-//! properties, and the limits of 10 properties and 2 KB of contact data. Only what is
-//! certainly invalid; the API's own 400 decides the rest.
+//! properties, and the limit of 10 properties. Only what is certainly invalid; the API's
+//! own 400 decides the rest.
+//!
+//! The 2 KB of "contact data" is not one of them: Google does not document how it counts
+//! it, so the local count is an estimate, said in the plan as a warning and never a
+//! reason not to send.
 
 use super::writeback::{data_bytes, entry_data_bytes, update_entry};
 use crate::model::schema::ContactRecord;
@@ -9,7 +13,8 @@ use crate::providers::Rules;
 
 /// Extended properties Google allows on a contact.
 pub const MAX_EXTENDED_PROPERTIES: usize = 10;
-/// Bytes of contact data Google accepts.
+/// Bytes of contact data Google accepts (as it counts them, which the client can only
+/// estimate).
 pub const MAX_CONTACT_BYTES: usize = 2048;
 
 /// Google's write rules.
@@ -59,13 +64,12 @@ impl Rules for GoogleRules {
     }
 
     /// The insert key counts towards the property limit on inserts (rows without an id)
-    /// only; an update is measured as it will be sent (the landed entry with the change),
-    /// beside the entry as it is held.
+    /// only; an update is measured beside the contact as it is held.
     fn limits(
         &self,
         r: &ContactRecord,
         held: Option<&ContactRecord>,
-        managed: &[String],
+        _managed: &[String],
     ) -> Vec<String> {
         let mut out = Vec::new();
         let props = |r: &ContactRecord| {
@@ -83,23 +87,35 @@ impl Rules for GoogleRules {
                 format!("{n} extended properties; Google allows {MAX_EXTENDED_PROPERTIES}")
             });
         }
+        out
+    }
+
+    /// The size estimate: the record as an insert would send it, and (for an update) the
+    /// entry as it will be sent, beside the contact as it is held. Google counts every
+    /// element of the entry, the ones the schema does not model too.
+    fn warnings(
+        &self,
+        r: &ContactRecord,
+        held: Option<&ContactRecord>,
+        managed: &[String],
+    ) -> Vec<String> {
+        let estimate = |bytes: usize, after: &str| {
+            format!(
+                "about {bytes} bytes of contact data{after} by the local estimate; Google allows {MAX_CONTACT_BYTES} as it counts them, and its answer decides"
+            )
+        };
         let bytes = data_bytes(r);
         if bytes > MAX_CONTACT_BYTES && held.is_none_or(|h| bytes > data_bytes(h)) {
-            out.push(format!(
-                "{bytes} bytes of contact data; Google allows {MAX_CONTACT_BYTES}"
-            ));
+            return vec![estimate(bytes, "")];
         }
-        // Google counts every element of the entry, the ones the schema does not model
-        // too.
-        if out.is_empty()
-            && let Some(raw) = held.and_then(|h| h.raw.as_deref())
+        if let Some(raw) = held.and_then(|h| h.raw.as_deref())
             && let Ok(entry) = update_entry(raw, r, managed, None, held)
         {
             let bytes = entry_data_bytes(&entry);
             if bytes > MAX_CONTACT_BYTES && bytes > entry_data_bytes(raw) {
-                out.push(format!("{bytes} bytes of contact data after the change; Google allows {MAX_CONTACT_BYTES}"));
+                return vec![estimate(bytes, " after the change")];
             }
         }
-        out
+        Vec::new()
     }
 }
