@@ -157,18 +157,26 @@ pub fn supported_address_data(body: &[u8], what: &str) -> Result<Vec<AddressData
 /// else the newest `text/vcard` offered; `None` when the server advertises none (the
 /// request then names no version, as before).
 pub fn preferred_address_data(offered: &[AddressDataType]) -> Option<AddressDataType> {
+    vcard_versions(offered).pop()
+}
+
+/// The `text/vcard` formats of `offered`, oldest version first, each version once.
+pub fn vcard_versions(offered: &[AddressDataType]) -> Vec<AddressDataType> {
     let number = |v: &str| -> (u32, u32) {
         let (a, b) = v.split_once('.').unwrap_or((v, "0"));
         (a.parse().unwrap_or(0), b.parse().unwrap_or(0))
     };
-    offered
+    let mut out: Vec<AddressDataType> = offered
         .iter()
         .filter(|t| {
             let ct = t.content_type.to_ascii_lowercase();
             ct == "text/vcard" || ct.starts_with("text/vcard;")
         })
-        .max_by_key(|t| number(&t.version))
         .cloned()
+        .collect();
+    out.sort_by_key(|t| number(&t.version));
+    out.dedup_by_key(|t| number(&t.version));
+    out
 }
 
 /// An `addressbook-multiget` REPORT for `hrefs` that asks for the vCards in `format`
@@ -439,17 +447,17 @@ pub struct DavClient {
     /// The `Authorization` header value, when the server wants one.
     authorization: Option<Secret>,
     http: HttpClient,
-    /// The vCard format asked of each address book (by path), learnt once.
+    /// The vCard formats each address book (by path) offers, learnt once.
     formats: Formats,
 }
 
-/// What each address book was found to offer: [`preferred_address_data`] of its
+/// What each address book was found to offer: [`vcard_versions`] of its
 /// `supported-address-data`, asked once per book and client.
 type Formats = std::sync::Arc<
     std::sync::Mutex<
         std::collections::HashMap<
             String,
-            std::sync::Arc<tokio::sync::OnceCell<Option<AddressDataType>>>,
+            std::sync::Arc<tokio::sync::OnceCell<Vec<AddressDataType>>>,
         >,
     >,
 >;
@@ -602,15 +610,26 @@ impl DavClient {
 }
 
 impl DavClient {
-    /// The vCard format to ask the address book `book` (a path) for, by a PROPFIND of
-    /// its `supported-address-data` the first time (see [`preferred_address_data`]).
-    /// `None` when the server advertises none, or answers that PROPFIND with anything
-    /// but a multistatus: the requests then name no format, as they always did.
+    /// The vCard format to ask the address book `book` (a path) for (see
+    /// [`preferred_address_data`]). `None` when the server advertises none, or answers
+    /// the PROPFIND with anything but a multistatus: the requests then name no format,
+    /// as they always did.
     pub async fn address_data_for(
         &self,
         book: &str,
         metrics: &Metrics,
     ) -> Result<Option<AddressDataType>> {
+        Ok(self.address_data_offered(book, metrics).await?.pop())
+    }
+
+    /// The `text/vcard` formats the address book `book` (a path) offers, oldest version
+    /// first ([`vcard_versions`]), by a PROPFIND of its `supported-address-data` the
+    /// first time; empty when it advertises none or answers with no multistatus.
+    pub async fn address_data_offered(
+        &self,
+        book: &str,
+        metrics: &Metrics,
+    ) -> Result<Vec<AddressDataType>> {
         let cell = self
             .formats
             .lock()
@@ -629,11 +648,9 @@ impl DavClient {
                     .read("PROPFIND", &url, "0", PROPFIND_ADDRESS_DATA, &what, metrics)
                     .await?;
                 if resp.status != 207 {
-                    return Ok::<_, Error>(None);
+                    return Ok::<_, Error>(Vec::new());
                 }
-                Ok(preferred_address_data(&supported_address_data(
-                    &resp.body, &what,
-                )?))
+                Ok(vcard_versions(&supported_address_data(&resp.body, &what)?))
             })
             .await?;
         Ok(found.clone())

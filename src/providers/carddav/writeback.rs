@@ -718,6 +718,70 @@ pub fn unasked_differences(before: &str, after: &str, changed: &[String]) -> Vec
     names
 }
 
+/// An inline binary line (PHOTO, LOGO, SOUND, KEY) as its `data:` URI, however the
+/// version writes it (3.0: `;ENCODING=b;TYPE=JPEG:<base64>`, 4.0:
+/// `:data:image/jpeg;base64,<base64>`), with its other parameters; `None` for another
+/// line.
+fn binary_as_data_uri(original: &str) -> Option<String> {
+    let l = line(original);
+    let top = match l.name.as_str() {
+        "PHOTO" | "LOGO" => "image",
+        "SOUND" => "audio",
+        "KEY" => "application",
+        _ => return None,
+    };
+    let text = unfold(original);
+    let (head, value) = text.split_once(':')?;
+    let parts = split_unquoted(head, ';');
+    let (mut encoded, mut kind, mut rest) = (false, None::<String>, Vec::new());
+    for p in &parts[1..] {
+        let (k, v) = p.split_once('=').unwrap_or(("TYPE", p));
+        let v = v.trim().trim_matches('"').to_ascii_lowercase();
+        match k.trim().to_ascii_uppercase().as_str() {
+            "ENCODING" => encoded = v == "b" || v == "base64",
+            "TYPE" => kind = Some(v),
+            "VALUE" => {}
+            k => rest.push(format!("{k}={v}")),
+        }
+    }
+    let uri = if encoded {
+        let mime = match kind {
+            Some(t) if t.contains('/') => t,
+            Some(t) => format!("{top}/{t}"),
+            None => format!("{top}/*"),
+        };
+        format!("data:{mime};base64,{value}")
+    } else if value.starts_with("data:") {
+        value.to_string()
+    } else {
+        return None;
+    };
+    rest.sort();
+    let mut out = parts[0].trim().to_ascii_uppercase();
+    for p in rest {
+        out.push(';');
+        out.push_str(&p);
+    }
+    Some(format!("{out}:{uri}"))
+}
+
+/// Whether two renderings of one card in different vCard versions say the same: every
+/// line alike in meaning, the `VERSION` aside and an inline binary read as its `data:`
+/// URI. (A server that converts, as Cyrus does, renders a 3.0 card as 4.0 without loss;
+/// its 3.0 rendering of a 4.0 card loses what 3.0 writes another way, e.g. a photo.)
+fn same_across_versions(a: &str, b: &str) -> bool {
+    let canonical = |text: &str| -> Vec<String> {
+        let mut v: Vec<String> = lines(text)
+            .iter()
+            .filter(|l| !l.original.trim().is_empty() && l.name != "VERSION")
+            .map(|l| binary_as_data_uri(l.original).unwrap_or_else(|| meaning(l.original)))
+            .collect();
+        v.sort();
+        v
+    };
+    canonical(a) == canonical(b)
+}
+
 /// The `VERSION` of a vCard's text (3.0 when absent).
 fn version_of(text: &str) -> &'static str {
     match version(&lines(text)) {
@@ -893,8 +957,7 @@ impl CardDavSource {
         let book = super::config::book_of(&op.account)
             .or_else(|| href.rsplit_once('/').map(|(b, _)| format!("{b}/")))
             .unwrap_or_default();
-        let format = self.dav.address_data_for(&book, metrics).await?;
-        let format = format.as_ref();
+        let offered = self.dav.address_data_offered(&book, metrics).await?;
         let local = |status: u16, outcome: Outcome, why: String| OpResult {
             index: op.index,
             http_status: Some(status),
@@ -907,7 +970,7 @@ impl CardDavSource {
         // Twice at most: with --force, a version written between the read and the PUT
         // (412) is read again and the change merged onto it.
         for _ in 0..2 {
-            let cur = self.dav.get_as(href, format, what, metrics).await?;
+            let (cur, format) = self.read_stored(href, &offered, what, metrics).await?;
             if cur.status == 404 && !force {
                 return Ok(local(
                     404,
@@ -949,10 +1012,13 @@ impl CardDavSource {
                 (_, Some(now), true) => Precondition::Match(now),
                 _ => Precondition::None,
             };
-            // A card read as 4.0 and now answered as 3.0 under the same ETag is a
+            // A card read as 4.0 and now answered as 3.0 under the same ETag, unasked
+            // (not the oldest rendering found to say what the newest says), is a
             // server's conversion, which may have lost data: never written back.
+            let compared = offered.len() > 1 && format == offered.first();
             let landed_version = landed.raw.as_deref().map(version_of);
-            if landed_version == Some("4.0")
+            if !compared
+                && landed_version == Some("4.0")
                 && version_of(&before) == "3.0"
                 && cur_etag
                     .as_deref()
@@ -993,6 +1059,44 @@ impl CardDavSource {
             Outcome::Conflict,
             "changed on the server again while it was being written".into(),
         ))
+    }
+
+    /// The card as stored, and the format it was read in. A server that offers several
+    /// vCard versions is asked for the newest (nothing lost converting up) and the
+    /// oldest; when the two say the same, the card is taken in the oldest, the version
+    /// every client reads: a card stored as 3.0 stays 3.0 (a converting server's 3.0
+    /// rendering of the same card written as 4.0 would lose its photo), and one stored
+    /// as 4.0, whose 3.0 rendering lost something, is written as 4.0.
+    async fn read_stored<'f>(
+        &self,
+        href: &str,
+        offered: &'f [super::dav::AddressDataType],
+        what: &str,
+        metrics: &Metrics,
+    ) -> Result<(HttpResponse, Option<&'f super::dav::AddressDataType>)> {
+        let newest = offered.last();
+        let cur = self.dav.get_as(href, newest, what, metrics).await?;
+        let Some(oldest) = offered.first().filter(|_| offered.len() > 1) else {
+            return Ok((cur, newest));
+        };
+        if cur.status != 200 {
+            return Ok((cur, newest));
+        }
+        let old = self.dav.get_as(href, Some(oldest), what, metrics).await?;
+        let same_version = match (etag_of(&cur), etag_of(&old)) {
+            (Some(a), Some(b)) => same_etag(&a, &b),
+            _ => false,
+        };
+        if old.status == 200
+            && same_version
+            && same_across_versions(
+                &String::from_utf8_lossy(&cur.body),
+                &String::from_utf8_lossy(&old.body),
+            )
+        {
+            return Ok((old, Some(oldest)));
+        }
+        Ok((cur, newest))
     }
 
     /// Reads a written card back and compares every property the change did not name
@@ -1316,6 +1420,14 @@ PHOTO;ENCODING=b;TYPE=PNG:iVBORw0KGgo=\r\nEND:VCARD\r\n";
             unasked_differences(v4, converted, &["notes".into()]),
             ["PHOTO", "VERSION"]
         );
+        // Across versions: a 3.0 inline photo is the 4.0 data URI; a cut one is not.
+        let v3 = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:A\r\nNOTE:x\r\nPHOTO;ENCODING=b;TYPE=JPEG:/9j/4AAQSkZJRg==\r\nEND:VCARD\r\n";
+        assert!(same_across_versions(v3, v4));
+        assert!(!same_across_versions(v4, &v4.replace("NOTE:x", "NOTE:y")));
+        assert!(!same_across_versions(
+            v4,
+            &converted.replace("NOTE:y", "NOTE:x")
+        ));
         let changed = HELD.replace("NOTE:a note", "NOTE:another note");
         assert_eq!(
             unasked_differences(HELD, &changed, &["notes".into()]),
@@ -1354,13 +1466,42 @@ PHOTO;ENCODING=b;TYPE=PNG:iVBORw0KGgo=\r\nEND:VCARD\r\n";
 
         pub const STORED: &str = "BEGIN:VCARD\r\nVERSION:4.0\r\nUID:u-1\r\nFN:Zoë Ünïcode\r\nN:Ünïcode;Zoë;;;\r\nitem1.EMAIL;TYPE=work:zoe@example.org\r\nitem1.X-ABLabel:Büro\r\nNOTE:old\r\nX-CUSTOM-THING;X-P=1:keep\r\nPHOTO:data:image/jpeg;base64,/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBw\r\n cJCQgKDBQNDAsLDBkSEw8UHRofHh0aHBwgJC4nICIsIxwcKDcpLDAxNDQ0Hyc5PTgyPC4zNDL/\r\nEND:VCARD\r\n";
 
-        /// Cyrus' 3.0 rendering of `card`.
+        /// A card stored as 3.0: its photo inline in 3.0's way.
+        pub fn stored_v3() -> String {
+            as_v3(STORED).replace(
+                "PHOTO:data:image/jpeg\r\n",
+                "PHOTO;ENCODING=b;TYPE=JPEG:/9j/4AAQSkZJRg==\r\n",
+            )
+        }
+
+        /// Cyrus' 3.0 rendering of `card`: a 4.0 photo loses its data.
         pub fn as_v3(card: &str) -> String {
+            if version_of(card) == "3.0" {
+                return card.to_string();
+            }
             lines(card)
                 .iter()
                 .map(|l| match l.name.as_str() {
                     "VERSION" => "VERSION:3.0\r\n".to_string(),
                     "PHOTO" => "PHOTO:data:image/jpeg\r\n".to_string(),
+                    _ => l.original.to_string(),
+                })
+                .collect()
+        }
+
+        /// Cyrus' 4.0 rendering of `card`: a 3.0 photo becomes a data URI.
+        pub fn as_v4(card: &str) -> String {
+            if version_of(card) == "4.0" {
+                return card.to_string();
+            }
+            lines(card)
+                .iter()
+                .map(|l| match l.name.as_str() {
+                    "VERSION" => "VERSION:4.0\r\n".to_string(),
+                    "PHOTO" => format!(
+                        "PHOTO:data:image/jpeg;base64,{}",
+                        l.original.split_once(':').unwrap().1
+                    ),
                     _ => l.original.to_string(),
                 })
                 .collect()
@@ -1379,8 +1520,12 @@ PHOTO;ENCODING=b;TYPE=PNG:iVBORw0KGgo=\r\nEND:VCARD\r\n";
         pub type Shared = Arc<Mutex<State>>;
 
         pub async fn start(lossy: bool, advertise: bool) -> (String, Shared) {
+            start_with(STORED, lossy, advertise).await
+        }
+
+        pub async fn start_with(card: &str, lossy: bool, advertise: bool) -> (String, Shared) {
             let state: Shared = Arc::new(Mutex::new(State {
-                card: STORED.into(),
+                card: card.into(),
                 etag: 1,
                 lossy,
                 advertise,
@@ -1408,7 +1553,7 @@ PHOTO;ENCODING=b;TYPE=PNG:iVBORw0KGgo=\r\nEND:VCARD\r\n";
                                 207,
                                 r#"<D:multistatus xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav"><D:response><D:href>/b/</D:href><D:propstat><D:prop><C:supported-address-data><C:address-data-type content-type="text/vcard" version="3.0"/><C:address-data-type content-type="text/vcard" version="4.0"/></C:supported-address-data></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response></D:multistatus>"#.to_string(),
                             ),
-                            "GET" if h("accept").contains("version=4.0") => (200, s.card.clone()),
+                            "GET" if h("accept").contains("version=4.0") => (200, as_v4(&s.card)),
                             "GET" => (200, as_v3(&s.card)),
                             "PUT" if h("if-match") != etag => (412, String::new()),
                             "PUT" => {
@@ -1515,14 +1660,46 @@ PHOTO;ENCODING=b;TYPE=PNG:iVBORw0KGgo=\r\nEND:VCARD\r\n";
             s.card,
             converting_server::STORED.replace("NOTE:old", "NOTE:new\\; with a separator")
         );
-        // Every GET asked for the format the book offers.
-        assert!(
-            s.seen
-                .iter()
-                .filter(|x| x.0 == "GET")
-                .all(|x| x.1 == "text/vcard; version=4.0"),
-            "{:?}",
-            s.seen
+        // The card read in both versions the book offers: the 3.0 rendering lost the
+        // photo, so the card is written and read back as 4.0.
+        let gets: Vec<&str> = s
+            .seen
+            .iter()
+            .filter(|x| x.0 == "GET")
+            .map(|x| x.1.as_str())
+            .collect();
+        assert_eq!(
+            gets,
+            [
+                "text/vcard; version=4.0",
+                "text/vcard; version=3.0",
+                "text/vcard; version=4.0"
+            ]
+        );
+    }
+
+    /// A card stored as 3.0 on a converting server stays 3.0: its 3.0 rendering says what
+    /// the 4.0 one says, so the update is merged into it (written as 4.0, the server's
+    /// 3.0 rendering of it would have lost the photo).
+    #[tokio::test]
+    async fn a_card_stored_as_3_stays_3() {
+        let stored = converting_server::stored_v3();
+        let (base, state) = converting_server::start_with(&stored, false, true).await;
+        let src = converting_server::source(&base);
+        let r = src
+            .apply_one(
+                &converting_server::notes_update("\"e1\""),
+                &["notes".to_string()],
+                false,
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+        let s = state.lock().unwrap();
+        assert_eq!(
+            s.card,
+            stored.replace("NOTE:old", "NOTE:new\\; with a separator")
         );
     }
 
