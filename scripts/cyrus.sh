@@ -7,7 +7,10 @@
 #   CYRUS_PASSWORD=… scripts/cyrus.sh start DIR HTTP_PORT IMAP_PORT USER...
 #                                            configure DIR, add USERs with that password,
 #                                            start, and make each user's address book
-#                                            (/dav/addressbooks/user/USER/Default/)
+#                                            (/dav/addressbooks/user/USER/Default/);
+#                                            with CYRUS_OWNER_PID set, the instance also
+#                                            stops when that process is gone (a test
+#                                            killed before it could stop it)
 #   scripts/cyrus.sh expire DIR              purge what deletions left behind (cyr_expire):
 #                                            every sync token given before a deletion is
 #                                            then stale (403 DAV:valid-sync-token)
@@ -96,6 +99,10 @@ EOF
     [ "$i" = 200 ] && { echo "cyrus.sh: httpd did not answer on 127.0.0.1:$http" >&2; exit 1; }
     sleep 0.05
   done
+  if [ -n "${CYRUS_OWNER_PID:-}" ]; then
+    # Detached, its output nowhere: the caller reads this script's output to its end.
+    nohup "$0" watch "$dir" "$CYRUS_OWNER_PID" </dev/null >/dev/null 2>&1 &
+  fi
   for u in "${users[@]}"; do
     # The IMAP login creates the user's INBOX (autocreate); the DAV request the book.
     curl -sS --fail -o /dev/null -u "$u:$CYRUS_PASSWORD" "imap://127.0.0.1:$imap/" -X 'LIST "" "*"'
@@ -112,9 +119,18 @@ expire() {
   runuser -u cyrus -- "$BIN/cyr_expire" -C "$dir/imapd.conf" -E 0 -X 0 -D 0
 }
 
+watch() {
+  local dir=$1 owner=$2
+  while kill -0 "$owner" 2>/dev/null && [ -e "$dir/master.pid" ]; do sleep 1; done
+  stop "$dir"
+}
+
 stop() {
   local dir=$1 pid i
   pid=$(cat "$dir/master.pid" 2>/dev/null) || return 0
+  rm -f "$dir/master.pid"
+  # Only the master of this instance (a pid file can outlive its process).
+  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "cyrmaster -C $dir/imapd.conf" || return 0
   kill -TERM "$pid" 2>/dev/null || return 0
   for i in $(seq 100); do
     kill -0 "$pid" 2>/dev/null || return 0
@@ -130,5 +146,6 @@ case "$cmd" in
   start) start "$@" ;;
   expire) expire "$@" ;;
   stop) stop "$@" ;;
+  watch) watch "$@" ;;
   *) echo "usage: $0 install | start DIR HTTP_PORT IMAP_PORT USER... | expire DIR | stop DIR" >&2; exit 2 ;;
 esac

@@ -170,6 +170,7 @@ impl Server {
                     .arg(&store)
                     .args([&port.to_string(), &free_port().to_string(), USER])
                     .env("CYRUS_PASSWORD", PASSWORD)
+                    .env("CYRUS_OWNER_PID", std::process::id().to_string())
                     .output()
                     .unwrap();
                 assert!(
