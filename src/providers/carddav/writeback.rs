@@ -1001,10 +1001,10 @@ impl CardDavSource {
             let cond = match (etag, cur_etag.as_deref(), force) {
                 (Some(e), Some(now), false) if !same_etag(e, now) => {
                     return Ok(local(
-                        412,
+                        cur.status,
                         Outcome::Conflict,
                         format!(
-                            "the server holds another version ({now}) than the one the change is based on ({e})"
+                            "conflict decided before writing: the server holds another version ({now}) than the one the change is based on ({e})"
                         ),
                     ));
                 }
