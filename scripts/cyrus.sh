@@ -33,14 +33,13 @@ install() {
   echo "installing ${PACKAGES[*]}"
   # The packages' own service must not start (the tests start private instances):
   # Debian's policy-rc.d hook, put in place only for the install when none exists.
-  local policy=/usr/sbin/policy-rc.d made=""
+  local policy=/usr/sbin/policy-rc.d
   if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && made=1
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy"
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
   fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}"
-  [ -n "$made" ] && rm -f "$policy"
-  return 0
 }
 
 start() {
