@@ -372,7 +372,8 @@ impl CardDavSource {
             .collect();
         let n = chunks.len();
         let url = &url;
-        // The vCards as the book stores them, not a rendering converted to another version.
+        // In the newest version the book offers: a server that converts (Cyrus) renders
+        // a 4.0 card as 3.0 when no version is asked, and drops its inline photo.
         let format = match n {
             0 => None,
             _ => self.dav.address_data_for(book, &ctx.metrics).await?,
