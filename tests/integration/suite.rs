@@ -23,6 +23,7 @@
 //! | `aurinko` | the built-in emulator | 2 × 150, pages of 50 | the emulator's fault layer |
 //! | `carddav_radicale` | Radicale 3.9, a real server (tests/python/carddav_server.py) | 2 address books × 40, multigets of 8 | the same fault layer as a reverse proxy in front of it (`emulator::proxy::FaultProxy`) |
 //! | `carddav_xandikos` | Xandikos 0.4, a real server | 2 × 40, multigets of 8 | the fault proxy |
+//! | `carddav_cyrus` | Cyrus IMAP 3.6's httpd, a real server (scripts/cyrus.sh) | 2 × 40, multigets of 8 | the fault proxy |
 //!
 //! A real server's truth is what it lists (PROPFIND, then a GET of each member), its
 //! mutations plain HTTP PUTs and DELETEs on it (past the proxy), its expired cursor the
@@ -313,6 +314,13 @@ pub fn carddav_harness(kind: crate::carddav::Kind) -> Harness {
                     let b =
                         crate::carddav::CardDavBackend::start(crate::carddav::Kind::Xandikos, n)
                             .await?;
+                    Some(Box::new(b) as Box<dyn Backend>)
+                })
+            },
+            crate::carddav::Kind::Cyrus => |n| {
+                Box::pin(async move {
+                    let b = crate::carddav::CardDavBackend::start(crate::carddav::Kind::Cyrus, n)
+                        .await?;
                     Some(Box::new(b) as Box<dyn Backend>)
                 })
             },
@@ -1214,3 +1222,4 @@ conformance!(
     carddav_xandikos,
     carddav_harness(crate::carddav::Kind::Xandikos)
 );
+conformance!(carddav_cyrus, carddav_harness(crate::carddav::Kind::Cyrus));

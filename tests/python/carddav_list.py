@@ -4,7 +4,11 @@ library Radicale and Xandikos use; no code shared with contacts-etl). Prints one
 list, sorted by id, in the terms of the project's schema, so a test can compare the lake
 with it row by row.
 
-Usage: CARDDAV_PASSWORD=... carddav_list.py ADDRESS_BOOK_URL USER"""
+Usage: CARDDAV_PASSWORD=... [CARDDAV_ACCEPT=...] carddav_list.py ADDRESS_BOOK_URL USER
+
+CARDDAV_ACCEPT, when set, is the GETs' Accept header: a server that converts (Cyrus IMAP
+answers a plain GET of a vCard 4.0 with a 3.0 rendering) is asked for the version the
+address book is read in."""
 import json
 import os
 import sys
@@ -91,9 +95,11 @@ def main():
     s = requests.Session()
     # As bytes: requests would encode a str password as Latin-1; servers read UTF-8.
     s.auth = (user.encode(), os.environ["CARDDAV_PASSWORD"].encode())
+    accept = os.environ.get("CARDDAV_ACCEPT")
+    headers = {"Accept": accept} if accept else {}
     rows = []
     for href, etag in members(s, url):
-        r = s.get(urllib.parse.urljoin(url, href))
+        r = s.get(urllib.parse.urljoin(url, href), headers=headers)
         r.raise_for_status()
         rows.append(row(href, r.headers.get("ETag", etag), r.content))
     rows.sort(key=lambda r: r["id"])

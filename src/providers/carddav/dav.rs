@@ -58,6 +58,137 @@ pub fn multiget_body(hrefs: &[&str]) -> String {
     b
 }
 
+/// PROPFIND (depth 0) for the vCard formats an address book offers (RFC 6352 §6.2.2).
+pub const PROPFIND_ADDRESS_DATA: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<d:propfind xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:carddav"><d:prop><c:supported-address-data/></d:prop></d:propfind>"#;
+
+/// A vCard format a server offers in `supported-address-data`: an `address-data-type`'s
+/// content type and version (RFC 6352's defaults when absent: `text/vcard`, 3.0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressDataType {
+    /// The media type, as advertised (`text/vcard`).
+    pub content_type: String,
+    /// The vCard version (`3.0`, `4.0`).
+    pub version: String,
+}
+
+impl AddressDataType {
+    /// The `Accept` header value that asks a GET for this format.
+    pub fn accept(&self) -> String {
+        format!("{}; version={}", self.content_type, self.version)
+    }
+
+    /// The `address-data` element that asks a REPORT for this format.
+    fn element(&self) -> String {
+        format!(
+            r#"<c:address-data content-type="{}" version="{}"/>"#,
+            quick_xml::escape::escape(self.content_type.as_str()),
+            quick_xml::escape::escape(self.version.as_str())
+        )
+    }
+}
+
+/// The formats of a PROPFIND answer's `supported-address-data`, in order. Each child
+/// element counts, whatever its name: RFC 6352 names it `address-data-type`; Xandikos
+/// 0.4 writes `content-type`.
+pub fn supported_address_data(body: &[u8], what: &str) -> Result<Vec<AddressDataType>> {
+    let bad = |why: String| {
+        Error::decode(format!(
+            "{what}: the answer is not a readable WebDAV multistatus ({why}): {}",
+            crate::http::describe_body(body)
+        ))
+    };
+    let mut r = NsReader::from_reader(body);
+    let mut depth_in = None::<usize>;
+    let mut depth = 0usize;
+    let mut out = Vec::new();
+    loop {
+        let ev = r
+            .read_event()
+            .map_err(|e| bad(format!("XML error at byte {}: {e}", r.buffer_position())))?;
+        match &ev {
+            Event::Start(e) | Event::Empty(e) => {
+                let (ns, local) = r.resolve_element(e.name());
+                let supported = matches!(&ns, ResolveResult::Bound(n) if n.as_ref() == NS_CARDDAV)
+                    && local.as_ref() == b"supported-address-data";
+                if depth_in.is_some_and(|d| depth == d + 1) {
+                    let mut t = AddressDataType {
+                        content_type: "text/vcard".into(),
+                        version: "3.0".into(),
+                    };
+                    for a in e.attributes().flatten() {
+                        let v = a
+                            .unescape_value()
+                            .map_err(|e| bad(e.to_string()))?
+                            .trim()
+                            .to_string();
+                        match a.key.local_name().as_ref() {
+                            b"content-type" => t.content_type = v,
+                            b"version" => t.version = v,
+                            _ => {}
+                        }
+                    }
+                    if !out.contains(&t) {
+                        out.push(t);
+                    }
+                }
+                if matches!(ev, Event::Start(_)) {
+                    if supported && depth_in.is_none() {
+                        depth_in = Some(depth);
+                    }
+                    depth += 1;
+                }
+            }
+            Event::End(_) => {
+                depth = depth.saturating_sub(1);
+                if depth_in == Some(depth) {
+                    depth_in = None;
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The format to ask an address book for: vCard 4.0 when it is offered (a server that
+/// converts, as Cyrus does, loses data converting 4.0 down to 3.0, never the other way),
+/// else the newest `text/vcard` offered; `None` when the server advertises none (the
+/// request then names no version, as before).
+pub fn preferred_address_data(offered: &[AddressDataType]) -> Option<AddressDataType> {
+    vcard_versions(offered).pop()
+}
+
+/// The `text/vcard` formats of `offered`, oldest version first, each version once.
+pub fn vcard_versions(offered: &[AddressDataType]) -> Vec<AddressDataType> {
+    let number = |v: &str| -> (u32, u32) {
+        let (a, b) = v.split_once('.').unwrap_or((v, "0"));
+        (a.parse().unwrap_or(0), b.parse().unwrap_or(0))
+    };
+    let mut out: Vec<AddressDataType> = offered
+        .iter()
+        .filter(|t| {
+            let ct = t.content_type.to_ascii_lowercase();
+            ct == "text/vcard" || ct.starts_with("text/vcard;")
+        })
+        .cloned()
+        .collect();
+    out.sort_by_key(|t| number(&t.version));
+    out.dedup_by_key(|t| number(&t.version));
+    out
+}
+
+/// An `addressbook-multiget` REPORT for `hrefs` that asks for the vCards in `format`
+/// (`None`: as [`multiget_body`], no format named).
+pub fn multiget_body_as(hrefs: &[&str], format: Option<&AddressDataType>) -> String {
+    let b = multiget_body(hrefs);
+    match format {
+        Some(f) => b.replacen("<c:address-data/>", &f.element(), 1),
+        None => b,
+    }
+}
+
 /// A `sync-collection` REPORT (RFC 6578) from `token` (empty: the initial sync), level 1,
 /// asking for ETags only (the vCards come by multiget: not every server sends
 /// `address-data` in a sync report, and those that do are read as well).
@@ -320,7 +451,20 @@ pub struct DavClient {
     /// The `Authorization` header value, when the server wants one.
     authorization: Option<Secret>,
     http: HttpClient,
+    /// The vCard formats each address book (by path) offers, learnt once.
+    formats: Formats,
 }
+
+/// What each address book was found to offer: [`vcard_versions`] of its
+/// `supported-address-data`, asked once per book and client.
+type Formats = std::sync::Arc<
+    std::sync::Mutex<
+        std::collections::HashMap<
+            String,
+            std::sync::Arc<tokio::sync::OnceCell<Vec<AddressDataType>>>,
+        >,
+    >,
+>;
 
 /// A precondition of a write.
 #[derive(Debug, Clone, Copy)]
@@ -346,6 +490,7 @@ impl DavClient {
             base,
             authorization,
             http,
+            formats: Default::default(),
         }
     }
 
@@ -462,6 +607,75 @@ impl DavClient {
             .http
             .send(what, metrics, MAX_BODY, |c| {
                 self.build(c, &reqwest::Method::GET, &url, &[], None)
+            })
+            .await?;
+        self.check_auth(resp, what)
+    }
+}
+
+impl DavClient {
+    /// The vCard format to ask the address book `book` (a path) for (see
+    /// [`preferred_address_data`]). `None` when the server advertises none, or answers
+    /// the PROPFIND with anything but a multistatus: the requests then name no format,
+    /// as they always did.
+    pub async fn address_data_for(
+        &self,
+        book: &str,
+        metrics: &Metrics,
+    ) -> Result<Option<AddressDataType>> {
+        Ok(self.address_data_offered(book, metrics).await?.pop())
+    }
+
+    /// The `text/vcard` formats the address book `book` (a path) offers, oldest version
+    /// first ([`vcard_versions`]), by a PROPFIND of its `supported-address-data` the
+    /// first time; empty when it advertises none or answers with no multistatus.
+    pub async fn address_data_offered(
+        &self,
+        book: &str,
+        metrics: &Metrics,
+    ) -> Result<Vec<AddressDataType>> {
+        let cell = self
+            .formats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(book.to_string())
+            .or_default()
+            .clone();
+        let found = cell
+            .get_or_try_init(|| async {
+                let what = format!(
+                    "source {}: address book {book}: PROPFIND supported-address-data",
+                    self.source
+                );
+                let url = self.url(book, &what)?;
+                let resp = self
+                    .read("PROPFIND", &url, "0", PROPFIND_ADDRESS_DATA, &what, metrics)
+                    .await?;
+                if resp.status != 207 {
+                    return Ok::<_, Error>(Vec::new());
+                }
+                Ok(vcard_versions(&supported_address_data(&resp.body, &what)?))
+            })
+            .await?;
+        Ok(found.clone())
+    }
+
+    /// GETs one vCard in `format` (`Accept: text/vcard; version=…`; `None`: no `Accept`,
+    /// as [`DavClient::get`]); the status is the caller's.
+    pub async fn get_as(
+        &self,
+        href: &str,
+        format: Option<&AddressDataType>,
+        what: &str,
+        metrics: &Metrics,
+    ) -> Result<HttpResponse> {
+        let url = self.url(href, what)?;
+        let headers: Vec<(&'static str, String)> =
+            format.map(|f| ("Accept", f.accept())).into_iter().collect();
+        let resp = self
+            .http
+            .send(what, metrics, MAX_BODY, |c| {
+                self.build(c, &reqwest::Method::GET, &url, &headers, None)
             })
             .await?;
         self.check_auth(resp, what)
@@ -640,6 +854,77 @@ END:VCARD
         assert_eq!(resource_id("/alice/c/x%20y.vcf"), Some("x%20y"));
         assert_eq!(resource_id("/alice/c/abc"), Some("abc"));
         assert_eq!(resource_id("/alice/c/"), None);
+    }
+
+    /// What Cyrus 3.6, Radicale 3.9 and Xandikos 0.4.10 answer for
+    /// `supported-address-data` (their real answers): Cyrus offers 4.0 and is asked for
+    /// it; the others offer 3.0 only (Xandikos under the element name `content-type`).
+    #[test]
+    fn supported_address_data_of_real_servers() {
+        let cyrus = br#"<?xml version="1.0" encoding="utf-8"?>
+<D:multistatus xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav">
+<D:response><D:href>/dav/addressbooks/user/alice/Default/</D:href><D:propstat><D:prop><C:supported-address-data><C:address-data-type content-type="text/vcard" version="3.0"/><C:address-data-type content-type="text/directory" version="3.0"/><C:address-data-type content-type="text/vcard" version="4.0"/></C:supported-address-data></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response></D:multistatus>"#;
+        let radicale = br#"<?xml version='1.0' encoding='utf-8'?>
+<multistatus xmlns="DAV:" xmlns:CR="urn:ietf:params:xml:ns:carddav"><response><href>/alice/contacts/</href><propstat><prop><CR:supported-address-data><CR:address-data-type content-type="text/vcard" version="3.0" /></CR:supported-address-data></prop><status>HTTP/1.1 200 OK</status></propstat></response></multistatus>"#;
+        let xandikos = br#"<ns0:multistatus xmlns:ns0="DAV:" xmlns:ns1="urn:ietf:params:xml:ns:carddav"><ns0:response><ns0:href>/alice/contacts/addressbook/</ns0:href><ns0:propstat><ns0:status>HTTP/1.1 200 OK</ns0:status><ns0:prop><ns1:supported-address-data><ns1:content-type content-type="text/vcard" version="3.0" /></ns1:supported-address-data></ns0:prop></ns0:propstat></ns0:response></ns0:multistatus>"#;
+        let t = |ct: &str, v: &str| AddressDataType {
+            content_type: ct.into(),
+            version: v.into(),
+        };
+        let c = supported_address_data(cyrus, "c").unwrap();
+        assert_eq!(
+            c,
+            [
+                t("text/vcard", "3.0"),
+                t("text/directory", "3.0"),
+                t("text/vcard", "4.0")
+            ]
+        );
+        assert_eq!(preferred_address_data(&c), Some(t("text/vcard", "4.0")));
+        for body in [&radicale[..], &xandikos[..]] {
+            let o = supported_address_data(body, "o").unwrap();
+            assert_eq!(o, [t("text/vcard", "3.0")]);
+            assert_eq!(preferred_address_data(&o), Some(t("text/vcard", "3.0")));
+        }
+        // Nothing advertised (a 404 propstat, an empty property): no format is named.
+        let none = br#"<d:multistatus xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:carddav"><d:response><d:href>/b/</d:href><d:propstat><d:prop><c:supported-address-data/></d:prop><d:status>HTTP/1.1 404 Not Found</d:status></d:propstat></d:response></d:multistatus>"#;
+        assert_eq!(supported_address_data(none, "n").unwrap(), []);
+        assert_eq!(preferred_address_data(&[]), None);
+        // RFC 6352's defaults for a bare element; only text/vcard is ever asked for.
+        let bare = br#"<d:multistatus xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:carddav"><d:response><d:href>/b/</d:href><d:propstat><d:prop><c:supported-address-data><c:address-data-type/><c:address-data-type content-type="application/vcard+json" version="4.0"/></c:supported-address-data></d:prop></d:propstat></d:response></d:multistatus>"#;
+        let b = supported_address_data(bare, "b").unwrap();
+        assert_eq!(preferred_address_data(&b), Some(t("text/vcard", "3.0")));
+        let e = supported_address_data(
+            b"<d:multistatus xmlns:d=\"DAV:\"><d:a></d:b>",
+            "src book /b/: PROPFIND",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("src book /b/: PROPFIND: the answer is not a readable"),
+            "{e}"
+        );
+    }
+
+    /// The multiget names the format when there is one, and is today's body when not;
+    /// the GET's `Accept` says the same.
+    #[test]
+    fn multiget_asks_the_preferred_format() {
+        let v4 = AddressDataType {
+            content_type: "text/vcard".into(),
+            version: "4.0".into(),
+        };
+        let b = multiget_body_as(&["/a/x.vcf"], Some(&v4));
+        assert!(
+            b.contains(r#"<c:address-data content-type="text/vcard" version="4.0"/>"#)
+                && b.contains("<d:href>/a/x.vcf</d:href>"),
+            "{b}"
+        );
+        assert_eq!(
+            multiget_body_as(&["/a/x.vcf"], None),
+            multiget_body(&["/a/x.vcf"])
+        );
+        assert_eq!(v4.accept(), "text/vcard; version=4.0");
     }
 
     #[test]

@@ -382,6 +382,13 @@ impl CardDavSource {
             .collect();
         let n = chunks.len();
         let url = &url;
+        // In the newest version the book offers: a server that converts (Cyrus) renders
+        // a 4.0 card as 3.0 when no version is asked, and drops its inline photo.
+        let format = match n {
+            0 => None,
+            _ => self.dav.address_data_for(book, &ctx.metrics).await?,
+        };
+        let format = format.as_ref();
         let mut answers = futures::stream::iter(chunks.into_iter().enumerate())
             .map(|(i, chunk)| async move {
                 let what = format!(
@@ -392,7 +399,7 @@ impl CardDavSource {
                     chunk[0]
                 );
                 let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-                let body = dav::multiget_body(&refs);
+                let body = dav::multiget_body_as(&refs, format);
                 let resp = self
                     .dav
                     .read("REPORT", url, "1", &body, &what, &ctx.metrics)

@@ -6,13 +6,18 @@
 //!   of the same insert, after a crash or a lost reply, meets the existing resource (412)
 //!   and, when that resource carries the key, is the insert already done, not a second
 //!   contact.
-//! - **Update:** the landed vCard (`raw`) with only the properties of the changed managed
-//!   columns replaced, PUT under `If-Match: <etag>`. Every other content line is sent as
-//!   the server gave it, byte for byte (X- properties, unknown parameters, groups, folding);
-//!   so is an item of a changed list that equals a landed item in every modelled value.
+//! - **Update:** the vCard as the server stores it, read by a GET that asks for the
+//!   format its address book offers (4.0 when offered: a server that converts, as Cyrus
+//!   does, renders a 4.0 card as 3.0 otherwise and loses its inline photo), with only the
+//!   properties of the changed managed columns replaced, PUT under `If-Match: <etag>`.
+//!   The GET's ETag must be that etag, else the row is a `conflict`. Every other content
+//!   line is sent as the server gave it, byte for byte (X- properties, unknown parameters,
+//!   groups, folding); so is an item of a changed list that equals a landed item in every
+//!   modelled value. The card is then read back: a property the change did not name that
+//!   differs in meaning from before makes the row `failed`, naming the properties.
 //! - **Delete:** DELETE under `If-Match`; a 404 is "already deleted".
 //! - A 412 is a `conflict`; with `--force` an update is merged onto the vCard as the
-//!   server now holds it (GET, then PUT under its new ETag) and a delete is sent without a
+//!   server now holds it (PUT under the ETag of that GET) and a delete is sent without a
 //!   condition. 400/403/415/422 are `invalid` with the server's reason; the rest `failed`.
 //!
 //! The merge works on content lines rather than through a vCard parser, because a parser
@@ -22,7 +27,7 @@ use futures::future::BoxFuture;
 
 use super::CardDavSource;
 use super::dav::Precondition;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::http::{HttpResponse, Metrics};
 use crate::model::schema::ContactRecord;
 use crate::model::write::{Action, KEY_PROPERTY, Op, OpResult, Outcome, merge_managed};
@@ -841,6 +846,209 @@ fn inside_book(account: &str, href: &str) -> std::result::Result<(), String> {
     }
 }
 
+/// The properties (upper case) a change of the `changed` columns rewrites, and whether
+/// it rewrites the X- properties (`extended_properties`), as [`merge_vcard`] does.
+fn named_properties(changed: &[String]) -> (Vec<&'static str>, bool) {
+    let mut props: Vec<&'static str> = Vec::new();
+    for c in changed {
+        for p in properties_of(c) {
+            if !props.contains(p) {
+                props.push(p);
+            }
+        }
+    }
+    (props, changed.iter().any(|c| c == "extended_properties"))
+}
+
+/// Splits `s` at each `sep` outside double quotes.
+fn split_unquoted(s: &str, sep: char) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, c) in s.char_indices() {
+        if c == '"' {
+            quoted = !quoted;
+        } else if c == sep && !quoted {
+            out.push(&s[start..i]);
+            start = i + c.len_utf8();
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+/// A content line in a form two renderings of the same meaning share: unfolded; group,
+/// name and parameter names in one case; parameters sorted, `TYPE` values (however
+/// written: `TYPE=a,b`, `TYPE=a;TYPE=b`, a bare 3.0 `;a`) as one sorted, lower-case set;
+/// quotes around parameter values dropped. The value is kept as it is.
+fn meaning(original: &str) -> String {
+    let text = unfold(original);
+    let colon = {
+        let mut quoted = false;
+        text.char_indices()
+            .find(|&(_, c)| {
+                if c == '"' {
+                    quoted = !quoted;
+                }
+                c == ':' && !quoted
+            })
+            .map_or(text.len(), |(i, _)| i)
+    };
+    let (head, value) = (&text[..colon], text.get(colon + 1..).unwrap_or(""));
+    let parts = split_unquoted(head, ';');
+    let mut types: Vec<String> = Vec::new();
+    let mut params: Vec<String> = Vec::new();
+    for p in &parts[1..] {
+        let (k, v) = p.split_once('=').unwrap_or(("TYPE", p));
+        let k = k.trim().to_ascii_uppercase();
+        let vs = split_unquoted(v, ',')
+            .into_iter()
+            .map(|x| x.trim().trim_matches('"').to_string());
+        if k == "TYPE" {
+            types.extend(vs.map(|x| x.to_ascii_lowercase()));
+        } else {
+            params.push(format!("{k}={}", vs.collect::<Vec<_>>().join(",")));
+        }
+    }
+    types.sort();
+    types.dedup();
+    if !types.is_empty() {
+        params.push(format!("TYPE={}", types.join(",")));
+    }
+    params.sort();
+    let mut out = parts[0].trim().to_ascii_uppercase();
+    for p in params {
+        out.push(';');
+        out.push_str(&p);
+    }
+    out.push(':');
+    out.push_str(value);
+    out
+}
+
+/// The properties (upper case, sorted) whose lines differ in meaning between two
+/// versions of a vCard, leaving out what a change of the `changed` columns rewrites: the
+/// named properties, the lines grouped with them (an Apple label goes with its item),
+/// and the X- properties when `extended_properties` changed. Empty: the write kept
+/// everything else.
+pub fn unasked_differences(before: &str, after: &str, changed: &[String]) -> Vec<String> {
+    let (props, extended) = named_properties(changed);
+    let (b, a) = (lines(before), lines(after));
+    let named = |l: &Line| {
+        props.contains(&l.name.as_str())
+            || (extended
+                && l.name.starts_with("X-")
+                && l.name != KEY_X_PROPERTY
+                && l.name != "X-ABLABEL")
+    };
+    let groups: std::collections::HashSet<&str> = b
+        .iter()
+        .chain(&a)
+        .filter(|l| named(l))
+        .filter_map(|l| l.group.as_deref())
+        .collect();
+    let kept = |ls: &[Line]| -> std::collections::BTreeMap<String, Vec<String>> {
+        let mut m: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for l in ls.iter().filter(|l| !l.original.trim().is_empty()) {
+            if named(l) || l.group.as_deref().is_some_and(|g| groups.contains(g)) {
+                continue;
+            }
+            m.entry(l.name.clone())
+                .or_default()
+                .push(meaning(l.original));
+        }
+        m.values_mut().for_each(|v| v.sort());
+        m
+    };
+    let (kb, ka) = (kept(&b), kept(&a));
+    let mut names: Vec<String> = kb
+        .keys()
+        .chain(ka.keys())
+        .filter(|n| kb.get(*n) != ka.get(*n))
+        .cloned()
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// An inline binary line (PHOTO, LOGO, SOUND, KEY) as its `data:` URI, however the
+/// version writes it (3.0: `;ENCODING=b;TYPE=JPEG:<base64>`, 4.0:
+/// `:data:image/jpeg;base64,<base64>`), with its other parameters; `None` for another
+/// line.
+fn binary_as_data_uri(original: &str) -> Option<String> {
+    let l = line(original);
+    let top = match l.name.as_str() {
+        "PHOTO" | "LOGO" => "image",
+        "SOUND" => "audio",
+        "KEY" => "application",
+        _ => return None,
+    };
+    let text = unfold(original);
+    let (head, value) = text.split_once(':')?;
+    let parts = split_unquoted(head, ';');
+    let (mut encoded, mut kind, mut rest) = (false, None::<String>, Vec::new());
+    for p in &parts[1..] {
+        let (k, v) = p.split_once('=').unwrap_or(("TYPE", p));
+        let v = v.trim().trim_matches('"').to_ascii_lowercase();
+        match k.trim().to_ascii_uppercase().as_str() {
+            "ENCODING" => encoded = v == "b" || v == "base64",
+            "TYPE" => kind = Some(v),
+            "VALUE" => {}
+            k => rest.push(format!("{k}={v}")),
+        }
+    }
+    let uri = if encoded {
+        let mime = match kind {
+            Some(t) if t.contains('/') => t,
+            Some(t) => format!("{top}/{t}"),
+            None => format!("{top}/*"),
+        };
+        format!("data:{mime};base64,{value}")
+    } else if value.starts_with("data:") {
+        value.to_string()
+    } else {
+        return None;
+    };
+    rest.sort();
+    let mut out = parts[0].trim().to_ascii_uppercase();
+    for p in rest {
+        out.push(';');
+        out.push_str(&p);
+    }
+    Some(format!("{out}:{uri}"))
+}
+
+/// Whether two renderings of one card in different vCard versions say the same: every
+/// line alike in meaning, the `VERSION` aside and an inline binary read as its `data:`
+/// URI. (A server that converts, as Cyrus does, renders a 3.0 card as 4.0 without loss;
+/// its 3.0 rendering of a 4.0 card loses what 3.0 writes another way, e.g. a photo.)
+fn same_across_versions(a: &str, b: &str) -> bool {
+    let canonical = |text: &str| -> Vec<String> {
+        let mut v: Vec<String> = lines(text)
+            .iter()
+            .filter(|l| !l.original.trim().is_empty() && l.name != "VERSION")
+            .map(|l| binary_as_data_uri(l.original).unwrap_or_else(|| meaning(l.original)))
+            .collect();
+        v.sort();
+        v
+    };
+    canonical(a) == canonical(b)
+}
+
+/// The `VERSION` of a vCard's text (3.0 when absent).
+fn version_of(text: &str) -> &'static str {
+    match version(&lines(text)) {
+        Version::V3 => "3.0",
+        Version::V4 => "4.0",
+    }
+}
+
+/// An ETag without its weak marker, for comparing what a GET and a listing sent.
+fn same_etag(a: &str, b: &str) -> bool {
+    let strong = |e: &str| e.trim().trim_start_matches("W/").to_string();
+    strong(a) == strong(b)
+}
+
 /// The href a landed contact lives at: `native.href` as the server sent it, else its
 /// address book and id.
 fn landed_href(account: &str, landed: &ContactRecord) -> String {
@@ -935,46 +1143,29 @@ impl CardDavSource {
                 landed,
                 changed,
             } => {
-                let raw = landed.raw.as_deref().ok_or_else(|| {
-                    Error::decode(format!(
-                        "{what}: the landed contact has no raw vCard; run sync --full-refresh"
-                    ))
-                })?;
                 let mut merged = landed.clone();
                 merge_managed(&mut merged, desired, managed);
                 let href = landed_href(&op.account, landed);
-                let card = merge_vcard(raw, &merged, landed, changed);
-                let cond = match etag.as_deref() {
-                    Some(e) => Precondition::Match(e),
-                    None if force => Precondition::None,
-                    None => {
-                        return Ok(OpResult::failed(
-                            op.index,
-                            None,
-                            format!("{what}: no etag to write under; sync first"),
-                        ));
-                    }
-                };
-                let resp = self.dav.put(&href, &card, cond, &what, metrics).await?;
-                if resp.status != 412 || !force {
-                    return Ok(outcome(op, Some(id.clone()), &resp));
+                if etag.is_none() && !force {
+                    return Ok(OpResult::failed(
+                        op.index,
+                        None,
+                        format!("{what}: no etag to write under; sync first"),
+                    ));
                 }
-                // --force: the change on top of the version the server holds now.
-                let cur = self.dav.get(&href, &what, metrics).await?;
-                let Some(cur_etag) = etag_of(&cur).filter(|_| cur.status == 200) else {
-                    return Ok(outcome(op, Some(id.clone()), &cur));
-                };
-                let card = merge_vcard(
-                    &String::from_utf8_lossy(&cur.body),
+                self.update_stored(
+                    op,
+                    id,
+                    etag.as_deref(),
+                    &href,
                     &merged,
                     landed,
                     changed,
-                );
-                let resp = self
-                    .dav
-                    .put(&href, &card, Precondition::Match(&cur_etag), &what, metrics)
-                    .await?;
-                Ok(outcome(op, Some(id.clone()), &resp))
+                    force,
+                    &what,
+                    metrics,
+                )
+                .await
             }
             Action::Delete { id, etag, landed } => {
                 let href = landed_href(&op.account, landed);
@@ -1049,6 +1240,241 @@ fn refused(op: &Op) -> Option<OpResult> {
         error: Some(why),
         ..Default::default()
     })
+}
+
+impl CardDavSource {
+    /// An update merged into the card exactly as the server stores it: the card is read
+    /// (in the format its book offers, so a converting server does not hand out a
+    /// rendering that lost data), its ETag checked against the one the change is based
+    /// on, the change merged in, PUT under `If-Match`, and read back: a property the
+    /// change did not name that is not as it was makes the row `failed`, naming it.
+    #[allow(clippy::too_many_arguments)]
+    async fn update_stored(
+        &self,
+        op: &Op,
+        id: &str,
+        etag: Option<&str>,
+        href: &str,
+        merged: &ContactRecord,
+        landed: &ContactRecord,
+        changed: &[String],
+        force: bool,
+        what: &str,
+        metrics: &Metrics,
+    ) -> Result<OpResult> {
+        let id = Some(id.to_string());
+        let book = super::config::book_of(&op.account)
+            .or_else(|| href.rsplit_once('/').map(|(b, _)| format!("{b}/")))
+            .unwrap_or_default();
+        let offered = self.dav.address_data_offered(&book, metrics).await?;
+        let local = |status: u16, outcome: Outcome, why: String| OpResult {
+            index: op.index,
+            http_status: Some(status),
+            outcome,
+            id: id.clone(),
+            reason: Some(why.clone()),
+            error: Some(format!("{what}: {why}")),
+            ..Default::default()
+        };
+        // Twice at most: with --force, a version written between the read and the PUT
+        // (412) is read again and the change merged onto it.
+        for _ in 0..2 {
+            let (cur, format) = self.read_stored(href, &offered, what, metrics).await?;
+            if cur.status == 404 && !force {
+                return Ok(local(
+                    404,
+                    Outcome::Conflict,
+                    "deleted on the server since it was read".into(),
+                ));
+            }
+            if cur.status != 200 {
+                return Ok(outcome(op, id.clone(), &cur));
+            }
+            let before = String::from_utf8_lossy(&cur.body).into_owned();
+            if !before
+                .trim_start_matches('\u{feff}')
+                .trim_start()
+                .get(..11)
+                .is_some_and(|b| b.eq_ignore_ascii_case("BEGIN:VCARD"))
+            {
+                return Ok(local(
+                    200,
+                    Outcome::Failed,
+                    format!(
+                        "the GET of {href} answered something that is not a vCard: {}",
+                        cur.describe()
+                    ),
+                ));
+            }
+            let cur_etag = etag_of(&cur);
+            let cond = match (etag, cur_etag.as_deref(), force) {
+                (Some(e), Some(now), false) if !same_etag(e, now) => {
+                    return Ok(local(
+                        cur.status,
+                        Outcome::Conflict,
+                        format!(
+                            "conflict decided before writing: the server holds another version ({now}) than the one the change is based on ({e})"
+                        ),
+                    ));
+                }
+                (Some(e), _, false) => Precondition::Match(e),
+                (_, Some(now), true) => Precondition::Match(now),
+                _ => Precondition::None,
+            };
+            // A card read as 4.0 and now answered as 3.0 under the same ETag, unasked
+            // (not the oldest rendering found to say what the newest says), is a
+            // server's conversion, which may have lost data: never written back.
+            let compared = offered.len() > 1 && format == offered.first();
+            let landed_version = landed.raw.as_deref().map(version_of);
+            if !compared
+                && landed_version == Some("4.0")
+                && version_of(&before) == "3.0"
+                && cur_etag
+                    .as_deref()
+                    .zip(etag)
+                    .is_some_and(|(a, b)| same_etag(a, b))
+            {
+                return Ok(local(
+                    200,
+                    Outcome::Failed,
+                    "the server answered a vCard 3.0 rendering of a card stored as 4.0; not written, as the conversion may have lost data"
+                        .to_string(),
+                ));
+            }
+            let card = merge_vcard(&before, merged, landed, changed);
+            let resp = self.dav.put(href, &card, cond, what, metrics).await?;
+            if resp.status == 412 && force {
+                continue;
+            }
+            if !resp.ok() {
+                return Ok(outcome(op, id.clone(), &resp));
+            }
+            return self
+                .verify(
+                    op,
+                    id.clone(),
+                    href,
+                    &before,
+                    &resp,
+                    changed,
+                    format,
+                    what,
+                    metrics,
+                )
+                .await;
+        }
+        Ok(local(
+            412,
+            Outcome::Conflict,
+            "changed on the server again while it was being written".into(),
+        ))
+    }
+
+    /// The card as stored, and the format it was read in. A server that offers several
+    /// vCard versions is asked for the newest (nothing lost converting up) and the
+    /// oldest; when the two say the same, the card is taken in the oldest, the version
+    /// every client reads: a card stored as 3.0 stays 3.0 (a converting server's 3.0
+    /// rendering of the same card written as 4.0 would lose its photo), and one stored
+    /// as 4.0, whose 3.0 rendering lost something, is written as 4.0.
+    async fn read_stored<'f>(
+        &self,
+        href: &str,
+        offered: &'f [super::dav::AddressDataType],
+        what: &str,
+        metrics: &Metrics,
+    ) -> Result<(HttpResponse, Option<&'f super::dav::AddressDataType>)> {
+        let newest = offered.last();
+        let cur = self.dav.get_as(href, newest, what, metrics).await?;
+        let Some(oldest) = offered.first().filter(|_| offered.len() > 1) else {
+            return Ok((cur, newest));
+        };
+        if cur.status != 200 {
+            return Ok((cur, newest));
+        }
+        let old = self.dav.get_as(href, Some(oldest), what, metrics).await?;
+        let same_version = match (etag_of(&cur), etag_of(&old)) {
+            (Some(a), Some(b)) => same_etag(&a, &b),
+            _ => false,
+        };
+        if old.status == 200
+            && same_version
+            && same_across_versions(
+                &String::from_utf8_lossy(&cur.body),
+                &String::from_utf8_lossy(&old.body),
+            )
+        {
+            return Ok((old, Some(oldest)));
+        }
+        Ok((cur, newest))
+    }
+
+    /// Reads a written card back and compares every property the change did not name
+    /// with the card as it was before the write.
+    #[allow(clippy::too_many_arguments)]
+    async fn verify(
+        &self,
+        op: &Op,
+        id: Option<String>,
+        href: &str,
+        before: &str,
+        put: &HttpResponse,
+        changed: &[String],
+        format: Option<&super::dav::AddressDataType>,
+        what: &str,
+        metrics: &Metrics,
+    ) -> Result<OpResult> {
+        let mut r = outcome(op, id, put);
+        let fail = |r: &mut OpResult, why: String| {
+            r.outcome = Outcome::Failed;
+            r.reason = Some(why.clone());
+            r.error = Some(format!("{what}: {why}"));
+        };
+        let after = match self.dav.get_as(href, format, what, metrics).await {
+            Ok(a) if a.status == 200 => a,
+            Ok(a) => {
+                fail(
+                    &mut r,
+                    format!(
+                        "written (HTTP {}), but reading it back answered {} {}: not verified",
+                        put.status,
+                        a.status,
+                        a.describe()
+                    ),
+                );
+                return Ok(r);
+            }
+            Err(e) => {
+                fail(
+                    &mut r,
+                    format!(
+                        "written (HTTP {}), but reading it back failed: {e}; not verified",
+                        put.status
+                    ),
+                );
+                return Ok(r);
+            }
+        };
+        if r.new_etag.is_none() {
+            r.new_etag = etag_of(&after);
+        }
+        let lost = unasked_differences(before, &String::from_utf8_lossy(&after.body), changed);
+        if !lost.is_empty() {
+            let other = match (etag_of(put), etag_of(&after)) {
+                (Some(a), Some(b)) if !same_etag(&a, &b) => {
+                    " (the card changed again after the write: another writer, or the server)"
+                }
+                _ => "",
+            };
+            fail(
+                &mut r,
+                format!(
+                    "written, but read back with properties the update did not name changed: {}{other}",
+                    lost.join(", ")
+                ),
+            );
+        }
+        Ok(r)
+    }
 }
 
 impl crate::providers::WriteBack for CardDavSource {
@@ -1284,6 +1710,374 @@ PHOTO;ENCODING=b;TYPE=PNG:iVBORw0KGgo=\r\nEND:VCARD\r\n";
         let label = ls.iter().find(|l| l.name == "X-ABLABEL").unwrap();
         assert_eq!(label.group.as_deref(), Some("item1"));
         assert_eq!(ls.concat_originals(), HELD);
+    }
+
+    /// Two renderings of one card (parameters split or joined, folded differently) differ
+    /// in nothing; Cyrus' 3.0 rendering of a 4.0 card differs in its photo and version;
+    /// what a change names, and the label of a dropped grouped item, are left out.
+    #[test]
+    fn differences_are_read_in_meaning() {
+        let other = HELD
+            .replace(
+                "TYPE=INTERNET,WORK;X-ODD=yes",
+                "X-ODD=yes;TYPE=internet;TYPE=work",
+            )
+            .replace("seventy-five oc\r\n tets", "seventy-\r\n five octets")
+            .replace("TEL;TYPE=CELL", "TEL;CELL");
+        assert_eq!(unasked_differences(HELD, &other, &[]), Vec::<String>::new());
+        let v4 = "BEGIN:VCARD\r\nVERSION:4.0\r\nFN:A\r\nNOTE:x\r\nPHOTO:data:image/jpeg;base64,/9j/4AAQ\r\n SkZJRg==\r\nEND:VCARD\r\n";
+        let converted = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:A\r\nNOTE:y\r\nPHOTO:data:image/jpeg\r\nEND:VCARD\r\n";
+        assert_eq!(
+            unasked_differences(v4, converted, &["notes".into()]),
+            ["PHOTO", "VERSION"]
+        );
+        // Across versions: a 3.0 inline photo is the 4.0 data URI; a cut one is not.
+        let v3 = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:A\r\nNOTE:x\r\nPHOTO;ENCODING=b;TYPE=JPEG:/9j/4AAQSkZJRg==\r\nEND:VCARD\r\n";
+        assert!(same_across_versions(v3, v4));
+        assert!(!same_across_versions(v4, &v4.replace("NOTE:x", "NOTE:y")));
+        assert!(!same_across_versions(
+            v4,
+            &converted.replace("NOTE:y", "NOTE:x")
+        ));
+        let changed = HELD.replace("NOTE:a note", "NOTE:another note");
+        assert_eq!(
+            unasked_differences(HELD, &changed, &["notes".into()]),
+            Vec::<String>::new()
+        );
+        assert_eq!(unasked_differences(HELD, &changed, &[]), ["NOTE"]);
+        // The second e-mail dropped, with its label: an e-mail change, nothing else.
+        let l = landed();
+        let mut merged = l.clone();
+        merged.emails.truncate(1);
+        let out = merge_vcard(HELD, &merged, &l, &["emails".into()]);
+        assert!(!out.contains("<Other>"), "{out}");
+        assert_eq!(
+            unasked_differences(HELD, &out, &["emails".into()]),
+            Vec::<String>::new()
+        );
+        // A lost X- property, a changed parameter and an added line are named.
+        let worse = HELD
+            .replace("X-CUSTOM-THING;X-P=1:keep me\r\n", "")
+            .replace("TEL;TYPE=CELL", "TEL;TYPE=HOME")
+            .replace("END:VCARD", "CATEGORIES:x\r\nEND:VCARD");
+        assert_eq!(
+            unasked_differences(HELD, &worse, &["notes".into()]),
+            ["CATEGORIES", "TEL", "X-CUSTOM-THING"]
+        );
+    }
+
+    /// A CardDAV server that converts as Cyrus IMAP 3.6 does: it offers vCard 3.0 and
+    /// 4.0, stores the 4.0 card it was given, and answers a GET without
+    /// `Accept: text/vcard; version=4.0` with a 3.0 rendering whose photo lost its data.
+    /// `lossy`: it also drops the photo of every card PUT to it; `advertise`: whether it
+    /// names its formats in `supported-address-data`.
+    mod converting_server {
+        use super::super::*;
+        use std::sync::{Arc, Mutex};
+
+        pub const STORED: &str = "BEGIN:VCARD\r\nVERSION:4.0\r\nUID:u-1\r\nFN:Zoë Ünïcode\r\nN:Ünïcode;Zoë;;;\r\nitem1.EMAIL;TYPE=work:zoe@example.org\r\nitem1.X-ABLabel:Büro\r\nNOTE:old\r\nX-CUSTOM-THING;X-P=1:keep\r\nPHOTO:data:image/jpeg;base64,/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBw\r\n cJCQgKDBQNDAsLDBkSEw8UHRofHh0aHBwgJC4nICIsIxwcKDcpLDAxNDQ0Hyc5PTgyPC4zNDL/\r\nEND:VCARD\r\n";
+
+        /// A card stored as 3.0: its photo inline in 3.0's way.
+        pub fn stored_v3() -> String {
+            as_v3(STORED).replace(
+                "PHOTO:data:image/jpeg\r\n",
+                "PHOTO;ENCODING=b;TYPE=JPEG:/9j/4AAQSkZJRg==\r\n",
+            )
+        }
+
+        /// Cyrus' 3.0 rendering of `card`: a 4.0 photo loses its data.
+        pub fn as_v3(card: &str) -> String {
+            if version_of(card) == "3.0" {
+                return card.to_string();
+            }
+            lines(card)
+                .iter()
+                .map(|l| match l.name.as_str() {
+                    "VERSION" => "VERSION:3.0\r\n".to_string(),
+                    "PHOTO" => "PHOTO:data:image/jpeg\r\n".to_string(),
+                    _ => l.original.to_string(),
+                })
+                .collect()
+        }
+
+        /// Cyrus' 4.0 rendering of `card`: a 3.0 photo becomes a data URI.
+        pub fn as_v4(card: &str) -> String {
+            if version_of(card) == "4.0" {
+                return card.to_string();
+            }
+            lines(card)
+                .iter()
+                .map(|l| match l.name.as_str() {
+                    "VERSION" => "VERSION:4.0\r\n".to_string(),
+                    "PHOTO" => format!(
+                        "PHOTO:data:image/jpeg;base64,{}",
+                        l.original.split_once(':').unwrap().1
+                    ),
+                    _ => l.original.to_string(),
+                })
+                .collect()
+        }
+
+        #[derive(Default)]
+        pub struct State {
+            pub card: String,
+            pub etag: u32,
+            pub lossy: bool,
+            pub advertise: bool,
+            /// (method, Accept, If-Match, body) of each request.
+            pub seen: Vec<(String, String, String, String)>,
+        }
+
+        pub type Shared = Arc<Mutex<State>>;
+
+        pub async fn start(lossy: bool, advertise: bool) -> (String, Shared) {
+            start_with(STORED, lossy, advertise).await
+        }
+
+        pub async fn start_with(card: &str, lossy: bool, advertise: bool) -> (String, Shared) {
+            let state: Shared = Arc::new(Mutex::new(State {
+                card: card.into(),
+                etag: 1,
+                lossy,
+                advertise,
+                ..Default::default()
+            }));
+            let st = state.clone();
+            let app = axum::Router::new().fallback(
+                move |method: axum::http::Method, headers: axum::http::HeaderMap, body: String| {
+                    let st = st.clone();
+                    async move {
+                        let h = |k: &str| {
+                            headers
+                                .get(k)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_string()
+                        };
+                        let mut s = st.lock().unwrap();
+                        s.seen
+                            .push((method.to_string(), h("accept"), h("if-match"), body.clone()));
+                        let etag = format!("\"e{}\"", s.etag);
+                        let (status, text) = match method.as_str() {
+                            "PROPFIND" if !s.advertise => (404, String::new()),
+                            "PROPFIND" => (
+                                207,
+                                r#"<D:multistatus xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav"><D:response><D:href>/b/</D:href><D:propstat><D:prop><C:supported-address-data><C:address-data-type content-type="text/vcard" version="3.0"/><C:address-data-type content-type="text/vcard" version="4.0"/></C:supported-address-data></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response></D:multistatus>"#.to_string(),
+                            ),
+                            "GET" if h("accept").contains("version=4.0") => (200, as_v4(&s.card)),
+                            "GET" => (200, as_v3(&s.card)),
+                            "PUT" if h("if-match") != etag => (412, String::new()),
+                            "PUT" => {
+                                s.card = if s.lossy {
+                                    lines(&body)
+                                        .iter()
+                                        .filter(|l| l.name != "PHOTO")
+                                        .map(|l| l.original)
+                                        .collect()
+                                } else {
+                                    body
+                                };
+                                s.etag += 1;
+                                (204, String::new())
+                            }
+                            _ => (405, String::new()),
+                        };
+                        let etag = format!("\"e{}\"", s.etag);
+                        (
+                            axum::http::StatusCode::from_u16(status).unwrap(),
+                            [(axum::http::header::ETAG, etag)],
+                            text,
+                        )
+                    }
+                },
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            (base, state)
+        }
+
+        pub fn source(base: &str) -> CardDavSource {
+            let t = format!(
+                "[lake]\nurl = \"/tmp/lake\"\n[[sources]]\nname = \"s\"\nprovider = \"carddav\"\nbase_url = \"{base}\"\nmax_retries = 0\naddress_books = [\"/b/\"]\nauth = {{ kind = \"bearer\", token_file = \"tok\" }}\n"
+            );
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("tok"), "sekrit-token-123\n").unwrap();
+            let p = crate::config::Pipeline::parse(&t, &dir.path().join("p.toml")).unwrap();
+            let http = crate::http::HttpClient::try_new(
+                std::time::Duration::from_secs(5),
+                crate::http::RetryPolicy {
+                    max_retries: 0,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            CardDavSource::try_new(&p.sources[0], http, dir.path()).unwrap()
+        }
+
+        /// A notes update of the card, based on `etag`, as the lake holds it after a sync
+        /// that asked no version (Cyrus' 3.0 rendering).
+        pub fn notes_update(etag: &str) -> Op {
+            let landed = ContactRecord {
+                id: "c1".into(),
+                etag: Some(etag.into()),
+                display_name: Some("Zoë Ünïcode".into()),
+                notes: Some("old".into()),
+                native: Some(r#"{"href": "/b/c1.vcf"}"#.into()),
+                raw: Some(as_v3(STORED)),
+                ..Default::default()
+            };
+            let mut desired = landed.clone();
+            desired.notes = Some("new; with a separator".into());
+            Op {
+                index: 0,
+                account: "b".into(),
+                key: "b/c1".into(),
+                action: Action::Update {
+                    id: "c1".into(),
+                    etag: Some(etag.into()),
+                    desired,
+                    landed,
+                    changed: vec!["notes".into()],
+                },
+            }
+        }
+    }
+
+    /// A notes-only update on a server that converts (as Cyrus does): the card is read
+    /// and merged as stored (4.0, its photo whole), never as the 3.0 rendering the lake
+    /// may hold; the PUT keeps every other line; the read-back finds nothing changed.
+    #[tokio::test]
+    async fn an_update_merges_into_the_stored_form() {
+        let (base, state) = converting_server::start(false, true).await;
+        let src = converting_server::source(&base);
+        let managed = vec!["notes".to_string()];
+        let r = src
+            .apply_one(
+                &converting_server::notes_update("\"e1\""),
+                &managed,
+                false,
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+        assert_eq!(r.new_etag.as_deref(), Some("\"e2\""));
+        let s = state.lock().unwrap();
+        let put: Vec<_> = s.seen.iter().filter(|x| x.0 == "PUT").collect();
+        assert_eq!(put.len(), 1, "{:?}", s.seen);
+        assert_eq!(put[0].2, "\"e1\"", "If-Match");
+        assert_eq!(
+            s.card,
+            converting_server::STORED.replace("NOTE:old", "NOTE:new\\; with a separator")
+        );
+        // The card read in both versions the book offers: the 3.0 rendering lost the
+        // photo, so the card is written and read back as 4.0.
+        let gets: Vec<&str> = s
+            .seen
+            .iter()
+            .filter(|x| x.0 == "GET")
+            .map(|x| x.1.as_str())
+            .collect();
+        assert_eq!(
+            gets,
+            [
+                "text/vcard; version=4.0",
+                "text/vcard; version=3.0",
+                "text/vcard; version=4.0"
+            ]
+        );
+    }
+
+    /// A card stored as 3.0 on a converting server stays 3.0: its 3.0 rendering says what
+    /// the 4.0 one says, so the update is merged into it (written as 4.0, the server's
+    /// 3.0 rendering of it would have lost the photo).
+    #[tokio::test]
+    async fn a_card_stored_as_3_stays_3() {
+        let stored = converting_server::stored_v3();
+        let (base, state) = converting_server::start_with(&stored, false, true).await;
+        let src = converting_server::source(&base);
+        let r = src
+            .apply_one(
+                &converting_server::notes_update("\"e1\""),
+                &["notes".to_string()],
+                false,
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+        let s = state.lock().unwrap();
+        assert_eq!(
+            s.card,
+            stored.replace("NOTE:old", "NOTE:new\\; with a separator")
+        );
+    }
+
+    /// A server that drops a property the update did not name: the row is `failed` and
+    /// names it, never a silent success.
+    #[tokio::test]
+    async fn a_property_lost_by_the_server_fails_the_row() {
+        let (base, _state) = converting_server::start(true, true).await;
+        let src = converting_server::source(&base);
+        let r = src
+            .apply_one(
+                &converting_server::notes_update("\"e1\""),
+                &["notes".to_string()],
+                false,
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.outcome, Outcome::Failed, "{r:?}");
+        let e = r.error.unwrap();
+        assert!(
+            e.contains("did not name changed: PHOTO") && e.contains("c1"),
+            "{e}"
+        );
+    }
+
+    /// The card on the server is not the version the change is based on: a conflict,
+    /// decided on the GET's ETag, and nothing is written.
+    #[tokio::test]
+    async fn another_version_is_a_conflict_before_any_put() {
+        let (base, state) = converting_server::start(false, true).await;
+        let src = converting_server::source(&base);
+        let r = src
+            .apply_one(
+                &converting_server::notes_update("\"e0\""),
+                &["notes".to_string()],
+                false,
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.outcome, Outcome::Conflict, "{r:?}");
+        assert!(r.reason.unwrap().contains("\"e1\""));
+        let s = state.lock().unwrap();
+        assert!(s.seen.iter().all(|x| x.0 != "PUT"), "{:?}", s.seen);
+        assert_eq!(s.card, converting_server::STORED);
+    }
+
+    /// A card the lake read as 4.0 and the server now answers as 3.0 under the same ETag
+    /// (a server converting and ignoring what it was asked): not written.
+    #[tokio::test]
+    async fn a_converted_rendering_is_never_written() {
+        // The server advertises no format: the GET names none and gets 3.0.
+        let (base, state) = converting_server::start(false, false).await;
+        let src = converting_server::source(&base);
+        let mut op = converting_server::notes_update("\"e1\"");
+        if let Action::Update { landed, .. } = &mut op.action {
+            landed.raw = Some(converting_server::STORED.into());
+        }
+        let r = src
+            .apply_one(&op, &["notes".to_string()], false, &Default::default())
+            .await
+            .unwrap();
+        assert_eq!(r.outcome, Outcome::Failed, "{r:?}");
+        assert!(r.error.unwrap().contains("3.0 rendering"));
+        let s = state.lock().unwrap();
+        assert!(s.seen.iter().all(|x| x.0 != "PUT"), "{:?}", s.seen);
     }
 
     trait Concat {
