@@ -33,9 +33,7 @@ use crate::error::{Error, Result};
 /// aggregates from statistics (the log's, which a damaged lake gets wrong).
 pub fn session_context() -> SessionContext {
     let state = SessionStateBuilder::new()
-        .with_config(
-            datafusion::prelude::SessionConfig::new().with_information_schema(true),
-        )
+        .with_config(datafusion::prelude::SessionConfig::new().with_information_schema(true))
         .with_default_features()
         .build();
     let rules: Vec<_> = state
