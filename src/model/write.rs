@@ -258,3 +258,14 @@ pub(crate) fn poisoned(column: &str, payload: &str) -> ContactRecord {
     keep = serde_json::from_value(k).unwrap();
     keep
 }
+
+/// Whether `key` is an insert key as `plan::insert_key` makes one: `cetl-` and 20
+/// lower-case hex digits (so it is safe as a resource name and in a URL). Providers
+/// check it before a key becomes part of a URL.
+pub fn is_insert_key(key: &str) -> bool {
+    key.strip_prefix("cetl-").is_some_and(|h| {
+        h.len() == 20
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}

@@ -578,7 +578,16 @@ pub async fn apply_photos_with(
         record_rows(&lake, &apply_id, &opts.source, &invalid).await?;
     }
     let mut results = Vec::with_capacity(plan.ops.len());
+    let _writing = super::apply::Writing::start();
     for group in plan.ops.chunks(PHOTO_GROUP) {
+        // Stopped by a signal: the groups sent are recorded, no further one is sent.
+        if super::apply::stop_requested() {
+            return Err(super::apply::stopped(
+                &opts.source,
+                results.len(),
+                plan.ops.len(),
+            ));
+        }
         let done = photos.apply(group, opts.force, &metrics).await;
         let rows: Vec<ResultRow> = done
             .iter()

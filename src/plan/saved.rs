@@ -136,15 +136,7 @@ fn digest(meta: &PlanMeta, rows: &[Row]) -> Result<String> {
     Ok(format!("sha256:{}", hex::encode(h.finalize())))
 }
 
-/// Whether `key` is an insert key as [`super::insert_key`] makes one: `cetl-` and 20
-/// lower-case hex digits (so it is safe as a resource name and in a URL).
-pub fn is_insert_key(key: &str) -> bool {
-    key.strip_prefix("cetl-").is_some_and(|h| {
-        h.len() == 20
-            && h.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
-}
+pub use crate::model::write::is_insert_key;
 
 /// The plan as one record batch of [`plan_schema`].
 pub fn to_batch(plan: &Plan) -> Result<RecordBatch> {

@@ -1198,7 +1198,7 @@ fn refused(op: &Op) -> Option<OpResult> {
         }
     };
     let mut wrong: Vec<String> = inside_book(&op.account, &href).err().into_iter().collect();
-    if matches!(op.action, Action::Insert { .. }) && !crate::plan::saved::is_insert_key(&op.key) {
+    if matches!(op.action, Action::Insert { .. }) && !crate::model::write::is_insert_key(&op.key) {
         wrong.push(format!(
             "insert key {:?} is not one contacts-etl makes (cetl- and 20 hex digits)",
             op.key
