@@ -641,19 +641,23 @@ fn main() -> ExitCode {
             }
         }
     });
-    let code = match outcome {
-        Ok(code) => ExitCode::from(code),
+    let code: u8 = match outcome {
+        Ok(code) => code,
         // The reader of stdout stopped reading (`… | head`): it has what it wanted.
-        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => 0,
         Err(e) => {
             say(tracing::Level::ERROR, &e.to_string());
-            ExitCode::from(e.exit_code() as u8)
+            e.exit_code() as u8
         }
     };
-    // Everything the command wrote has been awaited; idle pool threads and connections
-    // need not be wound down one by one before the process ends.
-    rt.shutdown_background();
-    code
+    // Everything the command wrote has been awaited. The process ends here, without
+    // winding the runtime down: a table reader's blocking task that an error left
+    // behind would panic when its runtime goes ("executor has crashed") after the
+    // error was already said.
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    std::process::exit(i32::from(code));
 }
 
 /// `state show|reset|drop`.

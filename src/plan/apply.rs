@@ -705,9 +705,21 @@ async fn execute(
     before_writes(&plan).await?;
     let metrics = Metrics::default();
     let lake = lake_of(p)?;
+    // Writes an earlier apply sent and never recorded (it was killed) are resolved
+    // against what the sync before this apply read.
+    let (applied, not) = resolve_unrecorded(&lake, &name).await?;
+    if applied + not > 0 {
+        tracing::warn!(
+            source = %name,
+            applied,
+            not_applied = not,
+            "an earlier apply was stopped before recording {} write(s): {applied} found applied at the API and recorded, {not} not applied",
+            applied + not
+        );
+    }
     // Invalid rows first, then each group of writes as it ends: an apply stopped halfway
     // (Ctrl-C, a scheduler's SIGTERM, a crash) leaves the trail of what it did.
-    record(&lake, &apply_id, &name, &plan, &[], true).await?;
+    record(&lake, &apply_id, &name, &plan, &[], true, None).await?;
     let mut results = Vec::with_capacity(plan.ops.len());
     let bar = (controls.progress && !plan.ops.is_empty()).then(|| write_bar(plan.ops.len()));
     // The two phases interleave; each is timed on its own (B5 reads the write phase).
@@ -720,11 +732,27 @@ async fn execute(
             }
             return Err(stopped(&name, results.len(), plan.ops.len()));
         }
+        // On record before it is sent: a process killed while the group is in flight
+        // leaves these `sent` rows for the next apply to resolve.
+        let r = std::time::Instant::now();
+        record_rows(&lake, &apply_id, &name, &sent_rows(group)).await?;
+        recording += r.elapsed();
         let w = std::time::Instant::now();
         let done = writer.apply(group, &plan.managed, force, &metrics).await?;
         writing += w.elapsed();
         let r = std::time::Instant::now();
-        record(&lake, &apply_id, &name, &plan, &done, false).await?;
+        let first = group.first().map_or(0, |o| o.index);
+        let replacing = first..first + group.len();
+        record(
+            &lake,
+            &apply_id,
+            &name,
+            &plan,
+            &done,
+            false,
+            Some(replacing),
+        )
+        .await?;
         recording += r.elapsed();
         if let Some(b) = &bar {
             b.inc(done.len() as u64);
@@ -871,6 +899,7 @@ async fn record(
     plan: &Plan,
     results: &[OpResult],
     invalid: bool,
+    replacing: Option<std::ops::Range<usize>>,
 ) -> Result<()> {
     let mut rows: Vec<ResultRow> = Vec::new();
     for r in results {
@@ -893,7 +922,183 @@ async fn record(
             rows.push(ResultRow::invalid(plan.ops.len() + i, inv));
         }
     }
-    record_rows(lake, apply_id, source, &rows).await
+    match replacing {
+        Some(r) => {
+            let predicate = format!(
+                "apply_id = '{}' AND op_index >= {} AND op_index < {}",
+                apply_id.replace('\'', "''"),
+                r.start,
+                r.end
+            );
+            replace_rows(lake, apply_id, source, &rows, &predicate).await
+        }
+        None => record_rows(lake, apply_id, source, &rows).await,
+    }
+}
+
+/// The `result` of an operation sent and not yet answered. A group's operations are
+/// recorded so before the group is sent, and replaced by the group's results in one
+/// commit after: a process killed in between leaves them, and the next apply of the
+/// source resolves each against the API ([`resolve_unrecorded`]).
+pub const SENT: &str = "sent";
+
+/// The `sent` rows of a group of operations: what each is, and (in `reason`) the etag
+/// its contact had when it was sent, which tells afterwards whether it was applied.
+fn sent_rows(group: &[crate::model::write::Op]) -> Vec<ResultRow> {
+    use crate::model::write::Action;
+    group
+        .iter()
+        .map(|op| {
+            let before = match &op.action {
+                Action::Update { landed, .. } | Action::Delete { landed, .. } => {
+                    landed.etag.clone()
+                }
+                Action::Insert { .. } => None,
+            };
+            ResultRow {
+                op_index: op.index as i64,
+                account: op.account.clone(),
+                op: op.kind().as_str().into(),
+                key: Some(op.key.clone()),
+                id: op.id().map(str::to_string),
+                http_status: None,
+                result: SENT.into(),
+                reason: Some(serde_json::json!({ "etag_before": before }).to_string()),
+                new_etag: None,
+                error: None,
+            }
+        })
+        .collect()
+}
+
+/// Resolves the operations earlier applies of `source` sent but never recorded (the
+/// process was killed between sending a group and recording its answers), against what
+/// the API holds now (the sync before this apply read it): an insert whose key a landed
+/// contact carries, an update whose contact's etag moved, a delete whose contact is gone,
+/// was applied and gets its `ok` row; the others were not, and their rows go. Returns
+/// (applied, not applied).
+pub(crate) async fn resolve_unrecorded(lake: &Lake, source: &str) -> Result<(usize, usize)> {
+    let Some(_) = lake.open(TableKind::WritebackResults).await? else {
+        return Ok((0, 0));
+    };
+    let sql = format!(
+        "SELECT apply_id, op_index, account, op, key, id, reason FROM writeback_results WHERE source = '{}' AND result = '{SENT}'",
+        source.replace('\'', "''")
+    );
+    let batches = crate::sql::query(lake, &sql).await?;
+    let mut sent: Vec<ResultRow> = Vec::new();
+    let mut apply_ids: Vec<String> = Vec::new();
+    for b in &batches {
+        let text = |name: &str| {
+            b.column_by_name(name)
+                .and_then(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).ok())
+                .ok_or_else(|| {
+                    Error::lake(format!("writeback_results has no readable {name} column"))
+                })
+        };
+        let (aid, idx, acc, op, key, id, reason) = (
+            text("apply_id")?,
+            text("op_index")?,
+            text("account")?,
+            text("op")?,
+            text("key")?,
+            text("id")?,
+            text("reason")?,
+        );
+        let get = |a: &arrow::array::ArrayRef, i: usize| {
+            use arrow::array::Array;
+            let a = a.as_string::<i32>();
+            a.is_valid(i).then(|| a.value(i).to_string())
+        };
+        for i in 0..b.num_rows() {
+            apply_ids.push(get(&aid, i).unwrap_or_default());
+            sent.push(ResultRow {
+                op_index: get(&idx, i).and_then(|v| v.parse().ok()).unwrap_or(-1),
+                account: get(&acc, i).unwrap_or_default(),
+                op: get(&op, i).unwrap_or_default(),
+                key: get(&key, i),
+                id: get(&id, i),
+                http_status: None,
+                result: SENT.into(),
+                reason: get(&reason, i),
+                new_etag: None,
+                error: None,
+            });
+        }
+    }
+    if sent.is_empty() {
+        return Ok((0, 0));
+    }
+    // What the API holds, per account: etag by id, and the insert keys.
+    let mut held: HashMap<String, (HashMap<String, Option<String>>, HashMap<String, String>)> =
+        HashMap::new();
+    for r in &sent {
+        if held.contains_key(&r.account) {
+            continue;
+        }
+        let landed = lake.contacts_of(source, &r.account).await?;
+        let etags = landed
+            .iter()
+            .map(|c| (c.id.clone(), c.etag.clone()))
+            .collect();
+        let keys = landed
+            .iter()
+            .filter_map(|c| Some((super::landed_key(c)?, c.id.clone())))
+            .collect();
+        held.insert(r.account.clone(), (etags, keys));
+    }
+    let mut by_apply: HashMap<String, (Vec<i64>, Vec<ResultRow>)> = HashMap::new();
+    let (mut applied, mut not) = (0, 0);
+    for (r, aid) in sent.into_iter().zip(apply_ids) {
+        let (etags, keys) = &held[&r.account];
+        let before = r
+            .reason
+            .as_deref()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+            .and_then(|v| v["etag_before"].as_str().map(str::to_string));
+        let id = r.id.clone().unwrap_or_default();
+        let done: Option<(Option<String>, Option<String>)> = match r.op.as_str() {
+            "insert" => r
+                .key
+                .as_ref()
+                .and_then(|k| keys.get(k))
+                .map(|id| (Some(id.clone()), etags.get(id).cloned().flatten())),
+            "update" => match etags.get(&id) {
+                Some(now) if now.is_some() && *now != before => Some((r.id.clone(), now.clone())),
+                _ => None,
+            },
+            "delete" => (!etags.contains_key(&id)).then(|| (r.id.clone(), None)),
+            _ => None,
+        };
+        let entry = by_apply.entry(aid).or_default();
+        entry.0.push(r.op_index);
+        match done {
+            Some((id, new_etag)) => {
+                applied += 1;
+                entry.1.push(ResultRow {
+                    id,
+                    new_etag,
+                    result: Outcome::Ok.as_str().into(),
+                    reason: Some(
+                        "recorded by a later apply: this apply was stopped after sending the write and before recording its answer, and the API holds the change"
+                            .into(),
+                    ),
+                    ..r
+                });
+            }
+            None => not += 1,
+        }
+    }
+    for (aid, (indexes, rows)) in by_apply {
+        let list: Vec<String> = indexes.iter().map(i64::to_string).collect();
+        let predicate = format!(
+            "apply_id = '{}' AND op_index IN ({})",
+            aid.replace('\'', "''"),
+            list.join(", ")
+        );
+        replace_rows(lake, &aid, source, &rows, &predicate).await?;
+    }
+    Ok((applied, not))
 }
 
 /// Appends `writeback_results` rows of one apply.
@@ -906,6 +1111,60 @@ pub(crate) async fn record_rows(
     if rows.is_empty() {
         return Ok(());
     }
+    let batch = result_batch(apply_id, source, rows)?;
+    // Results have no txn to fence them, and an append conflicts with nothing: any error
+    // is tried again.
+    crate::lake::retry::retry(
+        "writeback_results",
+        |_: &Error| true,
+        async |_| {
+            let t = lake.open_or_create(TableKind::WritebackResults).await?;
+            let props = deltalake::kernel::transaction::CommitProperties::default()
+                .with_metadata([("app.run_id".to_string(), serde_json::json!(apply_id))]);
+            t.write(vec![batch.clone()])
+                .with_save_mode(SaveMode::Append)
+                .with_commit_properties(props)
+                .await
+                .map(|_| ())
+                .map_err(Error::from)
+        },
+    )
+    .await
+    .map_err(|e| e.context("appending to writeback_results"))
+}
+
+/// Replaces the `writeback_results` rows `predicate` selects (rows of one apply) with
+/// `rows`, in one commit: the `sent` rows of a group become its results.
+async fn replace_rows(
+    lake: &Lake,
+    apply_id: &str,
+    source: &str,
+    rows: &[ResultRow],
+    predicate: &str,
+) -> Result<()> {
+    let batch = result_batch(apply_id, source, rows)?;
+    crate::lake::retry::retry(
+        "writeback_results",
+        |_: &Error| true,
+        async |_| {
+            let t = lake.open_or_create(TableKind::WritebackResults).await?;
+            let props = deltalake::kernel::transaction::CommitProperties::default()
+                .with_metadata([("app.run_id".to_string(), serde_json::json!(apply_id))]);
+            t.write(vec![batch.clone()])
+                .with_save_mode(SaveMode::Overwrite)
+                .with_replace_where(predicate.to_string())
+                .with_commit_properties(props)
+                .await
+                .map(|_| ())
+                .map_err(Error::from)
+        },
+    )
+    .await
+    .map_err(|e| e.context("recording results in writeback_results"))
+}
+
+/// `rows` of one apply as a batch of `writeback_results`.
+fn result_batch(apply_id: &str, source: &str, rows: &[ResultRow]) -> Result<RecordBatch> {
     let now = chrono::Utc::now().timestamp_micros();
     let n = rows.len();
     let s = |f: fn(&ResultRow) -> Option<String>| {
@@ -934,23 +1193,5 @@ pub(crate) async fn record_rows(
             Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
         ],
     )?;
-    // Results have no txn to fence them, and an append conflicts with nothing: any error
-    // is tried again.
-    crate::lake::retry::retry(
-        "writeback_results",
-        |_: &Error| true,
-        async |_| {
-            let t = lake.open_or_create(TableKind::WritebackResults).await?;
-            let props = deltalake::kernel::transaction::CommitProperties::default()
-                .with_metadata([("app.run_id".to_string(), serde_json::json!(apply_id))]);
-            t.write(vec![batch.clone()])
-                .with_save_mode(SaveMode::Append)
-                .with_commit_properties(props)
-                .await
-                .map(|_| ())
-                .map_err(Error::from)
-        },
-    )
-    .await
-    .map_err(|e| e.context("appending to writeback_results"))
+    Ok(batch)
 }

@@ -447,7 +447,7 @@ pub(crate) fn landed_keys(batch: &RecordBatch, keys: &mut HashSet<String>) {
     }
 }
 
-fn landed_key(r: &ContactRecord) -> Option<String> {
+pub(crate) fn landed_key(r: &ContactRecord) -> Option<String> {
     if let Some(p) = r
         .extended_properties
         .iter()

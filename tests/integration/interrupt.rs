@@ -99,3 +99,78 @@ async fn a_stopped_apply_records_every_write_the_api_received() {
         );
     }
 }
+
+/// An apply killed outright (SIGKILL) while a group of writes is in flight leaves that
+/// group's `sent` rows; the next apply resolves each against the API (applied: an `ok`
+/// row; not applied: no row) and then writes the rest. In the end every contact holds
+/// the change and `writeback_results` holds exactly one `ok` row per update the API
+/// applied, none `sent`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_apply_is_resolved_by_the_next_one() {
+    let mut cfg = google_only(3000);
+    cfg.faults = FaultSpec {
+        slow: 1.0,
+        slow_ms: 100,
+        ..Default::default()
+    };
+    let emu = Emulator::start(cfg).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        &emu,
+        &PipelineSpec {
+            page_size: 1000,
+            ..Default::default()
+        },
+    );
+    let desired =
+        "SELECT account, id, etag, 'killed-test' AS notes FROM contacts WHERE source = 'shared'";
+    let apply = || {
+        let mut c = tokio::process::Command::new(crate::bin());
+        c.args([
+            "apply",
+            p.to_str().unwrap(),
+            "--source",
+            "shared",
+            "--mode",
+            "update",
+            "--desired",
+            desired,
+            "-y",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+        c
+    };
+    emu.reset_stats();
+    let mut child = apply().spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while emu.stats().get("google.batch").copied().unwrap_or(0) < 3 {
+        assert!(std::time::Instant::now() < deadline, "no batch was sent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    let applied_first = emu
+        .google_truth()
+        .contacts
+        .iter()
+        .filter(|c| c.notes.as_deref() == Some("killed-test"))
+        .count();
+    assert!(applied_first > 0 && applied_first < 3000, "{applied_first}");
+
+    let out = apply().output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("found applied at the API"), "{stderr}");
+    let applied = emu
+        .google_truth()
+        .contacts
+        .iter()
+        .filter(|c| c.notes.as_deref() == Some("killed-test"))
+        .count();
+    assert_eq!(applied, 3000);
+    let (rows, ok) = recorded(&p).await;
+    assert_eq!((rows, ok), (3000, 3000), "{stderr}");
+}
