@@ -971,6 +971,9 @@ fn sent_rows(group: &[crate::model::write::Op]) -> Vec<ResultRow> {
         .collect()
 }
 
+/// What the API holds of one account, as landed: etag by id, and id by insert key.
+type Held = (HashMap<String, Option<String>>, HashMap<String, String>);
+
 /// Resolves the operations earlier applies of `source` sent but never recorded (the
 /// process was killed between sending a group and recording its answers), against what
 /// the API holds now (the sync before this apply read it): an insert whose key a landed
@@ -1030,8 +1033,7 @@ pub(crate) async fn resolve_unrecorded(lake: &Lake, source: &str) -> Result<(usi
         return Ok((0, 0));
     }
     // What the API holds, per account: etag by id, and the insert keys.
-    let mut held: HashMap<String, (HashMap<String, Option<String>>, HashMap<String, String>)> =
-        HashMap::new();
+    let mut held: HashMap<String, Held> = HashMap::new();
     for r in &sent {
         if held.contains_key(&r.account) {
             continue;
