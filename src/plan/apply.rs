@@ -1113,26 +1113,7 @@ pub(crate) async fn record_rows(
     if rows.is_empty() {
         return Ok(());
     }
-    let batch = result_batch(apply_id, source, rows)?;
-    // Results have no txn to fence them, and an append conflicts with nothing: any error
-    // is tried again.
-    crate::lake::retry::retry(
-        "writeback_results",
-        |_: &Error| true,
-        async |_| {
-            let t = lake.open_or_create(TableKind::WritebackResults).await?;
-            let props = deltalake::kernel::transaction::CommitProperties::default()
-                .with_metadata([("app.run_id".to_string(), serde_json::json!(apply_id))]);
-            t.write(vec![batch.clone()])
-                .with_save_mode(SaveMode::Append)
-                .with_commit_properties(props)
-                .await
-                .map(|_| ())
-                .map_err(Error::from)
-        },
-    )
-    .await
-    .map_err(|e| e.context("appending to writeback_results"))
+    commit_rows(lake, apply_id, source, rows, None).await
 }
 
 /// Replaces the `writeback_results` rows `predicate` selects (rows of one apply) with
@@ -1144,7 +1125,21 @@ async fn replace_rows(
     rows: &[ResultRow],
     predicate: &str,
 ) -> Result<()> {
+    commit_rows(lake, apply_id, source, rows, Some(predicate)).await
+}
+
+/// One commit to `writeback_results`: `rows` appended, or replacing what `replacing`
+/// selects.
+async fn commit_rows(
+    lake: &Lake,
+    apply_id: &str,
+    source: &str,
+    rows: &[ResultRow],
+    replacing: Option<&str>,
+) -> Result<()> {
     let batch = result_batch(apply_id, source, rows)?;
+    // Results have no txn to fence them, and neither an append nor a replace of one
+    // apply's own rows conflicts with another writer's: any error is tried again.
     crate::lake::retry::retry(
         "writeback_results",
         |_: &Error| true,
@@ -1152,13 +1147,14 @@ async fn replace_rows(
             let t = lake.open_or_create(TableKind::WritebackResults).await?;
             let props = deltalake::kernel::transaction::CommitProperties::default()
                 .with_metadata([("app.run_id".to_string(), serde_json::json!(apply_id))]);
-            t.write(vec![batch.clone()])
-                .with_save_mode(SaveMode::Overwrite)
-                .with_replace_where(predicate.to_string())
-                .with_commit_properties(props)
-                .await
-                .map(|_| ())
-                .map_err(Error::from)
+            let write = t.write(vec![batch.clone()]).with_commit_properties(props);
+            let write = match replacing {
+                Some(p) => write
+                    .with_save_mode(SaveMode::Overwrite)
+                    .with_replace_where(p.to_string()),
+                None => write.with_save_mode(SaveMode::Append),
+            };
+            write.await.map(|_| ()).map_err(Error::from)
         },
     )
     .await

@@ -26,52 +26,75 @@ async fn recorded(p: &std::path::Path) -> (usize, usize) {
     (n.trim().parse().unwrap(), ok.trim().parse().unwrap())
 }
 
+/// A slow Google emulator of 3,000 contacts (every request answers after 100 ms, so a
+/// group of 1,000 updates is in flight long enough to be stopped) and its pipeline.
+async fn slow_domain(dir: &std::path::Path) -> (Emulator, std::path::PathBuf) {
+    let mut cfg = google_only(3000);
+    cfg.faults = FaultSpec {
+        slow: 1.0,
+        slow_ms: 100,
+        ..Default::default()
+    };
+    let emu = Emulator::start(cfg).await.unwrap();
+    let p = write_pipeline(
+        dir,
+        &emu,
+        &PipelineSpec {
+            page_size: 1000,
+            ..Default::default()
+        },
+    );
+    emu.reset_stats();
+    (emu, p)
+}
+
+/// `apply` of `notes` to every contact, as a child process with its output piped.
+fn apply_notes(p: &std::path::Path, notes: &str) -> tokio::process::Command {
+    let desired = format!(
+        "SELECT account, id, etag, '{notes}' AS notes FROM contacts WHERE source = 'shared'"
+    );
+    let mut c = tokio::process::Command::new(crate::bin());
+    c.args([
+        "apply",
+        p.to_str().unwrap(),
+        "--source",
+        "shared",
+        "--mode",
+        "update",
+    ])
+    .args(["--desired", &desired, "-y"])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .kill_on_drop(true);
+    c
+}
+
+/// Waits until the emulator has answered `n` batch requests.
+async fn batches(emu: &Emulator, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while emu.stats().get("google.batch").copied().unwrap_or(0) < n {
+        assert!(std::time::Instant::now() < deadline, "no batch was sent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Contacts holding `notes` at the API.
+fn holding(emu: &Emulator, notes: &str) -> usize {
+    emu.google_truth()
+        .contacts
+        .iter()
+        .filter(|c| c.notes.as_deref() == Some(notes))
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_apply_records_every_write_the_api_received() {
     for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
-        let mut cfg = google_only(3000);
-        // Every request answers after 100 ms: a group of 1,000 updates (10 batches) is
-        // in flight long enough to be stopped in the middle.
-        cfg.faults = FaultSpec {
-            slow: 1.0,
-            slow_ms: 100,
-            ..Default::default()
-        };
-        let emu = Emulator::start(cfg).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let p = write_pipeline(
-            dir.path(),
-            &emu,
-            &PipelineSpec {
-                page_size: 1000,
-                ..Default::default()
-            },
-        );
-        let desired = "SELECT account, id, etag, 'stopped-test' AS notes FROM contacts WHERE source = 'shared'";
-        emu.reset_stats();
-        let child = tokio::process::Command::new(crate::bin())
-            .args([
-                "apply",
-                p.to_str().unwrap(),
-                "--source",
-                "shared",
-                "--mode",
-                "update",
-                "--desired",
-                desired,
-                "-y",
-            ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let (emu, p) = slow_domain(dir.path()).await;
+        let child = apply_notes(&p, "stopped-test").spawn().unwrap();
         let pid = child.id().unwrap() as i32;
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while emu.stats().get("google.batch").copied().unwrap_or(0) < 1 {
-            assert!(std::time::Instant::now() < deadline, "no batch was sent");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        batches(&emu, 1).await;
         // SAFETY: signals a child this test started.
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
         let out = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
@@ -81,12 +104,7 @@ async fn a_stopped_apply_records_every_write_the_api_received() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "{stderr}");
         assert!(stderr.contains("were not sent"), "{stderr}");
-        let applied = emu
-            .google_truth()
-            .contacts
-            .iter()
-            .filter(|c| c.notes.as_deref() == Some("stopped-test"))
-            .count();
+        let applied = holding(&emu, "stopped-test");
         let (rows, ok) = recorded(&p).await;
         assert!(
             applied > 0 && applied < 3000,
@@ -107,70 +125,20 @@ async fn a_stopped_apply_records_every_write_the_api_received() {
 /// applied, none `sent`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_apply_is_resolved_by_the_next_one() {
-    let mut cfg = google_only(3000);
-    cfg.faults = FaultSpec {
-        slow: 1.0,
-        slow_ms: 100,
-        ..Default::default()
-    };
-    let emu = Emulator::start(cfg).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let p = write_pipeline(
-        dir.path(),
-        &emu,
-        &PipelineSpec {
-            page_size: 1000,
-            ..Default::default()
-        },
-    );
-    let desired =
-        "SELECT account, id, etag, 'killed-test' AS notes FROM contacts WHERE source = 'shared'";
-    let apply = || {
-        let mut c = tokio::process::Command::new(crate::bin());
-        c.args([
-            "apply",
-            p.to_str().unwrap(),
-            "--source",
-            "shared",
-            "--mode",
-            "update",
-            "--desired",
-            desired,
-            "-y",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-        c
-    };
-    emu.reset_stats();
-    let mut child = apply().spawn().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while emu.stats().get("google.batch").copied().unwrap_or(0) < 3 {
-        assert!(std::time::Instant::now() < deadline, "no batch was sent");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (emu, p) = slow_domain(dir.path()).await;
+    let mut child = apply_notes(&p, "killed-test").spawn().unwrap();
+    batches(&emu, 3).await;
     child.start_kill().unwrap();
     let _ = child.wait().await;
-    let applied_first = emu
-        .google_truth()
-        .contacts
-        .iter()
-        .filter(|c| c.notes.as_deref() == Some("killed-test"))
-        .count();
+    let applied_first = holding(&emu, "killed-test");
     assert!(applied_first > 0 && applied_first < 3000, "{applied_first}");
 
-    let out = apply().output().await.unwrap();
+    let out = apply_notes(&p, "killed-test").output().await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("found applied at the API"), "{stderr}");
-    let applied = emu
-        .google_truth()
-        .contacts
-        .iter()
-        .filter(|c| c.notes.as_deref() == Some("killed-test"))
-        .count();
-    assert_eq!(applied, 3000);
+    assert_eq!(holding(&emu, "killed-test"), 3000);
     let (rows, ok) = recorded(&p).await;
     assert_eq!((rows, ok), (3000, 3000), "{stderr}");
 }
