@@ -282,8 +282,8 @@ enum StateAction {
         /// The account.
         #[arg(long)]
         account: String,
-        /// Do not ask.
-        #[arg(long)]
+        /// Do not ask (for scripts; a terminal asks otherwise).
+        #[arg(long, short = 'y')]
         yes: bool,
     },
     /// Remove one account from the lake: its contacts leave `contacts` (each logged as a
@@ -298,8 +298,8 @@ enum StateAction {
         /// The account.
         #[arg(long)]
         account: String,
-        /// Do not ask.
-        #[arg(long)]
+        /// Do not ask (for scripts; a terminal asks otherwise).
+        #[arg(long, short = 'y')]
         yes: bool,
     },
 }

@@ -664,7 +664,13 @@ async fn admin_mutate(
             .unwrap()
             .mutate(m.account.as_deref(), m.inserts, m.updates, m.deletes, now)
     });
-    axum::Json(serde_json::json!({ "google": g, "aurinko": a })).into_response()
+    // A line of its own, so that the answer `curl` prints ends before the next prompt.
+    let body = format!("{}\n", serde_json::json!({ "google": g, "aurinko": a }));
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 async fn admin_stats(State(s): State<Arc<Shared>>) -> Response {

@@ -273,3 +273,17 @@ async fn lake_commands_need_no_api_variables() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("EMULATOR_URL"));
 }
+
+/// Every command that asks before it changes something takes `-y` as well as `--yes`.
+#[test]
+fn every_confirmation_takes_dash_y() {
+    for cmd in [&["apply"][..], &["state", "reset"], &["state", "drop"]] {
+        let out = Command::new(crate::bin())
+            .args(cmd)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains("-y, --yes"), "{cmd:?}:\n{text}");
+    }
+}
