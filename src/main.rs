@@ -211,6 +211,10 @@ enum Command {
         /// Delete without asking (for schedulers and scripts; a terminal asks otherwise).
         #[arg(long, short = 'y')]
         yes: bool,
+        /// Operations of each kind (and invalid rows) to print in the plan shown first,
+        /// as `plan --sample`.
+        #[arg(long, default_value_t = 10)]
+        sample: usize,
     },
     /// Run the emulators of both APIs until interrupted; prints the base URL first.
     ///
@@ -889,6 +893,7 @@ async fn run(cli: Cli) -> Result<u8> {
             max_delete,
             force,
             yes,
+            sample,
         } => {
             let p = contacts_etl::providers::load_pipeline(&pipeline)?;
             let max_delete = max_delete.map(|m| m.parse()).transpose()?;
@@ -910,7 +915,7 @@ async fn run(cli: Cli) -> Result<u8> {
                 };
                 let report =
                     contacts_etl::plan::photos::apply_photos_with(&p, &opts, async |plan| {
-                        out(&plan.render(10)).or_else(keep_going_if_gone)?;
+                        out(&plan.render(sample)).or_else(keep_going_if_gone)?;
                         let deletes = plan.count(contacts_etl::plan::photos::PhotoOpKind::Delete);
                         ask_before_deleting(deletes, "photo(s)", &opts.source, approval).await
                     })
@@ -926,7 +931,7 @@ async fn run(cli: Cli) -> Result<u8> {
                 summary_event: json,
             };
             let before_writes = async |plan: &contacts_etl::plan::Plan| {
-                out(&plan.render(10)).or_else(keep_going_if_gone)?;
+                out(&plan.render(sample)).or_else(keep_going_if_gone)?;
                 let deletes = plan.count(contacts_etl::plan::OpKind::Delete);
                 ask_before_deleting(deletes, "contact(s)", &plan.source, approval).await
             };

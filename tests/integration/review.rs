@@ -971,3 +971,29 @@ async fn an_edited_saved_plan_is_refused_and_nothing_is_sent() {
     assert_exit(&o, 0);
     assert_eq!(emu.google_truth().contacts.len(), 21);
 }
+
+/// `apply` takes `--sample` as `plan` does: the plan it shows first lists that many
+/// operations of each kind and counts the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_takes_the_sample_size_plan_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_emu, p) = three_accounts(dir.path()).await;
+    let ps = p.to_str().unwrap();
+    let desired = "SELECT account, id, etag, 'sampled' AS notes FROM contacts WHERE source = 'crm' AND account = '101'";
+    let o = run(&[
+        "apply",
+        ps,
+        "--source",
+        "crm",
+        "--mode",
+        "update",
+        "--desired",
+        desired,
+        "--sample",
+        "2",
+    ]);
+    assert_exit(&o, 0);
+    let out = text(&o.stdout);
+    assert_eq!(out.matches("  ~ update ").count(), 2, "{out}");
+    assert!(out.contains("… and 8 more update(s)"), "{out}");
+}
