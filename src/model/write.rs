@@ -269,3 +269,52 @@ pub fn is_insert_key(key: &str) -> bool {
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
+
+/// What a write would carry that its API cannot hold, by the provider's `unwritable`
+/// check: an insert's values; an update's written values less the problems the
+/// contact already had as held (they do not block a change elsewhere); a delete, none.
+/// The id is the contact's (none for an insert).
+pub fn write_problems(
+    op: &Op,
+    unwritable: impl Fn(&ContactRecord) -> Vec<String>,
+) -> (Vec<String>, Option<String>) {
+    match &op.action {
+        Action::Insert { desired } => (unwritable(desired), None),
+        Action::Update {
+            id,
+            desired,
+            landed,
+            ..
+        } => {
+            let mut p = unwritable(desired);
+            if !p.is_empty() {
+                let held = unwritable(landed);
+                p.retain(|x| !held.contains(x));
+            }
+            (p, Some(id.clone()))
+        }
+        Action::Delete { id, .. } => (Vec::new(), Some(id.clone())),
+    }
+}
+
+/// The `invalid` result of a write refused before it is sent, naming each problem;
+/// `None` when there is none and the write can go.
+pub fn refused_result(op: &Op, id: Option<String>, problems: &[String]) -> Option<OpResult> {
+    if problems.is_empty() {
+        return None;
+    }
+    let why = format!(
+        "{} {}: {}",
+        op.account,
+        op.id().unwrap_or(&op.key),
+        problems.join("; ")
+    );
+    Some(OpResult {
+        index: op.index,
+        outcome: Outcome::Invalid,
+        id,
+        reason: Some(why.clone()),
+        error: Some(why),
+        ..Default::default()
+    })
+}

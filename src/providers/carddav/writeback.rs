@@ -1204,42 +1204,9 @@ fn refused(op: &Op) -> Option<OpResult> {
             op.key
         ));
     }
-    let (mut problems, id) = match &op.action {
-        Action::Insert { desired } => (unwritable(desired), None),
-        Action::Update {
-            id,
-            desired,
-            landed,
-            ..
-        } => {
-            // The written columns are the desired row's; the rest stay as held.
-            let mut p = unwritable(desired);
-            if !p.is_empty() {
-                let held = unwritable(landed);
-                p.retain(|x| !held.contains(x));
-            }
-            (p, Some(id.clone()))
-        }
-        Action::Delete { id, .. } => (Vec::new(), Some(id.clone())),
-    };
+    let (mut problems, id) = crate::model::write::write_problems(op, unwritable);
     problems.splice(0..0, wrong);
-    if problems.is_empty() {
-        return None;
-    }
-    let why = format!(
-        "{} {}: {}",
-        op.account,
-        op.id().unwrap_or(&op.key),
-        problems.join("; ")
-    );
-    Some(OpResult {
-        index: op.index,
-        outcome: Outcome::Invalid,
-        id,
-        reason: Some(why.clone()),
-        error: Some(why),
-        ..Default::default()
-    })
+    crate::model::write::refused_result(op, id, &problems)
 }
 
 impl CardDavSource {

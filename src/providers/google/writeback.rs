@@ -161,41 +161,12 @@ pub fn unwritable(r: &ContactRecord) -> Vec<String> {
 /// ([`unwritable`]; a value the contact already held as it is does not count); `None` for
 /// a write that can go.
 fn refused(op: &Op) -> Option<OpResult> {
-    let (problems, id) = match &op.action {
-        Action::Insert { desired } => (unwritable(desired), None),
-        Action::Update {
-            id,
-            desired,
-            landed,
-            ..
-        } => {
-            // The written columns are the desired row's; the rest stay as held.
-            let mut p = unwritable(desired);
-            if !p.is_empty() {
-                let held = unwritable(landed);
-                p.retain(|x| !held.contains(x));
-            }
-            (p, Some(id.clone()))
-        }
-        Action::Delete { .. } => return None,
-    };
-    if problems.is_empty() {
+    // A delete carries no value.
+    if matches!(op.action, Action::Delete { .. }) {
         return None;
     }
-    let why = format!(
-        "{} {}: {}",
-        op.account,
-        op.id().unwrap_or(&op.key),
-        problems.join("; ")
-    );
-    Some(OpResult {
-        index: op.index,
-        outcome: Outcome::Invalid,
-        id,
-        reason: Some(why.clone()),
-        error: Some(why),
-        ..Default::default()
-    })
+    let (problems, id) = crate::model::write::write_problems(op, unwritable);
+    crate::model::write::refused_result(op, id, &problems)
 }
 
 fn rel_or_label(kind: &Option<String>, label: &Option<String>, uri: bool) -> String {
