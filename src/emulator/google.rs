@@ -64,6 +64,8 @@ pub struct GoogleStore {
     batch_count: u64,
     photo_touches_contact: bool,
     photo_writes: u64,
+    /// Every write operation received and answered, in order (see [`super::WriteLog`]).
+    pub writes: Vec<super::WriteLog>,
     /// Generated contacts sit just under the size limit (see [`EmulatorConfig`]).
     near_limit: bool,
 }
@@ -277,6 +279,7 @@ impl GoogleStore {
             batch_count: 0,
             photo_touches_contact: cfg.photo_touches_contact,
             photo_writes: 0,
+            writes: Vec::new(),
             near_limit: cfg.google_near_limit,
         };
         for _ in 0..cfg.google_contacts {
@@ -285,6 +288,15 @@ impl GoogleStore {
             s.insert_person(t);
         }
         s
+    }
+
+    /// Logs one write operation answered with `status`.
+    fn log_write(&mut self, op: &str, id: Option<&str>, status: StatusCode) {
+        self.writes.push(super::WriteLog {
+            op: op.to_string(),
+            id: id.map(str::to_string),
+            status: status.as_u16(),
+        });
     }
 
     fn tick(&mut self, now_ms: i64) -> i64 {
@@ -984,7 +996,9 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
                 }
                 (&Method::POST, []) => {
                     s.count("google.insert");
-                    insert_one(&mut store, &projection, &body, now)
+                    let resp = insert_one(&mut store, &projection, &body, now);
+                    store.log_write("insert", None, resp.status());
+                    resp
                 }
                 (&Method::POST, ["batch"]) => {
                     s.count("google.batch");
@@ -1025,28 +1039,9 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
                 }
                 (&Method::PUT, [id]) => {
                     s.count("google.update");
-                    let if_match = headers
-                        .get(header::IF_MATCH)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string);
-                    match parse_entry(&body) {
-                        Ok(entry) => match update(
-                            &mut store,
-                            id,
-                            &projection,
-                            &entry,
-                            if_match.as_deref(),
-                            now,
-                        ) {
-                            Ok(()) => atom(
-                                StatusCode::OK,
-                                "entry",
-                                store.standalone_entry(id, &projection),
-                            ),
-                            Err(OpError(st, code, reason)) => op_error_response(st, code, &reason),
-                        },
-                        Err(e) => text_error(StatusCode::BAD_REQUEST, &e),
-                    }
+                    let resp = update_one(&mut store, id, &projection, &headers, &body, now);
+                    store.log_write("update", Some(id), resp.status());
+                    resp
                 }
                 (&Method::DELETE, [id]) => {
                     s.count("google.delete");
@@ -1054,10 +1049,12 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
                         .get(header::IF_MATCH)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string);
-                    match delete(&mut store, id, if_match.as_deref(), None, now) {
+                    let resp = match delete(&mut store, id, if_match.as_deref(), None, now) {
                         Ok(()) => StatusCode::OK.into_response(),
                         Err(OpError(st, code, reason)) => op_error_response(st, code, &reason),
-                    }
+                    };
+                    store.log_write("delete", Some(id), resp.status());
+                    resp
                 }
                 _ => gdata_error(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -1074,9 +1071,41 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
                 );
             }
             s.count("google.photo");
-            photo(&mut store, &method, id, &headers, &body, now)
+            let resp = photo(&mut store, &method, id, &headers, &body, now);
+            match method {
+                Method::PUT => store.log_write("photo_put", Some(id), resp.status()),
+                Method::DELETE => store.log_write("photo_delete", Some(id), resp.status()),
+                _ => {}
+            }
+            resp
         }
         _ => gdata_error(StatusCode::NOT_FOUND, "notFound", "No such feed"),
+    }
+}
+
+/// A single update (PUT of one entry).
+fn update_one(
+    store: &mut GoogleStore,
+    id: &str,
+    projection: &Projection,
+    headers: &HeaderMap,
+    body: &Bytes,
+    now: i64,
+) -> Response {
+    let if_match = headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    match parse_entry(body) {
+        Ok(entry) => match update(store, id, projection, &entry, if_match.as_deref(), now) {
+            Ok(()) => atom(
+                StatusCode::OK,
+                "entry",
+                store.standalone_entry(id, projection),
+            ),
+            Err(OpError(st, code, reason)) => op_error_response(st, code, &reason),
+        },
+        Err(e) => text_error(StatusCode::BAD_REQUEST, &e),
     }
 }
 
@@ -1771,6 +1800,17 @@ fn batch(
                 format!("Unknown batch operation {other}"),
             )),
         };
+        if ["insert", "update", "delete"].contains(&op.as_str()) {
+            let (id, status) = match &result {
+                Ok((code, _, id)) => (id.clone().or(target.clone()), *code),
+                Err(OpError(st, _, _)) => (target.clone(), st.as_u16()),
+            };
+            store.writes.push(super::WriteLog {
+                op: op.clone(),
+                id,
+                status,
+            });
+        }
         let mut tail = String::new();
         if let Some(b) = &bid {
             tail.push_str("<batch:id>");

@@ -15,7 +15,9 @@
 //! `GET /_emulator/truth/google`, `GET /_emulator/truth/aurinko/{account}`,
 //! `POST /_emulator/mutate` (`{"google":{"inserts":1,"updates":2,"deletes":3},"aurinko":{…}}`),
 //! `GET /_emulator/stats` (request counts; `google.batch.us` is the time spent handling
-//! batch requests, in microseconds), `POST /_emulator/clock` (`{"advance_secs":N}`),
+//! batch requests, in microseconds), `GET /_emulator/writes` (every write operation the
+//! Google API received and answered, in order: see [`WriteLog`]), `POST /_emulator/clock`
+//! (`{"advance_secs":N}`),
 //! `POST /_emulator/aurinko/expire-tokens`, `POST /_emulator/faults` (`{"spec":"429=0.1"}`).
 //!
 //! The emulator shares no protocol code with the clients in `providers/`: it has its own
@@ -199,6 +201,26 @@ impl Clock {
     }
 }
 
+/// One write operation the Google emulator received and answered: a contact insert,
+/// update or delete (alone or inside a batch) or a photo PUT or DELETE. Tests count them
+/// to check that a client recorded one result per operation the API received.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteLog {
+    /// `insert`, `update`, `delete`, `photo_put` or `photo_delete`.
+    pub op: String,
+    /// The contact's id, where the request named one (a single insert names none).
+    pub id: Option<String>,
+    /// The status the operation was answered with (200, 201, 412, …).
+    pub status: u16,
+}
+
+impl WriteLog {
+    /// Whether the operation changed what the API holds (a 2xx answer).
+    pub fn applied(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
 /// State shared by both emulators.
 pub struct Shared {
     pub config: EmulatorConfig,
@@ -298,6 +320,7 @@ impl Emulator {
             )
             .route("/_emulator/mutate", post(admin_mutate))
             .route("/_emulator/stats", get(admin_stats))
+            .route("/_emulator/writes", get(admin_writes))
             .route("/_emulator/clock", post(admin_clock))
             .route("/_emulator/faults", post(admin_faults))
             .route("/_emulator/aurinko/expire-tokens", post(admin_expire));
@@ -321,6 +344,11 @@ impl Emulator {
     /// The shared state (for advanced tests).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+    /// Every write operation the Google API received and answered since the start (or
+    /// the last [`Emulator::reset_stats`]), in order.
+    pub fn google_writes(&self) -> Vec<WriteLog> {
+        self.shared.google.lock().unwrap().writes.clone()
     }
     /// The Google domain's truth.
     pub fn google_truth(&self) -> Truth {
@@ -405,9 +433,10 @@ impl Emulator {
     pub fn stats(&self) -> Stats {
         self.shared.stats.lock().unwrap().clone()
     }
-    /// Resets the request counts.
+    /// Resets the request counts and the write log.
     pub fn reset_stats(&self) {
         self.shared.stats.lock().unwrap().clear();
+        self.shared.google.lock().unwrap().writes.clear();
     }
     /// Moves the emulator clock forward (tombstone retention, token lifetimes).
     pub fn advance_clock(&self, secs: i64) {
@@ -675,6 +704,10 @@ async fn admin_mutate(
 
 async fn admin_stats(State(s): State<Arc<Shared>>) -> Response {
     axum::Json(s.stats.lock().unwrap().clone()).into_response()
+}
+
+async fn admin_writes(State(s): State<Arc<Shared>>) -> Response {
+    axum::Json(s.google.lock().unwrap().writes.clone()).into_response()
 }
 
 #[derive(Deserialize)]
