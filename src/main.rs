@@ -769,7 +769,20 @@ async fn run(cli: Cli) -> Result<u8> {
             } else {
                 eprint!("{}", report.summary());
             }
-            Ok(if report.failed().is_empty() { 0 } else { 1 })
+            // Writes a killed apply sent and never recorded are resolved against what
+            // this sync landed (sync sits below plan, so the command calls it).
+            let resolved = contacts_etl::plan::resolve::resolve_after_sync(&p, &report).await?;
+            let unknown: usize = resolved.iter().map(|(_, r)| r.unknown.len()).sum();
+            if cli.log_format == LogFormat::Text {
+                for (source, r) in &resolved {
+                    eprint!("{source}: {}", r.summary_line());
+                }
+            }
+            Ok(if report.failed().is_empty() && unknown == 0 {
+                0
+            } else {
+                1
+            })
         }
         Command::Status { pipeline, format } => {
             let p = contacts_etl::providers::load_pipeline(&pipeline)?;

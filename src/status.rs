@@ -38,6 +38,11 @@ pub struct AccountStatus {
     pub last_failure: Option<String>,
     /// Its error, whole.
     pub last_error: Option<String>,
+    /// Writes applies sent whose answer is not on record yet (`writeback_results` rows
+    /// `sent`): the next apply or sync of the account resolves them.
+    pub writes_sent: i64,
+    /// Writes whose outcome could not be told (`unknown` rows): check them at the API.
+    pub writes_unknown: i64,
 }
 
 /// What `status` shows: the lake and its accounts, as of `now_us`.
@@ -56,11 +61,62 @@ pub async fn status(p: &Pipeline) -> Result<Status> {
     let lake = crate::sync::lake_of(p)?;
     let accounts = lake.account_runs().await?;
     let now_us = chrono::Utc::now().timestamp_micros();
+    let open = open_writes(&lake).await?;
+    let mut accounts: Vec<AccountStatus> = accounts.iter().map(|a| of_account(a, now_us)).collect();
+    for a in &mut accounts {
+        if let Some(&(sent, unknown)) = open.get(&(a.source.clone(), a.account.clone())) {
+            (a.writes_sent, a.writes_unknown) = (sent, unknown);
+        }
+    }
     Ok(Status {
         lake: lake.url().to_string(),
         now_us,
-        accounts: accounts.iter().map(|a| of_account(a, now_us)).collect(),
+        accounts,
     })
+}
+
+/// Per (source, account): `writeback_results` rows `sent` and `unknown`.
+async fn open_writes(
+    lake: &crate::lake::Lake,
+) -> Result<std::collections::HashMap<(String, String), (i64, i64)>> {
+    use crate::plan::resolve::{SENT, UNKNOWN};
+    use arrow::array::{Array, AsArray};
+    let mut out = std::collections::HashMap::new();
+    let filter = format!("result IN ('{SENT}', '{UNKNOWN}')");
+    lake.for_each_batch(
+        crate::lake::TableKind::WritebackResults,
+        Some(&filter),
+        |b| {
+            let column = |name: &str| {
+                b.column_by_name(name)
+                    .and_then(|c| c.as_string_opt::<i32>().cloned())
+                    .ok_or_else(|| {
+                        Error::lake(format!("writeback_results has no string column {name}"))
+                    })
+            };
+            let (sources, accounts, results) =
+                (column("source")?, column("account")?, column("result")?);
+            for i in 0..b.num_rows() {
+                let key = (
+                    sources.value(i).to_string(),
+                    accounts
+                        .is_valid(i)
+                        .then(|| accounts.value(i))
+                        .unwrap_or("")
+                        .to_string(),
+                );
+                let e: &mut (i64, i64) = out.entry(key).or_default();
+                if results.value(i) == SENT {
+                    e.0 += 1;
+                } else {
+                    e.1 += 1;
+                }
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(out)
 }
 
 fn of_account(a: &AccountRuns, now_us: i64) -> AccountStatus {
@@ -82,6 +138,8 @@ fn of_account(a: &AccountRuns, now_us: i64) -> AccountStatus {
             .as_ref()
             .map(|r| human::rfc3339_seconds(r.finished_at_us)),
         last_error: a.last_failure.as_ref().and_then(|r| r.error.clone()),
+        writes_sent: 0,
+        writes_unknown: 0,
     }
 }
 
@@ -139,6 +197,22 @@ impl Status {
                 s.push('\n');
             }
         }
+        let open: Vec<&AccountStatus> = self
+            .accounts
+            .iter()
+            .filter(|a| a.writes_sent + a.writes_unknown > 0)
+            .collect();
+        if !open.is_empty() {
+            s.push_str("writes not on record (sent: the next apply or sync of the account resolves them; unknown: check them at the API):\n");
+            for a in open {
+                let line = format!(
+                    "  {}/{}: {} sent, {} unknown",
+                    a.source, a.account, a.writes_sent, a.writes_unknown
+                );
+                s.push_str(&human::fit(&line, WIDTH));
+                s.push('\n');
+            }
+        }
         s.push_str(&format!(
             "lake {} at {}\n",
             human::fit(&self.lake, 60),
@@ -175,6 +249,8 @@ mod tests {
             failures_since: error.is_some() as i64,
             last_failure: error.as_ref().map(|_| "2026-12-01T23:12:00Z".into()),
             last_error: error,
+            writes_sent: 3,
+            writes_unknown: 1,
         }
     }
 
@@ -202,6 +278,7 @@ mod tests {
         assert!(text.contains("1,234,567") && text.contains("3m ago") && text.contains("987.7 MB"));
         assert!(text.contains("+123,456 -98"), "{text}");
         assert!(text.contains("at 2026-12-01T23:12:00Z: HTTP 401"), "{text}");
+        assert!(text.contains("/103: 3 sent, 1 unknown"), "{text}");
         let json: serde_json::Value = serde_json::from_str(&st.render_json().unwrap()).unwrap();
         assert_eq!(
             json[1]["last_error"].as_str().unwrap().len(),

@@ -9,6 +9,7 @@ use arrow::array::{
 };
 use deltalake::protocol::SaveMode;
 
+use super::resolve::Resolution;
 use super::{Landed, Mode, OpKind, Plan, diff, load_desired};
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
@@ -63,12 +64,15 @@ pub struct ApplyReport {
     pub apply_id: String,
     pub plan: Plan,
     pub results: Vec<OpResult>,
+    /// What earlier applies sent and never recorded, resolved before this one wrote.
+    pub resolved: Resolution,
 }
 
 impl ApplyReport {
-    /// Rows that did not apply (failed, conflict) plus invalid rows.
+    /// Rows that did not apply (failed, conflict), invalid rows, and writes of earlier
+    /// applies whose outcome is unknown.
     pub fn failures(&self) -> usize {
-        failures(&self.results, self.plan.invalid.len())
+        failures(&self.results, self.plan.invalid.len()) + self.resolved.unknown.len()
     }
 
     /// The printed summary.
@@ -83,7 +87,7 @@ impl ApplyReport {
                 format!("{} {}/{id}", op.kind().as_str(), op.account)
             },
             "Conflicts were changed by someone else since the desired state was computed; rerun after a sync, or use --force to overwrite.",
-        )
+        ) + &self.resolved.summary_line()
     }
 }
 
@@ -706,17 +710,11 @@ async fn execute(
     let metrics = Metrics::default();
     let lake = lake_of(p)?;
     // Writes an earlier apply sent and never recorded (it was killed) are resolved
-    // against what the sync before this apply read.
-    let (applied, not) = resolve_unrecorded(&lake, &name).await?;
-    if applied + not > 0 {
-        tracing::warn!(
-            source = %name,
-            applied,
-            not_applied = not,
-            "an earlier apply was stopped before recording {} write(s): {applied} found applied at the API and recorded, {not} not applied",
-            applied + not
-        );
-    }
+    // against what the sync before this apply read: the accounts it synced.
+    let scope: Option<HashSet<String>> =
+        (!controls.accounts.is_empty()).then(|| controls.accounts.iter().cloned().collect());
+    let resolved = super::resolve::resolve_unrecorded(&lake, &name, scope.as_ref()).await?;
+    resolved.log(&name);
     // Invalid rows first, then each group of writes as it ends: an apply stopped halfway
     // (Ctrl-C, a scheduler's SIGTERM, a crash) leaves the trail of what it did.
     record(&lake, &apply_id, &name, &plan, &[], true, None).await?;
@@ -771,6 +769,7 @@ async fn execute(
         apply_id,
         plan,
         results,
+        resolved,
     };
     let count = |o: Outcome| report.results.iter().filter(|r| r.outcome == o).count();
     macro_rules! finished {
@@ -936,11 +935,7 @@ async fn record(
     }
 }
 
-/// The `result` of an operation sent and not yet answered. A group's operations are
-/// recorded so before the group is sent, and replaced by the group's results in one
-/// commit after: a process killed in between leaves them, and the next apply of the
-/// source resolves each against the API ([`resolve_unrecorded`]).
-pub const SENT: &str = "sent";
+pub use super::resolve::SENT;
 
 /// The `sent` rows of a group of operations: what each is, and (in `reason`) the etag
 /// its contact had when it was sent, which tells afterwards whether it was applied.
@@ -971,138 +966,6 @@ fn sent_rows(group: &[crate::model::write::Op]) -> Vec<ResultRow> {
         .collect()
 }
 
-/// What the API holds of one account, as landed: etag by id, and id by insert key.
-type Held = (HashMap<String, Option<String>>, HashMap<String, String>);
-
-/// Resolves the operations earlier applies of `source` sent but never recorded (the
-/// process was killed between sending a group and recording its answers), against what
-/// the API holds now (the sync before this apply read it): an insert whose key a landed
-/// contact carries, an update whose contact's etag moved, a delete whose contact is gone,
-/// was applied and gets its `ok` row; the others were not, and their rows go. Returns
-/// (applied, not applied).
-pub(crate) async fn resolve_unrecorded(lake: &Lake, source: &str) -> Result<(usize, usize)> {
-    let Some(_) = lake.open(TableKind::WritebackResults).await? else {
-        return Ok((0, 0));
-    };
-    let sql = format!(
-        "SELECT apply_id, op_index, account, op, key, id, reason FROM writeback_results WHERE source = '{}' AND result = '{SENT}'",
-        source.replace('\'', "''")
-    );
-    let batches = crate::sql::query(lake, &sql).await?;
-    let mut sent: Vec<ResultRow> = Vec::new();
-    let mut apply_ids: Vec<String> = Vec::new();
-    for b in &batches {
-        let text = |name: &str| {
-            b.column_by_name(name)
-                .and_then(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).ok())
-                .ok_or_else(|| {
-                    Error::lake(format!("writeback_results has no readable {name} column"))
-                })
-        };
-        let (aid, idx, acc, op, key, id, reason) = (
-            text("apply_id")?,
-            text("op_index")?,
-            text("account")?,
-            text("op")?,
-            text("key")?,
-            text("id")?,
-            text("reason")?,
-        );
-        let get = |a: &arrow::array::ArrayRef, i: usize| {
-            use arrow::array::Array;
-            let a = a.as_string::<i32>();
-            a.is_valid(i).then(|| a.value(i).to_string())
-        };
-        for i in 0..b.num_rows() {
-            apply_ids.push(get(&aid, i).unwrap_or_default());
-            sent.push(ResultRow {
-                op_index: get(&idx, i).and_then(|v| v.parse().ok()).unwrap_or(-1),
-                account: get(&acc, i).unwrap_or_default(),
-                op: get(&op, i).unwrap_or_default(),
-                key: get(&key, i),
-                id: get(&id, i),
-                http_status: None,
-                result: SENT.into(),
-                reason: get(&reason, i),
-                new_etag: None,
-                error: None,
-            });
-        }
-    }
-    if sent.is_empty() {
-        return Ok((0, 0));
-    }
-    // What the API holds, per account: etag by id, and the insert keys.
-    let mut held: HashMap<String, Held> = HashMap::new();
-    for r in &sent {
-        if held.contains_key(&r.account) {
-            continue;
-        }
-        let landed = lake.contacts_of(source, &r.account).await?;
-        let etags = landed
-            .iter()
-            .map(|c| (c.id.clone(), c.etag.clone()))
-            .collect();
-        let keys = landed
-            .iter()
-            .filter_map(|c| Some((super::landed_key(c)?, c.id.clone())))
-            .collect();
-        held.insert(r.account.clone(), (etags, keys));
-    }
-    let mut by_apply: HashMap<String, (Vec<i64>, Vec<ResultRow>)> = HashMap::new();
-    let (mut applied, mut not) = (0, 0);
-    for (r, aid) in sent.into_iter().zip(apply_ids) {
-        let (etags, keys) = &held[&r.account];
-        let before = r
-            .reason
-            .as_deref()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
-            .and_then(|v| v["etag_before"].as_str().map(str::to_string));
-        let id = r.id.clone().unwrap_or_default();
-        let done: Option<(Option<String>, Option<String>)> = match r.op.as_str() {
-            "insert" => r
-                .key
-                .as_ref()
-                .and_then(|k| keys.get(k))
-                .map(|id| (Some(id.clone()), etags.get(id).cloned().flatten())),
-            "update" => match etags.get(&id) {
-                Some(now) if now.is_some() && *now != before => Some((r.id.clone(), now.clone())),
-                _ => None,
-            },
-            "delete" => (!etags.contains_key(&id)).then(|| (r.id.clone(), None)),
-            _ => None,
-        };
-        let entry = by_apply.entry(aid).or_default();
-        entry.0.push(r.op_index);
-        match done {
-            Some((id, new_etag)) => {
-                applied += 1;
-                entry.1.push(ResultRow {
-                    id,
-                    new_etag,
-                    result: Outcome::Ok.as_str().into(),
-                    reason: Some(
-                        "recorded by a later apply: this apply was stopped after sending the write and before recording its answer, and the API holds the change"
-                            .into(),
-                    ),
-                    ..r
-                });
-            }
-            None => not += 1,
-        }
-    }
-    for (aid, (indexes, rows)) in by_apply {
-        let list: Vec<String> = indexes.iter().map(i64::to_string).collect();
-        let predicate = format!(
-            "apply_id = '{}' AND op_index IN ({})",
-            aid.replace('\'', "''"),
-            list.join(", ")
-        );
-        replace_rows(lake, &aid, source, &rows, &predicate).await?;
-    }
-    Ok((applied, not))
-}
-
 /// Appends `writeback_results` rows of one apply.
 pub(crate) async fn record_rows(
     lake: &Lake,
@@ -1118,7 +981,7 @@ pub(crate) async fn record_rows(
 
 /// Replaces the `writeback_results` rows `predicate` selects (rows of one apply) with
 /// `rows`, in one commit: the `sent` rows of a group become its results.
-async fn replace_rows(
+pub(crate) async fn replace_rows(
     lake: &Lake,
     apply_id: &str,
     source: &str,

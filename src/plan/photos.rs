@@ -503,12 +503,15 @@ pub struct PhotoApplyReport {
     pub apply_id: String,
     pub plan: PhotoPlan,
     pub results: Vec<OpResult>,
+    /// What earlier applies sent and never recorded, resolved before this one wrote.
+    pub resolved: super::resolve::Resolution,
 }
 
 impl PhotoApplyReport {
-    /// Operations that did not apply (failed, conflict) plus invalid rows.
+    /// Operations that did not apply (failed, conflict), invalid rows, and writes of
+    /// earlier applies whose outcome is unknown.
     pub fn failures(&self) -> usize {
-        super::apply::failures(&self.results, self.plan.invalid.len())
+        super::apply::failures(&self.results, self.plan.invalid.len()) + self.resolved.unknown.len()
     }
 
     /// The printed summary.
@@ -522,7 +525,7 @@ impl PhotoApplyReport {
                 format!("{} {}/{}", op.kind().as_str(), op.account, op.id)
             },
             "Conflicts are photos changed by someone else since their etag was read; rerun after a sync, or use --force to overwrite.",
-        )
+        ) + &self.resolved.summary_line()
     }
 }
 
@@ -566,6 +569,9 @@ pub async fn apply_photos_with(
     let apply_id = crate::sync::new_run_id();
     let metrics = Metrics::default();
     let lake = lake_of(p)?;
+    // Writes an earlier apply sent and never recorded, resolved against the sync above.
+    let resolved = super::resolve::resolve_unrecorded(&lake, &opts.source, None).await?;
+    resolved.log(&opts.source);
     // Invalid rows first, then each group of writes as it ends (as contact applies do):
     // an apply stopped halfway leaves the trail of what it sent.
     let invalid: Vec<ResultRow> = plan
@@ -588,6 +594,10 @@ pub async fn apply_photos_with(
                 plan.ops.len(),
             ));
         }
+        // On record before it is sent, as contact applies do: a process killed while the
+        // group is in flight leaves `sent` rows for the next apply or sync to resolve.
+        let sent = super::resolve::photo_sent_rows(group);
+        record_rows(&lake, &apply_id, &opts.source, &sent).await?;
         let done = photos.apply(group, opts.force, &metrics).await;
         let rows: Vec<ResultRow> = done
             .iter()
@@ -607,7 +617,9 @@ pub async fn apply_photos_with(
                 }
             })
             .collect();
-        record_rows(&lake, &apply_id, &opts.source, &rows).await?;
+        let first = group.first().map_or(0, |o| o.index);
+        super::resolve::replace_sent(&lake, &apply_id, &opts.source, &rows, first, group.len())
+            .await?;
         results.extend(done);
     }
     if !plan.ops.is_empty() {
@@ -617,5 +629,6 @@ pub async fn apply_photos_with(
         apply_id,
         plan,
         results,
+        resolved,
     })
 }

@@ -1,0 +1,476 @@
+//! Writes an apply sent but never recorded, resolved against what the API holds.
+//!
+//! Before each group of writes goes out, an apply records its operations as `sent`
+//! rows of `writeback_results` (what the issue calls "unknown": sent, answer not on
+//! record), and replaces them with the group's results in one commit when the answers
+//! are in. A process killed in between leaves the `sent` rows. The next `apply` of the
+//! source, or the next `sync` of the account, resolves each against the lake it has
+//! just brought up to date with the API: a write the API holds becomes an `ok` row; one
+//! it does not hold was not applied and its row goes, so the next apply sends it again.
+//! A row the resolution cannot interpret (edited by hand: no contact id, no etag it was
+//! sent against, an op it does not know) becomes `unknown`, named in the output, and the
+//! command exits 1; it is never counted applied. `sent` rows of accounts the run did not
+//! sync (a failed sync, an API that is down, an account outside `--account`) stay `sent`
+//! and are said to be pending; `status` shows both kinds.
+
+use std::collections::{HashMap, HashSet};
+
+use arrow::array::{Array, AsArray};
+
+use super::apply::{ResultRow, replace_rows};
+use crate::config::Pipeline;
+use crate::error::{Error, Result};
+use crate::lake::{Lake, LandedPhoto, TableKind};
+use crate::model::photo::{PhotoAction, PhotoOp};
+use crate::model::write::Outcome;
+
+/// The `result` of an operation sent and not yet answered. A group's operations are
+/// recorded so before the group is sent, and replaced by the group's results in one
+/// commit after: a process killed in between leaves them for [`resolve_unrecorded`].
+pub const SENT: &str = "sent";
+
+/// The `result` of a `sent` row the resolution could not interpret: whether the API
+/// applied the write is not known. A person checks the contact at the API.
+pub const UNKNOWN: &str = "unknown";
+
+/// A `sent` row the resolution could not interpret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unresolved {
+    pub source: String,
+    pub account: String,
+    /// The contact's id, if the row names one.
+    pub id: Option<String>,
+    /// The operation as the row names it.
+    pub op: String,
+    /// What is wrong with the row.
+    pub why: String,
+}
+
+/// What a resolution found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resolution {
+    /// Writes the API holds: their rows are `ok` now.
+    pub applied: usize,
+    /// Writes the API does not hold: their rows are gone (the next apply sends them).
+    pub not_applied: usize,
+    /// Rows that could not be interpreted: `unknown` now (or, when they cannot even be
+    /// addressed, left `sent`); never counted applied.
+    pub unknown: Vec<Unresolved>,
+    /// `sent` rows of accounts this run did not sync, by account: left for later.
+    pub pending: Vec<(String, usize)>,
+}
+
+impl Resolution {
+    /// Whether there was nothing to resolve.
+    pub fn is_empty(&self) -> bool {
+        self.applied + self.not_applied == 0 && self.unknown.is_empty() && self.pending.is_empty()
+    }
+
+    /// `sent` rows left for a later run.
+    pub fn pending_rows(&self) -> usize {
+        self.pending.iter().map(|(_, n)| n).sum()
+    }
+
+    /// One line for a command's summary (empty when there was nothing to resolve): the
+    /// writes earlier applies sent and never recorded, by what became of them.
+    pub fn summary_line(&self) -> String {
+        if self.is_empty() {
+            return String::new();
+        }
+        let mut parts = vec![
+            format!("{} found applied (ok rows)", self.applied),
+            format!(
+                "{} not applied (sent again by the next apply)",
+                self.not_applied
+            ),
+        ];
+        if !self.unknown.is_empty() {
+            parts.push(format!(
+                "{} {UNKNOWN} (named above; check them at the API)",
+                self.unknown.len()
+            ));
+        }
+        if !self.pending.is_empty() {
+            parts.push(format!(
+                "{} still {SENT} (accounts this run did not sync)",
+                self.pending_rows()
+            ));
+        }
+        format!(
+            "writes earlier applies sent and never recorded: {}\n",
+            parts.join(", ")
+        )
+    }
+
+    /// Logs what was found: a warning with the counts, an error per unknown row (the
+    /// first 20), a warning naming the accounts left pending.
+    pub fn log(&self, source: &str) {
+        let (applied, not) = (self.applied, self.not_applied);
+        if applied + not > 0 {
+            tracing::warn!(
+                source = %source,
+                applied,
+                not_applied = not,
+                "an earlier apply was stopped before recording {} write(s): {applied} found applied at the API and recorded, {not} not applied",
+                applied + not
+            );
+        }
+        for u in self.unknown.iter().take(20) {
+            tracing::error!(
+                source = %u.source,
+                account = %u.account,
+                id = u.id.as_deref().unwrap_or(""),
+                op = %u.op,
+                "a write an earlier apply sent is {UNKNOWN}: {}/{}/{} ({}): {}; check the contact at the API, then rerun the apply if it is not as wanted",
+                u.source,
+                u.account,
+                u.id.as_deref().unwrap_or("(no id)"),
+                u.op,
+                u.why
+            );
+        }
+        if self.unknown.len() > 20 {
+            tracing::error!(
+                source = %source,
+                "… and {} more {UNKNOWN} write(s): SELECT * FROM writeback_results WHERE result = '{UNKNOWN}'",
+                self.unknown.len() - 20
+            );
+        }
+        if !self.pending.is_empty() {
+            let list: Vec<String> = self
+                .pending
+                .iter()
+                .map(|(a, n)| format!("{source}/{a}: {n}"))
+                .collect();
+            tracing::warn!(
+                source = %source,
+                pending = self.pending_rows(),
+                "write(s) earlier applies sent are not resolved yet ({}): their account was not synced by this run; the next apply or sync of the account resolves them",
+                list.join(", ")
+            );
+        }
+    }
+}
+
+/// The `sent` rows of a group of photo writes: what each is, and (in `reason`) the photo
+/// etag it is conditional on and, for an upload, the SHA-256 of the bytes sent, which
+/// tells afterwards whether the API holds them.
+pub(crate) fn photo_sent_rows(group: &[PhotoOp]) -> Vec<ResultRow> {
+    group
+        .iter()
+        .map(|op| {
+            let sha256 = match &op.action {
+                PhotoAction::Put { bytes, .. } => Some(crate::lake::photo_sha256(bytes)),
+                PhotoAction::Delete => None,
+            };
+            ResultRow {
+                op_index: op.index as i64,
+                account: op.account.clone(),
+                op: op.kind().as_str().into(),
+                key: Some(format!("{}/{}", op.account, op.id)),
+                id: Some(op.id.clone()),
+                http_status: None,
+                result: SENT.into(),
+                reason: Some(
+                    serde_json::json!({ "etag_before": op.etag, "sha256": sha256 }).to_string(),
+                ),
+                new_etag: None,
+                error: None,
+            }
+        })
+        .collect()
+}
+
+/// Replaces the `sent` rows of the operations `first..first + n` of one apply with their
+/// results `rows`, in one commit.
+pub(crate) async fn replace_sent(
+    lake: &Lake,
+    apply_id: &str,
+    source: &str,
+    rows: &[ResultRow],
+    first: usize,
+    n: usize,
+) -> Result<()> {
+    let predicate = format!(
+        "apply_id = '{}' AND op_index >= {first} AND op_index < {}",
+        apply_id.replace('\'', "''"),
+        first + n
+    );
+    replace_rows(lake, apply_id, source, rows, &predicate).await
+}
+
+/// What one `sent` row asks to check.
+enum Check {
+    Insert { key: String },
+    Update { id: String, before: String },
+    Delete { id: String },
+    PhotoPut { id: String, sha256: String },
+    PhotoDelete { id: String },
+}
+
+impl Check {
+    /// Reads a `sent` row as its apply wrote it; the error says what is missing.
+    fn of(r: &ResultRow) -> std::result::Result<Check, String> {
+        if r.account.is_empty() {
+            return Err("it names no account".into());
+        }
+        if r.op_index < 0 {
+            return Err("it has no op_index".into());
+        }
+        let reason: Option<serde_json::Value> = match r.reason.as_deref() {
+            Some(text) => Some(serde_json::from_str(text).map_err(|_| {
+                "its reason is not the JSON the apply wrote (it holds what the write was sent against)".to_string()
+            })?),
+            None => None,
+        };
+        let field = |name: &str| {
+            reason
+                .as_ref()
+                .and_then(|v| v.get(name))
+                .and_then(|v| v.as_str())
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        let id = || {
+            r.id.clone()
+                .filter(|i| !i.is_empty())
+                .ok_or_else(|| "it names no contact id".to_string())
+        };
+        Ok(match r.op.as_str() {
+            "insert" => Check::Insert {
+                key: r
+                    .key
+                    .clone()
+                    .filter(|k| !k.is_empty())
+                    .ok_or("it has no insert key")?,
+            },
+            "update" => Check::Update {
+                id: id()?,
+                before: field("etag_before").ok_or(
+                    "its reason holds no etag_before (the contact's etag when the update was sent)",
+                )?,
+            },
+            "delete" => Check::Delete { id: id()? },
+            "photo_put" => Check::PhotoPut {
+                id: id()?,
+                sha256: field("sha256")
+                    .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .ok_or("its reason holds no sha256 of the photo that was sent")?,
+            },
+            "photo_delete" => Check::PhotoDelete { id: id()? },
+            other => return Err(format!("its op {other:?} is no write operation")),
+        })
+    }
+}
+
+/// What the API holds of one account, as the lake landed it just now.
+#[derive(Default)]
+struct Held {
+    /// Etag by contact id.
+    etags: HashMap<String, Option<String>>,
+    /// Contact id by insert key.
+    keys: HashMap<String, String>,
+    /// Photos by contact id.
+    photos: HashMap<String, LandedPhoto>,
+}
+
+impl Held {
+    async fn read(lake: &Lake, source: &str, account: &str) -> Result<Held> {
+        let landed = lake.contacts_of(source, account).await?;
+        Ok(Held {
+            keys: landed
+                .iter()
+                .filter_map(|c| Some((super::landed_key(c)?, c.id.clone())))
+                .collect(),
+            etags: landed.into_iter().map(|c| (c.id, c.etag)).collect(),
+            photos: lake.landed_photos(source, account).await?,
+        })
+    }
+
+    /// Whether the write was applied: `Some((id, new etag))` if the API holds it.
+    fn applied(&self, check: &Check) -> Option<(Option<String>, Option<String>)> {
+        match check {
+            Check::Insert { key } => self
+                .keys
+                .get(key)
+                .map(|id| (Some(id.clone()), self.etags.get(id).cloned().flatten())),
+            Check::Update { id, before } => match self.etags.get(id) {
+                Some(Some(now)) if now != before => Some((Some(id.clone()), Some(now.clone()))),
+                _ => None,
+            },
+            Check::Delete { id } => {
+                (!self.etags.contains_key(id)).then(|| (Some(id.clone()), None))
+            }
+            Check::PhotoPut { id, sha256 } => self
+                .photos
+                .get(id)
+                .filter(|p| p.sha256 == *sha256)
+                .map(|p| (Some(id.clone()), p.etag.clone())),
+            Check::PhotoDelete { id } => {
+                (!self.photos.contains_key(id)).then(|| (Some(id.clone()), None))
+            }
+        }
+    }
+}
+
+/// The `sent` rows of `source`, each with its apply id (`None`: the row has none). One
+/// filtered read of `writeback_results`, which a sync without such rows pays too.
+async fn sent_rows_of(lake: &Lake, source: &str) -> Result<Vec<(Option<String>, ResultRow)>> {
+    let filter = format!(
+        "source = '{}' AND result = '{SENT}'",
+        source.replace('\'', "''")
+    );
+    let mut sent = Vec::new();
+    lake.for_each_batch(TableKind::WritebackResults, Some(&filter), |b| {
+        let text = |name: &str| {
+            b.column_by_name(name)
+                .and_then(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).ok())
+                .ok_or_else(|| {
+                    Error::lake(format!("writeback_results has no readable {name} column"))
+                })
+        };
+        let columns = [
+            "apply_id", "op_index", "account", "op", "key", "id", "reason",
+        ]
+        .map(text)
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+        let get = |c: usize, i: usize| {
+            let a = columns[c].as_string::<i32>();
+            a.is_valid(i).then(|| a.value(i).to_string())
+        };
+        for i in 0..b.num_rows() {
+            sent.push((
+                get(0, i),
+                ResultRow {
+                    op_index: get(1, i).and_then(|v| v.parse().ok()).unwrap_or(-1),
+                    account: get(2, i).unwrap_or_default(),
+                    op: get(3, i).unwrap_or_default(),
+                    key: get(4, i),
+                    id: get(5, i),
+                    http_status: None,
+                    result: SENT.into(),
+                    reason: get(6, i),
+                    new_etag: None,
+                    error: None,
+                },
+            ));
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(sent)
+}
+
+/// Resolves the writes earlier applies of `source` sent but never recorded, for the
+/// accounts in `synced` (`None`: every account), against what the lake holds now (the
+/// caller has just synced those accounts): see the module's text. Rows of other
+/// accounts are left `sent` and counted pending.
+pub async fn resolve_unrecorded(
+    lake: &Lake,
+    source: &str,
+    synced: Option<&HashSet<String>>,
+) -> Result<Resolution> {
+    let mut out = Resolution::default();
+    let mut pending: HashMap<String, usize> = HashMap::new();
+    let mut held: HashMap<String, Held> = HashMap::new();
+    // Per apply: the op_index values replaced, and the rows that replace them.
+    let mut by_apply: HashMap<String, (Vec<i64>, Vec<ResultRow>)> = HashMap::new();
+    for (apply_id, r) in sent_rows_of(lake, source).await? {
+        if synced.is_some_and(|s| !s.contains(&r.account)) {
+            *pending.entry(r.account.clone()).or_default() += 1;
+            continue;
+        }
+        let unresolved = |why: String| Unresolved {
+            source: source.to_string(),
+            account: r.account.clone(),
+            id: r.id.clone(),
+            op: r.op.clone(),
+            why,
+        };
+        let check = match Check::of(&r) {
+            Ok(c) => c,
+            Err(why) => {
+                out.unknown.push(unresolved(why.clone()));
+                // A row without its apply id or op_index cannot be rewritten: it stays
+                // `sent`, and is named again by every resolution until someone fixes it.
+                if let Some(aid) = apply_id.filter(|_| r.op_index >= 0) {
+                    let entry = by_apply.entry(aid).or_default();
+                    entry.0.push(r.op_index);
+                    entry.1.push(ResultRow {
+                        result: UNKNOWN.into(),
+                        error: Some(format!(
+                            "this write was sent and its answer never recorded, and whether the API applied it cannot be told: {why}. Check the contact at the API"
+                        )),
+                        ..r
+                    });
+                }
+                continue;
+            }
+        };
+        let Some(apply_id) = apply_id else {
+            out.unknown.push(unresolved("it has no apply_id".into()));
+            continue;
+        };
+        if !held.contains_key(&r.account) {
+            let h = Held::read(lake, source, &r.account).await?;
+            held.insert(r.account.clone(), h);
+        }
+        let entry = by_apply.entry(apply_id).or_default();
+        entry.0.push(r.op_index);
+        match held[&r.account].applied(&check) {
+            Some((id, new_etag)) => {
+                out.applied += 1;
+                entry.1.push(ResultRow {
+                    id: id.or(r.id.clone()),
+                    new_etag,
+                    result: Outcome::Ok.as_str().into(),
+                    reason: Some(
+                        "recorded by a later run: this apply was stopped after sending the write and before recording its answer, and the API holds the change"
+                            .into(),
+                    ),
+                    ..r
+                });
+            }
+            None => out.not_applied += 1,
+        }
+    }
+    for (aid, (indexes, rows)) in by_apply {
+        let list: Vec<String> = indexes.iter().map(i64::to_string).collect();
+        let predicate = format!(
+            "apply_id = '{}' AND op_index IN ({})",
+            aid.replace('\'', "''"),
+            list.join(", ")
+        );
+        replace_rows(lake, &aid, source, &rows, &predicate).await?;
+    }
+    out.pending = pending.into_iter().collect();
+    out.pending.sort();
+    Ok(out)
+}
+
+/// After a `sync`: resolves, per source the run synced, the writes earlier applies sent
+/// and never recorded, for the accounts that synced without error (the others keep
+/// their `sent` rows, pending). `report` is what the sync returned.
+pub async fn resolve_after_sync(
+    p: &Pipeline,
+    report: &crate::sync::SyncReport,
+) -> Result<Vec<(String, Resolution)>> {
+    let lake = crate::sync::lake_of(p)?;
+    let mut synced: std::collections::BTreeMap<&str, HashSet<String>> = Default::default();
+    for a in &report.accounts {
+        let ok = synced.entry(a.source.as_str()).or_default();
+        if a.error.is_none() {
+            ok.insert(a.account.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for (source, ok) in synced {
+        let r = resolve_unrecorded(&lake, source, Some(&ok)).await?;
+        if !r.is_empty() {
+            r.log(source);
+            out.push((source.to_string(), r));
+        }
+    }
+    Ok(out)
+}
