@@ -203,7 +203,7 @@ impl Status {
             .filter(|a| a.writes_sent + a.writes_unknown > 0)
             .collect();
         if !open.is_empty() {
-            s.push_str("writes not on record (sent: the next apply or sync of the account resolves them; unknown: check them at the API):\n");
+            s.push_str("writes not on record (sent: the next apply or sync resolves them; unknown: check at the API):\n");
             for a in open {
                 let line = format!(
                     "  {}/{}: {} sent, {} unknown",

@@ -215,7 +215,7 @@ impl Check {
             return Err("it names no account".into());
         }
         if r.op_index < 0 {
-            return Err("it has no op_index".into());
+            return Err("its op_index is missing or negative".into());
         }
         let reason: Option<serde_json::Value> = match r.reason.as_deref() {
             Some(text) => Some(serde_json::from_str(text).map_err(|_| {
@@ -313,6 +313,9 @@ impl Held {
     }
 }
 
+/// The `op_index` of a row read without one: it cannot be addressed to be rewritten.
+const NO_INDEX: i64 = i64::MIN;
+
 /// The `sent` rows of `source`, each with its apply id (`None`: the row has none). One
 /// filtered read of `writeback_results`, which a sync without such rows pays too.
 async fn sent_rows_of(lake: &Lake, source: &str) -> Result<Vec<(Option<String>, ResultRow)>> {
@@ -343,7 +346,7 @@ async fn sent_rows_of(lake: &Lake, source: &str) -> Result<Vec<(Option<String>, 
             sent.push((
                 get(0, i),
                 ResultRow {
-                    op_index: get(1, i).and_then(|v| v.parse().ok()).unwrap_or(-1),
+                    op_index: get(1, i).and_then(|v| v.parse().ok()).unwrap_or(NO_INDEX),
                     account: get(2, i).unwrap_or_default(),
                     op: get(3, i).unwrap_or_default(),
                     key: get(4, i),
@@ -394,7 +397,7 @@ pub async fn resolve_unrecorded(
                 out.unknown.push(unresolved(why.clone()));
                 // A row without its apply id or op_index cannot be rewritten: it stays
                 // `sent`, and is named again by every resolution until someone fixes it.
-                if let Some(aid) = apply_id.filter(|_| r.op_index >= 0) {
+                if let Some(aid) = apply_id.filter(|_| r.op_index != NO_INDEX) {
                     let entry = by_apply.entry(aid).or_default();
                     entry.0.push(r.op_index);
                     entry.1.push(ResultRow {
@@ -473,4 +476,110 @@ pub async fn resolve_after_sync(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(op: &str, id: Option<&str>, reason: Option<&str>) -> ResultRow {
+        ResultRow {
+            op_index: 7,
+            account: "example.com".into(),
+            op: op.into(),
+            key: Some("k1".into()),
+            id: id.map(str::to_string),
+            http_status: None,
+            result: SENT.into(),
+            reason: reason.map(str::to_string),
+            new_etag: None,
+            error: None,
+        }
+    }
+
+    fn held() -> Held {
+        let photo = |sha: &str| LandedPhoto {
+            etag: Some("p2".into()),
+            sha256: sha.into(),
+        };
+        Held {
+            etags: HashMap::from([
+                ("moved".into(), Some("e2".into())),
+                ("still".into(), Some("e1".into())),
+                ("new".into(), Some("e9".into())),
+            ]),
+            keys: HashMap::from([("k1".into(), "new".into())]),
+            photos: HashMap::from([("moved".into(), photo(&"a".repeat(64)))]),
+        }
+    }
+
+    fn applied(r: &ResultRow) -> std::result::Result<bool, String> {
+        Check::of(r).map(|c| held().applied(&c).is_some())
+    }
+
+    #[test]
+    fn a_write_is_applied_only_when_the_api_holds_it() {
+        let update = |id, before| sent("update", Some(id), Some(before));
+        assert_eq!(
+            applied(&update("moved", r#"{"etag_before":"e1"}"#)),
+            Ok(true)
+        );
+        assert_eq!(
+            applied(&update("still", r#"{"etag_before":"e1"}"#)),
+            Ok(false)
+        );
+        assert_eq!(
+            applied(&update("gone", r#"{"etag_before":"e1"}"#)),
+            Ok(false)
+        );
+        assert_eq!(applied(&sent("insert", None, None)), Ok(true));
+        assert_eq!(applied(&sent("delete", Some("gone"), None)), Ok(true));
+        assert_eq!(applied(&sent("delete", Some("still"), None)), Ok(false));
+        let put = |sha: &str| format!(r#"{{"etag_before":"p1","sha256":"{sha}"}}"#);
+        let photo = |id, reason: &str| sent("photo_put", Some(id), Some(reason));
+        assert_eq!(applied(&photo("moved", &put(&"a".repeat(64)))), Ok(true));
+        assert_eq!(applied(&photo("moved", &put(&"b".repeat(64)))), Ok(false));
+        assert_eq!(applied(&photo("still", &put(&"a".repeat(64)))), Ok(false));
+        assert_eq!(
+            applied(&sent("photo_delete", Some("still"), None)),
+            Ok(true)
+        );
+        assert_eq!(
+            applied(&sent("photo_delete", Some("moved"), None)),
+            Ok(false)
+        );
+    }
+
+    /// Rows edited by hand are never counted applied: each is refused with what is
+    /// wrong. (A lost `etag_before` once made every update look applied.)
+    #[test]
+    fn rows_it_cannot_interpret_are_refused_with_the_reason() {
+        let refused = |r: ResultRow, words: &str| match Check::of(&r) {
+            Err(why) => assert!(why.contains(words), "{why}"),
+            Ok(_) => panic!("accepted {:?} {:?}", r.op, r.reason),
+        };
+        refused(sent("update", Some("moved"), Some("{}")), "etag_before");
+        refused(sent("update", Some("moved"), None), "etag_before");
+        refused(
+            sent("update", Some("moved"), Some(r#"{"etag_before":null}"#)),
+            "etag_before",
+        );
+        refused(sent("update", Some("moved"), Some("not json")), "JSON");
+        refused(sent("update", None, Some(r#"{"etag_before":"e1"}"#)), "id");
+        refused(sent("delete", Some(""), None), "id");
+        refused(sent("rename", Some("moved"), None), "\"rename\"");
+        refused(
+            sent("photo_put", Some("moved"), Some(r#"{"sha256":"xyz"}"#)),
+            "sha256",
+        );
+        let mut no_key = sent("insert", None, None);
+        no_key.key = None;
+        refused(no_key, "insert key");
+        let mut no_index = sent("delete", Some("gone"), None);
+        no_index.op_index = -1;
+        refused(no_index, "op_index");
+        let mut no_account = sent("delete", Some("gone"), None);
+        no_account.account = String::new();
+        refused(no_account, "account");
+    }
 }

@@ -509,9 +509,10 @@ async fn photo_deletes_need_a_yes_without_a_terminal() {
     );
 }
 
-/// A photo apply records its results as each group of writes ends, as contact applies
-/// do: 250 writes are three `writeback_results` commits of one row per write, so an
-/// apply stopped halfway keeps the record of the groups it sent.
+/// A photo apply records its writes as it goes, as contact applies do: each group of
+/// 100 is on record (`sent`) before it goes out and replaced by its results when they
+/// are in, so 250 writes are six `writeback_results` commits ending in one row per
+/// write, and an apply stopped or killed halfway keeps the record of what it sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_photo_apply_records_its_results_as_it_goes() {
     let emu = Emulator::start(google_only(300)).await.unwrap();
@@ -558,6 +559,10 @@ async fn a_photo_apply_records_its_results_as_it_goes() {
     .await
     .unwrap();
     assert_eq!(report.results.len(), 250, "{}", report.summary());
-    assert_eq!(version().await - before, 3, "one commit per group of 100");
+    assert_eq!(
+        version().await - before,
+        6,
+        "two commits per group of 100: sent, then results"
+    );
     assert_eq!(writeback_rows(&p, &report.apply_id).await.len(), 250);
 }
