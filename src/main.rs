@@ -53,6 +53,8 @@ enum Command {
     },
     /// Sync a pipeline's sources into its lake: a full extract the first time (or with
     /// --full-refresh, or when the API says the cursor expired), incremental afterwards.
+    /// Then writes a killed apply sent and never recorded are resolved against what the
+    /// sync landed (exit 1 if one cannot be told: it is `unknown` in writeback_results).
     #[command(after_help = SYNC_EXAMPLES)]
     Sync {
         /// The pipeline file.

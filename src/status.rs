@@ -79,7 +79,7 @@ pub async fn status(p: &Pipeline) -> Result<Status> {
 async fn open_writes(
     lake: &crate::lake::Lake,
 ) -> Result<std::collections::HashMap<(String, String), (i64, i64)>> {
-    use crate::plan::resolve::{SENT, UNKNOWN};
+    use crate::model::write::{SENT, UNKNOWN};
     use arrow::array::{Array, AsArray};
     let mut out = std::collections::HashMap::new();
     let filter = format!("result IN ('{SENT}', '{UNKNOWN}')");

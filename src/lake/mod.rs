@@ -807,17 +807,29 @@ impl Lake {
         &self,
         kind: TableKind,
         filter: Option<&str>,
-        mut each: impl FnMut(RecordBatch) -> Result<()>,
+        each: impl FnMut(RecordBatch) -> Result<()>,
     ) -> Result<()> {
         let Some(t) = self.open(kind).await? else {
             return Ok(());
         };
+        self.for_each_batch_in(kind, &t, filter, each).await
+    }
+
+    /// [`Lake::for_each_batch`] over the version of the table `t` holds (a caller that
+    /// commits on `t` reads what its commit will be checked against).
+    pub async fn for_each_batch_in(
+        &self,
+        kind: TableKind,
+        t: &DeltaTable,
+        filter: Option<&str>,
+        mut each: impl FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
         let sql = match filter {
             Some(f) => format!("SELECT * FROM t WHERE {f}"),
             None => "SELECT * FROM t".into(),
         };
         let ctx = session_context();
-        ctx.register_table("t", self.provider(kind, &t).await?)?;
+        ctx.register_table("t", self.provider(kind, t).await?)?;
         let mut stream = ctx
             .sql(&sql)
             .await?

@@ -181,6 +181,16 @@ impl Outcome {
     }
 }
 
+/// The `writeback_results.result` of an operation sent and not yet answered: each group
+/// of writes is recorded so before it goes out, and replaced by its results after. A
+/// process killed in between leaves such rows for the next apply or sync to resolve
+/// (`plan::resolve`).
+pub const SENT: &str = "sent";
+
+/// The `writeback_results.result` of a `sent` row the resolution could not interpret:
+/// whether the API applied the write is not known, and a person checks it.
+pub const UNKNOWN: &str = "unknown";
+
 /// The outcome of one write operation.
 #[derive(Debug, Clone, Default)]
 pub struct OpResult {

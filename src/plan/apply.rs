@@ -812,6 +812,7 @@ fn write_bar(total: usize) -> indicatif::ProgressBar {
 }
 
 /// One `writeback_results` row.
+#[derive(Debug, Clone)]
 pub(crate) struct ResultRow {
     pub(crate) op_index: i64,
     pub(crate) account: String,
@@ -1008,24 +1009,40 @@ async fn commit_rows(
         |_: &Error| true,
         async |_| {
             let t = lake.open_or_create(TableKind::WritebackResults).await?;
-            let props = deltalake::kernel::transaction::CommitProperties::default()
-                .with_metadata([("app.run_id".to_string(), serde_json::json!(apply_id))]);
-            let write = t.write(vec![batch.clone()]).with_commit_properties(props);
-            let write = match replacing {
-                Some(p) => write
-                    .with_save_mode(SaveMode::Overwrite)
-                    .with_replace_where(p.to_string()),
-                None => write.with_save_mode(SaveMode::Append),
-            };
-            write.await.map(|_| ()).map_err(Error::from)
+            write_rows(t, apply_id, batch.clone(), replacing).await
         },
     )
     .await
     .map_err(|e| e.context("recording results in writeback_results"))
 }
 
+/// One attempt at a commit of `batch` (rows of one apply) to `writeback_results` as `t`
+/// holds it: appended, or replacing what `replacing` selects. A commit on a table that
+/// changed since `t` fails as a conflict.
+pub(crate) async fn write_rows(
+    t: deltalake::DeltaTable,
+    apply_id: &str,
+    batch: RecordBatch,
+    replacing: Option<&str>,
+) -> Result<()> {
+    let props = deltalake::kernel::transaction::CommitProperties::default()
+        .with_metadata([("app.run_id".to_string(), serde_json::json!(apply_id))]);
+    let write = t.write(vec![batch]).with_commit_properties(props);
+    let write = match replacing {
+        Some(p) => write
+            .with_save_mode(SaveMode::Overwrite)
+            .with_replace_where(p.to_string()),
+        None => write.with_save_mode(SaveMode::Append),
+    };
+    write.await.map(|_| ()).map_err(Error::from)
+}
+
 /// `rows` of one apply as a batch of `writeback_results`.
-fn result_batch(apply_id: &str, source: &str, rows: &[ResultRow]) -> Result<RecordBatch> {
+pub(crate) fn result_batch(
+    apply_id: &str,
+    source: &str,
+    rows: &[ResultRow],
+) -> Result<RecordBatch> {
     let now = chrono::Utc::now().timestamp_micros();
     let n = rows.len();
     let s = |f: fn(&ResultRow) -> Option<String>| {

@@ -17,21 +17,14 @@ use std::collections::{HashMap, HashSet};
 
 use arrow::array::{Array, AsArray};
 
-use super::apply::{ResultRow, replace_rows};
+use super::apply::{ResultRow, replace_rows, result_batch, write_rows};
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::lake::{Lake, LandedPhoto, TableKind};
 use crate::model::photo::{PhotoAction, PhotoOp};
 use crate::model::write::Outcome;
 
-/// The `result` of an operation sent and not yet answered. A group's operations are
-/// recorded so before the group is sent, and replaced by the group's results in one
-/// commit after: a process killed in between leaves them for [`resolve_unrecorded`].
-pub const SENT: &str = "sent";
-
-/// The `result` of a `sent` row the resolution could not interpret: whether the API
-/// applied the write is not known. A person checks the contact at the API.
-pub const UNKNOWN: &str = "unknown";
+pub use crate::model::write::{SENT, UNKNOWN};
 
 /// A `sent` row the resolution could not interpret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -439,17 +432,63 @@ pub async fn resolve_unrecorded(
         }
     }
     for (aid, (indexes, rows)) in by_apply {
-        let list: Vec<String> = indexes.iter().map(i64::to_string).collect();
-        let predicate = format!(
-            "apply_id = '{}' AND op_index IN ({})",
-            aid.replace('\'', "''"),
-            list.join(", ")
-        );
-        replace_rows(lake, &aid, source, &rows, &predicate).await?;
+        replace_still_sent(lake, source, &aid, &indexes, &rows).await?;
     }
     out.pending = pending.into_iter().collect();
     out.pending.sort();
     Ok(out)
+}
+
+/// Replaces the rows `indexes` of apply `aid` with `rows` (the resolution's), but only
+/// those still `sent` in the table version the commit is made on: the apply that sent
+/// them may be alive in another process and have recorded its own answers meanwhile,
+/// which no resolution overwrites. A commit that loses a race checks again.
+async fn replace_still_sent(
+    lake: &Lake,
+    source: &str,
+    aid: &str,
+    indexes: &[i64],
+    rows: &[ResultRow],
+) -> Result<()> {
+    let quoted = aid.replace('\'', "''");
+    crate::lake::retry::retry(
+        "writeback_results",
+        |_: &Error| true,
+        async |_| {
+            let t = lake.open_or_create(TableKind::WritebackResults).await?;
+            let mut still: HashSet<i64> = HashSet::new();
+            let filter = format!("apply_id = '{quoted}' AND result = '{SENT}'");
+            lake.for_each_batch_in(TableKind::WritebackResults, &t, Some(&filter), |b| {
+                let column = b
+                    .column_by_name("op_index")
+                    .map(|c| c.as_primitive::<arrow::datatypes::Int64Type>().clone());
+                still.extend(column.iter().flat_map(|c| c.iter().flatten()));
+                Ok(())
+            })
+            .await?;
+            let indexes: Vec<String> = indexes
+                .iter()
+                .filter(|i| still.contains(i))
+                .map(i64::to_string)
+                .collect();
+            if indexes.is_empty() {
+                return Ok(());
+            }
+            let rows: Vec<ResultRow> = rows
+                .iter()
+                .filter(|r| still.contains(&r.op_index))
+                .cloned()
+                .collect();
+            let predicate = format!(
+                "apply_id = '{quoted}' AND op_index IN ({})",
+                indexes.join(", ")
+            );
+            let batch = result_batch(aid, source, &rows)?;
+            write_rows(t, aid, batch, Some(&predicate)).await
+        },
+    )
+    .await
+    .map_err(|e| e.context("recording resolved writes in writeback_results"))
 }
 
 /// After a `sync`: resolves, per source the run synced, the writes earlier applies sent
@@ -511,6 +550,61 @@ mod tests {
             keys: HashMap::from([("k1".into(), "new".into())]),
             photos: HashMap::from([("moved".into(), photo(&"a".repeat(64)))]),
         }
+    }
+
+    /// The (op_index, result) rows of `writeback_results`.
+    async fn results(lake: &Lake) -> Vec<(i64, String)> {
+        let mut out = Vec::new();
+        lake.for_each_batch(TableKind::WritebackResults, None, |b| {
+            let idx = b
+                .column_by_name("op_index")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .clone();
+            let res = b
+                .column_by_name("result")
+                .unwrap()
+                .as_string::<i32>()
+                .clone();
+            for i in 0..b.num_rows() {
+                out.push((idx.value(i), res.value(i).to_string()));
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        out.sort();
+        out
+    }
+
+    /// A resolution never overwrites what the apply that sent the writes recorded itself
+    /// meanwhile (it was alive in another process): only rows still `sent` are replaced.
+    #[tokio::test]
+    async fn a_resolution_replaces_only_rows_still_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = url::Url::from_directory_path(dir.path()).unwrap();
+        let lake = Lake::new(url, HashMap::new());
+        let row = |i: i64, result: &str| ResultRow {
+            op_index: i,
+            result: result.into(),
+            ..sent("delete", Some("gone"), None)
+        };
+        let aid = "20261207T000000Z-live";
+        let sent_rows = [row(0, SENT), row(1, SENT), row(2, SENT)];
+        super::super::apply::record_rows(&lake, aid, "s", &sent_rows)
+            .await
+            .unwrap();
+        // The live apply records its answers to 0 and 1 after the resolution read them.
+        let answers = [row(0, "conflict"), row(1, "ok")];
+        replace_sent(&lake, aid, "s", &answers, 0, 2).await.unwrap();
+        // The resolution, from what it read before: 0 and 2 applied, 1 not.
+        replace_still_sent(&lake, "s", aid, &[0, 1, 2], &[row(0, "ok"), row(2, "ok")])
+            .await
+            .unwrap();
+        assert_eq!(
+            results(&lake).await,
+            [(0, "conflict".into()), (1, "ok".into()), (2, "ok".into())]
+        );
     }
 
     fn applied(r: &ResultRow) -> std::result::Result<bool, String> {

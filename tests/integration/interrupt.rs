@@ -457,3 +457,106 @@ async fn sent_rows_edited_by_hand_are_named_and_never_counted_applied() {
         "{status}"
     );
 }
+
+/// A pseudo-random number below `n`, from the clock (the seed is printed with the
+/// figures, so a run can be told apart).
+fn random_below(n: usize) -> usize {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    (contacts_etl::emulator::hash64(nanos, "point") % n as u64) as usize
+}
+
+/// Issue #32's "done when", for real: a 13,000-update apply (and a photo apply of
+/// `RECORD_PHOTOS`, default 3,000) stopped by SIGKILL or SIGINT when the API has received
+/// a random number of writes, resolved by a `sync` (after SIGKILL), then finished by a
+/// second apply. After each step, `writeback_results` holds exactly one `ok` row per
+/// write the emulator's log says it received. Prints the figures of every round.
+///
+/// Minutes long: `cargo test --test integration -- --ignored --nocapture
+/// every_write_on_record_at_random_points` (`RECORD_ROUNDS` rounds of each signal,
+/// default 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn every_write_on_record_at_random_points() {
+    let rounds: usize = std::env::var("RECORD_ROUNDS").map_or(2, |v| v.parse().unwrap());
+    let photos: usize = std::env::var("RECORD_PHOTOS").map_or(3000, |v| v.parse().unwrap());
+    for (what, n) in [("update", 13_000), ("photo_put", photos)] {
+        let emu = Emulator::start(google_only(n)).await.unwrap();
+        for round in 0..rounds * 2 {
+            let signal = if round % 2 == 0 {
+                libc::SIGKILL
+            } else {
+                libc::SIGINT
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let p = write_pipeline(
+                dir.path(),
+                &emu,
+                &PipelineSpec {
+                    page_size: 1000,
+                    extra_google: "photos = true\nphoto_concurrency = 8\n",
+                    ..Default::default()
+                },
+            );
+            let pipeline = p.to_str().unwrap();
+            assert_eq!(run_cli(&["sync", pipeline]).await.0, Some(0));
+            emu.reset_stats();
+            let tag = format!("round-{round}");
+            let desired = dir.path().join("photos.parquet");
+            let apply = || match what {
+                "update" => apply_notes(&p, &tag),
+                _ => {
+                    let mut c = tokio::process::Command::new(crate::bin());
+                    c.args(["apply", pipeline, "--source", "shared", "--photos"])
+                        .arg(&desired)
+                        .arg("-y")
+                        .stdout(std::process::Stdio::piped())
+                        .stderr(std::process::Stdio::piped())
+                        .kill_on_drop(true);
+                    c
+                }
+            };
+            if what == "photo_put" {
+                write_photos(&emu, &desired, &tag);
+            }
+            let point = 1 + random_below(n - 1);
+            let started = std::time::Instant::now();
+            let child = apply().spawn().unwrap();
+            let pid = child.id().unwrap() as i32;
+            while emu.google_writes().len() < point {
+                assert!(started.elapsed() < Duration::from_secs(600), "stuck");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            // SAFETY: signals a child this test started.
+            assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+            let stopped = child.wait_with_output().await.unwrap();
+            let at_stop = emu.google_writes().len();
+            let left = by_result(&rows(&p).await);
+            if signal == libc::SIGINT {
+                // Stopped cleanly: every write received is on record before the exit.
+                assert_eq!(stopped.status.code(), Some(130));
+                assert_eq!(one_row_per_write_received(&p, &emu, what).await, at_stop);
+            }
+            let (code, sync_out) = run_cli(&["sync", pipeline]).await;
+            assert_eq!(code, Some(0), "{sync_out}");
+            let recorded = one_row_per_write_received(&p, &emu, what).await;
+            let out = apply().output().await.unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "{stderr}");
+            let total = one_row_per_write_received(&p, &emu, what).await;
+            assert_eq!(total, n);
+            eprintln!(
+                "FIGURE {what} round {round}: {} after {point} writes received (exit {:?}); the API had received {at_stop}; rows then {left:?}; after the sync {recorded} ok rows for {at_stop} writes received; after the second apply {total} ok rows for {} writes received",
+                if signal == libc::SIGKILL {
+                    "SIGKILL"
+                } else {
+                    "SIGINT"
+                },
+                stopped.status.code(),
+                emu.google_writes().len()
+            );
+        }
+    }
+}
