@@ -80,7 +80,7 @@ async fn open_writes(
     lake: &crate::lake::Lake,
 ) -> Result<std::collections::HashMap<(String, String), (i64, i64)>> {
     use crate::model::write::{SENT, UNKNOWN};
-    use arrow::array::{Array, AsArray};
+    use arrow::array::AsArray;
     let mut out = std::collections::HashMap::new();
     let filter = format!("result IN ('{SENT}', '{UNKNOWN}')");
     lake.for_each_batch(
@@ -97,14 +97,7 @@ async fn open_writes(
             let (sources, accounts, results) =
                 (column("source")?, column("account")?, column("result")?);
             for i in 0..b.num_rows() {
-                let key = (
-                    sources.value(i).to_string(),
-                    accounts
-                        .is_valid(i)
-                        .then(|| accounts.value(i))
-                        .unwrap_or("")
-                        .to_string(),
-                );
+                let key = (sources.value(i).to_string(), accounts.value(i).to_string());
                 let e: &mut (i64, i64) = out.entry(key).or_default();
                 if results.value(i) == SENT {
                     e.0 += 1;

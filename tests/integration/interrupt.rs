@@ -27,7 +27,7 @@ async fn rows(p: &std::path::Path) -> Vec<(String, String, String)> {
         let s = |n: &str| b.column_by_name(n).unwrap().as_string::<i32>().clone();
         let (ops, ids, results) = (s("op"), s("id"), s("result"));
         for i in 0..b.num_rows() {
-            let id = ids.is_valid(i).then(|| ids.value(i)).unwrap_or("");
+            let id = if ids.is_valid(i) { ids.value(i) } else { "" };
             out.push((ops.value(i).into(), id.into(), results.value(i).into()));
         }
     }
@@ -376,7 +376,8 @@ async fn sent_rows_edited_by_hand_are_named_and_never_counted_applied() {
     let etag = |i: usize| truth[i].etag.clone().unwrap();
     let before = |e: &str| serde_json::json!({ "etag_before": e }).to_string();
     // (op_index, op, id, reason)
-    let edited: Vec<(i64, &str, String, Option<String>)> = vec![
+    type Edited<'a> = (i64, &'a str, String, Option<String>);
+    let edited: Vec<Edited> = vec![
         (0, "update", id(0), Some("{}".into())),
         (1, "rename", id(1), Some(before(&etag(1)))),
         (
@@ -392,7 +393,7 @@ async fn sent_rows_edited_by_hand_are_named_and_never_counted_applied() {
         (5, "update", id(5), Some(before("an-older-etag"))),
     ];
     let n = edited.len();
-    let text = |f: &dyn Fn(&(i64, &str, String, Option<String>)) -> Option<String>| {
+    let text = |f: &dyn Fn(&Edited) -> Option<String>| {
         std::sync::Arc::new(StringArray::from(edited.iter().map(f).collect::<Vec<_>>()))
             as arrow::array::ArrayRef
     };
