@@ -256,28 +256,76 @@ impl Check {
     }
 }
 
-/// What the API holds of one account, as the lake landed it just now.
+/// What the API holds of one account, as the lake landed it just now: only what the
+/// `sent` rows ask about, so memory holds those and one batch of contacts, never the
+/// account.
 #[derive(Default)]
 struct Held {
-    /// Etag by contact id.
+    /// Etag by contact id, for the ids asked (an id absent: no such contact).
     etags: HashMap<String, Option<String>>,
-    /// Contact id by insert key.
-    keys: HashMap<String, String>,
-    /// Photos by contact id.
+    /// (Contact id, etag) by insert key, for the keys asked.
+    keys: HashMap<String, (String, Option<String>)>,
+    /// Photos by contact id (the etag and hash of each landed photo, no bytes).
     photos: HashMap<String, LandedPhoto>,
 }
 
+/// What the `sent` rows of one account ask about.
+#[derive(Default)]
+struct Asked {
+    ids: HashSet<String>,
+    keys: HashSet<String>,
+    photos: bool,
+}
+
+impl Asked {
+    fn add(&mut self, check: &Check) {
+        match check {
+            Check::Insert { key } => {
+                self.keys.insert(key.clone());
+            }
+            Check::Update { id, .. } | Check::Delete { id } => {
+                self.ids.insert(id.clone());
+            }
+            Check::PhotoPut { .. } | Check::PhotoDelete { .. } => self.photos = true,
+        }
+    }
+}
+
 impl Held {
-    async fn read(lake: &Lake, source: &str, account: &str) -> Result<Held> {
-        let landed = lake.contacts_of(source, account).await?;
-        Ok(Held {
-            keys: landed
-                .iter()
-                .filter_map(|c| Some((super::landed_key(c)?, c.id.clone())))
-                .collect(),
-            etags: landed.into_iter().map(|c| (c.id, c.etag)).collect(),
-            photos: lake.landed_photos(source, account).await?,
+    /// Streams the account's landed contacts, keeping what `asked` names.
+    async fn read(lake: &Lake, source: &str, account: &str, asked: &Asked) -> Result<Held> {
+        let mut held = Held::default();
+        let q = |v: &str| v.replace('\'', "''");
+        let filter = format!("source = '{}' AND account = '{}'", q(source), q(account));
+        lake.for_each_batch(TableKind::Contacts, Some(&filter), |batch| {
+            let column = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .and_then(|c| c.as_string_opt::<i32>().cloned())
+                    .ok_or_else(|| Error::lake(format!("contacts has no string column {name}")))
+            };
+            let (ids, etags) = (column("id")?, column("etag")?);
+            for i in 0..batch.num_rows() {
+                if asked.ids.contains(ids.value(i)) {
+                    let etag = etags.is_valid(i).then(|| etags.value(i).to_string());
+                    held.etags.insert(ids.value(i).to_string(), etag);
+                }
+            }
+            // Insert keys live in nested columns: one batch at a time as records.
+            if !asked.keys.is_empty() {
+                for c in crate::model::schema::batches_to_records(&[batch])? {
+                    if let Some(key) = super::landed_key(&c).filter(|k| asked.keys.contains(k)) {
+                        held.keys.insert(key, (c.id, c.etag));
+                    }
+                }
+            }
+            Ok(())
         })
+        .await?;
+        if asked.photos {
+            held.photos = lake.landed_photos(source, account).await?;
+        }
+        Ok(held)
     }
 
     /// Whether the write was applied: `Some((id, new etag))` if the API holds it.
@@ -286,7 +334,7 @@ impl Held {
             Check::Insert { key } => self
                 .keys
                 .get(key)
-                .map(|id| (Some(id.clone()), self.etags.get(id).cloned().flatten())),
+                .map(|(id, etag)| (Some(id.clone()), etag.clone())),
             Check::Update { id, before } => match self.etags.get(id) {
                 Some(Some(now)) if now != before => Some((Some(id.clone()), Some(now.clone()))),
                 _ => None,
@@ -369,9 +417,11 @@ pub async fn resolve_unrecorded(
 ) -> Result<Resolution> {
     let mut out = Resolution::default();
     let mut pending: HashMap<String, usize> = HashMap::new();
-    let mut held: HashMap<String, Held> = HashMap::new();
     // Per apply: the op_index values replaced, and the rows that replace them.
     let mut by_apply: HashMap<String, (Vec<i64>, Vec<ResultRow>)> = HashMap::new();
+    // The rows to check, and per account what they ask about.
+    let mut checks: Vec<(String, Check, ResultRow)> = Vec::new();
+    let mut asked: HashMap<String, Asked> = HashMap::new();
     for (apply_id, r) in sent_rows_of(lake, source).await? {
         if synced.is_some_and(|s| !s.contains(&r.account)) {
             *pending.entry(r.account.clone()).or_default() += 1;
@@ -384,13 +434,17 @@ pub async fn resolve_unrecorded(
             op: r.op.clone(),
             why,
         };
-        let check = match Check::of(&r) {
-            Ok(c) => c,
-            Err(why) => {
+        match (Check::of(&r), apply_id) {
+            (Ok(check), Some(aid)) => {
+                asked.entry(r.account.clone()).or_default().add(&check);
+                checks.push((aid, check, r));
+            }
+            (Ok(_), None) => out.unknown.push(unresolved("it has no apply_id".into())),
+            (Err(why), aid) => {
                 out.unknown.push(unresolved(why.clone()));
                 // A row without its apply id or op_index cannot be rewritten: it stays
                 // `sent`, and is named again by every resolution until someone fixes it.
-                if let Some(aid) = apply_id.filter(|_| r.op_index != NO_INDEX) {
+                if let Some(aid) = aid.filter(|_| r.op_index != NO_INDEX) {
                     let entry = by_apply.entry(aid).or_default();
                     entry.0.push(r.op_index);
                     entry.1.push(ResultRow {
@@ -401,18 +455,18 @@ pub async fn resolve_unrecorded(
                         ..r
                     });
                 }
-                continue;
             }
-        };
-        let Some(apply_id) = apply_id else {
-            out.unknown.push(unresolved("it has no apply_id".into()));
-            continue;
-        };
-        if !held.contains_key(&r.account) {
-            let h = Held::read(lake, source, &r.account).await?;
-            held.insert(r.account.clone(), h);
         }
-        let entry = by_apply.entry(apply_id).or_default();
+    }
+    let mut held: HashMap<String, Held> = HashMap::new();
+    for (account, asked) in &asked {
+        held.insert(
+            account.clone(),
+            Held::read(lake, source, account, asked).await?,
+        );
+    }
+    for (aid, check, r) in checks {
+        let entry = by_apply.entry(aid).or_default();
         entry.0.push(r.op_index);
         match held[&r.account].applied(&check) {
             Some((id, new_etag)) => {
@@ -545,9 +599,8 @@ mod tests {
             etags: HashMap::from([
                 ("moved".into(), Some("e2".into())),
                 ("still".into(), Some("e1".into())),
-                ("new".into(), Some("e9".into())),
             ]),
-            keys: HashMap::from([("k1".into(), "new".into())]),
+            keys: HashMap::from([("k1".into(), ("new".into(), Some("e9".into())))]),
             photos: HashMap::from([("moved".into(), photo(&"a".repeat(64)))]),
         }
     }

@@ -561,3 +561,59 @@ async fn every_write_on_record_at_random_points() {
         }
     }
 }
+
+/// Inserts too: an apply of 3,000 new contacts killed while a group is in flight; the
+/// next sync finds each insert the API received by the key it carries and records it
+/// (`ok`, with the new contact's id), and an apply of the same rows then creates only
+/// the rest. One row per insert the API received, none created twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_insert_apply_is_resolved_by_the_next_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (emu, p) = slow_domain(dir.path()).await;
+    let pipeline = p.to_str().unwrap();
+    let desired = "SELECT CAST(NULL AS VARCHAR) AS id, concat('Inserted ', CAST(value AS VARCHAR)) AS given_name FROM range(3000)";
+    let insert = || {
+        let mut c = tokio::process::Command::new(crate::bin());
+        c.args([
+            "apply",
+            pipeline,
+            "--source",
+            "shared",
+            "--desired",
+            desired,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+        c
+    };
+    let mut child = insert().spawn().unwrap();
+    batches(&emu, 3).await;
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    let received = emu.google_writes().len();
+    assert!(received > 0 && received < 3000, "{received}");
+
+    let (code, out) = run_cli(&["sync", pipeline]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        one_row_per_write_received(&p, &emu, "insert").await,
+        received
+    );
+
+    let out = insert().output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(one_row_per_write_received(&p, &emu, "insert").await, 3000);
+    let inserted = emu
+        .google_truth()
+        .contacts
+        .iter()
+        .filter(|c| {
+            c.given_name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("Inserted "))
+        })
+        .count();
+    assert_eq!(inserted, 3000, "each new row created once");
+}
