@@ -311,7 +311,7 @@ pub async fn plan_scoped(
         source,
         profile.rules,
         profile.default_account.as_deref(),
-        &desired,
+        desired,
         &landed,
         mode,
     );

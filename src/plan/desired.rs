@@ -670,4 +670,36 @@ mod tests {
             "{e}"
         );
     }
+
+    /// JSON lines, a JSON array and a CSV are handed on BATCH_ROWS rows at a time, row
+    /// numbers counting on across batches: a reader never holds the file's rows at once.
+    #[test]
+    fn desired_files_are_read_a_batch_at_a_time() {
+        let rows = 2 * BATCH_ROWS + 452;
+        let want = vec![BATCH_ROWS, BATCH_ROWS, 452];
+        let sizes = |b: Vec<RecordBatch>| b.iter().map(|b| b.num_rows()).collect::<Vec<_>>();
+        let lines: String = (0..rows).map(|i| format!("{{\"id\":\"{i}\"}}\n")).collect();
+        assert_eq!(sizes(json(&lines).unwrap()), want);
+        let array = format!(
+            " [{}]",
+            (0..rows)
+                .map(|i| format!("{{\"id\":\"{i}\"}}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert_eq!(sizes(json(&array).unwrap()), want);
+        let bad = lines.replace("{\"id\":\"2000\"}", "{\"id\":2000}");
+        let e = json(&bad).unwrap_err().to_string();
+        assert!(e.contains("`id` (row 2001)"), "{e}");
+        let path = std::env::temp_dir().join(format!("desired-{}.csv", std::process::id()));
+        let csv: String = std::iter::once("id,notes\n".to_string())
+            .chain((0..rows).map(|i| format!("{i},n\n")))
+            .collect();
+        std::fs::write(&path, csv).unwrap();
+        let read = read_csv(&path)
+            .unwrap()
+            .collect::<std::result::Result<Vec<_>, _>>();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(sizes(read.unwrap()), want);
+    }
 }

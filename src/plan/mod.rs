@@ -137,6 +137,7 @@ pub(crate) fn render_tail(
 }
 
 /// The desired state as records plus the columns it manages.
+#[derive(Debug, Clone)]
 pub struct Desired {
     pub rows: Vec<ContactRecord>,
     pub columns: HashSet<String>,
@@ -156,7 +157,8 @@ pub struct LeftOut {
 /// operations and invalid rows (saved or not). A plan is held in memory whole, to be
 /// shown, saved and applied as reviewed; past this it is refused (exit 2) before it
 /// takes the machine, with how to plan in parts. Measured (debug build): a plan of
-/// 250,000 inserts peaks at about 0.4 GB.
+/// 250,000 inserts from a CSV peaks at about 0.8 GB; 250,000 covers a Google domain's
+/// documented 200,000 contacts.
 pub const MAX_PLAN_ROWS: usize = 250_000;
 
 /// The bound on a plan's rows: [`MAX_PLAN_ROWS`], or `CONTACTS_ETL_MAX_PLAN_ROWS` (a
@@ -209,9 +211,8 @@ pub async fn load_desired(
         left_out: LeftOut::default(),
     };
     let in_file = |e: Error| e.context(format!("--desired {spec}"));
-    let open = || {
-        std::fs::File::open(path).map_err(|e| Error::config(format!("--desired {spec}: {e}")))
-    };
+    let open =
+        || std::fs::File::open(path).map_err(|e| Error::config(format!("--desired {spec}: {e}")));
     if file(".parquet") {
         let batches =
             parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(open()?)?
@@ -347,9 +348,9 @@ fn filler(f: &arrow::datatypes::Field, n: usize, source: &str) -> arrow::array::
         "source" => Arc::new(arrow::array::StringArray::from(vec![source; n])),
         "account" | "id" | "_run_id" => Arc::new(arrow::array::StringArray::from(vec![""; n])),
         "deleted" => Arc::new(arrow::array::BooleanArray::from(vec![false; n])),
-        "_synced_at" => Arc::new(
-            arrow::array::TimestampMicrosecondArray::from(vec![0; n]).with_timezone("UTC"),
-        ),
+        "_synced_at" => {
+            Arc::new(arrow::array::TimestampMicrosecondArray::from(vec![0; n]).with_timezone("UTC"))
+        }
         _ => arrow::array::new_null_array(f.data_type(), n),
     }
 }
@@ -638,7 +639,7 @@ pub fn diff(
     source: &str,
     rules: &dyn Rules,
     default_account: Option<&str>,
-    desired: &Desired,
+    desired: Desired,
     landed: &Landed,
     mode: Mode,
 ) -> Plan {
@@ -661,8 +662,8 @@ pub fn diff(
     };
     let mut seen: HashSet<(String, String)> = HashSet::new();
     let mut insert_keys: HashSet<String> = HashSet::new();
-    for (row, d) in desired.rows.iter().enumerate() {
-        let mut d = d.clone();
+    // The desired rows move into the operations: a plan holds each once.
+    for (row, mut d) in desired.rows.into_iter().enumerate() {
         d.source = source.into();
         if d.account.is_empty() {
             d.account = default_account.unwrap_or_default().to_string();
@@ -870,7 +871,7 @@ mod tests {
             "s",
             GOOGLE,
             Some("example.com"),
-            &desired,
+            desired.clone(),
             &landed,
             Mode::Mirror,
         );
@@ -905,7 +906,7 @@ mod tests {
             "s",
             GOOGLE,
             Some("example.com"),
-            &desired,
+            desired.clone(),
             &landed,
             Mode::Update,
         );
@@ -935,7 +936,7 @@ mod tests {
             "s",
             GOOGLE,
             Some("example.com"),
-            &desired,
+            desired.clone(),
             &landed,
             Mode::Update,
         );
@@ -970,7 +971,7 @@ mod tests {
             "s",
             GOOGLE,
             Some("example.com"),
-            &desired,
+            desired.clone(),
             &Landed::from_rows(vec![created.clone()]),
             Mode::Upsert,
         );

@@ -131,7 +131,11 @@ impl PlanDigest {
             digest: None,
             ..meta.clone()
         };
-        h.update(serde_json::to_string(&meta).map_err(as_json_error)?.as_bytes());
+        h.update(
+            serde_json::to_string(&meta)
+                .map_err(as_json_error)?
+                .as_bytes(),
+        );
         Ok(PlanDigest(h))
     }
 
@@ -351,7 +355,10 @@ pub fn read(path: &Path) -> Result<Saved> {
         what(
             super::too_many_rows("the plan holds", &meta.source, max)
                 .to_string()
-                .replace("filter the desired query", "make plans of a filtered desired query"),
+                .replace(
+                    "filter the desired query",
+                    "make plans of a filtered desired query",
+                ),
         )
     };
     if builder.metadata().file_metadata().num_rows() > max as i64 {
@@ -359,7 +366,10 @@ pub fn read(path: &Path) -> Result<Saved> {
     }
     let mut rows = Vec::new();
     let mut d = PlanDigest::new(&meta)?;
-    for b in builder.with_batch_size(super::desired::BATCH_ROWS).build()? {
+    for b in builder
+        .with_batch_size(super::desired::BATCH_ROWS)
+        .build()?
+    {
         let b = b.map_err(|e| what(format!("unreadable rows ({e})")))?;
         for r in rows_of(&b, &what)? {
             if rows.len() == max {
@@ -653,7 +663,7 @@ mod tests {
             "s",
             &GoogleRules,
             Some("example.com"),
-            &desired,
+            desired,
             &Landed::from_rows(landed()),
             Mode::Mirror,
         )

@@ -619,7 +619,10 @@ async fn photo_files_are_read_when_their_write_is_sent() {
     }
     assert_eq!(result(2).outcome.as_str(), "ok", "{}", report.summary());
     let truth = emu.google_photos();
-    assert_eq!(truth[&with[0]], before[&with[0]], "a rewritten file was sent");
+    assert_eq!(
+        truth[&with[0]], before[&with[0]],
+        "a rewritten file was sent"
+    );
     assert_eq!(truth[&with[1]], before[&with[1]], "a removed file was sent");
     assert_eq!(truth[&with[2]].1, planned(2));
 }
