@@ -342,25 +342,16 @@ pub fn read(path: &Path) -> Result<Saved> {
             meta.version
         )));
     }
-    if meta.digest.is_none() {
+    let Some(expected) = meta.digest.clone() else {
         return Err(what(
             "the plan carries no digest, so it cannot be checked; make and review a new plan with `plan --out`".into(),
         ));
-    }
+    };
     // A plan is held whole to be applied: one past the bound is refused before its rows
     // are read (the count its footer claims), and as they are read (what they hold).
     // Compressed, a million rows fit in a hundred kilobytes.
     let max = super::max_plan_rows()?;
-    let too_many = || {
-        what(
-            super::too_many_rows("the plan holds", &meta.source, max)
-                .to_string()
-                .replace(
-                    "filter the desired query",
-                    "make plans of a filtered desired query",
-                ),
-        )
-    };
+    let too_many = || what(super::too_many_rows("the plan holds", &meta.source, max).to_string());
     if builder.metadata().file_metadata().num_rows() > max as i64 {
         return Err(too_many());
     }
@@ -379,14 +370,10 @@ pub fn read(path: &Path) -> Result<Saved> {
             rows.push(r);
         }
     }
-    match &meta.digest {
-        None => unreachable!("refused above"),
-        Some(digest) if *digest != d.finish() => {
-            return Err(what(
-                "the plan was changed after `plan --out` wrote it (its digest does not match its contents), so it is not what was reviewed; nothing was written. Make and review a new plan".into(),
-            ));
-        }
-        Some(_) => {}
+    if expected != d.finish() {
+        return Err(what(
+            "the plan was changed after `plan --out` wrote it (its digest does not match its contents), so it is not what was reviewed; nothing was written. Make and review a new plan".into(),
+        ));
     }
     Ok(Saved { meta, rows })
 }
