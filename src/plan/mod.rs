@@ -222,8 +222,7 @@ pub async fn load_desired(
             reader.take(b?)?;
         }
     } else if file(".csv") {
-        check_csv(std::io::BufReader::new(open()?))
-            .map_err(|e| Error::config(format!("--desired {spec}: {e}")))?;
+        check_csv(open()?).map_err(|e| Error::config(format!("--desired {spec}: {e}")))?;
         for b in desired::read_csv(path).map_err(in_file)? {
             reader.take(b?).map_err(in_file)?;
         }
