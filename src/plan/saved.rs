@@ -286,9 +286,15 @@ pub fn write(plan: &Plan, mode: Mode, lake: &str, path: &Path) -> Result<()> {
     };
     let batch = to_batch(plan)?;
     let mut meta = meta;
+    // The digest reads the rows back as `read` will, a slice at a time (not a second
+    // copy of the whole plan).
     let mut d = PlanDigest::new(&meta)?;
-    for r in rows_of(&batch, &Error::Other)? {
-        d.row(&r)?;
+    let step = super::desired::BATCH_ROWS;
+    for start in (0..batch.num_rows()).step_by(step) {
+        let len = step.min(batch.num_rows() - start);
+        for r in rows_of(&batch.slice(start, len), &Error::Other)? {
+            d.row(&r)?;
+        }
     }
     meta.digest = Some(d.finish());
     let props = parquet::file::properties::WriterProperties::builder()
