@@ -68,9 +68,10 @@ impl Error {
     pub fn decode(msg: impl fmt::Display) -> Self {
         Error::Decode(msg.to_string())
     }
-    /// A lake error.
+    /// A lake error. An object store's "Error performing GET <url> …" becomes one
+    /// sentence naming the endpoint (see [`store_words`]).
     pub fn lake(msg: impl fmt::Display) -> Self {
-        Error::Lake(msg.to_string())
+        Error::Lake(store_words(&msg.to_string()))
     }
     /// Any other error.
     pub fn other(msg: impl fmt::Display) -> Self {
@@ -145,9 +146,98 @@ impl Error {
 /// A layer's error with the kind of message the crate had for it.
 fn layer(message: String, source: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::Layer {
-        message,
+        message: store_words(&message),
         source: Box::new(source),
     }
+}
+
+/// The wrappers delta-rs and object_store put around a store's request error, which say
+/// nothing to a reader once the request itself is named.
+const STORE_NOISE: [&str; 5] = [
+    "Kernel error:",
+    "Failed to read delta log object:",
+    "Error interacting with object store:",
+    "Generic S3 error:",
+    "Error performing ",
+];
+
+/// `text` with every URL's query cut (a store's list request carries its prefix and
+/// continuation token there; an HTTP client's, a cursor), and, where it holds an object
+/// store's request that never got an answer ("Error performing GET http://host:port/… in
+/// 24.1s, after 1 retries, … - HTTP error: error sending request"), that part said as one
+/// sentence: which endpoint did not answer, how long it was given, and what to check.
+pub fn store_words(text: &str) -> String {
+    let text = strip_url_queries(text);
+    // object_store nests "Error performing list request: Error performing GET <url> …":
+    // the one followed by a method and a URL is the request.
+    let request = text.match_indices("Error performing ").find_map(|(at, m)| {
+        let rest = &text[at + m.len()..];
+        let mut words = rest.split_whitespace();
+        let method = words.next()?;
+        let url = url::Url::parse(words.next()?)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))?;
+        Some((at, rest, method, url))
+    });
+    let Some((at, rest, method, url)) = request else {
+        return text;
+    };
+    if !store_unanswered(rest) {
+        return text;
+    }
+    let took = rest
+        .split_once(" in ")
+        .and_then(|(_, t)| t.split_once("s,"))
+        .and_then(|(secs, _)| secs.parse::<f64>().ok())
+        .map(|s| format!(" in {s:.0} s"))
+        .unwrap_or_default();
+    let endpoint = match (url.host_str(), url.port_or_known_default()) {
+        (Some(h), Some(p)) => format!("{}://{h}:{p}", url.scheme()),
+        _ => url.origin().ascii_serialization(),
+    };
+    let start = STORE_NOISE
+        .iter()
+        .filter_map(|n| text.find(n))
+        .min()
+        .unwrap_or(at);
+    let context = text[..start].trim_end().trim_end_matches(':');
+    let sentence = format!(
+        "the object store at {endpoint} did not answer a {method} request{took} (tried again, then gave up). Check that the endpoint (AWS_ENDPOINT_URL, or `endpoint` in [lake] storage_options) is the store and is up; a store that is only slow can be given more time with `timeout` and `retry_timeout` in [lake] storage_options"
+    );
+    if context.is_empty() {
+        sentence
+    } else {
+        format!("{context}: {sentence}")
+    }
+}
+
+/// Whether an object store's error says its request got no answer (a timeout, or a
+/// connection that failed): asking the same store again would only wait as long.
+pub fn store_unanswered(text: &str) -> bool {
+    ["error sending request", "timed out"]
+        .iter()
+        .any(|w| text.contains(w))
+}
+
+/// `text` with the query of every `http://` or `https://` URL in it cut off.
+fn strip_url_queries(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = ["http://", "https://"]
+        .iter()
+        .filter_map(|s| rest.find(s))
+        .min()
+    {
+        out.push_str(&rest[..at]);
+        let end = rest[at..]
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+            .map_or(rest.len(), |e| at + e);
+        let url = &rest[at..end];
+        out.push_str(url.split(['?', '#']).next().unwrap_or(url));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 impl From<deltalake::DeltaTableError> for Error {
@@ -226,5 +316,26 @@ mod tests {
         // The source stays reachable.
         let e = Error::from(D::VersionAlreadyExists(3)).context("x");
         assert!(std::error::Error::source(&e).is_some());
+    }
+
+    /// An object store's request that got no answer is one sentence naming the endpoint
+    /// (host and port), with no query of any URL; other messages keep their words.
+    #[test]
+    fn an_unanswered_store_request_names_the_endpoint_without_queries() {
+        let e = Error::lake(
+            "looking for s3://b/x/: Failed to read delta log object: Generic S3 error: Error performing list request: Error performing GET http://127.0.0.1:47311/b?list-type=2&prefix=x%2F_delta_log%2F in 24.126953329s, after 1 retries, max_retries: 10, retry_timeout: 15s  - HTTP error: error sending request",
+        )
+        .to_string();
+        assert!(
+            e.starts_with("looking for s3://b/x/: the object store at http://127.0.0.1:47311 did not answer a GET request in 24 s"),
+            "{e}"
+        );
+        assert!(!e.contains("list-type") && !e.contains("prefix="), "{e}");
+        assert!(e.contains("retry_timeout") && e.contains("timeout"), "{e}");
+        let e = Error::from(std::io::Error::other(
+            "GET https://h.example/p?token=abc#frag failed: 404",
+        ))
+        .to_string();
+        assert_eq!(e, "GET https://h.example/p failed: 404");
     }
 }

@@ -92,6 +92,28 @@ pub async fn query_as_of(
     sql: &str,
     as_of: &AsOf,
 ) -> Result<Vec<arrow::array::RecordBatch>> {
+    let df = dataframe_as_of(lake, sql, as_of).await?;
+    df.collect().await.map_err(|e| Error::Sql(e.to_string()))
+}
+
+/// Runs SQL over the lake as [`query`] does, its answer a stream of batches: a reader
+/// that keeps only what it needs of each batch holds no more than that.
+pub async fn query_stream(
+    lake: &Lake,
+    sql: &str,
+) -> Result<datafusion::execution::SendableRecordBatchStream> {
+    let df = dataframe_as_of(lake, sql, &AsOf::Latest).await?;
+    df.execute_stream()
+        .await
+        .map_err(|e| Error::Sql(e.to_string()))
+}
+
+/// The read-only SQL `sql` over the lake as of `as_of`, planned, not yet run.
+async fn dataframe_as_of(
+    lake: &Lake,
+    sql: &str,
+    as_of: &AsOf,
+) -> Result<datafusion::dataframe::DataFrame> {
     let ctx = session_as_of(lake, as_of).await?;
     for quoted in sql.split('"').skip(1).step_by(2) {
         let Some((name, at)) = quoted.split_once('@') else {
@@ -124,11 +146,9 @@ pub async fn query_as_of(
             e.strip_backtrace().trim_start_matches("Error during planning: ")
         ))
     })?;
-    let df = ctx
-        .execute_logical_plan(plan)
+    ctx.execute_logical_plan(plan)
         .await
-        .map_err(|e| explain(&ctx, e))?;
-    df.collect().await.map_err(|e| Error::Sql(e.to_string()))
+        .map_err(|e| explain(&ctx, e))
 }
 
 /// What user SQL may do: read. DDL (CREATE, DROP), DML (INSERT, UPDATE, DELETE, COPY) and

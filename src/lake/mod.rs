@@ -286,6 +286,36 @@ pub fn check_storage_credentials(url: &url::Url, options: &HashMap<String, Strin
     )))
 }
 
+/// The S3 client settings an `s3://` lake gets unless the pipeline's `storage_options`
+/// or the `AWS_*` environment give them (in any spelling object_store reads: `timeout`,
+/// `aws_timeout`, `AWS_TIMEOUT`). object_store's own defaults (30 s a request, ten retries
+/// within three minutes) make an endpoint that accepts and never answers take about
+/// 180 s to fail; with these, a request that gets no answer in 12 s is tried once more
+/// and the command fails after about 25 s, naming the endpoint. A request is one
+/// object or one part of a multipart upload (at most about 8 MB, a few seconds on a slow
+/// link); a slower store sets `timeout` (and `retry_timeout`) higher.
+pub const S3_DEFAULTS: [(&str, &str); 3] = [
+    ("connect_timeout", "5s"),
+    ("timeout", "12s"),
+    ("retry_timeout", "15s"),
+];
+
+/// Adds each of [`S3_DEFAULTS`] that `opts` does not already set.
+fn add_s3_defaults(opts: &mut HashMap<String, String>) {
+    let given: std::collections::HashSet<String> = opts
+        .keys()
+        .map(|k| {
+            let k = k.to_ascii_lowercase();
+            k.strip_prefix("aws_").map(str::to_string).unwrap_or(k)
+        })
+        .collect();
+    for (k, v) in S3_DEFAULTS {
+        if !given.contains(k) {
+            opts.insert(k.to_string(), v.to_string());
+        }
+    }
+}
+
 impl Lake {
     /// A lake at `url`; `options` are object-store settings added to the `AWS_*` environment.
     pub fn new(url: url::Url, options: HashMap<String, String>) -> Lake {
@@ -297,6 +327,9 @@ impl Lake {
             opts.entry("AWS_ENDPOINT_URL".into()).or_insert(e);
         }
         opts.extend(options);
+        if matches!(url.scheme(), "s3" | "s3a") {
+            add_s3_defaults(&mut opts);
+        }
         Lake {
             url,
             options: opts,
@@ -381,6 +414,10 @@ impl Lake {
                 // line is the error.
                 let e = e.to_string();
                 let e = e.lines().next().unwrap_or_default();
+                // A store that did not answer would not answer the log's listing either.
+                if crate::error::store_unanswered(e) {
+                    return Err(Error::lake(format!("opening {url}: {e}")));
+                }
                 Err(Error::lake(match self.bad_log_entry(&url).await {
                     Some(bad) => format!("opening {url}: {bad} ({e})"),
                     None => format!("opening {url}: {e}"),
@@ -859,5 +896,33 @@ impl Lake {
         let mut recs = crate::model::schema::batches_to_records(&batches)?;
         recs.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(recs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An `s3://` lake gets the short client defaults; a setting the pipeline or the
+    /// environment gives, in any spelling, wins; a local lake gets none of them.
+    #[test]
+    fn s3_lakes_get_timeout_defaults_that_given_settings_override() {
+        let s3 = url::Url::parse("s3://bucket/lake").unwrap();
+        let given = HashMap::from([
+            ("AWS_TIMEOUT".to_string(), "90s".to_string()),
+            ("retry_timeout".to_string(), "2m".to_string()),
+        ]);
+        let lake = Lake::new(s3, given);
+        let o = lake.storage_options();
+        assert_eq!(o.get("AWS_TIMEOUT").map(String::as_str), Some("90s"));
+        assert!(!o.contains_key("timeout"), "{o:?}");
+        assert_eq!(o.get("retry_timeout").map(String::as_str), Some("2m"));
+        assert_eq!(o.get("connect_timeout").map(String::as_str), Some("5s"));
+        let local = Lake::new(url::Url::parse("file:///tmp/lake").unwrap(), HashMap::new());
+        assert!(
+            S3_DEFAULTS
+                .iter()
+                .all(|(k, _)| !local.storage_options().contains_key(*k))
+        );
     }
 }

@@ -19,7 +19,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 
 use super::{Lake, TableKind, sql_str};
 use crate::error::Result;
-pub use crate::model::photo::{FetchedPhoto, PhotoWant};
+pub use crate::model::photo::{FetchedPhoto, PhotoWant, photo_sha256};
 
 /// What a photo sync has to do for one account.
 #[derive(Debug, Clone, Default)]
@@ -39,12 +39,6 @@ pub struct LandedPhoto {
     pub etag: Option<String>,
     /// Hex SHA-256 of the bytes.
     pub sha256: String,
-}
-
-/// Hex SHA-256 of photo bytes.
-pub fn photo_sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// Column `i` of `b` as plain UTF-8 strings (Delta reads may give views or dictionaries).

@@ -144,6 +144,7 @@ async fn landed_for(
     accounts: Option<&HashSet<String>>,
 ) -> Result<Landed> {
     let mut landed = Landed::default();
+    let max = super::max_plan_rows()?;
     let quote = |v: &str| format!("'{}'", v.replace('\'', "''"));
     let mut filter = format!("source = {}", quote(source));
     if let Some(accounts) = accounts {
@@ -181,6 +182,14 @@ async fn landed_for(
         landed
             .rows
             .extend(crate::model::schema::batches_to_records(&[batch])?);
+        // A mirror compares with every landed contact of its accounts: they are held too.
+        if landed.rows.len() > max {
+            return Err(super::too_many_rows(
+                "a mirror compares with every contact of its accounts, and they hold",
+                source,
+                max,
+            ));
+        }
         Ok(())
     })
     .await?;
@@ -246,15 +255,22 @@ pub async fn plan_scoped(
     let profile = crate::providers::profile(p.source(source)?, &p.dir())?;
     check_accounts(p, source, accounts).await?;
     let lake = lake_of(p)?;
-    let mut desired = load_desired(&lake, desired, source).await?;
+    let account_of = |d: &crate::model::schema::ContactRecord| match d.account.as_str() {
+        "" => profile.default_account.clone().unwrap_or_default(),
+        a => a.to_string(),
+    };
+    let explicit: HashSet<String> = accounts.iter().cloned().collect();
+    // Rows outside the named accounts are counted, not kept: a desired state too big for
+    // one plan can be planned an account at a time.
+    let in_scope = |d: &crate::model::schema::ContactRecord| {
+        explicit.is_empty() || explicit.contains(&account_of(d))
+    };
+    let (desired, left_out) = load_desired(&lake, desired, source, &in_scope).await?;
     // Rows of another source are a desired state written for the wrong plan (a query that
     // forgot its `WHERE source = …`), not contacts to insert or ids gone missing.
-    let mut others: std::collections::BTreeMap<&str, usize> = Default::default();
-    for d in desired.rows.iter().filter(|d| d.source != source) {
-        *others.entry(d.source.as_str()).or_default() += 1;
-    }
-    if !others.is_empty() {
-        let list: Vec<String> = others
+    if !left_out.others.is_empty() {
+        let list: Vec<String> = left_out
+            .others
             .iter()
             .map(|(s, n)| format!("{n} of source {s:?}"))
             .collect();
@@ -263,21 +279,12 @@ pub async fn plan_scoped(
             list.join(", ")
         )));
     }
-    if mode == Mode::Mirror && desired.rows.is_empty() {
+    if mode == Mode::Mirror && desired.rows.is_empty() && left_out.out_of_scope == 0 {
         return Err(Error::config(format!(
             "the desired state is empty: in mirror mode it would delete every contact of source {source:?}. Refusing; check the desired query or file"
         )));
     }
-    let account_of = |d: &crate::model::schema::ContactRecord| match d.account.as_str() {
-        "" => profile.default_account.clone().unwrap_or_default(),
-        a => a.to_string(),
-    };
-    let explicit: HashSet<String> = accounts.iter().cloned().collect();
-    let before = desired.rows.len();
-    if !explicit.is_empty() {
-        desired.rows.retain(|d| explicit.contains(&account_of(d)));
-    }
-    let out_of_scope = before - desired.rows.len();
+    let out_of_scope = left_out.out_of_scope;
     // The landed accounts the plan reads: those named; in mirror mode without names, those
     // of the desired state (an account absent from it is not deleted whole by accident).
     let mut left_alone = Vec::new();
@@ -308,10 +315,14 @@ pub async fn plan_scoped(
         source,
         profile.rules,
         profile.default_account.as_deref(),
-        &desired,
+        desired,
         &landed,
         mode,
     );
+    let max = super::max_plan_rows()?;
+    if plan.ops.len() + plan.invalid.len() > max {
+        return Err(super::too_many_rows("the plan holds", source, max));
+    }
     let mut named: Vec<String> = explicit.into_iter().collect();
     named.sort();
     plan.scope = named;

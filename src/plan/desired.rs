@@ -290,88 +290,180 @@ fn decode_json(schema: Arc<Schema>, rows: &[Map<String, Value>]) -> Result<Recor
     Ok(d.flush()?.unwrap_or_else(|| RecordBatch::new_empty(schema)))
 }
 
-/// A desired-state JSON file: JSON lines (as `query --output x.json` writes) or one array
-/// of objects. Each key is a column; a key of the contact schema is checked against its
-/// type (the first value that does not fit names its row), any other is kept as a
-/// column of nulls for the caller to refuse by name.
-pub fn read_json(text: &str) -> Result<Vec<RecordBatch>> {
-    let trimmed = text.trim_start();
-    let values: Vec<(usize, Value)> = if trimmed.starts_with('[') {
-        let all: Value = serde_json::from_str(trimmed)
-            .map_err(|e| Error::config(format!("not a JSON array of objects: {e}")))?;
-        all.as_array()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| (i + 1, v))
-            .collect()
+/// Rows of a desired state read and handed on at a time (a batch of them): a reader
+/// holds one batch, not the file.
+pub const BATCH_ROWS: usize = 1024;
+
+/// A desired-state JSON file, read from `input` and handed to `sink` [`BATCH_ROWS`] rows
+/// at a time: JSON lines (as `query --output x.json` writes) or one array of objects.
+/// Each key is a column; a key of the contact schema is checked against its type (the
+/// first value that does not fit names its row), any other is kept as a column of nulls
+/// for the caller to refuse by name.
+pub fn read_json(
+    mut input: impl std::io::BufRead,
+    sink: &mut dyn FnMut(RecordBatch) -> Result<()>,
+) -> Result<()> {
+    let mut rows = JsonRows {
+        rows: Vec::new(),
+        names: Vec::new(),
+        first_row: 0,
+        sink,
+    };
+    // The first byte that is not white space tells an array from JSON lines.
+    let array = loop {
+        let buf = input.fill_buf()?;
+        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
+            Some(i) => break buf[i] == b'[',
+            None if buf.is_empty() => return Ok(()),
+            None => {
+                let n = buf.len();
+                input.consume(n);
+            }
+        }
+    };
+    if array {
+        read_json_array(input, &mut rows)?;
     } else {
-        let mut out = Vec::new();
-        for (n, line) in text.lines().enumerate() {
+        let mut line = String::new();
+        let mut n = 0usize;
+        loop {
+            line.clear();
+            if input.read_line(&mut line)? == 0 {
+                break;
+            }
+            n += 1;
             if line.trim().is_empty() {
                 continue;
             }
-            let v = serde_json::from_str::<Value>(line)
-                .map_err(|e| Error::config(format!("line {}: not JSON: {e}", n + 1)))?;
-            out.push((n + 1, v));
+            let v = serde_json::from_str::<Value>(&line)
+                .map_err(|e| Error::config(format!("line {n}: not JSON: {e}")))?;
+            rows.push(v, &format!(" (line {n})"))?;
         }
-        out
-    };
-    let schema = contacts_schema();
-    let mut rows = Vec::with_capacity(values.len());
-    let mut names: Vec<String> = Vec::new();
-    for (row, (line, v)) in values.into_iter().enumerate() {
+    }
+    rows.flush()
+}
+
+/// One array of JSON objects, element by element, into `rows`.
+fn read_json_array(input: impl std::io::Read, rows: &mut JsonRows<'_>) -> Result<()> {
+    use serde::de::{Deserializer, SeqAccess, Visitor};
+    struct Each<'r, 'a> {
+        rows: &'r mut JsonRows<'a>,
+        failed: &'r mut Option<Error>,
+    }
+    impl<'de> Visitor<'de> for Each<'_, '_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array of objects")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+            while let Some(v) = seq.next_element::<Value>()? {
+                if let Err(e) = self.rows.push(v, "") {
+                    *self.failed = Some(e);
+                    return Err(serde::de::Error::custom("stopped"));
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut failed = None;
+    let mut de = serde_json::Deserializer::from_reader(input);
+    let read = de
+        .deserialize_seq(Each {
+            rows,
+            failed: &mut failed,
+        })
+        .and_then(|()| de.end());
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    read.map_err(|e| Error::config(format!("not a JSON array of objects: {e}")))
+}
+
+/// JSON rows gathered into batches for a sink.
+struct JsonRows<'a> {
+    rows: Vec<Map<String, Value>>,
+    /// The keys of the gathered rows, in the order met.
+    names: Vec<String>,
+    /// The row number (from 0) of the first gathered row.
+    first_row: usize,
+    sink: &'a mut dyn FnMut(RecordBatch) -> Result<()>,
+}
+
+impl JsonRows<'_> {
+    /// Checks one row (`at`: where it is, for messages) and gathers it; a full batch goes
+    /// to the sink.
+    fn push(&mut self, v: Value, at: &str) -> Result<()> {
+        let row = self.first_row + self.rows.len();
         let Value::Object(o) = v else {
             return Err(Error::config(format!(
-                "row {} (line {line}): not a JSON object",
+                "row {}{at}: not a JSON object",
                 row + 1
             )));
         };
+        let schema = contacts_schema();
         for (k, v) in &o {
-            if !names.contains(k) {
-                names.push(k.clone());
+            if !self.names.contains(k) {
+                self.names.push(k.clone());
             }
             if let Ok(f) = schema.field_with_name(k) {
                 check_json(v, f.data_type(), "").map_err(|m| refuse(k, Some(row + 1), m))?;
             }
         }
-        rows.push(o);
+        self.rows.push(o);
+        if self.rows.len() >= BATCH_ROWS {
+            self.flush()?;
+        }
+        Ok(())
     }
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    let known: Vec<Field> = names
-        .iter()
-        .filter_map(|n| schema.field_with_name(n).ok())
-        .map(|f| f.clone().with_nullable(true))
-        .collect();
-    let batch = decode_json(Arc::new(Schema::new(known)), &rows)?;
-    let mut fields = Vec::new();
-    let mut columns = Vec::new();
-    for n in &names {
-        match batch.column_by_name(n) {
-            Some(c) => {
-                fields.push(batch.schema().field_with_name(n)?.clone());
-                columns.push(c.clone());
-            }
-            None => {
-                fields.push(Field::new(n, DataType::Null, true));
-                columns.push(new_null_array(&DataType::Null, rows.len()));
+
+    /// The gathered rows as one batch to the sink: each key a column (a key the contact
+    /// schema does not have, a column of nulls).
+    fn flush(&mut self) -> Result<()> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let (rows, names) = (
+            std::mem::take(&mut self.rows),
+            std::mem::take(&mut self.names),
+        );
+        self.first_row += rows.len();
+        let schema = contacts_schema();
+        let known: Vec<Field> = names
+            .iter()
+            .filter_map(|n| schema.field_with_name(n).ok())
+            .map(|f| f.clone().with_nullable(true))
+            .collect();
+        let batch = decode_json(Arc::new(Schema::new(known)), &rows)?;
+        let mut fields = Vec::new();
+        let mut columns = Vec::new();
+        for n in &names {
+            match batch.column_by_name(n) {
+                Some(c) => {
+                    fields.push(batch.schema().field_with_name(n)?.clone());
+                    columns.push(c.clone());
+                }
+                None => {
+                    fields.push(Field::new(n, DataType::Null, true));
+                    columns.push(new_null_array(&DataType::Null, rows.len()));
+                }
             }
         }
+        (self.sink)(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?)
     }
-    Ok(vec![RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?])
 }
 
-/// A desired-state CSV (already checked by `check_csv`) with every column as text.
-pub fn read_csv(text: &[u8]) -> Result<Vec<RecordBatch>> {
+/// A desired-state CSV file (already checked by `check_csv`) with every column as text,
+/// read [`BATCH_ROWS`] rows at a time.
+pub fn read_csv(
+    path: &std::path::Path,
+) -> Result<impl Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>>> {
+    let open = || std::fs::File::open(path).map(std::io::BufReader::new);
     let (inferred, _) = arrow::csv::reader::Format::default()
         .with_header(true)
-        .infer_schema(std::io::Cursor::new(text), Some(1))?;
+        .infer_schema(open()?, Some(1))?;
     let all_text = Schema::new(
         inferred
             .fields()
@@ -381,14 +473,24 @@ pub fn read_csv(text: &[u8]) -> Result<Vec<RecordBatch>> {
     );
     Ok(arrow::csv::ReaderBuilder::new(Arc::new(all_text))
         .with_header(true)
-        .build(std::io::Cursor::new(text))?
-        .collect::<std::result::Result<Vec<_>, _>>()?)
+        .with_batch_size(BATCH_ROWS)
+        .build_buffered(open()?)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use arrow::array::{BooleanArray, Int32Array, Int64Array, LargeStringArray, StringArray};
+
+    /// The batches `read_json` hands on for `text`.
+    fn json(text: &str) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        read_json(text.as_bytes(), &mut |b| {
+            out.push(b);
+            Ok(())
+        })?;
+        Ok(out)
+    }
 
     fn field(name: &str) -> Field {
         contacts_schema().field_with_name(name).unwrap().clone()
@@ -546,7 +648,7 @@ mod tests {
     /// JSON lines are checked value by value against the schema.
     #[test]
     fn json_values_are_checked_against_the_schema() {
-        let b = read_json(
+        let b = json(
             "{\"id\":\"a\",\"given_name\":\"Ann\",\"emails\":[{\"type\":\"work\",\"address\":\"a@b.c\"}]}\n{\"id\":\"b\",\"zzz\":1}\n",
         )
         .unwrap();
@@ -560,12 +662,44 @@ mod tests {
             b.schema().field_with_name("zzz").unwrap().data_type(),
             &DataType::Null
         );
-        let e = read_json("{\"id\":\"a\"}\n{\"id\":\"b\",\"given_name\":42}\n")
+        let e = json("{\"id\":\"a\"}\n{\"id\":\"b\",\"given_name\":42}\n")
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("`given_name` (row 2)") && e.contains("a whole number (42)"),
             "{e}"
         );
+    }
+
+    /// JSON lines, a JSON array and a CSV are handed on BATCH_ROWS rows at a time, row
+    /// numbers counting on across batches: a reader never holds the file's rows at once.
+    #[test]
+    fn desired_files_are_read_a_batch_at_a_time() {
+        let rows = 2 * BATCH_ROWS + 452;
+        let want = vec![BATCH_ROWS, BATCH_ROWS, 452];
+        let sizes = |b: Vec<RecordBatch>| b.iter().map(|b| b.num_rows()).collect::<Vec<_>>();
+        let lines: String = (0..rows).map(|i| format!("{{\"id\":\"{i}\"}}\n")).collect();
+        assert_eq!(sizes(json(&lines).unwrap()), want);
+        let array = format!(
+            " [{}]",
+            (0..rows)
+                .map(|i| format!("{{\"id\":\"{i}\"}}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert_eq!(sizes(json(&array).unwrap()), want);
+        let bad = lines.replace("{\"id\":\"2000\"}", "{\"id\":2000}");
+        let e = json(&bad).unwrap_err().to_string();
+        assert!(e.contains("`id` (row 2001)"), "{e}");
+        let path = std::env::temp_dir().join(format!("desired-{}.csv", std::process::id()));
+        let csv: String = std::iter::once("id,notes\n".to_string())
+            .chain((0..rows).map(|i| format!("{i},n\n")))
+            .collect();
+        std::fs::write(&path, csv).unwrap();
+        let read = read_csv(&path)
+            .unwrap()
+            .collect::<std::result::Result<Vec<_>, _>>();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(sizes(read.unwrap()), want);
     }
 }

@@ -138,100 +138,173 @@ pub(crate) fn render_tail(
 }
 
 /// The desired state as records plus the columns it manages.
+#[derive(Debug, Clone)]
 pub struct Desired {
     pub rows: Vec<ContactRecord>,
     pub columns: HashSet<String>,
+}
+
+/// Desired rows [`load_desired`] read and did not keep.
+#[derive(Debug, Default)]
+pub struct LeftOut {
+    /// Rows of other sources, by source (the caller refuses them by name).
+    pub others: std::collections::BTreeMap<String, usize>,
+    /// Rows of this source outside the plan's scope (`keep` said no).
+    pub out_of_scope: usize,
+}
+
+/// The most rows one plan holds, unless `CONTACTS_ETL_MAX_PLAN_ROWS` says otherwise: the
+/// desired rows in its scope, the landed contacts a mirror compares with, and its
+/// operations and invalid rows (saved or not). A plan is held in memory whole, to be
+/// shown, saved and applied as reviewed; past this it is refused (exit 2) before it
+/// takes the machine, with how to plan in parts. Measured (debug build): a plan of
+/// 250,000 inserts from a CSV peaks at about 0.8 GB; 250,000 covers a Google domain's
+/// documented 200,000 contacts.
+pub const MAX_PLAN_ROWS: usize = 250_000;
+
+/// The bound on a plan's rows: [`MAX_PLAN_ROWS`], or `CONTACTS_ETL_MAX_PLAN_ROWS` (a
+/// machine with the memory may raise it; a number of rows).
+pub fn max_plan_rows() -> Result<usize> {
+    match std::env::var("CONTACTS_ETL_MAX_PLAN_ROWS") {
+        Err(_) => Ok(MAX_PLAN_ROWS),
+        Ok(v) => v.trim().parse().map_err(|_| {
+            Error::config(format!(
+                "CONTACTS_ETL_MAX_PLAN_ROWS={v:?}: wanted a number of rows (default {MAX_PLAN_ROWS})"
+            ))
+        }),
+    }
+}
+
+/// The refusal of a plan past [`max_plan_rows`]: `what` (e.g. "the desired state holds")
+/// more than `max`, and how to plan in parts.
+pub fn too_many_rows(what: &str, source: &str, max: usize) -> Error {
+    Error::config(format!(
+        "{what} more than {max} rows for source {source}, more than one plan holds (a plan is kept in memory to be shown, saved and applied as reviewed). Plan it in parts: filter the desired query with WHERE (e.g. WHERE account = '…', or a range of ids), split the file by account, or plan some accounts at a time with --account; CONTACTS_ETL_MAX_PLAN_ROWS raises the bound where there is the memory"
+    ))
 }
 
 /// Loads the desired state: a `.parquet`, `.csv` or `.json` file (as `query --output`
 /// writes them), or else SQL over the lake. Each contact column is checked against the
 /// contact schema's type ([`desired`]): a value of another kind is an error, never
 /// converted.
-pub async fn load_desired(lake: &Lake, spec: &str, source: &str) -> Result<Desired> {
+///
+/// The input is read a batch at a time and only the rows the plan keeps become records:
+/// rows of source `source` that `keep` accepts (the plan's scope). Rows of other sources
+/// and rows out of scope are only counted ([`LeftOut`]). More rows kept than
+/// [`max_plan_rows`] is an error (exit 2) as soon as it is met.
+pub async fn load_desired(
+    lake: &Lake,
+    spec: &str,
+    source: &str,
+    keep: &dyn Fn(&ContactRecord) -> bool,
+) -> Result<(Desired, LeftOut)> {
+    let max = max_plan_rows()?;
     let path = std::path::Path::new(spec);
-    let is_file = |ext: &str| spec.ends_with(ext) && path.exists();
-    let from_text = is_file(".csv");
-    let batches: Vec<RecordBatch> = if spec.ends_with(".parquet") && path.exists() {
-        let file = std::fs::File::open(path)
-            .map_err(|e| Error::config(format!("--desired {spec}: {e}")))?;
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
-            .build()?
-            .collect::<std::result::Result<Vec<_>, _>>()?
-    } else if spec.ends_with(".csv") && path.exists() {
-        let text =
-            std::fs::read(path).map_err(|e| Error::config(format!("--desired {spec}: {e}")))?;
-        check_csv(&text).map_err(|e| Error::config(format!("--desired {spec}: {e}")))?;
-        desired::read_csv(&text).map_err(|e| e.context(format!("--desired {spec}")))?
-    } else if is_file(".json") {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::config(format!("--desired {spec}: {e}")))?;
-        desired::read_json(&text).map_err(|e| e.context(format!("--desired {spec}")))?
+    let file = |ext: &str| spec.ends_with(ext) && path.exists();
+    let mut reader = DesiredReader {
+        source,
+        keep,
+        max,
+        from_text: file(".csv"),
+        rows: Vec::new(),
+        columns: HashSet::new(),
+        read: 0,
+        left_out: LeftOut::default(),
+    };
+    let in_file = |e: Error| e.context(format!("--desired {spec}"));
+    let open =
+        || std::fs::File::open(path).map_err(|e| Error::config(format!("--desired {spec}: {e}")));
+    if file(".parquet") {
+        let batches =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(open()?)?
+                .with_batch_size(desired::BATCH_ROWS)
+                .build()?;
+        for b in batches {
+            reader.take(b?)?;
+        }
+    } else if file(".csv") {
+        check_csv(open()?).map_err(|e| Error::config(format!("--desired {spec}: {e}")))?;
+        for b in desired::read_csv(path).map_err(in_file)? {
+            reader.take(b?).map_err(in_file)?;
+        }
+    } else if file(".json") {
+        desired::read_json(std::io::BufReader::new(open()?), &mut |b| reader.take(b))
+            .map_err(in_file)?;
     } else if spec.ends_with(".parquet") || spec.ends_with(".csv") || spec.ends_with(".json") {
         return Err(Error::config(format!("--desired {spec}: no such file")));
     } else {
-        crate::sql::query(lake, spec).await?
-    };
-    let columns: HashSet<String> = batches
-        .first()
-        .map(|b| {
-            b.schema()
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect()
-        })
-        .unwrap_or_default();
-    let schema = contacts_schema();
-    let mut unknown: Vec<&str> = columns
-        .iter()
-        .map(String::as_str)
-        .filter(|c| schema.field_with_name(c).is_err())
-        .collect();
-    if !unknown.is_empty() {
-        unknown.sort();
-        let writable = WRITABLE.join(", ");
-        return Err(Error::config(format!(
-            "the desired state has unknown column(s) {}; it may have `id`, `account`, `etag` and the columns to write: {writable} (see `contacts-etl schema`)",
-            unknown.join(", ")
-        )));
+        use futures::StreamExt;
+        let mut batches = crate::sql::query_stream(lake, spec).await?;
+        while let Some(b) = batches.next().await {
+            reader.take(b.map_err(|e| Error::Sql(e.to_string()))?)?;
+        }
     }
-    if !batches.is_empty() && !columns.contains("id") {
+    if reader.read > 0 && !reader.columns.contains("id") {
         return Err(Error::config(
             "the desired state needs an `id` column (null for new contacts)",
         ));
     }
-    let mut rows = Vec::new();
-    let mut first_row = 0usize;
-    for b in &batches {
-        // Only the contact columns decide: lineage and lake-only columns are filled in
-        // (whatever a user's table holds there, nulls included), identity columns may be
-        // absent or null.
+    Ok((
+        Desired {
+            rows: reader.rows,
+            columns: reader.columns,
+        },
+        reader.left_out,
+    ))
+}
+
+/// Reads desired batches into the records a plan keeps (see [`load_desired`]).
+struct DesiredReader<'a> {
+    source: &'a str,
+    keep: &'a dyn Fn(&ContactRecord) -> bool,
+    max: usize,
+    /// A CSV: every cell is text, read as its column's type.
+    from_text: bool,
+    rows: Vec<ContactRecord>,
+    /// The columns of every batch read.
+    columns: HashSet<String>,
+    /// Rows read so far (the row number of the next batch's first row, from 0).
+    read: usize,
+    left_out: LeftOut,
+}
+
+impl DesiredReader<'_> {
+    /// One batch: its columns checked, its rows made records of the contact schema, those
+    /// of the plan kept.
+    fn take(&mut self, b: RecordBatch) -> Result<()> {
+        let schema = contacts_schema();
+        let mut unknown: Vec<&str> = b
+            .schema_ref()
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .filter(|c| schema.field_with_name(c).is_err())
+            .collect();
+        if !unknown.is_empty() {
+            unknown.sort();
+            let writable = WRITABLE.join(", ");
+            return Err(Error::config(format!(
+                "the desired state has unknown column(s) {}; it may have `id`, `account`, `etag` and the columns to write: {writable} (see `contacts-etl schema`)",
+                unknown.join(", ")
+            )));
+        }
+        self.columns
+            .extend(b.schema_ref().fields().iter().map(|f| f.name().clone()));
         let n = b.num_rows();
+        let source = self.source;
         let mut cols = Vec::new();
         for f in schema.fields() {
+            // Only the contact columns decide: lineage and lake-only columns are filled in
+            // (whatever a user's table holds there, nulls included), identity columns may
+            // be absent or null.
             let given = match f.name().as_str() {
                 "_run_id" | "_synced_at" | "deleted" => None,
                 _ => b.column_by_name(f.name()),
             };
             let col = match given {
-                Some(c) if from_text => desired::from_text(c, f, first_row)?,
-                Some(c) => desired::conform_column(c, f, first_row)?,
-                None => match f.name().as_str() {
-                    "source" => {
-                        std::sync::Arc::new(arrow::array::StringArray::from(vec![source; n])) as _
-                    }
-                    "account" | "id" | "_run_id" => {
-                        std::sync::Arc::new(arrow::array::StringArray::from(vec![""; n])) as _
-                    }
-                    "deleted" => {
-                        std::sync::Arc::new(arrow::array::BooleanArray::from(vec![false; n])) as _
-                    }
-                    "_synced_at" => std::sync::Arc::new(
-                        arrow::array::TimestampMicrosecondArray::from(vec![0; n])
-                            .with_timezone("UTC"),
-                    ) as _,
-                    _ => arrow::array::new_null_array(f.data_type(), n),
-                },
+                Some(c) if self.from_text => desired::from_text(c, f, self.read)?,
+                Some(c) => desired::conform_column(c, f, self.read)?,
+                None => filler(f, n, source),
             };
             // Non-nullable identity columns: nulls (a null id: a new contact) become "",
             // a null source is the plan's source.
@@ -251,25 +324,70 @@ pub async fn load_desired(lake: &Lake, spec: &str, source: &str) -> Result<Desir
             cols,
             &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
         )?;
-        rows.extend(crate::model::schema::batches_to_records(&[nb])?);
-        first_row += n;
+        self.read += n;
+        for r in crate::model::schema::batches_to_records(&[nb])? {
+            if r.source != source {
+                *self.left_out.others.entry(r.source).or_default() += 1;
+            } else if !(self.keep)(&r) {
+                self.left_out.out_of_scope += 1;
+            } else if self.rows.len() == self.max {
+                return Err(too_many_rows("the desired state holds", source, self.max));
+            } else {
+                self.rows.push(r);
+            }
+        }
+        Ok(())
     }
-    Ok(Desired { rows, columns })
+}
+
+/// The column a desired batch without contact column `f` gets (`n` rows): the plan's
+/// source, empty identity, not deleted, no values.
+fn filler(f: &arrow::datatypes::Field, n: usize, source: &str) -> arrow::array::ArrayRef {
+    use std::sync::Arc;
+    match f.name().as_str() {
+        "source" => Arc::new(arrow::array::StringArray::from(vec![source; n])),
+        "account" | "id" | "_run_id" => Arc::new(arrow::array::StringArray::from(vec![""; n])),
+        "deleted" => Arc::new(arrow::array::BooleanArray::from(vec![false; n])),
+        "_synced_at" => {
+            Arc::new(arrow::array::TimestampMicrosecondArray::from(vec![0; n]).with_timezone("UTC"))
+        }
+        _ => arrow::array::new_null_array(f.data_type(), n),
+    }
 }
 
 /// Checks a desired-state CSV before it is read: every quote closes, and every record has
 /// as many fields as the header. Errors name the line (a lenient reader would merge the
-/// rows after an unclosed quote into one field, or pad a short row with nulls).
-fn check_csv(text: &[u8]) -> std::result::Result<(), String> {
+/// rows after an unclosed quote into one field, or pad a short row with nulls). The text
+/// is read byte by byte, none of it kept.
+fn check_csv(text: impl std::io::Read) -> std::result::Result<(), String> {
+    use std::io::Read;
+    let mut bytes = std::io::BufReader::new(text).bytes().peekable();
+    let mut next = || bytes.next().transpose().map_err(|e| e.to_string());
     let (mut line, mut record_line) = (1usize, 1usize);
     let (mut fields, mut header) = (1usize, None::<usize>);
     let (mut quoted, mut quote_line, mut at_start, mut any) = (false, 0usize, true, false);
-    let mut i = 0;
-    while i < text.len() {
-        let b = text[i];
+    // One byte of look-ahead: a doubled quote, or CR LF.
+    let mut ahead: Option<u8> = None;
+    loop {
+        let b = match ahead.take() {
+            Some(b) => b,
+            None => match next()? {
+                Some(b) => b,
+                None => break,
+            },
+        };
+        let mut peek = |want: u8| -> std::result::Result<bool, String> {
+            ahead = next()?;
+            Ok(if ahead == Some(want) {
+                ahead = None;
+                true
+            } else {
+                false
+            })
+        };
         if quoted {
             match b {
-                b'"' if text.get(i + 1) == Some(&b'"') => i += 1,
+                b'"' if peek(b'"')? => {}
                 b'"' => quoted = false,
                 b'\n' => line += 1,
                 _ => {}
@@ -288,12 +406,11 @@ fn check_csv(text: &[u8]) -> std::result::Result<(), String> {
                 b',' => {
                     fields += 1;
                     at_start = true;
-                    i += 1;
                     continue;
                 }
                 b'\n' | b'\r' => {
-                    if b == b'\r' && text.get(i + 1) == Some(&b'\n') {
-                        i += 1;
+                    if b == b'\r' {
+                        peek(b'\n')?;
                     }
                     if any || fields > 1 {
                         match header {
@@ -309,7 +426,6 @@ fn check_csv(text: &[u8]) -> std::result::Result<(), String> {
                     line += 1;
                     record_line = line;
                     (fields, at_start, any) = (1, true, false);
-                    i += 1;
                     continue;
                 }
                 _ => {}
@@ -317,7 +433,6 @@ fn check_csv(text: &[u8]) -> std::result::Result<(), String> {
         }
         any = true;
         at_start = false;
-        i += 1;
     }
     if quoted {
         return Err(format!(
@@ -524,7 +639,7 @@ pub fn diff(
     source: &str,
     rules: &dyn Rules,
     default_account: Option<&str>,
-    desired: &Desired,
+    desired: Desired,
     landed: &Landed,
     mode: Mode,
 ) -> Plan {
@@ -547,8 +662,8 @@ pub fn diff(
     };
     let mut seen: HashSet<(String, String)> = HashSet::new();
     let mut insert_keys: HashSet<String> = HashSet::new();
-    for (row, d) in desired.rows.iter().enumerate() {
-        let mut d = d.clone();
+    // The desired rows move into the operations: a plan holds each once.
+    for (row, mut d) in desired.rows.into_iter().enumerate() {
         d.source = source.into();
         if d.account.is_empty() {
             d.account = default_account.unwrap_or_default().to_string();
@@ -756,7 +871,7 @@ mod tests {
             "s",
             GOOGLE,
             Some("example.com"),
-            &desired,
+            desired.clone(),
             &landed,
             Mode::Mirror,
         );
@@ -791,7 +906,7 @@ mod tests {
             "s",
             GOOGLE,
             Some("example.com"),
-            &desired,
+            desired.clone(),
             &landed,
             Mode::Update,
         );
@@ -821,7 +936,7 @@ mod tests {
             "s",
             GOOGLE,
             Some("example.com"),
-            &desired,
+            desired.clone(),
             &landed,
             Mode::Update,
         );
@@ -856,7 +971,7 @@ mod tests {
             "s",
             GOOGLE,
             Some("example.com"),
-            &desired,
+            desired.clone(),
             &Landed::from_rows(vec![created.clone()]),
             Mode::Upsert,
         );
@@ -901,17 +1016,21 @@ mod tests {
         assert!(validate(&r, AURINKO, &[], None).is_empty());
     }
 
+    fn check_bytes(text: &[u8]) -> std::result::Result<(), String> {
+        check_csv(text)
+    }
+
     #[test]
     fn the_csv_check_finds_unclosed_quotes_and_ragged_rows() {
-        assert!(check_csv(b"id,notes\n1,\"a, \"\"b\"\"\nc\"\n2,x\n").is_ok());
-        assert!(check_csv(b"id,notes\r\n1,x\r\n\r\n").is_ok());
-        let e = check_csv(b"id,notes\n1,\"open\n2,x\n3,y\n").unwrap_err();
+        assert!(check_bytes(b"id,notes\n1,\"a, \"\"b\"\"\nc\"\n2,x\n").is_ok());
+        assert!(check_bytes(b"id,notes\r\n1,x\r\n\r\n").is_ok());
+        let e = check_bytes(b"id,notes\n1,\"open\n2,x\n3,y\n").unwrap_err();
         assert!(e.contains("line 2") && e.contains("never closed"), "{e}");
-        let e = check_csv(b"id,notes\n1,x\n2,x,extra\n").unwrap_err();
+        let e = check_bytes(b"id,notes\n1,x\n2,x,extra\n").unwrap_err();
         assert!(e.contains("line 3") && e.contains("3 field(s)"), "{e}");
-        let e = check_csv(b"id,notes\n1\n").unwrap_err();
+        let e = check_bytes(b"id,notes\n1\n").unwrap_err();
         assert!(e.contains("line 2"), "{e}");
-        let e = check_csv(b"id,notes\n1,ab\"c\n").unwrap_err();
+        let e = check_bytes(b"id,notes\n1,ab\"c\n").unwrap_err();
         assert!(e.contains("line 2"), "{e}");
     }
 

@@ -24,7 +24,8 @@ use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::http::Metrics;
 use crate::lake::{Lake, LandedPhoto, TableKind, photo_sha256};
-pub use crate::model::photo::{PhotoAction, PhotoOp, PhotoOpKind};
+use crate::model::photo::scan_photo_file;
+pub use crate::model::photo::{PhotoAction, PhotoBytes, PhotoOp, PhotoOpKind};
 use crate::model::write::OpResult;
 use crate::sync::lake_of;
 
@@ -40,8 +41,9 @@ pub struct DesiredPhoto {
     pub id: String,
     /// The condition, when the desired state carries one.
     pub etag: Option<String>,
-    /// The image; `None` = the contact should have no photo.
-    pub bytes: Option<Vec<u8>>,
+    /// The image (held, or a file read when sent); `None` = the contact should have no
+    /// photo.
+    pub bytes: Option<PhotoBytes>,
     pub content_type: Option<String>,
 }
 
@@ -132,51 +134,6 @@ pub fn sniff_image(bytes: &[u8]) -> Option<&'static str> {
     })
 }
 
-/// Reads one photo file: a regular file only (not a link, device, FIFO or socket), its
-/// size checked from its metadata before any byte is read. The file is opened without
-/// following links and without blocking, and must be the one that was checked. The
-/// error says what is wrong with the file.
-fn read_photo_file(path: &std::path::Path) -> std::result::Result<Vec<u8>, String> {
-    use std::io::Read;
-    let too_big =
-        |len: u64| format!("is {len} bytes, more than the {MAX_PHOTO_BYTES}-byte limit of a photo");
-    let checked = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
-    if !checked.file_type().is_file() {
-        return Err("is not a regular file (a link, device or FIFO); photos are read from regular files only".into());
-    }
-    if checked.len() > MAX_PHOTO_BYTES as u64 {
-        return Err(too_big(checked.len()));
-    }
-    let mut open = std::fs::OpenOptions::new();
-    open.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        open.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
-    }
-    let file = open.open(path).map_err(|e| e.to_string())?;
-    let meta = file.metadata().map_err(|e| e.to_string())?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        if (meta.dev(), meta.ino()) != (checked.dev(), checked.ino()) {
-            return Err("was replaced while it was read".into());
-        }
-    }
-    if !meta.file_type().is_file() {
-        return Err("is not a regular file".into());
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    // The file may grow after the check: read no more than the limit allows.
-    file.take(MAX_PHOTO_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() > MAX_PHOTO_BYTES {
-        return Err(too_big(bytes.len() as u64));
-    }
-    Ok(bytes)
-}
-
 fn read_folder(dir: &std::path::Path, account: &str) -> Result<(Vec<DesiredPhoto>, Vec<Invalid>)> {
     let mut entries: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::config(format!("--photos {}: {e}", dir.display())))?
@@ -213,15 +170,17 @@ fn read_folder(dir: &std::path::Path, account: &str) -> Result<(Vec<DesiredPhoto
             ));
             continue;
         }
-        let bytes = match read_photo_file(&path) {
-            Ok(b) => b,
+        // Read in pieces and hashed, not kept: the file is read again when its write is
+        // sent, so memory holds the photos in flight, not the folder.
+        let (head, bytes) = match scan_photo_file(&path) {
+            Ok(scanned) => scanned,
             Err(why) => {
                 invalid.push(bad(why));
                 continue;
             }
         };
         // The type the bytes have, whatever the extension says; not an image: refused.
-        let Some(ct) = sniff_image(&bytes) else {
+        let Some(ct) = sniff_image(&head) else {
             invalid.push(bad(
                 "is not a JPEG, PNG, GIF, WebP or BMP image (its first bytes are no image signature)".into(),
             ));
@@ -280,7 +239,9 @@ fn read_batches(batches: &[RecordBatch], account: &str) -> Result<Vec<DesiredPho
                     String::new()
                 },
                 etag: text(&etags, i),
-                bytes: bytes.is_valid(i).then(|| bytes.value(i).to_vec()),
+                bytes: bytes
+                    .is_valid(i)
+                    .then(|| PhotoBytes::Held(bytes.value(i).to_vec())),
                 content_type: text(&types, i),
             });
         }
@@ -379,7 +340,12 @@ pub fn diff_photos(
                     ));
                     continue;
                 }
-                if sniff_image(bytes).is_none() {
+                // A file was checked for its signature as it was scanned.
+                let image = match bytes {
+                    PhotoBytes::Held(b) => sniff_image(b).is_some(),
+                    PhotoBytes::File { .. } => true,
+                };
+                if !image {
                     invalid.push(bad("the bytes are not a JPEG, PNG, GIF, WebP or BMP image (no image signature at their start)".into()));
                     continue;
                 }
@@ -390,8 +356,12 @@ pub fn diff_photos(
                     )));
                     continue;
                 }
+                let same = |h: &LandedPhoto| match bytes {
+                    PhotoBytes::Held(b) => h.sha256 == photo_sha256(b),
+                    PhotoBytes::File { sha256, .. } => h.sha256 == *sha256,
+                };
                 match have {
-                    Some(h) if h.sha256 == photo_sha256(bytes) => plan.unchanged += 1,
+                    Some(h) if same(h) => plan.unchanged += 1,
                     None if mode == Mode::Update => {
                         invalid.push(bad(
                             "the contact has no photo and --mode update only replaces photos"

@@ -412,7 +412,7 @@ mod tests {
             "s",
             &GoogleRules,
             Some("example.com"),
-            &desired,
+            desired,
             &Landed::from_rows(landed),
             Mode::Mirror,
         )

@@ -120,20 +120,39 @@ struct Row {
     reason: Option<String>,
 }
 
-/// The digest of a plan's description (its own digest left out) and rows.
-fn digest(meta: &PlanMeta, rows: &[Row]) -> Result<String> {
-    let json = |e: serde_json::Error| Error::Other(format!("a saved plan as JSON: {e}"));
-    let mut h = sha2::Sha256::new();
-    let meta = PlanMeta {
-        digest: None,
-        ..meta.clone()
-    };
-    h.update(serde_json::to_string(&meta).map_err(json)?.as_bytes());
-    for r in rows {
-        h.update(b"\n");
-        h.update(serde_json::to_string(r).map_err(json)?.as_bytes());
+/// The digest of a plan's description (its own digest left out) and rows, taken a row at
+/// a time.
+struct PlanDigest(sha2::Sha256);
+
+impl PlanDigest {
+    fn new(meta: &PlanMeta) -> Result<PlanDigest> {
+        let mut h = sha2::Sha256::new();
+        let meta = PlanMeta {
+            digest: None,
+            ..meta.clone()
+        };
+        h.update(
+            serde_json::to_string(&meta)
+                .map_err(as_json_error)?
+                .as_bytes(),
+        );
+        Ok(PlanDigest(h))
     }
-    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+
+    fn row(&mut self, r: &Row) -> Result<()> {
+        self.0.update(b"\n");
+        self.0
+            .update(serde_json::to_string(r).map_err(as_json_error)?.as_bytes());
+        Ok(())
+    }
+
+    fn finish(self) -> String {
+        format!("sha256:{}", hex::encode(self.0.finalize()))
+    }
+}
+
+fn as_json_error(e: serde_json::Error) -> Error {
+    Error::Other(format!("a saved plan as JSON: {e}"))
 }
 
 pub use crate::model::write::is_insert_key;
@@ -267,7 +286,17 @@ pub fn write(plan: &Plan, mode: Mode, lake: &str, path: &Path) -> Result<()> {
     };
     let batch = to_batch(plan)?;
     let mut meta = meta;
-    meta.digest = Some(digest(&meta, &rows_of(&batch, &Error::Other)?)?);
+    // The digest reads the rows back as `read` will, a slice at a time (not a second
+    // copy of the whole plan).
+    let mut d = PlanDigest::new(&meta)?;
+    let step = super::desired::BATCH_ROWS;
+    for start in (0..batch.num_rows()).step_by(step) {
+        let len = step.min(batch.num_rows() - start);
+        for r in rows_of(&batch.slice(start, len), &Error::Other)? {
+            d.row(&r)?;
+        }
+    }
+    meta.digest = Some(d.finish());
     let props = parquet::file::properties::WriterProperties::builder()
         // The desired rows' JSON repeats itself: compressed, a plan of 10,000 updates
         // shrinks several times over.
@@ -319,23 +348,38 @@ pub fn read(path: &Path) -> Result<Saved> {
             meta.version
         )));
     }
-    let mut rows = Vec::new();
-    for b in builder.build()? {
-        let b = b.map_err(|e| what(format!("unreadable rows ({e})")))?;
-        rows.extend(rows_of(&b, &what)?);
+    let Some(expected) = meta.digest.clone() else {
+        return Err(what(
+            "the plan carries no digest, so it cannot be checked; make and review a new plan with `plan --out`".into(),
+        ));
+    };
+    // A plan is held whole to be applied: one past the bound is refused before its rows
+    // are read (the count its footer claims), and as they are read (what they hold).
+    // Compressed, a million rows fit in a hundred kilobytes.
+    let max = super::max_plan_rows()?;
+    let too_many = || what(super::too_many_rows("the plan holds", &meta.source, max).to_string());
+    if builder.metadata().file_metadata().num_rows() > max as i64 {
+        return Err(too_many());
     }
-    match &meta.digest {
-        None => {
-            return Err(what(
-                "the plan carries no digest, so it cannot be checked; make and review a new plan with `plan --out`".into(),
-            ));
+    let mut rows = Vec::new();
+    let mut d = PlanDigest::new(&meta)?;
+    for b in builder
+        .with_batch_size(super::desired::BATCH_ROWS)
+        .build()?
+    {
+        let b = b.map_err(|e| what(format!("unreadable rows ({e})")))?;
+        for r in rows_of(&b, &what)? {
+            if rows.len() == max {
+                return Err(too_many());
+            }
+            d.row(&r)?;
+            rows.push(r);
         }
-        Some(d) if *d != digest(&meta, &rows)? => {
-            return Err(what(
-                "the plan was changed after `plan --out` wrote it (its digest does not match its contents), so it is not what was reviewed; nothing was written. Make and review a new plan".into(),
-            ));
-        }
-        Some(_) => {}
+    }
+    if expected != d.finish() {
+        return Err(what(
+            "the plan was changed after `plan --out` wrote it (its digest does not match its contents), so it is not what was reviewed; nothing was written. Make and review a new plan".into(),
+        ));
     }
     Ok(Saved { meta, rows })
 }
@@ -612,7 +656,7 @@ mod tests {
             "s",
             &GoogleRules,
             Some("example.com"),
-            &desired,
+            desired,
             &Landed::from_rows(landed()),
             Mode::Mirror,
         )

@@ -1305,6 +1305,78 @@ async fn hostile_s3_lake_without_credentials_exits_2_quickly() {
     assert_eq!(server.hits().len(), 0);
 }
 
+/// An S3 endpoint that takes the connection and never answers, or never takes it (a
+/// listening socket nobody accepts on): `status`, `query` and `sync` fail (exit 1) with
+/// one error naming the endpoint's host and port, never the secret key, instead of
+/// object_store's three minutes of retries (the lake's default `timeout` and
+/// `retry_timeout`, [``contacts_etl::lake::S3_DEFAULTS``]).
+#[tokio::test]
+async fn hostile_s3_endpoint_that_never_answers_fails_naming_it() {
+    // Accepts each connection and holds it, reading nothing and answering nothing.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    // Listens (the kernel completes the handshake) but never accepts.
+    let deaf = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let deaf_port = deaf.local_addr().unwrap().port();
+    let server = Server::other().await;
+    let dir = workdir();
+    let p = google_pipeline(dir.path(), &server.url, "");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("url = \"lake\"", "url = \"s3://etl-test/hostile\"");
+    std::fs::write(&p, text).unwrap();
+    let home = dir.path().to_str().unwrap();
+    let secret = "s3cr3t-never-shown-0123";
+    let pipeline = p.to_str().unwrap();
+    let runs = [
+        (silent_port, vec!["status", pipeline]),
+        (
+            silent_port,
+            vec!["query", pipeline, "SELECT count(*) FROM contacts"],
+        ),
+        (silent_port, vec!["sync", pipeline]),
+        (deaf_port, vec!["status", pipeline]),
+    ];
+    // Side by side: each waits out its timeouts, which need not add up.
+    let done = futures::future::join_all(runs.iter().map(|(port, args)| async move {
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let env = [
+            ("HOME", home),
+            ("AWS_ACCESS_KEY_ID", "hostile-key"),
+            ("AWS_SECRET_ACCESS_KEY", secret),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ];
+        // RUN_LIMIT (90 s) stops a hang; without the defaults it took ~180 s.
+        cli_clean_env(args, &env).await
+    }))
+    .await;
+    for ((port, args), run) in runs.iter().zip(done) {
+        assert_eq!(run.code, Some(1), "{args:?} on port {port}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!(
+                "the object store at http://127.0.0.1:{port} did not answer"
+            )),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+        assert!(
+            !run.stderr.contains(secret) && !run.stderr.contains("list-type"),
+            "{}",
+            run.stderr
+        );
+    }
+    drop(deaf);
+}
+
 // ---------------------------------------------------------------------------------------
 // Reflected secrets.
 

@@ -10,7 +10,9 @@ use contacts_etl::config::Pipeline;
 use contacts_etl::emulator::{Emulator, EmulatorConfig};
 use contacts_etl::lake::TableKind;
 use contacts_etl::plan::Mode;
-use contacts_etl::plan::photos::{PhotoApplyOptions, PhotoOpKind, apply_photos, plan_photos};
+use contacts_etl::plan::photos::{
+    PhotoApplyOptions, PhotoOpKind, PhotoPlan, apply_photos, apply_photos_with, plan_photos,
+};
 
 use crate::{PipelineSpec, assert_lake_matches, assert_ok, google_only, sync, write_pipeline};
 
@@ -565,4 +567,67 @@ async fn a_photo_apply_records_its_results_as_it_goes() {
         "two commits per group of 100: sent, then results"
     );
     assert_eq!(writeback_rows(&p, &report.apply_id).await.len(), 250);
+}
+
+/// A folder of photos is not held in memory: the plan scans each file (size, SHA-256,
+/// signature) and keeps none of its bytes; each file is read again when its write is
+/// sent, and sent only if it is still the file planned. Here, between the plan and the
+/// writes, one file is rewritten and one removed: those two writes fail naming their
+/// file and send nothing (a plan that held the bytes would send what it had read), and
+/// the third is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn photo_files_are_read_when_their_write_is_sent() {
+    let emu = Emulator::start(google_only(50)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = photo_pipeline(dir.path(), &emu);
+    assert_ok(&sync(&p, false).await);
+    let pipeline = Pipeline::load(&p).unwrap();
+    let with: Vec<String> = emu.google_photos().into_keys().take(3).collect();
+    let folder = dir.path().join("headshots");
+    std::fs::create_dir_all(&folder).unwrap();
+    let file = |i: usize| folder.join(format!("{}.jpg", with[i]));
+    let planned = |i: usize| [&b"\xFF\xD8 planned "[..], i.to_string().as_bytes()].concat();
+    for i in 0..3 {
+        std::fs::write(file(i), planned(i)).unwrap();
+    }
+    let before = emu.google_photos();
+    let report = apply_photos_with(
+        &pipeline,
+        &PhotoApplyOptions {
+            source: "shared".into(),
+            photos: folder.to_str().unwrap().into(),
+            mode: Mode::Upsert,
+            max_delete: None,
+            force: false,
+        },
+        async |plan: &PhotoPlan| {
+            assert_eq!(plan.count(PhotoOpKind::Put), 3, "{}", plan.render(5));
+            std::fs::write(file(0), b"\xFF\xD8 rewritten after the plan").unwrap();
+            std::fs::remove_file(file(1)).unwrap();
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    let result = |i: usize| {
+        let op = report.plan.ops.iter().find(|o| o.id == with[i]).unwrap();
+        report.results.iter().find(|r| r.index == op.index).unwrap()
+    };
+    for i in [0, 1] {
+        let r = result(i);
+        assert_eq!(r.outcome.as_str(), "failed", "{}", report.summary());
+        let e = r.error.as_deref().unwrap_or_default();
+        assert!(
+            e.contains(&file(i).display().to_string()) && e.contains("since the plan was made"),
+            "{e}"
+        );
+    }
+    assert_eq!(result(2).outcome.as_str(), "ok", "{}", report.summary());
+    let truth = emu.google_photos();
+    assert_eq!(
+        truth[&with[0]], before[&with[0]],
+        "a rewritten file was sent"
+    );
+    assert_eq!(truth[&with[1]], before[&with[1]], "a removed file was sent");
+    assert_eq!(truth[&with[2]].1, planned(2));
 }

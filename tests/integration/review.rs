@@ -997,3 +997,126 @@ async fn apply_takes_the_sample_size_plan_takes() {
     assert_eq!(out.matches("  ~ update ").count(), 2, "{out}");
     assert!(out.contains("… and 8 more update(s)"), "{out}");
 }
+
+/// `args` run with a plan bound (`CONTACTS_ETL_MAX_PLAN_ROWS`) of `max` rows.
+fn run_bounded(max: usize, args: &[&str]) -> Output {
+    Command::new(crate::bin())
+        .args(args)
+        .env("CONTACTS_ETL_MAX_PLAN_ROWS", max.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A plan is held whole, so it is bounded (`MAX_PLAN_ROWS`, here lowered to 15): a
+/// desired state (CSV, JSON lines or SQL) with more rows in scope, a mirror over more
+/// landed contacts, or a saved plan with more rows, is refused with exit 2 and how to
+/// plan in parts, with nothing sent; the same desired state planned an account at a time
+/// (`--account`) is within the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_past_the_row_bound_is_refused_and_can_be_planned_in_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (emu, p) = three_accounts(dir.path()).await;
+    let p = p.to_str().unwrap();
+    let accounts = ["101", "102", "103"];
+    let mut csv = String::from("id,account,display_name\n");
+    let mut json = String::new();
+    for a in accounts {
+        for i in 0..10 {
+            csv.push_str(&format!(",{a},Bound {a}-{i}\n"));
+            json.push_str(&format!(
+                "{{\"id\":null,\"account\":\"{a}\",\"display_name\":\"Bound {a}-{i}\"}}\n"
+            ));
+        }
+    }
+    let (csv_path, json_path) = (dir.path().join("big.csv"), dir.path().join("big.json"));
+    std::fs::write(&csv_path, csv).unwrap();
+    std::fs::write(&json_path, json).unwrap();
+    let says = |o: &Output, what: &str| {
+        assert_exit(o, 2);
+        let e = text(&o.stderr);
+        for w in [what, "more than 15 rows", "WHERE", "--account"] {
+            assert!(e.contains(w), "{w:?} missing:\n{e}");
+        }
+    };
+    let before = counts(&emu);
+    let requests = emu.stats();
+    for desired in [
+        csv_path.to_str().unwrap(),
+        json_path.to_str().unwrap(),
+        "SELECT id, account, display_name FROM contacts WHERE source = 'crm'",
+    ] {
+        let o = run_bounded(15, &["plan", p, "--source", "crm", "--desired", desired]);
+        says(&o, "the desired state holds");
+        let o = run_bounded(
+            15,
+            &["apply", p, "--source", "crm", "--desired", desired, "--yes"],
+        );
+        says(&o, "the desired state holds");
+    }
+    // An account at a time, each plan is within the bound.
+    let o = run_bounded(
+        15,
+        &[
+            "plan",
+            p,
+            "--source",
+            "crm",
+            "--desired",
+            csv_path.to_str().unwrap(),
+            "--account",
+            "102",
+        ],
+    );
+    assert_exit(&o, 0);
+    assert!(text(&o.stdout).contains("10 insert"), "{}", text(&o.stdout));
+    // A mirror holds every landed contact of its accounts (10 here).
+    let o = run_bounded(
+        5,
+        &[
+            "plan",
+            p,
+            "--source",
+            "crm",
+            "--desired",
+            "SELECT id, account, display_name FROM contacts WHERE source = 'crm' AND account = '101' LIMIT 1",
+            "--mode",
+            "mirror",
+        ],
+    );
+    assert_exit(&o, 2);
+    assert!(
+        text(&o.stderr).contains("a mirror compares with every contact"),
+        "{}",
+        text(&o.stderr)
+    );
+    // A saved plan of 30 rows, made under a larger bound, is refused under this one.
+    let saved = dir.path().join("plan.parquet");
+    let o = run_bounded(
+        100,
+        &[
+            "plan",
+            p,
+            "--source",
+            "crm",
+            "--desired",
+            csv_path.to_str().unwrap(),
+            "--out",
+            saved.to_str().unwrap(),
+        ],
+    );
+    assert_exit(&o, 0);
+    let o = run_bounded(
+        15,
+        &["apply", p, "--plan", saved.to_str().unwrap(), "--yes"],
+    );
+    says(&o, "the plan holds");
+    assert_eq!(counts(&emu), before, "nothing was written");
+    let writes = |s: &std::collections::BTreeMap<String, u64>| {
+        s.iter()
+            .filter(|(k, _)| ["create", "patch", "delete"].iter().any(|w| k.ends_with(w)))
+            .map(|(_, v)| *v)
+            .sum::<u64>()
+    };
+    assert_eq!(writes(&emu.stats()), writes(&requests), "nothing was sent");
+}

@@ -284,7 +284,7 @@ async fn sql_that_would_change_a_file_a_table_or_the_session_is_refused_everywhe
             matches!(e, contacts_etl::Error::Config(_)) && e.to_string().contains("refused"),
             "query {sql}: {e}"
         );
-        let e = match contacts_etl::plan::load_desired(&lake, sql, "shared").await {
+        let e = match contacts_etl::plan::load_desired(&lake, sql, "shared", &|_| true).await {
             Err(e) => e,
             Ok(_) => panic!("--desired {sql} ran"),
         };

@@ -166,16 +166,22 @@ impl GoogleSource {
             (Some(e), false) => ("If-Match", e.clone()),
             (None, false) => ("If-None-Match", "*".to_string()),
         };
+        // A photo file is read now, as its write is sent (and only if it is still the
+        // file planned): the writes in flight are all the photos held.
+        let body = match &op.action {
+            PhotoAction::Put { bytes, .. } => match bytes.load() {
+                Ok(b) => Some(bytes::Bytes::from(b)),
+                Err(e) => return OpResult::failed(op.index, None, format!("{what}: {e}")),
+            },
+            PhotoAction::Delete => None,
+        };
         let resp = self
             .photo_request(&what, metrics, |c| {
                 let rb = match &op.action {
-                    PhotoAction::Put {
-                        bytes,
-                        content_type,
-                    } => c
+                    PhotoAction::Put { content_type, .. } => c
                         .put(&url)
                         .header(reqwest::header::CONTENT_TYPE, content_type.as_str())
-                        .body(bytes.clone()),
+                        .body(body.clone().unwrap_or_default()),
                     PhotoAction::Delete => c.delete(&url),
                 };
                 rb.header(condition.0, condition.1.as_str())
