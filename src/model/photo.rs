@@ -84,6 +84,15 @@ impl PhotoBytes {
         self.len() == 0
     }
 
+    /// Hex SHA-256 of the image: of the bytes held, or of the file as it was planned
+    /// (what [`PhotoBytes::load`] insists on sending).
+    pub fn sha256(&self) -> String {
+        match self {
+            PhotoBytes::Held(b) => photo_sha256(b),
+            PhotoBytes::File { sha256, .. } => sha256.clone(),
+        }
+    }
+
     /// The bytes to send: those held, or the file read now. A file that is no longer the
     /// one planned (gone, replaced, another size or content) is an error that says so:
     /// what was reviewed is what is sent, or nothing.

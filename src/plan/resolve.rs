@@ -153,7 +153,7 @@ pub(crate) fn photo_sent_rows(group: &[PhotoOp]) -> Vec<ResultRow> {
         .iter()
         .map(|op| {
             let sha256 = match &op.action {
-                PhotoAction::Put { bytes, .. } => Some(crate::lake::photo_sha256(bytes)),
+                PhotoAction::Put { bytes, .. } => Some(bytes.sha256()),
                 PhotoAction::Delete => None,
             };
             ResultRow {
