@@ -11,14 +11,15 @@ use contacts_etl::emulator::{Emulator, EmulatorConfig, FaultSpec};
 use contacts_etl::plan::review::Approval;
 use contacts_etl::{Error, Result};
 
-/// Extract contacts from Google Domain Shared Contacts and Aurinko into Delta Lake tables,
-/// query them with SQL, and write cleaned data back.
+/// Extract contacts from Google Domain Shared Contacts, Aurinko and CardDAV address books
+/// into Delta Lake tables, query them with SQL, and write cleaned data back.
 ///
 /// Start with `contacts-etl demo`: it runs the whole loop on built-in emulators.
 /// A pipeline file (see pipelines/*.toml) names a lake and the sources to sync; secrets
 /// come from environment variables it names, never from the command line.
 ///
-/// Exit codes: 0 success, 1 failure (e.g. an account failed), 2 bad usage or configuration.
+/// Exit codes: 0 success, 1 failure (e.g. an account failed), 2 bad usage or configuration,
+/// or a change declined at its question (nothing was changed).
 #[derive(Parser)]
 #[command(name = "contacts-etl", version, propagate_version = true)]
 struct Cli {
@@ -88,8 +89,9 @@ enum Command {
         #[command(subcommand)]
         action: StateAction,
     },
-    /// Run SQL over the lake's tables (contacts, contact_changes, sync_runs,
-    /// writeback_results) and views (contact_emails, contact_phones).
+    /// Run read-only SQL over the lake's tables (contacts, contact_changes, sync_runs,
+    /// writeback_results, contact_photos) and views (contact_emails, contact_phones).
+    /// SHOW TABLES and DESCRIBE <table> list the tables and a table's columns.
     #[command(after_help = QUERY_EXAMPLES)]
     Query {
         /// The pipeline file.
@@ -160,7 +162,8 @@ enum Command {
         detailed_exitcode: bool,
     },
     /// Sync the source, compute the plan, and write it back to the API: Google batches of
-    /// at most 100 operations, Aurinko POST/PATCH/DELETE, each conditional on the etag.
+    /// at most 100 operations, Aurinko POST/PATCH/DELETE, CardDAV PUT/DELETE, each
+    /// conditional on the etag.
     /// Records one `writeback_results` row per operation and syncs again. Rerunning
     /// retries only what did not apply.
     ///
@@ -226,14 +229,20 @@ enum Command {
         /// Port on 127.0.0.1 (0 picks a free one).
         #[arg(long, default_value_t = 8080)]
         port: u16,
+        /// The Google Workspace domain whose shared contacts the emulator serves.
         #[arg(long, default_value = "example.com")]
         google_domain: String,
+        /// Shared contacts generated for the Google domain.
         #[arg(long, default_value_t = 1000)]
         google_contacts: usize,
+        /// Aurinko accounts generated (ids 101, 102, …).
         #[arg(long, default_value_t = 3)]
         aurinko_accounts: usize,
+        /// Contacts generated per Aurinko account.
         #[arg(long, default_value_t = 1000)]
         aurinko_contacts: usize,
+        /// Seed of the synthetic people: the same seed gives the same people (a restarted
+        /// emulator still issues new etags and cursors, and expires the old ones).
         #[arg(long, default_value_t = 42)]
         seed: u64,
         /// Fault rates, e.g. "429=0.05,503=0.05,reset=0.01,truncate=0.01,slow=0.02".
@@ -711,7 +720,8 @@ async fn run_state(action: StateAction) -> Result<u8> {
             }
             Ok(0)
         }
-        None => Ok(1),
+        // Declined: nothing was changed, as a declined apply (exit 2, "refused to start").
+        None => Ok(2),
     }
 }
 

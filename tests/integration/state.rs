@@ -140,6 +140,17 @@ async fn state_show_is_what_the_lake_holds() {
         assert_eq!(a["last"]["status"], "ok");
         assert_eq!(a["last"]["mode"], last["mode"]);
         assert_eq!(a["last"]["mode"], "incremental");
+        // Times as `status --format json` gives them: RFC 3339 at the second, UTC.
+        for t in ["started_at", "finished_at"] {
+            let at = a["last"][t]
+                .as_str()
+                .unwrap_or_else(|| panic!("{t}: {a:#}"));
+            assert!(
+                chrono::DateTime::parse_from_rfc3339(at).is_ok() && at.ends_with('Z'),
+                "{t}: {at}"
+            );
+            assert_eq!(at.len(), "2026-12-01T23:10:05Z".len(), "{t}: {at}");
+        }
     }
     // Filtered, and as a table that names every account with its seq and run.
     let crm = show_json(ps, &["--source", "crm"]);
@@ -232,9 +243,9 @@ async fn a_drop_removes_one_account_logs_each_delete_and_readers_see_it() {
     let o = run(&args);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--yes"), "{}", text(&o));
-    // On a terminal, "n" changes nothing either.
+    // On a terminal, "n" changes nothing either, and exits as a declined apply does.
     let o = run_on_terminal(&args, "n");
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains("15 contacts leave") || text(&o).contains("contacts leave"),
         "{}",
