@@ -13,6 +13,7 @@ use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::http::Metrics;
 use crate::lake::committer::{Committer, GroupLimits, RunResult};
+use crate::lake::lease::{Lease, Leased};
 use crate::lake::{CommitOutcome, FailedRun, Lake, PreparedRun, RunFigures, RunStates};
 use crate::providers::{Photos, RunContext, Source, SyncMode};
 
@@ -111,22 +112,34 @@ impl SyncReport {
                 ));
             }
         }
-        let failed = self.failed();
-        if failed.is_empty() {
+        let failed: Vec<&AccountReport> = self
+            .failed()
+            .into_iter()
+            .filter(|a| a.mode != SKIPPED)
+            .collect();
+        let skipped: Vec<&AccountReport> =
+            self.accounts.iter().filter(|a| a.mode == SKIPPED).collect();
+        if failed.is_empty() && skipped.is_empty() {
             s.push_str(&format!("all {} account(s) synced\n", self.accounts.len()));
-        } else {
+        }
+        for (list, what) in [(failed, "FAILED"), (skipped, "skipped")] {
+            if list.is_empty() {
+                continue;
+            }
             s.push_str(&format!(
-                "{} of {} account(s) FAILED:\n",
-                failed.len(),
+                "{} of {} account(s) {what}:\n",
+                list.len(),
                 self.accounts.len()
             ));
-            for f in failed {
-                s.push_str(&format!(
-                    "  {}/{}: {}\n",
-                    f.source,
-                    f.account,
-                    f.error.as_deref().unwrap_or("")
-                ));
+            for f in list {
+                // Errors that name their account already are not prefixed twice.
+                let name = format!("{}/{}", f.source, f.account);
+                let error = f.error.as_deref().unwrap_or("");
+                let error = error
+                    .strip_prefix(name.as_str())
+                    .and_then(|e| e.strip_prefix(": "))
+                    .unwrap_or(error);
+                s.push_str(&format!("  {name}: {error}\n"));
             }
         }
         s
@@ -143,7 +156,11 @@ impl SyncReport {
             .map(|a| {
                 serde_json::json!({
                     "source": a.source, "account": a.account, "mode": a.mode,
-                    "status": if a.error.is_some() { "failed" } else { "ok" },
+                    "status": match (&a.error, a.mode.as_str()) {
+                        (None, _) => "ok",
+                        (Some(_), SKIPPED) => "skipped",
+                        (Some(_), _) => "failed",
+                    },
                     "seq": a.seq, "upserted": a.upserted, "deleted": a.deleted,
                     "pages": a.pages, "requests": a.requests, "retries": a.retries,
                     "bytes": a.bytes, "seconds": a.seconds,
@@ -154,16 +171,21 @@ impl SyncReport {
             })
             .collect();
         let sum = |f: fn(&AccountReport) -> i64| self.accounts.iter().map(f).sum::<i64>();
-        let failed = self.failed().len();
+        let skipped = self.accounts.iter().filter(|a| a.mode == SKIPPED).count();
+        let failed = self.failed().len() - skipped;
         serde_json::json!({
             "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            "level": if failed == 0 { "INFO" } else { "ERROR" },
+            "level": match (failed, skipped) {
+                (0, 0) => "INFO",
+                (0, _) => "WARN",
+                _ => "ERROR",
+            },
             "fields": {
                 "message": "sync finished",
                 "run_id": self.run_id,
                 "accounts": accounts,
                 "totals": {
-                    "accounts": self.accounts.len(), "failed": failed,
+                    "accounts": self.accounts.len(), "failed": failed, "skipped": skipped,
                     "upserted": sum(|a| a.upserted), "deleted": sum(|a| a.deleted),
                     "requests": sum(|a| a.requests as i64), "bytes": sum(|a| a.bytes as i64),
                 },
@@ -176,6 +198,9 @@ impl SyncReport {
 /// The target of the per-account result events, which text logs leave to the summary
 /// table unless the level is `debug` or finer.
 pub const ACCOUNT_TARGET: &str = "contacts_etl::account";
+
+/// The mode of an account a run left to another sync holding its lease.
+pub const SKIPPED: &str = "skipped";
 
 /// A stable hash for sharding (FNV-1a), the same on every machine and build.
 pub fn shard_of(source: &str, account: &str, n: u32) -> u32 {
@@ -465,9 +490,13 @@ struct PendingAccount {
     ctx: RunContext,
     started: Instant,
     mode: SyncMode,
+    /// Left to another sync that holds the account's lease: nothing extracted or recorded.
+    skipped: bool,
     /// The committer's answer to come, or the error that stopped the run before it
     /// (already handed to the committer to record).
     commit: std::result::Result<tokio::sync::oneshot::Receiver<RunResult>, Error>,
+    /// The account's lease, given up once its run has landed (none for a skipped one).
+    lease: Option<Lease>,
 }
 
 impl AccountRun {
@@ -493,6 +522,43 @@ impl AccountRun {
             SyncMode::Incremental
         };
         let started = Instant::now();
+        // One sync of an account at a time: one that another sync holds is left to it
+        // at once, before anything is extracted.
+        let lease = match self
+            .lake
+            .take_lease(self.source.name(), &self.account, &self.run_id)
+            .await
+        {
+            Ok(Leased::Held(l)) => Some(l),
+            Ok(Leased::Busy(holder)) => {
+                committer.skip().await;
+                return PendingAccount {
+                    at: self,
+                    ctx,
+                    started,
+                    mode,
+                    skipped: true,
+                    commit: Err(Error::Concurrent(format!(
+                        "another sync holds this account: {}; left to it (a lease ends with its run, or {} s after its last renewal)",
+                        holder.describe(),
+                        crate::lake::lease::STALE_AFTER.as_secs()
+                    ))),
+                    lease: None,
+                };
+            }
+            Err(e) => {
+                committer.skip().await;
+                return PendingAccount {
+                    at: self,
+                    ctx,
+                    started,
+                    mode,
+                    skipped: false,
+                    commit: Err(e),
+                    lease: None,
+                };
+            }
+        };
         let commit = match self.prepare(states, &ctx, &mut mode).await {
             Ok(run) => Ok(committer.submit(run).await),
             Err(e) => {
@@ -513,7 +579,9 @@ impl AccountRun {
             ctx,
             started,
             mode,
+            skipped: false,
             commit,
+            lease,
         }
     }
 
@@ -569,7 +637,9 @@ impl PendingAccount {
             ctx,
             started,
             mode,
+            skipped,
             commit,
+            lease,
         } = self;
         let (source, lake, account) = (at.source.as_ref(), at.lake.as_ref(), at.account.as_str());
         let committed: Result<CommitOutcome> = match commit {
@@ -594,6 +664,9 @@ impl PendingAccount {
             }
             _ => None,
         };
+        if let Some(l) = lease {
+            l.release().await;
+        }
         if let Some(pb) = &ctx.progress {
             pb.finish_and_clear();
         }
@@ -602,7 +675,7 @@ impl PendingAccount {
         let mut rep = AccountReport {
             source: source.name().into(),
             account: account.into(),
-            mode: mode.as_str().into(),
+            mode: if skipped { SKIPPED } else { mode.as_str() }.into(),
             upserted: 0,
             deleted: 0,
             pages,
@@ -647,6 +720,10 @@ impl PendingAccount {
                     seconds = rep.seconds,
                     "account synced"
                 );
+            }
+            Err(e) if skipped => {
+                tracing::warn!(target: ACCOUNT_TARGET, run_id = at.run_id, source = source.name(), account, reason = %e, "account skipped");
+                rep.error = Some(e.to_string());
             }
             Err(e) => {
                 tracing::error!(target: ACCOUNT_TARGET, run_id = at.run_id, source = source.name(), account, error = %e, "account failed");

@@ -35,6 +35,7 @@ pub mod committer;
 mod compact;
 mod index;
 mod keyed;
+pub mod lease;
 mod photos;
 mod provider;
 pub mod retry;
