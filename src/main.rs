@@ -711,13 +711,14 @@ async fn run_state(action: StateAction) -> Result<u8> {
         Some(done) => {
             // JSON logs have the library's event for it.
             if !JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
-                eprintln!(
-                    "{source}/{account}: {} as run {} (seq {}); {} contact(s) removed",
+                out(&format!(
+                    "{source}/{account}: {} as run {} (seq {}); {} contact(s) removed\n",
                     change.as_str(),
                     done.run_id,
                     done.seq,
                     done.deleted
-                );
+                ))
+                .or_else(keep_going_if_gone)?;
             }
             Ok(0)
         }
@@ -774,11 +775,13 @@ async fn run(cli: Cli) -> Result<u8> {
                 progress,
             };
             let report = contacts_etl::sync::run_sync(&p, &opts).await?;
-            // JSON logs get the summary as one event; text gets the table.
+            // JSON logs get the summary as one event beside the run's other events;
+            // text gets the table on stdout: a run's report is its output (README, "Where
+            // output goes"), its progress, warnings and errors are stderr's.
             if cli.log_format == LogFormat::Json {
                 eprintln!("{}", report.summary_event());
             } else {
-                eprint!("{}", report.summary());
+                out(&report.summary()).or_else(keep_going_if_gone)?;
             }
             Ok(if report.failed().is_empty() { 0 } else { 1 })
         }
@@ -931,7 +934,7 @@ async fn run(cli: Cli) -> Result<u8> {
                         ask_before_deleting(deletes, "photo(s)", &opts.source, approval).await
                     })
                     .await?;
-                eprint!("{}", report.summary());
+                out(&report.summary()).or_else(keep_going_if_gone)?;
                 return Ok(if report.failures() == 0 { 0 } else { 1 });
             }
             let json = log_json;
@@ -971,7 +974,7 @@ async fn run(cli: Cli) -> Result<u8> {
             };
             // With --log-format json the summary is the "apply finished" event.
             if !json {
-                eprint!("{}", report.summary());
+                out(&report.summary()).or_else(keep_going_if_gone)?;
             }
             Ok(if report.failures() == 0 { 0 } else { 1 })
         }

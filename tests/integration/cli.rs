@@ -209,7 +209,10 @@ fn the_readme_tour_runs_as_written_twice() {
             "round {round}: the tour failed ({:?})\nstdout:\n{stdout}\nstderr:\n{stderr}",
             out.status
         );
-        assert!(!stderr.contains("FAILED"), "round {round}:\n{stderr}");
+        assert!(
+            !stderr.contains("FAILED") && !stdout.contains("FAILED"),
+            "round {round}:\n{stdout}\n{stderr}"
+        );
         assert!(dir.path().join("contacts-lake/contacts").is_dir());
         let parquet = std::fs::read(dir.path().join("contacts.parquet")).unwrap();
         assert!(parquet.starts_with(b"PAR1") && parquet.ends_with(b"PAR1"));

@@ -470,9 +470,9 @@ pub async fn assert_failed_cleanly(
         );
     }
     assert!(
-        run.stderr.contains("FAILED"),
+        run.stdout.contains("FAILED"),
         "the summary reports it:\n{}",
-        run.stderr
+        run.stdout
     );
     assert_eq!(
         landed(pipeline, source, account).await,
