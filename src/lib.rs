@@ -36,6 +36,7 @@ pub mod demo;
 pub mod emulator;
 pub mod error;
 pub mod http;
+pub mod human;
 pub mod lake;
 pub mod model;
 pub mod plan;

@@ -77,7 +77,8 @@ enum Command {
     Status {
         /// The pipeline file.
         pipeline: PathBuf,
-        /// `text` (a table of 100 columns, errors cut) or `json` (every field whole).
+        /// `text` (a table that fits the terminal, 100 columns elsewhere; errors cut, their
+        /// cause first) or `json` (every field whole).
         #[arg(long, value_enum, default_value = "text")]
         format: ShowFormat,
     },
@@ -110,6 +111,10 @@ enum Command {
         /// sync_runs). One table at a Delta version: quote "contacts@v3" in the SQL.
         #[arg(long)]
         as_of_run: Option<String>,
+        /// A table with every value whole; without it, a table on a terminal (or within
+        /// COLUMNS) fits its width, long values cut with `…`.
+        #[arg(long)]
+        wide: bool,
     },
     /// Compute the diff between a desired state and the landed contacts: counts per
     /// operation, a sample of each kind (inserts, updates with each changed field's value
@@ -280,7 +285,8 @@ enum StateAction {
         /// Only this account.
         #[arg(long)]
         account: Option<String>,
-        /// `text` (cursors cut) or `json` (every field whole).
+        /// `text` (a table that fits the terminal; names and run ids whole, cursors cut) or
+        /// `json` (every field whole, times in RFC 3339).
         #[arg(long, value_enum, default_value = "text")]
         format: ShowFormat,
     },
@@ -427,6 +433,12 @@ fn output_format(format: Option<OutFormat>, output: Option<&str>) -> Result<OutF
     }
 }
 
+/// The width the tables of `status` and `state show` fit: the terminal's, or `COLUMNS`,
+/// else 100.
+fn table_width() -> usize {
+    contacts_etl::human::stdout_width().unwrap_or(contacts_etl::status::WIDTH)
+}
+
 /// Writes to stdout. A reader that went away (`| head`) is not an error of ours: the
 /// broken pipe comes back as an I/O error that `main` ends on quietly.
 fn out(text: &str) -> Result<()> {
@@ -499,8 +511,9 @@ fn init_logging(cli: &Cli) {
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| LogWriter)
-        // Colour only for a person: redirected stderr gets plain text.
-        .with_ansi(std::io::stderr().is_terminal());
+        // Colour only for a person who wants it: redirected stderr, or NO_COLOR set
+        // (https://no-color.org), gets plain text.
+        .with_ansi(std::io::stderr().is_terminal() && !contacts_etl::human::no_color());
     match cli.log_format {
         LogFormat::Json => b.json().init(),
         LogFormat::Text => b.with_target(false).init(),
@@ -687,7 +700,7 @@ async fn run_state(action: StateAction) -> Result<u8> {
             let p = contacts_etl::providers::load_pipeline(&pipeline)?;
             let accounts = state::show(&p, source.as_deref(), account.as_deref()).await?;
             out(&match format {
-                ShowFormat::Text => state::render(&accounts),
+                ShowFormat::Text => state::render_width(&accounts, table_width()),
                 ShowFormat::Json => state::render_json(&accounts)?,
             })?;
             return Ok(0);
@@ -789,7 +802,7 @@ async fn run(cli: Cli) -> Result<u8> {
             let p = contacts_etl::providers::load_pipeline(&pipeline)?;
             let st = contacts_etl::status::status(&p).await?;
             out(&match format {
-                ShowFormat::Text => st.render(),
+                ShowFormat::Text => st.render_width(table_width()),
                 ShowFormat::Json => st.render_json()?,
             })?;
             Ok(0)
@@ -801,6 +814,7 @@ async fn run(cli: Cli) -> Result<u8> {
             format,
             output,
             as_of_run,
+            wide,
         } => {
             let format = output_format(format, output.as_deref())?;
             if format == OutFormat::Parquet && output.is_none() {
@@ -822,7 +836,14 @@ async fn run(cli: Cli) -> Result<u8> {
                     );
                 }
                 (f, dest) => {
-                    let text = contacts_etl::sql::render(&batches, f.name())?;
+                    // A table on stdout fits the terminal unless --wide; in a file it is whole.
+                    let text = match (f, &dest) {
+                        (OutFormat::Table, None) if !wide => contacts_etl::sql::render_table(
+                            &batches,
+                            contacts_etl::human::stdout_width(),
+                        )?,
+                        _ => contacts_etl::sql::render(&batches, f.name())?,
+                    };
                     match dest {
                         Some(path) if path.contains("://") => {
                             return Err(Error::config(format!(
