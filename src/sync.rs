@@ -443,7 +443,7 @@ pub fn progress_style(unit: &'static str) -> indicatif::ProgressStyle {
             }
             _ => write!(w, "{} {unit}", s.pos()),
         };
-        let _ = write!(w, " {:.0}/s", s.per_sec());
+        let _ = write!(w, " {}", crate::human::rate(s.per_sec()));
     };
     indicatif::ProgressStyle::with_template("{spinner} {prefix:>28} {gauge} {elapsed}")
         .expect("a valid template")

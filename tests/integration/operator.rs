@@ -457,3 +457,51 @@ async fn a_second_sync_of_the_same_accounts_skips_them_at_once() {
     );
     crate::assert_lake_matches(&p, &emu).await;
 }
+
+/// `query` tables fit the width they are given (the terminal's, or COLUMNS): cells cut
+/// with `…`, `--wide` for whole values; an empty result says `(0 rows)`; SHOW TABLES and
+/// DESCRIBE list the tables and a table's columns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_tables_fit_and_say_when_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_emu, p, _) = two_runs(dir.path()).await;
+    let query = |sql: &str, extra: &[&str], columns: Option<&str>| {
+        let mut c = Command::new(crate::bin());
+        c.args(["query", p.as_str(), sql]).args(extra);
+        match columns {
+            Some(n) => c.env("COLUMNS", n),
+            None => c.env_remove("COLUMNS"),
+        };
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{sql}: {}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    // `raw` holds whole Atom entries, hundreds of characters each.
+    let sql = "SELECT id, raw FROM contacts WHERE source = 'shared' ORDER BY id LIMIT 3";
+    let fitted = query(sql, &[], Some("80"));
+    assert!(
+        fitted.lines().all(|l| l.chars().count() == 80),
+        "not 80 columns:\n{fitted}"
+    );
+    assert_eq!(fitted.lines().count(), 7, "{fitted}");
+    assert!(fitted.contains("…"), "{fitted}");
+    // Whole with --wide, and through a pipe without COLUMNS (a program reads it).
+    for whole in [query(sql, &["--wide"], Some("80")), query(sql, &[], None)] {
+        assert!(whole.contains("</entry>"), "{whole}");
+        assert!(!whole.contains("…"), "{whole}");
+    }
+    let empty = query("SELECT id FROM contacts WHERE false", &[], Some("80"));
+    assert_eq!(empty, "(0 rows)\n");
+    let tables = query("SHOW TABLES", &[], Some("120"));
+    for t in ["contacts", "contact_changes", "sync_runs", "contact_emails"] {
+        assert!(tables.contains(&format!(" {t} ")), "{tables}");
+    }
+    let columns = query("DESCRIBE contacts", &[], Some("120"));
+    for c in ["display_name", "emails", "_run_id"] {
+        assert!(columns.contains(&format!("| {c} ")), "{columns}");
+    }
+    assert!(
+        columns.lines().all(|l| l.chars().count() <= 120),
+        "{columns}"
+    );
+}

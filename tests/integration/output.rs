@@ -364,3 +364,145 @@ fn json_logs_hold_argument_errors_too() {
     assert_eq!(o.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&o.stdout).contains("Usage"));
 }
+
+/// Runs the binary on a terminal of 120 columns with `env` set, and returns the screen.
+fn on_a_terminal(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let quoted: Vec<String> = std::iter::once(crate::bin())
+        .chain(args.iter().copied())
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect();
+    let line = format!("stty cols 120; {}", quoted.join(" "));
+    let o = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("util-linux script");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+/// Whether `text` holds a colour (SGR) sequence: ESC `[`, digits and `;`, then `m`.
+/// The bars' own sequences (cursor moves, line clears) end in other letters.
+fn has_colour(text: &str) -> bool {
+    text.match_indices("\u{1b}[").any(|(i, _)| {
+        let rest = &text[i + 2..];
+        let params: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == ';')
+            .collect();
+        rest[params.len()..].starts_with('m')
+    })
+}
+
+/// Every rate on the screen (`…/s`) is a whole number with separators: `2,487/s`.
+fn rates_are_whole(screen: &str) -> bool {
+    screen.match_indices("/s").all(|(i, _)| {
+        let before: String = screen[..i]
+            .chars()
+            .rev()
+            .take_while(|c| !c.is_whitespace() && *c != '(')
+            .collect();
+        before.chars().all(|c| c.is_ascii_digit() || c == ',')
+    })
+}
+
+/// NO_COLOR (any non-empty value, https://no-color.org) turns colour off on a terminal;
+/// an empty NO_COLOR does not. A warning on a terminal is the coloured line to look at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_color_turns_colour_off_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(EmulatorConfig {
+        google_contacts: 50,
+        aurinko_accounts: 1,
+        aurinko_contacts: 50,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        &emu,
+        &PipelineSpec {
+            aurinko_accounts: vec!["101".into()],
+            ..Default::default()
+        },
+    );
+    let ps = p.to_str().unwrap();
+    crate::assert_ok(&crate::sync(&p, false).await);
+    for (no_color, coloured) in [("1", false), ("", true)] {
+        // An expired cursor is a warning: a log line on the terminal.
+        emu.expire_aurinko_tokens();
+        let (ok, screen) = on_a_terminal(&["sync", ps], &[("NO_COLOR", no_color)]);
+        assert!(ok, "{screen}");
+        assert!(screen.contains("WARN"), "no warning to look at:\n{screen}");
+        assert_eq!(
+            has_colour(&screen),
+            coloured,
+            "NO_COLOR={no_color:?}:\n{screen:?}"
+        );
+    }
+}
+
+/// `apply` on a terminal draws its sync's progress before the plan (a large source is
+/// not silent for the seconds its sync takes) and its write bar, every rate a whole
+/// number; through a pipe it draws nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_draws_progress_on_a_terminal_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(EmulatorConfig {
+        google_contacts: 2000,
+        aurinko_accounts: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        &emu,
+        &PipelineSpec {
+            page_size: 100,
+            ..Default::default()
+        },
+    );
+    let ps = p.to_str().unwrap();
+    let apply = |notes: &str| {
+        vec![
+            "apply".to_string(),
+            ps.to_string(),
+            "--source".into(),
+            "shared".into(),
+            "--mode".into(),
+            "update".into(),
+            "--desired".into(),
+            format!("SELECT account, id, etag, '{notes}' AS notes FROM contacts"),
+        ]
+    };
+    // The first apply's sync is a full extract of 2,000 contacts, 20 pages.
+    let args = apply("first");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, screen) = on_a_terminal(&args, &[]);
+    assert!(ok, "{screen}");
+    let plan_at = screen.find("~ update").expect("the plan");
+    assert!(
+        screen[..plan_at].contains("/2000 contacts"),
+        "no sync progress before the plan:\n{screen}"
+    );
+    assert!(screen.contains("writing"), "no write bar:\n{screen}");
+    assert!(rates_are_whole(&screen), "{screen}");
+
+    let args = apply("second");
+    let o = Command::new(crate::bin())
+        .args(&args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        !err.contains('\u{1b}') && !err.contains("contacts ") && !err.contains("writing"),
+        "progress through a pipe:\n{err}"
+    );
+}
