@@ -227,8 +227,12 @@ enum Command {
     /// Run the emulators of both APIs until interrupted; prints the base URL first.
     ///
     /// Google feed: {URL}/m8/feeds/contacts/{domain}/full (Bearer <token>).
-    /// Aurinko:     {URL}/v1/contacts/sync (Bearer <token>-<account id>, ids 101, 102, …).
-    /// Admin:       {URL}/_emulator/truth/google, /_emulator/mutate, /_emulator/stats.
+    ///
+    /// Aurinko: {URL}/v1/contacts/sync (Bearer <token>-<account id>, ids 101, 102, …).
+    ///
+    /// Admin: {URL}/_emulator/truth/google, /_emulator/mutate, /_emulator/stats.
+    ///
+    /// Each run is a new server: the cursors and etags of an earlier one are expired.
     #[command(after_help = EMULATOR_EXAMPLES)]
     Emulator {
         /// Port on 127.0.0.1 (0 picks a free one).

@@ -322,9 +322,20 @@ fn help_names_every_provider_and_table_and_describes_every_option() {
     // An option's description stands after it on its line (the short layout) or on the
     // next line (the long one); an option without one has only `[default: …]` there.
     for cmd in [
-        "demo", "sync", "status", "query", "plan", "apply", "emulator", "schema",
+        "demo",
+        "sync",
+        "status",
+        "query",
+        "plan",
+        "apply",
+        "emulator",
+        "schema",
+        "state show",
+        "state reset",
+        "state drop",
     ] {
-        let text = help(&[cmd, "--help"]);
+        let args: Vec<&str> = cmd.split(' ').chain(["--help"]).collect();
+        let text = help(&args);
         let lines: Vec<&str> = text.lines().collect();
         for (i, l) in lines.iter().enumerate() {
             let t = l.trim_start();
