@@ -139,11 +139,11 @@ pub fn no_color() -> bool {
 /// `"the cause (ctx: ctx)"`. The messages of this crate name where (source, account,
 /// page, request) before what happened; a line cut at the terminal's edge should keep
 /// what happened. Leading parts are context while they are short and read as a place
-/// (no `(`, `;` or `,`, not an `HTTP …` status), and the cause is never empty.
+/// (at most 40 bytes, no `;` or `,`, not an `HTTP …` status), and the cause is never
+/// empty.
 pub fn cause_first(msg: &str) -> String {
     let parts: Vec<&str> = msg.split(": ").collect();
-    let is_place =
-        |p: &str| p.len() <= 60 && !p.contains(['(', ';', ',']) && !p.starts_with("HTTP ");
+    let is_place = |p: &str| p.len() <= 40 && !p.contains([';', ',']) && !p.starts_with("HTTP ");
     let context = parts
         .iter()
         .take(parts.len().saturating_sub(1))
@@ -195,5 +195,11 @@ mod tests {
             "HTTP 503: over quota (shared: page 3)"
         );
         assert_eq!(cause_first("no context here"), "no context here");
+        assert_eq!(
+            cause_first(
+                "crm account 102: sync start (attempt 1): the API refused the credentials (401 Token invalid); refresh the token"
+            ),
+            "the API refused the credentials (401 Token invalid); refresh the token (crm account 102: sync start (attempt 1))"
+        );
     }
 }

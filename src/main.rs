@@ -794,11 +794,13 @@ async fn run(cli: Cli) -> Result<u8> {
             let report = contacts_etl::sync::run_sync(&p, &opts).await?;
             // JSON logs get the summary as one event beside the run's other events;
             // text gets the table on stdout: a run's report is its output (README, "Where
-            // output goes"), its progress, warnings and errors are stderr's.
+            // output goes"); its progress, warnings and errors are stderr's.
             if cli.log_format == LogFormat::Json {
                 eprintln!("{}", report.summary_event());
             } else {
-                out(&report.summary()).or_else(keep_going_if_gone)?;
+                out(&report.table()).or_else(keep_going_if_gone)?;
+                // Why an account failed is a diagnostic: said once, on stderr.
+                eprint!("{}", report.problems());
             }
             Ok(if report.failed().is_empty() { 0 } else { 1 })
         }

@@ -75,8 +75,15 @@ impl SyncReport {
         self.accounts.iter().filter(|a| a.error.is_some()).collect()
     }
 
-    /// The one-screen summary printed at the end of a run.
+    /// The one-screen summary of a run: [`SyncReport::table`], then
+    /// [`SyncReport::problems`].
     pub fn summary(&self) -> String {
+        format!("{}{}", self.table(), self.problems())
+    }
+
+    /// The run's report, what `sync` prints on stdout: a line per account with its
+    /// figures, the photos, and a last line that counts what synced, failed or was skipped.
+    pub fn table(&self) -> String {
         let mut s = format!("sync run {}\n", self.run_id);
         s.push_str(&format!(
             "{:<20} {:<24} {:<12} {:>9} {:>8} {:>6} {:>8} {:>7} {:>8}\n",
@@ -112,25 +119,23 @@ impl SyncReport {
                 ));
             }
         }
-        let failed: Vec<&AccountReport> = self
-            .failed()
-            .into_iter()
-            .filter(|a| a.mode != SKIPPED)
-            .collect();
-        let skipped: Vec<&AccountReport> =
-            self.accounts.iter().filter(|a| a.mode == SKIPPED).collect();
-        if failed.is_empty() && skipped.is_empty() {
-            s.push_str(&format!("all {} account(s) synced\n", self.accounts.len()));
-        }
-        for (list, what) in [(failed, "FAILED"), (skipped, "skipped")] {
-            if list.is_empty() {
-                continue;
-            }
-            s.push_str(&format!(
-                "{} of {} account(s) {what}:\n",
-                list.len(),
-                self.accounts.len()
-            ));
+        let (failed, skipped) = self.problem_accounts();
+        let n = self.accounts.len();
+        s.push_str(&match (failed.len(), skipped.len()) {
+            (0, 0) => format!("all {n} account(s) synced\n"),
+            (f, 0) => format!("{f} of {n} account(s) FAILED\n"),
+            (0, k) => format!("{k} of {n} account(s) skipped\n"),
+            (f, k) => format!("{f} of {n} account(s) FAILED, {k} skipped\n"),
+        });
+        s
+    }
+
+    /// Why each account failed or was skipped, one line each, as `sync` prints them on
+    /// stderr: `error: SOURCE/ACCOUNT: what happened`, `skipped: SOURCE/ACCOUNT: why`.
+    pub fn problems(&self) -> String {
+        let (failed, skipped) = self.problem_accounts();
+        let mut s = String::new();
+        for (list, what) in [(failed, "error"), (skipped, "skipped")] {
             for f in list {
                 // Errors that name their account already are not prefixed twice.
                 let name = format!("{}/{}", f.source, f.account);
@@ -139,10 +144,15 @@ impl SyncReport {
                     .strip_prefix(name.as_str())
                     .and_then(|e| e.strip_prefix(": "))
                     .unwrap_or(error);
-                s.push_str(&format!("  {name}: {error}\n"));
+                s.push_str(&format!("{what}: {name}: {error}\n"));
             }
         }
         s
+    }
+
+    /// The accounts that failed, and those left to another sync.
+    fn problem_accounts(&self) -> (Vec<&AccountReport>, Vec<&AccountReport>) {
+        self.failed().into_iter().partition(|a| a.mode != SKIPPED)
     }
 }
 
@@ -524,36 +534,15 @@ impl AccountRun {
         let started = Instant::now();
         // One sync of an account at a time: one that another sync holds is left to it
         // at once, before anything is extracted.
-        let lease = match self
-            .lake
-            .take_lease(self.source.name(), &self.account, &self.run_id)
-            .await
-        {
-            Ok(Leased::Held(l)) => Some(l),
-            Ok(Leased::Busy(holder)) => {
-                committer.skip().await;
+        let lease = match self.lease(committer).await {
+            Ok(l) => l,
+            Err((skipped, e)) => {
                 return PendingAccount {
                     at: self,
                     ctx,
                     started,
                     mode,
-                    skipped: true,
-                    commit: Err(Error::Concurrent(format!(
-                        "another sync holds this account: {}; left to it (a lease ends with its run, or {} s after its last renewal)",
-                        holder.describe(),
-                        crate::lake::lease::STALE_AFTER.as_secs()
-                    ))),
-                    lease: None,
-                };
-            }
-            Err(e) => {
-                committer.skip().await;
-                return PendingAccount {
-                    at: self,
-                    ctx,
-                    started,
-                    mode,
-                    skipped: false,
+                    skipped,
                     commit: Err(e),
                     lease: None,
                 };
@@ -581,8 +570,32 @@ impl AccountRun {
             mode,
             skipped: false,
             commit,
-            lease,
+            lease: Some(lease),
         }
+    }
+
+    /// The account's lease. Without it the account is over for this run, and the
+    /// committer is told: `(true, why)` when another sync holds it (a skip), `(false,
+    /// error)` when the lease could not be asked for.
+    async fn lease(&self, committer: &Committer) -> std::result::Result<Lease, (bool, Error)> {
+        let leased = self
+            .lake
+            .take_lease(self.source.name(), &self.account, &self.run_id)
+            .await;
+        let refused = match leased {
+            Ok(Leased::Held(l)) => return Ok(l),
+            Ok(Leased::Busy(holder)) => (
+                true,
+                Error::Concurrent(format!(
+                    "another sync holds this account: {}; left to it (a lease ends with its run, or {} s after its last renewal)",
+                    holder.describe(),
+                    crate::lake::lease::STALE_AFTER.as_secs()
+                )),
+            ),
+            Err(e) => (false, e),
+        };
+        committer.skip().await;
+        Err(refused)
     }
 
     /// The lake's state, the extract (full when there is no cursor, or again in full when

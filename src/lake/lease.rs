@@ -50,11 +50,14 @@ impl Holder {
         }
     }
 
-    /// Whether the holder is surely gone: a dead process on this host, or no renewal for
-    /// [`STALE_AFTER`].
-    fn is_gone(&self, now_ms: i64) -> bool {
+    /// Whether the holder of the lease at `path` is surely gone: a dead process on this
+    /// host, this process without the lease among its live ones (a run whose work was
+    /// dropped), or no renewal for [`STALE_AFTER`].
+    fn is_gone(&self, path: &Path, now_ms: i64) -> bool {
+        let here = self.host == host_name();
         now_ms - self.renewed_at_ms > STALE_AFTER.as_millis() as i64
-            || (self.host == host_name() && !process_alive(self.pid))
+            || (here && !process_alive(self.pid))
+            || (here && self.pid == std::process::id() && !live().contains(path.as_ref()))
     }
 
     /// The holder for people: `run R (pid P on host H, renewed 12s ago)`.
@@ -67,25 +70,58 @@ impl Holder {
     }
 }
 
-/// A held lease: renewed in the background until [`Lease::release`] (or its drop, which
-/// stops the renewal and leaves the file to expire).
+/// The lease files this process holds now.
+fn live() -> std::sync::MutexGuard<'static, std::collections::HashSet<String>> {
+    static LIVE: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+        std::sync::OnceLock::new();
+    LIVE.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// A held lease: renewed in the background until [`Lease::release`], or its drop (a run
+/// whose work was dropped), which stops the renewal and removes the file in the
+/// background.
 pub struct Lease {
     store: std::sync::Arc<dyn ObjectStore>,
     path: Path,
     run_id: String,
-    renew: tokio::task::JoinHandle<()>,
+    /// The renewal; none where the store cannot make a file only if it is absent (no
+    /// lease file was made: such a store gets no leases, only the commit's fencing).
+    renew: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.renew.abort();
+        let Some(r) = self.renew.take() else {
+            return;
+        };
+        r.abort();
+        live().remove(self.path.as_ref());
+        // Still ours (its run ends here); a process that exits first leaves the file to
+        // the next run, which finds its holder dead.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (store, path, run_id) =
+                (self.store.clone(), self.path.clone(), self.run_id.clone());
+            rt.spawn(async move {
+                if let Ok(Some(h)) = read_holder(store.as_ref(), &path).await
+                    && h.run_id == run_id
+                {
+                    let _ = store.delete(&path).await;
+                }
+            });
+        }
     }
 }
 
 impl Lease {
     /// Gives the lease up: stops renewing it and removes its file if it is still ours.
-    pub async fn release(self) {
-        self.renew.abort();
+    pub async fn release(mut self) {
+        let Some(renew) = self.renew.take() else {
+            return;
+        };
+        renew.abort();
+        live().remove(self.path.as_ref());
         if let Ok(Some(h)) = read_holder(self.store.as_ref(), &self.path).await
             && h.run_id == self.run_id
             && let Err(e) = self.store.delete(&self.path).await
@@ -117,22 +153,35 @@ impl Lake {
         for _ in 0..2 {
             match create(store.as_ref(), &path, &Holder::ours(run_id)).await {
                 Ok(()) => {
+                    live().insert(path.to_string());
                     let renew =
                         tokio::spawn(renew(store.clone(), path.clone(), run_id.to_string()));
                     return Ok(Leased::Held(Lease {
                         store,
                         path,
                         run_id: run_id.to_string(),
-                        renew,
+                        renew: Some(renew),
                     }));
                 }
                 Err(object_store::Error::AlreadyExists { .. }) => {}
+                Err(
+                    e @ (object_store::Error::NotImplemented { .. }
+                    | object_store::Error::NotSupported { .. }),
+                ) => {
+                    tracing::debug!(error = %e, "the store makes no create-only files: no sync lease");
+                    return Ok(Leased::Held(Lease {
+                        store,
+                        path,
+                        run_id: run_id.to_string(),
+                        renew: None,
+                    }));
+                }
                 Err(e) => return Err(lease_error(&path, e)),
             }
             match read_holder(store.as_ref(), &path).await {
                 // Gone between the create and the read: ask again.
                 Ok(None) => continue,
-                Ok(Some(h)) if !h.is_gone(chrono::Utc::now().timestamp_millis()) => {
+                Ok(Some(h)) if !h.is_gone(&path, chrono::Utc::now().timestamp_millis()) => {
                     return Ok(Leased::Busy(h));
                 }
                 // Expired, or unreadable (no sync writes that): taken over.
@@ -265,6 +314,7 @@ mod tests {
         ));
         first.release().await;
         assert!(!dir.path().join("_leases/src/acct.json").exists());
+
         assert!(matches!(
             lake.take_lease("src", "acct", "run-2").await.unwrap(),
             Leased::Held(_)
@@ -312,6 +362,33 @@ mod tests {
         assert!(matches!(
             lake.take_lease("src", "acct", "next").await.unwrap(),
             Leased::Busy(h) if h == live
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_run_of_this_process_that_was_dropped_holds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = lake(dir.path());
+        // Dropped without release (its future cancelled): the file goes in the background.
+        let Leased::Held(l) = lake.take_lease("src", "acct", "run-1").await.unwrap() else {
+            panic!("free");
+        };
+        drop(l);
+        assert!(matches!(
+            lake.take_lease("src", "acct", "run-2").await.unwrap(),
+            Leased::Held(_)
+        ));
+        // A file of this process that no live run holds (the removal never ran).
+        let ours = Holder::ours("run-3");
+        std::fs::create_dir_all(dir.path().join("_leases/src")).unwrap();
+        std::fs::write(
+            dir.path().join("_leases/src/other.json"),
+            serde_json::to_vec(&ours).unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(
+            lake.take_lease("src", "other", "run-4").await.unwrap(),
+            Leased::Held(_)
         ));
     }
 }

@@ -306,8 +306,18 @@ async fn status_fits_100_columns_in_human_units_and_speaks_json() {
         .value(0)
         .to_string();
     assert_eq!(bad["last_error"].as_str(), Some(whole.as_str()));
-    let shown: String = whole.chars().take(30).collect();
-    assert!(table.contains(&shown), "{table}");
+    // The table's line shows what happened first (the 401), where after it.
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("  crm/102 at "))
+        .unwrap_or_else(|| panic!("no failure line:\n{table}"));
+    let what = line.split_once(": ").unwrap().1;
+    assert!(what.contains("401"), "{line}");
+    let shown: String = contacts_etl::human::cause_first(&whole)
+        .chars()
+        .take(30)
+        .collect();
+    assert!(what.starts_with(&shown), "{line}\n{whole}");
     let good = rows.iter().find(|r| r["account"] == "101").unwrap();
     assert_eq!(
         (good["runs"].as_i64(), good["last_mode"].as_str()),
