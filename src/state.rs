@@ -10,8 +10,9 @@
 //!   pipeline.
 //!
 //! A reset and a drop are runs: each has a run id and a `sync_runs` row (mode `reset` or
-//! `drop`), commits like a sync (see [`crate::lake::state`]) and is asked for on a terminal
-//! first. The accounts are the lake's, not the pipeline's: an account removed from the
+//! `drop`), commits like a sync (see [`crate::lake::state`]), holds the account's lease as
+//! a sync does (one refuses, changing nothing, while a sync holds it) and is asked for on
+//! a terminal first. The accounts are the lake's, not the pipeline's: an account removed from the
 //! pipeline file can still be dropped, and no credential is read.
 
 use std::io::IsTerminal;
@@ -19,6 +20,7 @@ use std::io::IsTerminal;
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
+use crate::lake::lease::Leased;
 use crate::lake::state::{AccountRuns, StateChange};
 
 /// A change to one account's state.
@@ -124,10 +126,22 @@ pub async fn change(
         return Ok(None);
     }
     let run_id = crate::sync::new_run_id();
+    // Not under a sync of the account: it would fail that sync's commit, or this one.
+    let lease = match lake.take_lease(source, account, &run_id).await? {
+        Leased::Held(l) => l,
+        Leased::Busy(holder) => {
+            return Err(Error::Concurrent(format!(
+                "{source}/{account}: another sync holds this account: {}; nothing changed. Run the {} again once it is done",
+                holder.describe(),
+                change.as_str()
+            )));
+        }
+    };
     let done = match change {
         Change::Reset => lake.reset_account(source, account, &run_id).await?,
         Change::Drop => lake.drop_account(source, account, &run_id).await?,
     };
+    lease.release().await;
     tracing::info!(
         run_id = %done.run_id,
         source,
