@@ -137,14 +137,7 @@ impl SyncReport {
         let mut s = String::new();
         for (list, what) in [(failed, "error"), (skipped, "skipped")] {
             for f in list {
-                // Errors that name their account already are not prefixed twice.
-                let name = format!("{}/{}", f.source, f.account);
-                let error = f.error.as_deref().unwrap_or("");
-                let error = error
-                    .strip_prefix(name.as_str())
-                    .and_then(|e| e.strip_prefix(": "))
-                    .unwrap_or(error);
-                s.push_str(&format!("{what}: {name}: {error}\n"));
+                s.push_str(&format!("{what}: {}\n", named_once(f)));
             }
         }
         s
@@ -202,6 +195,26 @@ impl SyncReport {
             },
             "target": "contacts_etl::sync",
         })
+    }
+}
+
+/// An account's error with the account named once: `SOURCE/ACCOUNT: error`, unless the
+/// error's first part names it already (`crm account 102: page 1: …`).
+fn named_once(a: &AccountReport) -> String {
+    let name = format!("{}/{}", a.source, a.account);
+    let error = a.error.as_deref().unwrap_or("");
+    let error = error
+        .strip_prefix(name.as_str())
+        .and_then(|e| e.strip_prefix(": "))
+        .unwrap_or(error);
+    let first = error.split(": ").next().unwrap_or("");
+    let words: Vec<&str> = first
+        .split(|c: char| c.is_whitespace() || c == '/')
+        .collect();
+    if words.contains(&a.source.as_str()) && words.contains(&a.account.as_str()) {
+        error.to_string()
+    } else {
+        format!("{name}: {error}")
     }
 }
 
@@ -792,4 +805,53 @@ async fn sync_photos(
         )));
     }
     Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(error: &str) -> AccountReport {
+        AccountReport {
+            source: "crm".into(),
+            account: "102".into(),
+            mode: "incremental".into(),
+            upserted: 0,
+            deleted: 0,
+            pages: 0,
+            requests: 0,
+            retries: 0,
+            bytes: 0,
+            seconds: 0.0,
+            seq: None,
+            photos: None,
+            error: Some(error.into()),
+        }
+    }
+
+    #[test]
+    fn a_failure_names_its_account_once() {
+        for (error, said) in [
+            (
+                "crm/102: another sync committed first",
+                "crm/102: another sync committed first",
+            ),
+            (
+                "crm account 102: page 1: HTTP 401",
+                "crm account 102: page 1: HTTP 401",
+            ),
+            ("the lake is gone", "crm/102: the lake is gone"),
+        ] {
+            assert_eq!(named_once(&failed(error)), said);
+        }
+        let report = SyncReport {
+            run_id: "r".into(),
+            accounts: vec![failed("crm account 102: page 1: HTTP 401")],
+        };
+        assert!(report.table().ends_with("1 of 1 account(s) FAILED\n"));
+        assert_eq!(
+            report.problems(),
+            "error: crm account 102: page 1: HTTP 401\n"
+        );
+    }
 }
