@@ -13,6 +13,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("arrow_util", 2),
     ("config", 2),
     ("http", 2),
+    ("human", 2),
     ("xml", 2),
     ("model", 3),
     ("lake", 4),

@@ -3,11 +3,13 @@
 //! Moves contacts between contact APIs and a data lake:
 //!
 //! - **Sources** ([`providers`]) extract the full contact list, then incremental deltas,
-//!   from the Google Domain Shared Contacts API (GData v3, Atom XML) and the Aurinko
-//!   Contacts API (REST/JSON with sync tokens), into Arrow record batches of one unified
-//!   schema ([`schema`], `schemas/contacts.v1.json`).
+//!   from the Google Domain Shared Contacts API (GData v3, Atom XML), the Aurinko
+//!   Contacts API (REST/JSON with sync tokens) and CardDAV address books (RFC 6352, with
+//!   RFC 6578 sync tokens), into Arrow record batches of one unified schema ([`schema`],
+//!   `schemas/contacts.v1.json`).
 //! - **The lake** ([`lake`]) lands them as Delta Lake tables on local disk or S3; each
-//!   run's data and the cursor it advances to commit together.
+//!   run's data and the cursor it advances to commit together, and one sync at a time
+//!   holds an account ([`lake::lease`]).
 //! - **SQL** ([`sql`]) runs DataFusion over the lake, with time travel.
 //! - **The reverse sink** ([`plan`]) diffs a desired state against the landed contacts and
 //!   applies it back through batched, conflict-safe writes.
@@ -36,6 +38,7 @@ pub mod demo;
 pub mod emulator;
 pub mod error;
 pub mod http;
+pub mod human;
 pub mod lake;
 pub mod model;
 pub mod plan;

@@ -11,14 +11,15 @@ use contacts_etl::emulator::{Emulator, EmulatorConfig, FaultSpec};
 use contacts_etl::plan::review::Approval;
 use contacts_etl::{Error, Result};
 
-/// Extract contacts from Google Domain Shared Contacts and Aurinko into Delta Lake tables,
-/// query them with SQL, and write cleaned data back.
+/// Extract contacts from Google Domain Shared Contacts, Aurinko and CardDAV address books
+/// into Delta Lake tables, query them with SQL, and write cleaned data back.
 ///
 /// Start with `contacts-etl demo`: it runs the whole loop on built-in emulators.
 /// A pipeline file (see pipelines/*.toml) names a lake and the sources to sync; secrets
 /// come from environment variables it names, never from the command line.
 ///
-/// Exit codes: 0 success, 1 failure (e.g. an account failed), 2 bad usage or configuration.
+/// Exit codes: 0 success, 1 failure (e.g. an account failed), 2 bad usage or configuration,
+/// or a change declined at its question (nothing was changed).
 #[derive(Parser)]
 #[command(name = "contacts-etl", version, propagate_version = true)]
 struct Cli {
@@ -78,7 +79,8 @@ enum Command {
     Status {
         /// The pipeline file.
         pipeline: PathBuf,
-        /// `text` (a table of 100 columns, errors cut) or `json` (every field whole).
+        /// `text` (a table that fits the terminal, 100 columns elsewhere; errors cut, their
+        /// cause first) or `json` (every field whole).
         #[arg(long, value_enum, default_value = "text")]
         format: ShowFormat,
     },
@@ -90,8 +92,9 @@ enum Command {
         #[command(subcommand)]
         action: StateAction,
     },
-    /// Run SQL over the lake's tables (contacts, contact_changes, sync_runs,
-    /// writeback_results) and views (contact_emails, contact_phones).
+    /// Run read-only SQL over the lake's tables (contacts, contact_changes, sync_runs,
+    /// writeback_results, contact_photos) and views (contact_emails, contact_phones).
+    /// SHOW TABLES and DESCRIBE <table> list the tables and a table's columns.
     #[command(after_help = QUERY_EXAMPLES)]
     Query {
         /// The pipeline file.
@@ -110,6 +113,10 @@ enum Command {
         /// sync_runs). One table at a Delta version: quote "contacts@v3" in the SQL.
         #[arg(long)]
         as_of_run: Option<String>,
+        /// A table with every value whole; without it, a table on a terminal (or within
+        /// COLUMNS) fits its width, long values cut with `…`.
+        #[arg(long)]
+        wide: bool,
     },
     /// Compute the diff between a desired state and the landed contacts: counts per
     /// operation, a sample of each kind (inserts, updates with each changed field's value
@@ -162,7 +169,8 @@ enum Command {
         detailed_exitcode: bool,
     },
     /// Sync the source, compute the plan, and write it back to the API: Google batches of
-    /// at most 100 operations, Aurinko POST/PATCH/DELETE, each conditional on the etag.
+    /// at most 100 operations, Aurinko POST/PATCH/DELETE, CardDAV PUT/DELETE, each
+    /// conditional on the etag.
     /// Records one `writeback_results` row per operation and syncs again. Rerunning
     /// retries only what did not apply.
     ///
@@ -221,21 +229,31 @@ enum Command {
     /// Run the emulators of both APIs until interrupted; prints the base URL first.
     ///
     /// Google feed: {URL}/m8/feeds/contacts/{domain}/full (Bearer <token>).
-    /// Aurinko:     {URL}/v1/contacts/sync (Bearer <token>-<account id>, ids 101, 102, …).
-    /// Admin:       {URL}/_emulator/truth/google, /_emulator/mutate, /_emulator/stats.
+    ///
+    /// Aurinko: {URL}/v1/contacts/sync (Bearer <token>-<account id>, ids 101, 102, …).
+    ///
+    /// Admin: {URL}/_emulator/truth/google, /_emulator/mutate, /_emulator/stats.
+    ///
+    /// Each run is a new server: the cursors and etags of an earlier one are expired.
     #[command(after_help = EMULATOR_EXAMPLES)]
     Emulator {
         /// Port on 127.0.0.1 (0 picks a free one).
         #[arg(long, default_value_t = 8080)]
         port: u16,
+        /// The Google Workspace domain whose shared contacts the emulator serves.
         #[arg(long, default_value = "example.com")]
         google_domain: String,
+        /// Shared contacts generated for the Google domain.
         #[arg(long, default_value_t = 1000)]
         google_contacts: usize,
+        /// Aurinko accounts generated (ids 101, 102, …).
         #[arg(long, default_value_t = 3)]
         aurinko_accounts: usize,
+        /// Contacts generated per Aurinko account.
         #[arg(long, default_value_t = 1000)]
         aurinko_contacts: usize,
+        /// Seed of the synthetic people: the same seed gives the same people (a restarted
+        /// emulator still issues new etags and cursors, and expires the old ones).
         #[arg(long, default_value_t = 42)]
         seed: u64,
         /// Fault rates, e.g. "429=0.05,503=0.05,reset=0.01,truncate=0.01,slow=0.02".
@@ -273,7 +291,8 @@ enum StateAction {
         /// Only this account.
         #[arg(long)]
         account: Option<String>,
-        /// `text` (cursors cut) or `json` (every field whole).
+        /// `text` (a table that fits the terminal; names and run ids whole, cursors cut) or
+        /// `json` (every field whole, times in RFC 3339).
         #[arg(long, value_enum, default_value = "text")]
         format: ShowFormat,
     },
@@ -420,6 +439,12 @@ fn output_format(format: Option<OutFormat>, output: Option<&str>) -> Result<OutF
     }
 }
 
+/// The width the tables of `status` and `state show` fit: the terminal's, or `COLUMNS`,
+/// else 100.
+fn table_width() -> usize {
+    contacts_etl::human::stdout_width().unwrap_or(contacts_etl::status::WIDTH)
+}
+
 /// Writes to stdout. A reader that went away (`| head`) is not an error of ours: the
 /// broken pipe comes back as an I/O error that `main` ends on quietly.
 fn out(text: &str) -> Result<()> {
@@ -482,17 +507,19 @@ fn init_logging(cli: &Cli) {
         } else {
             format!("warn,deltalake_core=off,buoyant_kernel=off,contacts_etl={lvl}")
         };
-        // Text logs leave each account's result to the summary table, unless asked.
+        // Text logs leave each account's result, a failure included, to the summary
+        // table, unless asked: said once, not as a log line and again in the table.
         if cli.log_format == LogFormat::Text && !matches!(lvl.as_str(), "debug" | "trace") {
-            spec.push_str(&format!(",{}=warn", contacts_etl::sync::ACCOUNT_TARGET));
+            spec.push_str(&format!(",{}=off", contacts_etl::sync::ACCOUNT_TARGET));
         }
         tracing_subscriber::EnvFilter::new(spec)
     });
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| LogWriter)
-        // Colour only for a person: redirected stderr gets plain text.
-        .with_ansi(std::io::stderr().is_terminal());
+        // Colour only for a person who wants it: redirected stderr, or NO_COLOR set
+        // (https://no-color.org), gets plain text.
+        .with_ansi(std::io::stderr().is_terminal() && !contacts_etl::human::no_color());
     match cli.log_format {
         LogFormat::Json => b.json().init(),
         LogFormat::Text => b.with_target(false).init(),
@@ -679,7 +706,7 @@ async fn run_state(action: StateAction) -> Result<u8> {
             let p = contacts_etl::providers::load_pipeline(&pipeline)?;
             let accounts = state::show(&p, source.as_deref(), account.as_deref()).await?;
             out(&match format {
-                ShowFormat::Text => state::render(&accounts),
+                ShowFormat::Text => state::render_width(&accounts, table_width()),
                 ShowFormat::Json => state::render_json(&accounts)?,
             })?;
             return Ok(0);
@@ -703,17 +730,19 @@ async fn run_state(action: StateAction) -> Result<u8> {
         Some(done) => {
             // JSON logs have the library's event for it.
             if !JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
-                eprintln!(
-                    "{source}/{account}: {} as run {} (seq {}); {} contact(s) removed",
+                out(&format!(
+                    "{source}/{account}: {} as run {} (seq {}); {} contact(s) removed\n",
                     change.as_str(),
                     done.run_id,
                     done.seq,
                     done.deleted
-                );
+                ))
+                .or_else(keep_going_if_gone)?;
             }
             Ok(0)
         }
-        None => Ok(1),
+        // Declined: nothing was changed, as a declined apply (exit 2, "refused to start").
+        None => Ok(2),
     }
 }
 
@@ -765,11 +794,15 @@ async fn run(cli: Cli) -> Result<u8> {
                 progress,
             };
             let report = contacts_etl::sync::run_sync(&p, &opts).await?;
-            // JSON logs get the summary as one event; text gets the table.
+            // JSON logs get the summary as one event beside the run's other events;
+            // text gets the table on stdout: a run's report is its output (README, "Where
+            // output goes"); its progress, warnings and errors are stderr's.
             if cli.log_format == LogFormat::Json {
                 eprintln!("{}", report.summary_event());
             } else {
-                eprint!("{}", report.summary());
+                out(&report.table()).or_else(keep_going_if_gone)?;
+                // Why an account failed is a diagnostic: said once, on stderr.
+                eprint!("{}", report.problems());
             }
             // Writes a killed apply sent and never recorded are resolved against what
             // this sync landed (sync sits below plan, so the command calls it).
@@ -790,7 +823,7 @@ async fn run(cli: Cli) -> Result<u8> {
             let p = contacts_etl::providers::load_pipeline(&pipeline)?;
             let st = contacts_etl::status::status(&p).await?;
             out(&match format {
-                ShowFormat::Text => st.render(),
+                ShowFormat::Text => st.render_width(table_width()),
                 ShowFormat::Json => st.render_json()?,
             })?;
             Ok(0)
@@ -802,6 +835,7 @@ async fn run(cli: Cli) -> Result<u8> {
             format,
             output,
             as_of_run,
+            wide,
         } => {
             let format = output_format(format, output.as_deref())?;
             if format == OutFormat::Parquet && output.is_none() {
@@ -823,7 +857,14 @@ async fn run(cli: Cli) -> Result<u8> {
                     );
                 }
                 (f, dest) => {
-                    let text = contacts_etl::sql::render(&batches, f.name())?;
+                    // A table on stdout fits the terminal unless --wide; in a file it is whole.
+                    let text = match (f, &dest) {
+                        (OutFormat::Table, None) if !wide => contacts_etl::sql::render_table(
+                            &batches,
+                            contacts_etl::human::stdout_width(),
+                        )?,
+                        _ => contacts_etl::sql::render(&batches, f.name())?,
+                    };
                     match dest {
                         Some(path) if path.contains("://") => {
                             return Err(Error::config(format!(
@@ -935,7 +976,7 @@ async fn run(cli: Cli) -> Result<u8> {
                         ask_before_deleting(deletes, "photo(s)", &opts.source, approval).await
                     })
                     .await?;
-                eprint!("{}", report.summary());
+                out(&report.summary()).or_else(keep_going_if_gone)?;
                 return Ok(if report.failures() == 0 { 0 } else { 1 });
             }
             let json = log_json;
@@ -975,7 +1016,7 @@ async fn run(cli: Cli) -> Result<u8> {
             };
             // With --log-format json the summary is the "apply finished" event.
             if !json {
-                eprint!("{}", report.summary());
+                out(&report.summary()).or_else(keep_going_if_gone)?;
             }
             Ok(if report.failures() == 0 { 0 } else { 1 })
         }

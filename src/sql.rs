@@ -248,10 +248,7 @@ fn explain(ctx: &SessionContext, e: datafusion::error::DataFusionError) -> Error
 /// Renders batches as `table`, `csv` or `json` (JSON lines) text.
 pub fn render(batches: &[arrow::array::RecordBatch], format: &str) -> Result<String> {
     match format {
-        "table" => Ok(format!(
-            "{}\n",
-            arrow::util::pretty::pretty_format_batches(batches)?
-        )),
+        "table" => render_table(batches, None),
         "csv" => {
             let mut buf = Vec::new();
             {
@@ -279,6 +276,116 @@ pub fn render(batches: &[arrow::array::RecordBatch], format: &str) -> Result<Str
             "unknown format {other:?}: use table, csv, json or parquet"
         ))),
     }
+}
+
+/// A result as a text table (`query`'s default) whose lines fit `width` columns: the
+/// widest columns are narrowed first and their cells cut with `…`; `None` keeps every
+/// value whole. Line breaks in values show as spaces. An empty result is `(0 rows)`.
+pub fn render_table(batches: &[arrow::array::RecordBatch], width: Option<usize>) -> Result<String> {
+    use crate::human::{fit, pad, width_of};
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let Some(schema) = batches.first().map(|b| b.schema()).filter(|_| rows > 0) else {
+        return Ok("(0 rows)\n".into());
+    };
+    let header: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| fit(f.name(), usize::MAX))
+        .collect();
+    let cells = table_cells(batches)?;
+    let whole: Vec<usize> = (0..header.len())
+        .map(|c| {
+            cells
+                .iter()
+                .map(|r| width_of(&r[c]))
+                .chain([width_of(&header[c])])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let widths = match width {
+        Some(w) => fit_columns(&whole, w),
+        None => whole,
+    };
+    let rule = format!(
+        "+{}+\n",
+        widths
+            .iter()
+            .map(|w| "-".repeat(w + 2))
+            .collect::<Vec<_>>()
+            .join("+")
+    );
+    let line = |r: &[String]| {
+        let mut s = String::from("|");
+        for (v, w) in r.iter().zip(&widths) {
+            s.push_str(&format!(" {} |", pad(&fit(v, *w), *w)));
+        }
+        s.push('\n');
+        s
+    };
+    let mut out = rule.clone();
+    out.push_str(&line(&header));
+    out.push_str(&rule);
+    for r in &cells {
+        out.push_str(&line(r));
+    }
+    out.push_str(&rule);
+    Ok(out)
+}
+
+/// Every cell of the result as text (null as an empty cell), row by row.
+fn table_cells(batches: &[arrow::array::RecordBatch]) -> Result<Vec<Vec<String>>> {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let options = FormatOptions::default();
+    let mut rows = Vec::new();
+    for b in batches {
+        let formatters = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        for i in 0..b.num_rows() {
+            rows.push(
+                formatters
+                    .iter()
+                    .map(|f| crate::human::fit(&f.value(i).to_string(), usize::MAX))
+                    .collect(),
+            );
+        }
+    }
+    Ok(rows)
+}
+
+/// Column widths that fit `total` columns of table (with its `| ` and ` |` borders): the
+/// widest columns give way first, none below 6 (or its whole width, if less); a table
+/// that cannot fit even so keeps those widths.
+fn fit_columns(whole: &[usize], total: usize) -> Vec<usize> {
+    let border = 3 * whole.len() + 1;
+    let room = total.saturating_sub(border);
+    if whole.iter().sum::<usize>() <= room {
+        return whole.to_vec();
+    }
+    // The largest cap such that the capped widths fit, then the room left goes to the
+    // capped columns, left to right.
+    let floor = |w: usize| w.min(6);
+    let mut cap = whole.iter().copied().max().unwrap_or(0);
+    while cap > 6
+        && whole
+            .iter()
+            .map(|&w| w.min(cap).max(floor(w)))
+            .sum::<usize>()
+            > room
+    {
+        cap -= 1;
+    }
+    let mut widths: Vec<usize> = whole.iter().map(|&w| w.min(cap).max(floor(w))).collect();
+    let mut left = room.saturating_sub(widths.iter().sum());
+    for (w, &full) in widths.iter_mut().zip(whole) {
+        let more = (full - *w).min(left);
+        *w += more;
+        left -= more;
+    }
+    widths
 }
 
 /// CSV cannot hold lists or structs: render those columns as JSON text.
@@ -366,4 +473,58 @@ pub async fn write_parquet(
         std::fs::write(path, buf).map_err(|e| Error::config(format!("--output {dest}: {e}")))?;
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn batch(notes: &[Option<&str>]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("n", DataType::Int64, false),
+            Field::new("notes", DataType::Utf8, true),
+        ]));
+        let ids: Vec<String> = (0..notes.len()).map(|i| format!("id-{i}")).collect();
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(ids)),
+                Arc::new(Int64Array::from_iter_values(0..notes.len() as i64)),
+                Arc::new(StringArray::from(notes.to_vec())),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn tables_fit_their_width_cutting_the_widest_cells() {
+        let long = "x".repeat(5000);
+        let b = batch(&[Some(&long), Some("line one\nline two"), None]);
+        let text = render_table(std::slice::from_ref(&b), Some(60)).unwrap();
+        for l in text.lines() {
+            assert_eq!(crate::human::width_of(l), 60, "{text}");
+        }
+        // The short columns stay whole; the long value is cut with an ellipsis.
+        assert!(text.contains("| id-0 | 0 | xxxx"), "{text}");
+        assert!(text.contains("x… |"), "{text}");
+        assert!(text.contains("line one line two"), "{text}");
+        // Whole, the value is all there, on one line.
+        let whole = render_table(&[b], None).unwrap();
+        assert!(
+            whole.contains(&long) && whole.lines().count() == 7,
+            "{whole}"
+        );
+    }
+
+    #[test]
+    fn an_empty_result_says_so() {
+        assert_eq!(render_table(&[], Some(80)).unwrap(), "(0 rows)\n");
+        assert_eq!(render_table(&[batch(&[])], None).unwrap(), "(0 rows)\n");
+    }
 }

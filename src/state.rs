@@ -10,8 +10,9 @@
 //!   pipeline.
 //!
 //! A reset and a drop are runs: each has a run id and a `sync_runs` row (mode `reset` or
-//! `drop`), commits like a sync (see [`crate::lake::state`]) and is asked for on a terminal
-//! first. The accounts are the lake's, not the pipeline's: an account removed from the
+//! `drop`), commits like a sync (see [`crate::lake::state`]), holds the account's lease as
+//! a sync does (one refuses, changing nothing, while a sync holds it) and is asked for on
+//! a terminal first. The accounts are the lake's, not the pipeline's: an account removed from the
 //! pipeline file can still be dropped, and no credential is read.
 
 use std::io::IsTerminal;
@@ -19,6 +20,7 @@ use std::io::IsTerminal;
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
+use crate::lake::lease::Leased;
 use crate::lake::state::{AccountRuns, StateChange};
 
 /// A change to one account's state.
@@ -124,10 +126,22 @@ pub async fn change(
         return Ok(None);
     }
     let run_id = crate::sync::new_run_id();
+    // Not under a sync of the account: it would fail that sync's commit, or this one.
+    let lease = match lake.take_lease(source, account, &run_id).await? {
+        Leased::Held(l) => l,
+        Leased::Busy(holder) => {
+            return Err(Error::Concurrent(format!(
+                "{source}/{account}: another sync holds this account: {}; nothing changed. Run the {} again once it is done",
+                holder.describe(),
+                change.as_str()
+            )));
+        }
+    };
     let done = match change {
         Change::Reset => lake.reset_account(source, account, &run_id).await?,
         Change::Drop => lake.drop_account(source, account, &run_id).await?,
     };
+    lease.release().await;
     tracing::info!(
         run_id = %done.run_id,
         source,
@@ -195,28 +209,74 @@ fn capitalised(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// `state show` as a table of 99 columns (the full cursor is in `--format json`).
+/// `state show` as a table of 100 columns: see [`render_width`].
 pub fn render(accounts: &[AccountRuns]) -> String {
-    let mut s = format!(
-        "{:<26} {:>4} {:<18} {:<29} {:<11} STATUS\n",
-        "SOURCE/ACCOUNT", "SEQ", "CURSOR", "LAST RUN", "MODE"
+    render_width(accounts, 100)
+}
+
+/// `state show` as a table within `width` columns. Names and run ids are never cut (a
+/// name longer than its column stands on a line of its own above its row); the cursor
+/// takes the room left and is cut with `…` (whole in `--format json`).
+pub fn render_width(accounts: &[AccountRuns], width: usize) -> String {
+    let names: Vec<String> = accounts
+        .iter()
+        .map(|a| format!("{}/{}", a.source, a.account))
+        .collect();
+    let name_w = names
+        .iter()
+        .map(|n| human::width_of(n))
+        .filter(|&w| w <= 40)
+        .chain([14])
+        .max()
+        .unwrap_or(14);
+    let run_w = accounts
+        .iter()
+        .filter_map(|a| a.last.as_ref().map(|r| human::width_of(&r.run_id)))
+        .chain([8])
+        .max()
+        .unwrap_or(8);
+    // name, seq, cursor, run, mode (11), status (6), with a space between each.
+    let cursor_w = width
+        .saturating_sub(name_w + 4 + run_w + 11 + 6 + 5)
+        .max(15);
+    let line = |name: &str, seq: &str, cursor: &str, run: &str, mode: &str, status: &str| {
+        let l = format!(
+            "{} {seq:>4} {} {} {} {status}",
+            human::pad(name, name_w),
+            human::pad(&human::fit(cursor, cursor_w), cursor_w),
+            human::pad(run, run_w),
+            human::pad(&human::fit(mode, 11), 11),
+        );
+        format!("{}\n", l.trim_end())
+    };
+    let mut s = line(
+        "SOURCE/ACCOUNT",
+        "SEQ",
+        "CURSOR",
+        "LAST RUN",
+        "MODE",
+        "STATUS",
     );
-    for a in accounts {
+    for (a, name) in accounts.iter().zip(&names) {
         let (run, mode, status) = match &a.last {
             Some(r) => (r.run_id.as_str(), r.mode.as_str(), r.status.as_str()),
             None => ("-", "-", "-"),
         };
-        let line = format!(
-            "{:<26} {:>4} {:<18} {:<29} {:<11} {:<6}",
-            human::fit(&format!("{}/{}", a.source, a.account), 26),
-            a.seq,
-            human::fit(a.cursor.as_deref().unwrap_or("none: next full"), 18),
-            human::fit(run, 29),
-            human::fit(mode, 11),
-            human::fit(status, 6),
-        );
-        s.push_str(line.trim_end());
-        s.push('\n');
+        let shown = if human::width_of(name) > name_w {
+            s.push_str(name);
+            s.push('\n');
+            ""
+        } else {
+            name.as_str()
+        };
+        s.push_str(&line(
+            shown,
+            &a.seq.to_string(),
+            a.cursor.as_deref().unwrap_or("none: next full"),
+            run,
+            mode,
+            status,
+        ));
     }
     s
 }
@@ -229,94 +289,72 @@ pub fn render_json(accounts: &[AccountRuns]) -> Result<String> {
     Ok(s)
 }
 
-/// Numbers, sizes, times and ages for people.
-pub mod human {
-    /// `n` with thousands separators: `60,000`.
-    pub fn count(n: i64) -> String {
-        let digits = n.unsigned_abs().to_string();
-        let mut out = String::new();
-        for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i).is_multiple_of(3) {
-                out.push(',');
-            }
-            out.push(c);
-        }
-        if n < 0 { format!("-{out}") } else { out }
-    }
+/// Numbers, sizes, times and ages for people (the crate's [`crate::human`]).
+pub use crate::human;
 
-    /// A byte count in B, KB, MB, GB (powers of 1000, one decimal).
-    pub fn bytes(n: i64) -> String {
-        let units = ["B", "KB", "MB", "GB", "TB"];
-        let mut v = n as f64;
-        let mut u = 0;
-        while v >= 1000.0 && u + 1 < units.len() {
-            v /= 1000.0;
-            u += 1;
-        }
-        if u == 0 {
-            format!("{n} B")
-        } else {
-            format!("{v:.1} {}", units[u])
-        }
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lake::state::RunRow;
 
-    /// The time from `then_us` to `now_us` in its largest unit: `42s ago`, `3m ago`,
-    /// `5h ago`, `2d ago`.
-    pub fn ago(then_us: i64, now_us: i64) -> String {
-        let s = (now_us - then_us).max(0) / 1_000_000;
-        match s {
-            0..=59 => format!("{s}s ago"),
-            60..=3599 => format!("{}m ago", s / 60),
-            3600..=86_399 => format!("{}h ago", s / 3600),
-            _ => format!("{}d ago", s / 86_400),
+    fn account(source: &str, account: &str, cursor: &str) -> AccountRuns {
+        let run = RunRow {
+            run_id: "20261206T235746.180Z-bcda40b7".into(),
+            seq: Some(12),
+            mode: "incremental".into(),
+            status: "ok".into(),
+            started_at_us: 0,
+            finished_at_us: 0,
+            upserted: 0,
+            deleted: 0,
+            bytes: 0,
+            error: None,
+            cursor: Some(cursor.into()),
+        };
+        AccountRuns {
+            source: source.into(),
+            account: account.into(),
+            seq: 12,
+            cursor: Some(cursor.into()),
+            held: 5,
+            last_ok: Some(run.clone()),
+            last: Some(run),
+            failures_since: 0,
+            last_failure: None,
         }
     }
 
-    /// A UTC time at second precision: `2026-12-01 23:10:05Z`.
-    pub fn utc_seconds(us: i64) -> String {
-        chrono::DateTime::from_timestamp_micros(us)
-            .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
-            .unwrap_or_else(|| us.to_string())
-    }
-
-    /// A UTC time at second precision in RFC 3339: `2026-12-01T23:10:05Z`.
-    pub fn rfc3339_seconds(us: i64) -> String {
-        chrono::DateTime::from_timestamp_micros(us)
-            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-            .unwrap_or_else(|| us.to_string())
-    }
-
-    /// `s` cut to `width` characters, ending in `…` when cut; one line.
-    pub fn fit(s: &str, width: usize) -> String {
-        let s = s.replace(['\n', '\r'], " ");
-        if s.chars().count() <= width {
-            return s;
+    #[test]
+    fn state_show_cuts_cursors_never_names_or_runs() {
+        let long_name = "a-very-long-account-name-that-no-column-holds.example.com";
+        let cursor = format!("{{\"updated_min\":\"{}\"}}", "x".repeat(300));
+        let accounts = [
+            account("shared_contacts", "example.com", &cursor),
+            account("shared_contacts", long_name, "short"),
+        ];
+        for width in [100, 200] {
+            let text = render_width(&accounts, width);
+            assert!(text.lines().all(|l| human::width_of(l) <= width), "{text}");
+            assert!(text.contains("shared_contacts/example.com "), "{text}");
+            assert!(
+                text.lines()
+                    .any(|l| l == format!("shared_contacts/{long_name}")),
+                "{text}"
+            );
+            assert_eq!(
+                text.matches("20261206T235746.180Z-bcda40b7").count(),
+                2,
+                "{text}"
+            );
+            assert!(
+                text.contains("{\"updated_min\":\"x") && text.contains("x…"),
+                "{text}"
+            );
         }
-        let mut out: String = s.chars().take(width.saturating_sub(1)).collect();
-        out.push('…');
-        out
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn people_read_these() {
-            assert_eq!(count(0), "0");
-            assert_eq!(count(999), "999");
-            assert_eq!(count(60_000), "60,000");
-            assert_eq!(count(-1_234_567), "-1,234,567");
-            assert_eq!(bytes(512), "512 B");
-            assert_eq!(bytes(1_234_567), "1.2 MB");
-            let m = 1_000_000;
-            assert_eq!(ago(0, 42 * m), "42s ago");
-            assert_eq!(ago(0, 185 * m), "3m ago");
-            assert_eq!(ago(0, 7300 * m), "2h ago");
-            assert_eq!(ago(0, 3 * 86_400 * m), "3d ago");
-            assert_eq!(utc_seconds(1_764_630_605_123_456), "2025-12-01 23:10:05Z");
-            assert_eq!(fit("abcdef", 4), "abc…");
-            assert_eq!(fit("ab\ncd", 9), "ab cd");
-        }
+        // The wider the terminal, the more of the cursor it shows.
+        assert!(
+            render_width(&accounts, 200).matches('x').count()
+                > render_width(&accounts, 100).matches('x').count()
+        );
     }
 }

@@ -1,12 +1,13 @@
 //! `status`: per source and account, what the lake holds and how its runs went — contacts
 //! held, runs, the last success and its age (the age of the cursor the next sync continues
-//! from), its changes and bytes, and the failures since — in a table that fits 100 columns
-//! (errors cut, whole in `--format json`).
+//! from), its changes and bytes, and the failures since — in a table that fits the
+//! terminal (100 columns elsewhere; names never cut, errors cut with their cause first,
+//! whole in `--format json`).
 
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
+use crate::human;
 use crate::lake::state::AccountRuns;
-use crate::state::human;
 
 /// One account's line of `status`, as `--format json` prints it (times in RFC 3339 at
 /// second precision, UTC).
@@ -136,57 +137,81 @@ fn of_account(a: &AccountRuns, now_us: i64) -> AccountStatus {
     }
 }
 
-/// The widest line of the text table.
+/// The width of the text table where no terminal says otherwise.
 pub const WIDTH: usize = 100;
 
+/// The widest the name column grows before a longer name goes on a line of its own.
+const NAME_WIDTH: usize = 28;
+
 impl Status {
-    /// The table: one line per account, then one line per account with failures, each cut
-    /// to [`WIDTH`] columns.
+    /// The table in [`WIDTH`] columns: see [`Status::render_width`].
     pub fn render(&self) -> String {
+        self.render_width(WIDTH)
+    }
+
+    /// The table: one line per account, then one line per account with failures, each
+    /// within `width` columns. An account's name is never cut: one longer than its column
+    /// stands on a line of its own above its figures. A failure line shows what happened
+    /// first and where after it, and is cut at the width (whole in `--format json`).
+    pub fn render_width(&self, width: usize) -> String {
         if self.accounts.is_empty() {
             return format!(
                 "no runs yet: the lake at {} holds no account. Run `contacts-etl sync PIPELINE` first.\n",
                 self.lake
             );
         }
-        let mut s = format!(
-            "{:<28} {:>9} {:>5}  {:<11}  {:<8}  {:<13} {:>8} {:>5}\n",
-            "SOURCE/ACCOUNT", "HELD", "RUNS", "LAST MODE", "LAST OK", "CHANGES", "FETCHED", "FAILS"
-        );
-        for a in &self.accounts {
-            let ok_at = a.cursor_age_s.map(|age| self.now_us - age * 1_000_000);
-            s.push_str(&format!(
-                "{:<28} {:>9} {:>5}  {:<11}  {:<8}  {:<13} {:>8} {:>5}\n",
-                human::fit(&format!("{}/{}", a.source, a.account), 28),
-                human::count(a.held),
-                a.runs,
-                human::fit(a.last_mode.as_deref().unwrap_or("-"), 11),
-                ok_at.map_or("never".into(), |t| human::ago(t, self.now_us)),
-                match (a.upserted, a.deleted) {
-                    (Some(u), Some(d)) =>
-                        human::fit(&format!("+{} -{}", human::count(u), human::count(d)), 13),
-                    _ => "-".into(),
-                },
-                a.bytes.map_or("-".into(), human::bytes),
-                a.failures_since,
-            ));
-        }
-        let failing: Vec<&AccountStatus> = self
+        let names: Vec<String> = self
             .accounts
             .iter()
-            .filter(|a| a.failures_since > 0)
+            .map(|a| format!("{}/{}", a.source, a.account))
+            .collect();
+        let name_w = names
+            .iter()
+            .map(|n| human::width_of(n))
+            .filter(|&w| w <= NAME_WIDTH)
+            .chain([14])
+            .max()
+            .unwrap_or(14);
+        let mut s = format!(
+            "{} {:>9} {:>5}  {:<11}  {:<8}  {:<13} {:>8} {:>5}\n",
+            human::pad("SOURCE/ACCOUNT", name_w),
+            "HELD",
+            "RUNS",
+            "LAST MODE",
+            "LAST OK",
+            "CHANGES",
+            "FETCHED",
+            "FAILS"
+        );
+        for (a, name) in self.accounts.iter().zip(&names) {
+            let shown = if human::width_of(name) > name_w {
+                s.push_str(name);
+                s.push('\n');
+                ""
+            } else {
+                name.as_str()
+            };
+            s.push_str(&self.figures(a, shown, name_w));
+        }
+        let failing: Vec<(&AccountStatus, &String)> = self
+            .accounts
+            .iter()
+            .zip(&names)
+            .filter(|(a, _)| a.failures_since > 0)
             .collect();
         if !failing.is_empty() {
             s.push_str("failures since the last success (whole errors: status --format json):\n");
-            for a in failing {
-                let line = format!(
-                    "  {}/{} at {}: {}",
-                    a.source,
-                    a.account,
-                    a.last_failure.as_deref().unwrap_or("-"),
-                    a.last_error.as_deref().unwrap_or("")
-                );
-                s.push_str(&human::fit(&line, WIDTH));
+            for (a, name) in failing {
+                let error = a.last_error.as_deref().unwrap_or("");
+                // The name is said at the start of the line; the message need not repeat it.
+                let error = error
+                    .strip_prefix(name.as_str())
+                    .and_then(|e| e.strip_prefix(": "))
+                    .unwrap_or(error);
+                let head = format!("  {name} at {}: ", a.last_failure.as_deref().unwrap_or("-"));
+                let room = width.saturating_sub(human::width_of(&head)).max(20);
+                s.push_str(&head);
+                s.push_str(&human::fit(&human::cause_first(error), room));
                 s.push('\n');
             }
         }
@@ -208,10 +233,30 @@ impl Status {
         }
         s.push_str(&format!(
             "lake {} at {}\n",
-            human::fit(&self.lake, 60),
+            human::fit(&self.lake, width.saturating_sub(30).max(20)),
             human::utc_seconds(self.now_us)
         ));
         s
+    }
+
+    /// One account's figures, `name` in a column of `name_w`.
+    fn figures(&self, a: &AccountStatus, name: &str, name_w: usize) -> String {
+        let ok_at = a.cursor_age_s.map(|age| self.now_us - age * 1_000_000);
+        format!(
+            "{} {:>9} {:>5}  {:<11}  {:<8}  {:<13} {:>8} {:>5}\n",
+            human::pad(name, name_w),
+            human::count(a.held),
+            a.runs,
+            human::fit(a.last_mode.as_deref().unwrap_or("-"), 11),
+            ok_at.map_or("never".into(), |t| human::ago(t, self.now_us)),
+            match (a.upserted, a.deleted) {
+                (Some(u), Some(d)) =>
+                    human::fit(&format!("+{} -{}", human::count(u), human::count(d)), 13),
+                _ => "-".into(),
+            },
+            a.bytes.map_or("-".into(), human::bytes),
+            a.failures_since,
+        )
     }
 
     /// `--format json`: the accounts, every field whole.
@@ -278,5 +323,46 @@ mod tests {
             st.accounts[1].last_error.as_ref().unwrap().len(),
             "JSON keeps the whole error"
         );
+    }
+
+    #[test]
+    fn names_are_never_cut_and_errors_show_their_cause_first() {
+        let long = "an-account-with-a-name-longer-than-the-column";
+        let st = Status {
+            lake: "file:///lake/".into(),
+            now_us: 1_764_630_605_000_000,
+            accounts: vec![
+                account(long, None),
+                account(
+                    "104",
+                    Some(format!(
+                        "a_source_with_a_long_name/104: crm account 104: /sync/updated page 17 of {}: the API refused the credentials (401 Token invalid); refresh the account token",
+                        "the feed"
+                    )),
+                ),
+            ],
+        };
+        for width in [80, 100, 200] {
+            let text = st.render_width(width);
+            assert!(
+                text.lines()
+                    .any(|l| l == format!("a_source_with_a_long_name/{long}")),
+                "{text}"
+            );
+            // The figures take 86 columns; from there on, every line fits.
+            if width >= 86 {
+                assert!(text.lines().all(|l| human::width_of(l) <= width), "{text}");
+            }
+            let failure = text
+                .lines()
+                .find(|l| l.contains("at 2026-12-01T23:12:00Z"))
+                .unwrap();
+            assert!(
+                failure.starts_with(
+                    "  a_source_with_a_long_name/104 at 2026-12-01T23:12:00Z: the API refused the"
+                ),
+                "{failure}"
+            );
+        }
     }
 }

@@ -13,6 +13,7 @@ use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::http::Metrics;
 use crate::lake::committer::{Committer, GroupLimits, RunResult};
+use crate::lake::lease::{Lease, Leased};
 use crate::lake::{CommitOutcome, FailedRun, Lake, PreparedRun, RunFigures, RunStates};
 use crate::providers::{Photos, RunContext, Source, SyncMode};
 
@@ -74,8 +75,15 @@ impl SyncReport {
         self.accounts.iter().filter(|a| a.error.is_some()).collect()
     }
 
-    /// The one-screen summary printed at the end of a run.
+    /// The one-screen summary of a run: [`SyncReport::table`], then
+    /// [`SyncReport::problems`].
     pub fn summary(&self) -> String {
+        format!("{}{}", self.table(), self.problems())
+    }
+
+    /// The run's report, what `sync` prints on stdout: a line per account with its
+    /// figures, the photos, and a last line that counts what synced, failed or was skipped.
+    pub fn table(&self) -> String {
         let mut s = format!("sync run {}\n", self.run_id);
         s.push_str(&format!(
             "{:<20} {:<24} {:<12} {:>9} {:>8} {:>6} {:>8} {:>7} {:>8}\n",
@@ -111,25 +119,33 @@ impl SyncReport {
                 ));
             }
         }
-        let failed = self.failed();
-        if failed.is_empty() {
-            s.push_str(&format!("all {} account(s) synced\n", self.accounts.len()));
-        } else {
-            s.push_str(&format!(
-                "{} of {} account(s) FAILED:\n",
-                failed.len(),
-                self.accounts.len()
-            ));
-            for f in failed {
-                s.push_str(&format!(
-                    "  {}/{}: {}\n",
-                    f.source,
-                    f.account,
-                    f.error.as_deref().unwrap_or("")
-                ));
+        let (failed, skipped) = self.problem_accounts();
+        let n = self.accounts.len();
+        s.push_str(&match (failed.len(), skipped.len()) {
+            (0, 0) => format!("all {n} account(s) synced\n"),
+            (f, 0) => format!("{f} of {n} account(s) FAILED\n"),
+            (0, k) => format!("{k} of {n} account(s) skipped\n"),
+            (f, k) => format!("{f} of {n} account(s) FAILED, {k} skipped\n"),
+        });
+        s
+    }
+
+    /// Why each account failed or was skipped, one line each, as `sync` prints them on
+    /// stderr: `error: SOURCE/ACCOUNT: what happened`, `skipped: SOURCE/ACCOUNT: why`.
+    pub fn problems(&self) -> String {
+        let (failed, skipped) = self.problem_accounts();
+        let mut s = String::new();
+        for (list, what) in [(failed, "error"), (skipped, "skipped")] {
+            for f in list {
+                s.push_str(&format!("{what}: {}\n", named_once(f)));
             }
         }
         s
+    }
+
+    /// The accounts that failed, and those left to another sync.
+    fn problem_accounts(&self) -> (Vec<&AccountReport>, Vec<&AccountReport>) {
+        self.failed().into_iter().partition(|a| a.mode != SKIPPED)
     }
 }
 
@@ -143,7 +159,11 @@ impl SyncReport {
             .map(|a| {
                 serde_json::json!({
                     "source": a.source, "account": a.account, "mode": a.mode,
-                    "status": if a.error.is_some() { "failed" } else { "ok" },
+                    "status": match (&a.error, a.mode.as_str()) {
+                        (None, _) => "ok",
+                        (Some(_), SKIPPED) => "skipped",
+                        (Some(_), _) => "failed",
+                    },
                     "seq": a.seq, "upserted": a.upserted, "deleted": a.deleted,
                     "pages": a.pages, "requests": a.requests, "retries": a.retries,
                     "bytes": a.bytes, "seconds": a.seconds,
@@ -154,16 +174,21 @@ impl SyncReport {
             })
             .collect();
         let sum = |f: fn(&AccountReport) -> i64| self.accounts.iter().map(f).sum::<i64>();
-        let failed = self.failed().len();
+        let skipped = self.accounts.iter().filter(|a| a.mode == SKIPPED).count();
+        let failed = self.failed().len() - skipped;
         serde_json::json!({
             "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            "level": if failed == 0 { "INFO" } else { "ERROR" },
+            "level": match (failed, skipped) {
+                (0, 0) => "INFO",
+                (0, _) => "WARN",
+                _ => "ERROR",
+            },
             "fields": {
                 "message": "sync finished",
                 "run_id": self.run_id,
                 "accounts": accounts,
                 "totals": {
-                    "accounts": self.accounts.len(), "failed": failed,
+                    "accounts": self.accounts.len(), "failed": failed, "skipped": skipped,
                     "upserted": sum(|a| a.upserted), "deleted": sum(|a| a.deleted),
                     "requests": sum(|a| a.requests as i64), "bytes": sum(|a| a.bytes as i64),
                 },
@@ -173,9 +198,32 @@ impl SyncReport {
     }
 }
 
+/// An account's error with the account named once: `SOURCE/ACCOUNT: error`, unless the
+/// error's first part names it already (`crm account 102: page 1: …`).
+fn named_once(a: &AccountReport) -> String {
+    let name = format!("{}/{}", a.source, a.account);
+    let error = a.error.as_deref().unwrap_or("");
+    let error = error
+        .strip_prefix(name.as_str())
+        .and_then(|e| e.strip_prefix(": "))
+        .unwrap_or(error);
+    let first = error.split(": ").next().unwrap_or("");
+    let words: Vec<&str> = first
+        .split(|c: char| c.is_whitespace() || c == '/')
+        .collect();
+    if words.contains(&a.source.as_str()) && words.contains(&a.account.as_str()) {
+        error.to_string()
+    } else {
+        format!("{name}: {error}")
+    }
+}
+
 /// The target of the per-account result events, which text logs leave to the summary
 /// table unless the level is `debug` or finer.
 pub const ACCOUNT_TARGET: &str = "contacts_etl::account";
+
+/// The mode of an account a run left to another sync holding its lease.
+pub const SKIPPED: &str = "skipped";
 
 /// A stable hash for sharding (FNV-1a), the same on every machine and build.
 pub fn shard_of(source: &str, account: &str, n: u32) -> u32 {
@@ -418,7 +466,7 @@ pub fn progress_style(unit: &'static str) -> indicatif::ProgressStyle {
             }
             _ => write!(w, "{} {unit}", s.pos()),
         };
-        let _ = write!(w, " {:.0}/s", s.per_sec());
+        let _ = write!(w, " {}", crate::human::rate(s.per_sec()));
     };
     indicatif::ProgressStyle::with_template("{spinner} {prefix:>28} {gauge} {elapsed}")
         .expect("a valid template")
@@ -465,9 +513,13 @@ struct PendingAccount {
     ctx: RunContext,
     started: Instant,
     mode: SyncMode,
+    /// Left to another sync that holds the account's lease: nothing extracted or recorded.
+    skipped: bool,
     /// The committer's answer to come, or the error that stopped the run before it
     /// (already handed to the committer to record).
     commit: std::result::Result<tokio::sync::oneshot::Receiver<RunResult>, Error>,
+    /// The account's lease, given up once its run has landed (none for a skipped one).
+    lease: Option<Lease>,
 }
 
 impl AccountRun {
@@ -493,6 +545,22 @@ impl AccountRun {
             SyncMode::Incremental
         };
         let started = Instant::now();
+        // One sync of an account at a time: one that another sync holds is left to it
+        // at once, before anything is extracted.
+        let lease = match self.lease(committer).await {
+            Ok(l) => l,
+            Err((skipped, e)) => {
+                return PendingAccount {
+                    at: self,
+                    ctx,
+                    started,
+                    mode,
+                    skipped,
+                    commit: Err(e),
+                    lease: None,
+                };
+            }
+        };
         let commit = match self.prepare(states, &ctx, &mut mode).await {
             Ok(run) => Ok(committer.submit(run).await),
             Err(e) => {
@@ -513,8 +581,34 @@ impl AccountRun {
             ctx,
             started,
             mode,
+            skipped: false,
             commit,
+            lease: Some(lease),
         }
+    }
+
+    /// The account's lease. Without it the account is over for this run, and the
+    /// committer is told: `(true, why)` when another sync holds it (a skip), `(false,
+    /// error)` when the lease could not be asked for.
+    async fn lease(&self, committer: &Committer) -> std::result::Result<Lease, (bool, Error)> {
+        let leased = self
+            .lake
+            .take_lease(self.source.name(), &self.account, &self.run_id)
+            .await;
+        let refused = match leased {
+            Ok(Leased::Held(l)) => return Ok(l),
+            Ok(Leased::Busy(holder)) => (
+                true,
+                Error::Concurrent(format!(
+                    "another sync holds this account: {}; left to it (a lease ends with its run, or {} s after its last renewal)",
+                    holder.describe(),
+                    crate::lake::lease::STALE_AFTER.as_secs()
+                )),
+            ),
+            Err(e) => (false, e),
+        };
+        committer.skip().await;
+        Err(refused)
     }
 
     /// The lake's state, the extract (full when there is no cursor, or again in full when
@@ -569,7 +663,9 @@ impl PendingAccount {
             ctx,
             started,
             mode,
+            skipped,
             commit,
+            lease,
         } = self;
         let (source, lake, account) = (at.source.as_ref(), at.lake.as_ref(), at.account.as_str());
         let committed: Result<CommitOutcome> = match commit {
@@ -594,6 +690,9 @@ impl PendingAccount {
             }
             _ => None,
         };
+        if let Some(l) = lease {
+            l.release().await;
+        }
         if let Some(pb) = &ctx.progress {
             pb.finish_and_clear();
         }
@@ -602,7 +701,7 @@ impl PendingAccount {
         let mut rep = AccountReport {
             source: source.name().into(),
             account: account.into(),
-            mode: mode.as_str().into(),
+            mode: if skipped { SKIPPED } else { mode.as_str() }.into(),
             upserted: 0,
             deleted: 0,
             pages,
@@ -647,6 +746,10 @@ impl PendingAccount {
                     seconds = rep.seconds,
                     "account synced"
                 );
+            }
+            Err(e) if skipped => {
+                tracing::warn!(target: ACCOUNT_TARGET, run_id = at.run_id, source = source.name(), account, reason = %e, "account skipped");
+                rep.error = Some(e.to_string());
             }
             Err(e) => {
                 tracing::error!(target: ACCOUNT_TARGET, run_id = at.run_id, source = source.name(), account, error = %e, "account failed");
@@ -702,4 +805,53 @@ async fn sync_photos(
         )));
     }
     Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(error: &str) -> AccountReport {
+        AccountReport {
+            source: "crm".into(),
+            account: "102".into(),
+            mode: "incremental".into(),
+            upserted: 0,
+            deleted: 0,
+            pages: 0,
+            requests: 0,
+            retries: 0,
+            bytes: 0,
+            seconds: 0.0,
+            seq: None,
+            photos: None,
+            error: Some(error.into()),
+        }
+    }
+
+    #[test]
+    fn a_failure_names_its_account_once() {
+        for (error, said) in [
+            (
+                "crm/102: another sync committed first",
+                "crm/102: another sync committed first",
+            ),
+            (
+                "crm account 102: page 1: HTTP 401",
+                "crm account 102: page 1: HTTP 401",
+            ),
+            ("the lake is gone", "crm/102: the lake is gone"),
+        ] {
+            assert_eq!(named_once(&failed(error)), said);
+        }
+        let report = SyncReport {
+            run_id: "r".into(),
+            accounts: vec![failed("crm account 102: page 1: HTTP 401")],
+        };
+        assert!(report.table().ends_with("1 of 1 account(s) FAILED\n"));
+        assert_eq!(
+            report.problems(),
+            "error: crm account 102: page 1: HTTP 401\n"
+        );
+    }
 }

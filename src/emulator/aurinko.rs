@@ -78,6 +78,10 @@ pub struct AurinkoStore {
     accounts: BTreeMap<String, Account>,
     people: Generator,
     seed: u64,
+    /// This store's instance id, random per emulator: every token carries it, and a token
+    /// of another instance (an emulator process that is gone) is expired (410), as a real
+    /// server answers a token it never issued.
+    instance: u64,
     epoch: u64,
     page_size: usize,
     ready_after: u32,
@@ -99,6 +103,9 @@ struct Tok {
     h: Option<u64>,
     /// epoch
     e: u64,
+    /// the issuing store's instance id (absent in a token of an older emulator: expired)
+    #[serde(default)]
+    i: u64,
     /// issued at (ms)
     t: i64,
 }
@@ -378,6 +385,7 @@ impl AurinkoStore {
             accounts: BTreeMap::new(),
             people: Generator::new(cfg.seed ^ 0xA0),
             seed: cfg.seed,
+            instance: rand::random::<u64>() | 1,
             epoch: 1,
             page_size: cfg.aurinko_page_size.max(1),
             ready_after: cfg.aurinko_ready_after,
@@ -418,7 +426,8 @@ impl AurinkoStore {
     }
 
     fn etag(&self, id: &str, version: u64) -> String {
-        format!("{:016x}", hash64(self.seed ^ version, id))
+        // With the instance: a restarted emulator's records are new versions.
+        format!("{:016x}", hash64(self.seed ^ version ^ self.instance, id))
     }
 
     fn insert_person(&mut self, account: &str, now_ms: i64) -> String {
@@ -773,7 +782,7 @@ async fn sync_start(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Respons
         Err(r) => return r,
     };
     let ready_after = store.ready_after;
-    let epoch = store.epoch;
+    let (epoch, instance) = (store.epoch, store.instance);
     let a = store.accounts.get_mut(&acct).unwrap();
     a.sync_calls += 1;
     if a.sync_calls <= ready_after {
@@ -785,6 +794,7 @@ async fn sync_start(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Respons
         q: 0,
         h: None,
         e: epoch,
+        i: instance,
         t: now,
     });
     let d = enc(&Tok {
@@ -793,6 +803,7 @@ async fn sync_start(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Respons
         q: a.seq,
         h: None,
         e: epoch,
+        i: instance,
         t: now,
     });
     axum::Json(json!({"syncUpdatedToken": u, "syncDeletedToken": d, "ready": true})).into_response()
@@ -857,7 +868,10 @@ fn sync_page(s: &Shared, headers: &HeaderMap, q: SyncQuery, stream: &str) -> Res
             )
         };
     };
-    if tok.e != store.epoch || store.token_ttl_ms.is_some_and(|ttl| now - tok.t > ttl) {
+    if tok.i != store.instance
+        || tok.e != store.epoch
+        || store.token_ttl_ms.is_some_and(|ttl| now - tok.t > ttl)
+    {
         return error_response(StatusCode::GONE, "syncToken.expired", "syncToken expired.");
     }
     let a = &store.accounts[&acct];
@@ -902,6 +916,7 @@ fn sync_page(s: &Shared, headers: &HeaderMap, q: SyncQuery, stream: &str) -> Res
                 q: last,
                 h: Some(hi),
                 e: store.epoch,
+                i: store.instance,
                 t: now
             })),
         );
@@ -914,6 +929,7 @@ fn sync_page(s: &Shared, headers: &HeaderMap, q: SyncQuery, stream: &str) -> Res
                 q: hi,
                 h: None,
                 e: store.epoch,
+                i: store.instance,
                 t: now
             })),
         );

@@ -57,6 +57,13 @@ pub struct GoogleStore {
     base_url: String,
     max_results: usize,
     retention_ms: i64,
+    /// When this store was made (emulator time): it keeps no deletion placeholder from
+    /// before then, so an `updated-min` older than this (a cursor of an earlier emulator
+    /// process) is answered as the real API answers one older than its retention: 410.
+    born_ms: i64,
+    /// This store's instance id, random per emulator: in every etag, since a restarted
+    /// emulator's contacts are new versions (their `updated` and links differ).
+    instance: u64,
     token: String,
     oauth_tokens: HashMap<String, i64>,
     sa_public_key: Option<String>,
@@ -272,6 +279,8 @@ impl GoogleStore {
             base_url: base_url.to_string(),
             max_results: cfg.google_max_results.max(1),
             retention_ms: cfg.tombstone_retention_secs * 1000,
+            born_ms: now_ms,
+            instance: rand::random(),
             token: cfg.token.clone(),
             oauth_tokens: HashMap::new(),
             sa_public_key: cfg.service_account_public_key.clone(),
@@ -314,7 +323,7 @@ impl GoogleStore {
     }
 
     fn new_etag(&self, id: &str, version: u64) -> String {
-        let h = hash64(self.seed ^ version, id);
+        let h = hash64(self.seed ^ version ^ self.instance, id);
         let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         let s: String = (0..16)
             .map(|i| alphabet[((h >> (i * 4)) & 63) as usize ^ (i & 1)] as char)
@@ -1292,7 +1301,7 @@ fn feed(
     if show_deleted
         && q("requirealldeleted") == Some("true")
         && let Some(t) = updated_min
-        && t < now - store.retention_ms
+        && (t < now - store.retention_ms || t < store.born_ms)
     {
         return text_error(
             StatusCode::GONE,

@@ -54,13 +54,15 @@ pub type RunResult = std::result::Result<CommitOutcome, RunFailure>;
 enum Job {
     Run(Box<PreparedRun>, oneshot::Sender<RunResult>),
     Failed(FailedRun),
+    /// An account that left this run to another sync: nothing to land, only counted.
+    Skipped,
 }
 
 impl Job {
     fn bytes(&self) -> u64 {
         match self {
             Job::Run(r, _) => r.bytes(),
-            Job::Failed(_) => 0,
+            Job::Failed(_) | Job::Skipped => 0,
         }
     }
 }
@@ -86,8 +88,9 @@ pub struct Committer {
 impl Committer {
     /// A committer for a run of `expected` accounts, and the future that lands their runs
     /// (poll it beside the accounts, e.g. with `tokio::join!`; it ends when every handle
-    /// is dropped). Each account sends exactly one of [`Committer::submit`] or
-    /// [`Committer::record_failure`]; once all have, the last group is committed at once.
+    /// is dropped). Each account sends exactly one of [`Committer::submit`],
+    /// [`Committer::record_failure`] or [`Committer::skip`]; once all have, the last group
+    /// is committed at once.
     pub fn new(
         lake: Arc<Lake>,
         expected: usize,
@@ -114,6 +117,12 @@ impl Committer {
     pub async fn record_failure(&self, failed: FailedRun) {
         let _ = self.tx.send(Job::Failed(failed)).await;
     }
+
+    /// Says an account has nothing to land in this run (another sync holds it), so the
+    /// last group need not wait for it.
+    pub async fn skip(&self) {
+        let _ = self.tx.send(Job::Skipped).await;
+    }
 }
 
 async fn run(
@@ -126,12 +135,16 @@ async fn run(
     let mut received = 0usize;
     while let Some(first) = rx.recv().await {
         received += 1;
+        if matches!(first, Job::Skipped) {
+            continue;
+        }
         let deadline = tokio::time::Instant::now() + limits.wait;
         let mut bytes = first.bytes();
         let mut group = vec![first];
         while group.len() < limits.accounts && bytes < limits.bytes && received < expected {
             tokio::select! {
                 job = rx.recv() => match job {
+                    Some(Job::Skipped) => received += 1,
                     Some(job) => {
                         received += 1;
                         bytes += job.bytes();
@@ -163,6 +176,7 @@ async fn commit_group(lake: &Lake, group: Vec<Job>) -> usize {
                 runs.push(*r);
             }
             Job::Failed(f) => failures.push(f),
+            Job::Skipped => {}
         }
     }
     let accounts = runs.len();

@@ -33,8 +33,10 @@
 mod commit;
 pub mod committer;
 mod compact;
+mod imds;
 mod index;
 mod keyed;
+pub mod lease;
 mod photos;
 mod provider;
 pub mod retry;
@@ -231,9 +233,11 @@ fn sql_str(s: &str) -> String {
 /// Checks, before anything is opened, that an `s3://` lake has some way to get
 /// credentials: static keys (environment or `storage_options`), a profile, web identity,
 /// container credentials, `AWS_SKIP_SIGNATURE`, or an instance metadata service that
-/// answers. Without one, the S3 client would ask the metadata service again and again
-/// and fail after a dozen warnings; this says at once which settings to provide
-/// (a configuration error, exit 2). The metadata service is tried once, for a second.
+/// gives credentials ([`imds::gives_credentials`]: one that only answers, 403 or
+/// anything else, is none). Without one, the S3 client would ask the metadata service
+/// again and again and fail after a dozen warnings; this says at once which settings to
+/// provide (a configuration error, exit 2). Each request to the metadata service waits a
+/// second at most.
 pub fn check_storage_credentials(url: &url::Url, options: &HashMap<String, String>) -> Result<()> {
     if !matches!(url.scheme(), "s3" | "s3a") {
         return Ok(());
@@ -270,19 +274,11 @@ pub fn check_storage_credentials(url: &url::Url, options: &HashMap<String, Strin
         .or_else(|| get("EC2_METADATA_SERVICE_ENDPOINT"))
         .unwrap_or("http://169.254.169.254")
         .to_string();
-    let imds_answers = !truthy("EC2_METADATA_DISABLED")
-        && url::Url::parse(&endpoint)
-            .ok()
-            .and_then(|u| u.socket_addrs(|| Some(80)).ok())
-            .and_then(|a| a.first().copied())
-            .is_some_and(|a| {
-                std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(1)).is_ok()
-            });
-    if imds_answers {
+    if !truthy("EC2_METADATA_DISABLED") && imds::gives_credentials(&endpoint) {
         return Ok(());
     }
     Err(Error::config(format!(
-        "lake.url {url}: no S3 credentials. Export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_REGION; AWS_ENDPOINT_URL for an S3-compatible store), or AWS_PROFILE, or AWS_WEB_IDENTITY_TOKEN_FILE; or set them in [lake] storage_options (secrets by ${{VAR}}); or run where the instance metadata service answers (it does not at {endpoint}); AWS_SKIP_SIGNATURE=true reads a public bucket"
+        "lake.url {url}: no S3 credentials. Export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_REGION; AWS_ENDPOINT_URL for an S3-compatible store), or AWS_PROFILE, or AWS_WEB_IDENTITY_TOKEN_FILE; or set them in [lake] storage_options (secrets by ${{VAR}}); or run where the instance metadata service gives credentials (it gives none at {endpoint}); AWS_SKIP_SIGNATURE=true reads a public bucket"
     )))
 }
 

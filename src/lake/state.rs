@@ -38,9 +38,11 @@ pub struct RunRow {
     pub mode: String,
     /// `ok` or `failed`.
     pub status: String,
-    /// Microseconds since the epoch, UTC.
+    /// Microseconds since the epoch, UTC (in JSON: `started_at`, RFC 3339 as `status`).
+    #[serde(rename = "started_at", serialize_with = "rfc3339")]
     pub started_at_us: i64,
-    /// Microseconds since the epoch, UTC.
+    /// Microseconds since the epoch, UTC (in JSON: `finished_at`, RFC 3339).
+    #[serde(rename = "finished_at", serialize_with = "rfc3339")]
     pub finished_at_us: i64,
     /// Contacts upserted.
     pub upserted: i64,
@@ -52,6 +54,15 @@ pub struct RunRow {
     pub error: Option<String>,
     /// The cursor the run advanced to.
     pub cursor: Option<String>,
+}
+
+/// A time in microseconds as every JSON output of the tool writes times: RFC 3339 at the
+/// second, UTC (`2026-12-01T23:10:05Z`).
+fn rfc3339<S: serde::Serializer>(us: &i64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    let text = chrono::DateTime::from_timestamp_micros(*us)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| us.to_string());
+    s.serialize_str(&text)
 }
 
 /// What the lake holds for one account: its completed state and its run history in short.

@@ -453,10 +453,12 @@ async fn sync_source(
     p: &Pipeline,
     source: &str,
     accounts: &[String],
+    progress: bool,
 ) -> Result<Option<AccountReport>> {
     let sync_opts = SyncOptions {
         sources: vec![source.to_string()],
         accounts: accounts.to_vec(),
+        progress,
         ..Default::default()
     };
     let r = run_sync(p, &sync_opts).await?;
@@ -464,9 +466,14 @@ async fn sync_source(
 }
 
 /// Syncs one source (only `accounts`, when given) so a plan is computed against the API's
-/// current state.
-pub(crate) async fn sync_first(p: &Pipeline, source: &str, accounts: &[String]) -> Result<()> {
-    if let Some(f) = sync_source(p, source, accounts).await? {
+/// current state; with `progress`, its bars are drawn as a sync draws them.
+pub(crate) async fn sync_first(
+    p: &Pipeline,
+    source: &str,
+    accounts: &[String],
+    progress: bool,
+) -> Result<()> {
+    if let Some(f) = sync_source(p, source, accounts, progress).await? {
         return Err(Error::Other(format!(
             "apply needs a current lake, but syncing {}/{} failed: {}",
             f.source,
@@ -478,8 +485,13 @@ pub(crate) async fn sync_first(p: &Pipeline, source: &str, accounts: &[String]) 
 }
 
 /// Syncs one source after writing, so the lake shows what was written.
-pub(crate) async fn sync_after(p: &Pipeline, source: &str, accounts: &[String]) -> Result<()> {
-    if let Some(f) = sync_source(p, source, accounts).await? {
+pub(crate) async fn sync_after(
+    p: &Pipeline,
+    source: &str,
+    accounts: &[String],
+    progress: bool,
+) -> Result<()> {
+    if let Some(f) = sync_source(p, source, accounts, progress).await? {
         tracing::warn!(account = %f.account, error = f.error.as_deref().unwrap_or(""), "the sync after apply failed; the next sync will catch up");
     }
     Ok(())
@@ -547,8 +559,12 @@ pub async fn apply_controlled(
     // Bring the lake up to date first: the diff is against the API's current state, and
     // contacts created by an interrupted earlier apply are seen (by their key) and skipped.
     let t = std::time::Instant::now();
-    sync_first(p, &opts.source, &controls.accounts).await?;
+    sync_first(p, &opts.source, &controls.accounts, controls.progress).await?;
     let t = phase(&opts.source, "synced before planning", t);
+    let spinner = working(
+        controls.progress,
+        "planning: the desired state against the lake",
+    );
     let plan = plan_scoped(
         p,
         &opts.source,
@@ -556,7 +572,11 @@ pub async fn apply_controlled(
         opts.mode,
         &controls.accounts,
     )
-    .await?;
+    .await;
+    if let Some(s) = spinner {
+        s.finish_and_clear();
+    }
+    let plan = plan?;
     phase(&opts.source, "planned", t);
     execute(
         p,
@@ -605,8 +625,12 @@ pub async fn apply_saved(
     let mode = file.mode()?;
     let writer_source = writer_of(p, &source)?;
     let t = std::time::Instant::now();
-    sync_first(p, &source, &file.meta.scope).await?;
+    sync_first(p, &source, &file.meta.scope, controls.progress).await?;
     let t = phase(&source, "synced before checking the saved plan", t);
+    let spinner = working(
+        controls.progress,
+        "checking the saved plan against the lake",
+    );
     let lake = lake_of(p)?;
     let scope: Option<HashSet<String>> =
         (!file.meta.scope.is_empty()).then(|| file.meta.scope.iter().cloned().collect());
@@ -629,6 +653,9 @@ pub async fn apply_saved(
             foreign.join(", "),
             configured.join(", ")
         )));
+    }
+    if let Some(s) = spinner {
+        s.finish_and_clear();
     }
     phase(&source, "checked the saved plan", t);
     let controls = ApplyControls {
@@ -774,7 +801,7 @@ async fn execute(
     tracing::debug!(source = %name, ms = writing.as_millis() as u64, "wrote to the API");
     tracing::debug!(source = %name, ms = recording.as_millis() as u64, "recorded the results");
     let t = std::time::Instant::now();
-    sync_after(p, &name, &controls.accounts).await?;
+    sync_after(p, &name, &controls.accounts, controls.progress).await?;
     phase(&name, "synced after writing", t);
     let report = ApplyReport {
         apply_id,
@@ -807,15 +834,36 @@ async fn execute(
     Ok(report)
 }
 
+/// A spinner saying what an apply is doing between its sync and its writes (on a
+/// terminal: `progress`), drawn with the sync's bars so log lines land above it.
+fn working(progress: bool, what: &str) -> Option<indicatif::ProgressBar> {
+    progress.then(|| {
+        let s = crate::sync::progress_bars().add(indicatif::ProgressBar::new_spinner());
+        s.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        s.set_message(what.to_string());
+        s.enable_steady_tick(std::time::Duration::from_millis(120));
+        s
+    })
+}
+
 /// The progress bar of an apply's writes (stderr), advanced as each group of operations
-/// ends.
+/// ends; its rate is a whole number (`2,487/s`).
 fn write_bar(total: usize) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(total as u64);
+    let bar = crate::sync::progress_bars().add(indicatif::ProgressBar::new(total as u64));
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "writing {bar:30} {pos}/{len} operations ({per_sec}, {eta} left)",
+            "writing {bar:30} {pos}/{len} operations ({rate}, {eta} left)",
         )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .with_key(
+            "rate",
+            |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = w.write_str(&crate::human::rate(s.per_sec()));
+            },
+        ),
     );
     // The count moves per group of operations; the ticks keep the rate and ETA alive.
     bar.enable_steady_tick(std::time::Duration::from_millis(200));

@@ -527,7 +527,7 @@ pub async fn apply_photos_with(
             opts.source
         ))
     })?;
-    sync_first(p, &opts.source, &[]).await?;
+    sync_first(p, &opts.source, &[], false).await?;
     let plan = plan_photos(p, &opts.source, &opts.photos, opts.mode).await?;
     check_max_delete(
         plan.count(PhotoOpKind::Delete),
@@ -593,7 +593,7 @@ pub async fn apply_photos_with(
         results.extend(done);
     }
     if !plan.ops.is_empty() {
-        sync_after(p, &opts.source, &[]).await?;
+        sync_after(p, &opts.source, &[], false).await?;
     }
     Ok(PhotoApplyReport {
         apply_id,

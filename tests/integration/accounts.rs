@@ -253,15 +253,21 @@ async fn two_concurrent_syncs_of_many_small_accounts_never_corrupt_the_lake() {
         let spawn = || {
             Command::new(crate::bin())
                 .args(["sync", p.to_str().unwrap()])
-                .stdout(Stdio::null())
+                .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()
         };
         let (a, b) = (spawn(), spawn());
         for out in [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()] {
-            let err = String::from_utf8_lossy(&out.stderr);
-            // Either it won, or it says another sync got there first; never anything else.
+            // The report (stdout) and the diagnostics (stderr).
+            let err = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // Either it won, or it says another sync holds an account or got there
+            // first; never anything else.
             assert!(
                 out.status.success() || err.contains("another sync"),
                 "{err}"

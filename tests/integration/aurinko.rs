@@ -208,9 +208,13 @@ fn app_credentials_from_the_environment_authorize_the_cli() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("FAILED") && !stderr.contains("wrong-secret-123"),
-        "{stderr}"
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
     );
+    assert!(
+        stdout.contains("FAILED") && !stdout.contains("wrong-secret-123"),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("wrong-secret-123"), "{stderr}");
 }

@@ -1344,7 +1344,12 @@ pub async fn wrong_password(kind: Kind) {
         .args(["sync", p.to_str().unwrap()])
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    // The failure is in the run's report (stdout); nothing shows the password anywhere.
+    let err = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("401"), "{err}");
     assert!(

@@ -1,5 +1,6 @@
 //! The command line: schema, help, exit codes, shipped pipelines, and the demo.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
@@ -208,7 +209,10 @@ fn the_readme_tour_runs_as_written_twice() {
             "round {round}: the tour failed ({:?})\nstdout:\n{stdout}\nstderr:\n{stderr}",
             out.status
         );
-        assert!(!stderr.contains("FAILED"), "round {round}:\n{stderr}");
+        assert!(
+            !stderr.contains("FAILED") && !stdout.contains("FAILED"),
+            "round {round}:\n{stdout}\n{stderr}"
+        );
         assert!(dir.path().join("contacts-lake/contacts").is_dir());
         let parquet = std::fs::read(dir.path().join("contacts.parquet")).unwrap();
         assert!(parquet.starts_with(b"PAR1") && parquet.ends_with(b"PAR1"));
@@ -286,4 +290,123 @@ fn every_confirmation_takes_dash_y() {
         let text = String::from_utf8(out.stdout).unwrap();
         assert!(text.contains("-y, --yes"), "{cmd:?}:\n{text}");
     }
+}
+
+/// The help says what the tool does today: CardDAV in the top-level and `apply` help,
+/// every table in `query --help`, and a description for every option of every command.
+#[test]
+fn help_names_every_provider_and_table_and_describes_every_option() {
+    let help = |args: &[&str]| {
+        let o = Command::new(crate::bin()).args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+    assert!(
+        help(&["--help"]).contains("CardDAV"),
+        "{}",
+        help(&["--help"])
+    );
+    assert!(help(&["apply", "--help"]).contains("CardDAV"));
+    let query = help(&["query", "--help"]);
+    for t in [
+        "contacts",
+        "contact_changes",
+        "sync_runs",
+        "writeback_results",
+        "contact_photos",
+        "contact_emails",
+        "contact_phones",
+    ] {
+        assert!(query.contains(t), "query --help lacks {t}:\n{query}");
+    }
+    // An option's description stands after it on its line (the short layout) or on the
+    // next line (the long one); an option without one has only `[default: …]` there.
+    for cmd in [
+        "demo",
+        "sync",
+        "status",
+        "query",
+        "plan",
+        "apply",
+        "emulator",
+        "schema",
+        "state show",
+        "state reset",
+        "state drop",
+    ] {
+        let args: Vec<&str> = cmd.split(' ').chain(["--help"]).collect();
+        let text = help(&args);
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, l) in lines.iter().enumerate() {
+            let t = l.trim_start();
+            // Options stand 2 or 6 columns in; deeper lines continue a description.
+            if !(2..=6).contains(&(l.len() - t.len())) || !t.starts_with('-') {
+                continue;
+            }
+            let same_line = t.split_once("  ").map(|(_, d)| d.trim()).unwrap_or("");
+            let next = lines.get(i + 1).map(|n| n.trim()).unwrap_or("");
+            let described = if same_line.is_empty() {
+                next
+            } else {
+                same_line
+            };
+            assert!(
+                !described.is_empty() && !described.starts_with('[') && !described.starts_with('-'),
+                "`{cmd} --help`: {t} has no description:\n{text}"
+            );
+        }
+    }
+}
+
+/// The dev-dependencies turn on no feature of a normal dependency that the normal build
+/// lacks, so `cargo run --release --example …` after `cargo build --release` compiles the
+/// examples only, not the dependency tree again (a changed feature set of `serde` rebuilt
+/// 68 crates above it).
+#[test]
+fn the_dev_dependencies_change_no_feature_of_the_build() {
+    let tree = |edges: &str| {
+        let o = Command::new(env!("CARGO"))
+            .args(["tree", "--offline", "--target", "all", "--prefix", "none"])
+            .args(["-e", edges, "-f", "{p} {f}"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        // A package built for the host and the target can have two sets: each is kept.
+        let mut features = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
+        for line in String::from_utf8(o.stdout).unwrap().lines() {
+            let line = line.trim_end_matches(" (*)");
+            // "name vX.Y.Z[ (proc-macro)] feature,feature": one line per package.
+            let mut parts = line.splitn(3, ' ');
+            let (Some(name), Some(version)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            if version.starts_with('v') && !line.contains(" feature \"") {
+                let rest = parts.next().unwrap_or("").replace("(proc-macro)", "");
+                features
+                    .entry(format!("{name} {version}"))
+                    .or_default()
+                    .insert(rest.trim().to_string());
+            }
+        }
+        features
+    };
+    let build = tree("features,normal,build");
+    let with_dev = tree("features,normal,build,dev");
+    assert!(build.keys().any(|k| k.starts_with("serde ")), "{build:?}");
+    let changed: Vec<String> = build
+        .iter()
+        .filter(|(p, f)| with_dev.get(*p).is_some_and(|d| d != *f))
+        .map(|(p, f)| {
+            format!(
+                "{p}: {f:?} in the build, {:?} with the dev-dependencies",
+                with_dev[p]
+            )
+        })
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "give the normal dependency these features:\n{}",
+        changed.join("\n")
+    );
 }

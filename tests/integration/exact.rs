@@ -427,3 +427,49 @@ async fn desired_tables_need_only_the_contact_columns() {
     );
     assert_lake_matches(&p, &emu).await;
 }
+
+/// A restarted emulator (same seed, so the same contacts it began with) never issued the
+/// cursors of the one before: the Aurinko token is answered 410 and Google's `updated-min`,
+/// older than anything the new server keeps deletions for, 410 too. The next sync resyncs
+/// by itself and the lake equals the new emulator row by row; before, it synced `+0 -0`
+/// and kept what the old emulator's mutations had left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_emulator_expires_the_old_cursors_and_the_next_sync_resyncs() {
+    let cfg = EmulatorConfig {
+        google_contacts: 60,
+        aurinko_accounts: 2,
+        aurinko_contacts: 20,
+        ..Default::default()
+    };
+    let spec = PipelineSpec {
+        aurinko_accounts: vec!["101".into(), "102".into()],
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let first = Emulator::start(cfg.clone()).await.unwrap();
+    let p = write_pipeline(dir.path(), &first, &spec);
+    assert_ok(&sync(&p, false).await);
+    first.mutate_google(4, 4, 4);
+    first.mutate_aurinko(None, 3, 3, 3);
+    assert_ok(&sync(&p, false).await);
+    assert_lake_matches(&p, &first).await;
+    first.shutdown().await;
+
+    let second = Emulator::start(cfg).await.unwrap();
+    let p = write_pipeline(dir.path(), &second, &spec);
+    let report = sync(&p, false).await;
+    assert_ok(&report);
+    for a in &report.accounts {
+        assert_eq!(a.mode, "resync", "{}", report.summary());
+    }
+    assert_lake_matches(&p, &second).await;
+    // Its own cursors it honours: the next sync is incremental again.
+    second.mutate_google(1, 1, 0);
+    let report = sync(&p, false).await;
+    assert!(
+        report.accounts.iter().all(|a| a.mode == "incremental"),
+        "{}",
+        report.summary()
+    );
+    assert_lake_matches(&p, &second).await;
+}

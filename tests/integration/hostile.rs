@@ -470,9 +470,9 @@ pub async fn assert_failed_cleanly(
         );
     }
     assert!(
-        run.stderr.contains("FAILED"),
+        run.stdout.contains("FAILED"),
         "the summary reports it:\n{}",
-        run.stderr
+        run.stdout
     );
     assert_eq!(
         landed(pipeline, source, account).await,
@@ -1263,13 +1263,24 @@ async fn hostile_stopped_runs_leave_no_spill_and_dead_ones_are_swept() {
 
 /// An s3:// lake with no way to get credentials: exit 2 within seconds, naming the
 /// settings to provide, with no request anywhere but 127.0.0.1 (the metadata service is
-/// pointed at a closed local port, or switched off).
+/// pointed at a closed local port, at one that answers 403 to everything, at one that
+/// answers an HTML page to everything, or switched off). One clean message: no AWS SDK
+/// warning, no "Kernel error".
 #[tokio::test]
 async fn hostile_s3_lake_without_credentials_exits_2_quickly() {
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
+    let forbidden = Server::start(|_| Reply::Raw(http(403, "text/plain", b"Forbidden"))).await;
+    let portal = Server::start(|_| {
+        Reply::Raw(http(
+            200,
+            "text/html",
+            b"<html><body>Sign in to the Wi-Fi</body></html>",
+        ))
+    })
+    .await;
     let server = Server::other().await;
     let dir = workdir();
     let p = google_pipeline(dir.path(), &server.url, "");
@@ -1279,9 +1290,19 @@ async fn hostile_s3_lake_without_credentials_exits_2_quickly() {
     std::fs::write(&p, text).unwrap();
     let home = dir.path().to_str().unwrap();
     let imds = format!("http://127.0.0.1:{closed}");
+    // object_store reads AWS_METADATA_ENDPOINT, the AWS SDK AWS_EC2_METADATA_SERVICE_ENDPOINT.
+    let answering = |url| {
+        vec![
+            ("HOME", home),
+            ("AWS_METADATA_ENDPOINT", url),
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", url),
+        ]
+    };
     for env in [
         vec![("HOME", home), ("AWS_METADATA_ENDPOINT", imds.as_str())],
         vec![("HOME", home), ("AWS_EC2_METADATA_DISABLED", "true")],
+        answering(forbidden.url.as_str()),
+        answering(portal.url.as_str()),
     ] {
         for cmd in ["sync", "status"] {
             let started = std::time::Instant::now();
@@ -1300,8 +1321,21 @@ async fn hostile_s3_lake_without_credentials_exits_2_quickly() {
             ] {
                 assert!(run.stderr.contains(w), "{cmd}: {}", run.stderr);
             }
+            assert_eq!(
+                run.stderr.lines().count(),
+                1,
+                "{cmd} {env:?}: {}",
+                run.stderr
+            );
+            assert!(
+                !run.stderr.contains("WARN") && !run.stderr.contains("Kernel"),
+                "{cmd} {env:?}: {}",
+                run.stderr
+            );
         }
     }
+    // The metadata services were asked (a session token first), and refused or failed.
+    assert!(!forbidden.hits().is_empty() && !portal.hits().is_empty());
     assert_eq!(server.hits().len(), 0);
 }
 

@@ -352,8 +352,9 @@ fn every_help_example_runs_as_written() {
                 .output()
                 .unwrap();
             let err = String::from_utf8_lossy(&out.stderr);
+            let said = format!("{}{err}", String::from_utf8_lossy(&out.stdout));
             assert!(
-                out.status.success() && !err.contains("FAILED") && !err.contains("panicked"),
+                out.status.success() && !said.contains("FAILED") && !err.contains("panicked"),
                 "`{c} --help` example failed ({:?}):\n{ex}\nstdout:\n{}\nstderr:\n{err}",
                 out.status,
                 String::from_utf8_lossy(&out.stdout)
@@ -365,4 +366,142 @@ fn every_help_example_runs_as_written() {
     assert!(parquet.starts_with(b"PAR1"));
     assert!(dir.path().join("contacts.v1.json").exists());
     assert!(dir.path().join("contacts-lake/writeback_results").is_dir());
+}
+
+/// Two syncs of one pipeline at once (issue #37, item 7): the second finds every account
+/// leased by the first and leaves it at once, one line each, extracting nothing; the
+/// first lands everything, gives its leases up, and the lake equals the emulator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sync_of_the_same_accounts_skips_them_at_once() {
+    use contacts_etl::emulator::FaultSpec;
+    // Every request waits 1.5 s, so the first sync holds its accounts for several
+    // seconds: 6 Google pages of 5 (4 at a time), 10 Aurinko pages of 3 per account.
+    let emu = Emulator::start(EmulatorConfig {
+        google_contacts: 30,
+        aurinko_accounts: 2,
+        aurinko_contacts: 30,
+        aurinko_page_size: 3,
+        faults: FaultSpec::parse("slow=1,slow_ms=1500").unwrap(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        &emu,
+        &PipelineSpec {
+            aurinko_accounts: vec!["101".into(), "102".into()],
+            page_size: 5,
+            ..Default::default()
+        },
+    );
+    let ps = p.to_str().unwrap();
+    let mut first = Command::new(crate::bin())
+        .args(["sync", ps])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let leases = [
+        "lake/_leases/shared/example.com.json",
+        "lake/_leases/crm/101.json",
+        "lake/_leases/crm/102.json",
+    ];
+    let t0 = std::time::Instant::now();
+    while !leases.iter().all(|l| dir.path().join(l).exists()) {
+        assert!(t0.elapsed().as_secs() < 60, "the first sync took no lease");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let second = run(&["sync", ps]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&second.stdout),
+        stderr(&second)
+    );
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the second sync waited for the first:\n{text}"
+    );
+    assert_eq!(second.status.code(), Some(1), "{text}");
+    assert!(text.contains("3 of 3 account(s) skipped"), "{text}");
+    assert!(!text.contains("FAILED"), "{text}");
+    for name in ["shared/example.com", "crm/101", "crm/102"] {
+        // Said once, naming the holder: no log line besides the table's, no name twice.
+        assert_eq!(text.matches(name).count(), 1, "{name}:\n{text}");
+        let line = text.lines().find(|l| l.contains(name)).unwrap();
+        assert!(
+            line.contains("another sync holds this account") && line.contains("pid "),
+            "{line}"
+        );
+    }
+    // Its table: each account skipped, with no page read and no request sent.
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.get(2) == Some(&"skipped"))
+        .collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    for w in rows {
+        assert_eq!((w[5], w[6]), ("0", "0"), "pages and requests:\n{text}");
+    }
+    let out = first.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !dir.path().join("lake/_leases/crm/101.json").exists(),
+        "a finished sync left its lease"
+    );
+    crate::assert_lake_matches(&p, &emu).await;
+}
+
+/// `query` tables fit the width they are given (the terminal's, or COLUMNS): cells cut
+/// with `…`, `--wide` for whole values; an empty result says `(0 rows)`; SHOW TABLES and
+/// DESCRIBE list the tables and a table's columns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_tables_fit_and_say_when_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_emu, p, _) = two_runs(dir.path()).await;
+    let query = |sql: &str, extra: &[&str], columns: Option<&str>| {
+        let mut c = Command::new(crate::bin());
+        c.args(["query", p.as_str(), sql]).args(extra);
+        match columns {
+            Some(n) => c.env("COLUMNS", n),
+            None => c.env_remove("COLUMNS"),
+        };
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{sql}: {}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    // `raw` holds whole Atom entries, hundreds of characters each.
+    let sql = "SELECT id, raw FROM contacts WHERE source = 'shared' ORDER BY id LIMIT 3";
+    let fitted = query(sql, &[], Some("80"));
+    assert!(
+        fitted.lines().all(|l| l.chars().count() == 80),
+        "not 80 columns:\n{fitted}"
+    );
+    assert_eq!(fitted.lines().count(), 7, "{fitted}");
+    assert!(fitted.contains("…"), "{fitted}");
+    // Whole with --wide, and through a pipe without COLUMNS (a program reads it).
+    for whole in [query(sql, &["--wide"], Some("80")), query(sql, &[], None)] {
+        assert!(whole.contains("</entry>"), "{whole}");
+        assert!(!whole.contains("…"), "{whole}");
+    }
+    let empty = query("SELECT id FROM contacts WHERE false", &[], Some("80"));
+    assert_eq!(empty, "(0 rows)\n");
+    let tables = query("SHOW TABLES", &[], Some("120"));
+    for t in ["contacts", "contact_changes", "sync_runs", "contact_emails"] {
+        assert!(tables.contains(&format!(" {t} ")), "{tables}");
+    }
+    let columns = query("DESCRIBE contacts", &[], Some("120"));
+    for c in ["display_name", "emails", "_run_id"] {
+        assert!(columns.contains(&format!("| {c} ")), "{columns}");
+    }
+    assert!(
+        columns.lines().all(|l| l.chars().count() <= 120),
+        "{columns}"
+    );
 }

@@ -143,6 +143,7 @@ async fn text_logs_off_a_terminal_have_no_colour_and_leave_accounts_to_the_table
     let ps = p.to_str().unwrap();
     let o = run(&["sync", ps]);
     let err = String::from_utf8(o.stderr).unwrap();
+    let table = String::from_utf8(o.stdout).unwrap();
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
         !err.contains('\u{1b}'),
@@ -152,8 +153,18 @@ async fn text_logs_off_a_terminal_have_no_colour_and_leave_accounts_to_the_table
         !err.contains("account synced"),
         "a line per account:\n{err}"
     );
-    assert!(err.contains("account failed"), "failures stay loud:\n{err}");
-    assert!(err.contains("1 of 3 account(s) FAILED"), "{err}");
+    // The run's report is its output, on stdout; stderr keeps diagnostics.
+    assert!(table.contains("1 of 3 account(s) FAILED"), "{table}");
+    assert!(!err.contains("FAILED"), "{err}");
+    // The failure is said once, on stderr, naming its account once.
+    assert!(!err.contains("account failed"), "said twice:\n{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("102")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains("401"),
+        "{err}"
+    );
+    assert_eq!(lines[0].matches("102").count(), 1, "{err}");
     // Asked for, the lines per account are there, still without colour.
     let o = run(&["sync", ps, "--log-level", "debug"]);
     let err = String::from_utf8(o.stderr).unwrap();
@@ -300,8 +311,18 @@ async fn status_fits_100_columns_in_human_units_and_speaks_json() {
         .value(0)
         .to_string();
     assert_eq!(bad["last_error"].as_str(), Some(whole.as_str()));
-    let shown: String = whole.chars().take(30).collect();
-    assert!(table.contains(&shown), "{table}");
+    // The table's line shows what happened first (the 401), where after it.
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("  crm/102 at "))
+        .unwrap_or_else(|| panic!("no failure line:\n{table}"));
+    let what = line.split_once(": ").unwrap().1;
+    assert!(what.contains("401"), "{line}");
+    let shown: String = contacts_etl::human::cause_first(&whole)
+        .chars()
+        .take(30)
+        .collect();
+    assert!(what.starts_with(&shown), "{line}\n{whole}");
     let good = rows.iter().find(|r| r["account"] == "101").unwrap();
     assert_eq!(
         (good["runs"].as_i64(), good["last_mode"].as_str()),
@@ -357,4 +378,146 @@ fn json_logs_hold_argument_errors_too() {
     let o = run(&["--log-format", "json", "sync", "--help"]);
     assert_eq!(o.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&o.stdout).contains("Usage"));
+}
+
+/// Runs the binary on a terminal of 120 columns with `env` set, and returns the screen.
+fn on_a_terminal(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let quoted: Vec<String> = std::iter::once(crate::bin())
+        .chain(args.iter().copied())
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect();
+    let line = format!("stty cols 120; {}", quoted.join(" "));
+    let o = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("util-linux script");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+/// Whether `text` holds a colour (SGR) sequence: ESC `[`, digits and `;`, then `m`.
+/// The bars' own sequences (cursor moves, line clears) end in other letters.
+fn has_colour(text: &str) -> bool {
+    text.match_indices("\u{1b}[").any(|(i, _)| {
+        let rest = &text[i + 2..];
+        let params: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == ';')
+            .collect();
+        rest[params.len()..].starts_with('m')
+    })
+}
+
+/// Every rate on the screen (`…/s`) is a whole number with separators: `2,487/s`.
+fn rates_are_whole(screen: &str) -> bool {
+    screen.match_indices("/s").all(|(i, _)| {
+        let before: String = screen[..i]
+            .chars()
+            .rev()
+            .take_while(|c| !c.is_whitespace() && *c != '(')
+            .collect();
+        before.chars().all(|c| c.is_ascii_digit() || c == ',')
+    })
+}
+
+/// NO_COLOR (any non-empty value, https://no-color.org) turns colour off on a terminal;
+/// an empty NO_COLOR does not. A warning on a terminal is the coloured line to look at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_color_turns_colour_off_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(EmulatorConfig {
+        google_contacts: 50,
+        aurinko_accounts: 1,
+        aurinko_contacts: 50,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        &emu,
+        &PipelineSpec {
+            aurinko_accounts: vec!["101".into()],
+            ..Default::default()
+        },
+    );
+    let ps = p.to_str().unwrap();
+    crate::assert_ok(&crate::sync(&p, false).await);
+    for (no_color, coloured) in [("1", false), ("", true)] {
+        // An expired cursor is a warning: a log line on the terminal.
+        emu.expire_aurinko_tokens();
+        let (ok, screen) = on_a_terminal(&["sync", ps], &[("NO_COLOR", no_color)]);
+        assert!(ok, "{screen}");
+        assert!(screen.contains("WARN"), "no warning to look at:\n{screen}");
+        assert_eq!(
+            has_colour(&screen),
+            coloured,
+            "NO_COLOR={no_color:?}:\n{screen:?}"
+        );
+    }
+}
+
+/// `apply` on a terminal draws its sync's progress before the plan (a large source is
+/// not silent for the seconds its sync takes) and its write bar, every rate a whole
+/// number; through a pipe it draws nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_draws_progress_on_a_terminal_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(EmulatorConfig {
+        google_contacts: 2000,
+        aurinko_accounts: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        &emu,
+        &PipelineSpec {
+            page_size: 100,
+            ..Default::default()
+        },
+    );
+    let ps = p.to_str().unwrap();
+    let apply = |notes: &str| {
+        vec![
+            "apply".to_string(),
+            ps.to_string(),
+            "--source".into(),
+            "shared".into(),
+            "--mode".into(),
+            "update".into(),
+            "--desired".into(),
+            format!("SELECT account, id, etag, '{notes}' AS notes FROM contacts"),
+        ]
+    };
+    // The first apply's sync is a full extract of 2,000 contacts, 20 pages.
+    let args = apply("first");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, screen) = on_a_terminal(&args, &[]);
+    assert!(ok, "{screen}");
+    let plan_at = screen.find("~ update").expect("the plan");
+    assert!(
+        screen[..plan_at].contains("/2000 contacts"),
+        "no sync progress before the plan:\n{screen}"
+    );
+    assert!(screen.contains("writing"), "no write bar:\n{screen}");
+    assert!(rates_are_whole(&screen), "{screen}");
+
+    let args = apply("second");
+    let o = Command::new(crate::bin())
+        .args(&args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        !err.contains('\u{1b}') && !err.contains("contacts ") && !err.contains("writing"),
+        "progress through a pipe:\n{err}"
+    );
 }

@@ -304,10 +304,11 @@ async fn a_saved_plan_is_applied_exactly_or_refused_when_contacts_moved() {
         old.to_str().unwrap(),
     ]);
     assert_exit(&o, 1);
+    // The result is the run's report: on stdout.
     assert!(
-        text(&o.stderr).contains("3 conflict(s)"),
+        text(&o.stdout).contains("3 conflict(s)"),
         "{}",
-        text(&o.stderr)
+        text(&o.stdout)
     );
     let notes_of = |id: &str| {
         emu.google_truth()

@@ -140,6 +140,17 @@ async fn state_show_is_what_the_lake_holds() {
         assert_eq!(a["last"]["status"], "ok");
         assert_eq!(a["last"]["mode"], last["mode"]);
         assert_eq!(a["last"]["mode"], "incremental");
+        // Times as `status --format json` gives them: RFC 3339 at the second, UTC.
+        for t in ["started_at", "finished_at"] {
+            let at = a["last"][t]
+                .as_str()
+                .unwrap_or_else(|| panic!("{t}: {a:#}"));
+            assert!(
+                chrono::DateTime::parse_from_rfc3339(at).is_ok() && at.ends_with('Z'),
+                "{t}: {at}"
+            );
+            assert_eq!(at.len(), "2026-12-01T23:10:05Z".len(), "{t}: {at}");
+        }
     }
     // Filtered, and as a table that names every account with its seq and run.
     let crm = show_json(ps, &["--source", "crm"]);
@@ -232,9 +243,9 @@ async fn a_drop_removes_one_account_logs_each_delete_and_readers_see_it() {
     let o = run(&args);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--yes"), "{}", text(&o));
-    // On a terminal, "n" changes nothing either.
+    // On a terminal, "n" changes nothing either, and exits as a declined apply does.
     let o = run_on_terminal(&args, "n");
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains("15 contacts leave") || text(&o).contains("contacts leave"),
         "{}",
@@ -557,4 +568,63 @@ async fn state_changes_on_the_s3_server() {
         ]
     );
     assert_lake_matches(&p, &emu).await;
+}
+
+/// A reset or drop while a sync holds the account (its lease in the lake, renewed just
+/// now by a process elsewhere) changes nothing and says who holds it (exit 1); once the
+/// lease is gone, it goes ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_change_under_a_running_sync_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_emu, p, lake) = synced(dir.path()).await;
+    let ps = p.to_str().unwrap();
+    let lease = dir.path().join("lake/_leases/crm/101.json");
+    std::fs::create_dir_all(lease.parent().unwrap()).unwrap();
+    let holder = contacts_etl::lake::lease::Holder {
+        run_id: "20261207T000000.000Z-0123abcd".into(),
+        host: "another-host".into(),
+        pid: 4242,
+        renewed_at_ms: chrono::Utc::now().timestamp_millis(),
+    };
+    std::fs::write(&lease, serde_json::to_vec(&holder).unwrap()).unwrap();
+    let before = runs_of(&lake, "crm", "101").await;
+    for change in ["reset", "drop"] {
+        let o = run(&[
+            "state",
+            change,
+            ps,
+            "--source",
+            "crm",
+            "--account",
+            "101",
+            "--yes",
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(
+            text(&o).contains("another sync holds this account")
+                && text(&o).contains("pid 4242 on another-host"),
+            "{}",
+            text(&o)
+        );
+        assert_eq!(
+            runs_of(&lake, "crm", "101").await,
+            before,
+            "{change} changed the lake"
+        );
+    }
+    assert!(lease.exists(), "the other sync's lease was taken");
+    std::fs::remove_file(&lease).unwrap();
+    let o = run(&[
+        "state",
+        "reset",
+        ps,
+        "--source",
+        "crm",
+        "--account",
+        "101",
+        "--yes",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(runs_of(&lake, "crm", "101").await.len(), before.len() + 1);
+    assert!(!lease.exists(), "the reset left its lease");
 }
