@@ -766,9 +766,15 @@ impl PendingAccount {
     }
 }
 
+/// About how many bytes of photos a photo sync fetches before it writes them into the
+/// table's data files, so its memory follows this bound, not the account's photos.
+const PHOTO_PART_BYTES: usize = 32 << 20;
+
 /// Downloads the account's new and changed photos and removes gone ones (see
-/// [`crate::lake::PhotoWork`]), then commits them to `contact_photos` in one commit. Photos
-/// that fail to download are left for the next sync, and reported as this run's error.
+/// [`crate::lake::PhotoWork`]), writing them into data files part by part as they come
+/// (about [`PHOTO_PART_BYTES`] at a time), then commits them to `contact_photos` in one
+/// commit. Photos that fail to download are left for the next sync, and reported as
+/// this run's error.
 async fn sync_photos(
     name: &str,
     source: &dyn Photos,
@@ -783,16 +789,37 @@ async fn sync_photos(
         pb.set_length(work.fetch.len() as u64);
         pb.set_position(0);
     }
-    let (fetched, gone, failed) = source
-        .fetch(&work.fetch, &ctx.metrics, ctx.progress.as_ref())
-        .await;
+    if work.fetch.is_empty() && work.remove.is_empty() {
+        return Ok(PhotoCounts {
+            fetched: 0,
+            removed: 0,
+            unchanged: work.unchanged as i64,
+        });
+    }
+    let mut landing = lake.land_photos(name, account, run_id).await?;
     let mut removed = work.remove.clone();
-    removed.extend(gone);
+    let (mut failed, mut fetched, mut next, mut part) = (Vec::new(), 0usize, 0usize, 16usize);
+    while next < work.fetch.len() {
+        let wants = &work.fetch[next..(next + part).min(work.fetch.len())];
+        next += wants.len();
+        let (photos, gone, fails) = source
+            .fetch(wants, &ctx.metrics, ctx.progress.as_ref())
+            .await;
+        removed.extend(gone);
+        failed.extend(fails);
+        // The next part asks for about as many photos as fit the part's bytes, going by
+        // this part's sizes: many small photos per round of requests, few large ones.
+        if !photos.is_empty() {
+            let bytes: usize = photos.iter().map(|p| p.bytes.len()).sum();
+            part = (PHOTO_PART_BYTES / (bytes / photos.len()).max(1)).clamp(4, 256);
+        }
+        fetched += photos.len();
+        landing.add(&photos).await?;
+    }
     removed.sort();
-    lake.commit_photos(name, account, &fetched, &removed, run_id)
-        .await?;
+    landing.commit(&removed).await?;
     let counts = PhotoCounts {
-        fetched: fetched.len() as i64,
+        fetched: fetched as i64,
         removed: removed.len() as i64,
         unchanged: work.unchanged as i64,
     };

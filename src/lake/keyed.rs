@@ -135,33 +135,6 @@ pub(super) enum NewRows<'a> {
 }
 
 impl Lake {
-    /// Applies `rows` to one account of `kind` (see the module docs): a row whose boolean
-    /// `flag` column is true removes its id, any other replaces or inserts it. `flag` may
-    /// be a column of the table (contacts' `deleted`, written false) or an extra one.
-    pub(super) async fn apply_keyed(
-        &self,
-        kind: TableKind,
-        source: &str,
-        account: &str,
-        rows: &[RecordBatch],
-        flag: &str,
-        run_id: &str,
-    ) -> Result<KeyedOutcome> {
-        let n: usize = rows.iter().map(|b| b.num_rows()).sum();
-        if n == 0 {
-            return Ok(KeyedOutcome::default());
-        }
-        let batch = crate::arrow_util::concat(&rows[0].schema(), rows)?;
-        let (keys, upserts) = split_rows(kind, &batch, flag)?;
-        let step = Replace {
-            keys: &keys,
-            new: NewRows::Batch(upserts),
-            located: None,
-        };
-        self.apply_keys(kind, source, account, &step, None, run_id)
-            .await
-    }
-
     /// Removes every live row of `step.keys` from one account of `kind` and adds
     /// `step.new`, in one commit (as the account's run `seq`, see [`Keyed::seq`]); redone
     /// from a fresh snapshot when another writer changed the partition.

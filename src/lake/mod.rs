@@ -122,11 +122,12 @@ pub struct Lake {
     >,
 }
 
-/// The extra column of merge rows that marks a removal (tables without `deleted`).
-const REMOVE_FLAG: &str = "_remove";
-
 /// Rows per Parquet row group of streamed writes.
 const ROW_GROUP_ROWS: usize = 8192;
+
+/// Bytes (as encoded) at most per Parquet row group of streamed writes: rows as large as
+/// photos fill one long before [`ROW_GROUP_ROWS`], and a reader holds a row group whole.
+const ROW_GROUP_BYTES: usize = 32 << 20;
 /// Streamed writes roll to a new file past this size.
 const TARGET_FILE_BYTES: u64 = 64 << 20;
 
@@ -693,7 +694,8 @@ impl Lake {
         let mut props = deltalake::parquet::file::properties::WriterProperties::builder()
             .set_compression(deltalake::parquet::basic::Compression::SNAPPY)
             // Small row groups bound what the encoder holds before it streams to storage.
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_max_row_group_bytes(Some(ROW_GROUP_BYTES));
         // Columns with a value per contact that repeats rarely or never: a dictionary is
         // tried on each row group and given up once full, so the values' hashing and
         // interning is spent for nothing. `raw` and `native` (a record's whole text) also

@@ -8,15 +8,15 @@
 //! finds the same difference and fetches exactly those photos, and unchanged photos are
 //! never fetched again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, AsArray, BinaryArray, BooleanArray, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
+    Array, AsArray, BinaryArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::DataType;
 
+use super::keyed::{NewRows, Replace};
 use super::{Lake, TableKind, sql_str};
 use crate::error::Result;
 pub use crate::model::photo::{FetchedPhoto, PhotoWant, photo_sha256};
@@ -148,66 +148,116 @@ impl Lake {
         removed: &[String],
         run_id: &str,
     ) -> Result<()> {
-        if fetched.is_empty() && removed.is_empty() {
+        let mut landing = self.land_photos(source, account, run_id).await?;
+        landing.add(fetched).await?;
+        landing.commit(removed).await
+    }
+
+    /// Starts landing one account's photos: see [`PhotoLanding`].
+    pub async fn land_photos<'l>(
+        &'l self,
+        source: &str,
+        account: &str,
+        run_id: &str,
+    ) -> Result<PhotoLanding<'l>> {
+        let table = self.open_or_create(TableKind::ContactPhotos).await?;
+        Ok(PhotoLanding {
+            writer: self.streaming_writer(&table)?,
+            lake: self,
+            source: source.to_string(),
+            account: account.to_string(),
+            run_id: run_id.to_string(),
+            at: chrono::Utc::now().timestamp_micros(),
+            keys: HashSet::new(),
+        })
+    }
+}
+
+/// One account's photos on their way into `contact_photos`: each part added is encoded
+/// into data files of the table at once (not yet part of it), so what is held is one
+/// part and the file being written, not the account's photos; [`PhotoLanding::commit`]
+/// then replaces the photos of every id added or removed in **one** commit. Files of a
+/// landing never committed (a killed run) are in no version of the table.
+pub struct PhotoLanding<'l> {
+    lake: &'l Lake,
+    writer: deltalake::writer::RecordBatchWriter,
+    source: String,
+    account: String,
+    run_id: String,
+    at: i64,
+    keys: HashSet<String>,
+}
+
+impl PhotoLanding<'_> {
+    /// Writes fetched photos into the table's data files.
+    pub async fn add(&mut self, fetched: &[FetchedPhoto]) -> Result<()> {
+        use deltalake::writer::DeltaWriter;
+        if fetched.is_empty() {
             return Ok(());
         }
-        let n = fetched.len() + removed.len();
-        let now = chrono::Utc::now().timestamp_micros();
-        let ids: Vec<&str> = fetched
-            .iter()
-            .map(|p| p.id.as_str())
-            .chain(removed.iter().map(String::as_str))
-            .collect();
-        let etags: Vec<Option<&str>> = fetched
-            .iter()
-            .map(|p| p.etag.as_deref())
-            .chain(removed.iter().map(|_| None))
-            .collect();
-        let types: Vec<Option<&str>> = fetched
-            .iter()
-            .map(|p| p.content_type.as_deref())
-            .chain(removed.iter().map(|_| None))
-            .collect();
-        let bytes: Vec<&[u8]> = fetched
-            .iter()
-            .map(|p| p.bytes.as_slice())
-            .chain(removed.iter().map(|_| &[][..]))
-            .collect();
-        let sizes: Vec<i64> = bytes.iter().map(|b| b.len() as i64).collect();
-        let shas: Vec<String> = bytes.iter().map(|b| photo_sha256(b)).collect();
-        let flags: Vec<bool> = (0..n).map(|i| i >= fetched.len()).collect();
-        let table_schema = TableKind::ContactPhotos.schema();
-        let mut fields: Vec<Field> = table_schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        fields.push(Field::new(super::REMOVE_FLAG, DataType::Boolean, false));
+        let n = fetched.len();
+        let bytes: Vec<&[u8]> = fetched.iter().map(|p| p.bytes.as_slice()).collect();
+        let (source, account) = (self.source.as_str(), self.account.as_str());
+        let ids = fetched.iter().map(|p| p.id.as_str());
+        let etags = fetched.iter().map(|p| p.etag.as_deref());
+        let types = fetched.iter().map(|p| p.content_type.as_deref());
         let batch = RecordBatch::try_new(
-            Arc::new(Schema::new(fields)),
+            TableKind::ContactPhotos.schema(),
             vec![
                 Arc::new(StringArray::from(vec![source; n])),
                 Arc::new(StringArray::from(vec![account; n])),
-                Arc::new(StringArray::from(ids)),
-                Arc::new(StringArray::from(etags)),
-                Arc::new(StringArray::from(types)),
-                Arc::new(BinaryArray::from(bytes)),
-                Arc::new(Int64Array::from(sizes)),
-                Arc::new(StringArray::from(shas)),
-                Arc::new(StringArray::from(vec![run_id; n])),
-                Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
-                Arc::new(BooleanArray::from(flags)),
+                Arc::new(StringArray::from_iter_values(ids)),
+                Arc::new(StringArray::from_iter(etags)),
+                Arc::new(StringArray::from_iter(types)),
+                Arc::new(BinaryArray::from(bytes.clone())),
+                Arc::new(Int64Array::from_iter_values(
+                    bytes.iter().map(|b| b.len() as i64),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    bytes.iter().map(|b| photo_sha256(b)),
+                )),
+                Arc::new(StringArray::from(vec![self.run_id.as_str(); n])),
+                Arc::new(TimestampMicrosecondArray::from(vec![self.at; n]).with_timezone("UTC")),
             ],
         )?;
-        self.apply_keyed(
-            TableKind::ContactPhotos,
-            source,
-            account,
-            &[batch],
-            super::REMOVE_FLAG,
-            run_id,
-        )
-        .await?;
+        self.keys.extend(fetched.iter().map(|p| p.id.clone()));
+        self.writer.write(batch).await.map_err(|e| {
+            crate::error::Error::lake(format!(
+                "writing photos of {}/{}: {e}",
+                self.source, self.account
+            ))
+        })
+    }
+
+    /// Commits the photos added, and removes those of `removed`, in one commit keyed by
+    /// id (nothing is committed when there is neither).
+    pub async fn commit(mut self, removed: &[String]) -> Result<()> {
+        use deltalake::writer::DeltaWriter;
+        let files = self.writer.flush().await.map_err(|e| {
+            crate::error::Error::lake(format!(
+                "writing photos of {}/{}: {e}",
+                self.source, self.account
+            ))
+        })?;
+        self.keys.extend(removed.iter().cloned());
+        if self.keys.is_empty() {
+            return Ok(());
+        }
+        let step = Replace {
+            keys: &self.keys,
+            new: NewRows::Files(&files),
+            located: None,
+        };
+        self.lake
+            .apply_keys(
+                TableKind::ContactPhotos,
+                &self.source,
+                &self.account,
+                &step,
+                None,
+                &self.run_id,
+            )
+            .await?;
         Ok(())
     }
 }

@@ -631,3 +631,85 @@ async fn photo_files_are_read_when_their_write_is_sent() {
     assert_eq!(truth[&with[1]], before[&with[1]], "a removed file was sent");
     assert_eq!(truth[&with[2]].1, planned(2));
 }
+
+/// Versions in `contact_photos`' log, and its data files with their sizes.
+fn photo_table(dir: &std::path::Path) -> (usize, Vec<u64>) {
+    let table = dir.join("lake/contact_photos");
+    let commits = std::fs::read_dir(table.join("_delta_log"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".json")
+        })
+        .count();
+    let files = walkdir(&table)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .map(|p| p.metadata().unwrap().len())
+        .collect();
+    (commits, files)
+}
+
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_photo_sync_writes_large_photos_as_they_come_in_one_commit() {
+    let emu = Emulator::start(google_only(200)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = photo_pipeline(dir.path(), &emu);
+    assert_ok(&sync(&p, false).await);
+    // 20 photos of 6 MB each (120 MB): more than one part's worth of bytes.
+    let ids: Vec<String> = emu.google_photos().into_keys().collect();
+    assert!(ids.len() > 21, "the seed gives about 20 % photos");
+    for (i, id) in ids.iter().take(20).enumerate() {
+        // Bytes that do not compress, as a real image's.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ i as u64;
+        let mut big = b"\x89PNG\r\n\x1a\n".to_vec();
+        big.extend((0..(6 << 20) / 8).flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        }));
+        change_photo_upstream(&emu, id, Some(big)).await;
+    }
+    change_photo_upstream(&emu, &ids[20], None).await;
+    let (commits, _) = photo_table(dir.path());
+    let r = sync(&p, false).await;
+    assert_ok(&r);
+    let counts = r.accounts[0].photos.unwrap();
+    assert_eq!((counts.fetched, counts.removed), (20, 1), "{}", r.summary());
+    let (after, files) = photo_table(dir.path());
+    assert_eq!(
+        after,
+        commits + 1,
+        "the photos of one sync land in one commit"
+    );
+    // Written as they came: into files of about the target size, not one file of all.
+    let big = files.iter().filter(|&&len| len > 10 << 20).count();
+    assert!(
+        big >= 2,
+        "120 MB of photos went into {big} large file(s): {files:?}"
+    );
+    assert!(
+        files.iter().all(|&len| len < 100 << 20),
+        "a data file holds the sync's photos whole: {files:?}"
+    );
+    assert_photos_match(&p, &emu).await;
+    let r = sync(&p, false).await;
+    assert_eq!(r.accounts[0].photos.unwrap().fetched, 0, "{}", r.summary());
+}
