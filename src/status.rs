@@ -172,8 +172,16 @@ impl Status {
             .chain([14])
             .max()
             .unwrap_or(14);
+        // Counts are never cut: their column is as wide as the widest.
+        let changes: Vec<String> = self.accounts.iter().map(changes_of).collect();
+        let changes_w = changes
+            .iter()
+            .map(|c| c.len())
+            .chain([13])
+            .max()
+            .unwrap_or(13);
         let mut s = format!(
-            "{} {:>9} {:>5}  {:<11}  {:<8}  {:<13} {:>8} {:>5}\n",
+            "{} {:>9} {:>5}  {:<11}  {:<8}  {:<changes_w$} {:>8} {:>5}\n",
             human::pad("SOURCE/ACCOUNT", name_w),
             "HELD",
             "RUNS",
@@ -183,7 +191,7 @@ impl Status {
             "FETCHED",
             "FAILS"
         );
-        for (a, name) in self.accounts.iter().zip(&names) {
+        for ((a, name), changes) in self.accounts.iter().zip(&names).zip(&changes) {
             let shown = if human::width_of(name) > name_w {
                 s.push_str(name);
                 s.push('\n');
@@ -191,7 +199,7 @@ impl Status {
             } else {
                 name.as_str()
             };
-            s.push_str(&self.figures(a, shown, name_w));
+            s.push_str(&self.figures(a, shown, name_w, (changes, changes_w)));
         }
         let failing: Vec<(&AccountStatus, &String)> = self
             .accounts
@@ -239,21 +247,22 @@ impl Status {
         s
     }
 
-    /// One account's figures, `name` in a column of `name_w`.
-    fn figures(&self, a: &AccountStatus, name: &str, name_w: usize) -> String {
+    /// One account's figures, `name` in a column of `name_w`, its changes in theirs.
+    fn figures(
+        &self,
+        a: &AccountStatus,
+        name: &str,
+        name_w: usize,
+        (changes, changes_w): (&str, usize),
+    ) -> String {
         let ok_at = a.cursor_age_s.map(|age| self.now_us - age * 1_000_000);
         format!(
-            "{} {:>9} {:>5}  {:<11}  {:<8}  {:<13} {:>8} {:>5}\n",
+            "{} {:>9} {:>5}  {:<11}  {:<8}  {changes:<changes_w$} {:>8} {:>5}\n",
             human::pad(name, name_w),
             human::count(a.held),
             a.runs,
             human::fit(a.last_mode.as_deref().unwrap_or("-"), 11),
             ok_at.map_or("never".into(), |t| human::ago(t, self.now_us)),
-            match (a.upserted, a.deleted) {
-                (Some(u), Some(d)) =>
-                    human::fit(&format!("+{} -{}", human::count(u), human::count(d)), 13),
-                _ => "-".into(),
-            },
             a.bytes.map_or("-".into(), human::bytes),
             a.failures_since,
         )
@@ -265,6 +274,14 @@ impl Status {
             .map_err(|e| Error::other(format!("status as JSON: {e}")))?;
         s.push('\n');
         Ok(s)
+    }
+}
+
+/// An account's last changes, as `+upserted -deleted`.
+fn changes_of(a: &AccountStatus) -> String {
+    match (a.upserted, a.deleted) {
+        (Some(u), Some(d)) => format!("+{} -{}", human::count(u), human::count(d)),
+        _ => "-".into(),
     }
 }
 
@@ -314,7 +331,10 @@ mod tests {
             );
         }
         assert!(text.contains("1,234,567") && text.contains("3m ago") && text.contains("987.7 MB"));
-        assert!(text.contains("+123,456 -98"), "{text}");
+        assert!(
+            text.contains("+123,456 -98,765 "),
+            "counts are never cut: {text}"
+        );
         assert!(text.contains("at 2026-12-01T23:12:00Z: HTTP 401"), "{text}");
         assert!(text.contains("/103: 3 sent, 1 unknown"), "{text}");
         let json: serde_json::Value = serde_json::from_str(&st.render_json().unwrap()).unwrap();
@@ -349,8 +369,8 @@ mod tests {
                     .any(|l| l == format!("a_source_with_a_long_name/{long}")),
                 "{text}"
             );
-            // The figures take 86 columns; from there on, every line fits.
-            if width >= 86 {
+            // The figures take 89 columns here; from there on, every line fits.
+            if width >= 89 {
                 assert!(text.lines().all(|l| human::width_of(l) <= width), "{text}");
             }
             let failure = text
