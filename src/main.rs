@@ -968,6 +968,7 @@ async fn run(cli: Cli) -> Result<u8> {
                     mode: mode.parse()?,
                     max_delete,
                     force,
+                    progress,
                 };
                 let report =
                     contacts_etl::plan::photos::apply_photos_with(&p, &opts, async |plan| {

@@ -785,9 +785,10 @@ async fn sync_photos(
 ) -> Result<PhotoCounts> {
     let work = lake.photo_work(name, account).await?;
     if let Some(pb) = &ctx.progress {
-        pb.set_style(progress_style("photos"));
-        pb.set_length(work.fetch.len() as u64);
+        // Count and length first: a draw between these calls shows the new style's figures.
         pb.set_position(0);
+        pb.set_length(work.fetch.len() as u64);
+        pb.set_style(progress_style("photos"));
     }
     if work.fetch.is_empty() && work.remove.is_empty() {
         return Ok(PhotoCounts {

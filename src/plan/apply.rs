@@ -836,7 +836,7 @@ async fn execute(
 
 /// A spinner saying what an apply is doing between its sync and its writes (on a
 /// terminal: `progress`), drawn with the sync's bars so log lines land above it.
-fn working(progress: bool, what: &str) -> Option<indicatif::ProgressBar> {
+pub(super) fn working(progress: bool, what: &str) -> Option<indicatif::ProgressBar> {
     progress.then(|| {
         let s = crate::sync::progress_bars().add(indicatif::ProgressBar::new_spinner());
         s.set_style(
@@ -851,7 +851,7 @@ fn working(progress: bool, what: &str) -> Option<indicatif::ProgressBar> {
 
 /// The progress bar of an apply's writes (stderr), advanced as each group of operations
 /// ends; its rate is a whole number (`2,487/s`).
-fn write_bar(total: usize) -> indicatif::ProgressBar {
+pub(super) fn write_bar(total: usize) -> indicatif::ProgressBar {
     let bar = crate::sync::progress_bars().add(indicatif::ProgressBar::new(total as u64));
     bar.set_style(
         indicatif::ProgressStyle::with_template(

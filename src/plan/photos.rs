@@ -465,6 +465,9 @@ pub struct PhotoApplyOptions {
     pub mode: Mode,
     pub max_delete: Option<super::apply::MaxDelete>,
     pub force: bool,
+    /// Draw the sync's bars, a spinner while planning and a bar of the writes on stderr
+    /// (the command line sets it on a terminal).
+    pub progress: bool,
 }
 
 /// What a photo apply did.
@@ -527,8 +530,12 @@ pub async fn apply_photos_with(
             opts.source
         ))
     })?;
-    sync_first(p, &opts.source, &[], false).await?;
+    sync_first(p, &opts.source, &[], opts.progress).await?;
+    let planning = super::apply::working(opts.progress, "planning the photos");
     let plan = plan_photos(p, &opts.source, &opts.photos, opts.mode).await?;
+    if let Some(s) = planning {
+        s.finish_and_clear();
+    }
     check_max_delete(
         plan.count(PhotoOpKind::Delete),
         plan.landed,
@@ -554,6 +561,8 @@ pub async fn apply_photos_with(
         record_rows(&lake, &apply_id, &opts.source, &invalid).await?;
     }
     let mut results = Vec::with_capacity(plan.ops.len());
+    let bar =
+        (opts.progress && !plan.ops.is_empty()).then(|| super::apply::write_bar(plan.ops.len()));
     let _writing = super::apply::Writing::start();
     for group in plan.ops.chunks(PHOTO_GROUP) {
         // Stopped by a signal: the groups sent are recorded, no further one is sent.
@@ -591,9 +600,15 @@ pub async fn apply_photos_with(
         super::resolve::replace_sent(&lake, &apply_id, &opts.source, &rows, first, group.len())
             .await?;
         results.extend(done);
+        if let Some(b) = &bar {
+            b.inc(group.len() as u64);
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
     if !plan.ops.is_empty() {
-        sync_after(p, &opts.source, &[], false).await?;
+        sync_after(p, &opts.source, &[], opts.progress).await?;
     }
     Ok(PhotoApplyReport {
         apply_id,

@@ -521,3 +521,64 @@ async fn apply_draws_progress_on_a_terminal_only() {
         "progress through a pipe:\n{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_photo_apply_draws_progress_on_a_terminal_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(EmulatorConfig {
+        google_contacts: 2000,
+        aurinko_accounts: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        &emu,
+        &PipelineSpec {
+            page_size: 100,
+            extra_google: "photos = true\n",
+            ..Default::default()
+        },
+    );
+    let folder = dir.path().join("headshots");
+    std::fs::create_dir_all(&folder).unwrap();
+    let ids: Vec<String> = emu
+        .google_truth()
+        .contacts
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    let write_photos = |tag: &str| {
+        for id in ids.iter().take(30) {
+            std::fs::write(
+                folder.join(format!("{id}.png")),
+                [&b"\x89PNG\r\n\x1a\n"[..], tag.as_bytes()].concat(),
+            )
+            .unwrap();
+        }
+    };
+    let (ps, fs) = (p.to_str().unwrap(), folder.to_str().unwrap());
+    let args = ["apply", ps, "--source", "shared", "--photos", fs];
+    write_photos("first");
+    let (ok, screen) = on_a_terminal(&args, &[]);
+    assert!(ok, "{screen}");
+    assert!(
+        screen.contains("/2000 contacts"),
+        "no sync progress:\n{screen}"
+    );
+    assert!(screen.contains("writing"), "no write bar:\n{screen}");
+
+    write_photos("second");
+    let o = Command::new(crate::bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        !err.contains('\u{1b}') && !err.contains("contacts ") && !err.contains("writing"),
+        "progress through a pipe:\n{err}"
+    );
+}

@@ -332,6 +332,7 @@ async fn photo_write_back_puts_and_deletes_with_etags_and_a_stale_etag_is_a_conf
             mode: Mode::Mirror,
             max_delete: Some("5".parse().unwrap()),
             force: false,
+            progress: false,
         },
     )
     .await
@@ -347,6 +348,7 @@ async fn photo_write_back_puts_and_deletes_with_etags_and_a_stale_etag_is_a_conf
             mode: Mode::Upsert,
             max_delete: None,
             force: false,
+            progress: false,
         },
     )
     .await
@@ -400,6 +402,7 @@ async fn photo_write_back_puts_and_deletes_with_etags_and_a_stale_etag_is_a_conf
         mode: Mode::Upsert,
         max_delete: None,
         force: false,
+        progress: false,
     };
     let report = apply_photos(&pipeline, &opts).await.unwrap();
     let by_id = |id: &str| {
@@ -439,6 +442,7 @@ async fn photo_write_back_puts_and_deletes_with_etags_and_a_stale_etag_is_a_conf
         &pipeline,
         &PhotoApplyOptions {
             force: true,
+            progress: false,
             ..opts
         },
     )
@@ -556,6 +560,7 @@ async fn a_photo_apply_records_its_results_as_it_goes() {
             mode: Mode::Upsert,
             max_delete: None,
             force: false,
+            progress: false,
         },
     )
     .await
@@ -599,6 +604,7 @@ async fn photo_files_are_read_when_their_write_is_sent() {
             mode: Mode::Upsert,
             max_delete: None,
             force: false,
+            progress: false,
         },
         async |plan: &PhotoPlan| {
             assert_eq!(plan.count(PhotoOpKind::Put), 3, "{}", plan.render(5));
