@@ -241,7 +241,7 @@ async fn a_lost_contact_changes_commit_fails_the_sync_naming_the_table() {
 }
 
 /// The data files of a table, in no order.
-fn data_files(table: &Path) -> Vec<PathBuf> {
+pub(crate) fn data_files(table: &Path) -> Vec<PathBuf> {
     fn walk(d: &Path, out: &mut Vec<PathBuf>) {
         for e in std::fs::read_dir(d).unwrap() {
             let p = e.unwrap().path();

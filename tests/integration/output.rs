@@ -461,12 +461,12 @@ async fn no_color_turns_colour_off_on_a_terminal() {
     }
 }
 
-/// `apply` on a terminal draws its sync's progress before the plan (a large source is
-/// not silent for the seconds its sync takes) and its write bar, every rate a whole
-/// number; through a pipe it draws nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn apply_draws_progress_on_a_terminal_only() {
-    let dir = tempfile::tempdir().unwrap();
+/// An emulator of 2,000 Google contacts and a pipeline reading it in pages of 100 (so a
+/// sync draws progress for a while), with `extra_google` in its source.
+async fn two_thousand_contacts(
+    dir: &Path,
+    extra_google: &'static str,
+) -> (Emulator, std::path::PathBuf) {
     let emu = Emulator::start(EmulatorConfig {
         google_contacts: 2000,
         aurinko_accounts: 0,
@@ -475,13 +475,39 @@ async fn apply_draws_progress_on_a_terminal_only() {
     .await
     .unwrap();
     let p = write_pipeline(
-        dir.path(),
+        dir,
         &emu,
         &PipelineSpec {
             page_size: 100,
+            extra_google,
             ..Default::default()
         },
     );
+    (emu, p)
+}
+
+/// Runs `args` through pipes: it succeeds and draws no progress on stderr.
+fn draws_nothing_through_a_pipe(args: &[&str]) {
+    let o = Command::new(crate::bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        !err.contains('\u{1b}') && !err.contains("contacts ") && !err.contains("writing"),
+        "progress through a pipe:\n{err}"
+    );
+}
+
+/// `apply` on a terminal draws its sync's progress before the plan (a large source is
+/// not silent for the seconds its sync takes) and its write bar, every rate a whole
+/// number; through a pipe it draws nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_draws_progress_on_a_terminal_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_emu, p) = two_thousand_contacts(dir.path(), "").await;
     let ps = p.to_str().unwrap();
     let apply = |notes: &str| {
         vec![
@@ -509,38 +535,15 @@ async fn apply_draws_progress_on_a_terminal_only() {
     assert!(rates_are_whole(&screen), "{screen}");
 
     let args = apply("second");
-    let o = Command::new(crate::bin())
-        .args(&args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
-    assert!(
-        !err.contains('\u{1b}') && !err.contains("contacts ") && !err.contains("writing"),
-        "progress through a pipe:\n{err}"
-    );
+    draws_nothing_through_a_pipe(&args.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
+/// A photo apply, as a contact apply: its sync's bars and its write bar on a terminal,
+/// nothing through a pipe.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_photo_apply_draws_progress_on_a_terminal_only() {
     let dir = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(EmulatorConfig {
-        google_contacts: 2000,
-        aurinko_accounts: 0,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let p = write_pipeline(
-        dir.path(),
-        &emu,
-        &PipelineSpec {
-            page_size: 100,
-            extra_google: "photos = true\n",
-            ..Default::default()
-        },
-    );
+    let (emu, p) = two_thousand_contacts(dir.path(), "photos = true\n").await;
     let folder = dir.path().join("headshots");
     std::fs::create_dir_all(&folder).unwrap();
     let ids: Vec<String> = emu
@@ -570,15 +573,5 @@ async fn a_photo_apply_draws_progress_on_a_terminal_only() {
     assert!(screen.contains("writing"), "no write bar:\n{screen}");
 
     write_photos("second");
-    let o = Command::new(crate::bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
-    assert!(
-        !err.contains('\u{1b}') && !err.contains("contacts ") && !err.contains("writing"),
-        "progress through a pipe:\n{err}"
-    );
+    draws_nothing_through_a_pipe(&args);
 }

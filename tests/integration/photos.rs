@@ -638,7 +638,7 @@ async fn photo_files_are_read_when_their_write_is_sent() {
     assert_eq!(truth[&with[2]].1, planned(2));
 }
 
-/// Versions in `contact_photos`' log, and its data files with their sizes.
+/// Versions in `contact_photos`' log, and its data files' sizes.
 fn photo_table(dir: &std::path::Path) -> (usize, Vec<u64>) {
     let table = dir.join("lake/contact_photos");
     let commits = std::fs::read_dir(table.join("_delta_log"))
@@ -651,25 +651,11 @@ fn photo_table(dir: &std::path::Path) -> (usize, Vec<u64>) {
                 .ends_with(".json")
         })
         .count();
-    let files = walkdir(&table)
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+    let files = crate::damage::data_files(&table)
+        .iter()
         .map(|p| p.metadata().unwrap().len())
         .collect();
     (commits, files)
-}
-
-fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walkdir(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
