@@ -87,6 +87,18 @@ pub fn width_of(s: &str) -> usize {
     unicode_width::UnicodeWidthStr::width(s)
 }
 
+/// The width of a column of names: its widest name of at most `max` columns (a longer one
+/// stands on a line of its own, never cut), and at least its heading's 14.
+pub fn name_column(names: &[String], max: usize) -> usize {
+    names
+        .iter()
+        .map(|n| width_of(n))
+        .filter(|&w| w <= max)
+        .chain([14])
+        .max()
+        .unwrap_or(14)
+}
+
 /// `s` padded with spaces to `width` columns (on the right).
 pub fn pad(s: &str, width: usize) -> String {
     format!("{s}{}", " ".repeat(width.saturating_sub(width_of(s))))

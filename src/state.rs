@@ -222,13 +222,7 @@ pub fn render_width(accounts: &[AccountRuns], width: usize) -> String {
         .iter()
         .map(|a| format!("{}/{}", a.source, a.account))
         .collect();
-    let name_w = names
-        .iter()
-        .map(|n| human::width_of(n))
-        .filter(|&w| w <= 40)
-        .chain([14])
-        .max()
-        .unwrap_or(14);
+    let name_w = human::name_column(&names, 40);
     let run_w = accounts
         .iter()
         .filter_map(|a| a.last.as_ref().map(|r| human::width_of(&r.run_id)))

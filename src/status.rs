@@ -165,13 +165,7 @@ impl Status {
             .iter()
             .map(|a| format!("{}/{}", a.source, a.account))
             .collect();
-        let name_w = names
-            .iter()
-            .map(|n| human::width_of(n))
-            .filter(|&w| w <= NAME_WIDTH)
-            .chain([14])
-            .max()
-            .unwrap_or(14);
+        let name_w = human::name_column(&names, NAME_WIDTH);
         // Counts are never cut: their column is as wide as the widest.
         let changes: Vec<String> = self.accounts.iter().map(changes_of).collect();
         let changes_w = changes
