@@ -148,6 +148,9 @@ impl Lake {
         removed: &[String],
         run_id: &str,
     ) -> Result<()> {
+        if fetched.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
         let mut landing = self.land_photos(source, account, run_id).await?;
         landing.add(fetched).await?;
         landing.commit(removed).await
