@@ -24,13 +24,12 @@ use arrow::datatypes::DataType;
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{
-    Action, Add, DeletionVectorDescriptor, LogicalFileView, StorageType, TableFeatures, Transaction,
+    Action, Add, DeletionVectorDescriptor, LogicalFileView, TableFeatures, Transaction,
 };
 use deltalake::protocol::DeltaOperation;
 use deltalake::writer::DeltaWriter;
 use futures::{StreamExt, TryStreamExt};
-use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStore;
 use parquet::arrow::ProjectionMask;
 #[allow(deprecated)] // still the object-store reader of parquet 59; its successor is not out
 use parquet::arrow::async_reader::ParquetObjectReader;
@@ -38,15 +37,13 @@ use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use roaring::RoaringTreemap;
 use serde_json::json;
 
+use super::dv::{deleted_rows, write_dvs};
 use super::{Lake, TableKind, app_id, retry, sql_str};
 use crate::arrow_util::normalize_batch;
 use crate::error::{Error, Result};
 
 /// The Delta table property that lets writers mark rows deleted instead of rewriting.
 pub(super) const ENABLE_DV: &str = "delta.enableDeletionVectors";
-
-/// Magic number of the `RoaringBitmapArray` serialization (little endian).
-const DV_MAGIC: u32 = 1681511377;
 
 /// Files whose `id` column is read at once.
 const ID_READS: usize = 8;
@@ -494,7 +491,7 @@ fn reader(store: Arc<dyn ObjectStore>, f: &LogicalFileView) -> ParquetObjectRead
 
 /// A stream of the given leaf columns (paths of names) of `f`, in physical row order.
 #[allow(deprecated)]
-async fn read_leaves(
+pub(super) async fn read_leaves(
     store: Arc<dyn ObjectStore>,
     f: &LogicalFileView,
     paths: &[&[&str]],
@@ -780,224 +777,4 @@ pub(super) async fn rewrite_live_rows(
         writer.write(normalize_batch(&b, &schema)?).await?;
     }
     Ok(())
-}
-
-/// The rows of `f` its deletion vector marks deleted (none without one); an error names
-/// the data file and what is wrong with its vector.
-pub(super) async fn deleted_rows(
-    store: &dyn ObjectStore,
-    f: &LogicalFileView,
-) -> Result<RoaringTreemap> {
-    match f.deletion_vector_descriptor() {
-        Some(d) => read_dv(store, &d)
-            .await
-            .map_err(|e| Error::lake(format!("reading the deletion vector of {}: {e}", f.path()))),
-        None => Ok(RoaringTreemap::new()),
-    }
-}
-
-/// Reads a deletion vector of the table whose store is `store` (stored in a file under
-/// the table, inline in the log, or at an absolute path inside the table). Every length
-/// and offset comes from the log or the file, so each is checked before it is used.
-async fn read_dv(store: &dyn ObjectStore, d: &DeletionVectorDescriptor) -> Result<RoaringTreemap> {
-    let bitmap = |bytes: &[u8]| -> Result<RoaringTreemap> {
-        match bytes.first_chunk::<4>() {
-            Some(magic) if u32::from_le_bytes(*magic) == DV_MAGIC => {}
-            _ => return Err(Error::lake("not a RoaringBitmapArray (bad magic)")),
-        }
-        RoaringTreemap::deserialize_from(&bytes[4..])
-            .map_err(|e| Error::lake(format!("bad deletion vector bitmap: {e}")))
-    };
-    let path = match d.storage_type {
-        StorageType::Inline => {
-            let bytes = z85::decode(&d.path_or_inline_dv)
-                .map_err(|e| Error::lake(format!("bad inline deletion vector: {e}")))?;
-            return bitmap(&bytes);
-        }
-        StorageType::UuidRelativePath => {
-            let p = d.path_or_inline_dv.as_bytes();
-            if p.len() < 20 || !d.path_or_inline_dv.is_char_boundary(p.len() - 20) {
-                return Err(Error::lake(format!(
-                    "bad deletion vector path {:?}",
-                    d.path_or_inline_dv
-                )));
-            }
-            let (prefix, encoded) = d.path_or_inline_dv.split_at(p.len() - 20);
-            let uuid = uuid::Uuid::from_slice(
-                &z85::decode(encoded).map_err(|e| Error::lake(format!("bad DV uuid: {e}")))?,
-            )
-            .map_err(|e| Error::lake(format!("bad DV uuid: {e}")))?;
-            if prefix.is_empty() {
-                Path::from(format!("deletion_vector_{uuid}.bin"))
-            } else {
-                Path::from(format!("{prefix}/deletion_vector_{uuid}.bin"))
-            }
-        }
-        StorageType::AbsolutePath => {
-            return Err(Error::lake(format!(
-                "deletion vectors at absolute paths ({}) are not supported; run OPTIMIZE or REORG on the table",
-                d.path_or_inline_dv
-            )));
-        }
-    };
-    let (Ok(start), Ok(size)) = (
-        u64::try_from(d.offset.unwrap_or(1)),
-        u64::try_from(d.size_in_bytes),
-    ) else {
-        return Err(Error::lake(format!(
-            "{path}: the log gives the deletion vector offset {:?} and size {}",
-            d.offset, d.size_in_bytes
-        )));
-    };
-    // Size field, body, checksum.
-    let want = 4 + size + 4;
-    let bytes = store
-        .get_range(&path, start..start + want)
-        .await
-        .map_err(|e| Error::lake(format!("{path}: {e}")))?;
-    if (bytes.len() as u64) < want {
-        return Err(Error::lake(format!(
-            "{path}: the deletion vector is cut short ({} of {want} bytes at offset {start})",
-            bytes.len()
-        )));
-    }
-    let size = size as usize;
-    let stated = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
-    if stated != size {
-        return Err(Error::lake(format!(
-            "{path}: deletion vector size {stated}, the log says {size}"
-        )));
-    }
-    let body = &bytes[4..4 + size];
-    let c = &bytes[4 + size..4 + size + 4];
-    let crc = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
-    if crc32fast::hash(body) != crc {
-        return Err(Error::lake(format!(
-            "{path}: deletion vector checksum mismatch"
-        )));
-    }
-    bitmap(body).map_err(|e| e.context(&path))
-}
-
-/// A deletion vector file's bytes, and each vector's (offset, size) in it.
-type DvFile = (Vec<u8>, Vec<(i32, i32)>);
-
-/// The bytes of a deletion vector file holding `bitmaps`, and each one's (offset, size):
-/// a version byte (1), then per vector its size (big-endian), the RoaringBitmapArray magic,
-/// the bitmap in the portable 64-bit form, and a CRC-32 of magic and bitmap (big-endian),
-/// as the Delta protocol lays it out (a test holds this to a Databricks-written file).
-fn dv_file<'a>(bitmaps: impl IntoIterator<Item = &'a RoaringTreemap>) -> Result<DvFile> {
-    let mut file: Vec<u8> = vec![1];
-    let mut places = Vec::new();
-    for bitmap in bitmaps {
-        let mut body = DV_MAGIC.to_le_bytes().to_vec();
-        bitmap
-            .serialize_into(&mut body)
-            .map_err(|e| Error::lake(format!("serializing a deletion vector: {e}")))?;
-        places.push((file.len() as i32, body.len() as i32));
-        file.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        file.extend_from_slice(&body);
-        file.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
-    }
-    Ok((file, places))
-}
-
-/// Writes the deletion vectors of one commit into one file at the table's root and
-/// returns, per file, the remove of its old version and the add with the new vector.
-async fn write_dvs(
-    store: &dyn ObjectStore,
-    marks: Vec<(LogicalFileView, RoaringTreemap)>,
-) -> Result<Vec<Action>> {
-    let uuid = uuid::Uuid::new_v4();
-    let path = Path::from(format!("deletion_vector_{uuid}.bin"));
-    let encoded = z85::encode(uuid.as_bytes());
-    let (file, places) = dv_file(marks.iter().map(|(_, b)| b))?;
-    let mut actions = Vec::new();
-    for ((f, bitmap), (offset, size)) in marks.into_iter().zip(places) {
-        #[allow(deprecated)] // the only public way to get the file's whole add action
-        let mut add = f.add_action();
-        add.deletion_vector = Some(DeletionVectorDescriptor {
-            storage_type: StorageType::UuidRelativePath,
-            path_or_inline_dv: encoded.clone(),
-            offset: Some(offset),
-            size_in_bytes: size,
-            cardinality: bitmap.len() as i64,
-        });
-        add.data_change = true;
-        // The file's min/max cover rows that are gone now: say the bounds are wide.
-        add.stats = add.stats.map(|s| loosen_bounds(&s));
-        actions.push(Action::Remove(f.remove_action(true)));
-        actions.push(Action::Add(add));
-    }
-    store.put(&path, file.into()).await?;
-    Ok(actions)
-}
-
-fn loosen_bounds(stats: &str) -> String {
-    match serde_json::from_str::<serde_json::Value>(stats) {
-        Ok(serde_json::Value::Object(mut m)) => {
-            m.insert("tightBounds".into(), json!(false));
-            serde_json::Value::Object(m).to_string()
-        }
-        _ => stats.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The Databricks-written table of the shared fixtures (ten rows 0-9, rows 0 and 9
-    /// deleted by a deletion vector).
-    fn golden() -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/fixtures/delta/table-with-dv-small")
-    }
-
-    /// Our writer's bytes for rows {0, 9} are the bytes Databricks wrote, payload and CRC.
-    #[test]
-    fn the_deletion_vector_writer_matches_a_real_engine() {
-        let theirs = std::fs::read(
-            golden().join("deletion_vector_61d16c75-6994-46b7-a15b-8b538852e50e.bin"),
-        )
-        .expect("the golden table in ../shared/fixtures/delta");
-        let bitmap: RoaringTreemap = [0u64, 9].into_iter().collect();
-        let (ours, places) = dv_file([&bitmap]).unwrap();
-        assert_eq!(
-            places,
-            vec![(1, 36)],
-            "offset and size as the log records them"
-        );
-        assert_eq!(ours, theirs);
-    }
-
-    /// The project's own deletion-vector reader applies Databricks's vector: rows 1-8.
-    #[tokio::test]
-    async fn the_databricks_table_reads_back_without_its_deleted_rows() {
-        let url = url::Url::from_directory_path(golden().canonicalize().unwrap()).unwrap();
-        let table = deltalake::open_table(url).await.unwrap();
-        let store = table.log_store().object_store(None);
-        let mut values = Vec::new();
-        for f in table.snapshot().unwrap().log_data().iter() {
-            let d = f
-                .deletion_vector_descriptor()
-                .expect("the file has a vector");
-            assert_eq!((d.cardinality, d.offset, d.size_in_bytes), (2, Some(1), 36));
-            let gone = read_dv(store.as_ref(), &d).await.unwrap();
-            let mut stream = read_leaves(store.clone(), &f, &[&["value"]]).await.unwrap();
-            let mut at = 0u64;
-            while let Some(b) = stream.try_next().await.unwrap() {
-                let c = arrow::compute::cast(b.column(0), &DataType::Int64).unwrap();
-                let c = c.as_primitive::<arrow::datatypes::Int64Type>();
-                for i in 0..b.num_rows() {
-                    if !gone.contains(at + i as u64) {
-                        values.push(c.value(i));
-                    }
-                }
-                at += b.num_rows() as u64;
-            }
-        }
-        values.sort();
-        assert_eq!(values, (1..=8).collect::<Vec<i64>>());
-    }
 }

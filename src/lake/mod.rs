@@ -33,6 +33,7 @@
 mod commit;
 pub mod committer;
 mod compact;
+pub mod dv;
 mod imds;
 mod index;
 mod keyed;
