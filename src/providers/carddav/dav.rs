@@ -433,10 +433,11 @@ pub fn href_url(base: &url::Url, href: &str, what: &str) -> Result<url::Url> {
 }
 
 /// The resource name of a member href (its last path segment, percent-encoded as sent),
-/// without a `.vcf` ending. `None` for a collection href (ending in `/`).
+/// without a `.vcf` ending. `None` for a collection href (ending in `/`), and for a member
+/// named `.vcf` alone, whose id would be empty.
 pub fn resource_id(path: &str) -> Option<&str> {
     let name = path.rsplit('/').next().filter(|n| !n.is_empty())?;
-    Some(name.strip_suffix(".vcf").unwrap_or(name))
+    Some(name.strip_suffix(".vcf").unwrap_or(name)).filter(|id| !id.is_empty())
 }
 
 /// How a CardDAV server is asked: its origin, the credentials, and the shared HTTP
