@@ -215,12 +215,19 @@ pub async fn load_desired(
     let open =
         || std::fs::File::open(path).map_err(|e| Error::config(format!("--desired {spec}: {e}")));
     if file(".parquet") {
-        let batches =
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(open()?)?
-                .with_batch_size(desired::BATCH_ROWS)
-                .build()?;
-        for b in batches {
-            reader.take(b?)?;
+        // A damaged file can panic the Parquet reader: `caught` makes that an error.
+        let file = open()?;
+        let batches = crate::arrow_util::caught(
+            || {
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
+                    .with_batch_size(desired::BATCH_ROWS)
+                    .build()
+            },
+            parquet::errors::ParquetError::General,
+        )
+        .map_err(|e| in_file(e.into()))?;
+        for b in crate::arrow_util::CaughtBatches::new(batches) {
+            reader.take(b.map_err(|e| in_file(e.into()))?)?;
         }
     } else if file(".csv") {
         check_csv(open()?).map_err(|e| Error::config(format!("--desired {spec}: {e}")))?;

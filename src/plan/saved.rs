@@ -331,8 +331,11 @@ pub struct Saved {
 pub fn read(path: &Path) -> Result<Saved> {
     let what = |m: String| Error::config(format!("--plan {}: {m}", path.display()));
     let file = std::fs::File::open(path).map_err(|e| what(e.to_string()))?;
-    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| what(format!("not a Parquet file ({e})")))?;
+    let builder = crate::arrow_util::caught(
+        || parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file),
+        parquet::errors::ParquetError::General,
+    )
+    .map_err(|e| what(format!("not a Parquet file ({e})")))?;
     let meta = builder
         .metadata()
         .file_metadata()
@@ -363,10 +366,12 @@ pub fn read(path: &Path) -> Result<Saved> {
     }
     let mut rows = Vec::new();
     let mut d = PlanDigest::new(&meta)?;
-    for b in builder
-        .with_batch_size(super::desired::BATCH_ROWS)
-        .build()?
-    {
+    let batches = crate::arrow_util::caught(
+        || builder.with_batch_size(super::desired::BATCH_ROWS).build(),
+        parquet::errors::ParquetError::General,
+    )
+    .map_err(|e| what(format!("unreadable rows ({e})")))?;
+    for b in crate::arrow_util::CaughtBatches::new(batches) {
         let b = b.map_err(|e| what(format!("unreadable rows ({e})")))?;
         for r in rows_of(&b, &what)? {
             if rows.len() == max {
