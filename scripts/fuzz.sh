@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes the decoders and file readers (tests/fuzz, proptest) for minutes: each target
-# (atom, aurinko, vcard, saved_plan, desired, dv) runs for SECONDS (default 120), split
+# (atom, aurinko, vcard, saved_plan, desired, dv, answers) runs for SECONDS (default 120), split
 # among its properties, one property at a time. Prints per target the cases run and the
 # time; exits non-zero if a target found a crash (the smallest input it shrank to is saved
 # under the target dir's tmp/fuzz-crashes/, and the failure names it).
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 SECS="${1:-120}"
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(atom aurinko vcard saved_plan desired dv)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(atom aurinko vcard saved_plan desired dv answers)
 
 # The test binary is run directly, so that a hung case is killed with it (not only cargo).
 BIN="$(cargo test --locked --test fuzz --no-run 2>&1 | tee /dev/stderr |
@@ -26,7 +26,7 @@ failed=()
 for t in "${TARGETS[@]}"; do
   props=$(grep -c "^${t}::fuzz_.*: test$" <<<"$LIST" || true)
   if [ "$props" = 0 ]; then
-    echo "no such target: $t (atom, aurinko, vcard, saved_plan, desired, dv)" >&2
+    echo "no such target: $t (atom, aurinko, vcard, saved_plan, desired, dv, answers)" >&2
     exit 2
   fi
   per=$(awk -v s="$SECS" -v n="$props" 'BEGIN { printf "%.1f", s / n }')

@@ -13,6 +13,7 @@
 //! and time, and saves the smallest crashing input it found under
 //! `$CARGO_TARGET_TMPDIR/fuzz-crashes/` before it fails.
 
+mod answers;
 mod atom;
 mod aurinko;
 mod desired;

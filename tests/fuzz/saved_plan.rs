@@ -494,3 +494,30 @@ fn saved_plan_odd_file_with_right_columns_reads() {
     std::fs::write(&path, odd_file(&p)).unwrap();
     read(&path).unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// Issue 34 named the `changed` column's unchecked downcast: a plan whose `changed` holds
+/// lists of numbers (its digest right) is refused naming the column, and so is one whose
+/// `changed` is text, not a list. (Already fixed before the fuzzing: this holds it.)
+#[test]
+fn saved_plan_changed_column_of_another_type_is_refused_naming_it() {
+    for changed in [Col::ListOfNumbers, Col::LargeText, Col::Numbers] {
+        let mut cols = vec![Col::Text; COLUMNS.len()];
+        cols[COLUMNS.iter().position(|c| *c == "changed").unwrap()] = changed.clone();
+        let p = OddPlan {
+            cols,
+            rows: vec![COLUMNS.iter().map(|c| Some(format!("v-{c}"))).collect()],
+            meta: Meta::Right,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.parquet");
+        std::fs::write(&path, odd_file(&p)).unwrap();
+        let e = match read(&path) {
+            Ok(_) => panic!("{changed:?}: read"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            e.contains("column changed: wanted a list of text"),
+            "{changed:?}: {e}"
+        );
+    }
+}
