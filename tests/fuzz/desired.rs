@@ -347,7 +347,7 @@ pub fn parquet_file(cols: &[ParquetCol]) -> Vec<u8> {
             let t = &types[k];
             a = arrow::compute::cast(&a, t)
                 .unwrap_or_else(|_| arrow::array::new_null_array(t, a.len()));
-        } else if k % 3 == 0 {
+        } else if k.is_multiple_of(3) {
             // A list of structs as a large list, the same items.
             if let DataType::List(item) = a.data_type() {
                 let t = DataType::LargeList(item.clone());

@@ -103,18 +103,13 @@ fn fuzz_dv_mutated_vectors() {
 
 #[test]
 fn fuzz_dv_generated_vectors_round_trip() {
-    fuzz(
-        "dv_round_trip",
-        bitmap(),
-        |b| stored(b),
-        |b| {
-            let bytes = stored(&b);
-            let back = decode_stored(&bytes, bytes.len() as u64 - 8)
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            prop_assert_eq!(back, b);
-            Ok(())
-        },
-    );
+    fuzz("dv_round_trip", bitmap(), stored, |b| {
+        let bytes = stored(&b);
+        let back = decode_stored(&bytes, bytes.len() as u64 - 8)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(back, b);
+        Ok(())
+    });
 }
 
 #[test]
