@@ -1,7 +1,8 @@
 //! A seventh target, beside the six of issue 34: the other decoders of what a server
 //! answers — CardDAV's `207 Multi-Status` reader (`dav::parse_multistatus`, which hands
 //! each card to `decode_vcard`), its `supported-address-data` and invalid-token checks,
-//! and `http::describe_body`, which every error shows — on mutated real answers (the
+//! Google's batch answer (`writeback::parse_batch_response`), and `http::describe_body`,
+//! which every error shows — on mutated real answers (the
 //! Radicale and Xandikos fixtures, the emulator's pages).
 
 use proptest::prelude::*;
@@ -10,6 +11,7 @@ use contacts_etl::http::describe_body;
 use contacts_etl::providers::carddav::dav::{
     is_invalid_sync_token, parse_multistatus, supported_address_data,
 };
+use contacts_etl::providers::google::writeback::parse_batch_response;
 
 use crate::inputs::mutated;
 use crate::seeds::{fixture, served, shared};
@@ -27,6 +29,9 @@ pub fn check(body: &[u8]) -> Result<(), TestCaseError> {
         Err(e) => error_is_worded(&e)?,
     }
     if let Err(e) = supported_address_data(body, "props") {
+        error_is_worded(&e)?;
+    }
+    if let Err(e) = parse_batch_response(body) {
         error_is_worded(&e)?;
     }
     let _ = is_invalid_sync_token(403, body);

@@ -92,3 +92,29 @@ fn a_desired_parquet_file_of_an_unknown_type_is_refused() {
         "{text}"
     );
 }
+
+/// Elements nested `n` deep inside a root `open`.
+fn nested(open: &str, n: usize) -> Vec<u8> {
+    format!("{open}{}", "<x>".repeat(n)).into_bytes()
+}
+
+/// Found by `answers_mutated`: a CardDAV answer of 65,536 nested elements overflowed
+/// quick-xml's 16-bit nesting counter (`attempt to add with overflow` in
+/// `NamespaceResolver::push`) inside `dav::parse_multistatus`; `supported_address_data`
+/// and the Google batch answer's reader (`parse_batch_response`) read with the same
+/// reader and had no bound either. Each refuses nesting past its bound now.
+#[test]
+fn answers_nested_past_the_readers_counter_are_refused() {
+    let deep = 70_000;
+    let dav = nested("<multistatus xmlns=\"DAV:\">", deep);
+    let e = contacts_etl::providers::carddav::dav::parse_multistatus(&dav, "report")
+        .expect_err("too deep");
+    assert!(e.to_string().contains("nested deeper than"), "{e}");
+    let e = contacts_etl::providers::carddav::dav::supported_address_data(&dav, "props")
+        .expect_err("too deep");
+    assert!(e.to_string().contains("nested deeper than"), "{e}");
+    let batch = nested("<feed xmlns=\"http://www.w3.org/2005/Atom\"><entry>", deep);
+    let e = contacts_etl::providers::google::writeback::parse_batch_response(&batch)
+        .expect_err("too deep");
+    assert!(e.to_string().contains("nested deeper than"), "{e}");
+}

@@ -137,6 +137,9 @@ pub fn supported_address_data(body: &[u8], what: &str) -> Result<Vec<AddressData
                         depth_in = Some(depth);
                     }
                     depth += 1;
+                    if depth > MAX_DEPTH {
+                        return Err(bad(format!("elements nested deeper than {MAX_DEPTH}")));
+                    }
                 }
             }
             Event::End(_) => {
@@ -295,6 +298,10 @@ fn status_code(line: &str) -> Option<u16> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// How deep elements may nest in an answer: a multistatus is 6 levels deep; the limit
+/// stops a hostile answer long before quick-xml's 16-bit nesting counter overflows.
+const MAX_DEPTH: usize = 256;
+
 /// Reads a `207 Multi-Status` body. `what` names the request in errors.
 pub fn parse_multistatus(body: &[u8], what: &str) -> Result<Multistatus> {
     let bad = |why: String| {
@@ -349,6 +356,9 @@ pub fn parse_multistatus(body: &[u8], what: &str) -> Result<Multistatus> {
             }
             stack.push(t);
             text.clear();
+            if stack.len() > MAX_DEPTH {
+                return Err(bad(format!("elements nested deeper than {MAX_DEPTH}")));
+            }
         }
         if !end {
             continue;

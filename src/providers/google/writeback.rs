@@ -853,6 +853,13 @@ pub fn parse_batch_response(body: &[u8]) -> Result<(Vec<BatchResult>, Option<Str
                 if !empty {
                     depth += 1;
                 }
+                // Before quick-xml's 16-bit nesting counter can overflow on a hostile answer.
+                if depth > super::decode::MAX_DEPTH {
+                    return Err(Error::decode(format!(
+                        "malformed batch response: elements nested deeper than {}",
+                        super::decode::MAX_DEPTH
+                    )));
+                }
                 let local = s.local_name();
                 let attr = |name: &[u8]| {
                     s.attributes()
