@@ -1,9 +1,9 @@
 //! A seventh target, beside the six of issue 34: the other decoders of what a server
-//! answers — CardDAV's `207 Multi-Status` reader (`dav::parse_multistatus`, which hands
-//! each card to `decode_vcard`), its `supported-address-data` and invalid-token checks,
-//! Google's batch answer (`writeback::parse_batch_response`), and `http::describe_body`,
-//! which every error shows — on mutated real answers (the
-//! Radicale and Xandikos fixtures, the emulator's pages).
+//! answers — CardDAV's `207 Multi-Status` reader (`dav::parse_multistatus`), its
+//! `supported-address-data` and invalid-token checks, Google's batch answer
+//! (`writeback::parse_batch_response`), and `http::describe_body`, which every error
+//! shows — on mutated real answers (the Radicale and Xandikos fixtures, the emulator's
+//! pages, a batch answer in the GData layout).
 
 use proptest::prelude::*;
 
