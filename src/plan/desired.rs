@@ -403,6 +403,15 @@ impl JsonRows<'_> {
         let schema = contacts_schema();
         for (k, v) in &o {
             if !self.names.contains(k) {
+                // More keys than the schema has columns are unknown ones: refused before
+                // a batch that wide is built (the caller names the unknown ones otherwise).
+                if self.names.len() == schema.fields().len() {
+                    return Err(Error::config(format!(
+                        "row {}{at}: more keys than the {} contact columns (see `contacts-etl schema`)",
+                        row + 1,
+                        schema.fields().len()
+                    )));
+                }
                 self.names.push(k.clone());
             }
             if let Ok(f) = schema.field_with_name(k) {

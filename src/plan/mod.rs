@@ -412,6 +412,14 @@ fn check_csv(text: impl std::io::Read) -> std::result::Result<(), String> {
                 }
                 b',' => {
                     fields += 1;
+                    // A header wider than the contact schema holds unknown or repeated
+                    // columns only: refused before a reader builds batches that wide.
+                    let max = contacts_schema().fields().len();
+                    if header.is_none() && fields > max {
+                        return Err(format!(
+                            "line {line}: the header has more fields than the {max} contact columns (see `contacts-etl schema`)"
+                        ));
+                    }
                     at_start = true;
                     continue;
                 }
