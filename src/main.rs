@@ -1131,5 +1131,5 @@ async fn ask_before_deleting(
         )
     })
     .await
-    .map_err(|e| Error::Other(format!("the question before deleting: {e}")))?
+    .map_err(|e| Error::other(format!("the question before deleting: {e}")))?
 }

@@ -93,7 +93,7 @@ pub async fn query_as_of(
     as_of: &AsOf,
 ) -> Result<Vec<arrow::array::RecordBatch>> {
     let df = dataframe_as_of(lake, sql, as_of).await?;
-    df.collect().await.map_err(|e| Error::Sql(e.to_string()))
+    df.collect().await.map_err(|e| Error::sql(e.to_string()))
 }
 
 /// Runs SQL over the lake as [`query`] does, its answer a stream of batches: a reader
@@ -105,7 +105,7 @@ pub async fn query_stream(
     let df = dataframe_as_of(lake, sql, &AsOf::Latest).await?;
     df.execute_stream()
         .await
-        .map_err(|e| Error::Sql(e.to_string()))
+        .map_err(|e| Error::sql(e.to_string()))
 }
 
 /// The read-only SQL `sql` over the lake as of `as_of`, planned, not yet run.
@@ -119,15 +119,15 @@ async fn dataframe_as_of(
         let Some((name, at)) = quoted.split_once('@') else {
             continue;
         };
-        let kind = TableKind::from_name(name).ok_or_else(|| Error::Sql(format!("\"{quoted}\": no table {name}; tables: contacts, contact_changes, sync_runs, writeback_results")))?;
+        let kind = TableKind::from_name(name).ok_or_else(|| Error::sql(format!("\"{quoted}\": no table {name}; tables: contacts, contact_changes, sync_runs, writeback_results")))?;
         let t = match at.strip_prefix('v').and_then(|v| v.parse::<i64>().ok()) {
             Some(v) => lake.open_version(kind, v).await?.ok_or_else(|| {
-                Error::Sql(format!("\"{quoted}\": the table has no version {v} yet"))
+                Error::sql(format!("\"{quoted}\": the table has no version {v} yet"))
             })?,
             None => {
                 let run = resolve_run(lake, at, &format!("\"{quoted}\"")).await?;
                 lake.open_as_of_run(kind, &run).await?.ok_or_else(|| {
-                    Error::Sql(format!(
+                    Error::sql(format!(
                         "\"{quoted}\": the table {name} did not exist yet after run {run}"
                     ))
                 })?
@@ -186,7 +186,7 @@ pub async fn resolve_run(lake: &Lake, id: &str, what: &str) -> Result<String> {
             let col = col
                 .as_any()
                 .downcast_ref::<arrow::array::StringArray>()
-                .ok_or_else(|| Error::Sql(format!("{column} is not text")))?;
+                .ok_or_else(|| Error::sql(format!("{column} is not text")))?;
             runs.extend(col.iter().flatten().map(str::to_string));
         }
     }
@@ -233,7 +233,7 @@ fn explain(ctx: &SessionContext, e: datafusion::error::DataFusionError) -> Error
             .map(|s| s.table_names())
             .unwrap_or_default();
         names.sort();
-        return Error::Sql(format!(
+        return Error::sql(format!(
             "{msg}. Tables here: {}",
             if names.is_empty() {
                 "none yet; run sync first".into()
@@ -242,7 +242,7 @@ fn explain(ctx: &SessionContext, e: datafusion::error::DataFusionError) -> Error
             }
         ));
     }
-    Error::Sql(msg)
+    Error::sql(msg)
 }
 
 /// Renders batches as `table`, `csv` or `json` (JSON lines) text.
@@ -440,7 +440,7 @@ pub async fn write_parquet(
     let schema = batches
         .first()
         .map(|b| b.schema())
-        .ok_or_else(|| Error::Sql("the query returned no columns".into()))?;
+        .ok_or_else(|| Error::sql("the query returned no columns"))?;
     let mut buf = Vec::new();
     {
         let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema, None)?;

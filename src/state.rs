@@ -130,7 +130,7 @@ pub async fn change(
     let lease = match lake.take_lease(source, account, &run_id).await? {
         Leased::Held(l) => l,
         Leased::Busy(holder) => {
-            return Err(Error::Concurrent(format!(
+            return Err(Error::concurrent(format!(
                 "{source}/{account}: another sync holds this account: {}; nothing changed. Run the {} again once it is done",
                 holder.describe(),
                 change.as_str()

@@ -599,7 +599,7 @@ impl AccountRun {
             Ok(Leased::Held(l)) => return Ok(l),
             Ok(Leased::Busy(holder)) => (
                 true,
-                Error::Concurrent(format!(
+                Error::concurrent(format!(
                     "another sync holds this account: {}; left to it (a lease ends with its run, or {} s after its last renewal)",
                     holder.describe(),
                     crate::lake::lease::STALE_AFTER.as_secs()
@@ -632,7 +632,7 @@ impl AccountRun {
             *mode = SyncMode::Full;
         }
         let extract = match source.extract(account, cursor.as_deref(), ctx).await {
-            Err(Error::CursorExpired(why)) => {
+            Err(why @ Error::CursorExpired { .. }) => {
                 tracing::warn!(source = source.name(), account, reason = %why, "cursor expired: running a full extract and reconciling deletes");
                 *mode = SyncMode::Resync;
                 let mut e = source.extract(account, None, ctx).await?;

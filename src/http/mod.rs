@@ -225,10 +225,10 @@ impl HttpClient {
                         .map(Duration::from_secs);
                     (
                         ra,
-                        Error::Http {
-                            status: Some(resp.status),
-                            message: format!("{what}: HTTP {}: {}", resp.status, resp.describe()),
-                        },
+                        Error::http(
+                            Some(resp.status),
+                            format!("{what}: HTTP {}: {}", resp.status, resp.describe()),
+                        ),
                     )
                 }
                 Err(AttemptError::Fatal(e)) => return Err(e.context(what)),
@@ -236,12 +236,12 @@ impl HttpClient {
                     message,
                     sent: true,
                 }) if unsafe_write => {
-                    return Err(Error::Http {
-                        status: None,
-                        message: format!(
+                    return Err(Error::http(
+                        None,
+                        format!(
                             "{what}: {message}; the reply was lost after the request went out, so the write may have been applied. It was not sent again (that could apply it twice): rerun apply, which syncs first and sends only what did not apply"
                         ),
-                    });
+                    ));
                 }
                 // No connection at all (refused, no such host, TLS refused): the server
                 // is down or the address wrong, which waiting rarely mends. A few quick
@@ -250,28 +250,27 @@ impl HttpClient {
                     message,
                     sent: false,
                 }) if attempt >= CONNECT_RETRIES => {
-                    return Err(Error::Http {
-                        status: None,
-                        message: format!(
+                    return Err(Error::http(
+                        None,
+                        format!(
                             "{what}: {message} (gave up after {} attempts); is the server up, and base_url right?",
                             attempt + 1
                         ),
-                    });
+                    ));
                 }
                 Err(AttemptError::Transient { message, sent }) => (
                     (!sent).then_some(CONNECT_RETRY_DELAY),
-                    Error::Http {
-                        status: None,
-                        message: format!("{what}: {message}"),
-                    },
+                    Error::http(None, format!("{what}: {message}")),
                 ),
             };
             if attempt >= self.policy.max_retries {
                 return Err(match failure {
-                    Error::Http { status, message } => Error::Http {
+                    Error::Http {
+                        status, context, ..
+                    } => Error::http(
                         status,
-                        message: format!("{message} (gave up after {} attempts)", attempt + 1),
-                    },
+                        format!("{context} (gave up after {} attempts)", attempt + 1),
+                    ),
                     e => e,
                 });
             }
@@ -316,10 +315,7 @@ impl HttpClient {
                 while let Some(s) = cause.source() {
                     cause = s;
                 }
-                AttemptError::Fatal(Error::Http {
-                    status: None,
-                    message: cause.to_string(),
-                })
+                AttemptError::Fatal(Error::http(None, cause.to_string()))
             } else {
                 AttemptError::Transient {
                     message: transport_message(&e),

@@ -560,7 +560,7 @@ impl Lake {
                         txns.get(&app_id(&r.source, &r.account)).copied().unwrap_or(0) == r.seq - 1
                     });
                 lost.extend(taken.into_iter().map(|r| {
-                    let e = Error::Concurrent(format!(
+                    let e = Error::concurrent(format!(
                         "{}: another sync of this account committed run {} first; nothing of this run was kept. Rerun to continue from where it stopped",
                         app_id(&r.source, &r.account),
                         r.seq

@@ -788,7 +788,7 @@ impl Lake {
         };
         t.load_version(version as u64)
             .await
-            .map_err(|e| Error::Sql(format!("{} has no version {version}: {e}", kind.name())))?;
+            .map_err(|e| Error::sql(format!("{} has no version {version}: {e}", kind.name())))?;
         Ok(Some(t))
     }
 

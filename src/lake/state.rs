@@ -315,7 +315,7 @@ impl Lake {
         };
         retry::retry(
             &app,
-            |e: &Error| !matches!(e, Error::Concurrent(_)),
+            |e: &Error| !matches!(e, Error::Concurrent { .. }),
             async |_| {
                 let changes = self.open_or_create(TableKind::ContactChanges).await?;
                 let txns = self
@@ -323,7 +323,7 @@ impl Lake {
                     .txns(TableKind::ContactChanges, &changes)
                     .await?;
                 if txns.get(&app).copied().unwrap_or(0) != seq - 1 {
-                    return Err(Error::Concurrent(format!(
+                    return Err(Error::concurrent(format!(
                         "{app}: another run of this account committed run {seq} first; nothing was changed. Try again"
                     )));
                 }
@@ -337,7 +337,7 @@ impl Lake {
         )
         .await
         .map_err(|e| match e {
-            Error::Concurrent(_) => e,
+            Error::Concurrent { .. } => e,
             e => e.context(format!(
                 "{app}: committing the {} run {seq} to contact_changes",
                 figures.mode

@@ -474,7 +474,7 @@ pub(crate) async fn sync_first(
     progress: bool,
 ) -> Result<()> {
     if let Some(f) = sync_source(p, source, accounts, progress).await? {
-        return Err(Error::Other(format!(
+        return Err(Error::other(format!(
             "apply needs a current lake, but syncing {}/{} failed: {}",
             f.source,
             f.account,

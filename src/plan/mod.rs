@@ -236,7 +236,7 @@ pub async fn load_desired(
         use futures::StreamExt;
         let mut batches = crate::sql::query_stream(lake, spec).await?;
         while let Some(b) = batches.next().await {
-            reader.take(b.map_err(|e| Error::Sql(e.to_string()))?)?;
+            reader.take(b.map_err(|e| Error::sql(e.to_string()))?)?;
         }
     }
     if reader.read > 0 && !reader.columns.contains("id") {

@@ -152,7 +152,7 @@ impl PlanDigest {
 }
 
 fn as_json_error(e: serde_json::Error) -> Error {
-    Error::Other(format!("a saved plan as JSON: {e}"))
+    Error::other(format!("a saved plan as JSON: {e}"))
 }
 
 pub use crate::model::write::is_insert_key;
@@ -223,7 +223,7 @@ pub fn to_batch(plan: &Plan) -> Result<RecordBatch> {
             op.desired()
                 .map(serde_json::to_string)
                 .transpose()
-                .map_err(|e| Error::Other(format!("a desired row as JSON: {e}")))?,
+                .map_err(|e| Error::other(format!("a desired row as JSON: {e}")))?,
         );
         row.push(None);
         reason.push(None);
@@ -292,7 +292,7 @@ pub fn write(plan: &Plan, mode: Mode, lake: &str, path: &Path) -> Result<()> {
     let step = super::desired::BATCH_ROWS;
     for start in (0..batch.num_rows()).step_by(step) {
         let len = step.min(batch.num_rows() - start);
-        for r in rows_of(&batch.slice(start, len), &Error::Other)? {
+        for r in rows_of(&batch.slice(start, len), &Error::other)? {
             d.row(&r)?;
         }
     }
@@ -303,7 +303,7 @@ pub fn write(plan: &Plan, mode: Mode, lake: &str, path: &Path) -> Result<()> {
         .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
         .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
             META_KEY.to_string(),
-            serde_json::to_string(&meta).map_err(|e| Error::Other(e.to_string()))?,
+            serde_json::to_string(&meta).map_err(|e| Error::other(e.to_string()))?,
         )]))
         .build();
     let mut buf = Vec::new();

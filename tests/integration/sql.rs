@@ -281,7 +281,7 @@ async fn sql_that_would_change_a_file_a_table_or_the_session_is_refused_everywhe
     for sql in &writing {
         let e = query(&lake, sql).await.unwrap_err();
         assert!(
-            matches!(e, contacts_etl::Error::Config(_)) && e.to_string().contains("refused"),
+            matches!(e, contacts_etl::Error::Config { .. }) && e.to_string().contains("refused"),
             "query {sql}: {e}"
         );
         let e = match contacts_etl::plan::load_desired(&lake, sql, "shared", &|_| true).await {
@@ -289,7 +289,7 @@ async fn sql_that_would_change_a_file_a_table_or_the_session_is_refused_everywhe
             Ok(_) => panic!("--desired {sql} ran"),
         };
         assert!(
-            matches!(e, contacts_etl::Error::Config(_)),
+            matches!(e, contacts_etl::Error::Config { .. }),
             "--desired {sql}: {e}"
         );
         let e = match contacts_etl::plan::photos::load_desired_photos(&lake, sql, "example.com")
@@ -299,7 +299,7 @@ async fn sql_that_would_change_a_file_a_table_or_the_session_is_refused_everywhe
             Ok(_) => panic!("--photos {sql} ran"),
         };
         assert!(
-            matches!(e, contacts_etl::Error::Config(_)),
+            matches!(e, contacts_etl::Error::Config { .. }),
             "--photos {sql}: {e}"
         );
         for args in [

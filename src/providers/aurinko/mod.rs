@@ -210,11 +210,11 @@ impl AurinkoSource {
             })
             .await?;
         match resp.status {
-            401 => Err(Error::Auth(format!(
+            401 => Err(Error::auth(format!(
                 "{what}: the API refused the account's credentials (401 {}); refresh the account token",
                 resp.describe()
             ))),
-            403 => Err(Error::Auth(format!(
+            403 => Err(Error::auth(format!(
                 "{what}: access denied (403 {}); the token needs the Contacts.Read scope",
                 resp.describe()
             ))),
@@ -244,10 +244,10 @@ impl AurinkoSource {
                 )
                 .await?;
             if !resp.ok() {
-                return Err(Error::Http {
-                    status: Some(resp.status),
-                    message: format!("{what}: HTTP {}: {}", resp.status, resp.describe()),
-                });
+                return Err(Error::http(
+                    Some(resp.status),
+                    format!("{what}: HTTP {}: {}", resp.status, resp.describe()),
+                ));
             }
             let s: SyncStatus = serde_json::from_slice(&resp.body)
                 .map_err(|e| Error::decode(format!("{what}: unreadable SyncStatus ({e})")))?;
@@ -259,13 +259,13 @@ impl AurinkoSource {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(std::time::Duration::from_secs(10));
         }
-        Err(Error::Http {
-            status: None,
-            message: format!(
+        Err(Error::http(
+            None,
+            format!(
                 "{} account {account}: the sync was still not ready after {MAX_READY_POLLS} polls of POST /v1/contacts/sync; try again later",
                 self.name
             ),
-        })
+        ))
     }
 
     /// Reads one stream to its `nextDeltaToken`, handing each page to `sink` as it
@@ -312,17 +312,17 @@ impl AurinkoSource {
                     sink.restart();
                     continue;
                 }
-                return Err(Error::CursorExpired(format!(
+                return Err(Error::cursor_expired(format!(
                     "{what}: the sync token is no longer valid (HTTP {} {})",
                     resp.status,
                     resp.describe()
                 )));
             }
             if !resp.ok() {
-                return Err(Error::Http {
-                    status: Some(resp.status),
-                    message: format!("{what}: HTTP {}: {}", resp.status, resp.describe()),
-                });
+                return Err(Error::http(
+                    Some(resp.status),
+                    format!("{what}: HTTP {}: {}", resp.status, resp.describe()),
+                ));
             }
             ctx.metrics
                 .pages

@@ -395,7 +395,7 @@ impl AurinkoSource {
             self.http.send(what, &ctx.metrics, 16 << 20, build).await?
         };
         if resp.status == 401 {
-            return Err(crate::Error::Auth(format!(
+            return Err(crate::Error::auth(format!(
                 "{what}: the API refused the account's credentials (401 {})",
                 resp.describe()
             )));

@@ -549,7 +549,7 @@ impl DavClient {
 
     fn check_auth(&self, resp: HttpResponse, what: &str) -> Result<HttpResponse> {
         if resp.status == 401 {
-            return Err(Error::Auth(format!(
+            return Err(Error::auth(format!(
                 "{what}: the server refused the credentials (401 {}); check auth's username and password (an app-specific password for iCloud and Fastmail) or token",
                 resp.describe()
             )));

@@ -530,7 +530,7 @@ impl CardDavSource {
                 .read("REPORT", &url, "0", &body, &what, &ctx.metrics)
                 .await?;
             if dav::is_invalid_sync_token(resp.status, &resp.body) {
-                return Err(Error::CursorExpired(format!(
+                return Err(Error::cursor_expired(format!(
                     "{what}: the server no longer knows the sync-token (HTTP {} {})",
                     resp.status,
                     resp.describe()
@@ -695,7 +695,7 @@ fn first<T>(m: &Multistatus, f: impl Fn(&dav::Props) -> Option<T>) -> Option<T> 
 fn multistatus(resp: HttpResponse, what: &str) -> Result<Multistatus> {
     match resp.status {
         207 => dav::parse_multistatus(&resp.body, what),
-        403 => Err(Error::Auth(format!(
+        403 => Err(Error::auth(format!(
             "{what}: access denied (403 {}); the user may not read this collection",
             resp.describe()
         ))),
@@ -703,13 +703,13 @@ fn multistatus(resp: HttpResponse, what: &str) -> Result<Multistatus> {
             "{what}: no such collection on the server (404 {}); check base_url and address_books",
             resp.describe()
         ))),
-        s => Err(Error::Http {
-            status: Some(s),
-            message: format!(
+        s => Err(Error::http(
+            Some(s),
+            format!(
                 "{what}: HTTP {s} where a 207 Multi-Status was expected: {}",
                 resp.describe()
             ),
-        }),
+        )),
     }
 }
 
@@ -980,13 +980,13 @@ mod tests {
             let (base, _) = serve(move |_, _, _| (status, body.to_string())).await;
             let s = source(&base, "address_books = [\"/b/\"]");
             let e = s.extract("b", Some("old"), &ctx()).await.unwrap_err();
-            assert!(matches!(e, Error::CursorExpired(_)), "{status}: {e}");
+            assert!(matches!(e, Error::CursorExpired { .. }), "{status}: {e}");
             assert!(e.to_string().contains("source s book /b/"), "{e}");
         }
         let (base, _) = serve(|_, _, _| (403, "Forbidden".into())).await;
         let s = source(&base, "address_books = [\"/b/\"]");
         let e = s.extract("b", Some("old"), &ctx()).await.unwrap_err();
-        assert!(matches!(e, Error::Auth(_)), "{e}");
+        assert!(matches!(e, Error::Auth { .. }), "{e}");
     }
 
     /// An href on another host is refused before any request goes there, naming the

@@ -191,7 +191,7 @@ impl ServiceAccount {
             &self.key,
         )
         .map_err(|e| {
-            Error::Auth(format!(
+            Error::auth(format!(
                 "cannot sign the service-account JWT with {}: {e}",
                 self.key_path
             ))
@@ -210,7 +210,7 @@ impl ServiceAccount {
             })
             .await?;
         if !resp.ok() {
-            return Err(Error::Auth(format!(
+            return Err(Error::auth(format!(
                 "{what}: HTTP {}: {}; check the key file {} and the delegation for {}",
                 resp.status,
                 resp.describe(),
@@ -219,7 +219,7 @@ impl ServiceAccount {
             )));
         }
         let t: TokenResponse = serde_json::from_slice(&resp.body)
-            .map_err(|e| Error::Auth(format!("{what}: unreadable answer: {e}")))?;
+            .map_err(|e| Error::auth(format!("{what}: unreadable answer: {e}")))?;
         Ok((
             Secret::new(t.access_token),
             Duration::from_secs(t.expires_in.unwrap_or(3600)),

@@ -563,10 +563,7 @@ enum Open<'a> {
 /// Decodes one feed page into a batch of the contacts schema. `what` names the page in
 /// errors.
 pub fn decode_feed(body: &[u8], ctx: &RecordContext, what: &str) -> Result<FeedPage> {
-    decode_feed_inner(body, ctx).map_err(|e| match e {
-        Error::Decode(m) => Error::Decode(format!("{what}: {m}")),
-        other => other.context(what),
-    })
+    decode_feed_inner(body, ctx).map_err(|e| e.context(what))
 }
 
 /// What is read of a page: the feed's own elements, and the entries with their items.

@@ -209,7 +209,7 @@ impl GoogleSource {
 
     /// The error for a 401 that stands after a refresh.
     fn refused(&self, what: &str, resp: &crate::http::HttpResponse) -> Error {
-        Error::Auth(format!(
+        Error::auth(format!(
             "{what}: the API refused the credentials (401: {}); {}",
             resp.describe(),
             self.auth.hint()
@@ -233,19 +233,19 @@ impl GoogleSource {
                 Ok(page)
             }
             401 => Err(self.refused(what, &resp)),
-            403 => Err(Error::Auth(format!(
+            403 => Err(Error::auth(format!(
                 "{what}: access denied (403: {}); the token must belong to an administrator of {}",
                 resp.describe(),
                 self.domain
             ))),
-            410 => Err(Error::CursorExpired(format!(
+            410 => Err(Error::cursor_expired(format!(
                 "{what}: the API answered 410 Gone ({}): deletions since the stored cursor are no longer kept",
                 resp.describe()
             ))),
-            s => Err(Error::Http {
-                status: Some(s),
-                message: format!("{what}: HTTP {s}: {}", resp.describe()),
-            }),
+            s => Err(Error::http(
+                Some(s),
+                format!("{what}: HTTP {s}: {}", resp.describe()),
+            )),
         }
     }
 
