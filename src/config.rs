@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Kind, Result};
 use crate::secret::Secret;
 
 /// A parsed, validated, interpolated pipeline.
@@ -306,6 +306,7 @@ impl Pipeline {
     fn interpolate(&mut self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<()> {
         let file = self.path.display().to_string();
         let f = |key: &str, v: &mut String| -> Result<()> {
+            // `why` is a phrase of ours that finishes the sentence, not a lower error.
             *v = interpolate_with(v, lookup)
                 .map_err(|why| Error::config(format!("{file}: {key} {why}")))?;
             Ok(())
@@ -471,7 +472,7 @@ pub fn load_secret(
 pub fn resolve_lake_url(loc: &str, base: &Path) -> Result<url::Url> {
     if loc.contains("://") {
         return url::Url::parse(loc)
-            .map_err(|e| Error::config(format!("lake.url {loc:?} is not a URL: {e}")));
+            .with_context(Kind::Config, || format!("lake.url {loc:?} is not a URL"));
     }
     let p = Path::new(loc);
     let joined = if p.is_absolute() {
@@ -572,7 +573,7 @@ pub fn read_input_file(path: &Path, max: u64, what: &str) -> Result<String> {
     use std::io::Read;
     let shown = path.display();
     let meta = std::fs::metadata(path)
-        .map_err(|e| Error::config(format!("{what}: cannot read {shown}: {e}")))?;
+        .with_context(Kind::Config, || format!("{what}: cannot read {shown}"))?;
     if !meta.is_file() {
         return Err(Error::config(format!(
             "{what}: {shown} is not a regular file (a folder, FIFO, socket or device); name a file"
@@ -597,14 +598,15 @@ pub fn read_input_file(path: &Path, max: u64, what: &str) -> Result<String> {
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
-        .map_err(|e| Error::config(format!("{what}: cannot read {shown}: {e}")))?;
+        .with_context(Kind::Config, || format!("{what}: cannot read {shown}"))?;
     if bytes.len() as u64 > max {
         return Err(Error::config(format!(
             "{what}: {shown} is more than the {max} bytes this file may have"
         )));
     }
-    String::from_utf8(bytes)
-        .map_err(|e| Error::config(format!("{what}: {shown} is not UTF-8 text ({e})")))
+    String::from_utf8(bytes).with_context(Kind::Config, || {
+        format!("{what}: {shown} is not UTF-8 text")
+    })
 }
 
 /// Replaces `${VAR}` with the variable's value; `$${` stays a literal `${`.

@@ -40,7 +40,7 @@ use serde_json::json;
 use super::dv::{deleted_rows, write_dvs};
 use super::{Lake, TableKind, app_id, retry, sql_str};
 use crate::arrow_util::normalize_batch;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 
 /// The Delta table property that lets writers mark rows deleted instead of rewriting.
 pub(super) const ENABLE_DV: &str = "delta.enableDeletionVectors";
@@ -480,8 +480,8 @@ pub(super) fn split_rows(
 }
 
 /// A read error of data file `f`, naming it (the Parquet layer's own errors do not).
-fn in_file(f: &LogicalFileView, e: impl std::fmt::Display) -> Error {
-    Error::lake(format!("data file {}: {e}", f.path()))
+fn in_file(f: &LogicalFileView, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::with_source(Kind::Lake, format!("data file {}", f.path()), e)
 }
 
 #[allow(deprecated)]
@@ -682,28 +682,20 @@ async fn landed_in_file(
     let mut out = Vec::new();
     let mut offset = 0u64;
     while let Some(b) = stream.try_next().await.map_err(|e| in_file(f, e))? {
-        let col = |name: &str| -> Result<ArrayRef> {
-            let c = b
-                .column_by_name(name)
-                .ok_or_else(|| Error::lake(format!("{}: no {name} column", f.path())))?;
-            Ok(arrow::compute::cast(c, &DataType::Utf8)?)
-        };
-        let (ids, etags) = (col("id")?, col("etag")?);
+        let what = format!("data file {}", f.path());
+        let (ids, etags) = (
+            super::text_column(&b, "id", &what)?,
+            super::text_column(&b, "etag", &what)?,
+        );
         let photo = b
             .column_by_name("photo")
-            .ok_or_else(|| Error::lake(format!("{}: no photo column", f.path())))?
-            .as_struct();
-        let photo_etags = arrow::compute::cast(
-            photo
-                .column_by_name("etag")
-                .ok_or_else(|| Error::lake(format!("{}: no photo.etag column", f.path())))?,
-            &DataType::Utf8,
+            .and_then(|c| c.as_struct_opt())
+            .ok_or_else(|| Error::corrupt(format!("{what}: no photo column of photo fields")))?;
+        let photo_etags = super::text_column(
+            &RecordBatch::from(photo.clone()),
+            "etag",
+            &format!("{what}: photo"),
         )?;
-        let (ids, etags, photo_etags) = (
-            ids.as_string::<i32>(),
-            etags.as_string::<i32>(),
-            photo_etags.as_string::<i32>(),
-        );
         for i in 0..b.num_rows() {
             if ids.is_null(i)
                 || gone.contains(offset + i as u64)
@@ -714,13 +706,13 @@ async fn landed_in_file(
             let value =
                 |a: &arrow::array::StringArray| a.is_valid(i).then(|| a.value(i).to_string());
             let photo_etag = if photo.is_valid(i) {
-                value(photo_etags)
+                value(&photo_etags)
             } else {
                 None
             };
             out.push((
                 ids.value(i).to_string(),
-                (value(etags), photo_etag),
+                (value(&etags), photo_etag),
                 offset + i as u64,
             ));
         }

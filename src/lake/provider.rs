@@ -27,7 +27,7 @@ use deltalake::DeltaTable;
 use futures::TryStreamExt;
 
 use super::{Lake, TableKind};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Kind, Result};
 
 /// A DataFusion session for SQL over the lake: the defaults, less the rule that answers
 /// aggregates from statistics (the log's, which a damaged lake gets wrong).
@@ -83,7 +83,7 @@ async fn check_files(kind: TableKind, table: &DeltaTable) -> Result<()> {
     while let Some(m) = list
         .try_next()
         .await
-        .map_err(|e| Error::lake(format!("{}: listing its files: {e}", kind.name())))?
+        .with_context(Kind::Lake, || format!("{}: listing its files", kind.name()))?
     {
         if !m.location.as_ref().starts_with("_delta_log/") {
             listed.insert(m.location, m.size);

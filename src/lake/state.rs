@@ -21,7 +21,7 @@ use serde_json::json;
 use super::{
     COMMIT_RETRIES, Lake, RunFigures, TableKind, app_id, commit, commit_files, keyed, retry,
 };
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Kind, Result};
 use crate::model::schema::{ContactRecord, records_to_batch};
 
 /// Delete rows per batch written to `contact_changes` by a drop.
@@ -150,7 +150,7 @@ impl Lake {
             .await?
             .collect()
             .await
-            .map_err(|e| Error::lake(format!("counting the rows of contacts: {e}")))?;
+            .context(Kind::Lake, "counting the rows of contacts")?;
         let mut out = BTreeMap::new();
         for b in batches {
             let s = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
