@@ -376,6 +376,9 @@ impl Error {
         }
         let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(self);
         while let Some(c) = cause {
+            if let Some(Error::Concurrent { .. }) = c.downcast_ref::<Error>() {
+                return true;
+            }
             if let Some(D::Transaction { source }) = c.downcast_ref::<D>()
                 && conflict(source)
             {

@@ -193,7 +193,8 @@ pub async fn resolve_run(lake: &Lake, id: &str, what: &str) -> Result<String> {
         let Some(t) = lake.open(kind).await? else {
             continue;
         };
-        let ctx = SessionContext::new();
+        let ctx = crate::lake::session_context();
+        crate::lake::checksum::expect_table(&t);
         ctx.register_table("t", t.table_provider().await?)?;
         let batches = ctx
             .sql(&format!("SELECT DISTINCT {column} FROM t"))

@@ -27,6 +27,7 @@ use futures::future::LocalBoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use serde_json::json;
 
+use super::checksum;
 use super::index::PartitionFiles;
 use super::keyed::{self, Keyed, KeyedOutcome, Located, NewRows, Replace};
 use super::{
@@ -242,7 +243,7 @@ impl Lake {
         figures.upserted = upserted;
         figures.deleted = deletes.len() as i64;
         // The upserts' files hold exactly the rows contacts gets: they are copied there.
-        let upsert_files = changes_writer.flush().await?;
+        let upsert_files = checksum::sealed(changes_writer.flush().await?);
         let mut change_files = upsert_files.clone();
         if !deletes.is_empty() {
             let rows: Vec<ContactRecord> = deletes
@@ -261,7 +262,7 @@ impl Lake {
             // Delete rows go to their own file, written only when there are some.
             let mut w = self.streaming_writer(&changes_table)?;
             w.write(records_to_batch(&rows)?).await?;
-            change_files.extend(w.flush().await?);
+            change_files.extend(checksum::sealed(w.flush().await?));
         }
         tracing::debug!(
             app,

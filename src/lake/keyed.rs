@@ -238,12 +238,20 @@ impl Lake {
                 outcome.add(o);
                 // Closes this partition's file before the next account's (the writer
                 // keeps one open per partition): memory of one file, not of the group.
-                actions.extend(writer.flush().await?.into_iter().map(Action::Add));
+                actions.extend(
+                    super::checksum::sealed(writer.flush().await?)
+                        .into_iter()
+                        .map(Action::Add),
+                );
             }
             outcome.appended += appended_rows(k.appended);
             actions.extend(k.appended.iter().cloned().map(Action::Add));
         }
-        actions.extend(writer.flush().await?.into_iter().map(Action::Add));
+        actions.extend(
+            super::checksum::sealed(writer.flush().await?)
+                .into_iter()
+                .map(Action::Add),
+        );
         tracing::debug!(
             table = kind.name(),
             accounts = steps.len(),
@@ -486,6 +494,7 @@ fn in_file(f: &LogicalFileView, e: impl std::error::Error + Send + Sync + 'stati
 
 #[allow(deprecated)]
 fn reader(store: Arc<dyn ObjectStore>, f: &LogicalFileView) -> ParquetObjectReader {
+    super::checksum::expect(f);
     ParquetObjectReader::new(store, f.object_store_path()).with_file_size(f.size() as u64)
 }
 
@@ -691,11 +700,10 @@ async fn landed_in_file(
             .column_by_name("photo")
             .and_then(|c| c.as_struct_opt())
             .ok_or_else(|| Error::corrupt(format!("{what}: no photo column of photo fields")))?;
-        let photo_etags = super::text_column(
-            &RecordBatch::from(photo.clone()),
-            "etag",
-            &format!("{what}: photo"),
-        )?;
+        let photo_etags = photo
+            .column_by_name("etag")
+            .ok_or_else(|| Error::corrupt(format!("{what}: no photo.etag column")))?;
+        let photo_etags = super::as_text(photo_etags, &format!("{what}: photo.etag"))?;
         for i in 0..b.num_rows() {
             if ids.is_null(i)
                 || gone.contains(offset + i as u64)

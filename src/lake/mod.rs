@@ -30,6 +30,7 @@
 //! `contact_changes` the same way and brought up to date. The cursor for the next extract is read
 //! from `sync_runs` (data, kept forever).
 
+pub(crate) mod checksum;
 mod commit;
 pub mod committer;
 mod compact;
@@ -47,7 +48,6 @@ mod tables;
 use std::collections::HashMap;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use datafusion::prelude::SessionContext;
 use deltalake::kernel::Action;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::protocol::DeltaOperation;
@@ -224,8 +224,13 @@ fn text_column(b: &RecordBatch, name: &str, what: &str) -> Result<arrow::array::
     let c = b
         .column_by_name(name)
         .ok_or_else(|| Error::lake(format!("{what}: no {name} column")))?;
+    as_text(c, &format!("{what}: column {name}"))
+}
+
+/// Column `c` (named by `what`) as plain UTF-8 strings, or an error when it is not text.
+fn as_text(c: &ArrayRef, what: &str) -> Result<arrow::array::StringArray> {
     let c = arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8)
-        .with_context(Kind::Lake, || format!("{what}: column {name} is not text"))?;
+        .with_context(Kind::Lake, || format!("{what} is not text"))?;
     // The cast made it UTF-8 text of 32-bit offsets.
     Ok(c.as_string::<i32>().clone())
 }
@@ -327,6 +332,16 @@ impl Lake {
             opts.entry("AWS_ENDPOINT_URL".into()).or_insert(e);
         }
         opts.extend(options);
+        // The store's keys are secrets of this process: an error that echoes one shows `***`.
+        for (k, v) in &opts {
+            let k = k.to_ascii_lowercase();
+            if (k.contains("secret") || k.contains("token") || k.contains("password"))
+                && !v.is_empty()
+            {
+                crate::secret::Secret::new(v.clone());
+            }
+        }
+        checksum::install();
         if matches!(url.scheme(), "s3" | "s3a") {
             add_s3_defaults(&mut opts);
         }
@@ -627,7 +642,8 @@ impl Lake {
 
     /// Runs SQL over one table registered as `t`.
     async fn query_table(&self, table: DeltaTable, sql: &str) -> Result<Vec<RecordBatch>> {
-        let ctx = SessionContext::new();
+        let ctx = provider::session_context();
+        checksum::expect_table(&table);
         ctx.register_table("t", table.table_provider().await?)?;
         Ok(ctx.sql(sql).await?.collect().await?)
     }
@@ -744,7 +760,7 @@ impl Lake {
         let mut files = Vec::new();
         for b in batches {
             writer.write(b.clone()).await?;
-            files.extend(writer.flush().await?);
+            files.extend(checksum::sealed(writer.flush().await?));
         }
         let t0 = std::time::Instant::now();
         let t = commit_files(table, &files, props.with_max_retries(COMMIT_RETRIES)).await?;

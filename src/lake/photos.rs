@@ -235,6 +235,7 @@ impl PhotoLanding<'_> {
         let files = self.writer.flush().await.with_context(Kind::Lake, || {
             format!("writing photos of {}/{}", self.source, self.account)
         })?;
+        let files = super::checksum::sealed(files);
         self.keys.extend(removed.iter().cloned());
         if self.keys.is_empty() {
             return Ok(());

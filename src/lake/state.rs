@@ -222,7 +222,7 @@ impl Lake {
         let files = if ids.is_empty() {
             Vec::new()
         } else {
-            writer.flush().await?
+            super::checksum::sealed(writer.flush().await?)
         };
         self.commit_state_run(source, account, seq, &figures, &files)
             .await?;
