@@ -2,4 +2,5 @@
 //! source of a domain's shared contacts and its users' directory profiles.
 
 pub mod config;
+pub mod cursor;
 pub mod decode;
