@@ -392,7 +392,7 @@ pub fn parse_page<'a, T: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<
     if text.trim_start().starts_with('<') {
         return Err(Error::decode(format!(
             "{what}: an HTML or XML page ({}) came back where JSON was expected; check base_url",
-            crate::http::describe_body(body)
+            super::describe(body)
         )));
     }
     let malformed = |detail: String| {

@@ -85,6 +85,23 @@ struct SyncStatus {
     ready: Option<bool>,
 }
 
+/// An Aurinko error that carries the upstream API's own (`/originalError/error/message`)
+/// with its `code` and `message` as one line, `code: message (upstream message)`; `None`
+/// for any other body, which the base reading takes. The source's [`crate::http::Describer`].
+pub fn original_error(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let orig = v.pointer("/originalError/error/message")?.as_str()?;
+    let code = v.get("code")?.as_str()?;
+    let msg = v.get("message")?.as_str()?;
+    Some(format!("{code}: {msg} ({orig})"))
+}
+
+/// An error body of the Aurinko API as one line (the upstream error first, see
+/// [`original_error`]).
+pub fn describe(body: &[u8]) -> String {
+    crate::http::describe_body_with(Some(original_error), body)
+}
+
 fn env(var: &str, source: &str, account: Option<&str>) -> Result<Secret> {
     match std::env::var(var) {
         Ok(v) if !v.is_empty() => Ok(Secret::new(v)),
@@ -149,7 +166,7 @@ impl AurinkoSource {
             accounts: settings.accounts.iter().map(|a| a.id.clone()).collect(),
             auth,
             concurrency: cfg.concurrency.unwrap_or(4).max(1),
-            http,
+            http: http.with_describer(original_error),
         })
     }
 
@@ -520,5 +537,27 @@ impl crate::providers::WriteBack for AurinkoSource {
         metrics: &'a crate::http::Metrics,
     ) -> futures::future::BoxFuture<'a, Result<Vec<crate::model::write::OpResult>>> {
         Box::pin(AurinkoSource::apply(self, ops, managed, force, metrics))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Aurinko's upstream error is read by the Aurinko source, not by the HTTP layer.
+    #[test]
+    fn upstream_errors_are_named() {
+        assert_eq!(
+            super::describe(
+                br#"{"code":"api.error","message":"Upstream failed","originalError":{"error":{"message":"Quota exceeded"}}}"#
+            ),
+            "api.error: Upstream failed (Quota exceeded)"
+        );
+        assert_eq!(
+            super::describe(br#"{"code":"syncToken.expired","message":"syncToken expired."}"#),
+            "syncToken.expired: syncToken expired."
+        );
+        assert!(!crate::http::describe_body(
+            br#"{"code":"c","message":"m","originalError":{"error":{"message":"Quota exceeded"}}}"#
+        )
+        .contains("Quota"));
     }
 }

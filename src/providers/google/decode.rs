@@ -655,7 +655,7 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
                     if !(ns == Ns::Atom && local == b"feed") {
                         let name = String::from_utf8_lossy(s.name().as_ref()).into_owned();
                         let hint = if name.eq_ignore_ascii_case("html") {
-                            let title = crate::http::describe_body(text.as_bytes());
+                            let title = super::describe(text.as_bytes());
                             format!(
                                 "an HTML page ({title}) came back where an Atom feed was expected; check base_url and auth"
                             )
@@ -797,7 +797,7 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
                     .get(..4)
                     .is_some_and(|h| h.eq_ignore_ascii_case(b"html"));
                 if html && !saw_root {
-                    let title = crate::http::describe_body(text.as_bytes());
+                    let title = super::describe(text.as_bytes());
                     return Err(Error::decode(format!(
                         "an HTML page ({title}) came back where an Atom feed was expected; check base_url and auth"
                     )));

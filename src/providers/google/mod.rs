@@ -60,6 +60,24 @@ pub const PROVIDER: crate::providers::Registration = crate::providers::Registrat
     },
 };
 
+/// A GData error document (`<errors><error><code>…</code><internalReason>…`) as one
+/// line, `code: reason`; `None` for any other body. The source's [`crate::http::Describer`].
+pub fn gdata_reason(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let t = text.trim();
+    let reason = crate::http::between(t, "<internalReason>", "</internalReason>")?;
+    Some(match crate::http::between(t, "<code>", "</code>") {
+        Some(code) => format!("{code}: {reason}"),
+        None => reason,
+    })
+}
+
+/// An error body of the Google API as one line (GData's reason first, see
+/// [`gdata_reason`]).
+pub fn describe(body: &[u8]) -> String {
+    crate::http::describe_body_with(Some(gdata_reason), body)
+}
+
 /// A configured Google source.
 pub struct GoogleSource {
     name: String,
@@ -107,7 +125,7 @@ impl GoogleSource {
             concurrency: cfg.concurrency.unwrap_or(4).max(1),
             photos: settings.photos,
             photo_concurrency: settings.photo_concurrency,
-            http,
+            http: http.with_describer(gdata_reason),
             auth: Arc::new(auth),
         })
     }
@@ -525,5 +543,24 @@ impl crate::providers::Photos for GoogleSource {
         metrics: &'a crate::http::Metrics,
     ) -> futures::future::BoxFuture<'a, Vec<crate::model::write::OpResult>> {
         Box::pin(self.apply_photos(ops, force, metrics))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// GData's error document is read by the Google source, not by the HTTP layer.
+    #[test]
+    fn gdata_error_bodies_read_as_one_line() {
+        assert_eq!(super::describe(b"<errors xmlns='http://schemas.google.com/g/2005'><error><domain>GData</domain><code>etagsMismatch</code><internalReason>Etags mismatch</internalReason></error></errors>"), "etagsMismatch: Etags mismatch");
+        assert_eq!(
+            super::describe(
+                b"<errors><error><internalReason>No code</internalReason></error></errors>"
+            ),
+            "No code"
+        );
+        assert_eq!(
+            super::describe(b"<HTML><TITLE>Not Found</TITLE></HTML>"),
+            "Not Found"
+        );
     }
 }

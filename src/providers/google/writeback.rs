@@ -866,7 +866,7 @@ pub fn parse_batch_response(body: &[u8]) -> Result<(Vec<BatchResult>, Option<Str
                     if !saw_feed {
                         return Err(Error::decode(format!(
                             "expected a batch <feed>, got: {}",
-                            crate::http::describe_body(body)
+                            super::describe(body)
                         )));
                     }
                 } else if level == 2 && ns_eq(&res, ATOM) && local.as_ref() == b"entry" {
