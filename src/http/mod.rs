@@ -3,6 +3,8 @@
 //! connection resets and truncated bodies, `Retry-After` honoured, a cap on body size, and
 //! counters for the run summary. Providers supply the requests and decode the bodies.
 
+pub mod paging;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

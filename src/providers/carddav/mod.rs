@@ -46,6 +46,7 @@ use crate::model::spill::Collected;
 use crate::providers::{Extract, RunContext, SyncMode};
 use crate::secret::Secret;
 
+use crate::http::paging::PageGuard;
 use config::{AuthConfig, CardDavConfig};
 use dav::{DavClient, Multistatus};
 
@@ -505,20 +506,22 @@ impl CardDavSource {
     ) -> Result<Extract> {
         let url = self.book_url(book)?;
         let mut token = token.to_string();
-        let mut seen_tokens: HashSet<String> = HashSet::from([token.clone()]);
+        let mut guard = PageGuard::new(MAX_SYNC_PAGES);
+        // The request's own token: a page leading back to it is a loop too.
+        let _ = guard.follow(&token);
         // path → what the latest page said of it. A later page beats an earlier one:
         // names can be reused. vCards a report carries are decoded and spilled with their
         // page as rank as each page is read, so memory holds paths, not pages.
         let mut changes: HashMap<String, Change> = HashMap::new();
         let mut collected = Collected::try_new()?;
-        let mut pages = 0i64;
-        for page in 1.. {
-            if page > MAX_SYNC_PAGES {
+        let mut pages: i64;
+        loop {
+            let Ok(page) = guard.page() else {
                 return Err(Error::decode(format!(
                     "source {} book {book}: more than {MAX_SYNC_PAGES} truncated sync-collection pages; a paging loop or a broken server, stopped",
                     self.name
                 )));
-            }
+            };
             pages = page as i64;
             let what = format!(
                 "source {} book {book}: sync-collection page {page}",
@@ -590,7 +593,7 @@ impl CardDavSource {
             }
             // A token seen before (the request's own, or one of an earlier page) means
             // the pages go round: stopped at once, not after the page bound.
-            if !seen_tokens.insert(next.clone()) {
+            if guard.follow(&next).is_err() {
                 return Err(Error::decode(format!(
                     "{what}: a truncated answer (507) whose sync-token was already used in this run; a paging loop, stopped"
                 )));

@@ -27,6 +27,7 @@ use futures::{StreamExt, TryStreamExt};
 use crate::config::SourceConfig;
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
+use crate::http::paging::{PageGuard, PagingFault};
 use crate::model::spill::Collected;
 use crate::providers::{Extract, RunContext, SyncMode};
 use auth::GoogleAuth;
@@ -319,12 +320,11 @@ impl GoogleSource {
         }
         // What a correct server can need, plus a tenth for contacts added during the read.
         let needed = total.unwrap_or(MAX_TOTAL_RESULTS).div_ceil(ps).max(1);
-        let max_pages = needed + needed / 10 + 10;
-        let mut links = SeenLinks::default();
-        links.insert(&first_url);
+        let mut guard = PageGuard::new(needed + needed / 10 + 10);
+        // The first page cannot be over the bound nor a repeat.
+        let _ = (guard.page(), guard.follow(&first_url));
         // An empty page is the end, whatever link it carries.
         let mut next = first.next.clone().filter(|_| first.batch.num_rows() > 0);
-        let mut n = 1;
         collected.add(&first.batch, None)?;
         if parallel
             && next.is_some()
@@ -343,7 +343,8 @@ impl GoogleSource {
                 .map(|(n, url)| async move { self.page(&url, &what(n), ctx).await })
                 .buffered(self.concurrency);
             while let Some(p) = pages.try_next().await? {
-                n += 1;
+                // Within the bound: these pages are what totalResults needs.
+                let _ = guard.page();
                 collected.add(&p.batch, None)?;
                 if p.batch.num_rows() == 0 {
                     // Fewer entries than totalResults said: the rest is not there.
@@ -355,20 +356,20 @@ impl GoogleSource {
             }
         }
         while let Some(link) = next {
-            n += 1;
+            let n = guard.pages() + 1;
             let url = crate::http::check_link(&self.origin, &link, &what(n))?;
-            if !links.insert(url.as_str()) {
-                return Err(Error::decode(format!(
-                    "{}: the server sent the next link {url} a second time; a paging loop, stopped",
-                    what(n)
-                )));
-            }
-            if n > max_pages {
-                return Err(Error::decode(format!(
-                    "{}: more pages than totalResults ({}) can need at {ps} per page; a paging loop or a broken server, stopped",
-                    what(n),
+            let stop = match guard.follow(url.as_str()).and_then(|()| guard.page()) {
+                Ok(_) => None,
+                Err(PagingFault::Repeated) => Some(format!(
+                    "the server sent the next link {url} a second time; a paging loop, stopped"
+                )),
+                Err(_) => Some(format!(
+                    "more pages than totalResults ({}) can need at {ps} per page; a paging loop or a broken server, stopped",
                     total.map_or("absent".to_string(), |t| t.to_string())
-                )));
+                )),
+            };
+            if let Some(stop) = stop {
+                return Err(Error::decode(format!("{}: {stop}", what(n))));
             }
             let p = self.page(url.as_str(), &what(n), ctx).await?;
             next = p.next.clone().filter(|_| p.batch.num_rows() > 0);
@@ -464,22 +465,6 @@ impl GoogleSource {
             parallel = false;
         }
         unreachable!("the loop returns on its last round")
-    }
-}
-
-/// The page links a read has followed, as 64-bit hashes: a read may take many thousand
-/// pages, and a repeat is what matters, not the text.
-#[derive(Default)]
-struct SeenLinks {
-    hashes: std::collections::HashSet<u64>,
-    state: std::collections::hash_map::RandomState,
-}
-
-impl SeenLinks {
-    /// Records a link; false if it was seen before.
-    fn insert(&mut self, link: &str) -> bool {
-        use std::hash::BuildHasher;
-        self.hashes.insert(self.state.hash_one(link))
     }
 }
 
