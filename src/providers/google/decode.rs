@@ -15,7 +15,7 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::{NamespaceError, PrefixDeclaration, QName};
 use quick_xml::reader::Reader;
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Kind, Result};
 use crate::model::schema::ContactRecord;
 use crate::model::schema::builders::{Cell, Cells, Row};
 
@@ -187,13 +187,13 @@ fn page_str<'a>(text: &'a str, b: &[u8]) -> Result<Cow<'a, str>> {
         Some(s) if off <= text.len() => Ok(Cow::Borrowed(s)),
         _ => std::str::from_utf8(b)
             .map(|s| Cow::Owned(s.to_string()))
-            .map_err(|e| Error::decode(format!("bad text: {e}"))),
+            .context(Kind::Decode, "bad text"),
     }
 }
 
 /// Unescapes `v` (entity and character references), borrowing it when it has none.
 fn unescape(v: Cow<'_, str>) -> Result<Cow<'_, str>> {
-    let bad = |e| Error::decode(format!("bad attribute value: {e}"));
+    let bad = |e| Error::with_source(Kind::Decode, "bad attribute value", e);
     Ok(match v {
         Cow::Borrowed(b) => quick_xml::escape::unescape(b).map_err(bad)?,
         Cow::Owned(o) => Cow::Owned(quick_xml::escape::unescape(&o).map_err(bad)?.into_owned()),
@@ -264,7 +264,7 @@ impl<'t, 'a> Attrs<'t, 'a> {
         // is made below over the few raw keys without one.
         let mut keys: smallvec::SmallVec<[&'t [u8]; 8]> = smallvec::SmallVec::new();
         for a in s.attributes().with_checks(false) {
-            let a = a.map_err(|e| Error::decode(format!("bad attribute: {e}")))?;
+            let a = a.context(Kind::Decode, "bad attribute")?;
             let key = a.key.into_inner();
             if keys.contains(&key) {
                 return Err(Error::decode(format!(
@@ -579,8 +579,7 @@ struct Parsed<'a> {
 }
 
 fn decode_feed_inner(body: &[u8], ctx: &RecordContext) -> Result<FeedPage> {
-    let text = crate::http::body_text(body)
-        .map_err(|e| Error::decode(format!("the body is not UTF-8: {e}")))?;
+    let text = crate::http::body_text(body).context(Kind::Decode, "the body is not UTF-8")?;
     let p = parse(text)?;
     let rows: Vec<GRow<'_, '_>> = p
         .entries
@@ -636,7 +635,7 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
         let before = r.buffer_position() as usize;
         let ev = r
             .read_event()
-            .map_err(|e| Error::decode(format!("malformed XML near byte {before}: {e}")))?;
+            .with_context(Kind::Decode, || format!("malformed XML near byte {before}"))?;
         match ev {
             Event::Start(ref s) | Event::Empty(ref s) => {
                 let empty = matches!(ev, Event::Empty(_));
@@ -645,7 +644,7 @@ fn parse(text: &str) -> Result<Parsed<'_>> {
                 let level = depth + 1;
                 scopes
                     .declare(s, &page_str(text, s)?, level)
-                    .map_err(|e| Error::decode(format!("malformed XML near byte {before}: {e}")))?;
+                    .with_context(Kind::Decode, || format!("malformed XML near byte {before}"))?;
                 if empty {
                     pending_pop = Some(level);
                 }
@@ -992,8 +991,8 @@ fn close<'a>(
                 let t = whole.as_deref().unwrap_or_default().trim();
                 rec.updated = Some(
                     chrono::DateTime::parse_from_rfc3339(t)
-                        .map_err(|e| {
-                            Error::decode(format!("entry <updated> {t:?} is not RFC 3339: {e}"))
+                        .with_context(Kind::Decode, || {
+                            format!("entry <updated> {t:?} is not RFC 3339")
                         })?
                         .timestamp_micros(),
                 );

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::config::SourceConfig;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Kind, Result};
 use crate::http::HttpClient;
 use crate::http::paging::{PageGuard, PagingFault};
 use crate::model::spill::Collected;
@@ -113,8 +113,8 @@ impl GoogleSource {
         // Credential errors name the account too: "source S (account D): …".
         let owner = format!("{} (account {})", cfg.name, settings.domain);
         let auth = GoogleAuth::from_config(&settings.auth, &owner, pipeline_dir)?;
-        let origin = url::Url::parse(&cfg.base_url).map_err(|e| {
-            Error::config(format!("source {}: base_url is not a URL ({e})", cfg.name))
+        let origin = url::Url::parse(&cfg.base_url).with_context(Kind::Config, || {
+            format!("source {}: base_url is not a URL", cfg.name)
         })?;
         Ok(GoogleSource {
             name: cfg.name.clone(),
@@ -401,11 +401,11 @@ impl GoogleSource {
             p
         };
         if let Some(c) = cursor {
-            let c: Cursor = serde_json::from_str(c).map_err(|e| {
-                Error::decode(format!(
-                    "stored cursor of {} is unreadable ({e}); run with --full-refresh",
+            let c: Cursor = serde_json::from_str(c).with_context(Kind::Decode, || {
+                format!(
+                    "stored cursor of {} is unreadable (run with --full-refresh)",
                     self.name
-                ))
+                )
             })?;
             let mut collected = Collected::try_new()?;
             let updated = self

@@ -12,7 +12,7 @@ use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 
 use super::GoogleSource;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Kind, Result};
 use crate::http::Metrics;
 use crate::model::schema::ContactRecord;
 use crate::model::write::{
@@ -687,14 +687,9 @@ pub fn update_entry(
     // The dropped elements of each changed group, as spans of `raw`, in document order.
     let mut spans: HashMap<&str, Vec<&str>> = HashMap::new();
     let mut open_span: Option<(&str, usize)> = None;
-    let bad = |e: String| {
-        Error::decode(format!(
-            "the landed raw entry does not parse ({e}); run sync --full-refresh"
-        ))
-    };
     loop {
         let before = r.buffer_position() as usize;
-        let (res, ev) = r.read_resolved_event().map_err(|e| bad(e.to_string()))?;
+        let (res, ev) = r.read_resolved_event().map_err(unparsable)?;
         match ev {
             Event::Eof => break,
             Event::Start(ref s) | Event::Empty(ref s) => {
@@ -751,10 +746,10 @@ pub fn update_entry(
                     } else {
                         Event::Start(start)
                     })
-                    .map_err(|e| bad(e.to_string()))?;
+                    .map_err(unparsable)?;
                     continue;
                 }
-                w.write_event(ev.borrow()).map_err(|e| bad(e.to_string()))?;
+                w.write_event(ev.borrow()).map_err(unparsable)?;
             }
             Event::End(ref e) => {
                 let level = depth;
@@ -785,17 +780,16 @@ pub fn update_entry(
                     }
                     w.get_mut().extend_from_slice(new.as_bytes());
                 }
-                w.write_event(Event::End(e.clone()))
-                    .map_err(|e| bad(e.to_string()))?;
+                w.write_event(Event::End(e.clone())).map_err(unparsable)?;
             }
             other => {
                 if skip_until.is_none() {
-                    w.write_event(other).map_err(|e| bad(e.to_string()))?;
+                    w.write_event(other).map_err(unparsable)?;
                 }
             }
         }
     }
-    String::from_utf8(w.into_inner()).map_err(|e| bad(e.to_string()))
+    String::from_utf8(w.into_inner()).map_err(unparsable)
 }
 
 /// The `atom:id` text of a raw entry.
@@ -830,10 +824,18 @@ pub struct BatchResult {
     pub etag: Option<String>,
 }
 
+/// A landed raw entry the XML reader or writer stopped at, the reader's error kept.
+fn unparsable(e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::with_source(
+        Kind::Decode,
+        "the landed raw entry does not parse (run sync --full-refresh)",
+        e,
+    )
+}
+
 /// Parses a batch response: the result entries and whether it was interrupted.
 pub fn parse_batch_response(body: &[u8]) -> Result<(Vec<BatchResult>, Option<String>)> {
-    let text = std::str::from_utf8(body)
-        .map_err(|e| Error::decode(format!("batch response is not UTF-8: {e}")))?;
+    let text = std::str::from_utf8(body).context(Kind::Decode, "batch response is not UTF-8")?;
     let mut r = NsReader::from_str(text);
     let mut out = Vec::new();
     let mut cur: Option<BatchResult> = None;
@@ -845,7 +847,7 @@ pub fn parse_batch_response(body: &[u8]) -> Result<(Vec<BatchResult>, Option<Str
     loop {
         let (res, ev) = r
             .read_resolved_event()
-            .map_err(|e| Error::decode(format!("malformed batch response: {e}")))?;
+            .context(Kind::Decode, "malformed batch response")?;
         match ev {
             Event::Start(ref s) | Event::Empty(ref s) => {
                 let empty = matches!(ev, Event::Empty(_));
@@ -907,7 +909,7 @@ pub fn parse_batch_response(body: &[u8]) -> Result<(Vec<BatchResult>, Option<Str
                 if let (Some(f), Some(c)) = (field, cur.as_mut()) {
                     let v = t
                         .decode()
-                        .map_err(|e| Error::decode(e.to_string()))?
+                        .context(Kind::Decode, "malformed batch response")?
                         .trim()
                         .to_string();
                     if f == "bid" {
