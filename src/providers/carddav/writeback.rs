@@ -726,6 +726,7 @@ pub fn merge_vcard(
             continue;
         }
         if let Some(key) = group_of(l) {
+            // `group_of` names only groups a queue was made for just above.
             let (_, q, last) = queues.iter_mut().find(|(k, _, _)| *k == key).unwrap();
             // A kept line comes out in its place, after the new lines before it.
             if let Some(at) = q.iter().position(|i| *i == Item::Held(x)) {

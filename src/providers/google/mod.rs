@@ -269,6 +269,7 @@ impl GoogleSource {
     }
 
     fn url_with(&self, params: &[(&str, String)]) -> String {
+        // base_url parsed in `try_new`; a path added to it parses too.
         let mut u = url::Url::parse(&self.feed_url()).expect("feed URL");
         {
             let mut q = u.query_pairs_mut();
