@@ -5,16 +5,377 @@
 #[allow(unused_imports)]
 use super::*;
 
-/// Routes of the Google emulator.
+use axum::extract::{FromRequest, FromRequestParts, Path};
+use axum::http::request::Parts;
+use axum::routing::get;
+
+/// Routes of the Google emulator: one axum route per URL of the API, each handler behind
+/// the [`Gate`].
 pub fn routes() -> Router<Arc<Shared>> {
+    const FEED: &str = "/m8/feeds/contacts/{domain}/{projection}";
     Router::new()
-        .route("/m8/feeds/{*rest}", any(handle))
+        .route(FEED, get(get_feed).post(post_feed).fallback(not_allowed))
+        .route(
+            &format!("{FEED}/batch"),
+            post(post_batch).fallback(not_allowed),
+        )
+        .route(
+            &format!("{FEED}/{{id}}"),
+            get(get_entry)
+                .put(put_entry)
+                .delete(delete_entry)
+                .post(post_entry)
+                .fallback(not_allowed),
+        )
+        .route(&format!("{FEED}/{{id}}/{{*more}}"), any(not_allowed))
+        .route("/m8/feeds/contacts/{domain}", any(not_allowed))
+        .route("/m8/feeds/photos/media/{domain}/{id}", any(photo_route))
+        .route("/m8/feeds/{*rest}", any(no_such_feed))
         .route("/token", post(token_endpoint))
 }
 
-pub(super) fn query_pairs(req: &Request) -> Vec<(String, String)> {
-    req.uri()
-        .query()
+/// What every request to the feeds passes first, as Google checks it: the caller is
+/// authorized and asks for GData 3. It carries what the handlers need of the request:
+/// its time, its query, and its method as `X-HTTP-Method-Override` makes it.
+pub(super) struct Gate {
+    now: i64,
+    query: Vec<(String, String)>,
+    method: Method,
+    /// When handling began: the emulator's own handling time, waits for the store's
+    /// lock included, is what the batch counter adds up.
+    started: std::time::Instant,
+}
+
+impl FromRequestParts<Arc<Shared>> for Gate {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, s: &Arc<Shared>) -> Result<Gate, Response> {
+        let started = std::time::Instant::now();
+        let now = s.clock.now_ms();
+        let query = query_pairs(&parts.uri);
+        if !authorized(&mut s.google.lock().unwrap(), &parts.headers, now) {
+            s.count("google.unauthorized");
+            return Err(html_error(
+                StatusCode::UNAUTHORIZED,
+                "Token invalid - Invalid token: Token not found",
+            ));
+        }
+        if !version_3(&parts.headers, &query) {
+            s.count("google.bad_version");
+            return Err(gdata_error(
+                StatusCode::BAD_REQUEST,
+                "versionNotSupported",
+                "This emulator serves GData-Version 3.0 only: send the header GData-Version: 3.0",
+            ));
+        }
+        Ok(Gate {
+            now,
+            method: overridden(&parts.method, &parts.headers),
+            query,
+            started,
+        })
+    }
+}
+
+/// A request body of at most 64 MiB; a larger or broken one is answered 400.
+pub(super) struct Body(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, _: &S) -> Result<Body, Response> {
+        axum::body::to_bytes(req.into_body(), 64 << 20)
+            .await
+            .map(Body)
+            .map_err(|_| {
+                text_error(
+                    StatusCode::BAD_REQUEST,
+                    "Request body too large or unreadable",
+                )
+            })
+    }
+}
+
+/// Whether the request asks for GData 3 (the header, or `v=3` in the query).
+fn version_3(headers: &HeaderMap, query: &[(String, String)]) -> bool {
+    headers
+        .get("GData-Version")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim()
+                .split('.')
+                .next()
+                .and_then(|m| m.parse::<u32>().ok())
+                .unwrap_or(0)
+                >= 3
+        })
+        .unwrap_or_else(|| query.iter().any(|(k, v)| k == "v" && v.starts_with('3')))
+}
+
+/// The method a request means: a POST may say PUT, DELETE or PATCH in
+/// `X-HTTP-Method-Override`.
+fn overridden(method: &Method, headers: &HeaderMap) -> Method {
+    let wanted = headers
+        .get("X-HTTP-Method-Override")
+        .and_then(|v| v.to_str().ok());
+    match (method, wanted) {
+        (&Method::POST, Some(m)) => match m.to_ascii_uppercase().as_str() {
+            "PUT" => Method::PUT,
+            "DELETE" => Method::DELETE,
+            "PATCH" => Method::PATCH,
+            _ => Method::POST,
+        },
+        (m, _) => m.clone(),
+    }
+}
+
+/// A contacts URL's domain and projection, checked as Google checks them (another
+/// domain is forbidden; an unknown projection is refused); deletion placeholders past
+/// their retention are dropped before anything is read or written.
+fn scope(
+    s: &Shared,
+    store: &mut GoogleStore,
+    domain: &str,
+    projection: Option<&str>,
+    now: i64,
+) -> Result<Projection, Response> {
+    if domain != store.domain {
+        s.count("google.wrong_domain");
+        return Err(html_error(
+            StatusCode::FORBIDDEN,
+            &format!("Cannot request contacts belonging to another domain ({domain})."),
+        ));
+    }
+    let Some(projection) = projection.and_then(Projection::parse) else {
+        return Err(gdata_error(
+            StatusCode::BAD_REQUEST,
+            "invalidParameterValue",
+            "Invalid projection: use full, thin or property-KEY",
+        ));
+    };
+    store.purge_tombstones(now);
+    Ok(projection)
+}
+
+/// The answer to a method a contacts URL does not take (after its domain and
+/// projection are checked).
+fn method_not_allowed() -> Response {
+    gdata_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "methodNotAllowed",
+        "Method not allowed on this URL",
+    )
+}
+
+/// Any contacts URL with a method it does not take, or a path under a contact.
+async fn not_allowed(
+    gate: Gate,
+    State(s): State<Arc<Shared>>,
+    Path(p): Path<HashMap<String, String>>,
+) -> Response {
+    let mut store = s.google.lock().unwrap();
+    let domain = p.get("domain").map_or("", String::as_str);
+    match scope(&s, &mut store, domain, p.get("projection").map(String::as_str), gate.now) {
+        Ok(_) => method_not_allowed(),
+        Err(r) => r,
+    }
+}
+
+/// A path under the feeds that is none of the API's.
+async fn no_such_feed(_: Gate) -> Response {
+    gdata_error(StatusCode::NOT_FOUND, "notFound", "No such feed")
+}
+
+/// GET of the feed: a page of it.
+async fn get_feed(
+    gate: Gate,
+    State(s): State<Arc<Shared>>,
+    Path((domain, projection)): Path<(String, String)>,
+) -> Response {
+    let mut store = s.google.lock().unwrap();
+    let p = match scope(&s, &mut store, &domain, Some(&projection), gate.now) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    s.count("google.feed");
+    feed(&mut store, &p, &gate.query, gate.now)
+}
+
+/// POST to the feed: one new entry.
+async fn post_feed(
+    gate: Gate,
+    State(s): State<Arc<Shared>>,
+    Path((domain, projection)): Path<(String, String)>,
+    Body(body): Body,
+) -> Response {
+    let mut store = s.google.lock().unwrap();
+    let p = match scope(&s, &mut store, &domain, Some(&projection), gate.now) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    if gate.method != Method::POST {
+        return method_not_allowed();
+    }
+    s.count("google.insert");
+    let resp = insert_one(&mut store, &p, &body, gate.now);
+    store.log_write("insert", None, resp.status());
+    resp
+}
+
+/// POST of a batch feed.
+async fn post_batch(
+    gate: Gate,
+    State(s): State<Arc<Shared>>,
+    Path((domain, projection)): Path<(String, String)>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Response {
+    let mut store = s.google.lock().unwrap();
+    let p = match scope(&s, &mut store, &domain, Some(&projection), gate.now) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    if gate.method != Method::POST {
+        return method_not_allowed();
+    }
+    s.count("google.batch");
+    // Deterministic: a rate r interrupts r of all batches, evenly spread (0.5 = every
+    // second one).
+    let rate = s.faults.spec().batch_interrupt;
+    let n = store.batch_count;
+    store.batch_count += 1;
+    let interrupt = rate > 0.0 && ((n + 1) as f64 * rate).floor() > (n as f64 * rate).floor();
+    let resp = batch(&mut store, &p, &headers, &body, gate.now, interrupt);
+    s.add("google.batch.us", gate.started.elapsed().as_micros() as u64);
+    resp
+}
+
+/// GET of one entry (304 when `If-None-Match` names its etag).
+async fn get_entry(
+    gate: Gate,
+    State(s): State<Arc<Shared>>,
+    Path((domain, projection, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let mut store = s.google.lock().unwrap();
+    let p = match scope(&s, &mut store, &domain, Some(&projection), gate.now) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    s.count("google.get");
+    match store.contacts.get(&id) {
+        Some(c) if c.deleted_ms.is_none() => {
+            if let Some(inm) = headers
+                .get(header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok())
+                && inm == c.etag
+            {
+                return StatusCode::NOT_MODIFIED.into_response();
+            }
+            atom(StatusCode::OK, "entry", store.standalone_entry(&id, &p))
+        }
+        _ => gdata_error(
+            StatusCode::NOT_FOUND,
+            "notFound",
+            &format!("Contact not found: {id}"),
+        ),
+    }
+}
+
+/// PUT of one entry.
+async fn put_entry(
+    gate: Gate,
+    State(s): State<Arc<Shared>>,
+    Path((domain, projection, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Response {
+    let mut store = s.google.lock().unwrap();
+    let p = match scope(&s, &mut store, &domain, Some(&projection), gate.now) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    s.count("google.update");
+    let resp = update_one(&mut store, &id, &p, &headers, &body, gate.now);
+    store.log_write("update", Some(&id), resp.status());
+    resp
+}
+
+/// DELETE of one entry.
+async fn delete_entry(
+    gate: Gate,
+    State(s): State<Arc<Shared>>,
+    Path((domain, projection, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let mut store = s.google.lock().unwrap();
+    if let Err(r) = scope(&s, &mut store, &domain, Some(&projection), gate.now) {
+        return r;
+    }
+    s.count("google.delete");
+    let if_match = headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let resp = match delete(&mut store, &id, if_match.as_deref(), None, gate.now) {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(OpError(st, code, reason)) => op_error_response(st, code, &reason),
+    };
+    store.log_write("delete", Some(&id), resp.status());
+    resp
+}
+
+/// POST to one entry: a PUT or DELETE sent as POST with `X-HTTP-Method-Override`.
+async fn post_entry(
+    gate: Gate,
+    state: State<Arc<Shared>>,
+    path: Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match gate.method {
+        Method::PUT => put_entry(gate, state, path, headers, body).await,
+        Method::DELETE => delete_entry(gate, state, path, headers).await,
+        _ => {
+            let State(s) = state;
+            let Path((domain, projection, _)) = path;
+            let mut store = s.google.lock().unwrap();
+            match scope(&s, &mut store, &domain, Some(&projection), gate.now) {
+                Ok(_) => method_not_allowed(),
+                Err(r) => r,
+            }
+        }
+    }
+}
+
+/// A contact's photo: GET, PUT or DELETE.
+async fn photo_route(
+    gate: Gate,
+    State(s): State<Arc<Shared>>,
+    Path((domain, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Response {
+    let mut store = s.google.lock().unwrap();
+    if domain != store.domain {
+        return html_error(
+            StatusCode::FORBIDDEN,
+            &format!("Cannot request contacts belonging to another domain ({domain})."),
+        );
+    }
+    s.count("google.photo");
+    let resp = photo(&mut store, &gate.method, &id, &headers, &body, gate.now);
+    match gate.method {
+        Method::PUT => store.log_write("photo_put", Some(&id), resp.status()),
+        Method::DELETE => store.log_write("photo_delete", Some(&id), resp.status()),
+        _ => {}
+    }
+    resp
+}
+
+/// The query's pairs, decoded.
+pub(super) fn query_pairs(uri: &axum::http::Uri) -> Vec<(String, String)> {
+    uri.query()
         .map(|q| {
             url::form_urlencoded::parse(q.as_bytes())
                 .into_owned()
@@ -23,6 +384,8 @@ pub(super) fn query_pairs(req: &Request) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// Whether the `Authorization` header holds the configured token or an unexpired
+/// OAuth2 token this emulator handed out.
 pub(super) fn authorized(store: &mut GoogleStore, headers: &HeaderMap, now_ms: i64) -> bool {
     let Some(h) = headers
         .get(header::AUTHORIZATION)
@@ -42,182 +405,8 @@ pub(super) fn authorized(store: &mut GoogleStore, headers: &HeaderMap, now_ms: i
     false
 }
 
-pub(super) async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
-    // From the first byte of the body to the finished response, waiting for the store's
-    // lock included: the emulator's own handling time, which B5 compares with `apply`.
-    let started = std::time::Instant::now();
-    let now = s.clock.now_ms();
-    let method = req.method().clone();
-    let headers = req.headers().clone();
-    let query = query_pairs(&req);
-    let path = req.uri().path().to_string();
-    let body = match axum::body::to_bytes(req.into_body(), 64 << 20).await {
-        Ok(b) => b,
-        Err(_) => {
-            return text_error(
-                StatusCode::BAD_REQUEST,
-                "Request body too large or unreadable",
-            );
-        }
-    };
-    let segs: Vec<&str> = path
-        .trim_start_matches("/m8/feeds/")
-        .split('/')
-        .filter(|x| !x.is_empty())
-        .collect();
-    let mut store = s.google.lock().unwrap();
-    if !authorized(&mut store, &headers, now) {
-        s.count("google.unauthorized");
-        return html_error(
-            StatusCode::UNAUTHORIZED,
-            "Token invalid - Invalid token: Token not found",
-        );
-    }
-    let version_ok = headers
-        .get("GData-Version")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.trim()
-                .split('.')
-                .next()
-                .and_then(|m| m.parse::<u32>().ok())
-                .unwrap_or(0)
-                >= 3
-        })
-        .unwrap_or_else(|| query.iter().any(|(k, v)| k == "v" && v.starts_with('3')));
-    if !version_ok {
-        s.count("google.bad_version");
-        return gdata_error(
-            StatusCode::BAD_REQUEST,
-            "versionNotSupported",
-            "This emulator serves GData-Version 3.0 only: send the header GData-Version: 3.0",
-        );
-    }
-    let method = match (
-        method,
-        headers
-            .get("X-HTTP-Method-Override")
-            .and_then(|v| v.to_str().ok()),
-    ) {
-        (Method::POST, Some(m)) => match m.to_ascii_uppercase().as_str() {
-            "PUT" => Method::PUT,
-            "DELETE" => Method::DELETE,
-            "PATCH" => Method::PATCH,
-            _ => Method::POST,
-        },
-        (m, _) => m,
-    };
-    match segs.as_slice() {
-        ["contacts", domain, rest @ ..] => {
-            if *domain != store.domain {
-                s.count("google.wrong_domain");
-                return html_error(
-                    StatusCode::FORBIDDEN,
-                    &format!("Cannot request contacts belonging to another domain ({domain})."),
-                );
-            }
-            let Some(projection) = rest.first().and_then(|p| Projection::parse(p)) else {
-                return gdata_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalidParameterValue",
-                    "Invalid projection: use full, thin or property-KEY",
-                );
-            };
-            store.purge_tombstones(now);
-            match (&method, &rest[1..]) {
-                (&Method::GET, []) => {
-                    s.count("google.feed");
-                    feed(&mut store, &projection, &query, now)
-                }
-                (&Method::POST, []) => {
-                    s.count("google.insert");
-                    let resp = insert_one(&mut store, &projection, &body, now);
-                    store.log_write("insert", None, resp.status());
-                    resp
-                }
-                (&Method::POST, ["batch"]) => {
-                    s.count("google.batch");
-                    // Deterministic: a rate r interrupts r of all batches, evenly spread
-                    // (0.5 = every second one).
-                    let rate = s.faults.spec().batch_interrupt;
-                    let n = store.batch_count;
-                    store.batch_count += 1;
-                    let interrupt =
-                        rate > 0.0 && ((n + 1) as f64 * rate).floor() > (n as f64 * rate).floor();
-                    let resp = batch(&mut store, &projection, &headers, &body, now, interrupt);
-                    s.add("google.batch.us", started.elapsed().as_micros() as u64);
-                    resp
-                }
-                (&Method::GET, [id]) => {
-                    s.count("google.get");
-                    match store.contacts.get(*id) {
-                        Some(c) if c.deleted_ms.is_none() => {
-                            if let Some(inm) = headers
-                                .get(header::IF_NONE_MATCH)
-                                .and_then(|v| v.to_str().ok())
-                                && inm == c.etag
-                            {
-                                return StatusCode::NOT_MODIFIED.into_response();
-                            }
-                            atom(
-                                StatusCode::OK,
-                                "entry",
-                                store.standalone_entry(id, &projection),
-                            )
-                        }
-                        _ => gdata_error(
-                            StatusCode::NOT_FOUND,
-                            "notFound",
-                            &format!("Contact not found: {id}"),
-                        ),
-                    }
-                }
-                (&Method::PUT, [id]) => {
-                    s.count("google.update");
-                    let resp = update_one(&mut store, id, &projection, &headers, &body, now);
-                    store.log_write("update", Some(id), resp.status());
-                    resp
-                }
-                (&Method::DELETE, [id]) => {
-                    s.count("google.delete");
-                    let if_match = headers
-                        .get(header::IF_MATCH)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string);
-                    let resp = match delete(&mut store, id, if_match.as_deref(), None, now) {
-                        Ok(()) => StatusCode::OK.into_response(),
-                        Err(OpError(st, code, reason)) => op_error_response(st, code, &reason),
-                    };
-                    store.log_write("delete", Some(id), resp.status());
-                    resp
-                }
-                _ => gdata_error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "methodNotAllowed",
-                    "Method not allowed on this URL",
-                ),
-            }
-        }
-        ["photos", "media", domain, id] => {
-            if *domain != store.domain {
-                return html_error(
-                    StatusCode::FORBIDDEN,
-                    &format!("Cannot request contacts belonging to another domain ({domain})."),
-                );
-            }
-            s.count("google.photo");
-            let resp = photo(&mut store, &method, id, &headers, &body, now);
-            match method {
-                Method::PUT => store.log_write("photo_put", Some(id), resp.status()),
-                Method::DELETE => store.log_write("photo_delete", Some(id), resp.status()),
-                _ => {}
-            }
-            resp
-        }
-        _ => gdata_error(StatusCode::NOT_FOUND, "notFound", "No such feed"),
-    }
-}
-
+/// A contact's photo as the API keeps it: read, replaced or removed, under the photo's
+/// etag.
 pub(super) fn photo(
     store: &mut GoogleStore,
     method: &Method,
@@ -382,4 +571,78 @@ pub(super) async fn token_endpoint(State(s): State<Arc<Shared>>, body: Bytes) ->
     let ttl = store.oauth_ttl_secs;
     store.oauth_tokens.insert(token.clone(), now + ttl * 1000);
     axum::Json(serde_json::json!({"access_token": token, "expires_in": store.oauth_ttl_secs, "token_type": "Bearer"})).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::emulator::{Emulator, EmulatorConfig};
+
+    /// Each URL of the API answers as Google does, through its route: the gate first
+    /// (401 without the token, whatever the path; 400 without GData 3), then the domain
+    /// (403), the projection (400), the method (405), and a path that is no feed (404);
+    /// `X-HTTP-Method-Override` makes a POST the write it names.
+    #[tokio::test]
+    async fn every_url_answers_through_its_route() {
+        let emu = Emulator::start(EmulatorConfig {
+            google_contacts: 3,
+            aurinko_accounts: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let base = format!("{}/m8/feeds", emu.url());
+        let http = reqwest::Client::new();
+        let send = |method: reqwest::Method, path: &str, v3: bool, auth: bool| {
+            let mut rb = http.request(method, format!("{base}{path}"));
+            if v3 {
+                rb = rb.header("GData-Version", "3.0");
+            }
+            if auth {
+                rb = rb.bearer_auth("emulator-token");
+            }
+            rb
+        };
+        let status = |rb: reqwest::RequestBuilder| async move {
+            let r = rb.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        };
+        use reqwest::Method as M;
+        let feed = "/contacts/example.com/full";
+        for path in [feed, "/nowhere/at/all"] {
+            let (st, body) = status(send(M::GET, path, true, false)).await;
+            assert_eq!(st, 401, "{path}: {body}");
+        }
+        let (st, body) = status(send(M::GET, feed, false, true)).await;
+        assert!(st == 400 && body.contains("versionNotSupported"), "{body}");
+        let (st, body) = status(send(M::GET, feed, true, true)).await;
+        assert_eq!(st, 200, "{body}");
+        let id = body
+            .split("/base/")
+            .nth(1)
+            .and_then(|t| t.split('<').next())
+            .unwrap()
+            .to_string();
+        let cases = [
+            (M::GET, "/contacts/other.org/full".to_string(), 403, "another domain"),
+            (M::GET, "/contacts/example.com/nope".to_string(), 400, "Invalid projection"),
+            (M::GET, "/contacts/example.com".to_string(), 400, "Invalid projection"),
+            (M::PATCH, format!("{feed}/{id}"), 405, "methodNotAllowed"),
+            (M::PUT, feed.to_string(), 405, "methodNotAllowed"),
+            (M::GET, format!("{feed}/batch"), 405, "methodNotAllowed"),
+            (M::GET, format!("{feed}/{id}/more"), 405, "methodNotAllowed"),
+            (M::GET, "/groups/example.com/full".to_string(), 404, "No such feed"),
+            (M::GET, format!("{feed}/{id}"), 200, "<entry"),
+            (M::GET, format!("{feed}/missing"), 404, "Contact not found"),
+        ];
+        for (method, path, want, words) in cases {
+            let (st, body) = status(send(method.clone(), &path, true, true)).await;
+            assert!(st == want && body.contains(words), "{method} {path}: {st} {body}");
+        }
+        let del = send(M::POST, &format!("{feed}/{id}"), true, true)
+            .header("X-HTTP-Method-Override", "DELETE")
+            .header("If-Match", "*");
+        assert_eq!(status(del).await.0, 200);
+        let (st, _) = status(send(M::GET, &format!("{feed}/{id}"), true, true)).await;
+        assert_eq!(st, 404, "the override deleted the contact");
+    }
 }
