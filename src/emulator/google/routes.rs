@@ -13,20 +13,12 @@ use axum::routing::get;
 /// the [`Gate`].
 pub fn routes() -> Router<Arc<Shared>> {
     const FEED: &str = "/m8/feeds/contacts/{domain}/{projection}";
+    let feed = || get(get_feed).post(post_feed).fallback(not_allowed);
     Router::new()
-        .route(FEED, get(get_feed).post(post_feed).fallback(not_allowed))
-        .route(
-            &format!("{FEED}/batch"),
-            post(post_batch).fallback(not_allowed),
-        )
-        .route(
-            &format!("{FEED}/{{id}}"),
-            get(get_entry)
-                .put(put_entry)
-                .delete(delete_entry)
-                .post(post_entry)
-                .fallback(not_allowed),
-        )
+        .route(FEED, feed())
+        .route(&format!("{FEED}/"), feed())
+        .route(&format!("{FEED}/batch"), any(batch_or_entry))
+        .route(&format!("{FEED}/{{id}}"), any(entry))
         .route(&format!("{FEED}/{{id}}/{{*more}}"), any(not_allowed))
         .route("/m8/feeds/contacts/{domain}", any(not_allowed))
         .route("/m8/feeds/photos/media/{domain}/{id}", any(photo_route))
@@ -175,7 +167,13 @@ async fn not_allowed(
 ) -> Response {
     let mut store = s.google.lock().unwrap();
     let domain = p.get("domain").map_or("", String::as_str);
-    match scope(&s, &mut store, domain, p.get("projection").map(String::as_str), gate.now) {
+    match scope(
+        &s,
+        &mut store,
+        domain,
+        p.get("projection").map(String::as_str),
+        gate.now,
+    ) {
         Ok(_) => method_not_allowed(),
         Err(r) => r,
     }
@@ -222,22 +220,28 @@ async fn post_feed(
     resp
 }
 
-/// POST of a batch feed.
-async fn post_batch(
+/// POST of a batch feed; any other method is one on the entry named `batch`, as the
+/// API reads the URL.
+async fn batch_or_entry(
     gate: Gate,
     State(s): State<Arc<Shared>>,
     Path((domain, projection)): Path<(String, String)>,
     headers: HeaderMap,
     Body(body): Body,
 ) -> Response {
+    let at = EntryAt {
+        domain,
+        projection,
+        id: "batch".into(),
+    };
+    if gate.method != Method::POST {
+        return on_entry(gate, &s, at, &headers, &body);
+    }
     let mut store = s.google.lock().unwrap();
-    let p = match scope(&s, &mut store, &domain, Some(&projection), gate.now) {
+    let p = match scope(&s, &mut store, &at.domain, Some(&at.projection), gate.now) {
         Ok(p) => p,
         Err(r) => return r,
     };
-    if gate.method != Method::POST {
-        return method_not_allowed();
-    }
     s.count("google.batch");
     // Deterministic: a rate r interrupts r of all batches, evenly spread (0.5 = every
     // second one).
@@ -250,20 +254,58 @@ async fn post_batch(
     resp
 }
 
-/// GET of one entry (304 when `If-None-Match` names its etag).
-async fn get_entry(
+/// The URL of one entry: domain, projection and contact id.
+#[derive(serde::Deserialize)]
+struct EntryAt {
+    domain: String,
+    projection: String,
+    id: String,
+}
+
+/// A request to one entry: GET, PUT or DELETE (a POST may be either write, see
+/// [`overridden`]).
+async fn entry(
     gate: Gate,
     State(s): State<Arc<Shared>>,
-    Path((domain, projection, id)): Path<(String, String, String)>,
+    Path(at): Path<EntryAt>,
     headers: HeaderMap,
+    Body(body): Body,
 ) -> Response {
+    on_entry(gate, &s, at, &headers, &body)
+}
+
+/// One entry read, replaced or deleted, by the request's method.
+fn on_entry(gate: Gate, s: &Shared, at: EntryAt, headers: &HeaderMap, body: &Bytes) -> Response {
     let mut store = s.google.lock().unwrap();
-    let p = match scope(&s, &mut store, &domain, Some(&projection), gate.now) {
+    let p = match scope(s, &mut store, &at.domain, Some(&at.projection), gate.now) {
         Ok(p) => p,
         Err(r) => return r,
     };
-    s.count("google.get");
-    match store.contacts.get(&id) {
+    let id = at.id.as_str();
+    match gate.method {
+        Method::GET => {
+            s.count("google.get");
+            get_entry(&mut store, id, &p, headers)
+        }
+        Method::PUT => {
+            s.count("google.update");
+            let resp = update_one(&mut store, id, &p, headers, body, gate.now);
+            store.log_write("update", Some(id), resp.status());
+            resp
+        }
+        Method::DELETE => {
+            s.count("google.delete");
+            let resp = delete_one(&mut store, id, headers, gate.now);
+            store.log_write("delete", Some(id), resp.status());
+            resp
+        }
+        _ => method_not_allowed(),
+    }
+}
+
+/// One entry as a document (304 when `If-None-Match` names its etag).
+fn get_entry(store: &mut GoogleStore, id: &str, p: &Projection, headers: &HeaderMap) -> Response {
+    match store.contacts.get(id) {
         Some(c) if c.deleted_ms.is_none() => {
             if let Some(inm) = headers
                 .get(header::IF_NONE_MATCH)
@@ -272,7 +314,7 @@ async fn get_entry(
             {
                 return StatusCode::NOT_MODIFIED.into_response();
             }
-            atom(StatusCode::OK, "entry", store.standalone_entry(&id, &p))
+            atom(StatusCode::OK, "entry", store.standalone_entry(id, p))
         }
         _ => gdata_error(
             StatusCode::NOT_FOUND,
@@ -282,69 +324,15 @@ async fn get_entry(
     }
 }
 
-/// PUT of one entry.
-async fn put_entry(
-    gate: Gate,
-    State(s): State<Arc<Shared>>,
-    Path((domain, projection, id)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    Body(body): Body,
-) -> Response {
-    let mut store = s.google.lock().unwrap();
-    let p = match scope(&s, &mut store, &domain, Some(&projection), gate.now) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    s.count("google.update");
-    let resp = update_one(&mut store, &id, &p, &headers, &body, gate.now);
-    store.log_write("update", Some(&id), resp.status());
-    resp
-}
-
-/// DELETE of one entry.
-async fn delete_entry(
-    gate: Gate,
-    State(s): State<Arc<Shared>>,
-    Path((domain, projection, id)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let mut store = s.google.lock().unwrap();
-    if let Err(r) = scope(&s, &mut store, &domain, Some(&projection), gate.now) {
-        return r;
-    }
-    s.count("google.delete");
+/// One entry deleted under its `If-Match`.
+fn delete_one(store: &mut GoogleStore, id: &str, headers: &HeaderMap, now: i64) -> Response {
     let if_match = headers
         .get(header::IF_MATCH)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let resp = match delete(&mut store, &id, if_match.as_deref(), None, gate.now) {
+    match delete(store, id, if_match.as_deref(), None, now) {
         Ok(()) => StatusCode::OK.into_response(),
         Err(OpError(st, code, reason)) => op_error_response(st, code, &reason),
-    };
-    store.log_write("delete", Some(&id), resp.status());
-    resp
-}
-
-/// POST to one entry: a PUT or DELETE sent as POST with `X-HTTP-Method-Override`.
-async fn post_entry(
-    gate: Gate,
-    state: State<Arc<Shared>>,
-    path: Path<(String, String, String)>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    match gate.method {
-        Method::PUT => put_entry(gate, state, path, headers, body).await,
-        Method::DELETE => delete_entry(gate, state, path, headers).await,
-        _ => {
-            let State(s) = state;
-            let Path((domain, projection, _)) = path;
-            let mut store = s.google.lock().unwrap();
-            match scope(&s, &mut store, &domain, Some(&projection), gate.now) {
-                Ok(_) => method_not_allowed(),
-                Err(r) => r,
-            }
-        }
     }
 }
 
@@ -580,7 +568,8 @@ mod tests {
     /// Each URL of the API answers as Google does, through its route: the gate first
     /// (401 without the token, whatever the path; 400 without GData 3), then the domain
     /// (403), the projection (400), the method (405), and a path that is no feed (404);
-    /// `X-HTTP-Method-Override` makes a POST the write it names.
+    /// `X-HTTP-Method-Override` makes a POST the write it names; `batch` is an entry's
+    /// id to any method but POST.
     #[tokio::test]
     async fn every_url_answers_through_its_route() {
         let emu = Emulator::start(EmulatorConfig {
@@ -623,20 +612,49 @@ mod tests {
             .unwrap()
             .to_string();
         let cases = [
-            (M::GET, "/contacts/other.org/full".to_string(), 403, "another domain"),
-            (M::GET, "/contacts/example.com/nope".to_string(), 400, "Invalid projection"),
-            (M::GET, "/contacts/example.com".to_string(), 400, "Invalid projection"),
+            (
+                M::GET,
+                "/contacts/other.org/full".to_string(),
+                403,
+                "another domain",
+            ),
+            (
+                M::GET,
+                "/contacts/example.com/nope".to_string(),
+                400,
+                "Invalid projection",
+            ),
+            (
+                M::GET,
+                "/contacts/example.com".to_string(),
+                400,
+                "Invalid projection",
+            ),
             (M::PATCH, format!("{feed}/{id}"), 405, "methodNotAllowed"),
             (M::PUT, feed.to_string(), 405, "methodNotAllowed"),
-            (M::GET, format!("{feed}/batch"), 405, "methodNotAllowed"),
+            (
+                M::GET,
+                format!("{feed}/batch"),
+                404,
+                "Contact not found: batch",
+            ),
+            (M::GET, format!("{feed}/"), 200, "<feed"),
             (M::GET, format!("{feed}/{id}/more"), 405, "methodNotAllowed"),
-            (M::GET, "/groups/example.com/full".to_string(), 404, "No such feed"),
+            (
+                M::GET,
+                "/groups/example.com/full".to_string(),
+                404,
+                "No such feed",
+            ),
             (M::GET, format!("{feed}/{id}"), 200, "<entry"),
             (M::GET, format!("{feed}/missing"), 404, "Contact not found"),
         ];
         for (method, path, want, words) in cases {
             let (st, body) = status(send(method.clone(), &path, true, true)).await;
-            assert!(st == want && body.contains(words), "{method} {path}: {st} {body}");
+            assert!(
+                st == want && body.contains(words),
+                "{method} {path}: {st} {body}"
+            );
         }
         let del = send(M::POST, &format!("{feed}/{id}"), true, true)
             .header("X-HTTP-Method-Override", "DELETE")
