@@ -16,6 +16,15 @@ pub(super) fn rel(k: &Kind, gd_uri: bool) -> (&'static str, String) {
 /// Renders a synthetic person as entry content.
 pub fn person_to_content(p: &Person, base: &str, domain: &str) -> Vec<El> {
     let mut c = Vec::new();
+    push_names(p, &mut c);
+    push_channels(p, &mut c);
+    push_places(p, &mut c);
+    push_links(p, base, domain, &mut c);
+    c
+}
+
+/// The notes, the name and the single values (nickname, file-as).
+fn push_names(p: &Person, c: &mut Vec<El>) {
     if let Some(n) = &p.notes {
         c.push(
             El::new(ATOM, "content")
@@ -45,6 +54,10 @@ pub fn person_to_content(p: &Person, base: &str, domain: &str) -> Vec<El> {
     if let Some(v) = &p.file_as {
         c.push(El::new(GCONTACT, "fileAs").text(v.clone()));
     }
+}
+
+/// E-mail addresses, phone numbers and IM addresses.
+fn push_channels(p: &Person, c: &mut Vec<El>) {
     for (addr, k, primary, dn) in &p.emails {
         let (a, v) = rel(k, true);
         let mut e = El::new(GD, "email")
@@ -82,6 +95,10 @@ pub fn person_to_content(p: &Person, base: &str, domain: &str) -> Vec<El> {
                 .attr(a, v),
         );
     }
+}
+
+/// Postal addresses and organizations.
+fn push_places(p: &Person, c: &mut Vec<El>) {
     for ad in &p.addresses {
         let mut e = El::new(GD, "structuredPostalAddress");
         if let Some(k) = &ad.kind {
@@ -120,6 +137,11 @@ pub fn person_to_content(p: &Person, base: &str, domain: &str) -> Vec<El> {
         }
         c.push(e);
     }
+}
+
+/// Websites, relations, events, the birthday, extended properties, group memberships
+/// and user-defined fields.
+fn push_links(p: &Person, base: &str, domain: &str, c: &mut Vec<El>) {
     for (href, k) in &p.websites {
         let (a, v) = rel(k, false);
         c.push(
@@ -167,7 +189,6 @@ pub fn person_to_content(p: &Person, base: &str, domain: &str) -> Vec<El> {
                 .attr("value", v.clone()),
         );
     }
-    c
 }
 
 impl GoogleStore {
@@ -353,25 +374,32 @@ pub(super) fn atom(status: StatusCode, kind: &str, body: String) -> Response {
         .into_response()
 }
 
-pub(super) fn feed(
-    store: &mut GoogleStore,
-    projection: &Projection,
-    query: &[(String, String)],
-    now: i64,
-) -> Response {
+/// A feed read's parameters, checked as the API checks them.
+struct FeedQuery<'q> {
+    max: usize,
+    start: usize,
+    updated_min: Option<i64>,
+    show_deleted: bool,
+    require_all_deleted: bool,
+    orderby: Option<&'q str>,
+    descending: bool,
+}
+
+/// The parameters of a feed read, or the API's 400 for the first one it refuses.
+fn feed_query<'q>(
+    store: &GoogleStore,
+    query: &'q [(String, String)],
+) -> Result<FeedQuery<'q>, Response> {
     let q = |k: &str| query.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str());
+    let bad = |code: &str, reason: &str| Err(gdata_error(StatusCode::BAD_REQUEST, code, reason));
     if q("q").is_some() {
-        return gdata_error(
-            StatusCode::BAD_REQUEST,
+        return bad(
             "unsupportedQueryParam",
             "Full-text search (q) is not supported on the domain shared contacts feed",
         );
     }
-    if let Some(alt) = q("alt")
-        && alt != "atom"
-    {
-        return gdata_error(
-            StatusCode::BAD_REQUEST,
+    if q("alt").is_some_and(|alt| alt != "atom") {
+        return bad(
             "invalidParameterValue",
             "This emulator serves alt=atom only",
         );
@@ -380,8 +408,7 @@ pub(super) fn feed(
         None => 25,
         Some(Ok(n)) if n >= 1 => n.min(store.max_results),
         _ => {
-            return gdata_error(
-                StatusCode::BAD_REQUEST,
+            return bad(
                 "invalidParameterValue",
                 "max-results must be a positive integer",
             );
@@ -391,8 +418,7 @@ pub(super) fn feed(
         None => 1,
         Some(Ok(n)) if n >= 1 => n,
         _ => {
-            return gdata_error(
-                StatusCode::BAD_REQUEST,
+            return bad(
                 "invalidParameterValue",
                 "start-index must be a positive integer",
             );
@@ -403,18 +429,38 @@ pub(super) fn feed(
         Some(v) => match parse_time_ms(v) {
             Some(t) => Some(t),
             None => {
-                return gdata_error(
-                    StatusCode::BAD_REQUEST,
+                return bad(
                     "invalidParameterValue",
                     &format!("Invalid updated-min: {v}"),
                 );
             }
         },
     };
-    let show_deleted = q("showdeleted") == Some("true");
-    if show_deleted
-        && q("requirealldeleted") == Some("true")
-        && let Some(t) = updated_min
+    Ok(FeedQuery {
+        max,
+        start,
+        updated_min,
+        show_deleted: q("showdeleted") == Some("true"),
+        require_all_deleted: q("requirealldeleted") == Some("true"),
+        orderby: q("orderby"),
+        descending: q("sortorder") == Some("descending"),
+    })
+}
+
+/// A page of the feed: checks the query, finds the page's entries and renders them.
+pub(super) fn feed(
+    store: &mut GoogleStore,
+    projection: &Projection,
+    query: &[(String, String)],
+    now: i64,
+) -> Response {
+    let fq = match feed_query(store, query) {
+        Ok(fq) => fq,
+        Err(r) => return r,
+    };
+    if fq.show_deleted
+        && fq.require_all_deleted
+        && let Some(t) = fq.updated_min
         && (t < now - store.retention_ms || t < store.born_ms)
     {
         return text_error(
@@ -426,65 +472,94 @@ pub(super) fn feed(
     // clock; the server's time is never behind its own stamps, or a client resuming from
     // this feed's <updated> would be handed the burst's tail again.
     let now = now.max(store.last_ms);
+    let (page, total) = match feed_page(store, &fq) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let out = render_feed(store, projection, query, &fq, &page, total, now);
+    atom(StatusCode::OK, "feed", out)
+}
+
+/// The ids of the page `fq` asks for, in its order, and how many entries match in all
+/// (`totalResults`).
+fn feed_page(
+    store: &mut GoogleStore,
+    fq: &FeedQuery<'_>,
+) -> Result<(Vec<String>, usize), Response> {
+    let (max, start) = (fq.max, fq.start);
     let sorted;
     let shuffled;
     let mut range_total = None;
-    let ordered: Box<dyn Iterator<Item = &String>> = match q("orderby") {
+    let ordered: Box<dyn Iterator<Item = &String>> = match fq.orderby {
         Some("lastmodified") | Some("edited") => {
             sorted = store.sorted_by_updated();
             // Everything at or after updated-min is one range of the sorted ids; with
             // deleted entries shown, every id in it matches, so the page is a slice.
-            let from = updated_min.map_or(0, |t| sorted.partition_point(|x| x.0 < t));
+            let from = fq
+                .updated_min
+                .map_or(0, |t| sorted.partition_point(|x| x.0 < t));
             let range = &sorted[from..];
-            let desc = q("sortorder") == Some("descending");
-            if show_deleted {
+            if fq.show_deleted {
                 range_total = Some(range.len());
                 let skip = (start - 1).min(range.len());
                 let n = max.min(range.len() - skip);
-                if desc {
+                if fq.descending {
                     let end = range.len() - skip;
                     Box::new(range[end - n..end].iter().rev().map(|x| &x.1))
                 } else {
                     Box::new(range[skip..skip + n].iter().map(|x| &x.1))
                 }
-            } else if desc {
+            } else if fq.descending {
                 Box::new(range.iter().rev().map(|x| &x.1))
             } else {
                 Box::new(range.iter().map(|x| &x.1))
             }
         }
         Some(other) => {
-            return gdata_error(
+            return Err(gdata_error(
                 StatusCode::BAD_REQUEST,
                 "invalidParameterValue",
                 &format!("Unsupported orderby: {other}"),
-            );
+            ));
         }
         None => {
             shuffled = store.shuffled_order().clone();
             Box::new(shuffled.iter())
         }
     };
+    if let Some(t) = range_total {
+        // `ordered` is exactly this page.
+        return Ok((ordered.cloned().collect(), t));
+    }
     // One pass: count every match (totalResults), keep only this page's ids.
     let mut total = 0;
     let mut page: Vec<String> = Vec::with_capacity(max.min(10_000));
-    if let Some(t) = range_total {
-        // `ordered` is exactly this page.
-        page.extend(ordered.cloned());
-        total = t;
-    } else {
-        for id in ordered {
-            let c = &store.contacts[id];
-            if (show_deleted || c.deleted_ms.is_none())
-                && updated_min.is_none_or(|t| c.updated_ms >= t)
-            {
-                if total >= start - 1 && page.len() < max {
-                    page.push(id.clone());
-                }
-                total += 1;
+    for id in ordered {
+        let c = &store.contacts[id];
+        if (fq.show_deleted || c.deleted_ms.is_none())
+            && fq.updated_min.is_none_or(|t| c.updated_ms >= t)
+        {
+            if total >= start - 1 && page.len() < max {
+                page.push(id.clone());
             }
+            total += 1;
         }
     }
+    Ok((page, total))
+}
+
+/// The feed document of a page: the feed's own elements, its links (`next` while
+/// entries remain), the openSearch counts, and the entries.
+fn render_feed(
+    store: &mut GoogleStore,
+    projection: &Projection,
+    query: &[(String, String)],
+    fq: &FeedQuery<'_>,
+    page: &[String],
+    total: usize,
+    now: i64,
+) -> String {
+    let (max, start) = (fq.max, fq.start);
     let feed_url = store.feed_url();
     let self_q = encode_query(query, None);
     let mut out = String::with_capacity(2048 + page.len() * 1500);
@@ -514,12 +589,12 @@ pub(super) fn feed(
     }
     out.push_str(&format!("<author><name>(unknown)</name><email>{}</email></author><generator version=\"1.0\" uri=\"http://www.google.com/m8/feeds\">Contacts</generator>", store.domain));
     out.push_str(&format!("<openSearch:totalResults>{total}</openSearch:totalResults><openSearch:startIndex>{start}</openSearch:startIndex><openSearch:itemsPerPage>{max}</openSearch:itemsPerPage>"));
-    for id in &page {
+    for id in page {
         let e = store.entry_xml(id, projection);
         out.push_str(&e);
     }
     out.push_str("</feed>");
-    atom(StatusCode::OK, "feed", out)
+    out
 }
 
 pub(super) fn projection_name(p: &Projection) -> String {

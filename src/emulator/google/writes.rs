@@ -302,6 +302,13 @@ pub(super) fn delete(
     Ok(())
 }
 
+/// One batch operation's outcome: the status code, its reason and the entry to send
+/// back, or the operation's error.
+type BatchOutcome = Result<(u16, &'static str, Option<String>), OpError>;
+
+/// A batch feed: each entry's operation applied in order (after an emulated
+/// interruption, only the first half), and a feed of results, one entry each with its
+/// `batch:id`, `batch:operation` and `batch:status`.
 pub(super) fn batch(
     store: &mut GoogleStore,
     projection: &Projection,
@@ -365,126 +372,155 @@ pub(super) fn batch(
         let target = entry
             .find(ATOM, "id")
             .map(|e| short_id(&e.text_content()).to_string());
-        let if_match = force.then_some("*");
-        let result: Result<(u16, &str, Option<String>), OpError> = match op.as_str() {
-            "insert" => {
-                insert_content(store, projection, entry, now).map(|id| (201, "Created", Some(id)))
-            }
-            "update" => match &target {
-                Some(id) => update(store, id, projection, entry, if_match, now)
-                    .map(|_| (200, "Success", Some(id.clone()))),
-                None => Err(OpError(
-                    StatusCode::BAD_REQUEST,
-                    "invalid",
-                    "update needs an atom:id".into(),
-                )),
-            },
-            "delete" => match &target {
-                Some(id) => delete(store, id, if_match, entry.get_ns(GD, "etag"), now)
-                    .map(|_| (200, "Success", None)),
-                None => Err(OpError(
-                    StatusCode::BAD_REQUEST,
-                    "invalid",
-                    "delete needs an atom:id".into(),
-                )),
-            },
-            "query" => match &target {
-                Some(id)
-                    if store
-                        .contacts
-                        .get(id)
-                        .is_some_and(|c| c.deleted_ms.is_none()) =>
-                {
-                    Ok((200, "Success", Some(id.clone())))
-                }
-                Some(id) => Err(OpError(
-                    StatusCode::NOT_FOUND,
-                    "notFound",
-                    format!("Contact not found: {id}"),
-                )),
-                None => Err(OpError(
-                    StatusCode::BAD_REQUEST,
-                    "invalid",
-                    "query needs an atom:id".into(),
-                )),
-            },
-            other => Err(OpError(
-                StatusCode::BAD_REQUEST,
-                "invalidBatchOperationType",
-                format!("Unknown batch operation {other}"),
-            )),
-        };
-        if ["insert", "update", "delete"].contains(&op.as_str()) {
-            let (id, status) = match &result {
-                Ok((code, _, id)) => (id.clone().or(target.clone()), *code),
-                Err(OpError(st, _, _)) => (target.clone(), st.as_u16()),
-            };
-            store.writes.push(crate::emulator::WriteLog {
-                op: op.clone(),
-                id,
-                status,
-            });
+        let result = batch_op(store, projection, entry, &op, target.as_deref(), force, now);
+        log_batch_write(store, &op, target.as_deref(), &result);
+        if result.is_ok() {
+            ok += 1;
+        } else {
+            failed += 1;
         }
-        let mut tail = String::new();
-        if let Some(b) = &bid {
-            tail.push_str("<batch:id>");
-            xml::esc(b, &mut tail);
-            tail.push_str("</batch:id>");
-        }
-        tail.push_str(&format!(
-            "<batch:operation type=\"{}\"/>",
-            if ["insert", "update", "delete", "query"].contains(&op.as_str()) {
-                op.as_str()
-            } else {
-                "insert"
-            }
-        ));
-        match result {
-            Ok((code, reason, id)) => {
-                ok += 1;
-                tail.push_str(&format!(
-                    "<batch:status code=\"{code}\" reason=\"{reason}\"/>"
-                ));
-                match id {
-                    Some(id) => {
-                        let e = store.entry_xml(&id, projection);
-                        out.push_str(&e[..e.len() - "</entry>".len()]);
-                        out.push_str(&tail);
-                        out.push_str("</entry>");
-                    }
-                    None => {
-                        out.push_str("<entry>");
-                        if let Some(t) = &target {
-                            out.push_str(&format!(
-                                "<id>{}/m8/feeds/contacts/{}/base/{t}</id>",
-                                store.base_url, store.domain
-                            ));
-                        }
-                        out.push_str(&tail);
-                        out.push_str("</entry>");
-                    }
-                }
-            }
-            Err(OpError(st, _code, reason)) => {
-                failed += 1;
-                out.push_str("<entry>");
-                if let Some(t) = &target {
-                    out.push_str(&format!(
-                        "<id>{}/m8/feeds/contacts/{}/base/{t}</id>",
-                        store.base_url, store.domain
-                    ));
-                }
-                tail.push_str(&format!("<batch:status code=\"{}\" reason=\"", st.as_u16()));
-                xml::esc(&reason, &mut tail);
-                tail.push_str("\"/>");
-                out.push_str(&tail);
-                out.push_str("<title>Error</title></entry>");
-            }
-        }
+        let tail = batch_tail(bid.as_deref(), &op);
+        batch_result_entry(store, projection, target.as_deref(), tail, result, &mut out);
     }
     if stop_at < entries.len() {
         out.push_str(&format!("<batch:interrupted reason=\"emulated interruption\" parsed=\"{}\" success=\"{ok}\" failures=\"{failed}\" unprocessed=\"{}\"/>", entries.len(), entries.len() - stop_at));
     }
     out.push_str("</feed>");
     atom(StatusCode::OK, "feed", out)
+}
+
+/// One batch entry's operation (`insert`, `update`, `delete`, `query`) on `target`
+/// (the entry's `atom:id`); `force` is the request's `If-Match: *`.
+fn batch_op(
+    store: &mut GoogleStore,
+    projection: &Projection,
+    entry: &El,
+    op: &str,
+    target: Option<&str>,
+    force: bool,
+    now: i64,
+) -> BatchOutcome {
+    let if_match = force.then_some("*");
+    let needs_id = |op: &str| {
+        Err(OpError(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("{op} needs an atom:id"),
+        ))
+    };
+    match (op, target) {
+        ("insert", _) => {
+            insert_content(store, projection, entry, now).map(|id| (201, "Created", Some(id)))
+        }
+        ("update", Some(id)) => update(store, id, projection, entry, if_match, now)
+            .map(|_| (200, "Success", Some(id.to_string()))),
+        ("delete", Some(id)) => delete(store, id, if_match, entry.get_ns(GD, "etag"), now)
+            .map(|_| (200, "Success", None)),
+        ("query", Some(id))
+            if store
+                .contacts
+                .get(id)
+                .is_some_and(|c| c.deleted_ms.is_none()) =>
+        {
+            Ok((200, "Success", Some(id.to_string())))
+        }
+        ("query", Some(id)) => Err(OpError(
+            StatusCode::NOT_FOUND,
+            "notFound",
+            format!("Contact not found: {id}"),
+        )),
+        ("update" | "delete" | "query", None) => needs_id(op),
+        (other, _) => Err(OpError(
+            StatusCode::BAD_REQUEST,
+            "invalidBatchOperationType",
+            format!("Unknown batch operation {other}"),
+        )),
+    }
+}
+
+/// A batch write (not a query) in the store's write log, with the status it got.
+fn log_batch_write(store: &mut GoogleStore, op: &str, target: Option<&str>, result: &BatchOutcome) {
+    if !["insert", "update", "delete"].contains(&op) {
+        return;
+    }
+    let target = target.map(str::to_string);
+    let (id, status) = match result {
+        Ok((code, _, id)) => (id.clone().or(target), *code),
+        Err(OpError(st, _, _)) => (target, st.as_u16()),
+    };
+    store.writes.push(crate::emulator::WriteLog {
+        op: op.to_string(),
+        id,
+        status,
+    });
+}
+
+/// The `batch:id` and `batch:operation` of a result entry (an unknown operation is
+/// answered as an insert, as the API does).
+fn batch_tail(bid: Option<&str>, op: &str) -> String {
+    let mut tail = String::new();
+    if let Some(b) = bid {
+        tail.push_str("<batch:id>");
+        xml::esc(b, &mut tail);
+        tail.push_str("</batch:id>");
+    }
+    let known = ["insert", "update", "delete", "query"].contains(&op);
+    tail.push_str(&format!(
+        "<batch:operation type=\"{}\"/>",
+        if known { op } else { "insert" }
+    ));
+    tail
+}
+
+/// One result entry of the batch feed: the entry itself with its status when the
+/// operation leaves one, else an entry naming the target, with the error's reason.
+fn batch_result_entry(
+    store: &mut GoogleStore,
+    projection: &Projection,
+    target: Option<&str>,
+    mut tail: String,
+    result: BatchOutcome,
+    out: &mut String,
+) {
+    let target_id = |store: &GoogleStore, t: &str| {
+        format!(
+            "<id>{}/m8/feeds/contacts/{}/base/{t}</id>",
+            store.base_url, store.domain
+        )
+    };
+    match result {
+        Ok((code, reason, id)) => {
+            tail.push_str(&format!(
+                "<batch:status code=\"{code}\" reason=\"{reason}\"/>"
+            ));
+            match id {
+                Some(id) => {
+                    let e = store.entry_xml(&id, projection);
+                    // The rendered entry ends in `</entry>`: the status goes before it.
+                    out.push_str(e.strip_suffix("</entry>").unwrap_or(&e));
+                    out.push_str(&tail);
+                    out.push_str("</entry>");
+                }
+                None => {
+                    out.push_str("<entry>");
+                    if let Some(t) = target {
+                        out.push_str(&target_id(store, t));
+                    }
+                    out.push_str(&tail);
+                    out.push_str("</entry>");
+                }
+            }
+        }
+        Err(OpError(st, _code, reason)) => {
+            out.push_str("<entry>");
+            if let Some(t) = target {
+                out.push_str(&target_id(store, t));
+            }
+            tail.push_str(&format!("<batch:status code=\"{}\" reason=\"", st.as_u16()));
+            xml::esc(&reason, &mut tail);
+            tail.push_str("\"/>");
+            out.push_str(&tail);
+            out.push_str("<title>Error</title></entry>");
+        }
+    }
 }
