@@ -379,15 +379,26 @@ fn type_params(kind: &Option<String>, primary: Option<bool>, v: Version) -> Stri
 
 /// The content lines (folded, CRLF) one column group renders for `r`.
 fn render(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
+    let lines = match prop {
+        "EMAIL" | "TEL" | "ADR" | "IMPP" | "URL" | "RELATED" | "ANNIVERSARY" => {
+            list_lines(prop, r, v)
+        }
+        _ => single_lines(prop, r, v),
+    };
+    lines.iter().map(|l| fold(l)).collect()
+}
+
+/// The unfolded lines of a group with one value (or one line): the names, notes, dates,
+/// categories, the first organization and its title.
+fn single_lines(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    let mut one = |s: String| out.push(fold(&s));
     match prop {
         "FN" => {
             let n = display_name(r);
-            one(format!("FN:{}", esc(&n)));
+            out.push(format!("FN:{}", esc(&n)));
         }
         // vCard 3.0 requires N; 4.0 only when there is a name part.
-        "N" if v == Version::V3 || has_name_part(r) => one(format!(
+        "N" if v == Version::V3 || has_name_part(r) => out.push(format!(
             "N:{};{};{};{};{}",
             opt(&r.family_name),
             opt(&r.given_name),
@@ -398,24 +409,52 @@ fn render(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
         "NICKNAME" => r
             .nickname
             .iter()
-            .for_each(|n| one(format!("NICKNAME:{}", esc(n)))),
+            .for_each(|n| out.push(format!("NICKNAME:{}", esc(n)))),
         "SORT-STRING" => r
             .file_as
             .iter()
-            .for_each(|n| one(format!("SORT-STRING:{}", esc(n)))),
-        "NOTE" => r.notes.iter().for_each(|n| one(format!("NOTE:{}", esc(n)))),
+            .for_each(|n| out.push(format!("SORT-STRING:{}", esc(n)))),
+        "NOTE" => r
+            .notes
+            .iter()
+            .for_each(|n| out.push(format!("NOTE:{}", esc(n)))),
         "BDAY" => r
             .birthday
             .iter()
-            .for_each(|b| one(format!("BDAY{}", date_value(b)))),
+            .for_each(|b| out.push(format!("BDAY{}", date_value(b)))),
         "CATEGORIES" if !r.groups.is_empty() => {
             let g: Vec<String> = r.groups.iter().map(|g| esc(g)).collect();
-            one(format!("CATEGORIES:{}", g.join(",")));
+            out.push(format!("CATEGORIES:{}", g.join(",")));
         }
+        "ORG" => {
+            if let Some(o) = r.organizations.first()
+                && (o.name.is_some() || o.department.is_some())
+            {
+                let mut s = format!("ORG:{}", opt(&o.name));
+                if o.department.is_some() {
+                    s.push_str(&format!(";{}", opt(&o.department)));
+                }
+                out.push(s);
+            }
+        }
+        "TITLE" => {
+            if let Some(t) = r.organizations.first().and_then(|o| o.title.as_ref()) {
+                out.push(format!("TITLE:{}", esc(t)));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// The unfolded lines of a list group, one per item that has its value.
+fn list_lines(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    match prop {
         "EMAIL" => {
             for e in &r.emails {
                 if let Some(a) = &e.address {
-                    one(format!(
+                    out.push(format!(
                         "EMAIL{}:{}",
                         type_params(&e.kind, e.primary, v),
                         esc(a)
@@ -426,7 +465,7 @@ fn render(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
         "TEL" => {
             for p in &r.phones {
                 if let Some(n) = &p.number {
-                    one(format!(
+                    out.push(format!(
                         "TEL{}:{}",
                         type_params(&p.kind, p.primary, v),
                         esc(n)
@@ -436,7 +475,7 @@ fn render(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
         }
         "ADR" => {
             for a in &r.addresses {
-                one(format!(
+                out.push(format!(
                     "ADR{}:{};;{};{};{};{};{}",
                     type_params(&a.kind, a.primary, v),
                     opt(&a.po_box),
@@ -455,7 +494,7 @@ fn render(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
                         Some(p) if !a.contains(':') => format!("{}:{a}", p.to_ascii_lowercase()),
                         _ => a.clone(),
                     };
-                    one(format!(
+                    out.push(format!(
                         "IMPP{}:{}",
                         type_params(&im.kind, im.primary, v),
                         uri(&value)
@@ -466,28 +505,12 @@ fn render(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
         "URL" => {
             for w in &r.websites {
                 if let Some(h) = &w.href {
-                    one(format!(
+                    out.push(format!(
                         "URL{}:{}",
                         type_params(&w.kind, w.primary, v),
                         uri(h)
                     ));
                 }
-            }
-        }
-        "ORG" => {
-            if let Some(o) = r.organizations.first()
-                && (o.name.is_some() || o.department.is_some())
-            {
-                let mut s = format!("ORG:{}", opt(&o.name));
-                if o.department.is_some() {
-                    s.push_str(&format!(";{}", opt(&o.department)));
-                }
-                one(s);
-            }
-        }
-        "TITLE" => {
-            if let Some(t) = r.organizations.first().and_then(|o| o.title.as_ref()) {
-                one(format!("TITLE:{}", esc(t)));
             }
         }
         "RELATED" => {
@@ -498,14 +521,14 @@ fn render(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
                         .as_deref()
                         .map(|k| format!(";TYPE={}", param(k)))
                         .unwrap_or_default();
-                    one(format!("RELATED{t};VALUE=text:{}", esc(n)));
+                    out.push(format!("RELATED{t};VALUE=text:{}", esc(n)));
                 }
             }
         }
         "ANNIVERSARY" => {
             for e in &r.events {
                 if let Some(s) = &e.start {
-                    one(format!("ANNIVERSARY{}", date_value(s)));
+                    out.push(format!("ANNIVERSARY{}", date_value(s)));
                 }
             }
         }
