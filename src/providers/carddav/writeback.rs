@@ -1233,6 +1233,72 @@ fn refused(op: &Op) -> Option<OpResult> {
     crate::model::write::refused_result(op, id, &problems)
 }
 
+/// A stored card as a GET answered it: the response, its text, its ETag, and whether
+/// its format was checked against the newest the book offers.
+struct Stored<'a> {
+    resp: &'a HttpResponse,
+    text: &'a str,
+    etag: Option<&'a str>,
+    compared: bool,
+}
+
+/// The precondition an update of the stored card `cur` goes under (its `etag`, the one
+/// the change is based on, or with `force` the one stored); or why it is not written:
+/// the answer is no vCard, another version is stored, or the server converted a 4.0
+/// card to 3.0 (status, outcome and reason).
+fn write_condition<'a>(
+    cur: &Stored<'a>,
+    href: &str,
+    etag: Option<&'a str>,
+    landed: &ContactRecord,
+    force: bool,
+) -> std::result::Result<Precondition<'a>, (u16, Outcome, String)> {
+    if !cur
+        .text
+        .trim_start_matches('\u{feff}')
+        .trim_start()
+        .get(..11)
+        .is_some_and(|b| b.eq_ignore_ascii_case("BEGIN:VCARD"))
+    {
+        return Err((
+            200,
+            Outcome::Failed,
+            format!(
+                "the GET of {href} answered something that is not a vCard: {}",
+                cur.resp.describe()
+            ),
+        ));
+    }
+    let cond = match (etag, cur.etag, force) {
+        (Some(e), Some(now), false) if !same_etag(e, now) => {
+            return Err((
+                cur.resp.status,
+                Outcome::Conflict,
+                format!(
+                    "conflict decided before writing: the server holds another version ({now}) than the one the change is based on ({e})"
+                ),
+            ));
+        }
+        (Some(e), _, false) => Precondition::Match(e),
+        (_, Some(now), true) => Precondition::Match(now),
+        _ => Precondition::None,
+    };
+    let landed_version = landed.raw.as_deref().map(version_of);
+    if !cur.compared
+        && landed_version == Some("4.0")
+        && version_of(cur.text) == "3.0"
+        && cur.etag.zip(etag).is_some_and(|(a, b)| same_etag(a, b))
+    {
+        return Err((
+            200,
+            Outcome::Failed,
+            "the server answered a vCard 3.0 rendering of a card stored as 4.0; not written, as the conversion may have lost data"
+                .to_string(),
+        ));
+    }
+    Ok(cond)
+}
+
 impl CardDavSource {
     /// An update merged into the card exactly as the server stores it: the card is read
     /// (in the format its book offers, so a converting server does not hand out a
@@ -1282,56 +1348,21 @@ impl CardDavSource {
                 return Ok(outcome(op, id.clone(), &cur));
             }
             let before = String::from_utf8_lossy(&cur.body).into_owned();
-            if !before
-                .trim_start_matches('\u{feff}')
-                .trim_start()
-                .get(..11)
-                .is_some_and(|b| b.eq_ignore_ascii_case("BEGIN:VCARD"))
-            {
-                return Ok(local(
-                    200,
-                    Outcome::Failed,
-                    format!(
-                        "the GET of {href} answered something that is not a vCard: {}",
-                        cur.describe()
-                    ),
-                ));
-            }
             let cur_etag = etag_of(&cur);
-            let cond = match (etag, cur_etag.as_deref(), force) {
-                (Some(e), Some(now), false) if !same_etag(e, now) => {
-                    return Ok(local(
-                        cur.status,
-                        Outcome::Conflict,
-                        format!(
-                            "conflict decided before writing: the server holds another version ({now}) than the one the change is based on ({e})"
-                        ),
-                    ));
-                }
-                (Some(e), _, false) => Precondition::Match(e),
-                (_, Some(now), true) => Precondition::Match(now),
-                _ => Precondition::None,
-            };
             // A card read as 4.0 and now answered as 3.0 under the same ETag, unasked
             // (not the oldest rendering found to say what the newest says), is a
             // server's conversion, which may have lost data: never written back.
             let compared = offered.len() > 1 && format == offered.first();
-            let landed_version = landed.raw.as_deref().map(version_of);
-            if !compared
-                && landed_version == Some("4.0")
-                && version_of(&before) == "3.0"
-                && cur_etag
-                    .as_deref()
-                    .zip(etag)
-                    .is_some_and(|(a, b)| same_etag(a, b))
-            {
-                return Ok(local(
-                    200,
-                    Outcome::Failed,
-                    "the server answered a vCard 3.0 rendering of a card stored as 4.0; not written, as the conversion may have lost data"
-                        .to_string(),
-                ));
-            }
+            let stored = Stored {
+                resp: &cur,
+                text: &before,
+                etag: cur_etag.as_deref(),
+                compared,
+            };
+            let cond = match write_condition(&stored, href, etag, landed, force) {
+                Ok(c) => c,
+                Err((status, outcome, why)) => return Ok(local(status, outcome, why)),
+            };
             let card = merge_vcard(&before, merged, landed, changed);
             let resp = self.dav.put(href, &card, cond, what, metrics).await?;
             if resp.status == 412 && force {
