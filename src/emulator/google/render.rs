@@ -389,9 +389,11 @@ struct FeedQuery<'q> {
 fn feed_query<'q>(
     store: &GoogleStore,
     query: &'q [(String, String)],
-) -> Result<FeedQuery<'q>, Response> {
+) -> Result<FeedQuery<'q>, Box<Response>> {
     let q = |k: &str| query.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str());
-    let bad = |code: &str, reason: &str| Err(gdata_error(StatusCode::BAD_REQUEST, code, reason));
+    let bad = |code: &str, reason: &str| {
+        Err(Box::new(gdata_error(StatusCode::BAD_REQUEST, code, reason)))
+    };
     if q("q").is_some() {
         return bad(
             "unsupportedQueryParam",
@@ -456,7 +458,7 @@ pub(super) fn feed(
 ) -> Response {
     let fq = match feed_query(store, query) {
         Ok(fq) => fq,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if fq.show_deleted
         && fq.require_all_deleted
@@ -474,7 +476,7 @@ pub(super) fn feed(
     let now = now.max(store.last_ms);
     let (page, total) = match feed_page(store, &fq) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let out = render_feed(store, projection, query, &fq, &page, total, now);
     atom(StatusCode::OK, "feed", out)
@@ -485,7 +487,7 @@ pub(super) fn feed(
 fn feed_page(
     store: &mut GoogleStore,
     fq: &FeedQuery<'_>,
-) -> Result<(Vec<String>, usize), Response> {
+) -> Result<(Vec<String>, usize), Box<Response>> {
     let (max, start) = (fq.max, fq.start);
     let sorted;
     let shuffled;
@@ -516,11 +518,11 @@ fn feed_page(
             }
         }
         Some(other) => {
-            return Err(gdata_error(
+            return Err(Box::new(gdata_error(
                 StatusCode::BAD_REQUEST,
                 "invalidParameterValue",
                 &format!("Unsupported orderby: {other}"),
-            ));
+            )));
         }
         None => {
             shuffled = store.shuffled_order().clone();

@@ -130,20 +130,20 @@ fn scope(
     domain: &str,
     projection: Option<&str>,
     now: i64,
-) -> Result<Projection, Response> {
+) -> Result<Projection, Box<Response>> {
     if domain != store.domain {
         s.count("google.wrong_domain");
-        return Err(html_error(
+        return Err(Box::new(html_error(
             StatusCode::FORBIDDEN,
             &format!("Cannot request contacts belonging to another domain ({domain})."),
-        ));
+        )));
     }
     let Some(projection) = projection.and_then(Projection::parse) else {
-        return Err(gdata_error(
+        return Err(Box::new(gdata_error(
             StatusCode::BAD_REQUEST,
             "invalidParameterValue",
             "Invalid projection: use full, thin or property-KEY",
-        ));
+        )));
     };
     store.purge_tombstones(now);
     Ok(projection)
@@ -175,7 +175,7 @@ async fn not_allowed(
         gate.now,
     ) {
         Ok(_) => method_not_allowed(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -193,7 +193,7 @@ async fn get_feed(
     let mut store = s.google.lock().unwrap();
     let p = match scope(&s, &mut store, &domain, Some(&projection), gate.now) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     s.count("google.feed");
     feed(&mut store, &p, &gate.query, gate.now)
@@ -209,7 +209,7 @@ async fn post_feed(
     let mut store = s.google.lock().unwrap();
     let p = match scope(&s, &mut store, &domain, Some(&projection), gate.now) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if gate.method != Method::POST {
         return method_not_allowed();
@@ -240,7 +240,7 @@ async fn batch_or_entry(
     let mut store = s.google.lock().unwrap();
     let p = match scope(&s, &mut store, &at.domain, Some(&at.projection), gate.now) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     s.count("google.batch");
     // Deterministic: a rate r interrupts r of all batches, evenly spread (0.5 = every
@@ -279,7 +279,7 @@ fn on_entry(gate: Gate, s: &Shared, at: EntryAt, headers: &HeaderMap, body: &Byt
     let mut store = s.google.lock().unwrap();
     let p = match scope(s, &mut store, &at.domain, Some(&at.projection), gate.now) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let id = at.id.as_str();
     match gate.method {

@@ -262,7 +262,9 @@ fn render_name(r: &ContactRecord) -> String {
 /// The element of a column with one value (nickname, file-as, notes, birthday).
 fn render_single(column: &str, r: &ContactRecord) -> String {
     let c = gcontact_decl();
-    let (value, el): (&Option<String>, fn(&str, &str) -> String) = match column {
+    // The element of a value, given the namespace declarations and the escaped value.
+    type Element = fn(&str, &str) -> String;
+    let (value, el): (&Option<String>, Element) = match column {
         "nickname" => (&r.nickname, |c, v| {
             format!("<gContact:nickname {c}>{v}</gContact:nickname>")
         }),
