@@ -1,7 +1,9 @@
 //! The HTTP pull loop's shared half, written once for every provider: one pooled client
 //! (rustls, gzip), timeouts, retries with exponential backoff and jitter on 408, 429, 5xx,
 //! connection resets and truncated bodies, `Retry-After` honoured, a cap on body size, and
-//! counters for the run summary. Providers supply the requests and decode the bodies.
+//! counters for the run summary. Providers supply the requests and decode the bodies, and
+//! hand the client a [`Describer`] for their API's error bodies; every paged read asks the
+//! one [`paging::PageGuard`].
 
 pub mod paging;
 
@@ -569,8 +571,8 @@ fn bounded(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
 
 /// A response body as text, checked as UTF-8 once for a whole page.
 ///
-/// The check is a pass over every byte of every page (a tenth of the Aurinko decode with
-/// the standard library's check on names with accents), so on x86-64 CPUs with AVX2 it
+/// The check is a pass over every byte of every page, a large part of a decode with the
+/// standard library's check on names with accents, so on x86-64 CPUs with AVX2 it
 /// runs simdutf8's vectorised validator, detected at run time. simdutf8 is already built
 /// for arrow-json without its `std` feature (which would pick the validator itself), so
 /// its per-CPU entry point is called here. An invalid body is checked again by the

@@ -63,8 +63,8 @@ impl AsRef<str> for JStr<'_> {
 }
 
 /// A JSON array field. Most contacts' lists hold none or one item, so the first is kept
-/// inline: a vector per list (up to six per contact) cost a tenth of the decode in
-/// allocations, growth and frees.
+/// inline: a vector per list (up to six per contact) would cost an allocation, its
+/// growth and its free for every list of every contact.
 #[derive(Debug)]
 pub struct List<T>(SmallVec<[T; 1]>);
 

@@ -119,7 +119,7 @@ fn env(var: &str, source: &str, account: Option<&str>) -> Result<Secret> {
 /// as a bad token too).
 fn bad_token(resp: &HttpResponse) -> bool {
     // The status first: every page goes through here, and a page is not an error body
-    // (reading each page as text again was 4 % of a full Aurinko sync).
+    // (reading each page as text again would be one more pass over every body).
     resp.status == 400 && {
         let t = String::from_utf8_lossy(&resp.body);
         t.contains("token.notValid") || t.contains("Page token is invalid")

@@ -178,7 +178,7 @@ pub(super) type Attr<'t, 'a> = (Ns, &'t [u8], Cow<'a, str>);
 /// escapes).
 pub(super) struct Attrs<'t, 'a> {
     /// On the stack: GData elements carry at most six attributes, and this runs for every
-    /// element of every entry (a heap vector here was a third of a sync's allocations).
+    /// element of every entry (a heap vector here would be an allocation per element read).
     items: smallvec::SmallVec<[Attr<'t, 'a>; 8]>,
 }
 
