@@ -17,8 +17,8 @@ pub use render::{gdata_error, person_to_content};
 pub use routes::routes;
 pub use store::{GContact, GoogleStore, photo_bytes};
 
-#[allow(unused_imports)]
-use {render::*, routes::*, store::*, writes::*};
+// The rooms share these imports and each other's items through `use super::*`.
+use {render::*, store::*, writes::*};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

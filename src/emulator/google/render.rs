@@ -2,7 +2,6 @@
 //! pages (with their paging links), and the error bodies Google sends (HTML, GData XML,
 //! plain text).
 
-#[allow(unused_imports)]
 use super::*;
 
 pub(super) fn rel(k: &Kind, gd_uri: bool) -> (&'static str, String) {

@@ -2,7 +2,6 @@
 //! gate (authorization, GData version, `X-HTTP-Method-Override`), and the OAuth2 token
 //! endpoint.
 
-#[allow(unused_imports)]
 use super::*;
 
 use axum::extract::{FromRequest, FromRequestParts, Path};

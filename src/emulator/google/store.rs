@@ -2,7 +2,6 @@
 //! the feed reads them in, the mutations the tests ask for, and the truth they compare
 //! with.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// One stored contact.

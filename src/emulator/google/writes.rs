@@ -1,7 +1,6 @@
 //! Writes as the API takes them: one entry inserted, updated or deleted (with its etag
 //! checked), a batch feed of them, each checked by the API's rules and limits.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// A single update (PUT of one entry).
