@@ -1207,7 +1207,7 @@ async fn write_back_conflict(s: &Server, book: &str, dir: &Path, p: &Path, pipel
         r.summary()
     );
     let held = s
-        .list(&book)
+        .list(book)
         .into_iter()
         .find(|l| l["id"] == other.as_str())
         .unwrap();
@@ -1220,7 +1220,7 @@ async fn write_back_conflict(s: &Server, book: &str, dir: &Path, p: &Path, pipel
         .unwrap();
     assert_eq!(r.failures(), 0, "{}", r.summary());
     let held = s
-        .list(&book)
+        .list(book)
         .into_iter()
         .find(|l| l["id"] == other.as_str())
         .unwrap();
