@@ -184,14 +184,10 @@ pub async fn run(dir: &Path, contacts: usize) -> Result<()> {
                 inv.reason
             );
         }
-        let opts = crate::plan::apply::ApplyOptions {
-            source: source.into(),
-            desired,
-            mode: crate::plan::Mode::Update,
-            max_delete: Some(crate::plan::apply::MaxDelete::Count(0)),
-            force: false,
-        };
-        let report = crate::plan::apply::apply(&pipeline, &opts).await?;
+        let report = crate::plan::apply::Apply::desired(&pipeline, source, desired)
+            .with_mode(crate::plan::Mode::Update)
+            .with_max_delete(Some(crate::plan::apply::MaxDelete::Count(0)))
+            .await?;
         let count = |o: crate::model::write::Outcome| {
             report.results.iter().filter(|r| r.outcome == o).count()
         };

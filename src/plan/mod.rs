@@ -14,6 +14,7 @@
 pub mod apply;
 pub mod desired;
 pub mod photos;
+pub(crate) mod record;
 pub mod resolve;
 pub mod review;
 pub mod saved;

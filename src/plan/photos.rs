@@ -18,11 +18,10 @@ use std::collections::{HashMap, HashSet};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::DataType;
 
-use super::apply::{ResultRow, check_max_delete, record_rows, sync_after, sync_first};
+use super::record::ResultRow;
 use super::{Invalid, Mode};
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
-use crate::http::Metrics;
 use crate::lake::{Lake, LandedPhoto, TableKind, photo_sha256};
 use crate::model::photo::scan_photo_file;
 pub use crate::model::photo::{PhotoAction, PhotoBytes, PhotoOp, PhotoOpKind};
@@ -456,164 +455,33 @@ pub async fn plan_photos(p: &Pipeline, source: &str, spec: &str, mode: Mode) -> 
     Ok(diff_photos(source, desired, invalid, &live, &landed, mode))
 }
 
-/// What a photo apply is asked to do.
-#[derive(Debug, Clone)]
-pub struct PhotoApplyOptions {
-    pub source: String,
-    /// A folder, a `.parquet` file, or SQL.
-    pub photos: String,
-    pub mode: Mode,
-    pub max_delete: Option<super::apply::MaxDelete>,
-    pub force: bool,
-    /// Draw the sync's bars, a spinner while planning and a bar of the writes on stderr
-    /// (the command line sets it on a terminal).
-    pub progress: bool,
-}
-
 /// What a photo apply did.
-#[derive(Debug, Clone)]
-pub struct PhotoApplyReport {
-    pub apply_id: String,
-    pub plan: PhotoPlan,
-    pub results: Vec<OpResult>,
-    /// What earlier applies sent and never recorded, resolved before this one wrote.
-    pub resolved: super::resolve::Resolution,
-}
+pub type PhotoApplyReport = super::apply::ApplyReport<PhotoPlan>;
 
-impl PhotoApplyReport {
-    /// Operations that did not apply (failed, conflict), invalid rows, and writes of
-    /// earlier applies whose outcome is unknown.
-    pub fn failures(&self) -> usize {
-        super::apply::failures(&self.results, self.plan.invalid.len()) + self.resolved.unknown.len()
-    }
-
-    /// The printed summary.
-    pub fn summary(&self) -> String {
-        super::apply::summarize(
-            &format!("photo apply {}", self.apply_id),
-            &self.results,
-            self.plan.invalid.len(),
-            |r| {
-                let op = &self.plan.ops[r.index];
-                format!("{} {}/{}", op.kind().as_str(), op.account, op.id)
-            },
-            "Conflicts are photos changed by someone else since their etag was read; rerun after a sync, or use --force to overwrite.",
-        ) + &self.resolved.summary_line()
-    }
-}
-
-/// Photo writes sent, and their results recorded in one commit, at a time: a photo is a
-/// request of its own (up to megabytes), so a group is smaller than a contact apply's.
-const PHOTO_GROUP: usize = 100;
-
-/// Syncs the source, plans, checks `--max-delete`, writes, records one
-/// `writeback_results` row per operation and invalid row as each group of writes ends,
-/// and syncs again.
-pub async fn apply_photos(p: &Pipeline, opts: &PhotoApplyOptions) -> Result<PhotoApplyReport> {
-    apply_photos_with(p, opts, async |_| Ok(())).await
-}
-
-/// [`apply_photos`], calling `before_writes` with the plan before anything is written:
-/// the command line shows the plan there and asks before deleting; an error from it
-/// stops the apply with nothing written.
-pub async fn apply_photos_with(
-    p: &Pipeline,
-    opts: &PhotoApplyOptions,
-    before_writes: impl AsyncFnOnce(&PhotoPlan) -> Result<()>,
-) -> Result<PhotoApplyReport> {
-    let cfg = p.source(&opts.source)?;
-    let dir = p.dir();
-    let source = crate::providers::build(cfg, &dir)?;
-    let photos = source.photos().ok_or_else(|| {
-        Error::config(format!(
-            "source {}: its provider has no contact photos to write back",
-            opts.source
-        ))
-    })?;
-    sync_first(p, &opts.source, &[], opts.progress).await?;
-    let planning = super::apply::working(opts.progress, "planning the photos");
-    let plan = plan_photos(p, &opts.source, &opts.photos, opts.mode).await?;
-    if let Some(s) = planning {
-        s.finish_and_clear();
-    }
-    check_max_delete(
-        plan.count(PhotoOpKind::Delete),
-        plan.landed,
-        "photos",
-        opts.max_delete,
-    )?;
-    before_writes(&plan).await?;
-    let apply_id = crate::sync::new_run_id();
-    let metrics = Metrics::default();
-    let lake = lake_of(p)?;
-    // Writes an earlier apply sent and never recorded, resolved against the sync above.
-    let resolved = super::resolve::resolve_unrecorded(&lake, &opts.source, None).await?;
-    resolved.log(&opts.source);
-    // Invalid rows first, then each group of writes as it ends (as contact applies do):
-    // an apply stopped halfway leaves the trail of what it sent.
-    let invalid: Vec<ResultRow> = plan
-        .invalid
-        .iter()
-        .enumerate()
-        .map(|(i, inv)| ResultRow::invalid(plan.ops.len() + i, inv))
-        .collect();
-    if !invalid.is_empty() {
-        record_rows(&lake, &apply_id, &opts.source, &invalid).await?;
-    }
-    let mut results = Vec::with_capacity(plan.ops.len());
-    let bar =
-        (opts.progress && !plan.ops.is_empty()).then(|| super::apply::write_bar(plan.ops.len()));
-    let _writing = super::apply::Writing::start();
-    for group in plan.ops.chunks(PHOTO_GROUP) {
-        // Stopped by a signal: the groups sent are recorded, no further one is sent.
-        if super::apply::stop_requested() {
-            return Err(super::apply::stopped(
-                &opts.source,
-                results.len(),
-                plan.ops.len(),
-            ));
-        }
-        // On record before it is sent, as contact applies do: a process killed while the
-        // group is in flight leaves `sent` rows for the next apply or sync to resolve.
-        let sent = super::resolve::photo_sent_rows(group);
-        record_rows(&lake, &apply_id, &opts.source, &sent).await?;
-        let done = photos.apply(group, opts.force, &metrics).await;
-        let rows: Vec<ResultRow> = done
-            .iter()
-            .map(|r| {
-                let op = &plan.ops[r.index];
-                ResultRow {
-                    op_index: r.index as i64,
-                    account: op.account.clone(),
-                    op: op.kind().as_str().into(),
-                    key: Some(format!("{}/{}", op.account, op.id)),
-                    id: Some(op.id.clone()),
-                    http_status: r.http_status.map(i64::from),
-                    result: r.outcome.as_str().into(),
-                    reason: r.reason.clone(),
-                    new_etag: r.new_etag.clone(),
-                    error: r.error.clone(),
-                }
+/// The `writeback_results` rows of photo writes' results. A result for an operation the
+/// plan does not hold is a provider's bug, said as an error rather than a panic.
+pub(crate) fn result_rows(plan: &PhotoPlan, done: &[OpResult]) -> Result<Vec<ResultRow>> {
+    done.iter()
+        .map(|r| {
+            let op = plan.ops.get(r.index).ok_or_else(|| {
+                Error::other(format!(
+                    "a photo write result names operation {} of a plan of {}",
+                    r.index,
+                    plan.ops.len()
+                ))
+            })?;
+            Ok(ResultRow {
+                op_index: r.index as i64,
+                account: op.account.clone(),
+                op: op.kind().as_str().into(),
+                key: Some(format!("{}/{}", op.account, op.id)),
+                id: Some(op.id.clone()),
+                http_status: r.http_status.map(i64::from),
+                result: r.outcome.as_str().into(),
+                reason: r.reason.clone(),
+                new_etag: r.new_etag.clone(),
+                error: r.error.clone(),
             })
-            .collect();
-        let first = group.first().map_or(0, |o| o.index);
-        super::resolve::replace_sent(&lake, &apply_id, &opts.source, &rows, first, group.len())
-            .await?;
-        results.extend(done);
-        if let Some(b) = &bar {
-            b.inc(group.len() as u64);
-        }
-    }
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    if !plan.ops.is_empty() {
-        sync_after(p, &opts.source, &[], opts.progress).await?;
-    }
-    Ok(PhotoApplyReport {
-        apply_id,
-        plan,
-        results,
-        resolved,
-    })
+        })
+        .collect()
 }

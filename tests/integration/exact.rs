@@ -5,21 +5,16 @@
 
 use contacts_etl::config::Pipeline;
 use contacts_etl::emulator::{Emulator, EmulatorConfig};
-use contacts_etl::plan::apply::{ApplyOptions, apply, plan};
+use contacts_etl::plan::apply::{Apply, FromDesired, plan};
 use contacts_etl::plan::{KEY_PROPERTY, Mode, WRITABLE};
 use contacts_etl::schema::ContactRecord;
 use serde_json::Value;
 
 use crate::{PipelineSpec, assert_lake_matches, assert_ok, sync, write_pipeline};
 
-fn opts(source: &str, desired: &str, mode: Mode) -> ApplyOptions {
-    ApplyOptions {
-        source: source.into(),
-        desired: desired.into(),
-        mode,
-        max_delete: None,
-        force: false,
-    }
+/// An apply of `desired` to `source` of `p` in `mode`, to set further and await.
+fn opts<'a>(p: &'a Pipeline, source: &str, desired: &str, mode: Mode) -> Apply<'a, FromDesired> {
+    Apply::desired(p, source, desired).with_mode(mode)
 }
 
 /// What write-back can say of a contact: no identity, server fields, lineage or key.
@@ -180,7 +175,7 @@ async fn a_thousand_note_updates_apply_in_ten_batches_whatever_the_contacts_hold
     assert!(pl.invalid.is_empty(), "{}", pl.render(5));
     assert_eq!(pl.ops.len(), 1000);
     emu.reset_stats();
-    let report = apply(&pipeline, &opts("shared", desired, Mode::Update))
+    let report = opts(&pipeline, "shared", desired, Mode::Update)
         .await
         .unwrap();
     assert_eq!(report.failures(), 0, "{}", report.summary());
@@ -261,9 +256,7 @@ async fn aurinko_updates_change_only_what_the_desired_state_names() {
     let desired = "SELECT account, id, etag, concat('G-', coalesce(given_name, '')) AS given_name, \
                    concat('F-', coalesce(family_name, '')) AS family_name, 'new notes' AS notes \
                    FROM contacts WHERE source = 'crm'";
-    let report = apply(&pipeline, &opts("crm", desired, Mode::Update))
-        .await
-        .unwrap();
+    let report = opts(&pipeline, "crm", desired, Mode::Update).await.unwrap();
     assert_eq!(report.failures(), 0, "{}", report.summary());
     assert_eq!(report.results.len(), ids.len());
     for (id, mut want) in ids.iter().zip(before) {
@@ -378,7 +371,7 @@ async fn desired_tables_need_only_the_contact_columns() {
             pl.render(5)
         );
     }
-    let report = apply(&pipeline, &opts("shared", &nulls, Mode::Upsert))
+    let report = opts(&pipeline, "shared", &nulls, Mode::Upsert)
         .await
         .unwrap();
     assert_eq!(report.failures(), 0, "{}", report.summary());

@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use contacts_etl::config::Pipeline;
 use contacts_etl::emulator::{Emulator, EmulatorConfig};
 use contacts_etl::plan::Mode;
-use contacts_etl::plan::apply::{ApplyOptions, apply};
+use contacts_etl::plan::apply::Apply;
 
 use crate::{PipelineSpec, assert_ok, sync, write_pipeline};
 
@@ -280,18 +280,10 @@ async fn a_saved_plan_is_applied_exactly_or_refused_when_contacts_moved() {
         "SELECT account, id, etag, 'someone else' AS notes FROM contacts WHERE id IN ({})",
         quoted(&moved)
     );
-    let r = apply(
-        &pipeline,
-        &ApplyOptions {
-            source: "shared".into(),
-            desired: other,
-            mode: Mode::Update,
-            max_delete: None,
-            force: false,
-        },
-    )
-    .await
-    .unwrap();
+    let r = Apply::desired(&pipeline, "shared", other)
+        .with_mode(Mode::Update)
+        .await
+        .unwrap();
     assert_eq!(r.failures(), 0, "{}", r.summary());
     let o = run(&[
         "apply",
