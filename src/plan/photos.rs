@@ -325,36 +325,13 @@ pub fn diff_photos(
                 None => plan.unchanged += 1,
             },
             Some(bytes) => {
-                let ct = d
-                    .content_type
-                    .clone()
-                    .unwrap_or_else(|| "image/jpeg".into());
-                if !ct.starts_with("image/") {
-                    invalid.push(bad(format!("content type {ct:?} is not image/*")));
-                    continue;
-                }
-                if bytes.is_empty() {
-                    invalid.push(bad(
-                        "the photo is empty (use a null `bytes` to remove a photo)".into(),
-                    ));
-                    continue;
-                }
-                // A file was checked for its signature as it was scanned.
-                let image = match bytes {
-                    PhotoBytes::Held(b) => sniff_image(b).is_some(),
-                    PhotoBytes::File { .. } => true,
+                let ct = match upload_type(&d, bytes) {
+                    Ok(ct) => ct,
+                    Err(reason) => {
+                        invalid.push(bad(reason));
+                        continue;
+                    }
                 };
-                if !image {
-                    invalid.push(bad("the bytes are not a JPEG, PNG, GIF, WebP or BMP image (no image signature at their start)".into()));
-                    continue;
-                }
-                if bytes.len() > MAX_PHOTO_BYTES {
-                    invalid.push(bad(format!(
-                        "the photo is {} bytes, more than the {MAX_PHOTO_BYTES}-byte limit",
-                        bytes.len()
-                    )));
-                    continue;
-                }
                 let same = |h: &LandedPhoto| match bytes {
                     PhotoBytes::Held(b) => h.sha256 == photo_sha256(b),
                     PhotoBytes::File { sha256, .. } => h.sha256 == *sha256,
@@ -382,24 +359,63 @@ pub fn diff_photos(
         }
     }
     if mode == Mode::Mirror {
-        let mut gone: Vec<(&(String, String), &LandedPhoto)> =
-            landed.iter().filter(|(k, _)| !seen.contains(*k)).collect();
-        gone.sort_by(|a, b| a.0.cmp(b.0));
-        for ((account, id), h) in gone {
-            plan.ops.push(PhotoOp {
-                index: 0,
-                account: account.clone(),
-                id: id.clone(),
-                etag: h.etag.clone(),
-                action: PhotoAction::Delete,
-            });
-        }
+        plan.ops.extend(mirror_deletes(landed, &seen));
     }
     for (i, op) in plan.ops.iter_mut().enumerate() {
         op.index = i;
     }
     plan.invalid = invalid;
     plan
+}
+
+/// The content type a desired photo is uploaded with, or why it cannot be: not an
+/// image type, empty, no image signature, or over [`MAX_PHOTO_BYTES`].
+fn upload_type(d: &DesiredPhoto, bytes: &PhotoBytes) -> std::result::Result<String, String> {
+    let ct = d
+        .content_type
+        .clone()
+        .unwrap_or_else(|| "image/jpeg".into());
+    if !ct.starts_with("image/") {
+        return Err(format!("content type {ct:?} is not image/*"));
+    }
+    if bytes.is_empty() {
+        return Err("the photo is empty (use a null `bytes` to remove a photo)".into());
+    }
+    // A file was checked for its signature as it was scanned.
+    let image = match bytes {
+        PhotoBytes::Held(b) => sniff_image(b).is_some(),
+        PhotoBytes::File { .. } => true,
+    };
+    if !image {
+        return Err("the bytes are not a JPEG, PNG, GIF, WebP or BMP image (no image signature at their start)".into());
+    }
+    if bytes.len() > MAX_PHOTO_BYTES {
+        return Err(format!(
+            "the photo is {} bytes, more than the {MAX_PHOTO_BYTES}-byte limit",
+            bytes.len()
+        ));
+    }
+    Ok(ct)
+}
+
+/// Mirror mode: a delete of every landed photo the desired photos did not name
+/// (`seen`), in (account, id) order.
+fn mirror_deletes(
+    landed: &HashMap<(String, String), LandedPhoto>,
+    seen: &HashSet<(String, String)>,
+) -> Vec<PhotoOp> {
+    let mut gone: Vec<(&(String, String), &LandedPhoto)> =
+        landed.iter().filter(|(k, _)| !seen.contains(*k)).collect();
+    gone.sort_by(|a, b| a.0.cmp(b.0));
+    gone.into_iter()
+        .map(|((account, id), h)| PhotoOp {
+            index: 0,
+            account: account.clone(),
+            id: id.clone(),
+            etag: h.etag.clone(),
+            action: PhotoAction::Delete,
+        })
+        .collect()
 }
 
 /// The source's default account and whether it lands photos; an error for a provider
@@ -437,10 +453,16 @@ pub async fn plan_photos(p: &Pipeline, source: &str, spec: &str, mode: Mode) -> 
         .await?;
     let mut live = HashSet::new();
     for b in &contacts {
-        let (a, i) = (
-            b.column_by_name("account").unwrap().as_string::<i32>(),
-            b.column_by_name("id").unwrap().as_string::<i32>(),
-        );
+        let column = |name: &str| {
+            b.column_by_name(name)
+                .and_then(|c| c.as_string_opt::<i32>())
+                .ok_or_else(|| {
+                    Error::corrupt(format!(
+                        "the contacts table has no text column {name} (read for source {source})"
+                    ))
+                })
+        };
+        let (a, i) = (column("account")?, column("id")?);
         for r in 0..b.num_rows() {
             live.insert((a.value(r).to_string(), i.value(r).to_string()));
         }

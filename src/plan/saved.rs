@@ -23,7 +23,7 @@ use sha2::Digest;
 
 use super::review::{changes, who};
 use super::{Action, Invalid, Landed, Mode, Op, Plan, WRITABLE, as_json, field};
-use crate::error::{Error, Result};
+use crate::error::{Context as _, Error, Kind, Result};
 use crate::model::schema::ContactRecord;
 
 /// The key of the plan's description in the Parquet file's key-value metadata.
@@ -505,113 +505,160 @@ impl Saved {
             ..Default::default()
         };
         let mut moved: Vec<String> = Vec::new();
-        let bad = |m: String| Error::config(format!("the saved plan is damaged: {m}"));
         for r in &self.rows {
-            let desired = || -> Result<ContactRecord> {
-                let text = r
-                    .desired
-                    .as_deref()
-                    .ok_or_else(|| bad(format!("{} {} has no desired row", r.kind, r.account)))?;
-                serde_json::from_str(text).map_err(|e| bad(e.to_string()))
-            };
-            let index = plan.ops.len();
-            let account = r.account.clone();
-            if r.kind == "invalid" {
-                plan.invalid.push(Invalid {
-                    row: r.row.unwrap_or(1).max(1) as usize - 1,
-                    account,
-                    id: r.id.clone(),
-                    reason: r.reason.clone().unwrap_or_default(),
-                });
-                continue;
+            match replan_row(r, plan.ops.len(), landed, &by_id)? {
+                Replanned::Invalid(inv) => plan.invalid.push(inv),
+                Replanned::Op(op) => plan.ops.push(*op),
+                Replanned::Moved(what) => moved.push(what),
             }
-            let key = r
-                .key
-                .clone()
-                .ok_or_else(|| bad(format!("{} {account} has no key", r.kind)))?;
-            if r.kind == "insert" {
-                if !is_insert_key(&key) {
-                    return Err(bad(format!(
-                        "insert {account}: key {key:?} is not one contacts-etl makes (cetl- and 20 hex digits)"
-                    )));
-                }
-                if landed.keys.contains(&key) {
-                    moved.push(format!(
-                        "insert {account}/(new) {key}: a contact with its key exists now (was this plan applied already?)"
-                    ));
-                    continue;
-                }
-                plan.ops.push(Op {
-                    index,
-                    account,
-                    key,
-                    action: Action::Insert {
-                        desired: desired()?,
-                    },
-                });
-                continue;
-            }
-            let id =
-                r.id.clone()
-                    .ok_or_else(|| bad(format!("{} {account} has no id", r.kind)))?;
-            if key != format!("{account}/{id}") {
-                return Err(bad(format!(
-                    "{} {account}/{id}: key {key:?} is not the operation's (account/id)",
-                    r.kind
-                )));
-            }
-            let Some(now) = by_id.get(&(account.as_str(), id.as_str())).copied() else {
-                moved.push(format!("{} {account}/{id}: deleted since the plan", r.kind));
-                continue;
-            };
-            if now.etag != r.landed_etag {
-                moved.push(format!(
-                    "{} {account}/{id}: etag {} → {}",
-                    r.kind,
-                    r.landed_etag.as_deref().unwrap_or("(none)"),
-                    now.etag.as_deref().unwrap_or("(none)")
-                ));
-                continue;
-            }
-            if r.landed_fingerprint.as_deref() != Some(fingerprint(now).as_str()) {
-                moved.push(format!("{} {account}/{id}: its values changed", r.kind));
-                continue;
-            }
-            let action = match r.kind.as_str() {
-                "update" => Action::Update {
-                    id,
-                    etag: r.etag.clone(),
-                    desired: desired()?,
-                    landed: now.clone(),
-                    changed: r.changed.clone(),
-                },
-                "delete" => Action::Delete {
-                    id,
-                    etag: r.etag.clone(),
-                    landed: now.clone(),
-                },
-                k => return Err(bad(format!("unknown kind {k:?}"))),
-            };
-            plan.ops.push(Op {
-                index,
-                account,
-                key,
-                action,
-            });
         }
         if !moved.is_empty() {
-            let n = moved.len();
-            let mut list: Vec<String> = moved.into_iter().take(20).collect();
-            if n > 20 {
-                list.push(format!("… and {} more", n - 20));
-            }
-            return Err(Error::config(format!(
-                "refusing to start: {n} contact(s) of the saved plan changed since it was made, so it is not what was reviewed; nothing was written. Make and review a new plan.\n  {}",
-                list.join("\n  ")
-            )));
+            return Err(refuse_moved(moved));
         }
         Ok(plan)
     }
+}
+
+/// What a saved plan's row is against the landed contacts now.
+enum Replanned {
+    /// An invalid desired row, as the plan showed it.
+    Invalid(Invalid),
+    /// An operation, still what was reviewed (boxed: an operation holds two contacts).
+    Op(Box<Op>),
+    /// The contact it touches moved since the plan was made: why.
+    Moved(String),
+}
+
+/// An error for a saved plan whose file does not hold what `plan --out` writes.
+fn damaged(what: String) -> Error {
+    Error::config(format!("the saved plan is damaged: {what}"))
+}
+
+/// Row `r` of a saved plan checked against the landed contacts (`by_id`, and the insert
+/// keys of `landed`), as operation `index` if it is one.
+fn replan_row(
+    r: &Row,
+    index: usize,
+    landed: &Landed,
+    by_id: &HashMap<(&str, &str), &ContactRecord>,
+) -> Result<Replanned> {
+    let account = r.account.clone();
+    if r.kind == "invalid" {
+        return Ok(Replanned::Invalid(Invalid {
+            row: r.row.unwrap_or(1).max(1) as usize - 1,
+            account,
+            id: r.id.clone(),
+            reason: r.reason.clone().unwrap_or_default(),
+        }));
+    }
+    let key = r
+        .key
+        .clone()
+        .ok_or_else(|| damaged(format!("{} {account} has no key", r.kind)))?;
+    if r.kind == "insert" {
+        if !is_insert_key(&key) {
+            return Err(damaged(format!(
+                "insert {account}: key {key:?} is not one contacts-etl makes (cetl- and 20 hex digits)"
+            )));
+        }
+        if landed.keys.contains(&key) {
+            return Ok(Replanned::Moved(format!(
+                "insert {account}/(new) {key}: a contact with its key exists now (was this plan applied already?)"
+            )));
+        }
+        let desired = desired_of(r)?;
+        return Ok(Replanned::Op(Box::new(Op {
+            index,
+            account,
+            key,
+            action: Action::Insert { desired },
+        })));
+    }
+    let id =
+        r.id.clone()
+            .ok_or_else(|| damaged(format!("{} {account} has no id", r.kind)))?;
+    if key != format!("{account}/{id}") {
+        return Err(damaged(format!(
+            "{} {account}/{id}: key {key:?} is not the operation's (account/id)",
+            r.kind
+        )));
+    }
+    let Some(now) = by_id.get(&(account.as_str(), id.as_str())).copied() else {
+        return Ok(Replanned::Moved(format!(
+            "{} {account}/{id}: deleted since the plan",
+            r.kind
+        )));
+    };
+    if let Some(why) = moved_since(r, now) {
+        return Ok(Replanned::Moved(format!(
+            "{} {account}/{id}: {why}",
+            r.kind
+        )));
+    }
+    let action = match r.kind.as_str() {
+        "update" => Action::Update {
+            id,
+            etag: r.etag.clone(),
+            desired: desired_of(r)?,
+            landed: now.clone(),
+            changed: r.changed.clone(),
+        },
+        "delete" => Action::Delete {
+            id,
+            etag: r.etag.clone(),
+            landed: now.clone(),
+        },
+        k => return Err(damaged(format!("unknown kind {k:?}"))),
+    };
+    Ok(Replanned::Op(Box::new(Op {
+        index,
+        account,
+        key,
+        action,
+    })))
+}
+
+/// How the landed contact `now` moved since the plan saw it (its etag, or its values),
+/// if it did.
+fn moved_since(r: &Row, now: &ContactRecord) -> Option<String> {
+    if now.etag != r.landed_etag {
+        return Some(format!(
+            "etag {} → {}",
+            r.landed_etag.as_deref().unwrap_or("(none)"),
+            now.etag.as_deref().unwrap_or("(none)")
+        ));
+    }
+    if r.landed_fingerprint.as_deref() != Some(fingerprint(now).as_str()) {
+        return Some("its values changed".into());
+    }
+    None
+}
+
+/// The desired contact of an insert or update row.
+fn desired_of(r: &Row) -> Result<ContactRecord> {
+    let text = r
+        .desired
+        .as_deref()
+        .ok_or_else(|| damaged(format!("{} {} has no desired row", r.kind, r.account)))?;
+    serde_json::from_str(text).with_context(Kind::Config, || {
+        format!(
+            "the saved plan is damaged: the desired row of {} {}",
+            r.kind, r.account
+        )
+    })
+}
+
+/// The refusal of a saved plan whose contacts moved, naming the first 20.
+fn refuse_moved(moved: Vec<String>) -> Error {
+    let n = moved.len();
+    let mut list: Vec<String> = moved.into_iter().take(20).collect();
+    if n > 20 {
+        list.push(format!("… and {} more", n - 20));
+    }
+    Error::config(format!(
+        "refusing to start: {n} contact(s) of the saved plan changed since it was made, so it is not what was reviewed; nothing was written. Make and review a new plan.\n  {}",
+        list.join("\n  ")
+    ))
 }
 
 #[cfg(test)]
