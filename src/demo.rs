@@ -217,6 +217,7 @@ async fn clean_up(pipeline: &Pipeline, lake: &Lake, emu: &Emulator) -> Result<()
         Some(b) => arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Int64)?,
         None => return Err(Error::other("a count over the lake returned no row")),
     };
+    // Cast to Int64 just above: the downcast holds.
     let left = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(&left).value(0);
     let mismatches = mismatches(lake, emu).await?;
     if !mismatches.is_empty() || left as usize > invalid {

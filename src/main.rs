@@ -1,17 +1,16 @@
 //! The `contacts-etl` command line: a thin layer over the library. The commands live in
-//! `cli/` (one file each); this file starts the process: logging, the panic hook, the
-//! runtime, and the stop on SIGINT or SIGTERM.
+//! `cli/` (one file each, beside the process's logging and signals); this file starts
+//! the process: the panic hook, logging, the runtime, and the command, stopped on SIGINT
+//! or SIGTERM.
 
 mod cli;
-mod logging;
-mod signals;
 mod tune;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Ctx, LogFormat, is_broken_pipe, say};
+use cli::{Cli, Ctx, LogFormat, is_broken_pipe, logging, say, signals};
 
 fn main() -> ExitCode {
     tune::tune_process();

@@ -10,7 +10,7 @@ use std::time::Instant;
 use futures::StreamExt;
 
 use crate::config::Pipeline;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::http::Metrics;
 use crate::lake::committer::{Committer, GroupLimits, RunResult};
 use crate::lake::lease::{Lease, Leased};
@@ -849,13 +849,16 @@ async fn sync_photos(
         removed: removed.len() as i64,
         unchanged: work.unchanged as i64,
     };
-    if let Some((id, e)) = failed.first() {
-        return Err(Error::other(format!(
-            "{}/{account}: {} of {} photo(s) could not be downloaded and will be tried on the next sync (the rest landed); first, contact {id}: {e}",
-            name,
-            failed.len(),
-            work.fetch.len()
-        )));
+    let failures = failed.len();
+    if let Some((id, e)) = failed.into_iter().next() {
+        return Err(Error::with_source(
+            Kind::Other,
+            format!(
+                "{name}/{account}: {failures} of {} photo(s) could not be downloaded and will be tried on the next sync (the rest landed); first, contact {id}",
+                work.fetch.len()
+            ),
+            e,
+        ));
     }
     Ok(counts)
 }

@@ -106,7 +106,7 @@ impl EmulatorArgs {
         );
         // Ctrl-C, or SIGTERM (`kill %1`, a scheduler): the env file goes with the
         // emulator, unless another emulator has written its own there since.
-        crate::signals::stop_signal().await;
+        super::signals::stop_signal().await;
         emu.shutdown().await;
         if let Some(f) = &self.env_file
             && std::fs::read_to_string(f).is_ok_and(|t| t == exports)

@@ -1,16 +1,19 @@
 //! The commands of `contacts-etl`, one file each: a clap `Args` struct that says what the
-//! command takes (and teaches it in `--help`) and a `run` that calls the library. What
-//! several commands share lives here: the top-level [`Cli`], the value enums, and the
-//! ways output reaches stdout and stderr.
+//! command takes (and teaches it in `--help`, with its `EXAMPLES`) and a `run` that calls
+//! the library. What several commands share lives here: the top-level [`Cli`], the value
+//! enums, the ways output reaches stdout and stderr (`output`), the log lines and the
+//! panic hook (`logging`), and the stop on a signal (`signals`).
 
 mod apply;
 mod debug;
 mod demo;
 mod emulator;
+pub mod logging;
 pub mod output;
 mod plan;
 mod query;
 mod schema;
+pub mod signals;
 mod state;
 mod status;
 mod sync;

@@ -336,8 +336,9 @@ async fn check_matches(
             list.join(", ")
         )));
     }
-    if missing_rows.len() == with_id {
-        let (id, row, _) = missing_rows[0];
+    if let Some(&(id, row, _)) = missing_rows.first()
+        && missing_rows.len() == with_id
+    {
         return Err(Error::config(format!(
             "none of the desired state's {with_id} row(s) with an id is a contact of source {source:?} (e.g. row {row}: id {id:?}): check the ids and the account column (a desired state for another source? add WHERE source = '{source}')"
         )));

@@ -25,7 +25,7 @@ use std::collections::HashSet;
 use arrow::array::RecordBatch;
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use crate::error::{Context as _, Error, Kind, Result};
 use crate::lake::Lake;
 use crate::model::schema::{ContactRecord, contacts_schema};
 
@@ -215,7 +215,7 @@ pub async fn load_desired(
     };
     let in_file = |e: Error| e.context(format!("--desired {spec}"));
     let open =
-        || std::fs::File::open(path).map_err(|e| Error::config(format!("--desired {spec}: {e}")));
+        || std::fs::File::open(path).with_context(Kind::Config, || format!("--desired {spec}"));
     if file(".parquet") {
         let batches =
             parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(open()?)?
@@ -225,7 +225,7 @@ pub async fn load_desired(
             reader.take(b?)?;
         }
     } else if file(".csv") {
-        check_csv(open()?).map_err(|e| Error::config(format!("--desired {spec}: {e}")))?;
+        check_csv(open()?).map_err(in_file)?;
         for b in desired::read_csv(path).map_err(in_file)? {
             reader.take(b?).map_err(in_file)?;
         }
@@ -238,7 +238,7 @@ pub async fn load_desired(
         use futures::StreamExt;
         let mut batches = crate::sql::query_stream(lake, spec).await?;
         while let Some(b) = batches.next().await {
-            reader.take(b.map_err(|e| Error::sql(e.to_string()))?)?;
+            reader.take(b.context(Kind::Sql, "running the desired query")?)?;
         }
     }
     if reader.read > 0 && !reader.columns.contains("id") {
@@ -361,10 +361,15 @@ fn filler(f: &arrow::datatypes::Field, n: usize, source: &str) -> arrow::array::
 /// as many fields as the header. Errors name the line (a lenient reader would merge the
 /// rows after an unclosed quote into one field, or pad a short row with nulls). The text
 /// is read byte by byte, none of it kept.
-fn check_csv(text: impl std::io::Read) -> std::result::Result<(), String> {
+fn check_csv(text: impl std::io::Read) -> Result<()> {
     use std::io::Read;
     let mut bytes = std::io::BufReader::new(text).bytes().peekable();
-    let mut next = || bytes.next().transpose().map_err(|e| e.to_string());
+    let mut next = || {
+        bytes
+            .next()
+            .transpose()
+            .context(Kind::Config, "reading the file")
+    };
     let (mut line, mut record_line) = (1usize, 1usize);
     let (mut fields, mut header) = (1usize, None::<usize>);
     let (mut quoted, mut quote_line, mut at_start, mut any) = (false, 0usize, true, false);
@@ -378,7 +383,7 @@ fn check_csv(text: impl std::io::Read) -> std::result::Result<(), String> {
                 None => break,
             },
         };
-        let mut peek = |want: u8| -> std::result::Result<bool, String> {
+        let mut peek = |want: u8| -> Result<bool> {
             ahead = next()?;
             Ok(if ahead == Some(want) {
                 ahead = None;
@@ -401,9 +406,9 @@ fn check_csv(text: impl std::io::Read) -> std::result::Result<(), String> {
                     quote_line = line;
                 }
                 b'"' => {
-                    return Err(format!(
+                    return Err(Error::config(format!(
                         "line {line}: a quote inside an unquoted field (quote the whole field and double the quote)"
-                    ));
+                    )));
                 }
                 b',' => {
                     fields += 1;
@@ -418,9 +423,9 @@ fn check_csv(text: impl std::io::Read) -> std::result::Result<(), String> {
                         match header {
                             None => header = Some(fields),
                             Some(h) if h != fields => {
-                                return Err(format!(
+                                return Err(Error::config(format!(
                                     "line {record_line}: {fields} field(s), but the header has {h}"
-                                ));
+                                )));
                             }
                             _ => {}
                         }
@@ -437,17 +442,17 @@ fn check_csv(text: impl std::io::Read) -> std::result::Result<(), String> {
         at_start = false;
     }
     if quoted {
-        return Err(format!(
+        return Err(Error::config(format!(
             "line {quote_line}: a quoted field is never closed (an unbalanced quote)"
-        ));
+        )));
     }
     if (any || fields > 1)
         && let Some(h) = header
         && h != fields
     {
-        return Err(format!(
+        return Err(Error::config(format!(
             "line {record_line}: {fields} field(s), but the header has {h}"
-        ));
+        )));
     }
     Ok(())
 }
@@ -746,7 +751,7 @@ mod tests {
     }
 
     fn check_bytes(text: &[u8]) -> std::result::Result<(), String> {
-        check_csv(text)
+        check_csv(text).map_err(|e| e.to_string())
     }
 
     #[test]

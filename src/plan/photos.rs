@@ -21,7 +21,7 @@ use arrow::datatypes::DataType;
 use super::record::ResultRow;
 use super::{Invalid, Mode};
 use crate::config::Pipeline;
-use crate::error::{Error, Result};
+use crate::error::{Context as _, Error, Kind, Result};
 use crate::lake::{Lake, LandedPhoto, TableKind, photo_sha256};
 use crate::model::photo::scan_photo_file;
 pub use crate::model::photo::{PhotoAction, PhotoBytes, PhotoOp, PhotoOpKind};
@@ -135,7 +135,7 @@ pub fn sniff_image(bytes: &[u8]) -> Option<&'static str> {
 
 fn read_folder(dir: &std::path::Path, account: &str) -> Result<(Vec<DesiredPhoto>, Vec<Invalid>)> {
     let mut entries: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::config(format!("--photos {}: {e}", dir.display())))?
+        .with_context(Kind::Config, || format!("--photos {}", dir.display()))?
         .filter_map(|e| e.ok())
         // Folders are not photos; links and special files are, to be reported below.
         .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
@@ -204,7 +204,7 @@ fn read_batches(batches: &[RecordBatch], account: &str) -> Result<Vec<DesiredPho
             b.column_by_name(name)
                 .map(|c| arrow::compute::cast(c, &DataType::Utf8))
                 .transpose()
-                .map_err(|e| Error::config(format!("desired photo column {name}: {e}")))
+                .with_context(Kind::Config, || format!("desired photo column {name}"))
         };
         let ids = col("id")?.ok_or_else(|| {
             Error::config(
@@ -216,9 +216,8 @@ fn read_batches(batches: &[RecordBatch], account: &str) -> Result<Vec<DesiredPho
                 "the desired photos need a `bytes` column (binary; null removes the photo)",
             )
         })?;
-        let bytes = arrow::compute::cast(bytes, &DataType::LargeBinary).map_err(|e| {
-            Error::config(format!("desired photo column bytes must be binary: {e}"))
-        })?;
+        let bytes = arrow::compute::cast(bytes, &DataType::LargeBinary)
+            .context(Kind::Config, "desired photo column bytes must be binary")?;
         let bytes = bytes.as_binary::<i64>();
         let (etags, types, accounts) = (col("etag")?, col("content_type")?, col("account")?);
         let text = |a: &Option<arrow::array::ArrayRef>, i: usize| {
@@ -260,8 +259,8 @@ pub async fn load_desired_photos(
         return read_folder(path, account);
     }
     let batches = if spec.ends_with(".parquet") {
-        let file = std::fs::File::open(path)
-            .map_err(|e| Error::config(format!("--photos {spec}: {e}")))?;
+        let file =
+            std::fs::File::open(path).with_context(Kind::Config, || format!("--photos {spec}"))?;
         parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
             .build()?
             .collect::<std::result::Result<Vec<_>, _>>()?

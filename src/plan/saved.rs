@@ -152,7 +152,7 @@ impl PlanDigest {
 }
 
 fn as_json_error(e: serde_json::Error) -> Error {
-    Error::other(format!("a saved plan as JSON: {e}"))
+    Error::with_source(Kind::Other, "a saved plan as JSON", e)
 }
 
 pub use crate::model::write::is_insert_key;
@@ -223,7 +223,7 @@ pub fn to_batch(plan: &Plan) -> Result<RecordBatch> {
             op.desired()
                 .map(serde_json::to_string)
                 .transpose()
-                .map_err(|e| Error::other(format!("a desired row as JSON: {e}")))?,
+                .context(Kind::Other, "a desired row as JSON")?,
         );
         row.push(None);
         reason.push(None);
@@ -303,7 +303,8 @@ pub fn write(plan: &Plan, mode: Mode, lake: &str, path: &Path) -> Result<()> {
         .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
         .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
             META_KEY.to_string(),
-            serde_json::to_string(&meta).map_err(|e| Error::other(e.to_string()))?,
+            serde_json::to_string(&meta)
+                .context(Kind::Other, "a saved plan's description as JSON")?,
         )]))
         .build();
     let mut buf = Vec::new();
@@ -312,7 +313,9 @@ pub fn write(plan: &Plan, mode: Mode, lake: &str, path: &Path) -> Result<()> {
         w.write(&batch)?;
         w.close()?;
     }
-    let bad = |e: std::io::Error| Error::config(format!("--out {}: {e}", path.display()));
+    let bad = |e: std::io::Error| {
+        Error::with_source(Kind::Config, format!("--out {}", path.display()), e)
+    };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(bad)?;
     }
@@ -330,9 +333,13 @@ pub struct Saved {
 /// Reads a plan written by [`write`]. A file that is not one is a configuration error.
 pub fn read(path: &Path) -> Result<Saved> {
     let what = |m: String| Error::config(format!("--plan {}: {m}", path.display()));
-    let file = std::fs::File::open(path).map_err(|e| what(e.to_string()))?;
+    let shown = path.display();
+    let file =
+        std::fs::File::open(path).with_context(Kind::Config, || format!("--plan {shown}"))?;
     let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| what(format!("not a Parquet file ({e})")))?;
+        .with_context(Kind::Config, || {
+            format!("--plan {shown}: not a Parquet file")
+        })?;
     let meta = builder
         .metadata()
         .file_metadata()
@@ -340,8 +347,8 @@ pub fn read(path: &Path) -> Result<Saved> {
         .and_then(|kv| kv.iter().find(|k| k.key == META_KEY))
         .and_then(|k| k.value.clone())
         .ok_or_else(|| what("not a plan (write one with `plan --out FILE`)".into()))?;
-    let meta: PlanMeta =
-        serde_json::from_str(&meta).map_err(|e| what(format!("unreadable plan ({e})")))?;
+    let meta: PlanMeta = serde_json::from_str(&meta)
+        .with_context(Kind::Config, || format!("--plan {shown}: unreadable plan"))?;
     if meta.version != 1 {
         return Err(what(format!(
             "plan layout version {} is not one this contacts-etl reads (1)",
@@ -357,7 +364,9 @@ pub fn read(path: &Path) -> Result<Saved> {
     // are read (the count its footer claims), and as they are read (what they hold).
     // Compressed, a million rows fit in a hundred kilobytes.
     let max = super::max_plan_rows()?;
-    let too_many = || what(super::too_many_rows("the plan holds", &meta.source, max).to_string());
+    let too_many = || {
+        super::too_many_rows("the plan holds", &meta.source, max).context(format!("--plan {shown}"))
+    };
     if builder.metadata().file_metadata().num_rows() > max as i64 {
         return Err(too_many());
     }
@@ -367,7 +376,7 @@ pub fn read(path: &Path) -> Result<Saved> {
         .with_batch_size(super::desired::BATCH_ROWS)
         .build()?
     {
-        let b = b.map_err(|e| what(format!("unreadable rows ({e})")))?;
+        let b = b.with_context(Kind::Config, || format!("--plan {shown}: unreadable rows"))?;
         for r in rows_of(&b, &what)? {
             if rows.len() == max {
                 return Err(too_many());

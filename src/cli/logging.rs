@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::cli::{Cli, LogFormat, say};
+use super::{Cli, LogFormat, say};
 
 /// Starts the log subscriber: `--log-level` (or RUST_LOG) and `--log-format`.
 pub fn init(cli: &Cli) {

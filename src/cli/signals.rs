@@ -5,7 +5,7 @@ use std::future::Future;
 
 use contacts_etl::Result;
 
-use crate::cli::say;
+use super::say;
 
 /// Longest wait, after SIGINT or SIGTERM, for the writes in flight to be answered and
 /// recorded.
