@@ -8,14 +8,12 @@ mod tune;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use cli::{Cli, Ctx, LogFormat, is_broken_pipe, logging, say, signals};
 
 fn main() -> ExitCode {
     tune::tune_process();
     logging::install_panic_hook();
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_args() {
         Ok(cli) => cli,
         Err(e) => return logging::usage_error(e),
     };

@@ -18,7 +18,7 @@ mod state;
 mod status;
 mod sync;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use contacts_etl::Result;
 
 pub use output::{is_broken_pipe, say};
@@ -44,6 +44,25 @@ pub struct Cli {
     pub log_level: String,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Reads the command line. The top-level help ends with the providers a pipeline's
+    /// source may name, from the registry (`providers::PROVIDERS`), so a new provider
+    /// shows there without editing this file.
+    pub fn parse_args() -> Result<Cli, clap::Error> {
+        let names: Vec<&str> = contacts_etl::providers::PROVIDERS
+            .iter()
+            .map(|r| r.name)
+            .collect();
+        let matches = Cli::command()
+            .after_help(format!(
+                "Providers (a source's `provider` in the pipeline file): {}",
+                names.join(", ")
+            ))
+            .try_get_matches()?;
+        Cli::from_arg_matches(&matches)
+    }
 }
 
 /// The format of the log lines on stderr.

@@ -497,8 +497,13 @@ async fn replace_still_sent(
             lake.for_each_batch_in(TableKind::WritebackResults, &t, Some(&filter), |b| {
                 let column = b
                     .column_by_name("op_index")
-                    .map(|c| c.as_primitive::<arrow::datatypes::Int64Type>().clone());
-                still.extend(column.iter().flat_map(|c| c.iter().flatten()));
+                    .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>())
+                    .ok_or_else(|| {
+                        Error::corrupt(
+                            "writeback_results: its op_index column is not whole numbers",
+                        )
+                    })?;
+                still.extend(column.iter().flatten());
                 Ok(())
             })
             .await?;

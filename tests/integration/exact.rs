@@ -281,7 +281,7 @@ async fn aurinko_updates_change_only_what_the_desired_state_names() {
 /// lake-only columns absent or null, plans and applies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desired_tables_need_only_the_contact_columns() {
-    use arrow::array::{ArrayRef, BooleanArray, StringArray, TimestampMicrosecondArray};
+    use arrow::array::{ArrayRef, StringArray};
     use std::sync::Arc;
     let emu = Emulator::start(crate::google_only(50)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -289,72 +289,9 @@ async fn desired_tables_need_only_the_contact_columns() {
     assert_ok(&sync(&p, false).await);
     let truth = emu.google_truth().contacts;
     let domain = emu.config().google_domain.clone();
-    let write = |name: &str, cols: Vec<(&str, ArrayRef)>| {
-        let batch = arrow::array::RecordBatch::try_from_iter(cols).unwrap();
-        let path = dir.path().join(name);
-        let mut w = parquet::arrow::ArrowWriter::try_new(
-            std::fs::File::create(&path).unwrap(),
-            batch.schema(),
-            None,
-        )
-        .unwrap();
-        w.write(&batch).unwrap();
-        w.close().unwrap();
-        path.to_string_lossy().into_owned()
-    };
-    // Without lineage columns.
-    let bare = write(
-        "bare.parquet",
-        vec![
-            (
-                "account",
-                Arc::new(StringArray::from(vec![domain.as_str(), domain.as_str()])) as ArrayRef,
-            ),
-            (
-                "id",
-                Arc::new(StringArray::from(vec![Some(truth[0].id.as_str()), None])) as ArrayRef,
-            ),
-            (
-                "given_name",
-                Arc::new(StringArray::from(vec!["Renamed", "Newcomer"])) as ArrayRef,
-            ),
-        ],
-    );
-    // With them, all null.
-    let nulls = write(
-        "nulls.parquet",
-        vec![
-            (
-                "account",
-                Arc::new(StringArray::from(vec![domain.as_str(), domain.as_str()])) as ArrayRef,
-            ),
-            (
-                "id",
-                Arc::new(StringArray::from(vec![Some(truth[0].id.as_str()), None])) as ArrayRef,
-            ),
-            (
-                "given_name",
-                Arc::new(StringArray::from(vec!["Renamed", "Newcomer"])) as ArrayRef,
-            ),
-            (
-                "_run_id",
-                Arc::new(StringArray::from(vec![None::<&str>, None])) as ArrayRef,
-            ),
-            (
-                "_synced_at",
-                Arc::new(TimestampMicrosecondArray::from(vec![None, None]).with_timezone("UTC"))
-                    as ArrayRef,
-            ),
-            (
-                "deleted",
-                Arc::new(BooleanArray::from(vec![None, None])) as ArrayRef,
-            ),
-            (
-                "source",
-                Arc::new(StringArray::from(vec![None::<&str>, None])) as ArrayRef,
-            ),
-        ],
-    );
+    let write =
+        |name: &str, cols: Vec<(&str, ArrayRef)>| write_columns(&dir.path().join(name), cols);
+    let (bare, nulls) = with_and_without_lineage(&write, &domain, &truth[0].id);
     let pipeline = Pipeline::load(&p).unwrap();
     for desired in [&bare, &nulls] {
         let pl = plan(&pipeline, "shared", desired, Mode::Upsert)
@@ -419,6 +356,85 @@ async fn desired_tables_need_only_the_contact_columns() {
         "{e}"
     );
     assert_lake_matches(&p, &emu).await;
+}
+
+/// A Parquet file at `path` of these columns; returns its path as text.
+fn write_columns(path: &std::path::Path, cols: Vec<(&str, arrow::array::ArrayRef)>) -> String {
+    let batch = arrow::array::RecordBatch::try_from_iter(cols).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(path).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// Two desired files, each an update of contact `id` and an insert: one without the
+/// lineage columns, one with them all null.
+fn with_and_without_lineage(
+    write: &dyn Fn(&str, Vec<(&str, arrow::array::ArrayRef)>) -> String,
+    domain: &str,
+    id: &str,
+) -> (String, String) {
+    use arrow::array::{ArrayRef, BooleanArray, StringArray, TimestampMicrosecondArray};
+    use std::sync::Arc;
+    // Without lineage columns.
+    let bare = write(
+        "bare.parquet",
+        vec![
+            (
+                "account",
+                Arc::new(StringArray::from(vec![domain, domain])) as ArrayRef,
+            ),
+            (
+                "id",
+                Arc::new(StringArray::from(vec![Some(id), None])) as ArrayRef,
+            ),
+            (
+                "given_name",
+                Arc::new(StringArray::from(vec!["Renamed", "Newcomer"])) as ArrayRef,
+            ),
+        ],
+    );
+    // With them, all null.
+    let nulls = write(
+        "nulls.parquet",
+        vec![
+            (
+                "account",
+                Arc::new(StringArray::from(vec![domain, domain])) as ArrayRef,
+            ),
+            (
+                "id",
+                Arc::new(StringArray::from(vec![Some(id), None])) as ArrayRef,
+            ),
+            (
+                "given_name",
+                Arc::new(StringArray::from(vec!["Renamed", "Newcomer"])) as ArrayRef,
+            ),
+            (
+                "_run_id",
+                Arc::new(StringArray::from(vec![None::<&str>, None])) as ArrayRef,
+            ),
+            (
+                "_synced_at",
+                Arc::new(TimestampMicrosecondArray::from(vec![None, None]).with_timezone("UTC"))
+                    as ArrayRef,
+            ),
+            (
+                "deleted",
+                Arc::new(BooleanArray::from(vec![None, None])) as ArrayRef,
+            ),
+            (
+                "source",
+                Arc::new(StringArray::from(vec![None::<&str>, None])) as ArrayRef,
+            ),
+        ],
+    );
+    (bare, nulls)
 }
 
 /// A restarted emulator (same seed, so the same contacts it began with) never issued the

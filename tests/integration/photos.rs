@@ -362,11 +362,23 @@ async fn photo_write_back_puts_and_deletes_with_etags_and_a_stale_etag_is_a_conf
     );
     assert_eq!(rows.iter().filter(|r| r.2 == "invalid").count(), 2);
 
-    // A desired state computed from an old etag: someone changed the photo since.
-    let landed = landed_photos(&p).await;
+    a_stale_photo_etag_conflicts_until_forced(&emu, dir.path(), &p, &with).await;
+}
+
+/// A desired state computed from an old etag: someone changed the photo since. It is a
+/// conflict (412) and the other party's photo is kept, beside a removal that happens;
+/// `--force` then overwrites the conflict.
+async fn a_stale_photo_etag_conflicts_until_forced(
+    emu: &Emulator,
+    dir: &std::path::Path,
+    p: &std::path::Path,
+    with: &[String],
+) {
+    let pipeline = Pipeline::load(p).unwrap();
+    let landed = landed_photos(p).await;
     let old_etag = landed[&with[2]].0.clone();
-    change_photo_upstream(&emu, &with[2], Some(b"\x89PNG someone else".to_vec())).await;
-    let desired = dir.path().join("desired.parquet");
+    change_photo_upstream(emu, &with[2], Some(b"\x89PNG someone else".to_vec())).await;
+    let desired = dir.join("desired.parquet");
     write_desired_parquet(
         &desired,
         &[
@@ -408,18 +420,18 @@ async fn photo_write_back_puts_and_deletes_with_etags_and_a_stale_etag_is_a_conf
     let truth = emu.google_photos();
     assert_eq!(truth[&with[2]].1, b"\x89PNG someone else".to_vec());
     assert!(!truth.contains_key(&with[3]));
-    let rows = writeback_rows(&p, &report.apply_id).await;
+    let rows = writeback_rows(p, &report.apply_id).await;
     assert!(rows.contains(&("photo_put".into(), with[2].clone(), "conflict".into())));
     assert!(rows.contains(&("photo_delete".into(), with[3].clone(), "ok".into())));
-    assert_photos_match(&p, &emu).await;
+    assert_photos_match(p, emu).await;
 
     // --force overwrites the conflict; the removal is already done.
     let report = apply().with_force(true).await.unwrap();
     assert_eq!(report.failures(), 0, "{}", report.summary());
     assert_eq!(report.plan.ops.len(), 1, "{}", report.plan.render(5));
     assert_eq!(emu.google_photos()[&with[2]].1, b"\x89PNG mine".to_vec());
-    assert_photos_match(&p, &emu).await;
-    assert_lake_matches(&p, &emu).await;
+    assert_photos_match(p, emu).await;
+    assert_lake_matches(p, emu).await;
 }
 
 /// Photo applies ask before deleting as contact applies do: the plan is shown first, and

@@ -414,15 +414,71 @@ async fn mirror_refuses_empty_or_mistaken_desired_states() {
     );
     assert_ok(&sync(&p, false).await);
     let pipeline = Pipeline::load(&p).unwrap();
-    let empty = dir.path().join("empty.csv");
+    let (cases, empty) = mistaken_desired_states(dir.path());
+    emu.reset_stats();
+    for (desired, mode, want) in cases {
+        let err = opts(&pipeline, "shared", &desired, mode)
+            .await
+            .map(|r| r.summary())
+            .expect_err(&desired);
+        assert!(err.to_string().contains(want), "{desired}: {err}");
+        assert_eq!(err.exit_code(), 2, "{desired}: {err}");
+    }
+    assert!(
+        !emu.stats().contains_key("google.batch"),
+        "nothing may be written: {:?}",
+        emu.stats()
+    );
+    assert_eq!(emu.google_truth().contacts.len(), 60);
+    // 10 % of 60 may go without --max-delete.
+    let report = opts(
+        &pipeline,
+        "shared",
+        "SELECT account, id, etag FROM contacts WHERE source = 'shared' ORDER BY id LIMIT 54",
+        Mode::Mirror,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.plan.count(contacts_etl::plan::OpKind::Delete), 6);
+    assert_eq!(emu.google_truth().contacts.len(), 54);
+    // The command line says exit 2 for an empty mirror file.
+    let out = Command::new(crate::bin())
+        .args([
+            "apply",
+            p.to_str().unwrap(),
+            "--source",
+            "shared",
+            "--mode",
+            "mirror",
+            "--desired",
+        ])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(emu.google_truth().contacts.len(), 54);
+}
+
+/// Desired states a mirror or update must refuse, each with its mode and the words of its
+/// refusal: empty ones (a file, a header, a query), a typo, rows of another source, ids
+/// of no contact, values of the wrong type, too many deletes. Also the empty file's path.
+fn mistaken_desired_states(
+    dir: &std::path::Path,
+) -> (Vec<(String, Mode, &'static str)>, std::path::PathBuf) {
+    let empty = dir.join("empty.csv");
     std::fs::write(&empty, "").unwrap();
-    let header_only = dir.path().join("header.csv");
+    let header_only = dir.join("header.csv");
     std::fs::write(&header_only, "account,id,notes\n").unwrap();
-    let typo = dir.path().join("typo.csv");
+    let typo = dir.join("typo.csv");
     std::fs::write(&typo, "id,fileas\nx,Doe\n").unwrap();
-    let nowhere = dir.path().join("nowhere.csv");
+    let nowhere = dir.join("nowhere.csv");
     std::fs::write(&nowhere, "id,notes\nno-such-1,x\nno-such-2,y\n").unwrap();
-    let cases = [
+    let cases = vec![
         (empty.to_str().unwrap().to_string(), Mode::Mirror, "empty"),
         (
             header_only.to_str().unwrap().to_string(),
@@ -485,53 +541,7 @@ async fn mirror_refuses_empty_or_mistaken_desired_states() {
             "more than --max-delete allows",
         ),
     ];
-    emu.reset_stats();
-    for (desired, mode, want) in cases {
-        let err = opts(&pipeline, "shared", &desired, mode)
-            .await
-            .map(|r| r.summary())
-            .expect_err(&desired);
-        assert!(err.to_string().contains(want), "{desired}: {err}");
-        assert_eq!(err.exit_code(), 2, "{desired}: {err}");
-    }
-    assert!(
-        !emu.stats().contains_key("google.batch"),
-        "nothing may be written: {:?}",
-        emu.stats()
-    );
-    assert_eq!(emu.google_truth().contacts.len(), 60);
-    // 10 % of 60 may go without --max-delete.
-    let report = opts(
-        &pipeline,
-        "shared",
-        "SELECT account, id, etag FROM contacts WHERE source = 'shared' ORDER BY id LIMIT 54",
-        Mode::Mirror,
-    )
-    .await
-    .unwrap();
-    assert_eq!(report.plan.count(contacts_etl::plan::OpKind::Delete), 6);
-    assert_eq!(emu.google_truth().contacts.len(), 54);
-    // The command line says exit 2 for an empty mirror file.
-    let out = Command::new(crate::bin())
-        .args([
-            "apply",
-            p.to_str().unwrap(),
-            "--source",
-            "shared",
-            "--mode",
-            "mirror",
-            "--desired",
-        ])
-        .arg(&empty)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(emu.google_truth().contacts.len(), 54);
+    (cases, empty)
 }
 
 /// A synced domain of 3,000 Google contacts and a running `apply` (30 batches) that
