@@ -291,7 +291,7 @@ async fn desired_tables_need_only_the_contact_columns() {
     let domain = emu.config().google_domain.clone();
     let write =
         |name: &str, cols: Vec<(&str, ArrayRef)>| write_columns(&dir.path().join(name), cols);
-    let (bare, nulls) = with_and_without_lineage(&write, &domain, &truth[0].id);
+    let (bare, nulls) = with_and_without_lineage(dir.path(), &domain, &truth[0].id);
     let pipeline = Pipeline::load(&p).unwrap();
     for desired in [&bare, &nulls] {
         let pl = plan(&pipeline, "shared", desired, Mode::Upsert)
@@ -372,15 +372,12 @@ fn write_columns(path: &std::path::Path, cols: Vec<(&str, arrow::array::ArrayRef
     path.to_string_lossy().into_owned()
 }
 
-/// Two desired files, each an update of contact `id` and an insert: one without the
-/// lineage columns, one with them all null.
-fn with_and_without_lineage(
-    write: &dyn Fn(&str, Vec<(&str, arrow::array::ArrayRef)>) -> String,
-    domain: &str,
-    id: &str,
-) -> (String, String) {
+/// Two desired files in `dir`, each an update of contact `id` and an insert: one without
+/// the lineage columns, one with them all null.
+fn with_and_without_lineage(dir: &std::path::Path, domain: &str, id: &str) -> (String, String) {
     use arrow::array::{ArrayRef, BooleanArray, StringArray, TimestampMicrosecondArray};
     use std::sync::Arc;
+    let write = |name: &str, cols: Vec<(&str, ArrayRef)>| write_columns(&dir.join(name), cols);
     // Without lineage columns.
     let bare = write(
         "bare.parquet",
