@@ -18,7 +18,7 @@
 use std::io::IsTerminal;
 
 use crate::config::Pipeline;
-use crate::error::{Error, Result};
+use crate::error::{Context as _, Error, Kind, Result};
 use crate::lake::Lake;
 use crate::lake::lease::Leased;
 use crate::lake::state::{AccountRuns, StateChange};
@@ -277,8 +277,7 @@ pub fn render_width(accounts: &[AccountRuns], width: usize) -> String {
 
 /// `state show --format json`: one object per account, every field whole.
 pub fn render_json(accounts: &[AccountRuns]) -> Result<String> {
-    let mut s = serde_json::to_string_pretty(accounts)
-        .map_err(|e| Error::other(format!("state as JSON: {e}")))?;
+    let mut s = serde_json::to_string_pretty(accounts).context(Kind::Other, "state as JSON")?;
     s.push('\n');
     Ok(s)
 }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use contacts_etl::config::Pipeline;
 use contacts_etl::plan::Mode;
-use contacts_etl::plan::apply::{ApplyOptions, apply, plan};
+use contacts_etl::plan::apply::{Apply, FromDesired, plan};
 use rand::Rng;
 use serde_json::Value;
 
@@ -994,15 +994,11 @@ async fn count(p: &Path, sql: &str) -> i64 {
     n.as_primitive::<arrow::datatypes::Int64Type>().value(0)
 }
 
-/// Apply options for a desired state.
-fn opts(desired: &str, mode: Mode, force: bool) -> ApplyOptions {
-    ApplyOptions {
-        source: SOURCE.into(),
-        desired: desired.into(),
-        mode,
-        max_delete: None,
-        force,
-    }
+/// An apply of a desired state to the source, to await.
+fn opts<'a>(p: &'a Pipeline, desired: &str, mode: Mode, force: bool) -> Apply<'a, FromDesired> {
+    Apply::desired(p, SOURCE, desired)
+        .with_mode(mode)
+        .with_force(force)
 }
 
 /// Write-back round trip: an update of every contact's note and a second e-mail, inserts
@@ -1051,7 +1047,7 @@ async fn write_back_update(
          make_array(named_struct('address', get_field(emails[1], 'address'), 'type', get_field(emails[1], 'type'), 'label', get_field(emails[1], 'label'), 'primary', get_field(emails[1], 'primary'), 'display_name', get_field(emails[1], 'display_name')), named_struct('address', concat(id, '@wb.example'), 'type', 'work', 'label', CAST(NULL AS VARCHAR), 'primary', CAST(NULL AS BOOLEAN), 'display_name', CAST(NULL AS VARCHAR))) AS emails \
          FROM contacts WHERE source = '{SOURCE}' AND id LIKE 'contact-%'"
     );
-    let report = apply(pipeline, &opts(&update, Mode::Update, false))
+    let report = opts(pipeline, &update, Mode::Update, false)
         .await
         .unwrap();
     assert_eq!(report.failures(), 0, "{}", report.summary());
@@ -1120,8 +1116,8 @@ async fn write_back_inserts(s: &Server, book: &str, pipeline: &Pipeline) -> Stri
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
     for _ in 0..2 {
-        let r = apply(pipeline, &opts(&insert, Mode::Upsert, false))
-            .await
+        let r = opts(pipeline, &insert, Mode::Upsert, false)
+        .await
             .unwrap();
         assert_eq!(r.failures(), 0, "{}", r.summary());
     }
@@ -1143,7 +1139,7 @@ async fn write_back_delete(s: &Server, book: &str, p: &Path, pipeline: &Pipeline
         "SELECT account, id, etag, display_name FROM contacts WHERE source = '{SOURCE}' AND id <> '{victim}'"
     );
     assert_ok(&sync(p, false).await);
-    let r = apply(pipeline, &opts(&delete, Mode::Mirror, false))
+    let r = opts(pipeline, &delete, Mode::Mirror, false)
         .await
         .unwrap();
     assert_eq!(r.failures(), 0, "{}", r.summary());
@@ -1196,7 +1192,7 @@ async fn write_back_conflict(s: &Server, book: &str, dir: &Path, p: &Path, pipel
         .unwrap();
     let set_note = file.to_str().unwrap().to_string();
     s.put(book, &other, &vcard(1, 77)).await;
-    let r = apply(pipeline, &opts(&set_note, Mode::Update, false))
+    let r = opts(pipeline, &set_note, Mode::Update, false)
         .await
         .unwrap();
     assert_eq!(r.results.len(), 1);
@@ -1215,7 +1211,7 @@ async fn write_back_conflict(s: &Server, book: &str, dir: &Path, p: &Path, pipel
         held["display_name"].as_str().unwrap().ends_with("r77"),
         "the other writer's version stays"
     );
-    let r = apply(pipeline, &opts(&set_note, Mode::Update, true))
+    let r = opts(pipeline, &set_note, Mode::Update, true)
         .await
         .unwrap();
     assert_eq!(r.failures(), 0, "{}", r.summary());
@@ -1330,9 +1326,7 @@ pub async fn notes_update_keeps_every_other_line(kind: Kind) {
         "SELECT account, id, etag, concat('[notes] ', id) AS notes FROM contacts WHERE source = '{SOURCE}'"
     );
     let pipeline = Pipeline::load(&p).unwrap();
-    let report = apply(&pipeline, &opts(&update, Mode::Update, false))
-        .await
-        .unwrap();
+    let report = opts(&pipeline, &update, Mode::Update, false).await.unwrap();
     assert_eq!(report.failures(), 0, "{}", report.summary());
     assert_eq!(
         report.results.len(),
@@ -1444,9 +1438,7 @@ pub async fn property_injection(kind: Kind) {
     let update = format!(
         "SELECT account, id, etag, {note} AS notes FROM contacts WHERE source = '{SOURCE}'"
     );
-    let report = apply(&pipeline, &opts(&update, Mode::Update, false))
-        .await
-        .unwrap();
+    let report = opts(&pipeline, &update, Mode::Update, false).await.unwrap();
     assert_eq!(report.failures(), 0, "{}", report.summary());
     assert_eq!(report.results.len(), 4, "{}", report.summary());
     let want_note = "a; b, c \\ d\nEMAIL:injected@evil.example\nX-CONTACTS-ETL-KEY:cetl-forged\nEND:VCARD\nBEGIN:VCARD";
@@ -1481,7 +1473,7 @@ pub async fn property_injection(kind: Kind) {
     ] {
         let desired =
             format!("SELECT account, id, etag, {bad} FROM contacts WHERE source = '{SOURCE}'");
-        let report = apply(&pipeline, &opts(&desired, Mode::Update, false))
+        let report = opts(&pipeline, &desired, Mode::Update, false)
             .await
             .unwrap();
         assert!(report.results.is_empty(), "{}", report.summary());
