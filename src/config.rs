@@ -292,11 +292,11 @@ impl Pipeline {
     ) -> Result<Pipeline> {
         let file = path.display();
         let raw: toml::Value = toml::from_str(text)
-            .map_err(|e| Error::config(format!("{file}: {}", toml_error(&e))))?;
+            .map_err(|e| Error::with_source(Kind::Config, &file, TomlError(e)))?;
         check_no_inline_secrets(&raw, "", &file.to_string())?;
         check_known_keys(&raw, &file.to_string())?;
         let mut p: Pipeline = toml::from_str(text)
-            .map_err(|e| Error::config(format!("{file}: {}", toml_error(&e))))?;
+            .map_err(|e| Error::with_source(Kind::Config, &file, TomlError(e)))?;
         p.path = path.to_path_buf();
         p.interpolate(lookup)?;
         p.validate()?;
@@ -545,18 +545,32 @@ fn check_no_inline_secrets(v: &toml::Value, at: &str, file: &str) -> Result<()> 
     Ok(())
 }
 
-/// A TOML error as shown: the parser quotes the offending line, which may be a
-/// 200 KB line of a damaged file; each line of the message is cut to 160 characters.
-fn toml_error(e: &toml::de::Error) -> String {
-    e.to_string()
-        .trim()
-        .lines()
-        .map(|l| match l.char_indices().nth(160) {
-            Some((at, _)) => format!("{}…", &l[..at]),
-            None => l.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+/// A TOML parser's error, shown with each line cut to 160 characters: the parser quotes
+/// the offending line, which may be a 200 KB line of a damaged file.
+#[derive(Debug)]
+struct TomlError(toml::de::Error);
+
+impl std::fmt::Display for TomlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = self.0.to_string();
+        for (i, l) in text.trim().lines().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            match l.char_indices().nth(160) {
+                Some((at, _)) => write!(f, "{}…", &l[..at])?,
+                None => f.write_str(l)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TomlError {
+    // The parser's own words are shown, cut, above: not again, whole, as a cause.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        None
+    }
 }
 
 /// Most bytes of a credential file (a token, a password).

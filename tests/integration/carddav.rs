@@ -1047,9 +1047,7 @@ async fn write_back_update(
          make_array(named_struct('address', get_field(emails[1], 'address'), 'type', get_field(emails[1], 'type'), 'label', get_field(emails[1], 'label'), 'primary', get_field(emails[1], 'primary'), 'display_name', get_field(emails[1], 'display_name')), named_struct('address', concat(id, '@wb.example'), 'type', 'work', 'label', CAST(NULL AS VARCHAR), 'primary', CAST(NULL AS BOOLEAN), 'display_name', CAST(NULL AS VARCHAR))) AS emails \
          FROM contacts WHERE source = '{SOURCE}' AND id LIKE 'contact-%'"
     );
-    let report = opts(pipeline, &update, Mode::Update, false)
-        .await
-        .unwrap();
+    let report = opts(pipeline, &update, Mode::Update, false).await.unwrap();
     assert_eq!(report.failures(), 0, "{}", report.summary());
     assert_eq!(report.results.len(), 12, "{}", report.summary());
     for l in s.list(book) {
@@ -1116,9 +1114,7 @@ async fn write_back_inserts(s: &Server, book: &str, pipeline: &Pipeline) -> Stri
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
     for _ in 0..2 {
-        let r = opts(pipeline, &insert, Mode::Upsert, false)
-        .await
-            .unwrap();
+        let r = opts(pipeline, &insert, Mode::Upsert, false).await.unwrap();
         assert_eq!(r.failures(), 0, "{}", r.summary());
     }
     let listed = s.list(book);
@@ -1139,9 +1135,7 @@ async fn write_back_delete(s: &Server, book: &str, p: &Path, pipeline: &Pipeline
         "SELECT account, id, etag, display_name FROM contacts WHERE source = '{SOURCE}' AND id <> '{victim}'"
     );
     assert_ok(&sync(p, false).await);
-    let r = opts(pipeline, &delete, Mode::Mirror, false)
-        .await
-        .unwrap();
+    let r = opts(pipeline, &delete, Mode::Mirror, false).await.unwrap();
     assert_eq!(r.failures(), 0, "{}", r.summary());
     assert!(s.list(book).iter().all(|l| l["id"] != victim.as_str()));
 }
@@ -1211,9 +1205,7 @@ async fn write_back_conflict(s: &Server, book: &str, dir: &Path, p: &Path, pipel
         held["display_name"].as_str().unwrap().ends_with("r77"),
         "the other writer's version stays"
     );
-    let r = opts(pipeline, &set_note, Mode::Update, true)
-        .await
-        .unwrap();
+    let r = opts(pipeline, &set_note, Mode::Update, true).await.unwrap();
     assert_eq!(r.failures(), 0, "{}", r.summary());
     let held = s
         .list(book)

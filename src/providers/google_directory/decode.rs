@@ -377,86 +377,18 @@ fn record(p: PersonJ, id: String, raw: &str, ctx: &RecordContext) -> ContactReco
         suffix: name.and_then(|n| n.honorific_suffix.clone()),
         nickname: primary(&p.nicknames, |n| &n.metadata).and_then(|n| n.value.clone()),
         file_as: None,
-        emails: p
-            .email_addresses
-            .into_iter()
-            .map(|e| Email {
-                label: label(&e.kind, e.formatted_type),
-                address: e.value,
-                kind: e.kind,
-                primary: e.metadata.primary,
-                display_name: e.display_name,
-            })
-            .collect(),
-        phones: p
-            .phone_numbers
-            .into_iter()
-            .map(|ph| Phone {
-                label: label(&ph.kind, ph.formatted_type),
-                uri: ph.canonical_form.map(|c| format!("tel:{c}")),
-                number: ph.value,
-                kind: ph.kind,
-                primary: ph.metadata.primary,
-            })
-            .collect(),
-        addresses: p
-            .addresses
-            .into_iter()
-            .map(|a| Address {
-                label: label(&a.kind, a.formatted_type),
-                kind: a.kind,
-                primary: a.metadata.primary,
-                street: a.street_address,
-                po_box: a.po_box,
-                neighborhood: a.extended_address,
-                city: a.city,
-                region: a.region,
-                postcode: a.postal_code,
-                country: a.country.or(a.country_code),
-                formatted: a.formatted_value,
-            })
-            .collect(),
+        emails: p.email_addresses.into_iter().map(Email::from).collect(),
+        phones: p.phone_numbers.into_iter().map(Phone::from).collect(),
+        addresses: p.addresses.into_iter().map(Address::from).collect(),
         ims: vec![],
         organizations: p
             .organizations
             .into_iter()
-            .map(|o| Organization {
-                label: label(&o.kind, o.formatted_type),
-                name: o.name,
-                title: o.title,
-                department: o.department,
-                kind: o.kind,
-                primary: o.metadata.primary,
-            })
+            .map(Organization::from)
             .collect(),
-        websites: p
-            .urls
-            .into_iter()
-            .map(|u| Website {
-                label: label(&u.kind, u.formatted_type),
-                href: u.value,
-                kind: u.kind,
-                primary: u.metadata.primary,
-            })
-            .collect(),
-        relations: p
-            .relations
-            .into_iter()
-            .map(|r| Relation {
-                label: label(&r.kind, r.formatted_type),
-                name: r.person,
-                kind: r.kind,
-            })
-            .collect(),
-        events: p
-            .events
-            .into_iter()
-            .map(|e| Event {
-                label: label(&e.kind, e.formatted_type),
-                start: e.date.as_ref().and_then(DateJ::text),
-                kind: e.kind,
-            })
-            .collect(),
+        websites: p.urls.into_iter().map(Website::from).collect(),
+        relations: p.relations.into_iter().map(Relation::from).collect(),
+        events: p.events.into_iter().map(Event::from).collect(),
         notes: primary(&p.biographies, |b| &b.metadata).and_then(|b| b.value.clone()),
         birthday: primary(&p.birthdays, |b| &b.metadata).and_then(|b| {
             b.date
@@ -482,6 +414,92 @@ fn record(p: PersonJ, id: String, raw: &str, ctx: &RecordContext) -> ContactReco
         raw: Some(raw.to_string()),
         _run_id: ctx.run_id.clone(),
         _synced_at: ctx.synced_at_us,
+    }
+}
+
+impl From<EmailJ> for Email {
+    fn from(e: EmailJ) -> Email {
+        Email {
+            label: label(&e.kind, e.formatted_type),
+            address: e.value,
+            kind: e.kind,
+            primary: e.metadata.primary,
+            display_name: e.display_name,
+        }
+    }
+}
+
+impl From<PhoneJ> for Phone {
+    fn from(ph: PhoneJ) -> Phone {
+        Phone {
+            label: label(&ph.kind, ph.formatted_type),
+            uri: ph.canonical_form.map(|c| format!("tel:{c}")),
+            number: ph.value,
+            kind: ph.kind,
+            primary: ph.metadata.primary,
+        }
+    }
+}
+
+impl From<AddressJ> for Address {
+    fn from(a: AddressJ) -> Address {
+        Address {
+            label: label(&a.kind, a.formatted_type),
+            kind: a.kind,
+            primary: a.metadata.primary,
+            street: a.street_address,
+            po_box: a.po_box,
+            neighborhood: a.extended_address,
+            city: a.city,
+            region: a.region,
+            postcode: a.postal_code,
+            country: a.country.or(a.country_code),
+            formatted: a.formatted_value,
+        }
+    }
+}
+
+impl From<OrganizationJ> for Organization {
+    fn from(o: OrganizationJ) -> Organization {
+        Organization {
+            label: label(&o.kind, o.formatted_type),
+            name: o.name,
+            title: o.title,
+            department: o.department,
+            kind: o.kind,
+            primary: o.metadata.primary,
+        }
+    }
+}
+
+impl From<TypedValueJ> for Website {
+    fn from(u: TypedValueJ) -> Website {
+        Website {
+            label: label(&u.kind, u.formatted_type),
+            href: u.value,
+            kind: u.kind,
+            primary: u.metadata.primary,
+        }
+    }
+}
+
+impl From<RelationJ> for Relation {
+    fn from(r: RelationJ) -> Relation {
+        Relation {
+            label: label(&r.kind, r.formatted_type),
+            name: r.person,
+            kind: r.kind,
+        }
+    }
+}
+
+impl From<EventJ> for Event {
+    fn from(e: EventJ) -> Event {
+        Event {
+            label: label(&e.kind, e.formatted_type),
+            start: e.date.as_ref().and_then(DateJ::text),
+            kind: e.kind,
+        }
     }
 }
 
