@@ -5,7 +5,7 @@
 
 use contacts_etl::config::Pipeline;
 use contacts_etl::emulator::{Emulator, EmulatorConfig};
-use contacts_etl::plan::apply::{ApplyOptions, apply, plan};
+use contacts_etl::plan::apply::{Apply, plan};
 use contacts_etl::plan::{Mode, OpKind};
 use contacts_etl::sync::{SyncOptions, run_sync};
 
@@ -36,17 +36,9 @@ async fn main() -> contacts_etl::Result<()> {
     let updates = planned.count(OpKind::Update);
     assert!(updates > 0);
 
-    let report = apply(
-        &p,
-        &ApplyOptions {
-            source: "shared".into(),
-            desired: desired.into(),
-            mode: Mode::Update,
-            max_delete: None,
-            force: false,
-        },
-    )
-    .await?;
+    let report = Apply::desired(&p, "shared", desired)
+        .with_mode(Mode::Update)
+        .await?;
     eprint!("{}", report.summary());
     // A contact the API holds over its 2 KB limit may not grow: the API refuses such
     // an update (`invalid`, with its reason), and the contact is left as it was. The

@@ -1,7 +1,9 @@
-//! The shape of the crate, held by a test: the top-level modules depend on each other
-//! in one direction only (DESIGN.md draws it), and nothing outside the providers' folders
-//! names a provider but the registry, the configuration's list of provider names, the
-//! emulator, the demo and the binary.
+//! The shape of the crate, held by tests: the top-level modules depend on each other in
+//! one direction only (DESIGN.md draws it); nothing outside the providers' folders names
+//! a provider but the registry, the emulator, the demo and the emulator command; the
+//! command line (`main.rs`, `src/cli/`) reaches the providers only through the registry,
+//! and each of its commands teaches itself with examples; DESIGN.md names every provider
+//! of the registry.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -107,7 +109,8 @@ fn dependencies_run_one_way() {
             .to_string_lossy()
             .trim_end_matches(".rs")
             .to_string();
-        if !["lib", "main", "tune", "architecture"].contains(&name.as_str())
+        // The binary (main.rs, its tune.rs and cli/) sits above every module.
+        if !["lib", "main", "tune", "architecture", "cli"].contains(&name.as_str())
             && !layer.contains_key(name.as_str())
         {
             wrong.push(format!("src/{name} is not in the layer table"));
@@ -170,4 +173,117 @@ fn only_the_providers_name_a_provider() {
         in_registry &= !line.trim_end().ends_with("];");
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// The code of a file (documentation lines left out: they may show a pipeline entry),
+/// without its `#[cfg(test)] mod tests`.
+fn code_of(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let text = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The files of the command line: `main.rs` and `src/cli/`.
+fn binary_files(src: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = vec![src.join("main.rs")];
+    for e in std::fs::read_dir(src.join("cli")).unwrap().flatten() {
+        if e.path().extension().is_some_and(|x| x == "rs") {
+            files.push(e.path());
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The command line is a layer over the library: it reaches a provider only through the
+/// registry (`providers::load_pipeline`, never a provider's folder or type), and names
+/// none in its code but where it configures the emulator, whose flags are the
+/// emulator's own settings (`cli/emulator.rs`).
+#[test]
+fn the_command_line_reaches_providers_only_through_the_registry() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut wrong = Vec::new();
+    for f in binary_files(&src) {
+        let text = code_of(&f);
+        let name = f.strip_prefix(&src).unwrap().display().to_string();
+        for r in crate::providers::PROVIDERS {
+            for used in [format!("providers::{}", r.name), format!("\"{}\"", r.name)] {
+                if text.contains(&used) {
+                    wrong.push(format!("{name} names {used}"));
+                }
+            }
+        }
+        for t in [
+            "GoogleSource",
+            "AurinkoSource",
+            "CardDavSource",
+            "Provider::",
+        ] {
+            if text.contains(t) {
+                wrong.push(format!("{name} names {t}"));
+            }
+        }
+        if name != "cli/emulator.rs" {
+            for p in ["Google", "Aurinko", "CardDAV"] {
+                // Outside strings and doc text: an identifier naming a provider.
+                let code: String = text.split('"').step_by(2).collect::<Vec<_>>().join(" ");
+                if code.contains(p) {
+                    wrong.push(format!("{name} names {p} in its code"));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Each command is one file of `src/cli/` that teaches itself: an `Args` struct (or, for a
+/// command without flags, a `run`) and the `EXAMPLES` its `--help` shows, which a test runs
+/// (tests/integration/operator.rs). The files that are not commands are named here.
+#[test]
+fn every_command_file_has_its_args_and_examples() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let helpers = [
+        "mod.rs",
+        "output.rs",
+        "logging.rs",
+        "signals.rs",
+        "debug.rs",
+    ];
+    let mut wrong = Vec::new();
+    for f in binary_files(&src) {
+        let file = f.file_name().unwrap().to_string_lossy().to_string();
+        if f.parent() != Some(src.join("cli").as_path()) || helpers.contains(&file.as_str()) {
+            continue;
+        }
+        let text = code_of(&f);
+        if !text.contains("pub const EXAMPLES: &str") {
+            wrong.push(format!("cli/{file} has no EXAMPLES for its --help"));
+        }
+        if !text.contains("derive(clap::Args)") && !text.contains("pub fn run(") {
+            wrong.push(format!("cli/{file} has neither an Args struct nor a run"));
+        }
+    }
+    // main.rs stays a starter: the commands are in cli/.
+    let main = code_of(&src.join("main.rs"));
+    if main.contains("#[derive(") || main.lines().count() > 120 {
+        wrong.push("main.rs holds more than the process's start".into());
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// DESIGN.md draws every provider of the registry (its folder under `providers/`).
+#[test]
+fn the_design_names_every_provider() {
+    let design =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("DESIGN.md")).unwrap();
+    for r in crate::providers::PROVIDERS {
+        assert!(
+            design.contains(&format!("{}/", r.name)),
+            "DESIGN.md does not draw providers/{}/",
+            r.name
+        );
+    }
 }

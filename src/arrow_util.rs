@@ -5,7 +5,7 @@ use arrow::array::{ArrayRef, RecordBatch, new_null_array};
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::SchemaRef;
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Kind, Result};
 
 /// Casts every column of `batch` to the type of the same-named field of `schema`
 /// (missing columns become nulls) and returns a batch with exactly `schema`.
@@ -23,7 +23,7 @@ pub fn normalize_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<Record
         .map(|f| match batch.column_by_name(f.name()) {
             Some(col) if col.data_type() == f.data_type() => Ok(col.clone()),
             Some(col) => cast_with_options(col, f.data_type(), &opts)
-                .map_err(|e| Error::other(format!("column {}: {e}", f.name()))),
+                .with_context(Kind::Other, || format!("column {}", f.name())),
             None => Ok(new_null_array(f.data_type(), batch.num_rows())),
         })
         .collect::<Result<Vec<ArrayRef>>>()?;
@@ -32,7 +32,7 @@ pub fn normalize_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<Record
         cols,
         &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
     )
-    .map_err(|e| Error::other(format!("normalizing a batch: {e}")))
+    .context(Kind::Other, "normalizing a batch")
 }
 
 /// Concatenates batches (normalized to `schema`) into one.

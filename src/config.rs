@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Kind, Result};
 use crate::secret::Secret;
 
 /// A parsed, validated, interpolated pipeline.
@@ -292,11 +292,11 @@ impl Pipeline {
     ) -> Result<Pipeline> {
         let file = path.display();
         let raw: toml::Value = toml::from_str(text)
-            .map_err(|e| Error::config(format!("{file}: {}", toml_error(&e))))?;
+            .map_err(|e| Error::with_source(Kind::Config, &file, TomlError(e)))?;
         check_no_inline_secrets(&raw, "", &file.to_string())?;
         check_known_keys(&raw, &file.to_string())?;
         let mut p: Pipeline = toml::from_str(text)
-            .map_err(|e| Error::config(format!("{file}: {}", toml_error(&e))))?;
+            .map_err(|e| Error::with_source(Kind::Config, &file, TomlError(e)))?;
         p.path = path.to_path_buf();
         p.interpolate(lookup)?;
         p.validate()?;
@@ -306,6 +306,7 @@ impl Pipeline {
     fn interpolate(&mut self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<()> {
         let file = self.path.display().to_string();
         let f = |key: &str, v: &mut String| -> Result<()> {
+            // `why` is a phrase of ours that finishes the sentence, not a lower error.
             *v = interpolate_with(v, lookup)
                 .map_err(|why| Error::config(format!("{file}: {key} {why}")))?;
             Ok(())
@@ -471,7 +472,7 @@ pub fn load_secret(
 pub fn resolve_lake_url(loc: &str, base: &Path) -> Result<url::Url> {
     if loc.contains("://") {
         return url::Url::parse(loc)
-            .map_err(|e| Error::config(format!("lake.url {loc:?} is not a URL: {e}")));
+            .with_context(Kind::Config, || format!("lake.url {loc:?} is not a URL"));
     }
     let p = Path::new(loc);
     let joined = if p.is_absolute() {
@@ -544,18 +545,32 @@ fn check_no_inline_secrets(v: &toml::Value, at: &str, file: &str) -> Result<()> 
     Ok(())
 }
 
-/// A TOML error as shown: the parser quotes the offending line, which may be a
-/// 200 KB line of a damaged file; each line of the message is cut to 160 characters.
-fn toml_error(e: &toml::de::Error) -> String {
-    e.to_string()
-        .trim()
-        .lines()
-        .map(|l| match l.char_indices().nth(160) {
-            Some((at, _)) => format!("{}…", &l[..at]),
-            None => l.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+/// A TOML parser's error, shown with each line cut to 160 characters: the parser quotes
+/// the offending line, which may be a 200 KB line of a damaged file.
+#[derive(Debug)]
+struct TomlError(toml::de::Error);
+
+impl std::fmt::Display for TomlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = self.0.to_string();
+        for (i, l) in text.trim().lines().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            match l.char_indices().nth(160) {
+                Some((at, _)) => write!(f, "{}…", &l[..at])?,
+                None => f.write_str(l)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TomlError {
+    // The parser's own words are shown, cut, above: not again, whole, as a cause.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        None
+    }
 }
 
 /// Most bytes of a credential file (a token, a password).
@@ -572,7 +587,7 @@ pub fn read_input_file(path: &Path, max: u64, what: &str) -> Result<String> {
     use std::io::Read;
     let shown = path.display();
     let meta = std::fs::metadata(path)
-        .map_err(|e| Error::config(format!("{what}: cannot read {shown}: {e}")))?;
+        .with_context(Kind::Config, || format!("{what}: cannot read {shown}"))?;
     if !meta.is_file() {
         return Err(Error::config(format!(
             "{what}: {shown} is not a regular file (a folder, FIFO, socket or device); name a file"
@@ -597,14 +612,15 @@ pub fn read_input_file(path: &Path, max: u64, what: &str) -> Result<String> {
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
-        .map_err(|e| Error::config(format!("{what}: cannot read {shown}: {e}")))?;
+        .with_context(Kind::Config, || format!("{what}: cannot read {shown}"))?;
     if bytes.len() as u64 > max {
         return Err(Error::config(format!(
             "{what}: {shown} is more than the {max} bytes this file may have"
         )));
     }
-    String::from_utf8(bytes)
-        .map_err(|e| Error::config(format!("{what}: {shown} is not UTF-8 text ({e})")))
+    String::from_utf8(bytes).with_context(Kind::Config, || {
+        format!("{what}: {shown} is not UTF-8 text")
+    })
 }
 
 /// Replaces `${VAR}` with the variable's value; `$${` stays a literal `${`.

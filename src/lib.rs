@@ -12,21 +12,30 @@
 //!   holds an account ([`lake::lease`]).
 //! - **SQL** ([`sql`]) runs DataFusion over the lake, with time travel.
 //! - **The reverse sink** ([`plan`]) diffs a desired state against the landed contacts and
-//!   applies it back through batched, conflict-safe writes.
+//!   applies it back to any of the three providers through batched, conflict-safe writes,
+//!   each on record before it is sent ([`plan::apply::Apply`]).
 //! - **The emulator** (`emulator`, behind the default cargo feature of the same name)
-//!   serves both APIs locally, for tests, benchmarks and trying a pipeline before
-//!   production. A library user who does not need it builds without it
+//!   serves the Google and Aurinko APIs locally (CardDAV is tested against real servers),
+//!   for tests, benchmarks and trying a pipeline before production. A library user who does not need it builds without it
 //!   (`default-features = false`) and does not compile axum.
 //!
 //! The command-line tool (`contacts-etl`) is a thin layer over this library: every command
-//! is a function here ([`sync::run_sync`], [`status::status`], [`state::change`], [`sql::query`], …).
+//! is a function or builder here ([`sync::run_sync`], [`status::status`],
+//! [`state::change`], [`sql::query`], [`plan::apply::Apply`], …).
 //!
 //! ```no_run
 //! # async fn demo() -> contacts_etl::Result<()> {
-//! use contacts_etl::{config::Pipeline, sync};
+//! use contacts_etl::{config::Pipeline, plan, sync};
 //! let pipeline = Pipeline::load("pipelines/emulator.toml")?;
 //! let report = sync::run_sync(&pipeline, &sync::SyncOptions::default()).await?;
 //! println!("{}", report.summary());
+//! // Write a clean-up back: synced, planned, written on record, synced again.
+//! let desired = "SELECT account, id, etag, upper(notes) AS notes FROM contacts \
+//!                WHERE source = 'shared_contacts' AND notes IS NOT NULL";
+//! let applied = plan::apply::Apply::desired(&pipeline, "shared_contacts", desired)
+//!     .with_mode(plan::Mode::Update)
+//!     .await?;
+//! print!("{}", applied.summary());
 //! # Ok(()) }
 //! ```
 

@@ -15,7 +15,7 @@
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::SessionContext;
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Kind, Result};
 use crate::lake::{Lake, TableKind};
 
 /// Which state of the lake a session sees.
@@ -93,7 +93,7 @@ pub async fn query_as_of(
     as_of: &AsOf,
 ) -> Result<Vec<arrow::array::RecordBatch>> {
     let df = dataframe_as_of(lake, sql, as_of).await?;
-    df.collect().await.map_err(|e| Error::Sql(e.to_string()))
+    df.collect().await.context(Kind::Sql, "running the query")
 }
 
 /// Runs SQL over the lake as [`query`] does, its answer a stream of batches: a reader
@@ -105,7 +105,7 @@ pub async fn query_stream(
     let df = dataframe_as_of(lake, sql, &AsOf::Latest).await?;
     df.execute_stream()
         .await
-        .map_err(|e| Error::Sql(e.to_string()))
+        .context(Kind::Sql, "running the query")
 }
 
 /// The read-only SQL `sql` over the lake as of `as_of`, planned, not yet run.
@@ -119,15 +119,15 @@ async fn dataframe_as_of(
         let Some((name, at)) = quoted.split_once('@') else {
             continue;
         };
-        let kind = TableKind::from_name(name).ok_or_else(|| Error::Sql(format!("\"{quoted}\": no table {name}; tables: contacts, contact_changes, sync_runs, writeback_results")))?;
+        let kind = TableKind::from_name(name).ok_or_else(|| Error::sql(format!("\"{quoted}\": no table {name}; tables: contacts, contact_changes, sync_runs, writeback_results")))?;
         let t = match at.strip_prefix('v').and_then(|v| v.parse::<i64>().ok()) {
             Some(v) => lake.open_version(kind, v).await?.ok_or_else(|| {
-                Error::Sql(format!("\"{quoted}\": the table has no version {v} yet"))
+                Error::sql(format!("\"{quoted}\": the table has no version {v} yet"))
             })?,
             None => {
                 let run = resolve_run(lake, at, &format!("\"{quoted}\"")).await?;
                 lake.open_as_of_run(kind, &run).await?.ok_or_else(|| {
-                    Error::Sql(format!(
+                    Error::sql(format!(
                         "\"{quoted}\": the table {name} did not exist yet after run {run}"
                     ))
                 })?
@@ -135,11 +135,30 @@ async fn dataframe_as_of(
         };
         ctx.register_table(quoted, lake.provider(kind, &t).await?)?;
     }
-    let plan = ctx
-        .state()
-        .create_logical_plan(sql)
-        .await
-        .map_err(|e| explain(&ctx, e))?;
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let statement = state
+        .sql_to_statement(sql, &dialect)
+        .context(Kind::Sql, "reading the SQL")?;
+    let tables = state
+        .resolve_table_references(&statement)
+        .context(Kind::Sql, "reading the SQL")?;
+    let plan = match state.statement_to_plan(statement).await {
+        Ok(plan) => plan,
+        Err(e) => {
+            // A table the lake does not have is said with the tables it has: looked up
+            // here, as DataFusion says it only in its message's words.
+            let missing: Vec<String> = tables
+                .iter()
+                .filter(|t| !ctx.table_exist((*t).clone()).unwrap_or(false))
+                .map(|t| t.to_string())
+                .collect();
+            if !missing.is_empty() {
+                return Err(no_such_table(&ctx, &missing));
+            }
+            return Err(Error::with_source(Kind::Sql, "planning the query", e));
+        }
+    };
     read_only().verify_plan(&plan).map_err(|e| {
         Error::config(format!(
             "refused: this SQL would change something ({}); SQL given to `query`, `plan` and `--desired` only reads: SELECT, WITH, SHOW, DESCRIBE or EXPLAIN",
@@ -148,7 +167,7 @@ async fn dataframe_as_of(
     })?;
     ctx.execute_logical_plan(plan)
         .await
-        .map_err(|e| explain(&ctx, e))
+        .context(Kind::Sql, "planning the query")
 }
 
 /// What user SQL may do: read. DDL (CREATE, DROP), DML (INSERT, UPDATE, DELETE, COPY) and
@@ -174,7 +193,8 @@ pub async fn resolve_run(lake: &Lake, id: &str, what: &str) -> Result<String> {
         let Some(t) = lake.open(kind).await? else {
             continue;
         };
-        let ctx = SessionContext::new();
+        let ctx = crate::lake::session_context();
+        crate::lake::checksum::expect_table(&t);
         ctx.register_table("t", t.table_provider().await?)?;
         let batches = ctx
             .sql(&format!("SELECT DISTINCT {column} FROM t"))
@@ -186,7 +206,7 @@ pub async fn resolve_run(lake: &Lake, id: &str, what: &str) -> Result<String> {
             let col = col
                 .as_any()
                 .downcast_ref::<arrow::array::StringArray>()
-                .ok_or_else(|| Error::Sql(format!("{column} is not text")))?;
+                .ok_or_else(|| Error::sql(format!("{column} is not text")))?;
             runs.extend(col.iter().flatten().map(str::to_string));
         }
     }
@@ -224,25 +244,23 @@ pub async fn resolve_run(lake: &Lake, id: &str, what: &str) -> Result<String> {
     }
 }
 
-fn explain(ctx: &SessionContext, e: datafusion::error::DataFusionError) -> Error {
-    let msg = e.to_string();
-    if msg.contains("not found") && msg.contains("table") {
-        let mut names: Vec<String> = ctx
-            .catalog("datafusion")
-            .and_then(|c| c.schema("public"))
-            .map(|s| s.table_names())
-            .unwrap_or_default();
-        names.sort();
-        return Error::Sql(format!(
-            "{msg}. Tables here: {}",
-            if names.is_empty() {
-                "none yet; run sync first".into()
-            } else {
-                names.join(", ")
-            }
-        ));
-    }
-    Error::Sql(msg)
+/// The error for a query naming `tables`, which the lake does not have: the tables it has.
+fn no_such_table(ctx: &SessionContext, tables: &[String]) -> Error {
+    let mut names: Vec<String> = ctx
+        .catalog("datafusion")
+        .and_then(|c| c.schema("public"))
+        .map(|s| s.table_names())
+        .unwrap_or_default();
+    names.sort();
+    Error::not_found(format!(
+        "table '{}' not found. Tables here: {}",
+        tables.join("', '"),
+        if names.is_empty() {
+            "none yet; run sync first".into()
+        } else {
+            names.join(", ")
+        }
+    ))
 }
 
 /// Renders batches as `table`, `csv` or `json` (JSON lines) text.
@@ -440,7 +458,7 @@ pub async fn write_parquet(
     let schema = batches
         .first()
         .map(|b| b.schema())
-        .ok_or_else(|| Error::Sql("the query returned no columns".into()))?;
+        .ok_or_else(|| Error::sql("the query returned no columns"))?;
     let mut buf = Vec::new();
     {
         let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema, None)?;
@@ -452,7 +470,7 @@ pub async fn write_parquet(
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     if dest.contains("://") {
         let url =
-            url::Url::parse(dest).map_err(|e| Error::config(format!("--output {dest:?}: {e}")))?;
+            url::Url::parse(dest).with_context(Kind::Config, || format!("--output {dest:?}"))?;
         let (store, path) = object_store::parse_url_opts(
             &url,
             lake.storage_options()
@@ -463,14 +481,11 @@ pub async fn write_parquet(
     } else {
         let path = std::path::Path::new(dest);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::config(format!(
-                    "--output {dest}: cannot create {}: {e}",
-                    dir.display()
-                ))
+            std::fs::create_dir_all(dir).with_context(Kind::Config, || {
+                format!("--output {dest}: cannot create {}", dir.display())
             })?;
         }
-        std::fs::write(path, buf).map_err(|e| Error::config(format!("--output {dest}: {e}")))?;
+        std::fs::write(path, buf).with_context(Kind::Config, || format!("--output {dest}"))?;
     }
     Ok(rows)
 }

@@ -18,7 +18,7 @@
 use std::io::IsTerminal;
 
 use crate::config::Pipeline;
-use crate::error::{Error, Result};
+use crate::error::{Context as _, Error, Kind, Result};
 use crate::lake::Lake;
 use crate::lake::lease::Leased;
 use crate::lake::state::{AccountRuns, StateChange};
@@ -130,7 +130,7 @@ pub async fn change(
     let lease = match lake.take_lease(source, account, &run_id).await? {
         Leased::Held(l) => l,
         Leased::Busy(holder) => {
-            return Err(Error::Concurrent(format!(
+            return Err(Error::concurrent(format!(
                 "{source}/{account}: another sync holds this account: {}; nothing changed. Run the {} again once it is done",
                 holder.describe(),
                 change.as_str()
@@ -277,8 +277,7 @@ pub fn render_width(accounts: &[AccountRuns], width: usize) -> String {
 
 /// `state show --format json`: one object per account, every field whole.
 pub fn render_json(accounts: &[AccountRuns]) -> Result<String> {
-    let mut s = serde_json::to_string_pretty(accounts)
-        .map_err(|e| Error::other(format!("state as JSON: {e}")))?;
+    let mut s = serde_json::to_string_pretty(accounts).context(Kind::Other, "state as JSON")?;
     s.push('\n');
     Ok(s)
 }

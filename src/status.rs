@@ -5,7 +5,7 @@
 //! whole in `--format json`).
 
 use crate::config::Pipeline;
-use crate::error::{Error, Result};
+use crate::error::{Context as _, Error, Kind, Result};
 use crate::human;
 use crate::lake::state::AccountRuns;
 
@@ -264,8 +264,8 @@ impl Status {
 
     /// `--format json`: the accounts, every field whole.
     pub fn render_json(&self) -> Result<String> {
-        let mut s = serde_json::to_string_pretty(&self.accounts)
-            .map_err(|e| Error::other(format!("status as JSON: {e}")))?;
+        let mut s =
+            serde_json::to_string_pretty(&self.accounts).context(Kind::Other, "status as JSON")?;
         s.push('\n');
         Ok(s)
     }

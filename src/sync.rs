@@ -10,7 +10,7 @@ use std::time::Instant;
 use futures::StreamExt;
 
 use crate::config::Pipeline;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::http::Metrics;
 use crate::lake::committer::{Committer, GroupLimits, RunResult};
 use crate::lake::lease::{Lease, Leased};
@@ -258,6 +258,25 @@ pub fn lake_of(p: &Pipeline) -> Result<Lake> {
 
 /// Runs the pipeline's sources into its lake.
 pub async fn run_sync(p: &Pipeline, opts: &SyncOptions) -> Result<SyncReport> {
+    check_options(p, opts)?;
+    let selected = select_sources(p, opts).await?;
+    let lake = Arc::new(lake_of(p)?);
+    // Spill folders of runs killed without a chance to clean up (once per process: the
+    // folders of this process's own runs are alive and locked anyway).
+    static STALE_SPILLS: std::sync::Once = std::sync::Once::new();
+    STALE_SPILLS.call_once(|| {
+        crate::model::spill::remove_stale_spills();
+    });
+    lake.ensure_tables().await?;
+    let run_id = new_run_id();
+    let work = accounts_to_run(selected, opts);
+    let mut accounts = run_accounts(lake, work, &run_id, opts).await?;
+    accounts.sort_by(|a, b| (&a.source, &a.account).cmp(&(&b.source, &b.account)));
+    Ok(SyncReport { run_id, accounts })
+}
+
+/// Refuses a `--source` the pipeline does not have, and a shard outside its count.
+fn check_options(p: &Pipeline, opts: &SyncOptions) -> Result<()> {
     for s in &opts.sources {
         p.source(s)?;
     }
@@ -268,9 +287,14 @@ pub async fn run_sync(p: &Pipeline, opts: &SyncOptions) -> Result<SyncReport> {
             "--shard {i}/{n}: the shard must be below the count (e.g. 0/4 … 3/4)"
         )));
     }
+    Ok(())
+}
+
+/// The selected sources, built (their credentials read) before the first request and
+/// their accounts discovered where the server says them; every `--account` must name an
+/// account of one of them.
+async fn select_sources(p: &Pipeline, opts: &SyncOptions) -> Result<Vec<Arc<dyn Source>>> {
     let dir = p.dir();
-    // Every selected source is built (its credentials read) before the first request, and
-    // every --account must name an account of one of them.
     let mut selected: Vec<Arc<dyn Source>> = Vec::new();
     for cfg in &p.sources {
         if !opts.sources.is_empty() && !opts.sources.contains(&cfg.name) {
@@ -288,44 +312,37 @@ pub async fn run_sync(p: &Pipeline, opts: &SyncOptions) -> Result<SyncReport> {
         .iter()
         .filter(|a| !selected.iter().any(|s| s.accounts().contains(a)))
         .collect();
-    if !unknown.is_empty() {
-        let have: Vec<String> = selected
-            .iter()
-            .map(|s| format!("{}: {}", s.name(), s.accounts().join(", ")))
-            .collect();
-        return Err(Error::config(format!(
-            "--account {}: no such account in {} of {}; accounts: {}",
-            unknown
-                .iter()
-                .map(|a| format!("{a:?}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            if opts.sources.is_empty() {
-                "any source".to_string()
-            } else {
-                format!("the source(s) {}", opts.sources.join(", "))
-            },
-            p.path.display(),
-            have.join("; ")
-        )));
+    if unknown.is_empty() {
+        return Ok(selected);
     }
-    let lake = Arc::new(lake_of(p)?);
-    // Spill folders of runs killed without a chance to clean up (once per process: the
-    // folders of this process's own runs are alive and locked anyway).
-    static STALE_SPILLS: std::sync::Once = std::sync::Once::new();
-    STALE_SPILLS.call_once(|| {
-        crate::model::spill::remove_stale_spills();
-    });
-    lake.ensure_tables().await?;
-    let run_id = new_run_id();
-    // Every event of the run carries its id (a span field in JSON logs).
-    let span = tracing::info_span!("run", run_id = %run_id);
-    let multi = opts.progress.then(|| progress_bars().clone());
-    let mut report = SyncReport {
-        run_id: run_id.clone(),
-        accounts: vec![],
-    };
-    let work: Vec<(Arc<dyn Source>, Vec<String>)> = selected
+    let have: Vec<String> = selected
+        .iter()
+        .map(|s| format!("{}: {}", s.name(), s.accounts().join(", ")))
+        .collect();
+    Err(Error::config(format!(
+        "--account {}: no such account in {} of {}; accounts: {}",
+        unknown
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if opts.sources.is_empty() {
+            "any source".to_string()
+        } else {
+            format!("the source(s) {}", opts.sources.join(", "))
+        },
+        p.path.display(),
+        have.join("; ")
+    )))
+}
+
+/// Each selected source with the accounts this run syncs: those `--account` names (all
+/// without it) and, with `--shard`, only the shard's.
+fn accounts_to_run(
+    selected: Vec<Arc<dyn Source>>,
+    opts: &SyncOptions,
+) -> Vec<(Arc<dyn Source>, Vec<String>)> {
+    selected
         .into_iter()
         .map(|source| {
             let accounts: Vec<String> = source
@@ -339,8 +356,22 @@ pub async fn run_sync(p: &Pipeline, opts: &SyncOptions) -> Result<SyncReport> {
                 .collect();
             (source, accounts)
         })
-        .collect();
-    // Runs interrupted after their changes committed are completed first, all in one pass.
+        .collect()
+}
+
+/// Runs the accounts of `work`: interrupted runs recovered first, in one pass; then each
+/// source extracts its accounts `concurrency` at a time, all sources at once, and the
+/// finished runs go to the one committer (an account waits for its group to land without
+/// holding an extraction slot). Returns each account's report.
+async fn run_accounts(
+    lake: Arc<Lake>,
+    work: Vec<(Arc<dyn Source>, Vec<String>)>,
+    run_id: &str,
+    opts: &SyncOptions,
+) -> Result<Vec<AccountReport>> {
+    // Every event of the run carries its id (a span field in JSON logs).
+    let span = tracing::info_span!("run", run_id = %run_id);
+    let multi = opts.progress.then(|| progress_bars().clone());
     let pairs: Vec<(String, String)> = work
         .iter()
         .flat_map(|(s, accounts)| accounts.iter().map(|a| (s.name().to_string(), a.clone())))
@@ -350,9 +381,7 @@ pub async fn run_sync(p: &Pipeline, opts: &SyncOptions) -> Result<SyncReport> {
     let (committer, landing) = Committer::new(lake.clone(), pairs.len(), limits);
     drop(pairs);
     let committer = Arc::new(committer);
-    // Each source extracts its accounts `concurrency` at a time, all sources at once; the
-    // finished runs go to the one committer, and an account waits for its group to land
-    // without holding an extraction slot.
+    let run_id = run_id.to_string();
     let accounts = async move {
         let extracted = futures::stream::select_all(work.into_iter().map(|(source, accounts)| {
             let concurrency = source.account_concurrency();
@@ -405,11 +434,7 @@ pub async fn run_sync(p: &Pipeline, opts: &SyncOptions) -> Result<SyncReport> {
         commit_ms = stats.commit_ms,
         "the committer is done"
     );
-    report.accounts.extend(results);
-    report
-        .accounts
-        .sort_by(|a, b| (&a.source, &a.account).cmp(&(&b.source, &b.account)));
-    Ok(report)
+    Ok(results)
 }
 
 /// A progress bar for one account's run, on a terminal.
@@ -599,7 +624,7 @@ impl AccountRun {
             Ok(Leased::Held(l)) => return Ok(l),
             Ok(Leased::Busy(holder)) => (
                 true,
-                Error::Concurrent(format!(
+                Error::concurrent(format!(
                     "another sync holds this account: {}; left to it (a lease ends with its run, or {} s after its last renewal)",
                     holder.describe(),
                     crate::lake::lease::STALE_AFTER.as_secs()
@@ -632,7 +657,7 @@ impl AccountRun {
             *mode = SyncMode::Full;
         }
         let extract = match source.extract(account, cursor.as_deref(), ctx).await {
-            Err(Error::CursorExpired(why)) => {
+            Err(why @ Error::CursorExpired { .. }) => {
                 tracing::warn!(source = source.name(), account, reason = %why, "cursor expired: running a full extract and reconciling deletes");
                 *mode = SyncMode::Resync;
                 let mut e = source.extract(account, None, ctx).await?;
@@ -824,13 +849,16 @@ async fn sync_photos(
         removed: removed.len() as i64,
         unchanged: work.unchanged as i64,
     };
-    if let Some((id, e)) = failed.first() {
-        return Err(Error::other(format!(
-            "{}/{account}: {} of {} photo(s) could not be downloaded and will be tried on the next sync (the rest landed); first, contact {id}: {e}",
-            name,
-            failed.len(),
-            work.fetch.len()
-        )));
+    let failures = failed.len();
+    if let Some((id, e)) = failed.into_iter().next() {
+        return Err(Error::with_source(
+            Kind::Other,
+            format!(
+                "{name}/{account}: {failures} of {} photo(s) could not be downloaded and will be tried on the next sync (the rest landed); first, contact {id}",
+                work.fetch.len()
+            ),
+            e,
+        ));
     }
     Ok(counts)
 }

@@ -204,6 +204,14 @@ fn odd_shapes(n: u64, m: &mut Map<String, Value>) {
 /// Renders a synthetic person as an Aurinko contact body.
 fn person_to_body(p: &Person) -> Map<String, Value> {
     let mut m = Map::new();
+    name_and_company(p, &mut m);
+    channels(p, &mut m);
+    links_and_notes(p, &mut m);
+    m
+}
+
+/// The name, nickname, file-as and company of a person's body.
+fn name_and_company(p: &Person, m: &mut Map<String, Value>) {
     let name = present(&[
         ("displayName", &p.full),
         ("givenName", &p.given),
@@ -232,6 +240,10 @@ fn person_to_body(p: &Person) -> Map<String, Value> {
         }
         m.insert("company".into(), Value::Object(c));
     }
+}
+
+/// The e-mail addresses, phone numbers and postal addresses of a person's body.
+fn channels(p: &Person, m: &mut Map<String, Value>) {
     if !p.emails.is_empty() {
         m.insert(
             "emailAddresses".into(),
@@ -285,6 +297,11 @@ fn person_to_body(p: &Person) -> Map<String, Value> {
                 .collect(),
         );
     }
+}
+
+/// The URLs, relations, birthday, keywords, notes and native properties of a person's
+/// body.
+fn links_and_notes(p: &Person, m: &mut Map<String, Value>) {
     if !p.websites.is_empty() {
         m.insert(
             "urls".into(),
@@ -332,7 +349,6 @@ fn person_to_body(p: &Person) -> Map<String, Value> {
     if !native.is_empty() {
         m.insert("nativeProperties".into(), Value::Object(native));
     }
-    m
 }
 
 fn validate(body: &Map<String, Value>) -> Result<(), String> {

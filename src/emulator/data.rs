@@ -193,6 +193,19 @@ impl Generator {
             ));
             return p;
         }
+        let (given, family) = self.name(&mut p);
+        self.emails_and_phones(n, &given, &family, &mut p);
+        self.address(n, &mut p);
+        self.im_and_org(n, &given, &mut p);
+        self.links_and_dates(n, &mut p);
+        self.notes(n, &mut p);
+        self.groups_and_properties(n, &mut p);
+        p
+    }
+
+    /// The name parts, nickname and file-as of a person; returns the given and family
+    /// names the other fields are made from.
+    fn name(&mut self, p: &mut Person) -> (String, String) {
         let given = self.pick(GIVEN).to_string();
         let family = self.pick(FAMILY).to_string();
         p.given = Some(given.clone());
@@ -222,6 +235,11 @@ impl Generator {
         if self.chance(0.1) {
             p.file_as = Some(format!("{family}, {given}"));
         }
+        (given, family)
+    }
+
+    /// E-mail addresses (now and then many) and phone numbers.
+    fn emails_and_phones(&mut self, n: u64, given: &str, family: &str, p: &mut Person) {
         let n_emails = self.rng.random_range(0..4) + usize::from(self.chance(0.02)) * 8;
         for i in 0..n_emails {
             let local: String = given
@@ -254,6 +272,10 @@ impl Generator {
             let kind = self.kind(PHONE_RELS);
             p.phones.push((num, kind, i == 0));
         }
+    }
+
+    /// Half of the people get a postal address.
+    fn address(&mut self, n: u64, p: &mut Person) {
         if self.chance(0.5) {
             let (city, region, country) = CITIES[self.rng.random_range(0..CITIES.len())];
             let street = if self.chance(0.3) {
@@ -282,6 +304,10 @@ impl Generator {
                 formatted: Some(format!("{street}\n{city}\n{country}")),
             });
         }
+    }
+
+    /// An IM address and an organization, for some.
+    fn im_and_org(&mut self, n: u64, given: &str, p: &mut Person) {
         if self.chance(0.15) {
             p.ims.push((
                 format!("{}{n}", given.to_lowercase()),
@@ -317,6 +343,10 @@ impl Generator {
             p.orgs
                 .push((name, title, dept, self.kind(&["work", "other"])));
         }
+    }
+
+    /// A website, a relation, an anniversary and a birthday, for some.
+    fn links_and_dates(&mut self, n: u64, p: &mut Person) {
         if self.chance(0.2) {
             p.websites.push((
                 format!("https://{}/~{n}?a=1&b=2", self.pick(DOMAINS)),
@@ -342,6 +372,10 @@ impl Generator {
                 format!("19{:02}-0{}-2{}", 50 + n % 50, 1 + n % 9, n % 10)
             });
         }
+    }
+
+    /// Notes: long ones near the data limit, short ones, or none.
+    fn notes(&mut self, n: u64, p: &mut Person) {
         if self.chance(0.05) {
             // Near the 2 KB data limit: long notes with specials and newlines.
             let unit = "Notes & <remarks> \"quoted\" 'single' — ünïcödé 字\n";
@@ -355,6 +389,11 @@ impl Generator {
                 "Met at conference #{n}.\nFollow up: <soon> & often."
             ));
         }
+    }
+
+    /// Group memberships, extended properties in every shape the API allows (and at its
+    /// limits), the photo flag and a user-defined field.
+    fn groups_and_properties(&mut self, n: u64, p: &mut Person) {
         for g in 0..self.rng.random_range(0..3) {
             p.groups.push(format!("g{}", (n + g) % 5));
         }
@@ -412,7 +451,6 @@ impl Generator {
                 self.pick(&["blue", "vert", "赤"]).into(),
             ));
         }
-        p
     }
 
     /// A random index below `n` (for choosing contacts to mutate).

@@ -43,7 +43,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Kind, Result};
 use crate::model::schema::ContactRecord;
 
 /// How the emulator is set up.
@@ -290,7 +290,7 @@ impl Emulator {
     pub async fn start_on(config: EmulatorConfig, addr: &str) -> Result<Emulator> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| Error::config(format!("cannot listen on {addr}: {e}")))?;
+            .with_context(Kind::Config, || format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
         let base_url = format!("http://{local}");
         let clock = Clock::default();

@@ -30,7 +30,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{FaultInjector, FaultSpec, Stats};
-use crate::error::{Error, Result};
+use crate::error::{Context, Kind, Result};
 
 /// Headers that describe one connection, not the message: never passed on.
 const HOP_BY_HOP: &[HeaderName] = &[
@@ -76,14 +76,14 @@ impl FaultProxy {
     pub async fn start(upstream: &str, faults: FaultSpec, seed: u64) -> Result<FaultProxy> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .map_err(|e| Error::config(format!("cannot listen on 127.0.0.1:0: {e}")))?;
+            .context(Kind::Config, "cannot listen on 127.0.0.1:0")?;
         let url = format!("http://{}", listener.local_addr()?);
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_gzip()
             .timeout(Duration::from_secs(120))
             .build()
-            .map_err(|e| Error::other(format!("proxy client: {e}")))?;
+            .context(Kind::Other, "proxy client")?;
         let state = Arc::new(ProxyState {
             upstream: upstream.trim_end_matches('/').to_string(),
             client,

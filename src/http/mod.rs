@@ -1,7 +1,11 @@
 //! The HTTP pull loop's shared half, written once for every provider: one pooled client
 //! (rustls, gzip), timeouts, retries with exponential backoff and jitter on 408, 429, 5xx,
 //! connection resets and truncated bodies, `Retry-After` honoured, a cap on body size, and
-//! counters for the run summary. Providers supply the requests and decode the bodies.
+//! counters for the run summary. Providers supply the requests and decode the bodies, and
+//! hand the client a [`Describer`] for their API's error bodies; every paged read asks the
+//! one [`paging::PageGuard`].
+
+pub mod paging;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +15,7 @@ use bytes::Bytes;
 use rand::Rng;
 use reqwest::header::HeaderMap;
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Kind, Result};
 
 /// When and how often to retry.
 #[derive(Debug, Clone)]
@@ -71,6 +75,8 @@ pub struct HttpResponse {
     pub headers: HeaderMap,
     /// The whole body.
     pub body: Bytes,
+    /// The provider's reading of its error bodies, from the client that got this.
+    describer: Option<Describer>,
 }
 
 impl HttpResponse {
@@ -78,11 +84,18 @@ impl HttpResponse {
     pub fn ok(&self) -> bool {
         (200..300).contains(&self.status)
     }
-    /// A one-line reading of an error body (HTML title, GData reason, JSON message, text).
+    /// A one-line reading of an error body: the provider's [`Describer`] first, then
+    /// the base reading ([`describe_body`]).
     pub fn describe(&self) -> String {
-        describe_body(&self.body)
+        describe_body_with(self.describer, &self.body)
     }
 }
+
+/// A provider's reading of its API's error bodies: one line from a body it recognises
+/// (a GData `<errors>` document, an Aurinko JSON error), or `None` to leave the body to
+/// the base reading ([`describe_body`]). The base layer knows no provider's format, so
+/// each provider hands its own to the client ([`HttpClient::with_describer`]).
+pub type Describer = fn(&[u8]) -> Option<String>;
 
 /// One pooled client plus a retry policy.
 ///
@@ -95,6 +108,7 @@ pub struct HttpClient {
     tls: Arc<std::sync::OnceLock<reqwest::Client>>,
     timeout: Duration,
     policy: RetryPolicy,
+    describer: Option<Describer>,
 }
 
 /// Whether a status is worth retrying.
@@ -111,13 +125,21 @@ impl HttpClient {
             // A redirect to https is answered, not followed; `attempt` resends it by TLS.
             .redirect(redirect_policy(true))
             .build()
-            .map_err(|e| Error::other(format!("cannot build the HTTP client: {e}")))?;
+            .context(Kind::Other, "cannot build the HTTP client")?;
         Ok(HttpClient {
             plain,
             tls: Default::default(),
             timeout,
             policy,
+            describer: None,
         })
+    }
+
+    /// This client, reading error bodies with the provider's `describer` before the
+    /// base reading.
+    pub fn with_describer(mut self, describer: Describer) -> HttpClient {
+        self.describer = Some(describer);
+        self
     }
 
     fn builder(timeout: Duration) -> reqwest::ClientBuilder {
@@ -135,11 +157,10 @@ impl HttpClient {
         if let Some(c) = self.tls.get() {
             return Ok(c);
         }
-        let c = Self::builder(self.timeout).build().map_err(|e| {
-            Error::other(format!(
-                "cannot build the HTTPS client (loading the system's certificate roots): {e}"
-            ))
-        })?;
+        let c = Self::builder(self.timeout).build().context(
+            Kind::Other,
+            "cannot build the HTTPS client (loading the system's certificate roots)",
+        )?;
         Ok(self.tls.get_or_init(|| c))
     }
 
@@ -225,52 +246,52 @@ impl HttpClient {
                         .map(Duration::from_secs);
                     (
                         ra,
-                        Error::Http {
-                            status: Some(resp.status),
-                            message: format!("{what}: HTTP {}: {}", resp.status, resp.describe()),
-                        },
+                        Error::http(
+                            Some(resp.status),
+                            format!("{what}: HTTP {}: {}", resp.status, resp.describe()),
+                        ),
                     )
                 }
                 Err(AttemptError::Fatal(e)) => return Err(e.context(what)),
-                Err(AttemptError::Transient {
-                    message,
-                    sent: true,
-                }) if unsafe_write => {
-                    return Err(Error::Http {
-                        status: None,
-                        message: format!(
-                            "{what}: {message}; the reply was lost after the request went out, so the write may have been applied. It was not sent again (that could apply it twice): rerun apply, which syncs first and sends only what did not apply"
+                Err(AttemptError::Transient { cause, sent: true }) if unsafe_write => {
+                    return Err(Error::with_source(
+                        Kind::Http,
+                        format!(
+                            "{what}: the reply was lost after the request went out, so the write may have been applied. It was not sent again (that could apply it twice): rerun apply, which syncs first and sends only what did not apply"
                         ),
-                    });
+                        cause,
+                    ));
                 }
                 // No connection at all (refused, no such host, TLS refused): the server
                 // is down or the address wrong, which waiting rarely mends. A few quick
                 // tries, then one line naming the host.
-                Err(AttemptError::Transient {
-                    message,
-                    sent: false,
-                }) if attempt >= CONNECT_RETRIES => {
-                    return Err(Error::Http {
-                        status: None,
-                        message: format!(
-                            "{what}: {message} (gave up after {} attempts); is the server up, and base_url right?",
+                Err(AttemptError::Transient { cause, sent: false })
+                    if attempt >= CONNECT_RETRIES =>
+                {
+                    return Err(Error::with_source(
+                        Kind::Http,
+                        format!(
+                            "{what} (gave up after {} attempts; is the server up, and base_url right?)",
                             attempt + 1
                         ),
-                    });
+                        cause,
+                    ));
                 }
-                Err(AttemptError::Transient { message, sent }) => (
+                Err(AttemptError::Transient { cause, sent }) => (
                     (!sent).then_some(CONNECT_RETRY_DELAY),
-                    Error::Http {
-                        status: None,
-                        message: format!("{what}: {message}"),
-                    },
+                    Error::with_source(Kind::Http, what, cause),
                 ),
             };
             if attempt >= self.policy.max_retries {
                 return Err(match failure {
-                    Error::Http { status, message } => Error::Http {
+                    Error::Http {
                         status,
-                        message: format!("{message} (gave up after {} attempts)", attempt + 1),
+                        context,
+                        source,
+                    } => Error::Http {
+                        status,
+                        context: format!("{context} (gave up after {} attempts)", attempt + 1),
+                        source,
                     },
                     e => e,
                 });
@@ -308,23 +329,16 @@ impl HttpClient {
     {
         let failed = |e: reqwest::Error| {
             if e.is_builder() {
-                AttemptError::Fatal(Error::config(format!("bad request: {e}")))
+                AttemptError::Fatal(Error::with_source(Kind::Config, "bad request", e))
             } else if e.is_redirect() {
-                // Refused by `redirect_policy` (whose reason is the innermost cause): the
-                // same answer would come on every retry.
-                let mut cause: &dyn std::error::Error = &e;
-                while let Some(s) = cause.source() {
-                    cause = s;
-                }
-                AttemptError::Fatal(Error::Http {
-                    status: None,
-                    message: cause.to_string(),
-                })
+                // Refused by `redirect_policy` (whose reason is in the error's causes):
+                // the same answer would come on every retry.
+                AttemptError::Fatal(Error::with_source(Kind::Http, "", e.without_url()))
             } else {
                 AttemptError::Transient {
-                    message: transport_message(&e),
                     // Only a connection that was never made certainly carried nothing.
                     sent: !e.is_connect(),
+                    cause: Transport::new(e, false),
                 }
             }
         };
@@ -377,10 +391,7 @@ impl HttpClient {
                 Ok(None) => break,
                 Err(e) => {
                     return Err(AttemptError::Transient {
-                        message: format!(
-                            "the response body was cut off ({})",
-                            transport_message(&e)
-                        ),
+                        cause: Transport::new(e, true),
                         sent: true,
                     });
                 }
@@ -390,6 +401,7 @@ impl HttpClient {
             status,
             headers,
             body: Bytes::from(body),
+            describer: self.describer,
         })
     }
 }
@@ -414,10 +426,8 @@ pub fn same_origin(a: &url::Url, b: &url::Url) -> bool {
 /// of `base`, the configured API, before any credential is sent to it; a relative link
 /// is read against `base`. The error names the link, and says why it is not followed.
 pub fn check_link(base: &url::Url, link: &str, what: &str) -> Result<url::Url> {
-    let url = base.join(link).map_err(|e| {
-        Error::decode(format!(
-            "{what}: the server sent the link {link:?}, which is not a URL ({e})"
-        ))
+    let url = base.join(link).with_context(Kind::Decode, || {
+        format!("{what}: the server sent the link {link:?}, which is not a URL")
     })?;
     if !same_origin(base, &url) {
         return Err(Error::decode(format!(
@@ -471,7 +481,7 @@ enum AttemptError {
     /// Worth another attempt, for a request that may be repeated; `sent` when the request
     /// may have reached the server.
     Transient {
-        message: String,
+        cause: Transport,
         sent: bool,
     },
     Fatal(Error),
@@ -492,39 +502,77 @@ const CONNECT_RETRIES: u32 = 2;
 /// The wait before each of them.
 const CONNECT_RETRY_DELAY: Duration = Duration::from_millis(500);
 
-/// A transport failure in one line: the host and port (not the URL, whose query may
-/// carry cursors and tokens), then reqwest's cause chain, which its Display hides.
-fn transport_message(e: &reqwest::Error) -> String {
-    let host = e
-        .url()
-        .map(|u| {
-            format!(
-                "{}:{}",
-                u.host_str().unwrap_or("?"),
-                u.port_or_known_default().unwrap_or(0)
-            )
-        })
-        .unwrap_or_else(|| "the server".into());
-    let bare = e.to_string();
-    // reqwest's own text names the URL ("… for url (http://…?deltaToken=…)"): cut there.
-    let head = bare.split(" for url (").next().unwrap_or(&bare).to_string();
-    let mut msg = format!("{head} ({host})");
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
+/// A request that got no whole answer: the host and port it went to (not the URL, whose
+/// query may carry cursors and tokens) and reqwest's error, whose causes are this
+/// error's [`source`](std::error::Error::source) chain (reqwest's Display hides them).
+#[derive(Debug)]
+pub struct Transport {
+    host: String,
+    /// The body was cut off after the answer began.
+    cut: bool,
+    /// reqwest's error, its URL removed.
+    error: reqwest::Error,
+}
+
+/// The most characters of reqwest's own words a [`Transport`] error shows.
+const TRANSPORT_WORDS: usize = 400;
+
+impl Transport {
+    fn new(e: reqwest::Error, cut: bool) -> Transport {
+        let host = e
+            .url()
+            .map(|u| {
+                format!(
+                    "{}:{}",
+                    u.host_str().unwrap_or("?"),
+                    u.port_or_known_default().unwrap_or(0)
+                )
+            })
+            .unwrap_or_else(|| "the server".into());
+        Transport {
+            host,
+            cut,
+            error: e.without_url(),
+        }
     }
-    match msg.char_indices().nth(400) {
-        Some((at, _)) => format!("{}…", &msg[..at]),
-        None => msg,
+
+    /// Whether the request timed out.
+    pub fn is_timeout(&self) -> bool {
+        self.error.is_timeout()
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let words = self.error.to_string();
+        let words = bounded(&words, TRANSPORT_WORDS);
+        if self.cut {
+            write!(f, "the response body was cut off ({}): {words}", self.host)
+        } else {
+            write!(f, "{words} ({})", self.host)
+        }
+    }
+}
+
+impl std::error::Error for Transport {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // reqwest's own words are in this error's Display; its causes follow.
+        std::error::Error::source(&self.error)
+    }
+}
+
+/// `text` cut to at most `max` characters (never inside one), with `…` where cut.
+fn bounded(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]).into(),
+        None => text.into(),
     }
 }
 
 /// A response body as text, checked as UTF-8 once for a whole page.
 ///
-/// The check is a pass over every byte of every page (a tenth of the Aurinko decode with
-/// the standard library's check on names with accents), so on x86-64 CPUs with AVX2 it
+/// The check is a pass over every byte of every page, a large part of a decode with the
+/// standard library's check on names with accents, so on x86-64 CPUs with AVX2 it
 /// runs simdutf8's vectorised validator, detected at run time. simdutf8 is already built
 /// for arrow-json without its `std` feature (which would pick the validator itself), so
 /// its per-CPU entry point is called here. An invalid body is checked again by the
@@ -541,21 +589,34 @@ pub fn body_text(body: &[u8]) -> std::result::Result<&str, std::str::Utf8Error> 
     std::str::from_utf8(body)
 }
 
-/// Reads an error body as one line: an HTML `<TITLE>`, a GData `<internalReason>`, a
-/// JSON `message` (Aurinko, with `code`), or the start of the text.
+/// Reads an error body as one line, knowing no provider's format: an HTML `<TITLE>`, a
+/// JSON `message` (with its `code`), or the start of the text. A provider's own formats
+/// are read first by its [`Describer`] ([`describe_body_with`]).
 pub fn describe_body(body: &[u8]) -> String {
-    crate::secret::printable(&describe_body_as_sent(body)).into_owned()
+    describe_body_with(None, body)
+}
+
+/// An error body as one line, read by the provider's `describer` if it recognises it,
+/// else as [`describe_body`] reads it; never with a secret of this process in it.
+pub fn describe_body_with(describer: Option<Describer>, body: &[u8]) -> String {
+    let line = describer
+        .and_then(|d| d(body))
+        .unwrap_or_else(|| describe_body_as_sent(body));
+    crate::secret::printable(&line).into_owned()
+}
+
+/// The text between the first `open` and the next `close` in `t`, matched without
+/// regard to ASCII case, trimmed.
+pub fn between(t: &str, open: &str, close: &str) -> Option<String> {
+    let lower = t.to_ascii_lowercase();
+    let s = lower.find(&open.to_ascii_lowercase())? + open.len();
+    let e = lower[s..].find(&close.to_ascii_lowercase())? + s;
+    Some(t.get(s..e)?.trim().to_string())
 }
 
 fn describe_body_as_sent(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let t = text.trim();
-    let between = |open: &str, close: &str| -> Option<String> {
-        let lower = t.to_ascii_lowercase();
-        let s = lower.find(open)? + open.len();
-        let e = lower[s..].find(close)? + s;
-        Some(t[s..e].trim().to_string())
-    };
     if t.starts_with('{')
         && let Ok(v) = serde_json::from_str::<serde_json::Value>(t)
     {
@@ -568,25 +629,14 @@ fn describe_body_as_sent(body: &[u8]) -> String {
             .and_then(|c| c.as_str())
             .or_else(|| v.pointer("/error/message").and_then(|c| c.as_str()))
             .or_else(|| v.get("error_description").and_then(|c| c.as_str()));
-        let orig = v
-            .pointer("/originalError/error/message")
-            .and_then(|c| c.as_str());
-        return match (code, msg, orig) {
-            (Some(c), Some(m), Some(o)) => format!("{c}: {m} ({o})"),
-            (Some(c), Some(m), None) => format!("{c}: {m}"),
-            (None, Some(m), _) => m.to_string(),
-            (Some(c), None, _) => c.to_string(),
+        return match (code, msg) {
+            (Some(c), Some(m)) => format!("{c}: {m}"),
+            (None, Some(m)) => m.to_string(),
+            (Some(c), None) => c.to_string(),
             _ => truncate(t),
         };
     }
-    if let Some(r) = between("<internalreason>", "</internalreason>") {
-        let code = between("<code>", "</code>");
-        return match code {
-            Some(c) => format!("{c}: {r}"),
-            None => r,
-        };
-    }
-    if let Some(title) = between("<title>", "</title>") {
+    if let Some(title) = between(t, "<title>", "</title>") {
         return title;
     }
     if t.is_empty() {
@@ -662,12 +712,19 @@ mod tests {
             format!("http://127.0.0.1:{port}/v1/contacts/sync/updated?deltaToken=secret-cursor");
         let metrics = Metrics::default();
         let t = std::time::Instant::now();
-        let e = c
+        let err = c
             .send("page 1", &metrics, 1 << 20, |c| c.get(&url))
             .await
-            .unwrap_err()
-            .to_string();
+            .unwrap_err();
+        let e = err.to_string();
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        // The transport's error stays the source, its own causes behind it.
+        let transport = std::error::Error::source(&err)
+            .and_then(|s| s.downcast_ref::<Transport>())
+            .expect("the transport error is the source");
+        assert!(std::error::Error::source(transport).is_some(), "{e}");
+        assert!(!transport.is_timeout());
+        assert_eq!(err.status(), None);
         assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
         assert!(e.contains("gave up after 3 attempts"), "{e}");
         assert!(
@@ -772,10 +829,33 @@ mod tests {
         assert!(check_link(&base, "http://[bad", "p").is_err());
     }
 
+    /// Text cut at a character limit is never cut inside a character, even where the
+    /// byte at the limit falls inside one.
+    #[test]
+    fn bounded_text_cuts_between_characters() {
+        let text = format!("{}é{}", "a".repeat(399), "b".repeat(50));
+        assert!(!text.is_char_boundary(400), "é straddles byte 400");
+        let cut = bounded(&text, 400);
+        assert_eq!(cut, format!("{}é…", "a".repeat(399)));
+        let text = "日本語".repeat(200);
+        assert_eq!(bounded(&text, 400).chars().count(), 401);
+        assert_eq!(bounded("short", 400), "short");
+    }
+
+    /// The base reading knows no provider: a GData error document is read as text, and
+    /// a provider's describer is asked first, the base reading taking what it leaves.
+    #[test]
+    fn a_providers_describer_reads_its_bodies_first() {
+        let gdata = b"<errors><error><code>etagsMismatch</code><internalReason>Etags mismatch</internalReason></error></errors>";
+        assert!(!describe_body(gdata).starts_with("etagsMismatch:"));
+        let mine: Describer = |b| b.starts_with(b"<errors>").then(|| "mine".to_string());
+        assert_eq!(describe_body_with(Some(mine), gdata), "mine");
+        assert_eq!(describe_body_with(Some(mine), b""), "(empty body)");
+    }
+
     #[test]
     fn error_bodies_read_as_one_line() {
         assert_eq!(describe_body(b"<HTML><HEAD><TITLE>Token invalid - Invalid token: Token not found</TITLE></HEAD><BODY><H2>Error 401</H2></BODY></HTML>"), "Token invalid - Invalid token: Token not found");
-        assert_eq!(describe_body(b"<errors xmlns='http://schemas.google.com/g/2005'><error><domain>GData</domain><code>etagsMismatch</code><internalReason>Etags mismatch</internalReason></error></errors>"), "etagsMismatch: Etags mismatch");
         assert_eq!(
             describe_body(
                 br#"{"code":"syncToken.expired","message":"syncToken expired.","requestId":"x"}"#

@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::IntoFuture;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use arrow::array::{Array, BooleanArray, RecordBatch};
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{Add, Transaction};
@@ -27,13 +27,14 @@ use futures::future::LocalBoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use serde_json::json;
 
+use super::checksum;
 use super::index::PartitionFiles;
 use super::keyed::{self, Keyed, KeyedOutcome, Located, NewRows, Replace};
 use super::{
     AccountState, COMMIT_RETRIES, CommitOutcome, Lake, PhotoEtags, RunFigures, TableKind, app_id,
     commit_files, compact, contacts_mark, retry, sql_str, tables, text_column,
 };
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Kind, Result};
 use crate::model::extract::Extract;
 use crate::model::schema::{ContactRecord, records_to_batch};
 
@@ -202,8 +203,8 @@ impl Lake {
     /// the module docs); `figures` carries the run's counters, upserted/deleted are
     /// filled in here.
     ///
-    /// Rows stream from the extract (spilled on local disk for Google) through the change
-    /// filter into Parquet files as they come, so memory does not grow with the account.
+    /// Rows stream from the extract (spilled on local disk) through the change filter
+    /// into Parquet files as they come, so memory does not grow with the account.
     pub async fn prepare_run(
         &self,
         source: &str,
@@ -214,51 +215,15 @@ impl Lake {
     ) -> Result<PreparedRun> {
         let app = app_id(source, account);
         let t0 = std::time::Instant::now();
-        // A full extract compares with every landed id (the missing ones are deletes); an
-        // incremental one only with the ids it carries.
-        let wanted = if extract.mode.is_full() {
-            None
-        } else {
-            let mut ids: HashSet<String> = extract.deletes.iter().cloned().collect();
-            for b in extract.upserts.batches()? {
-                let b = b?;
-                let col = text_column(&b, "id", &format!("{app}: the extract"))?;
-                ids.extend(col.as_string::<i32>().iter().flatten().map(str::to_string));
-            }
-            Some(ids)
-        };
-        // The tables as this process last saw them: nothing but this account's own runs
-        // changes its partition (another sync of it loses the transaction check), and the
-        // recovery pass at the start of the run brought them up to date.
-        let contacts = match self.seen(TableKind::Contacts) {
-            Some(t) => Some(t),
-            None => self.open(TableKind::Contacts).await?,
-        };
-        let files = match &contacts {
-            Some(t) => self
-                .indexes
-                .partitions(TableKind::Contacts, t)?
-                .get(&(source.to_string(), account.to_string()))
-                .cloned()
-                .unwrap_or_default(),
-            None => vec![],
-        };
-        // Whether the account has rows comes from the log, not the data.
-        let first_load = files.is_empty();
-        let (landed, located) = match (&contacts, first_load) {
-            (Some(t), false) => {
-                let (l, at) = keyed::landed_of_ids(t, files, wanted.as_ref())
-                    .await
-                    .map_err(|e| e.context("contacts"))?;
-                (l, Some(at))
-            }
-            _ => (HashMap::new(), None),
-        };
+        let wanted = ids_to_compare(&extract, &app)?;
+        let landed = self
+            .landed_for_run(source, account, wanted.as_ref())
+            .await?;
         drop(wanted);
         tracing::debug!(
             app,
             ms = t0.elapsed().as_millis() as u64,
-            rows = landed.len(),
+            rows = landed.etags.len(),
             "read the landed etags"
         );
         let changes_table = match self.seen(TableKind::ContactChanges) {
@@ -267,75 +232,18 @@ impl Lake {
         };
         let mut changes_writer = self.streaming_writer(&changes_table)?;
         let partition = super::partition_values(source, account);
-        // Ids whose row in contacts changes, for the keyed update of later runs (first
-        // loads append instead).
-        let mut changed: HashSet<String> = HashSet::new();
-        let mut upserted = 0i64;
-        // Only changed contacts become changes: new ids, a different etag, or a different
-        // photo etag (a server may change a photo without touching the contact's etag).
-        let mut seen: HashSet<String> = HashSet::new();
-        for b in extract.upserts.batches()? {
-            let b = b?;
-            // A first load lands every row and needs neither the set of seen ids (deletes
-            // are found among landed ids) nor a comparison.
-            let f = if first_load {
-                b
-            } else {
-                let what = format!("{app}: the extract");
-                let ids = text_column(&b, "id", &what)?;
-                let etags = text_column(&b, "etag", &what)?;
-                let (ids, etags) = (ids.as_string::<i32>(), etags.as_string::<i32>());
-                let photo_etags = PhotoEtags::of(&b).map_err(|e| e.context(&what))?;
-                let mask: BooleanArray = (0..b.num_rows())
-                    .map(|i| {
-                        let id = ids.value(i);
-                        seen.insert(id.to_string());
-                        let etag = (!etags.is_null(i)).then(|| etags.value(i));
-                        let photo = photo_etags.get(i);
-                        Some(landed.get(id).is_none_or(|(e, p)| {
-                            e.as_deref() != etag || etag.is_none() || p.as_deref() != photo
-                        }))
-                    })
-                    .collect();
-                arrow::compute::filter_record_batch(&b, &mask)?
-            };
-            if f.num_rows() == 0 {
-                continue;
-            }
-            upserted += f.num_rows() as i64;
-            if !first_load {
-                let ids = text_column(&f, "id", &format!("{app}: the extract"))?;
-                changed.extend(ids.as_string::<i32>().iter().flatten().map(str::to_string));
-            }
-            // Every row of a run is one partition: writing it as that partition spares
-            // delta-rs's split by partition values, which copies each batch (5 % of a
-            // full sync's CPU).
-            changes_writer
-                .write_partition(f, &partition, deltalake::writer::WriteMode::Default)
-                .await?;
-        }
-        let deletes: Vec<String> = if extract.mode.is_full() {
-            let mut d: Vec<String> = landed
-                .keys()
-                .filter(|id| !seen.contains(*id))
-                .cloned()
-                .collect();
-            d.sort();
-            d
-        } else {
-            extract
-                .deletes
-                .iter()
-                .filter(|id| landed.contains_key(*id) && !seen.contains(*id))
-                .cloned()
-                .collect()
-        };
-        drop(seen);
-        drop(landed);
+        let upserts =
+            write_upserts(&extract, &landed, &app, &mut changes_writer, &partition).await?;
+        let deletes = deletes_of(&extract, &landed.etags, &upserts.seen);
+        let Upserts {
+            count: upserted,
+            mut changed,
+            ..
+        } = upserts;
         figures.upserted = upserted;
         figures.deleted = deletes.len() as i64;
         // The upserts' files hold exactly the rows contacts gets: they are copied there.
-        let upsert_files = changes_writer.flush().await?;
+        let upsert_files = checksum::sealed(changes_writer.flush().await?);
         let mut change_files = upsert_files.clone();
         if !deletes.is_empty() {
             let rows: Vec<ContactRecord> = deletes
@@ -354,7 +262,7 @@ impl Lake {
             // Delete rows go to their own file, written only when there are some.
             let mut w = self.streaming_writer(&changes_table)?;
             w.write(records_to_batch(&rows)?).await?;
-            change_files.extend(w.flush().await?);
+            change_files.extend(checksum::sealed(w.flush().await?));
         }
         tracing::debug!(
             app,
@@ -368,11 +276,53 @@ impl Lake {
             seq: state.seq + 1,
             cursor: extract.cursor,
             figures,
-            first_load,
+            first_load: landed.first_load,
             upsert_files,
             change_files,
             changed,
+            located: landed.located,
+        })
+    }
+
+    /// The account's landed rows a run compares with: all of them (`wanted` is `None`),
+    /// or those of the ids in `wanted`.
+    async fn landed_for_run(
+        &self,
+        source: &str,
+        account: &str,
+        wanted: Option<&HashSet<String>>,
+    ) -> Result<Landed> {
+        // The tables as this process last saw them: nothing but this account's own runs
+        // changes its partition (another sync of it loses the transaction check), and the
+        // recovery pass at the start of the run brought them up to date.
+        let contacts = match self.seen(TableKind::Contacts) {
+            Some(t) => Some(t),
+            None => self.open(TableKind::Contacts).await?,
+        };
+        let files = match &contacts {
+            Some(t) => self
+                .indexes
+                .partitions(TableKind::Contacts, t)?
+                .get(&(source.to_string(), account.to_string()))
+                .cloned()
+                .unwrap_or_default(),
+            None => vec![],
+        };
+        // Whether the account has rows comes from the log, not the data.
+        let first_load = files.is_empty();
+        let (etags, located) = match (&contacts, first_load) {
+            (Some(t), false) => {
+                let (l, at) = keyed::landed_of_ids(t, files, wanted)
+                    .await
+                    .map_err(|e| e.context("contacts"))?;
+                (l, Some(at))
+            }
+            _ => (HashMap::new(), None),
+        };
+        Ok(Landed {
+            etags,
             located,
+            first_load,
         })
     }
 
@@ -405,15 +355,7 @@ impl Lake {
         // Runs that lost before landing anything are recorded as failed.
         let mut failed_rows: Vec<FailedRun> = failures;
         for (run, error) in lost {
-            let mut figures = run.figures.clone();
-            figures.status = "failed".into();
-            figures.error = Some(error.to_string());
-            figures.finished_at_us = chrono::Utc::now().timestamp_micros();
-            failed_rows.push(FailedRun {
-                source: run.source.clone(),
-                account: run.account.clone(),
-                figures,
-            });
+            failed_rows.push(FailedRun::of(&run, &error));
             m.failed.push(RunFailure {
                 source: run.source,
                 account: run.account,
@@ -427,16 +369,11 @@ impl Lake {
             Err(e) => {
                 // The changes landed: the next sync replays them. Nothing goes to
                 // sync_runs for these runs now, so that each keeps one final status.
-                let e = e.to_string();
-                m.failed.extend(runs.into_iter().map(|r| RunFailure {
-                    error: Error::lake(format!(
-                        "{}: {e} (the run's changes landed; the next sync completes it)",
-                        app_id(&r.source, &r.account)
-                    )),
-                    source: r.source,
-                    account: r.account,
-                    changes_landed: true,
-                }));
+                m.failed.extend(failed_after_landing(
+                    runs,
+                    e,
+                    "the next sync completes it, but updating contacts failed",
+                ));
                 vec![]
             }
         };
@@ -478,16 +415,11 @@ impl Lake {
                 }));
             }
             Err(e) => {
-                let e = e.to_string();
-                m.failed.extend(runs.into_iter().map(|r| RunFailure {
-                    error: Error::lake(format!(
-                        "{}: appending to sync_runs: {e} (the run's changes landed; the next sync records it)",
-                        app_id(&r.source, &r.account)
-                    )),
-                    source: r.source,
-                    account: r.account,
-                    changes_landed: true,
-                }));
+                m.failed.extend(failed_after_landing(
+                    runs,
+                    e,
+                    "the next sync records it, but appending to sync_runs failed",
+                ));
             }
         }
         tracing::debug!(
@@ -503,8 +435,7 @@ impl Lake {
         );
         // The tables are not looked at again here: each commit above kept the state it
         // made (`remember`), and the next group's work brings a table up to date where it
-        // needs to. (Reloading all three after every group was a tenth of an incremental
-        // run.)
+        // needs to.
         Ok(m)
     }
 
@@ -560,7 +491,7 @@ impl Lake {
                         txns.get(&app_id(&r.source, &r.account)).copied().unwrap_or(0) == r.seq - 1
                     });
                 lost.extend(taken.into_iter().map(|r| {
-                    let e = Error::Concurrent(format!(
+                    let e = Error::concurrent(format!(
                         "{}: another sync of this account committed run {} first; nothing of this run was kept. Rerun to continue from where it stopped",
                         app_id(&r.source, &r.account),
                         r.seq
@@ -617,13 +548,17 @@ impl Lake {
                 (runs, lost)
             }
             Err(e) => {
-                let e = e.to_string();
+                let e = Arc::new(e);
                 lost.extend(runs.into_iter().map(|r| {
-                    let err = Error::lake(format!(
-                        "{}: committing run {} to contact_changes: {e}",
-                        app_id(&r.source, &r.account),
-                        r.seq
-                    ));
+                    let err = Error::with_source(
+                        Kind::Lake,
+                        format!(
+                            "{}: committing run {} to contact_changes",
+                            app_id(&r.source, &r.account),
+                            r.seq
+                        ),
+                        e.clone(),
+                    );
                     (r, err)
                 }));
                 (vec![], lost)
@@ -845,7 +780,39 @@ impl Lake {
         if pending.is_empty() {
             return Ok(());
         }
-        // Every replayed run's rows, in one query.
+        let rows = self.replayed_rows(changes, &pending, &metas).await?;
+        self.prepare_contacts().await?;
+        let rounds = pending
+            .values()
+            .map(|p| p.contacts.len())
+            .max()
+            .unwrap_or(0);
+        for round in 0..rounds {
+            self.replay_round(round, &pending, &metas, &rows).await?;
+        }
+        let rows: Vec<RunRow> = pending
+            .iter()
+            .filter_map(|(app, p)| {
+                let meta = &metas[&((*app).clone(), p.runs?)];
+                Some(RunRow {
+                    source: p.source,
+                    account: p.account,
+                    seq: Some(meta.seq),
+                    figures: meta.figures.clone(),
+                    cursor: meta.cursor.as_deref(),
+                })
+            })
+            .collect();
+        self.append_runs(&rows).await
+    }
+
+    /// Every replayed run's rows of `contact_changes`, in one query.
+    async fn replayed_rows(
+        &self,
+        changes: DeltaTable,
+        pending: &HashMap<&String, &Pending<'_>>,
+        metas: &HashMap<(String, i64), RunMeta>,
+    ) -> Result<ReplayRows> {
         let parts = keyed::partitions_predicate(pending.values().map(|p| (p.source, p.account)));
         let run_ids: HashSet<&str> = metas.values().map(|m| m.figures.run_id.as_str()).collect();
         let run_ids: Vec<String> = run_ids
@@ -868,97 +835,258 @@ impl Lake {
             .map(|b| crate::arrow_util::normalize_batch(b, &schema))
             .collect::<Result<Vec<_>>>()?;
         let all = crate::arrow_util::concat(&schema, &batches)?;
-        let (sources, accounts, run_col) = (
-            text_column(&all, "source", "contact_changes")?,
-            text_column(&all, "account", "contact_changes")?,
-            text_column(&all, "_run_id", "contact_changes")?,
-        );
-        let (sources, accounts, run_col) = (
-            sources.as_string::<i32>(),
-            accounts.as_string::<i32>(),
-            run_col.as_string::<i32>(),
-        );
-        // The keyed step of one run of one account.
-        let step_of = |p: &Pending, meta: &RunMeta| -> Result<_> {
-            let mask: BooleanArray = (0..all.num_rows())
-                .map(|i| {
-                    Some(
-                        sources.value(i) == p.source
-                            && accounts.value(i) == p.account
-                            && run_col.value(i) == meta.figures.run_id,
-                    )
-                })
-                .collect();
-            let rows = arrow::compute::filter_record_batch(&all, &mask)?;
-            if rows.num_rows() == 0 {
-                return Ok((HashSet::new(), None));
+        Ok(ReplayRows {
+            sources: text_column(&all, "source", "contact_changes")?,
+            accounts: text_column(&all, "account", "contact_changes")?,
+            runs: text_column(&all, "_run_id", "contact_changes")?,
+            all,
+        })
+    }
+
+    /// Replays the `round`-th pending run of each account into `contacts`, all accounts
+    /// in one keyed commit.
+    async fn replay_round(
+        &self,
+        round: usize,
+        pending: &HashMap<&String, &Pending<'_>>,
+        metas: &HashMap<(String, i64), RunMeta>,
+        rows: &ReplayRows,
+    ) -> Result<()> {
+        let mut replaces: Vec<(&Pending, i64, HashSet<String>, Option<RecordBatch>)> = Vec::new();
+        for (app, p) in pending {
+            let Some(&seq) = p.contacts.get(round) else {
+                continue;
+            };
+            let meta = &metas[&((*app).clone(), seq)];
+            let (keys, upserts) = rows.step_of(p, meta)?;
+            // A run without change rows changed nothing in contacts.
+            if !keys.is_empty() {
+                replaces.push((*p, seq, keys, upserts));
             }
-            keyed::split_rows(TableKind::Contacts, &rows, "deleted")
-        };
-        self.prepare_contacts().await?;
-        let rounds = pending
-            .values()
-            .map(|p| p.contacts.len())
-            .max()
-            .unwrap_or(0);
-        for round in 0..rounds {
-            let mut replaces: Vec<(&Pending, i64, HashSet<String>, Option<RecordBatch>)> =
-                Vec::new();
-            for (app, p) in &pending {
-                let Some(&seq) = p.contacts.get(round) else {
-                    continue;
-                };
-                let meta = &metas[&((*app).clone(), seq)];
-                let (keys, upserts) = step_of(p, meta)?;
-                // A run without change rows changed nothing in contacts.
-                if !keys.is_empty() {
-                    replaces.push((*p, seq, keys, upserts));
-                }
-            }
-            let steps: Vec<Replace> = replaces
-                .iter()
-                .map(|(_, _, keys, upserts)| Replace {
-                    keys,
-                    new: NewRows::Batch(upserts.clone()),
-                    located: None,
-                })
-                .collect();
-            let keyed: Vec<Keyed> = replaces
-                .iter()
-                .zip(&steps)
-                .map(|((p, seq, _, _), step)| Keyed {
-                    source: p.source,
-                    account: p.account,
-                    step: Some(step),
-                    appended: &[],
-                    seq: Some(*seq),
-                })
-                .collect();
-            let run_id = replaces
-                .iter()
-                .map(|(p, seq, _, _)| {
-                    let app = app_id(p.source, p.account);
-                    metas[&(app, *seq)].figures.run_id.as_str()
-                })
-                .max()
-                .unwrap_or("");
-            self.apply_group(TableKind::Contacts, &keyed, run_id)
-                .await?;
         }
-        let rows: Vec<RunRow> = pending
+        let steps: Vec<Replace> = replaces
             .iter()
-            .filter_map(|(app, p)| {
-                let meta = &metas[&((*app).clone(), p.runs?)];
-                Some(RunRow {
-                    source: p.source,
-                    account: p.account,
-                    seq: Some(meta.seq),
-                    figures: meta.figures.clone(),
-                    cursor: meta.cursor.as_deref(),
-                })
+            .map(|(_, _, keys, upserts)| Replace {
+                keys,
+                new: NewRows::Batch(upserts.clone()),
+                located: None,
             })
             .collect();
-        self.append_runs(&rows).await
+        let keyed: Vec<Keyed> = replaces
+            .iter()
+            .zip(&steps)
+            .map(|((p, seq, _, _), step)| Keyed {
+                source: p.source,
+                account: p.account,
+                step: Some(step),
+                appended: &[],
+                seq: Some(*seq),
+            })
+            .collect();
+        let run_id = replaces
+            .iter()
+            .map(|(p, seq, _, _)| {
+                let app = app_id(p.source, p.account);
+                metas[&(app, *seq)].figures.run_id.as_str()
+            })
+            .max()
+            .unwrap_or("");
+        self.apply_group(TableKind::Contacts, &keyed, run_id)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// The rows of `contact_changes` a recovery replays, with the columns that say whose
+/// run each row is.
+struct ReplayRows {
+    all: RecordBatch,
+    sources: arrow::array::StringArray,
+    accounts: arrow::array::StringArray,
+    runs: arrow::array::StringArray,
+}
+
+impl ReplayRows {
+    /// The keyed step of one run of one account: the ids it replaces, and its upserts.
+    fn step_of(
+        &self,
+        p: &Pending,
+        meta: &RunMeta,
+    ) -> Result<(HashSet<String>, Option<RecordBatch>)> {
+        let mask: BooleanArray = (0..self.all.num_rows())
+            .map(|i| {
+                Some(
+                    self.sources.value(i) == p.source
+                        && self.accounts.value(i) == p.account
+                        && self.runs.value(i) == meta.figures.run_id,
+                )
+            })
+            .collect();
+        let rows = arrow::compute::filter_record_batch(&self.all, &mask)?;
+        if rows.num_rows() == 0 {
+            return Ok((HashSet::new(), None));
+        }
+        keyed::split_rows(TableKind::Contacts, &rows, "deleted")
+    }
+}
+
+/// Every run of `runs` as failed after its changes landed (so the next sync finishes
+/// it: `then` says how), the cause `e` shared by all.
+fn failed_after_landing(runs: Vec<PreparedRun>, e: Error, then: &str) -> Vec<RunFailure> {
+    let e = Arc::new(e);
+    runs.into_iter()
+        .map(|r| RunFailure {
+            error: Error::with_source(
+                Kind::Lake,
+                format!(
+                    "{}: the run's changes landed and {then}",
+                    app_id(&r.source, &r.account)
+                ),
+                e.clone(),
+            ),
+            source: r.source,
+            account: r.account,
+            changes_landed: true,
+        })
+        .collect()
+}
+
+impl FailedRun {
+    /// The `sync_runs` row of a run that failed with `error` before landing anything.
+    fn of(run: &PreparedRun, error: &Error) -> FailedRun {
+        let mut figures = run.figures.clone();
+        figures.status = "failed".into();
+        figures.error = Some(error.to_string());
+        figures.finished_at_us = chrono::Utc::now().timestamp_micros();
+        FailedRun {
+            source: run.source.clone(),
+            account: run.account.clone(),
+            figures,
+        }
+    }
+}
+
+/// An account's landed rows, as a run compares with them.
+struct Landed {
+    /// Etag and photo etag by id.
+    etags: HashMap<String, (Option<String>, Option<String>)>,
+    /// Where each row lies, for the keyed update of `contacts`.
+    located: Option<Located>,
+    /// The account has no rows in `contacts` yet.
+    first_load: bool,
+}
+
+/// What [`write_upserts`] wrote.
+struct Upserts {
+    /// Rows written.
+    count: i64,
+    /// Ids whose row in `contacts` changes (none on a first load, which appends).
+    changed: HashSet<String>,
+    /// Every id of the extract (none on a first load, where nothing is compared).
+    seen: HashSet<String>,
+}
+
+/// The ids a run compares with the landed rows: `None` for a full extract (every landed
+/// id; the missing ones are deletes), else the ids the incremental extract carries.
+fn ids_to_compare(extract: &Extract, app: &str) -> Result<Option<HashSet<String>>> {
+    if extract.mode.is_full() {
+        return Ok(None);
+    }
+    let mut ids: HashSet<String> = extract.deletes.iter().cloned().collect();
+    for b in extract.upserts.batches()? {
+        let b = b?;
+        let col = text_column(&b, "id", &format!("{app}: the extract"))?;
+        ids.extend(col.iter().flatten().map(str::to_string));
+    }
+    Ok(Some(ids))
+}
+
+/// Streams the extract's changed rows (new ids, a different etag, or a different photo
+/// etag: a server may change a photo without touching the contact's etag) into
+/// `writer` as the account's partition. A first load writes every row and compares none.
+async fn write_upserts(
+    extract: &Extract,
+    landed: &Landed,
+    app: &str,
+    writer: &mut deltalake::writer::RecordBatchWriter,
+    partition: &indexmap::IndexMap<String, delta_kernel::expressions::Scalar>,
+) -> Result<Upserts> {
+    let what = format!("{app}: the extract");
+    let mut out = Upserts {
+        count: 0,
+        changed: HashSet::new(),
+        seen: HashSet::new(),
+    };
+    for b in extract.upserts.batches()? {
+        let b = b?;
+        let f = if landed.first_load {
+            b
+        } else {
+            let mask = changed_rows(&b, &landed.etags, &mut out.seen, &what)?;
+            arrow::compute::filter_record_batch(&b, &mask)?
+        };
+        if f.num_rows() == 0 {
+            continue;
+        }
+        out.count += f.num_rows() as i64;
+        if !landed.first_load {
+            let ids = text_column(&f, "id", &what)?;
+            out.changed.extend(ids.iter().flatten().map(str::to_string));
+        }
+        // Every row of a run is one partition: writing it as that partition spares
+        // delta-rs's split by partition values, which copies each batch.
+        writer
+            .write_partition(f, partition, deltalake::writer::WriteMode::Default)
+            .await?;
+    }
+    Ok(out)
+}
+
+/// Which rows of `b` differ from what landed (each id is added to `seen`).
+fn changed_rows(
+    b: &RecordBatch,
+    landed: &HashMap<String, (Option<String>, Option<String>)>,
+    seen: &mut HashSet<String>,
+    what: &str,
+) -> Result<BooleanArray> {
+    let ids = text_column(b, "id", what)?;
+    let etags = text_column(b, "etag", what)?;
+    let photo_etags = PhotoEtags::of(b).map_err(|e| e.context(what))?;
+    Ok((0..b.num_rows())
+        .map(|i| {
+            let id = ids.value(i);
+            seen.insert(id.to_string());
+            let etag = (!etags.is_null(i)).then(|| etags.value(i));
+            let photo = photo_etags.get(i);
+            Some(landed.get(id).is_none_or(|(e, p)| {
+                e.as_deref() != etag || etag.is_none() || p.as_deref() != photo
+            }))
+        })
+        .collect())
+}
+
+/// The ids a run deletes: of a full extract, every landed id it did not carry; of an
+/// incremental one, the deletes it names that have landed and that it did not also carry.
+fn deletes_of(
+    extract: &Extract,
+    landed: &HashMap<String, (Option<String>, Option<String>)>,
+    seen: &HashSet<String>,
+) -> Vec<String> {
+    if extract.mode.is_full() {
+        let mut d: Vec<String> = landed
+            .keys()
+            .filter(|id| !seen.contains(*id))
+            .cloned()
+            .collect();
+        d.sort();
+        d
+    } else {
+        extract
+            .deletes
+            .iter()
+            .filter(|id| landed.contains_key(*id) && !seen.contains(*id))
+            .cloned()
+            .collect()
     }
 }
 
@@ -986,7 +1114,7 @@ async fn run_metadata(
         && let Some(ci) = history
             .try_next()
             .await
-            .map_err(|e| Error::lake(format!("contact_changes: reading its log: {e}")))?
+            .context(Kind::Lake, "contact_changes: reading its log")?
     {
         let mut take = |meta: RunMeta| {
             let key = (meta.id.clone(), meta.seq);
@@ -995,9 +1123,10 @@ async fn run_metadata(
             }
         };
         if let Some(list) = ci.info.get("app.runs") {
-            let metas: Vec<RunMeta> = serde_json::from_value(list.clone()).map_err(|e| {
-                Error::lake(format!("contact_changes: unreadable run metadata: {e}"))
-            })?;
+            let metas: Vec<RunMeta> = serde_json::from_value(list.clone()).context(
+                Kind::CorruptLake,
+                "contact_changes: unreadable run metadata",
+            )?;
             metas.into_iter().for_each(&mut take);
         } else if let (Some(id), Some(seq)) = (
             ci.info.get("app.id").and_then(|v| v.as_str()),
@@ -1005,10 +1134,8 @@ async fn run_metadata(
         ) {
             let figures: RunFigures =
                 serde_json::from_value(ci.info.get("app.figures").cloned().unwrap_or_default())
-                    .map_err(|e| {
-                        Error::lake(format!(
-                            "contact_changes: {id}: unreadable run figures: {e}"
-                        ))
+                    .with_context(Kind::CorruptLake, || {
+                        format!("contact_changes: {id}: unreadable run figures")
                     })?;
             take(RunMeta {
                 id: id.to_string(),

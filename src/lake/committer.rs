@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{CommitOutcome, FailedRun, Lake, PreparedRun, RunFailure, app_id};
-use crate::error::Error;
+use crate::error::{Error, Kind};
 
 /// When a group of finished runs is committed.
 #[derive(Debug, Clone, Copy)]
@@ -208,13 +208,13 @@ async fn commit_group(lake: &Lake, group: Vec<Job>) -> usize {
         }
         Err(e) => {
             // Whatever landed is found and completed by the next run's recovery.
-            let e = e.to_string();
+            let e = Arc::new(e);
             for (app, tx) in waiting {
                 let (source, account) = app.split_once('/').unwrap_or((&app, ""));
                 let _ = tx.send(Err(RunFailure {
                     source: source.to_string(),
                     account: account.to_string(),
-                    error: Error::lake(format!("{app}: {e}")),
+                    error: Error::with_source(Kind::Lake, &app, e.clone()),
                     changes_landed: true,
                 }));
             }

@@ -136,10 +136,14 @@ impl Lake {
             }
             // Each partition's file is closed before the next (the writer keeps one open
             // per partition), so memory is that of one file, not of the group.
-            adds.extend(writer.flush().await?.into_iter().map(|mut a| {
-                a.data_change = false;
-                Action::Add(a)
-            }));
+            adds.extend(
+                super::checksum::sealed(writer.flush().await?)
+                    .into_iter()
+                    .map(|mut a| {
+                        a.data_change = false;
+                        Action::Add(a)
+                    }),
+            );
         }
         if removes.is_empty() {
             return Ok(0);

@@ -10,7 +10,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use roaring::RoaringTreemap;
 use serde_json::json;
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Kind, Result};
 
 /// Magic number of the `RoaringBitmapArray` serialization (little endian).
 const DV_MAGIC: u32 = 1681511377;
@@ -35,8 +35,7 @@ pub fn decode_bitmap(bytes: &[u8]) -> Result<RoaringTreemap> {
         Some(magic) if u32::from_le_bytes(*magic) == DV_MAGIC => {}
         _ => return Err(Error::lake("not a RoaringBitmapArray (bad magic)")),
     }
-    RoaringTreemap::deserialize_from(&bytes[4..])
-        .map_err(|e| Error::lake(format!("bad deletion vector bitmap: {e}")))
+    RoaringTreemap::deserialize_from(&bytes[4..]).context(Kind::Lake, "bad deletion vector bitmap")
 }
 
 /// One vector as a file stores it from its offset on: its size (big-endian), the bitmap
@@ -75,9 +74,8 @@ pub fn stored_path(path_or_inline_dv: &str) -> Result<Path> {
         return Err(bad());
     }
     let (prefix, encoded) = path_or_inline_dv.split_at(at);
-    let raw = z85::decode(encoded).map_err(|e| Error::lake(format!("bad DV uuid: {e}")))?;
-    let uuid =
-        uuid::Uuid::from_slice(&raw).map_err(|e| Error::lake(format!("bad DV uuid: {e}")))?;
+    let raw = z85::decode(encoded).context(Kind::Lake, "bad DV uuid")?;
+    let uuid = uuid::Uuid::from_slice(&raw).context(Kind::Lake, "bad DV uuid")?;
     Ok(if prefix.is_empty() {
         Path::from(format!("deletion_vector_{uuid}.bin"))
     } else {
@@ -94,7 +92,7 @@ pub(super) async fn read_dv(
     let path = match d.storage_type {
         StorageType::Inline => {
             let bytes = z85::decode(&d.path_or_inline_dv)
-                .map_err(|e| Error::lake(format!("bad inline deletion vector: {e}")))?;
+                .context(Kind::Lake, "bad inline deletion vector")?;
             return decode_bitmap(&bytes);
         }
         StorageType::UuidRelativePath => stored_path(&d.path_or_inline_dv)?,
@@ -119,7 +117,7 @@ pub(super) async fn read_dv(
     let bytes = store
         .get_range(&path, start..end)
         .await
-        .map_err(|e| Error::lake(format!("{path}: {e}")))?;
+        .with_context(Kind::Lake, || format!("{path}"))?;
     decode_stored(&bytes, size).map_err(|e| e.context(format!("{path} at offset {start}")))
 }
 
@@ -137,7 +135,7 @@ fn dv_file<'a>(bitmaps: impl IntoIterator<Item = &'a RoaringTreemap>) -> Result<
         let mut body = DV_MAGIC.to_le_bytes().to_vec();
         bitmap
             .serialize_into(&mut body)
-            .map_err(|e| Error::lake(format!("serializing a deletion vector: {e}")))?;
+            .context(Kind::Lake, "serializing a deletion vector")?;
         places.push((file.len() as i32, body.len() as i32));
         file.extend_from_slice(&(body.len() as u32).to_be_bytes());
         file.extend_from_slice(&body);

@@ -115,11 +115,15 @@ fn dechunk(mut body: &str) -> String {
         let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
             break;
         };
-        if n == 0 || rest.len() < n {
+        // A size that cuts a character is a body that is not what it says.
+        let (Some(chunk), Some(after)) = (rest.get(..n), rest.get(n..)) else {
+            break;
+        };
+        if n == 0 {
             break;
         }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
+        out.push_str(chunk);
+        body = after.trim_start_matches("\r\n");
     }
     out
 }
@@ -150,6 +154,17 @@ mod tests {
             "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
+    }
+
+    /// Chunk sizes that cut a character, run past the body or are not hex end the data
+    /// there; whole chunks join.
+    #[test]
+    fn a_chunked_body_with_lying_sizes_is_cut_not_a_panic() {
+        assert_eq!(dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), "abcde");
+        assert_eq!(dechunk("1\r\né\r\n"), "");
+        assert_eq!(dechunk("2\r\naé\r\n"), "");
+        assert_eq!(dechunk("ff\r\nshort"), "");
+        assert_eq!(dechunk("zz\r\nabc"), "");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
 
 use super::TableKind;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Kind, Result};
 
 /// Past this many commits since the cached version, the transactions are read again from
 /// the newest checkpoint rather than commit by commit.
@@ -159,12 +159,13 @@ async fn read_commit(table: &DeltaTable, v: u64, apps: &mut HashMap<String, i64>
         if !line.starts_with(b"{\"txn\"") {
             continue;
         }
-        let a: serde_json::Value = serde_json::from_slice(line).map_err(|e| {
-            Error::lake(format!(
-                "{}: _delta_log/{v:020}.json: unreadable txn action: {e}",
-                table.table_url()
-            ))
-        })?;
+        let a: serde_json::Value =
+            serde_json::from_slice(line).with_context(Kind::CorruptLake, || {
+                format!(
+                    "{}: _delta_log/{v:020}.json: unreadable txn action",
+                    table.table_url()
+                )
+            })?;
         if let (Some(app), Some(ver)) = (
             a.pointer("/txn/appId").and_then(|x| x.as_str()),
             a.pointer("/txn/version").and_then(|x| x.as_i64()),
@@ -187,7 +188,9 @@ async fn read_checkpoint(
     let builder =
         ParquetRecordBatchStreamBuilder::new(ParquetObjectReader::new(store, path.clone()))
             .await
-            .map_err(|e| Error::lake(format!("{}: checkpoint {path}: {e}", table.table_url())))?;
+            .with_context(Kind::Lake, || {
+                format!("{}: checkpoint {path}", table.table_url())
+            })?;
     let leaves: Vec<Option<usize>> = ["appId", "version"]
         .iter()
         .map(|name| {
@@ -204,13 +207,12 @@ async fn read_checkpoint(
     };
     let mask = ProjectionMask::leaves(builder.parquet_schema(), [a, v]);
     let mut stream = builder.with_projection(mask).build()?;
-    while let Some(b) = stream
-        .try_next()
-        .await
-        .map_err(|e| Error::lake(format!("{}: checkpoint {path}: {e}", table.table_url())))?
-    {
-        let bad =
-            |what: &str| Error::lake(format!("{}: checkpoint {path}: {what}", table.table_url()));
+    while let Some(b) = stream.try_next().await.with_context(Kind::Lake, || {
+        format!("{}: checkpoint {path}", table.table_url())
+    })? {
+        let bad = |what: &str| {
+            Error::corrupt(format!("{}: checkpoint {path}: {what}", table.table_url()))
+        };
         let txn = b
             .column(0)
             .as_struct_opt()
@@ -219,7 +221,9 @@ async fn read_checkpoint(
             let c = txn
                 .column_by_name(name)
                 .ok_or_else(|| bad(&format!("txn has no {name}")))?;
-            arrow::compute::cast(c, to).map_err(|e| bad(&format!("txn.{name}: {e}")))
+            arrow::compute::cast(c, to).with_context(Kind::CorruptLake, || {
+                format!("{}: checkpoint {path}: txn.{name}", table.table_url())
+            })
         };
         let ids = field("appId", &DataType::Utf8)?;
         let vers = field("version", &DataType::Int64)?;

@@ -40,7 +40,7 @@ use serde_json::json;
 use super::dv::{deleted_rows, write_dvs};
 use super::{Lake, TableKind, app_id, retry, sql_str};
 use crate::arrow_util::normalize_batch;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 
 /// The Delta table property that lets writers mark rows deleted instead of rewriting.
 pub(super) const ENABLE_DV: &str = "delta.enableDeletionVectors";
@@ -238,12 +238,20 @@ impl Lake {
                 outcome.add(o);
                 // Closes this partition's file before the next account's (the writer
                 // keeps one open per partition): memory of one file, not of the group.
-                actions.extend(writer.flush().await?.into_iter().map(Action::Add));
+                actions.extend(
+                    super::checksum::sealed(writer.flush().await?)
+                        .into_iter()
+                        .map(Action::Add),
+                );
             }
             outcome.appended += appended_rows(k.appended);
             actions.extend(k.appended.iter().cloned().map(Action::Add));
         }
-        actions.extend(writer.flush().await?.into_iter().map(Action::Add));
+        actions.extend(
+            super::checksum::sealed(writer.flush().await?)
+                .into_iter()
+                .map(Action::Add),
+        );
         tracing::debug!(
             table = kind.name(),
             accounts = steps.len(),
@@ -480,12 +488,13 @@ pub(super) fn split_rows(
 }
 
 /// A read error of data file `f`, naming it (the Parquet layer's own errors do not).
-fn in_file(f: &LogicalFileView, e: impl std::fmt::Display) -> Error {
-    Error::lake(format!("data file {}: {e}", f.path()))
+fn in_file(f: &LogicalFileView, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::with_source(Kind::Lake, format!("data file {}", f.path()), e)
 }
 
 #[allow(deprecated)]
 fn reader(store: Arc<dyn ObjectStore>, f: &LogicalFileView) -> ParquetObjectReader {
+    super::checksum::expect(f);
     ParquetObjectReader::new(store, f.object_store_path()).with_file_size(f.size() as u64)
 }
 
@@ -682,28 +691,19 @@ async fn landed_in_file(
     let mut out = Vec::new();
     let mut offset = 0u64;
     while let Some(b) = stream.try_next().await.map_err(|e| in_file(f, e))? {
-        let col = |name: &str| -> Result<ArrayRef> {
-            let c = b
-                .column_by_name(name)
-                .ok_or_else(|| Error::lake(format!("{}: no {name} column", f.path())))?;
-            Ok(arrow::compute::cast(c, &DataType::Utf8)?)
-        };
-        let (ids, etags) = (col("id")?, col("etag")?);
+        let what = format!("data file {}", f.path());
+        let (ids, etags) = (
+            super::text_column(&b, "id", &what)?,
+            super::text_column(&b, "etag", &what)?,
+        );
         let photo = b
             .column_by_name("photo")
-            .ok_or_else(|| Error::lake(format!("{}: no photo column", f.path())))?
-            .as_struct();
-        let photo_etags = arrow::compute::cast(
-            photo
-                .column_by_name("etag")
-                .ok_or_else(|| Error::lake(format!("{}: no photo.etag column", f.path())))?,
-            &DataType::Utf8,
-        )?;
-        let (ids, etags, photo_etags) = (
-            ids.as_string::<i32>(),
-            etags.as_string::<i32>(),
-            photo_etags.as_string::<i32>(),
-        );
+            .and_then(|c| c.as_struct_opt())
+            .ok_or_else(|| Error::corrupt(format!("{what}: no photo column of photo fields")))?;
+        let photo_etags = photo
+            .column_by_name("etag")
+            .ok_or_else(|| Error::corrupt(format!("{what}: no photo.etag column")))?;
+        let photo_etags = super::as_text(photo_etags, &format!("{what}: photo.etag"))?;
         for i in 0..b.num_rows() {
             if ids.is_null(i)
                 || gone.contains(offset + i as u64)
@@ -714,13 +714,13 @@ async fn landed_in_file(
             let value =
                 |a: &arrow::array::StringArray| a.is_valid(i).then(|| a.value(i).to_string());
             let photo_etag = if photo.is_valid(i) {
-                value(photo_etags)
+                value(&photo_etags)
             } else {
                 None
             };
             out.push((
                 ids.value(i).to_string(),
-                (value(etags), photo_etag),
+                (value(&etags), photo_etag),
                 offset + i as u64,
             ));
         }

@@ -20,7 +20,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use super::Lake;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Kind, Result};
 
 /// How often a held lease is renewed.
 pub const RENEW_EVERY: Duration = Duration::from_secs(30);
@@ -228,7 +228,7 @@ async fn read_holder(store: &dyn ObjectStore, path: &Path) -> Result<Option<Hold
     };
     serde_json::from_slice(&bytes)
         .map(Some)
-        .map_err(|e| Error::lake(format!("{path}: not a sync lease ({e})")))
+        .with_context(Kind::Lake, || format!("{path}: not a sync lease"))
 }
 
 /// Renews the lease every [`RENEW_EVERY`] until aborted; stops once it is no longer ours.
@@ -250,7 +250,7 @@ async fn renew(store: std::sync::Arc<dyn ObjectStore>, path: Path, run_id: Strin
 }
 
 fn lease_error(path: &Path, e: object_store::Error) -> Error {
-    Error::lake(format!("the sync lease {path}: {e}"))
+    Error::with_source(Kind::Lake, format!("the sync lease {path}"), e)
 }
 
 /// This machine's host name (empty if it has none).

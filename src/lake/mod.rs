@@ -30,6 +30,7 @@
 //! `contact_changes` the same way and brought up to date. The cursor for the next extract is read
 //! from `sync_runs` (data, kept forever).
 
+pub(crate) mod checksum;
 mod commit;
 pub mod committer;
 mod compact;
@@ -47,7 +48,6 @@ mod tables;
 use std::collections::HashMap;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use datafusion::prelude::SessionContext;
 use deltalake::kernel::Action;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::protocol::DeltaOperation;
@@ -56,7 +56,7 @@ use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use futures::{StreamExt, TryStreamExt};
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Kind, Result};
 use crate::model::schema::ContactRecord;
 pub use commit::{CommitMetrics, CommitRuns, FailedRun, PreparedRun, RunFailure, RunStates};
 pub use keyed::KeyedOutcome;
@@ -220,12 +220,19 @@ impl PhotoEtags {
 
 /// Column `name` of `b` (rows of `what`: a table or an extract) as plain UTF-8 strings;
 /// a missing column, or one that is not text, is an error naming both.
-fn text_column(b: &RecordBatch, name: &str, what: &str) -> Result<ArrayRef> {
+fn text_column(b: &RecordBatch, name: &str, what: &str) -> Result<arrow::array::StringArray> {
     let c = b
         .column_by_name(name)
         .ok_or_else(|| Error::lake(format!("{what}: no {name} column")))?;
-    arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8)
-        .map_err(|e| Error::lake(format!("{what}: column {name} is not text: {e}")))
+    as_text(c, &format!("{what}: column {name}"))
+}
+
+/// Column `c` (named by `what`) as plain UTF-8 strings, or an error when it is not text.
+fn as_text(c: &ArrayRef, what: &str) -> Result<arrow::array::StringArray> {
+    let c = arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8)
+        .with_context(Kind::Lake, || format!("{what} is not text"))?;
+    // The cast made it UTF-8 text of 32-bit offsets.
+    Ok(c.as_string::<i32>().clone())
 }
 
 fn sql_str(s: &str) -> String {
@@ -325,6 +332,16 @@ impl Lake {
             opts.entry("AWS_ENDPOINT_URL".into()).or_insert(e);
         }
         opts.extend(options);
+        // The store's keys are secrets of this process: an error that echoes one shows `***`.
+        for (k, v) in &opts {
+            let k = k.to_ascii_lowercase();
+            if (k.contains("secret") || k.contains("token") || k.contains("password"))
+                && !v.is_empty()
+            {
+                crate::secret::Secret::new(v.clone());
+            }
+        }
+        checksum::install();
         if matches!(url.scheme(), "s3" | "s3a") {
             add_s3_defaults(&mut opts);
         }
@@ -364,7 +381,7 @@ impl Lake {
             base.set_path(&format!("{}/", base.path()));
         }
         base.join(&format!("{}/", kind.name()))
-            .map_err(|e| Error::config(format!("bad lake URL {}: {e}", self.url)))
+            .with_context(Kind::Config, || format!("bad lake URL {}", self.url))
     }
 
     /// The newest state of a table this process has seen, without looking for newer commits.
@@ -395,38 +412,33 @@ impl Lake {
         }
         let url = self.table_url(kind)?;
         let builder = DeltaTableBuilder::from_url(url.clone())
-            .map_err(|e| Error::lake(format!("{}: {e}", url)))?
+            .with_context(Kind::Lake, || format!("{}", url))?
             .with_storage_options(self.options.clone());
         match builder.load().await {
             Ok(t) => Ok(Some(self.remember(kind, t, t0, "opened a table"))),
-            Err(deltalake::DeltaTableError::NotATable(_)) => Ok(None),
-            // A local folder that does not exist yet is a table not created yet.
-            Err(e)
-                if e.to_string().contains("does not exist")
-                    || e.to_string().contains("not a Delta table") =>
-            {
-                Ok(None)
-            }
+            // A folder with no log, or no folder yet (the kernel's word for a local path
+            // that does not exist), is a table not created yet.
+            Err(deltalake::DeltaTableError::NotATable(_))
+            | Err(deltalake::DeltaTableError::KernelError(
+                delta_kernel::Error::InvalidTableLocation(_),
+            )) => Ok(None),
             Err(e) => {
-                // A kernel error carries a backtrace when RUST_BACKTRACE is set; its first
-                // line is the error.
-                let e = e.to_string();
-                let e = e.lines().next().unwrap_or_default();
                 // A store that did not answer would not answer the log's listing either.
-                if crate::error::store_unanswered(e) {
-                    return Err(Error::lake(format!("opening {url}: {e}")));
+                if crate::error::store_unanswered(&e.to_string()) {
+                    return Err(Error::with_source(Kind::Lake, format!("opening {url}"), e));
                 }
-                Err(Error::lake(match self.bad_log_entry(&url).await {
-                    Some(bad) => format!("opening {url}: {bad} ({e})"),
-                    None => format!("opening {url}: {e}"),
-                }))
+                Err(match self.bad_log_entry(&url).await {
+                    // delta-rs's own words do not say which file it could not read.
+                    Some(bad) => bad.context(format!("opening {url}")),
+                    None => Error::with_source(Kind::Lake, format!("opening {url}"), FirstLine(e)),
+                })
             }
         }
     }
 
     /// The first line of the table at `url`'s log (newest commit first) that is not JSON,
     /// to name the file when delta-rs cannot read the log (its error does not say where).
-    async fn bad_log_entry(&self, url: &url::Url) -> Option<String> {
+    async fn bad_log_entry(&self, url: &url::Url) -> Option<Error> {
         use object_store::ObjectStoreExt;
         let store = DeltaTableBuilder::from_url(url.clone())
             .ok()?
@@ -450,7 +462,8 @@ impl Lake {
                     continue;
                 }
                 if let Err(e) = serde_json::from_slice::<serde_json::Value>(line) {
-                    return Some(format!("{path} line {} is not JSON: {e}", i + 1));
+                    let what = format!("{path} line {} is not JSON", i + 1);
+                    return Some(Error::with_source(Kind::CorruptLake, what, e));
                 }
             }
         }
@@ -469,16 +482,16 @@ impl Lake {
     ) -> Result<()> {
         use object_store::path::Path;
         use object_store::{ObjectStoreExt, WriteMultipart};
-        let failed = |e: &dyn std::fmt::Display| {
-            Error::lake(format!(
-                "copying files from {} to {}: {e}",
-                from.name(),
-                to.name()
-            ))
+        let failed = |e: object_store::Error| {
+            Error::with_source(
+                Kind::Lake,
+                format!("copying files from {} to {}", from.name(), to.name()),
+                e,
+            )
         };
         let (root, base) = self.root_store()?;
         for a in files {
-            let rel = Path::from_url_path(&a.path).map_err(|e| failed(&e))?;
+            let rel = Path::from_url_path(&a.path).map_err(|e| failed(e.into()))?;
             let under = |kind: TableKind| {
                 Path::from_iter(
                     base.parts()
@@ -491,7 +504,6 @@ impl Lake {
                 Ok(()) => continue,
                 Err(e) => tracing::debug!(error = %e, "the store cannot copy by itself; streaming"),
             }
-            let failed = |e: object_store::Error| failed(&e);
             let mut body = root.get(&src).await.map_err(failed)?.into_stream();
             let mut upload = WriteMultipart::new(root.put_multipart(&dst).await.map_err(failed)?);
             while let Some(chunk) = body.try_next().await.map_err(failed)? {
@@ -519,7 +531,7 @@ impl Lake {
                 .iter()
                 .map(|(k, v)| (k.to_ascii_lowercase(), v.clone())),
         )
-        .map_err(|e| Error::lake(format!("opening the store of {}: {e}", self.url)))?;
+        .with_context(Kind::Lake, || format!("opening the store of {}", self.url))?;
         Ok(self.root.get_or_init(|| (store.into(), path)).clone())
     }
 
@@ -558,11 +570,11 @@ impl Lake {
             && let Ok(path) = url.to_file_path()
         {
             std::fs::create_dir_all(&path)
-                .map_err(|e| Error::lake(format!("cannot create {}: {e}", path.display())))?;
+                .with_context(Kind::Lake, || format!("cannot create {}", path.display()))?;
         }
         let t = DeltaTable::try_from_url_with_storage_options(url.clone(), self.options.clone())
             .await
-            .map_err(|e| Error::lake(format!("{url}: {e}")))?;
+            .with_context(Kind::Lake, || format!("{url}"))?;
         let fields = tables::delta_fields(&kind.schema())?;
         let mut create = t
             .create()
@@ -593,7 +605,7 @@ impl Lake {
             Ok(t) => Ok(t),
             // Another process created it meanwhile.
             Err(_) if self.open(kind).await?.is_some() => Ok(self.open(kind).await?.unwrap()),
-            Err(e) => Err(Error::lake(format!("creating {url}: {e}"))),
+            Err(e) => Err(Error::with_source(Kind::Lake, format!("creating {url}"), e)),
         }
     }
 
@@ -618,19 +630,20 @@ impl Lake {
     async fn exists(&self, kind: TableKind) -> Result<bool> {
         let url = self.table_url(kind)?;
         let store = DeltaTableBuilder::from_url(url.clone())
-            .map_err(|e| Error::lake(format!("{url}: {e}")))?
+            .with_context(Kind::Lake, || format!("{url}"))?
             .with_storage_options(self.options.clone())
             .build_storage()
-            .map_err(|e| Error::lake(format!("{url}: {e}")))?;
+            .with_context(Kind::Lake, || format!("{url}"))?;
         store
             .is_delta_table_location()
             .await
-            .map_err(|e| Error::lake(format!("looking for {url}: {e}")))
+            .with_context(Kind::Lake, || format!("looking for {url}"))
     }
 
     /// Runs SQL over one table registered as `t`.
     async fn query_table(&self, table: DeltaTable, sql: &str) -> Result<Vec<RecordBatch>> {
-        let ctx = SessionContext::new();
+        let ctx = provider::session_context();
+        checksum::expect_table(&table);
         ctx.register_table("t", table.table_provider().await?)?;
         Ok(ctx.sql(sql).await?.collect().await?)
     }
@@ -669,11 +682,6 @@ impl Lake {
                 photos::strings(&b, 0)?,
                 photos::strings(&b, 1)?,
                 photos::strings(&b, 2)?,
-            );
-            let (ids, etags, photos) = (
-                ids.as_string::<i32>(),
-                etags.as_string::<i32>(),
-                photos.as_string::<i32>(),
             );
             for i in 0..b.num_rows() {
                 out.insert(
@@ -724,9 +732,9 @@ impl Lake {
                 tracing::info!(
                     "turning deletion vectors on for the contacts table (lake.deletion_vectors)"
                 );
-                self.enable_dv(table).await.map_err(|e| {
-                    Error::lake(format!("turning deletion vectors on for contacts: {e}"))
-                })?;
+                self.enable_dv(table)
+                    .await
+                    .map_err(|e| e.context("turning deletion vectors on for contacts"))?;
             }
         }
         Ok(())
@@ -744,13 +752,15 @@ impl Lake {
         batches: &[RecordBatch],
         props: CommitProperties,
     ) -> std::result::Result<(), deltalake::DeltaTableError> {
-        let mut writer = self
-            .streaming_writer(table)
-            .map_err(|e| deltalake::DeltaTableError::Generic(e.to_string()))?;
+        let mut writer =
+            self.streaming_writer(table)
+                .map_err(|e| deltalake::DeltaTableError::GenericError {
+                    source: Box::new(e),
+                })?;
         let mut files = Vec::new();
         for b in batches {
             writer.write(b.clone()).await?;
-            files.extend(writer.flush().await?);
+            files.extend(checksum::sealed(writer.flush().await?));
         }
         let t0 = std::time::Instant::now();
         let t = commit_files(table, &files, props.with_max_retries(COMMIT_RETRIES)).await?;
@@ -788,7 +798,9 @@ impl Lake {
         };
         t.load_version(version as u64)
             .await
-            .map_err(|e| Error::Sql(format!("{} has no version {version}: {e}", kind.name())))?;
+            .with_context(Kind::Sql, || {
+                format!("{} has no version {version}", kind.name())
+            })?;
         Ok(Some(t))
     }
 
@@ -871,10 +883,10 @@ impl Lake {
             .await?
             .execute_stream()
             .await
-            .map_err(|e| Error::lake(format!("reading {}: {e}", kind.name())))?;
+            .with_context(Kind::Lake, || format!("reading {}", kind.name()))?;
         let schema = kind.schema();
         while let Some(b) = stream.next().await {
-            let b = b.map_err(|e| Error::lake(format!("reading {}: {e}", kind.name())))?;
+            let b = b.with_context(Kind::Lake, || format!("reading {}", kind.name()))?;
             each(crate::arrow_util::normalize_batch(&b, &schema)?)?;
         }
         Ok(())
@@ -923,5 +935,24 @@ mod tests {
                 .iter()
                 .all(|(k, _)| !local.storage_options().contains_key(*k))
         );
+    }
+}
+
+/// A delta-rs error shown by its first line: a kernel error carries a backtrace after it
+/// when `RUST_BACKTRACE` is set.
+#[derive(Debug)]
+struct FirstLine(deltalake::DeltaTableError);
+
+impl std::fmt::Display for FirstLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = self.0.to_string();
+        f.write_str(text.lines().next().unwrap_or_default())
+    }
+}
+
+impl std::error::Error for FirstLine {
+    // The error's causes, not the error itself: its words are shown already.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.0)
     }
 }

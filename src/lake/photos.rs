@@ -18,7 +18,7 @@ use arrow::datatypes::DataType;
 
 use super::keyed::{NewRows, Replace};
 use super::{Lake, TableKind, sql_str};
-use crate::error::Result;
+use crate::error::{Context, Error, Kind, Result};
 pub use crate::model::photo::{FetchedPhoto, PhotoWant, photo_sha256};
 
 /// What a photo sync has to do for one account.
@@ -42,8 +42,17 @@ pub struct LandedPhoto {
 }
 
 /// Column `i` of `b` as plain UTF-8 strings (Delta reads may give views or dictionaries).
-pub(super) fn strings(b: &RecordBatch, i: usize) -> Result<arrow::array::ArrayRef> {
-    Ok(arrow::compute::cast(b.column(i), &DataType::Utf8)?)
+pub(super) fn strings(b: &RecordBatch, i: usize) -> Result<arrow::array::StringArray> {
+    let c = b.columns().get(i).ok_or_else(|| {
+        Error::lake(format!(
+            "the query gave {} columns, not {}",
+            b.num_columns(),
+            i + 1
+        ))
+    })?;
+    let c = arrow::compute::cast(c, &DataType::Utf8)?;
+    // The cast made it UTF-8 text of 32-bit offsets.
+    Ok(c.as_string::<i32>().clone())
 }
 
 impl Lake {
@@ -66,11 +75,6 @@ impl Lake {
         let mut out = Vec::new();
         for b in batches {
             let (ids, hrefs, etags) = (strings(&b, 0)?, strings(&b, 1)?, strings(&b, 2)?);
-            let (ids, hrefs, etags) = (
-                ids.as_string::<i32>(),
-                hrefs.as_string::<i32>(),
-                etags.as_string::<i32>(),
-            );
             for i in 0..b.num_rows() {
                 out.push(PhotoWant {
                     id: ids.value(i).to_string(),
@@ -105,11 +109,6 @@ impl Lake {
         let mut out = HashMap::new();
         for b in batches {
             let (ids, etags, shas) = (strings(&b, 0)?, strings(&b, 1)?, strings(&b, 2)?);
-            let (ids, etags, shas) = (
-                ids.as_string::<i32>(),
-                etags.as_string::<i32>(),
-                shas.as_string::<i32>(),
-            );
             for i in 0..b.num_rows() {
                 out.insert(
                     ids.value(i).to_string(),
@@ -224,11 +223,8 @@ impl PhotoLanding<'_> {
             ],
         )?;
         self.keys.extend(fetched.iter().map(|p| p.id.clone()));
-        self.writer.write(batch).await.map_err(|e| {
-            crate::error::Error::lake(format!(
-                "writing photos of {}/{}: {e}",
-                self.source, self.account
-            ))
+        self.writer.write(batch).await.with_context(Kind::Lake, || {
+            format!("writing photos of {}/{}", self.source, self.account)
         })
     }
 
@@ -236,12 +232,10 @@ impl PhotoLanding<'_> {
     /// id (nothing is committed when there is neither).
     pub async fn commit(mut self, removed: &[String]) -> Result<()> {
         use deltalake::writer::DeltaWriter;
-        let files = self.writer.flush().await.map_err(|e| {
-            crate::error::Error::lake(format!(
-                "writing photos of {}/{}: {e}",
-                self.source, self.account
-            ))
+        let files = self.writer.flush().await.with_context(Kind::Lake, || {
+            format!("writing photos of {}/{}", self.source, self.account)
         })?;
+        let files = super::checksum::sealed(files);
         self.keys.extend(removed.iter().cloned());
         if self.keys.is_empty() {
             return Ok(());

@@ -27,10 +27,11 @@ use deltalake::DeltaTable;
 use futures::TryStreamExt;
 
 use super::{Lake, TableKind};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Kind, Result};
 
 /// A DataFusion session for SQL over the lake: the defaults, less the rule that answers
-/// aggregates from statistics (the log's, which a damaged lake gets wrong).
+/// aggregates from statistics (the log's, which a damaged lake gets wrong), reading local
+/// data files through their checksums ([`super::checksum`]).
 pub fn session_context() -> SessionContext {
     let state = SessionStateBuilder::new()
         .with_config(datafusion::prelude::SessionConfig::new().with_information_schema(true))
@@ -45,7 +46,11 @@ pub fn session_context() -> SessionContext {
     let state = SessionStateBuilder::new_from_existing(state)
         .with_physical_optimizer_rules(rules)
         .build();
-    SessionContext::new_with_state(state)
+    let ctx = SessionContext::new_with_state(state);
+    // DataFusion has a local store of its own, which delta-rs then uses for a local lake:
+    // it is replaced by one that checks the data files' checksums.
+    super::checksum::register_local(&ctx);
+    ctx
 }
 
 impl Lake {
@@ -57,6 +62,7 @@ impl Lake {
         table: &DeltaTable,
     ) -> Result<Arc<dyn TableProvider>> {
         check_files(kind, table).await?;
+        super::checksum::expect_table(table);
         let inner = table.table_provider().await?;
         let schema = inner.schema();
         let data = schema
@@ -83,7 +89,7 @@ async fn check_files(kind: TableKind, table: &DeltaTable) -> Result<()> {
     while let Some(m) = list
         .try_next()
         .await
-        .map_err(|e| Error::lake(format!("{}: listing its files: {e}", kind.name())))?
+        .with_context(Kind::Lake, || format!("{}: listing its files", kind.name()))?
     {
         if !m.location.as_ref().starts_with("_delta_log/") {
             listed.insert(m.location, m.size);

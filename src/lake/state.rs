@@ -21,7 +21,7 @@ use serde_json::json;
 use super::{
     COMMIT_RETRIES, Lake, RunFigures, TableKind, app_id, commit, commit_files, keyed, retry,
 };
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Kind, Result};
 use crate::model::schema::{ContactRecord, records_to_batch};
 
 /// Delete rows per batch written to `contact_changes` by a drop.
@@ -150,7 +150,7 @@ impl Lake {
             .await?
             .collect()
             .await
-            .map_err(|e| Error::lake(format!("counting the rows of contacts: {e}")))?;
+            .context(Kind::Lake, "counting the rows of contacts")?;
         let mut out = BTreeMap::new();
         for b in batches {
             let s = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
@@ -222,7 +222,7 @@ impl Lake {
         let files = if ids.is_empty() {
             Vec::new()
         } else {
-            writer.flush().await?
+            super::checksum::sealed(writer.flush().await?)
         };
         self.commit_state_run(source, account, seq, &figures, &files)
             .await?;
@@ -315,7 +315,7 @@ impl Lake {
         };
         retry::retry(
             &app,
-            |e: &Error| !matches!(e, Error::Concurrent(_)),
+            |e: &Error| !matches!(e, Error::Concurrent { .. }),
             async |_| {
                 let changes = self.open_or_create(TableKind::ContactChanges).await?;
                 let txns = self
@@ -323,7 +323,7 @@ impl Lake {
                     .txns(TableKind::ContactChanges, &changes)
                     .await?;
                 if txns.get(&app).copied().unwrap_or(0) != seq - 1 {
-                    return Err(Error::Concurrent(format!(
+                    return Err(Error::concurrent(format!(
                         "{app}: another run of this account committed run {seq} first; nothing was changed. Try again"
                     )));
                 }
@@ -337,7 +337,7 @@ impl Lake {
         )
         .await
         .map_err(|e| match e {
-            Error::Concurrent(_) => e,
+            Error::Concurrent { .. } => e,
             e => e.context(format!(
                 "{app}: committing the {} run {seq} to contact_changes",
                 figures.mode

@@ -8,7 +8,7 @@ use deltalake::kernel::StructField;
 use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
 
 use super::RunFigures;
-use crate::error::{Error, Result};
+use crate::error::{Context, Kind, Result};
 use crate::model::schema::contacts_schema;
 
 /// The lake's tables.
@@ -145,7 +145,7 @@ pub fn contact_photos_schema() -> SchemaRef {
 /// Arrow fields → Delta columns.
 pub fn delta_fields(schema: &Schema) -> Result<Vec<StructField>> {
     let st = deltalake::kernel::StructType::try_from_arrow(schema)
-        .map_err(|e| Error::lake(format!("schema conversion: {e}")))?;
+        .context(Kind::Lake, "schema conversion")?;
     Ok(st.fields().cloned().collect())
 }
 

@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 
 pub(crate) mod builders;
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Kind, Result};
 
 /// The schema file as shipped, compiled into the binary.
 pub const CONTACTS_SCHEMA_JSON: &str = include_str!("../../schemas/contacts.v1.json");
@@ -37,8 +37,8 @@ pub fn contacts_schema() -> SchemaRef {
 
 /// Parses a schema document of the `contacts.v1.json` form into an Arrow schema.
 pub fn parse_schema_json(text: &str) -> Result<Schema> {
-    let doc: Value = serde_json::from_str(text)
-        .map_err(|e| Error::config(format!("schema JSON does not parse: {e}")))?;
+    let doc: Value =
+        serde_json::from_str(text).context(Kind::Config, "schema JSON does not parse")?;
     let fields = doc
         .get("fields")
         .and_then(Value::as_array)
@@ -128,7 +128,7 @@ pub fn render_schema_json(schema: &Schema) -> Result<String> {
         .collect::<Result<Vec<_>>>()?;
     doc.insert("fields".into(), Value::Array(fields));
     let mut out = serde_json::to_string_pretty(&Value::Object(doc))
-        .map_err(|e| Error::other(format!("rendering the schema: {e}")))?;
+        .context(Kind::Other, "rendering the schema")?;
     out.push('\n');
     Ok(out)
 }
@@ -326,7 +326,7 @@ pub(crate) fn rows_to_batch<R: builders::Row>(records: &[R]) -> Result<RecordBat
         columns,
         &arrow::array::RecordBatchOptions::new().with_row_count(Some(records.len())),
     )
-    .map_err(|e| Error::other(format!("converting contacts to Arrow: {e}")))
+    .context(Kind::Other, "converting contacts to Arrow")
 }
 
 /// The same conversion through arrow-json's serde decoder: slower, but written against
@@ -337,13 +337,13 @@ fn records_to_batch_serde(records: &[ContactRecord]) -> Result<RecordBatch> {
     let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
         .with_batch_size(records.len().max(1))
         .build_decoder()
-        .map_err(|e| Error::other(format!("building the Arrow decoder: {e}")))?;
+        .context(Kind::Other, "building the Arrow decoder")?;
     decoder
         .serialize(records)
-        .map_err(|e| Error::other(format!("converting contacts to Arrow: {e}")))?;
+        .context(Kind::Other, "converting contacts to Arrow")?;
     Ok(decoder
         .flush()
-        .map_err(|e| Error::other(format!("converting contacts to Arrow: {e}")))?
+        .context(Kind::Other, "converting contacts to Arrow")?
         .unwrap_or_else(|| RecordBatch::new_empty(schema)))
 }
 
@@ -369,19 +369,14 @@ fn batches_to_records_serde(batches: &[RecordBatch]) -> Result<Vec<ContactRecord
         let mut buf = Vec::new();
         {
             let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
-            w.write(&batch)
-                .map_err(|e| Error::other(format!("reading contacts: {e}")))?;
-            w.finish()
-                .map_err(|e| Error::other(format!("reading contacts: {e}")))?;
+            w.write(&batch).context(Kind::Other, "reading contacts")?;
+            w.finish().context(Kind::Other, "reading contacts")?;
         }
         for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let mut v: Value = serde_json::from_slice(line)
-                .map_err(|e| Error::other(format!("reading contacts: {e}")))?;
+            let mut v: Value =
+                serde_json::from_slice(line).context(Kind::Other, "reading contacts")?;
             fix_timestamps(&mut v);
-            out.push(
-                serde_json::from_value(v)
-                    .map_err(|e| Error::other(format!("reading contacts: {e}")))?,
-            );
+            out.push(serde_json::from_value(v).context(Kind::Other, "reading contacts")?);
         }
     }
     Ok(out)

@@ -150,10 +150,12 @@ impl std::fmt::Debug for Spill {
     }
 }
 
-fn io(e: impl std::fmt::Display) -> Error {
-    Error::other(format!(
-        "spilling the extract to a temporary file failed ({e}); check free space in the temporary folder (TMPDIR)"
-    ))
+fn io(e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::with_source(
+        crate::error::Kind::Other,
+        "spilling the extract to a temporary file failed (check free space in the temporary folder, TMPDIR)",
+        e,
+    )
 }
 
 impl Spill {

@@ -51,6 +51,8 @@ pub fn landed_position<T: PartialEq>(desired: &[T], landed: &[T], i: usize) -> O
 
 /// Copies the managed columns of `desired` onto `target`.
 pub fn merge_managed(target: &mut ContactRecord, desired: &ContactRecord, managed: &[String]) {
+    // Both sides are records of one type: serializing either cannot fail, and a field
+    // copied from one fits the other, so the unwraps below never see input they refuse.
     let mut t = serde_json::to_value(&*target).unwrap();
     let d = serde_json::to_value(desired).unwrap();
     for m in managed {

@@ -20,7 +20,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Result};
+use crate::error::{Context as _, Error, Kind, Result};
 use crate::model::schema::contacts_schema;
 
 /// The hint every type error ends with.
@@ -336,7 +336,7 @@ pub fn read_json(
                 continue;
             }
             let v = serde_json::from_str::<Value>(&line)
-                .map_err(|e| Error::config(format!("line {n}: not JSON: {e}")))?;
+                .with_context(Kind::Config, || format!("line {n}: not JSON"))?;
             rows.push(v, &format!(" (line {n})"))?;
         }
     }
@@ -376,7 +376,7 @@ fn read_json_array(input: impl std::io::Read, rows: &mut JsonRows<'_>) -> Result
     if let Some(e) = failed {
         return Err(e);
     }
-    read.map_err(|e| Error::config(format!("not a JSON array of objects: {e}")))
+    read.context(Kind::Config, "not a JSON array of objects")
 }
 
 /// JSON rows gathered into batches for a sink.

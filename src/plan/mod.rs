@@ -13,25 +13,27 @@
 
 pub mod apply;
 pub mod desired;
+mod diff;
 pub mod photos;
+pub(crate) mod record;
 pub mod resolve;
 pub mod review;
 pub mod saved;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use arrow::array::RecordBatch;
 use serde_json::Value;
-use sha2::Digest;
 
-use crate::error::{Error, Result};
+use crate::error::{Context as _, Error, Kind, Result};
 use crate::lake::Lake;
 use crate::model::schema::{ContactRecord, contacts_schema};
 
 pub use crate::model::write::{
     Action, KEY_PROPERTY, Op, OpKind, WRITABLE, key_property, merge_managed,
 };
-use crate::providers::Rules;
+pub(crate) use diff::{as_json, field};
+pub use diff::{diff, insert_key, validate};
 
 /// Which operations a plan may contain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -213,7 +215,7 @@ pub async fn load_desired(
     };
     let in_file = |e: Error| e.context(format!("--desired {spec}"));
     let open =
-        || std::fs::File::open(path).map_err(|e| Error::config(format!("--desired {spec}: {e}")));
+        || std::fs::File::open(path).with_context(Kind::Config, || format!("--desired {spec}"));
     if file(".parquet") {
         // A damaged file can panic the Parquet reader: `caught` makes that an error.
         let file = open()?;
@@ -230,7 +232,7 @@ pub async fn load_desired(
             reader.take(b.map_err(|e| in_file(e.into()))?)?;
         }
     } else if file(".csv") {
-        check_csv(open()?).map_err(|e| Error::config(format!("--desired {spec}: {e}")))?;
+        check_csv(open()?).map_err(in_file)?;
         for b in desired::read_csv(path).map_err(in_file)? {
             reader.take(b?).map_err(in_file)?;
         }
@@ -243,7 +245,7 @@ pub async fn load_desired(
         use futures::StreamExt;
         let mut batches = crate::sql::query_stream(lake, spec).await?;
         while let Some(b) = batches.next().await {
-            reader.take(b.map_err(|e| Error::Sql(e.to_string()))?)?;
+            reader.take(b.context(Kind::Sql, "running the desired query")?)?;
         }
     }
     if reader.read > 0 && !reader.columns.contains("id") {
@@ -366,10 +368,15 @@ fn filler(f: &arrow::datatypes::Field, n: usize, source: &str) -> arrow::array::
 /// as many fields as the header. Errors name the line (a lenient reader would merge the
 /// rows after an unclosed quote into one field, or pad a short row with nulls). The text
 /// is read byte by byte, none of it kept.
-fn check_csv(text: impl std::io::Read) -> std::result::Result<(), String> {
+fn check_csv(text: impl std::io::Read) -> Result<()> {
     use std::io::Read;
     let mut bytes = std::io::BufReader::new(text).bytes().peekable();
-    let mut next = || bytes.next().transpose().map_err(|e| e.to_string());
+    let mut next = || {
+        bytes
+            .next()
+            .transpose()
+            .context(Kind::Config, "reading the file")
+    };
     let (mut line, mut record_line) = (1usize, 1usize);
     let (mut fields, mut header) = (1usize, None::<usize>);
     let (mut quoted, mut quote_line, mut at_start, mut any) = (false, 0usize, true, false);
@@ -383,7 +390,7 @@ fn check_csv(text: impl std::io::Read) -> std::result::Result<(), String> {
                 None => break,
             },
         };
-        let mut peek = |want: u8| -> std::result::Result<bool, String> {
+        let mut peek = |want: u8| -> Result<bool> {
             ahead = next()?;
             Ok(if ahead == Some(want) {
                 ahead = None;
@@ -406,9 +413,9 @@ fn check_csv(text: impl std::io::Read) -> std::result::Result<(), String> {
                     quote_line = line;
                 }
                 b'"' => {
-                    return Err(format!(
+                    return Err(Error::config(format!(
                         "line {line}: a quote inside an unquoted field (quote the whole field and double the quote)"
-                    ));
+                    )));
                 }
                 b',' => {
                     fields += 1;
@@ -431,9 +438,9 @@ fn check_csv(text: impl std::io::Read) -> std::result::Result<(), String> {
                         match header {
                             None => header = Some(fields),
                             Some(h) if h != fields => {
-                                return Err(format!(
+                                return Err(Error::config(format!(
                                     "line {record_line}: {fields} field(s), but the header has {h}"
-                                ));
+                                )));
                             }
                             _ => {}
                         }
@@ -450,70 +457,19 @@ fn check_csv(text: impl std::io::Read) -> std::result::Result<(), String> {
         at_start = false;
     }
     if quoted {
-        return Err(format!(
+        return Err(Error::config(format!(
             "line {quote_line}: a quoted field is never closed (an unbalanced quote)"
-        ));
+        )));
     }
     if (any || fields > 1)
         && let Some(h) = header
         && h != fields
     {
-        return Err(format!(
+        return Err(Error::config(format!(
             "line {record_line}: {fields} field(s), but the header has {h}"
-        ));
+        )));
     }
     Ok(())
-}
-
-/// A record as JSON, computed once per record and read by [`field`].
-pub(crate) fn as_json(r: &ContactRecord) -> Value {
-    serde_json::to_value(r).unwrap_or_default()
-}
-
-/// One column of a record (as JSON), without the stamped insert key.
-pub(crate) fn field(v: &Value, name: &str) -> Value {
-    let mut f = v.get(name).cloned().unwrap_or(Value::Null);
-    // The stamped insert key is bookkeeping, not data.
-    if name == "extended_properties"
-        && let Some(a) = f.as_array_mut()
-    {
-        a.retain(|p| p.get("name").and_then(Value::as_str) != Some(KEY_PROPERTY));
-    }
-    f
-}
-
-/// Whether two values of a column mean the same to the API. A list item's `primary` of
-/// `false` and of null do: an item is the primary one or it is not, and decoders land an
-/// item without the flag either way (CardDAV: no `PREF`; Google: no `primary`
-/// attribute). Without this, a desired state that leaves `primary` null would differ
-/// from the landed `false` on every plan.
-fn same_value(mut a: Value, mut b: Value) -> bool {
-    fn unflag(v: &mut Value) {
-        if let Some(items) = v.as_array_mut() {
-            for item in items.iter_mut().filter_map(Value::as_object_mut) {
-                if item.get("primary") == Some(&Value::Bool(false)) {
-                    item.insert("primary".into(), Value::Null);
-                }
-            }
-        }
-    }
-    unflag(&mut a);
-    unflag(&mut b);
-    a == b
-}
-
-/// The insert key of a desired row: a hash of the source, account and managed content.
-pub fn insert_key(source: &str, r: &ContactRecord, managed: &[String]) -> String {
-    let mut h = sha2::Sha256::new();
-    h.update(source.as_bytes());
-    h.update([0]);
-    h.update(r.account.as_bytes());
-    let v = as_json(r);
-    for m in managed {
-        h.update([0]);
-        h.update(field(&v, m).to_string().as_bytes());
-    }
-    format!("cetl-{}", &hex::encode(h.finalize())[..20])
 }
 
 /// The landed side of a plan: the rows it may touch, every insert key stamped on a landed
@@ -596,234 +552,12 @@ pub(crate) fn landed_key(r: &ContactRecord) -> Option<String> {
         })
 }
 
-/// Validates a desired contact against the common rules and the provider's (`rules`);
-/// returns the reasons.
-///
-/// Only what is certainly invalid is refused here; the API decides the rest (its 400 lands
-/// in `writeback_results` as `invalid`). `held` is the contact as the API holds it, for an
-/// update: a rule it already breaks (the API accepted it so) does not block a change, and
-/// the provider's limits are not enforced against a change that does not make them worse.
-pub fn validate(
-    r: &ContactRecord,
-    rules: &dyn Rules,
-    managed: &[String],
-    held: Option<&ContactRecord>,
-) -> Vec<String> {
-    let mut out = common_rules(r, managed);
-    out.extend(rules.fields(r));
-    if let Some(h) = held {
-        let mut before = common_rules(h, managed);
-        before.extend(rules.fields(h));
-        out.retain(|p| !before.contains(p));
-    }
-    out.extend(rules.limits(r, held, managed));
-    out
-}
-
-/// The rules every provider shares.
-fn common_rules(r: &ContactRecord, managed: &[String]) -> Vec<String> {
-    let mut out = Vec::new();
-    let has = |c: &str| managed.iter().any(|m| m == c);
-    for (i, e) in r.emails.iter().enumerate() {
-        if e.address.as_deref().is_none_or(|a| !a.contains('@')) {
-            out.push(format!(
-                "emails[{i}].address {:?} is not an e-mail address",
-                e.address.as_deref().unwrap_or("")
-            ));
-        }
-    }
-    for (i, p) in r.phones.iter().enumerate() {
-        if p.number.as_deref().is_none_or(str::is_empty) {
-            out.push(format!("phones[{i}] has no number"));
-        }
-    }
-    if r.id.is_empty()
-        && ![&r.display_name, &r.given_name, &r.family_name]
-            .iter()
-            .any(|v| v.is_some())
-        && r.emails.is_empty()
-        && (has("display_name") || has("emails"))
-    {
-        out.push("a new contact needs a name or an e-mail address".into());
-    }
-    out
-}
-
-/// Computes the plan for one source.
-pub fn diff(
-    source: &str,
-    rules: &dyn Rules,
-    default_account: Option<&str>,
-    desired: Desired,
-    landed: &Landed,
-    mode: Mode,
-) -> Plan {
-    let managed: Vec<String> = WRITABLE
-        .iter()
-        .filter(|c| desired.columns.contains(**c))
-        .map(|c| c.to_string())
-        .collect();
-    let by_id: HashMap<(String, String), &ContactRecord> = landed
-        .rows
-        .iter()
-        .map(|r| ((r.account.clone(), r.id.clone()), r))
-        .collect();
-    let keys = &landed.keys;
-    let mut plan = Plan {
-        source: source.into(),
-        landed: landed.count,
-        managed: managed.clone(),
-        ..Default::default()
-    };
-    let mut seen: HashSet<(String, String)> = HashSet::new();
-    let mut insert_keys: HashSet<String> = HashSet::new();
-    // The desired rows move into the operations: a plan holds each once.
-    for (row, mut d) in desired.rows.into_iter().enumerate() {
-        d.source = source.into();
-        if d.account.is_empty() {
-            d.account = default_account.unwrap_or_default().to_string();
-        }
-        let invalid = |reason: String| Invalid {
-            row,
-            account: d.account.clone(),
-            id: (!d.id.is_empty()).then(|| d.id.clone()),
-            reason,
-        };
-        if d.account.is_empty() {
-            plan.invalid
-                .push(invalid("no account: add an `account` column".into()));
-            continue;
-        }
-        // An update is judged on the contact it produces: landed plus the managed columns.
-        let landed_row = if d.id.is_empty() {
-            None
-        } else {
-            by_id.get(&(d.account.clone(), d.id.clone())).copied()
-        };
-        // A row based on another version than the landed one is a conflict before any
-        // local rule is asked: the rules would judge someone else's version. It is sent
-        // under its own etag, and the API's 412 says so.
-        let stale = landed_row.and_then(|l| {
-            let e = d.etag.as_deref().filter(|e| !e.is_empty())?;
-            (Some(e) != l.etag.as_deref()).then(|| {
-                format!(
-                    "etag {e} is not the landed {}: changed by someone else since the desired state was read; the API will answer conflict (412) unless --force",
-                    l.etag.as_deref().unwrap_or("(none)")
-                )
-            })
-        });
-        let subject = match landed_row {
-            Some(l) => {
-                let mut m = l.clone();
-                merge_managed(&mut m, &d, &managed);
-                m
-            }
-            None => d.clone(),
-        };
-        let warning = |reason: String| Invalid {
-            row,
-            account: d.account.clone(),
-            id: (!d.id.is_empty()).then(|| d.id.clone()),
-            reason,
-        };
-        let mut warnings = Vec::new();
-        if let Some(w) = stale {
-            warnings.push(warning(w));
-        } else {
-            let problems = validate(&subject, rules, &managed, landed_row);
-            if !problems.is_empty() {
-                plan.invalid.push(invalid(problems.join("; ")));
-                continue;
-            }
-            warnings.extend(
-                rules
-                    .warnings(&subject, landed_row, &managed)
-                    .into_iter()
-                    .map(warning),
-            );
-        }
-        if d.id.is_empty() {
-            if mode == Mode::Update {
-                plan.invalid.push(invalid(
-                    "a row without id is an insert, and --mode update does not insert".into(),
-                ));
-                continue;
-            }
-            let key = insert_key(source, &d, &managed);
-            if keys.contains(&key) || !insert_keys.insert(key.clone()) {
-                plan.already_applied += 1;
-                continue;
-            }
-            plan.warnings.extend(warnings);
-            plan.ops.push(Op {
-                index: plan.ops.len(),
-                account: d.account.clone(),
-                key,
-                action: Action::Insert { desired: d },
-            });
-            continue;
-        }
-        let Some(l) = by_id.get(&(d.account.clone(), d.id.clone())).copied() else {
-            plan.invalid.push(invalid(format!(
-                "no landed contact {}/{}: it was deleted, or the id is wrong",
-                d.account, d.id
-            )));
-            continue;
-        };
-        seen.insert((d.account.clone(), d.id.clone()));
-        let (dj, lj) = (as_json(&d), as_json(l));
-        let changed: Vec<String> = managed
-            .iter()
-            .filter(|m| !same_value(field(&dj, m), field(&lj, m)))
-            .cloned()
-            .collect();
-        if changed.is_empty() {
-            plan.unchanged += 1;
-            continue;
-        }
-        // The write is conditional on the version the desired row was based on.
-        let etag = d
-            .etag
-            .clone()
-            .filter(|e| !e.is_empty())
-            .or_else(|| l.etag.clone());
-        plan.warnings.extend(warnings);
-        plan.ops.push(Op {
-            index: plan.ops.len(),
-            account: d.account.clone(),
-            key: format!("{}/{}", d.account, d.id),
-            action: Action::Update {
-                id: d.id.clone(),
-                etag,
-                desired: d,
-                landed: l.clone(),
-                changed,
-            },
-        });
-    }
-    if mode == Mode::Mirror {
-        for l in &landed.rows {
-            if !seen.contains(&(l.account.clone(), l.id.clone())) {
-                plan.ops.push(Op {
-                    index: plan.ops.len(),
-                    account: l.account.clone(),
-                    key: format!("{}/{}", l.account, l.id),
-                    action: Action::Delete {
-                        id: l.id.clone(),
-                        etag: l.etag.clone(),
-                        landed: l.clone(),
-                    },
-                });
-            }
-        }
-    }
-    plan
-}
-
 #[cfg(test)]
 mod tests {
+    use super::diff::same_value;
     use super::*;
     use crate::model::schema::{Email, ExtendedProperty};
+    use crate::providers::Rules;
     use crate::providers::aurinko::rules::AurinkoRules;
     use crate::providers::google::rules::GoogleRules;
 
@@ -1032,7 +766,7 @@ mod tests {
     }
 
     fn check_bytes(text: &[u8]) -> std::result::Result<(), String> {
-        check_csv(text)
+        check_csv(text).map_err(|e| e.to_string())
     }
 
     #[test]

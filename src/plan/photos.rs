@@ -18,11 +18,10 @@ use std::collections::{HashMap, HashSet};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::DataType;
 
-use super::apply::{ResultRow, check_max_delete, record_rows, sync_after, sync_first};
+use super::record::ResultRow;
 use super::{Invalid, Mode};
 use crate::config::Pipeline;
-use crate::error::{Error, Result};
-use crate::http::Metrics;
+use crate::error::{Context as _, Error, Kind, Result};
 use crate::lake::{Lake, LandedPhoto, TableKind, photo_sha256};
 use crate::model::photo::scan_photo_file;
 pub use crate::model::photo::{PhotoAction, PhotoBytes, PhotoOp, PhotoOpKind};
@@ -136,7 +135,7 @@ pub fn sniff_image(bytes: &[u8]) -> Option<&'static str> {
 
 fn read_folder(dir: &std::path::Path, account: &str) -> Result<(Vec<DesiredPhoto>, Vec<Invalid>)> {
     let mut entries: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::config(format!("--photos {}: {e}", dir.display())))?
+        .with_context(Kind::Config, || format!("--photos {}", dir.display()))?
         .filter_map(|e| e.ok())
         // Folders are not photos; links and special files are, to be reported below.
         .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
@@ -205,7 +204,7 @@ fn read_batches(batches: &[RecordBatch], account: &str) -> Result<Vec<DesiredPho
             b.column_by_name(name)
                 .map(|c| arrow::compute::cast(c, &DataType::Utf8))
                 .transpose()
-                .map_err(|e| Error::config(format!("desired photo column {name}: {e}")))
+                .with_context(Kind::Config, || format!("desired photo column {name}"))
         };
         let ids = col("id")?.ok_or_else(|| {
             Error::config(
@@ -217,9 +216,8 @@ fn read_batches(batches: &[RecordBatch], account: &str) -> Result<Vec<DesiredPho
                 "the desired photos need a `bytes` column (binary; null removes the photo)",
             )
         })?;
-        let bytes = arrow::compute::cast(bytes, &DataType::LargeBinary).map_err(|e| {
-            Error::config(format!("desired photo column bytes must be binary: {e}"))
-        })?;
+        let bytes = arrow::compute::cast(bytes, &DataType::LargeBinary)
+            .context(Kind::Config, "desired photo column bytes must be binary")?;
         let bytes = bytes.as_binary::<i64>();
         let (etags, types, accounts) = (col("etag")?, col("content_type")?, col("account")?);
         let text = |a: &Option<arrow::array::ArrayRef>, i: usize| {
@@ -261,8 +259,8 @@ pub async fn load_desired_photos(
         return read_folder(path, account);
     }
     let batches = if spec.ends_with(".parquet") {
-        let file = std::fs::File::open(path)
-            .map_err(|e| Error::config(format!("--photos {spec}: {e}")))?;
+        let file =
+            std::fs::File::open(path).with_context(Kind::Config, || format!("--photos {spec}"))?;
         parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
             .build()?
             .collect::<std::result::Result<Vec<_>, _>>()?
@@ -326,36 +324,13 @@ pub fn diff_photos(
                 None => plan.unchanged += 1,
             },
             Some(bytes) => {
-                let ct = d
-                    .content_type
-                    .clone()
-                    .unwrap_or_else(|| "image/jpeg".into());
-                if !ct.starts_with("image/") {
-                    invalid.push(bad(format!("content type {ct:?} is not image/*")));
-                    continue;
-                }
-                if bytes.is_empty() {
-                    invalid.push(bad(
-                        "the photo is empty (use a null `bytes` to remove a photo)".into(),
-                    ));
-                    continue;
-                }
-                // A file was checked for its signature as it was scanned.
-                let image = match bytes {
-                    PhotoBytes::Held(b) => sniff_image(b).is_some(),
-                    PhotoBytes::File { .. } => true,
+                let ct = match upload_type(&d, bytes) {
+                    Ok(ct) => ct,
+                    Err(reason) => {
+                        invalid.push(bad(reason));
+                        continue;
+                    }
                 };
-                if !image {
-                    invalid.push(bad("the bytes are not a JPEG, PNG, GIF, WebP or BMP image (no image signature at their start)".into()));
-                    continue;
-                }
-                if bytes.len() > MAX_PHOTO_BYTES {
-                    invalid.push(bad(format!(
-                        "the photo is {} bytes, more than the {MAX_PHOTO_BYTES}-byte limit",
-                        bytes.len()
-                    )));
-                    continue;
-                }
                 let same = |h: &LandedPhoto| match bytes {
                     PhotoBytes::Held(b) => h.sha256 == photo_sha256(b),
                     PhotoBytes::File { sha256, .. } => h.sha256 == *sha256,
@@ -383,24 +358,63 @@ pub fn diff_photos(
         }
     }
     if mode == Mode::Mirror {
-        let mut gone: Vec<(&(String, String), &LandedPhoto)> =
-            landed.iter().filter(|(k, _)| !seen.contains(*k)).collect();
-        gone.sort_by(|a, b| a.0.cmp(b.0));
-        for ((account, id), h) in gone {
-            plan.ops.push(PhotoOp {
-                index: 0,
-                account: account.clone(),
-                id: id.clone(),
-                etag: h.etag.clone(),
-                action: PhotoAction::Delete,
-            });
-        }
+        plan.ops.extend(mirror_deletes(landed, &seen));
     }
     for (i, op) in plan.ops.iter_mut().enumerate() {
         op.index = i;
     }
     plan.invalid = invalid;
     plan
+}
+
+/// The content type a desired photo is uploaded with, or why it cannot be: not an
+/// image type, empty, no image signature, or over [`MAX_PHOTO_BYTES`].
+fn upload_type(d: &DesiredPhoto, bytes: &PhotoBytes) -> std::result::Result<String, String> {
+    let ct = d
+        .content_type
+        .clone()
+        .unwrap_or_else(|| "image/jpeg".into());
+    if !ct.starts_with("image/") {
+        return Err(format!("content type {ct:?} is not image/*"));
+    }
+    if bytes.is_empty() {
+        return Err("the photo is empty (use a null `bytes` to remove a photo)".into());
+    }
+    // A file was checked for its signature as it was scanned.
+    let image = match bytes {
+        PhotoBytes::Held(b) => sniff_image(b).is_some(),
+        PhotoBytes::File { .. } => true,
+    };
+    if !image {
+        return Err("the bytes are not a JPEG, PNG, GIF, WebP or BMP image (no image signature at their start)".into());
+    }
+    if bytes.len() > MAX_PHOTO_BYTES {
+        return Err(format!(
+            "the photo is {} bytes, more than the {MAX_PHOTO_BYTES}-byte limit",
+            bytes.len()
+        ));
+    }
+    Ok(ct)
+}
+
+/// Mirror mode: a delete of every landed photo the desired photos did not name
+/// (`seen`), in (account, id) order.
+fn mirror_deletes(
+    landed: &HashMap<(String, String), LandedPhoto>,
+    seen: &HashSet<(String, String)>,
+) -> Vec<PhotoOp> {
+    let mut gone: Vec<(&(String, String), &LandedPhoto)> =
+        landed.iter().filter(|(k, _)| !seen.contains(*k)).collect();
+    gone.sort_by(|a, b| a.0.cmp(b.0));
+    gone.into_iter()
+        .map(|((account, id), h)| PhotoOp {
+            index: 0,
+            account: account.clone(),
+            id: id.clone(),
+            etag: h.etag.clone(),
+            action: PhotoAction::Delete,
+        })
+        .collect()
 }
 
 /// The source's default account and whether it lands photos; an error for a provider
@@ -438,10 +452,16 @@ pub async fn plan_photos(p: &Pipeline, source: &str, spec: &str, mode: Mode) -> 
         .await?;
     let mut live = HashSet::new();
     for b in &contacts {
-        let (a, i) = (
-            b.column_by_name("account").unwrap().as_string::<i32>(),
-            b.column_by_name("id").unwrap().as_string::<i32>(),
-        );
+        let column = |name: &str| {
+            b.column_by_name(name)
+                .and_then(|c| c.as_string_opt::<i32>())
+                .ok_or_else(|| {
+                    Error::corrupt(format!(
+                        "the contacts table has no text column {name} (read for source {source})"
+                    ))
+                })
+        };
+        let (a, i) = (column("account")?, column("id")?);
         for r in 0..b.num_rows() {
             live.insert((a.value(r).to_string(), i.value(r).to_string()));
         }
@@ -456,164 +476,33 @@ pub async fn plan_photos(p: &Pipeline, source: &str, spec: &str, mode: Mode) -> 
     Ok(diff_photos(source, desired, invalid, &live, &landed, mode))
 }
 
-/// What a photo apply is asked to do.
-#[derive(Debug, Clone)]
-pub struct PhotoApplyOptions {
-    pub source: String,
-    /// A folder, a `.parquet` file, or SQL.
-    pub photos: String,
-    pub mode: Mode,
-    pub max_delete: Option<super::apply::MaxDelete>,
-    pub force: bool,
-    /// Draw the sync's bars, a spinner while planning and a bar of the writes on stderr
-    /// (the command line sets it on a terminal).
-    pub progress: bool,
-}
-
 /// What a photo apply did.
-#[derive(Debug, Clone)]
-pub struct PhotoApplyReport {
-    pub apply_id: String,
-    pub plan: PhotoPlan,
-    pub results: Vec<OpResult>,
-    /// What earlier applies sent and never recorded, resolved before this one wrote.
-    pub resolved: super::resolve::Resolution,
-}
+pub type PhotoApplyReport = super::apply::ApplyReport<PhotoPlan>;
 
-impl PhotoApplyReport {
-    /// Operations that did not apply (failed, conflict), invalid rows, and writes of
-    /// earlier applies whose outcome is unknown.
-    pub fn failures(&self) -> usize {
-        super::apply::failures(&self.results, self.plan.invalid.len()) + self.resolved.unknown.len()
-    }
-
-    /// The printed summary.
-    pub fn summary(&self) -> String {
-        super::apply::summarize(
-            &format!("photo apply {}", self.apply_id),
-            &self.results,
-            self.plan.invalid.len(),
-            |r| {
-                let op = &self.plan.ops[r.index];
-                format!("{} {}/{}", op.kind().as_str(), op.account, op.id)
-            },
-            "Conflicts are photos changed by someone else since their etag was read; rerun after a sync, or use --force to overwrite.",
-        ) + &self.resolved.summary_line()
-    }
-}
-
-/// Photo writes sent, and their results recorded in one commit, at a time: a photo is a
-/// request of its own (up to megabytes), so a group is smaller than a contact apply's.
-const PHOTO_GROUP: usize = 100;
-
-/// Syncs the source, plans, checks `--max-delete`, writes, records one
-/// `writeback_results` row per operation and invalid row as each group of writes ends,
-/// and syncs again.
-pub async fn apply_photos(p: &Pipeline, opts: &PhotoApplyOptions) -> Result<PhotoApplyReport> {
-    apply_photos_with(p, opts, async |_| Ok(())).await
-}
-
-/// [`apply_photos`], calling `before_writes` with the plan before anything is written:
-/// the command line shows the plan there and asks before deleting; an error from it
-/// stops the apply with nothing written.
-pub async fn apply_photos_with(
-    p: &Pipeline,
-    opts: &PhotoApplyOptions,
-    before_writes: impl AsyncFnOnce(&PhotoPlan) -> Result<()>,
-) -> Result<PhotoApplyReport> {
-    let cfg = p.source(&opts.source)?;
-    let dir = p.dir();
-    let source = crate::providers::build(cfg, &dir)?;
-    let photos = source.photos().ok_or_else(|| {
-        Error::config(format!(
-            "source {}: its provider has no contact photos to write back",
-            opts.source
-        ))
-    })?;
-    sync_first(p, &opts.source, &[], opts.progress).await?;
-    let planning = super::apply::working(opts.progress, "planning the photos");
-    let plan = plan_photos(p, &opts.source, &opts.photos, opts.mode).await?;
-    if let Some(s) = planning {
-        s.finish_and_clear();
-    }
-    check_max_delete(
-        plan.count(PhotoOpKind::Delete),
-        plan.landed,
-        "photos",
-        opts.max_delete,
-    )?;
-    before_writes(&plan).await?;
-    let apply_id = crate::sync::new_run_id();
-    let metrics = Metrics::default();
-    let lake = lake_of(p)?;
-    // Writes an earlier apply sent and never recorded, resolved against the sync above.
-    let resolved = super::resolve::resolve_unrecorded(&lake, &opts.source, None).await?;
-    resolved.log(&opts.source);
-    // Invalid rows first, then each group of writes as it ends (as contact applies do):
-    // an apply stopped halfway leaves the trail of what it sent.
-    let invalid: Vec<ResultRow> = plan
-        .invalid
-        .iter()
-        .enumerate()
-        .map(|(i, inv)| ResultRow::invalid(plan.ops.len() + i, inv))
-        .collect();
-    if !invalid.is_empty() {
-        record_rows(&lake, &apply_id, &opts.source, &invalid).await?;
-    }
-    let mut results = Vec::with_capacity(plan.ops.len());
-    let bar =
-        (opts.progress && !plan.ops.is_empty()).then(|| super::apply::write_bar(plan.ops.len()));
-    let _writing = super::apply::Writing::start();
-    for group in plan.ops.chunks(PHOTO_GROUP) {
-        // Stopped by a signal: the groups sent are recorded, no further one is sent.
-        if super::apply::stop_requested() {
-            return Err(super::apply::stopped(
-                &opts.source,
-                results.len(),
-                plan.ops.len(),
-            ));
-        }
-        // On record before it is sent, as contact applies do: a process killed while the
-        // group is in flight leaves `sent` rows for the next apply or sync to resolve.
-        let sent = super::resolve::photo_sent_rows(group);
-        record_rows(&lake, &apply_id, &opts.source, &sent).await?;
-        let done = photos.apply(group, opts.force, &metrics).await;
-        let rows: Vec<ResultRow> = done
-            .iter()
-            .map(|r| {
-                let op = &plan.ops[r.index];
-                ResultRow {
-                    op_index: r.index as i64,
-                    account: op.account.clone(),
-                    op: op.kind().as_str().into(),
-                    key: Some(format!("{}/{}", op.account, op.id)),
-                    id: Some(op.id.clone()),
-                    http_status: r.http_status.map(i64::from),
-                    result: r.outcome.as_str().into(),
-                    reason: r.reason.clone(),
-                    new_etag: r.new_etag.clone(),
-                    error: r.error.clone(),
-                }
+/// The `writeback_results` rows of photo writes' results. A result for an operation the
+/// plan does not hold is a provider's bug, said as an error rather than a panic.
+pub(crate) fn result_rows(plan: &PhotoPlan, done: &[OpResult]) -> Result<Vec<ResultRow>> {
+    done.iter()
+        .map(|r| {
+            let op = plan.ops.get(r.index).ok_or_else(|| {
+                Error::other(format!(
+                    "a photo write result names operation {} of a plan of {}",
+                    r.index,
+                    plan.ops.len()
+                ))
+            })?;
+            Ok(ResultRow {
+                op_index: r.index as i64,
+                account: op.account.clone(),
+                op: op.kind().as_str().into(),
+                key: Some(format!("{}/{}", op.account, op.id)),
+                id: Some(op.id.clone()),
+                http_status: r.http_status.map(i64::from),
+                result: r.outcome.as_str().into(),
+                reason: r.reason.clone(),
+                new_etag: r.new_etag.clone(),
+                error: r.error.clone(),
             })
-            .collect();
-        let first = group.first().map_or(0, |o| o.index);
-        super::resolve::replace_sent(&lake, &apply_id, &opts.source, &rows, first, group.len())
-            .await?;
-        results.extend(done);
-        if let Some(b) = &bar {
-            b.inc(group.len() as u64);
-        }
-    }
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    if !plan.ops.is_empty() {
-        sync_after(p, &opts.source, &[], opts.progress).await?;
-    }
-    Ok(PhotoApplyReport {
-        apply_id,
-        plan,
-        results,
-        resolved,
-    })
+        })
+        .collect()
 }

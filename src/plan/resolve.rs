@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 
 use arrow::array::{Array, AsArray};
 
-use super::apply::{ResultRow, replace_rows, result_batch, write_rows};
+use super::record::{ResultRow, result_batch, write_rows};
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::lake::{Lake, LandedPhoto, TableKind};
@@ -172,24 +172,6 @@ pub(crate) fn photo_sent_rows(group: &[PhotoOp]) -> Vec<ResultRow> {
             }
         })
         .collect()
-}
-
-/// Replaces the `sent` rows of the operations `first..first + n` of one apply with their
-/// results `rows`, in one commit.
-pub(crate) async fn replace_sent(
-    lake: &Lake,
-    apply_id: &str,
-    source: &str,
-    rows: &[ResultRow],
-    first: usize,
-    n: usize,
-) -> Result<()> {
-    let predicate = format!(
-        "apply_id = '{}' AND op_index >= {first} AND op_index < {}",
-        apply_id.replace('\'', "''"),
-        first + n
-    );
-    replace_rows(lake, apply_id, source, rows, &predicate).await
 }
 
 /// What one `sent` row asks to check.
@@ -515,8 +497,13 @@ async fn replace_still_sent(
             lake.for_each_batch_in(TableKind::WritebackResults, &t, Some(&filter), |b| {
                 let column = b
                     .column_by_name("op_index")
-                    .map(|c| c.as_primitive::<arrow::datatypes::Int64Type>().clone());
-                still.extend(column.iter().flat_map(|c| c.iter().flatten()));
+                    .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>())
+                    .ok_or_else(|| {
+                        Error::corrupt(
+                            "writeback_results: its op_index column is not whole numbers",
+                        )
+                    })?;
+                still.extend(column.iter().flatten());
                 Ok(())
             })
             .await?;
@@ -644,12 +631,14 @@ mod tests {
         };
         let aid = "20261207T000000Z-live";
         let sent_rows = [row(0, SENT), row(1, SENT), row(2, SENT)];
-        super::super::apply::record_rows(&lake, aid, "s", &sent_rows)
+        super::super::record::record_rows(&lake, aid, "s", &sent_rows)
             .await
             .unwrap();
         // The live apply records its answers to 0 and 1 after the resolution read them.
         let answers = [row(0, "conflict"), row(1, "ok")];
-        replace_sent(&lake, aid, "s", &answers, 0, 2).await.unwrap();
+        crate::plan::record::replace_group(&lake, aid, "s", &answers, 0, 2)
+            .await
+            .unwrap();
         // The resolution, from what it read before: 0 and 2 applied, 1 not.
         replace_still_sent(&lake, "s", aid, &[0, 1, 2], &[row(0, "ok"), row(2, "ok")])
             .await

@@ -23,7 +23,7 @@ use sha2::Digest;
 
 use super::review::{changes, who};
 use super::{Action, Invalid, Landed, Mode, Op, Plan, WRITABLE, as_json, field};
-use crate::error::{Error, Result};
+use crate::error::{Context as _, Error, Kind, Result};
 use crate::model::schema::ContactRecord;
 
 /// The key of the plan's description in the Parquet file's key-value metadata.
@@ -152,7 +152,7 @@ impl PlanDigest {
 }
 
 fn as_json_error(e: serde_json::Error) -> Error {
-    Error::Other(format!("a saved plan as JSON: {e}"))
+    Error::with_source(Kind::Other, "a saved plan as JSON", e)
 }
 
 pub use crate::model::write::is_insert_key;
@@ -223,7 +223,7 @@ pub fn to_batch(plan: &Plan) -> Result<RecordBatch> {
             op.desired()
                 .map(serde_json::to_string)
                 .transpose()
-                .map_err(|e| Error::Other(format!("a desired row as JSON: {e}")))?,
+                .context(Kind::Other, "a desired row as JSON")?,
         );
         row.push(None);
         reason.push(None);
@@ -292,7 +292,7 @@ pub fn write(plan: &Plan, mode: Mode, lake: &str, path: &Path) -> Result<()> {
     let step = super::desired::BATCH_ROWS;
     for start in (0..batch.num_rows()).step_by(step) {
         let len = step.min(batch.num_rows() - start);
-        for r in rows_of(&batch.slice(start, len), &Error::Other)? {
+        for r in rows_of(&batch.slice(start, len), &Error::other)? {
             d.row(&r)?;
         }
     }
@@ -303,7 +303,8 @@ pub fn write(plan: &Plan, mode: Mode, lake: &str, path: &Path) -> Result<()> {
         .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
         .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
             META_KEY.to_string(),
-            serde_json::to_string(&meta).map_err(|e| Error::Other(e.to_string()))?,
+            serde_json::to_string(&meta)
+                .context(Kind::Other, "a saved plan's description as JSON")?,
         )]))
         .build();
     let mut buf = Vec::new();
@@ -312,7 +313,9 @@ pub fn write(plan: &Plan, mode: Mode, lake: &str, path: &Path) -> Result<()> {
         w.write(&batch)?;
         w.close()?;
     }
-    let bad = |e: std::io::Error| Error::config(format!("--out {}: {e}", path.display()));
+    let bad = |e: std::io::Error| {
+        Error::with_source(Kind::Config, format!("--out {}", path.display()), e)
+    };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(bad)?;
     }
@@ -330,12 +333,14 @@ pub struct Saved {
 /// Reads a plan written by [`write`]. A file that is not one is a configuration error.
 pub fn read(path: &Path) -> Result<Saved> {
     let what = |m: String| Error::config(format!("--plan {}: {m}", path.display()));
-    let file = std::fs::File::open(path).map_err(|e| what(e.to_string()))?;
+    let shown = path.display();
+    let file =
+        std::fs::File::open(path).with_context(Kind::Config, || format!("--plan {shown}"))?;
     let builder = crate::arrow_util::caught(
         || parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file),
         parquet::errors::ParquetError::General,
     )
-    .map_err(|e| what(format!("not a Parquet file ({e})")))?;
+    .with_context(Kind::Config, || format!("--plan {shown}: not a Parquet file"))?;
     let meta = builder
         .metadata()
         .file_metadata()
@@ -343,8 +348,8 @@ pub fn read(path: &Path) -> Result<Saved> {
         .and_then(|kv| kv.iter().find(|k| k.key == META_KEY))
         .and_then(|k| k.value.clone())
         .ok_or_else(|| what("not a plan (write one with `plan --out FILE`)".into()))?;
-    let meta: PlanMeta =
-        serde_json::from_str(&meta).map_err(|e| what(format!("unreadable plan ({e})")))?;
+    let meta: PlanMeta = serde_json::from_str(&meta)
+        .with_context(Kind::Config, || format!("--plan {shown}: unreadable plan"))?;
     if meta.version != 1 {
         return Err(what(format!(
             "plan layout version {} is not one this contacts-etl reads (1)",
@@ -360,7 +365,9 @@ pub fn read(path: &Path) -> Result<Saved> {
     // are read (the count its footer claims), and as they are read (what they hold).
     // Compressed, a million rows fit in a hundred kilobytes.
     let max = super::max_plan_rows()?;
-    let too_many = || what(super::too_many_rows("the plan holds", &meta.source, max).to_string());
+    let too_many = || {
+        super::too_many_rows("the plan holds", &meta.source, max).context(format!("--plan {shown}"))
+    };
     if builder.metadata().file_metadata().num_rows() > max as i64 {
         return Err(too_many());
     }
@@ -370,9 +377,9 @@ pub fn read(path: &Path) -> Result<Saved> {
         || builder.with_batch_size(super::desired::BATCH_ROWS).build(),
         parquet::errors::ParquetError::General,
     )
-    .map_err(|e| what(format!("unreadable rows ({e})")))?;
+    .with_context(Kind::Config, || format!("--plan {shown}: unreadable rows"))?;
     for b in crate::arrow_util::CaughtBatches::new(batches) {
-        let b = b.map_err(|e| what(format!("unreadable rows ({e})")))?;
+        let b = b.with_context(Kind::Config, || format!("--plan {shown}: unreadable rows"))?;
         for r in rows_of(&b, &what)? {
             if rows.len() == max {
                 return Err(too_many());
@@ -510,113 +517,160 @@ impl Saved {
             ..Default::default()
         };
         let mut moved: Vec<String> = Vec::new();
-        let bad = |m: String| Error::config(format!("the saved plan is damaged: {m}"));
         for r in &self.rows {
-            let desired = || -> Result<ContactRecord> {
-                let text = r
-                    .desired
-                    .as_deref()
-                    .ok_or_else(|| bad(format!("{} {} has no desired row", r.kind, r.account)))?;
-                serde_json::from_str(text).map_err(|e| bad(e.to_string()))
-            };
-            let index = plan.ops.len();
-            let account = r.account.clone();
-            if r.kind == "invalid" {
-                plan.invalid.push(Invalid {
-                    row: r.row.unwrap_or(1).max(1) as usize - 1,
-                    account,
-                    id: r.id.clone(),
-                    reason: r.reason.clone().unwrap_or_default(),
-                });
-                continue;
+            match replan_row(r, plan.ops.len(), landed, &by_id)? {
+                Replanned::Invalid(inv) => plan.invalid.push(inv),
+                Replanned::Op(op) => plan.ops.push(*op),
+                Replanned::Moved(what) => moved.push(what),
             }
-            let key = r
-                .key
-                .clone()
-                .ok_or_else(|| bad(format!("{} {account} has no key", r.kind)))?;
-            if r.kind == "insert" {
-                if !is_insert_key(&key) {
-                    return Err(bad(format!(
-                        "insert {account}: key {key:?} is not one contacts-etl makes (cetl- and 20 hex digits)"
-                    )));
-                }
-                if landed.keys.contains(&key) {
-                    moved.push(format!(
-                        "insert {account}/(new) {key}: a contact with its key exists now (was this plan applied already?)"
-                    ));
-                    continue;
-                }
-                plan.ops.push(Op {
-                    index,
-                    account,
-                    key,
-                    action: Action::Insert {
-                        desired: desired()?,
-                    },
-                });
-                continue;
-            }
-            let id =
-                r.id.clone()
-                    .ok_or_else(|| bad(format!("{} {account} has no id", r.kind)))?;
-            if key != format!("{account}/{id}") {
-                return Err(bad(format!(
-                    "{} {account}/{id}: key {key:?} is not the operation's (account/id)",
-                    r.kind
-                )));
-            }
-            let Some(now) = by_id.get(&(account.as_str(), id.as_str())).copied() else {
-                moved.push(format!("{} {account}/{id}: deleted since the plan", r.kind));
-                continue;
-            };
-            if now.etag != r.landed_etag {
-                moved.push(format!(
-                    "{} {account}/{id}: etag {} → {}",
-                    r.kind,
-                    r.landed_etag.as_deref().unwrap_or("(none)"),
-                    now.etag.as_deref().unwrap_or("(none)")
-                ));
-                continue;
-            }
-            if r.landed_fingerprint.as_deref() != Some(fingerprint(now).as_str()) {
-                moved.push(format!("{} {account}/{id}: its values changed", r.kind));
-                continue;
-            }
-            let action = match r.kind.as_str() {
-                "update" => Action::Update {
-                    id,
-                    etag: r.etag.clone(),
-                    desired: desired()?,
-                    landed: now.clone(),
-                    changed: r.changed.clone(),
-                },
-                "delete" => Action::Delete {
-                    id,
-                    etag: r.etag.clone(),
-                    landed: now.clone(),
-                },
-                k => return Err(bad(format!("unknown kind {k:?}"))),
-            };
-            plan.ops.push(Op {
-                index,
-                account,
-                key,
-                action,
-            });
         }
         if !moved.is_empty() {
-            let n = moved.len();
-            let mut list: Vec<String> = moved.into_iter().take(20).collect();
-            if n > 20 {
-                list.push(format!("… and {} more", n - 20));
-            }
-            return Err(Error::config(format!(
-                "refusing to start: {n} contact(s) of the saved plan changed since it was made, so it is not what was reviewed; nothing was written. Make and review a new plan.\n  {}",
-                list.join("\n  ")
-            )));
+            return Err(refuse_moved(moved));
         }
         Ok(plan)
     }
+}
+
+/// What a saved plan's row is against the landed contacts now.
+enum Replanned {
+    /// An invalid desired row, as the plan showed it.
+    Invalid(Invalid),
+    /// An operation, still what was reviewed (boxed: an operation holds two contacts).
+    Op(Box<Op>),
+    /// The contact it touches moved since the plan was made: why.
+    Moved(String),
+}
+
+/// An error for a saved plan whose file does not hold what `plan --out` writes.
+fn damaged(what: String) -> Error {
+    Error::config(format!("the saved plan is damaged: {what}"))
+}
+
+/// Row `r` of a saved plan checked against the landed contacts (`by_id`, and the insert
+/// keys of `landed`), as operation `index` if it is one.
+fn replan_row(
+    r: &Row,
+    index: usize,
+    landed: &Landed,
+    by_id: &HashMap<(&str, &str), &ContactRecord>,
+) -> Result<Replanned> {
+    let account = r.account.clone();
+    if r.kind == "invalid" {
+        return Ok(Replanned::Invalid(Invalid {
+            row: r.row.unwrap_or(1).max(1) as usize - 1,
+            account,
+            id: r.id.clone(),
+            reason: r.reason.clone().unwrap_or_default(),
+        }));
+    }
+    let key = r
+        .key
+        .clone()
+        .ok_or_else(|| damaged(format!("{} {account} has no key", r.kind)))?;
+    if r.kind == "insert" {
+        if !is_insert_key(&key) {
+            return Err(damaged(format!(
+                "insert {account}: key {key:?} is not one contacts-etl makes (cetl- and 20 hex digits)"
+            )));
+        }
+        if landed.keys.contains(&key) {
+            return Ok(Replanned::Moved(format!(
+                "insert {account}/(new) {key}: a contact with its key exists now (was this plan applied already?)"
+            )));
+        }
+        let desired = desired_of(r)?;
+        return Ok(Replanned::Op(Box::new(Op {
+            index,
+            account,
+            key,
+            action: Action::Insert { desired },
+        })));
+    }
+    let id =
+        r.id.clone()
+            .ok_or_else(|| damaged(format!("{} {account} has no id", r.kind)))?;
+    if key != format!("{account}/{id}") {
+        return Err(damaged(format!(
+            "{} {account}/{id}: key {key:?} is not the operation's (account/id)",
+            r.kind
+        )));
+    }
+    let Some(now) = by_id.get(&(account.as_str(), id.as_str())).copied() else {
+        return Ok(Replanned::Moved(format!(
+            "{} {account}/{id}: deleted since the plan",
+            r.kind
+        )));
+    };
+    if let Some(why) = moved_since(r, now) {
+        return Ok(Replanned::Moved(format!(
+            "{} {account}/{id}: {why}",
+            r.kind
+        )));
+    }
+    let action = match r.kind.as_str() {
+        "update" => Action::Update {
+            id,
+            etag: r.etag.clone(),
+            desired: desired_of(r)?,
+            landed: now.clone(),
+            changed: r.changed.clone(),
+        },
+        "delete" => Action::Delete {
+            id,
+            etag: r.etag.clone(),
+            landed: now.clone(),
+        },
+        k => return Err(damaged(format!("unknown kind {k:?}"))),
+    };
+    Ok(Replanned::Op(Box::new(Op {
+        index,
+        account,
+        key,
+        action,
+    })))
+}
+
+/// How the landed contact `now` moved since the plan saw it (its etag, or its values),
+/// if it did.
+fn moved_since(r: &Row, now: &ContactRecord) -> Option<String> {
+    if now.etag != r.landed_etag {
+        return Some(format!(
+            "etag {} → {}",
+            r.landed_etag.as_deref().unwrap_or("(none)"),
+            now.etag.as_deref().unwrap_or("(none)")
+        ));
+    }
+    if r.landed_fingerprint.as_deref() != Some(fingerprint(now).as_str()) {
+        return Some("its values changed".into());
+    }
+    None
+}
+
+/// The desired contact of an insert or update row.
+fn desired_of(r: &Row) -> Result<ContactRecord> {
+    let text = r
+        .desired
+        .as_deref()
+        .ok_or_else(|| damaged(format!("{} {} has no desired row", r.kind, r.account)))?;
+    serde_json::from_str(text).with_context(Kind::Config, || {
+        format!(
+            "the saved plan is damaged: the desired row of {} {}",
+            r.kind, r.account
+        )
+    })
+}
+
+/// The refusal of a saved plan whose contacts moved, naming the first 20.
+fn refuse_moved(moved: Vec<String>) -> Error {
+    let n = moved.len();
+    let mut list: Vec<String> = moved.into_iter().take(20).collect();
+    if n > 20 {
+        list.push(format!("… and {} more", n - 20));
+    }
+    Error::config(format!(
+        "refusing to start: {n} contact(s) of the saved plan changed since it was made, so it is not what was reviewed; nothing was written. Make and review a new plan.\n  {}",
+        list.join("\n  ")
+    ))
 }
 
 #[cfg(test)]

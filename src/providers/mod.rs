@@ -7,6 +7,7 @@
 pub mod aurinko;
 pub mod carddav;
 pub mod google;
+pub mod google_directory;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use contacts_etl::config::Pipeline;
 use contacts_etl::plan::Mode;
-use contacts_etl::plan::apply::{ApplyOptions, apply, plan};
+use contacts_etl::plan::apply::{Apply, FromDesired, plan};
 use rand::Rng;
 use serde_json::Value;
 
@@ -994,15 +994,11 @@ async fn count(p: &Path, sql: &str) -> i64 {
     n.as_primitive::<arrow::datatypes::Int64Type>().value(0)
 }
 
-/// Apply options for a desired state.
-fn opts(desired: &str, mode: Mode, force: bool) -> ApplyOptions {
-    ApplyOptions {
-        source: SOURCE.into(),
-        desired: desired.into(),
-        mode,
-        max_delete: None,
-        force,
-    }
+/// An apply of a desired state to the source, to await.
+fn opts<'a>(p: &'a Pipeline, desired: &str, mode: Mode, force: bool) -> Apply<'a, FromDesired> {
+    Apply::desired(p, SOURCE, desired)
+        .with_mode(mode)
+        .with_force(force)
 }
 
 /// Write-back round trip: an update of every contact's note and a second e-mail, inserts
@@ -1026,6 +1022,21 @@ pub async fn write_back(kind: Kind) {
         .map(|l| (l["id"].as_str().unwrap().to_string(), l))
         .collect();
 
+    let update = write_back_update(&s, &book, &pipeline, &before).await;
+    let insert = write_back_inserts(&s, &book, &pipeline).await;
+    write_back_delete(&s, &book, &p, &pipeline).await;
+    write_back_settles(&s, &book, &p, &pipeline, &update, &insert).await;
+    write_back_conflict(&s, &book, dir.path(), &p, &pipeline).await;
+}
+
+/// The update of [`write_back`]: every contact's note and e-mails written, and every
+/// line it did not manage as the server held it. Returns the desired state's query.
+async fn write_back_update(
+    s: &Server,
+    book: &str,
+    pipeline: &Pipeline,
+    before: &BTreeMap<String, Value>,
+) -> String {
     // Update: the note, and the e-mails: the first (the grouped one with its label and an
     // unknown parameter) kept, a second one (some contacts have it) dropped, one added.
     // (The first is rebuilt field by field: make_array of a landed struct and a literal one
@@ -1036,12 +1047,10 @@ pub async fn write_back(kind: Kind) {
          make_array(named_struct('address', get_field(emails[1], 'address'), 'type', get_field(emails[1], 'type'), 'label', get_field(emails[1], 'label'), 'primary', get_field(emails[1], 'primary'), 'display_name', get_field(emails[1], 'display_name')), named_struct('address', concat(id, '@wb.example'), 'type', 'work', 'label', CAST(NULL AS VARCHAR), 'primary', CAST(NULL AS BOOLEAN), 'display_name', CAST(NULL AS VARCHAR))) AS emails \
          FROM contacts WHERE source = '{SOURCE}' AND id LIKE 'contact-%'"
     );
-    let report = apply(&pipeline, &opts(&update, Mode::Update, false))
-        .await
-        .unwrap();
+    let report = opts(pipeline, &update, Mode::Update, false).await.unwrap();
     assert_eq!(report.failures(), 0, "{}", report.summary());
     assert_eq!(report.results.len(), 12, "{}", report.summary());
-    for l in s.list(&book) {
+    for l in s.list(book) {
         let id = l["id"].as_str().unwrap();
         assert_eq!(
             l["notes"].as_str(),
@@ -1087,79 +1096,97 @@ pub async fn write_back(kind: Kind) {
         }
     }
 
+    update
+}
+
+/// The inserts of [`write_back`], applied twice: one contact each. Returns the desired
+/// state's query.
+async fn write_back_inserts(s: &Server, book: &str, pipeline: &Pipeline) -> String {
     // Inserts, applied twice: one contact each.
     let insert = (0..3)
         .map(|x| {
             format!(
                 "SELECT '{}' AS account, CAST(NULL AS VARCHAR) AS id, CAST(NULL AS VARCHAR) AS etag, \
                  'Neu Eingefügt {x}' AS display_name, 'inserted' AS notes",
-                account_of(&book)
+                account_of(book)
             )
         })
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
     for _ in 0..2 {
-        let r = apply(&pipeline, &opts(&insert, Mode::Upsert, false))
-            .await
-            .unwrap();
+        let r = opts(pipeline, &insert, Mode::Upsert, false).await.unwrap();
         assert_eq!(r.failures(), 0, "{}", r.summary());
     }
-    let listed = s.list(&book);
+    let listed = s.list(book);
     let inserted: Vec<&Value> = listed
         .iter()
         .filter(|l| l["notes"].as_str() == Some("inserted"))
         .collect();
     assert_eq!(inserted.len(), 3, "{listed:#?}");
 
+    insert
+}
+
+/// The delete of [`write_back`]: a mirror without one contact deletes it.
+async fn write_back_delete(s: &Server, book: &str, p: &Path, pipeline: &Pipeline) {
     // A delete.
     let victim = name_of(4);
     let delete = format!(
         "SELECT account, id, etag, display_name FROM contacts WHERE source = '{SOURCE}' AND id <> '{victim}'"
     );
-    assert_ok(&sync(&p, false).await);
-    let r = apply(&pipeline, &opts(&delete, Mode::Mirror, false))
-        .await
-        .unwrap();
+    assert_ok(&sync(p, false).await);
+    let r = opts(pipeline, &delete, Mode::Mirror, false).await.unwrap();
     assert_eq!(r.failures(), 0, "{}", r.summary());
-    assert!(s.list(&book).iter().all(|l| l["id"] != victim.as_str()));
+    assert!(s.list(book).iter().all(|l| l["id"] != victim.as_str()));
+}
 
-    let r = sync(&p, false).await;
+/// After [`write_back`]'s writes, a sync lands the server's state, and the same plans
+/// again are empty.
+async fn write_back_settles(
+    s: &Server,
+    book: &str,
+    p: &Path,
+    pipeline: &Pipeline,
+    update: &str,
+    insert: &str,
+) {
+    let r = sync(p, false).await;
     assert_ok(&r);
-    assert_lake_equals_server(&s, &p, &[&book], "after write-back and a sync");
-    let again = plan(&pipeline, SOURCE, &update, Mode::Update)
-        .await
-        .unwrap();
+    assert_lake_equals_server(s, p, &[book], "after write-back and a sync");
+    let again = plan(pipeline, SOURCE, update, Mode::Update).await.unwrap();
     assert!(
         again.ops.is_empty(),
         "a second plan should be empty:\n{}",
         again.render(5)
     );
-    let again = plan(&pipeline, SOURCE, &insert, Mode::Upsert)
-        .await
-        .unwrap();
+    let again = plan(pipeline, SOURCE, insert, Mode::Upsert).await.unwrap();
     assert!(
         again.ops.is_empty(),
         "a second insert plan should be empty:\n{}",
         again.render(5)
     );
+}
 
+/// [`write_back`]'s conflict: a contact edited on the server after the desired state
+/// was saved is a `conflict`, and `--force` writes over it, keeping the other fields.
+async fn write_back_conflict(s: &Server, book: &str, dir: &Path, p: &Path, pipeline: &Pipeline) {
     // Conflict: a desired state (with the etag it was based on) saved, then someone edits
     // contact 1 on the server.
     let other = name_of(1);
-    let lake = contacts_etl::sync::lake_of(&pipeline).unwrap();
+    let lake = contacts_etl::sync::lake_of(pipeline).unwrap();
     let batches = contacts_etl::sql::query(
         &lake,
         &format!("SELECT account, id, etag, 'mine' AS notes FROM contacts WHERE source = '{SOURCE}' AND id = '{other}'"),
     )
     .await
     .unwrap();
-    let file = dir.path().join("desired.parquet");
+    let file = dir.join("desired.parquet");
     contacts_etl::sql::write_parquet(&lake, &batches, file.to_str().unwrap())
         .await
         .unwrap();
     let set_note = file.to_str().unwrap().to_string();
-    s.put(&book, &other, &vcard(1, 77)).await;
-    let r = apply(&pipeline, &opts(&set_note, Mode::Update, false))
+    s.put(book, &other, &vcard(1, 77)).await;
+    let r = opts(pipeline, &set_note, Mode::Update, false)
         .await
         .unwrap();
     assert_eq!(r.results.len(), 1);
@@ -1170,7 +1197,7 @@ pub async fn write_back(kind: Kind) {
         r.summary()
     );
     let held = s
-        .list(&book)
+        .list(book)
         .into_iter()
         .find(|l| l["id"] == other.as_str())
         .unwrap();
@@ -1178,12 +1205,10 @@ pub async fn write_back(kind: Kind) {
         held["display_name"].as_str().unwrap().ends_with("r77"),
         "the other writer's version stays"
     );
-    let r = apply(&pipeline, &opts(&set_note, Mode::Update, true))
-        .await
-        .unwrap();
+    let r = opts(pipeline, &set_note, Mode::Update, true).await.unwrap();
     assert_eq!(r.failures(), 0, "{}", r.summary());
     let held = s
-        .list(&book)
+        .list(book)
         .into_iter()
         .find(|l| l["id"] == other.as_str())
         .unwrap();
@@ -1193,7 +1218,7 @@ pub async fn write_back(kind: Kind) {
         "--force keeps the other writer's other fields"
     );
     let conflicts = count(
-        &p,
+        p,
         "SELECT count(*) FROM writeback_results WHERE result = 'conflict'",
     )
     .await;
@@ -1293,9 +1318,7 @@ pub async fn notes_update_keeps_every_other_line(kind: Kind) {
         "SELECT account, id, etag, concat('[notes] ', id) AS notes FROM contacts WHERE source = '{SOURCE}'"
     );
     let pipeline = Pipeline::load(&p).unwrap();
-    let report = apply(&pipeline, &opts(&update, Mode::Update, false))
-        .await
-        .unwrap();
+    let report = opts(&pipeline, &update, Mode::Update, false).await.unwrap();
     assert_eq!(report.failures(), 0, "{}", report.summary());
     assert_eq!(
         report.results.len(),
@@ -1407,9 +1430,7 @@ pub async fn property_injection(kind: Kind) {
     let update = format!(
         "SELECT account, id, etag, {note} AS notes FROM contacts WHERE source = '{SOURCE}'"
     );
-    let report = apply(&pipeline, &opts(&update, Mode::Update, false))
-        .await
-        .unwrap();
+    let report = opts(&pipeline, &update, Mode::Update, false).await.unwrap();
     assert_eq!(report.failures(), 0, "{}", report.summary());
     assert_eq!(report.results.len(), 4, "{}", report.summary());
     let want_note = "a; b, c \\ d\nEMAIL:injected@evil.example\nX-CONTACTS-ETL-KEY:cetl-forged\nEND:VCARD\nBEGIN:VCARD";
@@ -1444,7 +1465,7 @@ pub async fn property_injection(kind: Kind) {
     ] {
         let desired =
             format!("SELECT account, id, etag, {bad} FROM contacts WHERE source = '{SOURCE}'");
-        let report = apply(&pipeline, &opts(&desired, Mode::Update, false))
+        let report = opts(&pipeline, &desired, Mode::Update, false)
             .await
             .unwrap();
         assert!(report.results.is_empty(), "{}", report.summary());

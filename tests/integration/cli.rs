@@ -410,3 +410,38 @@ fn the_dev_dependencies_change_no_feature_of_the_build() {
         changed.join("\n")
     );
 }
+
+/// A bug reaches the user as one line, not an executor's backtrace: a panic inside a
+/// runtime task (`debug-panic`, hidden from --help) prints one `internal error` line
+/// naming where, the version and where to report it, and the process exits 101.
+#[test]
+fn a_panic_is_one_bug_report_line_and_exit_101() {
+    let out = Command::new(crate::bin())
+        .arg("debug-panic")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(101), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    let line = lines[0];
+    assert!(
+        line.starts_with("error: internal error at src/cli/debug.rs:"),
+        "{line}"
+    );
+    assert!(line.contains("index out of bounds"), "{line}");
+    assert!(line.contains(env!("CARGO_PKG_VERSION")), "{line}");
+    assert!(line.contains("issue tracker"), "{line}");
+    assert!(
+        !line.contains("stack backtrace") && !line.contains("tokio"),
+        "{line}"
+    );
+    // Not a command for users.
+    let help = Command::new(crate::bin()).arg("--help").output().unwrap();
+    assert!(
+        !String::from_utf8(help.stdout)
+            .unwrap()
+            .contains("debug-panic")
+    );
+}

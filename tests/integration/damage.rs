@@ -320,6 +320,48 @@ async fn counts_come_from_the_data_and_a_missing_data_file_is_named() {
     }
 }
 
+/// A bit flipped anywhere in a data file (a Snappy page carries no checksum of its own,
+/// and most flips read back as other values) fails a query naming the file: never a
+/// changed value with exit 0. The file put back, the same query answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bit_flipped_in_a_data_file_fails_the_read_naming_the_file() {
+    let emu = Emulator::start(google_only(300)).await.unwrap();
+    let base = tempfile::tempdir().unwrap();
+    let p = write_pipeline(base.path(), &emu, &PipelineSpec::default());
+    assert_ok(&sync(&p, false).await);
+    let dir = copy_of(base.path());
+    let files = data_files(&dir.path().join("lake/contacts"));
+    let victim = files
+        .iter()
+        .max_by_key(|f| std::fs::metadata(f).unwrap().len())
+        .unwrap();
+    let name = victim.file_name().unwrap().to_string_lossy().into_owned();
+    let original = std::fs::read(victim).unwrap();
+    let all = ["query", "SELECT * FROM contacts", "--format", "csv"];
+    let (code, before, err) = run(dir.path(), &all).await;
+    assert_eq!(code, Some(0), "{err}");
+    // Spread over the file: its first and last bytes, pages, and the footer.
+    let n = original.len();
+    let mut at: Vec<usize> = (0..20).map(|i| i * (n - 1) / 19).collect();
+    at.extend([4, n / 2 + 1, n - 9, n - 5]);
+    for (i, &at) in at.iter().enumerate() {
+        let mut bad = original.clone();
+        bad[at] ^= 1 << (i % 8);
+        std::fs::write(victim, &bad).unwrap();
+        let (code, out, err) = run(dir.path(), &all).await;
+        assert!(
+            code == Some(1) && err.contains(&name) && err.contains("damaged"),
+            "a flip at byte {at} of {n}: exit {code:?}, {} bytes out; stderr: {err}",
+            out.len()
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    std::fs::write(victim, &original).unwrap();
+    let (code, after, err) = run(dir.path(), &all).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(after, before);
+}
+
 /// A garbled line in a table's log is one error line naming the log file: no panic, no
 /// backtrace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

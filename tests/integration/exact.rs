@@ -5,21 +5,16 @@
 
 use contacts_etl::config::Pipeline;
 use contacts_etl::emulator::{Emulator, EmulatorConfig};
-use contacts_etl::plan::apply::{ApplyOptions, apply, plan};
+use contacts_etl::plan::apply::{Apply, FromDesired, plan};
 use contacts_etl::plan::{KEY_PROPERTY, Mode, WRITABLE};
 use contacts_etl::schema::ContactRecord;
 use serde_json::Value;
 
 use crate::{PipelineSpec, assert_lake_matches, assert_ok, sync, write_pipeline};
 
-fn opts(source: &str, desired: &str, mode: Mode) -> ApplyOptions {
-    ApplyOptions {
-        source: source.into(),
-        desired: desired.into(),
-        mode,
-        max_delete: None,
-        force: false,
-    }
+/// An apply of `desired` to `source` of `p` in `mode`, to set further and await.
+fn opts<'a>(p: &'a Pipeline, source: &str, desired: &str, mode: Mode) -> Apply<'a, FromDesired> {
+    Apply::desired(p, source, desired).with_mode(mode)
 }
 
 /// What write-back can say of a contact: no identity, server fields, lineage or key.
@@ -180,7 +175,7 @@ async fn a_thousand_note_updates_apply_in_ten_batches_whatever_the_contacts_hold
     assert!(pl.invalid.is_empty(), "{}", pl.render(5));
     assert_eq!(pl.ops.len(), 1000);
     emu.reset_stats();
-    let report = apply(&pipeline, &opts("shared", desired, Mode::Update))
+    let report = opts(&pipeline, "shared", desired, Mode::Update)
         .await
         .unwrap();
     assert_eq!(report.failures(), 0, "{}", report.summary());
@@ -261,9 +256,7 @@ async fn aurinko_updates_change_only_what_the_desired_state_names() {
     let desired = "SELECT account, id, etag, concat('G-', coalesce(given_name, '')) AS given_name, \
                    concat('F-', coalesce(family_name, '')) AS family_name, 'new notes' AS notes \
                    FROM contacts WHERE source = 'crm'";
-    let report = apply(&pipeline, &opts("crm", desired, Mode::Update))
-        .await
-        .unwrap();
+    let report = opts(&pipeline, "crm", desired, Mode::Update).await.unwrap();
     assert_eq!(report.failures(), 0, "{}", report.summary());
     assert_eq!(report.results.len(), ids.len());
     for (id, mut want) in ids.iter().zip(before) {
@@ -288,7 +281,7 @@ async fn aurinko_updates_change_only_what_the_desired_state_names() {
 /// lake-only columns absent or null, plans and applies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desired_tables_need_only_the_contact_columns() {
-    use arrow::array::{ArrayRef, BooleanArray, StringArray, TimestampMicrosecondArray};
+    use arrow::array::{ArrayRef, StringArray};
     use std::sync::Arc;
     let emu = Emulator::start(crate::google_only(50)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -296,72 +289,9 @@ async fn desired_tables_need_only_the_contact_columns() {
     assert_ok(&sync(&p, false).await);
     let truth = emu.google_truth().contacts;
     let domain = emu.config().google_domain.clone();
-    let write = |name: &str, cols: Vec<(&str, ArrayRef)>| {
-        let batch = arrow::array::RecordBatch::try_from_iter(cols).unwrap();
-        let path = dir.path().join(name);
-        let mut w = parquet::arrow::ArrowWriter::try_new(
-            std::fs::File::create(&path).unwrap(),
-            batch.schema(),
-            None,
-        )
-        .unwrap();
-        w.write(&batch).unwrap();
-        w.close().unwrap();
-        path.to_string_lossy().into_owned()
-    };
-    // Without lineage columns.
-    let bare = write(
-        "bare.parquet",
-        vec![
-            (
-                "account",
-                Arc::new(StringArray::from(vec![domain.as_str(), domain.as_str()])) as ArrayRef,
-            ),
-            (
-                "id",
-                Arc::new(StringArray::from(vec![Some(truth[0].id.as_str()), None])) as ArrayRef,
-            ),
-            (
-                "given_name",
-                Arc::new(StringArray::from(vec!["Renamed", "Newcomer"])) as ArrayRef,
-            ),
-        ],
-    );
-    // With them, all null.
-    let nulls = write(
-        "nulls.parquet",
-        vec![
-            (
-                "account",
-                Arc::new(StringArray::from(vec![domain.as_str(), domain.as_str()])) as ArrayRef,
-            ),
-            (
-                "id",
-                Arc::new(StringArray::from(vec![Some(truth[0].id.as_str()), None])) as ArrayRef,
-            ),
-            (
-                "given_name",
-                Arc::new(StringArray::from(vec!["Renamed", "Newcomer"])) as ArrayRef,
-            ),
-            (
-                "_run_id",
-                Arc::new(StringArray::from(vec![None::<&str>, None])) as ArrayRef,
-            ),
-            (
-                "_synced_at",
-                Arc::new(TimestampMicrosecondArray::from(vec![None, None]).with_timezone("UTC"))
-                    as ArrayRef,
-            ),
-            (
-                "deleted",
-                Arc::new(BooleanArray::from(vec![None, None])) as ArrayRef,
-            ),
-            (
-                "source",
-                Arc::new(StringArray::from(vec![None::<&str>, None])) as ArrayRef,
-            ),
-        ],
-    );
+    let write =
+        |name: &str, cols: Vec<(&str, ArrayRef)>| write_columns(&dir.path().join(name), cols);
+    let (bare, nulls) = with_and_without_lineage(dir.path(), &domain, &truth[0].id);
     let pipeline = Pipeline::load(&p).unwrap();
     for desired in [&bare, &nulls] {
         let pl = plan(&pipeline, "shared", desired, Mode::Upsert)
@@ -378,7 +308,7 @@ async fn desired_tables_need_only_the_contact_columns() {
             pl.render(5)
         );
     }
-    let report = apply(&pipeline, &opts("shared", &nulls, Mode::Upsert))
+    let report = opts(&pipeline, "shared", &nulls, Mode::Upsert)
         .await
         .unwrap();
     assert_eq!(report.failures(), 0, "{}", report.summary());
@@ -426,6 +356,82 @@ async fn desired_tables_need_only_the_contact_columns() {
         "{e}"
     );
     assert_lake_matches(&p, &emu).await;
+}
+
+/// A Parquet file at `path` of these columns; returns its path as text.
+fn write_columns(path: &std::path::Path, cols: Vec<(&str, arrow::array::ArrayRef)>) -> String {
+    let batch = arrow::array::RecordBatch::try_from_iter(cols).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(path).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// Two desired files in `dir`, each an update of contact `id` and an insert: one without
+/// the lineage columns, one with them all null.
+fn with_and_without_lineage(dir: &std::path::Path, domain: &str, id: &str) -> (String, String) {
+    use arrow::array::{ArrayRef, BooleanArray, StringArray, TimestampMicrosecondArray};
+    use std::sync::Arc;
+    let write = |name: &str, cols: Vec<(&str, ArrayRef)>| write_columns(&dir.join(name), cols);
+    // Without lineage columns.
+    let bare = write(
+        "bare.parquet",
+        vec![
+            (
+                "account",
+                Arc::new(StringArray::from(vec![domain, domain])) as ArrayRef,
+            ),
+            (
+                "id",
+                Arc::new(StringArray::from(vec![Some(id), None])) as ArrayRef,
+            ),
+            (
+                "given_name",
+                Arc::new(StringArray::from(vec!["Renamed", "Newcomer"])) as ArrayRef,
+            ),
+        ],
+    );
+    // With them, all null.
+    let nulls = write(
+        "nulls.parquet",
+        vec![
+            (
+                "account",
+                Arc::new(StringArray::from(vec![domain, domain])) as ArrayRef,
+            ),
+            (
+                "id",
+                Arc::new(StringArray::from(vec![Some(id), None])) as ArrayRef,
+            ),
+            (
+                "given_name",
+                Arc::new(StringArray::from(vec!["Renamed", "Newcomer"])) as ArrayRef,
+            ),
+            (
+                "_run_id",
+                Arc::new(StringArray::from(vec![None::<&str>, None])) as ArrayRef,
+            ),
+            (
+                "_synced_at",
+                Arc::new(TimestampMicrosecondArray::from(vec![None, None]).with_timezone("UTC"))
+                    as ArrayRef,
+            ),
+            (
+                "deleted",
+                Arc::new(BooleanArray::from(vec![None, None])) as ArrayRef,
+            ),
+            (
+                "source",
+                Arc::new(StringArray::from(vec![None::<&str>, None])) as ArrayRef,
+            ),
+        ],
+    );
+    (bare, nulls)
 }
 
 /// A restarted emulator (same seed, so the same contacts it began with) never issued the

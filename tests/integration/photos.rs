@@ -10,9 +10,8 @@ use contacts_etl::config::Pipeline;
 use contacts_etl::emulator::{Emulator, EmulatorConfig};
 use contacts_etl::lake::TableKind;
 use contacts_etl::plan::Mode;
-use contacts_etl::plan::photos::{
-    PhotoApplyOptions, PhotoOpKind, PhotoPlan, apply_photos, apply_photos_with, plan_photos,
-};
+use contacts_etl::plan::apply::Apply;
+use contacts_etl::plan::photos::{PhotoOpKind, plan_photos};
 
 use crate::{PipelineSpec, assert_lake_matches, assert_ok, google_only, sync, write_pipeline};
 
@@ -324,35 +323,18 @@ async fn photo_write_back_puts_and_deletes_with_etags_and_a_stale_etag_is_a_conf
         .unwrap();
     assert_eq!(mirror.count(PhotoOpKind::Delete), with.len() - 2);
     emu.reset_stats();
-    let err = apply_photos(
-        &pipeline,
-        &PhotoApplyOptions {
-            source: "shared".into(),
-            photos: spec.into(),
-            mode: Mode::Mirror,
-            max_delete: Some("5".parse().unwrap()),
-            force: false,
-            progress: false,
-        },
-    )
-    .await
-    .unwrap_err();
+    let err = Apply::photos(&pipeline, "shared", spec)
+        .with_mode(Mode::Mirror)
+        .with_max_delete(Some("5".parse().unwrap()))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("--max-delete"), "{err}");
     assert!(!emu.stats().contains_key("google.photo"));
 
-    let report = apply_photos(
-        &pipeline,
-        &PhotoApplyOptions {
-            source: "shared".into(),
-            photos: spec.into(),
-            mode: Mode::Upsert,
-            max_delete: None,
-            force: false,
-            progress: false,
-        },
-    )
-    .await
-    .unwrap();
+    let report = Apply::photos(&pipeline, "shared", spec)
+        .with_mode(Mode::Upsert)
+        .await
+        .unwrap();
     assert_eq!(
         report
             .results
@@ -380,11 +362,23 @@ async fn photo_write_back_puts_and_deletes_with_etags_and_a_stale_etag_is_a_conf
     );
     assert_eq!(rows.iter().filter(|r| r.2 == "invalid").count(), 2);
 
-    // A desired state computed from an old etag: someone changed the photo since.
-    let landed = landed_photos(&p).await;
+    a_stale_photo_etag_conflicts_until_forced(&emu, dir.path(), &p, &with).await;
+}
+
+/// A desired state computed from an old etag: someone changed the photo since. It is a
+/// conflict (412) and the other party's photo is kept, beside a removal that happens;
+/// `--force` then overwrites the conflict.
+async fn a_stale_photo_etag_conflicts_until_forced(
+    emu: &Emulator,
+    dir: &std::path::Path,
+    p: &std::path::Path,
+    with: &[String],
+) {
+    let pipeline = Pipeline::load(p).unwrap();
+    let landed = landed_photos(p).await;
     let old_etag = landed[&with[2]].0.clone();
-    change_photo_upstream(&emu, &with[2], Some(b"\x89PNG someone else".to_vec())).await;
-    let desired = dir.path().join("desired.parquet");
+    change_photo_upstream(emu, &with[2], Some(b"\x89PNG someone else".to_vec())).await;
+    let desired = dir.join("desired.parquet");
     write_desired_parquet(
         &desired,
         &[
@@ -396,15 +390,9 @@ async fn photo_write_back_puts_and_deletes_with_etags_and_a_stale_etag_is_a_conf
             (with[3].as_str(), None, None),
         ],
     );
-    let opts = PhotoApplyOptions {
-        source: "shared".into(),
-        photos: desired.to_str().unwrap().into(),
-        mode: Mode::Upsert,
-        max_delete: None,
-        force: false,
-        progress: false,
-    };
-    let report = apply_photos(&pipeline, &opts).await.unwrap();
+    let apply =
+        || Apply::photos(&pipeline, "shared", desired.to_str().unwrap()).with_mode(Mode::Upsert);
+    let report = apply().await.unwrap();
     let by_id = |id: &str| {
         let op = report.plan.ops.iter().find(|o| o.id == id).unwrap();
         report
@@ -432,27 +420,18 @@ async fn photo_write_back_puts_and_deletes_with_etags_and_a_stale_etag_is_a_conf
     let truth = emu.google_photos();
     assert_eq!(truth[&with[2]].1, b"\x89PNG someone else".to_vec());
     assert!(!truth.contains_key(&with[3]));
-    let rows = writeback_rows(&p, &report.apply_id).await;
+    let rows = writeback_rows(p, &report.apply_id).await;
     assert!(rows.contains(&("photo_put".into(), with[2].clone(), "conflict".into())));
     assert!(rows.contains(&("photo_delete".into(), with[3].clone(), "ok".into())));
-    assert_photos_match(&p, &emu).await;
+    assert_photos_match(p, emu).await;
 
     // --force overwrites the conflict; the removal is already done.
-    let report = apply_photos(
-        &pipeline,
-        &PhotoApplyOptions {
-            force: true,
-            progress: false,
-            ..opts
-        },
-    )
-    .await
-    .unwrap();
+    let report = apply().with_force(true).await.unwrap();
     assert_eq!(report.failures(), 0, "{}", report.summary());
     assert_eq!(report.plan.ops.len(), 1, "{}", report.plan.render(5));
     assert_eq!(emu.google_photos()[&with[2]].1, b"\x89PNG mine".to_vec());
-    assert_photos_match(&p, &emu).await;
-    assert_lake_matches(&p, &emu).await;
+    assert_photos_match(p, emu).await;
+    assert_lake_matches(p, emu).await;
 }
 
 /// Photo applies ask before deleting as contact applies do: the plan is shown first, and
@@ -552,19 +531,10 @@ async fn a_photo_apply_records_its_results_as_it_goes() {
             .map_or(-1, |v| v as i64)
     };
     let before = version().await;
-    let report = apply_photos(
-        &pipeline,
-        &PhotoApplyOptions {
-            source: "shared".into(),
-            photos: desired.to_str().unwrap().into(),
-            mode: Mode::Upsert,
-            max_delete: None,
-            force: false,
-            progress: false,
-        },
-    )
-    .await
-    .unwrap();
+    let report = Apply::photos(&pipeline, "shared", desired.to_str().unwrap())
+        .with_mode(Mode::Upsert)
+        .await
+        .unwrap();
     assert_eq!(report.results.len(), 250, "{}", report.summary());
     assert_eq!(
         version().await - before,
@@ -596,25 +566,16 @@ async fn photo_files_are_read_when_their_write_is_sent() {
         std::fs::write(file(i), planned(i)).unwrap();
     }
     let before = emu.google_photos();
-    let report = apply_photos_with(
-        &pipeline,
-        &PhotoApplyOptions {
-            source: "shared".into(),
-            photos: folder.to_str().unwrap().into(),
-            mode: Mode::Upsert,
-            max_delete: None,
-            force: false,
-            progress: false,
-        },
-        async |plan: &PhotoPlan| {
-            assert_eq!(plan.count(PhotoOpKind::Put), 3, "{}", plan.render(5));
-            std::fs::write(file(0), b"\xFF\xD8 rewritten after the plan").unwrap();
-            std::fs::remove_file(file(1)).unwrap();
-            Ok(())
-        },
-    )
-    .await
-    .unwrap();
+    let prepared = Apply::photos(&pipeline, "shared", folder.to_str().unwrap())
+        .with_mode(Mode::Upsert)
+        .prepare()
+        .await
+        .unwrap();
+    let plan = prepared.plan();
+    assert_eq!(plan.count(PhotoOpKind::Put), 3, "{}", plan.render(5));
+    std::fs::write(file(0), b"\xFF\xD8 rewritten after the plan").unwrap();
+    std::fs::remove_file(file(1)).unwrap();
+    let report = prepared.await.unwrap();
     let result = |i: usize| {
         let op = report.plan.ops.iter().find(|o| o.id == with[i]).unwrap();
         report.results.iter().find(|r| r.index == op.index).unwrap()

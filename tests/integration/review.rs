@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use contacts_etl::config::Pipeline;
 use contacts_etl::emulator::{Emulator, EmulatorConfig};
 use contacts_etl::plan::Mode;
-use contacts_etl::plan::apply::{ApplyOptions, apply};
+use contacts_etl::plan::apply::Apply;
 
 use crate::{PipelineSpec, assert_ok, sync, write_pipeline};
 
@@ -123,63 +123,7 @@ async fn plans_show_values_names_and_a_stable_sample_of_every_kind() {
     };
     assert_eq!(ops(&shown), ops(&plan("notes DESC, id DESC", "2")));
     assert_eq!(shown, plan("id, notes", "2"));
-    let lines = |what: &str| shown.lines().filter(|l| l.contains(what)).count();
-    assert_eq!(
-        (
-            lines("+ insert"),
-            lines("~ update"),
-            lines("- delete"),
-            lines("INVALID")
-        ),
-        (2, 2, 2, 2),
-        "{shown}"
-    );
-    assert!(shown.contains("… and 1 more update(s)"), "{shown}");
-    // Inserts by name, with their values; updates by id, each field before → after.
-    let amy = shown
-        .find("+ insert example.com/(new)  Amy New")
-        .expect(&shown);
-    let zed = shown
-        .find("+ insert example.com/(new)  Zed New")
-        .expect(&shown);
-    assert!(amy < zed, "{shown}");
-    assert!(shown.contains("      notes: \"hi\""), "{shown}");
-    let mut sorted = updated.clone();
-    sorted.sort();
-    let first = contacts.iter().find(|c| c.id == sorted[0]).unwrap();
-    let before = serde_json::to_string(&first.notes).unwrap();
-    let after = serde_json::to_string(&format!(
-        "changed: {}",
-        first.notes.as_deref().unwrap_or("")
-    ))
-    .unwrap();
-    let cut = |s: &str| contacts_etl::plan::review::truncate(s, 60);
-    assert!(
-        shown.contains(&format!(
-            "~ update example.com/{}  {}",
-            first.id,
-            first.display_name.as_deref().unwrap()
-        )),
-        "{shown}"
-    );
-    assert!(
-        shown.contains(&format!("      notes: {} → {}", cut(&before), cut(&after))),
-        "{shown}"
-    );
-    for id in &deleted {
-        let c = contacts.iter().find(|c| c.id == *id).unwrap();
-        assert!(
-            shown.contains(&format!(
-                "- delete example.com/{id}  {}",
-                c.display_name.as_deref().unwrap()
-            )),
-            "{shown}"
-        );
-    }
-    assert!(
-        shown.contains("needs a name or an e-mail address"),
-        "{shown}"
-    );
+    assert_each_kind_shown(&shown, &contacts, &updated, &deleted);
     // --sample 1: one of each kind, one invalid row; 0: counts only.
     let one = plan("id", "1");
     assert_eq!(
@@ -202,6 +146,74 @@ async fn plans_show_values_names_and_a_stable_sample_of_every_kind() {
     );
 }
 
+/// The plan text shows each kind: two of each (updates cut at the sample), inserts by
+/// name in order with their values, updates by id with each field before → after,
+/// deletes by id and name, and why a row is invalid.
+fn assert_each_kind_shown(
+    shown: &str,
+    contacts: &[contacts_etl::schema::ContactRecord],
+    updated: &[&str],
+    deleted: &[&str],
+) {
+    let lines = |what: &str| shown.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(
+        (
+            lines("+ insert"),
+            lines("~ update"),
+            lines("- delete"),
+            lines("INVALID")
+        ),
+        (2, 2, 2, 2),
+        "{shown}"
+    );
+    assert!(shown.contains("… and 1 more update(s)"), "{shown}");
+    // Inserts by name, with their values; updates by id, each field before → after.
+    let amy = shown
+        .find("+ insert example.com/(new)  Amy New")
+        .expect(shown);
+    let zed = shown
+        .find("+ insert example.com/(new)  Zed New")
+        .expect(shown);
+    assert!(amy < zed, "{shown}");
+    assert!(shown.contains("      notes: \"hi\""), "{shown}");
+    let mut sorted = updated.to_vec();
+    sorted.sort();
+    let first = contacts.iter().find(|c| c.id == sorted[0]).unwrap();
+    let before = serde_json::to_string(&first.notes).unwrap();
+    let after = serde_json::to_string(&format!(
+        "changed: {}",
+        first.notes.as_deref().unwrap_or("")
+    ))
+    .unwrap();
+    let cut = |s: &str| contacts_etl::plan::review::truncate(s, 60);
+    assert!(
+        shown.contains(&format!(
+            "~ update example.com/{}  {}",
+            first.id,
+            first.display_name.as_deref().unwrap()
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("      notes: {} → {}", cut(&before), cut(&after))),
+        "{shown}"
+    );
+    for id in deleted {
+        let c = contacts.iter().find(|c| c.id == *id).unwrap();
+        assert!(
+            shown.contains(&format!(
+                "- delete example.com/{id}  {}",
+                c.display_name.as_deref().unwrap()
+            )),
+            "{shown}"
+        );
+    }
+    assert!(
+        shown.contains("needs a name or an e-mail address"),
+        "{shown}"
+    );
+}
+
 /// `plan --out` saves the plan as Parquet (queryable); `apply --plan` applies exactly it,
 /// and refuses (exit 2, naming them) when contacts it touches moved. `--detailed-exitcode`
 /// says whether there are changes; an apply whose rows conflict exits 1, not 2.
@@ -211,10 +223,19 @@ async fn a_saved_plan_is_applied_exactly_or_refused_when_contacts_moved() {
     let dir = tempfile::tempdir().unwrap();
     let pipeline_path = write_pipeline(dir.path(), &emu, &PipelineSpec::default());
     assert_ok(&sync(&pipeline_path, false).await);
-    let p = pipeline_path.to_str().unwrap();
-    let desired = "SELECT account, id, etag, concat('[saved] ', coalesce(substr(notes, 1, 30), '')) AS notes FROM contacts WHERE source = 'shared' ORDER BY id LIMIT 20";
     let file = dir.path().join("plans/first.parquet");
+    let desired = save_a_plan(&pipeline_path, &file);
+    let (old, moved) = conflict_on_three(&emu, dir.path(), &pipeline_path, desired).await;
+    refuse_the_stale_plan(&emu, &pipeline_path, &file, &old, &moved);
+    apply_a_fresh_plan_exactly(&emu, dir.path(), &pipeline_path);
+}
+
+/// Saves a plan of twenty note updates with `plan --out` and reads it back with SQL;
+/// returns its desired query.
+fn save_a_plan(pipeline_path: &Path, file: &Path) -> &'static str {
+    let p = pipeline_path.to_str().unwrap();
     let f = file.to_str().unwrap();
+    let desired: &'static str = "SELECT account, id, etag, concat('[saved] ', coalesce(substr(notes, 1, 30), '')) AS notes FROM contacts WHERE source = 'shared' ORDER BY id LIMIT 20";
     let o = run(&[
         "plan",
         p,
@@ -260,16 +281,27 @@ async fn a_saved_plan_is_applied_exactly_or_refused_when_contacts_moved() {
     );
     assert_eq!(row["changed"], serde_json::json!(["notes"]));
 
-    // Someone changes three of the twenty; an apply of the old desired state (old etags)
-    // conflicts on them: rows failed, exit 1.
-    let pipeline = Pipeline::load(&pipeline_path).unwrap();
+    desired
+}
+
+/// Someone changes three of the twenty; an apply of the old desired state (old etags)
+/// conflicts on them: rows failed, exit 1. Returns the old desired state's file and the
+/// three ids.
+async fn conflict_on_three(
+    emu: &Emulator,
+    dir: &Path,
+    pipeline_path: &Path,
+    desired: &str,
+) -> (std::path::PathBuf, Vec<String>) {
+    let p = pipeline_path.to_str().unwrap();
+    let pipeline = Pipeline::load(pipeline_path).unwrap();
     let lake = contacts_etl::sync::lake_of(&pipeline).unwrap();
-    let old = dir.path().join("old.parquet");
+    let old = dir.join("old.parquet");
     let batches = contacts_etl::sql::query(&lake, desired).await.unwrap();
     contacts_etl::sql::write_parquet(&lake, &batches, old.to_str().unwrap())
         .await
         .unwrap();
-    let ids: Vec<String> = landed(&pipeline_path, "shared", "example.com")
+    let ids: Vec<String> = landed(pipeline_path, "shared", "example.com")
         .await
         .into_iter()
         .map(|c| c.id)
@@ -280,18 +312,10 @@ async fn a_saved_plan_is_applied_exactly_or_refused_when_contacts_moved() {
         "SELECT account, id, etag, 'someone else' AS notes FROM contacts WHERE id IN ({})",
         quoted(&moved)
     );
-    let r = apply(
-        &pipeline,
-        &ApplyOptions {
-            source: "shared".into(),
-            desired: other,
-            mode: Mode::Update,
-            max_delete: None,
-            force: false,
-        },
-    )
-    .await
-    .unwrap();
+    let r = Apply::desired(&pipeline, "shared", other)
+        .with_mode(Mode::Update)
+        .await
+        .unwrap();
     assert_eq!(r.failures(), 0, "{}", r.summary());
     let o = run(&[
         "apply",
@@ -319,7 +343,18 @@ async fn a_saved_plan_is_applied_exactly_or_refused_when_contacts_moved() {
     };
     assert_eq!(notes_of(moved[0]).as_deref(), Some("someone else"));
 
-    // The saved plan is stale now: refused whole, the moved contacts named, nothing sent.
+    (old, moved.iter().map(|m| m.to_string()).collect())
+}
+
+/// The saved plan is stale now: refused whole, the moved contacts named, nothing sent.
+fn refuse_the_stale_plan(
+    emu: &Emulator,
+    pipeline_path: &Path,
+    file: &Path,
+    old: &Path,
+    moved: &[String],
+) {
+    let (p, f) = (pipeline_path.to_str().unwrap(), file.to_str().unwrap());
     emu.reset_stats();
     let o = run(&["apply", p, "--plan", f]);
     assert_exit(&o, 2);
@@ -351,9 +386,12 @@ async fn a_saved_plan_is_applied_exactly_or_refused_when_contacts_moved() {
         "{}",
         text(&o.stderr)
     );
+}
 
-    // A fresh plan, saved, then applied exactly: its operations and nothing else.
-    let fresh = dir.path().join("fresh.parquet");
+/// A fresh plan, saved, then applied exactly: its operations and nothing else.
+fn apply_a_fresh_plan_exactly(emu: &Emulator, dir: &Path, pipeline_path: &Path) {
+    let p = pipeline_path.to_str().unwrap();
+    let fresh = dir.join("fresh.parquet");
     let fresh_desired = "SELECT account, id, etag, 'from the saved plan' AS notes FROM contacts WHERE source = 'shared' ORDER BY id LIMIT 10";
     let o = run(&[
         "plan",
@@ -440,33 +478,7 @@ async fn accounts_scope_plans_and_applies_and_deletes_need_a_yes() {
     let dir = tempfile::tempdir().unwrap();
     let (emu, p) = three_accounts(dir.path()).await;
     let p = p.to_str().unwrap();
-    let o = run(&[
-        "plan",
-        p,
-        "--source",
-        "crm",
-        "--account",
-        "999",
-        "--desired",
-        "x.csv",
-    ]);
-    assert_exit(&o, 2);
-    let err = text(&o.stderr);
-    assert!(
-        err.contains("\"999\"") && err.contains("101, 102, 103"),
-        "{err}"
-    );
-    let o = run(&[
-        "apply",
-        p,
-        "--source",
-        "crm",
-        "--account",
-        "999",
-        "--desired",
-        "x.csv",
-    ]);
-    assert_exit(&o, 2);
+    an_unknown_account_is_refused(p);
 
     // Account 101's contacts but one, in mirror mode: only 101 loses one; 102 and 103
     // have no desired rows and are left alone.
@@ -538,7 +550,42 @@ async fn accounts_scope_plans_and_applies_and_deletes_need_a_yes() {
     );
     assert_eq!(counts(&emu), [9, 0, 10]);
 
-    // Update mode, scoped: every account's rows are desired, only 103's are written.
+    update_only_the_named_account(&emu, p);
+}
+
+/// `plan` and `apply` refuse an `--account` the source does not have, naming those it has.
+fn an_unknown_account_is_refused(p: &str) {
+    let o = run(&[
+        "plan",
+        p,
+        "--source",
+        "crm",
+        "--account",
+        "999",
+        "--desired",
+        "x.csv",
+    ]);
+    assert_exit(&o, 2);
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("\"999\"") && err.contains("101, 102, 103"),
+        "{err}"
+    );
+    let o = run(&[
+        "apply",
+        p,
+        "--source",
+        "crm",
+        "--account",
+        "999",
+        "--desired",
+        "x.csv",
+    ]);
+    assert_exit(&o, 2);
+}
+
+/// Update mode, scoped: every account's rows are desired, only 103's are written.
+fn update_only_the_named_account(emu: &Emulator, p: &str) {
     let all = "SELECT account, id, etag, 'scoped' AS notes FROM contacts WHERE source = 'crm'";
     let o = run(&[
         "apply",

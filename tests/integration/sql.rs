@@ -20,6 +20,17 @@ fn text(b: &arrow::array::RecordBatch, col: usize, row: usize) -> String {
     c.as_string::<i32>().value(row).to_string()
 }
 
+/// The rows of a two-column answer (text, count) as a map.
+fn pairs(rows: &[arrow::array::RecordBatch]) -> BTreeMap<String, i64> {
+    rows.iter()
+        .flat_map(|b| {
+            (0..b.num_rows())
+                .map(|i| (text(b, 0, i), int(b, 1, i)))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_match_the_truth_and_time_travel_returns_earlier_states() {
     let emu = Emulator::start(EmulatorConfig {
@@ -53,14 +64,7 @@ async fn queries_match_the_truth_and_time_travel_returns_earlier_states() {
     )
     .await
     .unwrap();
-    let got: BTreeMap<String, i64> = rows
-        .iter()
-        .flat_map(|b| {
-            (0..b.num_rows())
-                .map(|i| (text(b, 0, i), int(b, 1, i)))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let got = pairs(&rows);
     let mut want = BTreeMap::new();
     want.insert(
         "101".to_string(),
@@ -78,14 +82,7 @@ async fn queries_match_the_truth_and_time_travel_returns_earlier_states() {
 
     // E-mail domain counts, through the flattening view.
     let rows = query(&lake, "SELECT lower(split_part(address, '@', 2)) AS d, count(*) FROM contact_emails WHERE account = 'example.com' GROUP BY 1").await.unwrap();
-    let got: BTreeMap<String, i64> = rows
-        .iter()
-        .flat_map(|b| {
-            (0..b.num_rows())
-                .map(|i| (text(b, 0, i), int(b, 1, i)))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let got = pairs(&rows);
     let mut want: BTreeMap<String, i64> = BTreeMap::new();
     for c in emu.google_truth().contacts {
         for e in c.emails {
@@ -98,14 +95,7 @@ async fn queries_match_the_truth_and_time_travel_returns_earlier_states() {
 
     // A join of changes to runs: per mode, the changes each run logged.
     let rows = query(&lake, "SELECT r.mode, count(*) FROM contact_changes c JOIN sync_runs r ON c._run_id = r.run_id AND c.source = r.source AND c.account = r.account WHERE c.account = 'example.com' GROUP BY r.mode").await.unwrap();
-    let got: BTreeMap<String, i64> = rows
-        .iter()
-        .flat_map(|b| {
-            (0..b.num_rows())
-                .map(|i| (text(b, 0, i), int(b, 1, i)))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let got = pairs(&rows);
     let (u, d) = crate::expected_counts(&m);
     assert_eq!(
         got,
@@ -281,7 +271,7 @@ async fn sql_that_would_change_a_file_a_table_or_the_session_is_refused_everywhe
     for sql in &writing {
         let e = query(&lake, sql).await.unwrap_err();
         assert!(
-            matches!(e, contacts_etl::Error::Config(_)) && e.to_string().contains("refused"),
+            matches!(e, contacts_etl::Error::Config { .. }) && e.to_string().contains("refused"),
             "query {sql}: {e}"
         );
         let e = match contacts_etl::plan::load_desired(&lake, sql, "shared", &|_| true).await {
@@ -289,7 +279,7 @@ async fn sql_that_would_change_a_file_a_table_or_the_session_is_refused_everywhe
             Ok(_) => panic!("--desired {sql} ran"),
         };
         assert!(
-            matches!(e, contacts_etl::Error::Config(_)),
+            matches!(e, contacts_etl::Error::Config { .. }),
             "--desired {sql}: {e}"
         );
         let e = match contacts_etl::plan::photos::load_desired_photos(&lake, sql, "example.com")
@@ -299,7 +289,7 @@ async fn sql_that_would_change_a_file_a_table_or_the_session_is_refused_everywhe
             Ok(_) => panic!("--photos {sql} ran"),
         };
         assert!(
-            matches!(e, contacts_etl::Error::Config(_)),
+            matches!(e, contacts_etl::Error::Config { .. }),
             "--photos {sql}: {e}"
         );
         for args in [

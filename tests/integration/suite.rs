@@ -67,7 +67,7 @@ use arrow::array::{Array, AsArray};
 use contacts_etl::config::Pipeline;
 use contacts_etl::emulator::{Emulator, EmulatorConfig, FaultSpec, MutationSummary, Stats};
 use contacts_etl::plan::Mode;
-use contacts_etl::plan::apply::{ApplyOptions, apply, plan};
+use contacts_etl::plan::apply::{Apply, FromDesired, plan};
 use futures::future::BoxFuture;
 use rand::Rng;
 
@@ -534,14 +534,13 @@ async fn assert_inserted_once(
     );
 }
 
-fn apply_opts(h: &Harness, desired: &str, mode: Mode) -> ApplyOptions {
-    ApplyOptions {
-        source: h.source.into(),
-        desired: desired.into(),
-        mode,
-        max_delete: None,
-        force: false,
-    }
+fn apply_opts<'a>(
+    p: &'a Pipeline,
+    h: &Harness,
+    desired: &str,
+    mode: Mode,
+) -> Apply<'a, FromDesired> {
+    Apply::desired(p, h.source, desired).with_mode(mode)
 }
 
 /// The same sync through the binary, as a user (or a scheduler that gets killed) runs it.
@@ -735,7 +734,7 @@ pub async fn writeback_round_trip(h: &Harness) {
         "{}: the update must change every contact",
         h.name
     );
-    let report = apply(&pipeline, &apply_opts(h, h.update_sql, Mode::Update))
+    let report = apply_opts(&pipeline, h, h.update_sql, Mode::Update)
         .await
         .unwrap();
     assert_eq!(report.failures(), 0, "{}: {}", h.name, report.summary());
@@ -852,7 +851,7 @@ pub async fn writes_survive_lost_responses(h: &Harness) {
         (h.update_sql, Mode::Update),
     ] {
         for attempt in 0.. {
-            match apply(&pipeline, &apply_opts(h, desired, mode)).await {
+            match apply_opts(&pipeline, h, desired, mode).await {
                 Ok(r) if r.failures() == 0 => break,
                 Ok(r) => reruns.push(r.summary()),
                 Err(e) => reruns.push(e.to_string()),
@@ -936,12 +935,9 @@ pub async fn conflicts(h: &Harness) {
         .collect();
     let n = total(&truth(srv).await);
 
-    let report = apply(
-        &pipeline,
-        &apply_opts(h, file.to_str().unwrap(), Mode::Update),
-    )
-    .await
-    .unwrap();
+    let report = apply_opts(&pipeline, h, file.to_str().unwrap(), Mode::Update)
+        .await
+        .unwrap();
     assert_eq!(report.results.len(), n, "{}: {}", h.name, report.summary());
     assert_eq!(
         report.failures(),
@@ -985,15 +981,10 @@ pub async fn conflicts(h: &Harness) {
     }
 
     // --force overwrites exactly the conflicts.
-    let report = apply(
-        &pipeline,
-        &ApplyOptions {
-            force: true,
-            ..apply_opts(h, file.to_str().unwrap(), Mode::Update)
-        },
-    )
-    .await
-    .unwrap();
+    let report = apply_opts(&pipeline, h, file.to_str().unwrap(), Mode::Update)
+        .with_force(true)
+        .await
+        .unwrap();
     assert_eq!(report.failures(), 0, "{}: {}", h.name, report.summary());
     assert_eq!(
         report.results.len(),
@@ -1027,12 +1018,9 @@ pub async fn idempotent_inserts(h: &Harness) {
     let tags = vec!["once".to_string()];
     let desired = inserts_sql(h, &accounts, &tags);
     let n = total(&truth(srv).await);
-    let report = apply(
-        &Pipeline::load(&p).unwrap(),
-        &apply_opts(h, &desired, Mode::Upsert),
-    )
-    .await
-    .unwrap();
+    let report = apply_opts(&Pipeline::load(&p).unwrap(), h, &desired, Mode::Upsert)
+        .await
+        .unwrap();
     assert_eq!(report.failures(), 0, "{}: {}", h.name, report.summary());
     assert_eq!(
         report.plan.count(contacts_etl::plan::OpKind::Insert),
@@ -1043,12 +1031,9 @@ pub async fn idempotent_inserts(h: &Harness) {
     assert_inserted_once(h, srv, &accounts, &tags, "after the first apply").await;
     assert_eq!(total(&truth(srv).await), n + accounts.len());
 
-    let report = apply(
-        &Pipeline::load(&p).unwrap(),
-        &apply_opts(h, &desired, Mode::Upsert),
-    )
-    .await
-    .unwrap();
+    let report = apply_opts(&Pipeline::load(&p).unwrap(), h, &desired, Mode::Upsert)
+        .await
+        .unwrap();
     assert_eq!(
         report.results.len(),
         0,
@@ -1063,12 +1048,9 @@ pub async fn idempotent_inserts(h: &Harness) {
     // apply): apply reads the source first and finds the stamped keys.
     let other = tempfile::tempdir().unwrap();
     let q = srv.pipeline(other.path());
-    let report = apply(
-        &Pipeline::load(&q).unwrap(),
-        &apply_opts(h, &desired, Mode::Upsert),
-    )
-    .await
-    .unwrap();
+    let report = apply_opts(&Pipeline::load(&q).unwrap(), h, &desired, Mode::Upsert)
+        .await
+        .unwrap();
     assert_eq!(
         report.results.len(),
         0,

@@ -6,19 +6,14 @@ use std::time::{Duration, Instant};
 use contacts_etl::config::Pipeline;
 use contacts_etl::emulator::{Emulator, EmulatorConfig, FaultSpec};
 use contacts_etl::plan::Mode;
-use contacts_etl::plan::apply::{ApplyOptions, MaxDelete, apply, plan};
+use contacts_etl::plan::apply::{Apply, FromDesired, MaxDelete, plan};
 use rand::Rng;
 
 use crate::{PipelineSpec, assert_lake_matches, assert_ok, google_only, sync, write_pipeline};
 
-fn opts(source: &str, desired: &str, mode: Mode) -> ApplyOptions {
-    ApplyOptions {
-        source: source.into(),
-        desired: desired.into(),
-        mode,
-        max_delete: None,
-        force: false,
-    }
+/// An apply of `desired` to `source` of `p` in `mode`, to set further and await.
+fn opts<'a>(p: &'a Pipeline, source: &str, desired: &str, mode: Mode) -> Apply<'a, FromDesired> {
+    Apply::desired(p, source, desired).with_mode(mode)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,7 +43,7 @@ async fn ten_thousand_google_updates_take_exactly_100_batches_and_keep_unknown_x
     assert_eq!(pl.ops.len(), 10_000);
     assert_eq!(emu.stats(), before, "plan must not call the API");
     emu.reset_stats();
-    let report = apply(&pipeline, &opts("shared", desired, Mode::Update))
+    let report = opts(&pipeline, "shared", desired, Mode::Update)
         .await
         .unwrap();
     assert_eq!(report.failures(), 0, "{}", report.summary());
@@ -106,12 +101,9 @@ async fn a_stale_etag_is_a_conflict_and_force_overwrites() {
         .await
         .unwrap();
     let m = emu.mutate_google(0, 30, 0);
-    let report = apply(
-        &pipeline,
-        &opts("shared", file.to_str().unwrap(), Mode::Update),
-    )
-    .await
-    .unwrap();
+    let report = opts(&pipeline, "shared", file.to_str().unwrap(), Mode::Update)
+        .await
+        .unwrap();
     let conflicts: Vec<_> = report
         .results
         .iter()
@@ -143,15 +135,10 @@ async fn a_stale_etag_is_a_conflict_and_force_overwrites() {
     }
     // Rerunning apply retries only what did not apply; --force overwrites.
     emu.reset_stats();
-    let report = apply(
-        &pipeline,
-        &ApplyOptions {
-            force: true,
-            ..opts("shared", file.to_str().unwrap(), Mode::Update)
-        },
-    )
-    .await
-    .unwrap();
+    let report = opts(&pipeline, "shared", file.to_str().unwrap(), Mode::Update)
+        .with_force(true)
+        .await
+        .unwrap();
     assert_eq!(report.results.len(), m.updated.len());
     assert_eq!(report.failures(), 0, "{}", report.summary());
     assert!(
@@ -172,16 +159,11 @@ async fn mirror_deletes_what_is_absent_and_max_delete_guards_it() {
     let pipeline = Pipeline::load(&p).unwrap();
     let desired = "SELECT account, id, etag, notes FROM contacts ORDER BY id LIMIT 80";
     for guard in [MaxDelete::Count(10), MaxDelete::Percent(5.0)] {
-        let err = apply(
-            &pipeline,
-            &ApplyOptions {
-                max_delete: Some(guard),
-                ..opts("shared", desired, Mode::Mirror)
-            },
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+        let err = opts(&pipeline, "shared", desired, Mode::Mirror)
+            .with_max_delete(Some(guard))
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("refusing to start") && err.contains("deletes 20"),
             "{err}"
@@ -192,15 +174,10 @@ async fn mirror_deletes_what_is_absent_and_max_delete_guards_it() {
             "nothing may be deleted past the guard"
         );
     }
-    let report = apply(
-        &pipeline,
-        &ApplyOptions {
-            max_delete: Some(MaxDelete::Percent(25.0)),
-            ..opts("shared", desired, Mode::Mirror)
-        },
-    )
-    .await
-    .unwrap();
+    let report = opts(&pipeline, "shared", desired, Mode::Mirror)
+        .with_max_delete(Some(MaxDelete::Percent(25.0)))
+        .await
+        .unwrap();
     assert_eq!(report.failures(), 0, "{}", report.summary());
     assert_eq!(report.plan.count(contacts_etl::plan::OpKind::Delete), 20);
     assert_eq!(emu.google_truth().contacts.len(), 80);
@@ -229,7 +206,7 @@ async fn interrupted_batches_resubmit_their_tail_and_invalid_rows_are_not_sent()
     let pipeline = Pipeline::load(&p).unwrap();
     // Every row gets a new e-mail with both a type and a label for one in ten: invalid.
     let desired = "SELECT account, id, etag, [named_struct('address', concat(id, '@clean.example'), 'type', CASE WHEN substr(id, 1, 1) = 'a' THEN NULL ELSE 'work' END, 'label', CASE WHEN substr(id, 1, 1) = 'a' THEN NULL ELSE NULL END, 'primary', true, 'display_name', CAST(NULL AS VARCHAR))] AS emails FROM contacts";
-    let report = apply(&pipeline, &opts("shared", desired, Mode::Update))
+    let report = opts(&pipeline, "shared", desired, Mode::Update)
         .await
         .unwrap();
     let invalid = report.plan.invalid.len();
@@ -309,9 +286,7 @@ async fn aurinko_inserts_updates_deletes_and_conflicts() {
     let desired = "SELECT account, id, etag, upper(display_name) AS display_name, notes FROM contacts WHERE account = '101' \
                    UNION ALL SELECT '102' AS account, CAST(NULL AS VARCHAR) AS id, CAST(NULL AS VARCHAR) AS etag, 'Brand New' AS display_name, 'hello' AS notes";
     emu.reset_stats();
-    let report = apply(&pipeline, &opts("crm", desired, Mode::Upsert))
-        .await
-        .unwrap();
+    let report = opts(&pipeline, "crm", desired, Mode::Upsert).await.unwrap();
     assert_eq!(report.failures(), 0, "{}", report.summary());
     assert_eq!(report.plan.count(contacts_etl::plan::OpKind::Insert), 1);
     assert!(emu.stats()["aurinko.patch"] > 0 && emu.stats()["aurinko.create"] == 1);
@@ -332,9 +307,7 @@ async fn aurinko_inserts_updates_deletes_and_conflicts() {
     );
     assert_lake_matches(&p, &emu).await;
     // Applying again inserts nothing twice and updates nothing.
-    let report = apply(&pipeline, &opts("crm", desired, Mode::Upsert))
-        .await
-        .unwrap();
+    let report = opts(&pipeline, "crm", desired, Mode::Upsert).await.unwrap();
     assert_eq!(report.results.len(), 0, "{}", report.plan.render(5));
     assert_eq!(report.plan.already_applied, 1);
 }
@@ -441,15 +414,71 @@ async fn mirror_refuses_empty_or_mistaken_desired_states() {
     );
     assert_ok(&sync(&p, false).await);
     let pipeline = Pipeline::load(&p).unwrap();
-    let empty = dir.path().join("empty.csv");
+    let (cases, empty) = mistaken_desired_states(dir.path());
+    emu.reset_stats();
+    for (desired, mode, want) in cases {
+        let err = opts(&pipeline, "shared", &desired, mode)
+            .await
+            .map(|r| r.summary())
+            .expect_err(&desired);
+        assert!(err.to_string().contains(want), "{desired}: {err}");
+        assert_eq!(err.exit_code(), 2, "{desired}: {err}");
+    }
+    assert!(
+        !emu.stats().contains_key("google.batch"),
+        "nothing may be written: {:?}",
+        emu.stats()
+    );
+    assert_eq!(emu.google_truth().contacts.len(), 60);
+    // 10 % of 60 may go without --max-delete.
+    let report = opts(
+        &pipeline,
+        "shared",
+        "SELECT account, id, etag FROM contacts WHERE source = 'shared' ORDER BY id LIMIT 54",
+        Mode::Mirror,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.plan.count(contacts_etl::plan::OpKind::Delete), 6);
+    assert_eq!(emu.google_truth().contacts.len(), 54);
+    // The command line says exit 2 for an empty mirror file.
+    let out = Command::new(crate::bin())
+        .args([
+            "apply",
+            p.to_str().unwrap(),
+            "--source",
+            "shared",
+            "--mode",
+            "mirror",
+            "--desired",
+        ])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(emu.google_truth().contacts.len(), 54);
+}
+
+/// Desired states a mirror or update must refuse, each with its mode and the words of its
+/// refusal: empty ones (a file, a header, a query), a typo, rows of another source, ids
+/// of no contact, values of the wrong type, too many deletes. Also the empty file's path.
+fn mistaken_desired_states(
+    dir: &std::path::Path,
+) -> (Vec<(String, Mode, &'static str)>, std::path::PathBuf) {
+    let empty = dir.join("empty.csv");
     std::fs::write(&empty, "").unwrap();
-    let header_only = dir.path().join("header.csv");
+    let header_only = dir.join("header.csv");
     std::fs::write(&header_only, "account,id,notes\n").unwrap();
-    let typo = dir.path().join("typo.csv");
+    let typo = dir.join("typo.csv");
     std::fs::write(&typo, "id,fileas\nx,Doe\n").unwrap();
-    let nowhere = dir.path().join("nowhere.csv");
+    let nowhere = dir.join("nowhere.csv");
     std::fs::write(&nowhere, "id,notes\nno-such-1,x\nno-such-2,y\n").unwrap();
-    let cases = [
+    let cases = vec![
         (empty.to_str().unwrap().to_string(), Mode::Mirror, "empty"),
         (
             header_only.to_str().unwrap().to_string(),
@@ -512,55 +541,7 @@ async fn mirror_refuses_empty_or_mistaken_desired_states() {
             "more than --max-delete allows",
         ),
     ];
-    emu.reset_stats();
-    for (desired, mode, want) in cases {
-        let err = apply(&pipeline, &opts("shared", &desired, mode))
-            .await
-            .map(|r| r.summary())
-            .expect_err(&desired);
-        assert!(err.to_string().contains(want), "{desired}: {err}");
-        assert_eq!(err.exit_code(), 2, "{desired}: {err}");
-    }
-    assert!(
-        !emu.stats().contains_key("google.batch"),
-        "nothing may be written: {:?}",
-        emu.stats()
-    );
-    assert_eq!(emu.google_truth().contacts.len(), 60);
-    // 10 % of 60 may go without --max-delete.
-    let report = apply(
-        &pipeline,
-        &opts(
-            "shared",
-            "SELECT account, id, etag FROM contacts WHERE source = 'shared' ORDER BY id LIMIT 54",
-            Mode::Mirror,
-        ),
-    )
-    .await
-    .unwrap();
-    assert_eq!(report.plan.count(contacts_etl::plan::OpKind::Delete), 6);
-    assert_eq!(emu.google_truth().contacts.len(), 54);
-    // The command line says exit 2 for an empty mirror file.
-    let out = Command::new(crate::bin())
-        .args([
-            "apply",
-            p.to_str().unwrap(),
-            "--source",
-            "shared",
-            "--mode",
-            "mirror",
-            "--desired",
-        ])
-        .arg(&empty)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(emu.google_truth().contacts.len(), 54);
+    (cases, empty)
 }
 
 /// A synced domain of 3,000 Google contacts and a running `apply` (30 batches) that
@@ -718,7 +699,7 @@ async fn values_with_line_breaks_and_markup_land_as_themselves_and_add_nothing()
         sql(href),
         sql(note)
     );
-    let report = apply(&pipeline, &opts("shared", &desired, Mode::Update))
+    let report = opts(&pipeline, "shared", &desired, Mode::Update)
         .await
         .unwrap();
     assert_eq!(report.failures(), 0, "{}", report.summary());
@@ -770,7 +751,7 @@ async fn size_neutral_edits_near_2kb_all_apply_and_the_api_decides_the_size() {
         "the local estimate puts most contacts over 2 KB ({estimated_over} of 40)"
     );
     let desired = "SELECT account, id, etag, concat(substr(notes, 1, char_length(notes) - 4), '李李李李') AS notes FROM contacts WHERE source = 'shared'";
-    let report = apply(&pipeline, &opts("shared", desired, Mode::Update))
+    let report = opts(&pipeline, "shared", desired, Mode::Update)
         .await
         .unwrap();
     assert!(report.plan.invalid.is_empty(), "{}", report.plan.render(5));
@@ -803,7 +784,7 @@ async fn size_neutral_edits_near_2kb_all_apply_and_the_api_decides_the_size() {
     // 100 more characters are over the server's count: its 400 lands as `invalid`, with
     // its reason, in the report and in writeback_results.
     let desired = "SELECT account, id, etag, concat(notes, repeat('+', 100)) AS notes FROM contacts WHERE source = 'shared' ORDER BY id LIMIT 3";
-    let report = apply(&pipeline, &opts("shared", desired, Mode::Update))
+    let report = opts(&pipeline, "shared", desired, Mode::Update)
         .await
         .unwrap();
     assert!(report.plan.invalid.is_empty(), "{}", report.plan.render(5));
@@ -875,7 +856,7 @@ async fn a_stale_row_is_a_conflict_not_invalid() {
         pl.render(5)
     );
     let before = emu.google_truth().contacts;
-    let report = apply(&pipeline, &opts("shared", desired, Mode::Update))
+    let report = opts(&pipeline, "shared", desired, Mode::Update)
         .await
         .unwrap();
     assert!(report.plan.invalid.is_empty(), "{}", report.summary());

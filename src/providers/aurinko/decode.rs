@@ -8,7 +8,7 @@ use arrow::array::RecordBatch;
 use serde::Deserialize;
 use smallvec::SmallVec;
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Kind, Result};
 use crate::model::extract::RecordContext;
 use crate::model::schema::builders::{Cell, Cells, Row};
 use crate::model::schema::{Event, ExtendedProperty, Im, Photo};
@@ -63,8 +63,8 @@ impl AsRef<str> for JStr<'_> {
 }
 
 /// A JSON array field. Most contacts' lists hold none or one item, so the first is kept
-/// inline: a vector per list (up to six per contact) cost a tenth of the decode in
-/// allocations, growth and frees.
+/// inline: a vector per list (up to six per contact) would cost an allocation, its
+/// growth and its free for every list of every contact.
 #[derive(Debug)]
 pub struct List<T>(SmallVec<[T; 1]>);
 
@@ -388,17 +388,25 @@ impl<'a> Row for JsonRow<'_, 'a> {
 /// does report how far it read. Unknown page fields are skipped.
 pub fn parse_page<'a, T: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<Page<'a, T>> {
     let text = crate::http::body_text(body)
-        .map_err(|e| Error::decode(format!("{what}: the body is not UTF-8: {e}")))?;
+        .with_context(Kind::Decode, || format!("{what}: the body is not UTF-8"))?;
     if text.trim_start().starts_with('<') {
         return Err(Error::decode(format!(
             "{what}: an HTML or XML page ({}) came back where JSON was expected; check base_url",
-            crate::http::describe_body(body)
+            super::describe(body)
         )));
     }
     let malformed = |detail: String| {
         Error::decode(format!(
             "{what}: malformed JSON ({detail}); the body may be truncated"
         ))
+    };
+    // serde_json's error, kept as the source.
+    let bad_json = |e: serde_json::Error| {
+        Error::with_source(
+            Kind::Decode,
+            format!("{what}: malformed JSON (the body may be truncated)"),
+            e,
+        )
     };
     let mut page = Page {
         next_page_token: None,
@@ -411,15 +419,11 @@ pub fn parse_page<'a, T: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<
     at.expect(b'{').map_err(&malformed)?;
     if !at.eat(b'}') {
         loop {
-            let key: String = at.value().map_err(|e| malformed(e.to_string()))?;
+            let key: String = at.value().map_err(bad_json)?;
             at.expect(b':').map_err(&malformed)?;
             match key.as_ref() {
-                "nextPageToken" => {
-                    page.next_page_token = at.value().map_err(|e| malformed(e.to_string()))?
-                }
-                "nextDeltaToken" => {
-                    page.next_delta_token = at.value().map_err(|e| malformed(e.to_string()))?
-                }
+                "nextPageToken" => page.next_page_token = at.value().map_err(bad_json)?,
+                "nextDeltaToken" => page.next_delta_token = at.value().map_err(bad_json)?,
                 "records" if at.eat_null() => {}
                 "records" => {
                     at.expect(b'[').map_err(&malformed)?;
@@ -428,12 +432,16 @@ pub fn parse_page<'a, T: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<
                             let start = at.skip_ws();
                             let value: T = at.value().map_err(|e| {
                                 if e.is_data() {
-                                    Error::decode(format!(
-                                        "{what}, record #{}: not a contact ({e})",
-                                        page.records.len() + 1
-                                    ))
+                                    Error::with_source(
+                                        Kind::Decode,
+                                        format!(
+                                            "{what}, record #{}: not a contact",
+                                            page.records.len() + 1
+                                        ),
+                                        e,
+                                    )
                                 } else {
-                                    malformed(e.to_string())
+                                    bad_json(e)
                                 }
                             })?;
                             page.records.push(Rec {
@@ -448,8 +456,7 @@ pub fn parse_page<'a, T: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<
                     }
                 }
                 _ => {
-                    at.value::<serde::de::IgnoredAny>()
-                        .map_err(|e| malformed(e.to_string()))?;
+                    at.value::<serde::de::IgnoredAny>().map_err(bad_json)?;
                 }
             }
             if at.eat(b'}') {
@@ -560,10 +567,8 @@ pub fn decode_contacts<'a>(
         let updated = match ne(&c.last_modified_time) {
             Some(t) => Some(
                 chrono::DateTime::parse_from_rfc3339(t)
-                    .map_err(|e| {
-                        Error::decode(format!(
-                            "{what}, contact {id}: lastModifiedTime {t:?} is not a date-time ({e})"
-                        ))
+                    .with_context(Kind::Decode, || {
+                        format!("{what}, contact {id}: lastModifiedTime {t:?} is not a date-time")
                     })?
                     .timestamp_micros(),
             ),

@@ -14,7 +14,8 @@ use std::collections::{HashMap, HashSet};
 use base64::Engine;
 
 use crate::config::SourceConfig;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Kind, Result};
+use crate::http::paging::{PageGuard, PagingFault};
 use crate::http::{HttpClient, HttpResponse};
 use crate::model::extract::RecordContext;
 use crate::model::spill::Collected;
@@ -85,6 +86,23 @@ struct SyncStatus {
     ready: Option<bool>,
 }
 
+/// An Aurinko error that carries the upstream API's own (`/originalError/error/message`)
+/// with its `code` and `message` as one line, `code: message (upstream message)`; `None`
+/// for any other body, which the base reading takes. The source's [`crate::http::Describer`].
+pub fn original_error(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let orig = v.pointer("/originalError/error/message")?.as_str()?;
+    let code = v.get("code")?.as_str()?;
+    let msg = v.get("message")?.as_str()?;
+    Some(format!("{code}: {msg} ({orig})"))
+}
+
+/// An error body of the Aurinko API as one line (the upstream error first, see
+/// [`original_error`]).
+pub fn describe(body: &[u8]) -> String {
+    crate::http::describe_body_with(Some(original_error), body)
+}
+
 fn env(var: &str, source: &str, account: Option<&str>) -> Result<Secret> {
     match std::env::var(var) {
         Ok(v) if !v.is_empty() => Ok(Secret::new(v)),
@@ -101,7 +119,7 @@ fn env(var: &str, source: &str, account: Option<&str>) -> Result<Secret> {
 /// as a bad token too).
 fn bad_token(resp: &HttpResponse) -> bool {
     // The status first: every page goes through here, and a page is not an error body
-    // (reading each page as text again was 4 % of a full Aurinko sync).
+    // (reading each page as text again would be one more pass over every body).
     resp.status == 400 && {
         let t = String::from_utf8_lossy(&resp.body);
         t.contains("token.notValid") || t.contains("Page token is invalid")
@@ -149,7 +167,7 @@ impl AurinkoSource {
             accounts: settings.accounts.iter().map(|a| a.id.clone()).collect(),
             auth,
             concurrency: cfg.concurrency.unwrap_or(4).max(1),
-            http,
+            http: http.with_describer(original_error),
         })
     }
 
@@ -210,11 +228,11 @@ impl AurinkoSource {
             })
             .await?;
         match resp.status {
-            401 => Err(Error::Auth(format!(
+            401 => Err(Error::auth(format!(
                 "{what}: the API refused the account's credentials (401 {}); refresh the account token",
                 resp.describe()
             ))),
-            403 => Err(Error::Auth(format!(
+            403 => Err(Error::auth(format!(
                 "{what}: access denied (403 {}); the token needs the Contacts.Read scope",
                 resp.describe()
             ))),
@@ -244,13 +262,13 @@ impl AurinkoSource {
                 )
                 .await?;
             if !resp.ok() {
-                return Err(Error::Http {
-                    status: Some(resp.status),
-                    message: format!("{what}: HTTP {}: {}", resp.status, resp.describe()),
-                });
+                return Err(Error::http(
+                    Some(resp.status),
+                    format!("{what}: HTTP {}: {}", resp.status, resp.describe()),
+                ));
             }
             let s: SyncStatus = serde_json::from_slice(&resp.body)
-                .map_err(|e| Error::decode(format!("{what}: unreadable SyncStatus ({e})")))?;
+                .with_context(Kind::Decode, || format!("{what}: unreadable SyncStatus"))?;
             if s.ready == Some(true)
                 && let (Some(u), Some(d)) = (s.updated, s.deleted)
             {
@@ -259,13 +277,13 @@ impl AurinkoSource {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(std::time::Duration::from_secs(10));
         }
-        Err(Error::Http {
-            status: None,
-            message: format!(
+        Err(Error::http(
+            None,
+            format!(
                 "{} account {account}: the sync was still not ready after {MAX_READY_POLLS} polls of POST /v1/contacts/sync; try again later",
                 self.name
             ),
-        })
+        ))
     }
 
     /// Reads one stream to its `nextDeltaToken`, handing each page to `sink` as it
@@ -281,19 +299,15 @@ impl AurinkoSource {
         let url = format!("{}/v1/contacts/sync/{stream}", self.base_url);
         let mut page_token: Option<String> = None;
         let mut page_retry_used = false;
-        let mut n = 0;
-        // Page tokens seen, hashed (a token may be long); a repeat is a loop.
-        let hasher = std::collections::hash_map::RandomState::new();
-        let mut seen: HashSet<u64> = HashSet::new();
-        let mut empty_in_a_row = 0;
+        let mut guard =
+            PageGuard::new(MAX_STREAM_PAGES).with_max_empty_in_a_row(MAX_EMPTY_PAGES_IN_A_ROW);
         loop {
-            n += 1;
-            if n > MAX_STREAM_PAGES {
+            let Ok(n) = guard.page() else {
                 return Err(Error::decode(format!(
                     "{} account {account}: /sync/{stream} sent more than {MAX_STREAM_PAGES} pages without a nextDeltaToken; a paging loop or a broken server, stopped",
                     self.name
                 )));
-            }
+            };
             let what = format!("{} account {account}: /sync/{stream} page {n}", self.name);
             let query: Vec<(&str, &str)> = match &page_token {
                 Some(p) => vec![("pageToken", p.as_str())],
@@ -307,22 +321,21 @@ impl AurinkoSource {
                     // A bad page token: start the stream again from the delta token, once.
                     page_retry_used = true;
                     page_token = None;
-                    seen.clear();
-                    empty_in_a_row = 0;
+                    guard.restart();
                     sink.restart();
                     continue;
                 }
-                return Err(Error::CursorExpired(format!(
+                return Err(Error::cursor_expired(format!(
                     "{what}: the sync token is no longer valid (HTTP {} {})",
                     resp.status,
                     resp.describe()
                 )));
             }
             if !resp.ok() {
-                return Err(Error::Http {
-                    status: Some(resp.status),
-                    message: format!("{what}: HTTP {}: {}", resp.status, resp.describe()),
-                });
+                return Err(Error::http(
+                    Some(resp.status),
+                    format!("{what}: HTTP {}: {}", resp.status, resp.describe()),
+                ));
             }
             ctx.metrics
                 .pages
@@ -333,21 +346,17 @@ impl AurinkoSource {
             }
             match (tokens.next_page, tokens.next_delta) {
                 (Some(p), _) => {
-                    use std::hash::BuildHasher;
-                    if !seen.insert(hasher.hash_one(&p)) {
-                        return Err(Error::decode(format!(
-                            "{what}: the server sent a nextPageToken it had sent before; a paging loop, stopped"
-                        )));
-                    }
-                    empty_in_a_row = if tokens.records == 0 {
-                        empty_in_a_row + 1
-                    } else {
-                        0
+                    let stop = match guard.follow(&p).and_then(|()| guard.records(tokens.records)) {
+                        Ok(()) => None,
+                        Err(PagingFault::Repeated) => Some(
+                            "the server sent a nextPageToken it had sent before; a paging loop, stopped".to_string(),
+                        ),
+                        Err(_) => Some(format!(
+                            "{MAX_EMPTY_PAGES_IN_A_ROW} empty pages in a row, each with a new nextPageToken; a paging loop or a broken server, stopped"
+                        )),
                     };
-                    if empty_in_a_row >= MAX_EMPTY_PAGES_IN_A_ROW {
-                        return Err(Error::decode(format!(
-                            "{what}: {MAX_EMPTY_PAGES_IN_A_ROW} empty pages in a row, each with a new nextPageToken; a paging loop or a broken server, stopped"
-                        )));
+                    if let Some(stop) = stop {
+                        return Err(Error::decode(format!("{what}: {stop}")));
                     }
                     page_token = Some(p)
                 }
@@ -370,7 +379,12 @@ impl AurinkoSource {
     ) -> Result<Extract> {
         let (mode, up_tok, del_tok) = match cursor {
             Some(c) => {
-                let c: Cursor = serde_json::from_str(c).map_err(|e| Error::decode(format!("{} account {account}: stored cursor is unreadable ({e}); run with --full-refresh", self.name)))?;
+                let c: Cursor = serde_json::from_str(c).with_context(Kind::Decode, || {
+                    format!(
+                        "{} account {account}: stored cursor is unreadable (run with --full-refresh)",
+                        self.name
+                    )
+                })?;
                 (SyncMode::Incremental, c.updated, c.deleted)
             }
             None => {
@@ -520,5 +534,27 @@ impl crate::providers::WriteBack for AurinkoSource {
         metrics: &'a crate::http::Metrics,
     ) -> futures::future::BoxFuture<'a, Result<Vec<crate::model::write::OpResult>>> {
         Box::pin(AurinkoSource::apply(self, ops, managed, force, metrics))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Aurinko's upstream error is read by the Aurinko source, not by the HTTP layer.
+    #[test]
+    fn upstream_errors_are_named() {
+        assert_eq!(
+            super::describe(
+                br#"{"code":"api.error","message":"Upstream failed","originalError":{"error":{"message":"Quota exceeded"}}}"#
+            ),
+            "api.error: Upstream failed (Quota exceeded)"
+        );
+        assert_eq!(
+            super::describe(br#"{"code":"syncToken.expired","message":"syncToken expired."}"#),
+            "syncToken.expired: syncToken expired."
+        );
+        assert!(!crate::http::describe_body(
+            br#"{"code":"c","message":"m","originalError":{"error":{"message":"Quota exceeded"}}}"#
+        )
+        .contains("Quota"));
     }
 }

@@ -251,29 +251,7 @@ impl AurinkoSource {
             op.id().unwrap_or("(new)")
         );
         let result = match &op.action {
-            Action::Insert { desired } => {
-                let mut b = body(desired, managed);
-                let mut native: Map<String, Value> = desired
-                    .native
-                    .as_deref()
-                    .and_then(|n| serde_json::from_str(n).ok())
-                    .unwrap_or_default();
-                native.insert(KEY_PROPERTY.into(), json!(op.key));
-                b.insert("nativeProperties".into(), Value::Object(native));
-                let url = format!("{}/v1/contacts", self.base_url);
-                let resp = self
-                    .write(
-                        &op.account,
-                        &what,
-                        &ctx,
-                        reqwest::Method::POST,
-                        &url,
-                        Some(Value::Object(b)),
-                        None,
-                    )
-                    .await?;
-                outcome(op, &resp)
-            }
+            Action::Insert { desired } => self.insert(op, desired, managed, &what, &ctx).await?,
             Action::Update {
                 id,
                 etag,
@@ -281,50 +259,9 @@ impl AurinkoSource {
                 landed,
                 changed,
             } => {
-                let url = format!("{}/v1/contacts/{}", self.base_url, urlencode(id));
                 let b = Value::Object(update_body(landed, desired, changed));
-                let resp = self
-                    .write(
-                        &op.account,
-                        &what,
-                        &ctx,
-                        reqwest::Method::PATCH,
-                        &url,
-                        Some(b.clone()),
-                        etag.as_deref(),
-                    )
-                    .await?;
-                if resp.status == 412 && force {
-                    // Read the current version and apply the change on top of it.
-                    let cur = self
-                        .write(
-                            &op.account,
-                            &what,
-                            &ctx,
-                            reqwest::Method::GET,
-                            &url,
-                            None,
-                            None,
-                        )
-                        .await?;
-                    let etag = serde_json::from_slice::<Value>(&cur.body)
-                        .ok()
-                        .and_then(|v| v.get("etag").and_then(Value::as_str).map(str::to_string));
-                    let resp = self
-                        .write(
-                            &op.account,
-                            &what,
-                            &ctx,
-                            reqwest::Method::PATCH,
-                            &url,
-                            Some(b),
-                            etag.as_deref(),
-                        )
-                        .await?;
-                    outcome(op, &resp)
-                } else {
-                    outcome(op, &resp)
-                }
+                self.update(op, id, etag.as_deref(), b, force, &what, &ctx)
+                    .await?
             }
             Action::Delete { id, .. } => {
                 let url = format!("{}/v1/contacts/{}", self.base_url, urlencode(id));
@@ -343,19 +280,95 @@ impl AurinkoSource {
             }
         };
         let (requests, retries, bytes, pages) = ctx.metrics.snapshot();
-        metrics
-            .requests
-            .fetch_add(requests, std::sync::atomic::Ordering::Relaxed);
-        metrics
-            .retries
-            .fetch_add(retries, std::sync::atomic::Ordering::Relaxed);
-        metrics
-            .bytes
-            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-        metrics
-            .pages
-            .fetch_add(pages, std::sync::atomic::Ordering::Relaxed);
+        use std::sync::atomic::Ordering::Relaxed;
+        metrics.requests.fetch_add(requests, Relaxed);
+        metrics.retries.fetch_add(retries, Relaxed);
+        metrics.bytes.fetch_add(bytes, Relaxed);
+        metrics.pages.fetch_add(pages, Relaxed);
         Ok(result)
+    }
+
+    /// An insert: the desired contact's managed fields, its native properties and the
+    /// plan's idempotency key, POSTed.
+    async fn insert(
+        &self,
+        op: &Op,
+        desired: &ContactRecord,
+        managed: &[String],
+        what: &str,
+        ctx: &crate::providers::RunContext,
+    ) -> Result<OpResult> {
+        let mut b = body(desired, managed);
+        let mut native: Map<String, Value> = desired
+            .native
+            .as_deref()
+            .and_then(|n| serde_json::from_str(n).ok())
+            .unwrap_or_default();
+        native.insert(KEY_PROPERTY.into(), json!(op.key));
+        b.insert("nativeProperties".into(), Value::Object(native));
+        let url = format!("{}/v1/contacts", self.base_url);
+        let resp = self
+            .write(
+                &op.account,
+                what,
+                ctx,
+                reqwest::Method::POST,
+                &url,
+                Some(Value::Object(b)),
+                None,
+            )
+            .await?;
+        Ok(outcome(op, &resp))
+    }
+
+    /// An update: the changed fields PATCHed under the etag the change is based on; with
+    /// `force`, a 412 reads the current version and PATCHes again under its etag.
+    #[allow(clippy::too_many_arguments)]
+    async fn update(
+        &self,
+        op: &Op,
+        id: &str,
+        etag: Option<&str>,
+        b: Value,
+        force: bool,
+        what: &str,
+        ctx: &crate::providers::RunContext,
+    ) -> Result<OpResult> {
+        let url = format!("{}/v1/contacts/{}", self.base_url, urlencode(id));
+        let url = url.as_str();
+        let patch = |b: Value, etag: Option<String>| async move {
+            self.write(
+                &op.account,
+                what,
+                ctx,
+                reqwest::Method::PATCH,
+                url,
+                Some(b),
+                etag.as_deref(),
+            )
+            .await
+        };
+        let resp = patch(b.clone(), etag.map(str::to_string)).await?;
+        if resp.status != 412 || !force {
+            return Ok(outcome(op, &resp));
+        }
+        // Read the current version and apply the change on top of it.
+        let cur = self
+            .write(
+                &op.account,
+                what,
+                ctx,
+                reqwest::Method::GET,
+                url,
+                None,
+                None,
+            )
+            .await?;
+        let etag = serde_json::from_slice::<Value>(&cur.body)
+            .ok()
+            .and_then(|v| v.get("etag").and_then(Value::as_str).map(str::to_string));
+        let resp = patch(b, etag).await?;
+        Ok(outcome(op, &resp))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -395,7 +408,7 @@ impl AurinkoSource {
             self.http.send(what, &ctx.metrics, 16 << 20, build).await?
         };
         if resp.status == 401 {
-            return Err(crate::Error::Auth(format!(
+            return Err(crate::Error::auth(format!(
                 "{what}: the API refused the account's credentials (401 {})",
                 resp.describe()
             )));

@@ -11,7 +11,7 @@ use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Kind, Result};
 use crate::http::{HttpClient, HttpResponse, Metrics};
 use crate::secret::Secret;
 
@@ -88,16 +88,29 @@ impl AddressDataType {
     }
 }
 
+/// An answer that is not a readable multistatus: `why` (where the XML reader stopped),
+/// what the body says, and the reader's error as the source.
+fn unreadable(
+    what: &str,
+    body: &[u8],
+    why: &str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> Error {
+    Error::with_source(
+        Kind::Decode,
+        format!(
+            "{what}: the answer is not a readable WebDAV multistatus ({why}): {}",
+            crate::http::describe_body(body)
+        ),
+        e,
+    )
+}
+
 /// The formats of a PROPFIND answer's `supported-address-data`, in order. Each child
 /// element counts, whatever its name: RFC 6352 names it `address-data-type`; Xandikos
 /// 0.4 writes `content-type`.
 pub fn supported_address_data(body: &[u8], what: &str) -> Result<Vec<AddressDataType>> {
-    let bad = |why: String| {
-        Error::decode(format!(
-            "{what}: the answer is not a readable WebDAV multistatus ({why}): {}",
-            crate::http::describe_body(body)
-        ))
-    };
+    let bad_xml = |why: String, e: quick_xml::Error| unreadable(what, body, &why, e);
     let mut r = NsReader::from_reader(body);
     let mut depth_in = None::<usize>;
     let mut depth = 0usize;
@@ -105,7 +118,7 @@ pub fn supported_address_data(body: &[u8], what: &str) -> Result<Vec<AddressData
     loop {
         let ev = r
             .read_event()
-            .map_err(|e| bad(format!("XML error at byte {}: {e}", r.buffer_position())))?;
+            .map_err(|e| bad_xml(format!("XML error at byte {}", r.buffer_position()), e))?;
         match &ev {
             Event::Start(e) | Event::Empty(e) => {
                 let (ns, local) = r.resolve_element(e.name());
@@ -119,7 +132,7 @@ pub fn supported_address_data(body: &[u8], what: &str) -> Result<Vec<AddressData
                     for a in e.attributes().flatten() {
                         let v = a
                             .unescape_value()
-                            .map_err(|e| bad(e.to_string()))?
+                            .map_err(|e| bad_xml("an attribute".into(), e))?
                             .trim()
                             .to_string();
                         match a.key.local_name().as_ref() {
@@ -310,6 +323,7 @@ pub fn parse_multistatus(body: &[u8], what: &str) -> Result<Multistatus> {
             crate::http::describe_body(body)
         ))
     };
+    let bad_xml = |why: String, e: quick_xml::Error| unreadable(what, body, &why, e);
     let mut r = NsReader::from_reader(body);
     let mut stack: Vec<Tag> = Vec::new();
     let mut text = String::new();
@@ -321,7 +335,7 @@ pub fn parse_multistatus(body: &[u8], what: &str) -> Result<Multistatus> {
     loop {
         let ev = r
             .read_event()
-            .map_err(|e| bad(format!("XML error at byte {}: {e}", r.buffer_position())))?;
+            .map_err(|e| bad_xml(format!("XML error at byte {}", r.buffer_position()), e))?;
         let (start, end) = match &ev {
             Event::Start(e) | Event::Empty(e) => {
                 let (ns, local) = r.resolve_element(e.name());
@@ -330,11 +344,11 @@ pub fn parse_multistatus(body: &[u8], what: &str) -> Result<Multistatus> {
             }
             Event::End(_) => (None, true),
             Event::Text(t) => {
-                text.push_str(&t.decode().map_err(|e| bad(e.to_string()))?);
+                text.push_str(&t.decode().map_err(|e| bad_xml("a text".into(), e.into()))?);
                 continue;
             }
             Event::CData(t) => {
-                text.push_str(&t.decode().map_err(|e| bad(e.to_string()))?);
+                text.push_str(&t.decode().map_err(|e| bad_xml("a text".into(), e.into()))?);
                 continue;
             }
             Event::GeneralRef(g) => {
@@ -544,7 +558,7 @@ impl DavClient {
         metrics: &Metrics,
     ) -> Result<HttpResponse> {
         let method = reqwest::Method::from_bytes(method.as_bytes())
-            .map_err(|e| Error::other(format!("{what}: bad method {method}: {e}")))?;
+            .with_context(Kind::Other, || format!("{what}: bad method {method}"))?;
         let headers = [
             ("Depth", depth.to_string()),
             ("Content-Type", "application/xml; charset=utf-8".to_string()),
@@ -560,7 +574,7 @@ impl DavClient {
 
     fn check_auth(&self, resp: HttpResponse, what: &str) -> Result<HttpResponse> {
         if resp.status == 401 {
-            return Err(Error::Auth(format!(
+            return Err(Error::auth(format!(
                 "{what}: the server refused the credentials (401 {}); check auth's username and password (an app-specific password for iCloud and Fastmail) or token",
                 resp.describe()
             )));

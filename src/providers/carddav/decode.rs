@@ -223,14 +223,7 @@ fn map_card(card: VCard, r: &mut ContactRecord, what: &str) -> Native {
         match e.name {
             // The first one counts.
             VCardProperty::Fn if r.display_name.is_none() => r.display_name = joined(e.values, ","),
-            VCardProperty::N => {
-                let mut parts = components(e.values).into_iter();
-                r.family_name = parts.next().flatten();
-                r.given_name = parts.next().flatten();
-                r.middle_name = parts.next().flatten();
-                r.prefix = parts.next().flatten();
-                r.suffix = parts.next().flatten();
-            }
+            VCardProperty::N => name_parts(e.values, r),
             VCardProperty::Nickname => append(&mut r.nickname, joined(e.values, ", "), ", "),
             VCardProperty::Email => {
                 let (kind, primary) = tp();
@@ -242,63 +235,13 @@ fn map_card(card: VCard, r: &mut ContactRecord, what: &str) -> Native {
                     display_name: None,
                 })
             }
-            VCardProperty::Tel => {
-                let (kind, primary) = tp();
-                let label = label();
-                let v = joined(e.values, ",");
-                let number = v
-                    .as_deref()
-                    .map(|n| n.strip_prefix("tel:").unwrap_or(n).to_string());
-                let uri = v.filter(|n| n.starts_with("tel:"));
-                r.phones.push(Phone {
-                    number,
-                    kind,
-                    label,
-                    primary: Some(primary),
-                    uri,
-                });
-            }
+            VCardProperty::Tel => r.phones.push(phone(e.values, tp(), label())),
             VCardProperty::Adr => {
-                let (kind, primary) = tp();
-                let label = label();
                 let formatted = param_text(&e.params, |n| *n == VCardParameterName::Label);
-                let mut p = components(e.values).into_iter();
-                let mut next = || p.next().flatten();
-                let (po_box, extended, street) = (next(), next(), next());
-                let street = match (street, extended) {
-                    (Some(s), Some(x)) => Some(format!("{s}\n{x}")),
-                    (s, x) => s.or(x),
-                };
-                r.addresses.push(Address {
-                    kind,
-                    label,
-                    primary: Some(primary),
-                    po_box,
-                    street,
-                    city: next(),
-                    region: next(),
-                    postcode: next(),
-                    country: next(),
-                    neighborhood: None,
-                    formatted,
-                });
+                r.addresses
+                    .push(address(e.values, tp(), label(), formatted));
             }
-            VCardProperty::Impp => {
-                let (kind, primary) = tp();
-                let label = label();
-                let address = joined(e.values, ",");
-                let protocol = address
-                    .as_deref()
-                    .and_then(|a| a.split_once(':'))
-                    .map(|(scheme, _)| scheme.to_ascii_lowercase());
-                r.ims.push(Im {
-                    address,
-                    protocol,
-                    kind,
-                    label,
-                    primary: Some(primary),
-                });
-            }
+            VCardProperty::Impp => r.ims.push(im(e.values, tp(), label())),
             VCardProperty::Url => {
                 let (kind, primary) = tp();
                 r.websites.push(Website {
@@ -308,21 +251,7 @@ fn map_card(card: VCard, r: &mut ContactRecord, what: &str) -> Native {
                     primary: Some(primary),
                 })
             }
-            VCardProperty::Org => {
-                let (kind, primary) = tp();
-                let label = label();
-                let mut parts = components(e.values).into_iter().flatten();
-                let name = parts.next();
-                let units: Vec<String> = parts.collect();
-                r.organizations.push(Organization {
-                    name,
-                    department: (!units.is_empty()).then(|| units.join(", ")),
-                    kind,
-                    label,
-                    primary: Some(primary),
-                    title: None,
-                });
-            }
+            VCardProperty::Org => r.organizations.push(organization(e.values, tp(), label())),
             VCardProperty::Title => titles.extend(joined(e.values, ",")),
             // The first one counts.
             VCardProperty::Bday if r.birthday.is_none() => r.birthday = date_text(e.values),
@@ -346,32 +275,18 @@ fn map_card(card: VCard, r: &mut ContactRecord, what: &str) -> Native {
             // The first one counts.
             VCardProperty::Photo if r.photo.is_none() => r.photo = photo(e.values, what),
             VCardProperty::Rev => {
-                r.updated = e.values.iter().find_map(|v| match v {
-                    VCardValue::PartialDateTime(d) => d.to_timestamp(),
-                    _ => None,
-                });
-                r.updated = r.updated.map(|s| s.saturating_mul(1_000_000));
+                r.updated = e
+                    .values
+                    .iter()
+                    .find_map(|v| match v {
+                        VCardValue::PartialDateTime(d) => d.to_timestamp(),
+                        _ => None,
+                    })
+                    .map(|s| s.saturating_mul(1_000_000));
             }
             VCardProperty::Uid => native.uid = uri_text(e.values),
             VCardProperty::Version => native.version = joined(e.values, ","),
-            VCardProperty::Other(name) => {
-                let upper = name.to_ascii_uppercase();
-                if upper == "SORT-STRING" {
-                    r.file_as = joined(e.values, ",");
-                } else if upper.starts_with("X-") && upper != "X-ABLABEL" {
-                    // The write-back's insert key, under the name the planner looks for.
-                    let name = if upper == super::writeback::KEY_X_PROPERTY {
-                        crate::model::write::KEY_PROPERTY.to_string()
-                    } else {
-                        name
-                    };
-                    r.extended_properties.push(ExtendedProperty {
-                        name: Some(name),
-                        value: joined(e.values, ","),
-                        xml: None,
-                    });
-                }
-            }
+            VCardProperty::Other(name) => other_property(name, e.values, r),
             _ => {}
         }
     }
@@ -385,6 +300,126 @@ fn map_card(card: VCard, r: &mut ContactRecord, what: &str) -> Native {
         }
     }
     native
+}
+
+/// `N`: family, given, middle names, prefix and suffix, in that order.
+fn name_parts(values: Vec<VCardValue>, r: &mut ContactRecord) {
+    let mut parts = components(values).into_iter();
+    r.family_name = parts.next().flatten();
+    r.given_name = parts.next().flatten();
+    r.middle_name = parts.next().flatten();
+    r.prefix = parts.next().flatten();
+    r.suffix = parts.next().flatten();
+}
+
+/// `TEL`: the number, and the `tel:` URI when the value is one.
+fn phone(
+    values: Vec<VCardValue>,
+    (kind, primary): (Option<String>, bool),
+    label: Option<String>,
+) -> Phone {
+    let v = joined(values, ",");
+    let number = v
+        .as_deref()
+        .map(|n| n.strip_prefix("tel:").unwrap_or(n).to_string());
+    let uri = v.filter(|n| n.starts_with("tel:"));
+    Phone {
+        number,
+        kind,
+        label,
+        primary: Some(primary),
+        uri,
+    }
+}
+
+/// `ADR`: post-office box, extended address (joined to the street), street, locality,
+/// region, postal code and country; `formatted` is its `LABEL` parameter.
+fn address(
+    values: Vec<VCardValue>,
+    (kind, primary): (Option<String>, bool),
+    label: Option<String>,
+    formatted: Option<String>,
+) -> Address {
+    let mut p = components(values).into_iter();
+    let mut next = || p.next().flatten();
+    let (po_box, extended, street) = (next(), next(), next());
+    let street = match (street, extended) {
+        (Some(s), Some(x)) => Some(format!("{s}\n{x}")),
+        (s, x) => s.or(x),
+    };
+    Address {
+        kind,
+        label,
+        primary: Some(primary),
+        po_box,
+        street,
+        city: next(),
+        region: next(),
+        postcode: next(),
+        country: next(),
+        neighborhood: None,
+        formatted,
+    }
+}
+
+/// `IMPP`: the URI, its scheme as the protocol.
+fn im(
+    values: Vec<VCardValue>,
+    (kind, primary): (Option<String>, bool),
+    label: Option<String>,
+) -> Im {
+    let address = joined(values, ",");
+    let protocol = address
+        .as_deref()
+        .and_then(|a| a.split_once(':'))
+        .map(|(scheme, _)| scheme.to_ascii_lowercase());
+    Im {
+        address,
+        protocol,
+        kind,
+        label,
+        primary: Some(primary),
+    }
+}
+
+/// `ORG`: the name, then the units joined as the department.
+fn organization(
+    values: Vec<VCardValue>,
+    (kind, primary): (Option<String>, bool),
+    label: Option<String>,
+) -> Organization {
+    let mut parts = components(values).into_iter().flatten();
+    let name = parts.next();
+    let units: Vec<String> = parts.collect();
+    Organization {
+        name,
+        department: (!units.is_empty()).then(|| units.join(", ")),
+        kind,
+        label,
+        primary: Some(primary),
+        title: None,
+    }
+}
+
+/// A property the vCard standard does not name: `SORT-STRING` is the file-as; an `X-`
+/// property (other than Apple's labels) is an extended property.
+fn other_property(name: String, values: Vec<VCardValue>, r: &mut ContactRecord) {
+    let upper = name.to_ascii_uppercase();
+    if upper == "SORT-STRING" {
+        r.file_as = joined(values, ",");
+    } else if upper.starts_with("X-") && upper != "X-ABLABEL" {
+        // The write-back's insert key, under the name the planner looks for.
+        let name = if upper == super::writeback::KEY_X_PROPERTY {
+            crate::model::write::KEY_PROPERTY.to_string()
+        } else {
+            name
+        };
+        r.extended_properties.push(ExtendedProperty {
+            name: Some(name),
+            value: joined(values, ","),
+            xml: None,
+        });
+    }
 }
 
 /// Appends `more` to `to`, `sep` between: in place, so a card of many `NOTE` lines costs

@@ -46,6 +46,7 @@ use crate::model::spill::Collected;
 use crate::providers::{Extract, RunContext, SyncMode};
 use crate::secret::Secret;
 
+use crate::http::paging::PageGuard;
 use config::{AuthConfig, CardDavConfig};
 use dav::{DavClient, Multistatus};
 
@@ -505,20 +506,22 @@ impl CardDavSource {
     ) -> Result<Extract> {
         let url = self.book_url(book)?;
         let mut token = token.to_string();
-        let mut seen_tokens: HashSet<String> = HashSet::from([token.clone()]);
+        let mut guard = PageGuard::new(MAX_SYNC_PAGES);
+        // The request's own token: a page leading back to it is a loop too.
+        let _ = guard.follow(&token);
         // path → what the latest page said of it. A later page beats an earlier one:
         // names can be reused. vCards a report carries are decoded and spilled with their
         // page as rank as each page is read, so memory holds paths, not pages.
         let mut changes: HashMap<String, Change> = HashMap::new();
         let mut collected = Collected::try_new()?;
-        let mut pages = 0i64;
-        for page in 1.. {
-            if page > MAX_SYNC_PAGES {
+        let mut pages: i64;
+        loop {
+            let Ok(page) = guard.page() else {
                 return Err(Error::decode(format!(
                     "source {} book {book}: more than {MAX_SYNC_PAGES} truncated sync-collection pages; a paging loop or a broken server, stopped",
                     self.name
                 )));
-            }
+            };
             pages = page as i64;
             let what = format!(
                 "source {} book {book}: sync-collection page {page}",
@@ -530,7 +533,7 @@ impl CardDavSource {
                 .read("REPORT", &url, "0", &body, &what, &ctx.metrics)
                 .await?;
             if dav::is_invalid_sync_token(resp.status, &resp.body) {
-                return Err(Error::CursorExpired(format!(
+                return Err(Error::cursor_expired(format!(
                     "{what}: the server no longer knows the sync-token (HTTP {} {})",
                     resp.status,
                     resp.describe()
@@ -540,46 +543,13 @@ impl CardDavSource {
             ctx.metrics
                 .pages
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut truncated = false;
             let next = m.sync_token.clone().ok_or_else(|| {
                 Error::decode(format!(
                     "{what}: the answer has no sync-token; the server does not do RFC 6578 sync"
                 ))
             })?;
-            let mut inline = Vec::new();
-            for r in m.responses {
-                let Some(path) = self.member_path(book, &r.href, &what)? else {
-                    // RFC 6578 §3.6: the truncation mark is a 507 on the request-URI.
-                    let on_book = self.dav.url(&r.href, &what)?.path().trim_end_matches('/')
-                        == book.trim_end_matches('/');
-                    truncated |= on_book && r.status == Some(507);
-                    continue;
-                };
-                let change = match r.status {
-                    Some(404) => Change::Deleted,
-                    Some(s) if !(200..300).contains(&s) => {
-                        return Err(Error::decode(format!(
-                            "{what}: the member {path} has status {s}"
-                        )));
-                    }
-                    _ if r.props.collection => continue,
-                    _ => match r.props.address_data {
-                        Some(data) => {
-                            let at = format!("{what}, {path}");
-                            inline.push(decode::decode_vcard(
-                                data,
-                                &path,
-                                r.props.etag.as_deref(),
-                                rctx,
-                                &at,
-                            )?);
-                            Change::Read
-                        }
-                        None => Change::Fetch,
-                    },
-                };
-                changes.insert(path, change);
-            }
+            let (inline, truncated) =
+                self.page_changes(book, m.responses, &what, rctx, &mut changes)?;
             if !inline.is_empty() {
                 let batch = crate::model::schema::records_to_batch(&inline)?;
                 collected.add(&batch, Some(pages))?;
@@ -590,7 +560,7 @@ impl CardDavSource {
             }
             // A token seen before (the request's own, or one of an earlier page) means
             // the pages go round: stopped at once, not after the page bound.
-            if !seen_tokens.insert(next.clone()) {
+            if guard.follow(&next).is_err() {
                 return Err(Error::decode(format!(
                     "{what}: a truncated answer (507) whose sync-token was already used in this run; a paging loop, stopped"
                 )));
@@ -624,6 +594,54 @@ impl CardDavSource {
             deletes,
             cursor: token,
         })
+    }
+
+    /// What one page of a sync report says of each member, into `changes` (a later page
+    /// beats an earlier one); the vCards it carries, decoded; and whether the page is
+    /// truncated (RFC 6578 §3.6: a 507 on the request-URI).
+    fn page_changes(
+        &self,
+        book: &str,
+        responses: Vec<dav::Response>,
+        what: &str,
+        rctx: &RecordContext,
+        changes: &mut HashMap<String, Change>,
+    ) -> Result<(Vec<crate::model::schema::ContactRecord>, bool)> {
+        let mut truncated = false;
+        let mut inline = Vec::new();
+        for r in responses {
+            let Some(path) = self.member_path(book, &r.href, what)? else {
+                let on_book = self.dav.url(&r.href, what)?.path().trim_end_matches('/')
+                    == book.trim_end_matches('/');
+                truncated |= on_book && r.status == Some(507);
+                continue;
+            };
+            let change = match r.status {
+                Some(404) => Change::Deleted,
+                Some(s) if !(200..300).contains(&s) => {
+                    return Err(Error::decode(format!(
+                        "{what}: the member {path} has status {s}"
+                    )));
+                }
+                _ if r.props.collection => continue,
+                _ => match r.props.address_data {
+                    Some(data) => {
+                        let at = format!("{what}, {path}");
+                        inline.push(decode::decode_vcard(
+                            data,
+                            &path,
+                            r.props.etag.as_deref(),
+                            rctx,
+                            &at,
+                        )?);
+                        Change::Read
+                    }
+                    None => Change::Fetch,
+                },
+            };
+            changes.insert(path, change);
+        }
+        Ok((inline, truncated))
     }
 }
 
@@ -695,7 +713,7 @@ fn first<T>(m: &Multistatus, f: impl Fn(&dav::Props) -> Option<T>) -> Option<T> 
 fn multistatus(resp: HttpResponse, what: &str) -> Result<Multistatus> {
     match resp.status {
         207 => dav::parse_multistatus(&resp.body, what),
-        403 => Err(Error::Auth(format!(
+        403 => Err(Error::auth(format!(
             "{what}: access denied (403 {}); the user may not read this collection",
             resp.describe()
         ))),
@@ -703,13 +721,13 @@ fn multistatus(resp: HttpResponse, what: &str) -> Result<Multistatus> {
             "{what}: no such collection on the server (404 {}); check base_url and address_books",
             resp.describe()
         ))),
-        s => Err(Error::Http {
-            status: Some(s),
-            message: format!(
+        s => Err(Error::http(
+            Some(s),
+            format!(
                 "{what}: HTTP {s} where a 207 Multi-Status was expected: {}",
                 resp.describe()
             ),
-        }),
+        )),
     }
 }
 
@@ -980,13 +998,13 @@ mod tests {
             let (base, _) = serve(move |_, _, _| (status, body.to_string())).await;
             let s = source(&base, "address_books = [\"/b/\"]");
             let e = s.extract("b", Some("old"), &ctx()).await.unwrap_err();
-            assert!(matches!(e, Error::CursorExpired(_)), "{status}: {e}");
+            assert!(matches!(e, Error::CursorExpired { .. }), "{status}: {e}");
             assert!(e.to_string().contains("source s book /b/"), "{e}");
         }
         let (base, _) = serve(|_, _, _| (403, "Forbidden".into())).await;
         let s = source(&base, "address_books = [\"/b/\"]");
         let e = s.extract("b", Some("old"), &ctx()).await.unwrap_err();
-        assert!(matches!(e, Error::Auth(_)), "{e}");
+        assert!(matches!(e, Error::Auth { .. }), "{e}");
     }
 
     /// An href on another host is refused before any request goes there, naming the

@@ -379,15 +379,26 @@ fn type_params(kind: &Option<String>, primary: Option<bool>, v: Version) -> Stri
 
 /// The content lines (folded, CRLF) one column group renders for `r`.
 fn render(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
+    let lines = match prop {
+        "EMAIL" | "TEL" | "ADR" | "IMPP" | "URL" | "RELATED" | "ANNIVERSARY" => {
+            list_lines(prop, r, v)
+        }
+        _ => single_lines(prop, r, v),
+    };
+    lines.iter().map(|l| fold(l)).collect()
+}
+
+/// The unfolded lines of a group with one value (or one line): the names, notes, dates,
+/// categories, the first organization and its title.
+fn single_lines(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    let mut one = |s: String| out.push(fold(&s));
     match prop {
         "FN" => {
             let n = display_name(r);
-            one(format!("FN:{}", esc(&n)));
+            out.push(format!("FN:{}", esc(&n)));
         }
         // vCard 3.0 requires N; 4.0 only when there is a name part.
-        "N" if v == Version::V3 || has_name_part(r) => one(format!(
+        "N" if v == Version::V3 || has_name_part(r) => out.push(format!(
             "N:{};{};{};{};{}",
             opt(&r.family_name),
             opt(&r.given_name),
@@ -398,24 +409,52 @@ fn render(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
         "NICKNAME" => r
             .nickname
             .iter()
-            .for_each(|n| one(format!("NICKNAME:{}", esc(n)))),
+            .for_each(|n| out.push(format!("NICKNAME:{}", esc(n)))),
         "SORT-STRING" => r
             .file_as
             .iter()
-            .for_each(|n| one(format!("SORT-STRING:{}", esc(n)))),
-        "NOTE" => r.notes.iter().for_each(|n| one(format!("NOTE:{}", esc(n)))),
+            .for_each(|n| out.push(format!("SORT-STRING:{}", esc(n)))),
+        "NOTE" => r
+            .notes
+            .iter()
+            .for_each(|n| out.push(format!("NOTE:{}", esc(n)))),
         "BDAY" => r
             .birthday
             .iter()
-            .for_each(|b| one(format!("BDAY{}", date_value(b)))),
+            .for_each(|b| out.push(format!("BDAY{}", date_value(b)))),
         "CATEGORIES" if !r.groups.is_empty() => {
             let g: Vec<String> = r.groups.iter().map(|g| esc(g)).collect();
-            one(format!("CATEGORIES:{}", g.join(",")));
+            out.push(format!("CATEGORIES:{}", g.join(",")));
         }
+        "ORG" => {
+            if let Some(o) = r.organizations.first()
+                && (o.name.is_some() || o.department.is_some())
+            {
+                let mut s = format!("ORG:{}", opt(&o.name));
+                if o.department.is_some() {
+                    s.push_str(&format!(";{}", opt(&o.department)));
+                }
+                out.push(s);
+            }
+        }
+        "TITLE" => {
+            if let Some(t) = r.organizations.first().and_then(|o| o.title.as_ref()) {
+                out.push(format!("TITLE:{}", esc(t)));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// The unfolded lines of a list group, one per item that has its value.
+fn list_lines(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    match prop {
         "EMAIL" => {
             for e in &r.emails {
                 if let Some(a) = &e.address {
-                    one(format!(
+                    out.push(format!(
                         "EMAIL{}:{}",
                         type_params(&e.kind, e.primary, v),
                         esc(a)
@@ -426,7 +465,7 @@ fn render(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
         "TEL" => {
             for p in &r.phones {
                 if let Some(n) = &p.number {
-                    one(format!(
+                    out.push(format!(
                         "TEL{}:{}",
                         type_params(&p.kind, p.primary, v),
                         esc(n)
@@ -436,7 +475,7 @@ fn render(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
         }
         "ADR" => {
             for a in &r.addresses {
-                one(format!(
+                out.push(format!(
                     "ADR{}:{};;{};{};{};{};{}",
                     type_params(&a.kind, a.primary, v),
                     opt(&a.po_box),
@@ -455,7 +494,7 @@ fn render(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
                         Some(p) if !a.contains(':') => format!("{}:{a}", p.to_ascii_lowercase()),
                         _ => a.clone(),
                     };
-                    one(format!(
+                    out.push(format!(
                         "IMPP{}:{}",
                         type_params(&im.kind, im.primary, v),
                         uri(&value)
@@ -466,28 +505,12 @@ fn render(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
         "URL" => {
             for w in &r.websites {
                 if let Some(h) = &w.href {
-                    one(format!(
+                    out.push(format!(
                         "URL{}:{}",
                         type_params(&w.kind, w.primary, v),
                         uri(h)
                     ));
                 }
-            }
-        }
-        "ORG" => {
-            if let Some(o) = r.organizations.first()
-                && (o.name.is_some() || o.department.is_some())
-            {
-                let mut s = format!("ORG:{}", opt(&o.name));
-                if o.department.is_some() {
-                    s.push_str(&format!(";{}", opt(&o.department)));
-                }
-                one(s);
-            }
-        }
-        "TITLE" => {
-            if let Some(t) = r.organizations.first().and_then(|o| o.title.as_ref()) {
-                one(format!("TITLE:{}", esc(t)));
             }
         }
         "RELATED" => {
@@ -498,14 +521,14 @@ fn render(prop: &str, r: &ContactRecord, v: Version) -> Vec<String> {
                         .as_deref()
                         .map(|k| format!(";TYPE={}", param(k)))
                         .unwrap_or_default();
-                    one(format!("RELATED{t};VALUE=text:{}", esc(n)));
+                    out.push(format!("RELATED{t};VALUE=text:{}", esc(n)));
                 }
             }
         }
         "ANNIVERSARY" => {
             for e in &r.events {
                 if let Some(s) = &e.start {
-                    one(format!("ANNIVERSARY{}", date_value(s)));
+                    out.push(format!("ANNIVERSARY{}", date_value(s)));
                 }
             }
         }
@@ -726,6 +749,7 @@ pub fn merge_vcard(
             continue;
         }
         if let Some(key) = group_of(l) {
+            // `group_of` names only groups a queue was made for just above.
             let (_, q, last) = queues.iter_mut().find(|(k, _, _)| *k == key).unwrap();
             // A kept line comes out in its place, after the new lines before it.
             if let Some(at) = q.iter().position(|i| *i == Item::Held(x)) {
@@ -1209,6 +1233,72 @@ fn refused(op: &Op) -> Option<OpResult> {
     crate::model::write::refused_result(op, id, &problems)
 }
 
+/// A stored card as a GET answered it: the response, its text, its ETag, and whether
+/// its format was checked against the newest the book offers.
+struct Stored<'a> {
+    resp: &'a HttpResponse,
+    text: &'a str,
+    etag: Option<&'a str>,
+    compared: bool,
+}
+
+/// The precondition an update of the stored card `cur` goes under (its `etag`, the one
+/// the change is based on, or with `force` the one stored); or why it is not written:
+/// the answer is no vCard, another version is stored, or the server converted a 4.0
+/// card to 3.0 (status, outcome and reason).
+fn write_condition<'a>(
+    cur: &Stored<'a>,
+    href: &str,
+    etag: Option<&'a str>,
+    landed: &ContactRecord,
+    force: bool,
+) -> std::result::Result<Precondition<'a>, (u16, Outcome, String)> {
+    if !cur
+        .text
+        .trim_start_matches('\u{feff}')
+        .trim_start()
+        .get(..11)
+        .is_some_and(|b| b.eq_ignore_ascii_case("BEGIN:VCARD"))
+    {
+        return Err((
+            200,
+            Outcome::Failed,
+            format!(
+                "the GET of {href} answered something that is not a vCard: {}",
+                cur.resp.describe()
+            ),
+        ));
+    }
+    let cond = match (etag, cur.etag, force) {
+        (Some(e), Some(now), false) if !same_etag(e, now) => {
+            return Err((
+                cur.resp.status,
+                Outcome::Conflict,
+                format!(
+                    "conflict decided before writing: the server holds another version ({now}) than the one the change is based on ({e})"
+                ),
+            ));
+        }
+        (Some(e), _, false) => Precondition::Match(e),
+        (_, Some(now), true) => Precondition::Match(now),
+        _ => Precondition::None,
+    };
+    let landed_version = landed.raw.as_deref().map(version_of);
+    if !cur.compared
+        && landed_version == Some("4.0")
+        && version_of(cur.text) == "3.0"
+        && cur.etag.zip(etag).is_some_and(|(a, b)| same_etag(a, b))
+    {
+        return Err((
+            200,
+            Outcome::Failed,
+            "the server answered a vCard 3.0 rendering of a card stored as 4.0; not written, as the conversion may have lost data"
+                .to_string(),
+        ));
+    }
+    Ok(cond)
+}
+
 impl CardDavSource {
     /// An update merged into the card exactly as the server stores it: the card is read
     /// (in the format its book offers, so a converting server does not hand out a
@@ -1258,56 +1348,21 @@ impl CardDavSource {
                 return Ok(outcome(op, id.clone(), &cur));
             }
             let before = String::from_utf8_lossy(&cur.body).into_owned();
-            if !before
-                .trim_start_matches('\u{feff}')
-                .trim_start()
-                .get(..11)
-                .is_some_and(|b| b.eq_ignore_ascii_case("BEGIN:VCARD"))
-            {
-                return Ok(local(
-                    200,
-                    Outcome::Failed,
-                    format!(
-                        "the GET of {href} answered something that is not a vCard: {}",
-                        cur.describe()
-                    ),
-                ));
-            }
             let cur_etag = etag_of(&cur);
-            let cond = match (etag, cur_etag.as_deref(), force) {
-                (Some(e), Some(now), false) if !same_etag(e, now) => {
-                    return Ok(local(
-                        cur.status,
-                        Outcome::Conflict,
-                        format!(
-                            "conflict decided before writing: the server holds another version ({now}) than the one the change is based on ({e})"
-                        ),
-                    ));
-                }
-                (Some(e), _, false) => Precondition::Match(e),
-                (_, Some(now), true) => Precondition::Match(now),
-                _ => Precondition::None,
-            };
             // A card read as 4.0 and now answered as 3.0 under the same ETag, unasked
             // (not the oldest rendering found to say what the newest says), is a
             // server's conversion, which may have lost data: never written back.
             let compared = offered.len() > 1 && format == offered.first();
-            let landed_version = landed.raw.as_deref().map(version_of);
-            if !compared
-                && landed_version == Some("4.0")
-                && version_of(&before) == "3.0"
-                && cur_etag
-                    .as_deref()
-                    .zip(etag)
-                    .is_some_and(|(a, b)| same_etag(a, b))
-            {
-                return Ok(local(
-                    200,
-                    Outcome::Failed,
-                    "the server answered a vCard 3.0 rendering of a card stored as 4.0; not written, as the conversion may have lost data"
-                        .to_string(),
-                ));
-            }
+            let stored = Stored {
+                resp: &cur,
+                text: &before,
+                etag: cur_etag.as_deref(),
+                compared,
+            };
+            let cond = match write_condition(&stored, href, etag, landed, force) {
+                Ok(c) => c,
+                Err((status, outcome, why)) => return Ok(local(status, outcome, why)),
+            };
             let card = merge_vcard(&before, merged, landed, changed);
             let resp = self.dav.put(href, &card, cond, what, metrics).await?;
             if resp.status == 412 && force {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::config::AuthConfig;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Kind, Result};
 use crate::http::{HttpClient, Metrics};
 use crate::secret::Secret;
 
@@ -88,7 +88,12 @@ impl GoogleAuth {
                     crate::config::MAX_INPUT_FILE,
                     &format!("source {source}: the service-account key file"),
                 )?;
-                let kf: KeyFile = serde_json::from_str(&text).map_err(|e| Error::config(format!("source {source}: {} is not a service-account key file ({e}); download a JSON key for the service account", path.display())))?;
+                let kf: KeyFile = serde_json::from_str(&text).with_context(Kind::Config, || {
+                    format!(
+                        "source {source}: {} is not a service-account key file (download a JSON key for the service account)",
+                        path.display()
+                    )
+                })?;
                 let key = jsonwebtoken::EncodingKey::from_rsa_pem(kf.private_key.as_bytes())
                     .map_err(|_| {
                         Error::config(format!(
@@ -190,11 +195,8 @@ impl ServiceAccount {
             &claims,
             &self.key,
         )
-        .map_err(|e| {
-            Error::Auth(format!(
-                "cannot sign the service-account JWT with {}: {e}",
-                self.key_path
-            ))
+        .with_context(Kind::Auth, || {
+            format!("cannot sign the service-account JWT with {}", self.key_path)
         })?;
         let jwt = Secret::new(jwt);
         let what = format!(
@@ -210,7 +212,7 @@ impl ServiceAccount {
             })
             .await?;
         if !resp.ok() {
-            return Err(Error::Auth(format!(
+            return Err(Error::auth(format!(
                 "{what}: HTTP {}: {}; check the key file {} and the delegation for {}",
                 resp.status,
                 resp.describe(),
@@ -219,7 +221,7 @@ impl ServiceAccount {
             )));
         }
         let t: TokenResponse = serde_json::from_slice(&resp.body)
-            .map_err(|e| Error::Auth(format!("{what}: unreadable answer: {e}")))?;
+            .with_context(Kind::Auth, || format!("{what}: unreadable answer"))?;
         Ok((
             Secret::new(t.access_token),
             Duration::from_secs(t.expires_in.unwrap_or(3600)),

@@ -25,8 +25,9 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::config::SourceConfig;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Kind, Result};
 use crate::http::HttpClient;
+use crate::http::paging::{PageGuard, PagingFault};
 use crate::model::spill::Collected;
 use crate::providers::{Extract, RunContext, SyncMode};
 use auth::GoogleAuth;
@@ -59,6 +60,24 @@ pub const PROVIDER: crate::providers::Registration = crate::providers::Registrat
         })
     },
 };
+
+/// A GData error document (`<errors><error><code>…</code><internalReason>…`) as one
+/// line, `code: reason`; `None` for any other body. The source's [`crate::http::Describer`].
+pub fn gdata_reason(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let t = text.trim();
+    let reason = crate::http::between(t, "<internalReason>", "</internalReason>")?;
+    Some(match crate::http::between(t, "<code>", "</code>") {
+        Some(code) => format!("{code}: {reason}"),
+        None => reason,
+    })
+}
+
+/// An error body of the Google API as one line (GData's reason first, see
+/// [`gdata_reason`]).
+pub fn describe(body: &[u8]) -> String {
+    crate::http::describe_body_with(Some(gdata_reason), body)
+}
 
 /// A configured Google source.
 pub struct GoogleSource {
@@ -94,8 +113,8 @@ impl GoogleSource {
         // Credential errors name the account too: "source S (account D): …".
         let owner = format!("{} (account {})", cfg.name, settings.domain);
         let auth = GoogleAuth::from_config(&settings.auth, &owner, pipeline_dir)?;
-        let origin = url::Url::parse(&cfg.base_url).map_err(|e| {
-            Error::config(format!("source {}: base_url is not a URL ({e})", cfg.name))
+        let origin = url::Url::parse(&cfg.base_url).with_context(Kind::Config, || {
+            format!("source {}: base_url is not a URL", cfg.name)
         })?;
         Ok(GoogleSource {
             name: cfg.name.clone(),
@@ -107,7 +126,7 @@ impl GoogleSource {
             concurrency: cfg.concurrency.unwrap_or(4).max(1),
             photos: settings.photos,
             photo_concurrency: settings.photo_concurrency,
-            http,
+            http: http.with_describer(gdata_reason),
             auth: Arc::new(auth),
         })
     }
@@ -209,7 +228,7 @@ impl GoogleSource {
 
     /// The error for a 401 that stands after a refresh.
     fn refused(&self, what: &str, resp: &crate::http::HttpResponse) -> Error {
-        Error::Auth(format!(
+        Error::auth(format!(
             "{what}: the API refused the credentials (401: {}); {}",
             resp.describe(),
             self.auth.hint()
@@ -233,23 +252,24 @@ impl GoogleSource {
                 Ok(page)
             }
             401 => Err(self.refused(what, &resp)),
-            403 => Err(Error::Auth(format!(
+            403 => Err(Error::auth(format!(
                 "{what}: access denied (403: {}); the token must belong to an administrator of {}",
                 resp.describe(),
                 self.domain
             ))),
-            410 => Err(Error::CursorExpired(format!(
+            410 => Err(Error::cursor_expired(format!(
                 "{what}: the API answered 410 Gone ({}): deletions since the stored cursor are no longer kept",
                 resp.describe()
             ))),
-            s => Err(Error::Http {
-                status: Some(s),
-                message: format!("{what}: HTTP {s}: {}", resp.describe()),
-            }),
+            s => Err(Error::http(
+                Some(s),
+                format!("{what}: HTTP {s}: {}", resp.describe()),
+            )),
         }
     }
 
     fn url_with(&self, params: &[(&str, String)]) -> String {
+        // base_url parsed in `try_new`; a path added to it parses too.
         let mut u = url::Url::parse(&self.feed_url()).expect("feed URL");
         {
             let mut q = u.query_pairs_mut();
@@ -301,12 +321,11 @@ impl GoogleSource {
         }
         // What a correct server can need, plus a tenth for contacts added during the read.
         let needed = total.unwrap_or(MAX_TOTAL_RESULTS).div_ceil(ps).max(1);
-        let max_pages = needed + needed / 10 + 10;
-        let mut links = SeenLinks::default();
-        links.insert(&first_url);
+        let mut guard = PageGuard::new(needed + needed / 10 + 10);
+        // The first page cannot be over the bound nor a repeat.
+        let _ = (guard.page(), guard.follow(&first_url));
         // An empty page is the end, whatever link it carries.
         let mut next = first.next.clone().filter(|_| first.batch.num_rows() > 0);
-        let mut n = 1;
         collected.add(&first.batch, None)?;
         if parallel
             && next.is_some()
@@ -325,7 +344,8 @@ impl GoogleSource {
                 .map(|(n, url)| async move { self.page(&url, &what(n), ctx).await })
                 .buffered(self.concurrency);
             while let Some(p) = pages.try_next().await? {
-                n += 1;
+                // Within the bound: these pages are what totalResults needs.
+                let _ = guard.page();
                 collected.add(&p.batch, None)?;
                 if p.batch.num_rows() == 0 {
                     // Fewer entries than totalResults said: the rest is not there.
@@ -337,20 +357,20 @@ impl GoogleSource {
             }
         }
         while let Some(link) = next {
-            n += 1;
+            let n = guard.pages() + 1;
             let url = crate::http::check_link(&self.origin, &link, &what(n))?;
-            if !links.insert(url.as_str()) {
-                return Err(Error::decode(format!(
-                    "{}: the server sent the next link {url} a second time; a paging loop, stopped",
-                    what(n)
-                )));
-            }
-            if n > max_pages {
-                return Err(Error::decode(format!(
-                    "{}: more pages than totalResults ({}) can need at {ps} per page; a paging loop or a broken server, stopped",
-                    what(n),
+            let stop = match guard.follow(url.as_str()).and_then(|()| guard.page()) {
+                Ok(_) => None,
+                Err(PagingFault::Repeated) => Some(format!(
+                    "the server sent the next link {url} a second time; a paging loop, stopped"
+                )),
+                Err(_) => Some(format!(
+                    "more pages than totalResults ({}) can need at {ps} per page; a paging loop or a broken server, stopped",
                     total.map_or("absent".to_string(), |t| t.to_string())
-                )));
+                )),
+            };
+            if let Some(stop) = stop {
+                return Err(Error::decode(format!("{}: {stop}", what(n))));
             }
             let p = self.page(url.as_str(), &what(n), ctx).await?;
             next = p.next.clone().filter(|_| p.batch.num_rows() > 0);
@@ -382,11 +402,11 @@ impl GoogleSource {
             p
         };
         if let Some(c) = cursor {
-            let c: Cursor = serde_json::from_str(c).map_err(|e| {
-                Error::decode(format!(
-                    "stored cursor of {} is unreadable ({e}); run with --full-refresh",
+            let c: Cursor = serde_json::from_str(c).with_context(Kind::Decode, || {
+                format!(
+                    "stored cursor of {} is unreadable (run with --full-refresh)",
                     self.name
-                ))
+                )
             })?;
             let mut collected = Collected::try_new()?;
             let updated = self
@@ -446,22 +466,6 @@ impl GoogleSource {
             parallel = false;
         }
         unreachable!("the loop returns on its last round")
-    }
-}
-
-/// The page links a read has followed, as 64-bit hashes: a read may take many thousand
-/// pages, and a repeat is what matters, not the text.
-#[derive(Default)]
-struct SeenLinks {
-    hashes: std::collections::HashSet<u64>,
-    state: std::collections::hash_map::RandomState,
-}
-
-impl SeenLinks {
-    /// Records a link; false if it was seen before.
-    fn insert(&mut self, link: &str) -> bool {
-        use std::hash::BuildHasher;
-        self.hashes.insert(self.state.hash_one(link))
     }
 }
 
@@ -525,5 +529,24 @@ impl crate::providers::Photos for GoogleSource {
         metrics: &'a crate::http::Metrics,
     ) -> futures::future::BoxFuture<'a, Vec<crate::model::write::OpResult>> {
         Box::pin(self.apply_photos(ops, force, metrics))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// GData's error document is read by the Google source, not by the HTTP layer.
+    #[test]
+    fn gdata_error_bodies_read_as_one_line() {
+        assert_eq!(super::describe(b"<errors xmlns='http://schemas.google.com/g/2005'><error><domain>GData</domain><code>etagsMismatch</code><internalReason>Etags mismatch</internalReason></error></errors>"), "etagsMismatch: Etags mismatch");
+        assert_eq!(
+            super::describe(
+                b"<errors><error><internalReason>No code</internalReason></error></errors>"
+            ),
+            "No code"
+        );
+        assert_eq!(
+            super::describe(b"<HTML><TITLE>Not Found</TITLE></HTML>"),
+            "Not Found"
+        );
     }
 }

@@ -87,10 +87,10 @@ impl GoogleSource {
                 bytes: resp.body.to_vec(),
             })),
             404 => Ok(None),
-            s => Err(Error::Http {
-                status: Some(s),
-                message: format!("{what}: HTTP {s}: {}", resp.describe()),
-            }),
+            s => Err(Error::http(
+                Some(s),
+                format!("{what}: HTTP {s}: {}", resp.describe()),
+            )),
         }
     }
 

@@ -1,0 +1,63 @@
+//! Raw capture: each entry kept as a standalone document (with the feed's namespace
+//! declarations it needs) for the `raw` column, and an extended property's content
+//! kept exactly as sent.
+
+use std::borrow::Cow;
+
+use quick_xml::events::BytesStart;
+
+/// The content of a `gd:extendedProperty`, as the `xml` column holds it: the XML between
+/// its tags exactly as sent (elements, text, entity references, CDATA and comments alike),
+/// so one element, several sibling elements, plain text and mixed content all survive and
+/// are written back as they came. Whitespace around element content is layout and is
+/// trimmed; text-only content is kept as it is; whitespace alone is no content (null).
+pub(super) fn ext_content(inner: &str) -> Option<Cow<'_, str>> {
+    if inner.trim().is_empty() {
+        None
+    } else if inner.contains('<') {
+        Some(Cow::Borrowed(inner.trim()))
+    } else {
+        Some(Cow::Borrowed(inner))
+    }
+}
+
+/// The feed's namespace declarations, each as its attribute name (`xmlns:gd`) and its
+/// whole text (`xmlns:gd="…"`), to copy into each standalone entry.
+pub(super) fn feed_decls(root: &BytesStart<'_>) -> Vec<(String, String)> {
+    root.attributes()
+        .flatten()
+        .filter(|a| a.key.as_namespace_binding().is_some())
+        .map(|a| {
+            let key = String::from_utf8_lossy(a.key.as_ref()).into_owned();
+            let value = String::from_utf8_lossy(&a.value).replace('"', "&quot;");
+            (key.clone(), format!("{key}=\"{value}\""))
+        })
+        .collect()
+}
+
+/// Writes an entry cut from a feed parse as a document on its own to `out`: adds the
+/// feed's namespace declarations to the entry's start tag, except prefixes the entry
+/// declares itself.
+pub(super) fn standalone(entry: &str, decls: &[(String, String)], out: &mut String) {
+    let name_end = entry[1..]
+        .find(|c: char| c.is_whitespace() || c == '>' || c == '/')
+        .map(|i| i + 1)
+        .unwrap_or(entry.len());
+    let tag_end = entry.find('>').unwrap_or(entry.len());
+    let own = &entry[..tag_end];
+    // Entries rarely declare namespaces of their own: one search settles most of them.
+    let own_decls = own.contains("xmlns");
+    out.push_str(&entry[..name_end]);
+    for (key, decl) in decls {
+        // Whether the entry's own start tag declares this prefix (`key=`).
+        let declared = own_decls
+            && own
+                .match_indices(key.as_str())
+                .any(|(i, _)| own[i + key.len()..].starts_with('='));
+        if !declared {
+            out.push(' ');
+            out.push_str(decl);
+        }
+    }
+    out.push_str(&entry[name_end..]);
+}
