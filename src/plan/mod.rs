@@ -423,9 +423,9 @@ fn check_csv(text: impl std::io::Read) -> Result<()> {
                     // columns only: refused before a reader builds batches that wide.
                     let max = contacts_schema().fields().len();
                     if header.is_none() && fields > max {
-                        return Err(format!(
+                        return Err(Error::config(format!(
                             "line {line}: the header has more fields than the {max} contact columns (see `contacts-etl schema`)"
-                        ));
+                        )));
                     }
                     at_start = true;
                     continue;

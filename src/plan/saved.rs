@@ -340,7 +340,9 @@ pub fn read(path: &Path) -> Result<Saved> {
         || parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file),
         parquet::errors::ParquetError::General,
     )
-    .with_context(Kind::Config, || format!("--plan {shown}: not a Parquet file"))?;
+    .with_context(Kind::Config, || {
+        format!("--plan {shown}: not a Parquet file")
+    })?;
     let meta = builder
         .metadata()
         .file_metadata()

@@ -151,7 +151,9 @@ pub fn supported_address_data(body: &[u8], what: &str) -> Result<Vec<AddressData
                     }
                     depth += 1;
                     if depth > MAX_DEPTH {
-                        return Err(bad(format!("elements nested deeper than {MAX_DEPTH}")));
+                        return Err(Error::decode(format!(
+                            "{what}: the answer is not a readable WebDAV multistatus (elements nested deeper than {MAX_DEPTH})"
+                        )));
                     }
                 }
             }
