@@ -603,9 +603,11 @@ impl Lake {
         }
         match create.await {
             Ok(t) => Ok(t),
-            // Another process created it meanwhile.
-            Err(_) if self.open(kind).await?.is_some() => Ok(self.open(kind).await?.unwrap()),
-            Err(e) => Err(Error::with_source(Kind::Lake, format!("creating {url}"), e)),
+            // Another process created it meanwhile: that table is the one.
+            Err(e) => match self.open(kind).await? {
+                Some(t) => Ok(t),
+                None => Err(Error::with_source(Kind::Lake, format!("creating {url}"), e)),
+            },
         }
     }
 
