@@ -190,7 +190,12 @@ pub struct Registration {
 }
 
 /// The registry: every provider of this build, one line each.
-pub const PROVIDERS: &[Registration] = &[google::PROVIDER, aurinko::PROVIDER, carddav::PROVIDER];
+pub const PROVIDERS: &[Registration] = &[
+    google::PROVIDER,
+    aurinko::PROVIDER,
+    carddav::PROVIDER,
+    google_directory::PROVIDER,
+];
 
 /// The registration of an entry's provider; an unknown name says which exist.
 pub fn registration(cfg: &SourceConfig) -> Result<&'static Registration> {
@@ -246,6 +251,9 @@ pub struct Profile {
     pub photos: bool,
     /// Whether this entry's syncs land them (`photos = true`).
     pub photos_landed: bool,
+    /// Why nothing can be written through this provider, for one that only reads
+    /// (`plan` and `apply` refuse at once with these words); `None` for the others.
+    pub read_only: Option<&'static str>,
 }
 
 /// The [`Profile`] of a pipeline entry; `pipeline_dir` anchors the files it names.
