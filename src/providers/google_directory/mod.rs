@@ -20,6 +20,9 @@
 //!   [`crate::Error::CursorExpired`], a full extract that reconciles deletes.
 //! - 429 `RESOURCE_EXHAUSTED` is retried with backoff by the HTTP layer.
 //! - Writes may take minutes to show in a sync (fact): a sync is not read-after-write.
+//!
+//! Not in [`crate::providers::PROVIDERS`] yet: no emulator serves the endpoint, so no
+//! test has run this source against a server.
 
 pub mod config;
 pub mod cursor;
