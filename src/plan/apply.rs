@@ -175,6 +175,9 @@ pub async fn plan_scoped(
     accounts: &[String],
 ) -> Result<Plan> {
     let profile = crate::providers::profile(p.source(source)?, &p.dir())?;
+    if let Some(why) = profile.read_only {
+        return Err(Error::config(format!("source {source}: {why}")));
+    }
     check_accounts(p, source, accounts).await?;
     let lake = lake_of(p)?;
     let account_of = |d: &crate::model::schema::ContactRecord| match d.account.as_str() {

@@ -246,6 +246,9 @@ pub struct Profile {
     pub photos: bool,
     /// Whether this entry's syncs land them (`photos = true`).
     pub photos_landed: bool,
+    /// Why nothing can be written through this provider, for one that only reads
+    /// (`plan` and `apply` refuse at once with these words); `None` for the others.
+    pub read_only: Option<&'static str>,
 }
 
 /// The [`Profile`] of a pipeline entry; `pipeline_dir` anchors the files it names.

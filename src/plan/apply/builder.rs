@@ -495,6 +495,9 @@ impl<'a> Apply<'a, FromPhotos> {
 /// The source `name` built (its credentials read: a missing one is an error before any
 /// request), if its provider can write back.
 fn writer_of(p: &Pipeline, name: &str) -> Result<Box<dyn Source>> {
+    if let Some(why) = crate::providers::profile(p.source(name)?, &p.dir())?.read_only {
+        return Err(Error::config(format!("source {name}: {why}")));
+    }
     let source = crate::providers::build(p.source(name)?, &p.dir())?;
     if source.write_back().is_none() {
         return Err(Error::config(format!(

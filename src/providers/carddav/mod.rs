@@ -70,6 +70,7 @@ pub const PROVIDER: crate::providers::Registration = crate::providers::Registrat
             default_account: None,
             photos: false,
             photos_landed: false,
+            read_only: None,
         })
     },
 };

@@ -50,8 +50,20 @@ pub struct ServiceAccount {
 }
 
 impl GoogleAuth {
-    /// Builds the auth a pipeline entry describes.
+    /// Builds the auth a pipeline entry describes (a service account asks for the Domain
+    /// Shared Contacts scope unless the entry names one).
     pub fn from_config(cfg: &AuthConfig, source: &str, base: &Path) -> Result<GoogleAuth> {
+        Self::from_config_scoped(cfg, source, base, SCOPE)
+    }
+
+    /// As [`GoogleAuth::from_config`], a service account asking for `default_scope`
+    /// unless the entry names one.
+    pub fn from_config_scoped(
+        cfg: &AuthConfig,
+        source: &str,
+        base: &Path,
+        default_scope: &str,
+    ) -> Result<GoogleAuth> {
         match cfg {
             kind @ (AuthConfig::Bearer {
                 token_env,
@@ -106,7 +118,7 @@ impl GoogleAuth {
                     key,
                     token_uri: kf.token_uri,
                     subject: subject.clone(),
-                    scope: scope.clone().unwrap_or_else(|| SCOPE.into()),
+                    scope: scope.clone().unwrap_or_else(|| default_scope.into()),
                     key_path: path.display().to_string(),
                     cache: tokio::sync::Mutex::new(None),
                 })))

@@ -57,6 +57,7 @@ pub const PROVIDER: crate::providers::Registration = crate::providers::Registrat
             default_account: Some(c.domain),
             photos: true,
             photos_landed: c.photos,
+            read_only: None,
         })
     },
 };
