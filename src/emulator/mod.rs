@@ -26,6 +26,7 @@
 pub mod aurinko;
 pub mod data;
 pub mod google;
+pub mod people;
 pub mod proxy;
 pub mod xml;
 
