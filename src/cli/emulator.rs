@@ -45,6 +45,9 @@ pub struct EmulatorArgs {
     /// Records per Aurinko sync page.
     #[arg(long, default_value_t = 200)]
     aurinko_page_size: usize,
+    /// Directory profiles the People API lists beside the domain's shared contacts.
+    #[arg(long, default_value_t = 0)]
+    directory_profiles: usize,
     /// PEM public key that verifies service-account JWTs at POST /token.
     #[arg(long)]
     service_account_public_key: Option<PathBuf>,
@@ -72,6 +75,7 @@ impl EmulatorArgs {
             faults: FaultSpec::parse(&self.faults)?,
             token: self.token.clone(),
             aurinko_page_size: self.aurinko_page_size,
+            directory_profiles: self.directory_profiles,
             service_account_public_key: key,
             ..Default::default()
         })

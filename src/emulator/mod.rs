@@ -89,6 +89,14 @@ pub struct EmulatorConfig {
     /// Whether every generated Google contact gets notes that bring it a few units
     /// under the 2 KB limit, as the emulator counts it (none is seeded over it).
     pub google_near_limit: bool,
+    /// Directory profiles (the domain's users) the People API lists beside the Google
+    /// domain's shared contacts.
+    pub directory_profiles: usize,
+    /// People API sync tokens older than this are expired.
+    pub people_token_ttl_secs: Option<u64>,
+    /// The status of an expired People API sync token: 400 `FAILED_PRECONDITION` (the
+    /// default) or 410; the reference names neither for this list.
+    pub people_expired_status: u16,
 }
 
 impl Default for EmulatorConfig {
@@ -111,6 +119,9 @@ impl Default for EmulatorConfig {
             oauth_token_ttl_secs: 3600,
             photo_touches_contact: true,
             google_near_limit: false,
+            directory_profiles: 0,
+            people_token_ttl_secs: None,
+            people_expired_status: 400,
         }
     }
 }
@@ -229,6 +240,7 @@ pub struct Shared {
     pub base_url: String,
     pub google: Mutex<google::GoogleStore>,
     pub aurinko: Mutex<aurinko::AurinkoStore>,
+    pub directory: Mutex<people::DirectoryStore>,
     faults: FaultInjector,
     stats: Mutex<BTreeMap<String, u64>>,
 }
@@ -297,6 +309,7 @@ impl Emulator {
         let clock = Clock::default();
         let google = google::GoogleStore::generate(&config, &base_url, clock.now_ms());
         let aurinko = aurinko::AurinkoStore::generate(&config, clock.now_ms());
+        let directory = people::DirectoryStore::generate(&config, clock.now_ms());
         let shared = Arc::new(Shared {
             faults: FaultInjector::new(config.faults.clone(), config.seed),
             config,
@@ -304,11 +317,13 @@ impl Emulator {
             base_url,
             google: Mutex::new(google),
             aurinko: Mutex::new(aurinko),
+            directory: Mutex::new(directory),
             stats: Mutex::new(BTreeMap::new()),
         });
         let api = Router::new()
             .merge(google::routes())
             .merge(aurinko::routes())
+            .merge(people::routes())
             .layer(axum::middleware::from_fn_with_state(
                 shared.clone(),
                 inject_faults,
@@ -332,6 +347,26 @@ impl Emulator {
             shutdown: Some(tx),
             task: Some(task),
         })
+    }
+
+    /// What the People API's directory lists now (see [`people::truth`]).
+    pub fn directory_truth(&self) -> Vec<ContactRecord> {
+        people::truth(&self.shared)
+    }
+
+    /// Adds, edits and deletes directory profiles now.
+    pub fn mutate_directory(
+        &self,
+        inserts: usize,
+        updates: usize,
+        deletes: usize,
+    ) -> MutationSummary {
+        let now = self.shared.clock.now_ms();
+        self.shared
+            .directory
+            .lock()
+            .unwrap()
+            .mutate(inserts, updates, deletes, now)
     }
 
     /// The base URL, e.g. `http://127.0.0.1:41234`.

@@ -343,11 +343,13 @@ mod tests {
                 number: Some("+44 20 1".into()),
                 kind: Some("mobile".into()),
                 uri: Some("tel:+44201".into()),
+                primary: Some(false),
                 ..Default::default()
             }],
             organizations: vec![Organization {
                 name: Some("Analytical".into()),
                 title: Some("Countess".into()),
+                primary: Some(false),
                 ..Default::default()
             }],
             events: vec![Event {
@@ -601,4 +603,282 @@ pub fn list(entries: &[DirEntry], q: &ListQuery, now_ms: i64, cfg: &ListConfig) 
         }));
     }
     (200, out)
+}
+
+/// The People API's word for a GData `rel` or a label: the API writes its fixed types in
+/// camel case (`workFax`, `homePage`), a user's own label as written.
+fn people_type(kind: &Option<String>, label: &Option<String>) -> Option<String> {
+    if let Some(l) = label {
+        return Some(l.clone());
+    }
+    let k = kind.as_ref()?;
+    let mut out = String::new();
+    let mut up = false;
+    for c in k.chars() {
+        if c == '_' || c == '-' {
+            up = true;
+        } else if up {
+            out.extend(c.to_uppercase());
+            up = false;
+        } else {
+            out.push(c);
+        }
+    }
+    Some(out)
+}
+
+/// A domain contact of the Google emulator as the directory shows it: the fields the
+/// People API carries, types in its words, groups as contact-group resources, the photo
+/// URL as the photo's version.
+pub fn directory_view(mut r: ContactRecord) -> ContactRecord {
+    macro_rules! retype {
+        ($items:expr) => {
+            for x in $items.iter_mut() {
+                x.kind = people_type(&x.kind, &x.label);
+            }
+        };
+    }
+    // The API marks a primary field and leaves the others unmarked: not primary.
+    macro_rules! primary {
+        ($items:expr) => {
+            for x in $items.iter_mut() {
+                x.primary = Some(x.primary == Some(true));
+            }
+        };
+    }
+    primary!(r.emails);
+    primary!(r.phones);
+    primary!(r.addresses);
+    primary!(r.organizations);
+    primary!(r.websites);
+    retype!(r.emails);
+    retype!(r.phones);
+    retype!(r.addresses);
+    retype!(r.organizations);
+    retype!(r.websites);
+    retype!(r.relations);
+    retype!(r.events);
+    r.ims.clear();
+    r.file_as = None;
+    r.extended_properties.clear();
+    r.groups = r
+        .groups
+        .iter()
+        .map(|g| format!("contactGroups/{}", g.rsplit('/').next().unwrap_or(g)))
+        .collect();
+    r.photo = r
+        .photo
+        .and_then(|p| p.href)
+        .map(|u| crate::model::schema::Photo {
+            etag: Some(u.clone()),
+            href: Some(u),
+        });
+    r
+}
+
+/// The directory's own entries (the domain's users' profiles) and how it answers; the
+/// domain's shared contacts are the Google emulator's, read at each call.
+pub struct DirectoryStore {
+    /// Profiles, `people/<n>`.
+    pub profiles: Vec<DirEntry>,
+    people: super::data::Generator,
+    domain: String,
+    next_n: usize,
+    ttl_ms: Option<i64>,
+    expired_status: u16,
+}
+
+impl DirectoryStore {
+    /// `cfg.directory_profiles` profiles, changed a day ago.
+    pub fn generate(cfg: &super::EmulatorConfig, now_ms: i64) -> DirectoryStore {
+        let mut s = DirectoryStore {
+            profiles: Vec::with_capacity(cfg.directory_profiles),
+            people: super::data::Generator::new(cfg.seed ^ 0x5EED_D1EC),
+            domain: cfg.google_domain.clone(),
+            next_n: 0,
+            ttl_ms: cfg.people_token_ttl_secs.map(|s| s as i64 * 1000),
+            expired_status: cfg.people_expired_status,
+        };
+        for _ in 0..cfg.directory_profiles {
+            s.insert(now_ms - 86_400_000);
+        }
+        s
+    }
+
+    /// A new profile, changed at `now_ms`; returns its id.
+    fn insert(&mut self, now_ms: i64) -> String {
+        let n = 1000 + self.next_n;
+        self.next_n += 1;
+        let p = self.people.person(n as u64);
+        let given = p.given.clone().unwrap_or_else(|| format!("User{n}"));
+        let family = p.family.clone().unwrap_or_default();
+        let address = format!("{}.{}@{}", given.to_lowercase(), n, self.domain);
+        let record = ContactRecord {
+            account: self.domain.clone(),
+            id: n.to_string(),
+            display_name: Some(format!("{given} {family}").trim().to_string()),
+            given_name: Some(given),
+            family_name: p.family.clone(),
+            emails: vec![crate::model::schema::Email {
+                address: Some(address),
+                kind: Some("work".into()),
+                primary: Some(true),
+                ..Default::default()
+            }],
+            organizations: p
+                .orgs
+                .iter()
+                .take(1)
+                .map(
+                    |(name, title, dept, _)| crate::model::schema::Organization {
+                        name: Some(name.clone()),
+                        title: title.clone(),
+                        department: dept.clone(),
+                        kind: Some("work".into()),
+                        primary: Some(false),
+                        ..Default::default()
+                    },
+                )
+                .collect(),
+            ..Default::default()
+        };
+        self.profiles.push(DirEntry {
+            resource: format!("people/{n}"),
+            kind: "DOMAIN_PROFILE",
+            etag: format!("%Ep{n}.0"),
+            updated_ms: now_ms,
+            deleted_ms: None,
+            record,
+        });
+        n.to_string()
+    }
+
+    /// Adds, edits (a new title) and deletes profiles at `now_ms`.
+    pub fn mutate(
+        &mut self,
+        inserts: usize,
+        updates: usize,
+        deletes: usize,
+        now_ms: i64,
+    ) -> super::MutationSummary {
+        let mut out = super::MutationSummary::default();
+        for _ in 0..inserts {
+            out.inserted.push(self.insert(now_ms));
+        }
+        let live: Vec<usize> = (0..self.profiles.len())
+            .filter(|&i| self.profiles[i].deleted_ms.is_none())
+            .collect();
+        for (k, &i) in live.iter().enumerate().take(updates + deletes) {
+            let e = &mut self.profiles[i];
+            let id = e.resource.trim_start_matches("people/").to_string();
+            e.updated_ms = now_ms;
+            if k < updates {
+                let word = self.people.word();
+                e.etag = format!("{}.{k}", e.etag);
+                match e.record.organizations.first_mut() {
+                    Some(o) => o.title = Some(word),
+                    None => e.record.notes = Some(word),
+                }
+                out.updated.push(id);
+            } else {
+                e.deleted_ms = Some(now_ms);
+                out.deleted.push(id);
+            }
+        }
+        out
+    }
+}
+
+/// Every entry of the directory at `now`: the Google emulator's contacts (as
+/// `people/c<id>`) and the profiles.
+fn entries(s: &super::Shared) -> (Vec<DirEntry>, ListConfig) {
+    let g = s.google.lock().unwrap();
+    let d = s.directory.lock().unwrap();
+    let mut out: Vec<DirEntry> = g
+        .contacts
+        .values()
+        .map(|c| DirEntry {
+            resource: format!("people/c{}", c.id),
+            kind: "DOMAIN_CONTACT",
+            etag: format!("%Ec{}", c.etag),
+            updated_ms: c.updated_ms,
+            deleted_ms: c.deleted_ms,
+            record: directory_view(g.record(c, &s.base_url)),
+        })
+        .collect();
+    out.extend(d.profiles.iter().cloned());
+    let cfg = ListConfig {
+        token_ttl_ms: d.ttl_ms,
+        expired_status: d.expired_status,
+        retention_ms: g.retention_ms,
+        instance: g.instance,
+    };
+    (out, cfg)
+}
+
+/// What the directory holds, as a `google_directory` source lands it (ids without
+/// `people/`), live entries only, sorted by id.
+pub fn truth(s: &super::Shared) -> Vec<ContactRecord> {
+    let (entries, _) = entries(s);
+    let mut out: Vec<ContactRecord> = entries
+        .into_iter()
+        .filter(|e| e.deleted_ms.is_none())
+        .map(|e| {
+            let mut r = e.record;
+            r.id = e.resource.trim_start_matches("people/").to_string();
+            r.etag = Some(e.etag);
+            r.updated = Some(e.updated_ms * 1000);
+            r.native = Some(json!({ "directory_source": e.kind, "sources": [e.kind] }).to_string());
+            r
+        })
+        .collect();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out
+}
+
+/// The route of `people.listDirectoryPeople`.
+pub fn routes() -> axum::Router<std::sync::Arc<super::Shared>> {
+    axum::Router::new().route(
+        "/v1/people:listDirectoryPeople",
+        axum::routing::get(list_route),
+    )
+}
+
+async fn list_route(
+    axum::extract::State(s): axum::extract::State<std::sync::Arc<super::Shared>>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let now = s.clock.now_ms();
+    let (status, body) = if !super::google::authorized(&mut s.google.lock().unwrap(), &headers, now)
+    {
+        s.count("people.unauthorized");
+        api_error(
+            401,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials.",
+            None,
+        )
+    } else {
+        s.count("people.list");
+        let (entries, cfg) = entries(&s);
+        list(
+            &entries,
+            &ListQuery::of(&super::google::query_pairs(&uri)),
+            now,
+            &cfg,
+        )
+    };
+    let status = axum::http::StatusCode::from_u16(status)
+        .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/json; charset=UTF-8",
+        )],
+        body.to_string(),
+    )
+        .into_response()
 }

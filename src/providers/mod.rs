@@ -190,7 +190,12 @@ pub struct Registration {
 }
 
 /// The registry: every provider of this build, one line each.
-pub const PROVIDERS: &[Registration] = &[google::PROVIDER, aurinko::PROVIDER, carddav::PROVIDER];
+pub const PROVIDERS: &[Registration] = &[
+    google::PROVIDER,
+    aurinko::PROVIDER,
+    carddav::PROVIDER,
+    google_directory::PROVIDER,
+];
 
 /// The registration of an entry's provider; an unknown name says which exist.
 pub fn registration(cfg: &SourceConfig) -> Result<&'static Registration> {

@@ -12,6 +12,7 @@ mod carddav;
 mod cli;
 mod conformance;
 mod damage;
+mod directory;
 mod exact;
 mod google;
 mod hostile;

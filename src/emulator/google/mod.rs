@@ -15,6 +15,7 @@ mod writes;
 
 pub use render::{gdata_error, person_to_content};
 pub use routes::routes;
+pub(crate) use routes::{authorized, query_pairs};
 pub use store::{GContact, GoogleStore, photo_bytes};
 
 // The rooms share these imports and each other's items through `use super::*`.

@@ -361,7 +361,7 @@ async fn photo_route(
 }
 
 /// The query's pairs, decoded.
-pub(super) fn query_pairs(uri: &axum::http::Uri) -> Vec<(String, String)> {
+pub(crate) fn query_pairs(uri: &axum::http::Uri) -> Vec<(String, String)> {
     uri.query()
         .map(|q| {
             url::form_urlencoded::parse(q.as_bytes())
@@ -373,7 +373,7 @@ pub(super) fn query_pairs(uri: &axum::http::Uri) -> Vec<(String, String)> {
 
 /// Whether the `Authorization` header holds the configured token or an unexpired
 /// OAuth2 token this emulator handed out.
-pub(super) fn authorized(store: &mut GoogleStore, headers: &HeaderMap, now_ms: i64) -> bool {
+pub(crate) fn authorized(store: &mut GoogleStore, headers: &HeaderMap, now_ms: i64) -> bool {
     let Some(h) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -36,14 +36,14 @@ pub struct GoogleStore {
     pub(super) last_ms: i64,
     pub(super) base_url: String,
     pub(super) max_results: usize,
-    pub(super) retention_ms: i64,
+    pub(crate) retention_ms: i64,
     /// When this store was made (emulator time): it keeps no deletion placeholder from
     /// before then, so an `updated-min` older than this (a cursor of an earlier emulator
     /// process) is answered as the real API answers one older than its retention: 410.
     pub(super) born_ms: i64,
     /// This store's instance id, random per emulator: in every etag, since a restarted
     /// emulator's contacts are new versions (their `updated` and links differ).
-    pub(super) instance: u64,
+    pub(crate) instance: u64,
     pub(super) token: String,
     pub(super) oauth_tokens: HashMap<String, i64>,
     pub(super) sa_public_key: Option<String>,
@@ -382,7 +382,7 @@ impl GoogleStore {
     }
 
     /// The emulator's own reading of a stored contact in the unified schema.
-    pub(super) fn record(&self, c: &GContact, base: &str) -> ContactRecord {
+    pub(crate) fn record(&self, c: &GContact, base: &str) -> ContactRecord {
         let txt = |e: Option<&El>| e.map(El::text_content).filter(|s| !s.is_empty());
         let attr = |e: &El, n: &str| e.get(n).map(str::to_string).filter(|s| !s.is_empty());
         let short = |e: &El| {

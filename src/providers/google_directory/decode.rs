@@ -423,7 +423,7 @@ impl From<EmailJ> for Email {
             label: label(&e.kind, e.formatted_type),
             address: e.value,
             kind: e.kind,
-            primary: e.metadata.primary,
+            primary: Some(e.metadata.primary == Some(true)),
             display_name: e.display_name,
         }
     }
@@ -436,7 +436,7 @@ impl From<PhoneJ> for Phone {
             uri: ph.canonical_form.map(|c| format!("tel:{c}")),
             number: ph.value,
             kind: ph.kind,
-            primary: ph.metadata.primary,
+            primary: Some(ph.metadata.primary == Some(true)),
         }
     }
 }
@@ -446,7 +446,7 @@ impl From<AddressJ> for Address {
         Address {
             label: label(&a.kind, a.formatted_type),
             kind: a.kind,
-            primary: a.metadata.primary,
+            primary: Some(a.metadata.primary == Some(true)),
             street: a.street_address,
             po_box: a.po_box,
             neighborhood: a.extended_address,
@@ -467,7 +467,7 @@ impl From<OrganizationJ> for Organization {
             title: o.title,
             department: o.department,
             kind: o.kind,
-            primary: o.metadata.primary,
+            primary: Some(o.metadata.primary == Some(true)),
         }
     }
 }
@@ -478,7 +478,7 @@ impl From<TypedValueJ> for Website {
             label: label(&u.kind, u.formatted_type),
             href: u.value,
             kind: u.kind,
-            primary: u.metadata.primary,
+            primary: Some(u.metadata.primary == Some(true)),
         }
     }
 }
