@@ -320,22 +320,6 @@ impl Error {
             _ => 1,
         }
     }
-    /// The words of this error alone, without its causes.
-    pub fn context_words(&self) -> &str {
-        match self {
-            Error::Config { context, .. }
-            | Error::Auth { context, .. }
-            | Error::CursorExpired { context, .. }
-            | Error::NotFound { context, .. }
-            | Error::Http { context, .. }
-            | Error::Decode { context, .. }
-            | Error::Concurrent { context, .. }
-            | Error::CorruptLake { context, .. }
-            | Error::Lake { context, .. }
-            | Error::Sql { context, .. }
-            | Error::Other { context, .. } => context,
-        }
-    }
     /// Prefixes the words with context, keeping the kind and the source.
     pub fn context(mut self, ctx: impl fmt::Display) -> Self {
         let words = match &mut self {
