@@ -6,6 +6,8 @@
 #   SCALE=0.1 scripts/bench.sh       # everything at a tenth of the size, for a quick look
 #   ONLY=B9 scripts/bench.sh         # only B9 (many small accounts); B9_BIG=1 adds 10,000;
 #                                    # B9_HISTORY=N no-change runs after (16)
+#   ONLY=B10 scripts/bench.sh        # only B10 (a full sync from an independent server)
+#   DENSE= scripts/bench.sh          # the emulator's plain data instead of --dense
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE="${SCALE:-1}"
@@ -18,8 +20,10 @@ OUT=target/bench; mkdir -p "$OUT"; : > "$OUT/log"
 command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time; }
 command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
 PEER="$CACHE/bench-peer"
-if [ ! -x "$PEER/bin/python" ]; then
-  python3 -m venv "$PEER" && "$PEER/bin/pip" install --quiet --disable-pip-version-check requests==2.34.2 lxml==6.1.3 pyarrow==26.0.1
+# Checked by importing, not by the interpreter's presence: a venv left half-installed
+# (pyarrow without its shared libraries) was taken as ready and the peer failed.
+if ! "$PEER/bin/python" -c "import requests, lxml, pyarrow" 2>/dev/null; then
+  python3 -m venv "$PEER" && "$PEER/bin/pip" install --quiet --disable-pip-version-check --force-reinstall requests==2.34.2 lxml==6.1.3 pyarrow==26.0.1
 fi
 [ "${BENCH_NO_BUILD:-0}" = 1 ] || cargo build --release --quiet  # BENCH_NO_BUILD=1: the binary as built
 # The build may live outside the clone (CARGO_TARGET_DIR, as .ci/run sets it).
@@ -82,6 +86,9 @@ curl_aurinko() { # the page chain with curl; tokens cut out with grep, bodies ke
 }
 declare -A R
 ONLY="${ONLY:-}"
+# The emulator's people as dense as real domains' (foreign namespaces, XML blobs, long
+# notes, many items): what users' data costs. DENSE= benches the plain data.
+DENSE="${DENSE---dense}"
 
 # B9: many small Aurinko accounts in one run, beside one account of the same contacts.
 # Accounts come from an accounts_file (id,token_env,token_file). Prints wall, CPU
@@ -157,8 +164,42 @@ b9() {
 }
 if [ "$ONLY" = B9 ]; then b9; exit 0; fi
 
+# B10: B3 against a server that is not ours. scripts/bench/gdata_dense.py writes N
+# contacts shaped like a real domain's to files once (cached) and serves them from a
+# plain Python file server, with a length (as our emulator) and chunked (as many real
+# servers); client CPU of the full sync beside the Python peer's on the same pages.
+b10() {
+  local dir="$CACHE/bench-dense/google-$N-v1" mode i
+  [ -s "$dir/total" ] || python3 scripts/bench/gdata_dense.py generate "$dir" "$N"
+  R[b10_mb]=$(du -cb "$dir"/*.xml | awk 'END {printf "%.0f", $1/1e6}')
+  for mode in length chunked; do
+    echo "== B10: $N dense contacts from an independent server ($mode)"
+    python3 scripts/bench/gdata_dense.py serve "$dir" $([ $mode = chunked ] && echo --chunked) > "$WORK/dense.url" &
+    EMU_PID=$!
+    for _ in $(seq 100); do [ -s "$WORK/dense.url" ] && break; sleep 0.1; done
+    URL=$(head -1 "$WORK/dense.url")
+    : > "$WORK/b10.$mode"; : > "$WORK/b10.peer.$mode"
+    for i in $(seq "$RUNS"); do
+      rm -rf "$WORK/d$i"; pipeline "$WORK/d$i" google
+      timed dense "$BIN" sync "$WORK/d$i/p.toml" >/dev/null; cpu dense >> "$WORK/b10.$mode"
+      if [ $mode = length ]; then
+        timed dpeer "$PEER/bin/python" scripts/bench/python_peer.py google "$URL" "$TOKEN" "$WORK/peer.parquet" >/dev/null
+        cpu dpeer >> "$WORK/b10.peer.$mode"
+      fi
+    done
+    R[b10_$mode]=$(median < "$WORK/b10.$mode")
+    stop_emu; : > "$WORK/dense.url"
+  done
+  R[b10_peer]=$(median < "$WORK/b10.peer.length")
+}
+if [ "$ONLY" = B10 ]; then
+  b10
+  echo "| B10 | ${R[b10_mb]} MB of dense Atom from an independent server | client CPU ${R[b10_length]} s (with a length), ${R[b10_chunked]} s (chunked); the peer ${R[b10_peer]} s = $(python3 -c "print(f'{${R[b10_peer]}/${R[b10_length]}:.2f}')")× less |" | tee "$OUT/b10.md"
+  exit 0
+fi
+
 echo "== B1/B3/B4/B5/B6: Google, $N contacts"
-start_emu --google-contacts "$N" --aurinko-accounts 0
+start_emu --google-contacts "$N" --aurinko-accounts 0 $DENSE
 for i in $(seq "$RUNS"); do
   echo "$(timed curl bash -c "$(declare -f curl_google); URL=$URL TOKEN=$TOKEN curl_google $N")" >> "$WORK/b1.curl"
   echo "$(timed curlp bash -c "$(declare -f curl_google_p4); URL=$URL TOKEN=$TOKEN curl_google_p4 $N")" >> "$WORK/b1.curlp"
@@ -168,6 +209,7 @@ for i in $(seq "$RUNS"); do
   echo "$(timed peer "$PEER/bin/python" scripts/bench/python_peer.py google "$URL" "$TOKEN" "$WORK/peer.parquet")" >> "$WORK/b3.google"
   cpu peer >> "$WORK/b3.cpu.peer"
 done
+R[b1_mb]=$(seq 1 1000 "$N" | while read -r st; do curl -sf -o /dev/null -w '%{size_download}\n' -H "Authorization: Bearer $TOKEN" -H "GData-Version: 3.0" "$URL/m8/feeds/contacts/example.com/full?max-results=1000&start-index=$st"; done | awk '{t += $1} END {printf "%.0f", t/1e6}')
 R[b1_curl]=$(median < "$WORK/b1.curl"); R[b1_curlp]=$(median < "$WORK/b1.curlp"); R[b1_etl]=$(median < "$WORK/b1.etl"); R[b3_g]=$(median < "$WORK/b3.google")
 R[b6_50]=$(cat "$WORK"/rss.g50.* | median)
 R[b3_cpu_etl]=$(median < "$WORK/b3.cpu.etl"); R[b3_cpu_peer]=$(median < "$WORK/b3.cpu.peer")
@@ -202,7 +244,7 @@ PY
 stop_emu
 
 echo "== B2/B3: Aurinko, $N contacts in one account"
-start_emu --google-contacts 0 --aurinko-accounts 1 --aurinko-contacts "$N"
+start_emu --google-contacts 0 --aurinko-accounts 1 --aurinko-contacts "$N" $DENSE
 for i in $(seq "$RUNS"); do
   echo "$(timed curla bash -c "$(declare -f curl_aurinko); URL=$URL TOKEN=$TOKEN curl_aurinko")" >> "$WORK/b2.curl"
   rm -rf "$WORK/a$i"; pipeline "$WORK/a$i" aurinko 1
@@ -217,7 +259,7 @@ R[b3_cpu_etla]=$(median < "$WORK/b3.cpu.etla"); R[b3_cpu_peera]=$(median < "$WOR
 stop_emu
 
 echo "== B6 (Aurinko): $N_BIG contacts in one account (memory)"
-start_emu --google-contacts 0 --aurinko-accounts 1 --aurinko-contacts "$N_BIG"
+start_emu --google-contacts 0 --aurinko-accounts 1 --aurinko-contacts "$N_BIG" $DENSE
 # Peak RSS moves by ±15 % between runs of the same binary: medians here too.
 for i in $(seq "$RUNS"); do
   rm -rf "$WORK/abig"; pipeline "$WORK/abig" aurinko 1
@@ -227,7 +269,7 @@ R[b6a_big_wall]=$(median < "$WORK/b6a.wall"); R[b6a_big]=$(median < "$WORK/b6a.r
 stop_emu
 
 echo "== B6: Google, $N_BIG contacts (memory)"
-start_emu --google-contacts "$N_BIG" --aurinko-accounts 0
+start_emu --google-contacts "$N_BIG" --aurinko-accounts 0 $DENSE
 for i in $(seq "$RUNS"); do
   rm -rf "$WORK/big"; pipeline "$WORK/big" google
   echo "$(timed big "$BIN" sync "$WORK/big/p.toml")" >> "$WORK/b6.wall"; cat "$WORK/rss.big" >> "$WORK/b6.rss"
@@ -245,6 +287,7 @@ R[b8]=$(median < "$WORK/b8")
 stop_emu
 
 b9
+b10
 
 # B7 needs the bench profile, whose dev-dependency features make cargo rebuild DataFusion
 # and Delta once (about 30 minutes on 2 cores): opt in with BENCH_B7=1.
@@ -265,6 +308,7 @@ pct() { python3 -c "print(f'{100*$1/$2:.1f}')"; }
 echo "| B4 | incremental after 500 changes | default (deletion vectors) ${R[b4]} s = $(pct ${R[b4]} ${R[b1_etl]})% of B1; copy-on-write (\`deletion_vectors = false\`) ${R[b4cow]} s = $(pct ${R[b4cow]} ${R[b1_etl]})%; no changes ${R[b4_none]} s = $(pct ${R[b4_none]} ${R[b1_etl]})% | ≤ 5% of B1 |"
 echo "| B5 | apply 10,000 Google updates | ${R[b5_batches]} batch requests; write phase ${R[b5_write]} s vs the emulator's handling ${R[b5_handling]} s → $(ratio ${R[b5_write]} ${R[b5_handling]})×; whole command ${R[b5_wall]} s (sync before and after included) | exactly 100; ≤ 2× |"
 echo "| B6 | peak RSS, full sync | Google $N: ${R[b6_50]} KiB; $N_BIG: ${R[b6_big]} KiB (${R[b6_big_wall]} s); ratio $(ratio ${R[b6_big]} ${R[b6_50]})×. Aurinko $N: ${R[b6a_50]} KiB; $N_BIG: ${R[b6a_big]} KiB (${R[b6a_big_wall]} s); ratio $(ratio ${R[b6a_big]} ${R[b6a_50]})× | ≤ 1.3× |"
+echo "| B10 | B3 on ${R[b10_mb]} MB of dense Atom from an independent server (emulator: ${R[b1_mb]} MB) | client CPU ${R[b10_length]} s with a length, ${R[b10_chunked]} s chunked, vs the emulator's ${R[b3_cpu_etl]} s ($(python3 -c "print(f'{1000*${R[b10_length]}/${R[b10_mb]}:.1f} vs {1000*${R[b3_cpu_etl]}/${R[b1_mb]}:.1f}')") ms per MB); the peer ${R[b10_peer]} s = $(ratio ${R[b10_peer]} ${R[b10_length]})× less | within 20 % of B3; ≥ 8× less than the peer |"
 echo "| B8 | SQL over $((20*N_SQL_PER)) contacts, 20 accounts | ${R[b8]} s (process start included; load took ${R[b8_load]} s) | < 1 s |"
 echo
 echo "B7 (criterion, one core):"; echo '```'; cat "$WORK/b7"; echo '```'

@@ -48,6 +48,10 @@ pub struct EmulatorArgs {
     /// Directory profiles the People API lists beside the domain's shared contacts.
     #[arg(long, default_value_t = 0)]
     directory_profiles: usize,
+    /// Generate people as dense as real domains: elements in foreign namespaces, XML
+    /// blobs in extended properties, long multilingual notes, many e-mails and phones.
+    #[arg(long)]
+    dense: bool,
     /// PEM public key that verifies service-account JWTs at POST /token.
     #[arg(long)]
     service_account_public_key: Option<PathBuf>,
@@ -76,6 +80,7 @@ impl EmulatorArgs {
             token: self.token.clone(),
             aurinko_page_size: self.aurinko_page_size,
             directory_profiles: self.directory_profiles,
+            dense: self.dense,
             service_account_public_key: key,
             ..Default::default()
         })

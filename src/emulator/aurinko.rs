@@ -399,7 +399,7 @@ impl AurinkoStore {
     pub fn generate(cfg: &EmulatorConfig, now_ms: i64) -> AurinkoStore {
         let mut s = AurinkoStore {
             accounts: BTreeMap::new(),
-            people: Generator::new(cfg.seed ^ 0xA0),
+            people: Generator::new(cfg.seed ^ 0xA0).dense(cfg.dense),
             seed: cfg.seed,
             instance: rand::random::<u64>() | 1,
             epoch: 1,

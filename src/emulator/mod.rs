@@ -89,6 +89,10 @@ pub struct EmulatorConfig {
     /// Whether every generated Google contact gets notes that bring it a few units
     /// under the 2 KB limit, as the emulator counts it (none is seeded over it).
     pub google_near_limit: bool,
+    /// Whether generated people have the density of real domains: foreign-namespace
+    /// elements, XML blobs in extended properties, long multilingual notes, many items
+    /// (see `data::densify`). Off by default; the benchmarks turn it on.
+    pub dense: bool,
     /// Directory profiles (the domain's users) the People API lists beside the Google
     /// domain's shared contacts.
     pub directory_profiles: usize,
@@ -119,6 +123,7 @@ impl Default for EmulatorConfig {
             oauth_token_ttl_secs: 3600,
             photo_touches_contact: true,
             google_near_limit: false,
+            dense: false,
             directory_profiles: 0,
             people_token_ttl_secs: None,
             people_expired_status: 400,

@@ -129,6 +129,9 @@ const ROW_GROUP_ROWS: usize = 8192;
 /// Bytes (as encoded) at most per Parquet row group of streamed writes: rows as large as
 /// photos fill one long before [`ROW_GROUP_ROWS`], and a reader holds a row group whole.
 const ROW_GROUP_BYTES: usize = 32 << 20;
+/// Bytes of encoded values at which the Parquet encoder closes a data page (see
+/// `streaming_writer`).
+const DATA_PAGE_BYTES: usize = 512 << 10;
 /// Streamed writes roll to a new file past this size.
 const TARGET_FILE_BYTES: u64 = 64 << 20;
 
@@ -706,7 +709,11 @@ impl Lake {
             .set_compression(deltalake::parquet::basic::Compression::SNAPPY)
             // Small row groups bound what the encoder holds before it streams to storage.
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .set_max_row_group_bytes(Some(ROW_GROUP_BYTES));
+            .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
+            // Pages of long values (`raw` of dense contacts) grew to 3 MB and more at the
+            // default 1 MiB limit, and each page's compression buffer was then a fresh
+            // mapping of the allocator's (see `tune.rs`), its every page faulted in.
+            .set_data_page_size_limit(DATA_PAGE_BYTES);
         // Columns with a value per contact that repeats rarely or never: a dictionary is
         // tried on each row group and given up once full, so the values' hashing and
         // interning is spent for nothing. `raw` and `native` (a record's whole text) also

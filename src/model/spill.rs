@@ -369,6 +369,9 @@ pub struct Collected {
     floor: i64,
 }
 
+/// About how many bytes of rows one spilled batch holds (see [`Collected::add`]).
+const SPILL_SLICE_BYTES: usize = 1 << 20;
+
 impl Collected {
     /// An empty collection, spilling to a new temporary folder.
     pub fn try_new() -> Result<Collected> {
@@ -418,9 +421,18 @@ impl Collected {
                 self.recent += 1;
             }
         }
-        self.rows.push(batch.num_rows());
+        // Spilled in slices of about a mebibyte: each slice is one buffer when read back,
+        // and a page of long rows read back whole (a 1,000-entry page of dense contacts is
+        // 3-6 MB) crossed the allocator's mapping threshold, each batch a fresh mapping
+        // whose every page faulted in.
+        let per_row = batch.get_array_memory_size() / batch.num_rows();
+        let step = (SPILL_SLICE_BYTES / per_row.max(1)).clamp(1, batch.num_rows());
+        for at in (0..batch.num_rows()).step_by(step) {
+            let len = step.min(batch.num_rows() - at);
+            self.rows.push(len);
+            self.spill.push(&batch.slice(at, len))?;
+        }
         self.spilled_rows += batch.num_rows();
-        self.spill.push(batch)?;
         Ok(())
     }
 

@@ -139,7 +139,7 @@ fn push_places(p: &Person, c: &mut Vec<El>) {
 }
 
 /// Websites, relations, events, the birthday, extended properties, group memberships
-/// and user-defined fields.
+/// user-defined fields and elements in foreign namespaces.
 fn push_links(p: &Person, base: &str, domain: &str, c: &mut Vec<El>) {
     for (href, k) in &p.websites {
         let (a, v) = rel(k, false);
@@ -187,6 +187,13 @@ fn push_links(p: &Person, base: &str, domain: &str, c: &mut Vec<El>) {
                 .attr("key", k.clone())
                 .attr("value", v.clone()),
         );
+    }
+    for x in &p.foreign {
+        let nodes = xml::parse_content(x, ATOM).expect("generator XML parses");
+        c.extend(nodes.into_iter().filter_map(|n| match n {
+            xml::Node::El(e) => Some(e),
+            _ => None,
+        }));
     }
 }
 

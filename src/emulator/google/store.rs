@@ -87,7 +87,7 @@ impl GoogleStore {
             order: None,
             by_updated: None,
             moved: Vec::new(),
-            people: Generator::new(cfg.seed),
+            people: Generator::new(cfg.seed).dense(cfg.dense),
             seed: cfg.seed,
             next_n: 0,
             last_ms: now_ms - 1000 * cfg.google_contacts as i64 - 86_400_000,

@@ -35,9 +35,16 @@ pub(super) fn feed_decls(root: &BytesStart<'_>) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Writes an entry cut from a feed parse as a document on its own to `out`: adds the
-/// feed's namespace declarations to the entry's start tag, except prefixes the entry
-/// declares itself.
+/// Writes an entry cut from a feed parse as a document on its own to `out`: adds to the
+/// entry's start tag the feed's namespace declarations it may use, except prefixes the
+/// entry declares itself.
+///
+/// A prefix the entry never writes is left out: a feed may declare many namespaces
+/// (an independent server declared nine), and copying all of them into every entry made
+/// `raw` a fifth larger than the entry and its buffers cross the allocator's mapping
+/// threshold on every page. "May use" is a superset: any `prefix:` the entry's text
+/// holds after a character that cannot be part of a name counts, so a prefix written in
+/// an attribute value or text (a QName in content) keeps its declaration too.
 pub(super) fn standalone(entry: &str, decls: &[(String, String)], out: &mut String) {
     let name_end = entry[1..]
         .find(|c: char| c.is_whitespace() || c == '>' || c == '/')
@@ -47,8 +54,12 @@ pub(super) fn standalone(entry: &str, decls: &[(String, String)], out: &mut Stri
     let own = &entry[..tag_end];
     // Entries rarely declare namespaces of their own: one search settles most of them.
     let own_decls = own.contains("xmlns");
+    let used = used_prefixes(entry, decls);
     out.push_str(&entry[..name_end]);
-    for (key, decl) in decls {
+    for (i, (key, decl)) in decls.iter().enumerate() {
+        if !used.get(i).copied().unwrap_or(true) {
+            continue;
+        }
         // Whether the entry's own start tag declares this prefix (`key=`).
         let declared = own_decls
             && own
@@ -60,4 +71,30 @@ pub(super) fn standalone(entry: &str, decls: &[(String, String)], out: &mut Stri
         }
     }
     out.push_str(&entry[name_end..]);
+}
+
+/// For each declaration (`xmlns` or `xmlns:p`), whether `entry` may use it: the default
+/// namespace always (the entry element is in it), a prefix when `p:` occurs in the text
+/// after a character that is not part of a name. One pass over the entry's colons.
+fn used_prefixes(entry: &str, decls: &[(String, String)]) -> Vec<bool> {
+    let mut used: Vec<bool> = decls.iter().map(|(k, _)| k == "xmlns").collect();
+    let b = entry.as_bytes();
+    let name_byte =
+        |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.') || c >= 0x80;
+    for (colon, _) in entry.match_indices(':') {
+        let start = b[..colon]
+            .iter()
+            .rposition(|&c| !name_byte(c))
+            .map_or(0, |i| i + 1);
+        if start == colon {
+            continue;
+        }
+        let prefix = &b[start..colon];
+        for (i, (key, _)) in decls.iter().enumerate() {
+            if !used[i] && key.as_bytes().strip_prefix(b"xmlns:") == Some(prefix) {
+                used[i] = true;
+            }
+        }
+    }
+    used
 }
