@@ -51,11 +51,24 @@ fn assert_same(what: &str, got: &ContactRecord, want: &ContactRecord) {
 /// as write-back would send it, parsed by the emulator, equals the emulator's truth.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_seeded_contact_round_trips_through_write_back() {
+    round_trip(false).await;
+}
+
+/// The same with people as dense as real domains' (`--dense`): elements in namespaces no
+/// client knows land in `raw` and are sent back as they came, XML blobs, long notes and
+/// many items land and round-trip field by field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dense_contact_round_trips_through_write_back() {
+    round_trip(true).await;
+}
+
+async fn round_trip(dense: bool) {
     let emu = Emulator::start(EmulatorConfig {
         google_contacts: 600,
         aurinko_accounts: 2,
         aurinko_contacts: 150,
         aurinko_page_size: 100,
+        dense,
         ..Default::default()
     })
     .await
@@ -97,6 +110,7 @@ async fn every_seeded_contact_round_trips_through_write_back() {
         );
     }
     assert!(truth.iter().any(|c| c.extended_properties.len() == 10));
+    let mut foreign = 0;
     for (l, t) in landed.iter().zip(&truth) {
         assert_eq!(l.id, t.id);
         // The update as it is sent: the landed entry with every column rendered again
@@ -109,6 +123,15 @@ async fn every_seeded_contact_round_trips_through_write_back() {
             None,
         )
         .unwrap();
+        // Elements of namespaces no client knows are kept in raw and sent back.
+        if l.raw.as_deref().unwrap().contains("urn:vendor:sync:meta") {
+            assert!(
+                entry.contains("urn:vendor:sync:meta") && entry.contains("AccountId>001"),
+                "{}: the foreign elements were not sent back: {entry}",
+                l.id
+            );
+            foreign += 1;
+        }
         let back = emu
             .google_read_written(&entry)
             .unwrap_or_else(|e| panic!("{}: the emulator refuses the update: {e}", l.id));
@@ -117,6 +140,21 @@ async fn every_seeded_contact_round_trips_through_write_back() {
             &comparable(&back),
             &comparable(t),
         );
+    }
+    // A third of the dense people carry foreign elements; none of the plain ones do.
+    if dense {
+        assert!(foreign > landed.len() / 4, "{foreign} of {}", landed.len());
+        let long = truth
+            .iter()
+            .filter(|c| c.notes.as_ref().is_some_and(|n| n.len() > 300))
+            .count();
+        assert!(
+            long > truth.len() / 5,
+            "{long} long notes of {}",
+            truth.len()
+        );
+    } else {
+        assert_eq!(foreign, 0);
     }
 
     for account in ["101", "102"] {
