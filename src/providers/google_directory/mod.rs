@@ -20,9 +20,6 @@
 //!   [`crate::Error::CursorExpired`], a full extract that reconciles deletes.
 //! - 429 `RESOURCE_EXHAUSTED` is retried with backoff by the HTTP layer.
 //! - Writes may take minutes to show in a sync (fact): a sync is not read-after-write.
-//!
-//! Not in [`crate::providers::PROVIDERS`] yet: no emulator serves the endpoint, so no
-//! test has run this source against a server.
 
 pub mod config;
 pub mod cursor;
@@ -230,25 +227,12 @@ impl DirectorySource {
         incremental: bool,
         ctx: &RunContext,
     ) -> Result<decode::DirectoryPage> {
-        let mut refreshed = false;
-        let resp = loop {
-            let header = self
-                .auth
-                .header(&self.http, &ctx.metrics, refreshed)
-                .await?;
-            let resp = self
-                .http
-                .send(what, &ctx.metrics, MAX_PAGE_BYTES, |c| {
-                    c.get(url)
-                        .header(reqwest::header::AUTHORIZATION, header.expose())
-                })
-                .await?;
-            if resp.status == 401 && !refreshed && self.auth.can_refresh() {
-                refreshed = true;
-                continue;
-            }
-            break resp;
-        };
+        let resp = self
+            .auth
+            .send(&self.http, false, what, &ctx.metrics, MAX_PAGE_BYTES, |c| {
+                c.get(url)
+            })
+            .await?;
         let api = || ApiError::of(&resp.body).unwrap_or_default();
         match resp.status {
             200 => {
