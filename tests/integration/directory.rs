@@ -4,22 +4,60 @@
 use std::path::{Path, PathBuf};
 
 use contacts_etl::config::Pipeline;
-use contacts_etl::emulator::{Emulator, EmulatorConfig};
+use contacts_etl::emulator::{Emulator, EmulatorConfig, MutationSummary};
 
 use crate::{assert_ok, sync};
 
 /// A pipeline with one `google_directory` source over `emu`, pages of 7 people.
 fn pipeline(dir: &Path, emu: &Emulator) -> PathBuf {
+    pipeline_paged(dir, emu, 7)
+}
+
+/// A pipeline in `dir` with one `google_directory` source named `directory` over `emu`
+/// (a bearer token in a file), pages of `page_size` people, retries quick.
+pub fn pipeline_paged(dir: &Path, emu: &Emulator, page_size: u32) -> PathBuf {
     std::fs::create_dir_all(dir.join("secrets")).unwrap();
     std::fs::write(dir.join("secrets/people.token"), &emu.config().token).unwrap();
     let text = format!(
-        "[lake]\nurl = \"lake\"\n\n[[sources]]\nname = \"directory\"\nprovider = \"google_directory\"\ndomain = \"{}\"\nbase_url = \"{}\"\nauth = {{ kind = \"bearer\", token_file = \"secrets/people.token\" }}\npage_size = 7\nretry_base_ms = 5\n",
-        emu.config().google_domain,
-        emu.url()
+        "[lake]\nurl = \"lake\"\n\n{}",
+        directory_source(emu, page_size)
     );
     let p = dir.join("pipeline.toml");
     std::fs::write(&p, text).unwrap();
     p
+}
+
+/// The `[[sources]]` entry of a `google_directory` source named `directory` over `emu`,
+/// its token in `secrets/people.token`.
+pub fn directory_source(emu: &Emulator, page_size: u32) -> String {
+    format!(
+        "[[sources]]\nname = \"directory\"\nprovider = \"google_directory\"\ndomain = \"{}\"\nbase_url = \"{}\"\nauth = {{ kind = \"bearer\", token_file = \"secrets/people.token\" }}\npage_size = {page_size}\nretry_base_ms = 5\nmax_retries = 12\n",
+        emu.config().google_domain,
+        emu.url()
+    )
+}
+
+/// Inserts, updates and deletes split between the domain's shared contacts (the Google
+/// emulator's, listed as `c<id>`) and its profiles, with the ids as the directory lists
+/// them.
+pub fn mutate_both(
+    emu: &Emulator,
+    inserts: usize,
+    updates: usize,
+    deletes: usize,
+) -> MutationSummary {
+    let half = |n: usize| n / 2;
+    let g = emu.mutate_google(
+        inserts - half(inserts),
+        updates - half(updates),
+        deletes - half(deletes),
+    );
+    let mut m = emu.mutate_directory(half(inserts), half(updates), half(deletes));
+    let c = |ids: Vec<String>| ids.into_iter().map(|id| format!("c{id}"));
+    m.inserted.extend(c(g.inserted));
+    m.updated.extend(c(g.updated));
+    m.deleted.extend(c(g.deleted));
+    m
 }
 
 /// The directory's rows in the lake equal what the emulator lists, field by field.
