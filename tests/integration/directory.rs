@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use contacts_etl::config::Pipeline;
-use contacts_etl::emulator::{Emulator, EmulatorConfig, MutationSummary};
+use contacts_etl::emulator::{Emulator, EmulatorConfig, FaultSpec, MutationSummary};
+use contacts_etl::providers::google_directory::config;
 
 use crate::{assert_ok, sync};
 
@@ -163,4 +164,158 @@ async fn plan_and_apply_refuse_the_read_only_directory() {
     assert_eq!(e.exit_code(), 2, "{e}");
     assert!(e.to_string().contains("read-only"), "{e}");
     assert_eq!(emu.stats().get("people.list"), None, "nothing was read");
+}
+
+/// The directory's rows in the lake, as landed now.
+async fn landed(p: &Path, emu: &Emulator) -> Vec<contacts_etl::schema::ContactRecord> {
+    let lake = contacts_etl::sync::lake_of(&Pipeline::load(p).unwrap()).unwrap();
+    lake.contacts_of("directory", &emu.config().google_domain)
+        .await
+        .unwrap()
+}
+
+/// `contacts-etl sync` as a child process: (exit code, stderr).
+async fn sync_cli(p: &Path) -> (Option<i32>, String) {
+    let out = tokio::process::Command::new(crate::bin())
+        .args(["sync", p.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The transient faults on the directory route: 429 `RESOURCE_EXHAUSTED` with
+/// `Retry-After`, 503 and 500 in Google's JSON, resets, connections cut mid-body and slow
+/// answers. A full and an incremental run are retried through them and land exactly the
+/// directory; the emulator answers them in the People API's own error shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_faults_on_the_directory_route_are_retried_and_land_exactly() {
+    let faults =
+        "429=0.1,503=0.06,500=0.1,reset=0.05,truncate=0.08,slow=0.1,slow_ms=40,retry_after=1";
+    let emu = Emulator::start(EmulatorConfig {
+        google_contacts: 60,
+        aurinko_accounts: 0,
+        directory_profiles: 40,
+        faults: FaultSpec::parse(faults).unwrap(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &emu);
+    let first = sync(&p, false).await;
+    assert_ok(&first);
+    assert_directory_matches(&p, &emu, "after a full run under faults").await;
+    mutate_both(&emu, 10, 10, 6);
+    let second = sync(&p, false).await;
+    assert_ok(&second);
+    assert!(second.accounts.iter().all(|a| a.mode == "incremental"));
+    assert_directory_matches(&p, &emu, "after an incremental run under faults").await;
+    let stats = emu.stats();
+    for kind in ["429", "503", "500", "reset", "truncate", "slow"] {
+        assert!(
+            stats.get(&format!("fault.{kind}")).copied().unwrap_or(0) > 0,
+            "no {kind} injected: {stats:?}"
+        );
+    }
+
+    // What a throttled client reads: Google's error document and a Retry-After.
+    emu.set_faults(FaultSpec::parse("429=1,retry_after=7").unwrap());
+    let resp = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/people:listDirectoryPeople?readMask=names&sources=DIRECTORY_SOURCE_TYPE_DOMAIN_PROFILE",
+            emu.url()
+        ))
+        .bearer_auth(&emu.config().token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "7");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["status"], "RESOURCE_EXHAUSTED", "{body}");
+    assert_eq!(body["error"]["code"], 429, "{body}");
+}
+
+/// Faults no retry cures, on the second page of an incremental run: an HTML page, JSON
+/// cut short with a length that says it is whole, and a 401 that stands after the service
+/// account's token is refreshed. Each fails the run with exit 1 and an error naming the
+/// source, the domain and the page; nothing is committed (the lake holds what it held,
+/// the cursor too: once the API answers again the next run is incremental and exact).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_faults_fail_the_run_naming_the_page_and_commit_nothing() {
+    use contacts_etl::emulator::people::PermanentFault;
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/google");
+    let public = std::fs::read_to_string(fixtures.join("sa-test-key.pub.pem")).unwrap();
+    let private = std::fs::read_to_string(fixtures.join("sa-test-key.pem")).unwrap();
+    let emu = Emulator::start(EmulatorConfig {
+        google_contacts: 40,
+        aurinko_accounts: 0,
+        directory_profiles: 30,
+        service_account_public_key: Some(public),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for (fault, words) in [
+        (PermanentFault::HtmlPage, &["text/html"][..]),
+        (
+            PermanentFault::TruncatedJson,
+            &["JSON answer ends early"][..],
+        ),
+        (PermanentFault::Unauthorized, &["401", config::SCOPE][..]),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path(), &emu);
+        if fault == PermanentFault::Unauthorized {
+            let key = serde_json::json!({"type": "service_account", "client_email": "etl@project.iam.gserviceaccount.com", "private_key": private, "token_uri": format!("{}/token", emu.url())});
+            std::fs::write(dir.path().join("key.json"), key.to_string()).unwrap();
+            let text = std::fs::read_to_string(&p).unwrap().replace(
+                "auth = { kind = \"bearer\", token_file = \"secrets/people.token\" }",
+                "auth = { kind = \"service_account\", key_file = \"key.json\", subject = \"admin@example.com\" }",
+            );
+            std::fs::write(&p, text).unwrap();
+        }
+        assert_ok(&sync(&p, false).await);
+        let before = landed(&p, &emu).await;
+        mutate_both(&emu, 10, 10, 6);
+        emu.reset_stats();
+        emu.set_directory_fault(1, Some(fault));
+        let (code, stderr) = sync_cli(&p).await;
+        assert_eq!(code, Some(1), "{fault:?}: {stderr}");
+        for w in ["incremental read of example.com (directory), page 2"]
+            .iter()
+            .chain(words)
+        {
+            assert!(
+                stderr.contains(w),
+                "{fault:?}: stderr lacks {w:?}:\n{stderr}"
+            );
+        }
+        let stats = emu.stats();
+        if fault == PermanentFault::Unauthorized {
+            // One token for the run, one refresh after the first 401, then no more.
+            assert_eq!(stats.get("google.token"), Some(&2), "{stats:?}");
+            assert_eq!(stats.get("people.unauthorized"), Some(&2), "{stats:?}");
+        }
+        let now = landed(&p, &emu).await;
+        let d = contacts_etl::verify::diff(&now, &before);
+        assert!(
+            d.is_empty(),
+            "{fault:?}: the failed run changed the lake: {d:#?}"
+        );
+
+        emu.set_directory_fault(0, None);
+        let r = sync(&p, false).await;
+        assert_ok(&r);
+        assert!(
+            r.accounts.iter().all(|a| a.mode == "incremental"),
+            "{}",
+            r.summary()
+        );
+        assert_directory_matches(&p, &emu, &format!("after {fault:?} cleared")).await;
+    }
 }
