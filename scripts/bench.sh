@@ -156,6 +156,7 @@ b9() {
   } | tee "$OUT/b9.md"
 }
 if [ "$ONLY" = B9 ]; then b9; exit 0; fi
+source scripts/bench/directory.sh  # ONLY=DIR: Google's directory (People API)
 
 echo "== B1/B3/B4/B5/B6: Google, $N contacts"
 start_emu --google-contacts "$N" --aurinko-accounts 0
