@@ -163,6 +163,7 @@ b9() {
   } | tee "$OUT/b9.md"
 }
 if [ "$ONLY" = B9 ]; then b9; exit 0; fi
+source scripts/bench/directory.sh  # ONLY=DIR: Google's directory (People API)
 
 # B10: B3 against a server that is not ours. scripts/bench/gdata_dense.py writes N
 # contacts shaped like a real domain's to files once (cached) and serves them from a

@@ -1,6 +1,8 @@
 """B3: the same full sync as contacts-etl, written the way a competent data engineer
 would in Python: requests (one session), lxml (namespace-aware), pyarrow, one Parquet
-file. Usage: python_peer.py google|aurinko BASE_URL TOKEN OUT.parquet [PAGE_SIZE]"""
+file. The directory (People API) peer reads JSON with requests' own decoder.
+Usage: python_peer.py google|aurinko|directory BASE_URL TOKEN OUT.parquet [PAGE_SIZE]"""
+import json
 import os
 import sys
 
@@ -82,9 +84,53 @@ def aurinko(base, token, _page_size):
     return rows
 
 
+DIRECTORY_MASK = ("addresses,biographies,birthdays,clientData,emailAddresses,events,externalIds,memberships,"
+                  "metadata,names,nicknames,organizations,phoneNumbers,photos,relations,urls,userDefined")
+
+
+def primary(items):
+    """The item marked primary, else the first (as the People API orders them)."""
+    for i in items:
+        if (i.get("metadata") or {}).get("primary"):
+            return i
+    return items[0] if items else {}
+
+
+def directory(base, token, page_size):
+    s = requests.Session()
+    s.headers.update({"Authorization": "Bearer " + token})
+    params = {"readMask": DIRECTORY_MASK, "pageSize": page_size, "requestSyncToken": "true",
+              "sources": ["DIRECTORY_SOURCE_TYPE_DOMAIN_CONTACT", "DIRECTORY_SOURCE_TYPE_DOMAIN_PROFILE"]}
+    rows = []
+    while True:
+        r = s.get(f"{base}/v1/people:listDirectoryPeople", params=params)
+        r.raise_for_status()
+        page = r.json()
+        for p in page.get("people") or []:
+            name = primary(p.get("names") or [])
+            bio = primary(p.get("biographies") or [])
+            rows.append({
+                "id": p["resourceName"].removeprefix("people/"), "etag": p.get("etag"),
+                "deleted": bool((p.get("metadata") or {}).get("deleted")),
+                "display_name": name.get("displayName"), "given_name": name.get("givenName"),
+                "family_name": name.get("familyName"), "notes": bio.get("value"),
+                "emails": [{"address": e.get("value"), "type": e.get("type"), "label": e.get("formattedType"),
+                            "primary": bool((e.get("metadata") or {}).get("primary"))}
+                           for e in p.get("emailAddresses") or []],
+                "phones": [{"number": n.get("value"), "type": n.get("type"), "label": n.get("formattedType")}
+                           for n in p.get("phoneNumbers") or []],
+                "raw": json.dumps(p),
+            })
+        if page.get("nextPageToken"):
+            params["pageToken"] = page["nextPageToken"]
+        else:
+            break
+    return rows
+
+
 kind, base, token, out = sys.argv[1:5]
 page_size = int(sys.argv[5]) if len(sys.argv) > 5 else 1000
-rows = (google if kind == "google" else aurinko)(base, token, page_size)
+rows = {"google": google, "aurinko": aurinko, "directory": directory}[kind](base, token, page_size)
 pq.write_table(pa.Table.from_pylist(rows), out)
 print(len(rows), flush=True)
 # pyarrow's thread pools can abort the interpreter at shutdown (apache/arrow#34314);

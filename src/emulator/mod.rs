@@ -374,6 +374,16 @@ impl Emulator {
             .mutate(inserts, updates, deletes, now)
     }
 
+    /// From the call after the next `after` calls of the directory's list on, answers
+    /// each with `fault` (`None`: no fault).
+    pub fn set_directory_fault(&self, after: u64, fault: Option<people::PermanentFault>) {
+        self.shared
+            .directory
+            .lock()
+            .unwrap()
+            .set_fault(after, fault);
+    }
+
     /// The base URL, e.g. `http://127.0.0.1:41234`.
     pub fn url(&self) -> &str {
         &self.shared.base_url
@@ -532,6 +542,13 @@ pub fn hash64(seed: u64, s: &str) -> u64 {
 }
 
 async fn inject_faults(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    if req.uri().path().starts_with("/v1/people") {
+        // The People API answers in Google's JSON errors, not Aurinko's under the same `/v1/`.
+        return shared
+            .faults
+            .inject(req, next, |key| shared.count(key), people::fault_response)
+            .await;
+    }
     let aurinko = req.uri().path().starts_with("/v1/");
     // The two APIs' own error bodies for the injected statuses.
     let error = |status: StatusCode| {

@@ -1,6 +1,7 @@
-//! The People API's `people.listDirectoryPeople` over the emulator's domain (work in
-//! progress: the listing and its tokens as pure functions; the route, the profiles'
-//! store and the faults come next).
+//! The People API's `people.listDirectoryPeople` over the emulator's domain: the listing
+//! and its tokens as pure functions, the profiles' store, the route, Google's JSON error
+//! bodies for the shared fault layer's statuses ([`fault_response`]) and the faults a
+//! client must not retry into success ([`PermanentFault`]).
 //!
 //! A directory entry is a domain contact of the Google emulator (resource
 //! `people/c<id>`, source type `DOMAIN_CONTACT`) or a user's profile (`people/<n>`,
@@ -686,6 +687,8 @@ pub struct DirectoryStore {
     next_n: usize,
     ttl_ms: Option<i64>,
     expired_status: u16,
+    /// A permanent fault and the calls still answered normally before it starts.
+    fault: Option<(u64, PermanentFault)>,
 }
 
 impl DirectoryStore {
@@ -698,6 +701,7 @@ impl DirectoryStore {
             next_n: 0,
             ttl_ms: cfg.people_token_ttl_secs.map(|s| s as i64 * 1000),
             expired_status: cfg.people_expired_status,
+            fault: None,
         };
         for _ in 0..cfg.directory_profiles {
             s.insert(now_ms - 86_400_000);
@@ -751,6 +755,22 @@ impl DirectoryStore {
             record,
         });
         n.to_string()
+    }
+
+    /// From the call after the next `after` list calls on, answers every list call with
+    /// `fault` (`None`: no fault).
+    pub fn set_fault(&mut self, after: u64, fault: Option<PermanentFault>) {
+        self.fault = fault.map(|f| (after, f));
+    }
+
+    /// The fault this list call gets, counting it.
+    fn next_fault(&mut self) -> Option<PermanentFault> {
+        let (left, f) = self.fault.as_mut()?;
+        if *left == 0 {
+            return Some(*f);
+        }
+        *left -= 1;
+        None
     }
 
     /// Adds, edits (a new title) and deletes profiles at `now_ms`.
@@ -836,6 +856,59 @@ pub fn truth(s: &super::Shared) -> Vec<ContactRecord> {
     out
 }
 
+/// A fault the directory route keeps answering, from some call on, until it is cleared
+/// ([`DirectoryStore::set_fault`]): what a client must fail on rather than retry into
+/// success. (The transient faults, 429 with `Retry-After`, 5xx, resets, cut
+/// connections and slow answers, come from the shared fault layer, [`super::FaultSpec`].)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermanentFault {
+    /// 200 with an HTML page (a proxy's or a sign-in portal's) instead of JSON.
+    HtmlPage,
+    /// 200 with the page's JSON cut in half, its `Content-Length` matching what is sent:
+    /// complete as far as HTTP goes, so only the JSON can tell.
+    TruncatedJson,
+    /// 401 `UNAUTHENTICATED` to every token, a freshly issued one included (a revoked
+    /// delegation).
+    Unauthorized,
+}
+
+/// The People API's own error body for a status the shared fault layer injects: Google's
+/// JSON error document, `RESOURCE_EXHAUSTED` for 429.
+pub fn fault_response(status: axum::http::StatusCode) -> axum::response::Response {
+    let (code, body) = match status.as_u16() {
+        429 => api_error(
+            429,
+            "RESOURCE_EXHAUSTED",
+            "Quota exceeded for quota metric 'Read requests' and limit 'Read requests per minute per user' of service 'people.googleapis.com'.",
+            Some("RATE_LIMIT_EXCEEDED"),
+        ),
+        503 => api_error(
+            503,
+            "UNAVAILABLE",
+            "The service is currently unavailable.",
+            None,
+        ),
+        c => api_error(c, "INTERNAL", "Internal error encountered.", None),
+    };
+    json_response(code, body.to_string())
+}
+
+/// A JSON answer with `code`.
+fn json_response(code: u16, body: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let status = axum::http::StatusCode::from_u16(code)
+        .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/json; charset=UTF-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
 /// The route of `people.listDirectoryPeople`.
 pub fn routes() -> axum::Router<std::sync::Arc<super::Shared>> {
     axum::Router::new().route(
@@ -851,7 +924,12 @@ async fn list_route(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let now = s.clock.now_ms();
-    let (status, body) = if !super::google::authorized(&mut s.google.lock().unwrap(), &headers, now)
+    let fault = s.directory.lock().unwrap().next_fault();
+    if let Some(f) = fault {
+        s.count(&format!("people.fault.{f:?}"));
+    }
+    let (status, body) = if fault == Some(PermanentFault::Unauthorized)
+        || !super::google::authorized(&mut s.google.lock().unwrap(), &headers, now)
     {
         s.count("people.unauthorized");
         api_error(
@@ -870,15 +948,18 @@ async fn list_route(
             &cfg,
         )
     };
-    let status = axum::http::StatusCode::from_u16(status)
-        .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
-    (
-        status,
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/json; charset=UTF-8",
-        )],
-        body.to_string(),
-    )
-        .into_response()
+    match fault {
+        Some(PermanentFault::HtmlPage) => (
+            axum::http::StatusCode::OK,
+            [(axum::http::header::CONTENT_TYPE, "text/html; charset=UTF-8")],
+            "<!DOCTYPE html><html><head><title>Sign in</title></head><body>Your session has expired. Sign in to continue.</body></html>",
+        )
+            .into_response(),
+        Some(PermanentFault::TruncatedJson) if status == 200 => {
+            let mut text = body.to_string();
+            text.truncate(text.len() / 2);
+            json_response(status, text)
+        }
+        _ => json_response(status, body.to_string()),
+    }
 }

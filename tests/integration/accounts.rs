@@ -204,6 +204,7 @@ async fn kill_9_with_many_small_accounts_loses_and_duplicates_nothing() {
     let setup = CrashSetup {
         emulator: many_small(),
         google: false,
+        directory: false,
         accounts: None,
         kills: &[
             KillAt::Line("a group's changes landed"),
@@ -224,6 +225,7 @@ async fn kill_9_with_many_small_accounts_on_the_s3_lake() {
     let setup = CrashSetup {
         emulator: many_small(),
         google: false,
+        directory: false,
         accounts: None,
         kills: &[
             KillAt::Line("a group's changes landed"),
@@ -346,6 +348,7 @@ async fn kill_9_during_compaction_loses_and_duplicates_nothing() {
             ..aurinko_only(40, 4)
         },
         google: false,
+        directory: false,
         accounts: None,
         kills: &[
             KillAt::Line("compaction: wrote the merged files"),

@@ -117,6 +117,7 @@ async fn crash_trials(lake_url: &str, trials: usize) {
             ..Default::default()
         },
         google: true,
+        directory: false,
         accounts: Some(vec!["101".into(), "102".into()]),
         kills: &[KillAt::Random],
         fresh_every: 2,
@@ -138,6 +139,9 @@ pub enum KillAt {
 pub struct CrashSetup {
     pub emulator: EmulatorConfig,
     pub google: bool,
+    /// A `google_directory` source over the same emulator (its domain contacts and
+    /// profiles are mutated before each trial).
+    pub directory: bool,
     /// The Aurinko accounts (all of the emulator's when `None`).
     pub accounts: Option<Vec<String>>,
     /// The kinds of kill, taken in turn.
@@ -214,6 +218,7 @@ pub async fn crash_trials_with(lake_url: &str, trials: usize, setup: &CrashSetup
             &PipelineSpec {
                 lake_url: url,
                 google: setup.google,
+                directory: setup.directory,
                 aurinko_accounts: accounts.clone(),
                 page_size: 100,
                 ..Default::default()
@@ -245,8 +250,11 @@ pub async fn crash_trials_with(lake_url: &str, trials: usize, setup: &CrashSetup
             };
             spec(&fresh);
         }
-        if setup.google {
+        if setup.google || setup.directory {
             emu.mutate_google(30, 30, 15);
+        }
+        if setup.directory {
+            emu.mutate_directory(10, 10, 5);
         }
         emu.mutate_aurinko(None, 10, 10, 5);
         let kill = setup.kills[trial % setup.kills.len()];

@@ -89,6 +89,8 @@ pub struct PipelineSpec<'a> {
     pub bad_token_for: Option<&'a str>,
     /// Lines added to the `[lake]` table.
     pub lake_extra: &'a str,
+    /// A `google_directory` source named `directory` (pages of `page_size`).
+    pub directory: bool,
 }
 
 impl Default for PipelineSpec<'_> {
@@ -101,6 +103,7 @@ impl Default for PipelineSpec<'_> {
             extra_google: "",
             bad_token_for: None,
             lake_extra: "",
+            directory: false,
         }
     }
 }
@@ -137,6 +140,11 @@ pub fn write_pipeline(dir: &Path, emu: &Emulator, spec: &PipelineSpec) -> PathBu
             emu.url(),
             accts.join(", ")
         ));
+    }
+    if spec.directory {
+        std::fs::write(dir.join("secrets/people.token"), &emu.config().token).unwrap();
+        text.push('\n');
+        text.push_str(&directory::directory_source(emu, spec.page_size));
     }
     let path = dir.join("pipeline.toml");
     std::fs::write(&path, text).unwrap();
@@ -193,6 +201,21 @@ pub async fn assert_lake_matches(path: &Path, emu: &Emulator) {
                     );
                     assert_eq!(landed.len(), truth.len());
                 }
+            }
+            "google_directory" => {
+                let landed = lake
+                    .contacts_of(&s.name, &emu.config().google_domain)
+                    .await
+                    .unwrap();
+                let truth = emu.directory_truth();
+                let d = contacts_etl::verify::diff(&landed, &truth);
+                assert!(
+                    d.is_empty(),
+                    "google_directory: {} differences, first 5: {:#?}",
+                    d.len(),
+                    &d[..d.len().min(5)]
+                );
+                assert_eq!(landed.len(), truth.len());
             }
             other => panic!("no truth for provider {other}"),
         }

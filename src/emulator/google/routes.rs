@@ -546,10 +546,15 @@ pub(super) async fn token_endpoint(State(s): State<Arc<Shared>>, body: Bytes) ->
     if claims.aud != expected_aud {
         return fail(&format!("Invalid JWT: aud must be {expected_aud}"));
     }
+    // The contacts feed's scopes, or the People API directory's (the same token endpoint).
     if !claims.scope.split(' ').any(|sc| {
-        sc == "https://www.google.com/m8/feeds" || sc == "https://www.google.com/m8/feeds/contacts"
+        sc == "https://www.google.com/m8/feeds"
+            || sc == "https://www.google.com/m8/feeds/contacts"
+            || sc == "https://www.googleapis.com/auth/directory.readonly"
     }) {
-        return fail("Invalid scope: the contacts feed needs https://www.google.com/m8/feeds");
+        return fail(
+            "Invalid scope: the contacts feed needs https://www.google.com/m8/feeds, the directory https://www.googleapis.com/auth/directory.readonly",
+        );
     }
     if claims.iss.is_empty() || claims.sub.as_deref().is_none_or(|s| !s.contains('@')) {
         return (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({"error": "unauthorized_client", "error_description": "Client is unauthorized to retrieve access tokens using this method: sub must name an administrator"}))).into_response();

@@ -144,6 +144,43 @@ impl GoogleAuth {
         }
     }
 
+    /// Sends a request built by `build` with the `Authorization` header added, through
+    /// `http` (as a write that must not be applied twice when `write`, see
+    /// [`HttpClient::send_write`]). A 401 that a token refresh can cure (a service
+    /// account's token revoked or expired early) gets one refresh and one more try; the
+    /// last response is returned whatever its status, for the caller to read. Every
+    /// Google source sends through here, so the refresh rule is written once.
+    pub async fn send<F>(
+        &self,
+        http: &HttpClient,
+        write: bool,
+        what: &str,
+        metrics: &Metrics,
+        max_bytes: usize,
+        build: F,
+    ) -> Result<crate::http::HttpResponse>
+    where
+        F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    {
+        let mut refreshed = false;
+        loop {
+            let header = self.header(http, metrics, refreshed).await?;
+            let with_auth = |c: &reqwest::Client| {
+                build(c).header(reqwest::header::AUTHORIZATION, header.expose())
+            };
+            let resp = if write {
+                http.send_write(what, metrics, max_bytes, with_auth).await?
+            } else {
+                http.send(what, metrics, max_bytes, with_auth).await?
+            };
+            if resp.status == 401 && !refreshed && self.can_refresh() {
+                refreshed = true;
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+
     /// The `Authorization` header value; `refresh` forces a new service-account token.
     pub async fn header(
         &self,

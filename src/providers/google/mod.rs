@@ -191,6 +191,7 @@ impl GoogleSource {
             .await
     }
 
+    /// Sends through [`GoogleAuth::send`] with the GData version header.
     async fn send_authorized_as<F>(
         &self,
         write: bool,
@@ -202,29 +203,11 @@ impl GoogleSource {
     where
         F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     {
-        let mut refreshed = false;
-        loop {
-            let header = self.auth.header(&self.http, metrics, refreshed).await?;
-            let with_headers = |c: &reqwest::Client| {
-                build(c)
-                    .header("GData-Version", "3.0")
-                    .header(reqwest::header::AUTHORIZATION, header.expose())
-            };
-            let resp = if write {
-                self.http
-                    .send_write(what, metrics, max_bytes, with_headers)
-                    .await?
-            } else {
-                self.http
-                    .send(what, metrics, max_bytes, with_headers)
-                    .await?
-            };
-            if resp.status == 401 && !refreshed && self.auth.can_refresh() {
-                refreshed = true;
-                continue;
-            }
-            return Ok(resp);
-        }
+        self.auth
+            .send(&self.http, write, what, metrics, max_bytes, |c| {
+                build(c).header("GData-Version", "3.0")
+            })
+            .await
     }
 
     /// The error for a 401 that stands after a refresh.

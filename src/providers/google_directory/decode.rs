@@ -251,11 +251,35 @@ fn primary<T>(items: &[T], meta: impl Fn(&T) -> &FieldMetaJ) -> Option<&T> {
         .or_else(|| items.first())
 }
 
+/// The error for a body that is not a page, saying what it is when that is plain: an
+/// HTML page (a proxy's, a sign-in portal's) or JSON that ends early.
+fn not_a_page(body: &[u8], what: &str, e: serde_json::Error) -> Error {
+    let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
+    let start = text.trim_start().to_ascii_lowercase();
+    let why = if start.starts_with("<!doctype html") || start.starts_with("<html") {
+        let title = text
+            .split_once("<title>")
+            .or_else(|| text.split_once("<TITLE>"))
+            .and_then(|(_, t)| t.split('<').next())
+            .map(|t| format!(" ({})", t.trim()))
+            .unwrap_or_default();
+        format!(
+            "an HTML page{title} (text/html) came back where the People API's JSON was expected; check base_url, the credentials and any proxy between"
+        )
+    } else if e.is_eof() {
+        format!(
+            "the JSON answer ends early, after {} bytes (cut off on the way?)",
+            body.len()
+        )
+    } else {
+        "not a listDirectoryPeople answer".to_string()
+    };
+    Error::with_source(Kind::Decode, format!("{what}: {why}"), e)
+}
+
 /// Decodes one page. `what` names it (account, page number) in errors.
 pub fn decode_page(body: &[u8], ctx: &RecordContext, what: &str) -> Result<DirectoryPage> {
-    let page: PageJ = serde_json::from_slice(body).with_context(Kind::Decode, || {
-        format!("{what}: not a listDirectoryPeople answer")
-    })?;
+    let page: PageJ = serde_json::from_slice(body).map_err(|e| not_a_page(body, what, e))?;
     let mut out = DirectoryPage {
         upserts: Vec::with_capacity(page.people.len()),
         deletes: Vec::new(),
@@ -538,6 +562,28 @@ mod tests {
             run_id: "r".into(),
             synced_at_us: 1,
         }
+    }
+
+    /// A body that is not a page says what it is: an HTML page (named, with its title),
+    /// JSON cut short, or something else.
+    #[test]
+    fn a_body_that_is_not_a_page_says_what_it_is() {
+        let e = |b: &[u8]| decode_page(b, &ctx(), "page 2").unwrap_err().to_string();
+        let html = e(b"\n<!DOCTYPE html><html><head><title>Sign in</title></head></html>");
+        assert!(
+            html.starts_with("page 2: an HTML page (Sign in) (text/html)"),
+            "{html}"
+        );
+        let cut = e(br#"{"people":[{"resourceName":"people/1","#);
+        assert!(
+            cut.starts_with("page 2: the JSON answer ends early, after 38 bytes"),
+            "{cut}"
+        );
+        let other = e(b"[1, 2]");
+        assert!(
+            other.starts_with("page 2: not a listDirectoryPeople answer"),
+            "{other}"
+        );
     }
 
     /// A profile with every mapped field lands field by field; its JSON is `raw`.
