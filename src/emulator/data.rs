@@ -521,7 +521,7 @@ const NOTE_WORDS: &[&str] = &[
 /// XML blob in an extended property on half, long multilingual notes on a quarter, and
 /// many e-mails, phones and addresses on a fifth. Each choice follows from `n` alone.
 fn densify(n: u64, p: &mut Person) {
-    if n % 3 == 0 {
+    if n.is_multiple_of(3) {
         p.foreign.push(format!(
             "<sf:Contact xmlns:sf=\"http://soap.sforce.example/schemas/class/Contact\" sf:version=\"52\"><sf:AccountId>001{n:012}</sf:AccountId><sf:LeadSource>{}</sf:LeadSource></sf:Contact>",
             xml_text(NOTE_WORDS[n as usize % NOTE_WORDS.len()])
@@ -542,7 +542,7 @@ fn densify(n: u64, p: &mut Person) {
             )),
         ));
     }
-    if n % 4 == 0 && !p.over_limit {
+    if n.is_multiple_of(4) && !p.over_limit {
         let mut s = format!("Notes for contact {n}\n");
         for i in 0..(40 + n % 80) as usize {
             s.push_str(NOTE_WORDS[(n as usize * 7 + i * 13) % NOTE_WORDS.len()]);
@@ -550,7 +550,7 @@ fn densify(n: u64, p: &mut Person) {
         }
         p.notes = Some(s);
     }
-    if n % 5 == 0 {
+    if n.is_multiple_of(5) {
         for i in 0..4 {
             p.emails.push((
                 format!("dense.{n}.{i}@mail{i}.example.com"),
