@@ -69,15 +69,7 @@ async fn assert_directory_matches(p: &Path, emu: &Emulator, when: &str) {
         .contacts_of("directory", &emu.config().google_domain)
         .await
         .unwrap();
-    let truth = emu.directory_truth();
-    let d = contacts_etl::verify::diff(&landed, &truth);
-    assert!(
-        d.is_empty(),
-        "{when}: {} differences, first 5: {:#?}",
-        d.len(),
-        &d[..d.len().min(5)]
-    );
-    assert_eq!(landed.len(), truth.len(), "{when}");
+    crate::assert_same_rows(when, &landed, &emu.directory_truth());
 }
 
 /// A full run, an incremental one after adds, edits and deletes of both kinds, and a

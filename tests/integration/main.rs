@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 
 use contacts_etl::config::Pipeline;
 use contacts_etl::emulator::{Emulator, EmulatorConfig};
+use contacts_etl::schema::ContactRecord;
 use contacts_etl::sync::{SyncOptions, SyncReport, run_sync};
 
 /// The S3 settings exported by scripts/test.sh, or `None` (skip) outside it.
@@ -165,57 +166,41 @@ pub async fn sync(path: &Path, full_refresh: bool) -> SyncReport {
     .unwrap()
 }
 
+/// Asserts `landed` equals `truth` row by row and field by field, naming `what` and the
+/// first differences.
+pub fn assert_same_rows(what: &str, landed: &[ContactRecord], truth: &[ContactRecord]) {
+    let d = contacts_etl::verify::diff(landed, truth);
+    assert!(
+        d.is_empty(),
+        "{what}: {} differences, first 5: {:#?}",
+        d.len(),
+        &d[..d.len().min(5)]
+    );
+    assert_eq!(landed.len(), truth.len(), "{what}");
+}
+
 /// Asserts the lake equals the emulator's truth for every account of the pipeline.
 pub async fn assert_lake_matches(path: &Path, emu: &Emulator) {
     let p = Pipeline::load(path).unwrap();
     let lake = contacts_etl::sync::lake_of(&p).unwrap();
+    let domain = &emu.config().google_domain;
     for s in &p.sources {
         match s.provider.as_str() {
             "google" => {
-                let landed = lake
-                    .contacts_of(&s.name, &emu.config().google_domain)
-                    .await
-                    .unwrap();
-                let truth = emu.google_truth().contacts;
-                let d = contacts_etl::verify::diff(&landed, &truth);
-                assert!(
-                    d.is_empty(),
-                    "google: {} differences, first 5: {:#?}",
-                    d.len(),
-                    &d[..d.len().min(5)]
-                );
-                assert_eq!(landed.len(), truth.len());
+                let landed = lake.contacts_of(&s.name, domain).await.unwrap();
+                assert_same_rows("google", &landed, &emu.google_truth().contacts);
             }
             "aurinko" => {
                 let source = contacts_etl::providers::build(s, &p.dir()).unwrap();
                 for a in source.accounts() {
                     let landed = lake.contacts_of(&s.name, &a).await.unwrap();
                     let truth = emu.aurinko_truth(&a).unwrap().contacts;
-                    let d = contacts_etl::verify::diff(&landed, &truth);
-                    assert!(
-                        d.is_empty(),
-                        "aurinko {}: {} differences, first 5: {:#?}",
-                        a,
-                        d.len(),
-                        &d[..d.len().min(5)]
-                    );
-                    assert_eq!(landed.len(), truth.len());
+                    assert_same_rows(&format!("aurinko {a}"), &landed, &truth);
                 }
             }
             "google_directory" => {
-                let landed = lake
-                    .contacts_of(&s.name, &emu.config().google_domain)
-                    .await
-                    .unwrap();
-                let truth = emu.directory_truth();
-                let d = contacts_etl::verify::diff(&landed, &truth);
-                assert!(
-                    d.is_empty(),
-                    "google_directory: {} differences, first 5: {:#?}",
-                    d.len(),
-                    &d[..d.len().min(5)]
-                );
-                assert_eq!(landed.len(), truth.len());
+                let landed = lake.contacts_of(&s.name, domain).await.unwrap();
+                assert_same_rows("google_directory", &landed, &emu.directory_truth());
             }
             other => panic!("no truth for provider {other}"),
         }
