@@ -746,7 +746,7 @@ impl Lake {
     /// Appends `sync_runs` batches (one account each) to `table` in one commit: each batch
     /// one small file, encoded in memory and put straight to the store (see
     /// [`run_files`]: delta-rs's planned write starts a query engine, and its streaming
-    /// writer cost 1.8 ms a file), a few at a time, so memory stays that of a few rows.
+    /// writer does far more per one-row file), a few at a time, so memory stays that of a few rows.
     async fn append_batches(
         &self,
         kind: TableKind,

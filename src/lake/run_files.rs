@@ -2,10 +2,12 @@
 //! account and run (the table is partitioned by account), encoded in memory and put
 //! whole, [`FILES_IN_FLIGHT`] at a time.
 //!
-//! Through delta-rs's `RecordBatchWriter` each such one-row file cost about 1.8 ms
-//! (schema conformance, a partition writer, a staged multipart upload, statistics of every
-//! column), and a no-change run of 10,000 accounts spent 18.7 s of its 21.9 s in them, one
-//! after another in the committer. The file is the same Parquet; its add action carries
+//! Through delta-rs's `RecordBatchWriter` each such one-row file went through schema
+//! conformance, a partition writer, a staged multipart upload and statistics of every
+//! column, one file after another in the committer: in a no-change run of 10,000 accounts
+//! the committer spent 18.7 s of 21.9 s on them (1.8 ms a file, much of it waiting for a
+//! core beside the accounts still extracting). Side by side on one lake this path cut
+//! that run by about a tenth (20.2 → 18.2 s). The file is the same Parquet; its add action carries
 //! the statistics the table keeps (`seq`, which finds a run's cursor) and, through the
 //! checksummed store, its block checksums ([`super::checksum::sealed`]).
 
