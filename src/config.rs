@@ -81,7 +81,9 @@ pub struct SourceConfig {
     pub provider: String,
     /// The API's base URL (the emulator's URL in tests).
     pub base_url: String,
-    /// How many requests (Google pages, Aurinko accounts) run at once (default 4).
+    /// How many requests run at once: Google pages (default 4), CardDAV multigets and
+    /// address books (default 4), Aurinko accounts (default one per 8 accounts listed,
+    /// from 4 up to 64: `providers::aurinko::default_concurrency`).
     pub concurrency: Option<usize>,
     /// Per-request timeout in seconds (default 60).
     pub timeout_secs: Option<u64>,

@@ -22,7 +22,7 @@ use arrow::array::{Array, BooleanArray, RecordBatch};
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{Add, Transaction};
-use deltalake::writer::DeltaWriter;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use futures::future::LocalBoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use serde_json::json;
@@ -230,10 +230,20 @@ impl Lake {
             Some(t) => t,
             None => self.open_or_create(TableKind::ContactChanges).await?,
         };
-        let mut changes_writer = self.streaming_writer(&changes_table)?;
+        // The writer is made at the first changed row: making one parses the table's
+        // schema, a fixed cost that thousands of unchanged accounts paid for nothing.
+        let mut changes_writer = None;
         let partition = super::partition_values(source, account);
-        let upserts =
-            write_upserts(&extract, &landed, &app, &mut changes_writer, &partition).await?;
+        let upserts = write_upserts(
+            &extract,
+            &landed,
+            &app,
+            (&mut changes_writer, &|| {
+                self.streaming_writer(&changes_table)
+            }),
+            &partition,
+        )
+        .await?;
         let deletes = deletes_of(&extract, &landed.etags, &upserts.seen);
         let Upserts {
             count: upserted,
@@ -243,7 +253,10 @@ impl Lake {
         figures.upserted = upserted;
         figures.deleted = deletes.len() as i64;
         // The upserts' files hold exactly the rows contacts gets: they are copied there.
-        let upsert_files = checksum::sealed(changes_writer.flush().await?);
+        let upsert_files = match changes_writer.as_mut() {
+            Some(w) => checksum::sealed(w.flush().await?),
+            None => vec![],
+        };
         let mut change_files = upsert_files.clone();
         if !deletes.is_empty() {
             let rows: Vec<ContactRecord> = deletes
@@ -310,7 +323,11 @@ impl Lake {
         };
         // Whether the account has rows comes from the log, not the data.
         let first_load = files.is_empty();
+        // An incremental run that saw no change compares nothing: its files' footers are
+        // not read (most accounts of a large fleet, most runs).
+        let nothing_to_compare = wanted.is_some_and(HashSet::is_empty);
         let (etags, located) = match (&contacts, first_load) {
+            _ if nothing_to_compare => (HashMap::new(), None),
             (Some(t), false) => {
                 let (l, at) = keyed::landed_of_ids(t, files, wanted)
                     .await
@@ -993,6 +1010,9 @@ fn ids_to_compare(extract: &Extract, app: &str) -> Result<Option<HashSet<String>
         return Ok(None);
     }
     let mut ids: HashSet<String> = extract.deletes.iter().cloned().collect();
+    if extract.upserts.num_rows() == 0 {
+        return Ok(Some(ids));
+    }
     for b in extract.upserts.batches()? {
         let b = b?;
         let col = text_column(&b, "id", &format!("{app}: the extract"))?;
@@ -1003,12 +1023,16 @@ fn ids_to_compare(extract: &Extract, app: &str) -> Result<Option<HashSet<String>
 
 /// Streams the extract's changed rows (new ids, a different etag, or a different photo
 /// etag: a server may change a photo without touching the contact's etag) into
-/// `writer` as the account's partition. A first load writes every row and compares none.
+/// `writer` as the account's partition, the writer made by `make` at the first such row.
+/// A first load writes every row and compares none.
 async fn write_upserts(
     extract: &Extract,
     landed: &Landed,
     app: &str,
-    writer: &mut deltalake::writer::RecordBatchWriter,
+    (writer, make): (
+        &mut Option<RecordBatchWriter>,
+        &dyn Fn() -> Result<RecordBatchWriter>,
+    ),
     partition: &indexmap::IndexMap<String, delta_kernel::expressions::Scalar>,
 ) -> Result<Upserts> {
     let what = format!("{app}: the extract");
@@ -1017,6 +1041,10 @@ async fn write_upserts(
         changed: HashSet::new(),
         seen: HashSet::new(),
     };
+    if extract.upserts.num_rows() == 0 {
+        // Nothing to read back from the spill (opening it is a file and a schema read).
+        return Ok(out);
+    }
     for b in extract.upserts.batches()? {
         let b = b?;
         let f = if landed.first_load {
@@ -1035,8 +1063,11 @@ async fn write_upserts(
         }
         // Every row of a run is one partition: writing it as that partition spares
         // delta-rs's split by partition values, which copies each batch.
-        writer
-            .write_partition(f, partition, deltalake::writer::WriteMode::Default)
+        let w = match writer {
+            Some(w) => w,
+            None => writer.insert(make()?),
+        };
+        w.write_partition(f, partition, deltalake::writer::WriteMode::Default)
             .await?;
     }
     Ok(out)

@@ -42,6 +42,7 @@ pub mod lease;
 mod photos;
 mod provider;
 pub mod retry;
+mod run_files;
 pub mod state;
 mod tables;
 
@@ -52,7 +53,7 @@ use deltalake::kernel::Action;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::protocol::DeltaOperation;
 use deltalake::protocol::SaveMode;
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::writer::RecordBatchWriter;
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use futures::{StreamExt, TryStreamExt};
 
@@ -749,11 +750,10 @@ impl Lake {
         Ok(())
     }
 
-    /// Appends small batches to `table` in one commit. Written by the Parquet writer and
-    /// committed directly: a fraction of the cost of delta-rs's planned write, which starts
-    /// a query engine for it. Each batch's files are closed before the next is written:
-    /// the writer keeps an open Parquet writer per partition, and a group's batches are
-    /// one per account, so memory stays that of one file, not of the group's accounts.
+    /// Appends `sync_runs` batches (one account each) to `table` in one commit: each batch
+    /// one small file, encoded in memory and put straight to the store (see
+    /// [`run_files`]: delta-rs's planned write starts a query engine, and its streaming
+    /// writer does far more per one-row file), a few at a time, so memory stays that of a few rows.
     async fn append_batches(
         &self,
         kind: TableKind,
@@ -761,16 +761,11 @@ impl Lake {
         batches: &[RecordBatch],
         props: CommitProperties,
     ) -> std::result::Result<(), deltalake::DeltaTableError> {
-        let mut writer =
-            self.streaming_writer(table)
-                .map_err(|e| deltalake::DeltaTableError::GenericError {
-                    source: Box::new(e),
-                })?;
-        let mut files = Vec::new();
-        for b in batches {
-            writer.write(b.clone()).await?;
-            files.extend(checksum::sealed(writer.flush().await?));
-        }
+        let files = run_files::write_run_files(table, batches)
+            .await
+            .map_err(|e| deltalake::DeltaTableError::GenericError {
+                source: Box::new(e),
+            })?;
         let t0 = std::time::Instant::now();
         let t = commit_files(table, &files, props.with_max_retries(COMMIT_RETRIES)).await?;
         self.remember(kind, t, t0, "committed to a table");

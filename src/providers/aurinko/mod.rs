@@ -27,6 +27,23 @@ const MAX_PAGE_BYTES: usize = 64 << 20;
 const MAX_READY_POLLS: u32 = 20;
 /// The wait before polling a `ready:false` sync start again; it doubles each time.
 const FIRST_READY_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+/// Accounts in flight by default: one per [`ACCOUNTS_PER_SLOT`] accounts configured,
+/// within these bounds.
+const DEFAULT_CONCURRENCY: std::ops::RangeInclusive<usize> = 4..=64;
+/// Configured accounts per account in flight, by default.
+const ACCOUNTS_PER_SLOT: usize = 8;
+
+/// Accounts synced at once when the pipeline sets no `concurrency`. An account's run is
+/// mostly waiting (the sync start answers `ready:false` first, then a few pages), so a
+/// fleet of hundreds of small mailboxes is bound by that latency, not by work: with 4 in
+/// flight, 400 accounts took 25 times as long as one account of the same contacts. Many
+/// accounts get many in flight; the cap bounds what the accounts in flight hold at once
+/// (each its pages, id index and change file), so memory stays flat however many accounts
+/// there are, and a few large accounts keep 4.
+pub fn default_concurrency(accounts: usize) -> usize {
+    (accounts / ACCOUNTS_PER_SLOT).clamp(*DEFAULT_CONCURRENCY.start(), *DEFAULT_CONCURRENCY.end())
+}
+
 /// Pages of one stream read before the stream is called a loop. Aurinko documents no
 /// page size; at the 100-200 records a page it sends, this is millions of contacts,
 /// far past any mailbox.
@@ -167,7 +184,10 @@ impl AurinkoSource {
             base_url: cfg.base_url.trim_end_matches('/').to_string(),
             accounts: settings.accounts.iter().map(|a| a.id.clone()).collect(),
             auth,
-            concurrency: cfg.concurrency.unwrap_or(4).max(1),
+            concurrency: cfg
+                .concurrency
+                .unwrap_or_else(|| default_concurrency(settings.accounts.len()))
+                .max(1),
             http: http.with_describer(original_error),
         })
     }
@@ -540,6 +560,41 @@ impl crate::providers::WriteBack for AurinkoSource {
 
 #[cfg(test)]
 mod tests {
+    /// A source of `n` accounts as a pipeline file declares it, `extra` its other keys.
+    fn source_of(n: usize, extra: &str) -> Box<dyn crate::providers::Source> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut csv = String::from("id,token_env,token_file\n");
+        for i in 0..n {
+            std::fs::write(dir.path().join(format!("{i}.token")), "t").unwrap();
+            csv.push_str(&format!("{i},,{i}.token\n"));
+        }
+        std::fs::write(dir.path().join("accounts.csv"), csv).unwrap();
+        let text = format!(
+            "[lake]\nurl = \"lake\"\n[[sources]]\nname = \"crm\"\nprovider = \"aurinko\"\nbase_url = \"http://127.0.0.1:9\"\naccounts_file = \"accounts.csv\"\n{extra}\n"
+        );
+        let p = crate::config::Pipeline::parse(&text, &dir.path().join("p.toml")).unwrap();
+        crate::providers::build(&p.sources[0], dir.path()).unwrap()
+    }
+
+    /// Without `concurrency`, the accounts in flight grow with the accounts (hundreds of
+    /// small mailboxes are latency, not work) up to a cap that bounds memory; a pipeline's
+    /// own figure wins. (The old default was 4 whatever the fleet.)
+    #[test]
+    fn accounts_in_flight_scale_with_the_accounts_up_to_a_cap() {
+        for (accounts, in_flight) in [(1, 4), (20, 4), (40, 5), (400, 50), (512, 64), (10_000, 64)]
+        {
+            assert_eq!(
+                super::default_concurrency(accounts),
+                in_flight,
+                "{accounts} accounts"
+            );
+        }
+        assert_eq!(source_of(400, "").account_concurrency(), 50);
+        assert_eq!(source_of(3, "").account_concurrency(), 4);
+        assert_eq!(source_of(2_000, "").account_concurrency(), 64);
+        assert_eq!(source_of(400, "concurrency = 2").account_concurrency(), 2);
+    }
+
     /// Aurinko's upstream error is read by the Aurinko source, not by the HTTP layer.
     #[test]
     fn upstream_errors_are_named() {
