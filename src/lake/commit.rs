@@ -324,10 +324,19 @@ impl Lake {
         // Whether the account has rows comes from the log, not the data.
         let first_load = files.is_empty();
         // An incremental run that saw no change compares nothing: its files' footers are
-        // not read (most accounts of a large fleet, most runs).
+        // not read (most accounts of a large fleet, most runs). Their deletion vectors
+        // still are, where a file has one: a damaged vector fails every run that touches
+        // the account, as it fails every read, rather than a run saying all is well.
         let nothing_to_compare = wanted.is_some_and(HashSet::is_empty);
         let (etags, located) = match (&contacts, first_load) {
-            _ if nothing_to_compare => (HashMap::new(), None),
+            _ if nothing_to_compare => {
+                if let Some(t) = &contacts {
+                    keyed::check_vectors(t, &files)
+                        .await
+                        .map_err(|e| e.context("contacts"))?;
+                }
+                (HashMap::new(), None)
+            }
             (Some(t), false) => {
                 let (l, at) = keyed::landed_of_ids(t, files, wanted)
                     .await

@@ -642,6 +642,19 @@ impl Located {
     }
 }
 
+/// Reads the deletion vector of each of `files` that has one, checking it as a read
+/// would (see [`deleted_rows`]); files without a vector cost nothing.
+pub(super) async fn check_vectors(table: &DeltaTable, files: &[LogicalFileView]) -> Result<()> {
+    let store = table.log_store().object_store(None);
+    for f in files
+        .iter()
+        .filter(|f| f.deletion_vector_descriptor().is_some())
+    {
+        deleted_rows(store.as_ref(), f).await?;
+    }
+    Ok(())
+}
+
 /// `(id → (etag, photo etag))` of the live rows of one account (its `files`) whose id is
 /// in `only` (every row without it), read straight from the files (only the three
 /// columns, deletion vectors applied): a run looks up its ids without a query engine.

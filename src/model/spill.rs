@@ -355,7 +355,9 @@ impl Latest {
 /// The newest version seen of each id across pages. Pages go to a [`Spill`] on local
 /// disk as they are decoded; only the winners' positions stay in memory.
 pub struct Collected {
-    spill: Spill,
+    /// Made at the first row: an account with nothing to say (most accounts of a fleet's
+    /// no-change run) makes no folder, lock or file.
+    spill: Option<Spill>,
     latest: Latest,
     /// Rows per spilled batch.
     rows: Vec<usize>,
@@ -373,10 +375,10 @@ pub struct Collected {
 const SPILL_SLICE_BYTES: usize = 1 << 20;
 
 impl Collected {
-    /// An empty collection, spilling to a new temporary folder.
+    /// An empty collection, spilling to a new temporary folder once it gets a row.
     pub fn try_new() -> Result<Collected> {
         Ok(Collected {
-            spill: Spill::try_new(&crate::model::schema::contacts_schema())?,
+            spill: None,
             latest: Latest::default(),
             rows: Vec::new(),
             spilled_rows: 0,
@@ -430,7 +432,13 @@ impl Collected {
         for at in (0..batch.num_rows()).step_by(step) {
             let len = step.min(batch.num_rows() - at);
             self.rows.push(len);
-            self.spill.push(&batch.slice(at, len))?;
+            let spill = match &mut self.spill {
+                Some(s) => s,
+                None => self
+                    .spill
+                    .insert(Spill::try_new(&crate::model::schema::contacts_schema())?),
+            };
+            spill.push(&batch.slice(at, len))?;
         }
         self.spilled_rows += batch.num_rows();
         Ok(())
@@ -483,7 +491,11 @@ impl Collected {
         }
         deletes.sort();
         deletes.dedup();
-        Ok((self.spill.finish(keep)?, deletes))
+        let rows = match self.spill {
+            Some(spill) => spill.finish(keep)?,
+            None => Rows::default(),
+        };
+        Ok((rows, deletes))
     }
 }
 
@@ -549,6 +561,21 @@ mod tests {
             notes: Some(note.into()),
             ..Default::default()
         }
+    }
+
+    /// A collection that gets no row makes no spill: a fleet's no-change run made a
+    /// folder, a lock and an Arrow file for each of its 10,000 accounts.
+    #[test]
+    fn an_empty_collection_spills_nothing() {
+        let c = Collected::try_new().unwrap();
+        assert!(c.spill.is_none());
+        let (rows, deletes) = c.finish(&HashSet::from(["gone".to_string()])).unwrap();
+        assert!(matches!(rows, Rows::Memory(b) if b.is_empty()));
+        assert_eq!(deletes, vec!["gone".to_string()]);
+        let mut c = Collected::try_new().unwrap();
+        c.add(&records_to_batch(&[rec("a", 1, false, "n")]).unwrap(), None)
+            .unwrap();
+        assert!(c.spill.is_some());
     }
 
     #[test]
