@@ -46,11 +46,12 @@ pub(super) fn feed_decls(root: &BytesStart<'_>) -> Vec<(String, String)> {
 /// holds after a character that cannot be part of a name counts, so a prefix written in
 /// an attribute value or text (a QName in content) keeps its declaration too.
 pub(super) fn standalone(entry: &str, decls: &[(String, String)], out: &mut String) {
-    let name_end = entry[1..]
-        .find(|c: char| c.is_whitespace() || c == '>' || c == '/')
+    let name_end = entry.as_bytes()[1..]
+        .iter()
+        .position(|&c| c.is_ascii_whitespace() || c == b'>' || c == b'/')
         .map(|i| i + 1)
         .unwrap_or(entry.len());
-    let tag_end = entry.find('>').unwrap_or(entry.len());
+    let tag_end = memchr::memchr(b'>', entry.as_bytes()).unwrap_or(entry.len());
     let own = &entry[..tag_end];
     // Entries rarely declare namespaces of their own: one search settles most of them.
     let own_decls = own.contains("xmlns");
@@ -75,13 +76,18 @@ pub(super) fn standalone(entry: &str, decls: &[(String, String)], out: &mut Stri
 
 /// For each declaration (`xmlns` or `xmlns:p`), whether `entry` may use it: the default
 /// namespace always (the entry element is in it), a prefix when `p:` occurs in the text
-/// after a character that is not part of a name. One pass over the entry's colons.
+/// after a character that is not part of a name. One vectorised pass over the entry's
+/// colons, which stops once every declaration is taken.
 fn used_prefixes(entry: &str, decls: &[(String, String)]) -> Vec<bool> {
     let mut used: Vec<bool> = decls.iter().map(|(k, _)| k == "xmlns").collect();
+    let mut left = used.iter().filter(|u| !**u).count();
     let b = entry.as_bytes();
     let name_byte =
         |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.') || c >= 0x80;
-    for (colon, _) in entry.match_indices(':') {
+    for colon in memchr::memchr_iter(b':', b) {
+        if left == 0 {
+            break;
+        }
         let start = b[..colon]
             .iter()
             .rposition(|&c| !name_byte(c))
@@ -93,6 +99,7 @@ fn used_prefixes(entry: &str, decls: &[(String, String)]) -> Vec<bool> {
         for (i, (key, _)) in decls.iter().enumerate() {
             if !used[i] && key.as_bytes().strip_prefix(b"xmlns:") == Some(prefix) {
                 used[i] = true;
+                left -= 1;
             }
         }
     }
