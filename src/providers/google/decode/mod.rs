@@ -444,7 +444,9 @@ Springfield</gd:postalAddress>
     }
 
     /// A standalone entry carries the feed's declarations it may use and no others: a
-    /// feed declaring many namespaces made every `raw` larger by all of them.
+    /// feed declaring many namespaces made every `raw` larger by all of them. (`dev:` in
+    /// the title is no use of `v:`: a prefix counts only after a character that cannot be
+    /// part of a name.)
     #[test]
     fn raw_keeps_only_the_declarations_an_entry_may_use() {
         let feed = "<feed xmlns='http://www.w3.org/2005/Atom' xmlns:gd='http://schemas.google.com/g/2005' \
@@ -452,7 +454,7 @@ Springfield</gd:postalAddress>
             xmlns:openSearch='http://a9.com/-/spec/opensearch/1.1/' xmlns:sf='urn:sf' xmlns:q='urn:q' xmlns:v='urn:v'>\
             <id>d</id><updated>2024-01-01T00:00:00Z</updated>\
             <entry gd:etag='\"e\"'><id>http://x/m8/feeds/contacts/d/base/a1</id>\
-            <updated>2024-01-01T00:00:00Z</updated><sf:Contact>1</sf:Contact>\
+            <updated>2024-01-01T00:00:00Z</updated><title>dev:ops</title><sf:Contact>1</sf:Contact>\
             <gd:extendedProperty name='t' value='v'/><x type='q:name' xmlns='urn:own'/></entry></feed>";
         let page = decode_feed(feed.as_bytes(), &ctx(), "test page").unwrap();
         let entries = page.records().unwrap();

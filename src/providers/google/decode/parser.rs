@@ -106,9 +106,16 @@ pub(super) fn parse(text: &str) -> Result<Parsed<'_>> {
             p.scopes.pop(level);
         }
         let before = r.buffer_position() as usize;
-        let ev = r
-            .read_event()
-            .with_context(Kind::Decode, || format!("malformed XML near byte {before}"))?;
+        let ev = match r.read_event() {
+            Ok(ev) => ev,
+            Err(e) => {
+                return Err(Error::with_source(
+                    Kind::Decode,
+                    format!("malformed XML near byte {before}"),
+                    e,
+                ));
+            }
+        };
         // Just past the event: where an element's content begins, or where it ended.
         let after = r.buffer_position() as usize;
         match ev {

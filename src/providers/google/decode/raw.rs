@@ -54,7 +54,7 @@ pub(super) fn standalone(entry: &str, decls: &[(String, String)], out: &mut Stri
     let tag_end = memchr::memchr(b'>', entry.as_bytes()).unwrap_or(entry.len());
     let own = &entry[..tag_end];
     // Entries rarely declare namespaces of their own: one search settles most of them.
-    let own_decls = own.contains("xmlns");
+    let own_decls = super::scopes::has_xmlns(own);
     let used = used_prefixes(entry, decls);
     out.push_str(&entry[..name_end]);
     for (i, (key, decl)) in decls.iter().enumerate() {
@@ -77,31 +77,41 @@ pub(super) fn standalone(entry: &str, decls: &[(String, String)], out: &mut Stri
 /// For each declaration (`xmlns` or `xmlns:p`), whether `entry` may use it: the default
 /// namespace always (the entry element is in it), a prefix when `p:` occurs in the text
 /// after a character that is not part of a name. One vectorised pass over the entry's
-/// colons, which stops once every declaration is taken.
+/// colons, each compared with the prefixes not yet seen only, which stops once every
+/// declaration is taken.
 fn used_prefixes(entry: &str, decls: &[(String, String)]) -> Vec<bool> {
     let mut used: Vec<bool> = decls.iter().map(|(k, _)| k == "xmlns").collect();
-    let mut left = used.iter().filter(|u| !**u).count();
+    // The prefixes still to find (an empty one names no prefix: never used).
+    let mut wanted: smallvec::SmallVec<[(usize, &[u8]); 8]> = decls
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !used[*i])
+        .filter_map(|(i, (k, _))| {
+            let p = k.as_bytes().strip_prefix(b"xmlns:")?;
+            (!p.is_empty()).then_some((i, p))
+        })
+        .collect();
     let b = entry.as_bytes();
     let name_byte =
         |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.') || c >= 0x80;
     for colon in memchr::memchr_iter(b':', b) {
-        if left == 0 {
+        if wanted.is_empty() {
             break;
         }
-        let start = b[..colon]
-            .iter()
-            .rposition(|&c| !name_byte(c))
-            .map_or(0, |i| i + 1);
-        if start == colon {
-            continue;
-        }
-        let prefix = &b[start..colon];
-        for (i, (key, _)) in decls.iter().enumerate() {
-            if !used[i] && key.as_bytes().strip_prefix(b"xmlns:") == Some(prefix) {
-                used[i] = true;
-                left -= 1;
+        let before = &b[..colon];
+        wanted.retain(|(i, p)| {
+            // The last byte first: most colons end no wanted prefix, and a call to
+            // compare slices for each was most of this pass.
+            let found = before.last() == p.last()
+                && before.ends_with(p)
+                && before[..before.len() - p.len()]
+                    .last()
+                    .is_none_or(|&c| !name_byte(c));
+            if found {
+                used[*i] = true;
             }
-        }
+            !found
+        });
     }
     used
 }
