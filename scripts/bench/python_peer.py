@@ -58,7 +58,11 @@ def aurinko(base, token, _page_size):
     s = requests.Session()
     s.headers.update({"Authorization": "Bearer " + token})
     while True:
-        st = s.post(f"{base}/v1/contacts/sync").json()
+        r = s.post(f"{base}/v1/contacts/sync")
+        # A refusal (a wrong token: 401) is an error, not a sync that is not ready yet:
+        # polling on it spun forever.
+        r.raise_for_status()
+        st = r.json()
         if st.get("ready"):
             break
     params = {"deltaToken": st["syncUpdatedToken"]}
