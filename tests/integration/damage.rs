@@ -424,3 +424,41 @@ async fn a_wrong_row_count_in_the_log_loses_no_rows() {
     assert_ok(&sync(&p, false).await);
     assert_lake_matches(&p, &emu).await;
 }
+
+/// An account large enough to have its landed rows read while its extract runs
+/// (`Lake::read_landed_ahead`) still fails a run with changes, naming a damaged data
+/// file: a read ahead that fails is not the run's answer; the rows are read again after
+/// the extract and the damage is the run's error. Undamaged, the same run lands exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_file_read_ahead_fails_the_run_naming_it() {
+    let emu = Emulator::start(google_only(6_000)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        &emu,
+        &PipelineSpec {
+            page_size: 1000,
+            ..Default::default()
+        },
+    );
+    assert_ok(&sync(&p, false).await);
+    let files = data_files(&dir.path().join("lake/contacts"));
+    let victim = files
+        .iter()
+        .max_by_key(|f| std::fs::metadata(f).unwrap().len())
+        .unwrap();
+    let name = victim.file_name().unwrap().to_string_lossy().into_owned();
+    let original = std::fs::read(victim).unwrap();
+    let mut bad = original.clone();
+    // In the footer, which the read of the ids (three columns) always reads.
+    let n = bad.len();
+    bad[n - 9] ^= 0x10;
+    std::fs::write(victim, &bad).unwrap();
+    emu.mutate_google(5, 10, 3);
+    let (code, _, err) = run(dir.path(), &["sync"]).await;
+    assert_eq!(code, Some(1), "stderr: {err}");
+    assert!(err.contains(&name) && !err.contains("panicked"), "{err}");
+    std::fs::write(victim, &original).unwrap();
+    assert_ok(&sync(&p, false).await);
+    assert_lake_matches(&p, &emu).await;
+}
