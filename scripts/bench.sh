@@ -291,8 +291,8 @@ stop_emu
 b9
 b10
 
-# B7 needs the bench profile, whose dev-dependency features make cargo rebuild DataFusion
-# and Delta once (about 30 minutes on 2 cores): opt in with BENCH_B7=1.
+# B7 needs the bench profile: after the release build above it builds in about two
+# minutes here (from nothing, as long as a release build). Opt in with BENCH_B7=1.
 : > "$WORK/b7"
 if [ "${BENCH_B7:-0}" = 1 ]; then
   echo "== B7: decoders (criterion)"
