@@ -327,16 +327,8 @@ impl Lake {
         // A failure here is not the run's: the rows are read again after the extract,
         // where a damaged file fails the run as it always did (or does not matter, in a
         // run with nothing to compare).
-        let t0 = std::time::Instant::now();
-        let columns = keyed::read_landed(&contacts, files).await.ok()?;
-        tracing::debug!(
-            source,
-            account,
-            rows = columns.num_rows(),
-            ms = t0.elapsed().as_millis() as u64,
-            "read the landed etags ahead"
-        );
-        Some(LandedAhead(columns))
+        let (etags, located) = keyed::landed_of_ids(&contacts, files, None).await.ok()?;
+        Some(LandedAhead { etags, located })
     }
 
     async fn landed_for_run(
@@ -379,22 +371,12 @@ impl Lake {
                 (HashMap::new(), None)
             }
             (Some(t), false) => {
-                let ahead = ahead.filter(|a| {
-                    let same = a.0.same_files(&files);
-                    if !same {
-                        tracing::debug!(
-                            source,
-                            account,
-                            "the files changed since the etags were read ahead: reading again"
-                        );
-                    }
-                    same
-                });
                 let (l, at) = match ahead {
-                    Some(a) => a.0.rows_of(wanted),
-                    None => keyed::landed_of_ids(t, files, wanted).await,
-                }
-                .map_err(|e| e.context("contacts"))?;
+                    Some(a) if a.located.same_files(&files) => a.only(wanted),
+                    _ => keyed::landed_of_ids(t, files, wanted)
+                        .await
+                        .map_err(|e| e.context("contacts"))?,
+                };
                 (l, Some(at))
             }
             _ => (HashMap::new(), None),
@@ -1049,17 +1031,32 @@ impl FailedRun {
 /// Accounts with fewer landed rows are not read ahead (see [`Lake::read_landed_ahead`]):
 /// a fleet of small accounts' no-change runs would read every file for nothing.
 pub const AHEAD_MIN_ROWS: usize = 5_000;
-/// Accounts with more are not read ahead: every row's id and etags held (as columns,
-/// some 50 bytes a row).
+/// Accounts with more are not read ahead: every row's etag held (about 120 bytes a row).
 pub const AHEAD_MAX_ROWS: usize = 200_000;
 
-/// An account's landed id, etag and photo etag columns, every file, read while its
-/// extract ran (see [`Lake::read_landed_ahead`]).
-pub struct LandedAhead(keyed::LandedColumns);
+/// Etag and photo etag by id.
+type Etags = HashMap<String, (Option<String>, Option<String>)>;
+
+/// An account's landed etags and row positions, every row, read while its extract ran.
+pub struct LandedAhead {
+    etags: Etags,
+    located: Located,
+}
+
+impl LandedAhead {
+    /// Only the rows of `wanted` (every row without it), as reading after would give.
+    fn only(mut self, wanted: Option<&HashSet<String>>) -> (Etags, Located) {
+        if let Some(w) = wanted {
+            self.etags.retain(|id, _| w.contains(id));
+            self.located.keep_only(w);
+        }
+        (self.etags, self.located)
+    }
+}
 
 impl std::fmt::Debug for LandedAhead {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LandedAhead({} rows)", self.0.num_rows())
+        write!(f, "LandedAhead({} rows)", self.etags.len())
     }
 }
 

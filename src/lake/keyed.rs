@@ -603,9 +603,6 @@ pub(super) async fn run_cursor(
 /// One landed row's `(id, (etag, photo etag))` and its physical position in its file.
 type LandedRow = (String, (Option<String>, Option<String>), u64);
 
-/// Etag and photo etag by id, as [`landed_of_ids`] returns them.
-pub(super) type LandedEtags = HashMap<String, (Option<String>, Option<String>)>;
-
 /// Where the live rows of some ids of one account are, as read by [`landed_of_ids`]. The
 /// positions hold for as long as the account's files and their deletion vectors are
 /// the ones read, which a keyed step checks before using them instead of reading again.
@@ -624,6 +621,16 @@ impl Located {
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
+    }
+
+    /// Whether `files` are still the files read (the same paths and deletion vectors).
+    pub(super) fn same_files(&self, files: &[LogicalFileView]) -> bool {
+        Self::files_of(files) == self.files
+    }
+
+    /// Forgets every id not in `ids`.
+    pub(super) fn keep_only(&mut self, ids: &HashSet<String>) {
+        self.at.retain(|id, _| ids.contains(id));
     }
 
     /// The positions of `keys` per file path, when `files` are still the files read.
@@ -666,102 +673,51 @@ pub(super) async fn landed_of_ids(
     table: &DeltaTable,
     files: Vec<LogicalFileView>,
     only: Option<&HashSet<String>>,
-) -> Result<(LandedEtags, Located)> {
-    read_landed(table, files).await?.rows_of(only)
-}
-
-/// The id, etag and photo etag columns of an account's files as read, with each file's
-/// deleted rows: what [`landed_of_ids`] reads, before it picks the rows of some ids.
-/// Kept as Arrow columns (a few tens of bytes a row), not a value per row.
-pub(super) struct LandedColumns {
-    files: Vec<(LogicalFileView, RoaringTreemap, Vec<RecordBatch>)>,
-}
-
-/// Reads the columns [`LandedColumns`] holds of every file of `files`.
-pub(super) async fn read_landed(
-    table: &DeltaTable,
-    files: Vec<LogicalFileView>,
-) -> Result<LandedColumns> {
+) -> Result<(HashMap<String, (Option<String>, Option<String>)>, Located)> {
     let store = table.log_store().object_store(None);
-    let files = futures::stream::iter(files)
+    let mut located = Located {
+        files: Located::files_of(&files),
+        at: HashMap::new(),
+    };
+    let parts: Vec<(String, Vec<LandedRow>)> = futures::stream::iter(files)
         .map(|f| {
             let store = store.clone();
             async move {
-                let (gone, batches) = landed_columns(store, &f).await?;
-                Ok::<_, Error>((f, gone, batches))
+                let rows = landed_in_file(store, &f, only).await?;
+                Ok::<_, Error>((f.path().to_string(), rows))
             }
         })
         .buffer_unordered(ID_READS)
         .try_collect()
         .await?;
-    Ok(LandedColumns { files })
-}
-
-impl LandedColumns {
-    /// Rows read.
-    pub(super) fn num_rows(&self) -> usize {
-        self.files
-            .iter()
-            .flat_map(|(_, _, b)| b)
-            .map(RecordBatch::num_rows)
-            .sum()
-    }
-
-    /// Whether `files` are still the files read (the same paths and deletion vectors).
-    pub(super) fn same_files(&self, files: &[LogicalFileView]) -> bool {
-        let read: Vec<LogicalFileView> = self.files.iter().map(|(f, _, _)| f.clone()).collect();
-        Located::files_of(&read) == Located::files_of(files)
-    }
-
-    /// The live rows whose id is in `only` (every row without it), as [`landed_of_ids`]
-    /// returns them.
-    pub(super) fn rows_of(self, only: Option<&HashSet<String>>) -> Result<(LandedEtags, Located)> {
-        let views: Vec<LogicalFileView> = self.files.iter().map(|(f, _, _)| f.clone()).collect();
-        let mut located = Located {
-            files: Located::files_of(&views),
-            at: HashMap::new(),
-        };
-        let mut landed = HashMap::new();
-        for (f, gone, batches) in &self.files {
-            let path = f.path().to_string();
-            for (id, etags, pos) in landed_rows(f, gone, batches, only)? {
-                located
-                    .at
-                    .entry(id.clone())
-                    .or_default()
-                    .push((path.clone(), pos));
-                landed.insert(id, etags);
-            }
+    let mut landed = HashMap::new();
+    for (path, rows) in parts {
+        for (id, etags, pos) in rows {
+            located
+                .at
+                .entry(id.clone())
+                .or_default()
+                .push((path.clone(), pos));
+            landed.insert(id, etags);
         }
-        Ok((landed, located))
     }
+    Ok((landed, located))
 }
 
-/// One file's deleted rows and its id, etag and photo etag columns.
-async fn landed_columns(
+async fn landed_in_file(
     store: Arc<dyn ObjectStore>,
     f: &LogicalFileView,
-) -> Result<(RoaringTreemap, Vec<RecordBatch>)> {
-    let gone = deleted_rows(store.as_ref(), f).await?;
-    let stream = read_leaves(store, f, &[&["id"], &["etag"], &["photo", "etag"]]).await?;
-    let batches = stream.try_collect().await.map_err(|e| in_file(f, e))?;
-    Ok((gone, batches))
-}
-
-/// The live rows of one file's columns whose id is in `only` (every row without it).
-fn landed_rows(
-    f: &LogicalFileView,
-    gone: &RoaringTreemap,
-    batches: &[RecordBatch],
     only: Option<&HashSet<String>>,
 ) -> Result<Vec<LandedRow>> {
+    let gone = deleted_rows(store.as_ref(), f).await?;
+    let mut stream = read_leaves(store, f, &[&["id"], &["etag"], &["photo", "etag"]]).await?;
     let mut out = Vec::new();
     let mut offset = 0u64;
-    for b in batches {
+    while let Some(b) = stream.try_next().await.map_err(|e| in_file(f, e))? {
         let what = format!("data file {}", f.path());
         let (ids, etags) = (
-            super::text_column(b, "id", &what)?,
-            super::text_column(b, "etag", &what)?,
+            super::text_column(&b, "id", &what)?,
+            super::text_column(&b, "etag", &what)?,
         );
         let photo = b
             .column_by_name("photo")
