@@ -656,19 +656,6 @@ impl AccountRun {
         if cursor.is_none() {
             *mode = SyncMode::Full;
         }
-        // The landed rows are read beside the extract (see `Lake::read_landed_ahead`);
-        // a task, so the read runs on the other core while the extract waits for the API,
-        // aborted if the extract fails.
-        let ahead = cursor.is_some().then(|| {
-            let (lake, name, account) = (
-                self.lake.clone(),
-                source.name().to_string(),
-                account.to_string(),
-            );
-            AbortOnDrop(tokio::spawn(async move {
-                lake.read_landed_ahead(&name, &account).await
-            }))
-        });
         let extract = match source.extract(account, cursor.as_deref(), ctx).await {
             Err(why @ Error::CursorExpired { .. }) => {
                 tracing::warn!(source = source.name(), account, reason = %why, "cursor expired: running a full extract and reconciling deletes");
@@ -687,22 +674,9 @@ impl AccountRun {
             "extracted"
         );
         let figures = run_figures(&ctx.run_id, *mode, ctx.synced_at_us, &ctx.metrics, None);
-        let ahead = match ahead {
-            Some(mut task) => (&mut task.0).await.ok().flatten(),
-            None => None,
-        };
         self.lake
-            .prepare_run(source.name(), account, &state, extract, figures, ahead)
+            .prepare_run(source.name(), account, &state, extract, figures)
             .await
-    }
-}
-
-/// A spawned task aborted when dropped (a run that fails stops its read-ahead).
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -212,13 +212,12 @@ impl Lake {
         state: &AccountState,
         extract: Extract,
         mut figures: RunFigures,
-        ahead: Option<LandedAhead>,
     ) -> Result<PreparedRun> {
         let app = app_id(source, account);
         let t0 = std::time::Instant::now();
         let wanted = ids_to_compare(&extract, &app)?;
         let landed = self
-            .landed_for_run(source, account, wanted.as_ref(), ahead)
+            .landed_for_run(source, account, wanted.as_ref())
             .await?;
         drop(wanted);
         tracing::debug!(
@@ -300,43 +299,11 @@ impl Lake {
 
     /// The account's landed rows a run compares with: all of them (`wanted` is `None`),
     /// or those of the ids in `wanted`.
-    /// Reads an account's landed etags and row positions while its extract runs, when
-    /// the `contacts` table is open and the account holds between [`AHEAD_MIN_ROWS`] and
-    /// [`AHEAD_MAX_ROWS`] rows (by the log's counts; only a guide). An incremental run
-    /// read them after its extract, for the ids it brought: 9 ms of a 56 ms run of 500
-    /// changes in 50,000 contacts, in series with the extract's wait for the API. Read
-    /// ahead, they cost the same work beside that wait; [`Lake::prepare_run`] keeps the
-    /// ids it compares and uses them only if the account's files are still the ones read.
-    /// Fewer rows are quick to read after; more would hold every row's etag in memory
-    /// for a run that may bring a few changes. `None` when not read ahead.
-    pub async fn read_landed_ahead(&self, source: &str, account: &str) -> Option<LandedAhead> {
-        let contacts = self.seen(TableKind::Contacts)?;
-        let files = self
-            .indexes
-            .partitions(TableKind::Contacts, &contacts)
-            .ok()?
-            .get(&(source.to_string(), account.to_string()))
-            .cloned()?;
-        let rows: usize = files
-            .iter()
-            .map(|f| f.num_records())
-            .sum::<Option<usize>>()?;
-        if !(AHEAD_MIN_ROWS..=AHEAD_MAX_ROWS).contains(&rows) {
-            return None;
-        }
-        // A failure here is not the run's: the rows are read again after the extract,
-        // where a damaged file fails the run as it always did (or does not matter, in a
-        // run with nothing to compare).
-        let (etags, located) = keyed::landed_of_ids(&contacts, files, None).await.ok()?;
-        Some(LandedAhead { etags, located })
-    }
-
     async fn landed_for_run(
         &self,
         source: &str,
         account: &str,
         wanted: Option<&HashSet<String>>,
-        ahead: Option<LandedAhead>,
     ) -> Result<Landed> {
         // The tables as this process last saw them: nothing but this account's own runs
         // changes its partition (another sync of it loses the transaction check), and the
@@ -371,12 +338,9 @@ impl Lake {
                 (HashMap::new(), None)
             }
             (Some(t), false) => {
-                let (l, at) = match ahead {
-                    Some(a) if a.located.same_files(&files) => a.only(wanted),
-                    _ => keyed::landed_of_ids(t, files, wanted)
-                        .await
-                        .map_err(|e| e.context("contacts"))?,
-                };
+                let (l, at) = keyed::landed_of_ids(t, files, wanted)
+                    .await
+                    .map_err(|e| e.context("contacts"))?;
                 (l, Some(at))
             }
             _ => (HashMap::new(), None),
@@ -1025,38 +989,6 @@ impl FailedRun {
             account: run.account.clone(),
             figures,
         }
-    }
-}
-
-/// Accounts with fewer landed rows are not read ahead (see [`Lake::read_landed_ahead`]):
-/// a fleet of small accounts' no-change runs would read every file for nothing.
-pub const AHEAD_MIN_ROWS: usize = 5_000;
-/// Accounts with more are not read ahead: every row's etag held (about 120 bytes a row).
-pub const AHEAD_MAX_ROWS: usize = 200_000;
-
-/// Etag and photo etag by id.
-type Etags = HashMap<String, (Option<String>, Option<String>)>;
-
-/// An account's landed etags and row positions, every row, read while its extract ran.
-pub struct LandedAhead {
-    etags: Etags,
-    located: Located,
-}
-
-impl LandedAhead {
-    /// Only the rows of `wanted` (every row without it), as reading after would give.
-    fn only(mut self, wanted: Option<&HashSet<String>>) -> (Etags, Located) {
-        if let Some(w) = wanted {
-            self.etags.retain(|id, _| w.contains(id));
-            self.located.keep_only(w);
-        }
-        (self.etags, self.located)
-    }
-}
-
-impl std::fmt::Debug for LandedAhead {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LandedAhead({} rows)", self.etags.len())
     }
 }
 

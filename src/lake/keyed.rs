@@ -623,16 +623,6 @@ impl Located {
         v
     }
 
-    /// Whether `files` are still the files read (the same paths and deletion vectors).
-    pub(super) fn same_files(&self, files: &[LogicalFileView]) -> bool {
-        Self::files_of(files) == self.files
-    }
-
-    /// Forgets every id not in `ids`.
-    pub(super) fn keep_only(&mut self, ids: &HashSet<String>) {
-        self.at.retain(|id, _| ids.contains(id));
-    }
-
     /// The positions of `keys` per file path, when `files` are still the files read.
     fn positions(
         &self,

@@ -59,10 +59,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{Context, Error, Kind, Result};
 use crate::model::schema::ContactRecord;
-pub use commit::{
-    AHEAD_MAX_ROWS, AHEAD_MIN_ROWS, CommitMetrics, CommitRuns, FailedRun, LandedAhead, PreparedRun,
-    RunFailure, RunStates,
-};
+pub use commit::{CommitMetrics, CommitRuns, FailedRun, PreparedRun, RunFailure, RunStates};
 pub use keyed::KeyedOutcome;
 pub use photos::{FetchedPhoto, LandedPhoto, PhotoWant, PhotoWork, photo_sha256};
 pub use provider::session_context;
