@@ -443,6 +443,49 @@ Springfield</gd:postalAddress>
         );
     }
 
+    /// An entry's own namespace declarations are read as XML: one written with spaces
+    /// around `=` is not declared a second time in `raw` (a duplicate attribute), and an
+    /// attribute value holding the text `xmlns:gd=` (and a `>`) stands for no
+    /// declaration, so the feed's, which the entry needs, is kept.
+    #[test]
+    fn raw_reads_the_entrys_own_declarations_as_xml() {
+        use quick_xml::events::Event;
+        use quick_xml::name::ResolveResult;
+        let feed = "<feed xmlns='http://www.w3.org/2005/Atom' xmlns:gd='http://schemas.google.com/g/2005'>\
+            <entry xmlns:gd = 'http://schemas.google.com/g/2005' gd:etag='\"a\"'>\
+            <id>http://x/m8/feeds/contacts/d/base/a1</id><gd:email address='a@x'/></entry>\
+            <entry gd:etag='\"b\"' title='a > b, xmlns:gd=1'>\
+            <id>http://x/m8/feeds/contacts/d/base/b1</id><gd:email address='b@x'/></entry></feed>";
+        let page = decode_feed(feed.as_bytes(), &ctx(), "test page").unwrap();
+        let entries = page.records().unwrap();
+        assert_eq!(entries.len(), 2);
+        for e in &entries {
+            let raw = e.raw.as_deref().unwrap();
+            let mut r = quick_xml::reader::NsReader::from_str(raw);
+            let mut emails = 0;
+            loop {
+                match r.read_resolved_event().unwrap() {
+                    (res, Event::Start(s) | Event::Empty(s)) => {
+                        // Attributes checked as XML does: a duplicate is an error.
+                        for a in s.attributes() {
+                            a.unwrap_or_else(|err| panic!("{err}: {raw}"));
+                        }
+                        if s.local_name().as_ref() == b"email" {
+                            emails += 1;
+                            assert!(
+                                matches!(res, ResolveResult::Bound(ns) if ns.as_ref() == GD),
+                                "{raw}"
+                            );
+                        }
+                    }
+                    (_, Event::Eof) => break,
+                    _ => {}
+                }
+            }
+            assert_eq!(emails, 1, "{raw}");
+        }
+    }
+
     /// A standalone entry carries the feed's declarations it may use and no others: a
     /// feed declaring many namespaces made every `raw` larger by all of them. (`dev:` in
     /// the title is no use of `v:`: a prefix counts only after a character that cannot be

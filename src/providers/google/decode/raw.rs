@@ -51,27 +51,58 @@ pub(super) fn standalone(entry: &str, decls: &[(String, String)], out: &mut Stri
         .position(|&c| c.is_ascii_whitespace() || c == b'>' || c == b'/')
         .map(|i| i + 1)
         .unwrap_or(entry.len());
-    let tag_end = memchr::memchr(b'>', entry.as_bytes()).unwrap_or(entry.len());
-    let own = &entry[..tag_end];
+    let own = &entry[..start_tag_end(entry)];
     // Entries rarely declare namespaces of their own: one search settles most of them.
-    let own_decls = super::scopes::has_xmlns(own);
+    let own_decls = if super::scopes::has_xmlns(own) {
+        own_declarations(own)
+    } else {
+        Vec::new()
+    };
     let used = used_prefixes(entry, decls);
     out.push_str(&entry[..name_end]);
     for (i, (key, decl)) in decls.iter().enumerate() {
         if !used.get(i).copied().unwrap_or(true) {
             continue;
         }
-        // Whether the entry's own start tag declares this prefix (`key=`).
-        let declared = own_decls
-            && own
-                .match_indices(key.as_str())
-                .any(|(i, _)| own[i + key.len()..].starts_with('='));
-        if !declared {
+        if !own_decls.contains(key) {
             out.push(' ');
             out.push_str(decl);
         }
     }
     out.push_str(&entry[name_end..]);
+}
+
+/// Where an entry's start tag ends: its first `>` outside a quoted attribute value (a
+/// value may hold `>`).
+fn start_tag_end(entry: &str) -> usize {
+    let mut quote = None;
+    for (i, &c) in entry.as_bytes().iter().enumerate() {
+        match (quote, c) {
+            (None, b'"' | b'\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, b'>') => return i + 1,
+            _ => {}
+        }
+    }
+    entry.len()
+}
+
+/// The namespace declarations of a start tag (`xmlns`, `xmlns:p`), read as XML: a
+/// declaration written `xmlns:gd = "…"` counts, and an attribute value that holds the
+/// text `xmlns:gd=` does not. (A search for `xmlns:gd=` got both wrong: the feed's
+/// declaration was added beside the entry's own, a duplicate attribute, or left out
+/// where the entry needed it.)
+fn own_declarations(tag: &str) -> Vec<String> {
+    match quick_xml::Reader::from_str(tag).read_event() {
+        Ok(quick_xml::events::Event::Start(s) | quick_xml::events::Event::Empty(s)) => s
+            .attributes()
+            .with_checks(false)
+            .map_while(|a| a.ok())
+            .filter(|a| a.key.as_namespace_binding().is_some())
+            .map(|a| String::from_utf8_lossy(a.key.as_ref()).into_owned())
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// For each declaration (`xmlns` or `xmlns:p`), whether `entry` may use it: the default
