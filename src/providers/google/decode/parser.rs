@@ -12,7 +12,7 @@ use super::row::{
     AddressX, EmailX, Entry, EventX, ExtPropX, ImX, Items, OrgX, PhoneX, PhotoX, RelationX,
     WebsiteX,
 };
-use super::scopes::{Attrs, Ns, Scopes, page_str, short_rel, sub};
+use super::scopes::{Attrs, Ns, Scopes, has_xmlns, page_str, short_rel, sub};
 use super::{MAX_DEPTH, PHOTO_REL, S};
 use crate::error::{Context, Error, Kind, Result};
 
@@ -154,6 +154,9 @@ struct FeedParser<'a> {
     /// The entry being read, and where its start tag began.
     rec: Option<Entry<'a>>,
     entry_start: usize,
+    /// The namespace declarations the entry's start tag makes (their attribute names),
+    /// which its standalone text keeps instead of the feed's.
+    entry_decls: Vec<String>,
     entry_count: usize,
     /// What the element open inside an entry will fill when it closes.
     st: Pending<'a>,
@@ -177,6 +180,7 @@ impl<'a> FeedParser<'a> {
             saw_root: false,
             rec: None,
             entry_start: 0,
+            entry_decls: Vec::new(),
             entry_count: 0,
             st: Pending::default(),
             ext_inner: None,
@@ -253,6 +257,15 @@ impl<'a> FeedParser<'a> {
     fn entry(&mut self, s: &BytesStart<'_>, empty: bool, before: usize) -> Result<()> {
         self.entry_count += 1;
         self.entry_start = before;
+        // Read from the start tag as parsed (entries rarely declare any): a search of the
+        // entry's text for `xmlns:gd=` missed `xmlns:gd = "…"` (the feed's declaration
+        // was then added too, a duplicate attribute) and took a value holding that text
+        // for a declaration (the feed's, which the entry needed, was left out).
+        self.entry_decls = if has_xmlns(&page_str(self.text, s)?) {
+            feed_decls(s).into_iter().map(|(key, _)| key).collect()
+        } else {
+            Vec::new()
+        };
         self.rec = Some(Entry {
             etag: Attrs::read(&self.scopes, s, self.text)?.gd("etag"),
             from: self.page.items.marks(),
@@ -378,7 +391,12 @@ impl<'a> FeedParser<'a> {
         }
         let at = self.page.raws.len();
         let entry = span(self.text, self.entry_start, end)?;
-        standalone(entry, &self.root_decls, &mut self.page.raws);
+        standalone(
+            entry,
+            &self.root_decls,
+            &self.entry_decls,
+            &mut self.page.raws,
+        );
         done.raw = at..self.page.raws.len();
         done.to = self.page.items.marks();
         self.page.entries.push(done);

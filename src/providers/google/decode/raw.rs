@@ -36,8 +36,9 @@ pub(super) fn feed_decls(root: &BytesStart<'_>) -> Vec<(String, String)> {
 }
 
 /// Writes an entry cut from a feed parse as a document on its own to `out`: adds to the
-/// entry's start tag the feed's namespace declarations it may use, except prefixes the
-/// entry declares itself.
+/// entry's start tag the feed's namespace declarations it may use, except those the
+/// entry's start tag makes itself (`own`, attribute names such as `xmlns:gd`, as the
+/// parser read them).
 ///
 /// A prefix the entry never writes is left out: a feed may declare many namespaces
 /// (an independent server declared nine), and copying all of them into every entry made
@@ -45,64 +46,26 @@ pub(super) fn feed_decls(root: &BytesStart<'_>) -> Vec<(String, String)> {
 /// threshold on every page. "May use" is a superset: any `prefix:` the entry's text
 /// holds after a character that cannot be part of a name counts, so a prefix written in
 /// an attribute value or text (a QName in content) keeps its declaration too.
-pub(super) fn standalone(entry: &str, decls: &[(String, String)], out: &mut String) {
+pub(super) fn standalone(
+    entry: &str,
+    decls: &[(String, String)],
+    own: &[String],
+    out: &mut String,
+) {
     let name_end = entry.as_bytes()[1..]
         .iter()
         .position(|&c| c.is_ascii_whitespace() || c == b'>' || c == b'/')
         .map(|i| i + 1)
         .unwrap_or(entry.len());
-    let own = &entry[..start_tag_end(entry)];
-    // Entries rarely declare namespaces of their own: one search settles most of them.
-    let own_decls = if super::scopes::has_xmlns(own) {
-        own_declarations(own)
-    } else {
-        Vec::new()
-    };
     let used = used_prefixes(entry, decls);
     out.push_str(&entry[..name_end]);
     for (i, (key, decl)) in decls.iter().enumerate() {
-        if !used.get(i).copied().unwrap_or(true) {
-            continue;
-        }
-        if !own_decls.contains(key) {
+        if used.get(i).copied().unwrap_or(true) && !own.contains(key) {
             out.push(' ');
             out.push_str(decl);
         }
     }
     out.push_str(&entry[name_end..]);
-}
-
-/// Where an entry's start tag ends: its first `>` outside a quoted attribute value (a
-/// value may hold `>`).
-fn start_tag_end(entry: &str) -> usize {
-    let mut quote = None;
-    for (i, &c) in entry.as_bytes().iter().enumerate() {
-        match (quote, c) {
-            (None, b'"' | b'\'') => quote = Some(c),
-            (Some(q), c) if c == q => quote = None,
-            (None, b'>') => return i + 1,
-            _ => {}
-        }
-    }
-    entry.len()
-}
-
-/// The namespace declarations of a start tag (`xmlns`, `xmlns:p`), read as XML: a
-/// declaration written `xmlns:gd = "…"` counts, and an attribute value that holds the
-/// text `xmlns:gd=` does not. (A search for `xmlns:gd=` got both wrong: the feed's
-/// declaration was added beside the entry's own, a duplicate attribute, or left out
-/// where the entry needed it.)
-fn own_declarations(tag: &str) -> Vec<String> {
-    match quick_xml::Reader::from_str(tag).read_event() {
-        Ok(quick_xml::events::Event::Start(s) | quick_xml::events::Event::Empty(s)) => s
-            .attributes()
-            .with_checks(false)
-            .map_while(|a| a.ok())
-            .filter(|a| a.key.as_namespace_binding().is_some())
-            .map(|a| String::from_utf8_lossy(a.key.as_ref()).into_owned())
-            .collect(),
-        _ => Vec::new(),
-    }
 }
 
 /// For each declaration (`xmlns` or `xmlns:p`), whether `entry` may use it: the default
