@@ -495,7 +495,12 @@ fn in_file(f: &LogicalFileView, e: impl std::error::Error + Send + Sync + 'stati
 #[allow(deprecated)]
 fn reader(store: Arc<dyn ObjectStore>, f: &LogicalFileView) -> ParquetObjectReader {
     super::checksum::expect(f);
-    ParquetObjectReader::new(store, f.object_store_path()).with_file_size(f.size() as u64)
+    // The footer in one read: without a hint, its 8-byte tail is read first and the
+    // metadata (24-80 KB for this schema) second, and each read of a checked file
+    // fetches and checks a whole block, so the same block was read twice.
+    ParquetObjectReader::new(store, f.object_store_path())
+        .with_file_size(f.size() as u64)
+        .with_footer_size_hint(super::checksum::BLOCK as usize)
 }
 
 /// A stream of the given leaf columns (paths of names) of `f`, in physical row order.

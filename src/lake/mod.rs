@@ -906,6 +906,12 @@ impl Lake {
         filter: Option<&str>,
         mut each: impl FnMut(RecordBatch) -> Result<()>,
     ) -> Result<()> {
+        // A table with no files has no rows: no query is planned. Every sync ends by
+        // reading `writeback_results` for writes to resolve, and for a lake that never
+        // ran `apply` that query's planning was a run's fixed cost (B4).
+        if t.snapshot()?.log_data().num_files() == 0 {
+            return Ok(());
+        }
         let sql = match filter {
             Some(f) => format!("SELECT * FROM t WHERE {f}"),
             None => "SELECT * FROM t".into(),

@@ -1193,7 +1193,19 @@ async fn hostile_stopped_runs_leave_no_spill_and_dead_ones_are_swept() {
             return Reply::Hang;
         }
         let next = feed_url(&format!("http://{host}"), "start-index=2");
-        atom(feed(&[entry("a")], Some(1000), Some(&next)))
+        // Notes alone more than an extract holds in memory (`HOLD_BYTES`), so the run
+        // spills; the page stays under the client's limit (`MAX_PAGE_BYTES`).
+        let notes = "n".repeat(contacts_etl::model::spill::HOLD_BYTES / 3 + 1);
+        let big: Vec<String> = ["a", "b", "c"]
+            .iter()
+            .map(|id| {
+                entry(id).replace(
+                    "</entry>",
+                    &format!("<content type='text'>{notes}</content></entry>"),
+                )
+            })
+            .collect();
+        atom(feed(&big, Some(1000), Some(&next)))
     })
     .await;
     let dir = workdir();
